@@ -1,0 +1,1 @@
+"""Data: readers -> normalised examples -> rendered (ids, loss mask) -> packed/collated batches."""
