@@ -1,0 +1,199 @@
+"""YAML / dict -> :class:`RunConfig`, with type checks, did-you-mean and dotted overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from ..errors import ConfigError
+from .schema import ModelConfig, RunConfig
+
+_SHORTHANDS = {"model": "path"}  # `model: ./dir` means `model: {path: ./dir}`
+
+
+def load_config(source: str | Path | dict | RunConfig,
+                overrides: list[str] | None = None) -> RunConfig:
+    """Build a validated :class:`RunConfig`.
+
+    ``source`` is a YAML file path, an already-parsed mapping, or a RunConfig (returned as a
+    copy with ``overrides`` applied). ``overrides`` are ``"dotted.key=value"`` strings whose
+    value is parsed as YAML (``train.lr=1e-4``, ``data.train=[a.jsonl,b.jsonl]``).
+    """
+    where = "config"
+    if isinstance(source, RunConfig):
+        raw = dataclasses.asdict(source)
+    elif isinstance(source, dict):
+        raw = dict(source)
+    else:
+        path = Path(source)
+        where = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    for item in overrides or []:
+        _apply_override(raw, item)
+    return _build(RunConfig, raw, where)
+
+
+def _apply_override(raw: dict, item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' must look like section.key=value")
+    key, _, text = item.partition("=")
+    parts = key.strip().split(".")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if isinstance(child, str) and part in _SHORTHANDS and i == 0:
+            child = {_SHORTHANDS[part]: child}
+        if child is None:
+            child = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{item}': '{'.'.join(parts[:i + 1])}' is not a section")
+        node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def _build(cls: type, raw: Any, where: str, prefix: str = ""):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: '{prefix or 'top level'}' must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(_unknown_key_message(where, dotted, key, list(fields)))
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            if isinstance(value, str) and key in _SHORTHANDS:
+                value = {_SHORTHANDS[key]: value}
+            kwargs[key] = _build(hint, value if value is not None else {}, where, dotted + ".")
+        else:
+            kwargs[key] = _coerce(value, hint, where, dotted)
+    return cls(**kwargs)
+
+
+def _unknown_key_message(where: str, dotted: str, key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f" Did you mean '{dotted[: -len(key)]}{close[0]}'?" if close else ""
+    return f"{where}: unknown key '{dotted}'.{hint} Known keys here: {', '.join(sorted(known))}."
+
+
+def _coerce(value: Any, hint: Any, where: str, dotted: str) -> Any:
+    """Check ``value`` against the type ``hint``; return it (ints widened to float)."""
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(hint):
+            try:
+                return _coerce(value, option, where, dotted)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise ConfigError(f"{where}: '{dotted}' = {value!r} is not {_describe(hint)}")
+    if hint is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{where}: '{dotted}' must be null")
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        if value in allowed:
+            return value
+        close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+        hint_text = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"{where}: '{dotted}' = {value!r} is not one of {', '.join(map(str, allowed))}.{hint_text}")
+    if origin is list:
+        (item_type,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: '{dotted}' must be a list, got {value!r}")
+        return [_coerce(v, item_type, where, f"{dotted}[{i}]") for i, v in enumerate(value)]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "2e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - schema uses only the types above
+        return value
+    raise ConfigError(f"{where}: '{dotted}' = {value!r} must be {_describe(hint)}")
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(h) for h in typing.get_args(hint))
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(hint)))
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(hint)[0])}"
+    if hint is type(None):
+        return "null"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
+def config_to_dict(config: RunConfig) -> dict:
+    """Plain nested dict of a config (for YAML dumps and JSON metadata)."""
+    return dataclasses.asdict(config)
+
+
+def dump_config(config: RunConfig, path: str | Path) -> None:
+    """Write the config as YAML (sections in schema order)."""
+    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False), encoding="utf-8")
+
+
+def validate(config: RunConfig) -> None:
+    """Checks across fields that types alone cannot express."""
+    t, a = config.train, config.adapter
+    if not config.model.path:
+        raise ConfigError("config: 'model' is required (a local Hugging Face model folder)")
+    if not config.data.train:
+        raise ConfigError("config: 'data.train' is required (a training data file)")
+    positive = {"train.batch_size": t.batch_size, "train.grad_accum": t.grad_accum,
+                "train.max_length": t.max_length, "train.log_every": t.log_every,
+                "train.loss_chunk_size": t.loss_chunk_size}
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"config: '{key}' must be >= 1, got {value}")
+    if t.max_steps is not None and t.max_steps < 1:
+        raise ConfigError(f"config: 'train.max_steps' must be >= 1, got {t.max_steps}")
+    if t.epochs <= 0 and t.max_steps is None:
+        raise ConfigError("config: 'train.epochs' must be > 0 (or set train.max_steps)")
+    if t.lr <= 0:
+        raise ConfigError(f"config: 'train.lr' must be > 0, got {t.lr}")
+    if not 0 <= config.data.eval_fraction < 1:
+        raise ConfigError("config: 'data.eval_fraction' must be in [0, 1)")
+    if a.type != "none" and (a.r < 1 or a.alpha <= 0):
+        raise ConfigError("config: 'adapter.r' must be >= 1 and 'adapter.alpha' > 0")
+    if not 0 <= a.dropout < 1:
+        raise ConfigError("config: 'adapter.dropout' must be in [0, 1)")
+    if t.save_every < 0 or t.eval_every < 0 or t.keep_last < 1:
+        raise ConfigError("config: 'train.save_every'/'eval_every' must be >= 0 and 'keep_last' >= 1")
+
+
+__all__ = ["load_config", "dump_config", "config_to_dict", "validate", "ModelConfig"]

@@ -1,0 +1,1 @@
+"""The one training loop: accumulation, clipping, schedule, eval cadence, checkpoints, metrics."""

@@ -1,0 +1,226 @@
+"""The training loop, written once for every method.
+
+A method hands the engine a ``loss_fn(model, batch) -> (loss_sum, metrics)`` that returns the
+*sum* of its per-token losses and ``metrics["n"]``, the number of tokens (or items) summed.
+Per principle 3 the engine sums over the accumulation window and divides by the window's total
+count (known before the first backward, because the window's batches are built up front), so
+``batch 8 × accum 1`` and ``batch 1 × accum 8`` give the same gradient.
+
+The data stream is a pure function of the step: micro-batch ``g`` of the run is micro-batch
+``g mod n`` of epoch ``g div n`` (see :func:`tunesmith.data.pack.micro_batches`), so resuming
+needs only the step number — plus weights, optimizer, scheduler and RNG states.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..config import TrainConfig
+from ..data.pack import micro_batches
+from . import checkpoint as ckpt
+from .metrics import MetricsFile, Progress, TensorBoardSink
+from .runtime import autocast, rng_state, set_rng_state
+from .schedule import lr_multiplier
+
+log = logging.getLogger("tunesmith")
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    final_loss: float | None
+    eval_loss: float | None
+    history: list[dict] = field(default_factory=list)
+    resumed_from: int | None = None
+    first_step_s: float | None = None
+
+
+class Trainer:
+    """Runs optimizer steps over pre-rendered units of examples.
+
+    Args:
+        model: the trainable module (PEFT-wrapped or full).
+        loss_fn: ``(model, batch) -> (loss_sum tensor, metrics dict with "n" and optional "correct")``.
+        units: train units (lists of items a micro-batch slot holds; see data.pack).
+        items: the rendered items the units index into; ``collate(list_of_items) -> batch``.
+        eval_units / eval_items: held-out data (may be empty).
+        state_extra: JSON-able facts saved in each checkpoint and checked on resume.
+    """
+
+    def __init__(self, *, model, loss_fn: Callable, collate: Callable, items: list, units: list[list[int]],
+                 eval_items: list, eval_units: list[list[int]], cfg: TrainConfig, out_dir: Path,
+                 device: torch.device, dtype: str, state_extra: dict, batch_tokens: Callable,
+                 on_eval: Callable | None = None):
+        self.model, self.loss_fn, self.collate = model, loss_fn, collate
+        self.items, self.units = items, units
+        self.eval_items, self.eval_units = eval_items, eval_units
+        self.cfg, self.out_dir, self.device, self.dtype = cfg, out_dir, device, dtype
+        self.state_extra, self.batch_tokens, self.on_eval = state_extra, batch_tokens, on_eval
+        self.n_micro = math.ceil(len(units) / cfg.batch_size)
+        if cfg.max_steps is not None:
+            self.total_steps = cfg.max_steps
+        else:
+            self.total_steps = max(1, math.ceil(cfg.epochs * self.n_micro / cfg.grad_accum))
+        self.warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_ratio * self.total_steps)
+        params = [p for p in model.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        self.params = params
+        self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr,
+                                           betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
+                                           foreach=device.type == "cuda" or None)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_multiplier(s, total=self.total_steps, warmup=self.warmup,
+                                                    kind=cfg.scheduler, min_ratio=cfg.min_lr_ratio))
+        self._epoch_cache: dict[int, list[list[int]]] = {}
+
+    # -- data stream ------------------------------------------------------------------------
+    def _micro_batch(self, g: int) -> list[int]:
+        epoch, k = divmod(g, self.n_micro)
+        if epoch not in self._epoch_cache:
+            self._epoch_cache = {epoch: micro_batches(self.units, self.cfg.batch_size, self.cfg.seed, epoch)}
+        return self._epoch_cache[epoch][k]
+
+    def window(self, step: int) -> list:
+        """Collated micro-batches of optimizer step ``step`` (0-based)."""
+        ga = self.cfg.grad_accum
+        return [self.collate([self.items[i] for i in self._micro_batch(g)])
+                for g in range(step * ga, (step + 1) * ga)]
+
+    # -- one step ---------------------------------------------------------------------------
+    def accumulate(self, step: int) -> dict:
+        """Forward + backward over the window of ``step``; gradients are left in ``.grad``."""
+        self.model.train()
+        batches = [b.to(self.device) for b in self.window(step)]
+        n_total = sum(self.batch_tokens(b) for b in batches)
+        loss_sum, correct, tokens = 0.0, 0, 0
+        for batch in batches:
+            with autocast(self.device, self.dtype):
+                loss, metrics = self.loss_fn(self.model, batch)
+            # Normalise by the whole window's token count (principle 3).
+            (loss / max(n_total, 1)).backward()
+            loss_sum += float(loss.detach())
+            correct += int(metrics.get("correct", 0))
+            tokens += int(batch.n_tokens)
+        return {"loss_sum": loss_sum, "n": n_total, "correct": correct, "tokens": tokens}
+
+    def train_step(self, step: int) -> dict:
+        t0 = time.perf_counter()
+        acc = self.accumulate(step)
+        loss_sum, n_total, correct, tokens = acc["loss_sum"], acc["n"], acc["correct"], acc["tokens"]
+        grad_norm = None
+        if self.cfg.max_grad_norm is not None:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm))
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        dt = time.perf_counter() - t0
+        row = {"step": step + 1, "epoch": round((step + 1) * self.cfg.grad_accum / self.n_micro, 4),
+               "loss": loss_sum / max(n_total, 1), "lr": lr, "tokens": n_total,
+               "tokens_total": tokens, "tokens_per_s": tokens / dt if dt > 0 else 0.0,
+               "accuracy": correct / max(n_total, 1), "step_time_s": round(dt, 4)}
+        if grad_norm is not None:
+            row["grad_norm"] = grad_norm
+        return row
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Token-averaged loss / accuracy over all held-out units."""
+        if not self.eval_units:
+            return {}
+        self.model.eval()
+        loss_sum, correct, n = 0.0, 0, 0
+        order = list(range(len(self.eval_units)))
+        for s in range(0, len(order), self.cfg.batch_size):
+            idx = [i for u in order[s:s + self.cfg.batch_size] for i in self.eval_units[u]]
+            batch = self.collate([self.eval_items[i] for i in idx]).to(self.device)
+            with autocast(self.device, self.dtype):
+                loss, metrics = self.loss_fn(self.model, batch)
+            loss_sum += float(loss)
+            correct += int(metrics.get("correct", 0))
+            n += self.batch_tokens(batch)
+        self.model.train()
+        mean = loss_sum / max(n, 1)
+        return {"eval_loss": mean, "eval_ppl": math.exp(min(mean, 50.0)),
+                "eval_accuracy": correct / max(n, 1), "eval_tokens": n}
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def save(self, step: int) -> Path:
+        state = {"step": step, **self.state_extra}
+        optim = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        trainable = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+        return ckpt.save_checkpoint(self.out_dir / "checkpoints", step, trainable=trainable,
+                                    optim_state=optim, rng=rng_state(), state=state,
+                                    keep_last=self.cfg.keep_last)
+
+    def restore(self, path: Path) -> int:
+        data = ckpt.load_checkpoint(path)
+        saved = data["state"]
+        for key, value in self.state_extra.items():
+            if saved.get(key) != value:
+                raise ckpt.CheckpointError(
+                    f"cannot resume from {path}: '{key}' was {saved.get(key)!r} there but is "
+                    f"{value!r} now. Use a new output_dir, or restore the original setting.")
+        ckpt.restore_trainable(self.model, data["trainable"], path)
+        self.optimizer.load_state_dict(data["optim"]["optimizer"])
+        self.scheduler.load_state_dict(data["optim"]["scheduler"])
+        set_rng_state(data["rng"])
+        return int(saved["step"])
+
+    # -- the loop ----------------------------------------------------------------------------
+    def fit(self, resume_from: Path | None = None, process_start: float | None = None) -> TrainResult:
+        cfg = self.cfg
+        start = self.restore(resume_from) if resume_from else 0
+        if resume_from:
+            log.info("resumed from %s at step %d", resume_from, start)
+        sink = MetricsFile(self.out_dir / "metrics.jsonl", start if resume_from else None)
+        tb = TensorBoardSink(self.out_dir / "tensorboard") if cfg.tensorboard else None
+        progress = Progress(self.total_steps, start, cfg.progress, cfg.log_every)
+        history, last_eval, first_step_s = [], None, None
+        try:
+            for step in range(start, self.total_steps):
+                row = self.train_step(step)
+                if first_step_s is None and process_start is not None:
+                    first_step_s = time.time() - process_start
+                done = row["step"]
+                is_last = done == self.total_steps
+                if self.eval_units and ((cfg.eval_every and done % cfg.eval_every == 0) or is_last):
+                    ev = self.evaluate()
+                    if self.on_eval is not None:
+                        ev.update(self.on_eval(self.model, done) or {})
+                    row.update(ev)
+                    last_eval = ev.get("eval_loss")
+                    progress.note(f"step {done}: eval_loss {ev['eval_loss']:.4f} (ppl {ev['eval_ppl']:.2f})")
+                sink.write(row)
+                if tb:
+                    tb.write(row)
+                history.append(row)
+                progress.update(row)
+                if (cfg.save_every and done % cfg.save_every == 0) or is_last:
+                    self.save(done)
+        finally:
+            progress.close()
+            sink.close()
+            if tb:
+                tb.close()
+        final_loss = history[-1]["loss"] if history else None
+        return TrainResult(self.total_steps, final_loss, last_eval, history,
+                           resumed_from=start if resume_from else None, first_step_s=first_step_s)
+
+
+def read_metrics(out_dir: Path) -> list[dict]:
+    path = Path(out_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

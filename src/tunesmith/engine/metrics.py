@@ -1,0 +1,104 @@
+"""Metric sinks (metrics.jsonl, optional TensorBoard) and the progress display."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("tunesmith")
+
+
+class MetricsFile:
+    """Appends one JSON object per optimizer step (and per evaluation) to ``metrics.jsonl``."""
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path = path
+        if resume_step is not None and path.exists():
+            # Rows written after the checkpoint we resume from are replayed, so drop them.
+            kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        elif path.exists():
+            path.unlink()
+        self._f = open(path, "a", encoding="utf-8")
+
+    def write(self, row: dict) -> None:
+        self._f.write(json.dumps(row) + "\n")
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class TensorBoardSink:
+    def __init__(self, logdir: Path):
+        self.writer = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except Exception:  # tensorboard not installed
+            log.warning("train.tensorboard is on but the tensorboard package is not installed; skipping")
+            return
+        self.writer = SummaryWriter(str(logdir))
+
+    def write(self, row: dict) -> None:
+        if self.writer is None:
+            return
+        for k, v in row.items():
+            if k != "step" and isinstance(v, (int, float)):
+                self.writer.add_scalar(k, v, row["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _fmt_eta(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class Progress:
+    """A live bar on a terminal (rich, when installed), plain log lines otherwise."""
+
+    def __init__(self, total: int, start: int, mode: str, log_every: int):
+        self.total, self.start, self.log_every = total, start, log_every
+        self.t0 = time.perf_counter()
+        self._bar = None
+        use_bar = mode == "bar" or (mode == "auto" and sys.stderr.isatty())
+        self.enabled = mode != "none"
+        if use_bar and self.enabled:
+            try:
+                from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+
+                self._bar = RichProgress(TextColumn("[bold]train"), BarColumn(),
+                                         TextColumn("{task.completed}/{task.total}"),
+                                         TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+                                         transient=False)
+                self._task = self._bar.add_task("train", total=total, completed=start, info="")
+                self._bar.start()
+            except ImportError:
+                self._bar = None
+
+    def update(self, row: dict) -> None:
+        step = row["step"]
+        done = step - self.start
+        eta = (time.perf_counter() - self.t0) / max(done, 1) * (self.total - step)
+        info = (f"loss {row['loss']:.4f} | lr {row['lr']:.2e} | "
+                f"{row['tokens_per_s']:.0f} tok/s")
+        if self._bar is not None:
+            self._bar.update(self._task, completed=step, info=info)
+        elif self.enabled and (step % self.log_every == 0 or step == self.total):
+            log.info("step %d/%d | %s | eta %s", step, self.total, info, _fmt_eta(eta))
+
+    def note(self, message: str) -> None:
+        if self._bar is not None:
+            self._bar.console.log(message)
+        elif self.enabled:
+            log.info(message)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()

@@ -1,0 +1,1 @@
+"""Training methods: each turns a batch into ``(loss_sum, metrics)`` and prepares its data."""

@@ -1,0 +1,1 @@
+"""Load causal LMs and tokenizers, attach adapters, and run the padding-free forward."""

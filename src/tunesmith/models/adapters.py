@@ -1,0 +1,70 @@
+"""Attach PEFT LoRA / DoRA / rsLoRA adapters, or prepare a model for full fine-tuning."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import AdapterConfig
+from ..errors import ConfigError
+
+
+def linear_module_names(model: nn.Module) -> list[str]:
+    """Leaf names of every linear projection except the output (LM) head, sorted.
+
+    Covers ``nn.Linear`` and subclasses (bitsandbytes' quantised linears derive from it).
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    names = set()
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and module is not head:
+            names.add(name.rsplit(".", 1)[-1])
+    return sorted(names)
+
+
+def attach_adapter(model: nn.Module, cfg: AdapterConfig) -> nn.Module:
+    """Wrap ``model`` in a PEFT LoRA/DoRA model, or make every parameter trainable (type none)."""
+    if cfg.type == "none":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    if cfg.targets == "all-linear":
+        targets = linear_module_names(model)
+    elif isinstance(cfg.targets, str):
+        targets = [cfg.targets]
+    else:
+        targets = list(cfg.targets)
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [t for t in targets if t not in present]
+    if missing or not targets:
+        raise ConfigError(f"config: adapter.targets {missing or targets} not found in the model; "
+                          f"its linear layers are: {', '.join(linear_module_names(model))}")
+    lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
+                      use_dora=cfg.type == "dora", use_rslora=cfg.rslora,
+                      modules_to_save=list(cfg.modules_to_save) or None, task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def parameter_counts(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts (tied weights counted once)."""
+    seen, trainable, total = set(), 0, 0
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+    return trainable, total
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The transformers ``*ForCausalLM`` module inside a PEFT wrapper (or the model itself)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Name -> tensor of the trainable parameters only (what a checkpoint must restore)."""
+    return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}

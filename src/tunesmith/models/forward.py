@@ -1,0 +1,56 @@
+"""The training forward: decoder on a padding-free batch, LM head only at supervised positions."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..data.collate import Batch
+from ..losses import linear_cross_entropy
+from .adapters import unwrap
+
+
+def output_transform(config) -> tuple[float, float | None]:
+    """(scale, softcap) the model family applies to LM-head outputs (Cohere, Granite, Gemma 2/3)."""
+    scale = float(getattr(config, "logit_scale", None) or 1.0)
+    if getattr(config, "logits_scaling", None):
+        scale /= float(config.logits_scaling)
+    softcap = getattr(config, "final_logit_softcapping", None)
+    return scale, softcap
+
+
+def decoder_hidden_states(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """Final-norm hidden states ``[1, T, H]`` of the flat batch, attention per example."""
+    decoder = unwrap(model).get_decoder()
+    out = decoder(input_ids=batch.input_ids, position_ids=batch.position_ids,
+                  cu_seq_lens_q=batch.cu_seqlens, cu_seq_lens_k=batch.cu_seqlens,
+                  max_length_q=batch.max_seqlen, max_length_k=batch.max_seqlen, use_cache=False)
+    return out.last_hidden_state
+
+
+def head_loss(model: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, chunk_size: int):
+    """Summed CE of the LM head over ``hidden [N, H]`` against ``targets [N]`` -> (loss, metrics)."""
+    hf = unwrap(model)
+    head = hf.get_output_embeddings()
+    scale, softcap = output_transform(hf.config)
+    if type(head) is nn.Linear:
+        return linear_cross_entropy(hidden, head.weight, targets, bias=head.bias,
+                                    chunk_size=chunk_size, softcap=softcap, scale=scale)
+    # A wrapped head (adapter on lm_head, modules_to_save): call the module, still chunked.
+    loss = hidden.new_zeros((), dtype=torch.float32)
+    correct = torch.zeros((), dtype=torch.long, device=hidden.device)
+    for s in range(0, hidden.shape[0], chunk_size):
+        z = head(hidden[s:s + chunk_size]).float() * scale
+        if softcap is not None:
+            z = torch.tanh(z / softcap) * softcap
+        y = targets[s:s + chunk_size]
+        loss = loss + nn.functional.cross_entropy(z, y, reduction="sum")
+        correct += (z.detach().argmax(-1) == y).sum()
+    return loss, {"correct": correct, "n": int(targets.shape[0])}
+
+
+def token_loss(model: nn.Module, batch: Batch, chunk_size: int = 1024):
+    """(summed loss over the batch's target tokens, metrics) for SFT / pretraining."""
+    hidden = decoder_hidden_states(model, batch)[0]
+    selected = hidden.index_select(0, batch.target_positions)
+    return head_loss(model, selected, batch.target_ids, chunk_size)

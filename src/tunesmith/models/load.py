@@ -1,0 +1,80 @@
+"""Load a causal LM and its tokenizer from a local Hugging Face folder.
+
+Weights are loaded from safetensors only (``use_safetensors=True``); ``trust_remote_code`` is
+only ever the operator's explicit config value.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelError
+
+
+def check_model_dir(path: str) -> Path:
+    """Return ``path`` as a Path if it looks like a HF model folder, else raise ModelError."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"model directory not found: {path} (tunesmith loads local Hugging Face "
+                         "folders; no network access is used)")
+    if not p.is_dir():
+        raise ModelError(f"model path is not a directory: {path}")
+    if not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
+        raise ModelError(f"{path} has no config.json: not a Hugging Face model folder")
+    return p
+
+
+def load_tokenizer(path: str, chat_template_file: str | None = None):
+    """Fast tokenizer from ``path``; optionally replace its chat template with a .jinja file."""
+    from transformers import AutoTokenizer
+
+    check_model_dir(path) if not Path(path, "tokenizer.json").is_file() else None
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    except Exception as exc:
+        raise ModelError(f"could not load a tokenizer from {path}: {exc}") from None
+    if not getattr(tok, "is_fast", False):
+        raise ModelError(f"the tokenizer in {path} is not a fast tokenizer; tunesmith needs "
+                         "offset mappings to build loss masks (save it with tokenizer.json)")
+    if chat_template_file:
+        f = Path(chat_template_file)
+        if not f.is_file():
+            raise ModelError(f"chat template file not found: {chat_template_file}")
+        tok.chat_template = f.read_text(encoding="utf-8")
+    if tok.pad_token_id is None and tok.eos_token_id is not None:
+        tok.pad_token = tok.eos_token  # only used for padded generation batches
+    return tok
+
+
+def load_causal_lm(path: str, *, dtype: torch.dtype = torch.float32,
+                   device: str | torch.device = "cpu", trust_remote_code: bool = False,
+                   attn_implementation: str | None = "sdpa"):
+    """Load a decoder-only causal LM in ``dtype`` on ``device`` (safetensors weights only)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    check_model_dir(path)
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise ModelError(f"could not read the model config in {path}: {exc}") from None
+    if getattr(config, "is_encoder_decoder", False):
+        raise ModelError(f"{path} is an encoder-decoder model; tunesmith trains decoder-only causal LMs")
+    kwargs = dict(dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=attn_implementation, **kwargs)
+    except (ValueError, ImportError) as exc:
+        if attn_implementation is None or "attn" not in str(exc).lower() and "sdpa" not in str(exc).lower():
+            raise ModelError(f"could not load {path} as a causal LM: {exc}") from None
+        # Families without SDPA support (e.g. Gemma 2's soft-capping) load with their default.
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except OSError as exc:
+        raise ModelError(f"could not load weights from {path}: {exc} (tunesmith loads safetensors only)") from None
+    return model.to(device)
+
+
+def read_json(path: Path) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)

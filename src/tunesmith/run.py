@@ -1,0 +1,184 @@
+"""``tunesmith.train(config)``: set up a run from a config and drive the engine."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .config import RunConfig, dump_config, load_config, validate
+from .engine import checkpoint as ckpt
+from .engine.loop import Trainer, TrainResult
+from .engine.runtime import resolve_device, resolve_dtype, seed_everything
+
+log = logging.getLogger("tunesmith")
+
+
+def setup_logging(out_dir: Path | None = None) -> None:
+    """Log to stderr (once) and, when given, to ``out_dir/train.log``."""
+    log.setLevel(logging.INFO)
+    if not any(getattr(h, "_tunesmith_console", False) for h in log.handlers):
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        h._tunesmith_console = True
+        log.addHandler(h)
+    for h in list(log.handlers):
+        if getattr(h, "_tunesmith_file", False):
+            log.removeHandler(h)
+            h.close()
+    if out_dir is not None:
+        fh = logging.FileHandler(out_dir / "train.log", encoding="utf-8")
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        fh._tunesmith_file = True
+        log.addHandler(fh)
+
+
+def _fingerprint(paths: list[str]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(str(Path(p).name).encode())
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("tunesmith", "torch", "transformers", "peft", "tokenizers", "safetensors"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _as_list(value) -> list[str]:
+    return [] if value is None else [value] if isinstance(value, str) else list(value)
+
+
+@dataclass
+class PreparedRun:
+    """Everything a run needs, set up but not yet trained (tests drive ``trainer`` directly)."""
+
+    cfg: RunConfig
+    model: torch.nn.Module
+    tokenizer: object
+    trainer: Trainer
+    out: Path
+    info: dict
+
+
+def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None = None) -> PreparedRun:
+    """Load config, tokenizer, data and model; build the trainer; write the resolved config."""
+    from .methods import sft
+    from .models.adapters import attach_adapter, linear_module_names, parameter_counts
+    from .models.attention import register as register_attention
+    from .models.load import load_causal_lm, load_tokenizer
+
+    cfg = load_config(config, overrides)
+    validate(cfg)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    setup_logging(out)
+    device = resolve_device(cfg.train.device)
+    dtype = resolve_dtype(cfg.train.dtype, device)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    seed_everything(cfg.train.seed)
+
+    tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.chat_template)
+    data = sft.prepare_data(cfg, tokenizer)
+    model = load_causal_lm(cfg.model.path, device=device, trust_remote_code=cfg.model.trust_remote_code)
+    if cfg.model.attn_implementation == "auto":
+        model.set_attn_implementation(register_attention())
+    elif cfg.model.attn_implementation != "sdpa":
+        model.set_attn_implementation(cfg.model.attn_implementation)
+    if cfg.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False
+    if cfg.adapter.type != "none" and cfg.adapter.targets == "all-linear":
+        cfg.adapter.targets = linear_module_names(model)
+    model = attach_adapter(model, cfg.adapter)
+    trainable, total = parameter_counts(model)
+
+    state_extra = {"data_fingerprint": _fingerprint(_as_list(cfg.data.train) + _as_list(cfg.data.eval)),
+                   "batch_size": cfg.train.batch_size, "grad_accum": cfg.train.grad_accum,
+                   "packing": cfg.train.packing, "max_length": cfg.train.max_length,
+                   "seed": cfg.train.seed, "method": cfg.method, "adapter": cfg.adapter.type}
+    trainer = Trainer(model=model, loss_fn=sft.make_loss_fn(cfg), collate=sft.COLLATE,
+                      items=data.train, units=data.train_units, eval_items=data.eval,
+                      eval_units=data.eval_units, cfg=cfg.train, out_dir=out, device=device,
+                      dtype=dtype, state_extra=state_extra, batch_tokens=sft.batch_count)
+
+    # The resolved config: every default filled in, every "auto" replaced by what was chosen.
+    cfg.train.device, cfg.train.dtype = device.type, dtype
+    if cfg.train.warmup_steps is None:
+        cfg.train.warmup_steps = trainer.warmup
+    dump_config(cfg, out / "config.resolved.yaml")
+    run_info = {"versions": _versions(), "data_fingerprint": state_extra["data_fingerprint"],
+                "parameters": {"trainable": trainable, "total": total}, "data": data.stats,
+                "total_steps": trainer.total_steps, "device": str(device), "dtype": dtype}
+    (out / "run.json").write_text(json.dumps(run_info, indent=1), encoding="utf-8")
+    return PreparedRun(cfg, model, tokenizer, trainer, out, run_info)
+
+
+def train(config: RunConfig | dict | str | Path, overrides: list[str] | None = None, *,
+          resume: bool | str = "auto", process_start: float | None = None) -> TrainResult:
+    """Fine-tune as described by ``config`` (a RunConfig, mapping or YAML path).
+
+    ``resume``: ``"auto"`` continues from the newest complete checkpoint in ``output_dir`` if
+    there is one; ``True`` requires one; ``False`` starts from scratch (old checkpoints are kept
+    until rotated). Returns a :class:`TrainResult`; the run directory holds everything else.
+    """
+    t_start = process_start or time.time()
+    run = prepare(config, overrides)
+    cfg, out, trainer, model, run_info = run.cfg, run.out, run.trainer, run.model, run.info
+    trainable, total = run_info["parameters"]["trainable"], run_info["parameters"]["total"]
+    dtype, device, data_stats = run_info["dtype"], run_info["device"], run_info["data"]
+    log.info("model %s: %s trainable of %s parameters (%.2f%%), %s on %s",
+             cfg.model.path, f"{trainable:,}", f"{total:,}", 100 * trainable / total, dtype, device)
+    s = data_stats
+    log.info("data: %d train sequences in %d rows (%d tokens, %d trained), %d eval sequences; %d steps",
+             s["train_sequences"], s["train_rows"], s["train"]["tokens"], s["train"]["target_tokens"],
+             s["eval_sequences"], trainer.total_steps)
+
+    resume_from = None
+    if resume:
+        resume_from = ckpt.latest_checkpoint(out / "checkpoints")
+        if resume is True and resume_from is None:
+            raise ckpt.CheckpointError(f"--resume: no complete checkpoint in {out / 'checkpoints'}")
+    result = trainer.fit(resume_from, process_start=t_start)
+    save_final(model, run.tokenizer, out / "final", cfg)
+    run_info["result"] = {k: v for k, v in asdict(result).items() if k != "history"}
+    (out / "run.json").write_text(json.dumps(run_info, indent=1), encoding="utf-8")
+    log.info("done: final loss %.4f%s; result in %s", result.final_loss or float("nan"),
+             f", eval loss {result.eval_loss:.4f}" if result.eval_loss is not None else "", out / "final")
+    return result
+
+
+def save_final(model, tokenizer, path: Path, cfg: RunConfig) -> None:
+    """Write the adapter (PEFT format) or full weights (safetensors) plus tokenizer and template."""
+    from .models.adapters import unwrap
+    from .models.template import stop_token_ids
+
+    path.mkdir(parents=True, exist_ok=True)
+    hf = unwrap(model)
+    hf.config.use_cache = True
+    if hasattr(hf, "set_attn_implementation"):
+        hf.set_attn_implementation("sdpa" if getattr(hf, "_supports_sdpa", True) else "eager")
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    gen = getattr(hf, "generation_config", None)
+    if cfg.adapter.type == "none" and gen is not None:
+        gen.eos_token_id = stop_token_ids(tokenizer)
+        gen.save_pretrained(path)

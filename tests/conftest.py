@@ -1,0 +1,45 @@
+"""Shared fixtures: a locally trained tokenizer and tiny random models (no network, seconds)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import factory
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tokenizer")
+    factory.build_tokenizer(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
+    """A tiny Llama with the tiny tokenizer saved beside it (a complete HF model folder)."""
+    path = tmp_path_factory.mktemp("llama")
+    factory.build_model(path, "llama", vocab_size=len(tiny_tokenizer))
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def color_data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("colors")
+    train = factory.write_jsonl(d / "train.jsonl", factory.color_chats(120, seed=1))
+    heldout = factory.write_jsonl(d / "eval.jsonl", factory.color_chats(24, seed=2))
+    return train, heldout
