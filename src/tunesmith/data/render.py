@@ -102,6 +102,12 @@ class Renderer:
         after = self._template(messages[: k + 1], tools, add_generation_prompt=False)
         start = len(before)
         end = _common_prefix_len(after, full)
+        if end < len(after):
+            # `after` and `full` diverge mid-way (e.g. Phi-3 adds <|endoftext|> after the last
+            # message only); the shared characters may be the start of two different tokens
+            # ("<|" of "<|endoftext|>" / "<|user|>"), so back off to a token boundary of `after`.
+            offsets = self.tokenizer(after, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+            end = max([e for _, e in offsets if e <= end] or [0])
         content = messages[k].get("content")
         content = content.strip() if isinstance(content, str) else ""
         if not full.startswith(before) or end <= start or content not in full[start:end]:
@@ -125,11 +131,12 @@ class Renderer:
         mask = [0] * len(ids)
         j = 0
         for i, (tok_start, tok_end) in enumerate(offsets):
-            # A token is trained when it starts inside a span. Tokens are visited in order and
-            # spans are sorted, so one pass suffices.
+            # A token is trained when it lies wholly inside a span: a token straddling a span
+            # edge carries template text that the turn does not own. Tokens are visited in
+            # order and spans are sorted, so one pass suffices.
             while j < len(spans) and tok_start >= spans[j][1]:
                 j += 1
-            if j < len(spans) and spans[j][0] <= tok_start < spans[j][1] and tok_end > tok_start:
+            if j < len(spans) and spans[j][0] <= tok_start and tok_end <= spans[j][1] and tok_end > tok_start:
                 mask[i] = 1
         return ids, mask
 

@@ -1,0 +1,1 @@
+"""Export: merged weights verified against the adapter (GGUF and Ollama to follow)."""
