@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import os
 
-import pytest
-import torch
-
-import factory
-
+# Tiny models gain nothing from a second thread, and OpenMP threads spinning against another
+# process on a 2-core machine slow small kernels down by 10x or more. Set before torch loads;
+# subprocesses (CLI tests) inherit it.
+os.environ["OMP_NUM_THREADS"] = "1"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import factory  # noqa: E402
+
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "config":
+        from .run import quiet_third_party
+
+        quiet_third_party()
     try:
         return args.func(args)
     except TunesmithError as exc:

@@ -40,6 +40,20 @@ def setup_logging(out_dir: Path | None = None) -> None:
         log.addHandler(fh)
 
 
+def quiet_third_party() -> None:
+    """Silence progress bars and deprecation chatter from transformers / PEFT in our output."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass
+
+
 def _fingerprint(paths: list[str]) -> str:
     h = hashlib.sha256()
     for p in paths:
@@ -85,6 +99,7 @@ def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None =
     from .models.attention import register as register_attention
     from .models.load import load_causal_lm, load_tokenizer
 
+    quiet_third_party()
     cfg = load_config(config, overrides)
     validate(cfg)
     out = Path(cfg.output_dir)

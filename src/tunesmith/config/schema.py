@@ -93,6 +93,8 @@ class TrainConfig:
     """Checkpoints kept on disk (older ones are deleted)."""
     eval_every: int = 50
     """Held-out loss every N optimizer steps (0: only at the end)."""
+    eval_at_start: bool = False
+    """Also evaluate the untrained model first (logged as step 0): the baseline to beat."""
     log_every: int = 1
     gradient_checkpointing: bool = False
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"

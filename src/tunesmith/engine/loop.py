@@ -188,6 +188,11 @@ class Trainer:
         tb = TensorBoardSink(self.out_dir / "tensorboard") if cfg.tensorboard else None
         progress = Progress(self.total_steps, start, cfg.progress, cfg.log_every)
         history, last_eval, first_step_s = [], None, None
+        if cfg.eval_at_start and start == 0 and self.eval_units:
+            baseline = {"step": 0, **self.evaluate()}
+            sink.write(baseline)
+            history.append(baseline)
+            progress.note(f"step 0: eval_loss {baseline['eval_loss']:.4f} (ppl {baseline['eval_ppl']:.2f})")
         try:
             for step in range(start, self.total_steps):
                 row = self.train_step(step)
@@ -214,7 +219,7 @@ class Trainer:
             sink.close()
             if tb:
                 tb.close()
-        final_loss = history[-1]["loss"] if history else None
+        final_loss = history[-1].get("loss") if history else None
         return TrainResult(self.total_steps, final_loss, last_eval, history,
                            resumed_from=start if resume_from else None, first_step_s=first_step_s)
 
