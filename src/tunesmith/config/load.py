@@ -71,7 +71,7 @@ def _apply_override(raw: dict, item: str) -> None:
 
 def _build(cls: type, raw: Any, where: str, prefix: str = ""):
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: '{prefix or 'top level'}' must be a mapping, got {type(raw).__name__}")
+        raise ConfigError(f"{where}: '{prefix.rstrip('.') or 'top level'}' must be a mapping, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}

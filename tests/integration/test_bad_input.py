@@ -1,0 +1,94 @@
+"""User mistakes get one clear line naming the place (file, line, field, key), exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+import factory
+
+
+def _run(tmp_path, cfg: dict, *extra):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run([sys.executable, "-m", "tunesmith", "train", str(path), *extra],
+                          capture_output=True, text=True, timeout=300)
+    return proc.returncode, proc.stderr
+
+
+def _base(model, train, out):
+    return {"model": str(model), "data": {"train": str(train), "eval_fraction": 0},
+            "train": {"max_steps": 1, "save_every": 0, "eval_every": 0}, "output_dir": str(out)}
+
+
+@pytest.mark.parametrize("case,content,expected", [
+    ("malformed", '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n{"messages": [\n',
+     r"train.jsonl, line 2.*invalid JSON"),
+    ("missing-field", '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n'
+                      '{"messages": [{"role": "user", "content": "hi"}, {"content": "yo"}]}\n',
+     r"train.jsonl, line 2, field 'messages\[1\]\.role'"),
+    ("empty", "", r"train.jsonl.*empty"),
+])
+def test_bad_data_names_file_line_and_field(tmp_path, tiny_model_dir, case, content, expected):
+    import re
+
+    train = tmp_path / "train.jsonl"
+    train.write_text(content)
+    code, err = _run(tmp_path, _base(tiny_model_dir, train, tmp_path / "out"))
+    assert code == 2, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and re.search(expected, last), err
+    assert "Traceback" not in err
+
+
+def test_unknown_config_key_suggests(tmp_path, tiny_model_dir, color_data):
+    cfg = _base(tiny_model_dir, color_data[0], tmp_path / "out")
+    cfg["train"]["learning_rate"] = 1e-4
+    code, err = _run(tmp_path, cfg)
+    assert code == 2 and "unknown key 'train.learning_rate'" in err and "Traceback" not in err
+    code, err = _run(tmp_path, _base(tiny_model_dir, color_data[0], tmp_path / "out"), "--set", "adaptr.r=4")
+    assert code == 2 and "Did you mean 'adapter'?" in err
+
+
+def test_missing_model_directory(tmp_path, color_data):
+    code, err = _run(tmp_path, _base(tmp_path / "no-such-model", color_data[0], tmp_path / "out"))
+    assert code == 2 and "model directory not found" in err and "no-such-model" in err
+
+
+def test_missing_data_file(tmp_path, tiny_model_dir):
+    code, err = _run(tmp_path, _base(tiny_model_dir, tmp_path / "nope.jsonl", tmp_path / "out"))
+    assert code == 2 and "nope.jsonl" in err and "Traceback" not in err
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path, tiny_model_dir, color_data):
+    cfg = _base(tiny_model_dir, color_data[0], tmp_path / "out")
+    cfg["train"].update(max_steps=2, save_every=1)
+    assert _run(tmp_path, cfg)[0] == 0
+    ckpt = tmp_path / "out" / "checkpoints" / "step-000002"
+    (ckpt / "trainable.safetensors").write_bytes(b"garbage")
+    cfg["train"]["max_steps"] = 3
+    code, err = _run(tmp_path, cfg)
+    assert code == 2 and "step-000002" in err and "corrupt" in err
+
+
+def test_incomplete_checkpoint_is_skipped(tmp_path, tiny_model_dir, color_data):
+    cfg = _base(tiny_model_dir, color_data[0], tmp_path / "out")
+    cfg["train"].update(max_steps=2, save_every=1, keep_last=5)
+    assert _run(tmp_path, cfg)[0] == 0
+    (tmp_path / "out" / "checkpoints" / "step-000002" / "COMMITTED").unlink()
+    cfg["train"]["max_steps"] = 3
+    code, err = _run(tmp_path, cfg)
+    assert code == 0, err
+    assert "skipping incomplete checkpoint" in err and "resumed from" in err and "step 1" in err
+
+
+def test_changed_batching_refuses_to_resume(tmp_path, tiny_model_dir, color_data):
+    cfg = _base(tiny_model_dir, color_data[0], tmp_path / "out")
+    cfg["train"].update(max_steps=2, save_every=1)
+    assert _run(tmp_path, cfg)[0] == 0
+    cfg["train"].update(max_steps=3, batch_size=2)
+    code, err = _run(tmp_path, cfg)
+    assert code == 2 and "'batch_size' was 8" in err

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tunesmith.config import RunConfig, dump_config, load_config, validate
+from tunesmith.errors import ConfigError
+
+ISSUE_EXAMPLE = """
+model: ./path/to/hf-model
+method: sft
+data:
+  train: train.jsonl
+  eval: eval.jsonl
+adapter:
+  type: lora
+  r: 16
+  alpha: 32
+  dropout: 0.05
+  targets: all-linear
+train:
+  epochs: 1
+  lr: 2.0e-4
+  batch_size: 8
+  grad_accum: 1
+  max_length: 1024
+  packing: true
+  seed: 0
+  save_every: 50
+  eval_every: 50
+output_dir: runs/my-run
+"""
+
+
+def test_documented_shape_is_accepted(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(ISSUE_EXAMPLE)
+    cfg = load_config(path)
+    assert cfg.model.path == "./path/to/hf-model" and cfg.adapter.alpha == 32.0 and cfg.train.lr == 2e-4
+    validate(cfg)
+
+
+def test_overrides_and_round_trip(tmp_path):
+    cfg = load_config({"model": "m", "data": {"train": "t.jsonl"}},
+                      ["train.lr=1e-5", "model.chat_template=t.jinja", "adapter.targets=[q_proj,v_proj]",
+                       "train.max_steps=7"])
+    assert cfg.train.lr == 1e-5 and cfg.model.path == "m" and cfg.model.chat_template == "t.jinja"
+    assert cfg.adapter.targets == ["q_proj", "v_proj"] and cfg.train.max_steps == 7
+    dump_config(cfg, tmp_path / "r.yaml")
+    assert load_config(tmp_path / "r.yaml") == cfg
+    assert set(yaml.safe_load((tmp_path / "r.yaml").read_text())) == {"model", "method", "data", "adapter", "train", "output_dir"}
+
+
+@pytest.mark.parametrize("raw,message", [
+    ({"trian": {}}, "unknown key 'trian'. Did you mean 'train'?"),
+    ({"train": {"bach_size": 2}}, "unknown key 'train.bach_size'. Did you mean 'train.batch_size'?"),
+    ({"adapter": {"type": "lorra"}}, "is not one of lora, dora, none. Did you mean 'lora'?"),
+    ({"train": {"batch_size": "eight"}}, "'train.batch_size' = 'eight' must be an integer"),
+    ({"train": {"packing": "yes"}}, "'train.packing' = 'yes' must be true/false"),
+    ({"train": 3}, "'train' must be a mapping"),
+])
+def test_bad_configs_are_explained(raw, message):
+    with pytest.raises(ConfigError) as err:
+        load_config({"model": "m", **raw})
+    assert message in str(err.value)
+
+
+def test_cross_field_validation():
+    with pytest.raises(ConfigError, match="data.train"):
+        validate(load_config({"model": "m"}))
+    with pytest.raises(ConfigError, match="batch_size"):
+        validate(load_config({"model": "m", "data": {"train": "x"}, "train": {"batch_size": 0}}))
+    assert RunConfig().train.dtype == "auto"
