@@ -52,18 +52,30 @@ class Renderer:
         self.template_name = template_name or getattr(tokenizer, "name_or_path", "") or "chat template"
 
     def __call__(self, example: Example) -> Rendered:
-        if example.kind == "chat":
-            ids, mask = self._render_chat(example)
-        elif example.kind == "completion":
-            ids, mask = self._render_completion(example)
-        else:
-            ids, mask = self._render_text(example)
-        if self.train_on_all_tokens:
-            mask = [1] * len(ids)
-        truncated = len(ids) > self.max_length
-        if truncated:
-            ids, mask = ids[: self.max_length], mask[: self.max_length]
-        return Rendered(ids, mask, example.source, truncated)
+        return self.render_many([example])[0]
+
+    def render_many(self, examples: list[Example]) -> list[Rendered]:
+        """Render a list of examples; chat texts are tokenised in one parallel batch."""
+        chats = [(i, *self.assistant_spans(ex)) for i, ex in enumerate(examples) if ex.kind == "chat"]
+        encodings = self.tokenizer.backend_tokenizer.encode_batch(
+            [full for _, full, _ in chats], add_special_tokens=False)
+        chat_parts = {i: (enc.ids, _mask_from_offsets(enc.offsets, spans))
+                      for (i, _, spans), enc in zip(chats, encodings)}
+        out = []
+        for i, example in enumerate(examples):
+            if example.kind == "chat":
+                ids, mask = chat_parts[i]
+            elif example.kind == "completion":
+                ids, mask = self._render_completion(example)
+            else:
+                ids, mask = self._render_text(example)
+            if self.train_on_all_tokens:
+                mask = [1] * len(ids)
+            truncated = len(ids) > self.max_length
+            if truncated:
+                ids, mask = ids[: self.max_length], mask[: self.max_length]
+            out.append(Rendered(list(ids), mask, example.source, truncated))
+        return out
 
     # -- chat -------------------------------------------------------------------------------
     def _template(self, messages, tools, add_generation_prompt: bool) -> str:
@@ -124,22 +136,6 @@ class Renderer:
             end -= 1
         return (start, end) if end > start else None
 
-    def _render_chat(self, example: Example) -> tuple[list[int], list[int]]:
-        full, spans = self.assistant_spans(example)
-        enc = self.tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
-        ids, offsets = enc["input_ids"], enc["offset_mapping"]
-        mask = [0] * len(ids)
-        j = 0
-        for i, (tok_start, tok_end) in enumerate(offsets):
-            # A token is trained when it lies wholly inside a span: a token straddling a span
-            # edge carries template text that the turn does not own. Tokens are visited in
-            # order and spans are sorted, so one pass suffices.
-            while j < len(spans) and tok_start >= spans[j][1]:
-                j += 1
-            if j < len(spans) and spans[j][0] <= tok_start and tok_end <= spans[j][1] and tok_end > tok_start:
-                mask[i] = 1
-        return ids, mask
-
     # -- completion / text --------------------------------------------------------------------
     def _bos(self) -> list[int]:
         tok = self.tokenizer
@@ -159,6 +155,22 @@ class Renderer:
     def _render_text(self, example: Example) -> tuple[list[int], list[int]]:
         ids = self._bos() + self.tokenizer.encode(example.text, add_special_tokens=False) + self._eos()
         return ids, [1] * len(ids)
+
+
+def _mask_from_offsets(offsets, spans: list[tuple[int, int]]) -> list[int]:
+    """1 for each token lying wholly inside one of the sorted character ``spans``.
+
+    A token straddling a span edge carries template text the turn does not own, so it stays
+    untrained. Tokens are visited in order and spans are sorted, so one pass suffices.
+    """
+    mask = [0] * len(offsets)
+    j = 0
+    for i, (tok_start, tok_end) in enumerate(offsets):
+        while j < len(spans) and tok_start >= spans[j][1]:
+            j += 1
+        if j < len(spans) and spans[j][0] <= tok_start and tok_start < tok_end <= spans[j][1]:
+            mask[i] = 1
+    return mask
 
 
 def _common_prefix_len(a: str, b: str) -> int:
@@ -187,8 +199,7 @@ def _line(example: Example) -> int | None:
 def render_all(renderer: Renderer, examples: list[Example]) -> tuple[list[Rendered], dict[str, Any]]:
     """Render every example; drop those left with no trained token. Returns (rendered, stats)."""
     out, dropped, truncated = [], [], 0
-    for ex in examples:
-        r = renderer(ex)
+    for ex, r in zip(examples, renderer.render_many(examples)):
         truncated += r.truncated
         if r.n_targets == 0:
             dropped.append(ex.source)

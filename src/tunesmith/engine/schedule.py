@@ -15,7 +15,7 @@ def lr_multiplier(step: int, *, total: int, warmup: int, kind: str, min_ratio: f
         return (step + 1) / warmup
     if kind == "constant":
         return 1.0
-    span = max(1, total - warmup - 1)
+    span = max(1, total - warmup)
     progress = min(1.0, (step - warmup) / span)
     if kind == "linear":
         decay = 1.0 - progress
