@@ -8,13 +8,13 @@ import torch
 from tunesmith.run import prepare
 
 
-def _grads(tiny_model_dir, color_data, tmp_path, batch_size, grad_accum, adapter="lora"):
+def _grads(tiny_model_dir, color_data, tmp_path, batch_size, grad_accum, adapter="lora", max_tokens=None):
     train, _ = color_data
     run = prepare({"model": str(tiny_model_dir), "data": {"train": str(train), "eval_fraction": 0},
                    "adapter": {"type": adapter, "r": 4, "alpha": 8, "dropout": 0.0},
                    "train": {"batch_size": batch_size, "grad_accum": grad_accum, "packing": False,
-                             "max_length": 64, "seed": 3},
-                   "output_dir": str(tmp_path / f"{adapter}-b{batch_size}a{grad_accum}")})
+                             "max_length": 64, "seed": 3, "max_tokens_per_forward": max_tokens},
+                   "output_dir": str(tmp_path / f"{adapter}-b{batch_size}a{grad_accum}t{max_tokens}")})
     stats = run.trainer.accumulate(0)
     grads = {n: p.grad.clone() for n, p in run.model.named_parameters() if p.requires_grad}
     return grads, stats
@@ -30,3 +30,11 @@ def test_batch_times_accumulation_equivalence(tiny_model_dir, color_data, tmp_pa
     for name in g_big:
         torch.testing.assert_close(g_acc[name], g_big[name], rtol=1e-5, atol=1e-7, msg=name)
     assert any(g.abs().sum() > 0 for g in g_big.values())
+
+
+def test_splitting_a_micro_batch_into_passes_keeps_gradients(tiny_model_dir, color_data, tmp_path):
+    whole, s_whole = _grads(tiny_model_dir, color_data, tmp_path, 8, 1, max_tokens=100000)
+    split, s_split = _grads(tiny_model_dir, color_data, tmp_path, 8, 1, max_tokens=64)
+    assert s_whole["n"] == s_split["n"] and s_split["tokens"] == s_whole["tokens"]
+    for name in whole:
+        torch.testing.assert_close(split[name], whole[name], rtol=1e-5, atol=1e-7, msg=name)

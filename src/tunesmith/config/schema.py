@@ -83,6 +83,10 @@ class TrainConfig:
     batch_size: int = 8
     """Micro-batch: rows (packing) or examples (no packing) per forward pass."""
     grad_accum: int = 1
+    max_tokens_per_forward: int | None = None
+    """Split each micro-batch at example boundaries into forward passes of at most this many
+    tokens (same gradients: the loss is token-normalised over the whole window). Bounds
+    activation memory at no cost in speed on CPUs. Default: 1024 on CPU, unlimited on CUDA."""
     max_length: int = 1024
     packing: bool = True
     """Best-fit pack several examples into each row of ``max_length`` tokens."""

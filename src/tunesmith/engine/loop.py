@@ -58,12 +58,13 @@ class Trainer:
     def __init__(self, *, model, loss_fn: Callable, collate: Callable, items: list, units: list[list[int]],
                  eval_items: list, eval_units: list[list[int]], cfg: TrainConfig, out_dir: Path,
                  device: torch.device, dtype: str, state_extra: dict, batch_tokens: Callable,
-                 on_eval: Callable | None = None):
+                 item_tokens: Callable = lambda item: len(item.input_ids), on_eval: Callable | None = None):
         self.model, self.loss_fn, self.collate = model, loss_fn, collate
         self.items, self.units = items, units
         self.eval_items, self.eval_units = eval_items, eval_units
         self.cfg, self.out_dir, self.device, self.dtype = cfg, out_dir, device, dtype
         self.state_extra, self.batch_tokens, self.on_eval = state_extra, batch_tokens, on_eval
+        self.item_tokens = item_tokens
         self.n_micro = math.ceil(len(units) / cfg.batch_size)
         if cfg.max_steps is not None:
             self.total_steps = cfg.max_steps
@@ -92,10 +93,16 @@ class Trainer:
         return self._epoch_cache[epoch][k]
 
     def window(self, step: int) -> list:
-        """Collated micro-batches of optimizer step ``step`` (0-based)."""
+        """Collated forward passes of optimizer step ``step`` (0-based): its ``grad_accum``
+        micro-batches, each split at example boundaries into passes of at most
+        ``max_tokens_per_forward`` tokens."""
         ga = self.cfg.grad_accum
-        return [self.collate([self.items[i] for i in self._micro_batch(g)])
-                for g in range(step * ga, (step + 1) * ga)]
+        out = []
+        for g in range(step * ga, (step + 1) * ga):
+            for part in split_by_tokens([self.items[i] for i in self._micro_batch(g)],
+                                        self.cfg.max_tokens_per_forward, self.item_tokens):
+                out.append(self.collate(part))
+        return out
 
     # -- one step ---------------------------------------------------------------------------
     def accumulate(self, step: int) -> dict:
@@ -144,12 +151,14 @@ class Trainer:
         order = list(range(len(self.eval_units)))
         for s in range(0, len(order), self.cfg.batch_size):
             idx = [i for u in order[s:s + self.cfg.batch_size] for i in self.eval_units[u]]
-            batch = self.collate([self.eval_items[i] for i in idx]).to(self.device)
-            with autocast(self.device, self.dtype):
-                loss, metrics = self.loss_fn(self.model, batch)
-            loss_sum += float(loss)
-            correct += int(metrics.get("correct", 0))
-            n += self.batch_tokens(batch)
+            for part in split_by_tokens([self.eval_items[i] for i in idx],
+                                        self.cfg.max_tokens_per_forward, self.item_tokens):
+                batch = self.collate(part).to(self.device)
+                with autocast(self.device, self.dtype):
+                    loss, metrics = self.loss_fn(self.model, batch)
+                loss_sum += float(loss)
+                correct += int(metrics.get("correct", 0))
+                n += self.batch_tokens(batch)
         self.model.train()
         mean = loss_sum / max(n, 1)
         return {"eval_loss": mean, "eval_ppl": math.exp(min(mean, 50.0)),
@@ -222,6 +231,24 @@ class Trainer:
         final_loss = history[-1].get("loss") if history else None
         return TrainResult(self.total_steps, final_loss, last_eval, history,
                            resumed_from=start if resume_from else None, first_step_s=first_step_s)
+
+
+def split_by_tokens(items: list, max_tokens: int | None, size: Callable) -> list[list]:
+    """Consecutive groups of ``items`` holding at most ``max_tokens`` tokens each (an item
+    larger than that forms a group of its own); one group when ``max_tokens`` is None."""
+    if not max_tokens:
+        return [items]
+    groups, current, used = [], [], 0
+    for item in items:
+        n = size(item)
+        if current and used + n > max_tokens:
+            groups.append(current)
+            current, used = [], 0
+        current.append(item)
+        used += n
+    if current:
+        groups.append(current)
+    return groups
 
 
 def read_metrics(out_dir: Path) -> list[dict]:
