@@ -107,20 +107,92 @@ def export(work: Path) -> Path:
     model.generation_config = GenerationConfig(eos_token_id=stop_token_ids(tok), pad_token_id=tok.pad_token_id,
                                                max_new_tokens=256)
     model.save_pretrained(MODEL_DIR, safe_serialization=True)
+    step = json.loads((ckpt / "state.json").read_text())["step"]
     rows = [json.loads(x) for x in (work / "run" / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    curve = {"checkpoint_step": json.loads((ckpt / "state.json").read_text())["step"],
+    rows = [r for r in rows if r["step"] <= step]  # a running job may have logged further
+    curve = {"checkpoint_step": step,
              "train": [[r["step"], round(r["loss"], 4)] for r in rows if "loss" in r and r["step"] % 25 == 0],
              "eval": [[r["step"], round(r["eval_loss"], 4), round(r["eval_ppl"], 2)] for r in rows if "eval_loss" in r],
              "tokens_seen": sum(r.get("tokens_total", 0) for r in rows if "loss" in r)}
     (MODEL_DIR / "training_curve.json").write_text(json.dumps(curve, indent=1))
+    # Patch the context length into the tokenizer config in place (re-saving it would rewrite
+    # the file in the installed transformers' format, which older releases cannot read).
+    tok_cfg_path = MODEL_DIR / "tokenizer_config.json"
+    tok_cfg = json.loads(tok_cfg_path.read_text())
+    tok_cfg["model_max_length"] = ARCH["max_position_embeddings"]
+    tok_cfg_path.write_text(json.dumps(tok_cfg, indent=2, ensure_ascii=False) + "\n")
+    write_model_card(model, curve, pretrain_config(work, 0)["train"])
     print(f"exported {ckpt} -> {MODEL_DIR} (step {curve['checkpoint_step']})")
     return MODEL_DIR
+
+
+def write_model_card(model, curve: dict, train: dict) -> None:
+    """models/tunesmith-base/README.md from the architecture and the measured training curve."""
+    n_params = sum(p.numel() for p in model.parameters())
+    evals = curve["eval"]
+    final = evals[-1] if evals else None
+    rows = "\n".join(f"| {s} | {loss:.3f} | {ppl:.1f} |" for s, loss, ppl in evals)
+    train_at = dict((s, l) for s, l in curve["train"])
+    card = f"""# tunesmith-base
+
+A small Llama-architecture causal language model pretrained **from random initialisation by
+tunesmith itself** (`method: pretrain`, full training) on freely licensed English prose from
+Debian packages. It exists so that tunesmith's quickstart and tests can fine-tune a real
+pretrained model on a machine with no network. It is a toy: it writes locally fluent but
+aimless English and knows little about the world. Do not use it for anything else.
+
+## Architecture
+
+| | |
+|---|---|
+| parameters | {n_params / 1e6:.1f}M ({n_params:,}; input and output embeddings tied) |
+| layers / hidden / MLP | {ARCH['num_hidden_layers']} / {ARCH['hidden_size']} / {ARCH['intermediate_size']} (SwiGLU) |
+| attention | {ARCH['num_attention_heads']} query heads, {ARCH['num_key_value_heads']} key/value heads (GQA), RoPE θ={ARCH['rope_theta']:g} |
+| context | trained on {SEQ}-token windows; `max_position_embeddings` {ARCH['max_position_embeddings']} |
+| vocabulary | 8,192 byte-level BPE tokens (`tokenizers`); specials `<|endoftext|>` (eos), `<|im_start|>`, `<|im_end|>` (end of turn), `<|pad|>` |
+| chat template | ChatML: `<|im_start|>role\\ncontent<|im_end|>\\n`; generation stops at `<|im_end|>` or `<|endoftext|>` (`generation_config.json`) |
+| weights | `model.safetensors`, bf16 |
+
+## Training
+
+Reproduce with `python scripts/build_base_model.py` (builds the corpus, trains the tokenizer,
+initialises the model with seed 0, pretrains with checkpoints and resume, exports this folder).
+
+- Data: the corpus of [MODEL_CARD_SOURCES.md](MODEL_CARD_SOURCES.md) — 22 Debian packages
+  (public-domain literature and Bible, the Jargon File, desktop help, Debian and GNU manuals,
+  Python / PostgreSQL / SQLite / Perl / Git / Linux documentation), 11.0M tokens, split into
+  {SEQ}-token windows packed best-fit.
+- Optimisation: AdamW (β₂ {train['adam_beta2']}, weight decay {train['weight_decay']}), peak lr
+  {train['lr']:g} with {train['warmup_steps']} warm-up steps and cosine decay to
+  {train['min_lr_ratio']:g}×, gradient clipping {train['max_grad_norm']}, {train['batch_size']} × {SEQ}
+  tokens per step, fp32 on CPU (2 cores, 1 thread).
+- Exported from step {curve['checkpoint_step']}; {curve['tokens_seen']:,} tokens seen.
+- Training loss: step 25 {train_at.get(25, float('nan')):.2f} → step {curve['train'][-1][0]} {curve['train'][-1][1]:.2f}
+  (every 25 steps in `training_curve.json`).
+
+Held-out loss (60 held-out documents of the corpus, never trained on):
+
+| step | loss (nats/token) | perplexity |
+|---|---|---|
+{rows}
+
+{"Final held-out perplexity: **%.1f**." % final[2] if final else ""}
+
+## Licence
+
+The corpus mixes public-domain texts with documentation under permissive and copyleft
+licences (GPL-2, GFDL, CC-BY-SA-3.0, MPL-2.0, PSF, PostgreSQL; see MODEL_CARD_SOURCES.md). The
+weights are a statistical model of that text, distributed with tunesmith for testing and
+demonstration under the same terms as the most restrictive of those licences would require
+of a derived work; treat them as a test fixture.
+"""
+    (MODEL_DIR / "README.md").write_text(card, encoding="utf-8")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=WORK)
-    ap.add_argument("--max-steps", type=int, default=6000, help="total pretraining steps (16 x 256 tokens each)")
+    ap.add_argument("--max-steps", type=int, default=1700, help="total pretraining steps (16 x 256 tokens each)")
     ap.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this long")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--export", action="store_true", help="only export the newest checkpoint")
