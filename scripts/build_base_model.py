@@ -192,7 +192,7 @@ of a derived work; treat them as a test fixture.
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=WORK)
-    ap.add_argument("--max-steps", type=int, default=1700, help="total pretraining steps (16 x 256 tokens each)")
+    ap.add_argument("--max-steps", type=int, default=1200, help="total pretraining steps (16 x 256 tokens each)")
     ap.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this long")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--export", action="store_true", help="only export the newest checkpoint")

@@ -38,3 +38,17 @@ def test_splitting_a_micro_batch_into_passes_keeps_gradients(tiny_model_dir, col
     assert s_whole["n"] == s_split["n"] and s_split["tokens"] == s_whole["tokens"]
     for name in whole:
         torch.testing.assert_close(split[name], whole[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_gradient_checkpointing_keeps_gradients(tiny_model_dir, color_data, tmp_path):
+    train, _ = color_data
+    grads = []
+    for ckpt in (False, True):
+        run = prepare({"model": str(tiny_model_dir), "data": {"train": str(train), "eval_fraction": 0},
+                       "adapter": {"r": 4, "alpha": 8, "dropout": 0.0},
+                       "train": {"batch_size": 4, "max_length": 64, "gradient_checkpointing": ckpt},
+                       "output_dir": str(tmp_path / f"gc{ckpt}")})
+        run.trainer.accumulate(0)
+        grads.append({n: p.grad.clone() for n, p in run.model.named_parameters() if p.requires_grad})
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-7, msg=name)
