@@ -123,7 +123,11 @@ def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None =
     elif cfg.model.attn_implementation != "sdpa":
         model.set_attn_implementation(cfg.model.attn_implementation)
     if cfg.train.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers 5 renamed the method (and its argument); 4.x only has the old name.
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
     if cfg.adapter.type != "none" and cfg.adapter.targets == "all-linear":
         cfg.adapter.targets = linear_module_names(model)
