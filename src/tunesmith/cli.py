@@ -16,8 +16,12 @@ def _cmd_train(args) -> int:
 
     resume = True if args.resume else False if args.no_resume else "auto"
     result = train(args.config, args.set, resume=resume, process_start=_START)
-    print(f"trained {result.steps} steps: final loss {result.final_loss:.4f}"
-          + (f", eval loss {result.eval_loss:.4f}" if result.eval_loss is not None else ""))
+    summary = f"trained {result.steps} steps"
+    if result.final_loss is not None:
+        summary += f": final loss {result.final_loss:.4f}"
+    if result.eval_loss is not None:
+        summary += f", eval loss {result.eval_loss:.4f}"
+    print(summary)
     return 0
 
 

@@ -92,3 +92,14 @@ def test_changed_batching_refuses_to_resume(tmp_path, tiny_model_dir, color_data
     cfg["train"].update(max_steps=3, batch_size=2)
     code, err = _run(tmp_path, cfg)
     assert code == 2 and "'batch_size' was 8" in err
+
+
+def test_rerunning_a_finished_run_does_no_more_steps(tmp_path, tiny_model_dir, color_data):
+    cfg = _base(tiny_model_dir, color_data[0], tmp_path / "out")
+    cfg["train"].update(max_steps=2)
+    assert _run(tmp_path, cfg)[0] == 0
+    metrics = (tmp_path / "out" / "metrics.jsonl").read_text()
+    code, err = _run(tmp_path, cfg)
+    assert code == 0, err
+    assert "already complete at step 2" in err
+    assert (tmp_path / "out" / "metrics.jsonl").read_text() == metrics

@@ -78,8 +78,7 @@ class Trainer:
                   {"params": no_decay, "weight_decay": 0.0}]
         self.params = params
         self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr,
-                                           betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
-                                           foreach=device.type == "cuda" or None)
+                                           betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_multiplier(s, total=self.total_steps, warmup=self.warmup,
                                                     kind=cfg.scheduler, min_ratio=cfg.min_lr_ratio))
@@ -228,7 +227,12 @@ class Trainer:
             sink.close()
             if tb:
                 tb.close()
-        final_loss = history[-1].get("loss") if history else None
+        if not history and start >= self.total_steps:
+            log.info("training was already complete at step %d", start)
+            history = [r for r in read_metrics(self.out_dir) if r.get("step", 0) <= start]
+        final_loss = next((r["loss"] for r in reversed(history) if "loss" in r), None)
+        last_eval = last_eval if last_eval is not None else next(
+            (r["eval_loss"] for r in reversed(history) if "eval_loss" in r), None)
         return TrainResult(self.total_steps, final_loss, last_eval, history,
                            resumed_from=start if resume_from else None, first_step_s=first_step_s)
 

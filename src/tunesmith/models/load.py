@@ -31,7 +31,8 @@ def load_tokenizer(path: str, chat_template_file: str | None = None):
     """Fast tokenizer from ``path``; optionally replace its chat template with a .jinja file."""
     from transformers import AutoTokenizer
 
-    check_model_dir(path) if not Path(path, "tokenizer.json").is_file() else None
+    if not Path(path, "tokenizer.json").is_file():
+        check_model_dir(path)  # a clear error for a missing folder before transformers' own
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     except Exception as exc:
@@ -66,7 +67,8 @@ def load_causal_lm(path: str, *, dtype: torch.dtype = torch.float32,
     try:
         model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=attn_implementation, **kwargs)
     except (ValueError, ImportError) as exc:
-        if attn_implementation is None or "attn" not in str(exc).lower() and "sdpa" not in str(exc).lower():
+        about_attention = "attn" in str(exc).lower() or "sdpa" in str(exc).lower()
+        if attn_implementation is None or not about_attention:
             raise ModelError(f"could not load {path} as a causal LM: {exc}") from None
         # Families without SDPA support (e.g. Gemma 2's soft-capping) load with their default.
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
