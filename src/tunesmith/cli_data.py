@@ -1,0 +1,203 @@
+"""``tunesmith data check | show | split``: thin command-line wrappers over ``tunesmith.data``.
+
+:func:`add_data_commands` adds the ``data`` command to the main parser; every sub-command's
+function returns the process exit code (check: 0 usable, 1 not). User errors propagate as
+:class:`~tunesmith.errors.TunesmithError` for the main CLI to print (exit 2).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+from .data.check import METHODS
+
+
+def add_data_commands(subparsers: Any) -> Any:
+    """Add ``data`` with sub-commands check / show / split; returns the ``data`` sub-parsers
+    object so further sub-commands (scrub, convert) can be added to it."""
+    data = subparsers.add_parser("data", help="check, inspect and split data files")
+    sub = data.add_subparsers(dest="data_command", required=True)
+
+    p = sub.add_parser("check", help="validate every line; token statistics, duplicates")
+    p.add_argument("file", help="training data (.jsonl, .json, .csv, .parquet, .txt)")
+    p.add_argument("--model", help="model folder: special tokens, token statistics, estimate")
+    p.add_argument("--method", choices=METHODS, default="sft")
+    p.add_argument("--max-length", type=int, help="truncation length (default 1024)")
+    p.add_argument("--adapter", choices=("lora", "dora", "qlora", "none"), default="lora",
+                   help="for the time/memory estimate (none = full fine-tuning)")
+    p.add_argument("--eval", help="held-out file: checked too, and its overlap with FILE")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("show", help="render examples through the chat template, trained tokens marked")
+    p.add_argument("file")
+    p.add_argument("--model", required=True, help="model (or tokenizer) folder")
+    p.add_argument("-n", type=int, default=3, help="how many examples (default 3)")
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    p.set_defaults(func=_cmd_show)
+
+    p = sub.add_parser("split", help="deterministic, duplicate-aware train/eval split")
+    p.add_argument("file", help="a .jsonl file (never overwritten)")
+    p.add_argument("--eval-fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out-dir", help="output folder (default: <stem>_split beside FILE)")
+    p.set_defaults(func=_cmd_split)
+    return sub
+
+
+# ---- check ----------------------------------------------------------------------------------
+
+
+def _cmd_check(args) -> int:
+    from .data.check import check_file
+
+    tokenizer = None
+    if args.model:
+        from .models.load import load_tokenizer
+
+        tokenizer = load_tokenizer(args.model)
+    with _progress_reporter(args.file) as progress:
+        report = check_file(args.file, tokenizer=tokenizer, method=args.method,
+                            max_length=args.max_length, eval_path=args.eval,
+                            model_dir=args.model, adapter=args.adapter, progress=progress)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        print(format_report(report.to_dict()))
+    return 0 if report.ok else 1
+
+
+def format_report(report: dict[str, Any], per_code: int = 10) -> str:
+    """The human-readable report: verdict, problems (``per_code`` per code), stats, duplicates."""
+    lines = [f"{report['path']}: {report['n_examples']} examples, format "
+             f"{report['format'] or 'unknown'}, method {report['method']}"]
+    for kind in ("errors", "warnings"):
+        counts = report[f"{kind[:-1]}_counts"]
+        if not counts:
+            continue
+        lines.append(f"{kind} ({sum(counts.values())}):")
+        for code, count in sorted(counts.items()):
+            lines.append(f"  {code} × {count}")
+            listed = [p for p in report[kind] if p["code"] == code][:per_code]
+            lines.extend(f"    {_place(p)}{p['message']}" for p in listed)
+            if count > len(listed):
+                lines.append(f"    … and {count - len(listed)} more (--json lists up to 100)")
+    lines.extend(_format_tokens(report["stats"]))
+    lines.extend(_format_estimate(report["stats"].get("estimate")))
+    dup = report["duplicates"]
+    if dup.get("group_count"):
+        lines.append(f"duplicates: {dup['group_count']} group(s)")
+        lines.extend(f"  {g['kind']}: lines {', '.join(map(str, g['lines']))}"
+                     for g in dup["groups"][:per_code])
+    if "eval_overlap_count" in dup:
+        lines.append(f"eval overlap: {dup['eval_overlap_count']} of "
+                     f"{report['stats'].get('eval_examples', 0)} eval examples are in the "
+                     "training file")
+    lines.append("OK: the file is usable" if report["ok"] else "NOT OK: fix the errors above")
+    return "\n".join(lines)
+
+
+def _place(problem: dict[str, Any]) -> str:
+    where = "eval " if problem["param"] == "validation_file" else ""
+    if problem["line"] is not None:
+        where += f"line {problem['line']}"
+        if problem["message_index"]:
+            where += f", message {problem['message_index']}"
+    return f"{where}: " if where else ""
+
+
+def _format_tokens(stats: dict[str, Any]) -> list[str]:
+    tokens = stats.get("tokens")
+    if not tokens or "examples" not in tokens:
+        return []
+    return [f"tokens per example: min {tokens['min']}, median {tokens['median']:g}, "
+            f"p95 {tokens['p95']}, max {tokens['max']} (mean {tokens['mean']})",
+            f"tokens in total: {tokens['total_after_truncation']:,} after truncation, "
+            f"{tokens['trained']:,} trained (loss mask)",
+            f"over max_length {tokens['max_length']}: {tokens['over_max_length']} "
+            "(truncated from the end)"]
+
+
+def _format_estimate(est: dict[str, Any] | None) -> list[str]:
+    if not est:
+        return []
+    mem = est["memory_bytes"]
+    gib = 1024**3
+    line = (f"estimate ({est['method']}, {est['adapter']}; rough, ±2x): "
+            f"{est['params'] / 1e6:.1f}M params, {est['trainable_params'] / 1e6:.2f}M trainable, "
+            f"{est['flops_per_token'] / 1e6:.0f} MFLOP/token")
+    out = [line]
+    if est.get("seconds_per_epoch") is not None:
+        out.append(f"  time per epoch ≈ {_duration(est['seconds_per_epoch'])} at "
+                   f"{est['flop_rate'] / 1e9:.0f} GFLOP/s effective")
+    out.append(f"  memory ≈ {mem['total'] / gib:.2f} GiB (weights {mem['weights'] / gib:.2f}, "
+               f"trainable state {mem['trainable_state'] / gib:.2f}, activations "
+               f"{mem['activations'] / gib:.2f})")
+    return out
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+class _progress_reporter:
+    """Context manager yielding a ``progress(done, total)`` callback: a rich bar on a terminal,
+    a plain line on stderr every 10 seconds otherwise (logs, CI)."""
+
+    def __init__(self, label: str):
+        self.label, self._bar, self._task, self._last = label, None, None, time.monotonic()
+
+    def __enter__(self):
+        if sys.stderr.isatty():
+            try:
+                from rich.progress import Progress
+
+                self._bar = Progress(transient=True)
+                self._bar.start()
+                self._task = self._bar.add_task(f"checking {self.label}", total=None)
+            except ImportError:
+                self._bar = None
+        return self.update
+
+    def update(self, done: int, total: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, total=total)
+        elif time.monotonic() - self._last >= 10:
+            self._last = time.monotonic()
+            print(f"checking {self.label}: {done / max(total, 1):.0%}", file=sys.stderr)
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+# ---- show / split ---------------------------------------------------------------------------
+
+
+def _cmd_show(args) -> int:
+    from .data.show import show_examples
+    from .models.load import load_tokenizer
+
+    color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+    print(show_examples(args.file, load_tokenizer(args.model), args.n, color=color), end="")
+    if not color:
+        print("([[...]] = trained tokens)")
+    return 0
+
+
+def _cmd_split(args) -> int:
+    from .data.split import split_file
+
+    result = split_file(args.file, eval_fraction=args.eval_fraction, seed=args.seed,
+                        out_dir=args.out_dir)
+    print(f"{result.n_train} train -> {result.train_path}\n{result.n_eval} eval -> "
+          f"{result.eval_path}\n({result.n_groups} groups of distinct examples; duplicates "
+          "kept on one side)")
+    return 0
