@@ -114,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling(p)
     p.set_defaults(func=_cmd_chat)
 
+    from .cli_data import add_data_commands
+
+    add_data_commands(sub)
+
     p = sub.add_parser("config", help="print the default config with every key")
     p.set_defaults(func=_cmd_config)
     return parser

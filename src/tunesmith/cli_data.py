@@ -45,6 +45,19 @@ def add_data_commands(subparsers: Any) -> Any:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", help="output folder (default: <stem>_split beside FILE)")
     p.set_defaults(func=_cmd_split)
+
+    p = sub.add_parser("scrub", help="redact e-mails, phones, cards, IBANs, SSNs, IPs and secrets")
+    p.add_argument("file", help="input data file (never overwritten)")
+    p.add_argument("--out", required=True, help="cleaned JSONL output")
+    p.add_argument("--report", help="JSON report: counts by type and line (never the secrets)")
+    p.set_defaults(func=_cmd_scrub)
+
+    p = sub.add_parser("convert", help="convert between chat / ShareGPT / Alpaca / prompt-completion")
+    p.add_argument("file")
+    p.add_argument("--to", required=True, help="openai-chat | sharegpt | alpaca | prompt-completion")
+    p.add_argument("--out", required=True, help="output JSONL")
+    p.add_argument("--skip-lossy", action="store_true", help="skip (and count) rows the target cannot hold")
+    p.set_defaults(func=_cmd_convert)
     return sub
 
 
@@ -133,7 +146,7 @@ def _format_estimate(est: dict[str, Any] | None) -> list[str]:
     if est.get("seconds_per_epoch") is not None:
         out.append(f"  time per epoch ≈ {_duration(est['seconds_per_epoch'])} at "
                    f"{est['flop_rate'] / 1e9:.0f} GFLOP/s effective")
-    out.append(f"  memory ≈ {mem['total'] / gib:.2f} GiB (weights {mem['weights'] / gib:.2f}, "
+    out.append(f"  memory ≈ {mem['total'] / gib:.2f} GiB (runtime {mem['runtime'] / gib:.2f}, weights {mem['weights'] / gib:.2f}, "
                f"trainable state {mem['trainable_state'] / gib:.2f}, activations "
                f"{mem['activations'] / gib:.2f})")
     return out
@@ -200,4 +213,25 @@ def _cmd_split(args) -> int:
     print(f"{result.n_train} train -> {result.train_path}\n{result.n_eval} eval -> "
           f"{result.eval_path}\n({result.n_groups} groups of distinct examples; duplicates "
           "kept on one side)")
+    return 0
+
+
+def _cmd_scrub(args) -> int:
+    from .data.scrub import scrub_file
+
+    report = scrub_file(args.file, args.out, args.report)
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(report["by_type"].items())) or "nothing found"
+    print(f"scrubbed {report['rows']} rows -> {report['output']}: {report['total']} redactions "
+          f"in {report['rows_with_findings']} rows ({kinds})"
+          + (f"; report: {args.report}" if args.report else ""))
+    return 0
+
+
+def _cmd_convert(args) -> int:
+    from .data.convert import convert_file
+
+    report = convert_file(args.file, args.out, args.to, skip_lossy=args.skip_lossy)
+    print(f"converted {report['written']} of {report['rows']} rows from {report['from']} to "
+          f"{report['to']} -> {report['output']}"
+          + (f" ({report['skipped_lossy']} lossy rows skipped)" if report["skipped_lossy"] else ""))
     return 0

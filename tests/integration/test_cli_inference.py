@@ -30,3 +30,21 @@ def test_chat_session_reads_turns_until_empty_line(tiny_model_dir):
 def test_generate_with_missing_model_is_a_clear_error(tmp_path):
     proc = _run(["generate", "--model", str(tmp_path / "nothing"), "--prompt", "x"])
     assert proc.returncode == 2 and "model directory not found" in proc.stderr
+
+
+def test_data_commands_are_wired(tmp_path):
+    import json
+
+    src = tmp_path / "in.jsonl"
+    rows = [{"messages": [{"role": "user", "content": f"mail me at user{i}@example.com"},
+                          {"role": "assistant", "content": f"noted, reply {i}"}]} for i in range(12)]
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    proc = _run(["data", "scrub", str(src), "--out", str(tmp_path / "clean.jsonl"), "--report", str(tmp_path / "r.json")])
+    assert proc.returncode == 0, proc.stderr
+    assert "EMAIL 12" in proc.stdout and "@example.com" not in (tmp_path / "clean.jsonl").read_text()
+    proc = _run(["data", "convert", str(src), "--to", "alpaca", "--out", str(tmp_path / "a.jsonl")])
+    assert proc.returncode == 0 and "converted 12 of 12" in proc.stdout
+    proc = _run(["data", "check", str(src)])
+    assert proc.returncode == 0 and "usable" in proc.stdout
+    proc = _run(["data", "scrub", str(src), "--out", str(src)])
+    assert proc.returncode == 2 and "error:" in proc.stderr

@@ -59,10 +59,12 @@ def test_weights_load_and_generate(tok):
     model, tokenizer = load_for_inference(str(MODEL))
     n = sum(p.numel() for p in model.parameters())
     assert 3e6 < n < 25e6
-    ids = torch.tensor([tokenizer.encode("The quick brown fox jumps over the lazy dog.")])
+    text = "This section describes how to install the package on your system and how to configure it."
+    ids = torch.tensor([tokenizer.encode(text)])
     with torch.no_grad():
         loss = model(input_ids=ids, labels=ids).loss
-    assert torch.isfinite(loss) and loss.item() < 7.0  # well below ln(8192) = 9.0: it learned English
+    # A uniform guess costs ln(8192) = 9.0 nats per token; the pretrained model is far below.
+    assert torch.isfinite(loss) and loss.item() < 5.0
     (reply,) = generate(model, tokenizer, ["Hello, who are you?"], max_new_tokens=16)
     assert isinstance(reply, str)
     card = (MODEL / "README.md").read_text()

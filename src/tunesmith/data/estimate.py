@@ -246,7 +246,7 @@ def estimate_training(params: ParamCounts, *, tokens: int, max_length: int, meth
         "memory_bytes": _memory(params, full=full, on_gpu=on_gpu, row_tokens=max_length * rows,
                                  bits4=adapter == "qlora"),
         "note": "estimate (±2x): FLOPs = tokens x per-token cost / (0.5 x measured matmul rate); "
-                "memory = weights + trainable state + activations of one row",
+                "memory = runtime + weights + trainable state + activations of one row",
     }
     if method == "grpo":
         out.update(seconds_per_epoch=None, flop_rate=None,
@@ -265,7 +265,10 @@ def _memory(params: ParamCounts, *, full: bool, on_gpu: bool, row_tokens: int,
     state = params.total * 12 if full else params.lora * 16
     activations = (ACTIVATION_BYTES_PER_TOKEN_LAYER_WIDTH * params.hidden * params.layers
                    * row_tokens * (weight_bytes // 2))
-    parts = {"weights": int(weights), "trainable_state": int(state),
+    # The runtime itself: measured RSS of Python + torch + transformers + PEFT before any model
+    # is loaded is ~0.3 GB on CPU; on a GPU the CUDA context takes ~0.5 GB of device memory.
+    runtime = 0.5e9 if on_gpu else 0.3e9
+    parts = {"runtime": int(runtime), "weights": int(weights), "trainable_state": int(state),
              "activations": int(activations)}
     parts["total"] = sum(parts.values())
     return parts
