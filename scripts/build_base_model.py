@@ -178,6 +178,14 @@ Held-out loss (60 held-out documents of the corpus, never trained on):
 
 {"Final held-out perplexity: **%.1f**." % final[2] if final else ""}
 
+## Limitations
+
+Measured on this checkpoint: after ~5M tokens it has not yet learned in-context copying (given
+"The secret word is pineapple. ... The secret word is", it does not favour " pineapple"), so a
+fine-tune has to teach it to use the question and needs more epochs than a larger pretrained
+model would. Continuing pretraining (re-run the build script with a larger `--max-steps`; it
+resumes from the newest checkpoint) is the way to improve it.
+
 ## Licence
 
 The corpus mixes public-domain texts with documentation under permissive and copyleft
