@@ -5,11 +5,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+
+pip_quiet() {
+  # This machine's pip configuration names local index folders that may not exist; pip warns
+  # about each on every call. Drop those lines, keep everything else (and pip's exit status).
+  .venv/bin/python -m pip --disable-pip-version-check "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+}
+
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
 if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
+  pip_quiet install --quiet torch==2.13.0
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,rich]"
+pip_quiet install --quiet -e ".[test,rich]"
