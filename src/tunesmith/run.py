@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from .config import RunConfig, dump_config, load_config, validate
+from .config.auto import resolve_auto
 from .engine import checkpoint as ckpt
 from .engine.loop import Trainer, TrainResult
 from .engine.runtime import resolve_device, resolve_dtype, seed_everything
@@ -117,6 +118,11 @@ def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None =
 
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.chat_template)
     data = sft.prepare_data(cfg, tokenizer)
+    chosen = resolve_auto(cfg.train, cfg.adapter.type, len(data.train))
+    if chosen:
+        log.info("auto hyperparameters for %d training sequences: %s", len(data.train),
+                 ", ".join(f"{k}={v:g}" for k, v in chosen.items()))
+    validate(cfg)
     model = load_causal_lm(cfg.model.path, device=device, trust_remote_code=cfg.model.trust_remote_code)
     if cfg.model.attn_implementation == "auto":
         model.set_attn_implementation(register_attention())

@@ -12,7 +12,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from ..errors import ConfigError
-from .schema import ModelConfig, RunConfig
+from .schema import ModelConfig, RunConfig  # noqa: F401
 
 _SHORTHANDS = {"model": "path"}  # `model: ./dir` means `model: {path: ./dir}`
 
@@ -169,12 +169,25 @@ def dump_config(config: RunConfig, path: str | Path) -> None:
 
 def validate(config: RunConfig) -> None:
     """Checks across fields that types alone cannot express."""
+    t = config.train
+    if "auto" in (t.batch_size, t.lr, t.epochs):
+        return _validate_rest(config)  # the auto values are checked once resolved
+    _validate_rest(config)
+    if t.batch_size < 1:
+        raise ConfigError(f"config: 'train.batch_size' must be >= 1, got {t.batch_size}")
+    if t.epochs <= 0 and t.max_steps is None:
+        raise ConfigError("config: 'train.epochs' must be > 0 (or set train.max_steps)")
+    if t.lr <= 0:
+        raise ConfigError(f"config: 'train.lr' must be > 0, got {t.lr}")
+
+
+def _validate_rest(config: RunConfig) -> None:
     t, a = config.train, config.adapter
     if not config.model.path:
         raise ConfigError("config: 'model' is required (a local Hugging Face model folder)")
     if not config.data.train:
         raise ConfigError("config: 'data.train' is required (a training data file)")
-    positive = {"train.batch_size": t.batch_size, "train.grad_accum": t.grad_accum,
+    positive = {"train.grad_accum": t.grad_accum,
                 "train.max_length": t.max_length, "train.log_every": t.log_every,
                 "train.loss_chunk_size": t.loss_chunk_size}
     for key, value in positive.items():
@@ -182,10 +195,6 @@ def validate(config: RunConfig) -> None:
             raise ConfigError(f"config: '{key}' must be >= 1, got {value}")
     if t.max_steps is not None and t.max_steps < 1:
         raise ConfigError(f"config: 'train.max_steps' must be >= 1, got {t.max_steps}")
-    if t.epochs <= 0 and t.max_steps is None:
-        raise ConfigError("config: 'train.epochs' must be > 0 (or set train.max_steps)")
-    if t.lr <= 0:
-        raise ConfigError(f"config: 'train.lr' must be > 0, got {t.lr}")
     if not 0 <= config.data.eval_fraction < 1:
         raise ConfigError("config: 'data.eval_fraction' must be in [0, 1)")
     if a.type != "none" and (a.r < 1 or a.alpha <= 0):

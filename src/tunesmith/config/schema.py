@@ -64,10 +64,12 @@ class AdapterConfig:
 class TrainConfig:
     """The optimisation loop."""
 
-    epochs: float = 1.0
+    epochs: Union[float, Literal["auto"]] = 1.0
+    """Passes over the data; ``auto``: see tunesmith.config.auto (OpenAI's 3-epoch heuristic)."""
     max_steps: int | None = None
     """Optimizer steps; overrides ``epochs`` when set."""
-    lr: float = 2.0e-4
+    lr: Union[float, Literal["auto"]] = 2.0e-4
+    """Peak learning rate; ``auto``: 2e-4 for adapters, 2e-5 for full fine-tuning."""
     weight_decay: float = 0.0
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
@@ -80,8 +82,9 @@ class TrainConfig:
     """Final learning rate as a fraction of ``lr`` for cosine / linear decay."""
     max_grad_norm: float | None = 1.0
     """Clip the global gradient norm (null disables)."""
-    batch_size: int = 8
-    """Micro-batch: rows (packing) or examples (no packing) per forward pass."""
+    batch_size: Union[int, Literal["auto"]] = 8
+    """Micro-batch: rows (packing) or examples (no packing) per step; ``auto``: ~0.2 % of the
+    examples, clamped to [1, 32]."""
     grad_accum: int = 1
     max_tokens_per_forward: int | None = None
     """Split each micro-batch at example boundaries into forward passes of at most this many

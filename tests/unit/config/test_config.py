@@ -55,7 +55,7 @@ def test_overrides_and_round_trip(tmp_path):
     ({"trian": {}}, "unknown key 'trian'. Did you mean 'train'?"),
     ({"train": {"bach_size": 2}}, "unknown key 'train.bach_size'. Did you mean 'train.batch_size'?"),
     ({"adapter": {"type": "lorra"}}, "is not one of lora, dora, none. Did you mean 'lora'?"),
-    ({"train": {"batch_size": "eight"}}, "'train.batch_size' = 'eight' must be an integer"),
+    ({"train": {"batch_size": "eight"}}, "'train.batch_size' = 'eight' is not an integer or one of auto"),
     ({"train": {"packing": "yes"}}, "'train.packing' = 'yes' must be true/false"),
     ({"train": 3}, "'train' must be a mapping"),
 ])
