@@ -77,10 +77,6 @@ def _versions() -> dict:
     return out
 
 
-def _as_list(value) -> list[str]:
-    return [] if value is None else [value] if isinstance(value, str) else list(value)
-
-
 @dataclass
 class PreparedRun:
     """Everything a run needs, set up but not yet trained (tests drive ``trainer`` directly)."""
@@ -140,7 +136,7 @@ def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None =
     model = attach_adapter(model, cfg.adapter)
     trainable, total = parameter_counts(model)
 
-    state_extra = {"data_fingerprint": _fingerprint(_as_list(cfg.data.train) + _as_list(cfg.data.eval)),
+    state_extra = {"data_fingerprint": _fingerprint(sft.data_files(cfg.data.train) + sft.data_files(cfg.data.eval)),
                    "batch_size": cfg.train.batch_size, "grad_accum": cfg.train.grad_accum,
                    "packing": cfg.train.packing, "max_length": cfg.train.max_length,
                    "seed": cfg.train.seed, "method": cfg.method, "adapter": cfg.adapter.type}

@@ -25,6 +25,7 @@ import torch
 
 from ..config import TrainConfig
 from ..data.pack import micro_batches
+from ..models.adapters import trainable_state_dict
 from . import checkpoint as ckpt
 from .metrics import MetricsFile, Progress, TensorBoardSink
 from .runtime import autocast, rng_state, set_rng_state
@@ -58,12 +59,12 @@ class Trainer:
     def __init__(self, *, model, loss_fn: Callable, collate: Callable, items: list, units: list[list[int]],
                  eval_items: list, eval_units: list[list[int]], cfg: TrainConfig, out_dir: Path,
                  device: torch.device, dtype: str, state_extra: dict, batch_tokens: Callable,
-                 item_tokens: Callable = lambda item: len(item.input_ids), on_eval: Callable | None = None):
+                 item_tokens: Callable = lambda item: len(item.input_ids)):
         self.model, self.loss_fn, self.collate = model, loss_fn, collate
         self.items, self.units = items, units
         self.eval_items, self.eval_units = eval_items, eval_units
         self.cfg, self.out_dir, self.device, self.dtype = cfg, out_dir, device, dtype
-        self.state_extra, self.batch_tokens, self.on_eval = state_extra, batch_tokens, on_eval
+        self.state_extra, self.batch_tokens = state_extra, batch_tokens
         self.item_tokens = item_tokens
         self.n_micro = math.ceil(len(units) / cfg.batch_size)
         if cfg.max_steps is not None:
@@ -96,12 +97,13 @@ class Trainer:
         micro-batches, each split at example boundaries into passes of at most
         ``max_tokens_per_forward`` tokens."""
         ga = self.cfg.grad_accum
-        out = []
-        for g in range(step * ga, (step + 1) * ga):
-            for part in split_by_tokens([self.items[i] for i in self._micro_batch(g)],
-                                        self.cfg.max_tokens_per_forward, self.item_tokens):
-                out.append(self.collate(part))
-        return out
+        return [b for g in range(step * ga, (step + 1) * ga)
+                for b in self._passes([self.items[i] for i in self._micro_batch(g)])]
+
+    def _passes(self, items: list) -> list:
+        """One micro-batch's items collated into passes of at most ``max_tokens_per_forward``."""
+        return [self.collate(part)
+                for part in split_by_tokens(items, self.cfg.max_tokens_per_forward, self.item_tokens)]
 
     # -- one step ---------------------------------------------------------------------------
     def accumulate(self, step: int) -> dict:
@@ -147,12 +149,11 @@ class Trainer:
             return {}
         self.model.eval()
         loss_sum, correct, n = 0.0, 0, 0
-        order = list(range(len(self.eval_units)))
-        for s in range(0, len(order), self.cfg.batch_size):
-            idx = [i for u in order[s:s + self.cfg.batch_size] for i in self.eval_units[u]]
-            for part in split_by_tokens([self.eval_items[i] for i in idx],
-                                        self.cfg.max_tokens_per_forward, self.item_tokens):
-                batch = self.collate(part).to(self.device)
+        bs = self.cfg.batch_size
+        for s in range(0, len(self.eval_units), bs):
+            items = [self.eval_items[i] for unit in self.eval_units[s:s + bs] for i in unit]
+            for batch in self._passes(items):
+                batch = batch.to(self.device)
                 with autocast(self.device, self.dtype):
                     loss, metrics = self.loss_fn(self.model, batch)
                 loss_sum += float(loss)
@@ -167,8 +168,8 @@ class Trainer:
     def save(self, step: int) -> Path:
         state = {"step": step, **self.state_extra}
         optim = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
-        trainable = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
-        return ckpt.save_checkpoint(self.out_dir / "checkpoints", step, trainable=trainable,
+        return ckpt.save_checkpoint(self.out_dir / "checkpoints", step,
+                                    trainable=trainable_state_dict(self.model),
                                     optim_state=optim, rng=rng_state(), state=state,
                                     keep_last=self.cfg.keep_last)
 
@@ -210,8 +211,6 @@ class Trainer:
                 is_last = done == self.total_steps
                 if self.eval_units and ((cfg.eval_every and done % cfg.eval_every == 0) or is_last):
                     ev = self.evaluate()
-                    if self.on_eval is not None:
-                        ev.update(self.on_eval(self.model, done) or {})
                     row.update(ev)
                     last_eval = ev.get("eval_loss")
                     progress.note(f"step {done}: eval_loss {ev['eval_loss']:.4f} (ppl {ev['eval_ppl']:.2f})")

@@ -46,14 +46,12 @@ class _LinearCE(torch.autograd.Function):
             correct += (z.argmax(dim=-1) == y).sum()
             if not (need_h or need_w or need_b):
                 continue
+            # Through the cap ∂z/∂u = 1 − tanh² = 1 − (z/c)²; take it before z is overwritten.
+            cap_grad = 1.0 - (z / softcap).square_() if softcap is not None else None
             g = z.sub_(lse[:, None]).exp_()  # softmax, in place of z (z is not needed after)
-            if softcap is not None:
-                # ∂z/∂u = 1 − tanh² = 1 − (z/c)²; z was overwritten, recompute it for this chunk.
-                zc = _chunk_logits(h, weight, bias, softcap, scale) / softcap
-                g[rows, y] -= 1.0
-                g *= 1.0 - zc * zc
-            else:
-                g[rows, y] -= 1.0
+            g[rows, y] -= 1.0
+            if cap_grad is not None:
+                g *= cap_grad
             if scale != 1.0:
                 g *= scale
             g = g.to(hidden.dtype)

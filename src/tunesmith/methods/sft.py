@@ -32,7 +32,8 @@ class PreparedData:
     stats: dict
 
 
-def _paths(value) -> list[str]:
+def data_files(value) -> list[str]:
+    """``data.train`` / ``data.eval`` as a list of paths (a single path, a list, or None)."""
     if value is None:
         return []
     return [value] if isinstance(value, str) else list(value)
@@ -72,8 +73,8 @@ def prepare_data(config: RunConfig, tokenizer) -> PreparedData:
     """Read, split, render and pack the train / eval data of an SFT or pretraining run."""
     t = config.train
     expect = "pretrain" if config.method == "pretrain" else "sft"
-    train_ex = _load(_paths(config.data.train), expect)
-    eval_ex = _load(_paths(config.data.eval), expect)
+    train_ex = _load(data_files(config.data.train), expect)
+    eval_ex = _load(data_files(config.data.eval), expect)
     if not eval_ex:
         train_ex, eval_ex = split_eval(train_ex, config.data.eval_fraction, t.seed)
     if config.data.max_eval_examples is not None:

@@ -6,7 +6,6 @@ only ever the operator's explicit config value.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -76,7 +75,3 @@ def load_causal_lm(path: str, *, dtype: torch.dtype = torch.float32,
         raise ModelError(f"could not load weights from {path}: {exc} (tunesmith loads safetensors only)") from None
     return model.to(device)
 
-
-def read_json(path: Path) -> dict:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
