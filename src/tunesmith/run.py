@@ -91,7 +91,8 @@ class PreparedRun:
 
 def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None = None) -> PreparedRun:
     """Load config, tokenizer, data and model; build the trainer; write the resolved config."""
-    from .methods import sft
+    from .methods import get_method
+    from .methods.common import data_files
     from .models.adapters import attach_adapter, linear_module_names, parameter_counts
     from .models.attention import register as register_attention
     from .models.load import load_causal_lm, load_tokenizer
@@ -113,13 +114,17 @@ def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None =
     seed_everything(cfg.train.seed)
 
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.chat_template)
-    data = sft.prepare_data(cfg, tokenizer)
+    method = get_method(cfg.method)
+    data = method.prepare_data(cfg, tokenizer)
     chosen = resolve_auto(cfg.train, cfg.adapter.type, len(data.train))
     if chosen:
         log.info("auto hyperparameters for %d training sequences: %s", len(data.train),
                  ", ".join(f"{k}={v:g}" for k, v in chosen.items()))
     validate(cfg)
-    model = load_causal_lm(cfg.model.path, device=device, trust_remote_code=cfg.model.trust_remote_code)
+    if hasattr(method, "load_model"):
+        model = method.load_model(cfg, device)
+    else:
+        model = load_causal_lm(cfg.model.path, device=device, trust_remote_code=cfg.model.trust_remote_code)
     if cfg.model.attn_implementation == "auto":
         model.set_attn_implementation(register_attention())
     elif cfg.model.attn_implementation != "sdpa":
@@ -136,14 +141,14 @@ def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None =
     model = attach_adapter(model, cfg.adapter)
     trainable, total = parameter_counts(model)
 
-    state_extra = {"data_fingerprint": _fingerprint(sft.data_files(cfg.data.train) + sft.data_files(cfg.data.eval)),
+    state_extra = {"data_fingerprint": _fingerprint(data_files(cfg.data.train) + data_files(cfg.data.eval)),
                    "batch_size": cfg.train.batch_size, "grad_accum": cfg.train.grad_accum,
                    "packing": cfg.train.packing, "max_length": cfg.train.max_length,
                    "seed": cfg.train.seed, "method": cfg.method, "adapter": cfg.adapter.type}
-    trainer = Trainer(model=model, loss_fn=sft.make_loss_fn(cfg), collate=sft.COLLATE,
+    trainer = Trainer(model=model, parts=method.build(cfg, model, tokenizer),
                       items=data.train, units=data.train_units, eval_items=data.eval,
                       eval_units=data.eval_units, cfg=cfg.train, out_dir=out, device=device,
-                      dtype=dtype, state_extra=state_extra, batch_tokens=sft.batch_count)
+                      dtype=dtype, state_extra=state_extra)
 
     # The resolved config: every default filled in, every "auto" replaced by what was chosen.
     cfg.train.device, cfg.train.dtype = device.type, dtype

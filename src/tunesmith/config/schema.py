@@ -122,7 +122,8 @@ class RunConfig:
     """A whole run. Sections: model, data, adapter, train; plus method and output_dir."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    method: Literal["sft", "pretrain"] = "sft"
+    method: Literal["sft", "pretrain", "dpo", "kto", "reward", "grpo", "distill"] = "sft"
+    """sft | pretrain | dpo (the DPO family, see ``preference``) | kto | reward | grpo | distill."""
     data: DataConfig = field(default_factory=DataConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

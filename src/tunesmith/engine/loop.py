@@ -27,6 +27,7 @@ from ..config import TrainConfig
 from ..data.pack import micro_batches
 from ..models.adapters import trainable_state_dict
 from . import checkpoint as ckpt
+from .parts import MethodParts
 from .metrics import MetricsFile, Progress, TensorBoardSink
 from .runtime import autocast, rng_state, set_rng_state
 from .schedule import lr_multiplier
@@ -49,23 +50,23 @@ class Trainer:
 
     Args:
         model: the trainable module (PEFT-wrapped or full).
-        loss_fn: ``(model, batch) -> (loss_sum tensor, metrics dict with "n" and optional "correct")``.
+        parts: the method's loss function, collation and normaliser (see methods.common).
         units: train units (lists of items a micro-batch slot holds; see data.pack).
-        items: the rendered items the units index into; ``collate(list_of_items) -> batch``.
+        items: the rendered items the units index into; ``parts.collate(items) -> batch``.
         eval_units / eval_items: held-out data (may be empty).
         state_extra: JSON-able facts saved in each checkpoint and checked on resume.
     """
 
-    def __init__(self, *, model, loss_fn: Callable, collate: Callable, items: list, units: list[list[int]],
+    def __init__(self, *, model, parts: MethodParts, items: list, units: list[list[int]],
                  eval_items: list, eval_units: list[list[int]], cfg: TrainConfig, out_dir: Path,
-                 device: torch.device, dtype: str, state_extra: dict, batch_tokens: Callable,
-                 item_tokens: Callable = lambda item: len(item.input_ids)):
-        self.model, self.loss_fn, self.collate = model, loss_fn, collate
+                 device: torch.device, dtype: str, state_extra: dict):
+        self.model, self.parts = model, parts
+        self.loss_fn, self.collate = parts.loss_fn, parts.collate
+        self.batch_tokens, self.item_tokens = parts.batch_count, parts.item_tokens
         self.items, self.units = items, units
         self.eval_items, self.eval_units = eval_items, eval_units
         self.cfg, self.out_dir, self.device, self.dtype = cfg, out_dir, device, dtype
-        self.state_extra, self.batch_tokens = state_extra, batch_tokens
-        self.item_tokens = item_tokens
+        self.state_extra = state_extra
         self.n_micro = math.ceil(len(units) / cfg.batch_size)
         if cfg.max_steps is not None:
             self.total_steps = cfg.max_steps
@@ -107,25 +108,28 @@ class Trainer:
 
     # -- one step ---------------------------------------------------------------------------
     def accumulate(self, step: int) -> dict:
-        """Forward + backward over the window of ``step``; gradients are left in ``.grad``."""
+        """Forward + backward over the window of ``step``; gradients are left in ``.grad``.
+
+        Returns the summed loss, the normaliser ``n``, the tokens processed and the summed
+        method metrics (``sums``)."""
         self.model.train()
         batches = [b.to(self.device) for b in self.window(step)]
         n_total = sum(self.batch_tokens(b) for b in batches)
-        loss_sum, correct, tokens = 0.0, 0, 0
+        loss_sum, tokens, sums = 0.0, 0, {}
         for batch in batches:
             with autocast(self.device, self.dtype):
                 loss, metrics = self.loss_fn(self.model, batch)
-            # Normalise by the whole window's token count (principle 3).
+            # Normalise by the whole window's count (principle 3).
             (loss / max(n_total, 1)).backward()
             loss_sum += float(loss.detach())
-            correct += int(metrics.get("correct", 0))
+            _add_metrics(sums, metrics)
             tokens += int(batch.n_tokens)
-        return {"loss_sum": loss_sum, "n": n_total, "correct": correct, "tokens": tokens}
+        return {"loss_sum": loss_sum, "n": n_total, "tokens": tokens, "sums": sums}
 
     def train_step(self, step: int) -> dict:
         t0 = time.perf_counter()
         acc = self.accumulate(step)
-        loss_sum, n_total, correct, tokens = acc["loss_sum"], acc["n"], acc["correct"], acc["tokens"]
+        loss_sum, n_total, tokens = acc["loss_sum"], acc["n"], acc["tokens"]
         grad_norm = None
         if self.cfg.max_grad_norm is not None:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm))
@@ -137,18 +141,18 @@ class Trainer:
         row = {"step": step + 1, "epoch": round((step + 1) * self.cfg.grad_accum / self.n_micro, 4),
                "loss": loss_sum / max(n_total, 1), "lr": lr, "tokens": n_total,
                "tokens_total": tokens, "tokens_per_s": tokens / dt if dt > 0 else 0.0,
-               "accuracy": correct / max(n_total, 1), "step_time_s": round(dt, 4)}
+               **self.parts.summarize(acc["sums"], n_total), "step_time_s": round(dt, 4)}
         if grad_norm is not None:
             row["grad_norm"] = grad_norm
         return row
 
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """Token-averaged loss / accuracy over all held-out units."""
+        """Loss and method metrics averaged over all held-out units, keys prefixed ``eval_``."""
         if not self.eval_units:
             return {}
         self.model.eval()
-        loss_sum, correct, n = 0.0, 0, 0
+        loss_sum, n, sums = 0.0, 0, {}
         bs = self.cfg.batch_size
         for s in range(0, len(self.eval_units), bs):
             items = [self.eval_items[i] for unit in self.eval_units[s:s + bs] for i in unit]
@@ -157,12 +161,16 @@ class Trainer:
                 with autocast(self.device, self.dtype):
                     loss, metrics = self.loss_fn(self.model, batch)
                 loss_sum += float(loss)
-                correct += int(metrics.get("correct", 0))
+                _add_metrics(sums, metrics)
                 n += self.batch_tokens(batch)
         self.model.train()
         mean = loss_sum / max(n, 1)
-        return {"eval_loss": mean, "eval_ppl": math.exp(min(mean, 50.0)),
-                "eval_accuracy": correct / max(n, 1), "eval_tokens": n}
+        out = {"eval_loss": mean}
+        if self.parts.perplexity:
+            out["eval_ppl"] = math.exp(min(mean, 50.0))
+        out.update({f"eval_{k}": v for k, v in self.parts.summarize(sums, n).items()})
+        out["eval_tokens"] = n
+        return out
 
     # -- checkpoints -------------------------------------------------------------------------
     def save(self, step: int) -> Path:
@@ -201,7 +209,7 @@ class Trainer:
             baseline = {"step": 0, **self.evaluate()}
             sink.write(baseline)
             history.append(baseline)
-            progress.note(f"step 0: eval_loss {baseline['eval_loss']:.4f} (ppl {baseline['eval_ppl']:.2f})")
+            progress.note(f"step 0: {_eval_text(baseline)}")
         try:
             for step in range(start, self.total_steps):
                 row = self.train_step(step)
@@ -213,7 +221,7 @@ class Trainer:
                     ev = self.evaluate()
                     row.update(ev)
                     last_eval = ev.get("eval_loss")
-                    progress.note(f"step {done}: eval_loss {ev['eval_loss']:.4f} (ppl {ev['eval_ppl']:.2f})")
+                    progress.note(f"step {done}: {_eval_text(ev)}")
                 sink.write(row)
                 if tb:
                     tb.write(row)
@@ -234,6 +242,18 @@ class Trainer:
             (r["eval_loss"] for r in reversed(history) if "eval_loss" in r), None)
         return TrainResult(self.total_steps, final_loss, last_eval, history,
                            resumed_from=start if resume_from else None, first_step_s=first_step_s)
+
+
+def _add_metrics(sums: dict, metrics: dict) -> None:
+    """Add a pass's summed metrics into ``sums`` (the count ``n`` is the engine's business)."""
+    for key, value in metrics.items():
+        if key != "n":
+            sums[key] = sums.get(key, 0.0) + float(value)
+
+
+def _eval_text(ev: dict) -> str:
+    text = f"eval_loss {ev['eval_loss']:.4f}"
+    return text + (f" (ppl {ev['eval_ppl']:.2f})" if "eval_ppl" in ev else "")
 
 
 def split_by_tokens(items: list, max_tokens: int | None, size: Callable) -> list[list]:

@@ -1,0 +1,73 @@
+"""What every method shares: the method protocol, the prepared-data record, file helpers.
+
+A method is a module in :mod:`tunesmith.methods` with
+
+- ``prepare_data(cfg, tokenizer) -> PreparedData``: read, validate, render and group the
+  train / eval data into items and units (lists of item indices a micro-batch slot holds);
+- ``build(cfg, model, tokenizer) -> MethodParts``: the loss function and collation the engine
+  drives;
+- optionally ``load_model(cfg, device) -> nn.Module`` when the default causal LM is not the
+  model to train (e.g. a reward model with a scalar head).
+
+Methods never import one another (DESIGN.md principle 2); what they share lives here, in
+``data/``, ``models/`` and ``losses/``.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from ..data.formats import load_examples
+from ..engine.parts import MethodParts, mean_per_unit  # noqa: F401  (re-exported for methods)
+
+
+@dataclass
+class PreparedData:
+    """Rendered items and the units the engine batches over."""
+
+    train: list
+    eval: list
+    train_units: list[list[int]]
+    eval_units: list[list[int]]
+    stats: dict
+
+
+def data_files(value) -> list[str]:
+    """``data.train`` / ``data.eval`` as a list of paths (a single path, a list, or None)."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def load_all(paths: list[str], expect: str) -> list:
+    """Examples of every file in ``paths`` (validated as format ``expect``)."""
+    examples = []
+    for p in paths:
+        examples.extend(load_examples(p, expect=expect))
+    return examples
+
+
+def split_eval(examples: list, fraction: float, seed: int) -> tuple[list, list]:
+    """Deterministically hold out ``round(fraction * n)`` (at least 1) examples; none if
+    ``fraction`` is 0 or there are fewer than 2 examples."""
+    if fraction <= 0 or len(examples) < 2:
+        return examples, []
+    order = list(range(len(examples)))
+    random.Random(f"eval-split:{seed}").shuffle(order)
+    n_eval = min(len(examples) - 1, max(1, round(fraction * len(examples))))
+    held = set(order[:n_eval])
+    return ([e for i, e in enumerate(examples) if i not in held],
+            [e for i, e in enumerate(examples) if i in held])
+
+
+def train_eval_examples(config, expect: str) -> tuple[list, list]:
+    """The run's train and held-out examples: ``data.eval`` if given, else a split of train;
+    capped at ``data.max_eval_examples``."""
+    train_ex = load_all(data_files(config.data.train), expect)
+    eval_ex = load_all(data_files(config.data.eval), expect)
+    if not eval_ex:
+        train_ex, eval_ex = split_eval(train_ex, config.data.eval_fraction, config.train.seed)
+    if config.data.max_eval_examples is not None:
+        eval_ex = eval_ex[: config.data.max_eval_examples]
+    return train_ex, eval_ex
