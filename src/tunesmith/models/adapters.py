@@ -15,9 +15,11 @@ def linear_module_names(model: nn.Module) -> list[str]:
     Covers ``nn.Linear`` and subclasses (bitsandbytes' quantised linears derive from it).
     """
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    # A reward model's scalar head is trained in full (modules_to_save), never LoRA-adapted.
+    heads = {id(head), id(getattr(model, "score", None))} if is_sequence_classifier(model) else {id(head)}
     names = set()
     for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and module is not head:
+        if isinstance(module, nn.Linear) and id(module) not in heads:
             names.add(name.rsplit(".", 1)[-1])
     return sorted(names)
 
@@ -43,8 +45,15 @@ def attach_adapter(model: nn.Module, cfg: AdapterConfig) -> nn.Module:
                           f"its linear layers are: {', '.join(linear_module_names(model))}")
     lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
                       use_dora=cfg.type == "dora", use_rslora=cfg.rslora,
-                      modules_to_save=list(cfg.modules_to_save) or None, task_type="CAUSAL_LM")
+                      modules_to_save=list(cfg.modules_to_save) or None,
+                      # SEQ_CLS makes PEFT train and save the reward head (``score``) in full.
+                      task_type="SEQ_CLS" if is_sequence_classifier(model) else "CAUSAL_LM")
     return get_peft_model(model, lora)
+
+
+def is_sequence_classifier(model: nn.Module) -> bool:
+    """True for a transformers ``*ForSequenceClassification`` model (a reward model)."""
+    return type(unwrap(model)).__name__.endswith("ForSequenceClassification")
 
 
 def parameter_counts(model: nn.Module) -> tuple[int, int]:
