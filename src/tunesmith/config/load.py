@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import keyword
 import types
 import typing
 from pathlib import Path
@@ -77,6 +78,8 @@ def _build(cls: type, raw: Any, where: str, prefix: str = ""):
     kwargs = {}
     for key, value in raw.items():
         dotted = f"{prefix}{key}"
+        if keyword.iskeyword(key) and f"{key}_" in fields:
+            key = f"{key}_"  # a keyword (``lambda``) names the field ``lambda_`` in Python
         if key not in fields:
             raise ConfigError(_unknown_key_message(where, dotted, key, list(fields)))
         hint = hints[key]
@@ -97,6 +100,8 @@ def _unknown_key_message(where: str, dotted: str, key: str, known: list[str]) ->
 
 def _coerce(value: Any, hint: Any, where: str, dotted: str) -> Any:
     """Check ``value`` against the type ``hint``; return it (ints widened to float)."""
+    if dataclasses.is_dataclass(hint):  # a section inside a list (e.g. grpo.rewards[0])
+        return _build(hint, value, where, dotted + ".")
     origin = typing.get_origin(hint)
     if origin in (Union, types.UnionType):
         errors = []
@@ -158,8 +163,16 @@ def _describe(hint: Any) -> str:
 
 
 def config_to_dict(config: RunConfig) -> dict:
-    """Plain nested dict of a config (for YAML dumps and JSON metadata)."""
-    return dataclasses.asdict(config)
+    """Plain nested dict of a config (for YAML dumps and JSON metadata); a field named after a
+    Python keyword (``lambda_``) appears under its YAML name (``lambda``)."""
+    return _yaml_names(dataclasses.asdict(config))
+
+
+def _yaml_names(node: Any) -> Any:
+    if not isinstance(node, dict):
+        return node
+    return {(k[:-1] if k.endswith("_") and keyword.iskeyword(k[:-1]) else k): _yaml_names(v)
+            for k, v in node.items()}
 
 
 def dump_config(config: RunConfig, path: str | Path) -> None:
@@ -203,6 +216,54 @@ def _validate_rest(config: RunConfig) -> None:
         raise ConfigError("config: 'adapter.dropout' must be in [0, 1)")
     if t.save_every < 0 or t.eval_every < 0 or t.keep_last < 1:
         raise ConfigError("config: 'train.save_every'/'eval_every' must be >= 0 and 'keep_last' >= 1")
+    if config.method == "grpo":
+        _validate_grpo(config)
+
+
+_GRPO_REWARD_NEEDS = {"regex": "pattern", "python": "function", "reward_model": "model"}
+
+
+def _validate_grpo(config: RunConfig) -> None:
+    g = config.grpo
+    if g.group_size < 2:
+        raise ConfigError(f"config: 'grpo.group_size' must be >= 2 (advantages compare samples "
+                          f"of one prompt), got {g.group_size}")
+    if g.max_new_tokens < 1 or g.max_new_tokens >= config.train.max_length:
+        raise ConfigError("config: 'grpo.max_new_tokens' must be >= 1 and below 'train.max_length' "
+                          f"(room for the prompt), got {g.max_new_tokens}")
+    if g.temperature <= 0 or not 0 < g.top_p <= 1:
+        raise ConfigError("config: 'grpo.temperature' must be > 0 and 'grpo.top_p' in (0, 1]")
+    if g.epsilon <= 0 or (g.epsilon_high is not None and g.epsilon_high <= 0) or g.beta < 0:
+        raise ConfigError("config: 'grpo.epsilon' and 'grpo.epsilon_high' must be > 0, 'grpo.beta' >= 0")
+    if g.beta > 0 and config.adapter.type == "none":
+        raise ConfigError("config: 'grpo.beta' > 0 needs an adapter (the reference policy is the "
+                          "base model with adapters disabled; full fine-tuning has none)")
+    if not g.rewards:
+        raise ConfigError("config: 'grpo.rewards' is required: a list of reward functions, e.g. "
+                          "[{type: exact_match, field: answer}]")
+    for i, r in enumerate(g.rewards):
+        need = _GRPO_REWARD_NEEDS.get(r.type)
+        if need and not getattr(r, need):
+            raise ConfigError(f"config: 'grpo.rewards[{i}].{need}' is required for type {r.type}")
+    if config.method == "distill":
+        _validate_distill(config.distill)
+
+
+def _validate_distill(d) -> None:
+    if not d.teacher:
+        raise ConfigError("config: 'distill.teacher' is required for method distill (a model folder)")
+    for key, value in (("alpha", d.alpha), ("beta", d.beta), ("lambda", d.lambda_)):
+        if not 0 <= value <= 1:
+            raise ConfigError(f"config: 'distill.{key}' must be in [0, 1], got {value}")
+    if d.alpha == 1:
+        raise ConfigError("config: 'distill.alpha' = 1 ignores the teacher entirely; use method: sft")
+    if d.temperature <= 0 or d.sample_temperature < 0:
+        raise ConfigError("config: 'distill.temperature' must be > 0 and 'distill.sample_temperature' >= 0")
+    if d.max_new_tokens < 1 or (d.cache_top_k is not None and d.cache_top_k < 1):
+        raise ConfigError("config: 'distill.max_new_tokens' and 'distill.cache_top_k' must be >= 1")
+    if d.mode == "on_policy" and d.cache_top_k is not None:
+        raise ConfigError("config: 'distill.cache_top_k' needs distill.mode: logits (on-policy samples "
+                          "are new text, so the teacher must score them on the fly)")
 
 
 __all__ = ["load_config", "dump_config", "config_to_dict", "validate", "ModelConfig"]

@@ -118,6 +118,112 @@ class TrainConfig:
 
 
 @dataclass
+class DistillConfig:
+    """Knowledge distillation (``method: distill``): a teacher model teaches the student ``model``.
+
+    Loss per supervised token: ``alpha · CE(label) + (1 − alpha) · T² · D(teacher_T ‖ student_T)``
+    (Hinton et al. 2015); see docs/distillation.md.
+    """
+
+    teacher: str = ""
+    """Teacher model folder (a base or merged model, or a run directory holding an adapter)."""
+    teacher_adapter: str | None = None
+    """LoRA adapter applied over ``teacher`` (an adapter folder or an earlier run directory)."""
+    mode: Literal["logits", "on_policy"] = "logits"
+    """logits: match the teacher on the data's tokens; on_policy (GKD): a fraction ``lambda``
+    of forward passes trains on completions sampled from the student, scored by the teacher."""
+    divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
+    """forward_kl KL(teacher‖student) | reverse_kl KL(student‖teacher) | jsd (generalised
+    Jensen–Shannon with weight ``beta``; beta→0 behaves as forward KL, beta→1 as reverse KL)."""
+    alpha: float = 0.5
+    """Weight of the cross-entropy on the data's labels; ``1 − alpha`` weighs the divergence."""
+    beta: float = 0.5
+    """JSD mixture weight: M = beta·teacher + (1 − beta)·student (GKD, Agarwal et al. 2024)."""
+    temperature: float = 1.0
+    """Softmax temperature T of both distributions in the divergence (scaled back by T²)."""
+    lambda_: float = 0.5
+    """on_policy: fraction of forward passes that use student samples (written ``lambda:``)."""
+    max_new_tokens: int = 128
+    """on_policy: most tokens the student samples per prompt."""
+    sample_temperature: float = 1.0
+    """on_policy: sampling temperature of the student's completions."""
+    cache_top_k: int | None = None
+    """Precompute the teacher's top-k log-probs once to disk (then the teacher is freed before
+    the student loads); null computes teacher logits on the fly (full vocabulary)."""
+    cache_dir: str | None = None
+    """Where the top-k cache lives (default OUTPUT_DIR/teacher_cache); files are keyed by the
+    teacher and data fingerprints, so runs sharing a folder reuse them."""
+    teacher_device: str | None = None
+    """Device of the on-the-fly teacher (e.g. cuda:1); default: the student's device."""
+
+
+@dataclass
+class GrpoRewardConfig:
+    """One reward function of a GRPO run (an item of ``grpo.rewards``); see docs/grpo.md.
+
+    Only the keys of the chosen ``type`` are read; the others must stay unset.
+    """
+
+    type: Literal["exact_match", "regex", "json_schema", "length", "python", "reward_model"] = "exact_match"
+    """exact_match: 1 if the answer equals the example's ``field`` | regex: 1 if ``pattern``
+    matches | json_schema: 1 if the completion is JSON (valid against ``schema`` when given) |
+    length: DAPO's overlong penalty in [-1, 0] | python: ``function`` | reward_model: ``model``."""
+    weight: float = 1.0
+    """Weight in the summed reward (negative weights penalise)."""
+    name: str | None = None
+    """Metric name (``reward_<name>``); default: the type (numbered when repeated)."""
+    field: str | None = None
+    """exact_match: the example field holding the reference answer (default ``answer``);
+    json_schema: an example field holding a per-example schema."""
+    pattern: str | None = None
+    """regex: the pattern; exact_match: a pattern extracting the answer (group 1, else the match)."""
+    full_match: bool = False
+    """regex: the whole (stripped) completion must match, not just contain a match."""
+    ignore_case: bool = False
+    """exact_match / regex: compare case-insensitively."""
+    schema: Union[str, dict, None] = None
+    """json_schema: a JSON-schema file, or the schema inline as a mapping."""
+    function: str | None = None
+    """python: ``package.module:function`` or ``path/to/file.py:function``, called as
+    ``function(prompt, completion, **extra_fields) -> float``."""
+    model: str | None = None
+    """reward_model: a reward model folder (the result of ``method: reward``)."""
+    max_tokens: int | None = None
+    """length: L_max, completions longer than this get -1 (default ``grpo.max_new_tokens``)."""
+    cache_tokens: int | None = None
+    """length: the soft interval L_cache before L_max where the penalty ramps from 0 to -1
+    (default a quarter of ``max_tokens``)."""
+
+
+@dataclass
+class GrpoConfig:
+    """Online RL with Group Relative Policy Optimization (``method: grpo``); see docs/grpo.md."""
+
+    group_size: int = 8
+    """Completions sampled per prompt (G); advantages are normalised within each group."""
+    max_new_tokens: int = 128
+    """Most tokens sampled per completion."""
+    temperature: float = 1.0
+    """Sampling temperature; log-probs in the loss use the same temperature."""
+    top_p: float = 1.0
+    """Nucleus sampling (1.0: sample from the full distribution, the on-policy choice)."""
+    epsilon: float = 0.2
+    """Clip range ε of the policy ratio (lower side)."""
+    epsilon_high: float | None = None
+    """Upper clip 1 + ε_high (DAPO's clip-higher); default: ``epsilon``."""
+    beta: float = 0.0
+    """Weight of the k3 KL penalty to the reference (the base model with adapters disabled);
+    DeepSeekMath used 0.04. 0 disables the penalty (the KL is still reported with adapters)."""
+    scale_rewards: bool = True
+    """Divide advantages by the group's reward std (GRPO); false: centre only (Dr. GRPO)."""
+    loss_normalization: Literal["sequence", "constant"] = "sequence"
+    """sequence: mean over each completion's tokens (GRPO) | constant: token sum / max_new_tokens
+    (Dr. GRPO, no length bias)."""
+    rewards: list[GrpoRewardConfig] = field(default_factory=list)
+    """Reward functions; the reward of a completion is their weighted sum."""
+
+
+@dataclass
 class RunConfig:
     """A whole run. Sections: model, data, adapter, train; plus method and output_dir."""
 
@@ -127,4 +233,6 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    grpo: GrpoConfig = field(default_factory=GrpoConfig)
     output_dir: str = "runs/run"
