@@ -1,0 +1,109 @@
+"""Per-token log-probabilities of target tokens, fused with the LM head and chunked.
+
+Preference losses need ``log π(y_t | x, y_<t)`` for every supervised token, summed per
+sequence — not one summed cross-entropy. As in :mod:`.token_ce`, only the supervised
+positions reach this function (``hidden [N, H]``) and the ``[N, V]`` logits are only ever
+materialised ``chunk_size`` rows at a time.
+
+For logits ``z = c · tanh(s · (h Wᵀ + b) / c)`` (soft-cap ``c``, scale ``s``) the output is
+``ℓ = z_y − logsumexp(z)`` and ``∂ℓ/∂z = onehot(y) − softmax(z)``. When the head weight is
+frozen (adapters) the gradient with respect to ``hidden`` is linear in the per-token upstream
+gradient, so ``(onehot − softmax) · ∂z/∂u · s @ W`` is computed once in the forward pass and
+scaled in the backward; when the weight is trained too (full fine-tuning) the backward
+recomputes each chunk's logits instead of keeping them.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .token_ce import _chunk_logits
+
+
+def _chunk_dlogp_du(z, lse, y, softcap, scale):
+    """∂ℓ/∂u for one chunk (u = h Wᵀ + b, before scale and cap): ``[n, V]`` fp32."""
+    rows = torch.arange(z.shape[0], device=z.device)
+    cap_grad = 1.0 - (z / softcap).square() if softcap is not None else None
+    g = (z - lse[:, None]).exp_().neg_()  # −softmax
+    g[rows, y] += 1.0
+    if cap_grad is not None:
+        g *= cap_grad
+    if scale != 1.0:
+        g *= scale
+    return g
+
+
+class _LinearLogprobs(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, chunk_size, softcap, scale):
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        need_b = bias is not None and ctx.needs_input_grad[2]
+        out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        # Frozen head: precompute ∂ℓ/∂h per token now (see the module docstring).
+        grad_h = torch.empty_like(hidden) if need_h and not (need_w or need_b) else None
+        for s in range(0, hidden.shape[0], chunk_size):
+            h, y = hidden[s:s + chunk_size], targets[s:s + chunk_size]
+            z = _chunk_logits(h, weight, bias, softcap, scale)
+            lse = torch.logsumexp(z, dim=-1)
+            out[s:s + chunk_size] = z.gather(1, y[:, None]).squeeze(1) - lse
+            if grad_h is not None:
+                grad_h[s:s + chunk_size] = (_chunk_dlogp_du(z, lse, y, softcap, scale)
+                                            .to(hidden.dtype) @ weight)
+        ctx.chunk_size, ctx.softcap, ctx.scale = chunk_size, softcap, scale
+        ctx.has = (need_h, need_w, need_b)
+        if grad_h is not None:
+            ctx.save_for_backward(grad_h)
+            ctx.precomputed = True
+        else:
+            ctx.save_for_backward(hidden, weight, bias, targets)
+            ctx.precomputed = False
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        need_h, need_w, need_b = ctx.has
+        if ctx.precomputed:
+            (grad_h,) = ctx.saved_tensors
+            return grad_h * grad_out[:, None].to(grad_h.dtype), None, None, None, None, None, None
+        hidden, weight, bias, targets = ctx.saved_tensors
+        grad_h = torch.empty_like(hidden) if need_h else None
+        grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
+        grad_b = torch.zeros_like(bias, dtype=torch.float32) if need_b else None
+        cs = ctx.chunk_size
+        for s in range(0, hidden.shape[0], cs):
+            h, y = hidden[s:s + cs], targets[s:s + cs]
+            z = _chunk_logits(h, weight, bias, ctx.softcap, ctx.scale)
+            lse = torch.logsumexp(z, dim=-1)
+            g = _chunk_dlogp_du(z, lse, y, ctx.softcap, ctx.scale) * grad_out[s:s + cs, None].float()
+            g = g.to(hidden.dtype)
+            if need_h:
+                grad_h[s:s + cs] = g @ weight
+            if need_w:
+                grad_w += (g.t() @ h).float()
+            if need_b:
+                grad_b += g.float().sum(0)
+        grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
+        grad_b = grad_b.to(bias.dtype) if grad_b is not None else None
+        return grad_h, grad_w, grad_b, None, None, None, None
+
+
+def linear_token_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *,
+                          bias: torch.Tensor | None = None, chunk_size: int = 1024,
+                          softcap: float | None = None, scale: float = 1.0) -> torch.Tensor:
+    """``log softmax(softcap(scale · (hidden @ weightᵀ + bias)))[targets]`` per row, fp32.
+
+    Args:
+        hidden: ``[N, H]`` final hidden states at the positions that predict ``targets``.
+        weight: ``[V, H]`` LM-head weight; bias ``[V]`` or None.
+        targets: ``[N]`` token ids.
+    Returns:
+        ``[N]`` float32 log-probabilities (differentiable in hidden, weight and bias).
+    """
+    if hidden.shape[0] == 0:
+        return (hidden.sum() * 0.0 + weight.sum() * 0.0).float().reshape(1)[:0]
+    return _LinearLogprobs.apply(hidden, weight, bias, targets, chunk_size, softcap, float(scale))
+
+
+def sequence_sums(values: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
+    """Sum ``values [N]`` into ``n`` bins by ``index [N]`` (sequence ids) -> ``[n]``."""
+    return values.new_zeros(n).index_add(0, index, values)

@@ -1,0 +1,126 @@
+"""Pairwise preference losses (the DPO family), pure functions of sequence log-probabilities.
+
+Every function takes per-pair tensors ``[B]`` and returns ``(loss_sum, metrics)``: the *sum* of
+the per-pair losses (the engine divides by the number of pairs in the accumulation window)
+and summed metrics — ``correct`` (pairs whose chosen reward beats the rejected one; logged as
+``accuracy``), ``margin`` (chosen − rejected reward), ``rewards_chosen`` / ``rewards_rejected``
+and ``logps_chosen`` / ``logps_rejected`` (summed sequence log-probabilities of the policy).
+
+Notation: ``π_c, π_r`` policy log-probabilities of the chosen / rejected answer (sums over the
+answer's tokens), ``ρ_c, ρ_r`` the reference model's, ``h = (π_c − ρ_c) − (π_r − ρ_r)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+DPO_LOSSES = ("sigmoid", "ipo", "hinge", "robust")
+REFERENCE_FREE = ("simpo", "orpo")
+ALL_LOSSES = DPO_LOSSES + REFERENCE_FREE
+
+
+def _metrics(reward_c: torch.Tensor, reward_r: torch.Tensor, logp_c: torch.Tensor,
+             logp_r: torch.Tensor) -> dict:
+    reward_c, reward_r = reward_c.detach(), reward_r.detach()
+    return {"correct": (reward_c > reward_r).sum(), "margin": (reward_c - reward_r).sum(),
+            "rewards_chosen": reward_c.sum(), "rewards_rejected": reward_r.sum(),
+            "logps_chosen": logp_c.detach().sum(), "logps_rejected": logp_r.detach().sum()}
+
+
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
+             ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, *, beta: float,
+             loss: str = "sigmoid", label_smoothing: float = 0.0):
+    """DPO-family losses with a reference model; all inputs ``[B]`` sequence log-probs.
+
+    With ``h = (π_c − ρ_c) − (π_r − ρ_r)`` and implicit rewards ``β(π − ρ)``:
+
+    - ``sigmoid`` — DPO, Rafailov et al. 2023, eq. 7: ``−log σ(βh)``; with ``label_smoothing``
+      ε > 0 it is conservative DPO (Mitchell 2023): ``−(1−ε) log σ(βh) − ε log σ(−βh)``.
+    - ``robust`` — rDPO, Chowdhury et al. 2024, eq. 8, unbiased under preference-flip rate ε:
+      ``[−(1−ε) log σ(βh) + ε log σ(−βh)] / (1 − 2ε)``.
+    - ``ipo`` — IPO, Azar et al. 2023, eq. 17: ``(h − 1/(2β))²`` (β is τ there).
+    - ``hinge`` — SLiC-HF, Zhao et al. 2023, eq. 2 with δ = 1/β: ``max(0, 1 − βh)``.
+    """
+    h = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
+    if loss == "sigmoid":
+        losses = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+    elif loss == "robust":
+        losses = (-(1 - label_smoothing) * F.logsigmoid(beta * h)
+                  + label_smoothing * F.logsigmoid(-beta * h)) / (1 - 2 * label_smoothing)
+    elif loss == "ipo":
+        losses = (h - 1 / (2 * beta)) ** 2
+    elif loss == "hinge":
+        losses = torch.relu(1 - beta * h)
+    else:
+        raise ValueError(f"unknown DPO loss {loss!r}; known: {', '.join(DPO_LOSSES)}")
+    reward_c = beta * (policy_chosen - ref_chosen)
+    reward_r = beta * (policy_rejected - ref_rejected)
+    return losses.sum(), _metrics(reward_c, reward_r, policy_chosen, policy_rejected)
+
+
+def simpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
+               chosen_tokens: torch.Tensor, rejected_tokens: torch.Tensor, *, beta: float,
+               gamma: float):
+    """SimPO (Meng et al. 2024, eq. 6), reference-free and length-normalised:
+
+    ``−log σ(β π_c/|y_c| − β π_r/|y_r| − γ)``; rewards are ``β π/|y|``.
+    ``chosen_tokens`` / ``rejected_tokens``: ``[B]`` answer lengths in tokens.
+    """
+    reward_c = beta * policy_chosen / chosen_tokens
+    reward_r = beta * policy_rejected / rejected_tokens
+    losses = -F.logsigmoid(reward_c - reward_r - gamma)
+    return losses.sum(), _metrics(reward_c, reward_r, policy_chosen, policy_rejected)
+
+
+def log_odds(mean_logp: torch.Tensor) -> torch.Tensor:
+    """``log(p / (1 − p))`` for ``p = exp(mean_logp)``, i.e. ``ℓ − log(1 − e^ℓ)``.
+
+    ``log1p(−exp(ℓ))`` is accurate for ℓ well below 0; ℓ is clamped just below 0 because a
+    mean token log-probability of exactly 0 (p = 1) has infinite odds.
+    """
+    mean_logp = mean_logp.clamp(max=-1e-6)
+    return mean_logp - torch.log1p(-torch.exp(mean_logp))
+
+
+def orpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
+              chosen_tokens: torch.Tensor, rejected_tokens: torch.Tensor, *, beta: float):
+    """ORPO (Hong et al. 2024, eqs. 2–7), reference-free with the SFT term included:
+
+    ``L = −π_c/|y_c|  +  β · (−log σ(log odds(y_c) − log odds(y_r)))`` where
+    ``odds(y) = P(y)/(1 − P(y))`` and ``P(y) = exp(π/|y|)`` (length-normalised likelihood);
+    β is the paper's λ. Rewards are ``β π/|y|`` (as TRL logs them). Extra metrics:
+    ``nll`` (the SFT term) and ``log_odds_ratio``.
+    """
+    mean_c, mean_r = policy_chosen / chosen_tokens, policy_rejected / rejected_tokens
+    ratio = log_odds(mean_c) - log_odds(mean_r)
+    nll = -mean_c
+    losses = nll - beta * F.logsigmoid(ratio)
+    metrics = _metrics(beta * mean_c, beta * mean_r, policy_chosen, policy_rejected)
+    metrics.update(nll=nll.detach().sum(), log_odds_ratio=ratio.detach().sum())
+    return losses.sum(), metrics
+
+
+def kto_loss(policy: torch.Tensor, ref: torch.Tensor, desirable: torch.Tensor, kl: torch.Tensor,
+             *, beta: float, desirable_weight: float = 1.0, undesirable_weight: float = 1.0):
+    """KTO (Ethayarajh et al. 2024, eq. 8) on unpaired examples.
+
+    ``r = π − ρ`` per example (``[B]``), ``z₀ = max(0, kl)`` the reference point (a detached
+    scalar estimate of KL(π‖ρ), see the method), and
+    desirable: ``λ_D (1 − σ(β(r − z₀)))``, undesirable: ``λ_U (1 − σ(β(z₀ − r)))``.
+    ``desirable`` is a ``[B]`` bool mask. Metrics: ``correct`` counts desirable examples with
+    ``r > z₀`` and undesirable ones with ``r < z₀``; ``rewards_desirable`` /
+    ``rewards_undesirable`` sum ``βr`` by label with counts ``n_desirable`` / ``n_undesirable``.
+    """
+    z0 = kl.detach().clamp(min=0)
+    r = policy - ref
+    d = desirable.to(r.dtype)
+    weights = desirable_weight * d + undesirable_weight * (1 - d)
+    margin = torch.where(desirable, r - z0, z0 - r)
+    losses = weights * (1 - torch.sigmoid(beta * margin))
+    rewards = (beta * r).detach()
+    metrics = {"correct": (margin.detach() > 0).sum(),
+               "rewards_desirable": (rewards * d).sum(), "rewards_undesirable": (rewards * (1 - d)).sum(),
+               "n_desirable": d.sum(), "n_undesirable": (1 - d).sum(),
+               "logps": policy.detach().sum()}
+    return losses.sum(), metrics
