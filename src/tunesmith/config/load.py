@@ -216,6 +216,9 @@ def _validate_rest(config: RunConfig) -> None:
         raise ConfigError("config: 'adapter.dropout' must be in [0, 1)")
     if t.save_every < 0 or t.eval_every < 0 or t.keep_last < 1:
         raise ConfigError("config: 'train.save_every'/'eval_every' must be >= 0 and 'keep_last' >= 1")
+    if t.cpu_offload and (t.parallel != "fsdp" or t.device == "cpu"):
+        raise ConfigError("config: 'train.cpu_offload' offloads FSDP shards from the GPU; it needs "
+                          "train.parallel: fsdp on a CUDA device")
     if config.method == "grpo":
         _validate_grpo(config)
 

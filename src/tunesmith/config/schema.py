@@ -115,6 +115,12 @@ class TrainConfig:
     """Also log to OUTPUT_DIR/tensorboard when the tensorboard package is installed."""
     progress: Literal["auto", "bar", "lines", "none"] = "auto"
     """auto: a live bar on a terminal, plain log lines otherwise."""
+    parallel: Literal["none", "ddp", "fsdp"] = "none"
+    """Multi-process training under torchrun (``tunesmith train --nproc N``): ddp replicates
+    the model on every process; fsdp (FSDP2) shards it per decoder block. The global batch is
+    batch_size × grad_accum × processes. See docs/distributed.md."""
+    cpu_offload: bool = False
+    """fsdp on CUDA: keep parameter shards, gradients and optimizer state in CPU memory."""
 
 
 @dataclass
