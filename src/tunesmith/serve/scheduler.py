@@ -1,0 +1,287 @@
+"""The generation thread: continuous batching over one model with a shared, left-padded KV cache.
+
+One background thread owns the model. Each iteration it
+
+1. applies queued control actions (adapter load/unload) between forward passes;
+2. drops sequences whose client went away;
+3. admits waiting requests (FIFO) while the batch has room: their prompts are prefilled together
+   (left-padded, one forward pass, logits of the last position only) and the resulting KV cache
+   is merged into the running batch (``kv.merge``), so new requests join mid-flight;
+4. runs one decode step for every running sequence (one token each) and samples per sequence.
+
+Results go out through each request's ``sink`` callback, which must not block (the HTTP layer
+hands them to its event loop with ``call_soon_threadsafe``): a slow client only grows its own
+queue and never holds up the batch. Several LoRA adapters share the batch through PEFT's
+mixed-adapter forward (``adapter_names=[...]``, one entry per row; ``"__base__"`` = no adapter).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from . import kv
+from .sampling import Choice, SamplingParams, select
+from .text import TextStream
+
+log = logging.getLogger("tunesmith.serve")
+BASE = "__base__"
+
+
+@dataclass
+class GenRequest:
+    """One API request: ``n`` sequences continuing the same prompt.
+
+    ``sink(event)`` receives dicts, in order, from the scheduler thread:
+    ``{"type": "token", "index", "text", "choice": Choice}`` for every generated token (``text`` is
+    the newly releasable text, possibly empty), ``{"type": "finish", "index", "reason",
+    "completion_tokens"}`` once per sequence, then ``{"type": "done"}``; or ``{"type": "error",
+    "message"}`` (terminal).
+    """
+
+    prompt_ids: list[int]
+    max_tokens: int
+    sink: Callable[[dict], None]
+    tokenizer: object
+    stop_ids: list[int]
+    adapter: str = BASE
+    n: int = 1
+    params: SamplingParams = field(default_factory=SamplingParams)
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    submitted: float = field(default_factory=time.monotonic)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+class _Seq:
+    """Decode state of one sequence in the running batch."""
+
+    def __init__(self, req: GenRequest, index: int):
+        self.req, self.index = req, index
+        self.pos = len(req.prompt_ids)  # tokens of this sequence held in the KV cache
+        self.generated: list[int] = []
+        self.counts: dict[int, int] = collections.Counter()
+        self.stream = TextStream(req.tokenizer, req.stop)
+        self.generator = None
+        if req.params.temperature > 0:
+            self.generator = torch.Generator()
+            seed = req.seed + index if req.seed is not None else int(torch.randint(0, 2**62, (1,)))
+            self.generator.manual_seed(seed)
+        self.done = False
+
+
+class Overloaded(Exception):
+    """The waiting queue is full."""
+
+
+class Scheduler:
+    """Owns ``model`` on its own thread. ``submit`` is thread-safe; so is ``call``."""
+
+    def __init__(self, model, *, device: torch.device, context_length: int, max_batch: int = 16,
+                 max_waiting: int = 256, max_prefill_tokens: int = 4096):
+        self.model, self.device = model, device
+        self.context_length, self.max_batch = context_length, max_batch
+        self.max_waiting, self.max_prefill_tokens = max_waiting, max_prefill_tokens
+        self.use_adapter_names = False  # set once the model is a PeftModel
+        self._waiting: collections.deque[GenRequest] = collections.deque()
+        self._actions: collections.deque = collections.deque()
+        self._cv = threading.Condition()
+        self._active: list[_Seq] = []
+        self._cache = self._mask = None
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self.steps = 0
+
+    # ---- thread-safe entry points -------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="tunesmith-serve", daemon=True)
+            self._thread.start()
+
+    def close(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def submit(self, req: GenRequest) -> None:
+        with self._cv:
+            if len(self._waiting) >= self.max_waiting:
+                raise Overloaded(f"{len(self._waiting)} requests are already waiting")
+            self._waiting.append(req)
+            self._cv.notify_all()
+
+    def call(self, fn: Callable[[], object], timeout: float = 600) -> object:
+        """Run ``fn()`` on the generation thread between steps; return its result or raise its error."""
+        if self._thread is None or threading.current_thread() is self._thread:
+            return fn()
+        done, box = threading.Event(), {}
+
+        def action():
+            try:
+                box["value"] = fn()
+            except BaseException as exc:  # handed back to the caller's thread
+                box["error"] = exc
+            done.set()
+
+        with self._cv:
+            self._actions.append(action)
+            self._cv.notify_all()
+        if not done.wait(timeout):
+            raise TimeoutError("the generation thread did not run the action in time")
+        if "error" in box:
+            raise box["error"]
+        return box.get("value")
+
+    def adapters_in_use(self) -> set[str]:
+        with self._cv:
+            names = {r.adapter for r in self._waiting}
+        return names | {s.req.adapter for s in list(self._active)}
+
+    @property
+    def load(self) -> dict:
+        return {"running": len(self._active), "waiting": len(self._waiting), "steps": self.steps}
+
+    # ---- the generation thread ------------------------------------------------------------------
+    def _run(self) -> None:
+        torch.set_grad_enabled(False)
+        while True:
+            with self._cv:
+                while not (self._stop or self._actions or self._waiting or self._active):
+                    self._cv.wait(timeout=1.0)
+                if self._stop:
+                    break
+                actions = list(self._actions)
+                self._actions.clear()
+            for action in actions:
+                action()
+            try:
+                self._drop_cancelled()
+                self._admit()
+                if self._active:
+                    self._decode()
+            except Exception as exc:  # a failed step must not kill the server: fail its requests
+                log.exception("generation step failed")
+                self._fail_all(f"generation failed: {exc}")
+        self._fail_all("the server is shutting down")
+
+    def _fail_all(self, message: str) -> None:
+        reqs = {id(s.req): s.req for s in self._active}
+        with self._cv:
+            reqs.update({id(r): r for r in self._waiting} if self._stop else {})
+            if self._stop:
+                self._waiting.clear()
+        for req in reqs.values():
+            _emit(req, {"type": "error", "message": message})
+        self._active, self._cache, self._mask = [], None, None
+
+    def _keep(self, keep: list[int]) -> None:
+        self._active = [self._active[i] for i in keep]
+        self._cache, self._mask = kv.select(self._cache, self._mask, keep)
+
+    def _drop_cancelled(self) -> None:
+        with self._cv:
+            for r in [r for r in self._waiting if r.cancelled.is_set()]:
+                self._waiting.remove(r)
+        keep = [i for i, s in enumerate(self._active) if not s.req.cancelled.is_set()]
+        if len(keep) != len(self._active):
+            self._keep(keep)
+
+    def _admit(self) -> None:
+        batch: list[GenRequest] = []
+        with self._cv:
+            room = self.max_batch - len(self._active)
+            longest = 0
+            while self._waiting and self._waiting[0].n <= room:
+                req = self._waiting[0]
+                longest2 = max(longest, len(req.prompt_ids))
+                rows = sum(r.n for r in batch) + req.n
+                if batch and rows * longest2 > self.max_prefill_tokens:
+                    break
+                batch.append(self._waiting.popleft())
+                room -= req.n
+                longest = longest2
+        if batch:
+            self._prefill(batch)
+
+    def _forward(self, input_ids, mask, position_ids, cache, adapters: list[str]):
+        extra = {"adapter_names": adapters} if self.use_adapter_names else {}
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
+                         past_key_values=cache, use_cache=True, logits_to_keep=1, **extra)
+        return out.logits[:, -1, :].float(), out.past_key_values
+
+    def _prefill(self, batch: list[GenRequest]) -> None:
+        seqs = [_Seq(req, i) for req in batch for i in range(req.n)]
+        longest = max(len(s.req.prompt_ids) for s in seqs)
+        ids = torch.zeros(len(seqs), longest, dtype=torch.long)
+        mask = torch.zeros(len(seqs), longest, dtype=torch.long)
+        for row, s in enumerate(seqs):
+            p = s.req.prompt_ids
+            ids[row, longest - len(p):] = torch.tensor(p, dtype=torch.long)
+            mask[row, longest - len(p):] = 1
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        ids, mask, position_ids = ids.to(self.device), mask.to(self.device), position_ids.to(self.device)
+        logits, cache = self._forward(ids, mask, position_ids, kv.empty(), [s.req.adapter for s in seqs])
+        self._cache, self._mask = kv.merge(self._cache, self._mask, cache, mask)
+        self._active.extend(seqs)
+        self._sample(seqs, logits)
+
+    def _decode(self) -> None:
+        last = torch.tensor([[s.generated[-1]] for s in self._active], dtype=torch.long, device=self.device)
+        positions = torch.tensor([[s.pos] for s in self._active], dtype=torch.long, device=self.device)
+        mask = torch.cat([self._mask, self._mask.new_ones(len(self._active), 1)], dim=1)
+        logits, self._cache = self._forward(last, mask, positions, self._cache,
+                                            [s.req.adapter for s in self._active])
+        self._mask = mask
+        for s in self._active:
+            s.pos += 1
+        self.steps += 1
+        self._sample(self._active, logits)
+
+    def _sample(self, seqs: list[_Seq], logits: torch.Tensor) -> None:
+        """Pick one token per sequence (rows of ``logits`` match ``seqs``), emit, retire the finished."""
+        logits = logits.cpu()
+        for row, s in enumerate(seqs):
+            choice: Choice = select(logits[row], s.req.params, s.counts, s.generator)
+            tok = choice.token
+            s.generated.append(tok)
+            s.counts[tok] += 1
+            reason = None
+            if tok in s.req.stop_ids:
+                text, reason = s.stream.finish(), "stop"
+            else:
+                text, hit = s.stream.push(tok)
+                if hit:
+                    reason = "stop"
+                elif len(s.generated) >= s.req.max_tokens or s.pos + 1 >= self.context_length:
+                    text, reason = text + s.stream.finish(), "length"
+            _emit(s.req, {"type": "token", "index": s.index, "text": text, "choice": choice})
+            if reason:
+                s.done = True
+                _emit(s.req, {"type": "finish", "index": s.index, "reason": reason,
+                              "completion_tokens": len(s.generated)})
+        finished = {id(s.req) for s in seqs if s.done}
+        if finished:
+            for req_id in finished:
+                req = next(s.req for s in self._active if id(s.req) == req_id)
+                if all(s.done for s in self._active if s.req is req):
+                    _emit(req, {"type": "done"})
+            self._keep([i for i, s in enumerate(self._active) if not s.done])
+
+
+def _emit(req: GenRequest, event: dict) -> None:
+    try:
+        req.sink(event)
+    except Exception:  # the client's loop is gone: stop generating for it
+        req.cancel()
