@@ -118,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_data_commands(sub)
 
+    from .cli_serve import add_serve_command
+
+    add_serve_command(sub)
+
     p = sub.add_parser("config", help="print the default config with every key")
     p.set_defaults(func=_cmd_config)
     return parser
