@@ -122,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serve_command(sub)
 
+    from .cli_server import add_server_commands
+
+    add_server_commands(sub)
+
     p = sub.add_parser("config", help="print the default config with every key")
     p.set_defaults(func=_cmd_config)
     return parser

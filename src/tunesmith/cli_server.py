@@ -1,0 +1,129 @@
+"""``tunesmith server`` (the OpenAI fine-tuning API), ``tunesmith server keys …`` and
+``tunesmith worker``. Needs the ``service`` extra (FastAPI, uvicorn, SQLAlchemy …)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from .errors import ConfigError
+
+
+def _common(p: argparse.ArgumentParser, models: bool = True) -> None:
+    # Sub-commands (server keys …) repeat --data/--db with SUPPRESS defaults, so a value given
+    # before the sub-command ("server --data X keys create") is not overwritten by a default.
+    sub = not models
+    p.add_argument("--data", default=argparse.SUPPRESS if sub else os.environ.get("TUNESMITH_DATA", "tunesmith-data"),
+                   help="data folder: uploaded files and job runs (default: ./tunesmith-data, or $TUNESMITH_DATA)")
+    p.add_argument("--db", default=argparse.SUPPRESS if sub else os.environ.get("TUNESMITH_DB"),
+                   help="database URL: sqlite:///PATH or postgresql://USER:PW@HOST/DB "
+                        "(default: DATA/tunesmith.db, or $TUNESMITH_DB)")
+    if models:
+        p.add_argument("--base-model", action="append", default=[], metavar="NAME=PATH",
+                       help="allow-listed base model: clients use NAME as 'model' (repeatable)")
+        p.add_argument("--stale-after", type=float, default=30.0,
+                       help="seconds without a worker heartbeat before a running job is resumed elsewhere")
+
+
+def _settings(args):
+    from .jobs.settings import Settings, parse_base_models
+
+    data = Path(args.data).resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    db = args.db or f"sqlite:///{data / 'tunesmith.db'}"
+    kwargs = {}
+    if hasattr(args, "base_model"):
+        kwargs["base_models"] = parse_base_models(args.base_model)
+        kwargs["stale_after"] = args.stale_after
+    if getattr(args, "max_upload_mb", None):
+        kwargs["max_upload_bytes"] = int(args.max_upload_mb * 1024 * 1024)
+    if getattr(args, "poll", None):
+        kwargs["poll_interval"] = args.poll
+    if getattr(args, "adapter", None):
+        kwargs["adapter"] = args.adapter
+    if getattr(args, "set", None):
+        for item in args.set:
+            if "=" not in item or item.split(".", 1)[0] not in ("train", "adapter"):
+                raise ConfigError(f"--set {item!r}: expected train.KEY=VALUE or adapter.KEY=VALUE")
+        kwargs["train_overrides"] = list(args.set)
+    return Settings(db=db, data_dir=data, **kwargs)
+
+
+def _cmd_server(args) -> int:
+    if args.server_command == "keys":
+        return _cmd_keys(args)
+    import uvicorn
+
+    from .jobs.app import create_app
+
+    settings = _settings(args)
+    if not settings.base_models:
+        print("warning: no --base-model given; every job will be refused")
+    print(f"tunesmith server on http://{args.host}:{args.port}/ (dashboard) — API at /v1, database {settings.db}")
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def _cmd_keys(args) -> int:
+    from .jobs.store import Store
+
+    settings = _settings(args)
+    store = Store(settings.db)
+    if args.keys_command == "create":
+        key, project = store.create_key(args.project)
+        print(key)
+        print(f"(project {project['name']} = {project['id']}; the key is shown only once)")
+    elif args.keys_command == "list":
+        for row in store.list_keys():
+            state = "revoked" if row["revoked_at"] else "active"
+            print(f"{row['hint']}  project={row['name']}  {state}")
+    elif args.keys_command == "revoke":
+        if not store.revoke_key(args.key):
+            raise ConfigError("no such active key")
+        print("revoked")
+    return 0
+
+
+def _cmd_worker(args) -> int:
+    import logging
+
+    from .jobs.worker import Worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    worker = Worker(_settings(args))
+    print(f"worker {worker.worker_id} polling {worker.settings.db}", flush=True)
+    try:
+        worker.run(once=args.once)
+    except KeyboardInterrupt:
+        worker.stop_event.set()
+    return 0
+
+
+def add_server_commands(sub) -> None:
+    p = sub.add_parser("server", help="run the OpenAI-compatible fine-tuning API service (see docs/service.md)")
+    _common(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-upload-mb", type=float, default=512.0, help="largest accepted upload (MB)")
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=_cmd_server, server_command=None)
+    keys = p.add_subparsers(dest="server_command")
+    k = keys.add_parser("keys", help="manage API keys")
+    ksub = k.add_subparsers(dest="keys_command", required=True)
+    c = ksub.add_parser("create", help="create a key for a project (printed once)")
+    c.add_argument("--project", default="default", help="project name (created if new)")
+    ksub.add_parser("list", help="list keys (hints only)")
+    r = ksub.add_parser("revoke", help="revoke a key")
+    r.add_argument("key")
+    for q in ksub.choices.values():
+        _common(q, models=False)
+
+    w = sub.add_parser("worker", help="run a fine-tuning worker (claims and trains jobs)")
+    _common(w)
+    w.add_argument("--poll", type=float, default=0.5, help="heartbeat / progress interval in seconds")
+    w.add_argument("--adapter", choices=["lora", "dora", "none"], default="lora")
+    w.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra run-config setting for every job, e.g. train.max_length=512 (repeatable)")
+    w.add_argument("--once", action="store_true", help="exit when no job is waiting")
+    w.set_defaults(func=_cmd_worker)

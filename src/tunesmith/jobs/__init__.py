@@ -1,0 +1,13 @@
+"""The self-hosted OpenAI fine-tuning API (``tunesmith server`` / ``tunesmith worker``).
+
+- :mod:`.ids` — object ids, ``ft:`` model ids, API-key hashing;
+- :mod:`.store` — the SQLAlchemy store (SQLite default, PostgreSQL by URL) and job claiming;
+- :mod:`.blobs` — uploaded files on disk, named by generated id only;
+- :mod:`.spec` — create-job validation and hyperparameter resolution (OpenAI's ranges);
+- :mod:`.app` — the FastAPI app (``/v1/files``, ``/v1/fine_tuning/jobs``, ``/v1/models``,
+  inference, the dashboard at ``/``);
+- :mod:`.worker` — claims jobs, validates files, runs ``python -m tunesmith train`` in a
+  subprocess, heartbeats and streams metrics as events.
+
+The web stack is imported only here; the training path never imports this package.
+"""

@@ -1,0 +1,405 @@
+"""The FastAPI app: OpenAI's files, fine-tuning jobs and models API, inference, the dashboard.
+
+Every ``/v1`` route needs ``Authorization: Bearer <key>``; the key names the project and every
+lookup is scoped to it (another project's object answers exactly like a missing one). Errors use
+OpenAI's envelope (:mod:`.errors`). The app never trains: workers (:mod:`.worker`) do, in
+subprocesses. A background thread moves running jobs whose worker stopped heartbeating back to
+``queued`` so that another worker resumes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import threading
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import ids
+from .blobs import BadUpload, BlobStore, UploadTooLarge, receive_upload
+from .errors import APIError, file_not_found, job_not_found, model_not_found
+from .objects import checkpoint_object, event_object, file_object, job_model_id, job_object, model_object, page
+from .settings import Settings
+from .spec import normalise_create
+from .store import TERMINAL, CursorNotFound, Store, now
+
+UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+STATIC = Path(__file__).parent / "static"
+
+
+def _limit(value: str | None, default: int, maximum: int = 10000) -> int:
+    if value is None:
+        return default
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= maximum:
+        raise APIError(400, f"Invalid limit: {value!r}. It must be an integer between 1 and {maximum}.",
+                       param="limit")
+    return n
+
+
+def _paged(fn, after: str | None):
+    try:
+        return fn()
+    except CursorNotFound:
+        raise APIError(400, f"Invalid 'after' cursor: {after}", param="after") from None
+
+
+def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
+    store = store or Store(settings.db)
+    blobs = BlobStore(settings.files_dir)
+    stop = threading.Event()
+
+    def reaper() -> None:
+        while not stop.wait(max(0.5, settings.stale_after / 3)):
+            with contextlib.suppress(Exception):  # the database may be briefly unavailable
+                store.requeue_stale(settings.stale_after)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        thread = threading.Thread(target=reaper, name="tunesmith-reaper", daemon=True)
+        thread.start()
+        yield
+        stop.set()
+
+    app = FastAPI(title="tunesmith fine-tuning API", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.store, app.state.settings, app.state.blobs = store, settings, blobs
+
+    @app.exception_handler(APIError)
+    async def _api_error(_request, exc: APIError):
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = [str(x) for x in first.get("loc", []) if x not in ("body", "query", "path")]
+        err = APIError(400, f"Invalid request: {first.get('msg', 'malformed body')}",
+                       param=".".join(loc) or None)
+        return JSONResponse(err.body(), status_code=400, headers=err.headers())
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request, exc: StarletteHTTPException):
+        message = "Invalid URL" if exc.status_code == 404 else str(exc.detail)
+        err = APIError(exc.status_code, message)
+        return JSONResponse(err.body(), status_code=exc.status_code, headers=err.headers())
+
+    def project(request: Request) -> dict:
+        auth = request.headers.get("authorization", "")
+        scheme, _, key = auth.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise APIError(401, "You didn't provide an API key. You need to provide your API key in an "
+                           "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+                           code="invalid_api_key")
+        found = store.project_for_key(key.strip())
+        if found is None:
+            raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
+        return found
+
+    # -- files ------------------------------------------------------------------------------------
+    @app.post("/v1/files")
+    async def upload_file(request: Request, proj: dict = Depends(project)):
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > settings.max_upload_bytes + 64 * 1024:
+            raise APIError(413, f"File is too large: the limit is {settings.max_upload_bytes} bytes.",
+                           param="file", code="file_too_large")
+        fid = ids.file_id()
+        tmp = blobs.incoming(fid)
+        try:
+            up = await receive_upload(request.stream(), request.headers.get("content-type", ""), tmp,
+                                      settings.max_upload_bytes)
+        except UploadTooLarge:
+            raise APIError(413, f"File is too large: the limit is {settings.max_upload_bytes} bytes.",
+                           param="file", code="file_too_large") from None
+        except BadUpload as exc:
+            raise APIError(400, str(exc), param="file") from None
+        purpose = up.fields.get("purpose")
+        if purpose not in UPLOAD_PURPOSES:
+            tmp.unlink(missing_ok=True)
+            raise APIError(400, f"Invalid purpose: {purpose!r}. Expected one of {', '.join(UPLOAD_PURPOSES)}.",
+                           param="purpose")
+        created = now()
+        expires_at = _expiry(up.fields, created, tmp)
+        blobs.commit(tmp, fid)
+        row = store.add_file({"id": fid, "project_id": proj["id"], "bytes": up.size, "created_at": created,
+                              "expires_at": expires_at, "filename": ids.clean_filename(up.filename or ""),
+                              "purpose": purpose, "status": "processed", "status_details": None})
+        return file_object(row)
+
+    @app.get("/v1/files")
+    def list_files(after: str | None = None, limit: str | None = None, order: str = "desc",
+                   purpose: str | None = None, proj: dict = Depends(project)):
+        if order not in ("asc", "desc"):
+            raise APIError(400, f"Invalid order: {order!r}. Expected 'asc' or 'desc'.", param="order")
+        n = _limit(limit, 10000)
+        rows, more = _paged(lambda: store.list_files(proj["id"], after=after, limit=n,
+                                                     ascending=order == "asc", purpose=purpose), after)
+        return page([file_object(r) for r in rows], more, with_ids=True)
+
+    def _file(proj: dict, file_id: str) -> dict:
+        row = store.get_file(proj["id"], file_id)
+        if row is None:
+            raise file_not_found(file_id)
+        return row
+
+    @app.get("/v1/files/{file_id}")
+    def retrieve_file(file_id: str, proj: dict = Depends(project)):
+        return file_object(_file(proj, file_id))
+
+    @app.delete("/v1/files/{file_id}")
+    def delete_file(file_id: str, proj: dict = Depends(project)):
+        _file(proj, file_id)
+        store.delete_file(proj["id"], file_id)
+        blobs.delete(file_id)
+        return {"id": file_id, "object": "file", "deleted": True}
+
+    @app.get("/v1/files/{file_id}/content")
+    def file_content(file_id: str, proj: dict = Depends(project)):
+        row = _file(proj, file_id)
+        path = blobs.path(row["id"])
+        if not path.is_file():
+            raise file_not_found(file_id)
+        media = "text/csv" if row["purpose"] == "fine-tune-results" else "application/octet-stream"
+        return FileResponse(path, media_type=media)
+
+    # -- fine-tuning jobs -----------------------------------------------------------------------------
+    @app.post("/v1/fine_tuning/jobs")
+    async def create_job(request: Request, proj: dict = Depends(project)):
+        try:
+            body = await request.json()
+        except ValueError:
+            raise APIError(400, "The request body is not valid JSON.") from None
+        spec = normalise_create(body)
+        _check_model(spec["model"])
+        if spec["method"]["type"] == "dpo":
+            from ..methods import METHODS
+
+            if "dpo" not in METHODS:
+                raise APIError(400, "Method 'dpo' is not available on this server.", param="method.type")
+        for param in ("training_file", "validation_file"):
+            fid = spec[param]
+            if fid is None:
+                continue
+            row = store.get_file(proj["id"], fid)
+            if row is None:
+                raise APIError(400, f"invalid {param}: {fid}", param=param, code="file_not_found")
+            if row["purpose"] != "fine-tune":
+                raise APIError(400, f"File {fid} has purpose '{row['purpose']}'; fine-tuning requires "
+                               "purpose 'fine-tune'.", param=param, code="invalid_file_purpose")
+        seed = spec["seed"] if spec["seed"] is not None else secrets.randbelow(2**31)
+        jid = ids.job_id()
+        row = store.add_job({"id": jid, "project_id": proj["id"], "created_at": now(), "model": spec["model"],
+                             "training_file": spec["training_file"], "validation_file": spec["validation_file"],
+                             "suffix": spec["suffix"], "seed": seed, "status": "validating_files", "error": None,
+                             "model_key": ids.model_key(), "method": spec["method"], "metadata": spec["metadata"],
+                             "integrations": spec["integrations"], "result_files": [], "model_deleted": False,
+                             "last_step": 0, "attempts": 0})
+        store.add_event(jid, f"Created fine-tuning job: {jid}")
+        text = f"Validating training file: {spec['training_file']}"
+        if spec["validation_file"]:
+            text += f" and validation file: {spec['validation_file']}"
+        store.add_event(jid, text)
+        return job_object(row)
+
+    def _check_model(model: str) -> None:
+        if model in settings.base_models:
+            return
+        if model.startswith("ft:"):
+            raise APIError(400, "Continued fine-tuning of an ft: model is not supported by this server; "
+                           "fine-tune one of its base models.", param="model", code="model_not_available")
+        raise APIError(400, f"Model {model} is not available for fine-tuning or does not exist.",
+                       param="model", code="model_not_available")
+
+    @app.get("/v1/fine_tuning/jobs")
+    def list_jobs(request: Request, after: str | None = None, limit: str | None = None,
+                  proj: dict = Depends(project)):
+        n = _limit(limit, 20)
+        meta = {k[len("metadata["):-1]: v for k, v in request.query_params.items()
+                if k.startswith("metadata[") and k.endswith("]")}
+        rows, more = _paged(lambda: store.list_jobs(proj["id"], after=after, limit=n, metadata_filter=meta), after)
+        return page([job_object(r) for r in rows], more)
+
+    def _job(proj: dict, job_id: str) -> dict:
+        row = store.get_job(proj["id"], job_id)
+        if row is None:
+            raise job_not_found(job_id)
+        return row
+
+    @app.get("/v1/fine_tuning/jobs/{job_id}")
+    def retrieve_job(job_id: str, proj: dict = Depends(project)):
+        return job_object(_job(proj, job_id))
+
+    def _transition(proj, job_id, target, allowed, same, message, **extra):
+        """Move a job to ``target`` if its status is in ``allowed``; a job already in one of
+        ``same`` is returned unchanged (idempotent); anything else is a 400 (never retried)."""
+        for _ in range(3):  # re-read if a worker changed the status between read and update
+            row = _job(proj, job_id)
+            if row["status"] in same:
+                return job_object(row)
+            if row["status"] not in allowed:
+                raise APIError(400, f"Job {job_id} cannot be {message[1]}: its status is '{row['status']}'.",
+                               param="fine_tuning_job_id", code="invalid_job_status")
+            values = dict(status=target(row) if callable(target) else target, **extra)
+            if values["status"] in TERMINAL:
+                values["finished_at"] = now()
+            updated = store.update_job(job_id, expect_status=(row["status"],), **values)
+            if updated is not None:
+                store.add_event(job_id, message[0])
+                return job_object(updated)
+        raise APIError(409, "The job changed while it was being updated; try again.")
+
+    @app.post("/v1/fine_tuning/jobs/{job_id}/cancel")
+    def cancel_job(job_id: str, proj: dict = Depends(project)):
+        return _transition(proj, job_id, "cancelled", ("validating_files", "queued", "running", "paused"),
+                           ("cancelled",), ("Fine-tuning job cancelled", "cancelled"))
+
+    @app.post("/v1/fine_tuning/jobs/{job_id}/pause")
+    def pause_job(job_id: str, proj: dict = Depends(project)):
+        return _transition(proj, job_id, "paused", ("validating_files", "queued", "running"), ("paused",),
+                           ("Fine-tuning job paused", "paused"))
+
+    @app.post("/v1/fine_tuning/jobs/{job_id}/resume")
+    def resume_job(job_id: str, proj: dict = Depends(project)):
+        # A job paused before its files were validated goes back to validation.
+        return _transition(proj, job_id, lambda r: "queued" if r["n_examples"] is not None else "validating_files",
+                           ("paused",), ("validating_files", "queued", "running"),
+                           ("Fine-tuning job resumed", "resumed"))
+
+    @app.get("/v1/fine_tuning/jobs/{job_id}/events")
+    def list_events(job_id: str, after: str | None = None, limit: str | None = None,
+                    proj: dict = Depends(project)):
+        _job(proj, job_id)
+        n = _limit(limit, 20)
+        rows, more = _paged(lambda: store.list_events(job_id, after=after, limit=n), after)
+        return page([event_object(r) for r in rows], more)
+
+    @app.get("/v1/fine_tuning/jobs/{job_id}/checkpoints")
+    def list_checkpoints(job_id: str, after: str | None = None, limit: str | None = None,
+                         proj: dict = Depends(project)):
+        _job(proj, job_id)
+        n = _limit(limit, 10)
+        rows, more = _paged(lambda: store.list_checkpoints(job_id, after=after, limit=n), after)
+        return page([checkpoint_object(r) for r in rows], more, with_ids=True)
+
+    # -- models -----------------------------------------------------------------------------------------
+    @app.get("/v1/models")
+    def list_models(proj: dict = Depends(project)):
+        data = [model_object(name, 0, "system") for name in sorted(settings.base_models)]
+        data += [model_object(r["fine_tuned_model"], r["finished_at"] or r["created_at"], proj["id"])
+                 for r in store.list_model_jobs(proj["id"])]
+        return {"object": "list", "data": data}
+
+    def _own_model(proj: dict, model: str) -> tuple[dict, int | None]:
+        """(the job that made ``model``, checkpoint step or None); 404 when not the caller's."""
+        ref = ids.parse_ft_model(model)
+        if ref is None:
+            raise model_not_found(model)
+        row = store.find_model_job(proj["id"], ref.key)
+        if row is None or row["model_deleted"] or job_model_id(row, settings.owner) != ref.model_id:
+            raise model_not_found(model)
+        if ref.step is None and row["status"] != "succeeded":
+            raise model_not_found(model)
+        if ref.step is not None and not any(
+                c["step_number"] == ref.step for c in store.list_checkpoints(row["id"], limit=10000)[0]):
+            raise model_not_found(model)
+        return row, ref.step
+
+    @app.get("/v1/models/{model:path}")
+    def retrieve_model(model: str, proj: dict = Depends(project)):
+        if model in settings.base_models:
+            return model_object(model, 0, "system")
+        row, _ = _own_model(proj, model)
+        return model_object(model, row["finished_at"] or row["created_at"], proj["id"])
+
+    @app.delete("/v1/models/{model:path}")
+    def delete_model(model: str, proj: dict = Depends(project)):
+        if model in settings.base_models:
+            raise APIError(403, "You do not have permission to delete this model.", param="model",
+                           code="model_not_deletable")
+        row, step = _own_model(proj, model)
+        if step is not None:
+            raise APIError(400, "Checkpoint models cannot be deleted on their own; delete the fine-tuned "
+                           "model.", param="model")
+        store.update_job(row["id"], model_deleted=True)
+        return {"id": model, "object": "model", "deleted": True}
+
+    # -- inference --------------------------------------------------------------------------------------
+    from .infer import Inference
+
+    inference = Inference(settings, store)
+    app.state.inference = inference
+
+    def _resolve_for_inference(proj: dict, model) -> tuple:
+        if not isinstance(model, str) or not model:
+            raise APIError(400, "Missing required parameter: 'model'.", param="model")
+        if model in settings.base_models:
+            return (str(settings.base_models[model]), None, None)
+        row, step = _own_model(proj, model)
+        return inference.locate(row, step)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request, proj: dict = Depends(project)):
+        body = await _json(request)
+        target = _resolve_for_inference(proj, body.get("model"))
+        return await _run_sync(inference.chat, target, body)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request, proj: dict = Depends(project)):
+        body = await _json(request)
+        target = _resolve_for_inference(proj, body.get("model"))
+        return await _run_sync(inference.complete, target, body)
+
+    # -- dashboard --------------------------------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    def dashboard():
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str):
+        allowed = {p.name: p for p in STATIC.iterdir() if p.is_file()}
+        if name not in allowed:  # a fixed set of shipped files; the name never builds a path
+            raise APIError(404, "Invalid URL")
+        media = {".js": "text/javascript", ".css": "text/css"}.get(allowed[name].suffix, "text/plain")
+        return FileResponse(allowed[name], media_type=media)
+
+    @app.get("/healthz", include_in_schema=False)
+    def health():
+        return Response("ok")
+
+    return app
+
+
+async def _json(request: Request) -> dict:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise APIError(400, "The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise APIError(400, "The request body must be a JSON object.")
+    return body
+
+
+async def _run_sync(fn, *args):
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(fn, *args)
+
+
+def _expiry(fields: dict, created: int, tmp: Path) -> int | None:
+    anchor, seconds = fields.get("expires_after[anchor]"), fields.get("expires_after[seconds]")
+    if anchor is None and seconds is None:
+        return None
+    try:
+        value = int(seconds or "")
+    except ValueError:
+        value = -1
+    if anchor != "created_at" or not 3600 <= value <= 2592000:
+        tmp.unlink(missing_ok=True)
+        raise APIError(400, "Invalid expires_after: anchor must be 'created_at' and seconds between 3600 "
+                       "and 2592000.", param="expires_after")
+    return created + value

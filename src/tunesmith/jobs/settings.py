@@ -1,0 +1,65 @@
+"""Operator settings shared by ``tunesmith server`` and ``tunesmith worker``.
+
+Both read the same database (``db``) and data folder (``data_dir``: uploaded files under
+``files/``, job runs under ``runs/``); on several machines, point them at one PostgreSQL URL and
+a shared file system. ``base_models`` is the allow-list: model name (as clients pass it in
+``model``) -> local Hugging Face model folder. Names may not contain ``:`` or ``/`` (they become
+part of ``ft:`` model ids).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError
+from .ids import is_safe_name
+
+MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # OpenAI's Files API limit
+
+
+@dataclass
+class Settings:
+    db: str
+    data_dir: Path
+    base_models: dict[str, Path] = field(default_factory=dict)
+    max_upload_bytes: int = MAX_UPLOAD_BYTES
+    stale_after: float = 30.0
+    """Seconds without a heartbeat after which a running job is taken over by another worker."""
+    poll_interval: float = 0.5
+    """How often a worker heartbeats, reads new metrics and checks for cancel / pause."""
+    adapter: str = "lora"
+    """Adapter type of every job (lora | dora | none)."""
+    train_overrides: list[str] = field(default_factory=list)
+    """Extra ``train.*`` / ``adapter.*`` settings (``KEY=VALUE``) applied to every job's config."""
+    owner: str = "personal"
+    """The owner field of ``ft:`` model ids (OpenAI puts the organisation slug there)."""
+
+    @property
+    def files_dir(self) -> Path:
+        return Path(self.data_dir) / "files"
+
+    @property
+    def runs_dir(self) -> Path:
+        return Path(self.data_dir) / "runs"
+
+    def run_dir(self, job_id: str) -> Path:
+        return self.runs_dir / job_id
+
+
+def parse_base_models(items: list[str]) -> dict[str, Path]:
+    """``NAME=PATH`` pairs (or a bare PATH, named by its folder) -> allow-list."""
+    out: dict[str, Path] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep:
+            name, path = Path(item).name, item
+        if not is_safe_name(name):
+            raise ConfigError(f"--base-model {item!r}: the name may hold only letters, digits, '.', '_' "
+                              "and '-' (it becomes part of ft: model ids)")
+        folder = Path(path).expanduser().resolve()
+        if not (folder / "config.json").is_file():
+            raise ConfigError(f"--base-model {item!r}: {folder} is not a Hugging Face model folder "
+                              "(no config.json)")
+        out[name] = folder
+    return out

@@ -1,0 +1,178 @@
+"""The create-job request: validation against OpenAI's ranges, and ``"auto"`` resolution.
+
+OpenAI's ranges (../shared spec §1.4): ``n_epochs`` "auto" or 1..50, ``batch_size`` "auto" or
+1..256, ``learning_rate_multiplier`` "auto" or > 0, DPO ``beta`` "auto" or (0, 2]; ``suffix``
+1..64 characters, ``seed`` 0..2147483647, ``metadata`` at most 16 pairs with keys of at most
+64 and values of at most 512 characters. A violation raises :class:`~.errors.APIError` (400,
+``invalid_request_error``, ``param`` naming the field).
+
+"auto" resolves by tunesmith's documented rule (:mod:`tunesmith.config.auto`): n_epochs by
+OpenAI's cookbook heuristic (3 epochs, at least 100 and at most 25 000 examples seen), batch
+size ~0.2 % of the examples (power of two, at most 32), learning-rate multiplier 1.0 (the base
+learning rate is ``auto_lr`` of the adapter: 2e-4 for LoRA), DPO beta 0.1 (the DPO paper's
+default).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+from ..config.auto import auto_batch_size, auto_epochs, auto_lr
+from . import ids
+from .errors import APIError
+
+HYPER_KEYS = ("batch_size", "learning_rate_multiplier", "n_epochs")
+DPO_KEYS = HYPER_KEYS + ("beta",)
+METHOD_TYPES = ("supervised", "dpo")
+AUTO_LR_MULTIPLIER = 1.0
+AUTO_BETA = 0.1
+SEED_MAX = 2147483647
+
+
+def _bad(message: str, param: str | None, code: str | None = None) -> APIError:
+    return APIError(400, message, param=param, code=code)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_hyper(h: Any, keys: tuple[str, ...], where: str) -> dict:
+    if h is None:
+        h = {}
+    if not isinstance(h, dict):
+        raise _bad(f"{where} must be an object", where)
+    unknown = sorted(set(h) - set(keys))
+    if unknown:
+        raise _bad(f"Unknown hyperparameter '{unknown[0]}' in {where}; allowed: {', '.join(keys)}",
+                   f"{where}.{unknown[0]}")
+    out = {}
+    for key in keys:
+        v = h.get(key, "auto")
+        if v is None:
+            v = "auto"
+        p = f"{where}.{key}"
+        if v == "auto":
+            out[key] = "auto"
+            continue
+        if key == "n_epochs" and not (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 50):
+            raise _bad(f"Invalid n_epochs: {v!r}. It must be 'auto' or an integer between 1 and 50.", p)
+        if key == "batch_size" and not (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 256):
+            raise _bad(f"Invalid batch_size: {v!r}. It must be 'auto' or an integer between 1 and 256.", p)
+        if key == "learning_rate_multiplier" and not (_number(v) and v > 0):
+            raise _bad(f"Invalid learning_rate_multiplier: {v!r}. It must be 'auto' or a number "
+                       "greater than 0.", p)
+        if key == "beta" and not (_number(v) and 0 < v <= 2):
+            raise _bad(f"Invalid beta: {v!r}. It must be 'auto' or a number in (0, 2].", p)
+        out[key] = v
+    return out
+
+
+def check_metadata(metadata: Any) -> dict | None:
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        raise _bad("metadata must be an object of string keys and string values", "metadata")
+    if len(metadata) > 16:
+        raise _bad(f"Invalid metadata: {len(metadata)} pairs; at most 16 are allowed.", "metadata")
+    for k, v in metadata.items():
+        if len(k) > 64:
+            raise _bad(f"Invalid metadata: key '{k[:20]}…' is longer than 64 characters.", "metadata")
+        if not isinstance(v, str):
+            raise _bad(f"Invalid metadata: the value of '{k}' must be a string.", "metadata")
+        if len(v) > 512:
+            raise _bad(f"Invalid metadata: the value of '{k}' is longer than 512 characters.", "metadata")
+    return dict(metadata)
+
+
+def normalise_create(body: Any) -> dict:
+    """Validate a create-job body; returns ``{model, training_file, validation_file, suffix,
+    seed, metadata, integrations, method}`` with ``method`` in OpenAI's echoed shape."""
+    if not isinstance(body, dict):
+        raise _bad("The request body must be a JSON object", None)
+    for key in ("model", "training_file"):
+        if not isinstance(body.get(key), str) or not body.get(key):
+            raise _bad(f"Missing required parameter: '{key}'.", key, "missing_required_parameter")
+    known = {"model", "training_file", "validation_file", "suffix", "seed", "metadata", "integrations",
+             "hyperparameters", "method"}
+    unknown = sorted(set(body) - known)
+    if unknown:
+        raise _bad(f"Unrecognized request argument supplied: {unknown[0]}", unknown[0])
+    validation = body.get("validation_file")
+    if validation is not None and not isinstance(validation, str):
+        raise _bad("validation_file must be a file id", "validation_file")
+    suffix = body.get("suffix")
+    if suffix is not None:
+        if not isinstance(suffix, str) or not 1 <= len(suffix) <= 64:
+            raise _bad("Invalid suffix: it must be between 1 and 64 characters long.", "suffix")
+        if not ids.is_valid_suffix(suffix):
+            raise _bad("Invalid suffix: only letters, digits, '-' and '_' are allowed.", "suffix")
+    seed = body.get("seed")
+    if seed is not None and not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= SEED_MAX):
+        raise _bad(f"Invalid seed: {seed!r}. It must be an integer between 0 and {SEED_MAX}.", "seed")
+    integrations = body.get("integrations")
+    if integrations:
+        # W&B needs network access the service does not have; refuse rather than ignore.
+        raise _bad("integrations are not supported by this server", "integrations")
+    method = _normalise_method(body.get("method"), body.get("hyperparameters"))
+    return {"model": body["model"], "training_file": body["training_file"], "validation_file": validation,
+            "suffix": suffix, "seed": seed, "metadata": check_metadata(body.get("metadata")),
+            "integrations": [], "method": method}
+
+
+def _normalise_method(method: Any, legacy: Any) -> dict:
+    if method is None:
+        # The deprecated top-level hyperparameters map onto the supervised method.
+        return {"type": "supervised",
+                "supervised": {"hyperparameters": _check_hyper(legacy, HYPER_KEYS, "hyperparameters")}}
+    if not isinstance(method, dict):
+        raise _bad("method must be an object", "method")
+    kind = method.get("type")
+    if kind not in METHOD_TYPES:
+        raise _bad(f"Invalid method.type: {kind!r}. Supported: {', '.join(METHOD_TYPES)}.", "method.type")
+    extra = sorted(set(method) - {"type", kind})
+    if extra:
+        raise _bad(f"method.{extra[0]} does not match method.type '{kind}'", f"method.{extra[0]}")
+    section = method.get(kind) or {}
+    if not isinstance(section, dict) or set(section) - {"hyperparameters"}:
+        raise _bad(f"method.{kind} must be an object with 'hyperparameters'", f"method.{kind}")
+    keys = DPO_KEYS if kind == "dpo" else HYPER_KEYS
+    hyper = _check_hyper(section.get("hyperparameters"), keys, f"method.{kind}.hyperparameters")
+    if legacy is not None:
+        if kind != "supervised":
+            raise _bad("The top-level hyperparameters are for the supervised method only", "hyperparameters")
+        for k, v in _check_hyper(legacy, HYPER_KEYS, "hyperparameters").items():
+            if hyper[k] == "auto":
+                hyper[k] = v
+    return {"type": kind, kind: {"hyperparameters": hyper}}
+
+
+def resolve_method(method: dict, n_examples: int) -> dict:
+    """``method`` with every ``"auto"`` replaced by the number the run will use."""
+    out = copy.deepcopy(method)
+    h = out[out["type"]]["hyperparameters"]
+    if h.get("n_epochs") == "auto":
+        h["n_epochs"] = auto_epochs(n_examples)
+    if h.get("batch_size") == "auto":
+        h["batch_size"] = auto_batch_size(n_examples)
+    if h.get("learning_rate_multiplier") == "auto":
+        h["learning_rate_multiplier"] = AUTO_LR_MULTIPLIER
+    if h.get("beta") == "auto":
+        h["beta"] = AUTO_BETA
+    return out
+
+
+def hyperparameters(method: dict) -> dict:
+    """The job's top-level ``hyperparameters`` (the three shared keys of the method's block)."""
+    h = method[method["type"]]["hyperparameters"]
+    return {k: h[k] for k in HYPER_KEYS}
+
+
+def base_lr(adapter_type: str) -> float:
+    return auto_lr(adapter_type)
+
+
+def steps_per_epoch(n_examples: int, batch_size: int) -> int:
+    return max(1, math.ceil(n_examples / batch_size))

@@ -1,0 +1,381 @@
+"""The jobs database: SQLAlchemy Core over SQLite (default, one file) or PostgreSQL (by URL).
+
+Every public method is one short transaction. Objects are returned as plain dicts of their
+columns (JSON columns decoded). Project scoping is the caller's job *and* the store's: every
+lookup of a project-owned object takes ``project_id`` and returns None for another project's
+object, so "not yours" and "does not exist" cannot be told apart.
+
+Ordering and cursors: each table has an integer ``seq`` (insertion order); lists are newest
+first by ``seq`` (files may ask for ``asc``) and a cursor is an object id, exclusive.
+
+Claiming (:meth:`Store.claim_job`) is a single ``UPDATE … WHERE seq = (SELECT … LIMIT 1)
+RETURNING``. On PostgreSQL the inner select carries ``FOR UPDATE SKIP LOCKED`` so concurrent
+workers never wait on or take the same row; SQLite serialises writers, which makes the single
+statement atomic there too.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import sqlalchemy as sa
+
+from . import ids
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+ACTIVE = ("validating_files", "queued", "running")
+
+metadata = sa.MetaData()
+
+projects = sa.Table(
+    "projects", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), unique=True, nullable=False),
+    sa.Column("name", sa.String(128), unique=True, nullable=False),
+    sa.Column("created_at", sa.Integer, nullable=False),
+)
+api_keys = sa.Table(
+    "api_keys", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("key_hash", sa.String(64), unique=True, nullable=False),
+    sa.Column("hint", sa.String(32), nullable=False),
+    sa.Column("project_id", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Integer, nullable=False),
+    sa.Column("revoked_at", sa.Integer),
+)
+files = sa.Table(
+    "files", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), unique=True, nullable=False),
+    sa.Column("project_id", sa.String(64), nullable=False, index=True),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.Integer, nullable=False),
+    sa.Column("expires_at", sa.Integer),
+    sa.Column("filename", sa.String(255), nullable=False),
+    sa.Column("purpose", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("status_details", sa.Text),
+)
+jobs = sa.Table(
+    "jobs", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), unique=True, nullable=False),
+    sa.Column("project_id", sa.String(64), nullable=False, index=True),
+    sa.Column("created_at", sa.Integer, nullable=False),
+    sa.Column("model", sa.String(300), nullable=False),
+    sa.Column("training_file", sa.String(64), nullable=False),
+    sa.Column("validation_file", sa.String(64)),
+    sa.Column("suffix", sa.String(64)),
+    sa.Column("seed", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.String(32), nullable=False, index=True),
+    sa.Column("error", sa.JSON),
+    sa.Column("model_key", sa.String(16), nullable=False),
+    sa.Column("fine_tuned_model", sa.String(400)),
+    sa.Column("model_deleted", sa.Boolean, nullable=False, default=False),
+    sa.Column("finished_at", sa.Integer),
+    sa.Column("method", sa.JSON, nullable=False),
+    sa.Column("metadata", sa.JSON),
+    sa.Column("integrations", sa.JSON),
+    sa.Column("result_files", sa.JSON, nullable=False),
+    sa.Column("trained_tokens", sa.BigInteger),
+    sa.Column("estimated_finish", sa.Integer),
+    sa.Column("n_examples", sa.Integer),
+    sa.Column("total_steps", sa.Integer),
+    sa.Column("last_step", sa.Integer, nullable=False, default=0),
+    sa.Column("worker_id", sa.String(128)),
+    sa.Column("heartbeat_at", sa.Float),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+)
+events = sa.Table(
+    "events", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), unique=True, nullable=False),
+    sa.Column("job_id", sa.String(64), nullable=False, index=True),
+    sa.Column("created_at", sa.Integer, nullable=False),
+    sa.Column("level", sa.String(8), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("type", sa.String(16), nullable=False),
+    sa.Column("data", sa.JSON),
+)
+checkpoints = sa.Table(
+    "checkpoints", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), unique=True, nullable=False),
+    sa.Column("job_id", sa.String(64), nullable=False, index=True),
+    sa.Column("created_at", sa.Integer, nullable=False),
+    sa.Column("fine_tuned_model_checkpoint", sa.String(420), nullable=False),
+    sa.Column("step_number", sa.Integer, nullable=False),
+    sa.Column("metrics", sa.JSON, nullable=False),
+    sa.UniqueConstraint("job_id", "step_number"),
+)
+
+
+def now() -> int:
+    return int(time.time())
+
+
+class CursorNotFound(LookupError):
+    """The ``after`` cursor names no object in this listing."""
+
+
+def _url(url: str) -> str:
+    """Accept plain ``postgresql://`` URLs and use the psycopg 3 driver for them."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+class Store:
+    """All database access of the service. ``url``: an SQLAlchemy URL or a plain path to an
+    SQLite file."""
+
+    def __init__(self, url: str):
+        if "://" not in url:
+            url = f"sqlite:///{url}"
+        self.url = _url(url)
+        self.is_postgres = self.url.startswith("postgresql")
+        kwargs: dict[str, Any] = {"future": True}
+        if self.url.startswith("sqlite"):
+            # Several processes (server, workers) share the file: wait for the write lock
+            # instead of failing, and let FastAPI's threads use one connection pool.
+            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        else:
+            kwargs["pool_pre_ping"] = True
+        self.engine = sa.create_engine(self.url, **kwargs)
+        if self.url.startswith("sqlite"):
+            @sa.event.listens_for(self.engine, "connect")
+            def _pragmas(dbapi_conn, _record):  # WAL: readers never block the writer
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA busy_timeout=30000")
+                cur.close()
+        metadata.create_all(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- projects and keys ------------------------------------------------------------------
+    def ensure_project(self, name: str) -> dict:
+        with self.engine.begin() as c:
+            row = c.execute(sa.select(projects).where(projects.c.name == name)).mappings().first()
+            if row is None:
+                c.execute(projects.insert().values(id=ids.project_id(), name=name, created_at=now()))
+                row = c.execute(sa.select(projects).where(projects.c.name == name)).mappings().first()
+            return dict(row)
+
+    def create_key(self, project_name: str) -> tuple[str, dict]:
+        """A new API key for ``project_name`` (created if needed): (the key, the project)."""
+        project = self.ensure_project(project_name)
+        key = ids.new_api_key()
+        with self.engine.begin() as c:
+            c.execute(api_keys.insert().values(key_hash=ids.hash_key(key), hint=key[:9] + "…" + key[-4:],
+                                               project_id=project["id"], created_at=now()))
+        return key, project
+
+    def list_keys(self) -> list[dict]:
+        q = (sa.select(api_keys.c.hint, api_keys.c.created_at, api_keys.c.revoked_at, projects.c.name)
+             .join(projects, projects.c.id == api_keys.c.project_id).order_by(api_keys.c.seq))
+        with self.engine.connect() as c:
+            return [dict(r) for r in c.execute(q).mappings()]
+
+    def revoke_key(self, key: str) -> bool:
+        with self.engine.begin() as c:
+            res = c.execute(api_keys.update().where(api_keys.c.key_hash == ids.hash_key(key),
+                                                    api_keys.c.revoked_at.is_(None)).values(revoked_at=now()))
+            return res.rowcount > 0
+
+    def project_for_key(self, key: str) -> dict | None:
+        """The project an unrevoked key belongs to, or None."""
+        h = ids.hash_key(key)
+        q = (sa.select(api_keys.c.key_hash, api_keys.c.revoked_at, projects)
+             .join(projects, projects.c.id == api_keys.c.project_id).where(api_keys.c.key_hash == h))
+        with self.engine.connect() as c:
+            row = c.execute(q).mappings().first()
+        if row is None or row["revoked_at"] is not None or not ids.keys_match(h, row["key_hash"]):
+            return None
+        return {"id": row["id"], "name": row["name"]}
+
+    # -- generic helpers ----------------------------------------------------------------------
+    def _page(self, c, table: sa.Table, where: list, after: str | None, limit: int,
+              ascending: bool = False) -> tuple[list[dict], bool]:
+        """Rows of ``table`` matching ``where``, ordered by seq, after the cursor id, plus has_more."""
+        if after is not None:
+            seq = c.execute(sa.select(table.c.seq).where(table.c.id == after, *where)).scalar()
+            if seq is None:
+                raise CursorNotFound(after)
+            where = [*where, table.c.seq > seq if ascending else table.c.seq < seq]
+        order = table.c.seq.asc() if ascending else table.c.seq.desc()
+        rows = [dict(r) for r in c.execute(sa.select(table).where(*where).order_by(order).limit(limit + 1)).mappings()]
+        return rows[:limit], len(rows) > limit
+
+    # -- files ----------------------------------------------------------------------------------
+    def add_file(self, row: dict) -> dict:
+        with self.engine.begin() as c:
+            c.execute(files.insert().values(**row))
+        return self.get_file(row["project_id"], row["id"])
+
+    def get_file(self, project_id: str, file_id: str) -> dict | None:
+        with self.engine.connect() as c:
+            row = c.execute(sa.select(files).where(files.c.id == file_id,
+                                                   files.c.project_id == project_id)).mappings().first()
+        return dict(row) if row else None
+
+    def list_files(self, project_id: str, *, after=None, limit=10000, ascending=False, purpose=None):
+        where = [files.c.project_id == project_id]
+        if purpose:
+            where.append(files.c.purpose == purpose)
+        with self.engine.connect() as c:
+            return self._page(c, files, where, after, limit, ascending)
+
+    def delete_file(self, project_id: str, file_id: str) -> bool:
+        with self.engine.begin() as c:
+            res = c.execute(files.delete().where(files.c.id == file_id, files.c.project_id == project_id))
+            return res.rowcount > 0
+
+    # -- jobs -------------------------------------------------------------------------------------
+    def add_job(self, row: dict) -> dict:
+        with self.engine.begin() as c:
+            c.execute(jobs.insert().values(**row))
+        return self.get_job(row["project_id"], row["id"])
+
+    def get_job(self, project_id: str | None, job_id: str) -> dict | None:
+        """A job by id; ``project_id=None`` only for workers (which serve every project)."""
+        where = [jobs.c.id == job_id]
+        if project_id is not None:
+            where.append(jobs.c.project_id == project_id)
+        with self.engine.connect() as c:
+            row = c.execute(sa.select(jobs).where(*where)).mappings().first()
+        return dict(row) if row else None
+
+    def list_jobs(self, project_id: str, *, after=None, limit=20, metadata_filter: dict | None = None):
+        with self.engine.connect() as c:
+            if not metadata_filter:
+                return self._page(c, jobs, [jobs.c.project_id == project_id], after, limit)
+            # Metadata is a JSON column (portable between SQLite and PostgreSQL): filter in
+            # Python over the project's jobs, then page the filtered list by cursor.
+            rows = [dict(r) for r in c.execute(sa.select(jobs).where(jobs.c.project_id == project_id)
+                                                 .order_by(jobs.c.seq.desc())).mappings()]
+        rows = [r for r in rows if all((r["metadata"] or {}).get(k) == v for k, v in metadata_filter.items())]
+        if after is not None:
+            at = next((i for i, r in enumerate(rows) if r["id"] == after), None)
+            if at is None:
+                raise CursorNotFound(after)
+            rows = rows[at + 1:]
+        return rows[:limit], len(rows) > limit
+
+    def update_job(self, job_id: str, *, expect_status: tuple[str, ...] | None = None,
+                   worker_id: str | None = None, **values) -> dict | None:
+        """Set ``values`` on a job, only if its status is in ``expect_status`` (when given) and
+        it is held by ``worker_id`` (when given). Returns the updated job, or None if no row
+        matched (the caller lost a race: the job was cancelled, paused or re-claimed)."""
+        where = [jobs.c.id == job_id]
+        if expect_status is not None:
+            where.append(jobs.c.status.in_(expect_status))
+        if worker_id is not None:
+            where.append(jobs.c.worker_id == worker_id)
+        with self.engine.begin() as c:
+            res = c.execute(jobs.update().where(*where).values(**values))
+            if res.rowcount == 0:
+                return None
+            return dict(c.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().first())
+
+    def claim_job(self, worker_id: str, stale_after: float) -> dict | None:
+        """Atomically take the oldest job that needs a worker: validating or queued and not held
+        by a live worker, or running under a worker whose heartbeat is older than
+        ``stale_after`` seconds (it died: the job resumes from its last checkpoint)."""
+        t = time.time()
+        stale = sa.or_(jobs.c.worker_id.is_(None), jobs.c.heartbeat_at < t - stale_after)
+        wanted = sa.or_(sa.and_(jobs.c.status.in_(("validating_files", "queued")), stale),
+                        sa.and_(jobs.c.status == "running", jobs.c.heartbeat_at < t - stale_after))
+        pick = sa.select(jobs.c.seq).where(wanted).order_by(jobs.c.seq).limit(1)
+        if self.is_postgres:
+            pick = pick.with_for_update(skip_locked=True)
+        stmt = (jobs.update().where(jobs.c.seq == pick.scalar_subquery())
+                .values(worker_id=worker_id, heartbeat_at=t, attempts=jobs.c.attempts + 1)
+                .returning(*jobs.c))
+        with self.engine.begin() as c:
+            row = c.execute(stmt).mappings().first()
+        return dict(row) if row else None
+
+    def heartbeat(self, job_id: str, worker_id: str) -> str | None:
+        """Refresh the lease; returns the job's status, or None when this worker lost the job."""
+        with self.engine.begin() as c:
+            res = c.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.worker_id == worker_id)
+                            .values(heartbeat_at=time.time()))
+            if res.rowcount == 0:
+                return None
+            return c.execute(sa.select(jobs.c.status).where(jobs.c.id == job_id)).scalar()
+
+    def release_job(self, job_id: str, worker_id: str) -> None:
+        """Drop this worker's lease (its training process is gone)."""
+        with self.engine.begin() as c:
+            c.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.worker_id == worker_id)
+                      .values(worker_id=None, heartbeat_at=None))
+
+    def requeue_stale(self, stale_after: float) -> list[str]:
+        """Move running jobs whose worker stopped heartbeating back to ``queued``; their ids."""
+        t = time.time()
+        with self.engine.begin() as c:
+            rows = c.execute(jobs.update().where(jobs.c.status == "running",
+                                                 jobs.c.heartbeat_at < t - stale_after)
+                             .values(status="queued", worker_id=None, heartbeat_at=None)
+                             .returning(jobs.c.id)).scalars().all()
+        for job_id in rows:
+            self.add_event(job_id, "The worker running this job stopped responding; the job was "
+                                   "queued again and will resume from its last checkpoint", level="warn")
+        return list(rows)
+
+    # -- events ----------------------------------------------------------------------------------
+    def add_event(self, job_id: str, message: str, *, level: str = "info", type: str = "message",
+                  data: dict | None = None) -> None:
+        with self.engine.begin() as c:
+            c.execute(events.insert().values(id=ids.event_id(), job_id=job_id, created_at=now(),
+                                             level=level, message=message, type=type, data=data))
+
+    def list_events(self, job_id: str, *, after=None, limit=20):
+        with self.engine.connect() as c:
+            return self._page(c, events, [events.c.job_id == job_id], after, limit)
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def add_checkpoint(self, row: dict) -> bool:
+        """Insert a checkpoint unless this job already has one at that step (a resumed run
+        writes the same step again)."""
+        with self.engine.begin() as c:
+            exists = c.execute(sa.select(checkpoints.c.seq).where(
+                checkpoints.c.job_id == row["job_id"], checkpoints.c.step_number == row["step_number"])).first()
+            if exists:
+                return False
+            c.execute(checkpoints.insert().values(**row))
+            return True
+
+    def list_checkpoints(self, job_id: str, *, after=None, limit=10):
+        with self.engine.connect() as c:
+            return self._page(c, checkpoints, [checkpoints.c.job_id == job_id], after, limit)
+
+    def delete_checkpoints_except(self, job_id: str, steps: list[int]) -> None:
+        with self.engine.begin() as c:
+            c.execute(checkpoints.delete().where(checkpoints.c.job_id == job_id,
+                                                 checkpoints.c.step_number.not_in(steps)))
+
+    # -- models ------------------------------------------------------------------------------------
+    def find_model_job(self, project_id: str, key: str) -> dict | None:
+        """The project's job whose fine-tuned model has the 8-character ``key``."""
+        with self.engine.connect() as c:
+            row = c.execute(sa.select(jobs).where(jobs.c.project_id == project_id,
+                                                  jobs.c.model_key == key)).mappings().first()
+        return dict(row) if row else None
+
+    def list_model_jobs(self, project_id: str) -> list[dict]:
+        """Succeeded jobs with an undeleted fine-tuned model, oldest first."""
+        with self.engine.connect() as c:
+            rows = c.execute(sa.select(jobs).where(jobs.c.project_id == project_id,
+                                                   jobs.c.status == "succeeded",
+                                                   jobs.c.model_deleted.is_(False))
+                             .order_by(jobs.c.seq)).mappings()
+            return [dict(r) for r in rows]
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))

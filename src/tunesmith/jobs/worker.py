@@ -1,0 +1,402 @@
+"""``tunesmith worker``: claim jobs, validate their files, train them in a subprocess.
+
+A worker loops: :meth:`Store.claim_job` hands it the oldest job that needs a worker (atomic; on
+PostgreSQL ``FOR UPDATE SKIP LOCKED``). A ``validating_files`` job is checked with
+:func:`tunesmith.data.check.check_file` (OpenAI's codes and messages) and moved to ``queued``
+or ``failed``. A ``queued`` job (or a ``running`` one whose worker stopped heartbeating) is
+trained by ``python -m tunesmith train RUN/config.yaml`` in its own process group, so a crash
+of the training cannot take the worker down; the run folder is fixed per job, so a second
+attempt resumes from the newest complete checkpoint that the training core wrote.
+
+While training runs the worker, every ``poll_interval`` seconds: heartbeats (which also tells
+it when the job was cancelled or paused, or taken over: it then kills the training process
+group, which stops training within a second or two); turns new ``metrics.jsonl`` rows into
+``metrics`` events; and records new committed checkpoints as checkpoint objects. The training
+process dies with the worker (``PR_SET_PDEATHSIG``), so a killed worker leaves no orphan that
+would race the next attempt in the same folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+from . import ids
+from .objects import job_model_id
+from .settings import Settings
+from .spec import base_lr, hyperparameters, resolve_method, steps_per_epoch
+from .store import Store, now
+
+log = logging.getLogger("tunesmith.worker")
+RESULTS_HEADER = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
+KEEP_CHECKPOINTS = 3  # OpenAI keeps the checkpoints of the last 3 epochs
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: deliver SIGKILL to this (training) process when the worker that started it dies."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+class Worker:
+    def __init__(self, settings: Settings, store: Store | None = None, worker_id: str | None = None):
+        self.settings = settings
+        self.store = store or Store(settings.db)
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{ids.random_id('', 6)}"
+        self.stop_event = threading.Event()
+
+    # -- the loop -------------------------------------------------------------------------------------
+    def run(self, once: bool = False) -> int:
+        """Work until stopped (or, with ``once``, until no job is waiting); jobs handled."""
+        handled = 0
+        while not self.stop_event.is_set():
+            job = self.store.claim_job(self.worker_id, self.settings.stale_after)
+            if job is None:
+                if once:
+                    break
+                self.stop_event.wait(self.settings.poll_interval)
+                continue
+            handled += 1
+            try:
+                self.handle(job)
+            except Exception as exc:  # a bug or an unreadable file must not kill the worker
+                log.exception("job %s failed in the worker", job["id"])
+                self._fail(job, "server_error", f"The job failed due to an internal error: {exc}", None)
+            finally:
+                self.store.release_job(job["id"], self.worker_id)
+        return handled
+
+    def handle(self, job: dict) -> None:
+        if job["status"] == "validating_files":
+            self.validate(job)
+        elif job["status"] in ("queued", "running"):
+            self.train(job)
+
+    # -- validation -----------------------------------------------------------------------------------
+    def _stage_files(self, job: dict) -> tuple[Path, Path | None] | None:
+        """Copy the job's files into its run folder (``data/train.jsonl``, ``data/valid.jsonl``)."""
+        from .blobs import BlobStore
+
+        blobs = BlobStore(self.settings.files_dir)
+        data = self.settings.run_dir(job["id"]) / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        out = []
+        for param, name in (("training_file", "train.jsonl"), ("validation_file", "valid.jsonl")):
+            fid = job[param]
+            if fid is None:
+                out.append(None)
+                continue
+            src = blobs.path(fid) if self.store.get_file(job["project_id"], fid) else None
+            if src is None or not src.is_file():
+                self._fail(job, "file_not_found", f"The {param.replace('_', ' ')} {fid} no longer exists.", param)
+                return None
+            shutil.copyfile(src, data / name)
+            out.append(data / name)
+        return out[0], out[1]
+
+    def validate(self, job: dict) -> None:
+        from ..data.check import check_file
+        from ..models.load import load_tokenizer
+
+        staged = self._stage_files(job)
+        if staged is None:
+            return
+        train, valid = staged
+        base = self.settings.base_models.get(job["model"])
+        if base is None:
+            self._fail(job, "model_not_available",
+                       f"Model {job['model']} is not available for fine-tuning on this worker.", "model")
+            return
+        method = "dpo" if job["method"]["type"] == "dpo" else "sft"
+        report = check_file(train, tokenizer=load_tokenizer(base), method=method, eval_path=valid,
+                            max_length=self._max_length(), max_listed=1)
+        if not report.ok:
+            first = report.errors[0]
+            if first["code"] == "invalid_n_examples":
+                self._fail(job, "invalid_n_examples", first["message"], "training_file")
+            else:
+                which = "training" if first["param"] == "training_file" else "validation"
+                self._fail(job, "invalid_file_format", f"The job failed due to a file format error in the "
+                           f"{which} file. {first['message']}", first["param"])
+            return
+        truncated = report.warning_counts.get("example_truncated", 0)
+        if truncated:
+            self.store.add_event(job["id"], f"{truncated} example(s) are longer than {self._max_length()} "
+                                 "tokens and will be truncated from the end", level="warn")
+        updated = self.store.update_job(job["id"], expect_status=("validating_files",), worker_id=self.worker_id,
+                                        status="queued", n_examples=report.n_examples)
+        if updated is not None:
+            self.store.add_event(job["id"], "Files validated, moving job to queued state")
+
+    def _max_length(self) -> int:
+        for item in self.settings.train_overrides:
+            key, _, value = item.partition("=")
+            if key.strip() == "train.max_length":
+                return int(value)
+        return 1024
+
+    # -- training -------------------------------------------------------------------------------------
+    def _fail(self, job: dict, code: str, message: str, param: str | None) -> None:
+        updated = self.store.update_job(job["id"], expect_status=("validating_files", "queued", "running"),
+                                        status="failed", error={"code": code, "message": message, "param": param},
+                                        finished_at=now())
+        if updated is not None:
+            self.store.add_event(job["id"], message, level="error",
+                                 data={"error_code": code, "error_param": param})
+
+    def _write_config(self, job: dict, method: dict) -> Path:
+        run = self.settings.run_dir(job["id"])
+        h = method[method["type"]]["hyperparameters"]
+        n = job["n_examples"] or 1
+        per_epoch = steps_per_epoch(n, h["batch_size"])
+        train = {"epochs": h["n_epochs"], "batch_size": h["batch_size"],
+                 "lr": base_lr(self.settings.adapter) * h["learning_rate_multiplier"],
+                 "seed": int(job["seed"]), "packing": False, "save_every": per_epoch, "eval_every": per_epoch,
+                 "keep_last": KEEP_CHECKPOINTS, "progress": "lines"}
+        cfg = {"model": {"path": str(self.settings.base_models[job["model"]])},
+               "method": "dpo" if method["type"] == "dpo" else "sft",
+               "data": {"train": str(run / "data" / "train.jsonl"), "eval_fraction": 0.0,
+                        "eval": str(run / "data" / "valid.jsonl") if job["validation_file"] else None},
+               "adapter": {"type": self.settings.adapter}, "train": train, "output_dir": str(run)}
+        if method["type"] == "dpo":
+            cfg["preference"] = {"beta": h["beta"]}
+        for item in self.settings.train_overrides:
+            key, _, value = item.partition("=")
+            section, _, name = key.strip().partition(".")
+            cfg.setdefault(section, {})[name] = yaml.safe_load(value)
+        path = run / "config.yaml"
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+        return path
+
+    def train(self, job: dict) -> None:
+        run = self.settings.run_dir(job["id"])
+        if job["status"] == "queued":
+            method = resolve_method(job["method"], job["n_examples"] or 1)
+            job = self.store.update_job(job["id"], expect_status=("queued",), worker_id=self.worker_id,
+                                        status="running", method=method)
+            if job is None:
+                return
+            if job["attempts"] <= 1 or job["last_step"] == 0:
+                self.store.add_event(job["id"], "Fine-tuning job started")
+            else:
+                self.store.add_event(job["id"], f"Fine-tuning job resumed from step {job['last_step']}")
+        else:
+            self.store.add_event(job["id"], f"Worker {self.worker_id} took over the job; resuming from the "
+                                 "last complete checkpoint", level="warn")
+        if not (run / "data" / "train.jsonl").is_file() and self._stage_files(job) is None:
+            return
+        config = self._write_config(job, job["method"])
+        attempt = job["attempts"]
+        logf = open(run / f"worker-attempt-{attempt}.log", "wb")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
+        proc = subprocess.Popen([sys.executable, "-m", "tunesmith", "train", str(config)], stdout=logf,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                preexec_fn=_die_with_parent)
+        tail = _Tail(run, job)
+        stopped = False
+        try:
+            while proc.poll() is None:
+                status = self.store.heartbeat(job["id"], self.worker_id)
+                if status != "running" or self.stop_event.is_set():
+                    _kill_group(proc)
+                    stopped = True
+                    break
+                self._publish(job, tail)
+                time.sleep(self.settings.poll_interval)
+        finally:
+            if proc.poll() is None:
+                _kill_group(proc)
+            logf.close()
+        self._publish(job, tail)
+        if stopped:
+            return
+        if proc.returncode == 0:
+            self._succeed(job, tail)
+        else:
+            self._fail(job, "server_error", "The job failed due to an internal error: "
+                       + _last_error_line(run / f"worker-attempt-{attempt}.log"), None)
+
+    # -- progress -------------------------------------------------------------------------------------
+    def _publish(self, job: dict, tail: "_Tail") -> None:
+        """Metrics events for new steps, checkpoint objects for new committed checkpoints."""
+        if tail.total_steps is None:
+            tail.read_total()
+            if tail.total_steps is not None:
+                self.store.update_job(job["id"], worker_id=self.worker_id, total_steps=tail.total_steps)
+        new_rows = tail.read_rows()
+        for row in new_rows:
+            self.store.add_event(job["id"], _step_message(row, tail.total_steps), type="metrics",
+                                 data=_event_data(row, tail.total_steps))
+        if new_rows:
+            self.store.update_job(job["id"], worker_id=self.worker_id, last_step=tail.last_step)
+        for step in tail.new_checkpoints():
+            ckpt_model = job_model_id(job, self.settings.owner, step)
+            added = self.store.add_checkpoint({
+                "id": ids.checkpoint_id(), "job_id": job["id"], "created_at": now(),
+                "fine_tuned_model_checkpoint": ckpt_model, "step_number": step,
+                "metrics": _checkpoint_metrics(tail.rows.get(step, {"step": step}))})
+            if added:
+                self.store.add_event(job["id"], f"Checkpoint created at step {step} with Snapshot ID: {ckpt_model}")
+        if tail.on_disk:
+            self.store.delete_checkpoints_except(job["id"], sorted(tail.on_disk))
+
+    def _succeed(self, job: dict, tail: "_Tail") -> None:
+        from .blobs import BlobStore
+
+        rows = [tail.rows[s] for s in sorted(tail.rows)]
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(RESULTS_HEADER)
+        for r in rows:
+            w.writerow([r["step"], r["loss"], r.get("accuracy", ""), r.get("eval_loss", ""),
+                        r.get("eval_accuracy", "")])
+        data = buf.getvalue().encode("utf-8")
+        fid = ids.file_id()
+        BlobStore(self.settings.files_dir).write(fid, data)
+        self.store.add_file({"id": fid, "project_id": job["project_id"], "bytes": len(data), "created_at": now(),
+                             "expires_at": None, "filename": "step_metrics.csv", "purpose": "fine-tune-results",
+                             "status": "processed", "status_details": None})
+        model = job_model_id(job, self.settings.owner)
+        fresh = self.store.get_job(None, job["id"])
+        method = fresh["method"]
+        trained = sum(int(r.get("tokens_total", 0)) for r in rows)
+        updated = self.store.update_job(job["id"], expect_status=("running",), worker_id=self.worker_id,
+                                        status="succeeded", fine_tuned_model=model, finished_at=now(),
+                                        trained_tokens=trained, result_files=[fid], method=method)
+        if updated is not None:
+            self.store.add_event(job["id"], f"New fine-tuned model created: {model}")
+            self.store.add_event(job["id"], "The job has successfully completed")
+        log.info("job %s succeeded: %s (%s)", job["id"], model, hyperparameters(method))
+
+
+class _Tail:
+    """Follows a run folder: new rows of ``metrics.jsonl``, total steps, committed checkpoints.
+
+    A resumed run rewrites ``metrics.jsonl`` up to its checkpoint and replays later steps;
+    rows at or below ``last_step`` were already published and are only re-read (the replayed
+    values are identical: resume is exact)."""
+
+    def __init__(self, run: Path, job: dict):
+        self.run, self.job = run, job
+        self.metrics = run / "metrics.jsonl"
+        self.offset = 0
+        self.last_step = int(job["last_step"] or 0)
+        self.total_steps = job["total_steps"]
+        self.rows: dict[int, dict] = {}
+        self.recorded: set[int] = set()
+        self.on_disk: set[int] = set()
+        self._inode = None
+
+    def read_total(self) -> None:
+        info = self.run / "run.json"
+        try:
+            self.total_steps = int(json.loads(info.read_text(encoding="utf-8"))["total_steps"])
+        except (OSError, ValueError, KeyError):
+            pass
+
+    def read_rows(self) -> list[dict]:
+        """Rows with a training loss for steps after ``last_step``, in step order."""
+        try:
+            st = self.metrics.stat()
+        except FileNotFoundError:
+            return []
+        if st.st_ino != self._inode or st.st_size < self.offset:
+            self._inode, self.offset = st.st_ino, 0  # rewritten by a resumed run
+        with open(self.metrics, "rb") as f:
+            f.seek(self.offset)
+            chunk = f.read()
+        end = chunk.rfind(b"\n") + 1  # only complete lines
+        self.offset += end
+        new = []
+        for line in chunk[:end].splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if "loss" not in row:
+                continue  # the eval_at_start baseline (step 0)
+            self.rows[row["step"]] = row
+            if row["step"] > self.last_step:
+                new.append(row)
+                self.last_step = row["step"]
+        return new
+
+    def new_checkpoints(self) -> list[int]:
+        root = self.run / "checkpoints"
+        steps = set()
+        if root.is_dir():
+            for d in root.glob("step-*"):
+                if (d / "COMMITTED").is_file() and d.name[5:].isdigit():
+                    steps.add(int(d.name[5:]))
+        self.on_disk = steps
+        fresh = sorted(s for s in steps - self.recorded if s in self.rows)
+        self.recorded |= set(fresh)
+        return fresh
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.2f}" if abs(x) >= 0.01 else f"{x:.4g}"
+
+
+def _step_message(row: dict, total: int | None) -> str:
+    text = f"Step {row['step']}/{total or '?'}: training loss={_fmt(row['loss'])}"
+    if "eval_loss" in row:
+        text += f", validation loss={_fmt(row['eval_loss'])}"
+    return text
+
+
+def _event_data(row: dict, total: int | None) -> dict:
+    data = {"step": row["step"], "train_loss": row["loss"], "total_steps": total,
+            "train_mean_token_accuracy": row.get("accuracy")}
+    if "eval_loss" in row:
+        data.update(valid_loss=row["eval_loss"], valid_mean_token_accuracy=row.get("eval_accuracy"),
+                    full_valid_loss=row["eval_loss"], full_valid_mean_token_accuracy=row.get("eval_accuracy"))
+    return data
+
+
+def _checkpoint_metrics(row: dict) -> dict:
+    """OpenAI's checkpoint metrics; the whole validation file is scored at each evaluation, so
+    ``full_valid_*`` equal ``valid_*``."""
+    return {"step": row["step"], "train_loss": row.get("loss"), "train_mean_token_accuracy": row.get("accuracy"),
+            "valid_loss": row.get("eval_loss"), "valid_mean_token_accuracy": row.get("eval_accuracy"),
+            "full_valid_loss": row.get("eval_loss"), "full_valid_mean_token_accuracy": row.get("eval_accuracy")}
+
+
+def _kill_group(proc: subprocess.Popen, grace: float = 3.0) -> None:
+    """SIGTERM the training process group, SIGKILL it after ``grace`` seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _last_error_line(log_path: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in log_path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "training exited without output"
+    errors = [ln for ln in lines if ln.startswith("error:") or "Error" in ln]
+    return (errors or lines or ["training exited without output"])[-1][:500]

@@ -1,0 +1,122 @@
+"""A real ``tunesmith server`` on loopback for the jobs tests: uvicorn in a thread on a free
+port, workers in threads (or processes), API keys for two projects, and the official SDK."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import factory
+
+
+def chat_rows(n: int, seed: int = 0) -> list[dict]:
+    return factory.color_chats(n, seed=seed)
+
+
+def jsonl_bytes(rows: list) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in rows).encode("utf-8")
+
+
+class Service:
+    """Server + store for one test module. ``requests`` counts HTTP requests per (method, path)."""
+
+    def __init__(self, root: Path, base_models: dict, **settings):
+        import uvicorn
+
+        from tunesmith.jobs.app import create_app
+        from tunesmith.jobs.settings import Settings
+        from tunesmith.jobs.store import Store
+
+        self.root = root
+        db = settings.pop("db", None) or f"sqlite:///{root / 'jobs.db'}"
+        self.settings = Settings(db=db, data_dir=root / "data", base_models=base_models, **settings)
+        self.store = Store(self.settings.db)
+        app = create_app(self.settings, self.store)
+        self.requests: list[tuple[str, str]] = []
+        inner = app
+
+        async def counting(scope, receive, send):
+            if scope["type"] == "http":
+                self.requests.append((scope["method"], scope["path"]))
+            await inner(scope, receive, send)
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.server = uvicorn.Server(uvicorn.Config(counting, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 20
+        while not self.server.started:
+            if time.time() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.02)
+        self.key_a, _ = self.store.create_key("alpha")
+        self.key_b, _ = self.store.create_key("beta")
+        self.workers: list = []
+
+    def client(self, key: str | None = None, **kw):
+        import openai
+
+        return openai.OpenAI(base_url=self.base_url, api_key=key or self.key_a, **kw)
+
+    def start_worker(self, **overrides):
+        from tunesmith.jobs.worker import Worker
+
+        settings = self.settings
+        if overrides:
+            from dataclasses import replace
+
+            settings = replace(settings, **overrides)
+        worker = Worker(settings, self.store)
+        t = threading.Thread(target=worker.run, daemon=True)
+        t.start()
+        self.workers.append((worker, t))
+        return worker
+
+    def worker_process(self, *extra: str) -> subprocess.Popen:
+        """``tunesmith worker`` as a separate process (for kill tests)."""
+        cmd = [sys.executable, "-m", "tunesmith", "worker", "--data", str(self.settings.data_dir),
+               "--db", self.settings.db, "--poll", str(self.settings.poll_interval),
+               "--stale-after", str(self.settings.stale_after)]
+        for name, path in self.settings.base_models.items():
+            cmd += ["--base-model", f"{name}={path}"]
+        for item in self.settings.train_overrides:
+            cmd += ["--set", item]
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        return subprocess.Popen([*cmd, *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+
+    def stop_workers(self) -> None:
+        for worker, _ in self.workers:
+            worker.stop_event.set()
+        for _, t in self.workers:
+            t.join(timeout=30)
+        self.workers.clear()
+
+    def close(self) -> None:
+        self.stop_workers()
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.store.dispose()
+
+
+def wait_for(fn, timeout: float = 120.0, interval: float = 0.1, what: str = "condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def wait_status(client, job_id: str, statuses: tuple[str, ...], timeout: float = 180.0):
+    return wait_for(lambda: (j := client.fine_tuning.jobs.retrieve(job_id)).status in statuses and j,
+                    timeout=timeout, interval=0.2, what=f"job {job_id} to reach {statuses}")
