@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 
 # config ``method:`` value -> module in this package
-METHODS = {"sft": "sft", "pretrain": "sft"}
+METHODS = {"sft": "sft", "pretrain": "sft", "grpo": "grpo"}
 
 
 def get_method(name: str):

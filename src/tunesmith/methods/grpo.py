@@ -1,0 +1,284 @@
+"""Online RL with GRPO (``method: grpo``): sample, score, and push up what scored well.
+
+Group Relative Policy Optimization (DeepSeekMath, Shao et al. 2024, §4.1): for every prompt
+the current policy samples ``G = grpo.group_size`` completions, reward functions score them,
+each completion's advantage is its reward normalised within its group, and the policy is
+updated with the PPO-style clipped objective plus an optional k3 KL penalty towards the
+reference — the base model with its adapters disabled, so no second copy is held. The loss
+itself is :func:`tunesmith.losses.policy.clipped_policy_loss`.
+
+How it fits the one engine loop (methods/common.py protocol):
+
+- an *item* is a prompt (:class:`PromptItem`), a *unit* one prompt, a micro-batch
+  ``train.batch_size`` prompts; ``train.max_tokens_per_forward`` splits a micro-batch into
+  passes of whole prompt groups (``item_tokens`` counts a prompt's whole group);
+- ``loss_fn(model, batch)`` does the rollout itself: generation under ``no_grad`` in eval mode
+  (:mod:`.grpo_rollout`), rewards, advantages, then the training-mode forward of the sampled
+  completions and the policy loss. It returns the **sum over completions** of each
+  completion's loss, and ``batch_count`` is the number of completions, so the engine's
+  window normalisation gives the mean over the window's completions: GRPO's
+  ``1/G Σ_i 1/|o_i| Σ_t`` with ``loss_normalization: sequence``, Dr. GRPO's
+  ``1/G Σ_i 1/L_max Σ_t`` with ``constant`` (Liu et al. 2025). A per-token mean over the
+  whole window (DAPO) would need the window's token count before its first backward, which
+  is only known after sampling, so it is not offered;
+- one optimisation pass per rollout (GRPO's μ = 1): π_old is the policy that sampled, so the
+  ratio is 1 and the clip is inactive, yet the gradient is the policy gradient
+  ``Â ∇log π``. μ > 1 (re-using a rollout for several optimizer steps) is not supported.
+
+Sampling draws from the global torch RNG, which the engine checkpoints, so a run resumed
+after a kill samples exactly what the uninterrupted run sampled. Evaluation samples held-out
+prompts with a seed derived from the prompts themselves (the training RNG is left untouched),
+so ``eval_reward`` at different steps compares the policies, not the sampling noise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..config import RunConfig
+from ..data.formats import FORMAT_LABELS, PROMPT_ONLY, Where, check_messages, iter_format_rows
+from ..errors import DataError
+from ..losses.policy import clipped_policy_loss, group_advantages
+from ..models.generate import format_prompt
+from ..models.template import stop_token_ids
+from ..rewards import Sample, build_rewards, required_fields
+from .common import MethodParts, PreparedData, data_files, split_eval
+from .grpo_rollout import completion_logprobs, sample_groups
+
+log = logging.getLogger("tunesmith")
+
+
+@dataclass
+class PromptItem:
+    """One prompt: its tokens (chat template + generation prompt applied), the prompt as
+    written in the data, the example's other fields (for reward functions) and ``path:line``."""
+
+    prompt_ids: list[int]
+    prompt: Any
+    extra: dict
+    source: str
+
+
+@dataclass
+class PromptBatch:
+    """The prompts of one forward pass. ``n_tokens`` starts as the prompt tokens of the whole
+    group and ``loss_fn`` adds the sampled tokens (the engine reads it for throughput)."""
+
+    items: list[PromptItem]
+    group_size: int
+    n_tokens: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def to(self, device) -> "PromptBatch":
+        return self  # token tensors are built on the device during the rollout
+
+
+# -- data ------------------------------------------------------------------------------------
+
+def read_prompts(path: str, required: dict[str, str] | None = None) -> list[tuple[Any, dict, Where]]:
+    """``(prompt, extra_fields, where)`` of every row of a prompt-only file.
+
+    A prompt is a non-empty string or an OpenAI message list that does not end with an
+    assistant turn. ``required`` maps example fields that reward functions read to the reward's
+    name; a row without one is an error naming the file, line and field.
+    """
+    out = []
+    for number, file_format, row in iter_format_rows(path):
+        at = Where(str(path), number)
+        if file_format != PROMPT_ONLY:
+            hint = (" (a 'completion' field makes a row prompt/completion data; name the reference "
+                    "something else, e.g. 'answer')") if "completion" in row else ""
+            raise at.error(f"this file looks like {FORMAT_LABELS[file_format]} data, judging by its "
+                           f"first row; grpo needs prompt-only rows like {{\"prompt\": ..., "
+                           f"\"answer\": ...}}{hint}")
+        prompt = row["prompt"]
+        if isinstance(prompt, str):
+            if not prompt.strip():
+                raise at.error("prompt is empty", "prompt")
+        elif isinstance(prompt, list):
+            prompt = check_messages(prompt, "prompt", at)
+            if prompt[-1]["role"] == "assistant":
+                raise at.error("the prompt ends with an assistant message; the policy writes the "
+                               "assistant turn", f"prompt[{len(prompt) - 1}].role")
+        else:
+            raise at.error("prompt must be a string or an array of messages", "prompt")
+        extra = {k: v for k, v in row.items() if k != "prompt"}
+        for key, reward in (required or {}).items():
+            if extra.get(key) is None:
+                raise at.error(f"missing; the reward {reward} reads it", key)
+        out.append((prompt, extra, at))
+    return out
+
+
+def _prompt_ids(tokenizer, prompt, at: Where) -> list[int]:
+    try:
+        text = format_prompt(tokenizer, prompt)
+    except Exception as exc:  # jinja raise_exception() and friends
+        raise at.error(f"the chat template rejected this prompt: {exc}", "prompt") from None
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if not getattr(tokenizer, "chat_template", None) and tokenizer.bos_token_id is not None \
+            and getattr(tokenizer, "add_bos_token", False):
+        ids = [tokenizer.bos_token_id] + ids
+    return ids
+
+
+def _to_items(rows, tokenizer, room: int) -> tuple[list[PromptItem], list[str]]:
+    items, too_long = [], []
+    for prompt, extra, at in rows:
+        ids = _prompt_ids(tokenizer, prompt, at)
+        if len(ids) > room:
+            too_long.append(at.source)
+            continue
+        items.append(PromptItem(ids, prompt, extra, at.source))
+    return items, too_long
+
+
+def prepare_data(config: RunConfig, tokenizer) -> PreparedData:
+    """Read, validate and tokenise the prompts; hold out ``data.eval_fraction`` if no eval file."""
+    g, t = config.grpo, config.train
+    required = required_fields(config.grpo.rewards)
+    train_rows = [r for p in data_files(config.data.train) for r in read_prompts(p, required)]
+    eval_rows = [r for p in data_files(config.data.eval) for r in read_prompts(p, required)]
+    if not eval_rows:
+        train_rows, eval_rows = split_eval(train_rows, config.data.eval_fraction, t.seed)
+    if config.data.max_eval_examples is not None:
+        eval_rows = eval_rows[: config.data.max_eval_examples]
+    room = t.max_length - g.max_new_tokens
+    train, too_long = _to_items(train_rows, tokenizer, room)
+    evals, _ = _to_items(eval_rows, tokenizer, room)
+    if too_long:
+        log.warning("data: %d prompts are longer than train.max_length - grpo.max_new_tokens = %d "
+                    "tokens and were dropped (e.g. %s)", len(too_long), room, ", ".join(too_long[:3]))
+    if not train:
+        raise DataError(f"no usable prompt in {config.data.train}: every prompt was longer than "
+                        f"{room} tokens (raise train.max_length or lower grpo.max_new_tokens)")
+    log.info("grpo: %d train / %d eval prompts, %d completions each, up to %d new tokens",
+             len(train), len(evals), g.group_size, g.max_new_tokens)
+    tokens = sum(len(i.prompt_ids) for i in train)
+    stats = {"train": {"examples": len(train_rows), "kept": len(train), "dropped_too_long": len(too_long),
+                       "tokens": tokens, "target_tokens": 0},
+             "eval": {"examples": len(eval_rows), "kept": len(evals)},
+             "train_rows": len(train), "train_sequences": len(train), "eval_sequences": len(evals)}
+    return PreparedData(train, evals, [[i] for i in range(len(train))],
+                        [[i] for i in range(len(evals))], stats)
+
+
+# -- the step ----------------------------------------------------------------------------------
+
+def _eval_rng(items: list[PromptItem], seed: int, device: torch.device):
+    """A forked RNG seeded from the prompts, so evaluation neither disturbs nor depends on the
+    training RNG stream."""
+    key = zlib.crc32(repr([i.prompt_ids for i in items]).encode()) ^ (seed * 2654435761 % 2**32)
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.random.fork_rng(devices=[device] if device.type == "cuda" else []))
+    torch.manual_seed(key)
+    return stack
+
+
+class GrpoStep:
+    """``loss_fn`` of the method: rollout, rewards, advantages, policy loss (see module doc)."""
+
+    def __init__(self, config: RunConfig, tokenizer, rewards):
+        self.g, self.cfg, self.tokenizer, self.rewards = config.grpo, config, tokenizer, rewards
+        self.stop_ids = stop_token_ids(tokenizer)
+        if not self.stop_ids:
+            raise DataError("the tokenizer has neither an EOS token nor an end-of-turn token; "
+                            "GRPO cannot tell where a completion ends")
+        pad = tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else self.stop_ids[-1]
+
+    def __call__(self, model, batch: PromptBatch):
+        g, items = self.g, batch.items
+        device = next(model.parameters()).device
+        training = model.training and torch.is_grad_enabled()
+        rng = contextlib.nullcontext() if training else _eval_rng(items, self.cfg.train.seed, device)
+        prompts = [it.prompt_ids for it in items]
+        with rng:
+            completions = sample_groups(model, prompts, group_size=g.group_size,
+                                        max_new_tokens=g.max_new_tokens, temperature=g.temperature,
+                                        top_p=g.top_p, stop_ids=self.stop_ids, pad_id=self.pad_id)
+        samples = [Sample(it.prompt, self._decode(c), len(c), it.extra)
+                   for it, group in zip(items, _groups(completions, g.group_size)) for c in group]
+        total, per_function = self.rewards.score(samples)
+        rewards = torch.tensor(total, dtype=torch.float32).view(len(items), g.group_size)
+        advantages = group_advantages(rewards, scale=g.scale_rewards).reshape(-1).to(device)
+
+        rows = [p for p in prompts for _ in range(g.group_size)]
+        chunk = self.cfg.train.loss_chunk_size
+        logp, mask = completion_logprobs(model, rows, completions, temperature=g.temperature, chunk_size=chunk)
+        ref = self._reference_logprobs(model, rows, completions, chunk)
+        loss, m = clipped_policy_loss(logp, logp.detach(), advantages, mask, epsilon_low=g.epsilon,
+                                      epsilon_high=g.epsilon_high, beta=g.beta, ref_logp=ref,
+                                      normalization=g.loss_normalization, max_tokens=g.max_new_tokens)
+        batch.n_tokens = sum(len(r) for r in rows) + int(m["completion_tokens"])
+        metrics = {"completions": len(samples), "groups": len(items),
+                   "reward": sum(total), "reward_std": float(rewards.std(dim=1).sum()),
+                   "zero_std_groups": int((rewards.std(dim=1) == 0).sum()),
+                   "truncated": sum(1 for c in completions if c[-1] not in self.stop_ids), **m}
+        for name, values in per_function.items():
+            metrics[f"reward_{name}"] = sum(values)
+        return loss, metrics
+
+    def _decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+
+    def _reference_logprobs(self, model, rows, completions, chunk):
+        """Reference log-probs (adapters disabled, eval mode, no grad); None without adapters."""
+        if not hasattr(model, "disable_adapter"):
+            return None
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad(), model.disable_adapter():
+                logp, _ = completion_logprobs(model, rows, completions, temperature=self.g.temperature,
+                                              chunk_size=chunk)
+        finally:
+            model.train(was_training)
+        return logp
+
+
+def _groups(completions: list, size: int) -> list[list]:
+    return [completions[i:i + size] for i in range(0, len(completions), size)]
+
+
+def summarize(sums: dict, n: int) -> dict:
+    """Per-step metrics from the window's sums: means over completions (rewards, length),
+    over groups (the within-group reward std) and over sampled tokens (KL, clip fraction)."""
+    completions = max(sums.get("completions", 0.0), 1.0)
+    groups = max(sums.get("groups", 0.0), 1.0)
+    tokens = max(sums.get("completion_tokens", 0.0), 1.0)
+    out = {"reward": sums.get("reward", 0.0) / completions,
+           "reward_std": sums.get("reward_std", 0.0) / groups,
+           "zero_std_fraction": sums.get("zero_std_groups", 0.0) / groups,
+           "completion_length": sums.get("completion_tokens", 0.0) / completions,
+           "truncated_fraction": sums.get("truncated", 0.0) / completions,
+           "clip_fraction": (sums.get("clipped_low", 0.0) + sums.get("clipped_high", 0.0)) / tokens}
+    if "kl" in sums:
+        out["kl"] = sums["kl"] / tokens
+    for key, value in sums.items():
+        if key.startswith("reward_") and key != "reward_std":
+            out[key] = value / completions
+    return {k: (v if math.isfinite(v) else float("nan")) for k, v in out.items()}
+
+
+def build(config: RunConfig, model=None, tokenizer=None) -> MethodParts:
+    """The GRPO step as engine parts; ``batch_count`` = completions in the batch."""
+    g = config.grpo
+    device = next(model.parameters()).device if model is not None else None
+    rewards = build_rewards(g.rewards, max_new_tokens=g.max_new_tokens, device=device)
+    step = GrpoStep(config, tokenizer, rewards)
+
+    def collate(items: list[PromptItem]) -> PromptBatch:
+        return PromptBatch(list(items), g.group_size, g.group_size * sum(len(i.prompt_ids) for i in items))
+
+    return MethodParts(loss_fn=step, collate=collate,
+                       batch_count=lambda batch: len(batch.items) * batch.group_size,
+                       item_tokens=lambda item: g.group_size * (len(item.prompt_ids) + g.max_new_tokens),
+                       summarize=summarize, perplexity=False)

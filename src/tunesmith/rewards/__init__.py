@@ -1,0 +1,156 @@
+"""Reward functions for online RL (``method: grpo``) and their weighted sum.
+
+A reward function scores a list of :class:`Sample` (prompt, completion, the example's extra
+fields) and returns one float per sample. ``grpo.rewards`` in the config lists them
+(:class:`tunesmith.config.schema.GrpoRewardConfig`); :func:`build_rewards` turns that list into
+a :class:`RewardSet` whose :meth:`RewardSet.score` returns the weighted sum and every
+function's own scores (logged per step as ``reward_<name>``).
+
+Built-ins live in :mod:`.builtin` (exact match, regex, JSON schema, length); the operator's
+own Python callables and trained reward models in :mod:`.external`. Reward specs come only
+from the operator's config file, never from the training data.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..errors import ConfigError, TunesmithError
+
+
+@dataclass
+class Sample:
+    """One completion to score.
+
+    ``prompt`` is the example's prompt as written in the data (a string or a message list),
+    ``completion`` the decoded completion (special tokens removed, stripped), ``n_tokens`` the
+    number of sampled tokens (the end-of-turn token included), ``extra`` the example's other
+    fields (e.g. a reference ``answer``).
+    """
+
+    prompt: Any
+    completion: str
+    n_tokens: int
+    extra: dict = field(default_factory=dict)
+
+
+ScoreFn = Callable[[list[Sample]], list[float]]
+
+
+@dataclass
+class RewardFunction:
+    """A named, weighted scorer."""
+
+    name: str
+    weight: float
+    score: ScoreFn
+
+
+class RewardSet:
+    """The weighted sum of several reward functions."""
+
+    def __init__(self, functions: list[RewardFunction]):
+        if not functions:
+            raise ConfigError("config: 'grpo.rewards' is empty; give at least one reward function")
+        self.functions = functions
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.functions]
+
+    def score(self, samples: list[Sample]) -> tuple[list[float], dict[str, list[float]]]:
+        """``(total, per_function)``: ``total[i] = Σ_f weight_f · score_f(samples)[i]``."""
+        per_function = {}
+        total = [0.0] * len(samples)
+        for fn in self.functions:
+            values = _checked(fn.name, fn.score(samples), len(samples))
+            per_function[fn.name] = values
+            total = [t + fn.weight * v for t, v in zip(total, values)]
+        return total, per_function
+
+
+def _checked(name: str, values, n: int) -> list[float]:
+    values = list(values)
+    if len(values) != n:
+        raise TunesmithError(f"reward function '{name}' returned {len(values)} scores for {n} completions")
+    out = []
+    for v in values:
+        if isinstance(v, bool):
+            v = float(v)
+        if not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise TunesmithError(f"reward function '{name}' returned {v!r}; rewards must be finite numbers")
+        out.append(float(v))
+    return out
+
+
+def build_rewards(specs: list, *, max_new_tokens: int, device=None) -> RewardSet:
+    """A :class:`RewardSet` from ``grpo.rewards`` (a list of ``GrpoRewardConfig``).
+
+    Raises :class:`ConfigError` for a spec that cannot work (a pattern that does not compile,
+    a schema that is not a JSON schema, a function that cannot be imported …), naming
+    ``grpo.rewards[i]``.
+    """
+    from . import builtin, external
+
+    makers = {"exact_match": builtin.exact_match, "regex": builtin.regex,
+              "json_schema": builtin.json_schema, "length": builtin.length,
+              "python": external.python_function, "reward_model": external.reward_model}
+    functions, seen = [], {}
+    for i, spec in enumerate(specs):
+        where = f"grpo.rewards[{i}]"
+        if spec.type not in makers:
+            raise ConfigError(f"config: '{where}.type' = {spec.type!r} is not one of {', '.join(makers)}")
+        _check_unused_keys(spec, where)
+        kwargs = {"max_new_tokens": max_new_tokens} if spec.type == "length" else {}
+        if spec.type == "reward_model":
+            kwargs = {"device": device}
+        score = makers[spec.type](spec, where, **kwargs)
+        name = spec.name or spec.type
+        if not spec.name:
+            seen[name] = seen.get(name, 0) + 1
+            name = name if seen[name] == 1 else f"{name}_{seen[name]}"
+        if name in [f.name for f in functions]:
+            raise ConfigError(f"config: '{where}.name' {name!r} is used twice; names must be unique")
+        functions.append(RewardFunction(name, spec.weight, score))
+    return RewardSet(functions)
+
+
+def required_fields(specs: list) -> dict[str, str]:
+    """Example fields the built-in rewards in ``specs`` read -> ``grpo.rewards[i] (name)``,
+    so data can be checked line by line before any model or code is loaded."""
+    out = {}
+    for i, spec in enumerate(specs):
+        if spec.type == "exact_match":
+            key = spec.field or "answer"
+        elif spec.type == "json_schema":
+            key = spec.field
+        else:
+            key = None
+        if key:
+            out[key] = f"grpo.rewards[{i}] ({spec.name or spec.type})"
+    return out
+
+
+# Which optional keys each type reads (everything else must stay at its default, so a typo'd
+# combination such as `pattern` on a json_schema reward fails instead of being ignored).
+_KEYS = {"exact_match": {"field", "pattern", "ignore_case"},
+         "regex": {"pattern", "full_match", "ignore_case"},
+         "json_schema": {"schema", "field"},
+         "length": {"max_tokens", "cache_tokens"},
+         "python": {"function"},
+         "reward_model": {"model"}}
+_DEFAULTS = {"field": None, "pattern": None, "full_match": False, "ignore_case": False,
+             "schema": None, "function": None, "model": None, "max_tokens": None,
+             "cache_tokens": None}
+
+
+def _check_unused_keys(spec, where: str) -> None:
+    for key, default in _DEFAULTS.items():
+        if key not in _KEYS[spec.type] and getattr(spec, key) != default:
+            raise ConfigError(f"config: '{where}.{key}' does not apply to a {spec.type} reward "
+                              f"(it reads: {', '.join(sorted(_KEYS[spec.type])) or 'nothing'})")
+
+
+__all__ = ["Sample", "RewardFunction", "RewardSet", "build_rewards", "required_fields"]
