@@ -10,6 +10,13 @@ to the stock SDPA / eager functions.
 
 Soft-capped attention (Gemma 2) and sliding windows shorter than a segment take an exact
 eager path for that segment.
+
+**Shared prompts** (preference pairs): with the extra keyword ``tunesmith_branches`` — one
+``(prefix_len, first_len)`` per segment — a segment laid out ``[prompt | answer A | answer B]``
+is attended as the two sequences ``[prompt | A]`` and ``[prompt | B]``: A sees the prompt and
+itself, B sees the prompt and itself but never A. Positions in B continue from the prompt
+(the collator restarts them), so every hidden state equals that of the separate sequence while
+the prompt is computed once. ``first_len == 0`` (or no second branch) is a plain causal segment.
 """
 
 from __future__ import annotations
@@ -28,28 +35,57 @@ def _repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x[:, :, None].expand(b, h, groups, t, d).reshape(b, h * groups, t, d)
 
 
-def _eager_segment(q, k, v, scaling, softcap, window, dropout, training):
-    """Exact causal attention for one segment with optional logit soft-cap and sliding window."""
+def _eager_segment(q, k, v, scaling, softcap, window, dropout, training, q_pos=None, k_pos=None):
+    """Exact causal attention for one segment with optional logit soft-cap and sliding window.
+
+    ``q_pos`` / ``k_pos`` (1-D position tensors) default to ``0..T-1``; a key is visible to a
+    query when its position is not later (and, with a window, within ``window`` of it).
+    """
     scores = torch.matmul(q, k.transpose(-1, -2)) * scaling
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
-    t = q.shape[-2]
-    idx = torch.arange(t, device=q.device)
-    allowed = idx[None, :] <= idx[:, None]
+    if q_pos is None:
+        q_pos = k_pos = torch.arange(q.shape[-2], device=q.device)
+    allowed = k_pos[None, :] <= q_pos[:, None]
     if window is not None:
-        allowed &= idx[None, :] > idx[:, None] - window
+        allowed &= k_pos[None, :] > q_pos[:, None] - window
     scores = scores.masked_fill(~allowed, float("-inf"))
     probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
     probs = F.dropout(probs, p=dropout, training=training)
     return torch.matmul(probs, v)
 
 
+def _causal(q, k, v, scale, softcap, sliding_window, p, training):
+    """Causal attention of one plain segment ``[1, H, t, D]``."""
+    t = q.shape[-2]
+    window = sliding_window if sliding_window and t > sliding_window else None
+    if softcap is not None or window is not None:
+        return _eager_segment(q, k, v, scale, softcap, window, p, training)
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True, scale=scale)
+
+
+def _second_branch(q, k, v, prefix: int, scale, softcap, sliding_window, p, training):
+    """Queries ``q [1, H, b, D]`` of branch B over keys ``k/v [1, H, prefix + b, D]`` (the prompt,
+    then B itself): the prompt is fully visible, B causally (bottom-right aligned)."""
+    from torch.nn.attention.bias import causal_lower_right
+
+    b, n_keys = q.shape[-2], k.shape[-2]
+    window = sliding_window if sliding_window and n_keys > sliding_window else None
+    if softcap is not None or window is not None:
+        k_pos = torch.arange(n_keys, device=q.device)
+        return _eager_segment(q, k, v, scale, softcap, window, p, training,
+                              q_pos=k_pos[prefix:], k_pos=k_pos)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(b, n_keys),
+                                          dropout_p=p, scale=scale)
+
+
 def varlen_attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
                              scaling: float | None = None, cu_seq_lens_q=None, softcap=None,
-                             sliding_window=None, **kwargs):
+                             sliding_window=None, tunesmith_branches=None, **kwargs):
     """Attention over ``[1, H, T, D]`` tensors split into segments by ``cu_seq_lens_q``.
 
-    Returns ``(output [1, T, Hq, D], None)`` like transformers' attention functions.
+    ``tunesmith_branches``: optional ``(prefix_len, first_len)`` per segment (see the module
+    docstring). Returns ``(output [1, T, Hq, D], None)`` like transformers' attention functions.
     """
     if cu_seq_lens_q is None or query.shape[0] != 1:
         return _fallback(module, query, key, value, attention_mask, dropout=dropout,
@@ -59,14 +95,20 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout:
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     p = dropout if module.training else 0.0
     bounds = cu_seq_lens_q.tolist() if torch.is_tensor(cu_seq_lens_q) else list(cu_seq_lens_q)
+    branches = tunesmith_branches or [(0, 0)] * (len(bounds) - 1)
     outs = []
-    for start, end in zip(bounds[:-1], bounds[1:]):
-        q, k, v = query[:, :, start:end], key[:, :, start:end], value[:, :, start:end]
-        window = sliding_window if sliding_window and end - start > sliding_window else None
-        if softcap is not None or window is not None:
-            outs.append(_eager_segment(q, k, v, scale, softcap, window, p, module.training))
-        else:
-            outs.append(F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True, scale=scale))
+    for (start, end), (prefix, first) in zip(zip(bounds[:-1], bounds[1:]), branches):
+        split = start + prefix + first  # where the second branch starts
+        if first <= 0 or split >= end:
+            outs.append(_causal(query[:, :, start:end], key[:, :, start:end], value[:, :, start:end],
+                                scale, softcap, sliding_window, p, module.training))
+            continue
+        outs.append(_causal(query[:, :, start:split], key[:, :, start:split], value[:, :, start:split],
+                            scale, softcap, sliding_window, p, module.training))
+        k = torch.cat([key[:, :, start:start + prefix], key[:, :, split:end]], dim=2)
+        v = torch.cat([value[:, :, start:start + prefix], value[:, :, split:end]], dim=2)
+        outs.append(_second_branch(query[:, :, split:end], k, v, prefix, scale, softcap,
+                                   sliding_window, p, module.training))
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
     return out.transpose(1, 2).contiguous(), None
 
@@ -74,6 +116,7 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout:
 def _fallback(module, query, key, value, attention_mask, **kwargs):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    kwargs.pop("tunesmith_branches", None)
     if kwargs.get("softcap") is not None:
         # SDPA cannot soft-cap; use the model family's own eager attention.
         import importlib
