@@ -19,3 +19,12 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   pip_quiet install --quiet torch==2.13.0
 fi
 pip_quiet install --quiet -e ".[test,rich]"
+
+# The jobs-service store tests run against a real PostgreSQL (a throwaway cluster started by the
+# tests). In CI, install Debian's server binaries when they are missing; elsewhere the tests
+# skip with a reason.
+if [ "${CI:-}" = "true" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+   && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+    || echo "setup.sh: could not install postgresql; its store tests will be skipped" >&2
+fi

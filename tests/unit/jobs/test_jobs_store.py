@@ -1,0 +1,127 @@
+"""The jobs store on SQLite and on a real PostgreSQL: scoping, cursors, atomic claiming, leases."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from tunesmith.jobs import ids
+from tunesmith.jobs.store import CursorNotFound, now
+
+import pytest
+
+
+def _job(project_id: str, **over) -> dict:
+    row = {"id": ids.job_id(), "project_id": project_id, "created_at": now(), "model": "tiny",
+           "training_file": ids.file_id(), "validation_file": None, "suffix": None, "seed": 1,
+           "status": "queued", "error": None, "model_key": ids.model_key(),
+           "method": {"type": "supervised", "supervised": {"hyperparameters": {}}}, "metadata": None,
+           "integrations": [], "result_files": [], "model_deleted": False, "last_step": 0, "attempts": 0}
+    row.update(over)
+    return row
+
+
+def test_keys_resolve_to_their_project_and_revoked_keys_do_not(store):
+    key, project = store.create_key("alpha")
+    assert store.project_for_key(key) == {"id": project["id"], "name": "alpha"}
+    assert store.project_for_key(key + "x") is None
+    assert store.revoke_key(key) and store.project_for_key(key) is None
+    hints = store.list_keys()
+    assert len(hints) == 1 and key not in str(hints)
+
+
+def test_objects_are_scoped_to_their_project(store):
+    a, b = store.ensure_project("a")["id"], store.ensure_project("b")["id"]
+    job = store.add_job(_job(a))
+    assert store.get_job(a, job["id"])["id"] == job["id"]
+    assert store.get_job(b, job["id"]) is None
+    assert store.list_jobs(b) == ([], False)
+    fid = ids.file_id()
+    store.add_file({"id": fid, "project_id": a, "bytes": 3, "created_at": now(), "expires_at": None,
+                    "filename": "x", "purpose": "fine-tune", "status": "processed", "status_details": None})
+    assert store.get_file(b, fid) is None and not store.delete_file(b, fid)
+    assert store.get_file(a, fid)["bytes"] == 3
+
+
+def test_cursor_pages_are_newest_first_exclusive_and_complete(store):
+    a = store.ensure_project("a")["id"]
+    made = [store.add_job(_job(a))["id"] for _ in range(7)]
+    seen, after = [], None
+    while True:
+        rows, more = store.list_jobs(a, after=after, limit=3)
+        seen += [r["id"] for r in rows]
+        if not more:
+            break
+        after = rows[-1]["id"]
+    assert seen == made[::-1]
+    with pytest.raises(CursorNotFound):
+        store.list_jobs(a, after="ftjob-nope")
+    store.update_job(made[2], metadata={"team": "x"})
+    assert [r["id"] for r in store.list_jobs(a, metadata_filter={"team": "x"})[0]] == [made[2]]
+
+
+def test_concurrent_claims_take_each_job_exactly_once(store):
+    a = store.ensure_project("a")["id"]
+    made = {store.add_job(_job(a))["id"] for _ in range(12)}
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def worker(n):
+        while True:
+            job = store.claim_job(f"w{n}", stale_after=60)
+            if job is None:
+                return
+            with lock:
+                claimed.append(job["id"])
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(claimed) == sorted(made)  # every job once, none twice
+
+
+def test_leases_expire_and_a_dead_workers_job_is_taken_over(store):
+    a = store.ensure_project("a")["id"]
+    job = store.add_job(_job(a))
+    got = store.claim_job("w1", stale_after=60)
+    store.update_job(job["id"], worker_id="w1", status="running")
+    assert got["id"] == job["id"] and got["attempts"] == 1
+    assert store.claim_job("w2", stale_after=60) is None          # w1 is alive
+    assert store.heartbeat(job["id"], "w1") == "running"
+    time.sleep(1.1)
+    assert store.claim_job("w2", stale_after=60) is None
+    taken = store.claim_job("w2", stale_after=1.0)                 # w1 silent for > 1 s
+    assert taken["id"] == job["id"] and taken["worker_id"] == "w2" and taken["attempts"] == 2
+    assert store.heartbeat(job["id"], "w1") is None                # w1 lost the lease
+    assert store.update_job(job["id"], worker_id="w1", status="succeeded") is None
+
+
+def test_requeue_stale_moves_running_jobs_back_to_queued_with_an_event(store):
+    a = store.ensure_project("a")["id"]
+    job = store.add_job(_job(a, status="running", worker_id="w1", heartbeat_at=time.time() - 100))
+    fresh = store.add_job(_job(a, status="running", worker_id="w2", heartbeat_at=time.time()))
+    assert store.requeue_stale(30) == [job["id"]]
+    assert store.get_job(a, job["id"])["status"] == "queued"
+    assert store.get_job(a, fresh["id"])["status"] == "running"
+    events, _ = store.list_events(job["id"])
+    assert events[0]["level"] == "warn" and "resume" in events[0]["message"]
+
+
+def test_update_job_only_applies_in_the_expected_status(store):
+    a = store.ensure_project("a")["id"]
+    job = store.add_job(_job(a, status="cancelled"))
+    assert store.update_job(job["id"], expect_status=("running",), status="succeeded") is None
+    assert store.get_job(a, job["id"])["status"] == "cancelled"
+
+
+def test_checkpoints_are_recorded_once_per_step(store):
+    a = store.ensure_project("a")["id"]
+    job = store.add_job(_job(a))
+    row = {"job_id": job["id"], "created_at": now(), "fine_tuned_model_checkpoint": "m", "metrics": {"step": 3}}
+    assert store.add_checkpoint({**row, "id": ids.checkpoint_id(), "step_number": 3})
+    assert not store.add_checkpoint({**row, "id": ids.checkpoint_id(), "step_number": 3})
+    store.add_checkpoint({**row, "id": ids.checkpoint_id(), "step_number": 6})
+    store.delete_checkpoints_except(job["id"], [6])
+    assert [c["step_number"] for c in store.list_checkpoints(job["id"])[0]] == [6]
