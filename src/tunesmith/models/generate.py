@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -56,22 +57,95 @@ def format_prompt(tokenizer, prompt, system: str | None = None) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def prompt_token_ids(tokenizer, prompt, system: str | None = None, *, templated: bool = True) -> list[int]:
+    """Token ids of a prompt exactly as training renders it before the reply.
+
+    A message list (or, with ``templated``, a user string) goes through the chat template with
+    the generation prompt; a plain string with ``templated=False`` (prompt/completion data, which
+    training renders without a template) is tokenised as is, after BOS where the tokenizer adds one.
+    """
+    if templated or not isinstance(prompt, str):
+        return tokenizer(format_prompt(tokenizer, prompt, system), add_special_tokens=False)["input_ids"]
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False) else []
+    return bos + tokenizer.encode(prompt, add_special_tokens=False)
+
+
+@contextlib.contextmanager
+def _padded_attention(model):
+    """Attend with the stock SDPA / eager function while generating.
+
+    tunesmith's varlen attention (set on models for packed training and scoring) defers to SDPA
+    without ``cu_seq_lens``, but transformers builds no padding mask for an attention name it
+    does not know, so left-padded prompts would attend to their padding and positions would
+    drift. Switch the implementation for the duration and restore it after.
+    """
+    from .adapters import unwrap
+
+    hf = unwrap(model)
+    previous = getattr(hf.config, "_attn_implementation", None)
+    stock = previous in ("sdpa", "eager") or previous is None or not hasattr(hf, "set_attn_implementation")
+    if not stock:
+        hf.set_attn_implementation("sdpa" if getattr(hf, "_supports_sdpa", True) else "eager")
+    try:
+        yield
+    finally:
+        if not stock:
+            hf.set_attn_implementation(previous)
+
+
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list, *, max_new_tokens: int = 128, temperature: float = 0.0,
-             top_p: float = 1.0, seed: int = 0, system: str | None = None) -> list[str]:
-    """Batched generation (left padding, KV cache), stopping at the template's end-of-turn token."""
-    texts = [format_prompt(tokenizer, p, system) for p in prompts]
-    tokenizer.padding_side = "left"
-    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+def generate_ids(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int = 128,
+                 temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
+                 batch_size: int | None = None, stop_ids: list[int] | None = None) -> list[dict]:
+    """Generate a reply to each prompt (token ids); returns ``{"text", "n_tokens", "stopped"}`` each.
+
+    Prompts are sorted by length and generated ``batch_size`` at a time (all at once when None)
+    with left padding and the KV cache; each reply ends at the first stop token (the template's
+    end-of-turn token and EOS by default), which is not part of ``text``; ``stopped`` is False
+    when the reply ran into ``max_new_tokens``. Greedy when ``temperature`` is 0. The global RNG
+    state is left untouched (sampling runs in a forked RNG seeded with ``seed``), so generating
+    in the middle of training does not change the training run.
+    """
+    stops = list(stop_ids) if stop_ids is not None else stop_token_ids(tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stops[0] if stops else 0)
     device = next(model.parameters()).device
-    enc = {k: v.to(device) for k, v in enc.items()}
-    torch.manual_seed(seed)
-    stops = stop_token_ids(tokenizer)
-    kwargs = dict(max_new_tokens=max_new_tokens, eos_token_id=stops, pad_token_id=tokenizer.pad_token_id)
+    order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
+    size = batch_size or max(1, len(prompts))
+    kwargs = dict(max_new_tokens=max_new_tokens, eos_token_id=stops or None, pad_token_id=pad_id, use_cache=True)
     if temperature > 0:
         kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
     else:
-        kwargs.update(do_sample=False)
-    out = model.generate(**enc, **kwargs)
-    new = out[:, enc["input_ids"].shape[1]:]
-    return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in new]
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    results: list[dict | None] = [None] * len(prompts)
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), _padded_attention(model):
+        torch.manual_seed(seed)
+        for start in range(0, len(order), size):
+            chunk = order[start:start + size]
+            width = max(len(prompts[i]) for i in chunk)
+            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, i in enumerate(chunk):
+                n = len(prompts[i])
+                ids[row, width - n:] = torch.tensor(prompts[i], dtype=torch.long)
+                mask[row, width - n:] = 1
+            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
+            for row, i in enumerate(chunk):
+                new = out[row, width:].tolist()
+                cut = next((k for k, t in enumerate(new) if t in stops), None)
+                reply = new if cut is None else new[:cut]
+                results[i] = {"text": tokenizer.decode(reply, skip_special_tokens=True).strip(),
+                              "n_tokens": len(reply), "stopped": cut is not None}
+    return results
+
+
+def generate(model, tokenizer, prompts: list, *, max_new_tokens: int = 128, temperature: float = 0.0,
+             top_p: float = 1.0, seed: int = 0, system: str | None = None,
+             batch_size: int | None = None) -> list[str]:
+    """Batched generation (left padding, KV cache), stopping at the template's end-of-turn token.
+
+    ``prompts`` are user strings or message lists, rendered with the chat template."""
+    ids = [prompt_token_ids(tokenizer, p, system) for p in prompts]
+    out = generate_ids(model, tokenizer, ids, max_new_tokens=max_new_tokens, temperature=temperature,
+                       top_p=top_p, seed=seed, batch_size=batch_size)
+    return [r["text"] for r in out]

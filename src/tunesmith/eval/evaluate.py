@@ -1,0 +1,160 @@
+"""``run_eval``: evaluate one or more models on a held-out file and write the report.
+
+    report = run_eval("runs/quickstart", "examples/support/heldout.jsonl", compare=["base"])
+
+writes ``report.json``, ``report.html`` and ``predictions.jsonl`` into ``out_dir`` (default
+``RUN/eval``) and returns the report dict (see :mod:`.report` for its keys).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from ..engine.runtime import resolve_device
+from ..errors import ConfigError
+from .data import load_eval_data
+from .models import EvalModel, load_eval_model, load_eval_tokenizer, resolve_spec, resolve_target
+from .report import training_curves, write_report
+from .runner import (EvalOptions, Prepared, add_implicit_reward, add_reward_model_scores, compare,
+                     example_rows, highlights, score_model, summarize)
+
+log = logging.getLogger("tunesmith")
+
+
+def run_eval(target: str, data_path: str | None = None, *, model: str | None = None,
+             compare_with: list[str] | tuple = (), options: EvalOptions | None = None,
+             out_dir: str | Path | None = None, limit: int | None = None, device: str = "auto",
+             reward_model: str | None = None) -> dict:
+    """Evaluate ``model`` (default: the run's ``final``) and every ``compare_with`` spec.
+
+    Args:
+        target: run config (YAML), run directory, or model / adapter folder.
+        data_path: held-out file; default the run config's ``data.eval``.
+        model / compare_with: model specs (see :mod:`.models`); the first is compared with each
+            of the others.
+        limit: evaluate only the first ``limit`` rows.
+        reward_model: a reward-model folder (``tunesmith.models.reward_model``) that scores the
+            generated replies and whose pairwise accuracy is reported on preference data.
+    """
+    options = options or EvalOptions()
+    ctx = resolve_target(target)
+    specs = [model or ctx.default_spec, *compare_with]
+    models = [resolve_spec(s, ctx) for s in specs]
+    _unique_names(models)
+    data_path = data_path or _config_eval_file(ctx)
+    data = load_eval_data(data_path, limit)
+    dev = resolve_device(device)
+    tokenizer = load_eval_tokenizer(ctx, models[0])
+    prep = Prepared(data, tokenizer, options)
+    log.info("eval: %d examples and %d preference pairs from %s; models: %s", len(data.items),
+             len(data.pairs), data_path, ", ".join(m.name for m in models))
+
+    all_scores, timings = [], {}
+    for m in models:
+        t0 = time.perf_counter()
+        lm = load_eval_model(m, ctx, dev)
+        all_scores.append(score_model(m.name, m.kind, lm, tokenizer, data, prep, options))
+        del lm
+        gc.collect()
+        timings[m.name] = time.perf_counter() - t0
+        log.info("eval: %s scored in %.1f s", m.name, timings[m.name])
+    notes = []
+    if data.pairs:
+        reference = _reference_scores(all_scores, ctx, tokenizer, data, prep, options, dev)
+        if reference is None:
+            notes.append("Implicit DPO reward accuracy needs the base model as reference; "
+                         "the base of this target is unknown.")
+        else:
+            for s in all_scores:
+                add_implicit_reward(s, reference)
+    rm_accuracy = None
+    if reward_model:
+        rm_accuracy = add_reward_model_scores(all_scores, data, _load_reward_model(reward_model, dev), tokenizer)
+
+    rows = example_rows(data, all_scores)
+    first = all_scores[0]
+    report = {
+        "title": f"Evaluation of {models[0].name} on {Path(data_path).name}",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "notes": notes,
+        "settings": {"target": str(target), "data": str(data_path), "examples": len(data.items),
+                     "pairs": len(data.pairs), "decoding": "greedy" if options.temperature == 0 else "sampling",
+                     "temperature": options.temperature, "top_p": options.top_p, "seed": options.seed,
+                     "max_new_tokens": options.max_new_tokens, "system": options.system,
+                     "bootstrap_resamples": options.n_resamples, "confidence": options.confidence,
+                     "device": str(dev)},
+        "models": [{"name": m.name, "kind": m.kind, "path": m.adapter or m.checkpoint or m.path,
+                    "seconds": round(timings[m.name], 2)} for m in models],
+        "metrics": {s.name: summarize(s, options) for s in all_scores},
+        "comparisons": [{"model": first.name, "baseline": s.name, "metrics": compare(first, s, options)}
+                        for s in all_scores[1:]],
+        "examples": rows,
+        "highlights": [{"model": first.name, "baseline": s.name, **highlights(rows, first.name, s.name)}
+                       for s in all_scores[1:]],
+        "training": training_curves(ctx.run_dir),
+    }
+    if rm_accuracy is not None:
+        report["reward_model"] = {"path": reward_model, "pairwise_accuracy": rm_accuracy}
+        report["notes"].append(f"Reward model {reward_model}: pairwise accuracy "
+                               f"{rm_accuracy['value']:.3f} [{rm_accuracy['low']:.3f}, {rm_accuracy['high']:.3f}] "
+                               f"on {rm_accuracy['n']} pairs.")
+    out = Path(out_dir) if out_dir else (ctx.run_dir / "eval" if ctx.run_dir else Path("eval"))
+    write_report(report, out)
+    _write_predictions(out / "predictions.jsonl", rows)
+    report["out_dir"] = str(out)
+    return report
+
+
+def _unique_names(models: list[EvalModel]) -> None:
+    seen = set()
+    for m in models:
+        if m.name in seen:
+            raise ConfigError(f"model '{m.name}' is named twice; compare different models")
+        seen.add(m.name)
+
+
+def _config_eval_file(ctx) -> str:
+    if ctx.config is not None and ctx.config.data.eval:
+        ev = ctx.config.data.eval
+        return ev if isinstance(ev, str) else ev[0]
+    raise ConfigError("no held-out data: pass --data FILE (the target names no data.eval)")
+
+
+def _reference_scores(all_scores, ctx, tokenizer, data, prep, options, dev):
+    """The base model's pair log-probs (the implicit reward's reference), reusing the base's
+    scores when it was evaluated, else loading it for the pairs only."""
+    for s in all_scores:
+        if s.kind == "base":
+            return s
+    if not ctx.base:
+        return None
+    from dataclasses import replace
+
+    lm = load_eval_model(EvalModel("base", "base", ctx.base), ctx, dev)
+    quick = replace(options, generate=False, likelihood=False)
+    ref = score_model("base", "base", lm, tokenizer, data, prep, quick)
+    del lm
+    gc.collect()
+    return ref
+
+
+def _load_reward_model(path: str, dev: torch.device):
+    try:
+        from ..models.reward_model import load_reward_model
+    except ImportError:
+        raise ConfigError("--reward-model needs tunesmith.models.reward_model, which this "
+                          "installation does not have") from None
+    return load_reward_model(path, device=str(dev))
+
+
+def _write_predictions(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, default=str) + "\n")

@@ -1,0 +1,270 @@
+"""Score models on one held-out set and compare them: the engine of ``tunesmith eval``.
+
+For every model the runner collects *per-example* values of every metric (a series aligned
+with the data), then aggregates each series (weighted mean, bootstrap interval) and compares
+the first model with each other one (paired bootstrap interval of the difference, win / tie /
+loss per example). See :mod:`.stats` for the statistics and :mod:`.scorers` for the metrics.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from ..data.render import Renderer
+from ..models.generate import generate_ids, prompt_token_ids
+from .data import EvalData, pair_examples
+from .likelihood import example_losses
+from .scorers import GENERATION_METRICS, ScoringOptions, score_prediction
+from .stats import bootstrap_ci, paired_bootstrap, safe_exp, win_tie_loss
+
+log = logging.getLogger("tunesmith")
+
+# metric -> (label, higher is better); generation metrics come from the scorers.
+METRICS = {
+    "loss": ("loss (nats/token)", False),
+    "perplexity": ("perplexity", False),
+    "token_accuracy": ("token accuracy", True),
+    **GENERATION_METRICS,
+    "logp_pref_accuracy": ("preference accuracy (log p chosen > rejected)", True),
+    "reward_accuracy": ("implicit DPO reward accuracy", True),
+    "reward_margin": ("implicit reward margin (log-ratio, β=1)", True),
+    "rm_score": ("reward-model score of the reply", True),
+}
+# Which metric picks the examples shown as largest improvements / regressions (first present).
+HIGHLIGHT_ORDER = ("keywords", "json_schema_valid", "regex", "rouge_l", "token_f1", "exact_match",
+                   "json_valid", "loss")
+
+
+def metric_info(name: str) -> tuple[str, bool]:
+    if name.startswith("scorer:"):
+        return f"scorer {name[7:]}", True
+    return METRICS.get(name, (name, True))
+
+
+@dataclass
+class EvalOptions:
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    batch_size: int = 8
+    max_length: int = 1024
+    likelihood: bool = True
+    generate: bool = True
+    system: str | None = None
+    scoring: ScoringOptions = field(default_factory=ScoringOptions)
+    n_resamples: int = 2000
+    confidence: float = 0.95
+
+
+@dataclass
+class Series:
+    """Per-example values of one metric (None where it does not apply) and optional weights."""
+
+    values: list
+    weights: list | None = None
+    transform: object = None
+
+
+@dataclass
+class ModelScores:
+    name: str
+    kind: str
+    series: dict[str, Series] = field(default_factory=dict)
+    predictions: list[dict | None] = field(default_factory=list)
+    pair_logps: list[tuple[float, float]] = field(default_factory=list)
+
+
+class Prepared:
+    """The data rendered once for every model: likelihood renderings, prompt ids, pair renderings."""
+
+    def __init__(self, data: EvalData, tokenizer, options: EvalOptions):
+        renderer = Renderer(tokenizer, max_length=options.max_length, template_name="the evaluation tokenizer")
+        with_example = [i for i, it in enumerate(data.items) if it.example is not None]
+        rendered = renderer.render_many([data.items[i].example for i in with_example]) if with_example else []
+        self.rendered = [None] * len(data.items)
+        for i, r in zip(with_example, rendered):
+            self.rendered[i] = r
+        self.prompts = [None if it.prompt is None else
+                        prompt_token_ids(tokenizer, it.prompt, options.system,
+                                         templated=not isinstance(it.prompt, str) or it.example is None)
+                        for it in data.items]
+        self.pairs = []
+        for pair in data.pairs:
+            self.pairs.extend(renderer.render_many(list(pair_examples(pair))))
+
+
+def score_model(name: str, kind: str, model, tokenizer, data: EvalData, prep: Prepared,
+                options: EvalOptions) -> ModelScores:
+    """Every per-example series for one loaded model."""
+    scores = ModelScores(name, kind)
+    n = len(data.items)
+    if options.likelihood and any(r is not None for r in prep.rendered):
+        idx = [i for i, r in enumerate(prep.rendered) if r is not None]
+        losses = example_losses(model, [prep.rendered[i] for i in idx], chunk_size=1024)
+        per = [None] * n
+        for i, value in zip(idx, losses):
+            per[i] = value
+        weights = [p["n_tokens"] if p else 0 for p in per]
+        mean_loss = [p["loss_sum"] / p["n_tokens"] if p else None for p in per]
+        scores.series["loss"] = Series(mean_loss, weights)
+        scores.series["perplexity"] = Series(mean_loss, weights, safe_exp)
+        scores.series["token_accuracy"] = Series([p["correct"] / p["n_tokens"] if p else None for p in per], weights)
+    gen_idx = [i for i, p in enumerate(prep.prompts) if p is not None]
+    scores.predictions = [None] * n
+    if options.generate and gen_idx:
+        replies = generate_ids(model, tokenizer, [prep.prompts[i] for i in gen_idx],
+                               max_new_tokens=options.max_new_tokens, temperature=options.temperature,
+                               top_p=options.top_p, seed=options.seed, batch_size=options.batch_size)
+        per_metric: dict[str, list] = {}
+        for i, reply in zip(gen_idx, replies):
+            values = score_prediction(reply["text"], data.items[i].target, options.scoring)
+            scores.predictions[i] = {**reply, "scores": values}
+            for metric, value in values.items():
+                per_metric.setdefault(metric, [None] * n)[i] = value
+        for metric, values in per_metric.items():
+            scores.series[metric] = Series(values)
+    if prep.pairs:
+        losses = example_losses(model, prep.pairs)
+        # log p(continuation | prompt) = -(summed CE of its tokens); chosen / rejected alternate.
+        logps = [-(x["loss_sum"]) if x else float("nan") for x in losses]
+        scores.pair_logps = list(zip(logps[0::2], logps[1::2]))
+        scores.series["logp_pref_accuracy"] = Series([float(c > r) for c, r in scores.pair_logps])
+    return scores
+
+
+def add_implicit_reward(scores: ModelScores, reference: ModelScores) -> None:
+    """Implicit DPO reward (Rafailov et al. 2023, eq. 5, with β = 1):
+    ``r(x, y) = log π(y|x) - log π_ref(y|x)``; a pair is ranked right when
+    ``r(x, y_chosen) > r(x, y_rejected)``. The reference is the base model."""
+    if not scores.pair_logps or scores is reference:
+        return
+    margins = [(c - rc) - (r - rr) for (c, r), (rc, rr) in zip(scores.pair_logps, reference.pair_logps)]
+    scores.series["reward_margin"] = Series(margins)
+    scores.series["reward_accuracy"] = Series([float(m > 0) for m in margins])
+
+
+def add_reward_model_scores(all_scores: list[ModelScores], data: EvalData, reward_model, tokenizer) -> dict | None:
+    """Explicit reward model: the score of each model's replies (``rm_score``) and the reward
+    model's own pairwise accuracy on preference pairs (returned, it does not depend on the
+    evaluated models)."""
+    from ..models.reward_model import score as rm_score
+
+    rm, rm_tok = reward_model
+    for s in all_scores:
+        idx = [i for i, p in enumerate(s.predictions) if p is not None]
+        if not idx:
+            continue
+        convs = [_as_messages(data.items[i].prompt) + [{"role": "assistant", "content": s.predictions[i]["text"]}]
+                 for i in idx]
+        values = [None] * len(s.predictions)
+        for i, v in zip(idx, rm_score(rm, rm_tok, convs)):
+            values[i] = float(v)
+        s.series["rm_score"] = Series(values)
+    if not data.pairs:
+        return None
+    chosen = rm_score(rm, rm_tok, [p.prompt + p.chosen for p in data.pairs])
+    rejected = rm_score(rm, rm_tok, [p.prompt + p.rejected for p in data.pairs])
+    correct = [float(c > r) for c, r in zip(chosen, rejected)]
+    return bootstrap_ci(correct)
+
+
+def _as_messages(prompt) -> list[dict]:
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+
+
+# ---- aggregation and comparison ---------------------------------------------------------------
+
+
+def _present(series: Series) -> tuple[list[int], list[float], list[float] | None]:
+    idx = [i for i, v in enumerate(series.values) if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    weights = None if series.weights is None else [series.weights[i] for i in idx]
+    return idx, [series.values[i] for i in idx], weights
+
+
+def summarize(scores: ModelScores, options: EvalOptions) -> dict:
+    """metric -> {"value", "low", "high", "n"} for one model."""
+    out = {}
+    for metric, series in scores.series.items():
+        _, values, weights = _present(series)
+        if values:
+            out[metric] = bootstrap_ci(values, weights=weights, transform=series.transform,
+                                       n_resamples=options.n_resamples, confidence=options.confidence,
+                                       seed=options.seed)
+    return out
+
+
+def compare(a: ModelScores, b: ModelScores, options: EvalOptions) -> dict:
+    """metric -> paired difference ``a - b`` with interval and win/tie/loss (a's view)."""
+    out = {}
+    for metric, sa in a.series.items():
+        sb = b.series.get(metric)
+        if sb is None:
+            continue
+        idx = [i for i in _present(sa)[0] if i < len(sb.values) and sb.values[i] is not None]
+        if not idx:
+            continue
+        va, vb = [sa.values[i] for i in idx], [sb.values[i] for i in idx]
+        weights = None if sa.weights is None else [sa.weights[i] for i in idx]
+        res = paired_bootstrap(va, vb, weights=weights, transform=sa.transform,
+                               n_resamples=options.n_resamples, confidence=options.confidence,
+                               seed=options.seed)
+        res.update(win_tie_loss(va, vb, higher_is_better=metric_info(metric)[1]))
+        out[metric] = res
+    return out
+
+
+def example_rows(data: EvalData, all_scores: list[ModelScores]) -> list[dict]:
+    """One row per generation / likelihood example: prompt, reference, each model's reply and scores."""
+    rows = []
+    for i, item in enumerate(data.items):
+        row = {"source": item.source, "prompt": _prompt_text(item.prompt), "reference": item.target.get("reference"),
+               "answers": {}, "scores": {}}
+        for s in all_scores:
+            pred = s.predictions[i] if i < len(s.predictions) else None
+            if pred is not None:
+                row["answers"][s.name] = pred["text"]
+            row["scores"][s.name] = {m: ser.values[i] for m, ser in s.series.items()
+                                     if i < len(ser.values) and ser.values[i] is not None}
+        rows.append(row)
+    return rows
+
+
+def _prompt_text(prompt) -> str | None:
+    if prompt is None or isinstance(prompt, str):
+        return prompt
+    return "\n".join(f"{m['role']}: {m.get('content') or ''}" for m in prompt)
+
+
+def highlights(rows: list[dict], a: str, b: str, k: int = 5) -> dict:
+    """The ``k`` examples where ``a`` gained most over ``b`` and the ``k`` where it lost most, by
+    the first metric of :data:`HIGHLIGHT_ORDER` both have (ties broken by ROUGE-L, then loss)."""
+    metric = next((m for m in HIGHLIGHT_ORDER
+                   if any(m in r["scores"].get(a, {}) and m in r["scores"].get(b, {}) for r in rows)), None)
+    if metric is None:
+        return {"metric": None, "improvements": [], "regressions": []}
+    sign = 1.0 if metric_info(metric)[1] else -1.0
+
+    def delta(r, m):
+        sa, sb = r["scores"].get(a, {}), r["scores"].get(b, {})
+        if m not in sa or m not in sb:
+            return 0.0
+        return (sa[m] - sb[m]) * (1.0 if metric_info(m)[1] else -1.0)
+
+    scored = [(sign * (r["scores"][a][metric] - r["scores"][b][metric]), delta(r, "rouge_l"), delta(r, "loss"), i)
+              for i, r in enumerate(rows) if metric in r["scores"].get(a, {}) and metric in r["scores"].get(b, {})]
+    best = sorted((s for s in scored if (s[0], s[1], s[2]) > (0, 0, 0)), reverse=True)[:k]
+    worst = sorted(s for s in scored if (s[0], s[1], s[2]) < (0, 0, 0))[:k]
+    return {"metric": metric, "improvements": [s[3] for s in best], "regressions": [s[3] for s in worst]}
+
+
+def free(model) -> None:
+    del model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

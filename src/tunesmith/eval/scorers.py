@@ -1,0 +1,253 @@
+"""Generation scorers: each turns (prediction, reference fields) into a score in [0, 1].
+
+Every scorer is a pure function of strings. Which scorers apply to an example depends only on
+the example (a reference answer, ``keywords``, a ``regex``, a JSON schema …), never on the
+model, so two models are always scored on the same examples and can be compared pairwise.
+
+Normalisation for ``normalized_exact_match`` and ``token_f1`` follows the SQuAD v1.1 evaluation
+script (Rajpurkar et al., 2016): lower-case, drop punctuation, drop the articles a/an/the,
+collapse whitespace. ROUGE-L is the LCS-based F-measure of Lin (2004), "ROUGE: A Package for
+Automatic Evaluation of Summaries", section 3.1, with beta = 1, over whitespace tokens of the
+lower-cased texts.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import re
+import string
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import ConfigError
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = set(string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD normalisation: lower case, no punctuation, no articles, single spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCT)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def exact_match(prediction: str, reference: str) -> float:
+    """1.0 when the texts are equal after stripping surrounding whitespace."""
+    return float(prediction.strip() == reference.strip())
+
+
+def normalized_exact_match(prediction: str, reference: str) -> float:
+    """1.0 when the texts are equal after :func:`normalize_answer`."""
+    return float(normalize_answer(prediction) == normalize_answer(reference))
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    """SQuAD token F1: harmonic mean of precision and recall of the normalised token bags.
+
+    ``common = |bag(pred) ∩ bag(ref)|``; ``P = common/|pred|``, ``R = common/|ref|``,
+    ``F1 = 2PR/(P+R)``. Two empty texts score 1, one empty text scores 0.
+    """
+    pred, ref = normalize_answer(prediction).split(), normalize_answer(reference).split()
+    if not pred or not ref:
+        return float(pred == ref)
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def lcs_length(a: list[str], b: list[str]) -> int:
+    """Length of the longest common subsequence of two token lists (O(len a · len b))."""
+    if len(a) < len(b):
+        a, b = b, a
+    row = [0] * (len(b) + 1)
+    for x in a:
+        prev_diag = 0
+        for j, y in enumerate(b, start=1):
+            keep = row[j]
+            row[j] = prev_diag + 1 if x == y else max(row[j], row[j - 1])
+            prev_diag = keep
+    return row[-1]
+
+
+def _rouge_tokens(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def rouge_l(prediction: str, reference: str) -> float:
+    """ROUGE-L F-measure (Lin 2004, eq. 2-4 with beta = 1) over lower-cased word tokens.
+
+    ``R = LCS/|ref|``, ``P = LCS/|pred|``, ``F = 2PR/(P+R)``.
+    """
+    pred, ref = _rouge_tokens(prediction), _rouge_tokens(reference)
+    if not pred or not ref:
+        return float(pred == ref)
+    lcs = lcs_length(pred, ref)
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(pred), lcs / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def contains_all(prediction: str, keywords: list[str]) -> float:
+    """1.0 when every keyword occurs in the prediction (case-insensitive substring)."""
+    text = prediction.lower()
+    return float(all(str(k).lower() in text for k in keywords))
+
+
+def regex_match(prediction: str, pattern: str) -> float:
+    """1.0 when ``re.search(pattern, prediction)`` finds a match."""
+    return float(re.search(pattern, prediction) is not None)
+
+
+def parse_json(prediction: str) -> tuple[bool, Any]:
+    """(is valid JSON, value). The whole reply must be one JSON document (surrounding
+    whitespace allowed); prose around it makes it invalid, as a program reading it would see."""
+    try:
+        return True, json.loads(prediction.strip())
+    except ValueError:
+        return False, None
+
+
+def json_valid(prediction: str) -> float:
+    return float(parse_json(prediction)[0])
+
+
+def json_schema_valid(prediction: str, schema: dict) -> float:
+    """1.0 when the reply is JSON and validates against ``schema`` (JSON Schema, any draft
+    the ``jsonschema`` package knows; the draft is taken from ``$schema``)."""
+    ok, value = parse_json(prediction)
+    if not ok:
+        return 0.0
+    validator = _validator(schema)
+    return float(validator.is_valid(value))
+
+
+def _validator(schema: dict):
+    try:
+        import jsonschema
+    except ImportError:
+        raise ConfigError("JSON-schema scoring needs the jsonschema package: "
+                          "pip install 'tunesmith[eval]'") from None
+    cls = jsonschema.validators.validator_for(schema)
+    try:
+        cls.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise ConfigError(f"invalid JSON schema: {exc.message}") from None
+    return cls(schema)
+
+
+# ---- user scorers ---------------------------------------------------------------------------
+
+
+def load_user_scorer(spec: str) -> Callable[[str, dict], float]:
+    """``module:function`` or ``path/to/file.py:function`` -> the function.
+
+    The function is called as ``function(prediction: str, example: dict) -> float`` with the
+    example's fields (``reference``, ``keywords`` and any other field of the row) and must return
+    a number in [0, 1]. The module is the operator's own code named on the command line; a bare
+    module name is imported with the current directory on ``sys.path``.
+    """
+    module_name, sep, func_name = spec.rpartition(":")
+    if not sep or not module_name or not func_name:
+        raise ConfigError(f"scorer '{spec}' must look like module:function or file.py:function")
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name)
+            if not path.is_file():
+                raise ConfigError(f"scorer file not found: {module_name}")
+            loader_spec = importlib.util.spec_from_file_location(f"tunesmith_scorer_{path.stem}", path)
+            module = importlib.util.module_from_spec(loader_spec)
+            loader_spec.loader.exec_module(module)
+        else:
+            if "" not in sys.path and str(Path.cwd()) not in sys.path:
+                sys.path.insert(0, str(Path.cwd()))
+            module = importlib.import_module(module_name)
+    except ConfigError:
+        raise
+    except Exception as exc:  # the user's module failed to import: say which and why
+        raise ConfigError(f"scorer '{spec}': could not load {module_name}: {type(exc).__name__}: {exc}") from None
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise ConfigError(f"scorer '{spec}': {module_name} has no function '{func_name}'")
+    return func
+
+
+def call_user_scorer(name: str, func: Callable, prediction: str, example: dict) -> float:
+    """Call a user scorer and check that it returned a number in [0, 1]."""
+    value = func(prediction, example)
+    if isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise ConfigError(f"scorer '{name}' returned {value!r} for {example.get('source', 'an example')}; "
+                          "a scorer must return a number in [0, 1]")
+    return float(value)
+
+
+# ---- which scorers apply --------------------------------------------------------------------
+
+
+@dataclass
+class ScoringOptions:
+    """Scorers chosen on the command line (per-example fields add to these)."""
+
+    regex: str | None = None
+    json_schema: dict | None = None
+    check_json: bool = False
+    user_scorers: dict[str, Callable] = field(default_factory=dict)
+
+
+# metric name -> (label for reports, higher is better)
+GENERATION_METRICS = {
+    "exact_match": ("exact match", True),
+    "normalized_exact_match": ("normalised exact match", True),
+    "token_f1": ("token F1", True),
+    "rouge_l": ("ROUGE-L", True),
+    "keywords": ("contains all keywords", True),
+    "regex": ("regex match", True),
+    "json_valid": ("valid JSON", True),
+    "json_schema_valid": ("valid against JSON schema", True),
+}
+
+
+def _looks_like_json(reference: str | None) -> bool:
+    if not reference or reference.strip()[:1] not in ("{", "["):
+        return False
+    return parse_json(reference)[0]
+
+
+def score_prediction(prediction: str, target: dict, options: ScoringOptions) -> dict[str, float]:
+    """Every applicable generation metric for one reply.
+
+    ``target`` holds the example's ``reference`` (str or None), optional ``keywords`` (list),
+    ``regex`` (str), ``json_schema`` (dict) and the rest of the row's fields (for user scorers).
+    JSON validity is scored when asked for (``options.check_json``), when a schema is given, or
+    when the reference itself is a JSON object or array.
+    """
+    out: dict[str, float] = {}
+    reference = target.get("reference")
+    if isinstance(reference, str):
+        out["exact_match"] = exact_match(prediction, reference)
+        out["normalized_exact_match"] = normalized_exact_match(prediction, reference)
+        out["token_f1"] = token_f1(prediction, reference)
+        out["rouge_l"] = rouge_l(prediction, reference)
+    keywords = target.get("keywords")
+    if keywords:
+        out["keywords"] = contains_all(prediction, keywords)
+    pattern = target.get("regex") or options.regex
+    if pattern:
+        out["regex"] = regex_match(prediction, pattern)
+    schema = target.get("json_schema") or options.json_schema
+    if options.check_json or schema is not None or _looks_like_json(reference):
+        out["json_valid"] = json_valid(prediction)
+    if schema is not None:
+        out["json_schema_valid"] = json_schema_valid(prediction, schema)
+    for name, func in options.user_scorers.items():
+        out[f"scorer:{name}"] = call_user_scorer(name, func, prediction, target)
+    return out
