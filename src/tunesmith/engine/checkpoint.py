@@ -103,6 +103,10 @@ def load_checkpoint(path: Path) -> dict:
 
 def restore_trainable(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
     """Copy saved trainable tensors into the model's parameters, checking names and shapes."""
+    from torch.distributed.tensor import DTensor
+
+    from .distributed import shard_like
+
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     missing = sorted(set(params) - set(tensors))
     unexpected = sorted(set(tensors) - set(params))
@@ -115,4 +119,7 @@ def restore_trainable(model: torch.nn.Module, tensors: dict[str, torch.Tensor], 
             if t.shape != p.shape:
                 raise CheckpointError(f"checkpoint {source}: '{name}' has shape {tuple(t.shape)}, "
                                       f"the model expects {tuple(p.shape)}")
-            p.copy_(t.to(p.device, p.dtype))
+            if isinstance(p, DTensor):
+                p.copy_(shard_like(t, p))  # this rank's shard of an FSDP parameter
+            else:
+                p.copy_(t.to(p.device, p.dtype))
