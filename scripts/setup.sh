@@ -28,3 +28,10 @@ if [ "${CI:-}" = "true" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
     || echo "setup.sh: could not install postgresql; its store tests will be skipped" >&2
 fi
+# The evaluation report's screenshot test renders report.html in headless Chromium (Debian's
+# package, ~30 s to install); without it that one test skips with a reason.
+if [ "${CI:-}" = "true" ] && ! command -v chromium >/dev/null 2>&1 \
+   && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
+    || echo "setup.sh: could not install chromium; the report screenshot test will be skipped" >&2
+fi

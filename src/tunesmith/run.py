@@ -150,6 +150,11 @@ def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None =
                       eval_units=data.eval_units, cfg=cfg.train, out_dir=out, device=device,
                       dtype=dtype, state_extra=state_extra)
 
+    if cfg.train.eval_generate:
+        from .eval.training import attach_generation_eval
+
+        attach_generation_eval(trainer, cfg, tokenizer, out)
+
     # The resolved config: every default filled in, every "auto" replaced by what was chosen.
     cfg.train.device, cfg.train.dtype = device.type, dtype
     if cfg.train.warmup_steps is None:
@@ -191,6 +196,9 @@ def train(config: RunConfig | dict | str | Path, overrides: list[str] | None = N
     save_final(model, run.tokenizer, out / "final", cfg)
     run_info["result"] = {k: v for k, v in asdict(result).items() if k != "history"}
     (out / "run.json").write_text(json.dumps(run_info, indent=1), encoding="utf-8")
+    from .eval.training import write_run_report
+
+    write_run_report(out, trainer)
     log.info("done: final loss %.4f%s; result in %s", result.final_loss or float("nan"),
              f", eval loss {result.eval_loss:.4f}" if result.eval_loss is not None else "", out / "final")
     return result

@@ -214,6 +214,11 @@ def _validate_rest(config: RunConfig) -> None:
         raise ConfigError("config: 'adapter.r' must be >= 1 and 'adapter.alpha' > 0")
     if not 0 <= a.dropout < 1:
         raise ConfigError("config: 'adapter.dropout' must be in [0, 1)")
+    if t.eval_generate < 0:
+        raise ConfigError(f"config: 'train.eval_generate' must be >= 0, got {t.eval_generate}")
+    if t.eval_generate and config.method != "sft":
+        raise ConfigError("config: 'train.eval_generate' needs method sft (prompts with reference "
+                          f"answers); this run is {config.method}")
     if t.save_every < 0 or t.eval_every < 0 or t.keep_last < 1:
         raise ConfigError("config: 'train.save_every'/'eval_every' must be >= 0 and 'keep_last' >= 1")
     if t.cpu_offload and (t.parallel != "fsdp" or t.device == "cpu"):

@@ -102,6 +102,9 @@ class TrainConfig:
     """Held-out loss every N optimizer steps (0: only at the end)."""
     eval_at_start: bool = False
     """Also evaluate the untrained model first (logged as step 0): the baseline to beat."""
+    eval_generate: int = 0
+    """At each evaluation also answer the first N held-out prompts (greedy) and log generation
+    metrics (exact match, token F1, ROUGE-L, keywords …) as eval_gen_*; method sft only."""
     log_every: int = 1
     gradient_checkpointing: bool = False
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"

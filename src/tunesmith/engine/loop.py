@@ -85,6 +85,8 @@ class Trainer:
             self.optimizer, lambda s: lr_multiplier(s, total=self.total_steps, warmup=self.warmup,
                                                     kind=cfg.scheduler, min_ratio=cfg.min_lr_ratio))
         self._epoch_cache: dict[int, list[list[int]]] = {}
+        # (model, step) -> extra eval metrics, e.g. generation metrics (tunesmith.eval.training)
+        self.eval_hook: Callable | None = None
 
     # -- data stream ------------------------------------------------------------------------
     def _micro_batch(self, g: int) -> list[int]:
@@ -147,7 +149,7 @@ class Trainer:
         return row
 
     @torch.no_grad()
-    def evaluate(self) -> dict:
+    def evaluate(self, step: int | None = None) -> dict:
         """Loss and method metrics averaged over all held-out units, keys prefixed ``eval_``."""
         if not self.eval_units:
             return {}
@@ -170,6 +172,8 @@ class Trainer:
             out["eval_ppl"] = math.exp(min(mean, 50.0))
         out.update({f"eval_{k}": v for k, v in self.parts.summarize(sums, n).items()})
         out["eval_tokens"] = n
+        if self.eval_hook is not None:
+            out.update(self.eval_hook(self.model, step))
         return out
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -206,7 +210,7 @@ class Trainer:
         progress = Progress(self.total_steps, start, cfg.progress, cfg.log_every)
         history, last_eval, first_step_s = [], None, None
         if cfg.eval_at_start and start == 0 and self.eval_units:
-            baseline = {"step": 0, **self.evaluate()}
+            baseline = {"step": 0, **self.evaluate(0)}
             sink.write(baseline)
             history.append(baseline)
             progress.note(f"step 0: {_eval_text(baseline)}")
@@ -218,7 +222,7 @@ class Trainer:
                 done = row["step"]
                 is_last = done == self.total_steps
                 if self.eval_units and ((cfg.eval_every and done % cfg.eval_every == 0) or is_last):
-                    ev = self.evaluate()
+                    ev = self.evaluate(done)
                     row.update(ev)
                     last_eval = ev.get("eval_loss")
                     progress.note(f"step {done}: {_eval_text(ev)}")

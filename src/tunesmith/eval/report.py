@@ -264,34 +264,46 @@ def _charts_section(report: dict) -> str:
 def _is_unit_metric(metric: str) -> bool:
     return metric in ("token_accuracy", "exact_match", "normalized_exact_match", "token_f1", "rouge_l",
                       "keywords", "regex", "json_valid", "json_schema_valid", "logp_pref_accuracy",
-                      "reward_accuracy") or metric.startswith("scorer:")
+                      "reward_accuracy", "eval_accuracy") or metric.startswith("scorer:")
 
 
 def _bar_chart(plt, report: dict, models: list[str], metrics: list[str], ylabel: str) -> str:
+    """Bars of every model per metric with their bootstrap intervals as error bars. Metrics on
+    a 0-1 scale share one axis; others (loss, perplexity …) get an axis each."""
     import numpy as np
 
     colours = ["#dd8452", "#4c72b0", "#55a868", "#c44e52", "#8172b3", "#937860"]
     # Baseline first (left) reads as "before -> after".
     order = models[1:] + models[:1]
     width = 0.8 / len(order)
-    x = np.arange(len(metrics))
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(metrics) + 2), 3.6))
-    for k, name in enumerate(order):
-        vals, lows, highs = [], [], []
-        for m in metrics:
-            d = report["metrics"].get(name, {}).get(m) or {}
-            v = d.get("value")
-            vals.append(np.nan if v is None else v)
-            lo, hi = d.get("low"), d.get("high")
-            lows.append(0 if lo is None or v is None else max(v - lo, 0))
-            highs.append(0 if hi is None or v is None else max(hi - v, 0))
-        ax.bar(x + (k - (len(order) - 1) / 2) * width, vals, width, yerr=[lows, highs], capsize=3,
-               label=name, color=colours[k % len(colours)])
-    ax.set_xticks(x)
-    ax.set_xticklabels([metric_info(m)[0] for m in metrics], rotation=20, ha="right")
-    ax.set_ylabel(ylabel)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend()
+    shared = ylabel.startswith("score")
+    panels = [metrics] if shared else [[m] for m in metrics]
+    if shared:
+        fig, axes = plt.subplots(figsize=(max(5.0, 1.3 * len(metrics) + 2), 3.6))
+        axes = [axes]
+    else:
+        fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels) + 0.5, 3.2), squeeze=False)
+        axes = list(axes[0])
+    for ax, group in zip(axes, panels):
+        x = np.arange(len(group))
+        for k, name in enumerate(order):
+            vals, lows, highs = [], [], []
+            for m in group:
+                d = report["metrics"].get(name, {}).get(m) or {}
+                v = d.get("value")
+                vals.append(np.nan if v is None else v)
+                lo, hi = d.get("low"), d.get("high")
+                lows.append(0 if lo is None or v is None else max(v - lo, 0))
+                highs.append(0 if hi is None or v is None else max(hi - v, 0))
+            ax.bar(x + (k - (len(order) - 1) / 2) * width, vals, width, yerr=[lows, highs], capsize=3,
+                   label=name, color=colours[k % len(colours)])
+        ax.set_xticks(x)
+        ax.set_xticklabels([metric_info(m)[0] for m in group], rotation=20 if shared else 0,
+                           ha="right" if shared else "center")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel(ylabel)
+    axes[0].legend()
+    fig.tight_layout()
     return _png(fig)
 
 

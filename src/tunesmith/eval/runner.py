@@ -34,6 +34,10 @@ METRICS = {
     "reward_accuracy": ("implicit DPO reward accuracy", True),
     "reward_margin": ("implicit reward margin (log-ratio, β=1)", True),
     "rm_score": ("reward-model score of the reply", True),
+    # the engine's held-out numbers, as the end-of-run report shows them
+    "eval_loss": ("eval loss (nats/token)", False),
+    "eval_ppl": ("eval perplexity", False),
+    "eval_accuracy": ("eval token accuracy", True),
 }
 # Which metric picks the examples shown as largest improvements / regressions (first present).
 HIGHLIGHT_ORDER = ("keywords", "json_schema_valid", "regex", "rouge_l", "token_f1", "exact_match",

@@ -1,0 +1,107 @@
+"""``tunesmith eval CONFIG_OR_RUN --data heldout.jsonl [--compare base]`` (see docs/evaluation.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def add_eval_command(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "eval", help="held-out loss, generation metrics, model comparison with intervals, HTML report")
+    p.add_argument("target", metavar="CONFIG_OR_RUN",
+                   help="run config (.yaml), run directory, or a model / adapter folder")
+    p.add_argument("--data", help="held-out file (default: the run's data.eval)")
+    p.add_argument("--model", help="what to evaluate: final (default for a run), latest, step-N, base, or a folder")
+    p.add_argument("--compare", action="append", default=[], metavar="SPEC",
+                   help="compare with another model: base, final, latest, step-N or a folder (repeatable)")
+    p.add_argument("--out", help="report folder (default RUN/eval)")
+    p.add_argument("--limit", type=int, help="evaluate the first N rows only")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0, help="sampling and bootstrap seed (recorded in the report)")
+    p.add_argument("--batch-size", type=int, default=8, help="prompts generated together")
+    p.add_argument("--max-length", type=int, default=1024, help="truncate scored examples to this many tokens")
+    p.add_argument("--system", help="system prompt added to prompts that have none")
+    p.add_argument("--no-generate", action="store_true", help="likelihood metrics only")
+    p.add_argument("--regex", help="score replies by re.search(REGEX, reply)")
+    p.add_argument("--json", action="store_true", dest="check_json", help="score whether replies are valid JSON")
+    p.add_argument("--json-schema", help="JSON Schema file replies must validate against")
+    p.add_argument("--scorer", action="append", default=[], metavar="MODULE:FUNCTION",
+                   help="user scorer fn(prediction, example) -> float in [0, 1] (repeatable)")
+    p.add_argument("--reward-model", help="reward-model folder: scores replies, pairwise accuracy on pairs")
+    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.set_defaults(func=_cmd_eval)
+
+
+def _options(args):
+    from .errors import ConfigError
+    from .eval.runner import EvalOptions
+    from .eval.scorers import ScoringOptions, load_user_scorer
+
+    schema = None
+    if args.json_schema:
+        path = Path(args.json_schema)
+        if not path.is_file():
+            raise ConfigError(f"--json-schema: file not found: {path}")
+        try:
+            schema = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ConfigError(f"--json-schema {path}: not valid JSON: {exc}") from None
+    if args.regex:
+        import re
+
+        try:
+            re.compile(args.regex)
+        except re.error as exc:
+            raise ConfigError(f"--regex: not a valid regular expression: {exc}") from None
+    scorers = {spec.rpartition(":")[2]: load_user_scorer(spec) for spec in args.scorer}
+    for name, value in (("--max-new-tokens", args.max_new_tokens), ("--batch-size", args.batch_size),
+                        ("--max-length", args.max_length), ("--resamples", args.resamples)):
+        if value < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}")
+    return EvalOptions(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                       seed=args.seed, batch_size=args.batch_size, max_length=args.max_length,
+                       generate=not args.no_generate, system=args.system, n_resamples=args.resamples,
+                       scoring=ScoringOptions(regex=args.regex, json_schema=schema,
+                                              check_json=args.check_json, user_scorers=scorers))
+
+
+def _cmd_eval(args) -> int:
+    from .eval.evaluate import run_eval
+    from .run import setup_logging
+
+    setup_logging()
+    report = run_eval(args.target, args.data, model=args.model, compare_with=args.compare,
+                      options=_options(args), out_dir=args.out, limit=args.limit, device=args.device,
+                      reward_model=args.reward_model)
+    print(summary_table(report))
+    print(f"report: {Path(report['out_dir']) / 'report.html'} (numbers in report.json)")
+    return 0
+
+
+def summary_table(report: dict) -> str:
+    """The metric table as plain text: one row per metric, one column per model, then the
+    difference of the first model from each other one with its interval and win/tie/loss."""
+    from .eval.report import fmt
+    from .eval.runner import metric_info
+
+    models = [m["name"] for m in report["models"]]
+    metrics = []
+    for per in report["metrics"].values():
+        metrics += [m for m in per if m not in metrics]
+    header = ["metric", *models] + [f"{c['model']} - {c['baseline']} [95% CI]  w/t/l" for c in report["comparisons"]]
+    lines = [header]
+    for metric in metrics:
+        row = [metric_info(metric)[0]]
+        row += [fmt(report["metrics"][n].get(metric, {}).get("value")) for n in models]
+        for c in report["comparisons"]:
+            d = c["metrics"].get(metric)
+            row.append("–" if d is None else
+                       f"{fmt(d['diff'])} [{fmt(d['low'])}, {fmt(d['high'])}]  {d['win']}/{d['tie']}/{d['loss']}")
+        lines.append(row)
+    widths = [max(len(str(r[i])) for r in lines) for i in range(len(header))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in lines)
