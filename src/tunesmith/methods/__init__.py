@@ -9,6 +9,7 @@ import importlib
 
 # config ``method:`` value -> module in this package
 METHODS = {"sft": "sft", "pretrain": "sft", "grpo": "grpo"}
+METHODS["distill"] = "distill"
 
 
 def get_method(name: str):
