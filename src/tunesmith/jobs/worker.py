@@ -154,9 +154,11 @@ class Worker:
 
     # -- training -------------------------------------------------------------------------------------
     def _fail(self, job: dict, code: str, message: str, param: str | None) -> None:
+        # OpenAI leaves finished_at null when a job fails validation; a training failure sets it.
+        finished = None if job["status"] == "validating_files" else now()
         updated = self.store.update_job(job["id"], expect_status=("validating_files", "queued", "running"),
                                         status="failed", error={"code": code, "message": message, "param": param},
-                                        finished_at=now())
+                                        finished_at=finished)
         if updated is not None:
             self.store.add_event(job["id"], message, level="error",
                                  data={"error_code": code, "error_param": param})

@@ -1,0 +1,164 @@
+"""Jobs that really train (tiny Llama, a worker thread, ``python -m tunesmith train``
+subprocesses), driven through the official SDK: the status machine and its event texts, metrics
+events, checkpoints, the results CSV, ft: models answering chat, validation failures, and
+pause / resume / cancel of a running job."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+
+import openai
+import pytest
+
+from jobs_harness import Service, chat_rows, jsonl_bytes, wait_for, wait_status
+
+pytest.importorskip("fastapi")
+FT = re.compile(r"^ft:[^:]+:[^:]+:[^:]*:[A-Za-z0-9]{8}$")
+DONE = ("succeeded", "failed", "cancelled")
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory, tiny_model_dir):
+    s = Service(tmp_path_factory.mktemp("life"), {"tiny": tiny_model_dir}, poll_interval=0.2,
+                train_overrides=["train.max_length=128"])
+    s.start_worker()
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def client(svc):
+    return svc.client()
+
+
+def _upload(client, rows, name="train.jsonl"):
+    return client.files.create(file=(name, jsonl_bytes(rows), "application/jsonl"), purpose="fine-tune")
+
+
+def _events(client, job_id):
+    return list(client.fine_tuning.jobs.list_events(job_id, limit=100))
+
+
+def test_a_job_trains_end_to_end(svc, client):
+    train, valid = _upload(client, chat_rows(12, seed=1)), _upload(client, chat_rows(10, seed=2), "v.jsonl")
+    job = client.fine_tuning.jobs.create(model="tiny", training_file=train.id, validation_file=valid.id,
+                                         suffix="colors", method={"type": "supervised", "supervised": {
+                                             "hyperparameters": {"n_epochs": 2, "batch_size": 4}}})
+    done = wait_status(client, job.id, DONE)
+    assert done.status == "succeeded", done.error
+    assert FT.match(done.fine_tuned_model) and done.fine_tuned_model.startswith("ft:tiny:personal:colors:")
+    assert done.finished_at >= done.created_at and isinstance(done.trained_tokens, int) and done.trained_tokens > 0
+    h = done.method.supervised.hyperparameters
+    assert (h.n_epochs, h.batch_size, h.learning_rate_multiplier) == (2, 4, 1.0)
+    assert done.hyperparameters.model_dump() == h.model_dump()
+
+    events = _events(client, job.id)[::-1]  # oldest first
+    texts = [e.message for e in events if e.type == "message"]
+    assert texts[:4] == [f"Created fine-tuning job: {job.id}",
+                         f"Validating training file: {train.id} and validation file: {valid.id}",
+                         "Files validated, moving job to queued state", "Fine-tuning job started"]
+    assert texts[-2:] == [f"New fine-tuned model created: {done.fine_tuned_model}", "The job has successfully completed"]
+    metrics = [e for e in events if e.type == "metrics"]
+    steps_per_epoch = 3  # ceil(12 / 4)
+    assert [e.data["step"] for e in metrics] == list(range(1, 2 * steps_per_epoch + 1))
+    assert all(e.data["total_steps"] == 6 for e in metrics)
+    assert metrics[0].message.startswith("Step 1/6: training loss=")
+    assert "validation loss=" in metrics[2].message and "valid_loss" in metrics[2].data  # end of epoch 1
+
+    rows = list(csv.reader(io.StringIO(client.files.content(done.result_files[0]).read().decode())))
+    assert rows[0] == ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
+    assert [int(r[0]) for r in rows[1:]] == list(range(1, 7))
+    for r, e in zip(rows[1:], metrics):
+        assert abs(float(r[1]) - e.data["train_loss"]) < 1e-6
+    assert rows[3][3] != "" and rows[1][3] == ""
+    assert client.files.retrieve(done.result_files[0]).purpose == "fine-tune-results"
+
+    ckpts = list(client.fine_tuning.jobs.checkpoints.list(job.id))
+    assert [c.step_number for c in ckpts] == [6, 3]  # one per epoch, newest first
+    for c in ckpts:
+        assert c.fine_tuned_model_checkpoint == f"{done.fine_tuned_model}:ckpt-step-{c.step_number}"
+        assert set(c.metrics.model_dump()) == {"step", "train_loss", "train_mean_token_accuracy", "valid_loss",
+                                               "valid_mean_token_accuracy", "full_valid_loss",
+                                               "full_valid_mean_token_accuracy"}
+        assert c.metrics.valid_loss is not None and c.fine_tuning_job_id == job.id
+
+    assert done.fine_tuned_model in [m.id for m in client.models.list()]
+    reply = client.chat.completions.create(model=done.fine_tuned_model, max_tokens=4,
+                                           messages=[{"role": "user", "content": "what color is the sky?"}])
+    assert reply.model == done.fine_tuned_model and reply.choices[0].message.role == "assistant"
+    assert reply.usage.completion_tokens <= 4
+    text = client.completions.create(model=ckpts[1].fine_tuned_model_checkpoint, prompt="the sky", max_tokens=3)
+    assert text.object == "text_completion" and text.model.endswith(":ckpt-step-3")
+    with pytest.raises(openai.NotFoundError):  # project B cannot use A's model
+        svc.client(svc.key_b).chat.completions.create(model=done.fine_tuned_model,
+                                                      messages=[{"role": "user", "content": "hi"}])
+    assert client.models.delete(done.fine_tuned_model).deleted is True
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model=done.fine_tuned_model, messages=[{"role": "user", "content": "hi"}])
+    assert done.fine_tuned_model not in [m.id for m in client.models.list()]
+    with pytest.raises(openai.BadRequestError):  # a finished job cannot be paused
+        client.fine_tuning.jobs.pause(job.id)
+
+
+def test_too_few_examples_fail_validation_with_openais_error(client):
+    job = client.fine_tuning.jobs.create(model="tiny", training_file=_upload(client, chat_rows(9)).id)
+    done = wait_status(client, job.id, DONE)
+    assert done.status == "failed" and done.finished_at is None and done.fine_tuned_model is None
+    assert (done.error.code, done.error.param, done.error.message) == (
+        "invalid_n_examples", "training_file", "Training file has 9 example(s), but must have at least 10 examples")
+    last = _events(client, job.id)[0]
+    assert last.level == "error" and last.data == {"error_code": "invalid_n_examples", "error_param": "training_file"}
+
+
+@pytest.mark.parametrize("bad, which, where", [
+    ({"messages": [{"role": "bot", "content": "hi"}, {"role": "assistant", "content": "yo"}]}, "training",
+     "Example 3, message 1"),
+    ("not json", "training", "Example 3 cannot be parsed"),
+    ({"messages": [{"role": "user", "content": "hi", "weight": 1}, {"role": "assistant", "content": "yo"}]},
+     "validation", 'Example 3, message 1 contains an extra "weight"'),
+])
+def test_malformed_lines_fail_with_a_1_based_example(client, bad, which, where):
+    rows = chat_rows(12)
+    broken = [*rows[:2], bad, *rows[3:]]
+    body = b"".join((r if isinstance(r, str) else __import__("json").dumps(r)).encode() + b"\n" for r in broken)
+    good = _upload(client, rows)
+    bad_file = client.files.create(file=("x.jsonl", body, "application/jsonl"), purpose="fine-tune")
+    kwargs = {"training_file": bad_file.id} if which == "training" else {"training_file": good.id,
+                                                                          "validation_file": bad_file.id}
+    done = wait_status(client, client.fine_tuning.jobs.create(model="tiny", **kwargs).id, DONE)
+    assert done.status == "failed" and done.error.code == "invalid_file_format"
+    assert done.error.param == f"{which}_file"
+    assert done.error.message.startswith(f"The job failed due to a file format error in the {which} file. "
+                                         "Invalid file format. ")
+    assert where in done.error.message
+
+
+def test_pause_resume_and_cancel_a_running_job(svc, client):
+    train = _upload(client, chat_rows(12, seed=5))
+    hyper = {"n_epochs": 3, "batch_size": 1}
+    job = client.fine_tuning.jobs.create(model="tiny", training_file=train.id, method={
+        "type": "supervised", "supervised": {"hyperparameters": hyper}})
+    wait_for(lambda: any(e.type == "metrics" for e in _events(client, job.id)), 180, 0.1, "first step")
+    assert client.fine_tuning.jobs.pause(job.id).status == "paused"
+    # the training process is stopped and the lease released within seconds
+    wait_for(lambda: svc.store.get_job(None, job.id)["worker_id"] is None, 15, 0.1, "worker to let go")
+    paused_at = svc.store.get_job(None, job.id)["last_step"]
+    assert paused_at < 36 and client.fine_tuning.jobs.retrieve(job.id).status == "paused"
+    assert client.fine_tuning.jobs.resume(job.id).status == "queued"
+    done = wait_status(client, job.id, DONE, timeout=300)
+    assert done.status == "succeeded"
+    steps = [e.data["step"] for e in _events(client, job.id) if e.type == "metrics"]
+    assert sorted(steps) == list(range(1, 37))  # 3 epochs x 12 steps, each reported once
+
+    job2 = client.fine_tuning.jobs.create(model="tiny", training_file=train.id, method={
+        "type": "supervised", "supervised": {"hyperparameters": hyper}})
+    wait_for(lambda: any(e.type == "metrics" for e in _events(client, job2.id)), 180, 0.1, "first step")
+    cancelled = client.fine_tuning.jobs.cancel(job2.id)
+    assert cancelled.status == "cancelled" and cancelled.finished_at is not None
+    wait_for(lambda: svc.store.get_job(None, job2.id)["worker_id"] is None, 15, 0.1, "worker to let go")
+    final = client.fine_tuning.jobs.retrieve(job2.id)
+    assert final.status == "cancelled" and final.fine_tuned_model is None
+    assert svc.store.get_job(None, job2.id)["last_step"] < 36
+    assert client.fine_tuning.jobs.cancel(job2.id).status == "cancelled"
