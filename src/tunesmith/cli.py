@@ -130,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serve_command(sub)
 
+    from .cli_export import add_export_command
+
+    add_export_command(sub)
+
     from .cli_server import add_server_commands
 
     add_server_commands(sub)

@@ -1,0 +1,274 @@
+"""Write a merged Hugging Face model folder as a GGUF file for llama.cpp / Ollama, then verify it.
+
+Covers the Llama, Mistral and Qwen2 families with byte-level BPE tokenizers (GPT-2, Llama-3 and
+Qwen2 pre-tokenizers). Conventions follow llama.cpp's own converter (``convert_hf_to_gguf.py``
+and ``conversion/llama.py``, ``conversion/qwen.py`` in the llama.cpp tree):
+
+* Mistral is written as architecture ``llama``; Qwen2 as ``qwen2``.
+* For ``llama`` the Q and K projection rows are permuted (``permute`` below): Hugging Face
+  checkpoints store rotary pairs as (first half, second half) of each head, llama.cpp's ``llama``
+  rope kernel expects interleaved pairs, so the converter undoes HF's permutation. Qwen2 uses
+  the NEOX (half-split) rope in llama.cpp and is written unpermuted.
+* tensor names come from ``gguf.get_tensor_name_map`` (the gguf package's HF -> GGUF map);
+  the vocabulary as in ``get_vocab_base``; merges, special ids and the chat template via
+  ``gguf.SpecialVocab``; the end-of-turn id as ``tokenizer.ggml.eot_token_id``.
+* ``f16``: 2-D weights in float16, 1-D (norms, biases) in float32. ``q8_0``: 2-D weights whose
+  rows are a multiple of 32 in Q8_0 (blocks of 32 int8 with one f16 scale), others as for f16.
+
+``verify_gguf`` reads the file back with ``gguf.GGUFReader`` and checks every tensor name and
+shape, and every dequantised value against the source within the format's rounding bound:
+f16 (10-bit mantissa): |err| <= |w| * 2^-11 + 2^-25; Q8_0 with block scale d = max|w_block|/127:
+|err| <= d/2 (rounding to an integer step) + 127 * d * 2^-11 (the scale itself rounded to f16),
+checked as 0.6 * d + 1e-7 per block.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ModelError
+
+ARCHES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
+QUANTS = ("f16", "q8_0")
+_LLAMA3_REGEX = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+"
+                 "[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
+_QWEN2_REGEX = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*"
+                "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
+
+
+def permute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """HF rotary layout -> llama.cpp's: rows of each head reordered (pairs interleaved).
+
+    ``w``: [n_head * head_dim, in]; within a head, row ``j`` of the first half and row ``j`` of
+    the second half become rows ``2j`` and ``2j+1`` (llama.cpp ``LlamaModel.permute``).
+    """
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def pre_tokenizer_name(tokenizer_json: dict) -> str:
+    """llama.cpp's name for the tokenizer's pre-tokenizer (its split regex), or ModelError."""
+    pre = tokenizer_json.get("pre_tokenizer") or {}
+    if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
+        return "gpt-2"
+    if pre.get("type") == "Sequence":
+        parts = pre.get("pretokenizers", [])
+        splits = [p for p in parts if p.get("type") == "Split"]
+        if len(splits) == 1 and any(p.get("type") == "ByteLevel" and not p.get("use_regex", True) for p in parts):
+            regex = splits[0].get("pattern", {}).get("Regex")
+            if regex == _LLAMA3_REGEX:
+                return "llama-bpe"
+            if regex == _QWEN2_REGEX:
+                return "qwen2"
+    raise ModelError("GGUF export: the tokenizer's pre-tokenizer is not one llama.cpp is known to match "
+                     f"(supported: GPT-2 byte-level, Llama-3, Qwen2); got {json.dumps(pre)[:200]}")
+
+
+def _vocab(tokenizer, vocab_size: int) -> tuple[list[str], list[int]]:
+    """Token strings and types, as llama.cpp's ``get_vocab_base`` builds them."""
+    import gguf
+
+    reverse = {i: t for t, i in tokenizer.get_vocab().items()}
+    added = tokenizer.get_added_vocab()
+    decoder = tokenizer.added_tokens_decoder
+    tokens, types = [], []
+    for i in range(vocab_size):
+        if i not in reverse:
+            tokens.append(f"[PAD{i}]")
+            types.append(gguf.TokenType.UNUSED)
+            continue
+        token = reverse[i]
+        if token in added:
+            types.append(gguf.TokenType.CONTROL if decoder[i].special else gguf.TokenType.USER_DEFINED)
+        else:
+            types.append(gguf.TokenType.NORMAL)
+        tokens.append(token)
+    return tokens, types
+
+
+def load_state(model_dir: Path) -> dict[str, np.ndarray]:
+    """Every tensor of the folder's safetensors files as float32 numpy arrays."""
+    from safetensors.torch import load_file
+
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise ModelError(f"{model_dir}: no .safetensors weights")
+    state = {}
+    for f in files:
+        state.update({k: v.float().numpy() for k, v in load_file(str(f)).items()})
+    return state
+
+
+def planned_tensors(model_dir: Path, config: dict) -> list[tuple[str, np.ndarray]]:
+    """[(gguf name, float32 array in llama.cpp's layout)] in writing order."""
+    import gguf
+
+    arch = ARCHES[config["architectures"][0]]
+    n_layers = config["num_hidden_layers"]
+    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA if arch == "llama" else gguf.MODEL_ARCH.QWEN2,
+                                        n_layers)
+    n_head = config["num_attention_heads"]
+    n_kv = config.get("num_key_value_heads") or n_head
+    out = []
+    for hf_name, w in load_state(model_dir).items():
+        if hf_name == "lm_head.weight" and config.get("tie_word_embeddings"):
+            continue  # llama.cpp reuses token_embd when output.weight is absent
+        if hf_name.endswith("rotary_emb.inv_freq"):
+            continue
+        name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if name is None:
+            raise ModelError(f"GGUF export: no llama.cpp name for tensor {hf_name}")
+        if arch == "llama" and hf_name.endswith("self_attn.q_proj.weight"):
+            w = permute(w, n_head)
+        elif arch == "llama" and hf_name.endswith("self_attn.k_proj.weight"):
+            w = permute(w, n_kv)
+        out.append((name, np.ascontiguousarray(w)))
+    return out
+
+
+def _qtype(w: np.ndarray, quant: str):
+    import gguf
+
+    if w.ndim == 1:
+        return gguf.GGMLQuantizationType.F32
+    if quant == "q8_0" and w.shape[-1] % 32 == 0:
+        return gguf.GGMLQuantizationType.Q8_0
+    return gguf.GGMLQuantizationType.F16
+
+
+def write_gguf(model_dir: str, out_file: str, *, quant: str = "f16", name: str | None = None) -> dict:
+    """Convert the HF folder ``model_dir`` to ``out_file``; returns the verification report."""
+    import gguf
+
+    from ..models.load import load_tokenizer
+    from ..models.template import stop_token_ids
+
+    if quant not in QUANTS:
+        raise ModelError(f"GGUF export: quant must be one of {', '.join(QUANTS)}, got {quant!r}")
+    src = Path(model_dir)
+    config = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    hf_arch = (config.get("architectures") or ["?"])[0]
+    if hf_arch not in ARCHES:
+        raise ModelError(f"GGUF export supports {', '.join(ARCHES)}; {src} is {hf_arch}")
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    if rope.get("rope_type", rope.get("type", "default")) not in ("default", None):
+        raise ModelError(f"GGUF export: rope scaling {rope.get('rope_type')} is not exported yet")
+    arch = ARCHES[hf_arch]
+    tokenizer = load_tokenizer(str(src))
+    pre = pre_tokenizer_name(json.loads((src / "tokenizer.json").read_text(encoding="utf-8")))
+    vocab_size = config["vocab_size"]
+    n_head = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or config["hidden_size"] // n_head
+
+    out = Path(out_file)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    writer = gguf.GGUFWriter(str(tmp), arch)
+    writer.add_name(name or src.name)
+    writer.add_context_length(config["max_position_embeddings"])
+    writer.add_embedding_length(config["hidden_size"])
+    writer.add_block_count(config["num_hidden_layers"])
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(config.get("num_key_value_heads") or n_head)
+    writer.add_rope_freq_base(float(rope.get("rope_theta", config.get("rope_theta", 10000.0))))
+    writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    writer.add_rope_dimension_count(head_dim)
+    if head_dim != config["hidden_size"] // n_head:
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
+    writer.add_vocab_size(vocab_size)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if quant == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0)
+
+    tokens, types = _vocab(tokenizer, vocab_size)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre)
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    special = gguf.SpecialVocab(src, load_merges=True, n_vocab=vocab_size)
+    if special.chat_template is None and getattr(tokenizer, "chat_template", None):
+        special.chat_template = tokenizer.chat_template
+    special.add_to_gguf(writer, quiet=True)
+    stops = stop_token_ids(tokenizer)
+    eot = stops[0] if stops else None
+    if eot is not None and "eot" not in special.special_token_ids:
+        writer.add_eot_token_id(eot)
+
+    expected = planned_tensors(src, config)
+    for tname, w in expected:
+        qtype = _qtype(w, quant)
+        if qtype == gguf.GGMLQuantizationType.F32:
+            writer.add_tensor(tname, w.astype(np.float32))
+        elif qtype == gguf.GGMLQuantizationType.F16:
+            writer.add_tensor(tname, w.astype(np.float16))
+        else:
+            writer.add_tensor(tname, gguf.quants.quantize(w, qtype), raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+    report = verify_gguf(str(tmp), expected, tokens=tokens, chat_template=getattr(tokenizer, "chat_template", None),
+                         eot=eot)
+    tmp.replace(out)
+    report.update({"file": str(out), "quant": quant, "arch": arch, "pre_tokenizer": pre,
+                   "bytes": out.stat().st_size})
+    return report
+
+
+def _field(reader, key: str):
+    field = reader.fields.get(key)
+    return None if field is None else field.contents()
+
+
+def verify_gguf(path: str, expected: list[tuple[str, np.ndarray]], *, tokens: list[str] | None = None,
+                chat_template: str | None = None, eot: int | None = None) -> dict:
+    """Read ``path`` back; raise ModelError unless names, shapes, values and metadata match."""
+    import gguf
+
+    reader = gguf.GGUFReader(path)
+    got = {t.name: t for t in reader.tensors}
+    names = [n for n, _ in expected]
+    if sorted(got) != sorted(names):
+        raise ModelError(f"GGUF verification: tensor names differ: missing {sorted(set(names) - set(got))}, "
+                         f"unexpected {sorted(set(got) - set(names))}")
+    worst = {"f16_rel": 0.0, "q8_0_ratio": 0.0, "f32_abs": 0.0}
+    for name, w in expected:
+        t = got[name]
+        shape = tuple(int(x) for x in reversed(t.shape))  # GGUF lists dimensions innermost first
+        if shape != w.shape:
+            raise ModelError(f"GGUF verification: {name} has shape {shape}, expected {w.shape}")
+        deq = gguf.quants.dequantize(t.data, t.tensor_type).reshape(w.shape).astype(np.float32)
+        err = np.abs(deq - w)
+        if t.tensor_type == gguf.GGMLQuantizationType.F32:
+            ok, worst["f32_abs"] = bool((err == 0).all()), max(worst["f32_abs"], float(err.max()))
+        elif t.tensor_type == gguf.GGMLQuantizationType.F16:
+            bound = np.abs(w) * 2.0 ** -11 + 2.0 ** -25
+            ok = bool((err <= bound).all())
+            normal = np.abs(w) >= 2.0 ** -14  # relative error is meaningful in f16's normal range
+            if normal.any():
+                worst["f16_rel"] = max(worst["f16_rel"], float((err[normal] / np.abs(w[normal])).max()))
+        elif t.tensor_type == gguf.GGMLQuantizationType.Q8_0:
+            blocks = w.reshape(-1, 32)
+            d = np.abs(blocks).max(axis=1, keepdims=True) / 127
+            block_err = err.reshape(-1, 32)
+            ok = bool((block_err <= 0.6 * d + 1e-7).all())
+            worst["q8_0_ratio"] = max(worst["q8_0_ratio"], float((block_err / (d + 1e-12)).max()))
+        else:
+            ok = False
+        if not ok:
+            raise ModelError(f"GGUF verification: {name} ({t.tensor_type.name}) differs from the source weights "
+                             f"by up to {float(err.max()):.3g}, beyond the format's rounding bound")
+    if tokens is not None:
+        stored = _field(reader, "tokenizer.ggml.tokens")
+        if list(stored) != tokens:
+            raise ModelError("GGUF verification: the stored vocabulary differs from the tokenizer's")
+    if chat_template and _field(reader, "tokenizer.chat_template") != chat_template:
+        raise ModelError("GGUF verification: the stored chat template differs from the tokenizer's")
+    if eot is not None and _field(reader, "tokenizer.ggml.eot_token_id") != eot \
+            and _field(reader, "tokenizer.ggml.eos_token_id") != eot:
+        raise ModelError("GGUF verification: the end-of-turn token id is missing")
+    return {"tensors": len(expected), "max_f16_relative_error": worst["f16_rel"],
+            "max_q8_0_error_in_block_steps": worst["q8_0_ratio"]}
