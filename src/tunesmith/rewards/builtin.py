@@ -33,11 +33,13 @@ def exact_match(spec, where: str):
 
     The answer is the whole completion, or with ``pattern`` the first match's group 1 (the whole
     match when the pattern has no group; no match scores 0). Both sides are compared with
-    whitespace collapsed (and case-folded with ``ignore_case``). A reference may be a string, a
+    whitespace collapsed (with ``ignore_case``, case-folded, and the pattern matched
+    case-insensitively). A reference may be a string, a
     number, or a list of acceptable answers.
     """
     key = spec.field or "answer"
-    extract = _compile(spec.pattern, re.DOTALL, where) if spec.pattern else None
+    flags = re.DOTALL | (re.IGNORECASE if spec.ignore_case else 0)
+    extract = _compile(spec.pattern, flags, where) if spec.pattern else None
 
     def score(samples: list[Sample]) -> list[float]:
         out = []
