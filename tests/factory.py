@@ -102,3 +102,37 @@ def color_chats(n: int, seed: int = 0) -> list[dict]:
                   {"role": "assistant", "content": f"the {thing} is {COLORS[thing]}."}]
         rows.append({"messages": turns})
     return rows
+
+
+def preference_pairs(n: int, seed: int = 0, style: str = "messages") -> list[dict]:
+    """A learnable preference: the chosen answer starts with 'yes,', the rejected with 'no,'
+    (the rest of the answer is the same random sentence). ``style``: ``messages`` (prompt /
+    chosen / rejected message lists), ``strings`` (raw strings) or ``openai`` (OpenAI DPO rows)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        question = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8))) + "?"
+        body = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 6))) + "."
+        chosen, rejected = f"yes, {body}", f"no, {body}"
+        if style == "strings":
+            rows.append({"prompt": question + "\n", "chosen": chosen, "rejected": rejected})
+        elif style == "openai":
+            rows.append({"input": {"messages": [{"role": "user", "content": question}]},
+                         "preferred_output": [{"role": "assistant", "content": chosen}],
+                         "non_preferred_output": [{"role": "assistant", "content": rejected}]})
+        else:
+            rows.append({"prompt": [{"role": "user", "content": question}],
+                         "chosen": [{"role": "assistant", "content": chosen}],
+                         "rejected": [{"role": "assistant", "content": rejected}]})
+    return rows
+
+
+def kto_rows(n: int, seed: int = 0) -> list[dict]:
+    """The preference of :func:`preference_pairs` as unpaired KTO rows (half desirable)."""
+    rng = random.Random(seed)
+    rows = []
+    for pair in preference_pairs(n, seed):
+        good = rng.random() < 0.5
+        rows.append({"prompt": pair["prompt"], "completion": pair["chosen" if good else "rejected"],
+                     "label": good})
+    return rows

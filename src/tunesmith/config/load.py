@@ -194,8 +194,29 @@ def validate(config: RunConfig) -> None:
         raise ConfigError(f"config: 'train.lr' must be > 0, got {t.lr}")
 
 
+def _validate_preference(config: RunConfig) -> None:
+    pr = config.preference
+    if pr.beta != "auto" and pr.beta <= 0:
+        raise ConfigError(f"config: 'preference.beta' must be > 0 (or auto), got {pr.beta}")
+    if not 0 <= pr.label_smoothing < 0.5:
+        raise ConfigError("config: 'preference.label_smoothing' must be in [0, 0.5), got "
+                          f"{pr.label_smoothing}")
+    if pr.desirable_weight <= 0 or pr.undesirable_weight <= 0:
+        raise ConfigError("config: 'preference.desirable_weight' and 'undesirable_weight' must be > 0")
+    if config.model.attn_implementation != "auto":
+        # Pair rows keep the rejected answer from seeing the chosen one through tunesmith's
+        # varlen attention; stock SDPA/eager would attend across the whole row.
+        raise ConfigError(f"config: method {config.method} needs model.attn_implementation: auto "
+                          f"(got {config.model.attn_implementation!r})")
+    if config.method == "dpo" and pr.loss in ("simpo", "orpo") and pr.precompute_reference is True:
+        raise ConfigError(f"config: preference.loss {pr.loss} uses no reference model, so "
+                          "'preference.precompute_reference: true' has nothing to compute")
+
+
 def _validate_rest(config: RunConfig) -> None:
     t, a = config.train, config.adapter
+    if config.method in ("dpo", "kto", "reward"):
+        _validate_preference(config)
     if not config.model.path:
         raise ConfigError("config: 'model' is required (a local Hugging Face model folder)")
     if not config.data.train:

@@ -233,6 +233,31 @@ class GrpoConfig:
 
 
 @dataclass
+class PreferenceConfig:
+    """Preference tuning (``method: dpo``), KTO and reward models; see docs/preference.md."""
+
+    loss: Literal["sigmoid", "ipo", "hinge", "robust", "simpo", "orpo"] = "sigmoid"
+    """DPO-family loss (method dpo): sigmoid (DPO) | ipo | hinge (SLiC) | robust (rDPO) |
+    simpo (reference-free, length-normalised) | orpo (odds ratio + SFT term, no reference)."""
+    beta: Union[float, Literal["auto"]] = "auto"
+    """Strength of the implicit reward (DPO/KTO β, IPO τ, SimPO β, ORPO λ); auto: 0.1."""
+    gamma: float = 0.5
+    """SimPO target reward margin γ."""
+    label_smoothing: float = 0.0
+    """Assumed rate of flipped preference labels ε (sigmoid: conservative DPO; robust: rDPO)."""
+    precompute_reference: Union[bool, Literal["auto"]] = "auto"
+    """Compute the reference log-probs once before training (and cache them) instead of a
+    reference forward per step; auto: yes for full fine-tuning, no for adapters (whose
+    reference is the base with the adapter disabled)."""
+    reference_cache: str | None = None
+    """Folder for cached reference log-probs, keyed by content hash (default: output_dir)."""
+    desirable_weight: float = 1.0
+    """KTO λ_D: weight of desirable examples."""
+    undesirable_weight: float = 1.0
+    """KTO λ_U: weight of undesirable examples."""
+
+
+@dataclass
 class RunConfig:
     """A whole run. Sections: model, data, adapter, train; plus method and output_dir."""
 
@@ -244,4 +269,5 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     grpo: GrpoConfig = field(default_factory=GrpoConfig)
+    preference: PreferenceConfig = field(default_factory=PreferenceConfig)
     output_dir: str = "runs/run"

@@ -243,7 +243,7 @@ class PairRenderer:
         self.max_length = max_length
         self.name = template_name or getattr(tokenizer, "name_or_path", "") or "the tokenizer"
 
-    def _encode(self, text: str) -> list[int]:
+    def encode(self, text: str) -> list[int]:
         return self.tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids
 
     def ids(self, prompt, answers: list, tools, source: str) -> tuple[list[int], list[list[int]]]:
@@ -253,13 +253,13 @@ class PairRenderer:
             if isinstance(prompt, str):
                 bos = [tok.bos_token_id] if tok.bos_token_id is not None and getattr(tok, "add_bos_token", False) else []
                 eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
-                return bos + self._encode(prompt), [self._encode(a) + eos for a in answers]
+                return bos + self.encode(prompt), [self.encode(a) + eos for a in answers]
             prompt_text, conts = chat_texts(tok, prompt, answers, tools, self.name)
         except DataError as exc:
             path, _, line = source.rpartition(":")
             raise DataError(exc.bare_message, path=path, line=int(line) if line.isdigit() else None,
                             field=exc.field) from None
-        return self._encode(prompt_text), [self._encode(c) for c in conts]
+        return self.encode(prompt_text), [self.encode(c) for c in conts]
 
     def fit(self, prompt: list[int], first: list[int], second: list[int]):
         """Truncate so that prompt + each answer fits ``max_length``: the prompt keeps its last

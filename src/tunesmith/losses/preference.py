@@ -2,8 +2,9 @@
 
 Every function takes per-pair tensors ``[B]`` and returns ``(loss_sum, metrics)``: the *sum* of
 the per-pair losses (the engine divides by the number of pairs in the accumulation window)
-and summed metrics — ``correct`` (pairs whose chosen reward beats the rejected one; logged as
-``accuracy``), ``margin`` (chosen − rejected reward), ``rewards_chosen`` / ``rewards_rejected``
+and summed metrics — ``correct`` (pairs whose chosen reward beats the rejected one, a tie
+counting one half, so that an untrained policy — equal rewards — scores the chance level 0.5;
+logged as ``accuracy``), ``margin`` (chosen − rejected reward), ``rewards_chosen`` / ``rewards_rejected``
 and ``logps_chosen`` / ``logps_rejected`` (summed sequence log-probabilities of the policy).
 
 Notation: ``π_c, π_r`` policy log-probabilities of the chosen / rejected answer (sums over the
@@ -20,10 +21,15 @@ REFERENCE_FREE = ("simpo", "orpo")
 ALL_LOSSES = DPO_LOSSES + REFERENCE_FREE
 
 
+def pairwise_correct(better: torch.Tensor, worse: torch.Tensor) -> torch.Tensor:
+    """Summed pairwise accuracy: 1 where ``better > worse``, 0.5 on ties, else 0."""
+    return (better > worse).float().sum() + 0.5 * (better == worse).float().sum()
+
+
 def _metrics(reward_c: torch.Tensor, reward_r: torch.Tensor, logp_c: torch.Tensor,
              logp_r: torch.Tensor) -> dict:
     reward_c, reward_r = reward_c.detach(), reward_r.detach()
-    return {"correct": (reward_c > reward_r).sum(), "margin": (reward_c - reward_r).sum(),
+    return {"correct": pairwise_correct(reward_c, reward_r), "margin": (reward_c - reward_r).sum(),
             "rewards_chosen": reward_c.sum(), "rewards_rejected": reward_r.sum(),
             "logps_chosen": logp_c.detach().sum(), "logps_rejected": logp_r.detach().sum()}
 
@@ -109,7 +115,7 @@ def kto_loss(policy: torch.Tensor, ref: torch.Tensor, desirable: torch.Tensor, k
     scalar estimate of KL(π‖ρ), see the method), and
     desirable: ``λ_D (1 − σ(β(r − z₀)))``, undesirable: ``λ_U (1 − σ(β(z₀ − r)))``.
     ``desirable`` is a ``[B]`` bool mask. Metrics: ``correct`` counts desirable examples with
-    ``r > z₀`` and undesirable ones with ``r < z₀``; ``rewards_desirable`` /
+    ``r > z₀`` and undesirable ones with ``r < z₀`` (ties: one half); ``rewards_desirable`` /
     ``rewards_undesirable`` sum ``βr`` by label with counts ``n_desirable`` / ``n_undesirable``.
     """
     z0 = kl.detach().clamp(min=0)
@@ -119,7 +125,7 @@ def kto_loss(policy: torch.Tensor, ref: torch.Tensor, desirable: torch.Tensor, k
     margin = torch.where(desirable, r - z0, z0 - r)
     losses = weights * (1 - torch.sigmoid(beta * margin))
     rewards = (beta * r).detach()
-    metrics = {"correct": (margin.detach() > 0).sum(),
+    metrics = {"correct": pairwise_correct(margin.detach(), torch.zeros_like(margin)),
                "rewards_desirable": (rewards * d).sum(), "rewards_undesirable": (rewards * (1 - d)).sum(),
                "n_desirable": d.sum(), "n_undesirable": (1 - d).sum(),
                "logps": policy.detach().sum()}

@@ -9,6 +9,7 @@ import importlib
 
 # config ``method:`` value -> module in this package
 METHODS = {"sft": "sft", "pretrain": "sft", "grpo": "grpo"}
+METHODS.update(dpo="preference", kto="kto", reward="reward")
 METHODS["distill"] = "distill"
 
 

@@ -62,7 +62,8 @@ def reference_logps(model: nn.Module, batch: PairBatch, chunk_size: int = 1024,
     """
     if reference is not None:
         return sequence_logps(reference, batch, chunk_size)
-    disable = getattr(model, "disable_adapter", None)
+    peft_model = getattr(model, "module", model)  # a DistributedDataParallel wrapper holds it
+    disable = getattr(peft_model, "disable_adapter", None)
     if disable is None:
         raise RuntimeError("no reference: the model has no adapter to disable and no reference "
                            "copy or precomputed log-probs were given")

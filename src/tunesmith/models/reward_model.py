@@ -36,17 +36,28 @@ _HEAD_NAMES = ("score", "classifier")
 
 
 def conversation_ids(tokenizer, messages: list[dict], tools=None) -> list[int]:
-    """Token ids of a whole conversation rendered by the tokenizer's chat template.
+    """Token ids of a conversation exactly as ``method: reward`` trains on it.
 
-    Tokenised without adding special tokens (the template writes BOS itself where it wants
-    one) — the same convention as :class:`tunesmith.data.render.Renderer`.
+    The trailing assistant turn(s) are the answer: the rest is rendered with the generation
+    prompt and the answer is the template's continuation after it, trailing whitespace after
+    the end-of-turn marker dropped (:class:`tunesmith.data.preference.PairRenderer`). A
+    conversation that does not end with an assistant turn is rendered whole.
     """
+    from ..data.preference import PairRenderer
+
+    k = len(messages)
+    while k > 0 and messages[k - 1].get("role") == "assistant":
+        k -= 1
+    renderer = PairRenderer(tokenizer, max_length=1 << 30)
+    if 0 < k < len(messages):
+        prompt_ids, (answer_ids,) = renderer.ids(list(messages[:k]), [list(messages[k:])], tools,
+                                                 "conversation")
+        return prompt_ids + answer_ids
     try:
-        text = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False,
-                                             add_generation_prompt=False)
+        text = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False)
     except Exception as exc:
         raise ModelError(f"the chat template rejected a conversation: {exc}") from None
-    return tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids
+    return renderer.encode(text.rstrip(" \n") or text)
 
 
 def reward_head(model: nn.Module) -> nn.Module:

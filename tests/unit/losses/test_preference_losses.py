@@ -37,10 +37,10 @@ def test_dpo_sigmoid_value_and_gradient_sign():
 
 
 def test_dpo_sigmoid_at_zero_margin_is_log2_and_sums_over_pairs():
-    # h = 0 for both pairs: 2 · (−log σ(0)) = 2 log 2; neither pair "correct" (0 > 0 is false)
+    # h = 0 for both pairs: 2 · (−log σ(0)) = 2 log 2; two ties count one half each (chance level)
     loss, m = dpo_loss(t(-5.0, -7.0), t(-5.0, -7.0), t(-3.0, -1.0), t(-3.0, -1.0), beta=0.1)
     assert float(loss) == pytest.approx(2 * LOG2)
-    assert int(m["correct"]) == 0
+    assert float(m["correct"]) == 1.0
 
 
 def test_conservative_and_robust_dpo():

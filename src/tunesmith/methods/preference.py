@@ -1,0 +1,83 @@
+"""Preference tuning, ``method: dpo``: the DPO family on chosen / rejected pairs.
+
+``preference.loss`` picks the objective (see :mod:`tunesmith.losses.preference`): sigmoid (DPO,
+with ``label_smoothing`` conservative DPO), robust (rDPO), ipo, hinge — all against a frozen
+reference — and the reference-free simpo and orpo.
+
+Each pair is one row ``[prompt | chosen | rejected]`` in which the rejected answer attends to
+the prompt but not to the chosen one (:mod:`tunesmith.data.pair_collate`), so the prompt is
+encoded once per pair and nothing is padded. The reference model is, by default,
+
+- for adapters: the same model with its adapters disabled (PEFT ``disable_adapter()``), one
+  extra no-grad forward per step and no second copy in memory;
+- for full fine-tuning: the initial weights, scored once before training and cached by content
+  hash (:mod:`tunesmith.methods.reference`); ``precompute_reference: false`` keeps a frozen
+  copy in memory instead.
+
+The engine normalises by pairs: ``batch_count`` is the number of pairs in the batch.
+Logged per step: loss, accuracy (chosen reward > rejected), margin, rewards and log-probs of
+chosen and rejected answers (means over the pairs of the step).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..config import RunConfig
+from ..data.pair_collate import collate_pairs
+from ..data.preference import PairRenderer, render_pairs
+from ..losses.preference import dpo_loss, orpo_loss, simpo_loss
+from ..models.pair_forward import sequence_logps
+from .common import MethodParts, PreparedData
+from .reference import batch_reference, finish_prepare, pair_examples, reference_source, resolve_beta
+
+log = logging.getLogger("tunesmith")
+
+
+
+
+
+
+
+
+
+
+def prepare_data(config: RunConfig, tokenizer) -> PreparedData:
+    """Read, split and render preference pairs; precompute reference log-probs if wanted."""
+    resolve_beta(config)
+    train_ex, eval_ex = pair_examples(config)
+    renderer = PairRenderer(tokenizer, config.train.max_length,
+                            config.model.chat_template or config.model.tokenizer or config.model.path)
+    train, stats = render_pairs(renderer, train_ex)
+    evals, eval_stats = render_pairs(renderer, eval_ex)
+    if stats["identical"]:
+        log.warning("data: %d training pairs have identical chosen and rejected answers (they "
+                    "carry no preference signal)", stats["identical"])
+    return finish_prepare(config, train, evals, stats, eval_stats)
+
+
+
+
+
+
+
+
+def build(config: RunConfig, model=None, tokenizer=None) -> MethodParts:
+    pr = config.preference
+    beta, chunk = resolve_beta(config), config.train.loss_chunk_size
+    ref_model = reference_source(config, model) if model is not None else None
+
+    def loss_fn(model, batch):
+        logps = sequence_logps(model, batch, chunk)
+        chosen, rejected = logps[0::2], logps[1::2]
+        if pr.loss == "simpo":
+            return simpo_loss(chosen, rejected, batch.answer_tokens[0::2], batch.answer_tokens[1::2],
+                              beta=beta, gamma=pr.gamma)
+        if pr.loss == "orpo":
+            return orpo_loss(chosen, rejected, batch.answer_tokens[0::2], batch.answer_tokens[1::2], beta=beta)
+        ref = batch_reference(model, batch, chunk, ref_model)
+        return dpo_loss(chosen, rejected, ref[0::2], ref[1::2], beta=beta, loss=pr.loss,
+                        label_smoothing=pr.label_smoothing)
+
+    return MethodParts(loss_fn=loss_fn, collate=collate_pairs, batch_count=lambda b: b.n_items,
+                       item_tokens=lambda it: it.n_tokens, perplexity=False)
