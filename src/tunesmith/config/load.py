@@ -81,7 +81,7 @@ def _build(cls: type, raw: Any, where: str, prefix: str = ""):
         if keyword.iskeyword(key) and f"{key}_" in fields:
             key = f"{key}_"  # a keyword (``lambda``) names the field ``lambda_`` in Python
         if key not in fields:
-            raise ConfigError(_unknown_key_message(where, dotted, key, list(fields)))
+            raise ConfigError(_unknown_key_message(where, dotted, key, [_yaml_key(f) for f in fields]))
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             if isinstance(value, str) and key in _SHORTHANDS:
@@ -168,11 +168,14 @@ def config_to_dict(config: RunConfig) -> dict:
     return _yaml_names(dataclasses.asdict(config))
 
 
+def _yaml_key(name: str) -> str:
+    return name[:-1] if name.endswith("_") and keyword.iskeyword(name[:-1]) else name
+
+
 def _yaml_names(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
-    return {(k[:-1] if k.endswith("_") and keyword.iskeyword(k[:-1]) else k): _yaml_names(v)
-            for k, v in node.items()}
+    return {_yaml_key(k): _yaml_names(v) for k, v in node.items()}
 
 
 def dump_config(config: RunConfig, path: str | Path) -> None:
@@ -247,6 +250,8 @@ def _validate_rest(config: RunConfig) -> None:
                           "train.parallel: fsdp on a CUDA device")
     if config.method == "grpo":
         _validate_grpo(config)
+    if config.method == "distill":
+        _validate_distill(config.distill)
 
 
 _GRPO_REWARD_NEEDS = {"regex": "pattern", "python": "function", "reward_model": "model"}
@@ -274,8 +279,6 @@ def _validate_grpo(config: RunConfig) -> None:
         need = _GRPO_REWARD_NEEDS.get(r.type)
         if need and not getattr(r, need):
             raise ConfigError(f"config: 'grpo.rewards[{i}].{need}' is required for type {r.type}")
-    if config.method == "distill":
-        _validate_distill(config.distill)
 
 
 def _validate_distill(d) -> None:
