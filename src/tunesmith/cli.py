@@ -118,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_data_commands(sub)
 
+    from .cli_model import add_model_commands
+
+    add_model_commands(sub)
+
     from .cli_distill import add_distill_commands
 
     add_distill_commands(sub)

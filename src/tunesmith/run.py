@@ -18,6 +18,7 @@ from .config.auto import resolve_auto
 from .engine import checkpoint as ckpt
 from .engine.loop import Trainer, TrainResult
 from .engine.runtime import resolve_device, resolve_dtype, seed_everything
+from .models.memory import estimate_line
 
 log = logging.getLogger("tunesmith")
 
@@ -96,6 +97,7 @@ def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None =
     from .models.adapters import attach_adapter, linear_module_names, parameter_counts
     from .models.attention import register as register_attention
     from .models.load import load_causal_lm, load_tokenizer
+    from .models.quantize import quant_spec
 
     quiet_third_party()
     cfg = load_config(config, overrides)
@@ -121,10 +123,19 @@ def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None =
         log.info("auto hyperparameters for %d training sequences: %s", len(data.train),
                  ", ".join(f"{k}={v:g}" for k, v in chosen.items()))
     validate(cfg)
+    quant = quant_spec(cfg.model, cfg.adapter.type, device)
     if hasattr(method, "load_model"):
         model = method.load_model(cfg, device)
     else:
-        model = load_causal_lm(cfg.model.path, device=device, trust_remote_code=cfg.model.trust_remote_code)
+        model = load_causal_lm(cfg.model.path, device=device, trust_remote_code=cfg.model.trust_remote_code,
+                               quantization=quant)
+    if quant is not None and not hasattr(method, "load_model"):
+        from .models.quantize import dtype_name, prepare_for_training
+
+        log.info("base model quantised: %d linear layers, %s", prepare_for_training(model), quant.describe())
+        # The resolved config records what was loaded (qlora implies 4 bits; auto compute dtype).
+        cfg.model.load_in_4bit, cfg.model.load_in_8bit = quant.bits == 4, quant.bits == 8
+        cfg.model.compute_dtype = dtype_name(quant.compute_dtype)
     if cfg.model.attn_implementation == "auto":
         model.set_attn_implementation(register_attention())
     elif cfg.model.attn_implementation != "sdpa":
@@ -182,6 +193,7 @@ def train(config: RunConfig | dict | str | Path, overrides: list[str] | None = N
     dtype, device, data_stats = run_info["dtype"], run_info["device"], run_info["data"]
     log.info("model %s: %s trainable of %s parameters (%.2f%%), %s on %s",
              cfg.model.path, f"{trainable:,}", f"{total:,}", 100 * trainable / total, dtype, device)
+    log.info("%s", estimate_line(cfg, device))
     s = data_stats
     log.info("data: %d train sequences in %d rows (%d tokens, %d trained), %d eval sequences; %d steps",
              s["train_sequences"], s["train_rows"], s["train"]["tokens"], s["train"]["target_tokens"],

@@ -216,6 +216,22 @@ def _validate_preference(config: RunConfig) -> None:
                           "'preference.precompute_reference: true' has nothing to compute")
 
 
+def _validate_quantization(config: RunConfig) -> None:
+    """QLoRA / k-bit base: one bit width, an adapter on top, a CUDA-only optimizer named as such."""
+    m, a = config.model, config.adapter
+    if m.load_in_4bit and m.load_in_8bit:
+        raise ConfigError("config: 'model.load_in_4bit' and 'model.load_in_8bit' are exclusive; pick one")
+    if a.type == "qlora" and m.load_in_8bit:
+        raise ConfigError("config: 'adapter.type: qlora' trains on a 4-bit base; drop "
+                          "'model.load_in_8bit' (or use adapter.type: lora with it)")
+    if a.type == "none" and (m.load_in_4bit or m.load_in_8bit):
+        raise ConfigError("config: a quantised base (model.load_in_4bit / load_in_8bit) is frozen; "
+                          "train an adapter on it (adapter.type: qlora, lora or dora), not 'none'")
+    if config.train.optimizer == "paged_adamw_8bit" and config.train.device == "cpu":
+        raise ConfigError("config: 'train.optimizer: paged_adamw_8bit' pages optimizer state through "
+                          "CUDA unified memory and needs a GPU; on CPU use 'adamw_8bit' or 'adamw'")
+
+
 def _validate_rest(config: RunConfig) -> None:
     t, a = config.train, config.adapter
     if config.method in ("dpo", "kto", "reward"):
@@ -238,6 +254,7 @@ def _validate_rest(config: RunConfig) -> None:
         raise ConfigError("config: 'adapter.r' must be >= 1 and 'adapter.alpha' > 0")
     if not 0 <= a.dropout < 1:
         raise ConfigError("config: 'adapter.dropout' must be in [0, 1)")
+    _validate_quantization(config)
     if t.eval_generate < 0:
         raise ConfigError(f"config: 'train.eval_generate' must be >= 0, got {t.eval_generate}")
     if t.eval_generate and config.method != "sft":

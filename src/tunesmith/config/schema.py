@@ -26,6 +26,17 @@ class ModelConfig:
     """auto (tunesmith's padding-free varlen attention for training) | sdpa | eager."""
     trust_remote_code: bool = False
     """Never enabled implicitly; only from the operator's own config file."""
+    load_in_4bit: bool = False
+    """Quantise the base model's linear layers to 4 bits with bitsandbytes and train an adapter
+    on top (QLoRA; implied by ``adapter.type: qlora``). See docs/qlora.md."""
+    load_in_8bit: bool = False
+    """Quantise them to 8 bits (LLM.int8()) instead."""
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    """4-bit data type: nf4 (NormalFloat, Dettmers et al. 2023) | fp4."""
+    double_quant: bool = True
+    """Also quantise the 4-bit blocks' scale constants (about 0.4 bits/parameter less)."""
+    compute_dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """Dtype 4-bit weights are dequantised to for each matmul; auto: bf16 on CUDA, fp32 on CPU."""
 
 
 @dataclass
@@ -48,7 +59,8 @@ class DataConfig:
 class AdapterConfig:
     """Parameter-efficient adapter (PEFT LoRA / DoRA) or full fine-tuning (``type: none``)."""
 
-    type: Literal["lora", "dora", "none"] = "lora"
+    type: Literal["lora", "dora", "qlora", "none"] = "lora"
+    """lora | dora | qlora (LoRA on a 4-bit base: sets model.load_in_4bit) | none (full)."""
     r: int = 16
     alpha: float = 32.0
     dropout: float = 0.05
@@ -107,6 +119,9 @@ class TrainConfig:
     metrics (exact match, token F1, ROUGE-L, keywords …) as eval_gen_*; method sft only."""
     log_every: int = 1
     gradient_checkpointing: bool = False
+    optimizer: Literal["adamw", "adamw_8bit", "paged_adamw_8bit"] = "adamw"
+    """adamw (torch) | adamw_8bit (bitsandbytes 8-bit states, CPU or CUDA) | paged_adamw_8bit
+    (8-bit states in CUDA unified memory that pages out under pressure; CUDA only)."""
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """auto: bf16 autocast on CUDA with bf16 support, fp32 on CPU (bf16 is slower on CPUs without AMX)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"

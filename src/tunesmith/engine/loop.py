@@ -27,6 +27,7 @@ from ..config import TrainConfig
 from ..data.pack import micro_batches
 from ..models.adapters import trainable_state_dict
 from . import checkpoint as ckpt
+from .optimizers import make_optimizer
 from .parts import MethodParts
 from .metrics import MetricsFile, Progress, TensorBoardSink
 from .runtime import autocast, rng_state, set_rng_state
@@ -79,8 +80,7 @@ class Trainer:
         groups = [{"params": decay, "weight_decay": cfg.weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
         self.params = params
-        self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr,
-                                           betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
+        self.optimizer = make_optimizer([g for g in groups if g["params"]], cfg, device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_multiplier(s, total=self.total_steps, warmup=self.warmup,
                                                     kind=cfg.scheduler, min_ratio=cfg.min_lr_ratio))

@@ -3,6 +3,12 @@
 The merge runs in fp32. Before anything is written, logits of the merged model on probe
 prompts are compared with the adapter model's; if the largest absolute difference exceeds
 ``tolerance`` the merge fails and nothing is left in ``out``.
+
+An adapter trained on a quantised base (QLoRA, ``model.load_in_4bit`` / ``load_in_8bit``) was
+trained against the *dequantised* weights, so that is what it is merged into: the base is
+loaded quantised exactly as in training (the reference logits), its quantised layers are
+dequantised into an fp32 copy of the model, and the adapter is merged there in fp32. Nothing is
+re-quantised, and the result is a plain fp32 model.
 """
 
 from __future__ import annotations
@@ -28,9 +34,53 @@ def probe_batch(tokenizer) -> dict:
     return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
 
 
+def run_quantization(adapter: str):
+    """The :class:`QuantSpec` the run that produced ``adapter`` (``RUN/final``) trained with,
+    from its ``config.resolved.yaml``; None when unquantised or unknown."""
+    import yaml
+
+    from ..models.quantize import spec_from_dict
+
+    resolved = Path(adapter).parent / "config.resolved.yaml"
+    if Path(adapter).name != "final" or not resolved.is_file():
+        return None
+    try:
+        cfg = yaml.safe_load(resolved.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError:
+        return None
+    return spec_from_dict(cfg.get("model") if isinstance(cfg, dict) else None)
+
+
+def _merge_quantized(base_path: str, adapter: str, spec, batch):
+    """(reference logits of the adapter on the quantised base, merged fp32 model)."""
+    from peft import PeftModel
+
+    from ..models.load import load_causal_lm
+    from ..models.quantize import dequantize_into
+
+    quantized = load_causal_lm(base_path, dtype=torch.float32, quantization=spec)
+    reference = PeftModel.from_pretrained(quantized, adapter)
+    reference.eval()
+    with torch.no_grad():
+        expected = reference(**batch).logits.float()
+    full = load_causal_lm(base_path, dtype=torch.float32)
+    dequantize_into(reference.get_base_model(), full)
+    del reference, quantized
+    model = PeftModel.from_pretrained(full, adapter)
+    model.eval()
+    with torch.no_grad():
+        merged = model.merge_and_unload(safe_merge=True)
+    return expected, merged
+
+
 def merge_adapter(run_or_adapter: str, out: str, *, base: str | None = None,
-                  tolerance: float = 1e-3) -> dict:
-    """Write the merged model to ``out``; returns {'max_abs_diff', 'tolerance', ...}."""
+                  tolerance: float = 1e-3, quantization="auto") -> dict:
+    """Write the merged model to ``out``; returns {'max_abs_diff', 'tolerance', ...}.
+
+    ``quantization``: the base's quantisation during training — ``"auto"`` reads it from the
+    run's resolved config (``RUN/final`` adapters), a ``QuantSpec``, or None for a
+    full-precision base.
+    """
     from peft import PeftModel
 
     from ..models.generate import resolve_model_ref
@@ -43,17 +93,25 @@ def merge_adapter(run_or_adapter: str, out: str, *, base: str | None = None,
     if adapter is None:
         raise ModelError(f"{run_or_adapter} holds no adapter (no adapter_config.json); nothing to merge")
     tokenizer = load_tokenizer(adapter if Path(adapter, "tokenizer_config.json").is_file() else base_path)
-    model = PeftModel.from_pretrained(load_causal_lm(base_path, dtype=torch.float32), adapter)
-    model.eval()
     batch = probe_batch(tokenizer)
-    with torch.no_grad():
-        expected = model(**batch).logits
-        merged = model.merge_and_unload(safe_merge=True)
-        got = merged(**batch).logits
+    spec = run_quantization(adapter) if quantization == "auto" else quantization
+    if spec is not None:
+        expected, merged = _merge_quantized(base_path, adapter, spec, batch)
+        with torch.no_grad():
+            got = merged(**batch).logits
+    else:
+        model = PeftModel.from_pretrained(load_causal_lm(base_path, dtype=torch.float32), adapter)
+        model.eval()
+        with torch.no_grad():
+            expected = model(**batch).logits
+            merged = model.merge_and_unload(safe_merge=True)
+            got = merged(**batch).logits
     keep = batch["attention_mask"].bool()
     diff = float((expected - got).abs()[keep].max())
     report = {"base": base_path, "adapter": adapter, "max_abs_diff": diff, "tolerance": tolerance,
               "probe_tokens": int(keep.sum())}
+    if spec is not None:
+        report["dequantized_from"] = spec.describe()
     if not diff <= tolerance:
         raise TunesmithError(f"merge verification failed: merged logits differ from the adapter's by "
                              f"{diff:.3g} > tolerance {tolerance:g}; nothing was written")

@@ -63,8 +63,11 @@ def parameter_counts(model: nn.Module) -> tuple[int, int]:
         if id(p) in seen:
             continue
         seen.add(id(p))
-        total += p.numel()
-        trainable += p.numel() if p.requires_grad else 0
+        # A 4-bit weight packs two values per byte; count the weights, not the bytes.
+        state = getattr(p, "quant_state", None)
+        n = int(torch.Size(state.shape).numel()) if state is not None else p.numel()
+        total += n
+        trainable += n if p.requires_grad else 0
     return trainable, total
 
 

@@ -51,8 +51,12 @@ def load_tokenizer(path: str, chat_template_file: str | None = None):
 
 def load_causal_lm(path: str, *, dtype: torch.dtype = torch.float32,
                    device: str | torch.device = "cpu", trust_remote_code: bool = False,
-                   attn_implementation: str | None = "sdpa"):
-    """Load a decoder-only causal LM in ``dtype`` on ``device`` (safetensors weights only)."""
+                   attn_implementation: str | None = "sdpa", quantization=None):
+    """Load a decoder-only causal LM in ``dtype`` on ``device`` (safetensors weights only).
+
+    ``quantization``: a :class:`tunesmith.models.quantize.QuantSpec` to load the linear layers
+    in 4 / 8 bits with bitsandbytes (the rest stays in ``dtype``); None loads full precision.
+    """
     from transformers import AutoConfig, AutoModelForCausalLM
 
     check_model_dir(path)
@@ -62,6 +66,11 @@ def load_causal_lm(path: str, *, dtype: torch.dtype = torch.float32,
         raise ModelError(f"could not read the model config in {path}: {exc}") from None
     if getattr(config, "is_encoder_decoder", False):
         raise ModelError(f"{path} is an encoder-decoder model; tunesmith trains decoder-only causal LMs")
+    if quantization is not None:
+        from .quantize import load_quantized
+
+        return load_quantized(path, config, quantization, device=device, dtype=dtype,
+                              attn_implementation=attn_implementation, trust_remote_code=trust_remote_code)
     kwargs = dict(dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=attn_implementation, **kwargs)

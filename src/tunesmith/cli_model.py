@@ -1,0 +1,43 @@
+"""``tunesmith estimate``: parameters and peak memory of a run before it starts."""
+
+from __future__ import annotations
+
+import json
+
+
+def _cmd_estimate(args) -> int:
+    from .config import load_config, validate
+    from .models.memory import estimate_memory, format_table, gb
+
+    cfg = load_config(args.config, args.set)
+    validate(cfg)
+    own = estimate_memory(cfg, device=args.device)
+    modes = [m for m in ("full", "lora", "qlora") if m != own.mode] if args.compare else []
+    estimates = [own] + [estimate_memory(cfg, mode=m, device=args.device) for m in modes]
+    order = {"full": 0, "lora": 1, "dora": 1, "lora-8bit": 2, "qlora": 3}
+    estimates.sort(key=lambda e: order.get(e.mode, 9))
+    if args.json:
+        print(json.dumps([e.to_dict() for e in estimates], indent=1))
+        return 0
+    print(f"model {cfg.model.path} on {own.device}: {own.tokens_per_pass} tokens per forward pass, "
+          f"gradient checkpointing {'on' if cfg.train.gradient_checkpointing else 'off'}, "
+          f"optimizer {cfg.train.optimizer}")
+    print(format_table(estimates, chosen=own.mode))
+    print(f"\nthis config ({own.mode}): estimated peak {gb(own.peak)}"
+          + (" (* marks it above)" if len(estimates) > 1 else ""))
+    for note in own.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def add_model_commands(sub) -> None:
+    """Register ``estimate`` on the top-level subparsers."""
+    p = sub.add_parser("estimate", help="parameters and estimated peak memory of a training config")
+    p.add_argument("config", help="run config (YAML)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set adapter.type=qlora (repeatable)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="estimate for this device (default: the run's)")
+    p.add_argument("--no-compare", dest="compare", action="store_false",
+                   help="only the configured mode (default: also full / LoRA / QLoRA side by side)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_estimate)
