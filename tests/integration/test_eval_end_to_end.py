@@ -173,3 +173,32 @@ def test_report_renders_in_headless_chromium(evaluated, tmp_path):
     ink = (pixels.min(axis=-1) < 0.9).mean()  # share of pixels that are not (near) white
     colours = len({tuple(p) for p in (pixels[::8, ::8].reshape(-1, 3) * 255).astype(int).tolist()})
     assert ink > 0.02 and colours > 20, (ink, colours)
+
+
+def test_explicit_reward_model_scores_pairs_and_replies(fact_run, tiny_tokenizer, tmp_path):
+    pytest.importorskip("tunesmith.models.reward_model")
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from tunesmith.models.reward_model import load_reward_model, score
+
+    out, _ = fact_run
+    rm_dir = tmp_path / "rm"
+    torch.manual_seed(0)
+    rm = AutoModelForSequenceClassification.from_config(
+        factory.model_config("llama", len(tiny_tokenizer), num_labels=1, pad_token_id=tiny_tokenizer.pad_token_id))
+    rm.save_pretrained(rm_dir, safe_serialization=True)
+    tiny_tokenizer.save_pretrained(rm_dir)
+    rows = [{"prompt": f"what color is the {t}?", "chosen": f"the {t} is {c}.", "rejected": f"the {t} is grey."}
+            for t, c in sorted(factory.COLORS.items())]
+    pairs = factory.write_jsonl(tmp_path / "pairs.jsonl", rows)
+    report = run_eval(str(out), str(pairs), reward_model=str(rm_dir), out_dir=tmp_path / "r",
+                      options=EvalOptions(n_resamples=200))
+    # The reported accuracy is the reward model's own ranking of the pairs.
+    model, tok = load_reward_model(str(rm_dir))
+    convs = [[{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r[k]}]
+             for r in rows for k in ("chosen", "rejected")]
+    rewards = score(model, tok, convs)
+    expected = sum(c > r for c, r in zip(rewards[0::2], rewards[1::2])) / len(rows)
+    acc = report["reward_model"]["pairwise_accuracy"]
+    assert acc["n"] == 8 and acc["value"] == pytest.approx(expected)

@@ -8,12 +8,9 @@ loss per example). See :mod:`.stats` for the statistics and :mod:`.scorers` for 
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
 from dataclasses import dataclass, field
-
-import torch
 
 from ..data.render import Renderer
 from ..models.generate import generate_ids, prompt_token_ids
@@ -233,8 +230,9 @@ def example_rows(data: EvalData, all_scores: list[ModelScores]) -> list[dict]:
             pred = s.predictions[i] if i < len(s.predictions) else None
             if pred is not None:
                 row["answers"][s.name] = pred["text"]
+            # Transformed series (perplexity) are aggregate-only: their per-example value is the loss.
             row["scores"][s.name] = {m: ser.values[i] for m, ser in s.series.items()
-                                     if i < len(ser.values) and ser.values[i] is not None}
+                                     if ser.transform is None and i < len(ser.values) and ser.values[i] is not None}
         rows.append(row)
     return rows
 
@@ -265,10 +263,3 @@ def highlights(rows: list[dict], a: str, b: str, k: int = 5) -> dict:
     best = sorted((s for s in scored if (s[0], s[1], s[2]) > (0, 0, 0)), reverse=True)[:k]
     worst = sorted(s for s in scored if (s[0], s[1], s[2]) < (0, 0, 0))[:k]
     return {"metric": metric, "improvements": [s[3] for s in best], "regressions": [s[3] for s in worst]}
-
-
-def free(model) -> None:
-    del model
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
