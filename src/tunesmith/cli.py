@@ -12,10 +12,18 @@ _START = time.time()
 
 
 def _cmd_train(args) -> int:
+    import os
+
+    if args.nproc is not None and args.nproc < 1:
+        raise TunesmithError(f"--nproc must be >= 1, got {args.nproc}")
+    if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch_train(args)
     from .run import train
 
     resume = True if args.resume else False if args.no_resume else "auto"
     result = train(args.config, args.set, resume=resume, process_start=_START)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # rank 0 reports for the job
     summary = f"trained {result.steps} steps"
     if result.final_loss is not None:
         summary += f": final loss {result.final_loss:.4f}"
@@ -23,6 +31,24 @@ def _cmd_train(args) -> int:
         summary += f", eval loss {result.eval_loss:.4f}"
     print(summary)
     return 0
+
+
+def _launch_train(args) -> int:
+    """``train --nproc N``: the same command on N local processes under torchrun."""
+    from .config import load_config
+    from .engine.distributed import launch_local
+
+    if load_config(args.config, args.set).train.parallel == "none":
+        raise TunesmithError(f"--nproc {args.nproc}: set train.parallel to ddp or fsdp in {args.config} "
+                             "(or add --set train.parallel=ddp)")
+    forwarded = ["train", args.config, *[f"--set={item}" for item in args.set]]
+    forwarded += ["--resume"] if args.resume else ["--no-resume"] if args.no_resume else []
+    code = launch_local(args.nproc, forwarded)
+    if code != 0:
+        print(f"error: distributed training stopped (torchrun exit status {code}); the failing "
+              "rank's error is above. Checkpoints written so far are kept: rerun to resume.",
+              file=sys.stderr)
+    return code
 
 
 def _cmd_merge(args) -> int:
@@ -96,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="require resuming from the newest checkpoint")
     g.add_argument("--no-resume", action="store_true", help="start from scratch even if checkpoints exist")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="train on N processes of this machine (torchrun; one per GPU on CUDA); "
+                        "needs train.parallel ddp or fsdp. See docs/distributed.md")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("merge", help="merge an adapter into its base model (verified)")

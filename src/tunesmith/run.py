@@ -17,15 +17,18 @@ from .config import RunConfig, dump_config, load_config, validate
 from .config.auto import resolve_auto
 from .engine import checkpoint as ckpt
 from .engine.loop import Trainer, TrainResult
+from .engine import distributed
+from .engine.distributed import init_distributed
 from .engine.runtime import resolve_device, resolve_dtype, seed_everything
 from .models.memory import estimate_line
 
 log = logging.getLogger("tunesmith")
 
 
-def setup_logging(out_dir: Path | None = None) -> None:
-    """Log to stderr (once) and, when given, to ``out_dir/train.log``."""
-    log.setLevel(logging.INFO)
+def setup_logging(out_dir: Path | None = None, main: bool = True) -> None:
+    """Log to stderr (once) and, when given, to ``out_dir/train.log``. Ranks other than 0 of a
+    multi-process run (``main=False``) log errors only (rank 0 reports for all), and no file."""
+    log.setLevel(logging.INFO if main else logging.ERROR)
     if not any(getattr(h, "_tunesmith_console", False) for h in log.handlers):
         h = logging.StreamHandler(sys.stderr)
         h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
@@ -35,7 +38,7 @@ def setup_logging(out_dir: Path | None = None) -> None:
         if getattr(h, "_tunesmith_file", False):
             log.removeHandler(h)
             h.close()
-    if out_dir is not None:
+    if out_dir is not None and main:
         fh = logging.FileHandler(out_dir / "train.log", encoding="utf-8")
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         fh._tunesmith_file = True
@@ -104,8 +107,10 @@ def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None =
     validate(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    setup_logging(out)
     device = resolve_device(cfg.train.device)
+    # Under torchrun: join the process group; on CUDA each rank takes cuda:LOCAL_RANK.
+    dist_ctx, device = init_distributed(cfg.train.parallel, device)
+    setup_logging(out, main=dist_ctx.is_main)
     dtype = resolve_dtype(cfg.train.dtype, device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -123,11 +128,14 @@ def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None =
         log.info("auto hyperparameters for %d training sequences: %s", len(data.train),
                  ", ".join(f"{k}={v:g}" for k, v in chosen.items()))
     validate(cfg)
+    # FSDP loads on the CPU and fully_shard moves each rank's shards to its GPU, so no GPU ever
+    # holds the whole model.
+    load_device = torch.device("cpu") if dist_ctx.mode == "fsdp" and dist_ctx.active else device
     quant = quant_spec(cfg.model, cfg.adapter.type, device)
     if hasattr(method, "load_model"):
-        model = method.load_model(cfg, device)
+        model = method.load_model(cfg, load_device)
     else:
-        model = load_causal_lm(cfg.model.path, device=device, trust_remote_code=cfg.model.trust_remote_code,
+        model = load_causal_lm(cfg.model.path, device=load_device, trust_remote_code=cfg.model.trust_remote_code,
                                quantization=quant)
     if quant is not None and not hasattr(method, "load_model"):
         from .models.quantize import dtype_name, prepare_for_training
@@ -153,13 +161,16 @@ def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None =
     trainable, total = parameter_counts(model)
 
     state_extra = {"data_fingerprint": _fingerprint(data_files(cfg.data.train) + data_files(cfg.data.eval)),
-                   "batch_size": cfg.train.batch_size, "grad_accum": cfg.train.grad_accum,
+                   "batch_size": cfg.train.batch_size,
+                   # micro-batches per optimizer step over all processes: resuming on another
+                   # world size is exact when this (so the global batch) is unchanged
+                   "grad_accum": cfg.train.grad_accum * dist_ctx.world_size,
                    "packing": cfg.train.packing, "max_length": cfg.train.max_length,
                    "seed": cfg.train.seed, "method": cfg.method, "adapter": cfg.adapter.type}
     trainer = Trainer(model=model, parts=method.build(cfg, model, tokenizer),
                       items=data.train, units=data.train_units, eval_items=data.eval,
                       eval_units=data.eval_units, cfg=cfg.train, out_dir=out, device=device,
-                      dtype=dtype, state_extra=state_extra)
+                      dtype=dtype, state_extra=state_extra, dist=dist_ctx)
 
     if cfg.train.eval_generate:
         from .eval.training import attach_generation_eval
@@ -170,11 +181,15 @@ def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None =
     cfg.train.device, cfg.train.dtype = device.type, dtype
     if cfg.train.warmup_steps is None:
         cfg.train.warmup_steps = trainer.warmup
-    dump_config(cfg, out / "config.resolved.yaml")
     run_info = {"versions": _versions(), "data_fingerprint": state_extra["data_fingerprint"],
                 "parameters": {"trainable": trainable, "total": total}, "data": data.stats,
                 "total_steps": trainer.total_steps, "device": str(device), "dtype": dtype}
-    (out / "run.json").write_text(json.dumps(run_info, indent=1), encoding="utf-8")
+    if dist_ctx.active:
+        run_info["distributed"] = {"mode": dist_ctx.mode, "world_size": dist_ctx.world_size,
+                                   "global_batch": cfg.train.batch_size * trainer.micro_per_step}
+    if dist_ctx.is_main:
+        dump_config(cfg, out / "config.resolved.yaml")
+        (out / "run.json").write_text(json.dumps(run_info, indent=1), encoding="utf-8")
     return PreparedRun(cfg, model, tokenizer, trainer, out, run_info)
 
 
@@ -205,9 +220,19 @@ def train(config: RunConfig | dict | str | Path, overrides: list[str] | None = N
         if resume is True and resume_from is None:
             raise ckpt.CheckpointError(f"--resume: no complete checkpoint in {out / 'checkpoints'}")
     result = trainer.fit(resume_from, process_start=t_start)
-    save_final(model, run.tokenizer, out / "final", cfg)
-    run_info["result"] = {k: v for k, v in asdict(result).items() if k != "history"}
-    (out / "run.json").write_text(json.dumps(run_info, indent=1), encoding="utf-8")
+    dist_ctx = trainer.dist
+    weights = None
+    if dist_ctx.mode == "fsdp" and dist_ctx.active:
+        # FSDP holds shards: gather the tensors to save (collective; rank 0 keeps them).
+        from .models.adapters import trainable_state_dict
+
+        weights = distributed.gather_full(dist_ctx, model.state_dict() if cfg.adapter.type == "none"
+                                          else trainable_state_dict(model))
+    if dist_ctx.is_main:
+        save_final(model, run.tokenizer, out / "final", cfg, state_dict=weights)
+        run_info["result"] = {k: v for k, v in asdict(result).items() if k != "history"}
+        (out / "run.json").write_text(json.dumps(run_info, indent=1), encoding="utf-8")
+    distributed.shutdown(dist_ctx)
     from .eval.training import write_run_report
 
     write_run_report(out, trainer)
@@ -216,8 +241,10 @@ def train(config: RunConfig | dict | str | Path, overrides: list[str] | None = N
     return result
 
 
-def save_final(model, tokenizer, path: Path, cfg: RunConfig) -> None:
-    """Write the adapter (PEFT format) or full weights (safetensors) plus tokenizer and template."""
+def save_final(model, tokenizer, path: Path, cfg: RunConfig, state_dict: dict | None = None) -> None:
+    """Write the adapter (PEFT format) or full weights (safetensors) plus tokenizer and template.
+
+    ``state_dict``: the tensors to write instead of the model's own (gathered FSDP shards)."""
     from .models.adapters import unwrap
     from .models.template import stop_token_ids
 
@@ -226,7 +253,8 @@ def save_final(model, tokenizer, path: Path, cfg: RunConfig) -> None:
     hf.config.use_cache = True
     if hasattr(hf, "set_attn_implementation"):
         hf.set_attn_implementation("sdpa" if getattr(hf, "_supports_sdpa", True) else "eager")
-    model.save_pretrained(path, safe_serialization=True)
+    extra = {} if state_dict is None else {"state_dict": state_dict}
+    model.save_pretrained(path, safe_serialization=True, **extra)
     tokenizer.save_pretrained(path)
     gen = getattr(hf, "generation_config", None)
     if cfg.adapter.type == "none" and gen is not None:

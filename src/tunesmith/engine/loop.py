@@ -27,6 +27,8 @@ from ..config import TrainConfig
 from ..data.pack import micro_batches
 from ..models.adapters import trainable_state_dict
 from . import checkpoint as ckpt
+from . import distributed
+from .distributed import DistContext
 from .optimizers import make_optimizer
 from .parts import MethodParts
 from .metrics import MetricsFile, Progress, TensorBoardSink
@@ -56,11 +58,13 @@ class Trainer:
         items: the rendered items the units index into; ``parts.collate(items) -> batch``.
         eval_units / eval_items: held-out data (may be empty).
         state_extra: JSON-able facts saved in each checkpoint and checked on resume.
+        dist: this process's place in a multi-process job (see engine.distributed); when
+            active, the model is wrapped for DDP / FSDP here, before the optimizer is built.
     """
 
     def __init__(self, *, model, parts: MethodParts, items: list, units: list[list[int]],
                  eval_items: list, eval_units: list[list[int]], cfg: TrainConfig, out_dir: Path,
-                 device: torch.device, dtype: str, state_extra: dict):
+                 device: torch.device, dtype: str, state_extra: dict, dist: DistContext | None = None):
         self.model, self.parts = model, parts
         self.loss_fn, self.collate = parts.loss_fn, parts.collate
         self.batch_tokens, self.item_tokens = parts.batch_count, parts.item_tokens
@@ -68,11 +72,20 @@ class Trainer:
         self.eval_items, self.eval_units = eval_items, eval_units
         self.cfg, self.out_dir, self.device, self.dtype = cfg, out_dir, device, dtype
         self.state_extra = state_extra
+        self.dist = dist or DistContext()
+        # DDP / FSDP wrap of the loss computation (None in a single process); FSDP turns the
+        # model's parameters into sharded DTensors, so this precedes building the optimizer.
+        self.runner = None
+        if self.dist.active:
+            self.runner = distributed.wrap(model, parts.loss_fn, self.dist, device, dtype, cfg.cpu_offload)
+            distributed.seed_rank(self.dist, cfg.seed)
+        # Micro-batches consumed per optimizer step, over all ranks (the global batch / batch_size).
+        self.micro_per_step = cfg.grad_accum * self.dist.world_size
         self.n_micro = math.ceil(len(units) / cfg.batch_size)
         if cfg.max_steps is not None:
             self.total_steps = cfg.max_steps
         else:
-            self.total_steps = max(1, math.ceil(cfg.epochs * self.n_micro / cfg.grad_accum))
+            self.total_steps = max(1, math.ceil(cfg.epochs * self.n_micro / self.micro_per_step))
         self.warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_ratio * self.total_steps)
         params = [p for p in model.parameters() if p.requires_grad]
         decay = [p for p in params if p.ndim >= 2]
@@ -96,11 +109,12 @@ class Trainer:
         return self._epoch_cache[epoch][k]
 
     def window(self, step: int) -> list:
-        """Collated forward passes of optimizer step ``step`` (0-based): its ``grad_accum``
-        micro-batches, each split at example boundaries into passes of at most
-        ``max_tokens_per_forward`` tokens."""
+        """Collated forward passes of optimizer step ``step`` (0-based) on this rank: its
+        ``grad_accum`` micro-batches, each split at example boundaries into passes of at most
+        ``max_tokens_per_forward`` tokens. With several ranks, rank ``r`` takes its share of
+        the step's micro-batches (:func:`tunesmith.engine.distributed.rank_micro_batches`)."""
         ga = self.cfg.grad_accum
-        return [b for g in range(step * ga, (step + 1) * ga)
+        return [b for g in distributed.rank_micro_batches(step, ga, self.dist)
                 for b in self._passes([self.items[i] for i in self._micro_batch(g)])]
 
     def _passes(self, items: list) -> list:
@@ -113,7 +127,9 @@ class Trainer:
         """Forward + backward over the window of ``step``; gradients are left in ``.grad``.
 
         Returns the summed loss, the normaliser ``n``, the tokens processed and the summed
-        method metrics (``sums``)."""
+        method metrics (``sums``) — over all ranks when distributed."""
+        if self.dist.active:
+            return self._accumulate_ranks(step)
         self.model.train()
         batches = [b.to(self.device) for b in self.window(step)]
         n_total = sum(self.batch_tokens(b) for b in batches)
@@ -128,19 +144,50 @@ class Trainer:
             tokens += int(batch.n_tokens)
         return {"loss_sum": loss_sum, "n": n_total, "tokens": tokens, "sums": sums}
 
+    def _accumulate_ranks(self, step: int) -> dict:
+        """:meth:`accumulate` for one rank of several (see engine.distributed for the maths).
+
+        The window's count is summed over ranks before the first backward; each rank scales
+        its loss by ``world_size / n_global`` because DDP / FSDP average gradients. Under FSDP
+        every rank runs the same number of passes (its all-gathers are collectives): a rank
+        with fewer passes repeats its last one with zero weight."""
+        ctx = self.dist
+        self.runner.train()
+        batches = [b.to(self.device) for b in self.window(step)]
+        n_total, most = distributed.window_totals(ctx, self.device, sum(self.batch_tokens(b) for b in batches),
+                                                  len(batches))
+        passes = most if ctx.mode == "fsdp" else len(batches)
+        loss_sum, tokens, sums = 0.0, 0, {}
+        for i in range(passes):
+            real = i < len(batches)
+            batch = batches[min(i, len(batches) - 1)]
+            with distributed.no_grad_sync(self.runner, ctx, sync=i == passes - 1):
+                with autocast(self.device, self.dtype):
+                    loss, metrics = self.runner(batch)
+                weight = ctx.world_size / max(n_total, 1) if real else 0.0
+                (loss * weight).backward()
+            if real:
+                loss_sum += float(loss.detach())
+                _add_metrics(sums, metrics)
+                tokens += int(batch.n_tokens)
+        (loss_sum, tokens), sums = distributed.sum_over_ranks(ctx, self.device, [loss_sum, tokens], sums)
+        return {"loss_sum": loss_sum, "n": n_total, "tokens": int(tokens), "sums": sums}
+
     def train_step(self, step: int) -> dict:
         t0 = time.perf_counter()
         acc = self.accumulate(step)
         loss_sum, n_total, tokens = acc["loss_sum"], acc["n"], acc["tokens"]
         grad_norm = None
         if self.cfg.max_grad_norm is not None:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm))
+            # Under FSDP the norm is a DTensor reduced over the shards of every rank.
+            grad_norm = float(distributed.full_tensor(
+                torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)))
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         dt = time.perf_counter() - t0
-        row = {"step": step + 1, "epoch": round((step + 1) * self.cfg.grad_accum / self.n_micro, 4),
+        row = {"step": step + 1, "epoch": round((step + 1) * self.micro_per_step / self.n_micro, 4),
                "loss": loss_sum / max(n_total, 1), "lr": lr, "tokens": n_total,
                "tokens_total": tokens, "tokens_per_s": tokens / dt if dt > 0 else 0.0,
                **self.parts.summarize(acc["sums"], n_total), "step_time_s": round(dt, 4)}
@@ -153,18 +200,21 @@ class Trainer:
         """Loss and method metrics averaged over all held-out units, keys prefixed ``eval_``."""
         if not self.eval_units:
             return {}
-        self.model.eval()
-        loss_sum, n, sums = 0.0, 0, {}
-        bs = self.cfg.batch_size
-        for s in range(0, len(self.eval_units), bs):
-            items = [self.eval_items[i] for unit in self.eval_units[s:s + bs] for i in unit]
-            for batch in self._passes(items):
-                batch = batch.to(self.device)
-                with autocast(self.device, self.dtype):
-                    loss, metrics = self.loss_fn(self.model, batch)
-                loss_sum += float(loss)
-                _add_metrics(sums, metrics)
-                n += self.batch_tokens(batch)
+        if self.dist.active:
+            loss_sum, n, sums = self._eval_sums_ranks()
+        else:
+            self.model.eval()
+            loss_sum, n, sums = 0.0, 0, {}
+            bs = self.cfg.batch_size
+            for s in range(0, len(self.eval_units), bs):
+                items = [self.eval_items[i] for unit in self.eval_units[s:s + bs] for i in unit]
+                for batch in self._passes(items):
+                    batch = batch.to(self.device)
+                    with autocast(self.device, self.dtype):
+                        loss, metrics = self.loss_fn(self.model, batch)
+                    loss_sum += float(loss)
+                    _add_metrics(sums, metrics)
+                    n += self.batch_tokens(batch)
         self.model.train()
         mean = loss_sum / max(n, 1)
         out = {"eval_loss": mean}
@@ -176,27 +226,80 @@ class Trainer:
             out.update(self.eval_hook(self.model, step))
         return out
 
+    def _eval_sums_ranks(self) -> tuple[float, int, dict]:
+        """(loss sum, count, metric sums) of the held-out set over all ranks: the same chunks
+        of ``batch_size`` units as one process, dealt round robin; under FSDP ranks with fewer
+        passes run discarded ones so that every rank joins the same all-gathers."""
+        ctx = self.dist
+        self.runner.eval()
+        bs = self.cfg.batch_size
+        starts = range(0, len(self.eval_units), bs)
+        chunk = lambda s: [self.eval_items[i] for unit in self.eval_units[s:s + bs] for i in unit]  # noqa: E731
+        groups = [g for k in distributed.rank_share(len(starts), ctx)
+                  for g in split_by_tokens(chunk(starts[k]), self.cfg.max_tokens_per_forward, self.item_tokens)]
+        _, most = distributed.window_totals(ctx, self.device, 0, len(groups))
+        passes = most if ctx.mode == "fsdp" else len(groups)
+        spare = groups[-1] if groups else split_by_tokens(chunk(0), self.cfg.max_tokens_per_forward,
+                                                          self.item_tokens)[0]
+        loss_sum, n, sums = 0.0, 0, {}
+        for i in range(passes):
+            batch = self.collate(groups[i] if i < len(groups) else spare).to(self.device)
+            with autocast(self.device, self.dtype):
+                loss, metrics = self.runner(batch)
+            if i < len(groups):
+                loss_sum += float(loss)
+                _add_metrics(sums, metrics)
+                n += self.batch_tokens(batch)
+        (loss_sum, n), sums = distributed.sum_over_ranks(ctx, self.device, [loss_sum, n], sums)
+        return loss_sum, int(n), sums
+
     # -- checkpoints -------------------------------------------------------------------------
     def save(self, step: int) -> Path:
         state = {"step": step, **self.state_extra}
+        if self.dist.active:
+            return self._save_ranks(step, state)
         optim = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
         return ckpt.save_checkpoint(self.out_dir / "checkpoints", step,
                                     trainable=trainable_state_dict(self.model),
                                     optim_state=optim, rng=rng_state(), state=state,
                                     keep_last=self.cfg.keep_last)
 
+    def _save_ranks(self, step: int, state: dict) -> Path:
+        """Gather the trainable tensors and optimizer state to full tensors (collectives under
+        FSDP), then rank 0 writes the single-process checkpoint format — resumable on any
+        world size — with every rank's RNG state; the barrier keeps ranks in step."""
+        ctx = self.dist
+        trainable = distributed.gather_full(ctx, trainable_state_dict(self.model))
+        optimizer = distributed.full_optimizer_state(ctx, self.optimizer.state_dict())
+        rngs = distributed.gather_objects(ctx, rng_state())
+        path = self.out_dir / "checkpoints" / f"step-{step:06d}"
+        if ctx.is_main:
+            optim = {"optimizer": optimizer, "scheduler": self.scheduler.state_dict()}
+            path = ckpt.save_checkpoint(self.out_dir / "checkpoints", step, trainable=trainable,
+                                        optim_state=optim, rng={**rngs[0], "ranks": rngs}, state=state,
+                                        keep_last=self.cfg.keep_last)
+        distributed.barrier(ctx)
+        return path
+
     def restore(self, path: Path) -> int:
         data = ckpt.load_checkpoint(path)
         saved = data["state"]
         for key, value in self.state_extra.items():
             if saved.get(key) != value:
+                what = " (micro-batches per step: train.grad_accum × processes)" if key == "grad_accum" else ""
                 raise ckpt.CheckpointError(
-                    f"cannot resume from {path}: '{key}' was {saved.get(key)!r} there but is "
+                    f"cannot resume from {path}: '{key}'{what} was {saved.get(key)!r} there but is "
                     f"{value!r} now. Use a new output_dir, or restore the original setting.")
         ckpt.restore_trainable(self.model, data["trainable"], path)
-        self.optimizer.load_state_dict(data["optim"]["optimizer"])
+        optimizer = data["optim"]["optimizer"]
+        if self.dist.active:
+            optimizer = distributed.shard_optimizer_state(optimizer, self.optimizer)
+        self.optimizer.load_state_dict(optimizer)
         self.scheduler.load_state_dict(data["optim"]["scheduler"])
-        set_rng_state(data["rng"])
+        if self.dist.active:
+            distributed.restore_rank_rng(self.dist, data["rng"], self.cfg.seed, int(saved["step"]))
+        else:
+            set_rng_state(data["rng"])
         return int(saved["step"])
 
     # -- the loop ----------------------------------------------------------------------------
@@ -205,9 +308,11 @@ class Trainer:
         start = self.restore(resume_from) if resume_from else 0
         if resume_from:
             log.info("resumed from %s at step %d", resume_from, start)
-        sink = MetricsFile(self.out_dir / "metrics.jsonl", start if resume_from else None)
-        tb = TensorBoardSink(self.out_dir / "tensorboard") if cfg.tensorboard else None
-        progress = Progress(self.total_steps, start, cfg.progress, cfg.log_every)
+        # Only rank 0 writes metrics and shows progress (every rank computes the same rows).
+        main = self.dist.is_main
+        sink = MetricsFile(self.out_dir / "metrics.jsonl", start if resume_from else None) if main else _NoSink()
+        tb = TensorBoardSink(self.out_dir / "tensorboard") if cfg.tensorboard and main else None
+        progress = Progress(self.total_steps, start, cfg.progress if main else "none", cfg.log_every)
         history, last_eval, first_step_s = [], None, None
         if cfg.eval_at_start and start == 0 and self.eval_units:
             baseline = {"step": 0, **self.evaluate(0)}
@@ -246,6 +351,16 @@ class Trainer:
             (r["eval_loss"] for r in reversed(history) if "eval_loss" in r), None)
         return TrainResult(self.total_steps, final_loss, last_eval, history,
                            resumed_from=start if resume_from else None, first_step_s=first_step_s)
+
+
+class _NoSink:
+    """The metrics sink of ranks other than 0."""
+
+    def write(self, row: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _add_metrics(sums: dict, metrics: dict) -> None:
