@@ -1,0 +1,120 @@
+"""DPO family, KTO and reward models end to end on a tiny Llama: they learn a preference
+(the chosen answer starts with 'yes,', the rejected with 'no,') that held-out pairs share."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import factory
+import tunesmith
+
+
+@pytest.fixture(scope="module")
+def pref_data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pref")
+    return (str(factory.write_jsonl(d / "train.jsonl", factory.preference_pairs(96, seed=1))),
+            str(factory.write_jsonl(d / "eval.jsonl", factory.preference_pairs(24, seed=2))),
+            str(factory.write_jsonl(d / "kto.jsonl", factory.kto_rows(96, seed=1))))
+
+
+def _cfg(model, train, evals, out, method="dpo", adapter="lora", steps=16, **pref):
+    return {"model": str(model), "method": method, "data": {"train": train, "eval": evals},
+            "adapter": {"type": adapter, "r": 8, "alpha": 16, "dropout": 0.0},
+            "preference": pref,
+            "train": {"max_steps": steps, "batch_size": 8, "max_length": 64, "lr": 5e-3 if adapter != "none" else 1e-3,
+                      "save_every": 0, "eval_every": steps, "eval_at_start": True, "progress": "none"},
+            "output_dir": str(out)}
+
+
+def _evals(out):
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return rows, [r for r in rows if "eval_loss" in r]
+
+
+@pytest.mark.parametrize("loss", ["sigmoid", "simpo", "orpo"])
+def test_dpo_family_learns_the_preference(tiny_model_dir, pref_data, tmp_path, loss):
+    out = tmp_path / loss
+    extra = {"beta": 2.0, "gamma": 0.5} if loss == "simpo" else {}
+    tunesmith.train(_cfg(tiny_model_dir, pref_data[0], pref_data[1], out, loss=loss, **extra))
+    rows, (first, last) = _evals(out)
+    if loss == "sigmoid":
+        # the reference is the adapter-disabled model: at step 0 policy == reference exactly
+        assert first["eval_rewards_chosen"] == 0.0 and first["eval_accuracy"] == 0.5
+    assert first["eval_accuracy"] <= 0.75
+    assert last["eval_accuracy"] >= 0.9 and last["eval_margin"] > 0
+    assert last["eval_loss"] < first["eval_loss"]
+    for key in ("loss", "accuracy", "margin", "logps_chosen", "logps_rejected", "rewards_chosen"):
+        assert key in rows[1], key
+    assert (out / "final" / "adapter_model.safetensors").is_file()
+
+
+def test_full_finetune_precomputes_and_reuses_reference(tiny_model_dir, pref_data, tmp_path):
+    from tunesmith.run import prepare
+
+    cache = tmp_path / "refcache"
+    cfg = _cfg(tiny_model_dir, pref_data[0], pref_data[1], tmp_path / "full", adapter="none", steps=6,
+               reference_cache=str(cache))
+    tunesmith.train(cfg)
+    info = json.loads((tmp_path / "full" / "run.json").read_text())
+    assert info["data"]["train"]["reference"]["computed"] == 96 + 24
+    (cache_file,) = cache.glob("reference-logps-*.json")
+    assert len(json.loads(cache_file.read_text())) == 120
+    _, (first, last) = _evals(tmp_path / "full")
+    assert first["eval_margin"] == pytest.approx(0.0, abs=1e-5) and last["eval_margin"] > 0
+    # a second run over the same data and base reads every reference from the cache
+    again = prepare(_cfg(tiny_model_dir, pref_data[0], pref_data[1], tmp_path / "again", adapter="none",
+                         reference_cache=str(cache)))
+    assert again.info["data"]["train"]["reference"] == {"cached": 120, "computed": 0, "file": str(cache_file)}
+
+
+def test_kto_learns_from_unpaired_labels(tiny_model_dir, pref_data, tmp_path):
+    out = tmp_path / "kto"
+    tunesmith.train(_cfg(tiny_model_dir, pref_data[2], None, out, method="kto"))
+    rows, (first, last) = _evals(out)
+    assert first["eval_accuracy"] == 0.5 and last["eval_accuracy"] >= 0.9
+    assert last["eval_rewards_desirable"] > 0 > last["eval_rewards_undesirable"]
+    assert all("kl" in r for r in rows[1:])  # the reference point is logged every step
+
+
+def test_reward_model_learns_and_scores_like_training(tiny_model_dir, pref_data, tmp_path):
+    from tunesmith.data.pair_collate import collate_pairs
+    from tunesmith.data.preference import PairRenderer, load_pairs, render_pairs
+    from tunesmith.models.pair_forward import pair_hidden
+    from tunesmith.models.reward_model import load_reward_model, rewards_at, score
+
+    out = tmp_path / "rm"
+    tunesmith.train(_cfg(tiny_model_dir, pref_data[0], pref_data[1], out, method="reward"))
+    _, (first, last) = _evals(out)
+    assert last["eval_accuracy"] >= 0.9 and last["eval_loss"] < first["eval_loss"]
+    cfg = json.loads((out / "final" / "adapter_config.json").read_text())
+    assert cfg["task_type"] == "SEQ_CLS" and "score" in cfg["modules_to_save"]
+
+    model, tok = load_reward_model(str(out / "final"))
+    pairs = [json.loads(x) for x in open(pref_data[1])]
+    chosen = score(model, tok, [p["prompt"] + p["chosen"] for p in pairs])
+    rejected = score(model, tok, [p["prompt"] + p["rejected"] for p in pairs])
+    assert sum(c > r for c, r in zip(chosen, rejected)) / len(pairs) >= 0.9
+    # score() reads the reward on exactly the tokens and position training used
+    from tunesmith.models.attention import register
+
+    model.set_attn_implementation(register())
+    items, _ = render_pairs(PairRenderer(tok, 64), load_pairs([pref_data[1]]))
+    with torch.no_grad():
+        batch = collate_pairs(items[:4])
+        trained = rewards_at(model, pair_hidden(model, batch), batch.last_positions)
+    assert trained[0::2].tolist() == pytest.approx(chosen[:4], abs=1e-4)
+    assert trained[1::2].tolist() == pytest.approx(rejected[:4], abs=1e-4)
+
+
+def test_full_reward_model_saves_a_sequence_classifier(tiny_model_dir, pref_data, tmp_path):
+    from tunesmith.models.reward_model import load_reward_model, score
+
+    out = tmp_path / "rm-full"
+    tunesmith.train(_cfg(tiny_model_dir, pref_data[0], pref_data[1], out, method="reward", adapter="none", steps=2))
+    cfg = json.loads((out / "final" / "config.json").read_text())
+    assert cfg["architectures"] == ["LlamaForSequenceClassification"] and cfg["pad_token_id"] is not None
+    model, tok = load_reward_model(str(out / "final"))
+    assert len(score(model, tok, [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yes"}]])) == 1
