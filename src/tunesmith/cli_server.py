@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from .errors import ConfigError
@@ -72,8 +73,8 @@ def _cmd_keys(args) -> int:
     store = Store(settings.db)
     if args.keys_command == "create":
         key, project = store.create_key(args.project)
-        print(key)
-        print(f"(project {project['name']} = {project['id']}; the key is shown only once)")
+        print(key)  # alone on stdout, so KEY=$(tunesmith server keys create …) works
+        print(f"project {project['name']} = {project['id']}; the key is shown only once", file=sys.stderr)
     elif args.keys_command == "list":
         for row in store.list_keys():
             state = "revoked" if row["revoked_at"] else "active"
