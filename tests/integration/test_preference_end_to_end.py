@@ -108,6 +108,19 @@ def test_reward_model_learns_and_scores_like_training(tiny_model_dir, pref_data,
     assert trained[0::2].tolist() == pytest.approx(chosen[:4], abs=1e-4)
     assert trained[1::2].tolist() == pytest.approx(rejected[:4], abs=1e-4)
 
+    # the CLI writes each row back with its rewards and reports the pairwise accuracy
+    from tunesmith.cli import main
+
+    scored = tmp_path / "scored.jsonl"
+    assert main(["reward", "score", str(out / "final"), pref_data[1], "--out", str(scored)]) == 0
+    rows = [json.loads(x) for x in scored.read_text().splitlines()]
+    assert [r["reward_chosen"] for r in rows] == pytest.approx(chosen, abs=1e-5)
+    assert rows[0]["chosen"] == pairs[0]["chosen"]
+    chats = factory.write_jsonl(tmp_path / "chats.jsonl", [{"messages": pairs[0]["prompt"] + pairs[0]["chosen"]}])
+    assert main(["reward", "score", str(out / "final"), str(chats), "--out", str(scored)]) == 0
+    assert json.loads(scored.read_text())["reward"] == pytest.approx(chosen[0], abs=1e-5)
+    assert main(["reward", "score", str(out / "final"), str(factory.write_jsonl(tmp_path / "t.jsonl", [{"text": "x"}]))]) == 2
+
 
 def test_full_reward_model_saves_a_sequence_classifier(tiny_model_dir, pref_data, tmp_path):
     from tunesmith.models.reward_model import load_reward_model, score

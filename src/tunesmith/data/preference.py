@@ -120,7 +120,7 @@ def _split_implicit_prompt(chosen: list, rejected: list, at: Where):
     return chosen[:n], chosen[n:], rejected[n:]
 
 
-def _pair_from_row(row: dict, file_format: str, at: Where) -> PairExample:
+def pair_from_row(row: dict, file_format: str, at: Where) -> PairExample:
     margin = row.get("margin", 0.0)
     if margin is None:
         margin = 0.0
@@ -178,7 +178,7 @@ def load_pairs(paths: list[str]) -> list[PairExample]:
             if file_format not in (OPENAI_PREFERENCE, PREFERENCE_PAIRS):
                 raise _wrong_format(file_format, "preference methods need prompt/chosen/rejected or "
                                     "OpenAI preference (input/preferred_output/non_preferred_output) rows", at)
-            out.append(_pair_from_row(row, file_format, at))
+            out.append(pair_from_row(row, file_format, at))
     return out
 
 
@@ -191,7 +191,7 @@ def load_unpaired(paths: list[str]) -> list[UnpairedExample]:
             if file_format == KTO:
                 out.append(_unpaired_from_row(row, at))
             elif file_format in (OPENAI_PREFERENCE, PREFERENCE_PAIRS):
-                pair = _pair_from_row(row, file_format, at)
+                pair = pair_from_row(row, file_format, at)
                 out.append(UnpairedExample(pair.source, pair.prompt, pair.chosen, True, pair.tools))
                 out.append(UnpairedExample(pair.source, pair.prompt, pair.rejected, False, pair.tools))
             else:
