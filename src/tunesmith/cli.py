@@ -171,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_server_commands(sub)
 
+    from .cli_reward import add_reward_commands
+
+    add_reward_commands(sub)
+
     p = sub.add_parser("config", help="print the default config with every key")
     p.set_defaults(func=_cmd_config)
     return parser
