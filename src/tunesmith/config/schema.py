@@ -179,6 +179,8 @@ class DistillConfig:
     teacher and data fingerprints, so runs sharing a folder reuse them."""
     teacher_device: str | None = None
     """Device of the on-the-fly teacher (e.g. cuda:1); default: the student's device."""
+    teacher_load_in_4bit: bool = False
+    """Load the teacher's linear layers in 4-bit NF4 (bitsandbytes; CPU or CUDA) to save memory."""
 
 
 @dataclass
