@@ -164,7 +164,7 @@ def _attach_cache(config: RunConfig, base: str, adapter: str | None, train: list
     def get_teacher():
         if not loaded:
             log.info("distill: loading teacher %s to fill the top-%d cache", describe(base, adapter), d.cache_top_k)
-            loaded.append(load_teacher(base, adapter, teacher_device(config)))
+            loaded.append(load_teacher(base, adapter, teacher_device(config), d.teacher_load_in_4bit))
         return loaded[0]
 
     common = dict(cache_dir=cache_dir, teacher_fp=fingerprint(base, adapter), k=d.cache_top_k,
@@ -305,7 +305,7 @@ def build(config: RunConfig, model=None, tokenizer=None) -> MethodParts:
     teacher = None
     if not d.cache_top_k:
         device = teacher_device(config) if d.teacher_device else next(model.parameters()).device
-        teacher = load_teacher(base, adapter, device)
+        teacher = load_teacher(base, adapter, device, d.teacher_load_in_4bit)
         log.info("distill: teacher %s on %s (%s), on the fly", describe(base, adapter), device,
                  next(teacher.parameters()).dtype)
     loss_fn = DistillLoss(d, teacher, shared_vocab(config, base), tokenizer, config.train.loss_chunk_size)

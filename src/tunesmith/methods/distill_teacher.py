@@ -75,21 +75,28 @@ def teacher_dtype(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def load_teacher(base: str, adapter: str | None, device: torch.device) -> nn.Module:
+def load_teacher(base: str, adapter: str | None, device: torch.device, load_in_4bit: bool = False) -> nn.Module:
     """The frozen teacher in eval mode with tunesmith's varlen attention.
 
-    An adapter is merged into the weights (one matmul per layer instead of two) unless the
-    base is quantised, where merging would round the adapter into 4-bit weights.
+    ``load_in_4bit``: linear layers in 4-bit NF4 with double quantisation (QLoRA's format, via
+    :mod:`tunesmith.models.quantize`). An adapter is merged into the weights (one matmul per
+    layer instead of two) unless the base is quantised, where merging would round it to 4 bits.
     """
     from ..models.attention import register as register_attention
     from ..models.load import load_causal_lm
 
-    model = load_causal_lm(base, dtype=teacher_dtype(device), device=device)
+    dtype, quant = teacher_dtype(device), None
+    if load_in_4bit:
+        from ..models.quantize import QuantSpec, require_bitsandbytes
+
+        require_bitsandbytes()
+        quant = QuantSpec(bits=4, compute_dtype=dtype)
+    model = load_causal_lm(base, dtype=dtype, device=device, quantization=quant)
     if adapter:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter)
-        if not getattr(unwrap(model), "is_loaded_in_4bit", False):
+        if quant is None:
             model = model.merge_and_unload()
     model.set_attn_implementation(register_attention())
     model.config.use_cache = False

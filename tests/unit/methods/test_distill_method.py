@@ -267,3 +267,16 @@ def test_distill_generate_and_eval_commands(tmp_path, tiny_model_dir, color_data
     report = json.loads(capsys.readouterr().out)
     # The model against itself: no divergence, full agreement.
     assert abs(report["kl"]) < 1e-5 and report["agreement"] == 1.0 and report["positions"] > 0
+
+
+def test_4bit_teacher_scores_close_to_full_precision(parts, tiny_model_dir):
+    pytest.importorskip("bitsandbytes")
+    student, teacher, tok, items = parts
+    q = load_teacher(str(tiny_model_dir), None, torch.device("cpu"), load_in_4bit=True)
+    assert any("4bit" in type(m).__name__ for m in q.modules())
+    cfg = DistillConfig(teacher="-", alpha=0.0)
+    batch = dm.collate_distill(items)
+    with torch.no_grad(), attention(student):
+        full, _ = dm.DistillLoss(cfg, teacher, len(tok), tok)(student, batch)
+        quantised, _ = dm.DistillLoss(cfg, q, len(tok), tok)(student, batch)
+    assert quantised.item() == pytest.approx(full.item(), rel=0.05)
