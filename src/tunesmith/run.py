@@ -122,7 +122,9 @@ def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None =
 
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.chat_template)
     method = get_method(cfg.method)
-    data = method.prepare_data(cfg, tokenizer)
+    distributed.check_supported(cfg, dist_ctx)
+    with distributed.main_first(dist_ctx):  # caches written while preparing are shared
+        data = method.prepare_data(cfg, tokenizer)
     chosen = resolve_auto(cfg.train, cfg.adapter.type, len(data.train))
     if chosen:
         log.info("auto hyperparameters for %d training sequences: %s", len(data.train),

@@ -33,8 +33,9 @@ import os
 import random
 import subprocess
 import sys
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -45,6 +46,10 @@ from ..errors import ConfigError, ModelError
 log = logging.getLogger("tunesmith")
 
 PARALLEL_MODES = ("none", "ddp", "fsdp")
+# A CPU (gloo) group with a long timeout for waits that are not collectives of the training
+# step — rank 0 preparing data and caches first can take longer than NCCL's 10 minutes.
+_SLOW_WAIT = timedelta(hours=6)
+_slow_group = None
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,33 @@ def init_distributed(parallel: str, device: torch.device) -> tuple[DistContext, 
         # tensors need a CPU backend too.
         backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend)
+    global _slow_group
+    _slow_group = dist.new_group(backend="gloo", timeout=_SLOW_WAIT)
     return DistContext(world, rank, local_rank, parallel), device
+
+
+@contextmanager
+def main_first(ctx: DistContext):
+    """Run the block on rank 0 first, then on the other ranks: whatever rank 0 caches on disk
+    (reference log-probs, teacher caches …) the others read instead of computing and writing
+    the same files at the same time."""
+    if ctx.active and not ctx.is_main:
+        dist.barrier(group=_slow_group)
+    yield
+    if ctx.active and ctx.is_main:
+        dist.barrier(group=_slow_group)
+
+
+def check_supported(cfg, ctx: DistContext) -> None:
+    """Refuse combinations that cannot work across ranks, before any model is loaded."""
+    if not (ctx.active and ctx.mode == "fsdp"):
+        return
+    distill = getattr(cfg, "distill", None)
+    if cfg.method == "grpo" or (cfg.method == "distill" and getattr(distill, "mode", "") == "on_policy"):
+        raise ConfigError(
+            f"config: method {cfg.method} samples from the model inside the training step; under "
+            "train.parallel fsdp every rank would have to generate the same number of tokens (each "
+            "block's weights are all-gathered per forward). Use train.parallel: ddp.")
 
 
 def shutdown(ctx: DistContext) -> None:

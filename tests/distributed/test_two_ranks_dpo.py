@@ -1,0 +1,39 @@
+"""DPO (LoRA, adapter-disabled reference) on 2 processes equals 1 process, DDP and FSDP2."""
+
+from __future__ import annotations
+
+import pytest
+
+import factory
+from ranks import assert_same_run, launch, write_config
+from tunesmith.run import train
+
+STEPS = 4
+KEYS = ("loss", "accuracy", "margin", "logps_chosen", "logps_rejected", "grad_norm", "eval_loss", "eval_accuracy")
+
+
+def _config(tmp_path, model, data, name: str, **train_over) -> dict:
+    return {"model": str(model), "method": "dpo", "data": {"train": str(data[0]), "eval": str(data[1])},
+            "adapter": {"type": "lora", "r": 4, "alpha": 8, "dropout": 0.0}, "preference": {"beta": 0.5},
+            "train": {"max_steps": STEPS, "batch_size": 2, "grad_accum": 1, "max_length": 48, "lr": 5e-3,
+                      "save_every": 0, "eval_every": 2, "threads": 1, "progress": "lines", "seed": 2,
+                      **train_over},
+            "output_dir": str(tmp_path / name)}
+
+
+@pytest.fixture(scope="module")
+def dpo_setup(tmp_path_factory, tiny_model_dir):
+    tmp = tmp_path_factory.mktemp("dpo")
+    data = (factory.write_jsonl(tmp / "train.jsonl", factory.preference_pairs(40, seed=3)),
+            factory.write_jsonl(tmp / "eval.jsonl", factory.preference_pairs(6, seed=4)))
+    train(_config(tmp, tiny_model_dir, data, "ref", grad_accum=2), resume=False)
+    return data, tmp / "ref"
+
+
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_dpo_two_ranks_equal_one(tmp_path, tiny_model_dir, dpo_setup, mode):
+    data, reference = dpo_setup
+    proc = launch(write_config(_config(tmp_path, tiny_model_dir, data, mode, parallel=mode)))
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert_same_run(tmp_path / mode, reference, STEPS, KEYS)
