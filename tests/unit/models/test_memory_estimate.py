@@ -1,0 +1,105 @@
+"""The memory estimator: hand-counted parameters and bytes, and the meta-device activation trace
+checked against the tensors a real CPU forward saves."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tunesmith.config import load_config
+from tunesmith.models.memory import activation_bytes, estimate_memory, tokens_per_pass
+
+
+def test_tokens_per_pass():
+    assert tokens_per_pass(8, 512, 1024) == 1024  # 8 rows of 512, passes of <= 1024 tokens
+    assert tokens_per_pass(1, 2048, 1024) == 2048  # one example longer than the limit
+    assert tokens_per_pass(4, 128, None) == 512  # no limit: the whole micro-batch
+
+
+def _cfg(model_dir, **train):
+    return load_config({"model": str(model_dir), "data": {"train": "t.jsonl"},
+                        "adapter": {"type": "lora", "r": 8, "alpha": 16},
+                        "train": {"batch_size": 1, "max_length": 64, **train}})
+
+
+def test_parameters_and_state_by_hand(tiny_model_dir, tiny_tokenizer):
+    V = len(tiny_tokenizer)
+    # tiny Llama: hidden 64, intermediate 128, 2 layers, 4 heads / 2 KV heads (head dim 16).
+    # Per layer: q 64x64 = 4096, k 64x32 = 2048, v 2048, o 4096, gate/up/down 64x128 = 8192 each
+    #   -> 36864 linear weights; 2 layers -> 73728.
+    # Embedding + untied head 2 x V x 64; norms 64 x (2 per layer x 2 + final) = 320.
+    base = 73728 + 2 * V * 64 + 320
+    # LoRA r = 8 adds r x (in + out) per projection: q 8x128 = 1024, k 8x96 = 768, v 768,
+    #   o 1024, gate/up/down 8x192 = 1536 each -> 8192 per layer -> 16384.
+    lora = 16384
+    est = estimate_memory(_cfg(tiny_model_dir), mode="lora", device="cpu")
+    assert (est.params, est.trainable_params) == (base, lora)
+    assert est.weights == 4 * base  # fp32 base
+    assert (est.trainable, est.grads, est.optimizer) == (4 * lora, 4 * lora, 8 * lora)  # AdamW: m, v
+    full = estimate_memory(_cfg(tiny_model_dir), mode="full", device="cpu")
+    assert (full.trainable_params, full.weights, full.optimizer) == (base, 0, 8 * base)
+    q = estimate_memory(_cfg(tiny_model_dir), mode="qlora", device="cpu")
+    # 4-bit double-quant bytes of each projection (see test_quantize for the formula), x 2 layers,
+    # plus the unquantised embedding, head and norms in fp32.
+    per_layer = sum((n + 1) // 2 + -(-n // 64) + 4 * -(-(-(-n // 64)) // 256) + 1024
+                    for n in (4096, 2048, 2048, 4096, 8192, 8192, 8192))
+    assert q.weights == 2 * per_layer + 4 * (2 * V * 64 + 320)
+    assert q.trainable_params == lora and q.peak < est.peak < full.peak
+    # The 8-bit optimizer keeps 2 bytes per value (+ an fp32 scale per 256 and the two 256-entry
+    # codes) for tensors of >= 4096 values, 8 bytes below: lora_A of gate is 8 x 64 = 512 values.
+    eight = estimate_memory(_cfg(tiny_model_dir, optimizer="adamw_8bit"), mode="lora", device="cpu")
+    assert eight.optimizer == 8 * lora and eight.optimizer_step == 0  # all LoRA tensors < 4096
+
+
+def test_checkpointing_and_pass_size_scale_activations(tiny_model_dir):
+    plain = estimate_memory(_cfg(tiny_model_dir, max_length=128), mode="lora", device="cpu")
+    ckpt = estimate_memory(_cfg(tiny_model_dir, max_length=128, gradient_checkpointing=True),
+                           mode="lora", device="cpu")
+    longer = estimate_memory(_cfg(tiny_model_dir, max_length=256), mode="lora", device="cpu")
+    assert ckpt.activations < plain.activations
+    assert longer.activations == pytest.approx(2 * plain.activations, rel=0.05)  # O(T) attention
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_meta_trace_matches_a_real_cpu_forward(tiny_model_dir, full):
+    """The bytes saved for backward by a real CPU training forward (tunesmith's varlen attention,
+    fused CE) equal the meta-device trace's within 2 %."""
+    from transformers import AutoConfig
+
+    from tunesmith.config import AdapterConfig
+    from tunesmith.data.collate import collate
+    from tunesmith.data.render import Rendered
+    from tunesmith.models.adapters import attach_adapter
+    from tunesmith.models.attention import register
+    from tunesmith.models.forward import token_loss
+    from tunesmith.models.load import load_causal_lm
+
+    T = 96
+    adapter = AdapterConfig(r=8, alpha=16, dropout=0.05)
+    model = load_causal_lm(str(tiny_model_dir))
+    model.set_attn_implementation(register())
+    model.config.use_cache = False
+    if full:
+        model.requires_grad_(True)
+    else:
+        model.requires_grad_(False)
+        model = attach_adapter(model, adapter)
+    model.train()
+    params = {p.untyped_storage()._cdata for p in model.parameters()}
+    saved = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        if s._cdata not in params:
+            saved[s._cdata] = s.nbytes()
+        return t
+
+    ids = torch.randint(0, 300, (T,)).tolist()
+    batch = collate([Rendered(ids, [1] * T, "x")])
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        token_loss(model, batch)
+    real = sum(saved.values())
+    config = AutoConfig.from_pretrained(tiny_model_dir)
+    traced, _ = activation_bytes(config, adapter, full=full, tokens=T, segment=T, checkpointing=False,
+                                 chunk_size=1024)
+    assert traced == pytest.approx(real, rel=0.02)
