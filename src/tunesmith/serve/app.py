@@ -90,6 +90,9 @@ def build_router(server, *, api_key: str | None = None, adapter_root: str | None
         return max_tokens if max_tokens is not None else ctx - used
 
     def launch(entry, prompts: list[list[int]], max_tokens: list[int], req, params) -> tuple[list, asyncio.Queue]:
+        if req.n > server.scheduler.max_batch:
+            raise APIError(400, f"n: at most {server.scheduler.max_batch} choices per request on this server",
+                           param="n")
         loop, queue = asyncio.get_running_loop(), asyncio.Queue()
         jobs = []
         for k, (ids, limit) in enumerate(zip(prompts, max_tokens)):
