@@ -245,7 +245,7 @@ def _prompt_text(prompt) -> str | None:
 
 def highlights(rows: list[dict], a: str, b: str, k: int = 5) -> dict:
     """The ``k`` examples where ``a`` gained most over ``b`` and the ``k`` where it lost most, by
-    the first metric of :data:`HIGHLIGHT_ORDER` both have (ties broken by ROUGE-L, then loss)."""
+    the first metric of :data:`HIGHLIGHT_ORDER` both have (equal gains ordered by ROUGE-L, then loss)."""
     metric = next((m for m in HIGHLIGHT_ORDER
                    if any(m in r["scores"].get(a, {}) and m in r["scores"].get(b, {}) for r in rows)), None)
     if metric is None:
@@ -260,6 +260,7 @@ def highlights(rows: list[dict], a: str, b: str, k: int = 5) -> dict:
 
     scored = [(sign * (r["scores"][a][metric] - r["scores"][b][metric]), delta(r, "rouge_l"), delta(r, "loss"), i)
               for i, r in enumerate(rows) if metric in r["scores"].get(a, {}) and metric in r["scores"].get(b, {})]
-    best = sorted((s for s in scored if (s[0], s[1], s[2]) > (0, 0, 0)), reverse=True)[:k]
-    worst = sorted(s for s in scored if (s[0], s[1], s[2]) < (0, 0, 0))[:k]
+    # Membership by the ranking metric alone (agrees with its win/tie/loss); the others only order.
+    best = sorted((s for s in scored if s[0] > 0), reverse=True)[:k]
+    worst = sorted(s for s in scored if s[0] < 0)[:k]
     return {"metric": metric, "improvements": [s[3] for s in best], "regressions": [s[3] for s in worst]}
