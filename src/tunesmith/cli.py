@@ -35,10 +35,12 @@ def _cmd_train(args) -> int:
 
 def _launch_train(args) -> int:
     """``train --nproc N``: the same command on N local processes under torchrun."""
-    from .config import load_config
+    from .config import load_config, validate
     from .engine.distributed import launch_local
 
-    if load_config(args.config, args.set).train.parallel == "none":
+    cfg = load_config(args.config, args.set)
+    validate(cfg)  # config mistakes are reported once, before any process starts
+    if cfg.train.parallel == "none":
         raise TunesmithError(f"--nproc {args.nproc}: set train.parallel to ddp or fsdp in {args.config} "
                              "(or add --set train.parallel=ddp)")
     forwarded = ["train", args.config, *[f"--set={item}" for item in args.set]]

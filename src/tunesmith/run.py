@@ -122,7 +122,6 @@ def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None =
 
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.chat_template)
     method = get_method(cfg.method)
-    distributed.check_supported(cfg, dist_ctx)
     with distributed.main_first(dist_ctx):  # caches written while preparing are shared
         data = method.prepare_data(cfg, tokenizer)
     chosen = resolve_auto(cfg.train, cfg.adapter.type, len(data.train))
@@ -221,6 +220,8 @@ def train(config: RunConfig | dict | str | Path, overrides: list[str] | None = N
         resume_from = ckpt.latest_checkpoint(out / "checkpoints")
         if resume is True and resume_from is None:
             raise ckpt.CheckpointError(f"--resume: no complete checkpoint in {out / 'checkpoints'}")
+    if trainer.dist.active:
+        distributed.same_on_all_ranks(trainer.dist, str(resume_from), "the checkpoint to resume from")
     result = trainer.fit(resume_from, process_start=t_start)
     dist_ctx = trainer.dist
     weights = None

@@ -79,3 +79,16 @@ def test_fsdp_refuses_bitsandbytes_4bit_weights():
     ctx = DistContext(world_size=2, rank=0, mode="fsdp")
     with pytest.raises(ConfigError, match="QLoRA with FSDP2 is not supported.*0.weight|0.weight.*QLoRA"):
         distributed.wrap(model, lambda m, b: None, ctx, torch.device("cpu"), "fp32")
+
+
+@pytest.mark.parametrize("method,extra", [("grpo", {}), ("distill", {"distill": {"mode": "on_policy"}})])
+def test_fsdp_refuses_methods_that_sample_in_the_step(method, extra):
+    cfg = {"model": "m", "method": method, "data": {"train": "t.jsonl"}, **extra}
+    with pytest.raises(ConfigError, match="parallel: ddp"):
+        validate(load_config({**cfg, "train": {"parallel": "fsdp"}}))
+
+
+def test_fsdp_refuses_qlora_in_the_config():
+    with pytest.raises(ConfigError, match="bitsandbytes does not support FSDP2"):
+        validate(load_config({"model": "m", "data": {"train": "t.jsonl"}, "adapter": {"type": "qlora"},
+                              "train": {"parallel": "fsdp"}}))

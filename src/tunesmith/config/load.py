@@ -265,6 +265,16 @@ def _validate_rest(config: RunConfig) -> None:
     if t.cpu_offload and (t.parallel != "fsdp" or t.device == "cpu"):
         raise ConfigError("config: 'train.cpu_offload' offloads FSDP shards from the GPU; it needs "
                           "train.parallel: fsdp on a CUDA device")
+    if t.parallel == "fsdp" and (a.type == "qlora" or config.model.load_in_4bit or config.model.load_in_8bit):
+        raise ConfigError("config: train.parallel fsdp cannot shard bitsandbytes-quantised weights "
+                          "(QLoRA / load_in_4bit / load_in_8bit): bitsandbytes does not support FSDP2. "
+                          "Use train.parallel: ddp (each GPU holds the quantised model).")
+    if t.parallel == "fsdp" and (config.method == "grpo" or (config.method == "distill"
+                                                             and config.distill.mode == "on_policy")):
+        raise ConfigError(f"config: method {config.method} samples from the model inside the training "
+                          "step; under train.parallel fsdp every rank would have to generate the same "
+                          "number of tokens (each block's weights are all-gathered per forward). "
+                          "Use train.parallel: ddp.")
     if config.method == "grpo":
         _validate_grpo(config)
     if config.method == "distill":

@@ -5,6 +5,10 @@ parameters by name), ``optim.pt`` (optimizer + scheduler state, loaded with
 ``weights_only=True``), ``rng.pt``, ``state.json`` and, written last, ``COMMITTED``. Everything is
 written into a temporary sibling directory, fsynced, then renamed into place; a directory
 without ``COMMITTED`` is never resumed.
+
+Multi-process runs (engine.distributed) write the same format: rank 0 writes the gathered full
+tensors and optimizer state, and ``rng.pt`` also holds every rank's RNG state under ``ranks``;
+so a checkpoint resumes in one process or in many, with DDP or FSDP.
 """
 
 from __future__ import annotations

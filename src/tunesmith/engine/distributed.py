@@ -114,41 +114,6 @@ def main_first(ctx: DistContext):
         dist.barrier(group=_slow_group)
 
 
-def check_supported(cfg, ctx: DistContext) -> None:
-    """Refuse combinations that cannot work across ranks, before any model is loaded."""
-    if not (ctx.active and ctx.mode == "fsdp"):
-        return
-    distill = getattr(cfg, "distill", None)
-    if cfg.method == "grpo" or (cfg.method == "distill" and getattr(distill, "mode", "") == "on_policy"):
-        raise ConfigError(
-            f"config: method {cfg.method} samples from the model inside the training step; under "
-            "train.parallel fsdp every rank would have to generate the same number of tokens (each "
-            "block's weights are all-gathered per forward). Use train.parallel: ddp.")
-
-
-def shutdown(ctx: DistContext) -> None:
-    """Leave the process group (after a final barrier so no rank exits mid-collective)."""
-    if ctx.active and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-
-
-def barrier(ctx: DistContext) -> None:
-    if ctx.active:
-        dist.barrier()
-
-
-def seed_rank(ctx: DistContext, seed: int, offset: int = 0) -> None:
-    """Give ranks > 0 their own dropout RNG stream (rank 0 keeps the single-process one).
-
-    All ranks start from the same seed so that adapter initialisation is identical; after
-    the model is built each rank must draw *different* dropout masks for its own data."""
-    if ctx.rank > 0:
-        value = (seed * 1_000_003 + offset * 1_009 + ctx.rank) % (2**63)
-        random.seed(value)
-        torch.manual_seed(value)
-
-
 # -- data ---------------------------------------------------------------------------------------
 def rank_micro_batches(step: int, grad_accum: int, ctx: DistContext) -> range:
     """Global micro-batch indices rank ``ctx.rank`` processes in optimizer step ``step``.
@@ -194,6 +159,17 @@ def sum_over_ranks(ctx: DistContext, device: torch.device, head: list[float],
     dist.all_reduce(t)
     values = t.tolist()
     return values[:len(head)], dict(zip(keys, values[len(head):]))
+
+
+def same_on_all_ranks(ctx: DistContext, value, what: str) -> None:
+    """Raise (on every rank) unless ``value`` is the same on all ranks — e.g. the checkpoint to
+    resume from, which differs when ``output_dir`` is not on a filesystem all nodes share."""
+    every = gather_objects(ctx, value)
+    if any(v != every[0] for v in every):
+        from ..errors import CheckpointError
+
+        raise CheckpointError(f"the ranks disagree on {what}: {every} (by rank). output_dir must be "
+                              "on a filesystem every node shares (see docs/distributed.md)")
 
 
 def gather_objects(ctx: DistContext, obj) -> list:
