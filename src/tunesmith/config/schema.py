@@ -197,7 +197,8 @@ class GrpoRewardConfig:
     weight: float = 1.0
     """Weight in the summed reward (negative weights penalise)."""
     name: str | None = None
-    """Metric name (``reward_<name>``); default: the type (numbered when repeated)."""
+    """Metric name (``reward_<name>``); default: the type, for ``python`` the function's name
+    (numbered when repeated)."""
     field: str | None = None
     """exact_match: the example field holding the reference answer (default ``answer``);
     json_schema: an example field holding a per-example schema."""

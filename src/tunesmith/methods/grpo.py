@@ -37,14 +37,14 @@ import contextlib
 import logging
 import math
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ..config import RunConfig
 from ..data.formats import FORMAT_LABELS, PROMPT_ONLY, Where, check_messages, iter_format_rows
-from ..errors import DataError
+from ..errors import DataError, ModelError
 from ..losses.policy import clipped_policy_loss, group_advantages
 from ..models.generate import format_prompt
 from ..models.template import stop_token_ids
@@ -74,7 +74,6 @@ class PromptBatch:
     items: list[PromptItem]
     group_size: int
     n_tokens: int = 0
-    extra: dict = field(default_factory=dict)
 
     def to(self, device) -> "PromptBatch":
         return self  # token tensors are built on the device during the rollout
@@ -189,8 +188,8 @@ class GrpoStep:
         self.g, self.cfg, self.tokenizer, self.rewards = config.grpo, config, tokenizer, rewards
         self.stop_ids = stop_token_ids(tokenizer)
         if not self.stop_ids:
-            raise DataError("the tokenizer has neither an EOS token nor an end-of-turn token; "
-                            "GRPO cannot tell where a completion ends")
+            raise ModelError("the tokenizer has neither an EOS token nor an end-of-turn token; "
+                             "GRPO cannot tell where a completion ends")
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.stop_ids[-1]
 

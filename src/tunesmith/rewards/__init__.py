@@ -107,14 +107,23 @@ def build_rewards(specs: list, *, max_new_tokens: int, device=None) -> RewardSet
         if spec.type == "reward_model":
             kwargs = {"device": device}
         score = makers[spec.type](spec, where, **kwargs)
-        name = spec.name or spec.type
+        name = spec.name or _default_name(spec)
         if not spec.name:
             seen[name] = seen.get(name, 0) + 1
             name = name if seen[name] == 1 else f"{name}_{seen[name]}"
+        if name == "std":  # the metric reward_std is the within-group spread of the total
+            raise ConfigError(f"config: '{where}.name' 'std' is reserved; choose another name")
         if name in [f.name for f in functions]:
             raise ConfigError(f"config: '{where}.name' {name!r} is used twice; names must be unique")
         functions.append(RewardFunction(name, spec.weight, score))
     return RewardSet(functions)
+
+
+def _default_name(spec) -> str:
+    """The type, or for a Python reward its function's name (``rewards.py:format_ok`` -> format_ok)."""
+    if spec.type == "python" and spec.function:
+        return spec.function.rpartition(":")[2] or spec.type
+    return spec.type
 
 
 def required_fields(specs: list) -> dict[str, str]:

@@ -83,6 +83,7 @@ def test_python_callable_gets_prompt_completion_and_fields(tmp_path, monkeypatch
     path = tmp_path / "my_rewards.py"
     path.write_text(REWARD_FILE)
     spec = Spec(type="python", function=f"{path}:digits")
+    assert build_rewards([spec, spec], max_new_tokens=8).names == ["digits", "digits_2"]
     assert _score(spec, ["7a77", "none"], {"target": "7", "unused": 1}) == [0.75, 0.0]
     # A function without **kwargs receives only the fields it names.
     assert _score(Spec(type="python", function=f"{path}:only_needed"), ["x7"], {"target": "7", "id": 3}) == [1.0]
@@ -116,6 +117,8 @@ def test_weighted_sum_names_and_key_checks():
         build_rewards([Spec(type="json_schema", pattern="x")], max_new_tokens=8)
     with pytest.raises(ConfigError, match="not a valid regular expression"):
         build_rewards([Spec(type="regex", pattern="(")], max_new_tokens=8)
+    with pytest.raises(ConfigError, match="reserved"):
+        build_rewards([Spec(type="regex", pattern="a", name="std")], max_new_tokens=8)
     with pytest.raises(ConfigError, match="used twice"):
         build_rewards([Spec(type="regex", pattern="a", name="x"), Spec(type="length", name="x")], max_new_tokens=8)
     assert required_fields([Spec(type="exact_match"), Spec(type="json_schema", field="s"),
