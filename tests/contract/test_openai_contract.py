@@ -117,7 +117,8 @@ def ask(client, model, text, **kw):
 def test_models_list_and_retrieve(stack):
     ids = {m.id for m in stack["client"].models.list()}
     assert ids == {"base", "ft:alpha", "ft:beta"}
-    assert stack["client"].models.retrieve("ft:alpha").id == "ft:alpha"
+    alpha = stack["client"].models.retrieve("ft:alpha")
+    assert alpha.id == "ft:alpha" and alpha.model_dump().get("parent") == "base"
     with pytest.raises(openai.NotFoundError):
         stack["client"].models.retrieve("nope")
 

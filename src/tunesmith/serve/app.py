@@ -154,7 +154,7 @@ def build_router(server, *, api_key: str | None = None, adapter_root: str | None
 
     async def list_models(request: Request):
         check_auth(request)
-        return {"object": "list", "data": [_model_json(m) for m in server.models()]}
+        return {"object": "list", "data": [_model_json(m, server.base_id) for m in server.models()]}
 
     async def get_model(request: Request):
         check_auth(request)
@@ -162,7 +162,7 @@ def build_router(server, *, api_key: str | None = None, adapter_root: str | None
         if entry is None:
             raise APIError(404, f"The model `{request.path_params['model_id']}` does not exist.",
                            param="model", code="model_not_found")
-        return _model_json(entry)
+        return _model_json(entry, server.base_id)
 
     async def chat_completions(request: Request):
         req, entry = await parse(request, ChatCompletionRequest)
@@ -227,7 +227,7 @@ def build_router(server, *, api_key: str | None = None, adapter_root: str | None
             entry = await asyncio.to_thread(server.add_adapter, body["id"], str(folder))
         except ModelError as exc:
             raise APIError(400, str(exc), param="path") from None
-        return _model_json(entry)
+        return _model_json(entry, server.base_id)
 
     async def delete_adapter(request: Request):
         check_auth(request)
@@ -258,10 +258,11 @@ def _inside(root: str | None, relative: str) -> Path:
     return target
 
 
-def _model_json(entry) -> dict:
+def _model_json(entry, base_id: str | None = None) -> dict:
+    """OpenAI's model object; adapters also name the base they run on (``parent``, as vLLM does)."""
     out = {"id": entry.id, "object": "model", "created": entry.created, "owned_by": entry.owned_by}
-    if entry.adapter:
-        out["parent"] = None
+    if entry.adapter and base_id:
+        out["parent"] = base_id
     return out
 
 

@@ -271,13 +271,14 @@ class Scheduler:
                 s.done = True
                 _emit(s.req, {"type": "finish", "index": s.index, "reason": reason,
                               "completion_tokens": len(s.generated)})
-        finished = {id(s.req) for s in seqs if s.done}
-        if finished:
-            for req_id in finished:
-                req = next(s.req for s in self._active if id(s.req) == req_id)
-                if all(s.done for s in self._active if s.req is req):
-                    _emit(req, {"type": "done"})
+        if any(s.done for s in seqs):
+            completed = {id(s.req): s.req for s in self._active if s.done}
             self._keep([i for i, s in enumerate(self._active) if not s.done])
+            # "done" goes out after the rows left the batch, so a client that has its answer
+            # never sees its request still counted as running.
+            for req_id, req in completed.items():
+                if not any(s.req is req for s in self._active):
+                    _emit(req, {"type": "done"})
 
 
 def _emit(req: GenRequest, event: dict) -> None:
