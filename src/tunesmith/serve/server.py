@@ -47,6 +47,12 @@ class ModelEntry:
         return self.adapter or BASE
 
 
+def _folder_id(path: str) -> str:
+    """Default model id of a folder: its name, or the run's name for ``runs/x/final``."""
+    p = Path(path).resolve()
+    return p.parent.name if p.name == "final" else p.name
+
+
 def check_model_id(model_id: str) -> str:
     if not isinstance(model_id, str) or not _ID.match(model_id) or model_id == "__base__":
         raise ModelError(f"invalid model id {model_id!r}: use letters, digits and . _ : / @ + - "
@@ -91,12 +97,12 @@ class InferenceServer:
         self._lock = threading.Lock()
         self._models: dict[str, ModelEntry] = {}
         self._draining: set[str] = set()
-        base_id = check_model_id(model_id or Path(base_path).name)
+        base_id = check_model_id(model_id or _folder_id(base_path))
         self._models[base_id] = ModelEntry(base_id, base_path, self.tokenizer, stop_token_ids(self.tokenizer),
                                            created=int(time.time()))
         self.base_id = base_id
         if adapter:  # ``base`` named an adapter folder or a run: serve it too, under its folder name
-            self.add_adapter(check_model_id(Path(base).name), adapter)
+            self.add_adapter(check_model_id(_folder_id(base)), adapter)
         if start:
             self.scheduler.start()
 
