@@ -114,6 +114,29 @@ def main_first(ctx: DistContext):
         dist.barrier(group=_slow_group)
 
 
+def shutdown(ctx: DistContext) -> None:
+    """Leave the process group (after a final barrier so no rank exits mid-collective)."""
+    if ctx.active and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.active:
+        dist.barrier()
+
+
+def seed_rank(ctx: DistContext, seed: int, offset: int = 0) -> None:
+    """Give ranks > 0 their own dropout RNG stream (rank 0 keeps the single-process one).
+
+    All ranks start from the same seed so that adapter initialisation is identical; after
+    the model is built each rank must draw *different* dropout masks for its own data."""
+    if ctx.rank > 0:
+        value = (seed * 1_000_003 + offset * 1_009 + ctx.rank) % (2**63)
+        random.seed(value)
+        torch.manual_seed(value)
+
+
 # -- data ---------------------------------------------------------------------------------------
 def rank_micro_batches(step: int, grad_accum: int, ctx: DistContext) -> range:
     """Global micro-batch indices rank ``ctx.rank`` processes in optimizer step ``step``.
