@@ -284,3 +284,17 @@ def test_a_stalled_streaming_client_does_not_block_others(stack):
     while server.scheduler.load["running"] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.scheduler.load["running"] == 0
+
+
+def test_streamed_logprobs_match_non_streamed(stack):
+    client = stack["client"]
+    full = ask(client, "ft:beta", "hello", max_tokens=6, logprobs=True, top_logprobs=1)
+    chunks = list(ask(client, "ft:beta", "hello", max_tokens=6, logprobs=True, top_logprobs=1, stream=True))
+    streamed = [item for c in chunks if c.choices and c.choices[0].logprobs for item in c.choices[0].logprobs.content]
+    assert [(x.token, x.logprob) for x in streamed] == [(x.token, x.logprob) for x in full.choices[0].logprobs.content]
+    legacy = client.completions.create(model="base", prompt="the sun is", max_tokens=5, temperature=0, logprobs=1)
+    parts = [c.choices[0].logprobs for c in client.completions.create(
+        model="base", prompt="the sun is", max_tokens=5, temperature=0, logprobs=1, stream=True)
+        if c.choices and c.choices[0].logprobs]
+    assert [t for p in parts for t in p.tokens] == legacy.choices[0].logprobs.tokens
+    assert [o for p in parts for o in p.text_offset] == legacy.choices[0].logprobs.text_offset

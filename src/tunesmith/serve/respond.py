@@ -110,66 +110,65 @@ def _error_chunk(message: str) -> str:
     return sse({"error": {"message": message, "type": "server_error", "param": None, "code": None}})
 
 
-async def chat_chunks(queue, n_jobs: int, meta: dict):
-    """SSE lines for a streaming chat completion (role chunk, content deltas, finish, usage, [DONE])."""
-    base = {"id": meta["id"], "object": "chat.completion.chunk", "created": meta["created"],
-            "model": meta["model"], "system_fingerprint": None}
-    usage_field = {"usage": None} if meta["include_usage"] else {}
-    collector = Collector("chat", {**meta, "logprobs": False})
-    for i in range(meta["n"]):
-        yield sse({**base, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
-                                        "logprobs": None, "finish_reason": None}], **usage_field})
-    async for k, event in _events(queue, n_jobs):
-        if event["type"] == "error":
-            yield _error_chunk(event["message"])
-            return
-        collector.add(k, event)
-        i = k * meta["n"] + event.get("index", 0)
-        if event["type"] == "token":
-            lp = {"content": [chat_logprob(meta["tokenizer"], event["choice"])], "refusal": None} \
-                if meta["logprobs"] else None
-            if event["text"] or lp:
-                yield sse({**base, "choices": [{"index": i, "delta": {"content": event["text"]}, "logprobs": lp,
-                                                "finish_reason": None}], **usage_field})
-        elif event["type"] == "finish":
-            yield sse({**base, "choices": [{"index": i, "delta": {}, "logprobs": None,
-                                            "finish_reason": event["reason"]}], **usage_field})
-    if meta["include_usage"]:
-        yield sse({**base, "choices": [], "usage": collector.usage()})
-    yield "data: [DONE]\n\n"
-
-
-async def completion_chunks(queue, n_jobs: int, meta: dict):
-    """SSE lines for a streaming legacy completion."""
-    base = {"id": meta["id"], "object": "text_completion", "created": meta["created"], "model": meta["model"],
+async def _stream(queue, n_jobs: int, meta: dict, obj: str, opening: list[dict], token_choice, finish_choice):
+    """The SSE loop shared by both endpoints: ``opening`` choices, then one chunk per token event
+    that ``token_choice(i, event)`` turns into a choice (None: nothing to send), one per finish,
+    the usage chunk when asked for, ``[DONE]``; an error event ends the stream with an error."""
+    base = {"id": meta["id"], "object": obj, "created": meta["created"], "model": meta["model"],
             "system_fingerprint": None}
     usage_field = {"usage": None} if meta["include_usage"] else {}
-    collector = Collector("text", {**meta, "logprobs": False})
-    offsets: dict[int, _LegacyLogprobs] = {}
-    if meta.get("echo"):
-        for i in range(len(meta["echo"]) * meta["n"]):
-            yield sse({**base, "choices": [{"text": meta["echo"][i // meta["n"]], "index": i, "logprobs": None,
-                                            "finish_reason": None}], **usage_field})
+    collector = Collector("stream", {**meta, "logprobs": False})
+    for choice in opening:
+        yield sse({**base, "choices": [choice], **usage_field})
     async for k, event in _events(queue, n_jobs):
         if event["type"] == "error":
             yield _error_chunk(event["message"])
             return
         collector.add(k, event)
         i = k * meta["n"] + event.get("index", 0)
-        if event["type"] == "token":
-            lp = None
-            if meta["logprobs"]:
-                acc = offsets.setdefault(i, _LegacyLogprobs())
-                one = _LegacyLogprobs(acc.offset)
-                one.add(meta["tokenizer"], event["choice"])
-                acc.offset = one.offset
-                lp = one.body
-            if event["text"] or lp:
-                yield sse({**base, "choices": [{"text": event["text"], "index": i, "logprobs": lp,
-                                                "finish_reason": None}], **usage_field})
-        elif event["type"] == "finish":
-            yield sse({**base, "choices": [{"text": "", "index": i, "logprobs": None,
-                                            "finish_reason": event["reason"]}], **usage_field})
+        choice = token_choice(i, event) if event["type"] == "token" else \
+            finish_choice(i, event["reason"]) if event["type"] == "finish" else None
+        if choice is not None:
+            yield sse({**base, "choices": [choice], **usage_field})
     if meta["include_usage"]:
         yield sse({**base, "choices": [], "usage": collector.usage()})
     yield "data: [DONE]\n\n"
+
+
+def chat_chunks(queue, n_jobs: int, meta: dict):
+    """SSE lines for a streaming chat completion (role chunk, content deltas, finish, usage, [DONE])."""
+    opening = [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+               for i in range(meta["n"])]
+
+    def token(i, event):
+        lp = {"content": [chat_logprob(meta["tokenizer"], event["choice"])], "refusal": None} \
+            if meta["logprobs"] else None
+        if not (event["text"] or lp):
+            return None
+        return {"index": i, "delta": {"content": event["text"]}, "logprobs": lp, "finish_reason": None}
+
+    def finish(i, reason):
+        return {"index": i, "delta": {}, "logprobs": None, "finish_reason": reason}
+    return _stream(queue, n_jobs, meta, "chat.completion.chunk", opening, token, finish)
+
+
+def completion_chunks(queue, n_jobs: int, meta: dict):
+    """SSE lines for a streaming legacy completion (echoed prompts first when asked)."""
+    n, echo = meta["n"], meta.get("echo") or []
+    opening = [{"text": echo[i // n], "index": i, "logprobs": None, "finish_reason": None}
+               for i in range(len(echo) * n)]
+    offsets: dict[int, int] = {}
+
+    def token(i, event):
+        lp = None
+        if meta["logprobs"]:  # one token's legacy logprobs, text_offset continuing the choice's text
+            one = _LegacyLogprobs(offsets.get(i, 0))
+            one.add(meta["tokenizer"], event["choice"])
+            offsets[i], lp = one.offset, one.body
+        if not (event["text"] or lp):
+            return None
+        return {"text": event["text"], "index": i, "logprobs": lp, "finish_reason": None}
+
+    def finish(i, reason):
+        return {"text": "", "index": i, "logprobs": None, "finish_reason": reason}
+    return _stream(queue, n_jobs, meta, "text_completion", opening, token, finish)
