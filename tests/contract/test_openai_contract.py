@@ -298,3 +298,25 @@ def test_streamed_logprobs_match_non_streamed(stack):
         if c.choices and c.choices[0].logprobs]
     assert [t for p in parts for t in p.tokens] == legacy.choices[0].logprobs.tokens
     assert [o for p in parts for o in p.text_offset] == legacy.choices[0].logprobs.text_offset
+
+
+def test_removing_an_adapter_lets_running_requests_finish(stack):
+    client, url, server = stack["client"], stack["url"], stack["server"]
+    server.add_adapter("ft:delta", str(stack["adapters"] / "gamma"))
+    body = {"model": "ft:delta", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 40,
+            "temperature": 0, "stream": True, "logit_bias": {str(i): -100 for i in server.get("base").stop_ids}}
+    u = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    conn.request("POST", f"{u.path}/chat/completions", body=json.dumps(body),
+                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"})
+    resp = conn.getresponse()
+    assert resp.readline().startswith(b"data: ")
+    server.remove_adapter("ft:delta")
+    with pytest.raises(openai.NotFoundError):  # gone for new requests at once
+        ask(client, "ft:delta", "hello")
+    assert "ft:delta" in server.peft_adapters()  # still loaded for the running stream
+    rest = resp.read().decode()
+    conn.close()
+    assert rest.rstrip().endswith("data: [DONE]") and '"finish_reason":"length"' in rest
+    server.wait_idle_unloads()
+    assert "ft:delta" not in server.peft_adapters()

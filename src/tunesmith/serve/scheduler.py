@@ -92,6 +92,7 @@ class Scheduler:
         self.context_length, self.max_batch = context_length, max_batch
         self.max_waiting, self.max_prefill_tokens = max_waiting, max_prefill_tokens
         self.use_adapter_names = False  # set once the model is a PeftModel
+        self.loaded: set[str] = {BASE}  # adapter names the model can run now (changed on this thread)
         self._waiting: collections.deque[GenRequest] = collections.deque()
         self._actions: collections.deque = collections.deque()
         self._cv = threading.Condition()
@@ -145,6 +146,8 @@ class Scheduler:
         return box.get("value")
 
     def adapters_in_use(self) -> set[str]:
+        """Adapters of waiting and running requests; exact when called on the generation thread
+        (e.g. inside ``call``), where no request is between the queue and the batch."""
         with self._cv:
             names = {r.adapter for r in self._waiting}
         return names | {s.req.adapter for s in list(self._active)}
@@ -209,7 +212,11 @@ class Scheduler:
                 rows = sum(r.n for r in batch) + req.n
                 if batch and rows * longest2 > self.max_prefill_tokens:
                     break
-                batch.append(self._waiting.popleft())
+                self._waiting.popleft()
+                if req.adapter not in self.loaded:  # its model was removed after the request was parsed
+                    _emit(req, {"type": "error", "message": "the model was removed while the request waited"})
+                    continue
+                batch.append(req)
                 room -= req.n
                 longest = longest2
         if batch:

@@ -173,10 +173,11 @@ class InferenceServer:
         threading.Thread(target=self._unload_when_idle, args=(model_id,), daemon=True).start()
 
     def _unload_when_idle(self, name: str) -> None:
-        while name in self.scheduler.adapters_in_use():
-            time.sleep(0.05)
+        # The in-use check and the deletion run together on the generation thread, so no
+        # request can slip between the queue and the batch in between.
         try:
-            self.scheduler.call(lambda: self._delete_adapter(name))
+            while not self.scheduler.call(lambda: self._delete_adapter(name)):
+                time.sleep(0.05)
         finally:
             with self._lock:
                 self._draining.discard(name)
@@ -206,11 +207,16 @@ class InferenceServer:
         except Exception as exc:
             raise ModelError(f"could not load adapter {folder}: {exc}") from None
         sched.model.eval()
+        sched.loaded.add(name)
 
-    def _delete_adapter(self, name: str) -> None:
+    def _delete_adapter(self, name: str) -> bool:
+        """Unload ``name`` unless a waiting or running request still uses it (then False)."""
         sched = self.scheduler
+        if name in sched.adapters_in_use():
+            return False
+        sched.loaded.discard(name)
         if not sched.use_adapter_names or name not in sched.model.peft_config:
-            return
+            return True
         if len(sched.model.peft_config) == 1:
             # PEFT keeps at least one adapter; with the last one gone, serve the bare base again.
             sched.model = sched.model.unload()
@@ -218,6 +224,7 @@ class InferenceServer:
             sched.use_adapter_names = False
         else:
             sched.model.delete_adapter(name)
+        return True
 
     # ---- tokenisation ------------------------------------------------------------------------------
     def encode_chat(self, entry: ModelEntry, messages: list[dict]) -> list[int]:
