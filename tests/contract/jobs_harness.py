@@ -38,6 +38,7 @@ class Service:
         self.settings = Settings(db=db, data_dir=root / "data", base_models=base_models, **settings)
         self.store = Store(self.settings.db)
         app = create_app(self.settings, self.store)
+        self.inference = app.state.inference  # the per-base InferenceServers (tunesmith.serve)
         self.requests: list[tuple[str, str]] = []
         inner = app
 

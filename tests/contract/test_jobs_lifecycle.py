@@ -85,21 +85,72 @@ def test_a_job_trains_end_to_end(svc, client):
         assert c.metrics.valid_loss is not None and c.fine_tuning_job_id == job.id
 
     assert done.fine_tuned_model in [m.id for m in client.models.list()]
-    reply = client.chat.completions.create(model=done.fine_tuned_model, max_tokens=4,
-                                           messages=[{"role": "user", "content": "what color is the sky?"}])
-    assert reply.model == done.fine_tuned_model and reply.choices[0].message.role == "assistant"
-    assert reply.usage.completion_tokens <= 4
-    text = client.completions.create(model=ckpts[1].fine_tuned_model_checkpoint, prompt="the sky", max_tokens=3)
-    assert text.object == "text_completion" and text.model.endswith(":ckpt-step-3")
-    with pytest.raises(openai.NotFoundError):  # project B cannot use A's model
-        svc.client(svc.key_b).chat.completions.create(model=done.fine_tuned_model,
-                                                      messages=[{"role": "user", "content": "hi"}])
-    assert client.models.delete(done.fine_tuned_model).deleted is True
+    TRAINED.update(job=done, checkpoints=ckpts)
+
+
+TRAINED: dict = {}
+
+
+def _ask(client, model, **kw):
+    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": "what color is the sky?"}],
+                                          **kw)
+
+
+def test_ft_models_are_served_with_streaming_usage_and_logprobs(svc, client):
+    """The ft: model and a checkpoint answer through tunesmith.serve over the shared base."""
+    done, ckpts = TRAINED["job"], TRAINED["checkpoints"]
+    ft = done.fine_tuned_model
+    reply = _ask(client, ft, max_tokens=4, temperature=0, logprobs=True)
+    assert reply.model == ft and reply.object == "chat.completion" and reply.choices[0].message.role == "assistant"
+    assert reply.choices[0].finish_reason in ("stop", "length") and 1 <= reply.usage.completion_tokens <= 4
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+    # Streaming: the deltas join to the non-streamed greedy text; usage comes in the last chunk.
+    chunks = list(_ask(client, ft, max_tokens=4, temperature=0, stream=True, stream_options={"include_usage": True}))
+    assert all(c.model == ft and c.object == "chat.completion.chunk" for c in chunks)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == reply.choices[0].message.content
+    assert chunks[-1].choices == [] and chunks[-1].usage.model_dump() == reply.usage.model_dump()
+    # The adapter is really applied: the base scores the same greedy tokens differently.
+    base = _ask(client, "tiny", max_tokens=4, temperature=0, logprobs=True)
+    assert base.model == "tiny"
+    ft_lp = [t.logprob for t in reply.choices[0].logprobs.content]
+    base_lp = [t.logprob for t in base.choices[0].logprobs.content]
+    assert max(abs(x - y) for x, y in zip(ft_lp, base_lp)) > 1e-5
+
+    # A checkpoint is served as an adapter too (exported once from its trainable tensors).
+    step3 = ckpts[1].fine_tuned_model_checkpoint
+    text = client.completions.create(model=step3, prompt="the sky", max_tokens=3, temperature=0)
+    assert text.object == "text_completion" and text.model == step3 and text.usage.completion_tokens <= 3
+    streamed = "".join(c.choices[0].text for c in client.completions.create(
+        model=step3, prompt="the sky", max_tokens=3, temperature=0, stream=True) if c.choices)
+    assert streamed == text.choices[0].text
+    # The export names the tensors as PEFT does: the last checkpoint's export equals final/.
+    from safetensors.torch import load_file
+
+    row = svc.store.get_job(None, done.id)
+    last = load_file(svc.inference.locate(row, 6) / "adapter_model.safetensors")
+    final = load_file(svc.settings.run_dir(done.id) / "final" / "adapter_model.safetensors")
+    assert last.keys() == final.keys() and all(last[k].equal(final[k]) for k in final)
+    served = svc.inference.ensure("tiny", None, None).server
+    assert {ft, step3} <= set(served.peft_adapters())  # one base, both adapters in it
+
+    # OpenAI errors from the serving layer keep the envelope; another project sees a 404.
+    with pytest.raises(openai.BadRequestError) as info:
+        _ask(client, ft, temperature=5)
+    assert info.value.param == "temperature"
     with pytest.raises(openai.NotFoundError):
-        client.chat.completions.create(model=done.fine_tuned_model, messages=[{"role": "user", "content": "hi"}])
-    assert done.fine_tuned_model not in [m.id for m in client.models.list()]
+        _ask(svc.client(svc.key_b), ft, stream=True)
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model=ft + ":ckpt-step-4", prompt="x")  # no such checkpoint
+
+    assert client.models.delete(ft).deleted is True
+    for model in (ft, step3):
+        with pytest.raises(openai.NotFoundError):
+            _ask(client, model)
+    served.wait_idle_unloads()
+    assert ft not in served.peft_adapters() and step3 not in served.peft_adapters()
+    assert ft not in [m.id for m in client.models.list()]
     with pytest.raises(openai.BadRequestError):  # a finished job cannot be paused
-        client.fine_tuning.jobs.pause(job.id)
+        client.fine_tuning.jobs.pause(done.id)
 
 
 def test_too_few_examples_fail_validation_with_openais_error(client):

@@ -67,6 +67,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         thread.start()
         yield
         stop.set()
+        app.state.inference.close()
 
     app = FastAPI(title="tunesmith fine-tuning API", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.store, app.state.settings, app.state.blobs = store, settings, blobs
@@ -326,33 +327,37 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
             raise APIError(400, "Checkpoint models cannot be deleted on their own; delete the fine-tuned "
                            "model.", param="model")
         store.update_job(row["id"], model_deleted=True)
+        inference.forget(model)  # stop serving it (and its checkpoints) on this server at once
         return {"id": model, "object": "model", "deleted": True}
 
-    # -- inference --------------------------------------------------------------------------------------
+    # -- inference (tunesmith.serve: batching, streaming, usage) ----------------------------------------
     from .infer import Inference
 
     inference = Inference(settings, store)
     app.state.inference = inference
 
-    def _resolve_for_inference(proj: dict, model) -> tuple:
+    def _served(proj: dict, model) -> tuple:
+        """(base name, served model id or None for the base, adapter folder or None); blocking."""
         if not isinstance(model, str) or not model:
             raise APIError(400, "Missing required parameter: 'model'.", param="model")
         if model in settings.base_models:
-            return (str(settings.base_models[model]), None, None)
+            return model, None, None
         row, step = _own_model(proj, model)
-        return inference.locate(row, step)
+        return row["model"], model, inference.locate(row, step)
+
+    async def _infer(request: Request, proj: dict, path: str):
+        body = await _json(request)  # cached on the request: serve's route reads the same JSON
+        target = await _run_sync(_served, proj, body.get("model"))
+        base = await _run_sync(inference.ensure, *target)
+        return await inference.dispatch(request, path, base)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request, proj: dict = Depends(project)):
-        body = await _json(request)
-        target = _resolve_for_inference(proj, body.get("model"))
-        return await _run_sync(inference.chat, target, body)
+        return await _infer(request, proj, "/v1/chat/completions")
 
     @app.post("/v1/completions")
     async def completions(request: Request, proj: dict = Depends(project)):
-        body = await _json(request)
-        target = _resolve_for_inference(proj, body.get("model"))
-        return await _run_sync(inference.complete, target, body)
+        return await _infer(request, proj, "/v1/completions")
 
     # -- dashboard --------------------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)

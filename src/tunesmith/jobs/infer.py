@@ -1,142 +1,183 @@
-"""Minimal ``/v1/chat/completions`` and ``/v1/completions`` for base, ``ft:`` and checkpoint models.
+"""``/v1/chat/completions`` and ``/v1/completions`` for base, ``ft:`` and checkpoint models,
+answered by :mod:`tunesmith.serve` (continuous batching, streaming, logprobs, usage, OpenAI errors).
 
-Models load through :mod:`tunesmith.models.generate` (base + PEFT adapter from the job's
-``final/`` folder). A checkpoint model (``…:ckpt-step-N``) is the base with the job's adapter
-attached exactly as training attached it (the resolved run config) and the checkpoint's
-trainable tensors restored — the same code path the engine resumes with, so names and shapes
-are checked. A small LRU cache keeps the last few models; one lock serialises generation.
-Streaming, tools and logprobs are not supported (a clear 400).
+One :class:`~tunesmith.serve.server.InferenceServer` per allow-listed base model, started on its
+first request. A fine-tuned model is that base's server with the job's LoRA adapter (``final/``)
+added on demand under the model's ``ft:`` id, so every fine-tune of a base shares one copy of its
+weights and one batch. A checkpoint model (``…:ckpt-step-N``) is served the same way: its
+trainable tensors are written once as a PEFT adapter folder (:func:`checkpoint_adapter`) next to
+the run and added like any other adapter. At most ``max_adapters`` adapters stay loaded per
+base; the least recently used one is removed first (its running requests finish).
+
+The caller (:mod:`.app`) authenticates and checks that the model belongs to the caller's project
+*before* anything here runs; the serve routes are then invoked without a key of their own.
 """
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
 
+from ..errors import ModelError
 from .errors import APIError, model_not_found
 
-CACHE_SIZE = 2
-MAX_NEW_TOKENS = 512
+MAX_ADAPTERS = 16
+_PATHS = ("/v1/chat/completions", "/v1/completions")
+
+
+class _Base:
+    """One base model's InferenceServer, its serve routes and its LRU of loaded adapter ids."""
+
+    def __init__(self, name: str, path: Path, device: str, max_batch: int):
+        from ..serve import InferenceServer, build_router
+
+        self.server = InferenceServer(str(path), model_id=name, device=device, max_batch=max_batch)
+        router = build_router(self.server)  # no key: the jobs app has authenticated the caller
+        self.routes = {r.path: r.endpoint for r in router.routes if getattr(r, "path", None) in _PATHS}
+        self.loaded: OrderedDict[str, None] = OrderedDict()
 
 
 class Inference:
-    def __init__(self, settings, store):
-        self.settings, self.store = settings, store
-        self._cache: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
+    """Resolves a request's model to a served model id and hands the request to serve's route."""
 
-    def locate(self, job: dict, step: int | None) -> tuple[str, str | None, str | None]:
-        """(base folder, adapter folder or None, checkpoint folder or None) of a job's model."""
-        base = self.settings.base_models.get(job["model"])
-        run = self.settings.run_dir(job["id"])
-        if base is None:
+    def __init__(self, settings, store, *, device: str = "auto", max_batch: int = 16,
+                 max_adapters: int = MAX_ADAPTERS):
+        self.settings, self.store = settings, store
+        self.device, self.max_batch, self.max_adapters = device, max_batch, max_adapters
+        self._bases: dict[str, _Base] = {}
+        self._lock = threading.Lock()  # guards _bases and every base's ``loaded``
+
+    # ---- model location -------------------------------------------------------------------------
+    def locate(self, job: dict, step: int | None) -> Path:
+        """The adapter folder of a job's model (``final/``) or of one of its checkpoints."""
+        if job["model"] not in self.settings.base_models:
             raise model_not_found(job["model"])
+        run = self.settings.run_dir(job["id"])
         if step is None:
             final = run / "final"
-            if not final.is_dir():
+            if not (final / "adapter_config.json").is_file():
                 raise model_not_found(job["fine_tuned_model"] or job["id"])
-            return str(base), str(final), None
+            return final
         ckpt = run / "checkpoints" / f"step-{step:06d}"
+        served = run / "served-checkpoints" / f"step-{step:06d}"
+        if (served / "adapter_config.json").is_file():
+            return served  # exported earlier; the checkpoint itself may have been rotated away since
         if not (ckpt / "COMMITTED").is_file():
             raise model_not_found(f"checkpoint step {step}")
-        return str(base), None, str(ckpt)
+        checkpoint_adapter(str(self.settings.base_models[job["model"]]), ckpt, served)
+        return served
 
-    def _load(self, target: tuple):
-        if target in self._cache:
-            self._cache.move_to_end(target)
-            return self._cache[target]
-        base, adapter, ckpt = target
-        if ckpt is None:
-            from ..models.generate import load_for_inference
-
-            loaded = load_for_inference(base, adapter)
-        else:
-            loaded = _load_checkpoint(base, Path(ckpt))
-        self._cache[target] = loaded
-        while len(self._cache) > CACHE_SIZE:
-            self._cache.popitem(last=False)
-        return loaded
-
-    def _generate(self, target: tuple, prompts: list, body: dict) -> tuple[list[str], object, int]:
-        if body.get("stream"):
-            raise APIError(400, "stream=true is not supported by this server.", param="stream")
-        n = body.get("n", 1)
-        if n not in (1, None):
-            raise APIError(400, "Only n=1 is supported.", param="n")
-        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or 128
-        if not isinstance(max_tokens, int) or not 1 <= max_tokens <= MAX_NEW_TOKENS:
-            raise APIError(400, f"max_tokens must be an integer between 1 and {MAX_NEW_TOKENS}.",
-                           param="max_tokens")
-        temperature = body.get("temperature", 0.0) or 0.0
-        top_p = body.get("top_p", 1.0) or 1.0
-        if not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2:
-            raise APIError(400, "temperature must be between 0 and 2.", param="temperature")
-        from ..models.generate import generate
-
+    def _base(self, name: str) -> _Base:
         with self._lock:
-            model, tok = self._load(target)
-            texts = generate(model, tok, prompts, max_new_tokens=max_tokens, temperature=float(temperature),
-                             top_p=float(top_p), seed=int(body.get("seed") or 0))
-        return texts, tok, max_tokens
+            base = self._bases.get(name)
+        if base is None:
+            created = _Base(name, self.settings.base_models[name], self.device, self.max_batch)
+            with self._lock:
+                base = self._bases.setdefault(name, created)
+            if base is not created:  # another request started it first
+                created.server.close()
+        return base
 
-    def chat(self, target: tuple, body: dict) -> dict:
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages or not all(
-                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-                for m in messages):
-            raise APIError(400, "messages must be a non-empty array of {role, content} objects with string "
-                           "content.", param="messages")
-        messages = [{"role": m["role"], "content": m["content"]} for m in messages]
-        (text,), tok, max_tokens = self._generate(target, [messages], body)
-        from ..models.generate import format_prompt
+    def ensure(self, base_name: str, model_id: str | None, folder: Path | None) -> _Base:
+        """Start ``base_name``'s server and, for a fine-tuned model, load its adapter as ``model_id``.
 
-        usage = _usage(tok, format_prompt(tok, messages), text, max_tokens)
-        return {"id": "chatcmpl-" + secrets.token_hex(12), "object": "chat.completion", "created": int(time.time()),
-                "model": body["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                             "logprobs": None, "finish_reason": _finish(usage, max_tokens)}],
-                "usage": usage}
+        Blocking (loads weights); call it from a worker thread."""
+        base = self._base(base_name)
+        if model_id is None:
+            return base
+        deadline = time.monotonic() + 60
+        while True:
+            with self._lock:
+                if base.server.get(model_id) is not None:
+                    base.loaded[model_id] = None
+                    base.loaded.move_to_end(model_id)
+                    return base
+            try:
+                base.server.add_adapter(model_id, str(folder))
+            except ModelError as exc:
+                # The id is loading for a concurrent request, or an evicted copy is still draining.
+                if "already in use" in str(exc) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                raise APIError(500, f"could not load model {model_id}: {exc}", type="server_error") from None
+            with self._lock:
+                base.loaded[model_id] = None
+                evict = list(base.loaded)[:-self.max_adapters] if len(base.loaded) > self.max_adapters else []
+                for old in evict:
+                    del base.loaded[old]
+            for old in evict:
+                self._remove(base, old)
+            return base
 
-    def complete(self, target: tuple, body: dict) -> dict:
-        prompt = body.get("prompt")
-        if not isinstance(prompt, str):
-            raise APIError(400, "prompt must be a string.", param="prompt")
-        (text,), tok, max_tokens = self._generate(target, [prompt], body)
-        usage = _usage(tok, prompt, text, max_tokens)
-        return {"id": "cmpl-" + secrets.token_hex(12), "object": "text_completion", "created": int(time.time()),
-                "model": body["model"],
-                "choices": [{"index": 0, "text": text, "logprobs": None,
-                             "finish_reason": _finish(usage, max_tokens)}],
-                "usage": usage}
+    def forget(self, prefix: str) -> None:
+        """Stop serving every loaded id equal to ``prefix`` or starting with ``prefix + ':'``
+        (a deleted model and its checkpoints)."""
+        with self._lock:
+            gone = [(b, m) for b in self._bases.values() for m in list(b.loaded)
+                    if m == prefix or m.startswith(prefix + ":")]
+            for b, m in gone:
+                del b.loaded[m]
+        for b, m in gone:
+            self._remove(b, m)
+
+    @staticmethod
+    def _remove(base: _Base, model_id: str) -> None:
+        try:
+            base.server.remove_adapter(model_id)
+        except KeyError:
+            pass
+
+    async def dispatch(self, request, path: str, base: _Base):
+        """Answer ``request`` (body already read, so serve re-reads the cached JSON) with serve's route."""
+        return await base.routes[path](request)
+
+    def close(self) -> None:
+        with self._lock:
+            bases, self._bases = list(self._bases.values()), {}
+        for b in bases:
+            b.server.close()
 
 
-def _usage(tok, prompt_text: str, completion: str, max_tokens: int) -> dict:
-    """Token counts by re-encoding the texts (decoding then encoding can merge or split a few
-    tokens, so the completion count is capped at what generation was allowed)."""
-    p = len(tok(prompt_text, add_special_tokens=False)["input_ids"])
-    c = min(max_tokens, len(tok(completion, add_special_tokens=False)["input_ids"]))
-    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+def checkpoint_adapter(base: str, ckpt: Path, dest: Path) -> Path:
+    """Write checkpoint ``ckpt``'s trainable tensors as a PEFT adapter folder at ``dest``.
 
+    The adapter is rebuilt from the run's resolved config exactly as training attached it, on a
+    ``meta``-device copy of the base (no weights are read), so the tensor names and shapes of the
+    checkpoint are checked against it; PEFT then saves the tensors under its own naming, with the
+    run's tokenizer (and chat template) beside them. Written to a temporary sibling and renamed,
+    so a concurrent reader never sees half a folder."""
+    import os
+    import shutil
 
-def _finish(usage: dict, max_tokens: int) -> str:
-    return "length" if usage["completion_tokens"] >= max_tokens else "stop"
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-
-def _load_checkpoint(base: str, ckpt: Path):
-    """The base model with the run's adapter attached as in training and the checkpoint's
-    trainable tensors restored; (model in eval mode, tokenizer)."""
     from ..config import load_config
-    from ..engine.checkpoint import load_checkpoint, restore_trainable
+    from ..engine.checkpoint import load_checkpoint
     from ..models.adapters import attach_adapter
-    from ..models.load import load_causal_lm, load_tokenizer
+    from ..models.load import load_tokenizer
 
     run = ckpt.parent.parent
     cfg = load_config(run / "config.resolved.yaml")
-    tokenizer = load_tokenizer(cfg.model.tokenizer or base, cfg.model.chat_template)
-    model = attach_adapter(load_causal_lm(base, device="cpu"), cfg.adapter)
-    restore_trainable(model, load_checkpoint(ckpt)["trainable"], ckpt)
-    model.eval()
-    return model, tokenizer
+    if cfg.adapter.type != "lora":
+        raise model_not_found(f"checkpoint {ckpt.name} (only LoRA checkpoints are served)")
+    tensors = load_checkpoint(ckpt)["trainable"]
+    with torch.device("meta"):
+        model = attach_adapter(AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base)), cfg.adapter)
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if set(params) != set(tensors) or any(tuple(params[n].shape) != tuple(t.shape) for n, t in tensors.items()):
+        raise APIError(500, f"checkpoint {ckpt.name} does not match its run's adapter", type="server_error")
+    for cfg_ in model.peft_config.values():
+        cfg_.base_model_name_or_path = base
+    tmp = dest.with_name(f".tmp-{dest.name}-{os.getpid()}-{threading.get_ident()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, state_dict=tensors, safe_serialization=True)
+    load_tokenizer(cfg.model.tokenizer or base, cfg.model.chat_template).save_pretrained(tmp)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(tmp, dest)
+    except OSError:  # a concurrent request exported it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
