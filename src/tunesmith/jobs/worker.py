@@ -178,7 +178,10 @@ class Worker:
                         "eval": str(run / "data" / "valid.jsonl") if job["validation_file"] else None},
                "adapter": {"type": self.settings.adapter}, "train": train, "output_dir": str(run)}
         if method["type"] == "dpo":
-            cfg["preference"] = {"beta": h["beta"]}
+            # OpenAI's DPO is the original sigmoid loss (Rafailov et al., 2023); its only extra
+            # hyperparameter is beta (resolved "auto" -> 0.1). The reference model is the base with
+            # the adapter disabled, as in config.schema.PreferenceConfig for adapters.
+            cfg["preference"] = {"loss": "sigmoid", "beta": float(h["beta"])}
         for item in self.settings.train_overrides:
             key, _, value = item.partition("=")
             section, _, name = key.strip().partition(".")
