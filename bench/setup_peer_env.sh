@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create the peer venv (.venv-bench, gitignored via `.venv-*/`) that runs TRL for bench/sft_bench.py.
+# Create the peer venv (.venv-bench, gitignored via `.venv-*/`) that runs TRL for bench/sft_bench.py
+# and bench/dpo_bench.py.
 # TRL is never a dependency of tunesmith; it lives only here.
 #
 # torch is installed first and pinned: `pip install torch==2.13.0` takes the local CPU build on
@@ -31,3 +32,4 @@ print("peer venv ready:", "torch", torch.__version__, "| trl", trl.__version__, 
       "| transformers", transformers.__version__)
 PYEOF
 echo "run: python bench/sft_bench.py --python-peer $VENV/bin/python"
+echo "     python bench/dpo_bench.py --python-peer $VENV/bin/python"
