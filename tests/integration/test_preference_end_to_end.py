@@ -131,3 +131,27 @@ def test_full_reward_model_saves_a_sequence_classifier(tiny_model_dir, pref_data
     assert cfg["architectures"] == ["LlamaForSequenceClassification"] and cfg["pad_token_id"] is not None
     model, tok = load_reward_model(str(out / "final"))
     assert len(score(model, tok, [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yes"}]])) == 1
+
+
+def test_packed_rows_score_like_unpacked(tiny_model_dir, pref_data, tmp_path):
+    """packing: true groups several pair rows per unit; each pair is still attended on its own,
+    so every held-out metric equals the unpacked run's."""
+    from tunesmith.run import prepare
+
+    results = {}
+    for packing in (True, False):
+        cfg = _cfg(tiny_model_dir, pref_data[0], pref_data[1], tmp_path / f"p{packing}")
+        cfg["train"].update(packing=packing, max_tokens_per_forward=10_000)
+        run = prepare(cfg)
+        # LoRA B = 0 makes policy == reference; perturb the adapter identically in both runs
+        torch.manual_seed(0)
+        with torch.no_grad():
+            for _, p in sorted(run.model.named_parameters()):
+                if p.requires_grad:
+                    p.add_(torch.randn_like(p) * 0.05)
+        results[packing] = (len(run.trainer.eval_units), run.trainer.evaluate())
+    (n_packed, packed), (n_plain, plain) = results[True], results[False]
+    assert n_packed < n_plain == 24
+    assert packed["eval_tokens"] == plain["eval_tokens"] == 24 and abs(plain["eval_margin"]) > 1e-4
+    for key, value in plain.items():
+        assert packed[key] == pytest.approx(value, abs=1e-5), key
