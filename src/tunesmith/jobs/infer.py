@@ -57,7 +57,7 @@ class Inference:
         run = self.settings.run_dir(job["id"])
         if step is None:
             final = run / "final"
-            if not (final / "adapter_config.json").is_file():
+            if not ((final / "adapter_config.json").is_file() or (final / "config.json").is_file()):
                 raise model_not_found(job["fine_tuned_model"] or job["id"])
             return final
         ckpt = run / "checkpoints" / f"step-{step:06d}"
@@ -69,11 +69,11 @@ class Inference:
         checkpoint_adapter(str(self.settings.base_models[job["model"]]), ckpt, served)
         return served
 
-    def _base(self, name: str) -> _Base:
+    def _base(self, name: str, path: Path | None = None) -> _Base:
         with self._lock:
             base = self._bases.get(name)
         if base is None:
-            created = _Base(name, self.settings.base_models[name], self.device, self.max_batch)
+            created = _Base(name, path or self.settings.base_models[name], self.device, self.max_batch)
             with self._lock:
                 base = self._bases.setdefault(name, created)
             if base is not created:  # another request started it first
@@ -83,7 +83,10 @@ class Inference:
     def ensure(self, base_name: str, model_id: str | None, folder: Path | None) -> _Base:
         """Start ``base_name``'s server and, for a fine-tuned model, load its adapter as ``model_id``.
 
-        Blocking (loads weights); call it from a worker thread."""
+        A fully fine-tuned model (``adapter: none``: ``folder`` is a whole model) gets a server of
+        its own under ``model_id``. Blocking (loads weights); call it from a worker thread."""
+        if folder is not None and not (folder / "adapter_config.json").is_file():
+            return self._base(model_id, folder)
         base = self._base(base_name)
         if model_id is None:
             return base
@@ -101,7 +104,9 @@ class Inference:
                 if "already in use" in str(exc) and time.monotonic() < deadline:
                     time.sleep(0.05)
                     continue
-                raise APIError(500, f"could not load model {model_id}: {exc}", type="server_error") from None
+                # e.g. a DoRA adapter, which cannot share PEFT's mixed-adapter batch
+                raise APIError(400, f"Model {model_id} cannot be served: {exc}", param="model",
+                               code="model_not_available") from None
             with self._lock:
                 base.loaded[model_id] = None
                 evict = list(base.loaded)[:-self.max_adapters] if len(base.loaded) > self.max_adapters else []
@@ -119,8 +124,11 @@ class Inference:
                     if m == prefix or m.startswith(prefix + ":")]
             for b, m in gone:
                 del b.loaded[m]
+            whole = self._bases.pop(prefix, None) if prefix not in self.settings.base_models else None
         for b, m in gone:
             self._remove(b, m)
+        if whole is not None:  # a fully fine-tuned model's own server
+            whole.server.close()
 
     @staticmethod
     def _remove(base: _Base, model_id: str) -> None:
