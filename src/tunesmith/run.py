@@ -20,7 +20,7 @@ from .engine.loop import Trainer, TrainResult
 from .engine import distributed
 from .engine.distributed import init_distributed
 from .engine.runtime import resolve_device, resolve_dtype, seed_everything
-from .models.memory import estimate_line
+from .models.memory import estimate_line, return_freed_memory
 
 log = logging.getLogger("tunesmith")
 
@@ -103,6 +103,7 @@ def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None =
     from .models.quantize import quant_spec
 
     quiet_third_party()
+    return_freed_memory()  # before anything large is allocated (see models/memory.py)
     cfg = load_config(config, overrides)
     validate(cfg)
     out = Path(cfg.output_dir)
