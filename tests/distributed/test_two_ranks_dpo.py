@@ -1,4 +1,5 @@
-"""DPO (LoRA, adapter-disabled reference) on 2 processes equals 1 process, DDP and FSDP2."""
+"""Preference-data methods on 2 processes equal 1 process: DPO (LoRA, adapter-disabled
+reference) with DDP and FSDP2, and a reward model (scalar head) with FSDP2."""
 
 from __future__ import annotations
 
@@ -37,3 +38,17 @@ def test_dpo_two_ranks_equal_one(tmp_path, tiny_model_dir, dpo_setup, mode):
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
     assert_same_run(tmp_path / mode, reference, STEPS, KEYS)
+
+
+def test_reward_model_fsdp_two_ranks_equal_one(tmp_path, tiny_model_dir, dpo_setup):
+    """A reward model's score head is [1, hidden]: sharded over 2 ranks one shard is empty
+    (uneven FSDP sharding), and the gathered head must still save and match."""
+    data, _ = dpo_setup
+    cfg = lambda name, **over: {**_config(tmp_path, tiny_model_dir, data, name, max_steps=3, **over),  # noqa: E731
+                                "method": "reward", "preference": {}}
+    train(cfg("reward-ref", grad_accum=2), resume=False)
+    proc = launch(write_config(cfg("reward-fsdp", parallel="fsdp")))
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert_same_run(tmp_path / "reward-fsdp", tmp_path / "reward-ref", 3,
+                    ("loss", "accuracy", "margin", "grad_norm", "eval_loss", "eval_accuracy"))

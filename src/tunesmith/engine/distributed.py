@@ -227,7 +227,9 @@ def gather_full(ctx: DistContext, tensors: dict[str, torch.Tensor]) -> dict[str,
     for name, t in tensors.items():
         whole = full_tensor(t)
         if ctx.is_main:
-            out[name] = whole.detach().cpu()
+            # A copy with storage of its own: an unevenly sharded tensor's full_tensor() can be a
+            # view into a padded buffer, which safetensors refuses to serialise.
+            out[name] = whole.detach().to("cpu", copy=True)
     return out if ctx.is_main else None
 
 
@@ -239,7 +241,7 @@ def full_optimizer_state(ctx: DistContext, state_dict: dict) -> dict | None:
         entry = {}
         for key, value in state_dict["state"][index].items():
             if isinstance(value, torch.Tensor):
-                value = full_tensor(value).detach().cpu()
+                value = full_tensor(value).detach().to("cpu", copy=True)
             entry[key] = value
         state[index] = entry
     return {"state": state, "param_groups": state_dict["param_groups"]} if ctx.is_main else None
