@@ -37,7 +37,7 @@ def rows(run_dir: Path) -> dict[int, dict]:
 
 def assert_same_run(got_dir: Path, ref_dir: Path, steps: int, keys: tuple[str, ...]) -> None:
     """Same global batch each step (token counts), every logged ``keys`` value and every final
-    adapter tensor within TOL."""
+    adapter (or, for full fine-tuning, model) tensor within TOL."""
     got, ref = rows(got_dir), rows(ref_dir)
     assert sorted(got) == sorted(ref) == list(range(1, steps + 1))
     compared = set()
@@ -49,8 +49,10 @@ def assert_same_run(got_dir: Path, ref_dir: Path, steps: int, keys: tuple[str, .
                 assert abs(g[key] - r[key]) <= TOL, (step, key, g[key], r[key])
                 compared.add(key)
     assert compared == set(keys), f"never logged: {set(keys) - compared}"
-    a = load_file(got_dir / "final" / "adapter_model.safetensors")
-    b = load_file(ref_dir / "final" / "adapter_model.safetensors")
+    weights = "adapter_model.safetensors"
+    if not (ref_dir / "final" / weights).exists():
+        weights = "model.safetensors"  # full fine-tuning
+    a, b = load_file(got_dir / "final" / weights), load_file(ref_dir / "final" / weights)
     assert a.keys() == b.keys() and a
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=TOL, msg=name)

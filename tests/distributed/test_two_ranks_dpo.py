@@ -40,6 +40,20 @@ def test_dpo_two_ranks_equal_one(tmp_path, tiny_model_dir, dpo_setup, mode):
     assert_same_run(tmp_path / mode, reference, STEPS, KEYS)
 
 
+def test_dpo_full_finetune_fsdp_two_ranks_equal_one(tmp_path, tiny_model_dir, dpo_setup):
+    """Full fine-tuning: reference log-probs precomputed before training (rank 0 first, then
+    rank 1 from its cache file), the final weights gathered from the FSDP shards."""
+    data, _ = dpo_setup
+    cfg = lambda name, **over: {**_config(tmp_path, tiny_model_dir, data, name, max_steps=3, lr=1e-3, **over),  # noqa: E731
+                                "adapter": {"type": "none"}}
+    train(cfg("full-ref", grad_accum=2), resume=False)
+    proc = launch(write_config(cfg("full-fsdp", parallel="fsdp")))
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert "reference log-probs: scoring" in out
+    assert_same_run(tmp_path / "full-fsdp", tmp_path / "full-ref", 3, KEYS)
+
+
 def test_reward_model_fsdp_two_ranks_equal_one(tmp_path, tiny_model_dir, dpo_setup):
     """A reward model's score head is [1, hidden]: sharded over 2 ranks one shard is empty
     (uneven FSDP sharding), and the gathered head must still save and match."""
