@@ -132,6 +132,21 @@ def test_ft_models_are_served_with_streaming_usage_and_logprobs(svc, client):
     assert last.keys() == final.keys() and all(last[k].equal(final[k]) for k in final)
     served = svc.inference.ensure("tiny", None, None).server
     assert {ft, step3} <= set(served.peft_adapters())  # one base, both adapters in it
+    # With room for one adapter, each request evicts the other (least recently used) and a
+    # request for an evicted model loads it again.
+    svc.inference.max_adapters = 1
+    try:
+        assert _ask(client, ft, max_tokens=4, temperature=0).choices[0].message.content == \
+            reply.choices[0].message.content
+        served.wait_idle_unloads()
+        assert served.peft_adapters() == [ft]
+        assert client.completions.create(model=step3, prompt="the sky", max_tokens=3, temperature=0) \
+            .choices[0].text == text.choices[0].text
+        served.wait_idle_unloads()
+        assert served.peft_adapters() == [step3]
+    finally:
+        svc.inference.max_adapters = 16
+    _ask(client, ft, max_tokens=1)
 
     # OpenAI errors from the serving layer keep the envelope; another project sees a 404.
     with pytest.raises(openai.BadRequestError) as info:
@@ -187,8 +202,11 @@ def test_malformed_lines_fail_with_a_1_based_example(client, bad, which, where):
 
 
 def test_pause_resume_and_cancel_a_running_job(svc, client):
+    """Pause stops a running job's training within seconds, resume restarts it (new steps are
+    reported, none twice), cancel stops it again for good. (That a resumed job then finishes with
+    the uninterrupted result is proven by tests/integration/test_jobs_fault.py.)"""
     train = _upload(client, chat_rows(12, seed=5))
-    hyper = {"n_epochs": 3, "batch_size": 1}
+    hyper = {"n_epochs": 10, "batch_size": 1}  # 120 steps: far more than run before the cancel
     job = client.fine_tuning.jobs.create(model="tiny", training_file=train.id, method={
         "type": "supervised", "supervised": {"hyperparameters": hyper}})
     wait_for(lambda: any(e.type == "metrics" for e in _events(client, job.id)), 180, 0.1, "first step")
@@ -196,20 +214,22 @@ def test_pause_resume_and_cancel_a_running_job(svc, client):
     # the training process is stopped and the lease released within seconds
     wait_for(lambda: svc.store.get_job(None, job.id)["worker_id"] is None, 15, 0.1, "worker to let go")
     paused_at = svc.store.get_job(None, job.id)["last_step"]
-    assert paused_at < 36 and client.fine_tuning.jobs.retrieve(job.id).status == "paused"
+    assert 1 <= paused_at < 120 and client.fine_tuning.jobs.retrieve(job.id).status == "paused"
+    assert client.fine_tuning.jobs.pause(job.id).status == "paused"  # idempotent
     assert client.fine_tuning.jobs.resume(job.id).status == "queued"
-    done = wait_status(client, job.id, DONE, timeout=300)
-    assert done.status == "succeeded"
-    steps = [e.data["step"] for e in _events(client, job.id) if e.type == "metrics"]
-    assert sorted(steps) == list(range(1, 37))  # 3 epochs x 12 steps, each reported once
+    wait_for(lambda: svc.store.get_job(None, job.id)["last_step"] > paused_at, 180, 0.05, "steps after resume")
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "running"
 
-    job2 = client.fine_tuning.jobs.create(model="tiny", training_file=train.id, method={
-        "type": "supervised", "supervised": {"hyperparameters": hyper}})
-    wait_for(lambda: any(e.type == "metrics" for e in _events(client, job2.id)), 180, 0.1, "first step")
-    cancelled = client.fine_tuning.jobs.cancel(job2.id)
+    cancelled = client.fine_tuning.jobs.cancel(job.id)
     assert cancelled.status == "cancelled" and cancelled.finished_at is not None
-    wait_for(lambda: svc.store.get_job(None, job2.id)["worker_id"] is None, 15, 0.1, "worker to let go")
-    final = client.fine_tuning.jobs.retrieve(job2.id)
-    assert final.status == "cancelled" and final.fine_tuned_model is None
-    assert svc.store.get_job(None, job2.id)["last_step"] < 36
-    assert client.fine_tuning.jobs.cancel(job2.id).status == "cancelled"
+    wait_for(lambda: svc.store.get_job(None, job.id)["worker_id"] is None, 15, 0.1, "worker to let go")
+    stopped_at = svc.store.get_job(None, job.id)["last_step"]
+    final = client.fine_tuning.jobs.retrieve(job.id)
+    assert final.status == "cancelled" and final.fine_tuned_model is None and stopped_at < 120
+    steps = sorted(e.data["step"] for e in _events(client, job.id) if e.type == "metrics")
+    assert steps == list(range(1, stopped_at + 1))  # each step reported once across both runs
+    texts = [e.message for e in _events(client, job.id)]
+    assert "Fine-tuning job paused" in texts and "Fine-tuning job resumed" in texts
+    assert client.fine_tuning.jobs.cancel(job.id).status == "cancelled"  # idempotent
+    with pytest.raises(openai.BadRequestError):
+        client.fine_tuning.jobs.resume(job.id)

@@ -91,12 +91,7 @@ class Inference:
         if model_id is None:
             return base
         deadline = time.monotonic() + 60
-        while True:
-            with self._lock:
-                if base.server.get(model_id) is not None:
-                    base.loaded[model_id] = None
-                    base.loaded.move_to_end(model_id)
-                    return base
+        while base.server.get(model_id) is None:
             try:
                 base.server.add_adapter(model_id, str(folder))
             except ModelError as exc:
@@ -107,14 +102,15 @@ class Inference:
                 # e.g. a DoRA adapter, which cannot share PEFT's mixed-adapter batch
                 raise APIError(400, f"Model {model_id} cannot be served: {exc}", param="model",
                                code="model_not_available") from None
-            with self._lock:
-                base.loaded[model_id] = None
-                evict = list(base.loaded)[:-self.max_adapters] if len(base.loaded) > self.max_adapters else []
-                for old in evict:
-                    del base.loaded[old]
+        with self._lock:  # most recently used last; beyond the cap, the oldest leave
+            base.loaded[model_id] = None
+            base.loaded.move_to_end(model_id)
+            evict = list(base.loaded)[:-self.max_adapters] if len(base.loaded) > self.max_adapters else []
             for old in evict:
-                self._remove(base, old)
-            return base
+                del base.loaded[old]
+        for old in evict:
+            self._remove(base, old)
+        return base
 
     def forget(self, prefix: str) -> None:
         """Stop serving every loaded id equal to ``prefix`` or starting with ``prefix + ':'``
