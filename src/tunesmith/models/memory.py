@@ -22,8 +22,10 @@ The peak, in bytes, is modelled as (one process, one device)::
 - **optimizer**: AdamW keeps two fp32 moments (8 bytes per trainable parameter); bitsandbytes'
   8-bit AdamW two uint8 moments plus an fp32 scale per 256 (Dettmers et al. 2022, "8-bit
   Optimizers via Block-wise Quantization"), tensors under 4096 elements staying 32-bit.
-  ``optimizer_step``: torch's multi-tensor AdamW allocates one temporary the size of the
-  parameters (``sqrt(v)``) during the step; bitsandbytes updates in place.
+  ``optimizer_step``: the temporaries of torch's AdamW step. On CUDA it runs multi-tensor
+  (``foreach``): ``sqrt(v)`` for all parameters at once, 4 bytes per trainable parameter. On CPU
+  torch has no foreach kernels and updates one tensor at a time; ``denom = v.sqrt() / c`` holds
+  two temporaries of the largest trainable tensor. bitsandbytes updates in place.
 - **activations**: the bytes autograd saves for backward in one forward pass of ``T`` tokens —
   measured, not guessed: a 1-layer and a 2-layer copy of the model run tunesmith's real
   training forward (decoder + fused chunked cross-entropy) on the meta device under
@@ -283,11 +285,13 @@ def tokens_per_pass(batch_size: int, max_length: int, max_tokens_per_forward: in
     return min(micro, max(max_tokens_per_forward, max_length))
 
 
-def _optimizer_bytes(trainable: list[torch.Tensor], optimizer: str) -> tuple[int, int]:
+def _optimizer_bytes(trainable: list[torch.Tensor], optimizer: str, device: torch.device) -> tuple[int, int]:
     """(optimizer state bytes, transient bytes during a step)."""
     n = sum(p.numel() for p in trainable)
     if optimizer == "adamw":
-        return 8 * n, 4 * n
+        if device.type == "cpu":  # single-tensor AdamW: sqrt(v) and sqrt(v) / c of one tensor
+            return 8 * n, 2 * 4 * max((p.numel() for p in trainable), default=0)
+        return 8 * n, 4 * n  # foreach AdamW: sqrt(v) of every parameter
     state = 0
     for p in trainable:
         k = p.numel()
@@ -363,7 +367,7 @@ def estimate_memory(cfg, *, mode: str | None = None, device: str | torch.device 
         checkpointing=t.gradient_checkpointing, chunk_size=t.loss_chunk_size, dtype=act_dtype)
     chunk = min(t.loss_chunk_size, tokens)
     logits = 2 * chunk * int(config.vocab_size) * 4
-    optimizer, step_temp = _optimizer_bytes(trainable, getattr(t, "optimizer", "adamw"))
+    optimizer, step_temp = _optimizer_bytes(trainable, getattr(t, "optimizer", "adamw"), device)
     notes = []
     if act_dtype != torch.float32:
         notes.append("activations traced in the autocast dtype (not measured on a GPU)")

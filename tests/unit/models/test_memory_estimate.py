@@ -38,6 +38,12 @@ def test_parameters_and_state_by_hand(tiny_model_dir, tiny_tokenizer):
     assert (est.trainable, est.grads, est.optimizer) == (4 * lora, 4 * lora, 8 * lora)  # AdamW: m, v
     full = estimate_memory(_cfg(tiny_model_dir), mode="full", device="cpu")
     assert (full.trainable_params, full.weights, full.optimizer) == (base, 0, 8 * base)
+    # CPU AdamW steps one tensor at a time: sqrt(v) and sqrt(v) / c of the largest tensor, here
+    # the embedding (= the untied head), V x 64 fp32 values. LoRA's largest: gate/up lora_B and
+    # down lora_A, 128 x 8 = 1024 values.
+    assert full.optimizer_step == 2 * 4 * V * 64 and est.optimizer_step == 2 * 4 * 1024
+    # On CUDA the multi-tensor step takes sqrt(v) of every parameter at once.
+    assert estimate_memory(_cfg(tiny_model_dir), mode="full", device="cuda").optimizer_step == 4 * base
     q = estimate_memory(_cfg(tiny_model_dir), mode="qlora", device="cpu")
     # 4-bit double-quant bytes of each projection (see test_quantize for the formula), x 2 layers,
     # plus the unquantised embedding, head and norms in fp32.
