@@ -388,6 +388,7 @@ def format_table(estimates: list[MemoryEstimate], chosen: str | None = None) -> 
             ("adapter/trainable weights", lambda e: gb(e.trainable)),
             ("gradients", lambda e: gb(e.grads)),
             ("optimizer state", lambda e: gb(e.optimizer)),
+            ("optimizer step temporaries", lambda e: gb(e.optimizer_step)),
             ("activations", lambda e: gb(e.activations)),
             ("logits chunk", lambda e: gb(e.logits)),
             ("runtime", lambda e: gb(e.runtime)),
