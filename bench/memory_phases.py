@@ -9,7 +9,7 @@ phase it prints the highest RSS seen and how much the process's high-water mark 
 while the phase ran — the phase that set the peak is the one to look at.
 
     .venv/bin/python bench/memory_phases.py lora            # or full / qlora
-    .venv/bin/python bench/memory_phases.py qlora --steps 2
+    .venv/bin/python bench/memory_phases.py qlora --steps 1 --glibc-default  # without the heap fix
 
 It uses the assets memory_bench.py builds (``bench/out/memory``; run that first or pass
 ``--work``).
@@ -113,6 +113,8 @@ def main() -> None:
     ap.add_argument("mode", choices=["full", "lora", "qlora"])
     ap.add_argument("--work", default=str(mb.ROOT / "bench" / "out" / "memory"))
     ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--glibc-default", action="store_true",
+                    help="leave glibc's dynamic mmap threshold on (the behaviour before tunesmith fixed it)")
     args = ap.parse_args()
     work = Path(args.work)
 
@@ -129,6 +131,8 @@ def main() -> None:
     model_dir, data = mb.build_assets(work)
     phases = Phases()
     phases.set("imports")
+    if args.glibc_default:
+        run.return_freed_memory = lambda: False
     wrap(load, "load_causal_lm", phases, "load", after="after load")
     wrap(adapters, "attach_adapter", phases, "attach adapter", after="after adapter")
     wrap(run, "estimate_line", phases, "estimate", after="after estimate")
