@@ -334,6 +334,22 @@ class Store:
             c.execute(events.insert().values(id=ids.event_id(), job_id=job_id, created_at=now(),
                                              level=level, message=message, type=type, data=data))
 
+    def add_metric_events(self, job_id: str, worker_id: str, rows: list[tuple[str, dict]],
+                          last_step: int) -> bool:
+        """Insert metrics events ``(message, data)`` and advance the job's ``last_step`` in ONE
+        transaction, only while ``worker_id`` holds the job: a worker killed mid-publish leaves
+        either all of them or none, so the worker that resumes the job neither skips nor repeats
+        a step. Returns False (nothing written) when the worker lost the job."""
+        with self.engine.begin() as c:
+            res = c.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.worker_id == worker_id)
+                            .values(last_step=last_step))
+            if res.rowcount == 0:
+                return False
+            c.execute(events.insert(), [dict(id=ids.event_id(), job_id=job_id, created_at=now(),
+                                             level="info", message=m, type="metrics", data=d)
+                                        for m, d in rows])
+        return True
+
     def list_events(self, job_id: str, *, after=None, limit=20):
         with self.engine.connect() as c:
             return self._page(c, events, [events.c.job_id == job_id], after, limit)

@@ -246,11 +246,11 @@ class Worker:
             if tail.total_steps is not None:
                 self.store.update_job(job["id"], worker_id=self.worker_id, total_steps=tail.total_steps)
         new_rows = tail.read_rows()
-        for row in new_rows:
-            self.store.add_event(job["id"], _step_message(row, tail.total_steps), type="metrics",
-                                 data=_event_data(row, tail.total_steps))
         if new_rows:
-            self.store.update_job(job["id"], worker_id=self.worker_id, last_step=tail.last_step)
+            self.store.add_metric_events(
+                job["id"], self.worker_id,
+                [(_step_message(row, tail.total_steps), _event_data(row, tail.total_steps)) for row in new_rows],
+                tail.last_step)
         for step in tail.new_checkpoints():
             ckpt_model = job_model_id(job, self.settings.owner, step)
             added = self.store.add_checkpoint({

@@ -125,3 +125,18 @@ def test_checkpoints_are_recorded_once_per_step(store):
     store.add_checkpoint({**row, "id": ids.checkpoint_id(), "step_number": 6})
     store.delete_checkpoints_except(job["id"], [6])
     assert [c["step_number"] for c in store.list_checkpoints(job["id"])[0]] == [6]
+
+
+def test_metric_events_and_last_step_land_together_or_not_at_all(store):
+    """A worker killed while publishing must leave events and ``last_step`` consistent: the
+    worker resuming the job republishes exactly the steps after ``last_step``."""
+    a = store.ensure_project("a")["id"]
+    job = store.add_job(_job(a, status="running", worker_id="w1", heartbeat_at=time.time()))
+    rows = [(f"Step {s}/9", {"step": s}) for s in (1, 2, 3)]
+    assert store.add_metric_events(job["id"], "w1", rows, last_step=3)
+    assert store.get_job(a, job["id"])["last_step"] == 3
+    # a worker that lost the lease writes nothing at all
+    assert not store.add_metric_events(job["id"], "w2", [("Step 4/9", {"step": 4})], last_step=4)
+    events, _ = store.list_events(job["id"], limit=10)
+    assert sorted(e["data"]["step"] for e in events if e["type"] == "metrics") == [1, 2, 3]
+    assert store.get_job(a, job["id"])["last_step"] == 3
