@@ -161,14 +161,14 @@ def checkpoint_adapter(base: str, ckpt: Path, dest: Path) -> Path:
     from ..config import load_config
     from ..engine.checkpoint import load_checkpoint
     from ..models.adapters import attach_adapter
-    from ..models.load import load_tokenizer
+    from ..models.load import MODEL_INIT_LOCK, load_tokenizer
 
     run = ckpt.parent.parent
     cfg = load_config(run / "config.resolved.yaml")
     if cfg.adapter.type != "lora":
         raise model_not_found(f"checkpoint {ckpt.name} (only LoRA checkpoints are served)")
     tensors = load_checkpoint(ckpt)["trainable"]
-    with torch.device("meta"):
+    with MODEL_INIT_LOCK, torch.device("meta"):
         model = attach_adapter(AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base)), cfg.adapter)
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if set(params) != set(tensors) or any(tuple(params[n].shape) != tuple(t.shape) for n, t in tensors.items()):

@@ -6,6 +6,7 @@ only ever the operator's explicit config value.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import torch
@@ -49,6 +50,13 @@ def load_tokenizer(path: str, chat_template_file: str | None = None):
     return tok
 
 
+MODEL_INIT_LOCK = threading.RLock()
+"""Held while transformers builds a model. Its loading swaps process-wide state (weight-init
+functions, init flags) in and out, so two threads loading at once can leave that state swapped
+for good — later loads then keep parameters on the meta device. Servers load models from
+request threads, so every model construction in tunesmith takes this lock."""
+
+
 def load_causal_lm(path: str, *, dtype: torch.dtype = torch.float32,
                    device: str | torch.device = "cpu", trust_remote_code: bool = False,
                    attn_implementation: str | None = "sdpa", quantization=None):
@@ -72,15 +80,16 @@ def load_causal_lm(path: str, *, dtype: torch.dtype = torch.float32,
         return load_quantized(path, config, quantization, device=device, dtype=dtype,
                               attn_implementation=attn_implementation, trust_remote_code=trust_remote_code)
     kwargs = dict(dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=attn_implementation, **kwargs)
-    except (ValueError, ImportError) as exc:
-        about_attention = "attn" in str(exc).lower() or "sdpa" in str(exc).lower()
-        if attn_implementation is None or not about_attention:
-            raise ModelError(f"could not load {path} as a causal LM: {exc}") from None
-        # Families without SDPA support (e.g. Gemma 2's soft-capping) load with their default.
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except OSError as exc:
-        raise ModelError(f"could not load weights from {path}: {exc} (tunesmith loads safetensors only)") from None
+    with MODEL_INIT_LOCK:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=attn_implementation, **kwargs)
+        except (ValueError, ImportError) as exc:
+            about_attention = "attn" in str(exc).lower() or "sdpa" in str(exc).lower()
+            if attn_implementation is None or not about_attention:
+                raise ModelError(f"could not load {path} as a causal LM: {exc}") from None
+            # Families without SDPA support (e.g. Gemma 2's soft-capping) load with their default.
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        except OSError as exc:
+            raise ModelError(f"could not load weights from {path}: {exc} (tunesmith loads safetensors only)") from None
     return model.to(device)
 

@@ -197,13 +197,16 @@ class InferenceServer:
     def _load_adapter(self, name: str, folder: str) -> None:
         from peft import PeftModel
 
+        from ..models.load import MODEL_INIT_LOCK
+
         sched = self.scheduler
         try:
-            if not sched.use_adapter_names:
-                sched.model = PeftModel.from_pretrained(self.base_model, folder, adapter_name=name)
-                sched.use_adapter_names = True
-            else:
-                sched.model.load_adapter(folder, adapter_name=name)
+            with MODEL_INIT_LOCK:  # module construction touches process-wide init state
+                if not sched.use_adapter_names:
+                    sched.model = PeftModel.from_pretrained(self.base_model, folder, adapter_name=name)
+                    sched.use_adapter_names = True
+                else:
+                    sched.model.load_adapter(folder, adapter_name=name)
         except Exception as exc:
             raise ModelError(f"could not load adapter {folder}: {exc}") from None
         sched.model.eval()
