@@ -45,12 +45,13 @@ from ..data.render import Rendered, Renderer, render_all
 from ..engine.runtime import resolve_device
 from ..errors import DataError
 from ..losses.distill import distill_loss
+from ..models.attention import padded_attention
 from ..models.forward import decoder_hidden_states
 from ..models.load import load_tokenizer
 from ..models.template import stop_token_ids
 from .common import MethodParts, PreparedData, train_eval_examples
 from .distill_cache import cached_topk
-from .distill_teacher import (attention, check_same_vocabulary, describe, fingerprint, lm_logits, load_teacher,
+from .distill_teacher import (check_same_vocabulary, describe, fingerprint, lm_logits, load_teacher,
                               model_vocab_size, resolve_teacher, teacher_hidden,
                               teacher_tokenizer_dir)
 
@@ -275,7 +276,7 @@ def sample_completions(model, prompts: list[list[int]], *, max_new_tokens: int, 
                       use_cache=True)
         kwargs.update(dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
                       if temperature > 0 else dict(do_sample=False))
-        with attention(model, "stock"):
+        with padded_attention(model):
             out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
     finally:
         model.train(was_training)

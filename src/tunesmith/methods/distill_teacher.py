@@ -124,12 +124,12 @@ def attention(model: nn.Module, name: str | None = None):
     """Temporarily switch ``model``'s attention: to tunesmith's padding-free varlen function
     (``name`` None; packed batches) or to ``"stock"`` SDPA / eager for padded generation —
     transformers builds no padding mask for an attention name it does not know."""
-    from ..models.attention import register as register_attention
+    from ..models.attention import padding_aware_attention, register as register_attention
 
     hf = unwrap(model)
     before = hf.config._attn_implementation
-    if name == "stock":
-        name = "sdpa" if getattr(hf, "_supports_sdpa", True) else "eager"
+    if name == "stock":  # the same choice as models.attention.padded_attention
+        name = padding_aware_attention(hf) or before
     name = name or register_attention()
     if name != before:
         hf.set_attn_implementation(name)

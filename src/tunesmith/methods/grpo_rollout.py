@@ -28,20 +28,8 @@ from torch.utils.checkpoint import checkpoint
 from ..data.collate import collate
 from ..data.render import Rendered
 from ..models.adapters import unwrap
+from ..models.attention import padded_attention
 from ..models.forward import decoder_hidden_states, output_transform
-
-
-def _mask_ready_attention(hf) -> str | None:
-    """An attention implementation that honours padding masks in ``generate``, if the current
-    one does not (a custom function without a registered mask builder)."""
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
-
-    current = hf.config._attn_implementation
-    if current in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping:
-        return None
-    if getattr(hf.config, "attn_logit_softcapping", None) or not getattr(hf, "_supports_sdpa", True):
-        return "eager"
-    return "sdpa"
 
 
 @contextlib.contextmanager
@@ -51,18 +39,13 @@ def generation_mode(model):
 
     hf = unwrap(model)
     was_training = model.training
-    previous_attn = hf.config._attn_implementation
-    switch_to = _mask_ready_attention(hf)
     previous_gen = getattr(hf, "generation_config", None)
     model.eval()
     try:
-        if switch_to:
-            hf.set_attn_implementation(switch_to)
-        hf.generation_config = GenerationConfig()
-        yield
+        with padded_attention(model):
+            hf.generation_config = GenerationConfig()
+            yield
     finally:
-        if switch_to:
-            hf.set_attn_implementation(previous_attn)
         if previous_gen is not None:
             hf.generation_config = previous_gen
         model.train(was_training)

@@ -21,6 +21,8 @@ the prompt is computed once. ``first_len == 0`` (or no second branch) is a plain
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -133,3 +135,41 @@ def register() -> str:
 
     AttentionInterface.register(NAME, varlen_attention_forward)
     return NAME
+
+
+def padding_aware_attention(hf) -> str | None:
+    """The stock implementation to generate with when ``hf``'s current attention has no
+    padding-mask builder in transformers (None when it has one)."""
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+
+    current = getattr(hf.config, "_attn_implementation", None)
+    if current is None or current in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping:
+        return None
+    if getattr(hf.config, "attn_logit_softcapping", None) or not getattr(hf, "_supports_sdpa", True):
+        return "eager"  # SDPA cannot soft-cap attention logits (Gemma 2)
+    return "sdpa"
+
+
+@contextlib.contextmanager
+def padded_attention(model):
+    """Generate left-padded batches with a padding-aware attention; restored afterwards.
+
+    The varlen function registered here serves packed batches (``cu_seq_lens``) and defers to
+    SDPA otherwise, but transformers builds no padding mask for an attention name it does not
+    know: left-padded prompts would attend to their padding. Every caller that samples from a
+    model set up for training (evaluation, GRPO rollouts, on-policy distillation) wraps its
+    ``generate`` in this context.
+    """
+    from .adapters import unwrap
+
+    hf = unwrap(model)
+    switch_to = padding_aware_attention(hf) if hasattr(hf, "set_attn_implementation") else None
+    previous = getattr(hf.config, "_attn_implementation", None)
+    if switch_to:
+        hf.set_attn_implementation(switch_to)
+    try:
+        yield model
+    finally:
+        if switch_to:
+            hf.set_attn_implementation(previous)
+

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 
 import torch
 
 from ..errors import ModelError
+from .attention import padded_attention
 from .load import load_causal_lm, load_tokenizer
 from .template import stop_token_ids
 
@@ -70,29 +70,6 @@ def prompt_token_ids(tokenizer, prompt, system: str | None = None, *, templated:
     return bos + tokenizer.encode(prompt, add_special_tokens=False)
 
 
-@contextlib.contextmanager
-def _padded_attention(model):
-    """Attend with the stock SDPA / eager function while generating.
-
-    tunesmith's varlen attention (set on models for packed training and scoring) defers to SDPA
-    without ``cu_seq_lens``, but transformers builds no padding mask for an attention name it
-    does not know, so left-padded prompts would attend to their padding and positions would
-    drift. Switch the implementation for the duration and restore it after.
-    """
-    from .adapters import unwrap
-
-    hf = unwrap(model)
-    previous = getattr(hf.config, "_attn_implementation", None)
-    stock = previous in ("sdpa", "eager") or previous is None or not hasattr(hf, "set_attn_implementation")
-    if not stock:
-        hf.set_attn_implementation("sdpa" if getattr(hf, "_supports_sdpa", True) else "eager")
-    try:
-        yield
-    finally:
-        if not stock:
-            hf.set_attn_implementation(previous)
-
-
 @torch.no_grad()
 def generate_ids(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int = 128,
                  temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
@@ -118,7 +95,7 @@ def generate_ids(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: 
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     results: list[dict | None] = [None] * len(prompts)
     devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), _padded_attention(model):
+    with torch.random.fork_rng(devices=devices), padded_attention(model):
         torch.manual_seed(seed)
         for start in range(0, len(order), size):
             chunk = order[start:start + size]
