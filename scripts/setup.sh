@@ -35,3 +35,14 @@ if [ "${CI:-}" = "true" ] && ! command -v chromium >/dev/null 2>&1 \
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
     || echo "setup.sh: could not install chromium; the report screenshot test will be skipped" >&2
 fi
+# The GGUF export's llama.cpp test loads the exported file in llama.cpp itself, through the npm
+# package node-llama-cpp, which ships llama.cpp's prebuilt CPU libraries (~85 MB, ~15 s; PyPI's
+# llama-cpp-python would compile llama.cpp from source). CI only; elsewhere that test skips
+# with a reason unless this was run or TUNESMITH_NODE_LLAMA_CPP points at the package.
+if [ "${CI:-}" = "true" ] && command -v npm >/dev/null 2>&1 && [ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ] \
+   && [ ! -f .cache/llama-cpp/node_modules/node-llama-cpp/dist/index.js ]; then
+  mkdir -p .cache/llama-cpp
+  npm install --prefix .cache/llama-cpp --omit=optional --ignore-scripts --no-audit --no-fund --loglevel=error \
+      node-llama-cpp@3.22.1 @node-llama-cpp/linux-x64@3.22.1 >/dev/null \
+    || echo "setup.sh: could not install node-llama-cpp; the llama.cpp GGUF test will be skipped" >&2
+fi

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,7 +21,13 @@ class MetricsFile:
             # Rows written after the checkpoint we resume from are replayed, so drop them.
             kept = [line for line in path.read_text(encoding="utf-8").splitlines()
                     if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            # Replace the file rather than truncate it in place: a reader following it by byte
+            # offset (the jobs worker) sees a new inode and starts over, instead of seeking into
+            # the middle of a replayed row whose timing fields made it longer or shorter. A kill
+            # during the rewrite also leaves the old file whole.
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            os.replace(tmp, path)
         elif path.exists():
             path.unlink()
         self._f = open(path, "a", encoding="utf-8")

@@ -323,8 +323,14 @@ class _Tail:
         except FileNotFoundError:
             return []
         if st.st_ino != self._inode or st.st_size < self.offset:
-            self._inode, self.offset = st.st_ino, 0  # rewritten by a resumed run
+            self._inode, self.offset = st.st_ino, 0  # replaced by a resumed run (MetricsFile)
         with open(self.metrics, "rb") as f:
+            if self.offset:
+                # Defence in depth against a file rewritten in place: our offset must still
+                # sit just after a line end, else start over (published rows are not repeated).
+                f.seek(self.offset - 1)
+                if f.read(1) != b"\n":
+                    self.offset = 0
             f.seek(self.offset)
             chunk = f.read()
         end = chunk.rfind(b"\n") + 1  # only complete lines

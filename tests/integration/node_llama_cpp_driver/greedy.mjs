@@ -1,0 +1,33 @@
+// Greedy decoding of a GGUF file with llama.cpp, through node-llama-cpp's prebuilt CPU binary.
+//
+// Usage: node greedy.mjs ENTRY MODEL.gguf MAX_NEW < request.json
+//   ENTRY: path to node-llama-cpp's dist/index.js (the test resolves it; no global install).
+//   request.json: {"prompt": "...", "stop": [ids]}
+// Prints one JSON line: {"prompt_ids": [...], "generated": [...], "confidence": [...]} where
+// prompt_ids is llama.cpp's tokenisation of the prompt (special tokens parsed, no BOS added)
+// and confidence the probability llama.cpp gave each greedy token.
+import { readFileSync } from "node:fs";
+import { pathToFileURL } from "node:url";
+
+const [entry, modelPath, maxNewArg] = process.argv.slice(2);
+const request = JSON.parse(readFileSync(0, "utf8"));
+const { getLlama, LlamaLogLevel } = await import(pathToFileURL(entry).href);
+
+const llama = await getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.error, maxThreads: 1 });
+const model = await llama.loadModel({ modelPath });
+const context = await model.createContext({ contextSize: 256, threads: 1 });
+const sequence = context.getSequence();
+
+const promptIds = Array.from(model.tokenize(request.prompt, true));
+const stop = new Set(request.stop);
+const generated = [];
+const confidence = [];
+for await (const out of sequence.evaluateWithMetadata(promptIds, { confidence: true }, { temperature: 0 })) {
+  generated.push(out.token);
+  confidence.push(out.confidence);
+  if (generated.length >= Number(maxNewArg) || stop.has(out.token)) break;
+}
+process.stdout.write(JSON.stringify({ prompt_ids: promptIds, generated, confidence }) + "\n");
+await context.dispose();
+await model.dispose();
+await llama.dispose();
