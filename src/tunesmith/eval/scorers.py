@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ConfigError
+from ..json_schema import require_jsonschema, schema_validator
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = set(string.punctuation)
@@ -125,22 +126,8 @@ def json_schema_valid(prediction: str, schema: dict) -> float:
     ok, value = parse_json(prediction)
     if not ok:
         return 0.0
-    validator = _validator(schema)
-    return float(validator.is_valid(value))
-
-
-def _validator(schema: dict):
-    try:
-        import jsonschema
-    except ImportError:
-        raise ConfigError("JSON-schema scoring needs the jsonschema package: "
-                          "pip install 'tunesmith[eval]'") from None
-    cls = jsonschema.validators.validator_for(schema)
-    try:
-        cls.check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        raise ConfigError(f"invalid JSON schema: {exc.message}") from None
-    return cls(schema)
+    require_jsonschema("JSON-schema scoring", "eval")
+    return float(schema_validator(schema, "the example's JSON schema").is_valid(value))
 
 
 # ---- user scorers ---------------------------------------------------------------------------

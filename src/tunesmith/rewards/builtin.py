@@ -12,6 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..errors import ConfigError, TunesmithError
+from ..json_schema import require_jsonschema, schema_validator
 from . import Sample
 
 
@@ -87,17 +88,6 @@ def parse_json_completion(text: str):
     return json.loads(text)
 
 
-def _validator(schema: dict, where: str):
-    import jsonschema
-
-    cls = jsonschema.validators.validator_for(schema)
-    try:
-        cls.check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        raise ConfigError(f"{where}: not a valid JSON schema: {exc.message}") from None
-    return cls(schema)
-
-
 def _load_schema(value, where: str) -> dict:
     if isinstance(value, dict):
         return value
@@ -123,18 +113,17 @@ def json_schema(spec, where: str):
     scores 1. Needs the ``jsonschema`` package when a schema is used.
     """
     fixed = None
+    if spec.schema is not None and spec.field:
+        raise ConfigError(f"config: '{where}': give either 'schema' or 'field', not both")
+    if spec.schema is not None or spec.field:
+        require_jsonschema(f"config: '{where}' validates against a schema, which", "grpo")
     if spec.schema is not None:
-        if spec.field:
-            raise ConfigError(f"config: '{where}': give either 'schema' or 'field', not both")
-        _require_jsonschema(where)
-        fixed = _validator(_load_schema(spec.schema, where), f"config: '{where}.schema'")
-    elif spec.field:
-        _require_jsonschema(where)
+        fixed = schema_validator(_load_schema(spec.schema, where), f"config: '{where}.schema'")
 
     @lru_cache(maxsize=256)
     def per_example(text: str):
         try:
-            return _validator(json.loads(text), f"the schema in example field '{spec.field}'")
+            return schema_validator(json.loads(text), f"the schema in example field '{spec.field}'")
         except ConfigError as exc:
             raise TunesmithError(str(exc)) from None
 
@@ -154,14 +143,6 @@ def json_schema(spec, where: str):
         return out
 
     return score
-
-
-def _require_jsonschema(where: str) -> None:
-    try:
-        import jsonschema  # noqa: F401
-    except ImportError:
-        raise ConfigError(f"config: '{where}' validates against a schema, which needs the "
-                          "jsonschema package: pip install 'tunesmith[grpo]'") from None
 
 
 def overlong_penalty(n_tokens: int, max_tokens: int, cache_tokens: int) -> float:

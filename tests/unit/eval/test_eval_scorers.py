@@ -58,7 +58,7 @@ def test_keywords_regex_json():
     assert S.json_schema_valid('{"a": 1}', schema) == 1.0
     assert S.json_schema_valid('{"a": "x"}', schema) == 0.0
     assert S.json_schema_valid("not json", schema) == 0.0
-    with pytest.raises(ConfigError, match="invalid JSON schema"):
+    with pytest.raises(ConfigError, match="not a valid JSON schema"):
         S.json_schema_valid("{}", {"type": 12})
 
 
