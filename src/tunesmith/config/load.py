@@ -232,6 +232,40 @@ def _validate_quantization(config: RunConfig) -> None:
                           "CUDA unified memory and needs a GPU; on CPU use 'adamw_8bit' or 'adamw'")
 
 
+def _validate_init_from(a) -> None:
+    """``adapter.init_from`` names a safetensors PEFT LoRA/DoRA adapter of this section's shape
+    (targets are compared once resolved, in models.adapters; ``all-linear`` depends on the model)."""
+    import json
+
+    where = f"config: 'adapter.init_from' {a.init_from}"
+    if a.type == "none":
+        raise ConfigError("config: 'adapter.init_from' loads adapter weights; it needs adapter.type lora, "
+                          "dora or qlora, not 'none'")
+    folder = Path(a.init_from)
+    if not (folder / "adapter_config.json").is_file():
+        raise ConfigError(f"{where} is not an adapter folder (no adapter_config.json)")
+    if not (folder / "adapter_model.safetensors").is_file():
+        raise ConfigError(f"{where} has no adapter_model.safetensors (adapters are loaded from "
+                          "safetensors only)")
+    try:
+        saved = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{where}: adapter_config.json is unreadable: {exc}") from None
+    if saved.get("peft_type") != "LORA":
+        raise ConfigError(f"{where} is a {saved.get('peft_type')} adapter; only LoRA/DoRA adapters can be loaded")
+    kind = "dora" if saved.get("use_dora") else "lora"
+    pairs = [("type", kind, "dora" if a.type == "dora" else "lora"), ("r", saved.get("r"), a.r),
+             ("alpha", saved.get("lora_alpha"), a.alpha), ("rslora", bool(saved.get("use_rslora")), a.rslora)]
+    if a.targets != "all-linear":
+        want = [a.targets] if isinstance(a.targets, str) else list(a.targets)
+        got = saved.get("target_modules")
+        pairs.append(("targets", sorted(got) if isinstance(got, list) else got, sorted(want)))
+    for name, got, want in pairs:
+        if got != want:
+            raise ConfigError(f"{where} was trained with {name}={got!r} but adapter.{name} is {want!r}: "
+                              "the adapter must have the same shape to load its weights")
+
+
 def _validate_rest(config: RunConfig) -> None:
     t, a = config.train, config.adapter
     if config.method in ("dpo", "kto", "reward"):
@@ -254,6 +288,8 @@ def _validate_rest(config: RunConfig) -> None:
         raise ConfigError("config: 'adapter.r' must be >= 1 and 'adapter.alpha' > 0")
     if not 0 <= a.dropout < 1:
         raise ConfigError("config: 'adapter.dropout' must be in [0, 1)")
+    if a.init_from is not None:
+        _validate_init_from(a)
     _validate_quantization(config)
     if t.eval_generate < 0:
         raise ConfigError(f"config: 'train.eval_generate' must be >= 0, got {t.eval_generate}")

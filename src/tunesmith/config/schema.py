@@ -70,6 +70,11 @@ class AdapterConfig:
     """Rank-stabilised LoRA scaling alpha/sqrt(r) instead of alpha/r."""
     modules_to_save: list[str] = field(default_factory=list)
     """Extra modules trained in full and saved with the adapter (e.g. ``lm_head``)."""
+    init_from: str | None = None
+    """A PEFT adapter folder from an earlier run (``adapter_config.json`` +
+    ``adapter_model.safetensors``, e.g. its ``final/``): its weights initialise the adapter
+    instead of PEFT's fresh init (continued fine-tuning). Its type, r, alpha, rslora and
+    targets must equal this section's."""
 
 
 @dataclass

@@ -48,7 +48,46 @@ def attach_adapter(model: nn.Module, cfg: AdapterConfig) -> nn.Module:
                       modules_to_save=list(cfg.modules_to_save) or None,
                       # SEQ_CLS makes PEFT train and save the reward head (``score``) in full.
                       task_type="SEQ_CLS" if is_sequence_classifier(model) else "CAUSAL_LM")
-    return get_peft_model(model, lora)
+    model = get_peft_model(model, lora)
+    if cfg.init_from is not None:
+        load_init_adapter(model, cfg.init_from, targets)
+    return model
+
+
+def load_init_adapter(model: nn.Module, folder: str, targets: list[str]) -> None:
+    """``adapter.init_from``: copy the adapter weights saved in ``folder`` into the freshly
+    attached adapter of ``model`` (a PEFT model), bitwise (a dtype cast only if they differ).
+
+    config.load has checked type / r / alpha / rslora and the folder's files; here the resolved
+    ``targets`` and every tensor name and shape are checked against the saved adapter, so a
+    mismatch is a ConfigError naming the field, never a silently partial load. A model built
+    on the ``meta`` device (shape-only copies: memory estimates, checkpoint export) has no
+    storage to load into and is left as is."""
+    import json
+    from pathlib import Path
+
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    if any(p.is_meta for p in model.parameters() if p.requires_grad):
+        return
+    where = f"config: 'adapter.init_from' {folder}"
+    saved_cfg = json.loads((Path(folder) / "adapter_config.json").read_text(encoding="utf-8"))
+    saved_targets = saved_cfg.get("target_modules")
+    if isinstance(saved_targets, list) and sorted(saved_targets) != sorted(targets):
+        raise ConfigError(f"{where} was trained with targets={sorted(saved_targets)} but adapter.targets "
+                          f"resolves to {sorted(targets)}: the adapter must have the same shape to load its weights")
+    tensors = load_file(str(Path(folder) / "adapter_model.safetensors"), device="cpu")
+    expected = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model).items()}
+    got = {k: tuple(v.shape) for k, v in tensors.items()}
+    if expected != got:
+        missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+        reshaped = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
+        raise ConfigError(f"{where} does not fit this model's adapter: missing {missing[:3]}, "
+                          f"unexpected {extra[:3]}, other shapes {reshaped[:3]}")
+    result = set_peft_model_state_dict(model, tensors)
+    if getattr(result, "unexpected_keys", None):
+        raise ConfigError(f"{where}: tensors not loaded: {result.unexpected_keys[:3]}")
 
 
 def is_sequence_classifier(model: nn.Module) -> bool:
