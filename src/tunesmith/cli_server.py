@@ -72,13 +72,16 @@ def _cmd_keys(args) -> int:
     settings = _settings(args)
     store = Store(settings.db)
     if args.keys_command == "create":
-        key, project = store.create_key(args.project)
+        key, project = store.create_key(args.project, admin=args.admin)
         print(key)  # alone on stdout, so KEY=$(tunesmith server keys create …) works
-        print(f"project {project['name']} = {project['id']}; the key is shown only once", file=sys.stderr)
+        kind = "an admin key" if args.admin else "a key"
+        print(f"{kind} for project {project['name']} = {project['id']}; the key is shown only once",
+              file=sys.stderr)
     elif args.keys_command == "list":
         for row in store.list_keys():
             state = "revoked" if row["revoked_at"] else "active"
-            print(f"{row['hint']}  project={row['name']}  {state}")
+            admin = "  admin" if row["is_admin"] else ""
+            print(f"{row['hint']}  project={row['name']} ({row['project_id']})  {state}{admin}")
     elif args.keys_command == "revoke":
         if not store.revoke_key(args.key):
             raise ConfigError("no such active key")
@@ -114,6 +117,8 @@ def add_server_commands(sub) -> None:
     ksub = k.add_subparsers(dest="keys_command", required=True)
     c = ksub.add_parser("create", help="create a key for a project (printed once)")
     c.add_argument("--project", default="default", help="project name (created if new)")
+    c.add_argument("--admin", action="store_true",
+                   help="an admin key: also manages the project's checkpoint permissions")
     ksub.add_parser("list", help="list keys (hints only)")
     r = ksub.add_parser("revoke", help="revoke a key")
     r.add_argument("key")

@@ -22,33 +22,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import ids
 from .blobs import BadUpload, BlobStore, UploadTooLarge, receive_upload
 from .errors import APIError, file_not_found, job_not_found, model_not_found
-from .objects import checkpoint_object, event_object, file_object, job_model_id, job_object, model_object, page
+from .access import ModelAccess
+from .objects import base_name, checkpoint_object, event_object, file_object, job_object, model_object, page
+from .objects import paged as _paged, parse_limit as _limit
 from .settings import Settings
 from .spec import normalise_create
-from .store import TERMINAL, CursorNotFound, Store, now
+from .store import TERMINAL, Store, now
 
 UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 STATIC = Path(__file__).parent / "static"
-
-
-def _limit(value: str | None, default: int, maximum: int = 10000) -> int:
-    if value is None:
-        return default
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if not 1 <= n <= maximum:
-        raise APIError(400, f"Invalid limit: {value!r}. It must be an integer between 1 and {maximum}.",
-                       param="limit")
-    return n
-
-
-def _paged(fn, after: str | None):
-    try:
-        return fn()
-    except CursorNotFound:
-        raise APIError(400, f"Invalid 'after' cursor: {after}", param="after") from None
 
 
 def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
@@ -60,6 +42,8 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         while not stop.wait(max(0.5, settings.stale_after / 3)):
             with contextlib.suppress(Exception):  # the database may be briefly unavailable
                 store.requeue_stale(settings.stale_after)
+            with contextlib.suppress(Exception):
+                blobs.sweep_expired(store)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
@@ -71,6 +55,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
 
     app = FastAPI(title="tunesmith fine-tuning API", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.store, app.state.settings, app.state.blobs = store, settings, blobs
+    access = ModelAccess(store, settings.owner)
 
     @app.exception_handler(APIError)
     async def _api_error(_request, exc: APIError):
@@ -176,7 +161,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         except ValueError:
             raise APIError(400, "The request body is not valid JSON.") from None
         spec = normalise_create(body)
-        _check_model(spec["model"])
+        parent = await _run_sync(_parent, proj, spec["model"])
         if spec["method"]["type"] == "dpo":
             from ..methods import METHODS
 
@@ -199,7 +184,9 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
                              "suffix": spec["suffix"], "seed": seed, "status": "validating_files", "error": None,
                              "model_key": ids.model_key(), "method": spec["method"], "metadata": spec["metadata"],
                              "integrations": spec["integrations"], "result_files": [], "model_deleted": False,
-                             "last_step": 0, "attempts": 0})
+                             "last_step": 0, "attempts": 0,
+                             "parent_job_id": parent[0]["id"] if parent else None,
+                             "parent_step": parent[1] if parent else None})
         store.add_event(jid, f"Created fine-tuning job: {jid}")
         text = f"Validating training file: {spec['training_file']}"
         if spec["validation_file"]:
@@ -207,14 +194,32 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         store.add_event(jid, text)
         return job_object(row)
 
-    def _check_model(model: str) -> None:
+    def _unavailable(model: str) -> APIError:
+        return APIError(400, f"Model {model} is not available for fine-tuning or does not exist.",
+                        param="model", code="model_not_available")
+
+    def _parent(proj: dict, model: str) -> tuple[dict, int | None] | None:
+        """None for an allow-listed base model; for continued fine-tuning of an ``ft:`` model
+        (the project's own, or a checkpoint shared with it) the job that made it and the
+        checkpoint step (None: its final model), once its adapter folder is known to exist (a
+        checkpoint is exported as one now, so later rotation or the owner's deletion of the
+        model cannot take it away from the queued job). Anything else is the same 400 whether
+        it does not exist or belongs to another project. Blocking."""
         if model in settings.base_models:
-            return
-        if model.startswith("ft:"):
-            raise APIError(400, "Continued fine-tuning of an ft: model is not supported by this server; "
-                           "fine-tune one of its base models.", param="model", code="model_not_available")
-        raise APIError(400, f"Model {model} is not available for fine-tuning or does not exist.",
-                       param="model", code="model_not_available")
+            return None
+        if not model.startswith("ft:"):
+            raise _unavailable(model)
+        try:
+            row, step = access.usable(proj["id"], model)
+            folder = inference.locate(row, step)
+        except APIError:
+            raise _unavailable(model) from None
+        if base_name(row) not in settings.base_models:
+            raise _unavailable(model)
+        if not (folder / "adapter_config.json").is_file():
+            raise APIError(400, f"Model {model} was fully fine-tuned (no adapter); continued fine-tuning "
+                           "starts from an adapter model.", param="model", code="model_not_available")
+        return row, step
 
     @app.get("/v1/fine_tuning/jobs")
     def list_jobs(request: Request, after: str | None = None, limit: str | None = None,
@@ -287,42 +292,33 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         rows, more = _paged(lambda: store.list_checkpoints(job_id, after=after, limit=n), after)
         return page([checkpoint_object(r) for r in rows], more, with_ids=True)
 
+    from .permissions import add_permission_routes
+
+    add_permission_routes(app, store, access, project)
+
     # -- models -----------------------------------------------------------------------------------------
     @app.get("/v1/models")
     def list_models(proj: dict = Depends(project)):
         data = [model_object(name, 0, "system") for name in sorted(settings.base_models)]
         data += [model_object(r["fine_tuned_model"], r["finished_at"] or r["created_at"], proj["id"])
                  for r in store.list_model_jobs(proj["id"])]
+        # checkpoints other projects shared with this one (P1): listed under their owner
+        data += [model_object(ckpt, r["created_at"], r["project_id"]) for ckpt, r in access.shared_with(proj["id"])]
         return {"object": "list", "data": data}
-
-    def _own_model(proj: dict, model: str) -> tuple[dict, int | None]:
-        """(the job that made ``model``, checkpoint step or None); 404 when not the caller's."""
-        ref = ids.parse_ft_model(model)
-        if ref is None:
-            raise model_not_found(model)
-        row = store.find_model_job(proj["id"], ref.key)
-        if row is None or row["model_deleted"] or job_model_id(row, settings.owner) != ref.model_id:
-            raise model_not_found(model)
-        if ref.step is None and row["status"] != "succeeded":
-            raise model_not_found(model)
-        if ref.step is not None and not any(
-                c["step_number"] == ref.step for c in store.list_checkpoints(row["id"], limit=10000)[0]):
-            raise model_not_found(model)
-        return row, ref.step
 
     @app.get("/v1/models/{model:path}")
     def retrieve_model(model: str, proj: dict = Depends(project)):
         if model in settings.base_models:
             return model_object(model, 0, "system")
-        row, _ = _own_model(proj, model)
-        return model_object(model, row["finished_at"] or row["created_at"], proj["id"])
+        row, _ = access.usable(proj["id"], model)
+        return model_object(model, row["finished_at"] or row["created_at"], row["project_id"])
 
     @app.delete("/v1/models/{model:path}")
     def delete_model(model: str, proj: dict = Depends(project)):
         if model in settings.base_models:
             raise APIError(403, "You do not have permission to delete this model.", param="model",
                            code="model_not_deletable")
-        row, step = _own_model(proj, model)
+        row, step = access.own(proj["id"], model)  # a shared checkpoint is not the grantee's to delete
         if step is not None:
             raise APIError(400, "Checkpoint models cannot be deleted on their own; delete the fine-tuned "
                            "model.", param="model")
@@ -342,8 +338,8 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
             raise APIError(400, "Missing required parameter: 'model'.", param="model")
         if model in settings.base_models:
             return model, None, None
-        row, step = _own_model(proj, model)
-        return row["model"], model, inference.locate(row, step)
+        row, step = access.usable(proj["id"], model)
+        return base_name(row), model, inference.locate(row, step)
 
     async def _infer(request: Request, proj: dict, path: str):
         body = await _json(request)  # cached on the request: serve's route reads the same JSON

@@ -65,6 +65,15 @@ class BlobStore:
         except FileNotFoundError:
             pass
 
+    def sweep_expired(self, store) -> list[str]:
+        """Delete every expired file (``expires_after``): rows first, then blobs. Run
+        periodically by the server and by idle workers (any of them may do it: the row delete is
+        the claim). Returns the ids removed."""
+        gone = store.sweep_expired_files()
+        for file_id in gone:
+            self.delete(file_id)
+        return gone
+
 
 @dataclass
 class Upload:

@@ -1,7 +1,7 @@
 """Identifiers: OpenAI-shaped object ids, fine-tuned model ids and API keys.
 
 Ids are random base62 strings from :mod:`secrets` with OpenAI's prefixes (``file-`` + 22,
-``ftjob-`` + 24, ``ftevent-``, ``ftckpt_``, ``proj_``). Fine-tuned model ids follow
+``ftjob-`` + 24, ``ftevent-``, ``ftckpt_``, ``cp_``, ``proj_``). Fine-tuned model ids follow
 ``ft:{base}:{owner}:{suffix}:{8-char key}`` (suffix may be empty) and checkpoint models add
 ``:ckpt-step-{N}`` — see ../shared spec §1.4. API keys are ``sk-ts-`` + 40 base62 characters,
 stored only as their SHA-256 (a key has 238 bits of entropy, so a plain hash cannot be reversed
@@ -43,6 +43,10 @@ def event_id() -> str:
 
 def checkpoint_id() -> str:
     return random_id("ftckpt_", 24)
+
+
+def permission_id() -> str:
+    return random_id("cp_", 24)
 
 
 def project_id() -> str:

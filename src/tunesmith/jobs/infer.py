@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..errors import ModelError
 from .errors import APIError, model_not_found
+from .objects import base_name
 
 MAX_ADAPTERS = 16
 _PATHS = ("/v1/chat/completions", "/v1/completions")
@@ -51,23 +52,23 @@ class Inference:
 
     # ---- model location -------------------------------------------------------------------------
     def locate(self, job: dict, step: int | None) -> Path:
-        """The adapter folder of a job's model (``final/``) or of one of its checkpoints."""
-        if job["model"] not in self.settings.base_models:
+        """The adapter folder of a job's model (``final/``) or of one of its checkpoints
+        (exported on first use). Blocking."""
+        base = base_name(job)
+        if base not in self.settings.base_models:
             raise model_not_found(job["model"])
-        run = self.settings.run_dir(job["id"])
+        folder = model_folder(self.settings, job, step)
         if step is None:
-            final = run / "final"
-            if not ((final / "adapter_config.json").is_file() or (final / "config.json").is_file()):
+            if not ((folder / "adapter_config.json").is_file() or (folder / "config.json").is_file()):
                 raise model_not_found(job["fine_tuned_model"] or job["id"])
-            return final
-        ckpt = run / "checkpoints" / f"step-{step:06d}"
-        served = run / "served-checkpoints" / f"step-{step:06d}"
-        if (served / "adapter_config.json").is_file():
-            return served  # exported earlier; the checkpoint itself may have been rotated away since
+            return folder
+        if (folder / "adapter_config.json").is_file():
+            return folder  # exported earlier; the checkpoint itself may have been rotated away since
+        ckpt = self.settings.run_dir(job["id"]) / "checkpoints" / f"step-{step:06d}"
         if not (ckpt / "COMMITTED").is_file():
             raise model_not_found(f"checkpoint step {step}")
-        checkpoint_adapter(str(self.settings.base_models[job["model"]]), ckpt, served)
-        return served
+        checkpoint_adapter(str(self.settings.base_models[base]), ckpt, folder)
+        return folder
 
     def _base(self, name: str, path: Path | None = None) -> _Base:
         with self._lock:
@@ -142,6 +143,13 @@ class Inference:
             bases, self._bases = list(self._bases.values()), {}
         for b in bases:
             b.server.close()
+
+
+def model_folder(settings, job: dict, step: int | None) -> Path:
+    """Where a job's model lives: ``RUN/final`` (adapter or whole model), or for checkpoint
+    ``step`` the PEFT adapter folder exported from it (``RUN/served-checkpoints/step-N``)."""
+    run = settings.run_dir(job["id"])
+    return run / "final" if step is None else run / "served-checkpoints" / f"step-{step:06d}"
 
 
 def checkpoint_adapter(base: str, ckpt: Path, dest: Path) -> Path:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from . import ids
+from .errors import APIError
 from .spec import hyperparameters
+from .store import CursorNotFound
 
 
 def file_object(row: dict) -> dict:
@@ -42,14 +44,51 @@ def model_object(model_id: str, created: int, owned_by: str) -> dict:
     return {"id": model_id, "object": "model", "created": created, "owned_by": owned_by}
 
 
+def permission_object(row: dict) -> dict:
+    return {"id": row["id"], "object": "checkpoint.permission", "created_at": row["created_at"],
+            "project_id": row["project_id"]}
+
+
+def base_name(row: dict) -> str:
+    """The allow-listed base model a job trains on: its ``model``, or for continued fine-tuning
+    (``model`` is an ``ft:`` id) the base named inside that id, which is its root base."""
+    ref = ids.parse_ft_model(row["model"]) if row["model"].startswith("ft:") else None
+    return ref.base if ref is not None else row["model"]
+
+
 def job_model_id(row: dict, owner: str, step: int | None = None) -> str:
-    """The job's ``ft:`` model id (or a checkpoint's, with ``step``)."""
-    return ids.ft_model_id(row["model"], owner, row["suffix"], row["model_key"], step)
+    """The job's ``ft:`` model id (or a checkpoint's, with ``step``), named after its base model
+    (a continued fine-tune of ``ft:tiny:…`` is ``ft:tiny:…`` too, spec section 1.4)."""
+    return ids.ft_model_id(base_name(row), owner, row["suffix"], row["model_key"], step)
 
 
 def page(data: list[dict], has_more: bool, *, with_ids: bool = False) -> dict:
+    """A list object; ``with_ids`` adds ``first_id``/``last_id`` (files, checkpoints and
+    permissions: the SDK's permissions paginator reads ``last_id``)."""
     out = {"object": "list", "data": data, "has_more": has_more}
     if with_ids:
         out["first_id"] = data[0]["id"] if data else None
         out["last_id"] = data[-1]["id"] if data else None
     return out
+
+
+def parse_limit(value: str | None, default: int, maximum: int = 10000) -> int:
+    """The ``limit`` query parameter: ``default`` when absent; 400 outside 1..``maximum``."""
+    if value is None:
+        return default
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= maximum:
+        raise APIError(400, f"Invalid limit: {value!r}. It must be an integer between 1 and {maximum}.",
+                       param="limit")
+    return n
+
+
+def paged(fn, after: str | None):
+    """Run a store listing; an ``after`` cursor that names no listed object is a 400."""
+    try:
+        return fn()
+    except CursorNotFound:
+        raise APIError(400, f"Invalid 'after' cursor: {after}", param="after") from None

@@ -44,6 +44,7 @@ api_keys = sa.Table(
     sa.Column("project_id", sa.String(64), nullable=False),
     sa.Column("created_at", sa.Integer, nullable=False),
     sa.Column("revoked_at", sa.Integer),
+    sa.Column("is_admin", sa.Boolean),  # NULL (keys made before admin keys existed) = not admin
 )
 files = sa.Table(
     "files", metadata,
@@ -87,6 +88,10 @@ jobs = sa.Table(
     sa.Column("worker_id", sa.String(128)),
     sa.Column("heartbeat_at", sa.Float),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    # Continued fine-tuning: the job whose final adapter (parent_step NULL) or checkpoint
+    # adapter (step N) this job starts from. May be another project's job (a permission).
+    sa.Column("parent_job_id", sa.String(64)),
+    sa.Column("parent_step", sa.Integer),
 )
 events = sa.Table(
     "events", metadata,
@@ -109,6 +114,20 @@ checkpoints = sa.Table(
     sa.Column("step_number", sa.Integer, nullable=False),
     sa.Column("metrics", sa.JSON, nullable=False),
     sa.UniqueConstraint("job_id", "step_number"),
+)
+permissions = sa.Table(
+    # checkpoint.permission: project ``project_id`` may use checkpoint model ``checkpoint`` of
+    # job ``job_id`` (owned by ``owner_project_id``). One row per (checkpoint, project).
+    "permissions", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), unique=True, nullable=False),
+    sa.Column("checkpoint", sa.String(420), nullable=False, index=True),
+    sa.Column("job_id", sa.String(64), nullable=False),
+    sa.Column("step_number", sa.Integer, nullable=False),
+    sa.Column("owner_project_id", sa.String(64), nullable=False),
+    sa.Column("project_id", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Integer, nullable=False),
+    sa.UniqueConstraint("checkpoint", "project_id"),
 )
 
 
@@ -152,6 +171,24 @@ class Store:
                 cur.execute("PRAGMA busy_timeout=30000")
                 cur.close()
         metadata.create_all(self.engine)
+        self._add_missing_columns()
+        self.clock = time.time
+        """Seconds since the epoch, for file expiry; tests replace it to move time forward."""
+
+    def _add_missing_columns(self) -> None:
+        """A database made by an earlier version lacks the columns added since (all nullable):
+        add them, so upgrading the server needs no migration step."""
+        inspector = sa.inspect(self.engine)
+        with self.engine.begin() as c:
+            for table in metadata.sorted_tables:
+                have = {col["name"] for col in inspector.get_columns(table.name)}
+                for col in table.columns:
+                    if col.name not in have and col.nullable:
+                        kind = col.type.compile(dialect=self.engine.dialect)
+                        c.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{col.name}" {kind}'))
+
+    def now(self) -> int:
+        return int(self.clock())
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -165,17 +202,23 @@ class Store:
                 row = c.execute(sa.select(projects).where(projects.c.name == name)).mappings().first()
             return dict(row)
 
-    def create_key(self, project_name: str) -> tuple[str, dict]:
-        """A new API key for ``project_name`` (created if needed): (the key, the project)."""
+    def create_key(self, project_name: str, *, admin: bool = False) -> tuple[str, dict]:
+        """A new API key for ``project_name`` (created if needed): (the key, the project).
+        An ``admin`` key also manages the project's checkpoint permissions (P1-P3)."""
         project = self.ensure_project(project_name)
         key = ids.new_api_key()
         with self.engine.begin() as c:
             c.execute(api_keys.insert().values(key_hash=ids.hash_key(key), hint=key[:9] + "…" + key[-4:],
-                                               project_id=project["id"], created_at=now()))
+                                               project_id=project["id"], created_at=now(), is_admin=admin))
         return key, project
 
+    def project_exists(self, project_id: str) -> bool:
+        with self.engine.connect() as c:
+            return c.execute(sa.select(projects.c.seq).where(projects.c.id == project_id)).first() is not None
+
     def list_keys(self) -> list[dict]:
-        q = (sa.select(api_keys.c.hint, api_keys.c.created_at, api_keys.c.revoked_at, projects.c.name)
+        q = (sa.select(api_keys.c.hint, api_keys.c.created_at, api_keys.c.revoked_at, api_keys.c.is_admin,
+                       projects.c.name, projects.c.id.label("project_id"))
              .join(projects, projects.c.id == api_keys.c.project_id).order_by(api_keys.c.seq))
         with self.engine.connect() as c:
             return [dict(r) for r in c.execute(q).mappings()]
@@ -187,15 +230,15 @@ class Store:
             return res.rowcount > 0
 
     def project_for_key(self, key: str) -> dict | None:
-        """The project an unrevoked key belongs to, or None."""
+        """The project an unrevoked key belongs to (``admin``: whether it is an admin key), or None."""
         h = ids.hash_key(key)
-        q = (sa.select(api_keys.c.key_hash, api_keys.c.revoked_at, projects)
+        q = (sa.select(api_keys.c.key_hash, api_keys.c.revoked_at, api_keys.c.is_admin, projects)
              .join(projects, projects.c.id == api_keys.c.project_id).where(api_keys.c.key_hash == h))
         with self.engine.connect() as c:
             row = c.execute(q).mappings().first()
         if row is None or row["revoked_at"] is not None or not ids.keys_match(h, row["key_hash"]):
             return None
-        return {"id": row["id"], "name": row["name"]}
+        return {"id": row["id"], "name": row["name"], "admin": bool(row["is_admin"])}
 
     # -- generic helpers ----------------------------------------------------------------------
     def _page(self, c, table: sa.Table, where: list, after: str | None, limit: int,
@@ -216,14 +259,19 @@ class Store:
             c.execute(files.insert().values(**row))
         return self.get_file(row["project_id"], row["id"])
 
+    def _unexpired(self):
+        """Files whose ``expires_at`` has not passed (an expired file is gone for every caller,
+        before the sweep deletes its row and blob)."""
+        return sa.or_(files.c.expires_at.is_(None), files.c.expires_at > self.now())
+
     def get_file(self, project_id: str, file_id: str) -> dict | None:
         with self.engine.connect() as c:
-            row = c.execute(sa.select(files).where(files.c.id == file_id,
-                                                   files.c.project_id == project_id)).mappings().first()
+            row = c.execute(sa.select(files).where(files.c.id == file_id, files.c.project_id == project_id,
+                                                   self._unexpired())).mappings().first()
         return dict(row) if row else None
 
     def list_files(self, project_id: str, *, after=None, limit=10000, ascending=False, purpose=None):
-        where = [files.c.project_id == project_id]
+        where = [files.c.project_id == project_id, self._unexpired()]
         if purpose:
             where.append(files.c.purpose == purpose)
         with self.engine.connect() as c:
@@ -233,6 +281,14 @@ class Store:
         with self.engine.begin() as c:
             res = c.execute(files.delete().where(files.c.id == file_id, files.c.project_id == project_id))
             return res.rowcount > 0
+
+    def sweep_expired_files(self) -> list[str]:
+        """Delete the rows of every expired file; their ids (the caller deletes the blobs after
+        the rows, so no reader finds a row without its blob)."""
+        with self.engine.begin() as c:
+            gone = c.execute(files.delete().where(files.c.expires_at <= self.now())
+                             .returning(files.c.id)).scalars().all()
+        return list(gone)
 
     # -- jobs -------------------------------------------------------------------------------------
     def add_job(self, row: dict) -> dict:
@@ -390,6 +446,53 @@ class Store:
                                                    jobs.c.status == "succeeded",
                                                    jobs.c.model_deleted.is_(False))
                              .order_by(jobs.c.seq)).mappings()
+            return [dict(r) for r in rows]
+
+    # -- checkpoint permissions ------------------------------------------------------------------
+    def add_permissions(self, checkpoint: str, job_id: str, step: int, owner_project_id: str,
+                        project_ids: list[str]) -> list[dict]:
+        """Grant each of ``project_ids`` the use of ``checkpoint``; the permission objects in
+        the order asked (an existing grant is returned as it is, not duplicated)."""
+        out = []
+        with self.engine.begin() as c:
+            for pid in project_ids:
+                where = [permissions.c.checkpoint == checkpoint, permissions.c.project_id == pid]
+                row = c.execute(sa.select(permissions).where(*where)).mappings().first()
+                if row is None:
+                    c.execute(permissions.insert().values(
+                        id=ids.permission_id(), checkpoint=checkpoint, job_id=job_id, step_number=step,
+                        owner_project_id=owner_project_id, project_id=pid, created_at=now()))
+                    row = c.execute(sa.select(permissions).where(*where)).mappings().first()
+                out.append(dict(row))
+        return out
+
+    def list_permissions(self, owner_project_id: str, checkpoint: str, *, after=None, limit=10,
+                         ascending=False, project_id: str | None = None):
+        where = [permissions.c.checkpoint == checkpoint, permissions.c.owner_project_id == owner_project_id]
+        if project_id:
+            where.append(permissions.c.project_id == project_id)
+        with self.engine.connect() as c:
+            return self._page(c, permissions, where, after, limit, ascending)
+
+    def delete_permission(self, owner_project_id: str, checkpoint: str, permission_id: str) -> bool:
+        with self.engine.begin() as c:
+            res = c.execute(permissions.delete().where(permissions.c.id == permission_id,
+                                                       permissions.c.checkpoint == checkpoint,
+                                                       permissions.c.owner_project_id == owner_project_id))
+            return res.rowcount > 0
+
+    def permission_for(self, checkpoint: str, project_id: str) -> dict | None:
+        """The grant of ``checkpoint`` to ``project_id``, or None."""
+        with self.engine.connect() as c:
+            row = c.execute(sa.select(permissions).where(permissions.c.checkpoint == checkpoint,
+                                                         permissions.c.project_id == project_id)).mappings().first()
+        return dict(row) if row else None
+
+    def granted_to(self, project_id: str) -> list[dict]:
+        """Every checkpoint permission granted to ``project_id``, oldest first."""
+        with self.engine.connect() as c:
+            rows = c.execute(sa.select(permissions).where(permissions.c.project_id == project_id)
+                             .order_by(permissions.c.seq)).mappings()
             return [dict(r) for r in rows]
 
 

@@ -35,7 +35,8 @@ from pathlib import Path
 import yaml
 
 from . import ids
-from .objects import job_model_id
+from .infer import model_folder
+from .objects import base_name, job_model_id
 from .settings import Settings
 from .spec import base_lr, hyperparameters, resolve_method, steps_per_epoch
 from .store import Store, now
@@ -61,6 +62,7 @@ class Worker:
         self.store = store or Store(settings.db)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{ids.random_id('', 6)}"
         self.stop_event = threading.Event()
+        self._next_sweep = 0.0  # monotonic time of the next expired-file sweep
 
     # -- the loop -------------------------------------------------------------------------------------
     def run(self, once: bool = False) -> int:
@@ -69,6 +71,7 @@ class Worker:
         while not self.stop_event.is_set():
             job = self.store.claim_job(self.worker_id, self.settings.stale_after)
             if job is None:
+                self._sweep()
                 if once:
                     break
                 self.stop_event.wait(self.settings.poll_interval)
@@ -82,6 +85,18 @@ class Worker:
             finally:
                 self.store.release_job(job["id"], self.worker_id)
         return handled
+
+    def _sweep(self) -> None:
+        """Delete expired files while idle, at most once a minute (the server sweeps too)."""
+        if time.monotonic() < self._next_sweep:
+            return
+        self._next_sweep = time.monotonic() + 60.0
+        from .blobs import BlobStore
+
+        try:
+            BlobStore(self.settings.files_dir).sweep_expired(self.store)
+        except Exception:  # the database may be briefly unavailable; try again later
+            log.exception("sweeping expired files failed")
 
     def handle(self, job: dict) -> None:
         if job["status"] == "validating_files":
@@ -119,7 +134,7 @@ class Worker:
         if staged is None:
             return
         train, valid = staged
-        base = self.settings.base_models.get(job["model"])
+        base = self.settings.base_models.get(base_name(job))
         if base is None:
             self._fail(job, "model_not_available",
                        f"Model {job['model']} is not available for fine-tuning on this worker.", "model")
@@ -172,7 +187,7 @@ class Worker:
                  "lr": base_lr(self.settings.adapter) * h["learning_rate_multiplier"],
                  "seed": int(job["seed"]), "packing": False, "save_every": per_epoch, "eval_every": per_epoch,
                  "keep_last": KEEP_CHECKPOINTS, "progress": "lines"}
-        cfg = {"model": {"path": str(self.settings.base_models[job["model"]])},
+        cfg = {"model": {"path": str(self.settings.base_models[base_name(job)])},
                "method": "dpo" if method["type"] == "dpo" else "sft",
                "data": {"train": str(run / "data" / "train.jsonl"), "eval_fraction": 0.0,
                         "eval": str(run / "data" / "valid.jsonl") if job["validation_file"] else None},
@@ -186,9 +201,24 @@ class Worker:
             key, _, value = item.partition("=")
             section, _, name = key.strip().partition(".")
             cfg.setdefault(section, {})[name] = yaml.safe_load(value)
+        if job.get("parent_job_id"):
+            cfg["adapter"] = self._parent_adapter(job)
         path = run / "config.yaml"
         path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
         return path
+
+    def _parent_adapter(self, job: dict) -> dict:
+        """Continued fine-tuning: the parent run's adapter shape (type, r, alpha, targets …:
+        the adapter must be the same to load its weights), starting from the parent's final or
+        checkpoint adapter (``adapter.init_from``; checked against the shape by the trainer)."""
+        parent = self.store.get_job(None, job["parent_job_id"])
+        folder = model_folder(self.settings, parent, job["parent_step"]) if parent else None
+        resolved = self.settings.run_dir(job["parent_job_id"]) / "config.resolved.yaml"
+        if folder is None or not (folder / "adapter_config.json").is_file() or not resolved.is_file():
+            raise _ParentGone(f"The model {job['model']} that this job continues no longer exists.")
+        adapter = yaml.safe_load(resolved.read_text(encoding="utf-8"))["adapter"]
+        return {**{k: adapter[k] for k in ("type", "r", "alpha", "dropout", "targets", "rslora", "modules_to_save")
+                   if k in adapter}, "init_from": str(folder)}
 
     def train(self, job: dict) -> None:
         run = self.settings.run_dir(job["id"])
@@ -207,7 +237,11 @@ class Worker:
                                  "last complete checkpoint", level="warn")
         if not (run / "data" / "train.jsonl").is_file() and self._stage_files(job) is None:
             return
-        config = self._write_config(job, job["method"])
+        try:
+            config = self._write_config(job, job["method"])
+        except _ParentGone as exc:
+            self._fail(job, "model_not_available", str(exc), "model")
+            return
         attempt = job["attempts"]
         logf = open(run / f"worker-attempt-{attempt}.log", "wb")
         env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
@@ -289,6 +323,10 @@ class Worker:
             self.store.add_event(job["id"], f"New fine-tuned model created: {model}")
             self.store.add_event(job["id"], "The job has successfully completed")
         log.info("job %s succeeded: %s (%s)", job["id"], model, hyperparameters(method))
+
+
+class _ParentGone(Exception):
+    """The model a continued fine-tuning job starts from has disappeared."""
 
 
 class _Tail:

@@ -23,7 +23,7 @@ def _job(project_id: str, **over) -> dict:
 
 def test_keys_resolve_to_their_project_and_revoked_keys_do_not(store):
     key, project = store.create_key("alpha")
-    assert store.project_for_key(key) == {"id": project["id"], "name": "alpha"}
+    assert store.project_for_key(key) == {"id": project["id"], "name": "alpha", "admin": False}
     assert store.project_for_key(key + "x") is None
     assert store.revoke_key(key) and store.project_for_key(key) is None
     hints = store.list_keys()
@@ -140,3 +140,64 @@ def test_metric_events_and_last_step_land_together_or_not_at_all(store):
     events, _ = store.list_events(job["id"], limit=10)
     assert sorted(e["data"]["step"] for e in events if e["type"] == "metrics") == [1, 2, 3]
     assert store.get_job(a, job["id"])["last_step"] == 3
+
+
+def test_admin_keys_are_hashed_and_flagged(store):
+    key, project = store.create_key("alpha", admin=True)
+    assert store.project_for_key(key) == {"id": project["id"], "name": "alpha", "admin": True}
+    assert key not in str(store.list_keys()) and store.list_keys()[0]["is_admin"] is True
+    assert store.project_exists(project["id"]) and not store.project_exists("proj_nope")
+
+
+def test_permissions_are_unique_per_project_scoped_to_their_owner_and_paged(store):
+    owner, others = store.ensure_project("a")["id"], [store.ensure_project(f"p{i}")["id"] for i in range(5)]
+    ckpt = "ft:tiny:personal::AAAAAAAA:ckpt-step-3"
+    made = store.add_permissions(ckpt, "ftjob-x", 3, owner, others[:3])
+    again = store.add_permissions(ckpt, "ftjob-x", 3, owner, [others[1], others[3], others[4]])
+    assert again[0] == made[1] and [r["project_id"] for r in again] == [others[1], others[3], others[4]]
+    assert all(r["id"].startswith("cp_") and len(r["id"]) == 27 for r in made + again)
+    rows, more = store.list_permissions(owner, ckpt, limit=2)
+    assert [r["project_id"] for r in rows] == [others[4], others[3]] and more  # newest first
+    rows, more = store.list_permissions(owner, ckpt, after=rows[-1]["id"], limit=10, ascending=False)
+    assert [r["project_id"] for r in rows] == others[2::-1] and not more
+    assert store.list_permissions(others[0], ckpt) == ([], False)  # only the owner sees them
+    assert [r["project_id"] for r in store.list_permissions(owner, ckpt, project_id=others[2])[0]] == [others[2]]
+    assert store.permission_for(ckpt, others[0])["id"] == made[0]["id"]
+    assert not store.delete_permission(others[0], ckpt, made[0]["id"])
+    assert store.delete_permission(owner, ckpt, made[0]["id"]) and store.permission_for(ckpt, others[0]) is None
+    assert [g["checkpoint"] for g in store.granted_to(others[1])] == [ckpt]
+
+
+def test_expired_files_vanish_then_are_swept(store):
+    a = store.ensure_project("a")["id"]
+    t0 = now()
+    row = {"project_id": a, "bytes": 1, "created_at": t0, "filename": "x", "purpose": "fine-tune",
+           "status": "processed", "status_details": None}
+    keep, expiring = ids.file_id(), ids.file_id()
+    store.add_file({**row, "id": keep, "expires_at": None})
+    store.add_file({**row, "id": expiring, "expires_at": t0 + 3600})
+    assert store.sweep_expired_files() == [] and store.get_file(a, expiring) is not None
+    store.clock = lambda: t0 + 3600  # the expiry instant: gone for every reader
+    assert store.get_file(a, expiring) is None
+    assert [r["id"] for r in store.list_files(a)[0]] == [keep]
+    assert store.sweep_expired_files() == [expiring] and store.sweep_expired_files() == []
+    store.clock = time.time
+    assert store.get_file(a, expiring) is None and store.get_file(a, keep) is not None
+
+
+def test_a_database_from_an_earlier_version_gains_the_new_columns(tmp_path):
+    import sqlalchemy as sa
+
+    from tunesmith.jobs.store import Store
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as c:  # api_keys as the first release made it (no is_admin)
+        c.execute(sa.text("CREATE TABLE api_keys (seq INTEGER PRIMARY KEY, key_hash VARCHAR(64) UNIQUE NOT NULL, "
+                          "hint VARCHAR(32) NOT NULL, project_id VARCHAR(64) NOT NULL, created_at INTEGER NOT NULL, "
+                          "revoked_at INTEGER)"))
+    engine.dispose()
+    store = Store(url)
+    key, _ = store.create_key("old", admin=True)
+    assert store.project_for_key(key)["admin"] is True
+    store.dispose()
