@@ -335,6 +335,7 @@ def _validate_grpo(config: RunConfig) -> None:
     if g.beta > 0 and config.adapter.type == "none":
         raise ConfigError("config: 'grpo.beta' > 0 needs an adapter (the reference policy is the "
                           "base model with adapters disabled; full fine-tuning has none)")
+    _validate_grpo_iterations(g.iterations, config.train)
     if not g.rewards:
         raise ConfigError("config: 'grpo.rewards' is required: a list of reward functions, e.g. "
                           "[{type: exact_match, field: answer}]")
@@ -342,6 +343,19 @@ def _validate_grpo(config: RunConfig) -> None:
         need = _GRPO_REWARD_NEEDS.get(r.type)
         if need and not getattr(r, need):
             raise ConfigError(f"config: 'grpo.rewards[{i}].{need}' is required for type {r.type}")
+
+
+def _validate_grpo_iterations(mu: int, t) -> None:
+    """μ > 1 keeps each rollout in memory for μ steps and never checkpoints it, so every
+    checkpoint must fall on a rollout boundary for a resumed run to equal the uninterrupted one
+    (evaluation samples with its own seeded RNG and leaves the rollouts alone: any eval_every)."""
+    if mu < 1:
+        raise ConfigError(f"config: 'grpo.iterations' must be >= 1 (optimizer steps per rollout), got {mu}")
+    for key, value in (("save_every", t.save_every), ("max_steps", t.max_steps)):
+        if value and value % mu:
+            raise ConfigError(f"config: 'train.{key}' ({value}) must be a multiple of 'grpo.iterations' "
+                              f"({mu}): each rollout is used for {mu} optimizer steps and is not saved "
+                              "in checkpoints, so a checkpoint must fall where a new rollout starts")
 
 
 def _validate_distill(d) -> None:

@@ -251,6 +251,11 @@ class GrpoConfig:
     loss_normalization: Literal["sequence", "constant"] = "sequence"
     """sequence: mean over each completion's tokens (GRPO) | constant: token sum / max_new_tokens
     (Dr. GRPO, no length bias)."""
+    iterations: int = 1
+    """Optimizer steps per rollout (GRPO's μ, TRL's num_iterations): 1 samples afresh every
+    step (ratio 1, clip inactive); μ > 1 re-uses each rollout for μ steps, where the ratio to
+    the sampling policy and the clip act. ``train.save_every`` and ``train.max_steps`` must be
+    multiples of it."""
     rewards: list[GrpoRewardConfig] = field(default_factory=list)
     """Reward functions; the reward of a completion is their weighted sum."""
 

@@ -82,10 +82,15 @@ class Trainer:
         # Micro-batches consumed per optimizer step, over all ranks (the global batch / batch_size).
         self.micro_per_step = cfg.grad_accum * self.dist.world_size
         self.n_micro = math.ceil(len(units) / cfg.batch_size)
+        # Optimizer steps per data window (GRPO's μ); the window of step s is that of data step
+        # s // batch_reuse. The value is checked on resume, so a checkpoint of another μ is refused.
+        self.batch_reuse = parts.batch_reuse
+        if self.batch_reuse != 1:
+            self.state_extra = {**state_extra, "batch_reuse": self.batch_reuse}
         if cfg.max_steps is not None:
             self.total_steps = cfg.max_steps
         else:
-            self.total_steps = max(1, math.ceil(cfg.epochs * self.n_micro / self.micro_per_step))
+            self.total_steps = max(1, math.ceil(cfg.epochs * self.n_micro / self.micro_per_step)) * self.batch_reuse
         self.warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_ratio * self.total_steps)
         params = [p for p in model.parameters() if p.requires_grad]
         decay = [p for p in params if p.ndim >= 2]
@@ -114,7 +119,7 @@ class Trainer:
         ``max_tokens_per_forward`` tokens. With several ranks, rank ``r`` takes its share of
         the step's micro-batches (:func:`tunesmith.engine.distributed.rank_micro_batches`)."""
         ga = self.cfg.grad_accum
-        return [b for g in distributed.rank_micro_batches(step, ga, self.dist)
+        return [b for g in distributed.rank_micro_batches(step // self.batch_reuse, ga, self.dist)
                 for b in self._passes([self.items[i] for i in self._micro_batch(g)])]
 
     def _passes(self, items: list) -> list:
@@ -187,7 +192,8 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         dt = time.perf_counter() - t0
-        row = {"step": step + 1, "epoch": round((step + 1) * self.micro_per_step / self.n_micro, 4),
+        epoch = (step + 1) * self.micro_per_step / (self.n_micro * self.batch_reuse)
+        row = {"step": step + 1, "epoch": round(epoch, 4),
                "loss": loss_sum / max(n_total, 1), "lr": lr, "tokens": n_total,
                "tokens_total": tokens, "tokens_per_s": tokens / dt if dt > 0 else 0.0,
                **self.parts.summarize(acc["sums"], n_total), "step_time_s": round(dt, 4)}

@@ -36,4 +36,8 @@ class MethodParts:
     summarize: Callable[[dict, int], dict] = mean_per_unit
     perplexity: bool = True
     """Log ``eval_ppl = exp(eval_loss)`` (only meaningful for token cross-entropy)."""
+    batch_reuse: int = 1
+    """Optimizer steps fed the same data window: step ``s`` gets the window of data step
+    ``s // batch_reuse`` (GRPO's μ, re-using each rollout for several updates). 1 for every
+    offline method."""
     extra: dict = field(default_factory=dict)
