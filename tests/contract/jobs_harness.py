@@ -1,5 +1,10 @@
 """A real ``tunesmith server`` on loopback for the jobs tests: uvicorn in a thread on a free
-port, workers in threads (or processes), API keys for two projects, and the official SDK."""
+port, workers in threads (or processes), API keys for two projects, and the official SDK.
+
+A test module gets its module-scoped server and SDK client with one line::
+
+    svc, client = service_fixtures("dpo", workers=1, train_overrides=["train.max_length=64"])
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,34 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 import factory
+
+
+def service_fixtures(name: str, *, workers: int = 0, **settings):
+    """Module-scoped ``svc`` (a :class:`Service` over the tiny Llama, allow-listed as ``tiny``,
+    with ``workers`` worker threads) and ``client`` (the SDK with project alpha's key) fixtures;
+    assign them to module globals of those names."""
+
+    @pytest.fixture(scope="module", name="svc")
+    def svc_fixture(tmp_path_factory, tiny_model_dir):
+        s = Service(tmp_path_factory.mktemp(name), {"tiny": tiny_model_dir}, **settings)
+        for _ in range(workers):
+            s.start_worker()
+        yield s
+        s.close()
+
+    @pytest.fixture(scope="module", name="client")
+    def client_fixture(svc):
+        return svc.client()
+
+    return svc_fixture, client_fixture
+
+
+def upload(client, rows: list, name: str = "train.jsonl", purpose: str = "fine-tune"):
+    """Upload ``rows`` as a JSONL file through the SDK."""
+    return client.files.create(file=(name, jsonl_bytes(rows), "application/jsonl"), purpose=purpose)
 
 
 def chat_rows(n: int, seed: int = 0) -> list[dict]:

@@ -7,23 +7,16 @@ import httpx2 as httpx
 import openai
 import pytest
 
-from jobs_harness import Service, chat_rows, jsonl_bytes
+from jobs_harness import chat_rows, jsonl_bytes, service_fixtures
 
 pytest.importorskip("fastapi")
 
 MAX_UPLOAD = 64 * 1024
 
 
-@pytest.fixture(scope="module")
-def svc(tmp_path_factory, tiny_model_dir):
-    s = Service(tmp_path_factory.mktemp("svc"), {"tiny": tiny_model_dir}, max_upload_bytes=MAX_UPLOAD)
-    yield s
-    s.close()
-
-
-@pytest.fixture(scope="module")
-def client(svc):
-    return svc.client()
+# No workers here; stale_after 1.5 s makes the server's background sweep (stale jobs, expired
+# files) run every 0.5 s.
+svc, client = service_fixtures("svc", max_upload_bytes=MAX_UPLOAD, stale_after=1.5)
 
 
 @pytest.fixture(scope="module")
@@ -280,3 +273,47 @@ def test_dashboard_is_served(svc):
     js = httpx.get(base + "/static/dashboard.js")
     assert js.status_code == 200 and "fine_tuning/jobs" in js.text
     assert httpx.get(base + "/static/..%2f..%2fapp.py").status_code == 404
+
+
+@pytest.mark.parametrize("expires_after", [{"anchor": "created_at", "seconds": 3599},
+                                           {"anchor": "created_at", "seconds": 2592001},
+                                           {"anchor": "last_active_at", "seconds": 3600}])
+def test_expires_after_out_of_range_is_refused(client, expires_after):
+    with pytest.raises(openai.BadRequestError) as info:
+        client.files.create(file=("e.jsonl", b"{}\n", "application/jsonl"), purpose="fine-tune",
+                            expires_after=expires_after)
+    assert info.value.param == "expires_after" and info.value.response.headers["x-should-retry"] == "false"
+
+
+def test_an_expired_file_is_gone_then_swept(svc, client):
+    import time
+
+    rows = jsonl_bytes(chat_rows(10, seed=4))
+    f = client.files.create(file=("e.jsonl", rows, "application/jsonl"), purpose="fine-tune",
+                            expires_after={"anchor": "created_at", "seconds": 3600})
+    assert f.expires_at == f.created_at + 3600
+    assert client.files.retrieve(f.id).expires_at == f.expires_at and client.files.content(f.id).read() == rows
+    blob = svc.settings.files_dir / f.id
+    time.sleep(1.0)  # two sweeps at the real time: the file is not due yet
+    assert blob.is_file()
+    svc.store.clock = lambda: time.time() + 3600  # an hour later
+    try:
+        missing = "file-" + "Q" * 22
+        for call in (client.files.retrieve, client.files.content, client.files.delete):
+            with pytest.raises(openai.NotFoundError) as info:
+                call(f.id)
+            with pytest.raises(openai.NotFoundError) as fake:
+                call(missing)
+            assert info.value.body == {**fake.value.body, "message": fake.value.body["message"].replace(missing, f.id)}
+        assert f.id not in [x.id for x in client.files.list()]
+        with pytest.raises(openai.BadRequestError) as info:  # no new job may use it
+            client.fine_tuning.jobs.create(model="tiny", training_file=f.id)
+        assert info.value.param == "training_file"
+        deadline = time.time() + 10
+        while blob.exists() and time.time() < deadline:  # the server's periodic sweep
+            time.sleep(0.05)
+        assert not blob.exists() and svc.store.sweep_expired_files() == []
+    finally:
+        svc.store.clock = time.time
+    with pytest.raises(openai.NotFoundError):  # the row went with the blob
+        client.files.retrieve(f.id)

@@ -8,34 +8,19 @@ import pytest
 import yaml
 
 import factory
-from jobs_harness import Service, jsonl_bytes, wait_status
+from jobs_harness import service_fixtures, upload, wait_status
 
 pytest.importorskip("fastapi")
 DONE = ("succeeded", "failed", "cancelled")
 
 
-@pytest.fixture(scope="module")
-def svc(tmp_path_factory, tiny_model_dir):
-    s = Service(tmp_path_factory.mktemp("dpo"), {"tiny": tiny_model_dir}, poll_interval=0.2,
-                train_overrides=["train.max_length=64"])
-    s.start_worker()
-    yield s
-    s.close()
-
-
-@pytest.fixture(scope="module")
-def client(svc):
-    return svc.client()
-
-
-def _upload(client, rows, name="pairs.jsonl"):
-    return client.files.create(file=(name, jsonl_bytes(rows), "application/jsonl"), purpose="fine-tune")
+svc, client = service_fixtures("dpo", workers=1, poll_interval=0.2, train_overrides=["train.max_length=64"])
 
 
 def test_a_dpo_job_trains_end_to_end_with_beta_mapped(svc, client):
     pairs = factory.preference_pairs(10, seed=1, style="openai")
     assert set(pairs[0]) == {"input", "preferred_output", "non_preferred_output"}
-    train, valid = _upload(client, pairs), _upload(client, factory.preference_pairs(4, seed=2, style="openai"))
+    train, valid = upload(client, pairs), upload(client, factory.preference_pairs(4, seed=2, style="openai"))
     job = client.fine_tuning.jobs.create(model="tiny", training_file=train.id, validation_file=valid.id,
                                          suffix="prefs", seed=7, method={"type": "dpo", "dpo": {
                                              "hyperparameters": {"beta": 0.25, "n_epochs": 1, "batch_size": 5,
@@ -89,7 +74,7 @@ def _pair(i):
 def test_preference_files_are_validated_with_openais_messages(client, broken, message):
     rows = factory.preference_pairs(12, seed=4, style="openai")
     rows[2] = broken
-    job = client.fine_tuning.jobs.create(model="tiny", training_file=_upload(client, rows).id,
+    job = client.fine_tuning.jobs.create(model="tiny", training_file=upload(client, rows).id,
                                          method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1}}})
     done = wait_status(client, job.id, DONE)
     assert done.status == "failed" and done.error.code == "invalid_file_format"

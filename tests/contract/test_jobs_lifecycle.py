@@ -12,37 +12,20 @@ import re
 import openai
 import pytest
 
-from jobs_harness import Service, chat_rows, jsonl_bytes, wait_for, wait_status
+from jobs_harness import chat_rows, service_fixtures, upload, wait_for, wait_status
 
 pytest.importorskip("fastapi")
 FT = re.compile(r"^ft:[^:]+:[^:]+:[^:]*:[A-Za-z0-9]{8}$")
 DONE = ("succeeded", "failed", "cancelled")
 
 
-@pytest.fixture(scope="module")
-def svc(tmp_path_factory, tiny_model_dir):
-    s = Service(tmp_path_factory.mktemp("life"), {"tiny": tiny_model_dir}, poll_interval=0.2,
-                train_overrides=["train.max_length=128"])
-    s.start_worker()
-    yield s
-    s.close()
-
-
-@pytest.fixture(scope="module")
-def client(svc):
-    return svc.client()
-
-
-def _upload(client, rows, name="train.jsonl"):
-    return client.files.create(file=(name, jsonl_bytes(rows), "application/jsonl"), purpose="fine-tune")
-
-
+svc, client = service_fixtures("life", workers=1, poll_interval=0.2, train_overrides=["train.max_length=128"])
 def _events(client, job_id):
     return list(client.fine_tuning.jobs.list_events(job_id, limit=100))
 
 
 def test_a_job_trains_end_to_end(svc, client):
-    train, valid = _upload(client, chat_rows(12, seed=1)), _upload(client, chat_rows(10, seed=2), "v.jsonl")
+    train, valid = upload(client, chat_rows(12, seed=1)), upload(client, chat_rows(10, seed=2), "v.jsonl")
     job = client.fine_tuning.jobs.create(model="tiny", training_file=train.id, validation_file=valid.id,
                                          suffix="colors", method={"type": "supervised", "supervised": {
                                              "hyperparameters": {"n_epochs": 2, "batch_size": 4}}})
@@ -169,7 +152,7 @@ def test_ft_models_are_served_with_streaming_usage_and_logprobs(svc, client):
 
 
 def test_too_few_examples_fail_validation_with_openais_error(client):
-    job = client.fine_tuning.jobs.create(model="tiny", training_file=_upload(client, chat_rows(9)).id)
+    job = client.fine_tuning.jobs.create(model="tiny", training_file=upload(client, chat_rows(9)).id)
     done = wait_status(client, job.id, DONE)
     assert done.status == "failed" and done.finished_at is None and done.fine_tuned_model is None
     assert (done.error.code, done.error.param, done.error.message) == (
@@ -189,7 +172,7 @@ def test_malformed_lines_fail_with_a_1_based_example(client, bad, which, where):
     rows = chat_rows(12)
     broken = [*rows[:2], bad, *rows[3:]]
     body = b"".join((r if isinstance(r, str) else __import__("json").dumps(r)).encode() + b"\n" for r in broken)
-    good = _upload(client, rows)
+    good = upload(client, rows)
     bad_file = client.files.create(file=("x.jsonl", body, "application/jsonl"), purpose="fine-tune")
     kwargs = {"training_file": bad_file.id} if which == "training" else {"training_file": good.id,
                                                                           "validation_file": bad_file.id}
@@ -205,7 +188,7 @@ def test_pause_resume_and_cancel_a_running_job(svc, client):
     """Pause stops a running job's training within seconds, resume restarts it (new steps are
     reported, none twice), cancel stops it again for good. (That a resumed job then finishes with
     the uninterrupted result is proven by tests/integration/test_jobs_fault.py.)"""
-    train = _upload(client, chat_rows(12, seed=5))
+    train = upload(client, chat_rows(12, seed=5))
     hyper = {"n_epochs": 10, "batch_size": 1}  # 120 steps: far more than run before the cancel
     job = client.fine_tuning.jobs.create(model="tiny", training_file=train.id, method={
         "type": "supervised", "supervised": {"hyperparameters": hyper}})

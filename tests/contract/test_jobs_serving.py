@@ -10,16 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 
-from jobs_harness import Service, chat_rows, jsonl_bytes
+from jobs_harness import chat_rows, jsonl_bytes, service_fixtures
 
 pytest.importorskip("fastapi")
 
 
-@pytest.fixture(scope="module")
-def svc(tmp_path_factory, tiny_model_dir):
-    s = Service(tmp_path_factory.mktemp("serving"), {"tiny": tiny_model_dir})
-    yield s
-    s.close()
+svc, _ = service_fixtures("serving")
 
 
 def test_a_fully_fine_tuned_model_is_served_on_its_own(svc, tiny_model_dir):
