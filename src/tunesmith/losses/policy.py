@@ -74,9 +74,11 @@ def clipped_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: 
 
     Args:
         logp: ``[N, L]`` log π_θ of each sampled token (with grad), padded to L.
-        old_logp: ``[N, L]`` log π_old of the same tokens (the sampling policy; no grad). With one
-            optimisation pass per rollout this is ``logp.detach()``: ρ = 1 but the gradient is
-            ``Â ∇log π_θ``, the policy gradient.
+        old_logp: ``[N, L]`` log π_old of the same tokens (the sampling policy; no grad). At the
+            first optimisation pass on a rollout this is ``logp.detach()``: ρ = 1 but the
+            gradient is ``Â ∇log π_θ``, the policy gradient. Later passes on the same rollout
+            (GRPO's μ > 1) keep that first value while π_θ moves, so ρ departs from 1 and the
+            clip acts.
         advantages: ``[N]`` one advantage per completion (broadcast over its tokens).
         mask: ``[N, L]`` 1 for real completion tokens, 0 for padding.
         epsilon_low / epsilon_high: clip range ``[1 − ε_low, 1 + ε_high]`` (high defaults to low).
@@ -90,7 +92,8 @@ def clipped_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: 
     of each completion's normalised loss (the caller divides by N, the number of completions);
     metrics are sums: ``completion_tokens``, ``clipped_low`` / ``clipped_high`` (tokens whose
     clip is active, i.e. the gradient is cut: ρ < 1 − ε_low with Â < 0, ρ > 1 + ε_high with
-    Â > 0) and ``kl`` (Σ over tokens of k3, when ``ref_logp`` is given).
+    Â > 0), ``ratio`` (Σ over tokens of ρ) and ``kl`` (Σ over tokens of k3, when ``ref_logp``
+    is given).
     """
     if logp.shape != old_logp.shape or logp.shape != mask.shape or advantages.shape != logp.shape[:1]:
         raise ValueError(f"shape mismatch: logp {tuple(logp.shape)}, old_logp {tuple(old_logp.shape)}, "
@@ -126,5 +129,6 @@ def clipped_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: 
         high = (r > 1.0 + eps_high) & (adv > 0)
         metrics["clipped_low"] = (low.to(mask.dtype) * mask).sum()
         metrics["clipped_high"] = (high.to(mask.dtype) * mask).sum()
+        metrics["ratio"] = (r * mask).sum()
         metrics["completion_tokens"] = lengths.sum()
     return per_completion.sum(), metrics

@@ -21,12 +21,24 @@ How it fits the one engine loop (methods/common.py protocol):
   ``1/G Σ_i 1/L_max Σ_t`` with ``constant`` (Liu et al. 2025). A per-token mean over the
   whole window (DAPO) would need the window's token count before its first backward, which
   is only known after sampling, so it is not offered;
-- one optimisation pass per rollout (GRPO's μ = 1): π_old is the policy that sampled, so the
-  ratio is 1 and the clip is inactive, yet the gradient is the policy gradient
-  ``Â ∇log π``. μ > 1 (re-using a rollout for several optimizer steps) is not supported.
+- ``grpo.iterations`` = μ optimizer steps per rollout (DeepSeekMath Alg. 1; TRL's
+  ``num_iterations``). With μ = 1 π_old is the policy that sampled, so the ratio is 1 and the
+  clip is inactive, yet the gradient is the policy gradient ``Â ∇log π``. With μ > 1 the
+  method sets ``MethodParts.batch_reuse = μ``, so the engine feeds each window of prompts to
+  μ consecutive optimizer steps. The first use of a pass samples, scores and computes
+  advantages as with μ = 1 and keeps the :class:`Rollout` (completions, advantages, reward
+  metrics, π_old = the first use's detached log-probs, the reference log-probs) in
+  :class:`RolloutCache`, keyed by the pass's prompts; uses 2..μ take it from there and only
+  recompute π_θ, so ρ = π_θ/π_old departs from 1 and the clip (ε, ε_high) acts. The k3 KL is
+  recomputed from π_θ on every use; the reference log-probs are not — the reference (the
+  frozen base) does not move. Reward metrics of a reused rollout are repeated on every step
+  that trains on it (``rollout_use`` tells 1 = fresh sample from 2..μ).
 
 Sampling draws from the global torch RNG, which the engine checkpoints, so a run resumed
-after a kill samples exactly what the uninterrupted run sampled. Evaluation samples held-out
+after a kill samples exactly what the uninterrupted run sampled. The rollout cache is not
+checkpointed: validation requires ``train.save_every`` and ``train.max_steps`` to be multiples
+of μ, so every checkpoint falls where the cache is empty (a new rollout starts), and a resumed
+run equals the uninterrupted one. Evaluation samples held-out
 prompts with a seed derived from the prompts themselves (the training RNG is left untouched),
 so ``eval_reward`` at different steps compares the policies, not the sampling noise.
 """
@@ -181,6 +193,61 @@ def _eval_rng(items: list[PromptItem], seed: int, device: torch.device):
     return stack
 
 
+@dataclass
+class Rollout:
+    """One pass's sampled completions and what is computed from them once.
+
+    ``rows[i]`` / ``completions[i]``: prompt and sampled tokens of completion ``i`` (prompt-major,
+    ``G`` per prompt); ``advantages [N]``; ``reward_metrics`` / ``per_function``: the reward
+    sums the pass logs; ``old_logp [N, L]``: log π_old, the first use's detached log-probs;
+    ``ref_logp [N, L]``: the reference's (None without adapters); ``uses``: loss passes so far.
+    """
+
+    rows: list[list[int]]
+    completions: list[list[int]]
+    advantages: torch.Tensor
+    reward_metrics: dict
+    per_function: dict
+    old_logp: torch.Tensor | None = None
+    ref_logp: torch.Tensor | None = None
+    uses: int = 1
+
+
+class RolloutCache:
+    """Rollouts awaiting their next use (``grpo.iterations`` = μ > 1), keyed by the pass's
+    prompts: the ``path:line`` of each, in order (unique per data row, unlike the prompt text).
+
+    The engine (``batch_reuse = μ``) feeds a window's passes unchanged to μ consecutive steps,
+    so each entry is taken μ − 1 times after it was made and then dropped: the cache holds at
+    most one window's rollouts and is empty whenever a new window starts (step % μ == 0), the
+    only steps a checkpoint may fall on. (A window holding the same pass twice, possible only
+    when the data set fits in fewer micro-batches than a step takes, trains on each rollout
+    twice within a step instead of in two steps; each is still used μ times and the cache is
+    still empty at every window boundary.)
+    """
+
+    def __init__(self, uses: int):
+        self.uses = uses
+        self._entries: dict[tuple, Rollout] = {}
+
+    def take(self, key: tuple) -> Rollout | None:
+        """The cached rollout of ``key`` counted as used once more (dropped at its μ-th use)."""
+        rollout = self._entries.get(key)
+        if rollout is not None:
+            rollout.uses += 1
+            if rollout.uses >= self.uses:
+                del self._entries[key]
+        return rollout
+
+    def put(self, key: tuple, rollout: Rollout) -> None:
+        """Keep a fresh rollout (its first use is the current pass) for its remaining uses."""
+        if self.uses > 1:
+            self._entries[key] = rollout
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class GrpoStep:
     """``loss_fn`` of the method: rollout, rewards, advantages, policy loss (see module doc)."""
 
@@ -192,11 +259,38 @@ class GrpoStep:
                              "GRPO cannot tell where a completion ends")
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.stop_ids[-1]
+        self.cache = RolloutCache(config.grpo.iterations)
 
     def __call__(self, model, batch: PromptBatch):
         g, items = self.g, batch.items
         device = next(model.parameters()).device
         training = model.training and torch.is_grad_enabled()
+        key = tuple(it.source for it in items)
+        # Evaluation always samples afresh (with its own seeded RNG) and never touches the cache.
+        rollout = self.cache.take(key) if training else None
+        if rollout is None:
+            rollout = self._rollout(model, items, training, device)
+            if training:
+                self.cache.put(key, rollout)
+
+        chunk = self.cfg.train.loss_chunk_size
+        logp, mask = completion_logprobs(model, rollout.rows, rollout.completions, temperature=g.temperature,
+                                         chunk_size=chunk)
+        if rollout.old_logp is None:  # first use: π_old is the policy now (ρ = 1)
+            rollout.ref_logp = self._reference_logprobs(model, rollout.rows, rollout.completions, chunk)
+            rollout.old_logp = logp.detach()
+        loss, m = clipped_policy_loss(logp, rollout.old_logp, rollout.advantages, mask, epsilon_low=g.epsilon,
+                                      epsilon_high=g.epsilon_high, beta=g.beta, ref_logp=rollout.ref_logp,
+                                      normalization=g.loss_normalization, max_tokens=g.max_new_tokens)
+        batch.n_tokens = sum(len(r) for r in rollout.rows) + int(m["completion_tokens"])
+        metrics = {**rollout.reward_metrics, **m, **rollout.per_function}
+        if g.iterations > 1:
+            metrics["rollout_use"] = rollout.uses * len(rollout.completions)
+        return loss, metrics
+
+    def _rollout(self, model, items: list[PromptItem], training: bool, device) -> Rollout:
+        """Sample ``G`` completions per prompt, score them and compute their advantages."""
+        g = self.g
         rng = contextlib.nullcontext() if training else _eval_rng(items, self.cfg.train.seed, device)
         prompts = [it.prompt_ids for it in items]
         with rng:
@@ -208,22 +302,13 @@ class GrpoStep:
         total, per_function = self.rewards.score(samples)
         rewards = torch.tensor(total, dtype=torch.float32).view(len(items), g.group_size)
         advantages = group_advantages(rewards, scale=g.scale_rewards).reshape(-1).to(device)
-
+        reward_metrics = {"completions": len(samples), "groups": len(items),
+                          "reward": sum(total), "reward_std": float(rewards.std(dim=1).sum()),
+                          "zero_std_groups": int((rewards.std(dim=1) == 0).sum()),
+                          "truncated": sum(1 for c in completions if c[-1] not in self.stop_ids)}
         rows = [p for p in prompts for _ in range(g.group_size)]
-        chunk = self.cfg.train.loss_chunk_size
-        logp, mask = completion_logprobs(model, rows, completions, temperature=g.temperature, chunk_size=chunk)
-        ref = self._reference_logprobs(model, rows, completions, chunk)
-        loss, m = clipped_policy_loss(logp, logp.detach(), advantages, mask, epsilon_low=g.epsilon,
-                                      epsilon_high=g.epsilon_high, beta=g.beta, ref_logp=ref,
-                                      normalization=g.loss_normalization, max_tokens=g.max_new_tokens)
-        batch.n_tokens = sum(len(r) for r in rows) + int(m["completion_tokens"])
-        metrics = {"completions": len(samples), "groups": len(items),
-                   "reward": sum(total), "reward_std": float(rewards.std(dim=1).sum()),
-                   "zero_std_groups": int((rewards.std(dim=1) == 0).sum()),
-                   "truncated": sum(1 for c in completions if c[-1] not in self.stop_ids), **m}
-        for name, values in per_function.items():
-            metrics[f"reward_{name}"] = sum(values)
-        return loss, metrics
+        return Rollout(rows, completions, advantages, reward_metrics,
+                       {f"reward_{name}": sum(values) for name, values in per_function.items()})
 
     def _decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
@@ -248,8 +333,9 @@ def _groups(completions: list, size: int) -> list[list]:
 
 
 def summarize(sums: dict, n: int) -> dict:
-    """Per-step metrics from the window's sums: means over completions (rewards, length),
-    over groups (the within-group reward std) and over sampled tokens (KL, clip fraction)."""
+    """Per-step metrics from the window's sums: means over completions (rewards, length, use
+    index of the rollout), over groups (the within-group reward std) and over sampled tokens
+    (KL, clip fraction, ratio π_θ/π_old)."""
     completions = max(sums.get("completions", 0.0), 1.0)
     groups = max(sums.get("groups", 0.0), 1.0)
     tokens = max(sums.get("completion_tokens", 0.0), 1.0)
@@ -258,9 +344,12 @@ def summarize(sums: dict, n: int) -> dict:
            "zero_std_fraction": sums.get("zero_std_groups", 0.0) / groups,
            "completion_length": sums.get("completion_tokens", 0.0) / completions,
            "truncated_fraction": sums.get("truncated", 0.0) / completions,
-           "clip_fraction": (sums.get("clipped_low", 0.0) + sums.get("clipped_high", 0.0)) / tokens}
+           "clip_fraction": (sums.get("clipped_low", 0.0) + sums.get("clipped_high", 0.0)) / tokens,
+           "ratio_mean": sums.get("ratio", tokens) / tokens}
     if "kl" in sums:
         out["kl"] = sums["kl"] / tokens
+    if "rollout_use" in sums:  # grpo.iterations > 1: 1 on a fresh rollout's step, 2..μ on reuses
+        out["rollout_use"] = sums["rollout_use"] / completions
     for key, value in sums.items():
         if key.startswith("reward_") and key != "reward_std":
             out[key] = value / completions
@@ -268,7 +357,8 @@ def summarize(sums: dict, n: int) -> dict:
 
 
 def build(config: RunConfig, model=None, tokenizer=None) -> MethodParts:
-    """The GRPO step as engine parts; ``batch_count`` = completions in the batch."""
+    """The GRPO step as engine parts; ``batch_count`` = completions in the batch, and each
+    window of prompts is fed to ``grpo.iterations`` consecutive optimizer steps."""
     g = config.grpo
     device = next(model.parameters()).device if model is not None else None
     rewards = build_rewards(g.rewards, max_new_tokens=g.max_new_tokens, device=device)
@@ -280,4 +370,4 @@ def build(config: RunConfig, model=None, tokenizer=None) -> MethodParts:
     return MethodParts(loss_fn=step, collate=collate,
                        batch_count=lambda batch: len(batch.items) * batch.group_size,
                        item_tokens=lambda item: g.group_size * (len(item.prompt_ids) + g.max_new_tokens),
-                       summarize=summarize, perplexity=False)
+                       summarize=summarize, perplexity=False, batch_reuse=g.iterations)

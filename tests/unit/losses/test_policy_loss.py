@@ -68,6 +68,8 @@ def test_clip_both_sides_by_hand():
     assert torch.allclose(grad, torch.tensor([0.0, -0.5, 0.0, 1.5]), atol=1e-6)
     assert m["clipped_high"].item() == 1 and m["clipped_low"].item() == 1
     assert m["completion_tokens"].item() == 4
+    # The ratio is reported whether or not it was clipped: 1.5 + 0.5 + 0.5 + 1.5 = 4.
+    assert m["ratio"].item() == pytest.approx(4.0, abs=1e-6)
 
 
 def test_clip_higher_widens_the_upper_side_only():
@@ -98,6 +100,7 @@ def test_sequence_normalisation_means_each_completion():
     assert torch.allclose(grad, torch.tensor([[-0.5, -0.5], [1.0, 0.0]]))
     assert m["clipped_low"].item() == 0 and m["clipped_high"].item() == 0
     assert m["completion_tokens"].item() == 3
+    assert m["ratio"].item() == 3.0  # rho = 1 on each of the 3 real tokens; padding excluded
 
 
 def test_constant_normalisation_is_dr_grpo():
