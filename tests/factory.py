@@ -42,6 +42,42 @@ def build_tokenizer(path: Path, vocab_size: int = 320, extra_special: list[str] 
     return fast
 
 
+def build_spm_tokenizer(path: Path, vocab_size: int = 400):
+    """A Llama-2-style tokenizer (SentencePiece BPE with byte fallback, in HF form) + ChatML.
+
+    Laid out as Hugging Face converts a SentencePiece model: ``<unk> <s> </s>``, the 256
+    ``<0xXX>`` byte tokens, then pieces; the normalizer turns spaces into ``▁`` and prepends one;
+    the merges are *every* pair of pieces whose join is a piece, ordered by that piece's id
+    (SentencePiece's score order). The pieces come from a BPE trained on the synthetic corpus."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    space, base = "\u2581", ["<unk>", "<s>", "</s>"]
+    norm = normalizers.Sequence([normalizers.Prepend(space), normalizers.Replace(" ", space)])
+    draft = Tokenizer(models.BPE(unk_token="<unk>"))
+    draft.normalizer = norm
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size - 256, special_tokens=base, show_progress=False)
+    draft.train_from_iterator(corpus() + ["user assistant system\n"] * 20, trainer)
+    learned = sorted(draft.get_vocab().items(), key=lambda kv: kv[1])
+    pieces = base + [f"<0x{b:02X}>" for b in range(256)] + [t for t, _ in learned if t not in base]
+    vocab = {t: i for i, t in enumerate(pieces)}
+    merges = sorted(((t[:k], t[k:]) for t in pieces[259:] for k in range(1, len(t))
+                     if t[:k] in vocab and t[k:] in vocab),
+                    key=lambda m: (vocab[m[0] + m[1]], vocab[m[0]], vocab[m[1]]))
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = norm
+    tok.decoder = decoders.Sequence([decoders.Replace(space, " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                       special_tokens=[("<s>", 1)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+    fast.chat_template = CHATML
+    path.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(path)
+    return fast
+
+
 def model_config(arch: str, vocab_size: int, **overrides):
     """A tiny config of a model family (2 layers, hidden 64, GQA 4/2 heads)."""
     import transformers as tf

@@ -84,20 +84,74 @@ def _node_llama_cpp_entry() -> Path | None:
     return entry if entry.is_file() else None
 
 
-@pytest.mark.parametrize("quant", ["f16", "q8_0"])
-def test_node_llama_cpp_greedy_matches_transformers(tmp_path, quant, transformers_reference):
+def _node_llama_cpp(gguf_path: Path, prompt: str, stops: list[int], texts: list[str] = ()) -> dict:
+    """Run the node-llama-cpp driver (skips the test when node or the package is missing)."""
     node, entry = shutil.which("node"), _node_llama_cpp_entry()
     if node is None or entry is None:
         pytest.skip("node-llama-cpp not installed (scripts/setup.sh installs it under CI=true into .cache/llama-cpp)")
-    prompt, ids, ref, stops = transformers_reference
-    path = _export(tmp_path, quant)
-    proc = subprocess.run([node, str(NODE_DRIVER), str(entry), str(path), str(N_NEW)],
-                          input=json.dumps({"prompt": prompt, "stop": stops}), capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run([node, str(NODE_DRIVER), str(entry), str(gguf_path), str(N_NEW)],
+                          input=json.dumps({"prompt": prompt, "stop": stops, "texts": list(texts)}),
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("quant", ["f16", "q8_0"])
+def test_node_llama_cpp_greedy_matches_transformers(tmp_path, quant, transformers_reference):
+    prompt, ids, ref, stops = transformers_reference
+    out = _node_llama_cpp(_export(tmp_path, quant), prompt, stops)
     # llama.cpp tokenises with the GGUF's own vocabulary, merges and pre-tokenizer.
     assert out["prompt_ids"] == ids
     n = _agree(quant, ref)
     assert out["generated"][:n] == ref[:n], (out["generated"], ref)
     assert all(0.0 < c <= 1.0 for c in out["confidence"])
+
+
+# Spaces at the ends, runs of spaces and newlines, characters outside the vocabulary (byte
+# fallback: accented letters, CJK, an emoji) and special tokens mid-text.
+SPM_TEXTS = ["the kettle is hot.", "  two leading spaces", "trailing space ", "tea\n\nkettle  boil",
+             "na\u00efve caf\u00e9 \u65e5\u672c \U0001f642", "<|im_start|>user\nboil the kettle<|im_end|>\n",
+             "Hello World, WHO is there?"]
+
+
+def _merge_order_words(tokenizer_dir: Path, n: int = 12) -> str:
+    """Words whose split depends on merge priority: ``a+b+c`` where ``b+c`` is merged before
+    ``a+b`` and ``abc`` is no token. Joining leftmost-first (what equal scores would do) splits
+    them differently from the merge order, so they check that the exported scores carry it."""
+    model = json.loads((tokenizer_dir / "tokenizer.json").read_text())["model"]
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    rank = {m: r for r, m in enumerate(merges)}
+    words = [a + b + c for (b, c), r2 in rank.items() for (a, b2), r1 in rank.items()
+             if b2 == b and r2 < r1 and a + b + c not in model["vocab"] and "\u2581" not in a + b + c]
+    assert len(words) >= n
+    return " ".join(words[:n])
+
+
+def test_node_llama_cpp_sentencepiece_tokenizer(tmp_path):
+    """A Mistral-7B-style model (SentencePiece BPE with byte fallback, written as llama.cpp's
+    ``llama`` tokenizer with scores): llama.cpp splits text as the HF tokenizer does and its
+    greedy continuation equals transformers'."""
+    import factory
+    from tunesmith.export.gguf import write_gguf
+    from tunesmith.models.generate import format_prompt, load_for_inference
+    from tunesmith.models.template import stop_token_ids
+
+    src = tmp_path / "spm"
+    tok = factory.build_spm_tokenizer(src, vocab_size=600)
+    # A large init makes the random model's next-token choices decisive (no f16 near-ties).
+    factory.build_model(src, "mistral", vocab_size=len(tok), seed=1, initializer_range=0.3)
+    report = write_gguf(str(src), str(tmp_path / "spm.gguf"), quant="f16")
+    assert report["tokenizer"] == "llama"
+    model, tok = load_for_inference(str(src))
+    prompt = format_prompt(tok, "boil the kettle")
+    ids = tok.encode(prompt, add_special_tokens=False)
+    stops = stop_token_ids(tok)
+    with torch.no_grad():
+        ref = model.generate(torch.tensor([ids]), max_new_tokens=N_NEW, do_sample=False, eos_token_id=stops,
+                             pad_token_id=tok.pad_token_id or 0)[0, len(ids):].tolist()
+    texts = SPM_TEXTS + [_merge_order_words(src)]
+    out = _node_llama_cpp(tmp_path / "spm.gguf", prompt, stops, texts)
+    for text, got in zip(texts, out["texts_ids"]):
+        assert got == tok.encode(text, add_special_tokens=False), text
+    assert out["prompt_ids"] == ids
+    assert out["generated"] == ref, (out["generated"], ref)

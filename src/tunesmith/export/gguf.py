@@ -1,7 +1,8 @@
 """Write a merged Hugging Face model folder as a GGUF file for llama.cpp / Ollama, then verify it.
 
-Covers the Llama, Mistral and Qwen2 families with byte-level BPE tokenizers (GPT-2, Llama-3 and
-Qwen2 pre-tokenizers). Conventions follow llama.cpp's own converter (``convert_hf_to_gguf.py``
+Covers the Llama, Mistral and Qwen2 families, with byte-level BPE tokenizers (GPT-2, Llama-3 and
+Qwen2 pre-tokenizers) or SentencePiece-style BPE with byte fallback (Llama 2, Mistral 7B; see
+:mod:`.gguf_vocab`). Conventions follow llama.cpp's own converter (``convert_hf_to_gguf.py``
 and ``conversion/llama.py``, ``conversion/qwen.py`` in the llama.cpp tree):
 
 * Mistral is written as architecture ``llama``; Qwen2 as ``qwen2``.
@@ -30,13 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
+from .gguf_vocab import byte_level_vocab, spm_vocab, tokenizer_kind
 
 ARCHES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
 QUANTS = ("f16", "q8_0")
-_LLAMA3_REGEX = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+"
-                 "[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
-_QWEN2_REGEX = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*"
-                "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
 
 
 def permute(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -46,46 +44,6 @@ def permute(w: np.ndarray, n_head: int) -> np.ndarray:
     the second half become rows ``2j`` and ``2j+1`` (llama.cpp ``LlamaModel.permute``).
     """
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-def pre_tokenizer_name(tokenizer_json: dict) -> str:
-    """llama.cpp's name for the tokenizer's pre-tokenizer (its split regex), or ModelError."""
-    pre = tokenizer_json.get("pre_tokenizer") or {}
-    if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
-        return "gpt-2"
-    if pre.get("type") == "Sequence":
-        parts = pre.get("pretokenizers", [])
-        splits = [p for p in parts if p.get("type") == "Split"]
-        if len(splits) == 1 and any(p.get("type") == "ByteLevel" and not p.get("use_regex", True) for p in parts):
-            regex = splits[0].get("pattern", {}).get("Regex")
-            if regex == _LLAMA3_REGEX:
-                return "llama-bpe"
-            if regex == _QWEN2_REGEX:
-                return "qwen2"
-    raise ModelError("GGUF export: the tokenizer's pre-tokenizer is not one llama.cpp is known to match "
-                     f"(supported: GPT-2 byte-level, Llama-3, Qwen2); got {json.dumps(pre)[:200]}")
-
-
-def _vocab(tokenizer, vocab_size: int) -> tuple[list[str], list[int]]:
-    """Token strings and types, as llama.cpp's ``get_vocab_base`` builds them."""
-    import gguf
-
-    reverse = {i: t for t, i in tokenizer.get_vocab().items()}
-    added = tokenizer.get_added_vocab()
-    decoder = tokenizer.added_tokens_decoder
-    tokens, types = [], []
-    for i in range(vocab_size):
-        if i not in reverse:
-            tokens.append(f"[PAD{i}]")
-            types.append(gguf.TokenType.UNUSED)
-            continue
-        token = reverse[i]
-        if token in added:
-            types.append(gguf.TokenType.CONTROL if decoder[i].special else gguf.TokenType.USER_DEFINED)
-        else:
-            types.append(gguf.TokenType.NORMAL)
-        tokens.append(token)
-    return tokens, types
 
 
 def load_state(model_dir: Path) -> dict[str, np.ndarray]:
@@ -157,7 +115,8 @@ def write_gguf(model_dir: str, out_file: str, *, quant: str = "f16", name: str |
         raise ModelError(f"GGUF export: rope scaling {rope.get('rope_type')} is not exported yet")
     arch = ARCHES[hf_arch]
     tokenizer = load_tokenizer(str(src))
-    pre = pre_tokenizer_name(json.loads((src / "tokenizer.json").read_text(encoding="utf-8")))
+    tokenizer_json = json.loads((src / "tokenizer.json").read_text(encoding="utf-8"))
+    kind = tokenizer_kind(tokenizer_json)
     vocab_size = config["vocab_size"]
     n_head = config["num_attention_heads"]
     head_dim = config.get("head_dim") or config["hidden_size"] // n_head
@@ -182,12 +141,17 @@ def write_gguf(model_dir: str, out_file: str, *, quant: str = "f16", name: str |
     writer.add_vocab_size(vocab_size)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if quant == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0)
 
-    tokens, types = _vocab(tokenizer, vocab_size)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(pre)
+    writer.add_tokenizer_model(kind.model)
+    if kind.model == "gpt2":
+        tokens, types = byte_level_vocab(tokenizer, vocab_size)
+        writer.add_tokenizer_pre(kind.pre)
+    else:
+        tokens, scores, types = spm_vocab(tokenizer, tokenizer_json, vocab_size)
+        writer.add_token_scores(scores)
+        writer.add_add_space_prefix(kind.add_space_prefix)
     writer.add_token_list(tokens)
     writer.add_token_types(types)
-    special = gguf.SpecialVocab(src, load_merges=True, n_vocab=vocab_size)
+    special = gguf.SpecialVocab(src, load_merges=kind.model == "gpt2", n_vocab=vocab_size)
     if special.chat_template is None and getattr(tokenizer, "chat_template", None):
         special.chat_template = tokenizer.chat_template
     special.add_to_gguf(writer, quiet=True)
@@ -213,8 +177,8 @@ def write_gguf(model_dir: str, out_file: str, *, quant: str = "f16", name: str |
     report = verify_gguf(str(tmp), expected, tokens=tokens, chat_template=getattr(tokenizer, "chat_template", None),
                          eot=eot)
     tmp.replace(out)
-    report.update({"file": str(out), "quant": quant, "arch": arch, "pre_tokenizer": pre,
-                   "bytes": out.stat().st_size})
+    report.update({"file": str(out), "quant": quant, "arch": arch, "tokenizer": kind.model,
+                   "pre_tokenizer": kind.pre, "bytes": out.stat().st_size})
     return report
 
 

@@ -2,10 +2,11 @@
 //
 // Usage: node greedy.mjs ENTRY MODEL.gguf MAX_NEW < request.json
 //   ENTRY: path to node-llama-cpp's dist/index.js (the test resolves it; no global install).
-//   request.json: {"prompt": "...", "stop": [ids]}
-// Prints one JSON line: {"prompt_ids": [...], "generated": [...], "confidence": [...]} where
-// prompt_ids is llama.cpp's tokenisation of the prompt (special tokens parsed, no BOS added)
-// and confidence the probability llama.cpp gave each greedy token.
+//   request.json: {"prompt": "...", "stop": [ids], "texts": ["...", ...]}
+// Prints one JSON line: {"prompt_ids": [...], "generated": [...], "confidence": [...],
+// "texts_ids": [[...], ...]} where prompt_ids / texts_ids are llama.cpp's tokenisations (special
+// tokens parsed, no BOS added), generated the greedy continuation of the prompt (an end-of-
+// generation token included) and confidence the probability llama.cpp gave each greedy token.
 import { readFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 
@@ -19,15 +20,16 @@ const context = await model.createContext({ contextSize: 256, threads: 1 });
 const sequence = context.getSequence();
 
 const promptIds = Array.from(model.tokenize(request.prompt, true));
+const textsIds = (request.texts ?? []).map((text) => Array.from(model.tokenize(text, true)));
 const stop = new Set(request.stop);
 const generated = [];
 const confidence = [];
-for await (const out of sequence.evaluateWithMetadata(promptIds, { confidence: true }, { temperature: 0 })) {
+for await (const out of sequence.evaluateWithMetadata(promptIds, { confidence: true }, { temperature: 0, yieldEogToken: true })) {
   generated.push(out.token);
   confidence.push(out.confidence);
   if (generated.length >= Number(maxNewArg) || stop.has(out.token)) break;
 }
-process.stdout.write(JSON.stringify({ prompt_ids: promptIds, generated, confidence }) + "\n");
+process.stdout.write(JSON.stringify({ prompt_ids: promptIds, generated, confidence, texts_ids: textsIds }) + "\n");
 await context.dispose();
 await model.dispose();
 await llama.dispose();
