@@ -74,6 +74,50 @@ def test_a_job_trains_end_to_end(svc, client):
 TRAINED: dict = {}
 
 
+def test_continued_fine_tuning_of_an_own_model_and_a_shared_checkpoint(svc, client):
+    """``model="ft:…"``: the job trains the parent's base from the parent's adapter (its final
+    one, or a checkpoint's), with the parent's adapter shape; another project may start from a
+    checkpoint only once it is shared with it (before, the same 400 as a missing model)."""
+    import yaml
+
+    done, ckpts = TRAINED["job"], TRAINED["checkpoints"]
+    step3 = ckpts[1].fine_tuned_model_checkpoint
+    one_step = {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 10}}}
+    b = svc.client(svc.key_b)
+    b_train = upload(b, chat_rows(10, seed=7))
+    with pytest.raises(openai.BadRequestError) as hidden:
+        b.fine_tuning.jobs.create(model=step3, training_file=b_train.id)
+    fake = done.fine_tuned_model[:-8] + "NotHere1:ckpt-step-3"
+    with pytest.raises(openai.BadRequestError) as missing:
+        b.fine_tuning.jobs.create(model=fake, training_file=b_train.id)
+    assert hidden.value.body == {**missing.value.body, "message": missing.value.body["message"].replace(fake, step3)}
+    assert hidden.value.param == "model" and "not available for fine-tuning" in hidden.value.message
+
+    admin_key, _ = svc.store.create_key("alpha", admin=True)
+    beta = svc.store.project_for_key(svc.key_b)["id"]
+    svc.client(admin_key).fine_tuning.checkpoints.permissions.create(step3, project_ids=[beta])
+    helper = svc.start_worker()  # the two jobs train side by side
+    own = client.fine_tuning.jobs.create(model=done.fine_tuned_model, suffix="more", method=one_step,
+                                         training_file=upload(client, chat_rows(10, seed=6)).id)
+    shared = b.fine_tuning.jobs.create(model=step3, training_file=b_train.id, method=one_step)
+    assert own.model == done.fine_tuned_model and shared.model == step3
+    parent_run = svc.settings.run_dir(done.id)
+    parent_adapter = yaml.safe_load((parent_run / "config.resolved.yaml").read_text())["adapter"]
+    for job, client_, init in ((own, client, parent_run / "final"),
+                               (shared, b, parent_run / "served-checkpoints" / "step-000003")):
+        finished = wait_status(client_, job.id, DONE)
+        assert finished.status == "succeeded", finished.error
+        assert FT.match(finished.fine_tuned_model) and finished.fine_tuned_model.startswith("ft:tiny:personal:")
+        cfg = yaml.safe_load((svc.settings.run_dir(job.id) / "config.resolved.yaml").read_text())
+        assert cfg["model"]["path"] == str(svc.settings.base_models["tiny"])
+        assert cfg["adapter"] == {**parent_adapter, "init_from": str(init)}
+        assert _ask(client_, finished.fine_tuned_model, max_tokens=2).model == finished.fine_tuned_model
+        if job is own:
+            assert finished.fine_tuned_model.startswith("ft:tiny:personal:more:")
+            assert finished.fine_tuned_model in [m.id for m in client.models.list()]
+    helper.stop_event.set()
+
+
 def _ask(client, model, **kw):
     return client.chat.completions.create(model=model, messages=[{"role": "user", "content": "what color is the sky?"}],
                                           **kw)
