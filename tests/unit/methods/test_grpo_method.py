@@ -8,7 +8,10 @@ import torch
 import factory
 from tunesmith.config import load_config, validate
 from tunesmith.config.schema import AdapterConfig
+from tunesmith.engine.loop import Trainer
+from tunesmith.engine.parts import MethodParts
 from tunesmith.errors import ConfigError, DataError
+from tunesmith.losses.policy import clipped_policy_loss
 from tunesmith.methods import grpo
 from tunesmith.methods.grpo_rollout import completion_logprobs, generation_mode, sample_groups
 from tunesmith.models.adapters import attach_adapter, unwrap
@@ -44,6 +47,11 @@ def test_grpo_config_parses_reward_list_with_did_you_mean(tmp_path):
     ({"grpo.beta": 0.1, "adapter.type": "none"}, "needs an adapter"),
     ({"grpo.rewards": []}, "'grpo.rewards' is required"),
     ({"grpo.rewards": [{"type": "python"}]}, r"'grpo.rewards\[0\].function' is required"),
+    ({"grpo.iterations": 0}, r"'grpo.iterations' must be >= 1"),
+    ({"grpo.iterations": 2, "train.save_every": 5},
+     r"'train.save_every' \(5\) must be a multiple of 'grpo.iterations' \(2\)"),
+    ({"grpo.iterations": 3, "train.save_every": 3, "train.max_steps": 10},
+     r"'train.max_steps' \(10\) must be a multiple of 'grpo.iterations' \(3\)"),
 ])
 def test_grpo_config_validation(tmp_path, change, message):
     overrides = [f"{k}={v}" for k, v in change.items()]
@@ -208,3 +216,88 @@ def test_full_fine_tuning_has_no_reference(tiny_model_dir, tiny_tokenizer, tmp_p
     parts, batch = _step(model, tiny_tokenizer, tmp_path)
     _, m = parts.loss_fn(model, batch)
     assert "kl" not in m and "kl" not in parts.summarize(m, 8)
+
+
+def test_iterations_one_and_save_every_multiples_are_valid(tmp_path):
+    validate(load_config(_raw(tmp_path), ["grpo.iterations=2", "train.save_every=4", "train.max_steps=8"]))
+    validate(load_config(_raw(tmp_path), ["grpo.iterations=3", "train.save_every=0"]))  # only at the end
+
+
+# -- grpo.iterations (μ > 1): the engine re-feeds each window, the step re-uses its rollout ------
+
+def test_batch_reuse_feeds_each_window_to_consecutive_steps(tmp_path):
+    base = {"batch_size": 2, "grad_accum": 2, "epochs": 1.5, "seed": 3}
+    items = list(range(10))
+
+    def trainer(reuse, **train):
+        parts = MethodParts(loss_fn=None, collate=list, batch_count=len, item_tokens=lambda i: 1,
+                            batch_reuse=reuse)
+        c = load_config({"model": "m", "data": {"train": "t"}, "train": {**base, **train}}).train
+        return Trainer(model=torch.nn.Linear(2, 2), parts=parts, items=items, units=[[i] for i in items],
+                       eval_items=[], eval_units=[], cfg=c, out_dir=tmp_path, device=torch.device("cpu"),
+                       dtype="fp32", state_extra={"seed": 3})
+
+    one, two = trainer(1), trainer(2)
+    # 10 units / batch 2 = 5 micro-batches; 1.5 epochs x 5 / 2 per step = 3.75 -> 4 steps; x 2.
+    assert one.total_steps == 4 and two.total_steps == 8
+    for s in range(one.total_steps):
+        assert two.window(2 * s) == two.window(2 * s + 1) == one.window(s)
+    assert two.window(1) != two.window(2)
+    # max_steps keeps meaning optimizer steps; the reuse factor is checked when resuming.
+    assert trainer(2, max_steps=6).total_steps == 6
+    assert one.state_extra == {"seed": 3} and two.state_extra == {"seed": 3, "batch_reuse": 2}
+
+
+def _floats(metrics: dict) -> dict:
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def test_iterations_reuse_the_rollout_with_pi_old_from_its_first_use(policy, tiny_tokenizer, tmp_path):
+    once, batch_once = _step(policy, tiny_tokenizer, tmp_path, beta=0.1)
+    twice, batch = _step(policy, tiny_tokenizer, tmp_path, beta=0.1, iterations=2)
+    assert once.batch_reuse == 1 and twice.batch_reuse == 2
+    policy.train()
+    torch.manual_seed(5)
+    loss_once, m_once = once.loss_fn(policy, batch_once)
+    torch.manual_seed(5)
+    loss1, m1 = twice.loss_fn(policy, batch)
+    # First use == today's (μ = 1) step, bit for bit: same samples, ratio exactly 1, no clip.
+    assert loss1.item() == loss_once.item()
+    assert _floats(m_once) == {k: v for k, v in _floats(m1).items() if k != "rollout_use"}
+    assert m1["ratio"].item() == m1["completion_tokens"].item()
+    assert m1["rollout_use"] == 8 and len(twice.loss_fn.cache) == 1  # 8 completions at use 1
+
+    policy.eval()  # evaluation samples afresh and leaves the cached rollout alone
+    with torch.no_grad():
+        twice.loss_fn(policy, batch)
+    policy.train()
+    assert len(twice.loss_fn.cache) == 1
+
+    loss1.backward()  # one optimizer step moves π_θ away from π_old
+    params = [p for p in policy.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=0.05)
+    opt.step()
+    opt.zero_grad()
+    rollout = next(iter(twice.loss_fn.cache._entries.values()))
+    rng = torch.get_rng_state()
+    loss2, m2 = twice.loss_fn(policy, batch)
+    assert torch.equal(rng, torch.get_rng_state())  # no sampling: the rollout was re-used
+    assert len(twice.loss_fn.cache) == 0  # μ = 2 uses done: dropped
+    assert m2["rollout_use"] == 16 and m2["reward"] == m1["reward"]
+    assert m2["completion_tokens"] == m1["completion_tokens"]
+    # The second use's loss is the clipped objective against the first use's log-probs.
+    with torch.no_grad():
+        logp, mask = completion_logprobs(policy, rollout.rows, rollout.completions, temperature=1.0)
+    want, _ = clipped_policy_loss(logp, rollout.old_logp, rollout.advantages, mask, beta=0.1,
+                                  ref_logp=rollout.ref_logp)
+    assert loss2.item() == pytest.approx(want.item(), abs=1e-6)
+    ratio = (logp - rollout.old_logp).exp()[mask.bool()]
+    assert m2["ratio"].item() == pytest.approx(ratio.sum().item(), rel=1e-6)
+    assert (ratio - 1).abs().max().item() > 0.2  # the ratio left the clip range [0.8, 1.2] ...
+    assert m2["clipped_low"].item() + m2["clipped_high"].item() > 0  # ... and the clip acted
+    row = twice.summarize(m2, 8)
+    assert row["rollout_use"] == 2.0 and row["clip_fraction"] > 0 and row["ratio_mean"] != 1.0
+
+    _, m3 = twice.loss_fn(policy, batch)  # third call: a new window's first use samples again
+    assert not torch.equal(rng, torch.get_rng_state())
+    assert m3["rollout_use"] == 8 and m3["ratio"].item() == m3["completion_tokens"].item()
