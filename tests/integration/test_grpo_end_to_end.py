@@ -1,4 +1,5 @@
-"""GRPO end to end on a tiny model: the reward rises, and SIGKILL + resume == uninterrupted.
+"""GRPO end to end on a tiny model: the reward rises, and SIGKILL + resume == uninterrupted,
+with one optimizer step per rollout (μ = 1) and with each rollout re-used for two (μ = 2).
 
 The verifiable toy task: "the answer contains a digit". The tiny random Llama emits a digit in
 a 4-token completion a few percent of the time, which gives groups with reward variance to
@@ -15,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 import factory
@@ -32,13 +34,14 @@ def _prompts(path: Path, n: int, seed: int) -> Path:
     return factory.write_jsonl(path, rows)
 
 
-def _config(model, train, heldout, out, rewards, **train_cfg) -> dict:
+def _config(model, train, heldout, out, rewards, iterations=1, **train_cfg) -> dict:
     t = {"max_steps": 16, "batch_size": 4, "max_length": 64, "lr": 1e-2, "scheduler": "constant",
          "warmup_steps": 0, "save_every": 0, "eval_every": 16, "eval_at_start": True, "progress": "none"}
     t.update(train_cfg)
     return {"model": str(model), "method": "grpo", "data": {"train": str(train), "eval": str(heldout)},
             "adapter": {"type": "lora", "r": 8, "alpha": 16, "dropout": 0.0, "modules_to_save": ["lm_head"]},
-            "train": t, "grpo": {"group_size": 8, "max_new_tokens": 4, "beta": 0.04, "rewards": rewards},
+            "train": t, "grpo": {"group_size": 8, "max_new_tokens": 4, "beta": 0.04, "rewards": rewards,
+                                 "iterations": iterations},
             "output_dir": str(out)}
 
 
@@ -46,11 +49,13 @@ def _rows(out: Path) -> list[dict]:
     return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_mean_reward_rises_on_a_verifiable_task(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("iterations", [1, 2])
+def test_mean_reward_rises_on_a_verifiable_task(tmp_path, tiny_model_dir, iterations):
     train = _prompts(tmp_path / "train.jsonl", 48, seed=1)
     heldout = _prompts(tmp_path / "eval.jsonl", 8, seed=2)
     out = tmp_path / "run"
-    tunesmith.train(_config(tiny_model_dir, train, heldout, out, [{"type": "regex", "pattern": "[0-9]", "name": "digit"}]))
+    tunesmith.train(_config(tiny_model_dir, train, heldout, out, [{"type": "regex", "pattern": "[0-9]", "name": "digit"}],
+                            iterations=iterations))
     rows = _rows(out)
     assert [r["step"] for r in rows] == list(range(0, 17))
     start, end = rows[0], rows[-1]
@@ -64,6 +69,19 @@ def test_mean_reward_rises_on_a_verifiable_task(tmp_path, tiny_model_dir):
         assert key in rows[1], key
     assert rows[1]["kl"] < 1e-6 < end["kl"]  # starts at the reference, then moves away from it
     assert (out / "final" / "adapter_model.safetensors").is_file()
+    fresh = rows[1::iterations]  # the steps that sampled a new rollout
+    # A fresh rollout is trained on with pi_old = pi: ratio exactly 1, nothing clipped.
+    assert all(r["ratio_mean"] == 1.0 and r["clip_fraction"] == 0.0 for r in fresh)
+    if iterations == 2:
+        reused = rows[2::2]
+        assert [r["rollout_use"] for r in rows[1:]] == [1.0, 2.0] * 8
+        # A re-used rollout: the same samples (its reward is repeated) under a policy that has
+        # taken a step since, so the ratio departs from 1 and the clip acts.
+        assert all(r["reward"] == f["reward"] and r["completion_length"] == f["completion_length"]
+                   for f, r in zip(fresh, reused))
+        assert all(r["ratio_mean"] != 1.0 for r in reused)
+        assert max(r["clip_fraction"] for r in reused) > 0
+        assert rows[-1]["epoch"] == pytest.approx(16 / 2 * 4 / 48, abs=1e-4)  # 8 windows of 4 of 48 prompts
 
 
 KILLER = '''
@@ -86,29 +104,34 @@ def _cli_train(config: dict, tmp_path: Path, name: str, env_extra: dict) -> subp
                           text=True, env=env, timeout=600)
 
 
-def test_sigkill_then_resume_matches_uninterrupted(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("iterations, kill_after", [(1, 3), (2, 2)])
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path, tiny_model_dir, iterations, kill_after):
     train = _prompts(tmp_path / "train.jsonl", 24, seed=3)
     heldout = _prompts(tmp_path / "eval.jsonl", 4, seed=4)
     (tmp_path / "killer_reward.py").write_text(KILLER)
     rewards = [{"type": "python", "function": f"{tmp_path / 'killer_reward.py'}:digit"}, {"type": "length"}]
-    steps = dict(max_steps=6, save_every=3, eval_every=3, eval_at_start=False)
+    # With μ = 2 checkpoints fall on rollout boundaries (save_every 2), while evaluation (every
+    # 3 steps) falls between the two uses of a rollout: it must not disturb the cached rollout.
+    steps = dict(max_steps=6, save_every=kill_after, eval_every=3, eval_at_start=False)
 
     # Uninterrupted reference in this process (one thread, like the subprocess: conftest).
-    tunesmith.train(_config(tiny_model_dir, train, heldout, tmp_path / "ref", rewards, **steps))
+    tunesmith.train(_config(tiny_model_dir, train, heldout, tmp_path / "ref", rewards, iterations, **steps))
 
-    # The same run as a CLI process, SIGKILLed by its own reward function during the rollout
-    # of step 4, right after checkpoint 3 was committed.
-    cfg = _config(tiny_model_dir, train, heldout, tmp_path / "killed", rewards, **steps)
-    marker = tmp_path / "killed" / "checkpoints" / "step-000003" / "COMMITTED"
+    # The same run as a CLI process, SIGKILLed by its own reward function during the next
+    # rollout after checkpoint `kill_after` was committed (step 4 for μ = 1, step 3 for μ = 2).
+    cfg = _config(tiny_model_dir, train, heldout, tmp_path / "killed", rewards, iterations, **steps)
+    marker = tmp_path / "killed" / "checkpoints" / f"step-{kill_after:06d}" / "COMMITTED"
     killed = _cli_train(cfg, tmp_path, "killed", {"GRPO_TEST_KILL_AFTER": str(marker)})
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert marker.exists() and not (tmp_path / "killed" / "final").exists()
 
-    result = tunesmith.train(cfg)  # resume="auto": continues from checkpoint 3
-    assert result.resumed_from == 3
+    result = tunesmith.train(cfg)  # resume="auto": continues from checkpoint `kill_after`
+    assert result.resumed_from == kill_after
     want = [{k: v for k, v in r.items() if k not in TIMING} for r in _rows(tmp_path / "ref")]
     got = [{k: v for k, v in r.items() if k not in TIMING} for r in _rows(tmp_path / "killed")]
     assert [r["step"] for r in got] == list(range(1, 7))
     # Same samples, rewards, KL and losses, bit for bit (CPU fp32): the sampling RNG resumed.
     assert got == want
     assert len({r["reward"] for r in want}) > 1  # a non-trivial run (the comparison can fail)
+    if iterations == 2:
+        assert any(r["clip_fraction"] > 0 for r in want)  # re-used rollouts were resumed too
