@@ -5,7 +5,8 @@
 - :mod:`.blobs` — uploaded files on disk, named by generated id only;
 - :mod:`.spec` — create-job validation and hyperparameter resolution (OpenAI's ranges);
 - :mod:`.app` — the FastAPI app (``/v1/files``, ``/v1/fine_tuning/jobs``, ``/v1/models``,
-  inference, the dashboard at ``/``);
+  inference, the dashboard at ``/``); :mod:`.permissions` — checkpoint permissions (admin keys);
+  :mod:`.access` — which ``ft:`` models a project may use (own, or shared by permission);
 - :mod:`.worker` — claims jobs, validates files, runs ``python -m tunesmith train`` in a
   subprocess, heartbeats and streams metrics as events.
 

@@ -2,9 +2,11 @@
 
 Every ``/v1`` route needs ``Authorization: Bearer <key>``; the key names the project and every
 lookup is scoped to it (another project's object answers exactly like a missing one). Errors use
-OpenAI's envelope (:mod:`.errors`). The app never trains: workers (:mod:`.worker`) do, in
+OpenAI's envelope (:mod:`.errors`). Checkpoint permissions (:mod:`.permissions`) let another
+project use a checkpoint model, and ``model="ft:…"`` continues fine-tuning from one
+(:mod:`.access`). The app never trains: workers (:mod:`.worker`) do, in
 subprocesses. A background thread moves running jobs whose worker stopped heartbeating back to
-``queued`` so that another worker resumes them.
+``queued`` so that another worker resumes them, and deletes expired files.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import ids
 from .blobs import BadUpload, BlobStore, UploadTooLarge, receive_upload
-from .errors import APIError, file_not_found, job_not_found, model_not_found
+from .errors import APIError, file_not_found, job_not_found
 from .access import ModelAccess
 from .objects import base_name, checkpoint_object, event_object, file_object, job_object, model_object, page
 from .objects import paged as _paged, parse_limit as _limit
