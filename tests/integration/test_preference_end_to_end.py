@@ -155,3 +155,29 @@ def test_packed_rows_score_like_unpacked(tiny_model_dir, pref_data, tmp_path):
     assert packed["eval_tokens"] == plain["eval_tokens"] == 24 and abs(plain["eval_margin"]) > 1e-4
     for key, value in plain.items():
         assert packed[key] == pytest.approx(value, abs=1e-5), key
+
+
+def test_dpo_from_an_earlier_adapter_uses_it_as_the_reference(tiny_model_dir, pref_data, tmp_path):
+    """DPO after SFT (``adapter.init_from``): the reference is the model training starts from,
+    base + that adapter, not the adapter-disabled base. So at step 0 policy == reference and
+    every implicit reward is exactly 0 (eval loss ln 2), although the adapter moves the log-probs."""
+    from tunesmith.errors import ConfigError
+    from tunesmith.methods.reference import precompute_wanted
+    from tunesmith.config import load_config
+
+    first = tmp_path / "first"
+    tunesmith.train(_cfg(tiny_model_dir, pref_data[0], pref_data[1], first, steps=4))
+    cfg = _cfg(tiny_model_dir, pref_data[0], pref_data[1], tmp_path / "second", steps=2)
+    cfg["adapter"]["init_from"] = str(first / "final")
+    tunesmith.train(cfg)
+    _, (start, _) = _evals(tmp_path / "second")
+    assert start["eval_rewards_chosen"] == 0.0 and start["eval_margin"] == 0.0
+    assert start["eval_loss"] == pytest.approx(0.693147, abs=1e-6)  # -log σ(0)
+    _, (_, trained) = _evals(first)
+    # the adapter-disabled base would not be this reference: the first run's adapter had moved it
+    assert trained["eval_margin"] != pytest.approx(0.0, abs=1e-3)
+    assert len(list((tmp_path / "second").glob("reference-logps-*.json"))) == 1
+
+    cfg["preference"]["precompute_reference"] = False
+    with pytest.raises(ConfigError, match="adapter.init_from"):
+        precompute_wanted(load_config(cfg))

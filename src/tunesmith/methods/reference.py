@@ -1,7 +1,7 @@
 """What the preference methods (``dpo``, ``kto``) share: beta, the reference model, the
 reference log-prob precompute and cache, and the pair-row units. A helper module, not a method.
 
-**Reference log-probabilities, computed once and cached by content hash.** The reference model is the *initial* model (``model.path``): before training starts it
+**Reference log-probabilities, computed once and cached by content hash.** The reference model is the *initial* model (``model.path``, plus ``adapter.init_from`` when set): before training starts it
 is loaded on its own, every train and eval row is scored in fixed, data-order batches, and the
 model is freed before the trainable one is loaded — so peak memory never holds two copies and
 each training step saves the reference forward.
@@ -29,7 +29,7 @@ from ..data.pack import make_units
 from ..data.pair_collate import collate_pairs
 from ..data.preference import PairItem, load_pairs
 from ..engine.runtime import autocast, resolve_device, resolve_dtype
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..losses.preference import REFERENCE_FREE
 from ..models.pair_forward import reference_logps
 from .common import PreparedData, data_files, split_eval
@@ -90,7 +90,10 @@ def precompute_reference(config, items: list[PairItem]) -> dict:
     dtype = resolve_dtype(config.train.dtype, device)
     folder = Path(config.preference.reference_cache or config.output_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"reference-logps-{model_fingerprint(config.model.path, str(dtype))[:16]}.json"
+    fingerprint = model_fingerprint(config.model.path, str(dtype))
+    if config.adapter.init_from is not None:  # the initial adapter is part of the reference
+        fingerprint = hashlib.sha256((fingerprint + model_fingerprint(config.adapter.init_from, "")).encode()).hexdigest()
+    path = folder / f"reference-logps-{fingerprint[:16]}.json"
     cache = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     keys = [item_key(it) for it in items]
     missing = sorted({k: i for i, k in enumerate(keys) if k not in cache}.values())
@@ -99,6 +102,10 @@ def precompute_reference(config, items: list[PairItem]) -> dict:
                  len(missing), len(items) - len(missing))
         model = load_causal_lm(config.model.path, device=device,
                                trust_remote_code=config.model.trust_remote_code)
+        if config.adapter.init_from is not None:
+            from ..models.adapters import attach_adapter
+
+            model = attach_adapter(model, config.adapter)  # exactly the model training starts from
         model.set_attn_implementation(register())
         model.eval()
         max_tokens = config.train.max_tokens_per_forward or 4 * config.train.max_length
@@ -130,10 +137,20 @@ def uses_reference(config: RunConfig) -> bool:
 
 
 def precompute_wanted(config: RunConfig) -> bool:
-    """Whether reference log-probs are computed up front (see the module docstring)."""
+    """Whether reference log-probs are computed up front (see the module docstring).
+
+    With ``adapter.init_from`` (e.g. DPO after SFT) the initial policy is base + that adapter,
+    so the adapter-disabled model — the plain base — is the wrong reference: references are then
+    always precomputed, from the initial model with the adapter loaded."""
     if not uses_reference(config):
         return False
     pre = config.preference.precompute_reference
+    if config.adapter.init_from is not None:
+        if pre is False:
+            raise ConfigError("config: 'preference.precompute_reference: false' with 'adapter.init_from': the "
+                              "reference must be the model training starts from (base + that adapter), which "
+                              "only the precomputed reference provides; use auto or true")
+        return True
     return config.adapter.type == "none" if pre == "auto" else bool(pre)
 
 
