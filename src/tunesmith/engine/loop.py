@@ -117,7 +117,8 @@ class Trainer:
         """Collated forward passes of optimizer step ``step`` (0-based) on this rank: its
         ``grad_accum`` micro-batches, each split at example boundaries into passes of at most
         ``max_tokens_per_forward`` tokens. With several ranks, rank ``r`` takes its share of
-        the step's micro-batches (:func:`tunesmith.engine.distributed.rank_micro_batches`)."""
+        the step's micro-batches (:func:`tunesmith.engine.distributed.rank_micro_batches`).
+        With ``parts.batch_reuse = μ`` steps ``kμ .. kμ + μ − 1`` all get data step ``k``'s window."""
         ga = self.cfg.grad_accum
         return [b for g in distributed.rank_micro_batches(step // self.batch_reuse, ga, self.dist)
                 for b in self._passes([self.items[i] for i in self._micro_batch(g)])]
