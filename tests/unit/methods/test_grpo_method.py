@@ -10,7 +10,7 @@ from tunesmith.config import load_config, validate
 from tunesmith.config.schema import AdapterConfig
 from tunesmith.engine.loop import Trainer
 from tunesmith.engine.parts import MethodParts
-from tunesmith.errors import ConfigError, DataError
+from tunesmith.errors import CheckpointError, ConfigError, DataError
 from tunesmith.losses.policy import clipped_policy_loss
 from tunesmith.methods import grpo
 from tunesmith.methods.grpo_rollout import completion_logprobs, generation_mode, sample_groups
@@ -246,6 +246,9 @@ def test_batch_reuse_feeds_each_window_to_consecutive_steps(tmp_path):
     # max_steps keeps meaning optimizer steps; the reuse factor is checked when resuming.
     assert trainer(2, max_steps=6).total_steps == 6
     assert one.state_extra == {"seed": 3} and two.state_extra == {"seed": 3, "batch_reuse": 2}
+    checkpoint = two.save(2)  # a checkpoint of μ = 2 resumed with μ = 3 is refused
+    with pytest.raises(CheckpointError, match="'batch_reuse' was 2 there but is 3 now"):
+        trainer(3).restore(checkpoint)
 
 
 def _floats(metrics: dict) -> dict:
