@@ -258,6 +258,8 @@ def save_final(model, tokenizer, path: Path, cfg: RunConfig, state_dict: dict | 
     if hasattr(hf, "set_attn_implementation"):
         hf.set_attn_implementation("sdpa" if getattr(hf, "_supports_sdpa", True) else "eager")
     extra = {} if state_dict is None else {"state_dict": state_dict}
+    if getattr(model, "peft_config", None) and len(model.peft_config) > 1:
+        extra["selected_adapters"] = [model.active_adapter]  # not a frozen reference adapter
     model.save_pretrained(path, safe_serialization=True, **extra)
     tokenizer.save_pretrained(path)
     gen = getattr(hf, "generation_config", None)

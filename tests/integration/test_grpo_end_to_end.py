@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 import factory
@@ -135,3 +136,28 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, tiny_model_dir, ite
     assert len({r["reward"] for r in want}) > 1  # a non-trivial run (the comparison can fail)
     if iterations == 2:
         assert any(r["clip_fraction"] > 0 for r in want)  # re-used rollouts were resumed too
+
+
+def test_grpo_from_an_earlier_adapter_is_anchored_to_it(tmp_path, tiny_model_dir):
+    """GRPO after an earlier run (``adapter.init_from``): the KL penalty's reference is the model
+    training starts from (a frozen copy of that adapter), not the adapter-disabled base. So the
+    first step's KL is exactly 0 although the earlier adapter moved the policy far from the base,
+    and the saved adapter holds the trained adapter only."""
+    from safetensors.torch import load_file
+
+    train = _prompts(tmp_path / "train.jsonl", 16, seed=5)
+    heldout = _prompts(tmp_path / "eval.jsonl", 4, seed=6)
+    rewards = [{"type": "regex", "pattern": "[0-9]", "name": "digit"}]
+    tunesmith.train(_config(tiny_model_dir, train, heldout, tmp_path / "first", rewards, max_steps=4, eval_every=4))
+    assert _rows(tmp_path / "first")[-1]["kl"] > 1e-3  # that adapter is far from the base
+
+    cfg = _config(tiny_model_dir, train, heldout, tmp_path / "second", rewards, max_steps=2, eval_every=2)
+    cfg["adapter"]["init_from"] = str(tmp_path / "first" / "final")
+    tunesmith.train(cfg)
+    rows = [r for r in _rows(tmp_path / "second") if "kl" in r]
+    assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-7)
+    assert rows[-1]["kl"] > 0  # and the policy moves away from it
+    final = tmp_path / "second" / "final"
+    assert not (final / "reference").exists()
+    saved, start = load_file(final / "adapter_model.safetensors"), load_file(tmp_path / "first" / "final" / "adapter_model.safetensors")
+    assert saved.keys() == start.keys() and any(not torch.equal(saved[k], start[k]) for k in saved)

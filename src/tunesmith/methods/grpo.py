@@ -4,7 +4,8 @@ Group Relative Policy Optimization (DeepSeekMath, Shao et al. 2024, §4.1): for 
 the current policy samples ``G = grpo.group_size`` completions, reward functions score them,
 each completion's advantage is its reward normalised within its group, and the policy is
 updated with the PPO-style clipped objective plus an optional k3 KL penalty towards the
-reference — the base model with its adapters disabled, so no second copy is held. The loss
+reference — the base model with its adapters disabled, so no second copy is held (after an
+earlier run, ``adapter.init_from``, a frozen copy of that adapter instead). The loss
 itself is :func:`tunesmith.losses.policy.clipped_policy_loss`.
 
 How it fits the one engine loop (methods/common.py protocol):
@@ -58,6 +59,7 @@ from ..config import RunConfig
 from ..data.formats import FORMAT_LABELS, PROMPT_ONLY, Where, check_messages, iter_format_rows
 from ..errors import DataError, ModelError
 from ..losses.policy import clipped_policy_loss, group_advantages
+from ..models.adapters import load_reference_adapter, reference_policy
 from ..models.generate import format_prompt
 from ..models.template import stop_token_ids
 from ..rewards import Sample, build_rewards, required_fields
@@ -314,13 +316,15 @@ class GrpoStep:
         return self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
 
     def _reference_logprobs(self, model, rows, completions, chunk):
-        """Reference log-probs (adapters disabled, eval mode, no grad); None without adapters."""
+        """Reference log-probs (eval mode, no grad): the base with adapters disabled, or the
+        frozen ``adapter.init_from`` adapter when training started from one; None without
+        adapters."""
         if not hasattr(model, "disable_adapter"):
             return None
         was_training = model.training
         model.eval()
         try:
-            with torch.no_grad(), model.disable_adapter():
+            with torch.no_grad(), reference_policy(model):
                 logp, _ = completion_logprobs(model, rows, completions, temperature=self.g.temperature,
                                               chunk_size=chunk)
         finally:
@@ -363,6 +367,9 @@ def build(config: RunConfig, model=None, tokenizer=None) -> MethodParts:
     device = next(model.parameters()).device if model is not None else None
     rewards = build_rewards(g.rewards, max_new_tokens=g.max_new_tokens, device=device)
     step = GrpoStep(config, tokenizer, rewards)
+    if model is not None and g.beta > 0 and config.adapter.init_from is not None:
+        # GRPO after SFT: the KL anchor is the model training starts from, not the plain base.
+        load_reference_adapter(model, config.adapter.init_from)
 
     def collate(items: list[PromptItem]) -> PromptBatch:
         return PromptBatch(list(items), g.group_size, g.group_size * sum(len(i.prompt_ids) for i in items))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -88,6 +90,37 @@ def load_init_adapter(model: nn.Module, folder: str, targets: list[str]) -> None
     result = set_peft_model_state_dict(model, tensors)
     if getattr(result, "unexpected_keys", None):
         raise ConfigError(f"{where}: tensors not loaded: {result.unexpected_keys[:3]}")
+
+
+REFERENCE_ADAPTER = "reference"
+
+
+def load_reference_adapter(model: nn.Module, folder: str) -> None:
+    """Load the adapter in ``folder`` a second time, frozen, as PEFT adapter ``reference``: the
+    reference policy of on-policy methods started from it (``adapter.init_from``), which the
+    adapter-disabled base is not. Costs one adapter's memory, not a model copy. Skipped on a
+    ``meta``-device model (shape-only copies)."""
+    if any(p.is_meta for p in model.parameters()):
+        return
+    model.load_adapter(folder, adapter_name=REFERENCE_ADAPTER, is_trainable=False)
+
+
+@contextlib.contextmanager
+def reference_policy(model: nn.Module):
+    """Run ``model`` as the reference: the frozen ``reference`` adapter when one is loaded
+    (:func:`load_reference_adapter`), else the base with adapters disabled. Use under no_grad:
+    PEFT's ``set_adapter`` moves ``requires_grad`` to the active adapter, so the trained adapter
+    is made active (and trainable) again on exit."""
+    if REFERENCE_ADAPTER not in getattr(model, "peft_config", {}):
+        with model.disable_adapter():
+            yield
+        return
+    trained = model.active_adapter
+    model.set_adapter(REFERENCE_ADAPTER)
+    try:
+        yield
+    finally:
+        model.set_adapter(trained)
 
 
 def is_sequence_classifier(model: nn.Module) -> bool:
