@@ -276,10 +276,14 @@ class GrpoStep:
                 self.cache.put(key, rollout)
 
         chunk = self.cfg.train.loss_chunk_size
+        first_use = rollout.old_logp is None
+        if first_use:
+            # Before the policy forward: switching to a reference adapter toggles requires_grad
+            # of the trained one, which must not happen while its graph is being built.
+            rollout.ref_logp = self._reference_logprobs(model, rollout.rows, rollout.completions, chunk)
         logp, mask = completion_logprobs(model, rollout.rows, rollout.completions, temperature=g.temperature,
                                          chunk_size=chunk)
-        if rollout.old_logp is None:  # first use: π_old is the policy now (ρ = 1)
-            rollout.ref_logp = self._reference_logprobs(model, rollout.rows, rollout.completions, chunk)
+        if first_use:  # π_old is the policy now (ρ = 1)
             rollout.old_logp = logp.detach()
         loss, m = clipped_policy_loss(logp, rollout.old_logp, rollout.advantages, mask, epsilon_low=g.epsilon,
                                       epsilon_high=g.epsilon_high, beta=g.beta, ref_logp=rollout.ref_logp,
