@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -43,16 +42,9 @@ def _options(args):
     from .errors import ConfigError
     from .eval.runner import EvalOptions
     from .eval.scorers import ScoringOptions, load_user_scorer
+    from .json_schema import read_schema_file
 
-    schema = None
-    if args.json_schema:
-        path = Path(args.json_schema)
-        if not path.is_file():
-            raise ConfigError(f"--json-schema: file not found: {path}")
-        try:
-            schema = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise ConfigError(f"--json-schema {path}: not valid JSON: {exc}") from None
+    schema = read_schema_file(args.json_schema, "--json-schema") if args.json_schema else None
     if args.regex:
         import re
 

@@ -3,6 +3,9 @@ draft choice, the schema check and the error a user sees)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from .errors import ConfigError
 
 
@@ -27,3 +30,15 @@ def schema_validator(schema: dict, where: str):
     except jsonschema.SchemaError as exc:
         raise ConfigError(f"{where}: not a valid JSON schema: {exc.message}") from None
     return cls(schema)
+
+
+def read_schema_file(path: str | Path, where: str):
+    """The JSON document in ``path`` (a schema file named by the user); ConfigError naming
+    ``where`` (the option or config field) when the file is missing or is not JSON."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{where}: file not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {path} is not JSON: {exc}") from None

@@ -119,8 +119,9 @@ def _merge_order_words(tokenizer_dir: Path, n: int = 12) -> str:
     ``a+b`` and ``abc`` is no token. Joining leftmost-first (what equal scores would do) splits
     them differently from the merge order, so they check that the exported scores carry it."""
     model = json.loads((tokenizer_dir / "tokenizer.json").read_text())["model"]
-    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-    rank = {m: r for r, m in enumerate(merges)}
+    from tunesmith.export.gguf_vocab import merge_pairs
+
+    rank = {m: r for r, m in enumerate(merge_pairs(model))}
     words = [a + b + c for (b, c), r2 in rank.items() for (a, b2), r1 in rank.items()
              if b2 == b and r2 < r1 and a + b + c not in model["vocab"] and "\u2581" not in a + b + c]
     assert len(words) >= n

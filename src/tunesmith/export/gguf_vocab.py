@@ -116,7 +116,9 @@ def _is_byte_token(token: str) -> bool:
     return len(token) == 6 and token.startswith("<0x") and token.endswith(">")
 
 
-def _merge_pairs(model: dict) -> list[tuple[str, str]]:
+def merge_pairs(model: dict) -> list[tuple[str, str]]:
+    """A BPE ``tokenizer.json`` model's merges as (left, right) pairs, in rank order (both the
+    ``"a b"`` and the ``["a", "b"]`` spellings)."""
     return [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model.get("merges", [])]
 
 
@@ -163,7 +165,7 @@ def spm_vocab(tokenizer, tokenizer_json: dict, vocab_size: int) -> tuple[list[st
 
     model = tokenizer_json["model"]
     vocab = model["vocab"]
-    first = check_spm_merges(vocab, _merge_pairs(model))
+    first = check_spm_merges(vocab, merge_pairs(model))
     reverse = {i: t for t, i in tokenizer.get_vocab().items()}
     added = tokenizer.get_added_vocab()
     decoder = tokenizer.added_tokens_decoder

@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 import re
 from functools import lru_cache
-from pathlib import Path
 
 from ..errors import ConfigError, TunesmithError
-from ..json_schema import require_jsonschema, schema_validator
+from ..json_schema import read_schema_file, require_jsonschema, schema_validator
 from . import Sample
 
 
@@ -93,13 +92,7 @@ def _load_schema(value, where: str) -> dict:
         return value
     if not isinstance(value, str):
         raise ConfigError(f"config: '{where}.schema' must be a JSON-schema file or a mapping")
-    path = Path(value)
-    if not path.is_file():
-        raise ConfigError(f"config: '{where}.schema': file not found: {value}")
-    try:
-        schema = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ConfigError(f"config: '{where}.schema': {value} is not JSON: {exc}") from None
+    schema = read_schema_file(value, f"config: '{where}.schema'")
     if not isinstance(schema, dict):
         raise ConfigError(f"config: '{where}.schema': {value} must hold a JSON object")
     return schema
