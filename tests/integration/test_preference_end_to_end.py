@@ -162,8 +162,7 @@ def test_dpo_from_an_earlier_adapter_uses_it_as_the_reference(tiny_model_dir, pr
     base + that adapter, not the adapter-disabled base. So at step 0 policy == reference and
     every implicit reward is exactly 0 (eval loss ln 2), although the adapter moves the log-probs."""
     from tunesmith.errors import ConfigError
-    from tunesmith.methods.reference import precompute_wanted
-    from tunesmith.config import load_config
+    from tunesmith.config import load_config, validate
 
     first = tmp_path / "first"
     tunesmith.train(_cfg(tiny_model_dir, pref_data[0], pref_data[1], first, steps=4))
@@ -180,4 +179,4 @@ def test_dpo_from_an_earlier_adapter_uses_it_as_the_reference(tiny_model_dir, pr
 
     cfg["preference"]["precompute_reference"] = False
     with pytest.raises(ConfigError, match="adapter.init_from"):
-        precompute_wanted(load_config(cfg))
+        validate(load_config(cfg))

@@ -214,6 +214,11 @@ def _validate_preference(config: RunConfig) -> None:
     if config.method == "dpo" and pr.loss in ("simpo", "orpo") and pr.precompute_reference is True:
         raise ConfigError(f"config: preference.loss {pr.loss} uses no reference model, so "
                           "'preference.precompute_reference: true' has nothing to compute")
+    uses_reference = config.method == "kto" or (config.method == "dpo" and pr.loss not in ("simpo", "orpo"))
+    if uses_reference and config.adapter.init_from is not None and pr.precompute_reference is False:
+        raise ConfigError("config: 'preference.precompute_reference: false' with 'adapter.init_from': the "
+                          "reference must be the model training starts from (base + that adapter), which "
+                          "only the precomputed reference provides; use auto or true")
 
 
 def _validate_quantization(config: RunConfig) -> None:

@@ -29,7 +29,7 @@ from ..data.pack import make_units
 from ..data.pair_collate import collate_pairs
 from ..data.preference import PairItem, load_pairs
 from ..engine.runtime import autocast, resolve_device, resolve_dtype
-from ..errors import ConfigError, DataError
+from ..errors import DataError
 from ..losses.preference import REFERENCE_FREE
 from ..models.pair_forward import reference_logps
 from .common import PreparedData, data_files, split_eval
@@ -141,16 +141,13 @@ def precompute_wanted(config: RunConfig) -> bool:
 
     With ``adapter.init_from`` (e.g. DPO after SFT) the initial policy is base + that adapter,
     so the adapter-disabled model — the plain base — is the wrong reference: references are then
-    always precomputed, from the initial model with the adapter loaded."""
+    always precomputed, from the initial model with the adapter loaded (config validation refuses
+    ``precompute_reference: false`` there)."""
     if not uses_reference(config):
         return False
-    pre = config.preference.precompute_reference
     if config.adapter.init_from is not None:
-        if pre is False:
-            raise ConfigError("config: 'preference.precompute_reference: false' with 'adapter.init_from': the "
-                              "reference must be the model training starts from (base + that adapter), which "
-                              "only the precomputed reference provides; use auto or true")
         return True
+    pre = config.preference.precompute_reference
     return config.adapter.type == "none" if pre == "auto" else bool(pre)
 
 
