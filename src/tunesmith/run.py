@@ -20,6 +20,7 @@ from .engine.loop import Trainer, TrainResult
 from .engine import distributed
 from .engine.distributed import init_distributed
 from .engine.runtime import resolve_device, resolve_dtype, seed_everything
+from .hashing import update_with_file
 from .models.memory import estimate_line, return_freed_memory
 
 log = logging.getLogger("tunesmith")
@@ -63,9 +64,7 @@ def _fingerprint(paths: list[str]) -> str:
     h = hashlib.sha256()
     for p in paths:
         h.update(str(Path(p).name).encode())
-        with open(p, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        update_with_file(h, p)
     return h.hexdigest()[:16]
 
 

@@ -8,23 +8,15 @@ summary from ``metrics.jsonl`` / ``run.json``. Copied weights are checked byte f
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
 from ..errors import ModelError
+from ..hashing import sha256_file
 
 KEEP = ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json",
         "special_tokens_map.json", "chat_template.jinja", "chat_template.json")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def run_dir_of(adapter_folder: Path) -> Path | None:
@@ -128,7 +120,7 @@ def export_adapter(run: str, out: str) -> dict:
         if (src / name).is_file():
             shutil.copyfile(src / name, tmp / name)
             copied.append(name)
-    if _sha256(src / "adapter_model.safetensors") != _sha256(tmp / "adapter_model.safetensors"):
+    if sha256_file(src / "adapter_model.safetensors") != sha256_file(tmp / "adapter_model.safetensors"):
         raise ModelError("adapter export: the copied weights differ from the source")  # pragma: no cover
     cfg = json.loads((src / "adapter_config.json").read_text(encoding="utf-8"))
     run_dir = run_dir_of(src)

@@ -10,7 +10,6 @@ teacher and the input's checksum are recorded beside it in ``OUT.generation.json
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -21,6 +20,7 @@ import torch
 from ..data.formats import (ALPACA, OPENAI_CHAT, PROMPT_COMPLETION, PROMPT_ONLY, SHAREGPT,
                             Where, check_messages, iter_format_rows, to_example)
 from ..errors import DataError
+from ..hashing import sha256_file
 from .distill_teacher import describe, fingerprint, load_teacher, resolve_teacher, teacher_tokenizer_dir
 
 log = logging.getLogger("tunesmith")
@@ -58,14 +58,6 @@ def read_prompts(path: str) -> list[list[dict]]:
     if not prompts:
         raise DataError(f"{path}: no prompts")
     return prompts
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def generate_dataset(teacher: str, prompts_path: str, out: str, *, adapter: str | None = None,
@@ -110,7 +102,7 @@ def generate_dataset(teacher: str, prompts_path: str, out: str, *, adapter: str 
                     written += 1
     tmp.replace(out_path)
     meta = {"teacher": base, "teacher_adapter": adapter, "teacher_fingerprint": fingerprint(base, adapter),
-            "prompts": str(prompts_path), "prompts_sha256": _sha256(prompts_path),
+            "prompts": str(prompts_path), "prompts_sha256": sha256_file(prompts_path),
             "sampling": {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p,
                          "seed": seed, "samples_per_prompt": samples, "system": system},
             "prompts_count": len(prompts), "written": written, "skipped_empty": empty,
