@@ -262,15 +262,22 @@ def test_adapters_added_and_removed_at_run_time(stack):
     assert raw("DELETE", f"{url}/adapters/ft:gamma")[0] == 404
 
 
-def test_a_stalled_streaming_client_does_not_block_others(stack):
-    client, url, server = stack["client"], stack["url"], stack["server"]
-    body = {"model": "base", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 400,
+def _open_stream(stack, model: str, max_tokens: int):
+    """A raw streaming chat request that cannot stop early (end-of-turn ids banned), left for
+    the caller to read as slowly as it likes: (connection, response)."""
+    server = stack["server"]
+    body = {"model": model, "messages": [{"role": "user", "content": "hello"}], "max_tokens": max_tokens,
             "temperature": 0, "stream": True, "logit_bias": {str(i): -100 for i in server.get("base").stop_ids}}
-    u = urllib.parse.urlsplit(url)
-    stalled = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
-    stalled.request("POST", f"{u.path}/chat/completions", body=json.dumps(body),
-                    headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"})
-    resp = stalled.getresponse()
+    u = urllib.parse.urlsplit(stack["url"])
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    conn.request("POST", f"{u.path}/chat/completions", body=json.dumps(body),
+                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"})
+    return conn, conn.getresponse()
+
+
+def test_a_stalled_streaming_client_does_not_block_others(stack):
+    client, server = stack["client"], stack["server"]
+    stalled, resp = _open_stream(stack, "base", 400)
     assert resp.readline().startswith(b"data: ")  # one line, then stop reading: the server keeps going
     t0 = time.monotonic()
     r = ask(client, "ft:alpha", "what is the moon?", max_tokens=5)
@@ -301,15 +308,9 @@ def test_streamed_logprobs_match_non_streamed(stack):
 
 
 def test_removing_an_adapter_lets_running_requests_finish(stack):
-    client, url, server = stack["client"], stack["url"], stack["server"]
+    client, server = stack["client"], stack["server"]
     server.add_adapter("ft:delta", str(stack["adapters"] / "gamma"))
-    body = {"model": "ft:delta", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 40,
-            "temperature": 0, "stream": True, "logit_bias": {str(i): -100 for i in server.get("base").stop_ids}}
-    u = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
-    conn.request("POST", f"{u.path}/chat/completions", body=json.dumps(body),
-                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"})
-    resp = conn.getresponse()
+    conn, resp = _open_stream(stack, "ft:delta", 40)
     assert resp.readline().startswith(b"data: ")
     server.remove_adapter("ft:delta")
     with pytest.raises(openai.NotFoundError):  # gone for new requests at once
