@@ -13,8 +13,9 @@ as a folder. :func:`resolve_model_path` turns it into a folder:
 3. A missing entry is built by transformers' GGUF loader (``gguf_file=``: weights dequantised to
    ``dtype``, tokenizer and chat template converted), saved with ``save_pretrained`` into a
    temporary sibling folder and renamed into place: an entry exists only when complete, and a
-   crash mid-way leaves nothing a later run could mistake for one. A lock serialises two
-   processes converting the same file.
+   crash mid-way leaves nothing a later run could mistake for one (the next conversion of that
+   entry removes the temporary folder a killed process left). A lock serialises two processes
+   converting the same file.
 
 Each entry holds ``tunesmith-gguf.json`` (:class:`GGUFSource`: the source file, its hash, its
 quantisation type and architecture), which runs copy into ``run.json``.
@@ -107,13 +108,7 @@ def inspect(path: str | os.PathLike) -> dict:
     data past the end of the file (truncated download), or an architecture transformers cannot
     convert."""
     p = Path(path)
-    if not p.exists():
-        raise ModelError(f"model file not found: {path}")
-    with open(p, "rb") as f:
-        head = f.read(8)
-    if head[:4] != MAGIC:
-        raise ModelError(f"{path}: not a GGUF file (it starts with {head[:4]!r}, a GGUF file with b'GGUF'); "
-                         "tunesmith reads a model from a Hugging Face folder or a .gguf file")
+    head = _check_magic(p, path)
     try:
         from gguf import GGUFReader
     except ImportError:
@@ -138,7 +133,7 @@ def inspect(path: str | os.PathLike) -> dict:
     if arch is None:
         raise ModelError(f"{path}: the GGUF file has no general.architecture")
     supported = _supported_architectures()
-    if supported is not None and arch not in supported:
+    if supported is not None and arch not in supported and _LLAMA_CPP_NAMES.get(arch) not in supported:
         raise ModelError(f"{path}: GGUF architecture '{arch}' cannot be loaded by transformers "
                          f"(it converts: {', '.join(sorted(supported))})")
     if file_type is not None:
@@ -151,12 +146,37 @@ def inspect(path: str | os.PathLike) -> dict:
     return {"architecture": arch, "quantization": quant, "tensors": len(reader.tensors), "bytes": size}
 
 
+def _check_magic(p: Path, path) -> bytes:
+    """The file's first 8 bytes; ModelError (one line) for a missing, non-file or non-GGUF path."""
+    if not p.exists():
+        raise ModelError(f"model file not found: {path}")
+    if p.is_dir():
+        raise ModelError(f"{path} is a folder, not a GGUF file")
+    try:
+        with open(p, "rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
+    if head[:4] != MAGIC:
+        raise ModelError(f"{path}: not a GGUF file (it starts with {head[:4]!r}, a GGUF file with b'GGUF'); "
+                         "tunesmith reads a model from a Hugging Face folder or a .gguf file")
+    return head
+
+
+# llama.cpp's names for architectures that transformers knows under another name (its GGUF loader
+# renames them the same way before checking; see load_gguf_checkpoint).
+_LLAMA_CPP_NAMES = {"qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe", "gpt-oss": "gpt_oss",
+                    "minimax-m2": "minimax_m2", "t5encoder": "t5"}
+
+
 def _supported_architectures() -> set[str] | None:
     try:
         from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
     except ImportError:  # pragma: no cover - transformers moved it; let the loader decide
         return None
-    return set(GGUF_SUPPORTED_ARCHITECTURES)
+    # The list is the keys of transformers' config mapping, which also holds the metadata
+    # sections "general" and "tokenizer": those are not architectures.
+    return set(GGUF_SUPPORTED_ARCHITECTURES) - {"general", "tokenizer"}
 
 
 # ---- hashing, remembered ------------------------------------------------------------------------
@@ -246,8 +266,7 @@ def import_gguf(path: str | os.PathLike, out: str | os.PathLike | None = None, *
     if dtype not in DTYPES:
         raise ModelError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     file = Path(path).resolve()
-    if file.is_dir():
-        raise ModelError(f"{path} is a folder, not a GGUF file")
+    _check_magic(file, path)  # before hashing: a missing or non-GGUF file leaves nothing in the cache
     root = cache_root()
     sha = file_sha256(file, root)
     if out is None:
@@ -267,6 +286,8 @@ def import_gguf(path: str | os.PathLike, out: str | os.PathLike | None = None, *
         log.info("dequantising %s GGUF %s (%s) to %s once; this takes a while for large models",
                  info["quantization"], file, info["architecture"], dtype)
         dest.parent.mkdir(parents=True, exist_ok=True)
+        if out is None:
+            _clear_incomplete(dest)
         tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".tmp-{dest.name}-"))
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is an ordinary folder
         try:
@@ -279,6 +300,20 @@ def import_gguf(path: str | os.PathLike, out: str | os.PathLike | None = None, *
                 shutil.rmtree(tmp, ignore_errors=True)
     source.folder = str(dest)
     return source
+
+
+def _clear_incomplete(dest: Path) -> None:
+    """Remove what earlier, interrupted conversions into the cache entry ``dest`` left behind
+    (called under the entry's lock, so no other process is writing them): temporary folders of a
+    killed process, and a folder at ``dest`` without a readable source record."""
+    for stale in dest.parent.glob(f".tmp-{dest.name}-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    if dest.exists() and source_of(dest) is None:
+        log.warning("removing the incomplete GGUF cache entry %s", dest)
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        else:
+            dest.unlink()
 
 
 def packaged_gguf(package: str) -> Path | None:
