@@ -99,6 +99,7 @@ def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None =
     from .models.adapters import attach_adapter, linear_module_names, parameter_counts
     from .models.attention import register as register_attention
     from .models.load import load_causal_lm, load_tokenizer
+    from .models.gguf_import import model_source
     from .models.quantize import quant_spec
 
     quiet_third_party()
@@ -185,6 +186,9 @@ def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None =
     run_info = {"versions": _versions(), "data_fingerprint": state_extra["data_fingerprint"],
                 "parameters": {"trainable": trainable, "total": total}, "data": data.stats,
                 "total_steps": trainer.total_steps, "device": str(device), "dtype": dtype}
+    source = model_source(cfg.model.path)
+    if source is not None:  # trained from a GGUF file: which one, and what its weights really are
+        run_info["model_source"] = asdict(source)
     if dist_ctx.active:
         run_info["distributed"] = {"mode": dist_ctx.mode, "world_size": dist_ctx.world_size,
                                    "global_batch": cfg.train.batch_size * trainer.micro_per_step}
@@ -209,6 +213,10 @@ def train(config: RunConfig | dict | str | Path, overrides: list[str] | None = N
     dtype, device, data_stats = run_info["dtype"], run_info["device"], run_info["data"]
     log.info("model %s: %s trainable of %s parameters (%.2f%%), %s on %s",
              cfg.model.path, f"{trainable:,}", f"{total:,}", 100 * trainable / total, dtype, device)
+    if "model_source" in run_info:
+        from .models.gguf_import import GGUFSource
+
+        log.info("%s", GGUFSource(**run_info["model_source"]).describe())
     log.info("%s", estimate_line(cfg, device))
     s = data_stats
     log.info("data: %d train sequences in %d rows (%d tokens, %d trained), %d eval sequences; %d steps",
@@ -257,6 +265,10 @@ def save_final(model, tokenizer, path: Path, cfg: RunConfig, state_dict: dict | 
     if hasattr(hf, "set_attn_implementation"):
         hf.set_attn_implementation("sdpa" if getattr(hf, "_supports_sdpa", True) else "eager")
     extra = {} if state_dict is None else {"state_dict": state_dict}
+    if getattr(model, "peft_config", None) and not any("embed" in t for t in _adapter_modules(cfg)):
+        # tunesmith never resizes the vocabulary; "auto" would look for the base's config.json
+        # (absent when the base is a GGUF file) and then ask the Hub
+        extra["save_embedding_layers"] = False
     if getattr(model, "peft_config", None) and len(model.peft_config) > 1:
         extra["selected_adapters"] = [model.active_adapter]  # not a frozen reference adapter
     model.save_pretrained(path, safe_serialization=True, **extra)
@@ -265,3 +277,8 @@ def save_final(model, tokenizer, path: Path, cfg: RunConfig, state_dict: dict | 
     if cfg.adapter.type == "none" and gen is not None:
         gen.eos_token_id = stop_token_ids(tokenizer)
         gen.save_pretrained(path)
+
+
+def _adapter_modules(cfg: RunConfig) -> list[str]:
+    targets = cfg.adapter.targets
+    return ([targets] if isinstance(targets, str) else list(targets)) + list(cfg.adapter.modules_to_save)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelError
 from .ids import is_safe_name
 
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # OpenAI's Files API limit
@@ -58,8 +58,15 @@ def parse_base_models(items: list[str]) -> dict[str, Path]:
             raise ConfigError(f"--base-model {item!r}: the name may hold only letters, digits, '.', '_' "
                               "and '-' (it becomes part of ft: model ids)")
         folder = Path(path).expanduser().resolve()
-        if not (folder / "config.json").is_file():
+        if folder.is_file():  # a GGUF file: checked and dequantised now, once (cached)
+            from ..models.gguf_import import resolve_model_path
+
+            try:
+                resolve_model_path(folder)
+            except ModelError as exc:
+                raise ConfigError(f"--base-model {item!r}: {exc}") from None
+        elif not (folder / "config.json").is_file():
             raise ConfigError(f"--base-model {item!r}: {folder} is not a Hugging Face model folder "
-                              "(no config.json)")
+                              "(no config.json) or a GGUF file")
         out[name] = folder
     return out

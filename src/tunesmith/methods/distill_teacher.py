@@ -40,9 +40,11 @@ def resolve_teacher(teacher: str, adapter: str | None) -> tuple[str, str | None]
             raise ModelError(f"distill.teacher_adapter {adapter} has no adapter_config.json "
                              "(expected a LoRA adapter folder or a run directory)")
         adapter = str(a)
+    from ..models.gguf_import import resolve_model_path
+
     base, adapter = resolve_model_ref(teacher, adapter)
-    if not Path(base, "config.json").is_file():
-        raise ModelError(f"distill.teacher: {base} is not a model folder (no config.json)")
+    if not Path(resolve_model_path(base), "config.json").is_file():
+        raise ModelError(f"distill.teacher: {base} is not a model folder (no config.json) or GGUF file")
     return base, adapter
 
 

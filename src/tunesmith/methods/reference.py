@@ -43,8 +43,10 @@ _MIB = 1 << 20
 
 def model_fingerprint(path: str, dtype: str) -> str:
     """Hex digest identifying the reference weights (see the module docstring) and dtype."""
+    from ..models.gguf_import import resolve_model_path
+
     h = hashlib.sha256(dtype.encode())
-    folder = Path(path)
+    folder = Path(resolve_model_path(path))  # a GGUF file: its (content-addressed) folder
     config = folder / "config.json"
     if config.is_file():
         h.update(config.read_bytes())

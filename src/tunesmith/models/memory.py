@@ -310,9 +310,9 @@ def estimate_memory(cfg, *, mode: str | None = None, device: str | torch.device 
     from ..engine.runtime import resolve_device
     from .load import check_model_dir
 
-    check_model_dir(cfg.model.path)
+    folder = check_model_dir(cfg.model.path)  # a GGUF file: its dequantised folder
     device = torch.device(device) if device is not None else resolve_device(cfg.train.device)
-    config = AutoConfig.from_pretrained(cfg.model.path, trust_remote_code=False)
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
     config = getattr(config, "text_config", None) or config
     adapter_cfg = copy.deepcopy(cfg.adapter)
     model_cfg = copy.deepcopy(cfg.model)
