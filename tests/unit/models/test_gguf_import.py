@@ -342,3 +342,46 @@ def test_import_out_folder(tiny_gguf, tmp_path, cache, capsys, converts):
     assert code == 2
     assert "already exists" in err and len(err.strip().splitlines()) == 1
     assert len(converts) == 1
+
+
+# ---- other commands naming a .gguf -------------------------------------------------------------------
+
+def test_export_hf_of_a_gguf_model(tiny_gguf, tmp_path, cache, capsys):
+    """``tunesmith export MODEL.gguf --format hf`` re-saves the dequantised model (verified)."""
+    out = tmp_path / "hf"
+    assert main(["export", str(tiny_gguf), "--format", "hf", "--out", str(out)]) == 0, capsys.readouterr().err
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+
+
+@pytest.mark.xfail(strict=True, raises=NotADirectoryError, reason=(
+    "export_gguf (src/tunesmith/export/hf.py, `src = base` when the run has no adapter) hands the "
+    ".gguf path itself to write_gguf, which reads Path(model_dir) / 'config.json' "
+    "(src/tunesmith/export/gguf.py, write_gguf) -> NotADirectoryError traceback; the base needs "
+    "resolve_model_path first"))
+def test_export_gguf_of_a_gguf_model(tiny_gguf, tmp_path, cache, capsys):
+    out = tmp_path / "gguf"
+    assert main(["export", str(tiny_gguf), "--format", "gguf", "--out", str(out)]) == 0, capsys.readouterr().err
+    assert list(out.glob("*.gguf"))
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "method: reward with a .gguf model: src/tunesmith/methods/reward.py load_model calls "
+    "check_model_dir(config.model.path) but passes the unresolved .gguf path to "
+    "AutoModelForSequenceClassification.from_pretrained (ModelError 'Repo id must be in the form...'); "
+    "and load_reward_model's _resolve_base (src/tunesmith/models/reward_model.py, `(candidate / "
+    "'config.json').is_file()`) cannot find a .gguf recorded as the adapter's base"))
+def test_reward_model_on_a_gguf_base(tiny_gguf, tmp_path, cache):
+    import factory
+    import tunesmith
+    from tunesmith.models.reward_model import load_reward_model, score
+
+    pairs = factory.write_jsonl(tmp_path / "pairs.jsonl", factory.preference_pairs(4))
+    out = tmp_path / "rm"
+    tunesmith.train({"model": str(tiny_gguf), "method": "reward", "data": {"train": str(pairs), "eval_fraction": 0.0},
+                     "adapter": {"type": "lora", "r": 4, "alpha": 8, "dropout": 0.0},
+                     "train": {"max_steps": 1, "batch_size": 2, "max_length": 64, "save_every": 0,
+                               "eval_every": 0, "progress": "none"},
+                     "output_dir": str(out)}, resume=False)
+    model, tokenizer = load_reward_model(str(out / "final"))
+    (reward,) = score(model, tokenizer, [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yes"}]])
+    assert reward == reward  # a number, not NaN
