@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
-from .gguf_vocab import byte_level_vocab, spm_vocab, tokenizer_kind
+from .gguf_vocab import added_special_tokens, byte_level_vocab, merge_pairs, spm_vocab, tokenizer_kind
 
 ARCHES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2"}
 QUANTS = ("f16", "q8_0")
@@ -116,7 +116,8 @@ def write_gguf(model_dir: str, out_file: str, *, quant: str = "f16", name: str |
     arch = ARCHES[hf_arch]
     tokenizer = load_tokenizer(str(src))
     tokenizer_json = json.loads((src / "tokenizer.json").read_text(encoding="utf-8"))
-    kind = tokenizer_kind(tokenizer_json)
+    clean_spaces = bool(getattr(tokenizer, "clean_up_tokenization_spaces", False))
+    kind = tokenizer_kind(tokenizer_json, clean_spaces=clean_spaces)
     vocab_size = config["vocab_size"]
     n_head = config["num_attention_heads"]
     head_dim = config.get("head_dim") or config["hidden_size"] // n_head
@@ -154,6 +155,10 @@ def write_gguf(model_dir: str, out_file: str, *, quant: str = "f16", name: str |
     special = gguf.SpecialVocab(src, load_merges=kind.model == "gpt2", n_vocab=vocab_size)
     if special.chat_template is None and getattr(tokenizer, "chat_template", None):
         special.chat_template = tokenizer.chat_template
+    # Written explicitly: left out, llama.cpp picks a BOS default of its own per pre-tokenizer
+    # (on for llama-bpe, say), which need not be what training did.
+    adds = added_special_tokens(tokenizer)
+    special.add_special_token.update(adds)
     special.add_to_gguf(writer, quiet=True)
     stops = stop_token_ids(tokenizer)
     eot = stops[0] if stops else None
@@ -174,8 +179,9 @@ def write_gguf(model_dir: str, out_file: str, *, quant: str = "f16", name: str |
     writer.write_tensors_to_file()
     writer.close()
 
-    report = verify_gguf(str(tmp), expected, tokens=tokens, chat_template=getattr(tokenizer, "chat_template", None),
-                         eot=eot)
+    merges = [" ".join(m) for m in merge_pairs(tokenizer_json["model"])] if kind.model == "gpt2" else None
+    report = verify_gguf(str(tmp), expected, tokens=tokens, merges=merges, pre=kind.pre,
+                         chat_template=getattr(tokenizer, "chat_template", None), eot=eot, adds=adds)
     tmp.replace(out)
     report.update({"file": str(out), "quant": quant, "arch": arch, "tokenizer": kind.model,
                    "pre_tokenizer": kind.pre, "bytes": out.stat().st_size})
@@ -188,8 +194,10 @@ def _field(reader, key: str):
 
 
 def verify_gguf(path: str, expected: list[tuple[str, np.ndarray]], *, tokens: list[str] | None = None,
-                chat_template: str | None = None, eot: int | None = None) -> dict:
-    """Read ``path`` back; raise ModelError unless names, shapes, values and metadata match."""
+                merges: list[str] | None = None, pre: str | None = None, chat_template: str | None = None,
+                eot: int | None = None, adds: dict[str, bool] | None = None) -> dict:
+    """Read ``path`` back; raise ModelError unless names, shapes, values and the given metadata
+    (vocabulary, merges as ``"left right"``, pre-tokenizer name, template, ids, BOS/EOS flags) match."""
     import gguf
 
     reader = gguf.GGUFReader(path)
@@ -229,10 +237,17 @@ def verify_gguf(path: str, expected: list[tuple[str, np.ndarray]], *, tokens: li
         stored = _field(reader, "tokenizer.ggml.tokens")
         if list(stored) != tokens:
             raise ModelError("GGUF verification: the stored vocabulary differs from the tokenizer's")
+    if merges is not None and list(_field(reader, "tokenizer.ggml.merges") or []) != merges:
+        raise ModelError("GGUF verification: the stored merges differ from the tokenizer's")
+    if pre is not None and _field(reader, "tokenizer.ggml.pre") != pre:
+        raise ModelError(f"GGUF verification: the stored pre-tokenizer is not {pre!r}")
     if chat_template and _field(reader, "tokenizer.chat_template") != chat_template:
         raise ModelError("GGUF verification: the stored chat template differs from the tokenizer's")
     if eot is not None and _field(reader, "tokenizer.ggml.eot_token_id") != eot \
             and _field(reader, "tokenizer.ggml.eos_token_id") != eot:
         raise ModelError("GGUF verification: the end-of-turn token id is missing")
+    for which, value in (adds or {}).items():
+        if _field(reader, f"tokenizer.ggml.add_{which}_token") != value:
+            raise ModelError(f"GGUF verification: tokenizer.ggml.add_{which}_token is not {value}")
     return {"tensors": len(expected), "max_f16_relative_error": worst["f16_rel"],
             "max_q8_0_error_in_block_steps": worst["q8_0_ratio"]}

@@ -4,8 +4,8 @@ llama.cpp has one tokenizer per ``tokenizer.ggml.model``; a GGUF file only works
 names splits text exactly as the Hugging Face tokenizer did in training. Two families are
 exported, each recognised from ``tokenizer.json`` and refused with the reason otherwise:
 
-* ``gpt2`` — byte-level BPE (GPT-2, Llama-3, Qwen2): tokens, types and merges; the split regex
-  is named by ``tokenizer.ggml.pre`` (:func:`pre_tokenizer_name`).
+* ``gpt2`` — byte-level BPE (GPT-2, StarCoder / SmolLM, Llama-3, Qwen2): tokens, types and
+  merges; the split regex is named by ``tokenizer.ggml.pre`` (:func:`pre_tokenizer_name`).
 * ``llama`` — SentencePiece-style BPE with byte fallback (Llama 2, Mistral 7B v0.1–v0.3,
   TinyLlama …): spaces become ``▁``, one ``▁`` is prepended to every text segment, characters
   outside the vocabulary fall back to ``<0xXX>`` byte tokens. llama.cpp's SPM tokenizer has no
@@ -38,22 +38,47 @@ class TokenizerKind:
     add_space_prefix: bool = True
 
 
-def pre_tokenizer_name(tokenizer_json: dict) -> str:
-    """llama.cpp's name for a byte-level tokenizer's pre-tokenizer (its split regex), or ModelError."""
+def _byte_level(step: dict, *, regex: bool) -> bool:
+    """A ByteLevel step that splits with GPT-2's regex (``regex``) or not, adding no prefix space
+    (llama.cpp never puts a space before the first word)."""
+    return (step.get("type") == "ByteLevel" and bool(step.get("use_regex", True)) == regex
+            and not step.get("add_prefix_space", False))
+
+
+def pre_tokenizer_name(tokenizer_json: dict, *, clean_spaces: bool = False) -> str:
+    """llama.cpp's name for a byte-level tokenizer's pre-tokenizer (how text is split before BPE),
+    recognised from the steps of ``tokenizer.json``; ModelError when no llama.cpp split is known
+    to equal it. Each name below selects, in llama.cpp's ``llm_tokenizer_bpe``, exactly the split
+    of the Hugging Face steps it is matched with:
+
+    * ``ByteLevel`` with its regex -> ``gpt-2`` (GPT-2's regex);
+    * ``Digits`` (each digit alone), then ``ByteLevel`` with its regex -> ``\\p{N}`` then GPT-2's
+      regex: llama.cpp's StarCoder family (StarCoder, SmolLM …). Two of its names differ only in
+      detokenising: ``starcoder`` drops a space before ``.,?!``, ``smollm`` keeps it; the one
+      agreeing with the tokenizer's ``clean_up_tokenization_spaces`` (``clean_spaces``) is chosen;
+    * a ``Split`` by the Llama-3 or Qwen2 regex, then ``ByteLevel`` without one -> ``llama-bpe`` /
+      ``qwen2``.
+    """
     pre = tokenizer_json.get("pre_tokenizer") or {}
-    if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+    kinds = [s.get("type") for s in steps]
+    if len(steps) == 1 and _byte_level(steps[0], regex=True):
         return "gpt-2"
-    if pre.get("type") == "Sequence":
-        parts = pre.get("pretokenizers", [])
-        splits = [p for p in parts if p.get("type") == "Split"]
-        if len(splits) == 1 and any(p.get("type") == "ByteLevel" and not p.get("use_regex", True) for p in parts):
-            regex = splits[0].get("pattern", {}).get("Regex")
-            if regex == _LLAMA3_REGEX:
-                return "llama-bpe"
-            if regex == _QWEN2_REGEX:
-                return "qwen2"
+    if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits") and _byte_level(steps[1], regex=True):
+        return "starcoder" if clean_spaces else "smollm"
+    if kinds == ["Split", "ByteLevel"] and _byte_level(steps[1], regex=False) and not steps[0].get("invert") \
+            and steps[0].get("behavior", "Isolated") == "Isolated":
+        regex = (steps[0].get("pattern") or {}).get("Regex")
+        if regex == _LLAMA3_REGEX:
+            return "llama-bpe"
+        if regex == _QWEN2_REGEX:
+            return "qwen2"
+    if any(s.get("type") == "ByteLevel" and s.get("add_prefix_space") for s in steps):
+        raise ModelError("GGUF export: the tokenizer adds a space before the first word (ByteLevel "
+                         "add_prefix_space); llama.cpp does not, so every text would tokenise differently")
     raise ModelError("GGUF export: the tokenizer's pre-tokenizer is not one llama.cpp is known to match "
-                     f"(supported: GPT-2 byte-level, Llama-3, Qwen2); got {json.dumps(pre)[:200]}")
+                     "(supported: GPT-2 byte-level, digits-then-GPT-2 (StarCoder, SmolLM), Llama-3, Qwen2); "
+                     f"got {json.dumps(pre)[:200]}")
 
 
 def _is_spm_normalizer(norm: dict | None) -> bool:
@@ -66,13 +91,14 @@ def _is_spm_normalizer(norm: dict | None) -> bool:
             and steps[1].get("content") == SPACE)
 
 
-def tokenizer_kind(tokenizer_json: dict) -> TokenizerKind:
-    """Which llama.cpp tokenizer reproduces ``tokenizer_json``; ModelError naming what differs."""
+def tokenizer_kind(tokenizer_json: dict, *, clean_spaces: bool = False) -> TokenizerKind:
+    """Which llama.cpp tokenizer reproduces ``tokenizer_json``; ModelError naming what differs.
+    ``clean_spaces``: the tokenizer's ``clean_up_tokenization_spaces`` (see :func:`pre_tokenizer_name`)."""
     model = tokenizer_json.get("model") or {}
     if model.get("type") != "BPE":
         raise ModelError(f"GGUF export: tokenizer model {model.get('type')!r} is not exported (BPE only)")
     if not model.get("byte_fallback"):
-        return TokenizerKind("gpt2", pre=pre_tokenizer_name(tokenizer_json))
+        return TokenizerKind("gpt2", pre=pre_tokenizer_name(tokenizer_json, clean_spaces=clean_spaces))
     norm, pre = tokenizer_json.get("normalizer"), tokenizer_json.get("pre_tokenizer")
     if _is_spm_normalizer(norm) and pre is None:
         return TokenizerKind("llama", add_space_prefix=True)
@@ -88,6 +114,17 @@ def tokenizer_kind(tokenizer_json: dict) -> TokenizerKind:
     raise ModelError("GGUF export: a byte-fallback BPE tokenizer whose normalizer / pre-tokenizer is not "
                      "SentencePiece's ('▁' for spaces, one prepended); llama.cpp has no tokenizer that "
                      f"matches it (normalizer {json.dumps(norm)[:120]}, pre-tokenizer {json.dumps(pre)[:120]})")
+
+
+def added_special_tokens(tokenizer) -> dict[str, bool]:
+    """``{"bos": …, "eos": …}``: whether llama.cpp should put BOS before / EOS after a prompt.
+
+    BOS as tunesmith's renderer trains: where the tokenizer's ``add_bos_token`` says so and it has
+    one (a chat template that writes BOS itself is rendered without adding another). EOS never:
+    training appends it after a completion, never after a prompt, and a prompt ending in EOS
+    would tell the model the text is over."""
+    bos = bool(getattr(tokenizer, "add_bos_token", False) and getattr(tokenizer, "bos_token_id", None) is not None)
+    return {"bos": bos, "eos": False}
 
 
 def byte_level_vocab(tokenizer, vocab_size: int) -> tuple[list[str], list[int]]:

@@ -8,11 +8,25 @@ import pytest
 
 import factory
 from tunesmith.errors import ModelError
-from tunesmith.export.gguf_vocab import check_spm_merges, spm_vocab, tokenizer_kind
+from tunesmith.export.gguf_vocab import (_LLAMA3_REGEX, _QWEN2_REGEX, added_special_tokens, check_spm_merges,
+                                         spm_vocab, tokenizer_kind)
 
 SP = "\u2581"
 LEGACY_NORM = {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": SP},
                                                    {"type": "Replace", "pattern": {"String": " "}, "content": SP}]}
+
+
+BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+DIGITS = {"type": "Digits", "individual_digits": True}
+
+
+def _bpe(*steps) -> dict:
+    return {"model": {"type": "BPE"}, "pre_tokenizer": steps[0] if len(steps) == 1 else
+            {"type": "Sequence", "pretokenizers": list(steps)}}
+
+
+def _split(regex: str) -> dict:
+    return {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": False}
 
 
 def _spm(normalizer=None, pre=None) -> dict:
@@ -28,7 +42,23 @@ def test_tokenizer_kinds():
     assert (always.model, always.add_space_prefix, never.add_space_prefix) == ("llama", True, False)
 
 
+def test_byte_level_pre_tokenizers_get_the_llama_cpp_name_with_the_same_split():
+    no_regex = dict(BYTE_LEVEL, use_regex=False)
+    assert tokenizer_kind(_bpe(BYTE_LEVEL)).pre == "gpt-2"
+    # SmolLM2's / StarCoder's tokenizer.json: each digit alone, then GPT-2's regex. Two llama.cpp
+    # names split so; they differ in cleaning spaces before punctuation when detokenising.
+    assert tokenizer_kind(_bpe(DIGITS, BYTE_LEVEL)).pre == "smollm"
+    assert tokenizer_kind(_bpe(DIGITS, BYTE_LEVEL), clean_spaces=True).pre == "starcoder"
+    assert tokenizer_kind(_bpe(_split(_LLAMA3_REGEX), no_regex)).pre == "llama-bpe"
+    assert tokenizer_kind(_bpe(_split(_QWEN2_REGEX), no_regex)).pre == "qwen2"
+
+
 @pytest.mark.parametrize("tj, message", [
+    (_bpe(dict(DIGITS, individual_digits=False), BYTE_LEVEL), "pre-tokenizer is not one"),  # digit runs kept
+    (_bpe(BYTE_LEVEL, DIGITS), "pre-tokenizer is not one"),  # digits split after GPT-2's regex
+    (_bpe(dict(_split(_LLAMA3_REGEX), behavior="Removed"), dict(BYTE_LEVEL, use_regex=False)),
+     "pre-tokenizer is not one"),  # the split drops what it matches
+    (_bpe(dict(BYTE_LEVEL, add_prefix_space=True)), "adds a space before the first word"),
     (_spm(pre={"type": "Metaspace", "replacement": SP, "prepend_scheme": "first"}), "only to the first"),
     (_spm({"type": "NFC"}), "not SentencePiece's"),
     ({"model": {"type": "Unigram"}}, "Unigram"),
@@ -65,3 +95,12 @@ def test_spm_vocab_types_and_scores(tmp_path):
     assert (types[im_start], scores[im_start]) == (gguf.TokenType.CONTROL, -1000.0)
     merged = [s for s, t, ty in zip(scores, tokens, types) if ty == gguf.TokenType.NORMAL and len(t) > 1]
     assert merged == sorted(merged, reverse=True) and merged[0] == 0.0  # ids in merge order: scores fall
+
+
+def test_bos_is_added_where_training_added_it_and_eos_never(tiny_tokenizer, tmp_path):
+    tok = factory.build_spm_tokenizer(tmp_path, vocab_size=300)
+    assert added_special_tokens(tiny_tokenizer) == {"bos": False, "eos": False}
+    tok.add_bos_token = False  # the renderer adds BOS only where add_bos_token says so
+    assert added_special_tokens(tok) == {"bos": False, "eos": False}
+    tok.add_bos_token, tok.add_eos_token = True, True
+    assert added_special_tokens(tok) == {"bos": True, "eos": False}
