@@ -11,12 +11,20 @@ the reason rather than writing a template that would drift from training.
 
 The TEMPLATE iterates Ollama's ``.Messages`` (fields ``.Role``, ``.Content``) and writes no
 whitespace of its own (no ``{{-`` trimming, which would eat newlines that belong to the format).
-Stop parameters are the text of the template's end-of-turn token(s), so generation ends where
-it ended in training.
+A template that inserts a default system prompt when the conversation has no system message
+(SmolLM2, Qwen2.5, Llama 3 …) is recognised the same way — a user-first conversation opens with
+a whole system turn that no message supplied — and gets a Go branch that writes that turn when
+the first message is not a system one. Stop parameters are the text of the template's
+end-of-turn token(s), so generation ends where it ended in training.
+
+Before a Modelfile is written its TEMPLATE is executed by :func:`render_go_template` (Go
+``text/template`` semantics for the subset used here) on the probe conversations and must give
+the Jinja rendering (with the generation prompt) byte for byte.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ..errors import ModelError
@@ -52,6 +60,13 @@ def _probes() -> list[list[dict]]:
             [msg("system"), msg("user")], [msg("user")]]
 
 
+def _render_jinja(tokenizer, messages: list[dict], gen: bool = False) -> str:
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen)
+    except Exception as exc:
+        raise ModelError(f"the chat template rejected a probe conversation: {exc}") from None
+
+
 def measure_template(tokenizer) -> TemplateParts:
     """Per-role prefix/suffix of ``tokenizer.chat_template``; ModelError if not decomposable.
 
@@ -64,10 +79,7 @@ def measure_template(tokenizer) -> TemplateParts:
         raise ModelError("the tokenizer has no chat template; an Ollama TEMPLATE cannot be derived")
 
     def render(messages, gen=False):
-        try:
-            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen)
-        except Exception as exc:
-            raise ModelError(f"the chat template rejected a probe conversation: {exc}") from None
+        return _render_jinja(tokenizer, messages, gen)
 
     prefix: dict[str, str] = {}
     suffix: dict[str, str] = {}
@@ -149,6 +161,8 @@ def go_template(parts: TemplateParts) -> str:
     body = "".join(branches) + "{{ end }}"
     default = ""
     if parts.default_system is not None:
+        # Ollama executes a TEMPLATE only for a conversation with at least one message (an empty
+        # chat request just loads the model), so `index .Messages 0` exists.
         default = (f'{{{{ if ne (index .Messages 0).Role "system" }}}}{_go_literal(parts.prefix["system"])}'
                    f'{_go_literal(parts.default_system)}{_go_literal(parts.suffix["system"])}{{{{ end }}}}')
     return f"{_go_literal(parts.start)}{default}{{{{ range .Messages }}}}{body}{{{{ end }}}}{_go_literal(parts.generation)}"
@@ -161,14 +175,16 @@ def modelfile(gguf_name: str, tokenizer, *, context_length: int | None = None,
 
     parts = measure_template(tokenizer)
     bos = getattr(tokenizer, "bos_token", None)
+    added = ""  # what llama.cpp puts before the TEMPLATE's text
     if bos and getattr(tokenizer, "add_bos_token", False):
         # llama.cpp adds BOS itself when the GGUF says so; a template that also writes it would
         # double it. It sits either before the first turn or in the (always first) system prefix.
         if parts.start.startswith(bos):
-            parts.start = parts.start[len(bos):]
+            parts.start, added = parts.start[len(bos):], bos
         elif parts.default_system is not None and parts.prefix["system"].startswith(bos):
-            parts.prefix["system"] = parts.prefix["system"][len(bos):]
+            parts.prefix["system"], added = parts.prefix["system"][len(bos):], bos
     template = go_template(parts)
+    check_go_template(template, tokenizer, before=added)
     if '"""' in template:
         raise ModelError('the chat template contains """, which a Modelfile TEMPLATE cannot hold')
     lines = [f"FROM ./{gguf_name}", f'TEMPLATE """{template}"""']
@@ -184,3 +200,270 @@ def modelfile(gguf_name: str, tokenizer, *, context_length: int | None = None,
 
 def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def check_go_template(template: str, tokenizer, conversations: list[list[dict]] | None = None,
+                      before: str = "") -> None:
+    """ModelError unless ``before`` + the TEMPLATE executed on each conversation equals the Jinja
+    template's rendering with the generation prompt (default: the probe conversations, with and
+    without a system message)."""
+    for k, conv in enumerate(conversations or _probes()):
+        got = before + render_go_template(template, conv)
+        want = _render_jinja(tokenizer, conv, gen=True)
+        if got != want:
+            at = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+            raise ModelError(f"the Ollama TEMPLATE renders conversation {k} differently from the chat template "
+                             f"from character {at}: {got[at:at + 40]!r} instead of {want[at:at + 40]!r}")
+
+
+# ---- Go text/template, the subset a TEMPLATE here uses ----------------------------------------
+# Enough of Go's text/template to execute a TEMPLATE the way Ollama does (data: .Messages, a list
+# of messages with .Role and .Content): text, {{- / -}} trimming, printing, if / else if / else,
+# range / else, end, string / integer / boolean literals, field chains (also on a parenthesised
+# pipeline), and the builtins eq, ne, and, or (short-circuit, as since Go 1.18), not, index, len.
+# Anything else is an error rather than a guess.
+
+_GO_TOKEN = re.compile(r'\s+|"(?:[^"\\\n]|\\.)*"|`[^`]*`|[()]|(?:\.[A-Za-z_]\w*)+|\.|-?\d+|[A-Za-z_]\w*|\S')
+_GO_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'", "a": "\a", "b": "\b",
+               "f": "\f", "v": "\v"}
+
+
+def render_go_template(template: str, messages: list[dict]) -> str:
+    """Execute an Ollama TEMPLATE on ``messages`` (``{"role", "content"}`` dicts) as Go would."""
+    data = {"Messages": [{"Role": m["role"], "Content": m["content"]} for m in messages],
+            "System": "", "Prompt": "", "Response": ""}
+    out: list[str] = []
+    _go_exec(_go_tree(_go_items(template)), data, out)
+    return "".join(out)
+
+
+def _go_items(template: str) -> list[tuple[str, str]]:
+    """[("text", …) | ("action", …)], trim markers applied to the neighbouring text."""
+    items, pos, trim_next = [], 0, False
+    while True:
+        i = template.find("{{", pos)
+        text = template[pos:] if i < 0 else template[pos:i]
+        if trim_next:
+            text = text.lstrip(" \t\r\n")
+        if i < 0:
+            items.append(("text", text))
+            return items
+        j = i + 2
+        if template[j:j + 1] == "-" and template[j + 1:j + 2] in (" ", "\t", "\r", "\n"):
+            text, j = text.rstrip(" \t\r\n"), j + 1
+        items.append(("text", text))
+        k, quote = j, None
+        while k < len(template):  # the closing }} outside string literals
+            c = template[k]
+            if quote:
+                k += 2 if (c == "\\" and quote == '"') else 1
+                quote = None if c == quote else quote
+                continue
+            if c in "\"`":
+                quote = c
+            elif template.startswith("}}", k):
+                break
+            k += 1
+        else:
+            raise ModelError("Go template: an action is not closed with }}")
+        body = template[j:k]
+        trim_next = len(body) >= 2 and body[-1] == "-" and body[-2] in " \t\r\n"
+        items.append(("action", (body[:-1] if trim_next else body).strip()))
+        pos = k + 2
+
+
+def _go_tree(items: list[tuple[str, str]]) -> list:
+    """Nested nodes: ("text", s) | ("print", expr) | ("if"|"range", [(expr, body)…], else_body)."""
+    root: list = []
+    stack: list[tuple[list, list]] = [([], root)]  # (node being built or [], list receiving nodes)
+    for kind, value in items:
+        body = stack[-1][1]
+        if kind == "text":
+            if value:
+                body.append(("text", value))
+            continue
+        head, _, rest = value.partition(" ")
+        rest = rest.strip()
+        if head in ("if", "range"):
+            node = [head, [(_go_parse(rest), [])], None]
+            body.append(node)
+            stack.append((node, node[1][0][1]))
+        elif head == "else":
+            node = stack[-1][0]
+            if not node or node[2] is not None:
+                raise ModelError("Go template: {{ else }} outside if / range, or after the final else")
+            if rest.startswith("if ") and node[0] == "if":
+                node[1].append((_go_parse(rest[3:]), []))
+                stack[-1] = (node, node[1][-1][1])
+            elif not rest:
+                node[2] = []
+                stack[-1] = (node, node[2])
+            else:
+                raise ModelError(f"Go template: unsupported {{{{ {value} }}}}")
+        elif head == "end":
+            if len(stack) == 1:
+                raise ModelError("Go template: {{ end }} without if / range")
+            stack.pop()
+        elif head in ("with", "define", "template", "block", "break", "continue") or value.startswith(("/*", "$")):
+            raise ModelError(f"Go template: {{{{ {value} }}}} is outside the subset this check executes")
+        else:
+            body.append(("print", _go_parse(value)))
+    if len(stack) != 1:
+        raise ModelError("Go template: an if / range has no {{ end }}")
+    return root
+
+
+def _go_parse(expr: str):
+    """A pipeline without ``|``: a term, or a function applied to terms."""
+    tokens = [(m.group(), m.start()) for m in _GO_TOKEN.finditer(expr)]
+    node, k = _go_command(tokens, 0)
+    if k != len(tokens):
+        raise ModelError(f"Go template: cannot parse {expr!r}")
+    return node
+
+
+def _go_command(tokens, k):
+    args = []
+    while k < len(tokens) and tokens[k][0] != ")":
+        tok = tokens[k][0]
+        if tok.isspace():
+            k += 1
+            continue
+        if tok == "(":
+            inner, k = _go_command(tokens, k + 1)
+            if k >= len(tokens) or tokens[k][0] != ")":
+                raise ModelError("Go template: unbalanced parentheses")
+            end = tokens[k][1] + 1
+            k += 1
+            if k < len(tokens) and tokens[k][0].startswith(".") and tokens[k][1] == end:  # (x).Field
+                inner, k = ("field", inner, tokens[k][0].split(".")[1:]), k + 1
+            args.append(inner)
+        elif tok == ".":
+            args.append(("dot",))
+            k += 1
+        elif tok.startswith("."):
+            args.append(("field", None, tok.split(".")[1:]))
+            k += 1
+        elif tok[0] in "\"`":
+            args.append(("lit", _go_string(tok)))
+            k += 1
+        elif tok.lstrip("-").isdigit():
+            args.append(("lit", int(tok)))
+            k += 1
+        elif tok in ("true", "false"):
+            args.append(("lit", tok == "true"))
+            k += 1
+        elif tok in _GO_FUNCS and not args:
+            args.append(("func", tok))
+            k += 1
+        else:
+            raise ModelError(f"Go template: {tok!r} is outside the subset this check executes")
+    if not args:
+        raise ModelError("Go template: an empty command")
+    if args[0][0] == "func":
+        return ("call", args[0][1], args[1:]), k
+    if len(args) != 1:
+        raise ModelError("Go template: more than one value in a command that calls no function")
+    return args[0], k
+
+
+def _go_string(tok: str) -> str:
+    if tok[0] == "`":
+        return tok[1:-1]
+    return re.sub(r"\\(.)", lambda m: _GO_ESCAPES.get(m.group(1)) or _go_bad_escape(m.group(1)), tok[1:-1])
+
+
+def _go_bad_escape(c: str) -> str:
+    raise ModelError(f"Go template: string escape \\{c} is outside the subset this check executes")
+
+
+def _go_truth(v) -> bool:
+    return bool(v) if isinstance(v, (bool, int, str, list, dict)) else v is not None
+
+
+def _go_eq(a, b) -> bool:
+    if type(a) is not type(b) or not isinstance(a, (bool, int, str)):
+        raise ModelError(f"Go template: incompatible types for comparison ({type(a).__name__}, {type(b).__name__})")
+    return a == b
+
+
+def _go_index(v, *keys):
+    for key in keys:
+        if isinstance(v, list) and isinstance(key, int):
+            if not 0 <= key < len(v):
+                raise ModelError(f"Go template: error calling index: index out of range: {key}")
+            v = v[key]
+        elif isinstance(v, dict):
+            v = v.get(key)
+        else:
+            raise ModelError("Go template: can't index that value")
+    return v
+
+
+_GO_FUNCS = {"eq", "ne", "and", "or", "not", "index", "len"}
+
+
+def _go_eval(node, dot):
+    kind = node[0]
+    if kind == "lit":
+        return node[1]
+    if kind == "dot":
+        return dot
+    if kind == "field":
+        v = dot if node[1] is None else _go_eval(node[1], dot)
+        for name in node[2]:
+            if not isinstance(v, dict) or name not in v:
+                raise ModelError(f"Go template: can't evaluate field {name}")
+            v = v[name]
+        return v
+    name, args = node[1], node[2]
+    if name in ("and", "or"):  # arguments evaluated only until the result is known
+        if not args:
+            raise ModelError(f"Go template: {name} needs arguments")
+        for a in args:
+            v = _go_eval(a, dot)
+            if _go_truth(v) != (name == "and"):
+                return v
+        return v
+    vals = [_go_eval(a, dot) for a in args]
+    if name == "eq" and len(vals) >= 2:
+        return any(_go_eq(vals[0], b) for b in vals[1:])
+    if name == "ne" and len(vals) == 2:
+        return not _go_eq(*vals)
+    if name == "not" and len(vals) == 1:
+        return not _go_truth(vals[0])
+    if name == "index" and vals:
+        return _go_index(*vals)
+    if name == "len" and len(vals) == 1 and isinstance(vals[0], (str, list, dict)):
+        return len(vals[0])
+    raise ModelError(f"Go template: wrong arguments for {name}")
+
+
+def _go_exec(nodes: list, dot, out: list[str]) -> None:
+    for node in nodes:
+        kind = node[0]
+        if kind == "text":
+            out.append(node[1])
+        elif kind == "print":
+            v = _go_eval(node[1], dot)
+            if isinstance(v, bool):
+                out.append("true" if v else "false")
+            elif isinstance(v, (int, str)):
+                out.append(str(v))
+            else:
+                raise ModelError("Go template: printing a value other than a string, number or boolean")
+        elif kind == "if":
+            for cond, body in node[1]:
+                if _go_truth(_go_eval(cond, dot)):
+                    _go_exec(body, dot, out)
+                    break
+            else:
+                _go_exec(node[2] or [], dot, out)
+        else:  # range
+            seq = _go_eval(node[1][0][0], dot)
+            if not isinstance(seq, list):
+                raise ModelError("Go template: range over a value that is not a list")
+            for item in seq:
+                _go_exec(node[1][0][1], item, out)
+            if not seq:
+                _go_exec(node[2] or [], dot, out)
