@@ -261,6 +261,9 @@ def _validate_init_from(a) -> None:
     kind = "dora" if saved.get("use_dora") else "lora"
     pairs = [("type", kind, "dora" if a.type == "dora" else "lora"), ("r", saved.get("r"), a.r),
              ("alpha", saved.get("lora_alpha"), a.alpha), ("rslora", bool(saved.get("use_rslora")), a.rslora)]
+    saved_layers = saved.get("layers_to_transform")
+    pairs.append(("top_layers", len(saved_layers) if isinstance(saved_layers, list) else saved_layers,
+                  a.top_layers))
     if a.targets != "all-linear":
         want = [a.targets] if isinstance(a.targets, str) else list(a.targets)
         got = saved.get("target_modules")
@@ -293,6 +296,9 @@ def _validate_rest(config: RunConfig) -> None:
         raise ConfigError("config: 'adapter.r' must be >= 1 and 'adapter.alpha' > 0")
     if not 0 <= a.dropout < 1:
         raise ConfigError("config: 'adapter.dropout' must be in [0, 1)")
+    if a.top_layers is not None and (a.type == "none" or a.top_layers < 1):
+        raise ConfigError("config: 'adapter.top_layers' must be >= 1 and needs an adapter "
+                          f"(type lora, dora or qlora); got {a.top_layers} with type {a.type}")
     if a.init_from is not None:
         _validate_init_from(a)
     _validate_quantization(config)

@@ -217,7 +217,8 @@ class Worker:
         if folder is None or not (folder / "adapter_config.json").is_file() or not resolved.is_file():
             raise _ParentGone(f"The model {job['model']} that this job continues no longer exists.")
         adapter = yaml.safe_load(resolved.read_text(encoding="utf-8"))["adapter"]
-        return {**{k: adapter[k] for k in ("type", "r", "alpha", "dropout", "targets", "rslora", "modules_to_save")
+        return {**{k: adapter[k] for k in ("type", "r", "alpha", "dropout", "targets", "top_layers", "rslora",
+                                          "modules_to_save")
                    if k in adapter}, "init_from": str(folder)}
 
     def train(self, job: dict) -> None:

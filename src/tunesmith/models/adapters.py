@@ -46,6 +46,7 @@ def attach_adapter(model: nn.Module, cfg: AdapterConfig) -> nn.Module:
         raise ConfigError(f"config: adapter.targets {missing or targets} not found in the model; "
                           f"its linear layers are: {', '.join(linear_module_names(model))}")
     lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
+                      layers_to_transform=top_layer_indices(model, cfg.top_layers),
                       use_dora=cfg.type == "dora", use_rslora=cfg.rslora,
                       modules_to_save=list(cfg.modules_to_save) or None,
                       # SEQ_CLS makes PEFT train and save the reward head (``score``) in full.
@@ -54,6 +55,20 @@ def attach_adapter(model: nn.Module, cfg: AdapterConfig) -> nn.Module:
     if cfg.init_from is not None:
         load_init_adapter(model, cfg.init_from, targets)
     return model
+
+
+def top_layer_indices(model: nn.Module, top: int | None) -> list[int] | None:
+    """Indices of the top ``top`` transformer blocks (``adapter.top_layers``); None for all."""
+    if top is None:
+        return None
+    config = getattr(model, "config", None)
+    config = getattr(config, "text_config", None) or config
+    n = getattr(config, "num_hidden_layers", None)
+    if not isinstance(n, int):
+        raise ConfigError("config: 'adapter.top_layers' needs a model whose config has num_hidden_layers")
+    if top > n:
+        raise ConfigError(f"config: 'adapter.top_layers' is {top} but the model has {n} blocks")
+    return list(range(n - top, n))
 
 
 def load_init_adapter(model: nn.Module, folder: str, targets: list[str]) -> None:
