@@ -143,7 +143,11 @@ def load_eval_tokenizer(ctx: RunContext, first: EvalModel):
 def load_eval_model(model: EvalModel, ctx: RunContext, device: torch.device,
                     dtype: torch.dtype = torch.float32):
     """The model in eval mode without gradients, attending with tunesmith's varlen attention
-    (exact per-example attention in packed likelihood batches; generation falls back to SDPA)."""
+    (exact per-example attention in packed likelihood batches; generation falls back to SDPA).
+
+    An adapter (or an adapter checkpoint) is merged into the full-precision base in memory: the
+    same function (merge == adapter is an invariant test), without the adapter's extra small
+    matmuls in every projection — measured on SmolLM2-135M, generation is markedly faster."""
     from ..models.attention import register
 
     lm = load_causal_lm(model.path, dtype=dtype, device=device, trust_remote_code=ctx.trust_remote_code)
@@ -154,6 +158,8 @@ def load_eval_model(model: EvalModel, ctx: RunContext, device: torch.device,
         lm = PeftModel.from_pretrained(lm, model.adapter)
     elif model.kind == "checkpoint":
         lm = _apply_checkpoint(lm, model, ctx)
+    if hasattr(lm, "merge_and_unload"):
+        lm = lm.merge_and_unload()
     lm.eval()
     for p in lm.parameters():
         p.requires_grad_(False)
