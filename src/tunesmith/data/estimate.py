@@ -305,8 +305,11 @@ def stats_example(row: dict, fmt: str, path: str, line: int) -> Example | None:
 
 def estimate_for(model_dir: str | PathLike[str], tokens: dict[str, Any], method: str,
               adapter: str, flop_rate: float | None) -> dict[str, Any] | None:
-    """The estimate for a model folder and :meth:`TokenStats.summary` output (None: no weights)."""
-    params = count_params(model_dir)
+    """The estimate for a model folder (or GGUF file) and :meth:`TokenStats.summary` output
+    (None: no weights)."""
+    from ..models.gguf_import import resolve_model_path
+
+    params = count_params(resolve_model_path(model_dir))
     if params is None:
         return None
     return estimate_training(params, tokens=tokens["total_after_truncation"],

@@ -46,10 +46,10 @@ def load_model(config: RunConfig, device):
 
     from ..models.load import check_model_dir, load_tokenizer
 
-    check_model_dir(config.model.path)
+    folder = check_model_dir(config.model.path)  # a GGUF file: its dequantised folder
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            config.model.path, num_labels=1, dtype=torch.float32, use_safetensors=True,
+            folder, num_labels=1, dtype=torch.float32, use_safetensors=True,
             trust_remote_code=config.model.trust_remote_code)
     except (OSError, ValueError) as exc:
         raise ModelError(f"could not load {config.model.path} with a reward head: {exc}") from None

@@ -99,14 +99,13 @@ def _resolve_base(adapter_dir: Path, base: str | None) -> str:
     """The base model folder of a PEFT adapter: ``base`` if given, else the recorded one
     (a relative record is tried against the working directory, then the adapter folder)."""
     if base:
-        check_model_dir(base)
-        return base
+        return str(check_model_dir(base))
     recorded = _read_json(adapter_dir / "adapter_config.json").get("base_model_name_or_path")
     if not recorded:
         raise ModelError(f"{adapter_dir}/adapter_config.json names no base model; pass base=…")
     for candidate in (Path(recorded), adapter_dir / recorded):
-        if (candidate / "config.json").is_file():
-            return str(candidate)
+        if (candidate / "config.json").is_file() or candidate.is_file():  # a folder or a GGUF file
+            return str(check_model_dir(str(candidate)))
     raise ModelError(f"the base model of the adapter in {adapter_dir} was not found: "
                      f"{recorded} (pass the base folder explicitly)")
 
