@@ -61,10 +61,7 @@ def test_same_report_as_the_dequantised_folder(checked, smollm2_dir, smollm2_cha
     assert by_folder["stats"]["estimate"] is not None
 
 
-@pytest.mark.xfail(strict=True, reason="data check passes the --model path itself to the training "
-                   "estimate (src/tunesmith/data/check.py:477 estimate_for(model_dir, ...) -> "
-                   "data/estimate.py count_params globs *.safetensors under it), so a .gguf path gives "
-                   "no estimate; the path needs resolving to its dequantised folder first")
 def test_estimate_for_a_gguf_model(checked):
+    """The training estimate counts the parameters of the dequantised folder."""
     estimate = checked[1]["stats"]["estimate"]
     assert estimate is not None and estimate["params"] > 100_000_000

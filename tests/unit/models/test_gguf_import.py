@@ -9,6 +9,7 @@ file and the reason, and leave nothing in the cache that a later run could take 
 from __future__ import annotations
 
 import hashlib
+import math
 import subprocess
 import sys
 import threading
@@ -364,13 +365,9 @@ def test_export_gguf_of_a_gguf_model(tiny_gguf, tmp_path, cache, capsys):
     assert list(out.glob("*.gguf"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "method: reward with a .gguf model: src/tunesmith/methods/reward.py load_model calls "
-    "check_model_dir(config.model.path) but passes the unresolved .gguf path to "
-    "AutoModelForSequenceClassification.from_pretrained (ModelError 'Repo id must be in the form...'); "
-    "and load_reward_model's _resolve_base (src/tunesmith/models/reward_model.py, `(candidate / "
-    "'config.json').is_file()`) cannot find a .gguf recorded as the adapter's base"))
 def test_reward_model_on_a_gguf_base(tiny_gguf, tmp_path, cache):
+    """``method: reward`` trains over a .gguf base, and the adapter (which records the .gguf as
+    its base) loads and scores."""
     import factory
     import tunesmith
     from tunesmith.models.reward_model import load_reward_model, score
@@ -384,4 +381,4 @@ def test_reward_model_on_a_gguf_base(tiny_gguf, tmp_path, cache):
                      "output_dir": str(out)}, resume=False)
     model, tokenizer = load_reward_model(str(out / "final"))
     (reward,) = score(model, tokenizer, [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yes"}]])
-    assert reward == reward  # a number, not NaN
+    assert math.isfinite(reward)
