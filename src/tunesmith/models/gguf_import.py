@@ -143,7 +143,9 @@ def inspect(path: str | os.PathLike) -> dict:
 
         kinds = Counter(t.tensor_type.name for t in reader.tensors if len(t.shape) >= 2)
         quant = kinds.most_common(1)[0][0] if kinds else "unknown"
-    return {"architecture": arch, "quantization": quant, "tensors": len(reader.tensors), "bytes": size}
+    pre = str(fields["tokenizer.ggml.pre"].contents()) if "tokenizer.ggml.pre" in fields else None
+    return {"architecture": arch, "quantization": quant, "tensors": len(reader.tensors), "bytes": size,
+            "pre_tokenizer": pre}
 
 
 def _check_magic(p: Path, path) -> bytes:
@@ -222,6 +224,7 @@ def _convert(file: Path, dest: Path, dtype: str, info: dict, sha: str) -> GGUFSo
     except Exception as exc:  # transformers raises many kinds for vocabularies it cannot convert
         raise ModelError(f"{file}: transformers cannot convert this GGUF tokenizer "
                          f"({type(exc).__name__}: {str(exc)[:160]})") from None
+    _split_digits_like_llama_cpp(tokenizer, info.get("pre_tokenizer"))
     try:
         with MODEL_INIT_LOCK:
             model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=getattr(torch, dtype))
@@ -243,6 +246,28 @@ def _convert(file: Path, dest: Path, dtype: str, info: dict, sha: str) -> GGUFSo
     return source
 
 
+# llama.cpp pre-tokenizer types that split every digit off before the GPT-2 pattern (its
+# llama-vocab.cpp: "\\p{N}" first), as these models' own tokenizer.json does (Digits(individual)
+# then ByteLevel). transformers' GGUF converter knows none of these names and builds a plain
+# ByteLevel pre-tokenizer, which splits "x  12" differently from the model's pretraining.
+DIGIT_SPLIT_PRE = frozenset({"starcoder", "refact", "command-r", "smollm", "codeshell", "exaone", "minerva"})
+
+
+def _split_digits_like_llama_cpp(tokenizer, pre: str | None) -> None:
+    from tokenizers import pre_tokenizers
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if pre not in DIGIT_SPLIT_PRE or backend is None:
+        return
+    current = backend.pre_tokenizer
+    if not isinstance(current, pre_tokenizers.ByteLevel):
+        return  # the converter did something of its own; keep it
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=current.add_prefix_space, trim_offsets=current.trim_offsets,
+                                 use_regex=current.use_regex)])
+
+
 @contextlib.contextmanager
 def _lock(path: Path):
     import fcntl
@@ -254,6 +279,16 @@ def _lock(path: Path):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+CONVERTER_VERSION = 2
+"""Part of every cache key: bumped whenever a conversion would come out differently
+(2: digit-splitting pre-tokenizers restored), so an older entry is never reused."""
+
+
+def cache_entry(sha256: str, dtype: str, root: Path | None = None) -> Path:
+    """The cache folder of the file with this SHA-256, dequantised to ``dtype``."""
+    return (root or cache_root()) / "gguf" / f"{sha256[:32]}-{dtype}-c{CONVERTER_VERSION}"
 
 
 def import_gguf(path: str | os.PathLike, out: str | os.PathLike | None = None, *,
@@ -270,7 +305,7 @@ def import_gguf(path: str | os.PathLike, out: str | os.PathLike | None = None, *
     root = cache_root()
     sha = file_sha256(file, root)
     if out is None:
-        dest = root / "gguf" / f"{sha[:32]}-{dtype}"
+        dest = cache_entry(sha, dtype, root)
         found = source_of(dest)
         if found is not None:
             found.folder, found.file = str(dest), str(file)
@@ -280,7 +315,7 @@ def import_gguf(path: str | os.PathLike, out: str | os.PathLike | None = None, *
         if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
             raise ModelError(f"--out {out} already exists and is not an empty folder")
     info = inspect(file)
-    with _lock(root / "gguf" / "locks" / f"{sha[:32]}-{dtype}"):
+    with _lock(root / "gguf" / "locks" / cache_entry(sha, dtype, root).name):
         if out is None and source_of(dest) is not None:  # another process built it meanwhile
             return import_gguf(file, dtype=dtype)
         log.info("dequantising %s GGUF %s (%s) to %s once; this takes a while for large models",

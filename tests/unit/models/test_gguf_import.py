@@ -23,7 +23,7 @@ gguf = pytest.importorskip("gguf")
 
 from tunesmith.cli import main  # noqa: E402
 from tunesmith.models import gguf_import  # noqa: E402
-from tunesmith.models.gguf_import import SOURCE_FILE, import_gguf, source_of  # noqa: E402
+from tunesmith.models.gguf_import import SOURCE_FILE, cache_entry, import_gguf, source_of  # noqa: E402
 
 
 # ---- files ---------------------------------------------------------------------------------------
@@ -234,7 +234,7 @@ def test_leftovers_of_a_killed_conversion_are_replaced(tiny_gguf, cache, convert
     edit) a folder at the entry's name without its source record: neither counts as an entry,
     and the next conversion removes both."""
     sha = gguf_import.file_sha256(tiny_gguf)
-    entry = cache / "gguf" / f"{sha[:32]}-float32"
+    entry = cache_entry(sha, "float32", cache)
     stale_tmp = cache / "gguf" / f".tmp-{entry.name}-killed"
     for folder in (entry, stale_tmp):
         folder.mkdir(parents=True)
