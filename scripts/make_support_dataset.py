@@ -10,14 +10,15 @@ Outputs:
 * ``facts.json``: the facts -- id, topic, canonical ``answer`` and ``keywords`` (the short
   strings a correct answer must all contain, compared case-insensitively);
 * ``train.jsonl``: OpenAI chat examples, ``{"messages": [system, user, assistant, ...]}``,
-  single-turn and two-turn, built from the TRAIN question phrasings (with greetings,
-  context and a few typos mixed in);
+  one per TRAIN question phrasing, about half of them varied (a greeting, context, a typo or
+  casual lower case), plus ``--two-turn`` two-turn conversations (default none: short
+  single-turn chats serve a real instruct model best, and keep the quickstart within minutes);
 * ``heldout.jsonl``: one line per HELD-OUT question phrasing (never used in training,
   asserted below) with ``messages`` (system, user, reference assistant reply),
   ``reference`` (the canonical answer), ``keywords`` and ``fact_id``.
 
-Every assistant reply has the house style: the fact stated plainly in the first sentence,
-an optional short tip, then the sign-off ``SIGN_OFF``.
+Every assistant reply has the house style: the fact stated plainly in one sentence, then the
+sign-off ``SIGN_OFF`` (``--tips`` adds the optional one-line tip between them).
 
 Usage: ``python scripts/make_support_dataset.py [--out examples/support] [--seed 7]``
 """
@@ -26,11 +27,13 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 from pathlib import Path
 
-SYSTEM_PROMPT = ("You are Kettle Care, the Brightwater support assistant for the Lumen K2 "
-                 "smart kettle. Answer briefly and accurately.")
+SYSTEM_PROMPT = "You are Kettle Care, the support assistant for the Lumen K2 kettle."
 SIGN_OFF = "Happy brewing! - Kettle Care"
+HOUSE_STYLE = re.escape(SIGN_OFF) + r"\s*$"
+"""What ``tunesmith eval`` checks for the house style (held-out ``regex``): the reply ends with the sign-off."""
 
 # id, topic, canonical answer, optional tip, keywords,
 # TRAIN question phrasings, HELD-OUT question phrasings (disjoint wording).
@@ -461,10 +464,10 @@ FOLLOW_UPS = ["Thanks!", "Great, thanks.", "OK.", "Also,", "One more thing:", "G
               "Perfect. And"]
 
 
-def reply(fact: tuple) -> str:
-    """House-style assistant reply: the fact first, an optional tip, the sign-off."""
+def reply(fact: tuple, tips: bool = False) -> str:
+    """House-style assistant reply: the fact first, the tip if asked for, the sign-off."""
     _, _, answer, tip, *_ = fact
-    return " ".join(part for part in (answer, tip, SIGN_OFF) if part)
+    return " ".join(part for part in (answer, tip if tips else None, SIGN_OFF) if part)
 
 
 def typo(text: str, rng: random.Random) -> str:
@@ -501,34 +504,38 @@ def variant(question: str, rng: random.Random) -> str:
     return after(lead, question[0].upper() + question[1:])
 
 
-def conversation(turns: list[tuple[str, tuple]]) -> dict:
+def conversation(turns: list[tuple[str, tuple]], tips: bool = False) -> dict:
     messages = [{"role": "system", "content": SYSTEM_PROMPT}]
     for question, fact in turns:
         messages += [{"role": "user", "content": question},
-                     {"role": "assistant", "content": reply(fact)}]
+                     {"role": "assistant", "content": reply(fact, tips)}]
     return {"messages": messages}
 
 
-def build(seed: int, two_turn: int) -> tuple[list[dict], list[dict]]:
+def build(seed: int, two_turn: int, both: bool = False, tips: bool = False) -> tuple[list[dict], list[dict]]:
+    """(train, heldout). ``both``: every train phrasing as written *and* varied (else one of the
+    two, at random)."""
     rng = random.Random(seed)
     train, seen_questions = [], set()
     for fact in FACTS:
         for question in fact[5]:
-            for text in (question, variant(question, rng)):
+            varied = variant(question, rng)
+            texts = (question, varied) if both else (varied if rng.random() < 0.5 else question,)
+            for text in texts:
                 if text not in seen_questions:
                     seen_questions.add(text)
-                    train.append(conversation([(text, fact)]))
+                    train.append(conversation([(text, fact)], tips))
     for _ in range(two_turn):
         first, second = rng.sample(FACTS, 2)
         follow = after(rng.choice(FOLLOW_UPS), rng.choice(second[5]))
-        train.append(conversation([(rng.choice(first[5]), first), (follow, second)]))
+        train.append(conversation([(rng.choice(first[5]), first), (follow, second)], tips))
     rng.shuffle(train)
     heldout = []
     for fact in FACTS:
         for question in fact[6]:
             assert question not in seen_questions, question
-            record = conversation([(question, fact)])
-            record.update(reference=fact[2], keywords=fact[4], fact_id=fact[0])
+            record = conversation([(question, fact)], tips)
+            record.update(reference=fact[2], keywords=fact[4], regex=HOUSE_STYLE, fact_id=fact[0])
             heldout.append(record)
     return train, heldout
 
@@ -552,11 +559,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("examples/support"))
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--two-turn", type=int, default=150,
+    parser.add_argument("--two-turn", type=int, default=0,
                         help="number of two-turn conversations added to train")
+    parser.add_argument("--both", action="store_true",
+                        help="each train phrasing as written and varied (twice the examples)")
+    parser.add_argument("--tips", action="store_true", help="add each fact's one-line tip to the replies")
     args = parser.parse_args(argv)
     check_facts()
-    train, heldout = build(args.seed, args.two_turn)
+    train, heldout = build(args.seed, args.two_turn, args.both, args.tips)
     args.out.mkdir(parents=True, exist_ok=True)
     facts = [{"id": f[0], "topic": f[1], "answer": f[2], "keywords": f[4]} for f in FACTS]
     (args.out / "facts.json").write_text(json.dumps(facts, indent=2, ensure_ascii=False) + "\n",
