@@ -100,6 +100,7 @@ def export_gguf(run: str, out: str, *, quant: str = "f16", tolerance: float = 1e
                 modelfile: bool = True) -> dict:
     """``out/<name>-<quant>.gguf`` (+ ``out/Modelfile``); merges an adapter first (verified)."""
     from ..models.generate import resolve_model_ref
+    from ..models.gguf_import import resolve_model_path
     from ..models.load import load_tokenizer
     from .gguf import write_gguf
     from .ollama import modelfile as make_modelfile
@@ -110,7 +111,7 @@ def export_gguf(run: str, out: str, *, quant: str = "f16", tolerance: float = 1e
     name = Path(run).resolve().name
     report: dict = {"format": "gguf", "out": str(out_dir)}
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".merge-") as tmp:
-        src = base
+        src = resolve_model_path(base)  # a GGUF base (re-quantised as asked): its dequantised folder
         if adapter:
             merged = Path(tmp, "merged")
             report["merge"] = export_hf(run, str(merged), tolerance=tolerance)
