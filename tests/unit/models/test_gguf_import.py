@@ -378,3 +378,18 @@ def test_reward_model_on_a_gguf_base(tiny_gguf, tmp_path, cache):
     model, tokenizer = load_reward_model(str(out / "final"))
     (reward,) = score(model, tokenizer, [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yes"}]])
     assert math.isfinite(reward)
+
+
+def test_jobs_service_base_model_may_be_a_gguf_file(tiny_gguf, tmp_path, cache):
+    """``tunesmith server --base-model NAME=FILE.gguf``: checked and dequantised at start-up (one
+    line naming the option for a bad file), then named by the file like any base."""
+    from tunesmith.errors import ConfigError
+    from tunesmith.jobs.settings import parse_base_models
+
+    bases = parse_base_models([f"tiny={tiny_gguf}"])
+    assert bases == {"tiny": tiny_gguf.resolve()}
+    assert source_of(import_gguf(tiny_gguf).folder) is not None  # built at start-up, reused here
+    bad = tmp_path / "half.gguf"
+    bad.write_bytes(tiny_gguf.read_bytes()[:4096])
+    with pytest.raises(ConfigError, match=r"--base-model 'half=.*half\.gguf'.*(truncated|unreadable)"):
+        parse_base_models([f"half={bad}"])
