@@ -10,9 +10,11 @@ while the phase ran — the phase that set the peak is the one to look at.
 
     .venv/bin/python bench/memory_phases.py lora            # or full / qlora
     .venv/bin/python bench/memory_phases.py qlora --steps 1 --glibc-default  # without the heap fix
+    .venv/bin/python bench/memory_phases.py --config bench/out/smollm2/runs/tunesmith/config.resolved.yaml --steps 1
 
 It uses the assets memory_bench.py builds (``bench/out/memory``; run that first or pass
-``--work``).
+``--work``), or with ``--config`` any run config (e.g. a bench run's ``config.resolved.yaml``),
+trained for ``--steps`` steps into ``WORK/phases-run``.
 """
 
 from __future__ import annotations
@@ -110,12 +112,15 @@ def wrap(obj, attr: str, phases: Phases, name: str, after: str | None = None) ->
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("mode", choices=["full", "lora", "qlora"])
+    ap.add_argument("mode", nargs="?", choices=["full", "lora", "qlora"])
+    ap.add_argument("--config", help="train this run config instead of memory_bench's MODE workload")
     ap.add_argument("--work", default=str(mb.ROOT / "bench" / "out" / "memory"))
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--glibc-default", action="store_true",
                     help="leave glibc's dynamic mmap threshold on (the behaviour before tunesmith fixed it)")
     args = ap.parse_args()
+    if (args.mode is None) == (args.config is None):
+        ap.error("give either MODE or --config")
     work = Path(args.work)
 
     import bitsandbytes  # noqa: F401
@@ -128,7 +133,13 @@ def main() -> None:
     import tunesmith.run as run
     from tunesmith.engine.loop import Trainer
 
-    model_dir, data = mb.build_assets(work)
+    if args.config:
+        work.mkdir(parents=True, exist_ok=True)
+        config = args.config
+        overrides = [f"train.max_steps={args.steps}", f"output_dir={work / 'phases-run'}", "train.save_every=0"]
+    else:
+        model_dir, data = mb.build_assets(work)
+        config, overrides = mb.run_config(work, args.mode, model_dir, data, args.steps), None
     phases = Phases()
     phases.set("imports")
     if args.glibc_default:
@@ -166,10 +177,10 @@ def main() -> None:
 
     Trainer.__init__ = trainer_init
     try:
-        run.train(mb.run_config(work, args.mode, model_dir, data, args.steps), resume=False)
+        run.train(config, overrides, resume=False)
     finally:
         rows = phases.report()
-        _print(rows, work, args.mode)
+        _print(rows, work, args.mode or "config")
 
 
 def _print(rows: list[dict], work: Path, mode: str) -> None:
