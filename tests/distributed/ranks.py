@@ -46,7 +46,8 @@ def assert_same_run(got_dir: Path, ref_dir: Path, steps: int, keys: tuple[str, .
         assert g["tokens"] == r["tokens"] and g["tokens_total"] == r["tokens_total"], step
         for key in keys:
             if key in r:
-                assert abs(g[key] - r[key]) <= TOL, (step, key, g[key], r[key])
+                # relative beyond 1: summed log-probs (~ -100) carry float32 rounding of ~1e-5
+                assert abs(g[key] - r[key]) <= TOL * max(1.0, abs(r[key])), (step, key, g[key], r[key])
                 compared.add(key)
     assert compared == set(keys), f"never logged: {set(keys) - compared}"
     weights = "adapter_model.safetensors"
