@@ -40,7 +40,7 @@ DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Huggin
 
 # Greedy prompts: one without a system message (the template inserts its default one), one with.
 # Both continue for 16 tokens without ending the turn, with clear top-1 margins in fp32.
-CHATS = [[{"role": "user", "content": "List three uses of a kettle."}],
+CHATS = [[{"role": "user", "content": "Count from 1 to 30, separated by commas."}],
          [{"role": "system", "content": "You are Zephyr Help."},
           {"role": "user", "content": "What is the warranty of the Zephyr Q3?"}]]
 TEXTS = ["the kettle is hot.", "  two leading spaces", "trailing space ", "tea\n\nkettle  boil\n",
