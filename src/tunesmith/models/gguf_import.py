@@ -7,7 +7,7 @@ as a folder. :func:`resolve_model_path` turns it into a folder:
 1. The file is checked without loading it: the ``GGUF`` magic, a readable header, tensor data
    that fits inside the file (a half-downloaded file fails here), an architecture transformers
    can convert. Each problem is one :class:`~tunesmith.errors.ModelError` line naming the file.
-2. Its SHA-256 names a cache entry ``<cache>/gguf/<sha256[:32]>-<dtype>/``. The cache root is
+2. Its SHA-256 names a cache entry ``<cache>/gguf/<sha256[:32]>-<dtype>-c<converter version>/``. The cache root is
    ``$TUNESMITH_CACHE_DIR`` or ``$XDG_CACHE_HOME/tunesmith`` (default ``~/.cache/tunesmith``).
    Hashing is remembered per (path, size, mtime, inode) so a multi-GB file is read once.
 3. A missing entry is built by transformers' GGUF loader (``gguf_file=``: weights dequantised to
@@ -119,6 +119,7 @@ def inspect(path: str | os.PathLike) -> dict:
         reader = GGUFReader(str(p))
         fields = reader.fields
         arch = str(fields["general.architecture"].contents()) if "general.architecture" in fields else None
+        kind = str(fields["general.type"].contents()) if "general.type" in fields else "model"
         file_type = fields["general.file_type"].contents() if "general.file_type" in fields else None
         end = max((t.data_offset + int(t.n_bytes) for t in reader.tensors), default=0)
     except (ValueError, IndexError, KeyError, struct.error, OverflowError, MemoryError) as exc:
@@ -130,6 +131,9 @@ def inspect(path: str | os.PathLike) -> dict:
                          f"{size:,} (an interrupted download?)")
     if not reader.tensors:
         raise ModelError(f"{path}: the GGUF file holds no tensors (a vocabulary-only file?)")
+    if kind != "model":  # llama.cpp writes "adapter" for LoRA files, "mmproj" for vision projectors
+        raise ModelError(f"{path}: this GGUF is a {kind!r} file, not a model (general.type); "
+                         "name the base model's GGUF instead")
     if arch is None:
         raise ModelError(f"{path}: the GGUF file has no general.architecture")
     supported = _supported_architectures()

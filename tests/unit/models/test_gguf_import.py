@@ -393,3 +393,22 @@ def test_jobs_service_base_model_may_be_a_gguf_file(tiny_gguf, tmp_path, cache):
     bad.write_bytes(tiny_gguf.read_bytes()[:4096])
     with pytest.raises(ConfigError, match=r"--base-model 'half=.*half\.gguf'.*(truncated|unreadable)"):
         parse_base_models([f"half={bad}"])
+
+
+def test_a_lora_adapter_gguf_is_not_a_model(tmp_path, cache, capsys):
+    """llama.cpp's LoRA files (general.type "adapter") are refused in one line, nothing cached."""
+    import numpy as np
+    from gguf import GGUFWriter
+
+    path = tmp_path / "lora.gguf"
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_type("adapter")
+    writer.add_tensor("blk.0.attn_q.weight.lora_a", np.zeros((4, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert main(["import", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(path) in err[0] and "'adapter' file, not a model" in err[0]
+    assert not (cache / "gguf").exists() or not [p for p in (cache / "gguf").iterdir() if p.name not in ("hashes", "locks")]
