@@ -55,7 +55,7 @@ def test_unknown_config_key_suggests(tmp_path, tiny_model_dir, color_data):
 
 def test_missing_model_directory(tmp_path, color_data):
     code, err = _run(tmp_path, _base(tmp_path / "no-such-model", color_data[0], tmp_path / "out"))
-    assert code == 2 and "model directory not found" in err and "no-such-model" in err
+    assert code == 2 and "model not found" in err and "no-such-model" in err
 
 
 def test_missing_data_file(tmp_path, tiny_model_dir):

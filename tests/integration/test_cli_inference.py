@@ -29,7 +29,7 @@ def test_chat_session_reads_turns_until_empty_line(tiny_model_dir):
 
 def test_generate_with_missing_model_is_a_clear_error(tmp_path):
     proc = _run(["generate", "--model", str(tmp_path / "nothing"), "--prompt", "x"])
-    assert proc.returncode == 2 and "model directory not found" in proc.stderr
+    assert proc.returncode == 2 and "model not found" in proc.stderr
 
 
 def test_data_commands_are_wired(tmp_path):

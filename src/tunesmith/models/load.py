@@ -24,8 +24,8 @@ def check_model_dir(path: str) -> Path:
 
         return Path(resolve_model_path(p))
     if not p.exists():
-        raise ModelError(f"model directory not found: {path} (tunesmith loads local Hugging Face "
-                         "folders; no network access is used)")
+        raise ModelError(f"model not found: {path} (tunesmith loads a local Hugging Face model "
+                         "directory or a GGUF file; no network access is used)")
     if not p.is_dir():
         raise ModelError(f"model path is not a directory: {path}")
     if not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
