@@ -10,7 +10,8 @@ while the phase ran — the phase that set the peak is the one to look at.
 
     .venv/bin/python bench/memory_phases.py lora            # or full / qlora
     .venv/bin/python bench/memory_phases.py qlora --steps 1 --glibc-default  # without the heap fix
-    .venv/bin/python bench/memory_phases.py --config bench/out/smollm2/runs/tunesmith/config.resolved.yaml --steps 1
+    .venv/bin/python bench/memory_phases.py --config bench/out/smollm2/runs/tunesmith/config.resolved.yaml \
+        --steps 1 --saved-bytes        # one row per forward pass; MALLOC_MMAP_THRESHOLD_=65536 to compare
 
 It uses the assets memory_bench.py builds (``bench/out/memory``; run that first or pass
 ``--work``), or with ``--config`` any run config (e.g. a bench run's ``config.resolved.yaml``),
@@ -118,6 +119,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--glibc-default", action="store_true",
                     help="leave glibc's dynamic mmap threshold on (the behaviour before tunesmith fixed it)")
+    ap.add_argument("--saved-bytes", action="store_true",
+                    help="also print, per forward pass, the bytes autograd saves for backward (real tensors)")
     args = ap.parse_args()
     if (args.mode is None) == (args.config is None):
         ap.error("give either MODE or --config")
@@ -150,16 +153,35 @@ def main() -> None:
     wrap(run, "save_final", phases, "final save", after="end")
     wrap(torch.nn.utils, "clip_grad_norm_", phases, "clip")
     init = Trainer.__init__
-    step_no = {"n": 0}
+    step_no = {"n": 0, "pass": 0}
 
     def trainer_init(self, *a, **k):
         init(self, *a, **k)
         loss_fn = self.loss_fn
+        params = {p.untyped_storage()._cdata for p in self.model.parameters()}
 
         def loss(*la, **lk):
-            phases.set(f"forward {step_no['n']}")
-            out = loss_fn(*la, **lk)
-            phases.set(f"backward {step_no['n']}" if torch.is_grad_enabled() else f"eval {step_no['n']}")
+            # Several forward passes per step (max_tokens_per_forward): one row per pass after the first.
+            label = f"{step_no['n']}" + (f" pass {step_no['pass']}" if step_no["pass"] else "")
+            phases.set(f"forward {label}")
+            if args.saved_bytes and torch.is_grad_enabled():
+                saved: dict[int, int] = {}
+
+                def pack(t):
+                    storage = t.untyped_storage()
+                    if storage._cdata not in params:
+                        saved[storage._cdata] = storage.nbytes()
+                    return t
+
+                with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                    out = loss_fn(*la, **lk)
+                small = sum(v for v in saved.values() if v < 1 << 20)
+                print(f"forward {label}: autograd saved {sum(saved.values()) / 1e6:.0f} MB in {len(saved)} "
+                      f"tensors ({small / 1e6:.0f} MB in tensors under 1 MiB)", flush=True)
+            else:
+                out = loss_fn(*la, **lk)
+            phases.set(f"backward {label}" if torch.is_grad_enabled() else f"eval {label}")
+            step_no["pass"] += 1
             return out
 
         self.loss_fn = loss
@@ -170,6 +192,7 @@ def main() -> None:
             out = opt_step(*sa, **sk)
             phases.set(f"after step {step_no['n']}")
             step_no["n"] += 1
+            step_no["pass"] = 0
             return out
 
         self.optimizer.step = step
