@@ -265,7 +265,7 @@ def _param_counts(spec: dict, r: int) -> dict:
 def asset_spec(workload: str = "32m") -> dict:
     if workload == "smollm2":
         import sft_smollm2
-        return {"version": ASSET_VERSION, "workload": workload, "model": sft_smollm2.SOURCE_SPEC, "data": DATA_SPEC,
+        return {"version": ASSET_VERSION, "workload": workload, "model": sft_smollm2.source_spec(), "data": DATA_SPEC,
                 "chat_template": "the model's own", "max_length": HPARAMS["max_length"]}
     return {"version": ASSET_VERSION, "model": MODEL_SPEC, "data": DATA_SPEC, "tokenizer": TOKENIZER_SPEC,
             "chat_template": CHATML, "max_length": HPARAMS["max_length"]}

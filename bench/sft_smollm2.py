@@ -41,6 +41,14 @@ CHATML_GENERATION = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
 
 
+def source_spec() -> dict:
+    """What the cached assets depend on: the wheel, the file, the dtype and tunesmith's GGUF converter
+    version (a new converter makes a new cache folder, so assets built from the old one are rebuilt)."""
+    from tunesmith.models import gguf_import
+
+    return {**SOURCE_SPEC, "converter": getattr(gguf_import, "CONVERTER_VERSION", 1)}
+
+
 def dequantised_model() -> dict:
     """The GGUF's dequantised fp32 folder (built into tunesmith's cache on first use) and its source."""
     from tunesmith.models.gguf_import import import_gguf, packaged_gguf
