@@ -28,6 +28,7 @@ fi
 "$VENV/bin/python" - <<PYEOF
 import torch, trl, peft, transformers
 assert torch.__version__.startswith("${TORCH_VERSION}"), torch.__version__
+assert torch.version.cuda is None, f"a CUDA build of torch was installed ({torch.__version__}); expected the CPU build"
 print("peer venv ready:", "torch", torch.__version__, "| trl", trl.__version__, "| peft", peft.__version__,
       "| transformers", transformers.__version__)
 PYEOF
