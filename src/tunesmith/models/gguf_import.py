@@ -74,11 +74,6 @@ def cache_root() -> Path:
     return Path(base) / "tunesmith"
 
 
-def is_model_file(path: str | os.PathLike) -> bool:
-    """True when ``path`` names a file (not a folder): tunesmith reads such a model as GGUF."""
-    return Path(path).is_file()
-
-
 def source_of(folder: str | os.PathLike) -> GGUFSource | None:
     """The :class:`GGUFSource` recorded in a converted folder, or None for an ordinary one."""
     f = Path(folder, SOURCE_FILE)
@@ -200,17 +195,11 @@ def file_sha256(path: str | os.PathLike, root: Path | None = None) -> str:
     except OSError:
         pass
     digest = sha256_file(p)
-    with contextlib.suppress(OSError):
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(memo, digest)
+    from ..data.scrub import write_atomically
+
+    with contextlib.suppress(OSError):  # a read-only cache only costs a re-hash next time
+        write_atomically(memo, [digest])
     return digest
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 # ---- converting -------------------------------------------------------------------------------
