@@ -21,6 +21,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+from .. import jsontext
 from ..errors import DataError
 from . import formats as F
 from . import readers
@@ -196,7 +197,7 @@ def _parse_line(raw: bytes, number: int) -> Iterator[_Row]:
     if not text.strip():
         return
     try:
-        yield _Row(number, json.loads(text))
+        yield _Row(number, jsontext.loads(text))
     except json.JSONDecodeError as err:
         # OpenAI's wording: "Example 1273 cannot be parsed. Error: line contains invalid json: ..."
         yield _Row(number, problem=("invalid_json", f"{_where(number)} cannot be parsed. Error: "
@@ -350,7 +351,7 @@ class _Rules:
                          '(e.g. "{\\"city\\": \\"Paris\\"}")', j)
                 continue
             try:
-                json.loads(arguments)
+                jsontext.loads(arguments)
             except json.JSONDecodeError as err:
                 self.add("tool_call_arguments_invalid_json", line, f"{at}, tool_calls[{k}]."
                          f"function.arguments is not valid JSON: {err.msg}", j)

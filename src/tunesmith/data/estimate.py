@@ -49,6 +49,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+from .. import jsontext
 from ..errors import DataError
 from . import formats as F
 from .example import Example
@@ -192,7 +193,7 @@ def _safetensors_shapes(folder: Path) -> dict[str, list[int]]:
                 (length,) = struct.unpack("<Q", handle.read(8))
                 if length > 100_000_000:  # a corrupt header; do not read 100s of MB
                     continue
-                header = json.loads(handle.read(length))
+                header = jsontext.loads(handle.read(length))
         except (OSError, ValueError, struct.error):
             continue
         for name, info in header.items():

@@ -25,6 +25,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+from tunesmith import jsontext
 from tunesmith.errors import DataError
 
 Row = tuple[int, Any]
@@ -126,7 +127,7 @@ def _read_jsonl(file: Path) -> Iterator[Row]:
             if not text.strip():
                 continue
             try:
-                yield number, json.loads(text)
+                yield number, jsontext.loads(text)
             except json.JSONDecodeError as err:
                 where = "at the end of the line" if err.pos >= len(text) else f"column {err.colno}"
                 raise DataError(f"invalid JSON: {err.msg}: {where}"
@@ -147,7 +148,7 @@ def _read_json(file: Path) -> Iterator[Row]:
     if not text.strip():
         return
     try:
-        document = json.loads(text)
+        document = jsontext.loads(text)
     except json.JSONDecodeError as err:
         raise DataError(f"invalid JSON: {err.msg}: column {err.colno}",
                         path=str(file), line=err.lineno) from None
@@ -205,7 +206,7 @@ def _csv_json_cell(file: Path, number: int, column: str, cell: str) -> Any:
     if not cell.lstrip().startswith(("[", "{")):
         return cell  # left as a string; the format check says what was expected
     try:
-        return json.loads(cell)
+        return jsontext.loads(cell)
     except json.JSONDecodeError as err:
         raise DataError(f"cell is not valid JSON (column {err.colno} of the cell: {err.msg})",
                         path=str(file), line=number, field=column) from None

@@ -9,13 +9,13 @@ Two passes over the file, memory per row: pass 1 keys every line (one 64-bit int
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 
+from .. import jsontext
 from ..errors import DataError
 from .dedup import near_key, raw_line_key
 
@@ -39,7 +39,7 @@ def _line_keys(path: Path) -> list[int]:
             if not raw.strip():
                 continue
             try:
-                keys.append(near_key(json.loads(raw)))
+                keys.append(near_key(jsontext.loads(raw)))
             except ValueError:  # invalid JSON or UTF-8: still copied, grouped by its bytes
                 keys.append(raw_line_key(raw))
     return keys

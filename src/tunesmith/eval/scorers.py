@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import re
 import string
 import sys
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .. import jsontext
 from ..errors import ConfigError
 from ..json_schema import require_jsonschema, schema_validator
 
@@ -111,7 +111,7 @@ def parse_json(prediction: str) -> tuple[bool, Any]:
     """(is valid JSON, value). The whole reply must be one JSON document (surrounding
     whitespace allowed); prose around it makes it invalid, as a program reading it would see."""
     try:
-        return True, json.loads(prediction.strip())
+        return True, jsontext.loads(prediction.strip())
     except ValueError:
         return False, None
 

@@ -10,6 +10,7 @@ import json
 import re
 from functools import lru_cache
 
+from .. import jsontext
 from ..errors import ConfigError, TunesmithError
 from ..json_schema import read_schema_file, require_jsonschema, schema_validator
 from . import Sample
@@ -84,7 +85,7 @@ def parse_json_completion(text: str):
     m = _FENCE.match(text)
     if m:
         text = m.group(1).strip()
-    return json.loads(text)
+    return jsontext.loads(text)
 
 
 def _load_schema(value, where: str) -> dict:
@@ -116,7 +117,7 @@ def json_schema(spec, where: str):
     @lru_cache(maxsize=256)
     def per_example(text: str):
         try:
-            return schema_validator(json.loads(text), f"the schema in example field '{spec.field}'")
+            return schema_validator(jsontext.loads(text), f"the schema in example field '{spec.field}'")
         except ConfigError as exc:
             raise TunesmithError(str(exc)) from None
 

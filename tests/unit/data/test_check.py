@@ -223,3 +223,12 @@ def test_cli_exit_codes_and_json(tmp_path, capsys, tiny_tokenizer_dir):
 
 def test_warning_codes_are_not_errors():
     assert not set(WARNING_CODES) & set(CODES)
+
+
+def test_deeply_nested_line_is_invalid_json_naming_the_line(tmp_path):
+    rows = chats(12)
+    rows[4] = "[" * 5000 + "]" * 5000
+    report = check_file(write(tmp_path / "t.jsonl", rows))
+    assert [(e["line"], e["code"]) for e in report.errors] == [(5, "invalid_json")]
+    assert "nested more than 100 levels deep" in report.errors[0]["message"]
+    assert report.job_error()["code"] == "invalid_file_format"

@@ -250,3 +250,15 @@ def test_txt_file_is_one_text_document(tmp_path):
     path = tmp_path / "corpus.txt"
     path.write_text("First paragraph.\n\n\nSecond paragraph.\n")
     assert rows(path) == [(1, {"text": "First paragraph.\n\n\nSecond paragraph.\n"})]
+
+
+@pytest.mark.parametrize("line, says", [
+    ("[" * 5000 + "]" * 5000, "nested more than 100 levels deep"),
+    ('{"text": ' + "7" * 5001 + "}", "Exceeds the limit (4300 digits)"),
+])
+def test_pathological_json_line_is_a_data_error_naming_the_line(tmp_path, line, says):
+    # RecursionError / the integer digit limit used to escape as a traceback (issue 16).
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"text": "ok"}\n' + line + "\n")
+    err = error(path)
+    assert err.path == str(path) and err.line == 2 and says in str(err)
