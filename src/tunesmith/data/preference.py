@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import DataError
+from ..models.template import render_chat
 from .formats import (FORMAT_LABELS, KTO, OPENAI_PREFERENCE, PREFERENCE_PAIRS, Where,
                       _describe, check_messages, iter_format_rows)
 
@@ -207,11 +208,8 @@ _TEMPLATE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id", "func
 
 def _template(tokenizer, messages, tools, generation: bool, name: str) -> str:
     messages = [{k: m[k] for k in _TEMPLATE_KEYS if k in m} for m in messages]
-    try:
-        return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False,
-                                             add_generation_prompt=generation)
-    except Exception as exc:
-        raise DataError(f"the chat template of {name} rejected this conversation: {exc}") from None
+    return render_chat(tokenizer, messages, tools=tools, add_generation_prompt=generation, error=DataError,
+                       what=f"the chat template of {name}")
 
 
 def chat_texts(tokenizer, prompt: list, answers: list[list], tools=None,

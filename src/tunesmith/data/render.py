@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import DataError
+from ..models.template import render_chat
 from .example import Example
 
 _TEMPLATE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id", "function_call")
@@ -79,11 +80,8 @@ class Renderer:
 
     # -- chat -------------------------------------------------------------------------------
     def _template(self, messages, tools, add_generation_prompt: bool) -> str:
-        try:
-            return self.tokenizer.apply_chat_template(
-                messages, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt)
-        except Exception as exc:  # jinja raise_exception(), missing template, ...
-            raise DataError(f"the chat template of {self.template_name} rejected this conversation: {exc}") from None
+        return render_chat(self.tokenizer, messages, tools=tools, add_generation_prompt=add_generation_prompt,
+                           error=DataError, what=f"the chat template of {self.template_name}")
 
     def assistant_spans(self, example: Example) -> tuple[str, list[tuple[int, int]]]:
         """Full rendered text and the [start, end) character spans of trained assistant turns.

@@ -153,9 +153,9 @@ def load_eval_model(model: EvalModel, ctx: RunContext, device: torch.device,
     lm = load_causal_lm(model.path, dtype=dtype, device=device, trust_remote_code=ctx.trust_remote_code)
     lm.set_attn_implementation(register())
     if model.kind == "adapter":
-        from peft import PeftModel
+        from ..models.adapters import open_adapter
 
-        lm = PeftModel.from_pretrained(lm, model.adapter)
+        lm = open_adapter(lm, model.adapter)
     elif model.kind == "checkpoint":
         lm = _apply_checkpoint(lm, model, ctx)
     if hasattr(lm, "merge_and_unload"):

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ModelError, TunesmithError
+from ..models.template import render_chat
 
 PROBES = ["The quick brown fox jumps over the lazy dog.", "Question: what is two plus two?",
           "Once upon a time"]
@@ -28,8 +29,8 @@ PROBES = ["The quick brown fox jumps over the lazy dog.", "Question: what is two
 def probe_batch(tokenizer) -> dict:
     texts = list(PROBES)
     if getattr(tokenizer, "chat_template", None):
-        texts.append(tokenizer.apply_chat_template(
-            [{"role": "user", "content": "hello, who are you?"}], tokenize=False, add_generation_prompt=True))
+        texts.append(render_chat(tokenizer, [{"role": "user", "content": "hello, who are you?"}],
+                                 add_generation_prompt=True))
     tokenizer.padding_side = "right"
     return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
 
@@ -53,20 +54,19 @@ def run_quantization(adapter: str):
 
 def _merge_quantized(base_path: str, adapter: str, spec, batch):
     """(reference logits of the adapter on the quantised base, merged fp32 model)."""
-    from peft import PeftModel
-
+    from ..models.adapters import open_adapter
     from ..models.load import load_causal_lm
     from ..models.quantize import dequantize_into
 
     quantized = load_causal_lm(base_path, dtype=torch.float32, quantization=spec)
-    reference = PeftModel.from_pretrained(quantized, adapter)
+    reference = open_adapter(quantized, adapter)
     reference.eval()
     with torch.no_grad():
         expected = reference(**batch).logits.float()
     full = load_causal_lm(base_path, dtype=torch.float32)
     dequantize_into(reference.get_base_model(), full)
     del reference, quantized
-    model = PeftModel.from_pretrained(full, adapter)
+    model = open_adapter(full, adapter)
     model.eval()
     with torch.no_grad():
         merged = model.merge_and_unload(safe_merge=True)
@@ -81,8 +81,7 @@ def merge_adapter(run_or_adapter: str, out: str, *, base: str | None = None,
     run's resolved config (``RUN/final`` adapters), a ``QuantSpec``, or None for a
     full-precision base.
     """
-    from peft import PeftModel
-
+    from ..models.adapters import open_adapter
     from ..models.generate import resolve_model_ref
     from ..models.load import load_causal_lm, load_tokenizer
     from ..models.template import stop_token_ids
@@ -100,7 +99,7 @@ def merge_adapter(run_or_adapter: str, out: str, *, base: str | None = None,
         with torch.no_grad():
             got = merged(**batch).logits
     else:
-        model = PeftModel.from_pretrained(load_causal_lm(base_path, dtype=torch.float32), adapter)
+        model = open_adapter(load_causal_lm(base_path, dtype=torch.float32), adapter)
         model.eval()
         with torch.no_grad():
             expected = model(**batch).logits

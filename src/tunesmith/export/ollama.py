@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import ModelError
+from ..models.template import render_chat
 
 _S = "\u2063TS{}\u2063"  # invisible separator: cannot collide with template text
 ROLES = ("system", "user", "assistant")
@@ -61,10 +62,7 @@ def _probes() -> list[list[dict]]:
 
 
 def _render_jinja(tokenizer, messages: list[dict], gen: bool = False) -> str:
-    try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen)
-    except Exception as exc:
-        raise ModelError(f"the chat template rejected a probe conversation: {exc}") from None
+    return render_chat(tokenizer, messages, add_generation_prompt=gen, what="the chat template (probe conversation)")
 
 
 def measure_template(tokenizer) -> TemplateParts:

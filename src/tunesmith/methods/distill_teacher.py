@@ -95,9 +95,9 @@ def load_teacher(base: str, adapter: str | None, device: torch.device, load_in_4
         quant = QuantSpec(bits=4, compute_dtype=dtype)
     model = load_causal_lm(base, dtype=dtype, device=device, quantization=quant)
     if adapter:
-        from peft import PeftModel
+        from ..models.adapters import open_adapter
 
-        model = PeftModel.from_pretrained(model, adapter)
+        model = open_adapter(model, adapter)
         if quant is None:
             model = model.merge_and_unload()
     model.set_attn_implementation(register_attention())

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..config import AdapterConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelError
 
 
 def linear_module_names(model: nn.Module) -> list[str]:
@@ -71,6 +71,36 @@ def top_layer_indices(model: nn.Module, top: int | None) -> list[int] | None:
     return list(range(n - top, n))
 
 
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def check_adapter_dir(folder) -> None:
+    """ModelError unless ``folder`` is a PEFT adapter whose weights are safetensors.
+
+    PEFT falls back to ``adapter_model.bin`` (a pickle) when the safetensors file is missing; it
+    reads that with ``weights_only=True``, so a hostile pickle does not run, but it fails with a
+    traceback. tunesmith reads weights from safetensors only, so such a folder is refused here,
+    before PEFT sees it, with one line naming the file."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    if not (folder / "adapter_config.json").is_file():
+        raise ModelError(f"adapter folder {folder} has no adapter_config.json")
+    if not (folder / ADAPTER_WEIGHTS).is_file():
+        pickles = sorted(p.name for p in folder.glob("adapter_model.*") if p.suffix in (".bin", ".pt", ".pth"))
+        found = f" (found {pickles[0]}: pickled weights are not loaded; convert it to safetensors)" if pickles else ""
+        raise ModelError(f"adapter folder {folder} has no {ADAPTER_WEIGHTS}{found}")
+
+
+def open_adapter(model: nn.Module, folder, **kwargs) -> nn.Module:
+    """``PeftModel.from_pretrained(model, folder, **kwargs)`` after :func:`check_adapter_dir`:
+    the one place tunesmith opens a saved adapter for inference, merging or scoring."""
+    from peft import PeftModel
+
+    check_adapter_dir(folder)
+    return PeftModel.from_pretrained(model, str(folder), **kwargs)
+
+
 def load_init_adapter(model: nn.Module, folder: str, targets: list[str]) -> None:
     """``adapter.init_from``: copy the adapter weights saved in ``folder`` into the freshly
     attached adapter of ``model`` (a PEFT model), bitwise (a dtype cast only if they differ).
@@ -117,6 +147,7 @@ def load_reference_adapter(model: nn.Module, folder: str) -> None:
     ``meta``-device model (shape-only copies)."""
     if any(p.is_meta for p in model.parameters()):
         return
+    check_adapter_dir(folder)
     model.load_adapter(folder, adapter_name=REFERENCE_ADAPTER, is_trainable=False)
 
 

@@ -10,7 +10,7 @@ import torch
 from ..errors import ModelError
 from .attention import padded_attention
 from .load import load_causal_lm, load_tokenizer
-from .template import stop_token_ids
+from .template import render_chat, stop_token_ids
 
 
 def resolve_model_ref(path: str, adapter: str | None = None) -> tuple[str, str | None]:
@@ -38,11 +38,9 @@ def load_for_inference(model: str, adapter: str | None = None, device: str = "cp
     tokenizer = load_tokenizer(tok_dir)
     lm = load_causal_lm(base, dtype=dtype, device=device)
     if adapter:
-        from peft import PeftModel
+        from .adapters import open_adapter
 
-        if not Path(adapter, "adapter_config.json").is_file():
-            raise ModelError(f"adapter folder {adapter} has no adapter_config.json")
-        lm = PeftModel.from_pretrained(lm, adapter)
+        lm = open_adapter(lm, adapter)
     lm.eval()
     return lm, tokenizer
 
@@ -54,7 +52,7 @@ def format_prompt(tokenizer, prompt, system: str | None = None) -> str:
     messages = list(prompt) if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
     if system and not any(m["role"] == "system" for m in messages):
         messages.insert(0, {"role": "system", "content": system})
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return render_chat(tokenizer, messages, add_generation_prompt=True)
 
 
 def prompt_token_ids(tokenizer, prompt, system: str | None = None, *, templated: bool = True) -> list[int]:

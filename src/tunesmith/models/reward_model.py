@@ -31,6 +31,7 @@ from torch import nn
 
 from ..errors import ModelError
 from .load import check_model_dir, load_tokenizer
+from .template import render_chat
 
 _HEAD_NAMES = ("score", "classifier")
 
@@ -53,10 +54,7 @@ def conversation_ids(tokenizer, messages: list[dict], tools=None) -> list[int]:
         prompt_ids, (answer_ids,) = renderer.ids(list(messages[:k]), [list(messages[k:])], tools,
                                                  "conversation")
         return prompt_ids + answer_ids
-    try:
-        text = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False)
-    except Exception as exc:
-        raise ModelError(f"the chat template rejected a conversation: {exc}") from None
+    text = render_chat(tokenizer, messages, tools=tools)
     return renderer.encode(text.rstrip(" \n") or text)
 
 
@@ -121,7 +119,7 @@ def load_reward_model(path: str, device: str | torch.device = "cpu", *, base: st
     """
     folder = check_model_dir(path)
     if (folder / "adapter_config.json").is_file():
-        from peft import PeftModel
+        from .adapters import open_adapter
 
         adapter_cfg = _read_json(folder / "adapter_config.json")
         saved = set(adapter_cfg.get("modules_to_save") or [])
@@ -131,7 +129,7 @@ def load_reward_model(path: str, device: str | torch.device = "cpu", *, base: st
         base_dir = _resolve_base(folder, base)
         model = _load_seq_cls(base_dir, dtype)
         try:
-            model = PeftModel.from_pretrained(model, str(folder))
+            model = open_adapter(model, folder)
         except Exception as exc:
             raise ModelError(f"could not load the adapter in {path} over {base_dir}: {exc}") from None
         tok_dir = str(folder) if (folder / "tokenizer.json").is_file() else base_dir

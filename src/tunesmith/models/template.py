@@ -1,8 +1,29 @@
-"""Facts about a tokenizer's chat template that generation and export need."""
+"""A tokenizer's chat template: rendering it safely, and the facts generation and export need."""
 
 from __future__ import annotations
 
+from ..errors import ModelError
+
 _PROBE = "TUNESMITH_PROBE_REPLY"
+
+
+def render_chat(tokenizer, messages: list[dict], *, tools=None, add_generation_prompt: bool = False,
+                error: type[Exception] = ModelError, what: str = "the chat template") -> str:
+    """``tokenizer.apply_chat_template(..., tokenize=False)``; every failure of the template is
+    raised as ``error`` (a TunesmithError: one line, exit 2) naming ``what``.
+
+    transformers renders templates in Jinja's immutable sandbox, so a template that reaches for
+    Python internals (``''.__class__.__mro__``) raises ``SecurityError`` instead of running; that
+    refusal, ``raise_exception()`` from the template and a missing template all land here."""
+    from jinja2.exceptions import SecurityError
+
+    try:
+        return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False,
+                                             add_generation_prompt=add_generation_prompt)
+    except SecurityError as exc:
+        raise error(f"{what} was refused: it tries an unsafe operation ({exc})") from None
+    except Exception as exc:  # jinja raise_exception(), a missing template, a template bug ...
+        raise error(f"{what} rejected the conversation: {exc}") from None
 
 
 def stop_token_ids(tokenizer) -> list[int]:
