@@ -225,11 +225,14 @@ def train(config: RunConfig | dict | str | Path, overrides: list[str] | None = N
 
     resume_from = None
     if resume:
-        resume_from = ckpt.latest_checkpoint(out / "checkpoints")
+        # The newest checkpoint that verifies and loads; damaged newer ones are skipped with a
+        # warning naming the bad file (engine.checkpoint).
+        resume_from = ckpt.load_newest_good(out / "checkpoints")
         if resume is True and resume_from is None:
             raise ckpt.CheckpointError(f"--resume: no complete checkpoint in {out / 'checkpoints'}")
     if trainer.dist.active:
-        distributed.same_on_all_ranks(trainer.dist, str(resume_from), "the checkpoint to resume from")
+        distributed.same_on_all_ranks(trainer.dist, str(resume_from and resume_from.path),
+                                      "the checkpoint to resume from")
     result = trainer.fit(resume_from, process_start=t_start)
     dist_ctx = trainer.dist
     weights = None

@@ -64,14 +64,17 @@ def test_missing_data_file(tmp_path, tiny_model_dir):
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path, tiny_model_dir, color_data):
+    """A damaged checkpoint is skipped for an older one (tests/invariants/test_checkpoint_integrity.py);
+    when every one is damaged, the run stops with one error line naming the bad files."""
     cfg = _base(tiny_model_dir, color_data[0], tmp_path / "out")
     cfg["train"].update(max_steps=2, save_every=1)
     assert _run(tmp_path, cfg)[0] == 0
-    ckpt = tmp_path / "out" / "checkpoints" / "step-000002"
-    (ckpt / "trainable.safetensors").write_bytes(b"garbage")
+    for step in (1, 2):
+        (tmp_path / "out" / "checkpoints" / f"step-{step:06d}" / "trainable.safetensors").write_bytes(b"garbage")
     cfg["train"]["max_steps"] = 3
     code, err = _run(tmp_path, cfg)
-    assert code == 2 and "step-000002" in err and "corrupt" in err
+    assert code == 2 and "Traceback" not in err
+    assert "step-000002: trainable.safetensors: 7 bytes" in err and "error: no usable checkpoint" in err
 
 
 def test_incomplete_checkpoint_is_skipped(tmp_path, tiny_model_dir, color_data):

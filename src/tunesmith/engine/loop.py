@@ -288,8 +288,11 @@ class Trainer:
         distributed.barrier(ctx)
         return path
 
-    def restore(self, path: Path) -> int:
-        data = ckpt.load_checkpoint(path)
+    def restore(self, path: Path, data: dict | None = None) -> int:
+        """Load checkpoint ``path`` (or its already loaded ``data``) into the model, optimizer,
+        scheduler and RNGs; returns its step. CheckpointError when it was written with other
+        settings (``state_extra``) or for another model."""
+        data = data if data is not None else ckpt.load_checkpoint(path)
         saved = data["state"]
         for key, value in self.state_extra.items():
             if saved.get(key) != value:
@@ -310,9 +313,16 @@ class Trainer:
         return int(saved["step"])
 
     # -- the loop ----------------------------------------------------------------------------
-    def fit(self, resume_from: Path | None = None, process_start: float | None = None) -> TrainResult:
+    def fit(self, resume_from: ckpt.LoadedCheckpoint | Path | None = None,
+            process_start: float | None = None) -> TrainResult:
+        """Train from step 0, or from ``resume_from``: a checkpoint directory, or one that
+        :func:`tunesmith.engine.checkpoint.load_newest_good` chose and loaded."""
         cfg = self.cfg
-        start = self.restore(resume_from) if resume_from else 0
+        if isinstance(resume_from, ckpt.LoadedCheckpoint):
+            start = self.restore(*resume_from)
+            resume_from = resume_from.path
+        else:
+            start = self.restore(resume_from) if resume_from else 0
         if resume_from:
             log.info("resumed from %s at step %d", resume_from, start)
         # Only rank 0 writes metrics and shows progress (every rank computes the same rows).
