@@ -39,6 +39,13 @@ if [ "${CI:-}" = "true" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
     || echo "setup.sh: could not install postgresql; its store tests will be skipped" >&2
 fi
+# Python graders (docs/graders.md) run untrusted code inside bubblewrap, Debian's unprivileged
+# sandbox; without it they are refused and their sandbox tests skip with a reason.
+if [ "${CI:-}" = "true" ] && ! command -v bwrap >/dev/null 2>&1 \
+   && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null) \
+    || echo "setup.sh: could not install bubblewrap; the python grader sandbox tests will be skipped" >&2
+fi
 # The evaluation report's screenshot test renders report.html in headless Chromium (Debian's
 # package, ~30 s to install); without it that one test skips with a reason.
 if [ "${CI:-}" = "true" ] && ! command -v chromium >/dev/null 2>&1 \

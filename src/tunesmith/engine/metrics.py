@@ -12,6 +12,24 @@ from pathlib import Path
 log = logging.getLogger("tunesmith")
 
 
+def _whole_rows(path: Path) -> list[str]:
+    """The lines of ``path`` that are whole JSON objects. A run killed mid-write leaves its last
+    line cut off; that row is replayed after the resume anyway, so it is dropped (with a note)
+    rather than stopping the resume."""
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            if isinstance(json.loads(line), dict):
+                rows.append(line)
+                continue
+        except ValueError:
+            pass
+        log.warning("%s, line %d: not a whole metrics row (cut off by a kill?); dropped", path, number)
+    return rows
+
+
 class MetricsFile:
     """Appends one JSON object per optimizer step (and per evaluation) to ``metrics.jsonl``."""
 
@@ -19,8 +37,7 @@ class MetricsFile:
         self.path = path
         if resume_step is not None and path.exists():
             # Rows written after the checkpoint we resume from are replayed, so drop them.
-            kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            kept = [line for line in _whole_rows(path) if json.loads(line).get("step", 0) <= resume_step]
             # Replace the file rather than truncate it in place: a reader following it by byte
             # offset (the jobs worker) sees a new inode and starts over, instead of seeking into
             # the middle of a replayed row whose timing fields made it longer or shorter. A kill

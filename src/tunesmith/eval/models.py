@@ -25,7 +25,7 @@ import torch
 
 from ..config import RunConfig, load_config
 from ..engine import checkpoint as ckpt
-from ..errors import ConfigError, ModelError
+from ..errors import CheckpointError, ConfigError, ModelError
 from ..models.generate import resolve_model_ref
 from ..models.load import load_causal_lm, load_tokenizer
 
@@ -77,7 +77,7 @@ def _checkpoint_dir(ctx: RunContext, spec: str) -> Path:
         raise ConfigError(f"model '{spec}' names a checkpoint, but {ctx.target} is not a run")
     root = ctx.run_dir / "checkpoints"
     if spec == "latest":
-        found = ckpt.latest_checkpoint(root)
+        found = ckpt.latest_good_checkpoint(root)  # a damaged newest one is skipped, with a warning
         if found is None:
             raise ConfigError(f"no complete checkpoint in {root}")
         return found
@@ -86,6 +86,9 @@ def _checkpoint_dir(ctx: RunContext, spec: str) -> Path:
     if not (path / ckpt.MARKER).is_file():
         have = ", ".join(d.name for d in ckpt.list_checkpoints(root)) or "none"
         raise ConfigError(f"no complete checkpoint {path} (complete checkpoints: {have})")
+    damage = ckpt.verify_checkpoint(path)
+    if damage is not None:
+        raise CheckpointError(f"checkpoint {path} is damaged: {damage}")
     return path
 
 

@@ -64,8 +64,12 @@ class Inference:
             return folder
         if (folder / "adapter_config.json").is_file():
             return folder  # exported earlier; the checkpoint itself may have been rotated away since
+        from ..engine.checkpoint import MARKER, verify_checkpoint  # torch: not at the app's import
+
         ckpt = self.settings.run_dir(job["id"]) / "checkpoints" / f"step-{step:06d}"
-        if not (ckpt / "COMMITTED").is_file():
+        # Verified, not only committed: a damaged checkpoint can load without error (a flipped
+        # byte) and would serve wrong weights; to the client it is as gone as a rotated one.
+        if not (ckpt / MARKER).is_file() or verify_checkpoint(ckpt) is not None:
             raise model_not_found(f"checkpoint step {step}")
         checkpoint_adapter(str(self.settings.base_models[base]), ckpt, folder)
         return folder
