@@ -2,13 +2,16 @@
 
 - :mod:`.ids` — object ids, ``ft:`` model ids, API-key hashing;
 - :mod:`.store` — the SQLAlchemy store (SQLite default, PostgreSQL by URL) and job claiming;
-- :mod:`.blobs` — uploaded files on disk, named by generated id only;
+- :mod:`.blobs` — uploaded files on disk, named by generated id only, and the bounded
+  multipart parser; :mod:`.bodies` — the one reader of JSON request bodies;
+- :mod:`.errors` — OpenAI's error envelope, and the last-resort JSON 500;
 - :mod:`.spec` — create-job validation and hyperparameter resolution (OpenAI's ranges);
 - :mod:`.app` — the FastAPI app (``/v1/files``, ``/v1/fine_tuning/jobs``, ``/v1/models``,
   inference, the dashboard at ``/``); :mod:`.permissions` — checkpoint permissions (admin keys);
   :mod:`.access` — which ``ft:`` models a project may use (own, or shared by permission);
 - :mod:`.worker` — claims jobs, validates files, runs ``python -m tunesmith train`` in a
-  subprocess, heartbeats and streams metrics as events.
+  subprocess, heartbeats and streams metrics as events; :mod:`.redact` — job messages without
+  server paths.
 
 The web stack is imported only here; the training path never imports this package.
 """

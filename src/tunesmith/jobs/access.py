@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from . import ids
 from .errors import APIError, model_not_found
-from .objects import job_model_id
+from .objects import job_model_id, model_object
 from .store import Store
 
 
@@ -48,14 +48,24 @@ class ModelAccess:
                 raise
             return self._resolve(self.store.get_job(None, grant["job_id"]), ref, model)
 
-    def shared_with(self, project_id: str) -> list[tuple[str, dict]]:
-        """(checkpoint model, its job) for every checkpoint granted to ``project_id`` that still
-        exists, in grant order."""
+    def shared_with(self, project_id: str) -> list[tuple[str, dict, int]]:
+        """(checkpoint model, its job, step) for every checkpoint granted to ``project_id`` that
+        still exists, in grant order."""
         out = []
         for grant in self.store.granted_to(project_id):
             try:
-                row, _ = self.usable(project_id, grant["checkpoint"])
+                row, step = self.usable(project_id, grant["checkpoint"])
             except APIError:
                 continue
-            out.append((grant["checkpoint"], row))
+            out.append((grant["checkpoint"], row, step))
         return out
+
+    def model_object(self, model: str, row: dict, step: int | None) -> dict:
+        """The model object of ``model`` (made by job ``row``; a checkpoint at ``step``), the
+        same in every route that shows it: ``created`` is the checkpoint's creation time, or for
+        a final model the job's finish; ``owned_by`` the owning project."""
+        created = row["finished_at"] or row["created_at"]
+        if step is not None:
+            created = next((c["created_at"] for c in self.store.list_checkpoints(row["id"], limit=10000)[0]
+                            if c["step_number"] == step), created)
+        return model_object(model, created, row["project_id"])

@@ -6,7 +6,12 @@ OpenAI's envelope (:mod:`.errors`). Checkpoint permissions (:mod:`.permissions`)
 project use a checkpoint model, and ``model="ft:…"`` continues fine-tuning from one
 (:mod:`.access`). The app never trains: workers (:mod:`.worker`) do, in
 subprocesses. A background thread moves running jobs whose worker stopped heartbeating back to
-``queued`` so that another worker resumes them, and deletes expired files.
+``queued`` so that another worker resumes them, deletes expired files and removes uploads
+abandoned in ``files/.incoming`` by a server that died (:meth:`.blobs.BlobStore.sweep_incoming`).
+
+Hostile input is answered in the envelope, never with a 5xx (docs/hardening.md): JSON bodies
+are read by :func:`.bodies.read_json` alone, uploads by :func:`.blobs.receive_upload`, and any
+exception that still escapes a route is a logged 500 in the envelope (:class:`.errors.LastResort`).
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from . import ids
-from .blobs import BadUpload, BlobStore, UploadTooLarge, receive_upload
-from .errors import APIError, file_not_found, job_not_found
+from .blobs import BadUpload, BlobStore, Upload, UploadTooLarge, receive_upload
+from .bodies import read_json, refuse_nul_in_url
+from .errors import APIError, LastResort, file_not_found, job_not_found
 from .access import ModelAccess
 from .objects import base_name, checkpoint_object, event_object, file_object, job_object, model_object, page
 from .objects import paged as _paged, parse_limit as _limit
@@ -46,17 +53,22 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
                 store.requeue_stale(settings.stale_after)
             with contextlib.suppress(Exception):
                 blobs.sweep_expired(store)
+            with contextlib.suppress(OSError):
+                blobs.sweep_incoming()
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
+        blobs.sweep_incoming()  # what a previous server left mid-upload (old enough to be dead)
         thread = threading.Thread(target=reaper, name="tunesmith-reaper", daemon=True)
         thread.start()
         yield
         stop.set()
         app.state.inference.close()
 
-    app = FastAPI(title="tunesmith fine-tuning API", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title="tunesmith fine-tuning API", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  dependencies=[Depends(refuse_nul_in_url)])
     app.state.store, app.state.settings, app.state.blobs = store, settings, blobs
+    app.add_middleware(LastResort)
     access = ModelAccess(store, settings.owner)
 
     @app.exception_handler(APIError)
@@ -90,33 +102,44 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         return found
 
     # -- files ------------------------------------------------------------------------------------
-    @app.post("/v1/files")
-    async def upload_file(request: Request, proj: dict = Depends(project)):
+    def _too_large() -> APIError:
+        return APIError(413, f"File is too large: the limit is {settings.max_upload_bytes} bytes.",
+                        param="file", code="file_too_large")
+
+    async def _receive(request: Request, tmp: Path) -> Upload:
+        """The parsed upload (file part at ``tmp``); every client failure as an APIError."""
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > settings.max_upload_bytes + 64 * 1024:
-            raise APIError(413, f"File is too large: the limit is {settings.max_upload_bytes} bytes.",
-                           param="file", code="file_too_large")
+            raise _too_large()
+        try:
+            return await receive_upload(request.stream(), request.headers.get("content-type", ""), tmp,
+                                        settings.max_upload_bytes)
+        except UploadTooLarge:
+            raise _too_large() from None
+        except BadUpload as exc:
+            raise APIError(400, f"Invalid upload: {exc}.", param="file") from None
+        except ClientDisconnect:  # nobody reads this answer; it only ends the request quietly
+            raise APIError(400, "The client disconnected before the upload was complete.", param="file") from None
+
+    @app.post("/v1/files")
+    async def upload_file(request: Request, proj: dict = Depends(project)):
         fid = ids.file_id()
         tmp = blobs.incoming(fid)
-        try:
-            up = await receive_upload(request.stream(), request.headers.get("content-type", ""), tmp,
-                                      settings.max_upload_bytes)
-        except UploadTooLarge:
-            raise APIError(413, f"File is too large: the limit is {settings.max_upload_bytes} bytes.",
-                           param="file", code="file_too_large") from None
-        except BadUpload as exc:
-            raise APIError(400, str(exc), param="file") from None
-        purpose = up.fields.get("purpose")
-        if purpose not in UPLOAD_PURPOSES:
+        try:  # whatever happens, nothing is left in .incoming, and a blob only with its row
+            up = await _receive(request, tmp)
+            purpose, created = _purpose(up.fields), now()
+            expires_at = _expiry(up.fields, created)
+            blobs.commit(tmp, fid)
+            try:
+                row = store.add_file({"id": fid, "project_id": proj["id"], "bytes": up.size,
+                                      "created_at": created, "expires_at": expires_at,
+                                      "filename": ids.clean_filename(up.filename or ""), "purpose": purpose,
+                                      "status": "processed", "status_details": None})
+            except BaseException:
+                blobs.delete(fid)
+                raise
+        finally:
             tmp.unlink(missing_ok=True)
-            raise APIError(400, f"Invalid purpose: {purpose!r}. Expected one of {', '.join(UPLOAD_PURPOSES)}.",
-                           param="purpose")
-        created = now()
-        expires_at = _expiry(up.fields, created, tmp)
-        blobs.commit(tmp, fid)
-        row = store.add_file({"id": fid, "project_id": proj["id"], "bytes": up.size, "created_at": created,
-                              "expires_at": expires_at, "filename": ids.clean_filename(up.filename or ""),
-                              "purpose": purpose, "status": "processed", "status_details": None})
         return file_object(row)
 
     @app.get("/v1/files")
@@ -158,11 +181,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     # -- fine-tuning jobs -----------------------------------------------------------------------------
     @app.post("/v1/fine_tuning/jobs")
     async def create_job(request: Request, proj: dict = Depends(project)):
-        try:
-            body = await request.json()
-        except ValueError:
-            raise APIError(400, "The request body is not valid JSON.") from None
-        spec = normalise_create(body)
+        spec = normalise_create(await read_json(request))
         parent = await _run_sync(_parent, proj, spec["model"])
         if spec["method"]["type"] == "dpo":
             from ..methods import METHODS
@@ -302,18 +321,17 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     @app.get("/v1/models")
     def list_models(proj: dict = Depends(project)):
         data = [model_object(name, 0, "system") for name in sorted(settings.base_models)]
-        data += [model_object(r["fine_tuned_model"], r["finished_at"] or r["created_at"], proj["id"])
-                 for r in store.list_model_jobs(proj["id"])]
+        data += [access.model_object(r["fine_tuned_model"], r, None) for r in store.list_model_jobs(proj["id"])]
         # checkpoints other projects shared with this one (P1): listed under their owner
-        data += [model_object(ckpt, r["created_at"], r["project_id"]) for ckpt, r in access.shared_with(proj["id"])]
+        data += [access.model_object(ckpt, r, step) for ckpt, r, step in access.shared_with(proj["id"])]
         return {"object": "list", "data": data}
 
     @app.get("/v1/models/{model:path}")
     def retrieve_model(model: str, proj: dict = Depends(project)):
         if model in settings.base_models:
             return model_object(model, 0, "system")
-        row, _ = access.usable(proj["id"], model)
-        return model_object(model, row["finished_at"] or row["created_at"], row["project_id"])
+        row, step = access.usable(proj["id"], model)
+        return access.model_object(model, row, step)
 
     @app.delete("/v1/models/{model:path}")
     def delete_model(model: str, proj: dict = Depends(project)):
@@ -344,7 +362,9 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         return base_name(row), model, inference.locate(row, step)
 
     async def _infer(request: Request, proj: dict, path: str):
-        body = await _json(request)  # cached on the request: serve's route reads the same JSON
+        # The bytes stay cached: serve's route reads the same body. NUL may appear in chat text,
+        # which reaches the model, not the database (an ft: model id is parsed before any lookup).
+        body = await read_json(request, allow_nul=True)
         target = await _run_sync(_served, proj, body.get("model"))
         base = await _run_sync(inference.ensure, *target)
         return await inference.dispatch(request, path, base)
@@ -377,23 +397,22 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     return app
 
 
-async def _json(request: Request) -> dict:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise APIError(400, "The request body is not valid JSON.") from None
-    if not isinstance(body, dict):
-        raise APIError(400, "The request body must be a JSON object.")
-    return body
-
-
 async def _run_sync(fn, *args):
     from starlette.concurrency import run_in_threadpool
 
     return await run_in_threadpool(fn, *args)
 
 
-def _expiry(fields: dict, created: int, tmp: Path) -> int | None:
+def _purpose(fields: dict) -> str:
+    purpose = fields.get("purpose")
+    if purpose not in UPLOAD_PURPOSES:
+        shown = purpose if purpose is None else purpose[:100]
+        raise APIError(400, f"Invalid purpose: {shown!r}. Expected one of {', '.join(UPLOAD_PURPOSES)}.",
+                       param="purpose")
+    return purpose
+
+
+def _expiry(fields: dict, created: int) -> int | None:
     anchor, seconds = fields.get("expires_after[anchor]"), fields.get("expires_after[seconds]")
     if anchor is None and seconds is None:
         return None
@@ -402,7 +421,6 @@ def _expiry(fields: dict, created: int, tmp: Path) -> int | None:
     except ValueError:
         value = -1
     if anchor != "created_at" or not 3600 <= value <= 2592000:
-        tmp.unlink(missing_ok=True)
         raise APIError(400, "Invalid expires_after: anchor must be 'created_at' and seconds between 3600 "
                        "and 2592000.", param="expires_after")
     return created + value

@@ -7,18 +7,39 @@ path is resolved and checked to lie inside ``ROOT`` as a second line of defence.
 :func:`receive_upload` parses ``multipart/form-data`` from the request stream with
 ``python-multipart``'s push parser, writing the file part straight to a temporary file inside
 the store and aborting as soon as it exceeds the size limit: memory stays bounded by the
-parser's chunk size whatever the upload's size (OpenAI's limit is 512 MB per file).
+parser's chunk size whatever the upload's size (OpenAI's limit is 512 MB per file). Everything
+else a client controls is capped too (:data:`LIMITS`): part header size and count, the file
+name, form fields and the number of parts. A body is accepted only once the parser has seen its
+closing boundary, so a cut-off upload is never stored as if complete.
+
+Uploads in progress live in ``ROOT/.incoming/``. A server killed mid-upload leaves its partial
+file there; :meth:`BlobStore.sweep_incoming` removes files nobody has written for
+:data:`INCOMING_STALE_SECONDS`. Age, not a lock, decides because several servers (on several
+machines, over a shared file system where ``flock`` is unreliable) may share the folder, and a
+live upload rewrites its file's modification time with every chunk.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator
 
 _BLOB_ID = re.compile(r"^file-[A-Za-z0-9]{22}$")
+
+INCOMING_STALE_SECONDS = 3600.0
+"""An upload file in ``.incoming`` unwritten this long is abandoned (its server died)."""
+LIMITS = {
+    "part_header_bytes": 8192,  # one header line of a part (python-multipart's default is ~4 KiB)
+    "part_headers": 8,          # header lines per part
+    "filename_bytes": 4096,     # held in memory only; stored cut to 255 characters (ids.clean_filename)
+    "field_bytes": 4096,        # a text field (purpose, expires_after[...])
+    "parts": 16,                # the form has 2 to 4 parts
+    "boundary_bytes": 70,       # RFC 2046 section 5.1.1
+}
 
 
 class UploadTooLarge(Exception):
@@ -65,6 +86,21 @@ class BlobStore:
         except FileNotFoundError:
             pass
 
+    def sweep_incoming(self, older_than: float = INCOMING_STALE_SECONDS) -> list[str]:
+        """Remove upload files in ``.incoming`` not modified for ``older_than`` seconds (left by
+        a server that died mid-upload); returns their names. Safe while other servers upload:
+        a live upload's file is written at least every few seconds."""
+        cutoff = time.time() - older_than
+        gone = []
+        for entry in os.scandir(self.root / ".incoming"):
+            try:
+                if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    gone.append(entry.name)
+            except FileNotFoundError:  # another server swept or committed it first
+                continue
+        return gone
+
     def sweep_expired(self, store) -> list[str]:
         """Delete every expired file (``expires_after``): rows first, then blobs. Run
         periodically by the server and by idle workers (any of them may do it: the row delete is
@@ -87,88 +123,146 @@ class Upload:
 
 
 async def receive_upload(stream: AsyncIterator[bytes], content_type: str, tmp: Path,
-                         max_bytes: int, max_field_bytes: int = 4096) -> Upload:
+                         max_bytes: int) -> Upload:
     """Parse a multipart body from ``stream``; the (single) file part is written to ``tmp``.
 
-    Raises :class:`UploadTooLarge` once the file part passes ``max_bytes`` (the partial file is
-    removed) and :class:`BadUpload` for a body that is not multipart or has no file part.
+    Raises :class:`UploadTooLarge` once the file part passes ``max_bytes`` and
+    :class:`BadUpload` for a body that is not a complete, well-formed multipart form with one
+    file part within :data:`LIMITS`. On any exception (a client disconnect included) ``tmp``
+    has been removed; on success it holds exactly the file part's bytes.
     """
-    from python_multipart.multipart import MultipartParser, parse_options_header
+    boundary = _boundary(content_type)
+    reader = _FormReader(tmp, max_bytes)
+    try:
+        parser = _parser(boundary, reader)
+        async for chunk in stream:
+            parser.write(chunk)
+            reader.raise_error()
+        parser.finalize()
+        reader.raise_error()
+        if not reader.ended:
+            raise BadUpload("the upload is incomplete: the body ended before the closing multipart boundary")
+    except ValueError as exc:  # python-multipart's FormParserError family, undecodable headers
+        reader.discard()
+        raise BadUpload(f"malformed multipart body: {exc}") from None
+    except BaseException:
+        reader.discard()
+        raise
+    if reader.up.tmp is None:
+        raise BadUpload("the request has no file part ('file')")
+    return reader.up
+
+
+def _boundary(content_type: str) -> bytes:
+    from python_multipart.multipart import parse_options_header
 
     ctype, params = parse_options_header(content_type or "")
     boundary = params.get(b"boundary")
     if ctype != b"multipart/form-data" or not boundary:
         raise BadUpload("the request must be multipart/form-data with a boundary")
-    up = Upload()
-    state: dict = {"headers": {}, "name": None, "is_file": False, "value": bytearray(), "out": None,
-                   "header_field": bytearray(), "header_value": bytearray(), "error": None}
+    if len(boundary) > LIMITS["boundary_bytes"]:
+        raise BadUpload(f"the multipart boundary is longer than {LIMITS['boundary_bytes']} characters")
+    return boundary
 
-    def on_part_begin():
-        state.update(headers={}, name=None, is_file=False, value=bytearray())
 
-    def on_header_field(data, start, end):
-        state["header_field"] += data[start:end]
+def _parser(boundary: bytes, reader: "_FormReader"):
+    from python_multipart.multipart import MultipartParser
 
-    def on_header_value(data, start, end):
-        state["header_value"] += data[start:end]
+    names = ("part_begin", "header_field", "header_value", "header_end", "headers_finished", "part_data",
+             "part_end", "end")
+    return MultipartParser(boundary, callbacks={f"on_{n}": getattr(reader, f"on_{n}") for n in names},
+                           max_header_count=LIMITS["part_headers"], max_header_size=LIMITS["part_header_bytes"])
 
-    def on_header_end():
-        state["headers"][bytes(state["header_field"]).lower()] = bytes(state["header_value"])
-        state["header_field"], state["header_value"] = bytearray(), bytearray()
 
-    def on_headers_finished():
-        disp, opts = parse_options_header(state["headers"].get(b"content-disposition", b""))
-        state["name"] = opts.get(b"name", b"").decode("utf-8", "replace")
-        if b"filename" in opts:
-            if up.tmp is not None:
-                state["error"] = BadUpload("only one file part is allowed")
-                return
-            state["is_file"] = True
-            up.filename = opts[b"filename"].decode("utf-8", "replace")
-            up.content_type = state["headers"].get(b"content-type", b"").decode("latin-1") or None
-            up.tmp = tmp
-            state["out"] = open(tmp, "wb")
+class _FormReader:
+    """python-multipart callbacks: collect the text fields, stream the file part to ``tmp``.
 
-    def on_part_data(data, start, end):
-        if state["error"] is not None:
+    A callback cannot stop the parser, so a violated limit is recorded in ``error`` and raised by
+    :meth:`raise_error` after the chunk (data after it is ignored meanwhile)."""
+
+    def __init__(self, tmp: Path, max_bytes: int):
+        self.tmp, self.max_bytes = tmp, max_bytes
+        self.up = Upload()
+        self.error: Exception | None = None
+        self.ended = False
+        self.parts = 0
+        self.out = None
+        self._reset_part()
+
+    def _reset_part(self) -> None:
+        self.headers: dict[bytes, bytes] = {}
+        self.header_field, self.header_value = bytearray(), bytearray()
+        self.name, self.is_file, self.value = "", False, bytearray()
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def discard(self) -> None:
+        """Close and remove the partial file."""
+        if self.out is not None:
+            self.out.close()
+            self.out = None
+        self.tmp.unlink(missing_ok=True)
+
+    def on_part_begin(self):
+        self.parts += 1
+        if self.parts > LIMITS["parts"]:
+            self.error = self.error or BadUpload(f"the form has more than {LIMITS['parts']} parts")
+        self._reset_part()
+
+    def on_header_field(self, data, start, end):
+        self.header_field += data[start:end]
+
+    def on_header_value(self, data, start, end):
+        self.header_value += data[start:end]
+
+    def on_header_end(self):
+        self.headers[bytes(self.header_field).lower()] = bytes(self.header_value)
+        self.header_field, self.header_value = bytearray(), bytearray()
+
+    def on_headers_finished(self):
+        from python_multipart.multipart import parse_options_header
+
+        _, opts = parse_options_header(self.headers.get(b"content-disposition", b""))
+        self.name = opts.get(b"name", b"").decode("utf-8", "replace")
+        if b"filename" in opts and self.error is None:
+            self._begin_file(opts[b"filename"])
+
+    def _begin_file(self, filename: bytes) -> None:
+        if self.up.tmp is not None:
+            self.error = BadUpload("only one file part is allowed")
+            return
+        if len(filename) > LIMITS["filename_bytes"]:
+            self.error = BadUpload(f"the file name is longer than {LIMITS['filename_bytes']} bytes")
+            return
+        self.is_file = True
+        self.up.filename = filename.decode("utf-8", "replace")
+        self.up.content_type = self.headers.get(b"content-type", b"").decode("latin-1") or None
+        self.up.tmp = self.tmp
+        self.out = open(self.tmp, "wb")
+
+    def on_part_data(self, data, start, end):
+        if self.error is not None:
             return
         chunk = data[start:end]
-        if state["is_file"]:
-            up.size += len(chunk)
-            if up.size > max_bytes:
-                state["error"] = UploadTooLarge()
+        if self.is_file:
+            self.up.size += len(chunk)
+            if self.up.size > self.max_bytes:
+                self.error = UploadTooLarge()
                 return
-            state["out"].write(chunk)
+            self.out.write(chunk)
         else:
-            state["value"] += chunk
-            if len(state["value"]) > max_field_bytes:
-                state["error"] = BadUpload(f"form field {state['name']!r} is too long")
+            self.value += chunk
+            if len(self.value) > LIMITS["field_bytes"]:
+                self.error = BadUpload(f"form field {self.name[:100]!r} is longer than {LIMITS['field_bytes']} bytes")
 
-    def on_part_end():
-        if state["is_file"] and state["out"] is not None:
-            state["out"].close()
-            state["out"] = None
-        elif state["name"]:
-            up.fields[state["name"]] = bytes(state["value"]).decode("utf-8", "replace")
+    def on_part_end(self):
+        if self.is_file and self.out is not None:
+            self.out.close()
+            self.out = None
+        elif self.name and self.error is None:
+            self.up.fields[self.name] = bytes(self.value).decode("utf-8", "replace")
 
-    parser = MultipartParser(boundary, callbacks={
-        "on_part_begin": on_part_begin, "on_header_field": on_header_field,
-        "on_header_value": on_header_value, "on_header_end": on_header_end,
-        "on_headers_finished": on_headers_finished, "on_part_data": on_part_data,
-        "on_part_end": on_part_end})
-    try:
-        async for chunk in stream:
-            parser.write(chunk)
-            if state["error"] is not None:
-                raise state["error"]
-        parser.finalize()
-        if state["error"] is not None:
-            raise state["error"]
-    except Exception:
-        if state["out"] is not None:
-            state["out"].close()
-        tmp.unlink(missing_ok=True)
-        raise
-    if up.tmp is None:
-        raise BadUpload("the request has no file part ('file')")
-    return up
+    def on_end(self):
+        self.ended = True

@@ -14,11 +14,13 @@ from __future__ import annotations
 from fastapi import Depends, FastAPI, Request
 
 from .access import ModelAccess
+from .bodies import read_json
 from .errors import APIError
 from .objects import page, paged, parse_limit, permission_object
 from .store import Store
 
 ORDERS = {"ascending": True, "descending": False}
+MAX_PROJECT_IDS = 100
 
 
 def _checkpoint_not_found(ckpt: str) -> APIError:
@@ -46,13 +48,11 @@ def add_permission_routes(app: FastAPI, store: Store, access: ModelAccess, proje
 
     @app.post("/v1/fine_tuning/checkpoints/{ckpt}/permissions")
     async def create_permissions(ckpt: str, request: Request, proj: dict = Depends(admin)):
-        try:
-            body = await request.json()
-        except ValueError:
-            raise APIError(400, "The request body is not valid JSON.") from None
-        wanted = body.get("project_ids") if isinstance(body, dict) else None
+        wanted = (await read_json(request)).get("project_ids")
         if not isinstance(wanted, list) or not wanted or not all(isinstance(p, str) for p in wanted):
             raise APIError(400, "'project_ids' must be a non-empty array of project ids.", param="project_ids")
+        if len(wanted) > MAX_PROJECT_IDS:  # each id is looked up: bound the work one request causes
+            raise APIError(400, f"'project_ids' may name at most {MAX_PROJECT_IDS} projects.", param="project_ids")
         row, step = own_checkpoint(proj, ckpt)
         for pid in wanted:
             if not store.project_exists(pid):

@@ -1,10 +1,19 @@
 """The create-job request: validation against OpenAI's ranges, and ``"auto"`` resolution.
 
 OpenAI's ranges (../shared spec §1.4): ``n_epochs`` "auto" or 1..50, ``batch_size`` "auto" or
-1..256, ``learning_rate_multiplier`` "auto" or > 0, DPO ``beta`` "auto" or (0, 2]; ``suffix``
-1..64 characters, ``seed`` 0..2147483647, ``metadata`` at most 16 pairs with keys of at most
-64 and values of at most 512 characters. A violation raises :class:`~.errors.APIError` (400,
-``invalid_request_error``, ``param`` naming the field).
+1..256, DPO ``beta`` "auto" or (0, 2]; ``suffix`` 1..64 characters, ``seed`` 0..2147483647,
+``metadata`` at most 16 pairs with keys of at most 64 and values of at most 512 characters. A
+violation raises :class:`~.errors.APIError` (400, ``invalid_request_error``, ``param`` naming the
+field) before a job exists, so no job can fail later over a number the client sent.
+
+``learning_rate_multiplier``: OpenAI says only "> 0"; here it is bounded to
+[:data:`LR_MULTIPLIER_MIN`, :data:`LR_MULTIPLIER_MAX`] = [1e-9, 100]. The learning rate is the
+multiplier times the adapter's base rate (2e-4 LoRA, 2e-5 full), so the bounds give 2e-13 .. 2e-2
+(LoRA) and 2e-14 .. 2e-3 (full): past 100 no AdamW fine-tune converges (1e-2 is already the edge
+for LoRA), and 1e308 was once accepted and then failed the job in training as ``server_error``
+(1e308 × 2e-4 = 2e304 is inf as soon as it is a float32); below 1e-9 the weights would not move,
+and 5e-324 × 2e-4 is 0.0. Every number is checked finite (a JSON integer of 400 digits is not a
+float).
 
 "auto" resolves by tunesmith's documented rule (:mod:`tunesmith.config.auto`): n_epochs by
 OpenAI's cookbook heuristic (3 epochs, at least 100 and at most 25 000 examples seen), batch
@@ -29,14 +38,34 @@ METHOD_TYPES = ("supervised", "dpo")
 AUTO_LR_MULTIPLIER = 1.0
 AUTO_BETA = 0.1
 SEED_MAX = 2147483647
+LR_MULTIPLIER_MIN = 1e-9
+LR_MULTIPLIER_MAX = 100.0
 
 
 def _bad(message: str, param: str | None, code: str | None = None) -> APIError:
     return APIError(400, message, param=param, code=code)
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    """A JSON number that is a finite float (an integer of hundreds of digits is not one)."""
+    if _is_int(value):
+        return abs(value) <= 2**1023  # beyond, float(value) overflows
+    return isinstance(value, float) and math.isfinite(value)
+
+
+# key -> (accepts the value, the rule stated in the 400); every number is bounded at both ends
+_RULES = {
+    "n_epochs": (lambda v: _is_int(v) and 1 <= v <= 50, "an integer between 1 and 50"),
+    "batch_size": (lambda v: _is_int(v) and 1 <= v <= 256, "an integer between 1 and 256"),
+    "learning_rate_multiplier": (lambda v: _is_real(v) and LR_MULTIPLIER_MIN <= v <= LR_MULTIPLIER_MAX,
+                                 f"a number between {LR_MULTIPLIER_MIN:g} and {LR_MULTIPLIER_MAX:g} (the "
+                                 "learning rate is this times the server's base learning rate)"),
+    "beta": (lambda v: _is_real(v) and 0 < v <= 2, "a number in (0, 2]"),
+}
 
 
 def _check_hyper(h: Any, keys: tuple[str, ...], where: str) -> dict:
@@ -46,28 +75,25 @@ def _check_hyper(h: Any, keys: tuple[str, ...], where: str) -> dict:
         raise _bad(f"{where} must be an object", where)
     unknown = sorted(set(h) - set(keys))
     if unknown:
-        raise _bad(f"Unknown hyperparameter '{unknown[0]}' in {where}; allowed: {', '.join(keys)}",
-                   f"{where}.{unknown[0]}")
+        raise _bad(f"Unknown hyperparameter '{unknown[0][:100]}' in {where}; allowed: {', '.join(keys)}",
+                   f"{where}.{unknown[0][:100]}")
     out = {}
     for key in keys:
         v = h.get(key, "auto")
-        if v is None:
-            v = "auto"
-        p = f"{where}.{key}"
-        if v == "auto":
+        if v is None or v == "auto":
             out[key] = "auto"
             continue
-        if key == "n_epochs" and not (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 50):
-            raise _bad(f"Invalid n_epochs: {v!r}. It must be 'auto' or an integer between 1 and 50.", p)
-        if key == "batch_size" and not (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 256):
-            raise _bad(f"Invalid batch_size: {v!r}. It must be 'auto' or an integer between 1 and 256.", p)
-        if key == "learning_rate_multiplier" and not (_number(v) and v > 0):
-            raise _bad(f"Invalid learning_rate_multiplier: {v!r}. It must be 'auto' or a number "
-                       "greater than 0.", p)
-        if key == "beta" and not (_number(v) and 0 < v <= 2):
-            raise _bad(f"Invalid beta: {v!r}. It must be 'auto' or a number in (0, 2].", p)
+        accepts, rule = _RULES[key]
+        if not accepts(v):
+            raise _bad(f"Invalid {key}: {_shown(v)}. It must be 'auto' or {rule}.", f"{where}.{key}")
         out[key] = v
     return out
+
+
+def _shown(value: Any) -> str:
+    """``repr`` of a rejected value, cut short (it may be a 4,000-digit integer or a long string)."""
+    text = repr(value) if not _is_int(value) or abs(value) < 10**30 else f"{str(value)[:20]}…"
+    return text if len(text) <= 80 else text[:80] + "…"
 
 
 def check_metadata(metadata: Any) -> dict | None:

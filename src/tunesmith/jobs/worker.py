@@ -37,6 +37,7 @@ import yaml
 from . import ids
 from .infer import model_folder
 from .objects import base_name, job_model_id
+from .redact import public_text
 from .settings import Settings
 from .spec import base_lr, hyperparameters, resolve_method, steps_per_epoch
 from .store import Store, now
@@ -151,6 +152,10 @@ class Worker:
                 self._fail(job, "invalid_file_format", f"The job failed due to a file format error in the "
                            f"{which} file. {first['message']}", first["param"])
             return
+        if _nothing_to_train(report):
+            self._fail(job, "invalid_training_file", _nothing_to_train_message(report, self._max_length()),
+                       "training_file")
+            return
         truncated = report.warning_counts.get("example_truncated", 0)
         if truncated:
             self.store.add_event(job["id"], f"{truncated} example(s) are longer than {self._max_length()} "
@@ -169,6 +174,9 @@ class Worker:
 
     # -- training -------------------------------------------------------------------------------------
     def _fail(self, job: dict, code: str, message: str, param: str | None) -> None:
+        """Fail ``job`` with OpenAI's ``error`` and an error event; the message is made
+        public first (:func:`public_text`: no server path reaches a client)."""
+        message = public_text(message, self._public_names(job))
         # OpenAI leaves finished_at null when a job fails validation; a training failure sets it.
         finished = None if job["status"] == "validating_files" else now()
         updated = self.store.update_job(job["id"], expect_status=("validating_files", "queued", "running"),
@@ -177,6 +185,15 @@ class Worker:
         if updated is not None:
             self.store.add_event(job["id"], message, level="error",
                                  data={"error_code": code, "error_param": param})
+
+    def _public_names(self, job: dict) -> dict:
+        """Server paths a job's messages may hold -> what the client knows them by."""
+        data = self.settings.run_dir(job["id"]) / "data"
+        names = {data / "train.jsonl": f"the training file {job['training_file']}"}
+        if job["validation_file"]:
+            names[data / "valid.jsonl"] = f"the validation file {job['validation_file']}"
+        names.update({folder: f"model {name}" for name, folder in self.settings.base_models.items()})
+        return names
 
     def _write_config(self, job: dict, method: dict) -> Path:
         run = self.settings.run_dir(job["id"])
@@ -324,6 +341,22 @@ class Worker:
             self.store.add_event(job["id"], f"New fine-tuned model created: {model}")
             self.store.add_event(job["id"], "The job has successfully completed")
         log.info("job %s succeeded: %s (%s)", job["id"], model, hyperparameters(method))
+
+
+def _nothing_to_train(report) -> bool:
+    """Every example of a valid file would be dropped by training (no trained token left after
+    truncation at max_length, or all assistant turns weighted 0): the run would fail."""
+    tokens = report.stats.get("tokens") or {}
+    return bool(tokens.get("examples")) and tokens.get("dropped_no_trained_tokens", 0) >= tokens["examples"]
+
+
+def _nothing_to_train_message(report, max_length: int) -> str:
+    first = next((w for w in report.warnings if w["code"] == "no_trained_tokens"), None)
+    example = f" {first['message']}." if first else ""
+    return ("The job failed due to an invalid training file. No example has a trained (assistant) token "
+            f"within the first {max_length} tokens, this server's maximum example length, so training "
+            f"would drop every example.{example} Shorten the examples, or put an assistant turn within "
+            f"the first {max_length} tokens.")
 
 
 class _ParentGone(Exception):
