@@ -30,6 +30,12 @@ def add_eval_command(subparsers: Any) -> None:
     p.add_argument("--json-schema", help="JSON Schema file replies must validate against")
     p.add_argument("--scorer", action="append", default=[], metavar="MODULE:FUNCTION",
                    help="user scorer fn(prediction, example) -> float in [0, 1] (repeatable)")
+    p.add_argument("--grader", action="append", default=[], metavar="FILE",
+                   help="OpenAI grader (JSON/YAML file) scoring each reply as grader:<name>; "
+                        "item = the held-out row (repeatable; see docs/graders.md)")
+    p.add_argument("--judge-model", action="append", default=[], metavar="PATH|NAME=PATH",
+                   help="local model (folder or .gguf) running the graders' score_model / "
+                        "label_model graders; NAME=PATH maps one grader model name (repeatable)")
     p.add_argument("--reward-model", help="reward-model folder: scores replies, pairwise accuracy on pairs")
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -53,6 +59,7 @@ def _options(args):
         except re.error as exc:
             raise ConfigError(f"--regex: not a valid regular expression: {exc}") from None
     scorers = {spec.rpartition(":")[2]: load_user_scorer(spec) for spec in args.scorer}
+    graders, judge = _graders(args)
     for name, value in (("--max-new-tokens", args.max_new_tokens), ("--batch-size", args.batch_size),
                         ("--max-length", args.max_length), ("--resamples", args.resamples)):
         if value < 1:
@@ -61,7 +68,58 @@ def _options(args):
                        seed=args.seed, batch_size=args.batch_size, max_length=args.max_length,
                        generate=not args.no_generate, system=args.system, n_resamples=args.resamples,
                        scoring=ScoringOptions(regex=args.regex, json_schema=schema,
-                                              check_json=args.check_json, user_scorers=scorers))
+                                              check_json=args.check_json, user_scorers=scorers,
+                                              graders=graders, judge=judge))
+
+
+def _graders(args):
+    """``--grader`` files and the local judge of their model graders (not loaded yet); every
+    problem a grader could never get past is a ConfigError here, before any model loads."""
+    from .errors import ConfigError
+    from .eval.scorers import load_eval_graders
+    from .graders import GraderError, LocalJudge, check_runnable, judge_paths
+
+    graders = load_eval_graders(args.grader)
+    judge_model = _judge_model_arg(args.judge_model)
+    specs = [(f"--grader ({file})", g.spec) for file, g in zip(args.grader, graders)]
+    try:
+        paths = judge_paths(specs, judge_model, "--judge-model")
+        judge = None
+        if paths:
+            import torch
+
+            from .engine.runtime import resolve_device
+
+            # Eval scores its models in fp32; the judge runs the same way.
+            judge = LocalJudge(paths, device=resolve_device(args.device), dtype=torch.float32)
+        for where, spec in specs:
+            check_runnable(spec, judge=judge, path=where)
+    except GraderError as exc:
+        raise ConfigError(f"{exc.path}: {exc.bare_message}") from None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return graders, judge
+
+
+def _judge_model_arg(values: list[str]):
+    """``--judge-model`` values -> one path (str), a ``{name: path}`` mapping, or None."""
+    from .errors import ConfigError
+
+    if not values:
+        return None
+    plain = [v for v in values if "=" not in v or Path(v).exists()]
+    if plain:
+        if len(values) > 1:
+            raise ConfigError("--judge-model: give one PATH (for every model grader) or one or "
+                              "more NAME=PATH, not both or two paths")
+        return plain[0]
+    mapping = {}
+    for value in values:
+        name, _, path = value.partition("=")
+        if not name or not path or name in mapping:
+            raise ConfigError(f"--judge-model {value!r}: expected NAME=PATH with a name given once")
+        mapping[name] = path
+    return mapping
 
 
 def _cmd_eval(args) -> int:

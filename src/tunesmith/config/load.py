@@ -328,7 +328,8 @@ def _validate_rest(config: RunConfig) -> None:
         _validate_distill(config.distill)
 
 
-_GRPO_REWARD_NEEDS = {"regex": "pattern", "python": "function", "reward_model": "model"}
+_GRPO_REWARD_NEEDS = {"regex": "pattern", "python": "function", "reward_model": "model",
+                      "grader": "grader"}
 
 
 def _validate_grpo(config: RunConfig) -> None:
@@ -354,6 +355,10 @@ def _validate_grpo(config: RunConfig) -> None:
         need = _GRPO_REWARD_NEEDS.get(r.type)
         if need and not getattr(r, need):
             raise ConfigError(f"config: 'grpo.rewards[{i}].{need}' is required for type {r.type}")
+        if r.type == "grader":  # parse the grader and find its judges now: errors name the field
+            from ..rewards.grader import resolve
+
+            resolve(r, f"grpo.rewards[{i}]")
 
 
 def _validate_grpo_iterations(mu: int, t) -> None:

@@ -199,10 +199,12 @@ class GrpoRewardConfig:
     Only the keys of the chosen ``type`` are read; the others must stay unset.
     """
 
-    type: Literal["exact_match", "regex", "json_schema", "length", "python", "reward_model"] = "exact_match"
+    type: Literal["exact_match", "regex", "json_schema", "length", "python", "reward_model",
+                  "grader"] = "exact_match"
     """exact_match: 1 if the answer equals the example's ``field`` | regex: 1 if ``pattern``
     matches | json_schema: 1 if the completion is JSON (valid against ``schema`` when given) |
-    length: DAPO's overlong penalty in [-1, 0] | python: ``function`` | reward_model: ``model``."""
+    length: DAPO's overlong penalty in [-1, 0] | python: ``function`` | reward_model: ``model``
+    | grader: an OpenAI grader (``grader``; docs/graders.md)."""
     weight: float = 1.0
     """Weight in the summed reward (negative weights penalise)."""
     name: str | None = None
@@ -229,6 +231,15 @@ class GrpoRewardConfig:
     cache_tokens: int | None = None
     """length: the soft interval L_cache before L_max where the penalty ramps from 0 to -1
     (default a quarter of ``max_tokens``)."""
+    grader: Union[str, dict, None] = None
+    """grader: an OpenAI grader object (string_check, text_similarity, python, score_model,
+    label_model, multi) inline, or a .json/.yaml file holding one. Its templates see
+    ``{{sample.output_text}}`` / ``{{sample.output_json}}`` (the completion) and ``{{item.*}}``
+    (the example's fields, plus ``prompt`` and ``messages``)."""
+    judge_model: Union[str, dict, None] = None
+    """grader: the local model (folder or .gguf file) that runs its score_model / label_model
+    graders, or a mapping from a grader's ``model`` name to one; default: the grader's
+    ``model`` itself when that is a local folder or .gguf file."""
 
 
 @dataclass

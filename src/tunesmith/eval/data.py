@@ -6,6 +6,8 @@ Accepted files (the format is detected from the first row, see :mod:`tunesmith.d
   supervised tokens, and — except for raw text — generation: the prompt is the conversation up to
   its last assistant turn, the reference is that turn (or the row's ``reference`` field);
 - prompt-only rows ``{"prompt": ..., "reference"?: ..., "keywords"?: [...]}``: generation only;
+- OpenAI chat rows with no assistant message (the reinforcement fine-tuning shape:
+  ``{"messages": [system?, user], "answer": ...}``): generation only, the messages are the prompt;
 - preference rows (OpenAI preference, prompt/chosen/rejected): pairwise accuracy.
 
 Optional per-row fields used by the scorers: ``reference`` (str), ``keywords`` (list of str),
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..data.example import Example
-from ..data.formats import (KTO, OPENAI_PREFERENCE, PREFERENCE_PAIRS, PROMPT_ONLY, Where,
+from ..data.formats import (KTO, OPENAI_CHAT, OPENAI_PREFERENCE, PREFERENCE_PAIRS, PROMPT_ONLY, Where,
                             check_messages, iter_format_rows, to_example)
 from ..errors import DataError
 
@@ -30,13 +32,23 @@ class EvalItem:
 
     ``example``: rendered for likelihood (None for prompt-only rows); ``prompt``: a message list
     (chat template) or a plain string (prompt/completion rows, no template), None for raw text;
-    ``target``: ``reference``/``keywords``/``regex``/``json_schema`` and the row's other fields.
+    ``target``: ``reference``/``keywords``/``regex``/``json_schema`` and the row's other fields;
+    ``row``: the row as written in the file (what an OpenAI grader sees as ``item``).
     """
 
     source: str
     example: Example | None
     prompt: list[dict] | str | None
     target: dict = field(default_factory=dict)
+    row: dict = field(default_factory=dict)
+
+    def grader_item(self) -> dict:
+        """The ``item`` namespace of a grader: the row as written, plus ``reference`` (the
+        reference answer, e.g. a chat row's last assistant turn) when the row has none."""
+        item = dict(self.row)
+        if "reference" not in item and self.target.get("reference") is not None:
+            item["reference"] = self.target["reference"]
+        return item
 
 
 @dataclass
@@ -73,10 +85,15 @@ def load_eval_data(path: str, limit: int | None = None) -> EvalData:
         at = Where(str(path), number)
         if file_format in (OPENAI_PREFERENCE, PREFERENCE_PAIRS):
             data.pairs.append(preference_item(row, file_format, at))
-        elif file_format == PROMPT_ONLY:
-            data.items.append(prompt_only_item(row, at))
         else:
-            data.items.append(sft_item(to_example(row, file_format, at.path, number), at))
+            if file_format == PROMPT_ONLY:
+                item = prompt_only_item(row, at)
+            elif file_format == OPENAI_CHAT and _prompt_only_chat(row):
+                item = prompt_only_item({**row, "prompt": row["messages"]}, at, "messages")
+            else:
+                item = sft_item(to_example(row, file_format, at.path, number), at)
+            item.row = row
+            data.items.append(item)
         if limit is not None and len(data) >= limit:
             break
     if data is None:
@@ -125,13 +142,19 @@ def sft_item(example: Example, at: Where) -> EvalItem:
     return EvalItem(example.source, example, prompt or None, _target(example.extra, at, reference))
 
 
-def prompt_only_item(row: dict, at: Where) -> EvalItem:
+def _prompt_only_chat(row: dict) -> bool:
+    messages = row.get("messages")
+    return (isinstance(messages, list) and bool(messages)
+            and all(isinstance(m, dict) and m.get("role") != "assistant" for m in messages))
+
+
+def prompt_only_item(row: dict, at: Where, key: str = "prompt") -> EvalItem:
     prompt = row["prompt"]
     if isinstance(prompt, str):
         messages = [{"role": "user", "content": prompt}]
     else:
-        messages = check_messages(prompt, "prompt", at)
-    fields = {k: v for k, v in row.items() if k != "prompt"}
+        messages = check_messages(prompt, key, at)
+    fields = {k: v for k, v in row.items() if k not in ("prompt", key)}
     return EvalItem(at.source, None, messages, _target(fields, at, None))
 
 

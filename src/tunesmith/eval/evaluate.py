@@ -53,6 +53,7 @@ def run_eval(target: str, data_path: str | None = None, *, model: str | None = N
     dev = resolve_device(device)
     tokenizer = load_eval_tokenizer(ctx, models[0])
     prep = Prepared(data, tokenizer, options)
+    _load_judge(options)
     log.info("eval: %d examples and %d preference pairs from %s; models: %s", len(data.items),
              len(data.pairs), data_path, ", ".join(m.name for m in models))
 
@@ -65,7 +66,7 @@ def run_eval(target: str, data_path: str | None = None, *, model: str | None = N
         gc.collect()
         timings[m.name] = time.perf_counter() - t0
         log.info("eval: %s scored in %.1f s", m.name, timings[m.name])
-    notes = []
+    notes = [note for s in all_scores for note in s.notes]
     if data.pairs:
         reference = _reference_scores(all_scores, ctx, tokenizer, data, prep, options, dev)
         if reference is None:
@@ -89,7 +90,9 @@ def run_eval(target: str, data_path: str | None = None, *, model: str | None = N
                      "temperature": options.temperature, "top_p": options.top_p, "seed": options.seed,
                      "max_new_tokens": options.max_new_tokens, "system": options.system,
                      "bootstrap_resamples": options.n_resamples, "confidence": options.confidence,
-                     "device": str(dev)},
+                     "device": str(dev),
+                     "graders": {g.name: _grader_setting(g, options.scoring.judge)
+                                 for g in options.scoring.graders}},
         "models": [{"name": m.name, "kind": m.kind, "path": m.adapter or m.checkpoint or m.path,
                     "seconds": round(timings[m.name], 2)} for m in models],
         "metrics": {s.name: summarize(s, options) for s in all_scores},
@@ -110,6 +113,30 @@ def run_eval(target: str, data_path: str | None = None, *, model: str | None = N
     _write_predictions(out / "predictions.jsonl", rows)
     report["out_dir"] = str(out)
     return report
+
+
+def _load_judge(options: EvalOptions) -> None:
+    """Load the graders' judge models before any model is scored, so a judge that cannot load
+    fails the command instead of zeroing every grade."""
+    judge = options.scoring.judge
+    if judge is not None and options.generate and hasattr(judge, "load"):
+        from ..errors import TunesmithError
+
+        try:
+            judge.load()
+        except TunesmithError as exc:
+            raise ConfigError(f"--judge-model: cannot load the judge: {exc}") from None
+
+
+def _grader_setting(grader, judge) -> dict:
+    from ..graders.judge import model_graders
+
+    setting = {"type": grader.spec.type}
+    models = {m.model for _, m in model_graders(grader.spec)}
+    if models:
+        paths = getattr(judge, "models", {})
+        setting["judges"] = {m: paths.get(m) for m in sorted(models)}
+    return setting
 
 
 def _unique_names(models: list[EvalModel]) -> None:

@@ -16,7 +16,7 @@ from ..data.render import Renderer
 from ..models.generate import generate_ids, prompt_token_ids
 from .data import EvalData, pair_examples
 from .likelihood import example_losses
-from .scorers import GENERATION_METRICS, ScoringOptions, score_prediction
+from .scorers import GENERATION_METRICS, ScoringOptions, grade_replies, score_prediction
 from .stats import bootstrap_ci, paired_bootstrap, safe_exp, win_tie_loss
 
 log = logging.getLogger("tunesmith")
@@ -44,6 +44,8 @@ HIGHLIGHT_ORDER = ("keywords", "json_schema_valid", "regex", "rouge_l", "token_f
 def metric_info(name: str) -> tuple[str, bool]:
     if name.startswith("scorer:"):
         return f"scorer {name[7:]}", True
+    if name.startswith("grader:"):
+        return f"grader {name[7:]}", True
     return METRICS.get(name, (name, True))
 
 
@@ -79,6 +81,7 @@ class ModelScores:
     series: dict[str, Series] = field(default_factory=dict)
     predictions: list[dict | None] = field(default_factory=list)
     pair_logps: list[tuple[float, float]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 class Prepared:
@@ -128,6 +131,9 @@ def score_model(name: str, kind: str, model, tokenizer, data: EvalData, prep: Pr
             scores.predictions[i] = {**reply, "scores": values}
             for metric, value in values.items():
                 per_metric.setdefault(metric, [None] * n)[i] = value
+        if options.scoring.graders:
+            _add_grader_scores(scores, per_metric, data, gen_idx, [r["text"] for r in replies],
+                               options.scoring)
         for metric, values in per_metric.items():
             scores.series[metric] = Series(values)
     if prep.pairs:
@@ -137,6 +143,31 @@ def score_model(name: str, kind: str, model, tokenizer, data: EvalData, prep: Pr
         scores.pair_logps = list(zip(logps[0::2], logps[1::2]))
         scores.series["logp_pref_accuracy"] = Series([float(c > r) for c, r in scores.pair_logps])
     return scores
+
+
+def _add_grader_scores(scores: ModelScores, per_metric: dict, data: EvalData, gen_idx: list[int],
+                       texts: list[str], scoring: ScoringOptions) -> None:
+    """``grader:<name>`` for every generated reply (one batch per grader). A reply the grader
+    could not grade scores 0 (OpenAI's rule); its error is kept with the prediction and the
+    count goes into the report's notes."""
+    n = len(data.items)
+    items = [data.items[i].grader_item() for i in gen_idx]
+    for name, results in grade_replies(scoring.graders, texts, items, scoring.judge).items():
+        metric = f"grader:{name}"
+        values = per_metric.setdefault(metric, [None] * n)
+        failed = []
+        for i, result in zip(gen_idx, results):
+            values[i] = result.score
+            prediction = scores.predictions[i]
+            prediction["scores"][metric] = result.score
+            if result.error is not None:
+                prediction.setdefault("grader_errors", {})[name] = result.error
+                failed.append((data.items[i].source, result.error))
+        if failed:
+            note = (f"{scores.name}: grader {name} could not grade {len(failed)} of {len(results)} "
+                    f"answers (scored 0); first: {failed[0][0]}: {failed[0][1]}")
+            scores.notes.append(note)
+            log.warning("eval: %s", note)
 
 
 def add_implicit_reward(scores: ModelScores, reference: ModelScores) -> None:
@@ -230,6 +261,8 @@ def example_rows(data: EvalData, all_scores: list[ModelScores]) -> list[dict]:
             pred = s.predictions[i] if i < len(s.predictions) else None
             if pred is not None:
                 row["answers"][s.name] = pred["text"]
+                if pred.get("grader_errors"):
+                    row.setdefault("grader_errors", {})[s.name] = pred["grader_errors"]
             # Transformed series (perplexity) are aggregate-only: their per-example value is the loss.
             row["scores"][s.name] = {m: ser.values[i] for m, ser in s.series.items()
                                      if ser.transform is None and i < len(ser.values) and ser.values[i] is not None}

@@ -7,14 +7,19 @@ model, so two models are always scored on the same examples and can be compared 
 Normalisation for ``normalized_exact_match`` and ``token_f1`` follows the SQuAD v1.1 evaluation
 script (Rajpurkar et al., 2016): lower-case, drop punctuation, drop the articles a/an/the,
 collapse whitespace. ROUGE-L is the LCS-based F-measure of Lin (2004), "ROUGE: A Package for
-Automatic Evaluation of Summaries", section 3.1, with beta = 1, over whitespace tokens of the
-lower-cased texts.
+Automatic Evaluation of Summaries", section 3.1, with beta = 1 — computed by the graders'
+``text_similarity`` implementation (:func:`tunesmith.graders.similarity.rouge`, Google's
+``rouge-score`` over lower-cased letter/digit tokens), the one owner of ROUGE in tunesmith.
+
+OpenAI graders (``tunesmith eval --grader FILE``) score a whole batch of replies at once (one
+sandbox process, one judge call): :func:`grade_replies`, metrics ``grader:<name>``.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import re
 import string
 import sys
@@ -25,7 +30,10 @@ from typing import Any, Callable
 
 from .. import jsontext
 from ..errors import ConfigError
+from ..graders.similarity import MissingLibrary, rouge
 from ..json_schema import require_jsonschema, schema_validator
+
+log = logging.getLogger("tunesmith")
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = set(string.punctuation)
@@ -63,37 +71,11 @@ def token_f1(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def lcs_length(a: list[str], b: list[str]) -> int:
-    """Length of the longest common subsequence of two token lists (O(len a · len b))."""
-    if len(a) < len(b):
-        a, b = b, a
-    row = [0] * (len(b) + 1)
-    for x in a:
-        prev_diag = 0
-        for j, y in enumerate(b, start=1):
-            keep = row[j]
-            row[j] = prev_diag + 1 if x == y else max(row[j], row[j - 1])
-            prev_diag = keep
-    return row[-1]
-
-
-def _rouge_tokens(text: str) -> list[str]:
-    return re.findall(r"\w+", text.lower())
-
-
 def rouge_l(prediction: str, reference: str) -> float:
-    """ROUGE-L F-measure (Lin 2004, eq. 2-4 with beta = 1) over lower-cased word tokens.
-
-    ``R = LCS/|ref|``, ``P = LCS/|pred|``, ``F = 2PR/(P+R)``.
-    """
-    pred, ref = _rouge_tokens(prediction), _rouge_tokens(reference)
-    if not pred or not ref:
-        return float(pred == ref)
-    lcs = lcs_length(pred, ref)
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(pred), lcs / len(ref)
-    return 2 * precision * recall / (precision + recall)
+    """ROUGE-L F-measure (Lin 2004, eq. 2-4 with beta = 1): ``R = LCS/|ref|``, ``P = LCS/|pred|``,
+    ``F = 2PR/(P+R)`` over lower-cased letter/digit tokens; 0 when either text has no token.
+    The graders' ``rouge_l`` metric (needs ``rouge-score``; raises MissingLibrary without it)."""
+    return rouge(prediction, reference, "rougeL")
 
 
 def contains_all(prediction: str, keywords: list[str]) -> float:
@@ -188,6 +170,10 @@ class ScoringOptions:
     json_schema: dict | None = None
     check_json: bool = False
     user_scorers: dict[str, Callable] = field(default_factory=dict)
+    graders: list["EvalGrader"] = field(default_factory=list)
+    """OpenAI graders (``--grader``), scored as ``grader:<name>``."""
+    judge: Callable | None = None
+    """The judge of the graders' score_model / label_model graders (a LocalJudge)."""
 
 
 # metric name -> (label for reports, higher is better)
@@ -223,7 +209,10 @@ def score_prediction(prediction: str, target: dict, options: ScoringOptions) -> 
         out["exact_match"] = exact_match(prediction, reference)
         out["normalized_exact_match"] = normalized_exact_match(prediction, reference)
         out["token_f1"] = token_f1(prediction, reference)
-        out["rouge_l"] = rouge_l(prediction, reference)
+        try:
+            out["rouge_l"] = rouge_l(prediction, reference)
+        except MissingLibrary as exc:
+            _warn_once(f"ROUGE-L is not scored: {exc}")
     keywords = target.get("keywords")
     if keywords:
         out["keywords"] = contains_all(prediction, keywords)
@@ -238,3 +227,52 @@ def score_prediction(prediction: str, target: dict, options: ScoringOptions) -> 
     for name, func in options.user_scorers.items():
         out[f"scorer:{name}"] = call_user_scorer(name, func, prediction, target)
     return out
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning("eval: %s", message)
+
+
+# ---- OpenAI graders -------------------------------------------------------------------------
+
+
+@dataclass
+class EvalGrader:
+    """A grader scorer: ``name`` (metric ``grader:<name>``) and its parsed definition."""
+
+    name: str
+    spec: Any
+
+
+def load_eval_graders(files: list[str]) -> list[EvalGrader]:
+    """``--grader FILE`` (repeatable) -> graders; ConfigError naming the file and field."""
+    from ..graders import GraderError, read_grader
+    from ..graders.judge import check_text_only
+
+    out: list[EvalGrader] = []
+    for file in files:
+        try:
+            spec, name = read_grader(file, "--grader")
+            check_text_only(spec, f"--grader ({file})")
+        except GraderError as exc:
+            raise ConfigError(f"{exc.path}: {exc.bare_message}") from None
+        if name in [g.name for g in out]:
+            raise ConfigError(f"--grader {file}: another grader is also named {name!r}; give "
+                              "each a distinct name (a file may hold {\"name\": …, \"grader\": …})")
+        out.append(EvalGrader(name, spec))
+    return out
+
+
+def grade_replies(graders: list[EvalGrader], replies: list[str], items: list[dict],
+                  judge: Callable | None = None) -> dict[str, list]:
+    """``{name: [GraderResult per reply]}``: every grader over every reply in one batch
+    (``items[k]`` is reply ``k``'s held-out row). A reply the grader cannot grade scores 0
+    with ``error`` set, as OpenAI scores a grader error."""
+    from ..graders import grade_many
+
+    return {g.name: grade_many(g.spec, replies, items, judge=judge) for g in graders}

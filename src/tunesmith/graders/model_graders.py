@@ -1,6 +1,7 @@
 """``score_model`` and ``label_model``: a judge model's reply turned into a reward.
 
-The judge is injected by the caller (tunesmith's own inference, wired in later; a fake in
+The judge is injected by the caller (:class:`tunesmith.graders.judge.LocalJudge`, a local model
+through tunesmith's own generation, for GRPO rewards and ``tunesmith eval``; any function in
 tests)::
 
     judge(requests: list[list[message]], params: dict) -> list[str | JudgeReply]

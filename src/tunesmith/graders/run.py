@@ -132,6 +132,28 @@ def grade_many(grader: Grader | dict, samples: Sequence[str | dict],
     return out
 
 
+def check_runnable(grader: Grader, *, judge: Judge | None = None, embed: Embedder | None = None,
+                   sandbox_config: SandboxConfig = SandboxConfig(), path: str = "grader") -> None:
+    """GraderError (naming the field) when ``grade_many`` with this setup could grade no sample:
+    what :func:`grade_many` itself checks (a model grader without a judge, ``cosine`` without
+    ``embed``, a metric library that is missing), and for python graders that no sandbox
+    backend works here or that the source does not compile (checked inside the sandbox). For
+    callers that start long work — a GRPO run, an evaluation — before the first batch."""
+    _check_runnable(grader, path, judge, embed)
+    pythons = ([(f"{path}.graders.{k}", g) for k, g in grader.graders.items()]
+               if isinstance(grader, Multi) else [(path, grader)])
+    for where, spec in pythons:
+        if not isinstance(spec, Python):
+            continue
+        try:
+            sandbox.resolve_backend(sandbox_config)
+        except sandbox.SandboxUnavailable as exc:
+            raise GraderError(where, f"cannot run a python grader here: {exc}") from None
+        problem = sandbox.check_source(spec.source, sandbox_config)
+        if problem is not None:
+            raise GraderError(f"{where}.source", problem)
+
+
 # --- internals ---------------------------------------------------------------------------------
 
 @dataclass

@@ -7,8 +7,9 @@ a :class:`RewardSet` whose :meth:`RewardSet.score` returns the weighted sum and 
 function's own scores (logged per step as ``reward_<name>``).
 
 Built-ins live in :mod:`.builtin` (exact match, regex, JSON schema, length); the operator's
-own Python callables and trained reward models in :mod:`.external`. Reward specs come only
-from the operator's config file, never from the training data.
+own Python callables and trained reward models in :mod:`.external`; OpenAI graders
+(``type: grader``) in :mod:`.grader`. Reward specs come only from the operator's config file,
+never from the training data.
 """
 
 from __future__ import annotations
@@ -61,12 +62,21 @@ class RewardSet:
         return [f.name for f in self.functions]
 
     def score(self, samples: list[Sample]) -> tuple[list[float], dict[str, list[float]]]:
-        """``(total, per_function)``: ``total[i] = Σ_f weight_f · score_f(samples)[i]``."""
+        """``(total, per_function)``: ``total[i] = Σ_f weight_f · score_f(samples)[i]``.
+
+        A function whose scores carry ``errors`` (a grader reward: per completion, whether it
+        failed to grade and scored 0) also adds ``<name>_errors`` (1.0 where it failed) to
+        ``per_function``, logged as ``reward_<name>_errors``; it is not part of the total.
+        """
         per_function = {}
         total = [0.0] * len(samples)
         for fn in self.functions:
-            values = _checked(fn.name, fn.score(samples), len(samples))
+            raw = fn.score(samples)
+            values = _checked(fn.name, raw, len(samples))
             per_function[fn.name] = values
+            errors = getattr(raw, "errors", None)
+            if errors is not None:
+                per_function[f"{fn.name}_errors"] = [float(bool(e)) for e in errors]
             total = [t + fn.weight * v for t, v in zip(total, values)]
         return total, per_function
 
@@ -92,11 +102,12 @@ def build_rewards(specs: list, *, max_new_tokens: int, device=None) -> RewardSet
     a schema that is not a JSON schema, a function that cannot be imported …), naming
     ``grpo.rewards[i]``.
     """
-    from . import builtin, external
+    from . import builtin, external, grader
 
     makers = {"exact_match": builtin.exact_match, "regex": builtin.regex,
               "json_schema": builtin.json_schema, "length": builtin.length,
-              "python": external.python_function, "reward_model": external.reward_model}
+              "python": external.python_function, "reward_model": external.reward_model,
+              "grader": grader.grader_reward}
     functions, seen = [], {}
     for i, spec in enumerate(specs):
         where = f"grpo.rewards[{i}]"
@@ -104,10 +115,10 @@ def build_rewards(specs: list, *, max_new_tokens: int, device=None) -> RewardSet
             raise ConfigError(f"config: '{where}.type' = {spec.type!r} is not one of {', '.join(makers)}")
         _check_unused_keys(spec, where)
         kwargs = {"max_new_tokens": max_new_tokens} if spec.type == "length" else {}
-        if spec.type == "reward_model":
+        if spec.type in ("reward_model", "grader"):
             kwargs = {"device": device}
         score = makers[spec.type](spec, where, **kwargs)
-        name = spec.name or _default_name(spec)
+        name = spec.name or getattr(score, "default_name", None) or _default_name(spec)
         if not spec.name:
             seen[name] = seen.get(name, 0) + 1
             name = name if seen[name] == 1 else f"{name}_{seen[name]}"
@@ -127,18 +138,24 @@ def _default_name(spec) -> str:
 
 
 def required_fields(specs: list) -> dict[str, str]:
-    """Example fields the built-in rewards in ``specs`` read -> ``grpo.rewards[i] (name)``,
-    so data can be checked line by line before any model or code is loaded."""
+    """Example fields the built-in rewards and graders' templates in ``specs`` read ->
+    ``grpo.rewards[i] (name)``, so data can be checked line by line before any model or code
+    is loaded."""
+    from .grader import required_item_keys
+
     out = {}
     for i, spec in enumerate(specs):
         if spec.type == "exact_match":
-            key = spec.field or "answer"
+            keys = [spec.field or "answer"]
         elif spec.type == "json_schema":
-            key = spec.field
+            keys = [spec.field]
+        elif spec.type == "grader":
+            keys = sorted(required_item_keys(spec, f"grpo.rewards[{i}]"))
         else:
-            key = None
-        if key:
-            out[key] = f"grpo.rewards[{i}] ({spec.name or spec.type})"
+            keys = []
+        for key in keys:
+            if key:
+                out.setdefault(key, f"grpo.rewards[{i}] ({spec.name or spec.type})")
     return out
 
 
@@ -149,10 +166,11 @@ _KEYS = {"exact_match": {"field", "pattern", "ignore_case"},
          "json_schema": {"schema", "field"},
          "length": {"max_tokens", "cache_tokens"},
          "python": {"function"},
-         "reward_model": {"model"}}
+         "reward_model": {"model"},
+         "grader": {"grader", "judge_model"}}
 _DEFAULTS = {"field": None, "pattern": None, "full_match": False, "ignore_case": False,
              "schema": None, "function": None, "model": None, "max_tokens": None,
-             "cache_tokens": None}
+             "cache_tokens": None, "grader": None, "judge_model": None}
 
 
 def _check_unused_keys(spec, where: str) -> None:

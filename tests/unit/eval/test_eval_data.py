@@ -60,3 +60,18 @@ def test_kto_rows_are_refused_with_a_reason(tmp_path):
     path = factory.write_jsonl(tmp_path / "k.jsonl", [{"prompt": "p", "completion": "c", "label": True}])
     with pytest.raises(DataError, match="no pairs"):
         load_eval_data(str(path))
+
+
+def test_rft_rows_are_prompts_and_graders_see_the_row(tmp_path):
+    # OpenAI's reinforcement fine-tuning rows: messages without an assistant turn + extra keys.
+    rft = {"messages": [{"role": "system", "content": "be brief"},
+                        {"role": "user", "content": "2+2?"}], "answer": "4"}
+    chat = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+            "topic": "greeting"}
+    data = load_eval_data(str(factory.write_jsonl(tmp_path / "r.jsonl", [rft, chat])))
+    first, second = data.items
+    assert first.example is None and first.prompt == rft["messages"]  # generation only
+    assert first.target["answer"] == "4" and "messages" not in first.target
+    # the grader's item is the row as written; a chat row's reference answer is added
+    assert first.grader_item() == rft
+    assert second.grader_item() == {**chat, "reference": "hello"}
