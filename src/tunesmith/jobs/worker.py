@@ -378,6 +378,7 @@ class _Tail:
         self.total_steps = job["total_steps"]
         self.rows: dict[int, dict] = {}
         self.recorded: set[int] = set()
+        self.damaged: set[tuple[int, int]] = set()  # (step, inode) that failed verification
         self.on_disk: set[int] = set()
         self._inode = None
 
@@ -422,14 +423,25 @@ class _Tail:
         return new
 
     def new_checkpoints(self) -> list[int]:
-        root = self.run / "checkpoints"
-        steps = set()
-        if root.is_dir():
-            for d in root.glob("step-*"):
-                if (d / "COMMITTED").is_file() and d.name[5:].isdigit():
-                    steps.add(int(d.name[5:]))
-        self.on_disk = steps
-        fresh = sorted(s for s in steps - self.recorded if s in self.rows)
+        """Steps of committed checkpoints not published yet that verify against their manifest
+        (the rule resume follows: a damaged one is never offered as a model). Each directory is
+        hashed once; a damaged one is remembered by inode, so a rewrite of that step (a new
+        directory) is looked at afresh."""
+        from ..engine.checkpoint import list_checkpoints, verify_checkpoint
+
+        found = {int(d.name[5:]): d for d in list_checkpoints(self.run / "checkpoints") if d.name[5:].isdigit()}
+        self.on_disk = set(found)
+        fresh = []
+        for step in sorted(set(found) - self.recorded):
+            if step not in self.rows:
+                continue
+            key = (step, found[step].stat().st_ino)
+            if key in self.damaged:
+                continue
+            if verify_checkpoint(found[step]) is None:
+                fresh.append(step)
+            else:
+                self.damaged.add(key)
         self.recorded |= set(fresh)
         return fresh
 

@@ -67,3 +67,28 @@ def test_resume_keeps_rows_up_to_the_checkpoint_and_survives_no_file(tmp_path):
     assert path.stat().st_ino != inode  # replaced, so offset readers notice
     assert not path.with_name("metrics.jsonl.tmp").exists()
     MetricsFile(tmp_path / "absent.jsonl", 3).close()  # resuming with no metrics file yet
+
+
+def test_tail_offers_only_checkpoints_that_verify(tmp_path):
+    # A checkpoint damaged after its commit marker (issue 16) is never published as a model;
+    # a rewrite of the same step (a new directory) is looked at afresh.
+    import torch
+
+    from tunesmith.engine.checkpoint import save_checkpoint
+
+    run = tmp_path / "run"
+    root = run / "checkpoints"
+
+    def save(step):
+        return save_checkpoint(root, step, trainable={"w": torch.full((4,), float(step))}, optim_state={},
+                               rng={}, state={"step": step}, keep_last=5)
+
+    save(1)
+    bad = save(2)
+    (bad / "trainable.safetensors").write_bytes(b"cut")
+    tail = _Tail(run, {"last_step": 0, "total_steps": None})
+    tail.rows = {1: _row(1, ""), 2: _row(2, "")}
+    assert tail.new_checkpoints() == [1]
+    assert tail.new_checkpoints() == [] and tail.on_disk == {1, 2}
+    save(2)
+    assert tail.new_checkpoints() == [2]
