@@ -177,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_reward_commands(sub)
 
+    from .cli_openai import add_openai_commands
+
+    add_openai_commands(sub)
+
     p = sub.add_parser("config", help="print the default config with every key")
     p.set_defaults(func=_cmd_config)
     return parser

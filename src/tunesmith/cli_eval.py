@@ -37,6 +37,10 @@ def add_eval_command(subparsers: Any) -> None:
                    help="local model (folder or .gguf) running the graders' score_model / "
                         "label_model graders; NAME=PATH maps one grader model name (repeatable)")
     p.add_argument("--reward-model", help="reward-model folder: scores replies, pairwise accuracy on pairs")
+    p.add_argument("--against", metavar="RECORDED.jsonl",
+                   help="answers recorded from another model (tunesmith openai record): compared as "
+                        "the model 'recorded' with the same scorers and graders, plus agree:<metric> "
+                        "(see docs/migrate-from-openai.md)")
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice); 1 is "
@@ -133,7 +137,7 @@ def _cmd_eval(args) -> int:
         torch.set_num_threads(args.threads)
     report = run_eval(args.target, args.data, model=args.model, compare_with=args.compare,
                       options=_options(args), out_dir=args.out, limit=args.limit, device=args.device,
-                      reward_model=args.reward_model)
+                      reward_model=args.reward_model, against=args.against)
     print(summary_table(report))
     print(f"report: {Path(report['out_dir']) / 'report.html'} (numbers in report.json)")
     return 0

@@ -22,16 +22,18 @@ from ..errors import ConfigError
 from .data import load_eval_data
 from .models import EvalModel, load_eval_model, load_eval_tokenizer, resolve_spec, resolve_target
 from .report import training_curves, write_report
-from .runner import (EvalOptions, Prepared, add_implicit_reward, add_reward_model_scores, compare,
-                     example_rows, highlights, score_model, summarize)
+from .recorded import RecordedFile, match_answers, read_recorded
+from .runner import (EvalOptions, Prepared, add_agreement, add_implicit_reward, add_reward_model_scores,
+                     compare, example_rows, highlights, score_model, score_recorded, summarize)
 
 log = logging.getLogger("tunesmith")
+RECORDED_NAME = "recorded"  # the column of --against's answers
 
 
 def run_eval(target: str, data_path: str | None = None, *, model: str | None = None,
              compare_with: list[str] | tuple = (), options: EvalOptions | None = None,
              out_dir: str | Path | None = None, limit: int | None = None, device: str = "auto",
-             reward_model: str | None = None) -> dict:
+             reward_model: str | None = None, against: str | None = None) -> dict:
     """Evaluate ``model`` (default: the run's ``final``) and every ``compare_with`` spec.
 
     Args:
@@ -42,6 +44,10 @@ def run_eval(target: str, data_path: str | None = None, *, model: str | None = N
         limit: evaluate only the first ``limit`` rows.
         reward_model: a reward-model folder (``tunesmith.models.reward_model``) that scores the
             generated replies and whose pairwise accuracy is reported on preference data.
+        against: a recorded-answers file (:mod:`.recorded`, written by ``tunesmith openai
+            record``): its answers join the comparison as the model ``recorded`` (kind
+            ``recorded``, scored by the same scorers and graders), and the first model gains
+            ``agree:<metric>`` — its replies scored with the recorded answer as the reference.
     """
     options = options or EvalOptions()
     ctx = resolve_target(target)
@@ -50,6 +56,7 @@ def run_eval(target: str, data_path: str | None = None, *, model: str | None = N
     _unique_names(models)
     data_path = data_path or _config_eval_file(ctx)
     data = load_eval_data(data_path, limit)
+    recorded = _read_against(against, data, data_path, options)
     dev = resolve_device(device)
     tokenizer = load_eval_tokenizer(ctx, models[0])
     prep = Prepared(data, tokenizer, options)
@@ -66,7 +73,15 @@ def run_eval(target: str, data_path: str | None = None, *, model: str | None = N
         gc.collect()
         timings[m.name] = time.perf_counter() - t0
         log.info("eval: %s scored in %.1f s", m.name, timings[m.name])
+    if recorded is not None:
+        models.append(EvalModel(RECORDED_NAME, "recorded", str(against)))
+        _unique_names(models)
+        timings[RECORDED_NAME] = 0.0
+        all_scores.append(score_recorded(RECORDED_NAME, recorded[1], data, options))
+        add_agreement(all_scores[0], recorded[1], data, options)
     notes = [note for s in all_scores for note in s.notes]
+    if recorded is not None:
+        notes += _against_notes(recorded, data, options)
     if data.pairs:
         reference = _reference_scores(all_scores, ctx, tokenizer, data, prep, options, dev)
         if reference is None:
@@ -91,6 +106,8 @@ def run_eval(target: str, data_path: str | None = None, *, model: str | None = N
                      "max_new_tokens": options.max_new_tokens, "system": options.system,
                      "bootstrap_resamples": options.n_resamples, "confidence": options.confidence,
                      "device": str(dev),
+                     "against": None if recorded is None else {"path": str(against),
+                                                               "request": recorded[0].request},
                      "graders": {g.name: _grader_setting(g, options.scoring.judge)
                                  for g in options.scoring.graders}},
         "models": [{"name": m.name, "kind": m.kind, "path": m.adapter or m.checkpoint or m.path,
@@ -113,6 +130,39 @@ def run_eval(target: str, data_path: str | None = None, *, model: str | None = N
     _write_predictions(out / "predictions.jsonl", rows)
     report["out_dir"] = str(out)
     return report
+
+
+def _read_against(against: str | None, data, data_path: str,
+                  options: EvalOptions) -> tuple[RecordedFile, list] | None:
+    """``--against``: the recorded file and each item's recorded answer (None: none), checked
+    against the held-out rows before any model loads."""
+    if against is None:
+        return None
+    if not options.generate:
+        raise ConfigError("--against compares generated answers with the recorded ones; drop --no-generate")
+    recorded = read_recorded(against)
+    answers = match_answers(recorded, data.items, str(data_path))
+    if not any(a is not None for a in answers):
+        raise ConfigError(f"--against {against}: it holds no answer for any row of {data_path}")
+    return recorded, answers
+
+
+def _against_notes(recorded: tuple[RecordedFile, list], data, options: EvalOptions) -> list[str]:
+    """What a reader of the comparison should know: rows without a recorded answer, and
+    decoding settings that differ from the recording's."""
+    rec, answers = recorded
+    notes = []
+    have = sum(a is not None for a in answers)
+    if have < len(data.items):
+        notes.append(f"{rec.path} has recorded answers for {have} of {len(data.items)} rows; the "
+                     "comparison with 'recorded' uses those rows only.")
+    req = rec.request
+    mine = {"temperature": options.temperature, "max_tokens": options.max_new_tokens}
+    differ = [f"{k} {req[k]!r} (here {v!r})" for k, v in mine.items() if k in req and req[k] != v]
+    if differ:
+        notes.append(f"The recorded answers were sampled with {', '.join(differ)}; pass the same "
+                     "settings (--temperature, --max-new-tokens) for a like-for-like comparison.")
+    return notes
 
 
 def _load_judge(options: EvalOptions) -> None:

@@ -41,7 +41,13 @@ HIGHLIGHT_ORDER = ("keywords", "json_schema_valid", "regex", "rouge_l", "token_f
                    "json_valid", "loss")
 
 
+# Reference scorers that also measure agreement with a recorded answer (``agree:<metric>``).
+AGREEMENT_METRICS = ("exact_match", "token_f1", "rouge_l")
+
+
 def metric_info(name: str) -> tuple[str, bool]:
+    if name.startswith("agree:"):
+        return f"{metric_info(name[6:])[0]} vs recorded answer", True
     if name.startswith("scorer:"):
         return f"scorer {name[7:]}", True
     if name.startswith("grader:"):
@@ -125,17 +131,7 @@ def score_model(name: str, kind: str, model, tokenizer, data: EvalData, prep: Pr
         replies = generate_ids(model, tokenizer, [prep.prompts[i] for i in gen_idx],
                                max_new_tokens=options.max_new_tokens, temperature=options.temperature,
                                top_p=options.top_p, seed=options.seed, batch_size=options.batch_size)
-        per_metric: dict[str, list] = {}
-        for i, reply in zip(gen_idx, replies):
-            values = score_prediction(reply["text"], data.items[i].target, options.scoring)
-            scores.predictions[i] = {**reply, "scores": values}
-            for metric, value in values.items():
-                per_metric.setdefault(metric, [None] * n)[i] = value
-        if options.scoring.graders:
-            _add_grader_scores(scores, per_metric, data, gen_idx, [r["text"] for r in replies],
-                               options.scoring)
-        for metric, values in per_metric.items():
-            scores.series[metric] = Series(values)
+        _score_replies(scores, data, gen_idx, replies, options)
     if prep.pairs:
         losses = example_losses(model, prep.pairs)
         # log p(continuation | prompt) = -(summed CE of its tokens); chosen / rejected alternate.
@@ -143,6 +139,65 @@ def score_model(name: str, kind: str, model, tokenizer, data: EvalData, prep: Pr
         scores.pair_logps = list(zip(logps[0::2], logps[1::2]))
         scores.series["logp_pref_accuracy"] = Series([float(c > r) for c, r in scores.pair_logps])
     return scores
+
+
+def _score_replies(scores: ModelScores, data: EvalData, gen_idx: list[int], replies: list[dict],
+                   options: EvalOptions) -> None:
+    """Every generation metric (scorers, then graders) of ``replies[k]`` (a dict with ``text``),
+    the reply to item ``gen_idx[k]``: fills ``scores.predictions`` and ``scores.series``."""
+    n = len(data.items)
+    per_metric: dict[str, list] = {}
+    for i, reply in zip(gen_idx, replies):
+        values = score_prediction(reply["text"], data.items[i].target, options.scoring)
+        scores.predictions[i] = {**reply, "scores": values}
+        for metric, value in values.items():
+            per_metric.setdefault(metric, [None] * n)[i] = value
+    if options.scoring.graders and gen_idx:
+        _add_grader_scores(scores, per_metric, data, gen_idx, [r["text"] for r in replies], options.scoring)
+    for metric, values in per_metric.items():
+        scores.series[metric] = Series(values)
+
+
+def score_recorded(name: str, answers: list[str | None], data: EvalData, options: EvalOptions) -> ModelScores:
+    """A model whose replies were recorded (``answers[i]`` for item ``i``, None where none was),
+    scored by the same scorers and graders as a generated reply; kind ``recorded``. It has no
+    likelihood metrics: there is no model to ask for log-probabilities."""
+    scores = ModelScores(name, "recorded")
+    scores.predictions = [None] * len(data.items)
+    idx = [i for i, a in enumerate(answers) if a is not None and data.items[i].prompt is not None]
+    _score_replies(scores, data, idx, [{"text": answers[i], "recorded": True} for i in idx], options)
+    return scores
+
+
+def add_agreement(scores: ModelScores, answers: list[str | None], data: EvalData, options: EvalOptions) -> None:
+    """``agree:<metric>``: how close each of ``scores``' replies is to the recorded answer
+    (``answers[i]``), with the recorded answer as the reference: the reference scorers of
+    :data:`AGREEMENT_METRICS`, and every ``--grader`` that reads ``{{item.reference}}`` (the
+    item's ``reference`` replaced by the recorded answer). Rows without either are skipped."""
+    from ..graders import item_keys
+
+    n = len(data.items)
+    idx = [i for i, p in enumerate(scores.predictions) if p is not None and answers[i] is not None]
+    per: dict[str, list] = {}
+    for i in idx:
+        values = score_prediction(scores.predictions[i]["text"], {"reference": answers[i]}, ScoringOptions())
+        for metric in AGREEMENT_METRICS:
+            if metric in values:
+                per.setdefault(f"agree:{metric}", [None] * n)[i] = values[metric]
+    graders = [g for g in options.scoring.graders if "reference" in item_keys(g.spec)]
+    if graders and idx:
+        items = [{**data.items[i].grader_item(), "reference": answers[i]} for i in idx]
+        texts = [scores.predictions[i]["text"] for i in idx]
+        for name, results in grade_replies(graders, texts, items, options.scoring.judge).items():
+            values = per.setdefault(f"agree:grader:{name}", [None] * n)
+            for i, result in zip(idx, results):
+                values[i] = result.score
+            failed = sum(r.error is not None for r in results)
+            if failed:
+                scores.notes.append(f"{scores.name}: grader {name} could not grade {failed} of "
+                                    f"{len(results)} answers against the recorded ones (scored 0)")
+    for metric, values in per.items():
+        scores.series[metric] = Series(values)
 
 
 def _add_grader_scores(scores: ModelScores, per_metric: dict, data: EvalData, gen_idx: list[int],
