@@ -8,6 +8,12 @@ and non-streaming), and, when an ``adapter_root`` is configured, ``POST /v1/adap
 Reuse from another app: ``build_router(server, api_key=...)`` returns an ``APIRouter`` that
 answers errors itself (OpenAI envelope), so it can be included anywhere
 (``app.include_router(build_router(server))``); ``create_app`` wraps it in a FastAPI app.
+
+Error contract (docs/hardening.md): every answer is JSON in OpenAI's envelope. Client mistakes
+are 4xx with ``type: invalid_request_error`` -- including requests that could never be served
+(400 naming the limit); only transient overload is a 503. A 500 (``server_error``) means the
+server itself failed: its message is generic with a reference, the details go to the log, and no
+message ever contains a server path.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
+import os
 import time
 import uuid
 from pathlib import Path
@@ -23,18 +31,87 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
+from .. import jsontext
 from ..errors import ModelError
 from .protocol import APIError, ChatCompletionRequest, CompletionRequest, from_validation_error
 from .respond import Collector, chat_chunks, completion_chunks
+
+
+log = logging.getLogger("tunesmith.serve")
+MAX_PATH_CHARS = 1024  # adapter paths: far above any real one, far below the OS limits
+MAX_BODY_BYTES = 16 * 2**20  # a JSON request body; far above any context window's worth of text
 
 
 def _error_response(err: APIError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status)
 
 
+def _internal_error(what: str, exc: BaseException | None = None) -> JSONResponse:
+    """The last-resort answer for an unexpected exception ``exc`` (default: the one being handled):
+    a 500 envelope with a generic message and a reference; the traceback goes to the log only."""
+    ref = uuid.uuid4().hex[:12]
+    log.error("%s failed (error reference %s)", what, ref, exc_info=exc or True)
+    return _error_response(APIError(500, f"The server had an error while processing your request "
+                                         f"(error reference {ref}).", type="server_error"))
+
+
+async def read_json_object(request: Request) -> dict:
+    """The request body as a JSON object, parsed by :func:`tunesmith.jsontext.loads` (bounded
+    nesting, no over-long integers, no NaN/Infinity); anything else is a 400, a body over
+    MAX_BODY_BYTES a 413. This is the only place serve parses a body."""
+    try:
+        body = jsontext.loads(await _read_body(request), allow_nan=False)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        why = exc.msg if isinstance(exc, json.JSONDecodeError) else "it is not UTF-8"
+        raise APIError(400, f"the request body is not valid JSON ({why})") from None
+    if not isinstance(body, dict):
+        raise APIError(400, "the request body must be a JSON object")
+    if _has_lone_surrogate(body):
+        raise APIError(400, "the request body is not valid JSON (a \\u escape is an unpaired UTF-16 surrogate, "
+                            "which is not text)")
+    return body
+
+
+def _has_lone_surrogate(value) -> bool:
+    """Whether any string (key or value) in a parsed JSON value holds an unpaired surrogate such as
+    ``"\\ud800"``: valid JSON, but not text -- tokenizers reject it and the reply could not be
+    encoded as UTF-8. Iterative (the nesting depth is bounded by jsontext anyway)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+    return False
+
+
+async def _read_body(request: Request) -> bytes:
+    """The whole body, refused with 413 as soon as it passes MAX_BODY_BYTES. Cached on the request
+    as ``Request.body()`` caches it (an app that read the body first hands it over unchanged)."""
+    length = request.headers.get("content-length", "")
+    too_large = APIError(413, f"the request body is larger than {MAX_BODY_BYTES} bytes", code="request_too_large")
+    if length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():  # yields the cached body when it was read already
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise too_large
+        chunks.append(chunk)
+    request._body = b"".join(chunks)
+    return request._body
+
+
 def build_router(server, *, api_key: str | None = None, adapter_root: str | None = None) -> APIRouter:
     """Routes for ``server`` (an InferenceServer); ``api_key`` guards everything but /health."""
-    from .scheduler import GenRequest, Overloaded
+    from .scheduler import GenRequest, NeverFits, Overloaded
     from .sampling import SamplingParams
 
     router = APIRouter()
@@ -49,12 +126,7 @@ def build_router(server, *, api_key: str | None = None, adapter_root: str | None
 
     async def parse(request: Request, model_cls):
         check_auth(request)
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise APIError(400, "the request body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise APIError(400, "the request body must be a JSON object")
+        body = await read_json_object(request)
         try:
             req = model_cls.model_validate(body)
         except ValidationError as exc:
@@ -90,9 +162,12 @@ def build_router(server, *, api_key: str | None = None, adapter_root: str | None
         return max_tokens if max_tokens is not None else ctx - used
 
     def launch(entry, prompts: list[list[int]], max_tokens: list[int], req, params) -> tuple[list, asyncio.Queue]:
-        if req.n > server.scheduler.max_batch:
-            raise APIError(400, f"n: at most {server.scheduler.max_batch} choices per request on this server",
-                           param="n")
+        """Queue one job per prompt, all or none: a request that could never be admitted is a 400
+        naming the limit; one that fits but finds the queue full now is a 503 (retry)."""
+        try:
+            server.scheduler.check_fits([req.n] * len(prompts))
+        except NeverFits as exc:
+            raise APIError(400, str(exc), param=exc.param) from None
         loop, queue = asyncio.get_running_loop(), asyncio.Queue()
         jobs = []
         for k, (ids, limit) in enumerate(zip(prompts, max_tokens)):
@@ -101,11 +176,10 @@ def build_router(server, *, api_key: str | None = None, adapter_root: str | None
             jobs.append(GenRequest(ids, limit, sink, entry.tokenizer, entry.stop_ids, adapter=entry.adapter_name,
                                    n=req.n, params=params, stop=req.stop_list(), seed=req.seed))
         try:
-            for job in jobs:
-                server.scheduler.submit(job)
+            server.scheduler.submit_all(jobs)
+        except NeverFits as exc:
+            raise APIError(400, str(exc), param=exc.param) from None
         except Overloaded as exc:
-            for job in jobs:
-                job.cancel()
             raise APIError(503, f"The server is overloaded ({exc}); retry shortly.", type="server_error",
                            code="overloaded") from None
         return jobs, queue
@@ -116,6 +190,8 @@ def build_router(server, *, api_key: str | None = None, adapter_root: str | None
                 try:
                     async for line in chunks(queue, len(jobs)):
                         yield line
+                except Exception:  # headers are sent: the failure becomes the stream's last chunk
+                    yield _internal_stream_error()
                 finally:
                     for job in jobs:
                         job.cancel()
@@ -140,16 +216,18 @@ def build_router(server, *, api_key: str | None = None, adapter_root: str | None
         return JSONResponse(collector.result())
 
     def guarded(handler):
+        """``handler`` answering APIError as its envelope and anything unexpected as a JSON 500."""
         async def endpoint(request: Request):
             try:
                 return await handler(request)
             except APIError as err:
                 return _error_response(err)
+            except Exception:
+                return _internal_error(f"{request.method} {request.url.path}")
         endpoint.__name__ = handler.__name__
         return endpoint
 
-    @router.get("/health")
-    async def health():
+    async def health(request: Request):
         return {"status": "ok", "models": [m.id for m in server.models()], **server.scheduler.load}
 
     async def list_models(request: Request):
@@ -216,17 +294,16 @@ def build_router(server, *, api_key: str | None = None, adapter_root: str | None
 
     async def add_adapter(request: Request):
         check_auth(request)
-        try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise APIError(400, "the request body is not valid JSON") from None
-        if not isinstance(body, dict) or not isinstance(body.get("id"), str) or not isinstance(body.get("path"), str):
+        body = await read_json_object(request)
+        if not isinstance(body.get("id"), str) or not isinstance(body.get("path"), str):
             raise APIError(400, 'expected {"id": MODEL_ID, "path": FOLDER under the adapter root}', param="path")
         folder = _inside(adapter_root, body["path"])
         try:
-            entry = await asyncio.to_thread(server.add_adapter, body["id"], str(folder))
+            entry = await asyncio.to_thread(server.add_adapter, body["id"], str(folder), shown=body["path"])
         except ModelError as exc:
-            raise APIError(400, str(exc), param="path") from None
+            raise APIError(400, _without_paths(str(exc), adapter_root, server.base_path), param="path") from None
+        except (OSError, ValueError):  # e.g. a name the file system refuses
+            raise APIError(400, "path: not a readable adapter folder under the adapter root", param="path") from None
         return _model_json(entry, server.base_id)
 
     async def delete_adapter(request: Request):
@@ -239,6 +316,7 @@ def build_router(server, *, api_key: str | None = None, adapter_root: str | None
                            code="model_not_found") from None
         return {"id": model_id, "object": "model", "deleted": True}
 
+    router.add_api_route("/health", guarded(health), methods=["GET"])
     router.add_api_route("/v1/models", guarded(list_models), methods=["GET"])
     router.add_api_route("/v1/models/{model_id:path}", guarded(get_model), methods=["GET"])
     router.add_api_route("/v1/chat/completions", guarded(chat_completions), methods=["POST"])
@@ -249,13 +327,45 @@ def build_router(server, *, api_key: str | None = None, adapter_root: str | None
     return router
 
 
+def _internal_stream_error() -> str:
+    """The SSE error chunk that ends a stream whose generator failed (logged, generic message)."""
+    from .respond import sse
+
+    ref = uuid.uuid4().hex[:12]
+    log.exception("streaming a response failed (error reference %s)", ref)
+    return sse({"error": {"message": f"The server had an error while streaming this response (error "
+                                     f"reference {ref}).", "type": "server_error", "param": None, "code": None}})
+
+
 def _inside(root: str | None, relative: str) -> Path:
-    """``root/relative`` resolved, refusing anything that escapes ``root`` (no absolute paths, no ..)."""
-    base = Path(root or "").resolve()
-    target = (base / relative).resolve()
+    """``root/relative`` resolved, refusing anything that escapes ``root`` (no absolute paths, no ..)
+    and names the file system cannot hold (control characters such as NUL, over-long names)."""
+    if any(ord(c) < 32 or c == "\x7f" for c in relative):
+        raise APIError(400, "path: must not contain control characters", param="path")
+    if len(relative) > MAX_PATH_CHARS or any(len(part.encode("utf-8", "surrogatepass")) > 255
+                                             for part in relative.split("/")):
+        raise APIError(400, f"path: at most {MAX_PATH_CHARS} characters and 255 bytes per folder name",
+                       param="path")
+    try:
+        base = Path(root or "").resolve()
+        target = (base / relative).resolve()
+    except (OSError, ValueError, RuntimeError):  # e.g. a symlink loop, unencodable characters
+        raise APIError(400, "path: not a usable folder name", param="path") from None
     if Path(relative).is_absolute() or not target.is_relative_to(base) or target == base:
         raise APIError(400, "path must name a folder inside the server's adapter root", param="path")
     return target
+
+
+def _without_paths(message: str, root: str | None, base_path: str) -> str:
+    """``message`` with the server's own folders replaced: paths under the adapter root become
+    relative to it (as the client names them), the root and the base model's folder a label."""
+    for folder, label in ((root, "the adapter root"), (base_path, "the base model")):
+        if not folder:
+            continue
+        for form in {str(Path(folder).resolve()), os.path.abspath(folder), str(folder)}:
+            message = message.replace(form + os.sep, "" if label == "the adapter root" else f"<{label}>/")
+            message = message.replace(form, f"<{label}>")
+    return message
 
 
 def _model_json(entry, base_id: str | None = None) -> dict:
@@ -281,13 +391,26 @@ def create_app(server, *, api_key: str | None = None, adapter_root: str | None =
     app = FastAPI(title="tunesmith", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.include_router(build_router(server, api_key=api_key, adapter_root=adapter_root))
 
-    @app.exception_handler(404)
-    async def not_found(request, exc):
-        return _error_response(APIError(404, f"Unknown route {request.method} {request.url.path}",
-                                        code="unknown_url"))
+    from starlette.exceptions import HTTPException
 
-    @app.exception_handler(405)
-    async def bad_method(request, exc):
-        return _error_response(APIError(405, f"Method {request.method} not allowed on {request.url.path}",
-                                        code="method_not_allowed"))
+    @app.exception_handler(HTTPException)
+    async def http_error(request, exc):
+        """Routing errors (404 unknown route, 405 wrong method, ...) in the OpenAI envelope; a
+        client's mistake, so ``invalid_request_error``."""
+        if exc.status_code == 404:
+            err = APIError(404, f"Unknown route {request.method} {request.url.path}", code="unknown_url")
+        elif exc.status_code == 405:
+            err = APIError(405, f"Method {request.method} not allowed on {request.url.path}",
+                           code="method_not_allowed")
+        else:
+            err = APIError(exc.status_code, str(exc.detail),
+                           type="invalid_request_error" if exc.status_code < 500 else "server_error")
+        response = _error_response(err)
+        response.headers.update(getattr(exc, "headers", None) or {})
+        return response
+
+    @app.exception_handler(Exception)
+    async def unexpected(request, exc):
+        """Anything that escaped a route (the routes answer their own errors): a JSON 500."""
+        return _internal_error(f"{request.method} {request.url.path}", exc)
     return app

@@ -4,10 +4,16 @@ Field names, defaults and ranges follow the OpenAI API reference for ``/v1/chat/
 and the legacy ``/v1/completions``. Unknown fields are ignored, as OpenAI-compatible servers
 commonly do; fields that would change the meaning of the answer and are not implemented
 (tools, ``response_format``, ``suffix`` ...) are rejected with a 400 instead of silently dropped.
+
+Everything a request can make the generation thread do is bounded here, at the door, so a bad
+value is the sender's 400 and never a failure inside the shared batch: floats must be finite,
+``seed`` is a signed 64-bit integer (OpenAI's range), ``logit_bias`` has at most
+:data:`MAX_LOGIT_BIAS` entries whose keys are short non-negative decimal token ids.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -33,8 +39,14 @@ def from_validation_error(exc: ValidationError) -> APIError:
                     code="invalid_value" if err.get("type") != "missing" else "missing_required_parameter")
 
 
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1  # OpenAI's seed: a signed 64-bit integer
+MAX_LOGIT_BIAS = 300  # OpenAI's cap on logit_bias entries
+_TOKEN_ID = re.compile(r"[0-9]{1,10}")  # a vocabulary index: no sign, no spaces, no 5,000 digits
+
+
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # allow_inf_nan=False: "inf" / 1e999 in any float field is a 400, never a sampling input.
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     model: str
     temperature: float = Field(1.0, ge=0, le=2)
@@ -43,7 +55,7 @@ class _Body(BaseModel):
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: dict | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
     presence_penalty: float = Field(0.0, ge=-2, le=2)
     frequency_penalty: float = Field(0.0, ge=-2, le=2)
     logit_bias: dict[str, float] | None = None
@@ -59,11 +71,16 @@ class _Body(BaseModel):
     @field_validator("logit_bias")
     @classmethod
     def _bias(cls, v):
+        """Keys: decimal token ids of at most 10 digits (the vocabulary check needs the model and
+        is the app's); values: finite, -100..100; at most MAX_LOGIT_BIAS entries."""
+        if v and len(v) > MAX_LOGIT_BIAS:
+            raise ValueError(f"at most {MAX_LOGIT_BIAS} entries, got {len(v)}")
         for key, bias in (v or {}).items():
-            if not key.lstrip("-").isdigit():
-                raise ValueError(f"logit_bias keys must be token ids, got {key!r}")
-            if not -100 <= bias <= 100:
-                raise ValueError("logit_bias values must be between -100 and 100")
+            if not _TOKEN_ID.fullmatch(key):
+                shown = key if len(key) <= 20 else key[:20] + "..."
+                raise ValueError(f"keys must be token ids (non-negative integers), got {shown!r}")
+            if not -100 <= bias <= 100:  # also False for NaN
+                raise ValueError("values must be between -100 and 100")
         return v
 
     def stop_list(self) -> list[str]:

@@ -7,10 +7,19 @@ order follows the OpenAI API's documented semantics and common practice (vLLM, H
 2. presence / frequency penalties (OpenAI "Parameter details"):
    ``z[t] -= count[t] * frequency_penalty + (count[t] > 0) * presence_penalty``
    where ``count[t]`` is how often ``t`` was generated so far in this completion.
-3. temperature 0 -> argmax (greedy); otherwise ``softmax(z / T)``, restricted to the nucleus:
+3. temperature below :data:`GREEDY_BELOW` (1e-5, 0 included) -> argmax (greedy); otherwise
+   ``softmax(z / T)``, restricted to the nucleus:
    the smallest set of most likely tokens whose mass reaches ``top_p`` (Holtzman et al. 2020,
    "The Curious Case of Neural Text Degeneration", sec. 3.1), renormalised, then one draw with
    the sequence's own ``torch.Generator`` (so a seeded request does not depend on its neighbours).
+
+Numerics: ``softmax(z / T)`` is computed in float64 from ``(z - max z) / T``, so every exponent is
+``<= 0`` and the largest is exactly 0: no finite temperature can overflow it into inf/nan (a tiny
+``T`` only sends the other exponents to ``-inf``, i.e. probability 0). The greedy floor is
+therefore a definition, not a workaround: below ``1e-5`` the distribution is one-hot on the
+argmax for any logit gap above ~1e-3 anyway, and argmax needs no random generator. Logits that
+are not finite where it matters (NaN, or no finite maximum) raise :class:`BadLogits`, which the
+scheduler turns into an error for that one request.
 
 Reported log-probabilities are ``log_softmax`` of the model's raw logits (before bias, penalties,
 temperature and top-p), the model's own belief, as vLLM reports them by default.
@@ -21,6 +30,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+
+GREEDY_BELOW = 1e-5
+"""Temperatures below this (0 included) select the argmax; documented in docs/serving.md."""
+
+
+class BadLogits(ValueError):
+    """The logits of one sequence cannot be turned into a distribution (NaN / no finite max)."""
+
+
+def is_greedy(params: "SamplingParams") -> bool:
+    """Whether ``params`` select the argmax (no random draw, no generator needed)."""
+    return params.temperature < GREEDY_BELOW
 
 
 @dataclass
@@ -62,8 +83,11 @@ def nucleus_probs(z: torch.Tensor, temperature: float, top_p: float) -> torch.Te
 
     A token is kept when the mass of the tokens ranked strictly above it is below ``top_p``, so
     the most likely token is always kept and the kept set is the smallest reaching ``top_p``.
+    Returns float64, finite and summing to 1 for any finite ``temperature > 0`` and logits with a
+    finite maximum (``-inf`` entries are fine): the max-shift keeps every exponent ``<= 0``.
     """
-    probs = torch.softmax(z / temperature, dim=-1)
+    z = z.double()
+    probs = torch.softmax((z - z.max()) / temperature, dim=-1)
     if top_p >= 1.0:
         return probs
     sorted_p, order = probs.sort(descending=True)
@@ -75,10 +99,15 @@ def nucleus_probs(z: torch.Tensor, temperature: float, top_p: float) -> torch.Te
 
 def select(logits: torch.Tensor, params: SamplingParams, counts: dict[int, int],
            generator: torch.Generator | None) -> Choice:
-    """Pick the next token from ``logits`` ([V], any float dtype) for one sequence."""
+    """Pick the next token from ``logits`` ([V], any float dtype) for one sequence.
+
+    Raises :class:`BadLogits` when the processed logits have no finite maximum or contain NaN."""
     raw = logits.float()
     z = process_logits(raw, params, counts)
-    if params.temperature <= 0:
+    peak = z.max()  # NaN anywhere makes the max NaN
+    if not torch.isfinite(peak):
+        raise BadLogits(f"the logits have no finite maximum or contain NaN (max {float(peak)})")
+    if is_greedy(params):
         token = int(z.argmax())
     else:
         probs = nucleus_probs(z, params.temperature, params.top_p)

@@ -9,6 +9,15 @@ One background thread owns the model. Each iteration it
    is merged into the running batch (``kv.merge``), so new requests join mid-flight;
 4. runs one decode step for every running sequence (one token each) and samples per sequence.
 
+Failures are contained to the request that caused them: anything that goes wrong in one
+request's own work -- building its decode state (seed, stop strings), processing its logits,
+sampling, detokenizing, its sink -- ends that request alone with an error event and drops its
+rows from the batch, while the others carry on. A failed prefill forward pass ends only the
+requests it was admitting (the running batch's cache is untouched until the merge). Only a
+failure of the shared decode step (or of the cache surgery) ends the whole batch, and then every
+request in it, the ones being admitted included, hears back. Error messages sent to clients name
+a reference that is logged with the traceback, never the exception text.
+
 Results go out through each request's ``sink`` callback, which must not block (the HTTP layer
 hands them to its event loop with ``call_soon_threadsafe``): a slow client only grows its own
 queue and never holds up the batch. Several LoRA adapters share the batch through PEFT's
@@ -21,13 +30,14 @@ import collections
 import logging
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
 from . import kv
-from .sampling import Choice, SamplingParams, select
+from .sampling import Choice, SamplingParams, is_greedy, select
 from .text import TextStream
 
 log = logging.getLogger("tunesmith.serve")
@@ -63,7 +73,8 @@ class GenRequest:
 
 
 class _Seq:
-    """Decode state of one sequence in the running batch."""
+    """Decode state of one sequence in the running batch. May raise (e.g. a bad seed type): the
+    caller fails that request alone."""
 
     def __init__(self, req: GenRequest, index: int):
         self.req, self.index = req, index
@@ -72,15 +83,30 @@ class _Seq:
         self.counts: dict[int, int] = collections.Counter()
         self.stream = TextStream(req.tokenizer, req.stop)
         self.generator = None
-        if req.params.temperature > 0:
+        if not is_greedy(req.params):
             self.generator = torch.Generator()
             seed = req.seed + index if req.seed is not None else int(torch.randint(0, 2**62, (1,)))
-            self.generator.manual_seed(seed)
+            # torch takes an unsigned 64-bit seed and wraps negatives the same way, so any int
+            # seed (and seed + index past 2**63 - 1) is valid and seeds as before.
+            self.generator.manual_seed(seed % 2**64)
         self.done = False
 
 
 class Overloaded(Exception):
-    """The waiting queue is full."""
+    """The waiting queue is full for now (transient: retry later)."""
+
+
+class NeverFits(ValueError):
+    """A request the scheduler could never admit, however idle (a client error: do not retry).
+
+    ``param`` names the request field to change."""
+
+    def __init__(self, message: str, param: str):
+        super().__init__(message)
+        self.param = param
+
+
+_FAILED = "The server failed while generating this response (error reference {ref}); it has been logged."
 
 
 class Scheduler:
@@ -88,6 +114,8 @@ class Scheduler:
 
     def __init__(self, model, *, device: torch.device, context_length: int, max_batch: int = 16,
                  max_waiting: int = 256, max_prefill_tokens: int = 4096):
+        """``max_batch``: sequences decoded together; ``max_waiting``: sequences (requests x n)
+        the queue holds before ``submit`` raises Overloaded."""
         self.model, self.device = model, device
         self.context_length, self.max_batch = context_length, max_batch
         self.max_waiting, self.max_prefill_tokens = max_waiting, max_prefill_tokens
@@ -97,6 +125,7 @@ class Scheduler:
         self._actions: collections.deque = collections.deque()
         self._cv = threading.Condition()
         self._active: list[_Seq] = []
+        self._admitting: list[GenRequest] = []  # taken off the queue, not yet in the batch
         self._cache = self._mask = None
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -117,11 +146,30 @@ class Scheduler:
             self._thread = None
 
     def submit(self, req: GenRequest) -> None:
+        self.submit_all([req])
+
+    def submit_all(self, reqs: list[GenRequest]) -> None:
+        """Queue ``reqs`` together or not at all.
+
+        Raises NeverFits when they could not be admitted even by an idle server (a request's
+        ``n`` above ``max_batch``; more sequences in all than the queue holds), Overloaded when
+        they fit but the queue has no room right now."""
+        self.check_fits([r.n for r in reqs])
+        rows = sum(r.n for r in reqs)
         with self._cv:
-            if len(self._waiting) >= self.max_waiting:
-                raise Overloaded(f"{len(self._waiting)} requests are already waiting")
-            self._waiting.append(req)
+            waiting = sum(r.n for r in self._waiting)
+            if waiting + rows > self.max_waiting:
+                raise Overloaded(f"{waiting} sequences are already waiting")
+            self._waiting.extend(reqs)
             self._cv.notify_all()
+
+    def check_fits(self, ns: list[int]) -> None:
+        """Raise NeverFits unless requests with these ``n`` could ever be admitted together."""
+        if any(n > self.max_batch for n in ns):
+            raise NeverFits(f"n: at most {self.max_batch} choices per request on this server", "n")
+        if sum(ns) > self.max_waiting:
+            raise NeverFits(f"this request asks for {sum(ns)} sequences (prompts x n); this server "
+                            f"accepts at most {self.max_waiting} per request", "prompt")
 
     def call(self, fn: Callable[[], object], timeout: float = 600) -> object:
         """Run ``fn()`` on the generation thread between steps; return its result or raise its error."""
@@ -154,7 +202,8 @@ class Scheduler:
 
     @property
     def load(self) -> dict:
-        return {"running": len(self._active), "waiting": len(self._waiting), "steps": self.steps}
+        return {"running": len(self._active), "waiting": len(self._waiting) + len(self._admitting),
+                "steps": self.steps}
 
     # ---- the generation thread ------------------------------------------------------------------
     def _run(self) -> None:
@@ -174,20 +223,32 @@ class Scheduler:
                 self._admit()
                 if self._active:
                     self._decode()
-            except Exception as exc:  # a failed step must not kill the server: fail its requests
-                log.exception("generation step failed")
-                self._fail_all(f"generation failed: {exc}")
+            except Exception:  # the shared step failed: its requests end, the server goes on
+                ref = uuid.uuid4().hex[:12]
+                log.exception("generation step failed (error reference %s)", ref)
+                self._fail_all(_FAILED.format(ref=ref))
         self._fail_all("the server is shutting down")
 
     def _fail_all(self, message: str) -> None:
+        """End every running request and every one being admitted (and, when stopping, the
+        waiting ones) with ``message``; the batch is emptied."""
         reqs = {id(s.req): s.req for s in self._active}
+        reqs.update({id(r): r for r in self._admitting})
         with self._cv:
             reqs.update({id(r): r for r in self._waiting} if self._stop else {})
             if self._stop:
                 self._waiting.clear()
         for req in reqs.values():
             _emit(req, {"type": "error", "message": message})
-        self._active, self._cache, self._mask = [], None, None
+        self._active, self._admitting, self._cache, self._mask = [], [], None, None
+
+    def _fail_one(self, req: GenRequest, what: str) -> None:
+        """End ``req`` alone after its own work failed (call from an ``except`` block); its rows
+        are dropped from the batch by the caller or, via ``cancelled``, at the next step."""
+        ref = uuid.uuid4().hex[:12]
+        log.exception("request failed while %s (error reference %s)", what, ref)
+        _emit(req, {"type": "error", "message": _FAILED.format(ref=ref)})
+        req.cancel()
 
     def _keep(self, keep: list[int]) -> None:
         self._active = [self._active[i] for i in keep]
@@ -202,7 +263,10 @@ class Scheduler:
             self._keep(keep)
 
     def _admit(self) -> None:
-        batch: list[GenRequest] = []
+        """Move waiting requests (FIFO, while rows and prefill tokens allow) into the batch. They
+        are listed in ``_admitting`` from the moment they leave the queue, so a failure before
+        they join the batch still reaches them (``_fail_all``)."""
+        batch = self._admitting = []
         with self._cv:
             room = self.max_batch - len(self._active)
             longest = 0
@@ -221,6 +285,7 @@ class Scheduler:
                 longest = longest2
         if batch:
             self._prefill(batch)
+        self._admitting = []
 
     def _forward(self, input_ids, mask, position_ids, cache, adapters: list[str]):
         extra = {"adapter_names": adapters} if self.use_adapter_names else {}
@@ -228,8 +293,46 @@ class Scheduler:
                          past_key_values=cache, use_cache=True, logits_to_keep=1, **extra)
         return out.logits[:, -1, :].float(), out.past_key_values
 
+    def _new_seqs(self, batch: list[GenRequest]) -> list[_Seq]:
+        """Decode state for every row of ``batch``; a request whose state cannot be built fails alone."""
+        seqs: list[_Seq] = []
+        for req in batch:
+            try:
+                rows = [_Seq(req, i) for i in range(req.n)]
+            except Exception:
+                self._fail_one(req, "preparing its decode state")
+                continue
+            seqs.extend(rows)
+        return seqs
+
     def _prefill(self, batch: list[GenRequest]) -> None:
-        seqs = [_Seq(req, i) for req in batch for i in range(req.n)]
+        """Prefill ``batch`` and merge it into the running batch (see ``_prefill_rows``)."""
+        seqs = self._new_seqs(batch)
+        if seqs:
+            self._prefill_rows(seqs)
+
+    def _prefill_rows(self, seqs: list[_Seq]) -> None:
+        """One forward pass over the prompts of ``seqs``, merged into the running batch, then the
+        first token of each. If the pass fails, the running batch is untouched (its cache is only
+        merged after): with several requests each is retried alone, so only a request whose own
+        prompt fails the model is failed."""
+        try:
+            ids, mask, position_ids = self._prompt_tensors(seqs)
+            logits, cache = self._forward(ids, mask, position_ids, kv.empty(), [s.req.adapter for s in seqs])
+        except Exception:
+            reqs = list({id(s.req): s.req for s in seqs}.values())
+            if len(reqs) == 1:
+                self._fail_one(reqs[0], "prefilling its prompt")
+            else:
+                for req in reqs:
+                    self._prefill_rows([s for s in seqs if s.req is req])
+            return
+        self._cache, self._mask = kv.merge(self._cache, self._mask, cache, mask)
+        self._active.extend(seqs)
+        self._sample(seqs, logits)
+
+    def _prompt_tensors(self, seqs: list[_Seq]):
+        """(input_ids, attention_mask, position_ids) of the prompts, left-padded, on the device."""
         longest = max(len(s.req.prompt_ids) for s in seqs)
         ids = torch.zeros(len(seqs), longest, dtype=torch.long)
         mask = torch.zeros(len(seqs), longest, dtype=torch.long)
@@ -238,11 +341,7 @@ class Scheduler:
             ids[row, longest - len(p):] = torch.tensor(p, dtype=torch.long)
             mask[row, longest - len(p):] = 1
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        ids, mask, position_ids = ids.to(self.device), mask.to(self.device), position_ids.to(self.device)
-        logits, cache = self._forward(ids, mask, position_ids, kv.empty(), [s.req.adapter for s in seqs])
-        self._cache, self._mask = kv.merge(self._cache, self._mask, cache, mask)
-        self._active.extend(seqs)
-        self._sample(seqs, logits)
+        return ids.to(self.device), mask.to(self.device), position_ids.to(self.device)
 
     def _decode(self) -> None:
         last = torch.tensor([[s.generated[-1]] for s in self._active], dtype=torch.long, device=self.device)
@@ -257,35 +356,52 @@ class Scheduler:
         self._sample(self._active, logits)
 
     def _sample(self, seqs: list[_Seq], logits: torch.Tensor) -> None:
-        """Pick one token per sequence (rows of ``logits`` match ``seqs``), emit, retire the finished."""
+        """Pick one token per sequence (rows of ``logits`` match ``seqs``), emit, retire the
+        finished. A request whose row fails here gets an error and all its rows leave the batch;
+        the other rows are unaffected."""
         logits = logits.cpu()
+        failed: set[int] = set()
         for row, s in enumerate(seqs):
-            choice: Choice = select(logits[row], s.req.params, s.counts, s.generator)
-            tok = choice.token
-            s.generated.append(tok)
-            s.counts[tok] += 1
-            reason = None
-            if tok in s.req.stop_ids:
-                text, reason = s.stream.finish(), "stop"
-            else:
-                text, hit = s.stream.push(tok)
-                if hit:
-                    reason = "stop"
-                elif len(s.generated) >= s.req.max_tokens or s.pos + 1 >= self.context_length:
-                    text, reason = text + s.stream.finish(), "length"
-            _emit(s.req, {"type": "token", "index": s.index, "text": text, "choice": choice})
-            if reason:
-                s.done = True
-                _emit(s.req, {"type": "finish", "index": s.index, "reason": reason,
-                              "completion_tokens": len(s.generated)})
-        if any(s.done for s in seqs):
-            completed = {id(s.req): s.req for s in self._active if s.done}
-            self._keep([i for i, s in enumerate(self._active) if not s.done])
-            # "done" goes out after the rows left the batch, so a client that has its answer
-            # never sees its request still counted as running.
-            for req_id, req in completed.items():
-                if not any(s.req is req for s in self._active):
-                    _emit(req, {"type": "done"})
+            if id(s.req) in failed:
+                continue
+            try:
+                self._step(s, logits[row])
+            except Exception:
+                failed.add(id(s.req))
+                self._fail_one(s.req, "sampling its next token")
+        if failed or any(s.done for s in seqs):
+            self._retire(failed)
+
+    def _step(self, s: _Seq, logits: torch.Tensor) -> None:
+        """Select, record and emit one token of ``s``; mark it done when it finished."""
+        choice: Choice = select(logits, s.req.params, s.counts, s.generator)
+        tok = choice.token
+        s.generated.append(tok)
+        s.counts[tok] += 1
+        reason = None
+        if tok in s.req.stop_ids:
+            text, reason = s.stream.finish(), "stop"
+        else:
+            text, hit = s.stream.push(tok)
+            if hit:
+                reason = "stop"
+            elif len(s.generated) >= s.req.max_tokens or s.pos + 1 >= self.context_length:
+                text, reason = text + s.stream.finish(), "length"
+        _emit(s.req, {"type": "token", "index": s.index, "text": text, "choice": choice})
+        if reason:
+            s.done = True
+            _emit(s.req, {"type": "finish", "index": s.index, "reason": reason,
+                          "completion_tokens": len(s.generated)})
+
+    def _retire(self, failed: set[int]) -> None:
+        """Drop finished rows and every row of a ``failed`` request; "done" for completed requests."""
+        completed = {id(s.req): s.req for s in self._active if s.done and id(s.req) not in failed}
+        self._keep([i for i, s in enumerate(self._active) if not (s.done or id(s.req) in failed)])
+        # "done" goes out after the rows left the batch, so a client that has its answer
+        # never sees its request still counted as running.
+        for req in completed.values():
+            if not any(s.req is req for s in self._active):
+                _emit(req, {"type": "done"})
 
 
 def _emit(req: GenRequest, event: dict) -> None:

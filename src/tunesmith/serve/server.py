@@ -17,6 +17,7 @@ mixed batch in PEFT, so serve their merged model instead (``tunesmith export RUN
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import time
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from ..errors import ModelError
 
+log = logging.getLogger("tunesmith.serve")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
 
 
@@ -119,40 +121,53 @@ class InferenceServer:
         with self._lock:
             return self._models.get(model_id)
 
-    def add_adapter(self, model_id: str, path: str) -> ModelEntry:
+    def add_adapter(self, model_id: str, path: str, *, shown: str | None = None) -> ModelEntry:
         """Load the PEFT adapter at ``path`` (a folder or a run dir) and serve it as ``model_id``.
 
         Blocks until loaded (between two decode steps). Raises ModelError for a bad folder, a
-        non-LoRA adapter, a tokenizer that differs from the base's, or an id already in use.
+        non-LoRA adapter, a tokenizer that differs from the base's, or an id already in use. Its
+        messages name the folder as ``shown`` (default ``path``): an HTTP caller passes the path
+        the client gave, so no server path reaches the client.
         """
         from ..models.generate import resolve_model_ref
         from ..models.load import load_tokenizer
         from ..models.template import stop_token_ids
 
         check_model_id(model_id)
-        _, folder = resolve_model_ref(path)
-        folder = folder or path
-        cfg_file = Path(folder, "adapter_config.json")
-        if not cfg_file.is_file():
-            raise ModelError(f"{path}: no adapter_config.json (not a PEFT adapter folder or run)")
-        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
-        if cfg.get("peft_type") != "LORA":
-            raise ModelError(f"{path}: adapter type {cfg.get('peft_type')} is not served; only LoRA adapters")
+        shown = path if shown is None else shown
+        try:
+            _, folder = resolve_model_ref(path)
+            folder = folder or path
+            cfg_file = Path(folder, "adapter_config.json")
+            if not cfg_file.is_file():
+                raise ModelError(f"{shown}: no adapter_config.json (not a PEFT adapter folder or run)")
+            cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ModelError(f"{shown}: adapter_config.json is not valid JSON") from None
+        except ModelError as exc:  # resolve_model_ref names the folder as it found it
+            raise ModelError(str(exc).replace(str(path), shown)) from None
+        if not isinstance(cfg, dict) or cfg.get("peft_type") != "LORA":
+            kind = cfg.get("peft_type") if isinstance(cfg, dict) else None
+            raise ModelError(f"{shown}: adapter type {kind} is not served; only LoRA adapters")
         if cfg.get("use_dora"):
-            raise ModelError(f"{path}: DoRA adapters cannot share a batch with other models; serve the merged "
-                             f"model instead (tunesmith export {path} --format hf --out DIR)")
+            raise ModelError(f"{shown}: DoRA adapters cannot share a batch with other models; serve the merged "
+                             f"model instead (tunesmith export {shown} --format hf --out DIR)")
         tokenizer = self.tokenizer
         if Path(folder, "tokenizer_config.json").is_file():
-            tokenizer = load_tokenizer(folder)
+            try:
+                tokenizer = load_tokenizer(folder)
+            except Exception as exc:
+                log.warning("tokenizer of adapter %s could not be loaded: %s", folder, exc)
+                raise ModelError(f"{shown}: its tokenizer could not be loaded") from None
             if tokenizer.get_vocab() != self.tokenizer.get_vocab():
-                raise ModelError(f"{path}: its tokenizer differs from the base model's ({self.base_path}); "
+                raise ModelError(f"{shown}: its tokenizer differs from the base model's; "
                                  "serve its merged model instead")
         with self._lock:
             if model_id in self._models or model_id in self._draining:
                 raise ModelError(f"model id {model_id!r} is already in use")
             self._draining.add(model_id)  # reserve the id while loading
         try:
-            self.scheduler.call(lambda: self._load_adapter(model_id, folder))
+            self.scheduler.call(lambda: self._load_adapter(model_id, folder, shown))
         finally:
             with self._lock:
                 self._draining.discard(model_id)
@@ -194,7 +209,7 @@ class InferenceServer:
         return sorted(peft.peft_config) if peft is not None else []
 
     # ---- run on the generation thread --------------------------------------------------------------
-    def _load_adapter(self, name: str, folder: str) -> None:
+    def _load_adapter(self, name: str, folder: str, shown: str) -> None:
         from peft import PeftModel
 
         from ..models.load import MODEL_INIT_LOCK
@@ -208,7 +223,8 @@ class InferenceServer:
                 else:
                     sched.model.load_adapter(folder, adapter_name=name)
         except Exception as exc:
-            raise ModelError(f"could not load adapter {folder}: {exc}") from None
+            log.warning("adapter %s could not be loaded", folder, exc_info=True)
+            raise ModelError(f"could not load adapter {shown}: {str(exc).replace(str(folder), shown)}") from None
         sched.model.eval()
         sched.loaded.add(name)
 
