@@ -126,7 +126,7 @@ def test_id_routes(served, method, prefix):
     @fuzz.fuzz_settings(300)
     @given(IDS)
     def run(model_id):
-        check(served["client"].request(method, prefix + urllib.parse.quote(model_id, safe="")))
+        check(served["client"].request(method, prefix + urllib.parse.quote(model_id, safe="", errors="surrogatepass")))
     run()
     assert served["server"].get("base") is not None  # the base can never be deleted
     assert_still_serving(served["client"], served["reference"])

@@ -197,7 +197,7 @@ def _parse_line(raw: bytes, number: int) -> Iterator[_Row]:
     if not text.strip():
         return
     try:
-        yield _Row(number, jsontext.loads(text))
+        yield _Row(number, jsontext.loads(text, allow_surrogates=True))  # Checker.texts names the message
     except json.JSONDecodeError as err:
         # OpenAI's wording: "Example 1273 cannot be parsed. Error: line contains invalid json: ..."
         yield _Row(number, problem=("invalid_json", f"{_where(number)} cannot be parsed. Error: "

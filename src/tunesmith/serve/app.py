@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import os
 import time
@@ -31,7 +30,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
-from .. import jsontext
+from .. import httpjson
 from ..errors import ModelError
 from .protocol import APIError, ChatCompletionRequest, CompletionRequest, from_validation_error
 from .respond import Collector, chat_chunks, completion_chunks
@@ -39,7 +38,7 @@ from .respond import Collector, chat_chunks, completion_chunks
 
 log = logging.getLogger("tunesmith.serve")
 MAX_PATH_CHARS = 1024  # adapter paths: far above any real one, far below the OS limits
-MAX_BODY_BYTES = 16 * 2**20  # a JSON request body; far above any context window's worth of text
+MAX_BODY_BYTES = httpjson.MAX_BODY_BYTES
 
 
 def _error_response(err: APIError) -> JSONResponse:
@@ -56,57 +55,13 @@ def _internal_error(what: str, exc: BaseException | None = None) -> JSONResponse
 
 
 async def read_json_object(request: Request) -> dict:
-    """The request body as a JSON object, parsed by :func:`tunesmith.jsontext.loads` (bounded
-    nesting, no over-long integers, no NaN/Infinity); anything else is a 400, a body over
-    MAX_BODY_BYTES a 413. This is the only place serve parses a body."""
+    """The request body as a JSON object (:func:`tunesmith.httpjson.read_json_object`, the reader
+    the jobs service shares); anything else is a 400, a body over ``MAX_BODY_BYTES`` a 413. This
+    is the only place serve parses a body."""
     try:
-        body = jsontext.loads(await _read_body(request), allow_nan=False)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        why = exc.msg if isinstance(exc, json.JSONDecodeError) else "it is not UTF-8"
-        raise APIError(400, f"the request body is not valid JSON ({why})") from None
-    if not isinstance(body, dict):
-        raise APIError(400, "the request body must be a JSON object")
-    if _has_lone_surrogate(body):
-        raise APIError(400, "the request body is not valid JSON (a \\u escape is an unpaired UTF-16 surrogate, "
-                            "which is not text)")
-    return body
-
-
-def _has_lone_surrogate(value) -> bool:
-    """Whether any string (key or value) in a parsed JSON value holds an unpaired surrogate such as
-    ``"\\ud800"``: valid JSON, but not text -- tokenizers reject it and the reply could not be
-    encoded as UTF-8. Iterative (the nesting depth is bounded by jsontext anyway)."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, str):
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return True
-    return False
-
-
-async def _read_body(request: Request) -> bytes:
-    """The whole body, refused with 413 as soon as it passes MAX_BODY_BYTES. Cached on the request
-    as ``Request.body()`` caches it (an app that read the body first hands it over unchanged)."""
-    length = request.headers.get("content-length", "")
-    too_large = APIError(413, f"the request body is larger than {MAX_BODY_BYTES} bytes", code="request_too_large")
-    if length.isdigit() and int(length) > MAX_BODY_BYTES:
-        raise too_large
-    chunks, size = [], 0
-    async for chunk in request.stream():  # yields the cached body when it was read already
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise too_large
-        chunks.append(chunk)
-    request._body = b"".join(chunks)
-    return request._body
+        return await httpjson.read_json_object(request)
+    except httpjson.BodyError as exc:
+        raise APIError(exc.status, exc.message, code=exc.code) from None
 
 
 def build_router(server, *, api_key: str | None = None, adapter_root: str | None = None) -> APIRouter:
@@ -253,8 +208,10 @@ def build_router(server, *, api_key: str | None = None, adapter_root: str | None
             ids = server.encode_chat(entry, messages)
         except ModelError as exc:
             raise APIError(400, str(exc), param="model") from None
-        except Exception as exc:  # the template itself rejected the conversation (e.g. role order)
-            raise APIError(400, f"the chat template rejected the messages: {exc}", param="messages") from None
+        except ValueError as exc:  # the template rejected the conversation (models.template.render_chat)
+            raise APIError(400, str(exc), param="messages") from None
+        except Exception as exc:  # the tokenizer itself failed on the rendered text
+            raise APIError(400, f"the messages could not be tokenized: {exc}", param="messages") from None
         limit = budget(ids, req.max_completion_tokens or req.max_tokens, "messages")
         top = (req.top_logprobs or 0) if req.logprobs else None
         params = sampling(req, top, len(entry.tokenizer))

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelError
+from ..models.template import render_chat
 
 log = logging.getLogger("tunesmith.serve")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$")
@@ -212,10 +213,12 @@ class InferenceServer:
     def _load_adapter(self, name: str, folder: str, shown: str) -> None:
         from peft import PeftModel
 
+        from ..models.adapters import check_adapter_dir
         from ..models.load import MODEL_INIT_LOCK
 
         sched = self.scheduler
         try:
+            check_adapter_dir(folder)  # safetensors only: PEFT would fall back to a pickle
             with MODEL_INIT_LOCK:  # module construction touches process-wide init state
                 if not sched.use_adapter_names:
                     sched.model = PeftModel.from_pretrained(self.base_model, folder, adapter_name=name)
@@ -251,7 +254,7 @@ class InferenceServer:
         tok = entry.tokenizer
         if not getattr(tok, "chat_template", None):
             raise ModelError(f"model {entry.id!r} has no chat template; use /v1/completions")
-        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = render_chat(tok, messages, add_generation_prompt=True, error=ValueError)
         return tok.encode(text, add_special_tokens=False)
 
     def encode_text(self, entry: ModelEntry, prompt: str) -> list[int]:
