@@ -98,7 +98,7 @@ class Inference:
         deadline = time.monotonic() + 60
         while base.server.get(model_id) is None:
             try:
-                base.server.add_adapter(model_id, str(folder))
+                base.server.add_adapter(model_id, str(folder), shown=model_id)  # no run path to the client
             except ModelError as exc:
                 # The id is loading for a concurrent request, or an evicted copy is still draining.
                 if "already in use" in str(exc) and time.monotonic() < deadline:
