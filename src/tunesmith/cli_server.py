@@ -23,12 +23,15 @@ def _common(p: argparse.ArgumentParser, models: bool = True) -> None:
     if models:
         p.add_argument("--base-model", action="append", default=[], metavar="NAME=PATH",
                        help="allow-listed base model: clients use NAME as 'model' (repeatable)")
+        p.add_argument("--grader-model", action="append", default=[], metavar="NAME=PATH",
+                       help="judge of score_model/label_model graders that name NAME as their model: a model "
+                            "folder or .gguf file (repeatable; base models are judges under their own names)")
         p.add_argument("--stale-after", type=float, default=30.0,
                        help="seconds without a worker heartbeat before a running job is resumed elsewhere")
 
 
 def _settings(args):
-    from .jobs.settings import Settings, parse_base_models
+    from .jobs.settings import Settings, parse_base_models, parse_grader_models
 
     data = Path(args.data).resolve()
     data.mkdir(parents=True, exist_ok=True)
@@ -37,6 +40,7 @@ def _settings(args):
     if hasattr(args, "base_model"):
         kwargs["base_models"] = parse_base_models(args.base_model)
         kwargs["stale_after"] = args.stale_after
+        kwargs["grader_models"] = parse_grader_models(args.grader_model)
     if getattr(args, "max_upload_mb", None):
         kwargs["max_upload_bytes"] = int(args.max_upload_mb * 1024 * 1024)
     if getattr(args, "poll", None):
@@ -45,8 +49,9 @@ def _settings(args):
         kwargs["adapter"] = args.adapter
     if getattr(args, "set", None):
         for item in args.set:
-            if "=" not in item or item.split(".", 1)[0] not in ("train", "adapter"):
-                raise ConfigError(f"--set {item!r}: expected train.KEY=VALUE or adapter.KEY=VALUE")
+            if "=" not in item or item.split(".", 1)[0] not in ("train", "adapter", "grpo"):
+                raise ConfigError(f"--set {item!r}: expected train.KEY=VALUE, adapter.KEY=VALUE or "
+                                  "grpo.KEY=VALUE (reinforcement jobs only)")
         kwargs["train_overrides"] = list(args.set)
     return Settings(db=db, data_dir=data, **kwargs)
 
@@ -130,6 +135,7 @@ def add_server_commands(sub) -> None:
     w.add_argument("--poll", type=float, default=0.5, help="heartbeat / progress interval in seconds")
     w.add_argument("--adapter", choices=["lora", "dora", "none"], default="lora")
     w.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra run-config setting for every job, e.g. train.max_length=512 (repeatable)")
+                   help="extra run-config setting for every job, e.g. train.max_length=512 or (reinforcement "
+                        "jobs) grpo.max_new_tokens=64 (repeatable)")
     w.add_argument("--once", action="store_true", help="exit when no job is waiting")
     w.set_defaults(func=_cmd_worker)

@@ -133,9 +133,10 @@ def parse_grader(obj: Any, path: str = "grader") -> Grader:
     kind = obj.get("type")
     if kind == "multi":
         return _parse_multi(obj, path)
-    if kind not in _PARSERS:
+    if not isinstance(kind, str) or kind not in _PARSERS:  # a list or object is not a type name
         known = ", ".join([*_PARSERS, "multi"])
-        raise GraderError(f"{path}.type", f"unknown grader type {kind!r}; expected one of {known}")
+        shown = repr(kind)[:80]
+        raise GraderError(f"{path}.type", f"unknown grader type {shown}; expected one of {known}")
     return _PARSERS[kind](obj, path)
 
 

@@ -4,7 +4,7 @@ Every ``/v1`` route needs ``Authorization: Bearer <key>``; the key names the pro
 lookup is scoped to it (another project's object answers exactly like a missing one). Errors use
 OpenAI's envelope (:mod:`.errors`). Checkpoint permissions (:mod:`.permissions`) let another
 project use a checkpoint model, and ``model="ft:…"`` continues fine-tuning from one
-(:mod:`.access`). The app never trains: workers (:mod:`.worker`) do, in
+(:mod:`.access`). Reinforcement jobs and the grader routes are in :mod:`.rft_graders`. The app never trains: workers (:mod:`.worker`) do, in
 subprocesses. A background thread moves running jobs whose worker stopped heartbeating back to
 ``queued`` so that another worker resumes them, deletes expired files and removes uploads
 abandoned in ``files/.incoming`` by a server that died (:meth:`.blobs.BlobStore.sweep_incoming`).
@@ -183,11 +183,17 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     async def create_job(request: Request, proj: dict = Depends(project)):
         spec = normalise_create(await read_json(request))
         parent = await _run_sync(_parent, proj, spec["model"])
-        if spec["method"]["type"] == "dpo":
+        if spec["method"]["type"] in ("dpo", "reinforcement"):
             from ..methods import METHODS
 
-            if "dpo" not in METHODS:
-                raise APIError(400, "Method 'dpo' is not available on this server.", param="method.type")
+            if {"dpo": "dpo", "reinforcement": "grpo"}[spec["method"]["type"]] not in METHODS:
+                raise APIError(400, f"Method '{spec['method']['type']}' is not available on this server.",
+                               param="method.type")
+        if spec["method"]["type"] == "reinforcement":
+            from .rft_graders import check_grader_here
+
+            await _run_sync(check_grader_here, spec["method"]["reinforcement"]["grader"], settings,
+                            "method.reinforcement.grader")
         for param in ("training_file", "validation_file"):
             fid = spec[param]
             if fid is None:
@@ -314,8 +320,10 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         return page([checkpoint_object(r) for r in rows], more, with_ids=True)
 
     from .permissions import add_permission_routes
+    from .rft_graders import add_grader_routes
 
     add_permission_routes(app, store, access, project)
+    add_grader_routes(app, settings, project)
 
     # -- models -----------------------------------------------------------------------------------------
     @app.get("/v1/models")

@@ -5,6 +5,11 @@ Both read the same database (``db``) and data folder (``data_dir``: uploaded fil
 a shared file system. ``base_models`` is the allow-list: model name (as clients pass it in
 ``model``) -> local Hugging Face model folder. Names may not contain ``:`` or ``/`` (they become
 part of ``ft:`` model ids).
+
+``grader_models`` maps the ``model`` names that score_model / label_model graders use (e.g.
+``gpt-4o-2024-08-06``) to local judge models (a Hugging Face folder or ``.gguf`` file); the
+allow-listed base models are judges under their own names too (:func:`judge_models`). A grader
+naming anything else is refused: a client never names a server path.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, ModelError
+from ..graders.sandbox import SandboxConfig
 from .ids import is_safe_name
 
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # OpenAI's Files API limit
@@ -34,6 +40,10 @@ class Settings:
     """Extra ``train.*`` / ``adapter.*`` settings (``KEY=VALUE``) applied to every job's config."""
     owner: str = "personal"
     """The owner field of ``ft:`` model ids (OpenAI puts the organisation slug there)."""
+    grader_models: dict[str, Path] = field(default_factory=dict)
+    """Judge models of score_model / label_model graders: grader ``model`` name -> local model."""
+    grader_sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    """Isolation and limits of python graders (``graders/run`` and the create-time check)."""
 
     @property
     def files_dir(self) -> Path:
@@ -69,4 +79,36 @@ def parse_base_models(items: list[str]) -> dict[str, Path]:
             raise ConfigError(f"--base-model {item!r}: {folder} is not a Hugging Face model folder "
                               "(no config.json) or a GGUF file")
         out[name] = folder
+    return out
+
+
+def judge_models(settings: Settings) -> dict[str, str]:
+    """Grader ``model`` name -> local judge path: the base models under their names, then the
+    ``grader_models`` (which win on a clash)."""
+    out = {name: str(path) for name, path in settings.base_models.items()}
+    out.update({name: str(path) for name, path in settings.grader_models.items()})
+    return out
+
+
+def parse_grader_models(items: list[str]) -> dict[str, Path]:
+    """``--grader-model NAME=PATH`` pairs -> ``{grader model name: local model}``; the path must
+    be a Hugging Face folder or a ``.gguf`` file (dequantised into the cache now, once)."""
+    out: dict[str, Path] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--grader-model {item!r}: expected NAME=PATH (NAME as graders give it "
+                              "in 'model', e.g. gpt-4o-2024-08-06)")
+        folder = Path(path).expanduser().resolve()
+        if folder.is_file() and folder.suffix.lower() == ".gguf":
+            from ..models.gguf_import import resolve_model_path
+
+            try:
+                resolve_model_path(folder)
+            except ModelError as exc:
+                raise ConfigError(f"--grader-model {item!r}: {exc}") from None
+        elif not (folder / "config.json").is_file():
+            raise ConfigError(f"--grader-model {item!r}: {folder} is not a Hugging Face model folder "
+                              "(no config.json) or a .gguf file")
+        out[name.strip()] = folder
     return out

@@ -34,7 +34,7 @@ from .errors import APIError
 
 HYPER_KEYS = ("batch_size", "learning_rate_multiplier", "n_epochs")
 DPO_KEYS = HYPER_KEYS + ("beta",)
-METHOD_TYPES = ("supervised", "dpo")
+METHOD_TYPES = ("supervised", "dpo", "reinforcement")
 AUTO_LR_MULTIPLIER = 1.0
 AUTO_BETA = 0.1
 SEED_MAX = 2147483647
@@ -65,17 +65,23 @@ _RULES = {
                                  f"a number between {LR_MULTIPLIER_MIN:g} and {LR_MULTIPLIER_MAX:g} (the "
                                  "learning rate is this times the server's base learning rate)"),
     "beta": (lambda v: _is_real(v) and 0 < v <= 2, "a number in (0, 2]"),
+    # reinforcement (jobs/rft.py says how each maps onto GRPO)
+    "compute_multiplier": (lambda v: _is_real(v) and 0 < v <= 8, "a number in (0, 8]"),
+    "eval_interval": (lambda v: _is_int(v) and 1 <= v <= 1_000_000, "an integer between 1 and 1000000"),
+    "eval_samples": (lambda v: _is_int(v) and 1 <= v <= 1000, "an integer between 1 and 1000"),
 }
 
 
-def _check_hyper(h: Any, keys: tuple[str, ...], where: str) -> dict:
+def _check_hyper(h: Any, keys: tuple[str, ...], where: str, extra: tuple[str, ...] = ()) -> dict:
+    """``h`` with every key of ``keys`` present ("auto" when absent); keys in ``extra`` are
+    allowed but left to the caller (not filled, not checked)."""
     if h is None:
         h = {}
     if not isinstance(h, dict):
         raise _bad(f"{where} must be an object", where)
-    unknown = sorted(set(h) - set(keys))
+    unknown = sorted(set(h) - set(keys) - set(extra))
     if unknown:
-        raise _bad(f"Unknown hyperparameter '{unknown[0][:100]}' in {where}; allowed: {', '.join(keys)}",
+        raise _bad(f"Unknown hyperparameter '{unknown[0][:100]}' in {where}; allowed: {', '.join(keys + extra)}",
                    f"{where}.{unknown[0][:100]}")
     out = {}
     for key in keys:
@@ -156,11 +162,17 @@ def _normalise_method(method: Any, legacy: Any) -> dict:
     if not isinstance(method, dict):
         raise _bad("method must be an object", "method")
     kind = method.get("type")
-    if kind not in METHOD_TYPES:
+    if not isinstance(kind, str) or kind not in METHOD_TYPES:
         raise _bad(f"Invalid method.type: {kind!r}. Supported: {', '.join(METHOD_TYPES)}.", "method.type")
     extra = sorted(set(method) - {"type", kind})
     if extra:
         raise _bad(f"method.{extra[0]} does not match method.type '{kind}'", f"method.{extra[0]}")
+    if kind == "reinforcement":
+        from .rft import check_section
+
+        if legacy is not None:
+            raise _bad("The top-level hyperparameters are for the supervised method only", "hyperparameters")
+        return {"type": kind, kind: check_section(method.get(kind))}
     section = method.get(kind) or {}
     if not isinstance(section, dict) or set(section) - {"hyperparameters"}:
         raise _bad(f"method.{kind} must be an object with 'hyperparameters'", f"method.{kind}")
@@ -177,6 +189,10 @@ def _normalise_method(method: Any, legacy: Any) -> dict:
 
 def resolve_method(method: dict, n_examples: int) -> dict:
     """``method`` with every ``"auto"`` replaced by the number the run will use."""
+    if method["type"] == "reinforcement":
+        from .rft import resolve
+
+        return resolve(method, n_examples)
     out = copy.deepcopy(method)
     h = out[out["type"]]["hyperparameters"]
     if h.get("n_epochs") == "auto":

@@ -14,6 +14,10 @@ group, which stops training within a second or two); turns new ``metrics.jsonl``
 ``metrics`` events; and records new committed checkpoints as checkpoint objects. The training
 process dies with the worker (``PR_SET_PDEATHSIG``), so a killed worker leaves no orphan that
 would race the next attempt in the same folder.
+
+Reinforcement jobs validate, configure and report through :mod:`.rft_worker` (GRPO with the
+job's grader as the reward); everything else — claiming, the training process, heartbeats,
+checkpoints, resume — is shared.
 """
 
 from __future__ import annotations
@@ -140,6 +144,11 @@ class Worker:
             self._fail(job, "model_not_available",
                        f"Model {job['model']} is not available for fine-tuning on this worker.", "model")
             return
+        if job["method"]["type"] == "reinforcement":
+            from .rft_worker import validate as validate_rft
+
+            validate_rft(self, job, train, valid, base)
+            return
         method = "dpo" if job["method"]["type"] == "dpo" else "sft"
         report = check_file(train, tokenizer=load_tokenizer(base), method=method, eval_path=valid,
                             max_length=self._max_length(), max_listed=1)
@@ -166,11 +175,15 @@ class Worker:
             self.store.add_event(job["id"], "Files validated, moving job to queued state")
 
     def _max_length(self) -> int:
+        return self.setting("train.max_length", 1024)
+
+    def setting(self, key: str, default: int) -> int:
+        """The worker's ``--set KEY=VALUE`` for ``key`` (e.g. ``train.max_length``), else ``default``."""
         for item in self.settings.train_overrides:
-            key, _, value = item.partition("=")
-            if key.strip() == "train.max_length":
+            name, _, value = item.partition("=")
+            if name.strip() == key:
                 return int(value)
-        return 1024
+        return default
 
     # -- training -------------------------------------------------------------------------------------
     def _fail(self, job: dict, code: str, message: str, param: str | None) -> None:
@@ -209,6 +222,10 @@ class Worker:
                "data": {"train": str(run / "data" / "train.jsonl"), "eval_fraction": 0.0,
                         "eval": str(run / "data" / "valid.jsonl") if job["validation_file"] else None},
                "adapter": {"type": self.settings.adapter}, "train": train, "output_dir": str(run)}
+        if method["type"] == "reinforcement":
+            from .rft_worker import config as rft_config
+
+            rft_config(self.settings, job, method, cfg)
         if method["type"] == "dpo":
             # OpenAI's DPO is the original sigmoid loss (Rafailov et al., 2023); its only extra
             # hyperparameter is beta (resolved "auto" -> 0.1). The reference model is the base with
@@ -217,6 +234,8 @@ class Worker:
         for item in self.settings.train_overrides:
             key, _, value = item.partition("=")
             section, _, name = key.strip().partition(".")
+            if section == "grpo" and cfg["method"] != "grpo":
+                continue  # grpo.* settings are for reinforcement jobs only
             cfg.setdefault(section, {})[name] = yaml.safe_load(value)
         if job.get("parent_job_id"):
             cfg["adapter"] = self._parent_adapter(job)
@@ -248,6 +267,7 @@ class Worker:
                 return
             if job["attempts"] <= 1 or job["last_step"] == 0:
                 self.store.add_event(job["id"], "Fine-tuning job started")
+                self._start_notes(job)
             else:
                 self.store.add_event(job["id"], f"Fine-tuning job resumed from step {job['last_step']}")
         else:
@@ -255,10 +275,17 @@ class Worker:
                                  "last complete checkpoint", level="warn")
         if not (run / "data" / "train.jsonl").is_file() and self._stage_files(job) is None:
             return
+        from .rft_worker import GraderUnavailable, ensure_prompts
+
         try:
+            if job["method"]["type"] == "reinforcement":
+                ensure_prompts(run, job)
             config = self._write_config(job, job["method"])
         except _ParentGone as exc:
             self._fail(job, "model_not_available", str(exc), "model")
+            return
+        except GraderUnavailable as exc:
+            self._fail(job, "model_not_available", str(exc), "method.reinforcement.grader")
             return
         attempt = job["attempts"]
         logf = open(run / f"worker-attempt-{attempt}.log", "wb")
@@ -266,7 +293,7 @@ class Worker:
         proc = subprocess.Popen([sys.executable, "-m", "tunesmith", "train", str(config)], stdout=logf,
                                 stderr=subprocess.STDOUT, env=env, start_new_session=True,
                                 preexec_fn=_die_with_parent)
-        tail = _Tail(run, job)
+        tail = _Tail(run, job, _progress(job))
         stopped = False
         try:
             while proc.poll() is None:
@@ -298,21 +325,32 @@ class Worker:
             if tail.total_steps is not None:
                 self.store.update_job(job["id"], worker_id=self.worker_id, total_steps=tail.total_steps)
         new_rows = tail.read_rows()
+        baseline = tail.take_baseline()
+        if baseline is not None:
+            self.store.add_event(job["id"], baseline[0], data=baseline[1])
         if new_rows:
-            self.store.add_metric_events(
-                job["id"], self.worker_id,
-                [(_step_message(row, tail.total_steps), _event_data(row, tail.total_steps)) for row in new_rows],
-                tail.last_step)
+            self.store.add_metric_events(job["id"], self.worker_id,
+                                         [tail.progress.event(row, tail.total_steps) for row in new_rows],
+                                         tail.last_step)
         for step in tail.new_checkpoints():
             ckpt_model = job_model_id(job, self.settings.owner, step)
             added = self.store.add_checkpoint({
                 "id": ids.checkpoint_id(), "job_id": job["id"], "created_at": now(),
                 "fine_tuned_model_checkpoint": ckpt_model, "step_number": step,
-                "metrics": _checkpoint_metrics(tail.rows.get(step, {"step": step}))})
+                "metrics": tail.progress.checkpoint(tail.rows.get(step, {"step": step}))})
             if added:
                 self.store.add_event(job["id"], f"Checkpoint created at step {step} with Snapshot ID: {ckpt_model}")
         if tail.on_disk:
             self.store.delete_checkpoints_except(job["id"], sorted(tail.on_disk))
+
+    def _start_notes(self, job: dict) -> None:
+        """``warn`` events for settings a job asked for that this server does not apply."""
+        if job["method"]["type"] == "reinforcement":
+            from .rft_worker import eval_samples_note
+
+            note = eval_samples_note(job["method"])
+            if note:
+                self.store.add_event(job["id"], note, level="warn")
 
     def _succeed(self, job: dict, tail: "_Tail") -> None:
         from .blobs import BlobStore
@@ -320,10 +358,9 @@ class Worker:
         rows = [tail.rows[s] for s in sorted(tail.rows)]
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(RESULTS_HEADER)
+        w.writerow(tail.progress.results_header)
         for r in rows:
-            w.writerow([r["step"], r["loss"], r.get("accuracy", ""), r.get("eval_loss", ""),
-                        r.get("eval_accuracy", "")])
+            w.writerow(tail.progress.results_row(r))
         data = buf.getvalue().encode("utf-8")
         fid = ids.file_id()
         BlobStore(self.settings.files_dir).write(fid, data)
@@ -363,15 +400,47 @@ class _ParentGone(Exception):
     """The model a continued fine-tuning job starts from has disappeared."""
 
 
+class SftProgress:
+    """What a supervised or DPO job publishes per step: OpenAI's ``Step i/N: training loss=…``
+    event, checkpoint metrics and results-file row. (:class:`.rft_worker.Progress` is the
+    reinforcement counterpart; both have these methods.)"""
+
+    results_header = RESULTS_HEADER
+
+    def event(self, row: dict, total: int | None) -> tuple[str, dict]:
+        return _step_message(row, total), _event_data(row, total)
+
+    def checkpoint(self, row: dict) -> dict:
+        return _checkpoint_metrics(row)
+
+    def results_row(self, row: dict) -> list:
+        return [row["step"], row["loss"], row.get("accuracy", ""), row.get("eval_loss", ""),
+                row.get("eval_accuracy", "")]
+
+    def baseline(self, row: dict) -> None:
+        return None  # the step-0 evaluation of an SFT run is not an OpenAI event
+
+
+def _progress(job: dict):
+    if job["method"]["type"] == "reinforcement":
+        from .rft_worker import Progress
+
+        return Progress(job)
+    return SftProgress()
+
+
 class _Tail:
     """Follows a run folder: new rows of ``metrics.jsonl``, total steps, committed checkpoints.
 
     A resumed run rewrites ``metrics.jsonl`` up to its checkpoint and replays later steps;
     rows at or below ``last_step`` were already published and are only re-read (the replayed
-    values are identical: resume is exact)."""
+    values are identical: resume is exact). The evaluation before the first step (a row without
+    ``loss`` at step 0) is offered once, by :meth:`take_baseline`, while no step is published."""
 
-    def __init__(self, run: Path, job: dict):
+    def __init__(self, run: Path, job: dict, progress=None):
         self.run, self.job = run, job
+        self.progress = progress or SftProgress()
+        self._baseline: tuple[str, dict] | None = None
         self.metrics = run / "metrics.jsonl"
         self.offset = 0
         self.last_step = int(job["last_step"] or 0)
@@ -414,13 +483,20 @@ class _Tail:
                 row = json.loads(line)
             except ValueError:
                 continue
-            if "loss" not in row:
-                continue  # the eval_at_start baseline (step 0)
+            if "loss" not in row:  # the eval_at_start baseline (step 0)
+                if row.get("step") == 0 and self.last_step == 0:
+                    self._baseline = self.progress.baseline(row)
+                continue
             self.rows[row["step"]] = row
             if row["step"] > self.last_step:
                 new.append(row)
                 self.last_step = row["step"]
         return new
+
+    def take_baseline(self) -> tuple[str, dict] | None:
+        """The baseline evaluation's event ``(message, data)``, once; None otherwise."""
+        found, self._baseline = self._baseline, None
+        return found
 
     def new_checkpoints(self) -> list[int]:
         """Steps of committed checkpoints not published yet that verify against their manifest
@@ -451,9 +527,12 @@ def _fmt(x: float) -> str:
 
 
 def _step_message(row: dict, total: int | None) -> str:
+    """OpenAI's text, e.g. ``Step 30/30: training loss=0.03, validation loss=0.12, full validation
+    loss=0.12``: the validation parts on steps that evaluated (the whole validation file is
+    scored, so the full validation loss is the validation loss)."""
     text = f"Step {row['step']}/{total or '?'}: training loss={_fmt(row['loss'])}"
     if "eval_loss" in row:
-        text += f", validation loss={_fmt(row['eval_loss'])}"
+        text += f", validation loss={_fmt(row['eval_loss'])}, full validation loss={_fmt(row['eval_loss'])}"
     return text
 
 

@@ -30,7 +30,7 @@ def _err(body) -> APIError:
     ({**BASE, "metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
     ({**BASE, "metadata": {"k" * 65: "v"}}, "metadata"),
     ({**BASE, "metadata": {"k": "v" * 513}}, "metadata"),
-    ({**BASE, "method": {"type": "reinforcement"}}, "method.type"),
+    ({**BASE, "method": {"type": "reinforcement"}}, "method.reinforcement"),  # no grader
     ({**BASE, "method": {"type": "banana"}}, "method.type"),
     ({**BASE, "hyperparameters": {"n_epochs": 0}}, "hyperparameters.n_epochs"),
     ({**BASE, "hyperparameters": {"n_epochs": 51}}, "hyperparameters.n_epochs"),
