@@ -131,8 +131,8 @@ def test_a_model_grader_maps_only_with_a_local_judge(tmp_path, tiny_model_dir):
     ("vision", "vision dataset: the training file has an image part at line 2; tunesmith trains text-only models"),
     ("bad grader", "method.reinforcement.grader.operation: unknown operation 'regex'; expected one of eq, ne, "
                    "like, ilike"),
-    ("answered rft", "reinforcement data, line 1: the messages end with an assistant turn; RFT prompts end before "
-                     "the answer the model writes"),
+    ("answered rft", "reinforcement data: Invalid file format. Example 1 ends with an assistant message; a "
+                     "reinforcement example holds the prompt only (the model writes the answer the grader scores)"),
 ])
 def test_what_cannot_be_mapped_says_why_in_one_line(tmp_path, tiny_model_dir, case, reason):
     rows = factory.color_chats(3)

@@ -75,8 +75,9 @@ def world(tmp_path_factory, tiny_model_dir):
 
 
 def _rft_job(svc, client, project: str) -> str:
-    """A reinforcement job written into A's store as the API would hold it (the stand-in server
-    may not create RFT jobs yet); the SDK lists it like any other."""
+    """A reinforcement job written into A's store as the API would hold it: its label_model
+    grader's judge (an OpenAI model) exists on no local server, so no tunesmith server would
+    create it; the SDK lists it like any other."""
     rows = [{"messages": [{"role": "user", "content": f"what color is the {t}?"}], "answer": c}
             for t, c in sorted(factory.COLORS.items())[:10]]
     file = upload(client, rows, "rft.jsonl")
@@ -187,9 +188,10 @@ def test_push_recreates_the_jobs_on_another_server_once(world):
     assert new.user_provided_suffix == "support" and new.validation_file is not None
     assert cb.files.content(new.training_file).read() == world["a"].client().files.content(old.training_file).read()
     assert by_source[jobs["dpo"]].method.dpo.hyperparameters.beta == 0.25
-    # The RFT job goes as it is; whether the target takes method.type reinforcement is its call.
+    # The RFT job goes as it is; B has no judge for its label_model grader, and says so.
     rft = pushed[jobs["rft"]]
-    assert "job" in rft or rft["error"].startswith("the target refused the job: 400 invalid_request_error: ")
+    assert rft["error"].startswith("the target refused the job: 400 invalid_request_error: "), rft
+    assert "o3-mini-2025-01-31" in rft["error"], rft
     assert code == 1 and f"{jobs['expired']}: not pushed: its training file" in out, out
 
     uploads = sum(1 for m, p in b.requests if (m, p) == ("POST", "/v1/files"))

@@ -11,10 +11,10 @@ A reinforcement (RFT) job becomes ``method: grpo`` whose reward (``type: grader`
 grader object as it is (the graders package runs OpenAI's grader types); its rows
 (``{"messages": [...], <fields>}``) become prompt-only rows (``{"prompt": [...], <fields>}``,
 ``data/train.prompts.jsonl``) so the grader's ``{{item.<field>}}`` and ``{{item.messages}}`` read
-the same values. Where the jobs worker maps RFT jobs itself (:mod:`tunesmith.jobs.rft_worker`:
-group size from ``compute_multiplier``, checkpoints at ``eval_interval`` …) its mapping is used;
-with a worker that does not, :func:`_to_grpo` maps the grader, epochs, batch size, lr and
-``eval_interval`` and notes the rest. ``--judge-model`` becomes the judge of every model grader.
+the same values. That mapping, and the rows' checks, are the jobs worker's own
+(:mod:`tunesmith.jobs.rft_worker`, :mod:`tunesmith.jobs.rft_data`: group size from
+``compute_multiplier``, checkpoints at ``eval_interval`` …). ``--judge-model`` becomes the judge
+of every model grader.
 
 What cannot be mapped raises :class:`Unmappable` with a one-line reason: a base model with no
 open base given, an unknown method type, a grader that does not parse or whose score_model /
@@ -23,7 +23,6 @@ label_model has no local judge, a vision dataset.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,10 +35,7 @@ from ..errors import TunesmithError
 METHOD_TYPES = ("supervised", "dpo", "reinforcement")
 DEFAULT_BASE = "*"  # key of the open base used for every OpenAI base without its own mapping
 IMAGE_PART_TYPES = ("image_url", "input_image", "image")
-RFT_KEYS = ("compute_multiplier", "eval_interval", "eval_samples")
-RFT_UNMAPPED = {"compute_multiplier": "GRPO's cost is set by grpo.group_size and grpo.max_new_tokens",
-                "eval_samples": "tunesmith evaluates each held-out prompt once per eval",
-                "reasoning_effort": "open models here have no reasoning-effort setting"}
+RFT_UNMAPPED = {"reasoning_effort": "open models here have no reasoning-effort setting"}
 
 
 class Unmappable(TunesmithError):
@@ -124,9 +120,11 @@ def find_image(path: Path) -> str | None:
 
 
 def _loads(line: str) -> Any:
+    from ..jsontext import loads
+
     try:
-        return json.loads(line)
-    except ValueError:
+        return loads(line)
+    except ValueError:  # not this check's business: the row checks name bad lines
         return None
 
 
@@ -150,14 +148,16 @@ def map_job(job: dict, run_dir: Path, n_examples: int, options: MapOptions) -> M
 
     resolved = resolve_method(_with_autos(method), n_examples)
     notes = _auto_notes(method, resolved)
-    worker_rft = _worker_rft()
-    if worker_rft is not None and judges is not None:
-        worker_rft.ensure_prompts(run_dir, job)  # the GRPO rows the worker's config reads
+    if judges is not None:
+        from ..jobs import rft_worker
+
+        rft_worker.ensure_prompts(run_dir, job)  # the GRPO rows the worker's config reads
+        notes += [note for note in [rft_worker.eval_samples_note(resolved)] if note]
+        notes += [f"{key}={value} is not mapped: {RFT_UNMAPPED[key]}" for key, value in
+                  resolved["reinforcement"]["hyperparameters"].items()
+                  if key in RFT_UNMAPPED and value not in (None, "auto", "default")]
     config = _worker_config(job, resolved, run_dir, base, n_examples, options, judges)
     cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
-    if judges is not None and cfg["method"] != "grpo":  # a worker that does not map RFT jobs yet
-        notes += _to_grpo(cfg, resolved, run_dir, options.judge_model)
-        config.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     from ..config import load_config
 
     load_config(config)  # a bad --set key fails here, naming the key
@@ -189,34 +189,23 @@ def _check_mappable(job: dict, method: dict, run_dir: Path, options: MapOptions)
     if method["type"] != "reinforcement":
         return base, None
     judges = _checked_grader(method, options.judge_model)
-    for path in staged:
-        check_rft_rows(path)
+    _check_rft_rows(run_dir, method)
     return base, judges
 
 
 def _with_autos(method: dict) -> dict:
     """``method`` with every hyperparameter the job left out set to ``"auto"`` (as OpenAI reads
     an omitted one), so that :func:`~tunesmith.jobs.spec.resolve_method` resolves it."""
+    from ..jobs.rft import RFT_KEYS
     from ..jobs.spec import DPO_KEYS, HYPER_KEYS
 
     kind = method["type"]
     h = method[kind]["hyperparameters"]
-    keys = {"dpo": DPO_KEYS, "reinforcement": HYPER_KEYS + RFT_KEYS}.get(kind, HYPER_KEYS)
+    keys = {"dpo": DPO_KEYS, "reinforcement": RFT_KEYS}.get(kind, HYPER_KEYS)
     autos = {k: "auto" for k in keys}
     if kind == "reinforcement":
         autos["reasoning_effort"] = "default"
     return {**method, kind: {**method[kind], "hyperparameters": {**autos, **h}}}
-
-
-def _worker_rft():
-    """The jobs worker's reinforcement module (:mod:`tunesmith.jobs.rft_worker`), which owns
-    the RFT job -> GRPO config mapping; None in a tunesmith whose worker does not map RFT jobs
-    (then :func:`_to_grpo` maps them)."""
-    try:
-        from ..jobs import rft_worker
-    except ImportError:
-        return None
-    return rft_worker
 
 
 def _auto_notes(method: dict, resolved: dict) -> list[str]:
@@ -242,9 +231,7 @@ def _worker_config(job: dict, method: dict, run_dir: Path, base: str, n_examples
         raise ValueError(f"run_dir {run_dir} must be named after the job {job['id']}")
     from ..jobs.objects import base_name
 
-    extra = {}
-    if judges and "grader_models" in {f.name for f in dataclasses.fields(Settings)}:
-        extra["grader_models"] = {name: Path(path) for name, path in judges.items()}
+    extra = {"grader_models": {name: Path(path) for name, path in judges.items()}} if judges else {}
     settings = Settings(db="unused://", data_dir=run_dir.parent.parent, adapter=options.adapter,
                         base_models={base_name(job): Path(base)}, train_overrides=list(options.overrides),
                         **extra)
@@ -282,57 +269,19 @@ def _checked_grader(method: dict, judge_model: str | None) -> dict[str, str]:
         raise Unmappable(str(exc)) from None
 
 
-def _to_grpo(cfg: dict, method: dict, run_dir: Path, judge_model: str | None) -> list[str]:
-    """Interim RFT mapping for a jobs worker that does not map RFT jobs: the worker's config
-    becomes GRPO with the job's grader as the one reward, reading the staged files as
-    prompt-only rows (``data/train.prompts.jsonl``); the notes say what had no equivalent."""
-    h = method["reinforcement"]["hyperparameters"]
+def _check_rft_rows(run_dir: Path, method: dict) -> None:
+    """The staged RFT files checked by the jobs worker's own rules (:func:`tunesmith.jobs.rft_data.
+    check_rft_files`: messages without the answer, every ``{{item.key}}`` the grader reads);
+    Unmappable with the first problem, naming the example. The server's 10-example minimum is
+    left to the server the job is pushed to: it is a policy, not a reason the job cannot map."""
+    from ..graders import item_keys, parse_grader
+    from ..jobs.rft_data import check_rft_files
+
     data = run_dir / "data"
-    cfg["data"]["train"] = str(write_prompt_rows(data / "train.jsonl"))
-    if cfg["data"].get("eval"):
-        cfg["data"]["eval"] = str(write_prompt_rows(data / "valid.jsonl"))
-    cfg["method"] = "grpo"
-    cfg.pop("preference", None)
-    reward = {"type": "grader", "grader": method["reinforcement"]["grader"]}
-    if judge_model:
-        reward["judge_model"] = str(judge_model)
-    cfg.setdefault("grpo", {})["rewards"] = [reward]
-    if isinstance(h.get("eval_interval"), int):
-        cfg["train"]["eval_every"] = h["eval_interval"]
-    return [f"{key}={h[key]} is not mapped: {why}" for key, why in RFT_UNMAPPED.items()
-            if h.get(key) not in (None, "auto", "default")]
-
-
-def _rft_rows(path: Path):
-    """``(line number, row)`` of an RFT file, each checked: an object whose ``messages`` is a
-    non-empty array not ending with an assistant turn; Unmappable naming the line otherwise."""
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        row = _loads(line)
-        messages = row.get("messages") if isinstance(row, dict) else None
-        if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
-            raise Unmappable(f"reinforcement data, line {number}: expected an object with a non-empty "
-                             "'messages' array")
-        if messages[-1].get("role") == "assistant":
-            raise Unmappable(f"reinforcement data, line {number}: the messages end with an assistant "
-                             "turn; RFT prompts end before the answer the model writes")
-        yield number, row
-
-
-def check_rft_rows(path: Path) -> int:
-    """The row count of an RFT file whose rows GRPO can take (:func:`_rft_rows`)."""
-    return sum(1 for _ in _rft_rows(path))
-
-
-def write_prompt_rows(path: Path) -> Path:
-    """``data/X.jsonl`` (RFT rows) -> ``data/X.prompts.jsonl`` as GRPO prompt-only rows
-    (``{"prompt": messages, <other fields>}``), so the grader's ``{{item.<field>}}`` and
-    ``{{item.messages}}`` read what they read at OpenAI. Returns the new path."""
-    from ..data.scrub import write_atomically
-
-    out = path.with_name(path.stem + ".prompts.jsonl")
-    rows = ({"prompt": row["messages"], **{k: v for k, v in row.items() if k != "messages"}}
-            for _, row in _rft_rows(path))
-    write_atomically(out, (json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    return out
+    valid = data / "valid.jsonl"
+    required = item_keys(parse_grader(method["reinforcement"]["grader"], "grader")) - {"messages", "prompt"}
+    check = check_rft_files(data / "train.jsonl", valid if valid.is_file() else None, required=required,
+                            tokenizer=None, room=0)
+    problems = [e for e in check.report.errors if e["code"] != "invalid_n_examples"]
+    if problems:
+        raise Unmappable(f"reinforcement data: {problems[0]['message']}")
