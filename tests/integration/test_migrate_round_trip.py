@@ -34,13 +34,16 @@ SET = "train.max_length=64"
 MULTI_LABEL = {"type": "multi", "name": "judged", "calculate_output": "judge", "graders": {"judge": {
     "type": "label_model", "name": "judge", "model": "o3-mini-2025-01-31", "labels": ["yes", "no"],
     "passing_labels": ["yes"], "input": [{"role": "user", "content": "{{sample.output_text}} ok?"}]}}}
+COLOR_CHECK = {"type": "string_check", "name": "color", "input": "{{sample.output_text}}",
+               "reference": "{{item.answer}}", "operation": "ilike"}
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, tiny_model_dir):
-    """Server A with a succeeded SFT job and five more jobs (DPO; a base the pull has no open
-    model for; an expired training file; a cancelled job; an RFT job whose grader needs a
-    judge); server B empty, with no worker."""
+    """Server A with a succeeded SFT job and six more jobs (DPO; a base the pull has no open
+    model for; an expired training file; a cancelled job; an RFT job with a string_check grader,
+    created through the API; an RFT job whose grader needs a judge); server B empty, with no
+    worker."""
     root = tmp_path_factory.mktemp("migrate")
     (root / "a").mkdir()
     (root / "b").mkdir()
@@ -68,6 +71,12 @@ def world(tmp_path_factory, tiny_model_dir):
     assert ca.files.delete(gone.id).deleted
     jobs["cancelled"] = ca.fine_tuning.jobs.create(model="tiny", training_file=train.id).id
     ca.fine_tuning.jobs.cancel(jobs["cancelled"])
+    rft_rows = [{"messages": [{"role": "user", "content": f"what color is the {t}?"}], "answer": c}
+                for t, c in sorted(factory.COLORS.items())[:10]]
+    jobs["rft_live"] = ca.fine_tuning.jobs.create(
+        model="tiny", training_file=upload(ca, rft_rows, "rft.jsonl").id, seed=5, method={
+            "type": "reinforcement", "reinforcement": {"grader": COLOR_CHECK, "hyperparameters": {
+                "n_epochs": 1, "batch_size": 2, "compute_multiplier": 0.25}}}).id
     jobs["rft"] = _rft_job(a, ca, done.organization_id)
     yield {"a": a, "b": b, "jobs": jobs, "sft": done, "root": root, "sft_rows": sft_rows}
     a.close()
@@ -117,7 +126,7 @@ def test_pull_maps_what_it_can_and_says_why_not_for_the_rest(world):
     assert list(entries) == list(jobs.values())  # oldest first, all of them
     status = {name: entries[jid]["status"] for name, jid in jobs.items()}
     assert status == {"sft": "mapped", "dpo": "mapped", "other_base": "unmapped", "expired": "unmapped",
-                      "cancelled": "skipped", "rft": "unmapped"}
+                      "cancelled": "skipped", "rft_live": "mapped", "rft": "unmapped"}
     reason = {name: entries[jid].get("reason") for name, jid in jobs.items()}
     assert reason["other_base"] == ("base model tiny2 has no open model to stand in for it (add --base-model "
                                     "tiny2=PATH, or a default --base-model PATH)")
@@ -127,7 +136,10 @@ def test_pull_maps_what_it_can_and_says_why_not_for_the_rest(world):
                              "model; map it to a local judge with --judge-model (a model folder or .gguf file)")
     assert reason["cancelled"].startswith("the job cancelled on the source")
     summary = (folder / "SUMMARY.md").read_text()
-    assert "2 of 6 jobs mapped" in summary and reason["other_base"] in summary
+    assert "3 of 7 jobs mapped" in summary and reason["other_base"] in summary
+    rft = yaml.safe_load((folder / entries[jobs["rft_live"]]["config"]).read_text())
+    assert rft["method"] == "grpo" and rft["grpo"]["rewards"][0]["grader"] == COLOR_CHECK
+    assert rft["grpo"]["group_size"] == 2 and rft["train"]["seed"] == 5  # 8 x compute_multiplier 0.25
 
     # The files are the uploaded bytes; the SFT config is what A's worker trained.
     sft = entries[jobs["sft"]]
@@ -180,8 +192,11 @@ def test_push_recreates_the_jobs_on_another_server_once(world):
     assert "was not downloaded" in pushed[jobs["expired"]]["error"]
     cb = b.client()
     by_source = {j.metadata["migrated_from"]: j for j in cb.fine_tuning.jobs.list(limit=100)}
-    for name in ("sft", "dpo", "other_base"):
+    for name in ("sft", "dpo", "other_base", "rft_live"):
         assert pushed[jobs[name]]["job"] == by_source[jobs[name]].id
+    live = by_source[jobs["rft_live"]].method.reinforcement
+    assert live.grader.model_dump(exclude_none=True) == COLOR_CHECK
+    assert live.hyperparameters.compute_multiplier == 0.25
     new, old = by_source[jobs["sft"]], world["sft"]
     assert new.method.model_dump() == old.method.model_dump()  # type and resolved hyperparameters
     assert (new.seed, new.model, new.metadata) == (7, "tiny", {"team": "cx", "migrated_from": old.id})
