@@ -67,19 +67,26 @@ def parse_base_models(items: list[str]) -> dict[str, Path]:
         if not is_safe_name(name):
             raise ConfigError(f"--base-model {item!r}: the name may hold only letters, digits, '.', '_' "
                               "and '-' (it becomes part of ft: model ids)")
-        folder = Path(path).expanduser().resolve()
-        if folder.is_file():  # a GGUF file: checked and dequantised now, once (cached)
-            from ..models.gguf_import import resolve_model_path
-
-            try:
-                resolve_model_path(folder)
-            except ModelError as exc:
-                raise ConfigError(f"--base-model {item!r}: {exc}") from None
-        elif not (folder / "config.json").is_file():
-            raise ConfigError(f"--base-model {item!r}: {folder} is not a Hugging Face model folder "
-                              "(no config.json) or a GGUF file")
-        out[name] = folder
+        out[name] = local_model("--base-model", item, path)
     return out
+
+
+def local_model(option: str, item: str, path: str) -> Path:
+    """``path`` resolved, once checked to be a Hugging Face model folder or a GGUF file (any file
+    is read as GGUF, recognised by its content, and dequantised into the cache now, once);
+    ConfigError naming ``option`` and ``item`` otherwise."""
+    folder = Path(path).expanduser().resolve()
+    if folder.is_file():
+        from ..models.gguf_import import resolve_model_path
+
+        try:
+            resolve_model_path(folder)
+        except ModelError as exc:
+            raise ConfigError(f"{option} {item!r}: {exc}") from None
+    elif not (folder / "config.json").is_file():
+        raise ConfigError(f"{option} {item!r}: {folder} is not a Hugging Face model folder "
+                          "(no config.json) or a GGUF file")
+    return folder
 
 
 def judge_models(settings: Settings) -> dict[str, str]:
@@ -91,24 +98,13 @@ def judge_models(settings: Settings) -> dict[str, str]:
 
 
 def parse_grader_models(items: list[str]) -> dict[str, Path]:
-    """``--grader-model NAME=PATH`` pairs -> ``{grader model name: local model}``; the path must
-    be a Hugging Face folder or a ``.gguf`` file (dequantised into the cache now, once)."""
+    """``--grader-model NAME=PATH`` pairs -> ``{grader model name: local model}``
+    (:func:`local_model`)."""
     out: dict[str, Path] = {}
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name.strip():
             raise ConfigError(f"--grader-model {item!r}: expected NAME=PATH (NAME as graders give it "
                               "in 'model', e.g. gpt-4o-2024-08-06)")
-        folder = Path(path).expanduser().resolve()
-        if folder.is_file() and folder.suffix.lower() == ".gguf":
-            from ..models.gguf_import import resolve_model_path
-
-            try:
-                resolve_model_path(folder)
-            except ModelError as exc:
-                raise ConfigError(f"--grader-model {item!r}: {exc}") from None
-        elif not (folder / "config.json").is_file():
-            raise ConfigError(f"--grader-model {item!r}: {folder} is not a Hugging Face model folder "
-                              "(no config.json) or a .gguf file")
-        out[name.strip()] = folder
+        out[name.strip()] = local_model("--grader-model", item, path)
     return out
