@@ -130,3 +130,18 @@ def test_bradley_terry():
     loss, m = bradley_terry_loss(t(0.0, 1.0), t(1.0, 0.0))  # one right, one wrong: −log σ(−1) − log σ(1) = log(1+e) + log(1+e⁻¹)
     assert int(m["correct"]) == 1
     assert float(loss) == pytest.approx(-math.log(1 / (1 + math.e)) + -math.log(1 / (1 + math.exp(-1))), abs=1e-9)
+
+
+@pytest.mark.parametrize("ell", [-0.01, -1e-3, -1e-4, -0.5, -0.7, -5.0])
+def test_orpo_log_odds_is_accurate_in_float32_near_zero(ell):
+    # log odds(ℓ) = ℓ − log(1 − e^ℓ), d/dℓ = 1 / (1 − e^ℓ), in float64 as the reference.
+    # log1p(−exp(ℓ)) alone cancels in float32 as ℓ → 0 (issue 17: ORPO's gradient vs TRL).
+    import math
+
+    x = torch.tensor(ell, dtype=torch.float32, requires_grad=True)
+    value = log_odds(x)
+    value.backward()
+    want = ell - math.log(-math.expm1(ell))
+    want_grad = 1.0 / (-math.expm1(ell))
+    assert float(value) == pytest.approx(want, rel=1e-6)
+    assert float(x.grad) == pytest.approx(want_grad, rel=1e-5)
