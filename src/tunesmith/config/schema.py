@@ -1,9 +1,10 @@
 """The typed run configuration: one dataclass per YAML section.
 
-Every field documented here is the documentation of the config file; ``tunesmith config
---defaults`` prints these with their defaults. Values are validated by :mod:`.load`; derived
-values (e.g. the resolved device and dtype) are filled in by :func:`tunesmith.config.resolve`
-and saved with the run, never silently rewritten in the user's file.
+Every field documented here is the documentation of the config file; ``tunesmith config``
+prints every key with its default. Values are validated by :mod:`.load`; derived values
+(``"auto"`` hyperparameters, :mod:`.auto`; the device and dtype) are filled in when a run is
+prepared (:func:`tunesmith.run.prepare`) and saved with the run as ``config.resolved.yaml``,
+never rewritten in the user's file.
 """
 
 from __future__ import annotations

@@ -1,1 +1,2 @@
-"""Export: merged weights verified against the adapter (GGUF and Ollama to follow)."""
+"""Export: merged weights verified against the adapter, GGUF (checked in llama.cpp) with an Ollama
+Modelfile, or the adapter alone (docs/export.md)."""
