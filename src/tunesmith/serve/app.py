@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from .. import httpjson
 from ..errors import ModelError
 from .protocol import APIError, ChatCompletionRequest, CompletionRequest, from_validation_error
-from .respond import Collector, chat_chunks, completion_chunks
+from .respond import Collector, chat_chunks, completion_chunks, event_error
 
 
 log = logging.getLogger("tunesmith.serve")
@@ -162,7 +162,7 @@ def build_router(server, *, api_key: str | None = None, adapter_root: str | None
                         return JSONResponse({}, status_code=499)
                     continue
                 if event["type"] == "error":
-                    raise APIError(500, event["message"], type="server_error")
+                    raise event_error(event)
                 pending -= event["type"] == "done"
                 collector.add(k, event)
         finally:

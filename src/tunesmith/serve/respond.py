@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 
+from .protocol import APIError
+
 
 def sse(obj) -> str:
     return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n"
@@ -106,8 +108,16 @@ async def _events(queue, n_jobs: int):
         pending -= event["type"] == "done"
 
 
-def _error_chunk(message: str) -> str:
-    return sse({"error": {"message": message, "type": "server_error", "param": None, "code": None}})
+def event_error(event: dict) -> APIError:
+    """A scheduler error event as an API error: the client's (``status`` < 500, e.g. the model
+    was removed while the request waited: 404) or the server's (500)."""
+    status = event.get("status", 500)
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return APIError(status, event["message"], type=kind, code=event.get("code"))
+
+
+def _error_chunk(event: dict) -> str:
+    return sse(event_error(event).body())
 
 
 async def _stream(queue, n_jobs: int, meta: dict, obj: str, opening: list[dict], token_choice, finish_choice):
@@ -122,7 +132,7 @@ async def _stream(queue, n_jobs: int, meta: dict, obj: str, opening: list[dict],
         yield sse({**base, "choices": [choice], **usage_field})
     async for k, event in _events(queue, n_jobs):
         if event["type"] == "error":
-            yield _error_chunk(event["message"])
+            yield _error_chunk(event)
             return
         collector.add(k, event)
         i = k * meta["n"] + event.get("index", 0)

@@ -52,7 +52,8 @@ class GenRequest:
     ``{"type": "token", "index", "text", "choice": Choice}`` for every generated token (``text`` is
     the newly releasable text, possibly empty), ``{"type": "finish", "index", "reason",
     "completion_tokens"}`` once per sequence, then ``{"type": "done"}``; or ``{"type": "error",
-    "message"}`` (terminal).
+    "message"}`` (terminal; a client error also carries its HTTP ``status`` and ``code``, else the
+    server failed).
     """
 
     prompt_ids: list[int]
@@ -278,7 +279,8 @@ class Scheduler:
                     break
                 self._waiting.popleft()
                 if req.adapter not in self.loaded:  # its model was removed after the request was parsed
-                    _emit(req, {"type": "error", "message": "the model was removed while the request waited"})
+                    _emit(req, {"type": "error", "message": "The model was removed while the request waited.",
+                                "status": 404, "code": "model_not_found"})
                     continue
                 batch.append(req)
                 room -= req.n

@@ -207,3 +207,17 @@ def _wait_tokens(sink, n, timeout=30):
     while len(sink.tokens) < n and not sink.finished.is_set() and time.monotonic() < end:
         time.sleep(0.002)
     return len(sink.tokens) >= n
+
+
+def test_a_request_whose_model_was_removed_while_waiting_is_a_404_alone(make_server, alone):
+    # The client's model went away between parsing and admission: a client-visible 404
+    # (model_not_found), not a server error; the requests around it are untouched.
+    from tunesmith.serve.respond import event_error
+
+    server = make_server()
+    good = [_request(server, p, Events()) for p in PROMPTS]
+    orphan = _request(server, PROMPTS[1], Events(), adapter="removed-adapter")
+    _run(server, good[:1] + [orphan] + good[1:])
+    _check_good(good, alone)
+    err = event_error(orphan.sink.events[-1])
+    assert (err.status, err.code, err.type) == (404, "model_not_found", "invalid_request_error")
