@@ -369,7 +369,7 @@ def build(config: RunConfig, model=None, tokenizer=None) -> MethodParts:
     window of prompts is fed to ``grpo.iterations`` consecutive optimizer steps."""
     g = config.grpo
     device = next(model.parameters()).device if model is not None else None
-    rewards = build_rewards(g.rewards, max_new_tokens=g.max_new_tokens, device=device)
+    rewards = build_rewards(g.rewards, max_new_tokens=g.max_new_tokens, device=device, dtype=config.train.dtype)
     step = GrpoStep(config, tokenizer, rewards)
     if model is not None and g.beta > 0 and config.adapter.init_from is not None:
         # GRPO after SFT: the KL anchor is the model training starts from, not the plain base.

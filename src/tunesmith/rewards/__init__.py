@@ -95,9 +95,10 @@ def _checked(name: str, values, n: int) -> list[float]:
     return out
 
 
-def build_rewards(specs: list, *, max_new_tokens: int, device=None) -> RewardSet:
+def build_rewards(specs: list, *, max_new_tokens: int, device=None, dtype: str = "auto") -> RewardSet:
     """A :class:`RewardSet` from ``grpo.rewards`` (a list of ``GrpoRewardConfig``).
 
+    ``device`` and ``dtype`` (``train.dtype``) are where and how reward and judge models load.
     Raises :class:`ConfigError` for a spec that cannot work (a pattern that does not compile,
     a schema that is not a JSON schema, a function that cannot be imported …), naming
     ``grpo.rewards[i]``.
@@ -115,8 +116,10 @@ def build_rewards(specs: list, *, max_new_tokens: int, device=None) -> RewardSet
             raise ConfigError(f"config: '{where}.type' = {spec.type!r} is not one of {', '.join(makers)}")
         _check_unused_keys(spec, where)
         kwargs = {"max_new_tokens": max_new_tokens} if spec.type == "length" else {}
-        if spec.type in ("reward_model", "grader"):
+        if spec.type == "reward_model":
             kwargs = {"device": device}
+        if spec.type == "grader":
+            kwargs = {"device": device, "dtype": dtype}
         score = makers[spec.type](spec, where, **kwargs)
         name = spec.name or getattr(score, "default_name", None) or _default_name(spec)
         if not spec.name:

@@ -84,13 +84,15 @@ class GradedScores(list):
         self.errors = list(errors)
 
 
-def grader_reward(spec, where: str, *, device=None):
+def grader_reward(spec, where: str, *, device=None, dtype: str = "auto"):
     """The score function of a ``type: grader`` reward (module docstring); the judge models are
-    loaded here, once, on ``device`` (bf16 on a CUDA device that supports it, else fp32)."""
+    loaded here, once, on ``device`` in the run's ``dtype`` (``train.dtype``; auto: bf16 on a
+    CUDA device that supports it, else fp32)."""
     from ..graders import GraderError, LocalJudge, check_runnable, grade_many
 
     setup = resolve(spec, where)
-    judge = LocalJudge(setup.judges, device=device or "cpu") if setup.judges else None
+    judge = LocalJudge(setup.judges, device=device or "cpu", dtype=_torch_dtype(dtype, device)) \
+        if setup.judges else None
     try:
         check_runnable(setup.grader, judge=judge, path=f"{where}.grader")
     except GraderError as exc:
@@ -113,3 +115,13 @@ def grader_reward(spec, where: str, *, device=None):
 
     score.default_name = re.sub(r"[^0-9a-z_]+", "_", setup.name.lower()).strip("_") or "grader"
     return score
+
+
+def _torch_dtype(name: str, device):
+    """``train.dtype`` as the torch dtype the judge loads in (auto resolved for ``device``)."""
+    import torch
+
+    from ..engine.runtime import resolve_dtype
+
+    resolved = resolve_dtype(name, torch.device(device or "cpu"))
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[resolved]

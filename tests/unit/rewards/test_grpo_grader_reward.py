@@ -192,3 +192,12 @@ def test_python_grader_without_bubblewrap_is_a_config_error(monkeypatch, tmp_pat
     with pytest.raises(ConfigError, match=r"'grpo\.rewards\[0\]\.grader': cannot run a python "
                                           "grader here: .*bubblewrap"):
         _reward(g)
+
+
+def test_the_judge_loads_in_the_runs_dtype():
+    import torch
+
+    from tunesmith.rewards.grader import _torch_dtype
+
+    assert _torch_dtype("auto", "cpu") is torch.float32  # auto on a CPU: fp32
+    assert _torch_dtype("bf16", None) is torch.bfloat16 and _torch_dtype("fp16", "cpu") is torch.float16
