@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from . import rundir
 from .config import RunConfig, dump_config, load_config, validate
 from .config.auto import resolve_auto
 from .engine import checkpoint as ckpt
@@ -193,8 +194,8 @@ def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None =
         run_info["distributed"] = {"mode": dist_ctx.mode, "world_size": dist_ctx.world_size,
                                    "global_batch": cfg.train.batch_size * trainer.micro_per_step}
     if dist_ctx.is_main:
-        dump_config(cfg, out / "config.resolved.yaml")
-        (out / "run.json").write_text(json.dumps(run_info, indent=1), encoding="utf-8")
+        dump_config(cfg, rundir.RunDir(out).resolved_config)
+        rundir.RunDir(out).run_info.write_text(json.dumps(run_info, indent=1), encoding="utf-8")
     return PreparedRun(cfg, model, tokenizer, trainer, out, run_info)
 
 
@@ -227,9 +228,9 @@ def train(config: RunConfig | dict | str | Path, overrides: list[str] | None = N
     if resume:
         # The newest checkpoint that verifies and loads; damaged newer ones are skipped with a
         # warning naming the bad file (engine.checkpoint).
-        resume_from = ckpt.load_newest_good(out / "checkpoints")
+        resume_from = ckpt.load_newest_good(rundir.RunDir(out).checkpoints)
         if resume is True and resume_from is None:
-            raise ckpt.CheckpointError(f"--resume: no complete checkpoint in {out / 'checkpoints'}")
+            raise ckpt.CheckpointError(f"--resume: no complete checkpoint in {rundir.RunDir(out).checkpoints}")
     if trainer.dist.active:
         distributed.same_on_all_ranks(trainer.dist, str(resume_from and resume_from.path),
                                       "the checkpoint to resume from")
@@ -243,15 +244,15 @@ def train(config: RunConfig | dict | str | Path, overrides: list[str] | None = N
         weights = distributed.gather_full(dist_ctx, model.state_dict() if cfg.adapter.type == "none"
                                           else trainable_state_dict(model))
     if dist_ctx.is_main:
-        save_final(model, run.tokenizer, out / "final", cfg, state_dict=weights)
+        save_final(model, run.tokenizer, rundir.RunDir(out).final, cfg, state_dict=weights)
         run_info["result"] = {k: v for k, v in asdict(result).items() if k != "history"}
-        (out / "run.json").write_text(json.dumps(run_info, indent=1), encoding="utf-8")
+        rundir.RunDir(out).run_info.write_text(json.dumps(run_info, indent=1), encoding="utf-8")
     distributed.shutdown(dist_ctx)
     from .eval.training import write_run_report
 
     write_run_report(out, trainer)
     log.info("done: final loss %.4f%s; result in %s", result.final_loss or float("nan"),
-             f", eval loss {result.eval_loss:.4f}" if result.eval_loss is not None else "", out / "final")
+             f", eval loss {result.eval_loss:.4f}" if result.eval_loss is not None else "", rundir.RunDir(out).final)
     return result
 
 

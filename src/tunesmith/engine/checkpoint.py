@@ -31,11 +31,12 @@ from typing import Iterator, NamedTuple
 import torch
 from safetensors.torch import load_file, save_file
 
+from .. import rundir
 from ..errors import CheckpointError
 from ..hashing import sha256_file
 
 log = logging.getLogger("tunesmith")
-MARKER = "COMMITTED"
+MARKER = rundir.MARKER
 FILES = ("trainable.safetensors", "optim.pt", "rng.pt", "state.json")
 
 
@@ -66,8 +67,8 @@ def save_checkpoint(root: Path, step: int, *, trainable: dict[str, torch.Tensor]
     The files are written and fsynced, then the manifest ``COMMITTED`` (their sizes and SHA-256,
     hashed from the files as written), then the directory is renamed into place."""
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step:06d}"
-    tmp = root / f".tmp-step-{step:06d}"
+    final = root / rundir.checkpoint_name(step)
+    tmp = root / f".tmp-{rundir.checkpoint_name(step)}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_file({k: v.contiguous().cpu() for k, v in trainable.items()}, tmp / "trainable.safetensors")
@@ -98,7 +99,7 @@ def _rotate(root: Path, step: int, keep_last: int) -> None:
     count towards ``keep_last`` (which could otherwise delete the checkpoint just written).
     Leftover ``.tmp-step-*`` / ``.old-step-*`` directories of a killed process go too (this
     process is the only writer, and its own were renamed or removed)."""
-    for stale in [*root.glob(".tmp-step-*"), *root.glob(".old-step-*")]:
+    for stale in [*root.glob(".tmp-" + rundir.CHECKPOINT_GLOB), *root.glob(".old-" + rundir.CHECKPOINT_GLOB)]:
         shutil.rmtree(stale, ignore_errors=True)
     older = []
     for d in list_checkpoints(root):
@@ -121,6 +122,8 @@ def _remove(path: Path) -> None:
 
 
 def _step_of(path: Path) -> int:
+    """The step in a checkpoint folder's name (``step-000050`` → 50; lenient: whatever follows
+    the first dash, so a renamed copy such as ``checkpoint-50`` still verifies)."""
     return int(path.name.split("-", 1)[1])
 
 
@@ -131,8 +134,8 @@ def list_checkpoints(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
     out = []
-    for d in sorted(root.glob("step-*")):
-        if not d.name[5:].isdigit():
+    for d in sorted(root.glob(rundir.CHECKPOINT_GLOB)):
+        if rundir.step_of(d) is None:
             continue
         if (d / MARKER).is_file():
             out.append(d)

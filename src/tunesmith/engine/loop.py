@@ -13,7 +13,6 @@ needs only the step number — plus weights, optimizer, scheduler and RNG states
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -23,6 +22,7 @@ from typing import Callable
 
 import torch
 
+from .. import rundir
 from ..config import TrainConfig
 from ..data.pack import micro_batches
 from ..models.adapters import trainable_state_dict
@@ -266,7 +266,7 @@ class Trainer:
         if self.dist.active:
             return self._save_ranks(step, state)
         optim = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
-        return ckpt.save_checkpoint(self.out_dir / "checkpoints", step,
+        return ckpt.save_checkpoint(rundir.RunDir(self.out_dir).checkpoints, step,
                                     trainable=trainable_state_dict(self.model),
                                     optim_state=optim, rng=rng_state(), state=state,
                                     keep_last=self.cfg.keep_last)
@@ -279,10 +279,10 @@ class Trainer:
         trainable = distributed.gather_full(ctx, trainable_state_dict(self.model))
         optimizer = distributed.full_optimizer_state(ctx, self.optimizer.state_dict())
         rngs = distributed.gather_objects(ctx, rng_state())
-        path = self.out_dir / "checkpoints" / f"step-{step:06d}"
+        path = rundir.RunDir(self.out_dir).checkpoint(step)
         if ctx.is_main:
             optim = {"optimizer": optimizer, "scheduler": self.scheduler.state_dict()}
-            path = ckpt.save_checkpoint(self.out_dir / "checkpoints", step, trainable=trainable,
+            path = ckpt.save_checkpoint(rundir.RunDir(self.out_dir).checkpoints, step, trainable=trainable,
                                         optim_state=optim, rng={**rngs[0], "ranks": rngs}, state=state,
                                         keep_last=self.cfg.keep_last)
         distributed.barrier(ctx)
@@ -327,8 +327,8 @@ class Trainer:
             log.info("resumed from %s at step %d", resume_from, start)
         # Only rank 0 writes metrics and shows progress (every rank computes the same rows).
         main = self.dist.is_main
-        sink = MetricsFile(self.out_dir / "metrics.jsonl", start if resume_from else None) if main else _NoSink()
-        tb = TensorBoardSink(self.out_dir / "tensorboard") if cfg.tensorboard and main else None
+        sink = MetricsFile(rundir.RunDir(self.out_dir).metrics, start if resume_from else None) if main else _NoSink()
+        tb = TensorBoardSink(rundir.RunDir(self.out_dir).tensorboard) if cfg.tensorboard and main else None
         progress = Progress(self.total_steps, start, cfg.progress if main else "none", cfg.log_every)
         history, last_eval, first_step_s = [], None, None
         if cfg.eval_at_start and start == 0 and self.eval_units:
@@ -411,7 +411,5 @@ def split_by_tokens(items: list, max_tokens: int | None, size: Callable) -> list
 
 
 def read_metrics(out_dir: Path) -> list[dict]:
-    path = Path(out_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The rows of ``OUT_DIR/metrics.jsonl`` (:meth:`tunesmith.rundir.RunDir.read_metrics`)."""
+    return rundir.RunDir(out_dir).read_metrics()

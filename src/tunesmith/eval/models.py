@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from .. import rundir
 from ..config import RunConfig, load_config
 from ..engine import checkpoint as ckpt
 from ..errors import CheckpointError, ConfigError, ModelError
@@ -38,7 +39,7 @@ class RunContext:
     run_dir: Path | None = None
     config: RunConfig | None = None
     base: str | None = None
-    default_spec: str = "final"
+    default_spec: str = rundir.FINAL
 
     @property
     def trust_remote_code(self) -> bool:
@@ -62,8 +63,8 @@ def resolve_target(target: str) -> RunContext:
     if p.is_file() and p.suffix in (".yaml", ".yml"):
         cfg = load_config(p)
         return RunContext(target, Path(cfg.output_dir), cfg, cfg.model.path)
-    if p.is_dir() and (p / "config.resolved.yaml").is_file():
-        cfg = load_config(p / "config.resolved.yaml")
+    if rundir.is_run_dir(p):
+        cfg = load_config(rundir.RunDir(p).resolved_config)
         return RunContext(target, p, cfg, cfg.model.path)
     if p.is_dir():
         base, adapter = resolve_model_ref(target)
@@ -75,15 +76,16 @@ def resolve_target(target: str) -> RunContext:
 def _checkpoint_dir(ctx: RunContext, spec: str) -> Path:
     if ctx.run_dir is None:
         raise ConfigError(f"model '{spec}' names a checkpoint, but {ctx.target} is not a run")
-    root = ctx.run_dir / "checkpoints"
+    run = rundir.RunDir(ctx.run_dir)
+    root = run.checkpoints
     if spec == "latest":
         found = ckpt.latest_good_checkpoint(root)  # a damaged newest one is skipped, with a warning
         if found is None:
             raise ConfigError(f"no complete checkpoint in {root}")
         return found
     step = int(re.fullmatch(r"(?:step|checkpoint)-(\d+)", spec).group(1))
-    path = root / f"step-{step:06d}"
-    if not (path / ckpt.MARKER).is_file():
+    path = run.checkpoint(step)
+    if not (path / rundir.MARKER).is_file():
         have = ", ".join(d.name for d in ckpt.list_checkpoints(root)) or "none"
         raise ConfigError(f"no complete checkpoint {path} (complete checkpoints: {have})")
     damage = ckpt.verify_checkpoint(path)
@@ -99,19 +101,19 @@ def resolve_spec(spec: str, ctx: RunContext) -> EvalModel:
             raise ConfigError(f"'base' is unknown for {ctx.target}: it is not a run or an adapter; "
                               "compare with a model folder instead")
         return EvalModel("base", "base", ctx.base)
-    if spec == "final":
+    if spec == rundir.FINAL:
         if ctx.run_dir is None:
-            raise ConfigError(f"'final' needs a run; {ctx.target} is a model folder")
-        final = ctx.run_dir / "final"
+            raise ConfigError(f"'{rundir.FINAL}' needs a run; {ctx.target} is a model folder")
+        final = rundir.RunDir(ctx.run_dir).final
         if not final.is_dir():
             raise ConfigError(f"{final} does not exist: the run has not finished (evaluate a "
                               "checkpoint with --model latest or step-N)")
-        return _folder_model("final", final)
+        return _folder_model(rundir.FINAL, final)
     if spec == "latest" or re.fullmatch(r"(?:step|checkpoint)-\d+", spec):
         path = _checkpoint_dir(ctx, spec)
         return EvalModel(path.name, "checkpoint", ctx.base, checkpoint=str(path))
     p = Path(spec)
-    if (p / ckpt.MARKER).is_file() and (p / "trainable.safetensors").is_file():
+    if (p / rundir.MARKER).is_file() and (p / "trainable.safetensors").is_file():
         if ctx.config is None:
             raise ConfigError(f"checkpoint {spec} needs its run: pass the run directory as the target")
         return EvalModel(p.name, "checkpoint", ctx.base, checkpoint=str(p))
@@ -132,7 +134,7 @@ def load_eval_tokenizer(ctx: RunContext, first: EvalModel):
     (it carries the training chat template), else the run config's, else the model folder's."""
     candidates = []
     if ctx.run_dir is not None:
-        candidates.append(ctx.run_dir / "final")
+        candidates.append(rundir.RunDir(ctx.run_dir).final)
     if first.adapter:
         candidates.append(Path(first.adapter))
     for c in candidates:

@@ -27,6 +27,7 @@ import logging
 import math
 from pathlib import Path
 
+from .. import rundir
 from .runner import metric_info
 
 log = logging.getLogger("tunesmith")
@@ -309,14 +310,12 @@ def _bar_chart(plt, report: dict, models: list[str], metrics: list[str], ylabel:
 
 def training_curves(run_dir: Path | None) -> dict | None:
     """Training and eval loss per step from ``RUN/metrics.jsonl`` (None when absent)."""
-    if run_dir is None or not (Path(run_dir) / "metrics.jsonl").is_file():
+    if run_dir is None or not rundir.RunDir(run_dir).metrics.is_file():
         return None
-    from ..engine.loop import read_metrics
-
     try:
-        rows = read_metrics(Path(run_dir))
+        rows = rundir.RunDir(run_dir).read_metrics()
     except ValueError:
-        log.warning("could not read %s/metrics.jsonl; the report has no training curves", run_dir)
+        log.warning("could not read %s/%s; the report has no training curves", run_dir, rundir.METRICS)
         return None
     train = [r for r in rows if "loss" in r]
     evals = [r for r in rows if "eval_loss" in r]

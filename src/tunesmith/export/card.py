@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+from .. import rundir
 from ..errors import ModelError
 from ..hashing import sha256_file
 
@@ -21,10 +22,7 @@ KEEP = ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "t
 
 def run_dir_of(adapter_folder: Path) -> Path | None:
     """The run directory an adapter folder came from (``runs/x`` for ``runs/x/final``), if any."""
-    for cand in (adapter_folder, adapter_folder.parent):
-        if (cand / "run.json").is_file():
-            return cand
-    return None
+    return rundir.run_of(adapter_folder)
 
 
 def eval_summary(run_dir: Path | None) -> dict:
@@ -32,21 +30,14 @@ def eval_summary(run_dir: Path | None) -> dict:
     if run_dir is None:
         return {}
     out: dict = {}
-    info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    run = rundir.RunDir(run_dir)
+    info = run.read_run_info()
     result = info.get("result") or {}
     for key in ("steps", "final_loss", "eval_loss"):
         if result.get(key) is not None:
             out[key] = result[key]
-    metrics = run_dir / "metrics.jsonl"
-    if metrics.is_file():
-        evals = []
-        for line in metrics.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict) and row.get("eval_loss") is not None:
-                evals.append(row)
+    if run.metrics.is_file():
+        evals = [row for row in run.read_metrics(skip_bad=True) if row.get("eval_loss") is not None]
         if evals:
             out["eval_loss_first"] = evals[0]["eval_loss"]
             out["eval_loss_last"] = evals[-1]["eval_loss"]
@@ -61,10 +52,11 @@ def model_card(adapter_cfg: dict, run_dir: Path | None) -> str:
     import yaml
 
     base = adapter_cfg.get("base_model_name_or_path") or "unknown"
-    info = json.loads((run_dir / "run.json").read_text(encoding="utf-8")) if run_dir else {}
+    run = rundir.RunDir(run_dir) if run_dir else None
+    info = run.read_run_info() if run else {}
     resolved = {}
-    if run_dir and (run_dir / "config.resolved.yaml").is_file():
-        resolved = yaml.safe_load((run_dir / "config.resolved.yaml").read_text(encoding="utf-8")) or {}
+    if run and run.resolved_config.is_file():
+        resolved = run.read_resolved_config()
     method = resolved.get("method", "unknown")
     front = {"base_model": base, "library_name": "peft", "tags": ["tunesmith", method, "lora"]}
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",

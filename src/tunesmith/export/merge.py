@@ -42,11 +42,13 @@ def run_quantization(adapter: str):
 
     from ..models.quantize import spec_from_dict
 
-    resolved = Path(adapter).parent / "config.resolved.yaml"
-    if Path(adapter).name != "final" or not resolved.is_file():
+    from .. import rundir
+
+    run = rundir.RunDir(Path(adapter).parent)
+    if not rundir.is_final(adapter) or not run.resolved_config.is_file():
         return None
     try:
-        cfg = yaml.safe_load(resolved.read_text(encoding="utf-8")) or {}
+        cfg = run.read_resolved_config()
     except yaml.YAMLError:
         return None
     return spec_from_dict(cfg.get("model") if isinstance(cfg, dict) else None)

@@ -20,6 +20,7 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
+from .. import rundir
 from ..errors import ModelError
 from .errors import APIError, model_not_found
 from .objects import base_name
@@ -64,12 +65,12 @@ class Inference:
             return folder
         if (folder / "adapter_config.json").is_file():
             return folder  # exported earlier; the checkpoint itself may have been rotated away since
-        from ..engine.checkpoint import MARKER, verify_checkpoint  # torch: not at the app's import
+        from ..engine.checkpoint import verify_checkpoint  # torch: not at the app's import
 
-        ckpt = self.settings.run_dir(job["id"]) / "checkpoints" / f"step-{step:06d}"
+        ckpt = rundir.RunDir(self.settings.run_dir(job["id"])).checkpoint(step)
         # Verified, not only committed: a damaged checkpoint can load without error (a flipped
         # byte) and would serve wrong weights; to the client it is as gone as a rotated one.
-        if not (ckpt / MARKER).is_file() or verify_checkpoint(ckpt) is not None:
+        if not (ckpt / rundir.MARKER).is_file() or verify_checkpoint(ckpt) is not None:
             raise model_not_found(f"checkpoint step {step}")
         checkpoint_adapter(str(self.settings.base_models[base]), ckpt, folder)
         return folder
@@ -152,8 +153,8 @@ class Inference:
 def model_folder(settings, job: dict, step: int | None) -> Path:
     """Where a job's model lives: ``RUN/final`` (adapter or whole model), or for checkpoint
     ``step`` the PEFT adapter folder exported from it (``RUN/served-checkpoints/step-N``)."""
-    run = settings.run_dir(job["id"])
-    return run / "final" if step is None else run / "served-checkpoints" / f"step-{step:06d}"
+    run = rundir.RunDir(settings.run_dir(job["id"]))
+    return run.final if step is None else run.served_checkpoint(step)
 
 
 def checkpoint_adapter(base: str, ckpt: Path, dest: Path) -> Path:
@@ -176,7 +177,7 @@ def checkpoint_adapter(base: str, ckpt: Path, dest: Path) -> Path:
     from ..models.load import MODEL_INIT_LOCK, load_tokenizer
 
     run = ckpt.parent.parent
-    cfg = load_config(run / "config.resolved.yaml")
+    cfg = load_config(rundir.RunDir(run).resolved_config)
     if cfg.adapter.type != "lora":
         raise model_not_found(f"checkpoint {ckpt.name} (only LoRA checkpoints are served)")
     tensors = load_checkpoint(ckpt)["trainable"]

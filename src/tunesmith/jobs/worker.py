@@ -38,6 +38,7 @@ from pathlib import Path
 
 import yaml
 
+from .. import rundir
 from . import ids
 from .infer import model_folder
 from .objects import base_name, job_model_id
@@ -249,7 +250,7 @@ class Worker:
         checkpoint adapter (``adapter.init_from``; checked against the shape by the trainer)."""
         parent = self.store.get_job(None, job["parent_job_id"])
         folder = model_folder(self.settings, parent, job["parent_step"]) if parent else None
-        resolved = self.settings.run_dir(job["parent_job_id"]) / "config.resolved.yaml"
+        resolved = rundir.RunDir(self.settings.run_dir(job["parent_job_id"])).resolved_config
         if folder is None or not (folder / "adapter_config.json").is_file() or not resolved.is_file():
             raise _ParentGone(f"The model {job['model']} that this job continues no longer exists.")
         adapter = yaml.safe_load(resolved.read_text(encoding="utf-8"))["adapter"]
@@ -441,7 +442,7 @@ class _Tail:
         self.run, self.job = run, job
         self.progress = progress or SftProgress()
         self._baseline: tuple[str, dict] | None = None
-        self.metrics = run / "metrics.jsonl"
+        self.metrics = rundir.RunDir(run).metrics
         self.offset = 0
         self.last_step = int(job["last_step"] or 0)
         self.total_steps = job["total_steps"]
@@ -452,9 +453,8 @@ class _Tail:
         self._inode = None
 
     def read_total(self) -> None:
-        info = self.run / "run.json"
         try:
-            self.total_steps = int(json.loads(info.read_text(encoding="utf-8"))["total_steps"])
+            self.total_steps = int(rundir.RunDir(self.run).read_run_info()["total_steps"])
         except (OSError, ValueError, KeyError):
             pass
 
@@ -505,7 +505,7 @@ class _Tail:
         directory) is looked at afresh."""
         from ..engine.checkpoint import list_checkpoints, verify_checkpoint
 
-        found = {int(d.name[5:]): d for d in list_checkpoints(self.run / "checkpoints") if d.name[5:].isdigit()}
+        found = {rundir.step_of(d): d for d in list_checkpoints(rundir.RunDir(self.run).checkpoints)}
         self.on_disk = set(found)
         fresh = []
         for step in sorted(set(found) - self.recorded):

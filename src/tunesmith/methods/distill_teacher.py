@@ -33,9 +33,9 @@ def resolve_teacher(teacher: str, adapter: str | None) -> tuple[str, str | None]
     from ..models.generate import resolve_model_ref
 
     if adapter is not None:
-        a = Path(adapter)
-        if not (a / "adapter_config.json").is_file() and (a / "final" / "adapter_config.json").is_file():
-            a = a / "final"
+        from .. import rundir
+
+        a = rundir.model_folder(adapter)
         if not (a / "adapter_config.json").is_file():
             raise ModelError(f"distill.teacher_adapter {adapter} has no adapter_config.json "
                              "(expected a LoRA adapter folder or a run directory)")

@@ -25,6 +25,7 @@ from typing import Callable
 
 import yaml
 
+from .. import rundir
 from ..hashing import sha256_file
 from . import manifest as mf
 from .client import APIRefused, with_retries
@@ -169,7 +170,7 @@ def _continue_parent(job: dict, config: Path, manifest: dict, out: Path) -> list
     if parent is None:
         return [f"continues {model}, which no mapped job of this pull made; trained from the open base"]
     cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
-    cfg["adapter"]["init_from"] = str(out / "runs" / parent / "final")
+    cfg["adapter"]["init_from"] = str(rundir.RunDir(out / "runs" / parent).final)
     config.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     note = f"continues {parent}: train {parent} first (adapter.init_from is its final/)"
     if model != final_model:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from .. import rundir
 from ..errors import ModelError
 from .attention import padded_attention
 from .load import load_causal_lm, load_tokenizer
@@ -16,11 +17,9 @@ from .template import render_chat, stop_token_ids
 def resolve_model_ref(path: str, adapter: str | None = None) -> tuple[str, str | None]:
     """Map a run dir, adapter dir or model dir to (base model path, adapter path or None).
 
-    ``runs/x`` -> its ``final/``; an adapter folder names its base in ``adapter_config.json``.
+    ``runs/x`` -> its ``final/`` (:func:`tunesmith.rundir.model_folder`); an adapter folder names its base in ``adapter_config.json``.
     """
-    p = Path(path)
-    if (p / "final").is_dir() and not (p / "config.json").is_file():
-        p = p / "final"
+    p = rundir.model_folder(path)
     if adapter is None and (p / "adapter_config.json").is_file():
         cfg = json.loads((p / "adapter_config.json").read_text(encoding="utf-8"))
         base = cfg.get("base_model_name_or_path")

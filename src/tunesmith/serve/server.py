@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import rundir
 from ..errors import ModelError
 from ..models.template import render_chat
 
@@ -52,8 +53,7 @@ class ModelEntry:
 
 def _folder_id(path: str) -> str:
     """Default model id of a folder: its name, or the run's name for ``runs/x/final``."""
-    p = Path(path).resolve()
-    return p.parent.name if p.name == "final" else p.name
+    return rundir.folder_name(path)
 
 
 def check_model_id(model_id: str) -> str:
