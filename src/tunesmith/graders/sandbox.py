@@ -131,10 +131,18 @@ def check_source(source: str, config: SandboxConfig = SandboxConfig()) -> str | 
     return outcome.error.splitlines()[-1] if outcome.kind == "runtime" else outcome.error
 
 
+_PROBES = {"bwrap": lambda config: _bwrap_works(_bwrap_binary(config)),
+           "namespaces": lambda config: _namespaces_work(), "process": lambda config: _process_works()}
+
+
+def backend_works(name: str, config: SandboxConfig = SandboxConfig()) -> bool:
+    """Whether backend ``name`` works here (probed once per process, and only when asked)."""
+    return _PROBES[name](config)
+
+
 def available_backends(config: SandboxConfig = SandboxConfig()) -> dict[str, bool]:
     """Which backends work here (each probed once per process)."""
-    return {"bwrap": _bwrap_works(_bwrap_binary(config)), "namespaces": _namespaces_work(),
-            "process": _process_works()}
+    return {name: backend_works(name, config) for name in BACKENDS}
 
 
 def resolve_backend(config: SandboxConfig) -> str:
@@ -142,13 +150,14 @@ def resolve_backend(config: SandboxConfig) -> str:
     if config.backend not in ("auto", *BACKENDS):
         raise SandboxUnavailable(f"unknown sandbox backend {config.backend!r}; expected auto, "
                                  f"{', '.join(BACKENDS)}")
-    works = available_backends(config)
+    # Probed in order of preference, only as far as needed: the namespaces probe starts a
+    # process of its own, which a machine with bubblewrap never needs.
     if config.backend != "auto":
-        if not works[config.backend]:
+        if not backend_works(config.backend, config):
             raise SandboxUnavailable(f"the {config.backend!r} sandbox does not work on this "
                                      "machine")
         return config.backend
-    if works["bwrap"]:
+    if backend_works("bwrap", config):
         return "bwrap"
     if not config.allow_weaker_isolation:
         raise SandboxUnavailable(
@@ -156,7 +165,7 @@ def resolve_backend(config: SandboxConfig) -> str:
             "here (apt-get install bubblewrap); allow_weaker_isolation runs them with "
             "namespaces/resource limits only")
     for name in ("namespaces", "process"):
-        if works[name]:
+        if backend_works(name, config):
             return name
     raise SandboxUnavailable("no sandbox backend works on this machine")
 
