@@ -19,9 +19,11 @@ class APIRefused(TunesmithError):
         self.status = status
 
 
-def make_client(base_url: str, api_key: str, *, max_retries: int = 2, timeout: float = 600.0):
+def make_client(base_url: str, api_key: str, *, max_retries: int = 0, timeout: float = 600.0):
     """``openai.OpenAI`` for ``base_url`` (e.g. ``https://api.openai.com/v1``) with ``api_key``.
-    A missing SDK or an empty key is a one-line TunesmithError."""
+    The SDK's own retries are off by default: :func:`with_retries` is the one retry layer (with
+    both, a dead server would be tried attempts × (1 + max_retries) times). A missing SDK or an
+    empty key is a one-line TunesmithError."""
     try:
         import openai
     except ImportError:
