@@ -90,12 +90,10 @@ def _graders(args):
         paths = judge_paths(specs, judge_model, "--judge-model")
         judge = None
         if paths:
-            import torch
-
             from .engine.runtime import resolve_device
 
             # Eval scores its models in fp32; the judge runs the same way.
-            judge = LocalJudge(paths, device=resolve_device(args.device), dtype=torch.float32)
+            judge = LocalJudge(paths, device=resolve_device(args.device), dtype="fp32")
         for where, spec in specs:
             check_runnable(spec, judge=judge, path=where)
     except GraderError as exc:

@@ -115,11 +115,12 @@ class LocalJudge:
     """``judge(requests, params) -> list[JudgeReply]`` over local models (module docstring).
 
     ``models`` maps a grader's ``model`` name to a local path (:func:`judge_paths`); ``device``
-    and ``dtype`` are where and how the judge models are loaded (the run's device; bf16 on a
-    CUDA device that supports it, else fp32, when ``dtype`` is None).
+    and ``dtype`` are where and how the judge models are loaded (the run's device and precision
+    name, as ``train.dtype``: auto | fp32 | bf16 | fp16; auto is bf16 on a CUDA device that
+    supports it, else fp32).
     """
 
-    def __init__(self, models: Mapping[str, str], *, device: Any = "cpu", dtype: Any = None,
+    def __init__(self, models: Mapping[str, str], *, device: Any = "cpu", dtype: str = "auto",
                  batch_size: int = DEFAULT_BATCH_SIZE):
         self.models = dict(models)
         self.device = device
@@ -136,18 +137,20 @@ class LocalJudge:
     def _model(self, path: str) -> tuple[Any, Any]:
         with self._lock:
             if path not in self._loaded:
-                import torch
-
-                from ..engine.runtime import resolve_dtype
                 from ..models.generate import load_for_inference
 
-                device = torch.device(self.device)
-                dtype = self.dtype
-                if dtype is None:
-                    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[
-                        resolve_dtype("auto", device)]
-                self._loaded[path] = load_for_inference(path, device=str(device), dtype=dtype)
+                self._loaded[path] = load_for_inference(path, device=str(self.device), dtype=self.torch_dtype)
             return self._loaded[path]
+
+    @property
+    def torch_dtype(self):
+        """The torch dtype the judge models load in (``dtype`` resolved for ``device``)."""
+        import torch
+
+        from ..engine.runtime import resolve_dtype
+        from ..models.quantize import DTYPES
+
+        return DTYPES[resolve_dtype(self.dtype, torch.device(self.device))]
 
     def __call__(self, requests: list[list[dict]], params: dict) -> list[JudgeReply]:
         from ..models.generate import generate_ids, prompt_token_ids

@@ -91,8 +91,7 @@ def grader_reward(spec, where: str, *, device=None, dtype: str = "auto"):
     from ..graders import GraderError, LocalJudge, check_runnable, grade_many
 
     setup = resolve(spec, where)
-    judge = LocalJudge(setup.judges, device=device or "cpu", dtype=_torch_dtype(dtype, device)) \
-        if setup.judges else None
+    judge = LocalJudge(setup.judges, device=device or "cpu", dtype=dtype) if setup.judges else None
     try:
         check_runnable(setup.grader, judge=judge, path=f"{where}.grader")
     except GraderError as exc:
@@ -116,12 +115,3 @@ def grader_reward(spec, where: str, *, device=None, dtype: str = "auto"):
     score.default_name = re.sub(r"[^0-9a-z_]+", "_", setup.name.lower()).strip("_") or "grader"
     return score
 
-
-def _torch_dtype(name: str, device):
-    """``train.dtype`` as the torch dtype the judge loads in (auto resolved for ``device``)."""
-    import torch
-
-    from ..engine.runtime import resolve_dtype
-
-    resolved = resolve_dtype(name, torch.device(device or "cpu"))
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[resolved]

@@ -197,7 +197,10 @@ def test_python_grader_without_bubblewrap_is_a_config_error(monkeypatch, tmp_pat
 def test_the_judge_loads_in_the_runs_dtype():
     import torch
 
-    from tunesmith.rewards.grader import _torch_dtype
+    from tunesmith.graders import LocalJudge  # rewards.grader hands it train.dtype
+
+    def _torch_dtype(name, device):
+        return LocalJudge({}, device=device or "cpu", dtype=name).torch_dtype
 
     assert _torch_dtype("auto", "cpu") is torch.float32  # auto on a CPU: fp32
     assert _torch_dtype("bf16", None) is torch.bfloat16 and _torch_dtype("fp16", "cpu") is torch.float16
