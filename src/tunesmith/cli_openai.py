@@ -40,7 +40,8 @@ def add_openai_commands(subparsers: Any) -> None:
     r.add_argument("--model", required=True, help="the model to ask, e.g. ft:gpt-4o-mini-2024-07-18:org:x:abc123")
     r.add_argument("--data", required=True, help="held-out JSONL: chat rows (the last assistant turn is the "
                    "reference), chat rows without an answer, or prompt rows")
-    r.add_argument("--out", required=True, help="recorded answers (JSONL, appended; a rerun skips recorded rows)")
+    r.add_argument("--out", default="recorded.jsonl", help="recorded answers (JSONL, appended; a rerun skips "
+                   "recorded rows; default recorded.jsonl, what eval --against reads)")
     r.add_argument("--temperature", type=float, default=0.0, help="default 0")
     r.add_argument("--max-tokens", type=int, default=256, help="default 256")
     r.add_argument("--seed", type=int, default=0, help="default 0")
