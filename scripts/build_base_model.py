@@ -35,9 +35,18 @@ WORK = Path(os.environ.get("TUNESMITH_CACHE", Path.home() / ".cache" / "tunesmit
 
 # ~9M parameters: big enough to learn English word statistics on ~10M tokens, small enough
 # that a LoRA fine-tune takes minutes on 2 CPU cores.
-ARCH = dict(hidden_size=256, intermediate_size=704, num_hidden_layers=8, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=1024, rope_theta=10000.0,
-            tie_word_embeddings=True, rms_norm_eps=1e-5, initializer_range=0.02)
+ARCH = dict(
+    hidden_size=256,
+    intermediate_size=704,
+    num_hidden_layers=8,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=1024,
+    rope_theta=10000.0,
+    tie_word_embeddings=True,
+    rms_norm_eps=1e-5,
+    initializer_range=0.02,
+)
 SEQ = 256
 
 
@@ -45,14 +54,33 @@ def pretrain_config(work: Path, max_steps: int) -> dict:
     return {
         "model": str(work / "init"),
         "method": "pretrain",
-        "data": {"train": str(CORPUS / "train.jsonl"), "eval": str(CORPUS / "heldout.jsonl"),
-                 "max_eval_examples": 60},
+        "data": {
+            "train": str(CORPUS / "train.jsonl"),
+            "eval": str(CORPUS / "heldout.jsonl"),
+            "max_eval_examples": 60,
+        },
         "adapter": {"type": "none"},
-        "train": {"max_steps": max_steps, "lr": 2e-3, "weight_decay": 0.1, "adam_beta2": 0.95,
-                  "warmup_steps": 200, "scheduler": "cosine", "min_lr_ratio": 0.1, "max_grad_norm": 1.0,
-                  "batch_size": 16, "grad_accum": 1, "max_length": SEQ, "packing": True, "seed": 0,
-                  "save_every": 100, "keep_last": 2, "eval_every": 250, "dtype": "fp32",
-                  "progress": "lines", "log_every": 25},
+        "train": {
+            "max_steps": max_steps,
+            "lr": 2e-3,
+            "weight_decay": 0.1,
+            "adam_beta2": 0.95,
+            "warmup_steps": 200,
+            "scheduler": "cosine",
+            "min_lr_ratio": 0.1,
+            "max_grad_norm": 1.0,
+            "batch_size": 16,
+            "grad_accum": 1,
+            "max_length": SEQ,
+            "packing": True,
+            "seed": 0,
+            "save_every": 100,
+            "keep_last": 2,
+            "eval_every": 250,
+            "dtype": "fp32",
+            "progress": "lines",
+            "log_every": 25,
+        },
         "output_dir": str(work / "run"),
     }
 
@@ -75,8 +103,13 @@ def ensure_init(work: Path) -> None:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tok = AutoTokenizer.from_pretrained(MODEL_DIR)
-    cfg = LlamaConfig(vocab_size=len(tok), bos_token_id=None, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.pad_token_id, **ARCH)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        bos_token_id=None,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        **ARCH,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(cfg)
     init.mkdir(parents=True, exist_ok=True)
@@ -104,16 +137,21 @@ def export(work: Path) -> Path:
         raise SystemExit(f"checkpoint {ckpt} does not match the architecture: {missing} {unexpected}")
     model = model.to(torch.bfloat16)
     tok = AutoTokenizer.from_pretrained(MODEL_DIR)
-    model.generation_config = GenerationConfig(eos_token_id=stop_token_ids(tok), pad_token_id=tok.pad_token_id,
-                                               max_new_tokens=256)
+    model.generation_config = GenerationConfig(
+        eos_token_id=stop_token_ids(tok), pad_token_id=tok.pad_token_id, max_new_tokens=256
+    )
     model.save_pretrained(MODEL_DIR, safe_serialization=True)
     step = json.loads((ckpt / "state.json").read_text())["step"]
     rows = [json.loads(x) for x in (work / "run" / "metrics.jsonl").read_text().splitlines() if x.strip()]
     rows = [r for r in rows if r["step"] <= step]  # a running job may have logged further
-    curve = {"checkpoint_step": step,
-             "train": [[r["step"], round(r["loss"], 4)] for r in rows if "loss" in r and r["step"] % 25 == 0],
-             "eval": [[r["step"], round(r["eval_loss"], 4), round(r["eval_ppl"], 2)] for r in rows if "eval_loss" in r],
-             "tokens_seen": sum(r.get("tokens_total", 0) for r in rows if "loss" in r)}
+    curve = {
+        "checkpoint_step": step,
+        "train": [[r["step"], round(r["loss"], 4)] for r in rows if "loss" in r and r["step"] % 25 == 0],
+        "eval": [
+            [r["step"], round(r["eval_loss"], 4), round(r["eval_ppl"], 2)] for r in rows if "eval_loss" in r
+        ],
+        "tokens_seen": sum(r.get("tokens_total", 0) for r in rows if "loss" in r),
+    }
     (MODEL_DIR / "training_curve.json").write_text(json.dumps(curve, indent=1))
     # Patch the context length into the tokenizer config in place (re-saving it would rewrite
     # the file in the installed transformers' format, which older releases cannot read).
@@ -132,7 +170,7 @@ def write_model_card(model, curve: dict, train: dict) -> None:
     evals = curve["eval"]
     final = evals[-1] if evals else None
     rows = "\n".join(f"| {s} | {loss:.3f} | {ppl:.1f} |" for s, loss, ppl in evals)
-    train_at = dict((s, l) for s, l in curve["train"])
+    train_at = dict(curve["train"])
     card = f"""# tunesmith-base
 
 A small Llama-architecture causal language model pretrained **from random initialisation by
@@ -146,9 +184,9 @@ aimless English and knows little about the world. Do not use it for anything els
 | | |
 |---|---|
 | parameters | {n_params / 1e6:.1f}M ({n_params:,}; input and output embeddings tied) |
-| layers / hidden / MLP | {ARCH['num_hidden_layers']} / {ARCH['hidden_size']} / {ARCH['intermediate_size']} (SwiGLU) |
-| attention | {ARCH['num_attention_heads']} query heads, {ARCH['num_key_value_heads']} key/value heads (GQA), RoPE θ={ARCH['rope_theta']:g} |
-| context | trained on {SEQ}-token windows; `max_position_embeddings` {ARCH['max_position_embeddings']} |
+| layers / hidden / MLP | {ARCH["num_hidden_layers"]} / {ARCH["hidden_size"]} / {ARCH["intermediate_size"]} (SwiGLU) |
+| attention | {ARCH["num_attention_heads"]} query heads, {ARCH["num_key_value_heads"]} key/value heads (GQA), RoPE θ={ARCH["rope_theta"]:g} |
+| context | trained on {SEQ}-token windows; `max_position_embeddings` {ARCH["max_position_embeddings"]} |
 | vocabulary | 8,192 byte-level BPE tokens (`tokenizers`); specials `<|endoftext|>` (eos), `<|im_start|>`, `<|im_end|>` (end of turn), `<|pad|>` |
 | chat template | ChatML: `<|im_start|>role\\ncontent<|im_end|>\\n`; generation stops at `<|im_end|>` or `<|endoftext|>` (`generation_config.json`) |
 | weights | `model.safetensors`, bf16 |
@@ -162,12 +200,12 @@ initialises the model with seed 0, pretrains with checkpoints and resume, export
   (public-domain literature and Bible, the Jargon File, desktop help, Debian and GNU manuals,
   Python / PostgreSQL / SQLite / Perl / Git / Linux documentation), 11.0M tokens, split into
   {SEQ}-token windows packed best-fit.
-- Optimisation: AdamW (β₂ {train['adam_beta2']}, weight decay {train['weight_decay']}), peak lr
-  {train['lr']:g} with {train['warmup_steps']} warm-up steps and cosine decay to
-  {train['min_lr_ratio']:g}×, gradient clipping {train['max_grad_norm']}, {train['batch_size']} × {SEQ}
+- Optimisation: AdamW (β₂ {train["adam_beta2"]}, weight decay {train["weight_decay"]}), peak lr
+  {train["lr"]:g} with {train["warmup_steps"]} warm-up steps and cosine decay to
+  {train["min_lr_ratio"]:g}×, gradient clipping {train["max_grad_norm"]}, {train["batch_size"]} × {SEQ}
   tokens per step, fp32 on CPU (2 cores, 1 thread).
-- Exported from step {curve['checkpoint_step']}; {curve['tokens_seen']:,} tokens seen.
-- Training loss: step 25 {train_at.get(25, float('nan')):.2f} → step {curve['train'][-1][0]} {curve['train'][-1][1]:.2f}
+- Exported from step {curve["checkpoint_step"]}; {curve["tokens_seen"]:,} tokens seen.
+- Training loss: step 25 {train_at.get(25, float("nan")):.2f} → step {curve["train"][-1][0]} {curve["train"][-1][1]:.2f}
   (every 25 steps in `training_curve.json`).
 
 Held-out loss (60 held-out documents of the corpus, never trained on):
@@ -176,7 +214,7 @@ Held-out loss (60 held-out documents of the corpus, never trained on):
 |---|---|---|
 {rows}
 
-{"Final held-out perplexity: **%.1f**." % final[2] if final else ""}
+{f"Final held-out perplexity: **{final[2]:.1f}**." if final else ""}
 
 ## Limitations
 
@@ -200,7 +238,9 @@ of a derived work; treat them as a test fixture.
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=WORK)
-    ap.add_argument("--max-steps", type=int, default=1200, help="total pretraining steps (16 x 256 tokens each)")
+    ap.add_argument(
+        "--max-steps", type=int, default=1200, help="total pretraining steps (16 x 256 tokens each)"
+    )
     ap.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this long")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--export", action="store_true", help="only export the newest checkpoint")
@@ -216,7 +256,9 @@ def main() -> int:
     import yaml
 
     cfg_path.write_text(yaml.safe_dump(pretrain_config(args.work, args.max_steps), sort_keys=False))
-    cmd = [sys.executable, "-m", "tunesmith", "train", str(cfg_path)] + [a for o in overrides for a in ("--set", o)]
+    cmd = [sys.executable, "-m", "tunesmith", "train", str(cfg_path)] + [
+        a for o in overrides for a in ("--set", o)
+    ]
     proc = subprocess.Popen(cmd)
     deadline = time.time() + args.max_minutes * 60 if args.max_minutes else None
     while proc.poll() is None:

@@ -28,6 +28,7 @@ Outputs in OUT (default ``.cache/corpus``): ``train.jsonl``, ``heldout.jsonl`` (
 
 Usage: ``python scripts/build_corpus.py [--out DIR] [--no-install] [--seed N]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,10 +43,10 @@ import subprocess
 import sys
 import unicodedata
 import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 MIN_WORDS, TARGET_WORDS, MAX_WORDS = 200, 1000, 3000
 HELDOUT_FRACTION = 0.01
@@ -56,21 +57,65 @@ Paragraphs = list[str]
 
 
 # Tags whose text flows inside a paragraph; every other tag starts a new paragraph.
-INLINE_TAGS = set("""a abbr acronym b big cite code dfn em emphasis font i kbd q s samp small
+INLINE_TAGS = set(
+    """a abbr acronym b big cite code dfn em emphasis font i kbd q s samp small
 span strong sub sup tt u var application citetitle command computeroutput envar filename
 firstterm foreignphrase function guibutton guilabel guimenu guimenuitem guisubmenu keycap
 keycombo literal menuchoice option parameter phrase productname quote replaceable
 systemitem ulink userinput wordasword xref link gui guiseq key keyseq cmd app file sys
-input output em""".split())
+input output em""".split()
+)
 VOID_TAGS = {"br", "hr", "img", "meta", "link", "input", "col", "area", "base", "wbr"}
-SKIP_TAGS = {"script", "style", "pre", "head", "nav", "table", "informaltable", "screen",
-             "programlisting", "synopsis", "info", "textarea", "svg", "math", "figure",
-             "header", "footer", "aside", "button", "label", "noscript", "select",
-             "comment", "remark"}
-SKIP_CLASSES = {"navheader", "navfooter", "toc", "sphinxsidebar", "related", "footer",
-                "headerlink", "breadcrumbs", "highlight", "sig", "footnotes", "footnote",
-                "docs-header", "toc-backref", "line-block", "revhistory", "legalnotice",
-                "relatedtopics", "rightside", "menu", "codebox", "fancy_toc"}
+SKIP_TAGS = {
+    "script",
+    "style",
+    "pre",
+    "head",
+    "nav",
+    "table",
+    "informaltable",
+    "screen",
+    "programlisting",
+    "synopsis",
+    "info",
+    "textarea",
+    "svg",
+    "math",
+    "figure",
+    "header",
+    "footer",
+    "aside",
+    "button",
+    "label",
+    "noscript",
+    "select",
+    "comment",
+    "remark",
+}
+SKIP_CLASSES = {
+    "navheader",
+    "navfooter",
+    "toc",
+    "sphinxsidebar",
+    "related",
+    "footer",
+    "headerlink",
+    "breadcrumbs",
+    "highlight",
+    "sig",
+    "footnotes",
+    "footnote",
+    "docs-header",
+    "toc-backref",
+    "line-block",
+    "revhistory",
+    "legalnotice",
+    "relatedtopics",
+    "rightside",
+    "menu",
+    "codebox",
+    "fancy_toc",
+}
 
 
 class _TextExtractor(HTMLParser):
@@ -143,16 +188,16 @@ _UNDERLINE = re.compile(r"^\s*([=\-~^+*#\"'`.:_])\1{2,}\s*$")
 _BULLET = re.compile(r"^\s*(?:[*+\-\u2022]|#\.|\(?\d{1,3}[.)]|\(?[a-z][.)])\s+")
 _TABLE = re.compile(r"^\s*(\+[-=+]+\+|\|.*\||={3,}\s+={3,})")
 _INLINE_MARKUP = [
-    (re.compile(r":[\w:+-]+:`([^`<]*?)\s*(?:<[^>`]*>)?`"), r"\1"),     # :role:`text <t>`
-    (re.compile(r"`([^`<]+?)\s*<[^>`]+>`__?"), r"\1"),                   # `text <url>`_
-    (re.compile(r"``(.+?)``"), r"\1"),                                   # ``literal``
-    (re.compile(r"`([^`]+)`_{0,2}"), r"\1"),                             # `x`, `ref`_
-    (re.compile(r"linkgit:([\w.-]+)\[\d\]"), r"\1"),                     # asciidoc linkgit
-    (re.compile(r"\b(https?|link|mailto):\S+?\[([^\]]*)\]"), r"\2"),    # asciidoc links
-    (re.compile(r"\[\[[^\]]*\]\]|<<[^>]*>>"), ""),                       # anchors, xrefs
+    (re.compile(r":[\w:+-]+:`([^`<]*?)\s*(?:<[^>`]*>)?`"), r"\1"),  # :role:`text <t>`
+    (re.compile(r"`([^`<]+?)\s*<[^>`]+>`__?"), r"\1"),  # `text <url>`_
+    (re.compile(r"``(.+?)``"), r"\1"),  # ``literal``
+    (re.compile(r"`([^`]+)`_{0,2}"), r"\1"),  # `x`, `ref`_
+    (re.compile(r"linkgit:([\w.-]+)\[\d\]"), r"\1"),  # asciidoc linkgit
+    (re.compile(r"\b(https?|link|mailto):\S+?\[([^\]]*)\]"), r"\2"),  # asciidoc links
+    (re.compile(r"\[\[[^\]]*\]\]|<<[^>]*>>"), ""),  # anchors, xrefs
     (re.compile(r"(?<![\w*])\*\*?([^*\s][^*]*?)\*\*?(?![\w*])"), r"\1"),  # *em*, **strong**
-    (re.compile(r"\{([^{}\n]+)\}"), r"\1"),                              # jargon {cross-refs}
-    (re.compile(r"(?<![\w_])_([^_\s][^_]*?)_(?![\w_])"), r"\1"),           # makeinfo _em_
+    (re.compile(r"\{([^{}\n]+)\}"), r"\1"),  # jargon {cross-refs}
+    (re.compile(r"(?<![\w_])_([^_\s][^_]*?)_(?![\w_])"), r"\1"),  # makeinfo _em_
 ]
 
 
@@ -165,10 +210,9 @@ def markup_text_paragraphs(text: str) -> Paragraphs:
     List items keep their text without the bullet; heading underlines are removed.
     """
     # asciidoc listing/literal blocks: a fence line after a blank line, up to the same fence
-    text = re.sub(r"(?m)(^[ \t]*\n)(-{4,}|\.{4,}|={4,}|\*{4,}|~{4,})[ \t]*\n(?:.*\n)*?\2[ \t]*$",
-                  r"\1", text)
+    text = re.sub(r"(?m)(^[ \t]*\n)(-{4,}|\.{4,}|={4,}|\*{4,}|~{4,})[ \t]*\n(?:.*\n)*?\2[ \t]*$", r"\1", text)
     lines = text.expandtabs(8).split("\n")
-    indents = [len(l) - len(l.lstrip()) for l in lines if l.strip()]
+    indents = [len(line) - len(line.lstrip()) for line in lines if line.strip()]
     base = max(set(indents), key=indents.count) if indents else 0
     paragraphs: Paragraphs = []
     literal_next = False
@@ -236,12 +280,16 @@ def pod_paragraphs(text: str) -> Paragraphs:
                 continue
             block = rest.lstrip("*").strip() if cmd == "=item" else rest
         for _ in range(3):  # innermost formatting codes first: C<...>, L<text|target> ...
-            block = re.sub(r"E<(\w+)>", lambda m: {"lt": "<", "gt": ">", "verbar": "|",
-                                                   "sol": "/"}.get(m.group(1), ""), block)
+            block = re.sub(
+                r"E<(\w+)>",
+                lambda m: {"lt": "<", "gt": ">", "verbar": "|", "sol": "/"}.get(m.group(1), ""),
+                block,
+            )
             block = re.sub(r"[XZ]<[^<>]*>", "", block)
             block = re.sub(r"L<([^<>|]*)\|[^<>]*>", r"\1", block)
-            block = re.sub(r"L<\"?([^<>\"/]*)\"?(?:/\"?([^<>\"]*)\"?)?>",
-                           lambda m: m.group(2) or m.group(1), block)
+            block = re.sub(
+                r"L<\"?([^<>\"/]*)\"?(?:/\"?([^<>\"]*)\"?)?>", lambda m: m.group(2) or m.group(1), block
+            )
             block = re.sub(r"[A-Z]<<+\s+(.*?)\s+>>+", r"\1", block)
             block = re.sub(r"[A-Z]<([^<>]*)>", r"\1", block)
         paragraphs.append(" ".join(block.split()))
@@ -262,18 +310,17 @@ def sword_ztext_books(module_dir: Path) -> Iterator[Paragraphs]:
         bzz = (module_dir / f"{testament}.bzz").read_bytes()
         bzv = (module_dir / f"{testament}.bzv").read_bytes()
         blocks = [struct.unpack_from("<III", bzs, i) for i in range(0, len(bzs), 12)]
-        raw = [zlib.decompress(bzz[o:o + n]) for o, n, _ in blocks]
+        raw = [zlib.decompress(bzz[o : o + n]) for o, n, _ in blocks]
         osis = []
         for i in range(0, len(bzv), 10):
             block, offset, size = struct.unpack_from("<IIH", bzv, i)
             if size:
-                osis.append(raw[block][offset:offset + size].decode("utf-8") + " ")
+                osis.append(raw[block][offset : offset + size].decode("utf-8") + " ")
         markup = "".join(osis)
         markup = re.sub(r"<note\b.*?</note>", "", markup, flags=re.S)
         markup = re.sub(r"<(?:chapter|div)\b[^>]*type=\"book\"[^>]*/>", "<hr/><bk/>", markup)
         markup = re.sub(r"<div\b[^>]*\bsID=[^>]*/>", "<p/>", markup)  # paragraph starts
-        markup = re.sub(r"</?(?:w|div|milestone|chapter|verse|transChange|seg|q|l|lg)\b[^>]*>",
-                        "", markup)
+        markup = re.sub(r"</?(?:w|div|milestone|chapter|verse|transChange|seg|q|l|lg)\b[^>]*>", "", markup)
         for book in markup.split("<bk/>"):
             paragraphs = html_paragraphs(book)
             if paragraphs:
@@ -324,7 +371,7 @@ class _RUnserializer:
             if n < 0:
                 return None
             self.pos += n
-            return self.data[self.pos - n:self.pos].decode("utf-8", "replace")
+            return self.data[self.pos - n : self.pos].decode("utf-8", "replace")
         n = self._int()
         if kind in (10, 13):
             value = struct.unpack_from(f">{n}i", self.data, self.pos)
@@ -347,7 +394,7 @@ def austen_novels(data_dir: Path) -> Iterator[Paragraphs]:
     index = _RUnserializer(gzip.decompress((data_dir / "Rdata.rdx").read_bytes())).read()
     rdb = (data_dir / "Rdata.rdb").read_bytes()
     for offset, length in index[0]:
-        lines = _RUnserializer(_r_decompress(rdb[offset:offset + length])).read()
+        lines = _RUnserializer(_r_decompress(rdb[offset : offset + length])).read()
         text = "\n".join(line or "" for line in lines)
         for chapter in re.split(r"\n\s*(?:CHAPTER|Chapter) [IVXLC\d]+\.?\s*\n", text)[1:]:
             paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", chapter)]
@@ -364,9 +411,14 @@ def _read_text(path: Path) -> str:
 
 def from_files(fmt: str, *patterns: str, exclude: str | None = None) -> Callable:
     """Extractor reading every file matching ``patterns`` (sorted) with one parser."""
-    parse = {"html": html_paragraphs, "text": markup_text_paragraphs, "pod": pod_paragraphs,
-             "html-layout": lambda markup: html_paragraphs(markup, layout_tables=True),
-             "asciidoc": asciidoc_paragraphs, "jargon": jargon_paragraphs}[fmt]
+    parse = {
+        "html": html_paragraphs,
+        "text": markup_text_paragraphs,
+        "pod": pod_paragraphs,
+        "html-layout": lambda markup: html_paragraphs(markup, layout_tables=True),
+        "asciidoc": asciidoc_paragraphs,
+        "jargon": jargon_paragraphs,
+    }[fmt]
 
     def extract(root: Path) -> Iterator[Paragraphs]:
         paths = sorted({p for pattern in patterns for p in root.glob(pattern)})
@@ -375,6 +427,7 @@ def from_files(fmt: str, *patterns: str, exclude: str | None = None) -> Callable
         for path in paths:
             if not (exclude and re.search(exclude, path.relative_to(root).as_posix())):
                 yield parse(_read_text(path))
+
     return extract
 
 
@@ -390,79 +443,180 @@ class Source:
 
 _INDEX = r"(^|/)(index|search|genindex|contents)(\.en)?\.html$"
 SOURCES = [
-    Source("r-cran-janeaustenr", "public domain texts (package: MIT)",
-           "Jane Austen's six novels, one raw document per chapter",
-           "usr/lib/R/site-library/janeaustenr/data", austen_novels),
-    Source("sword-text-web", "public domain",
-           "World English Bible with Deuterocanon (modern English), footnotes dropped",
-           "usr/share/sword/modules/texts/ztext/engWEB2015eb", sword_ztext_books),
-    Source("cfi-en", "public domain",
-           "'Copyright Does Not Exist', Linus Walleij's book on hacker history",
-           "usr/share/doc/cfi-en/html", from_files("html-layout", "*.htm")),
-    Source("jargon-text", "public domain", "The Jargon File 4.4.7 (hacker slang lexicon)",
-           "usr/share/doc/jargon-text", from_files("jargon", "jargon.txt.gz")),
-    Source("gnome-user-docs", "CC-BY-SA-3.0",
-           "GNOME desktop help and system admin guide (Mallard pages, C locale)",
-           "usr/share/help/C", from_files("html", "*/*.page")),
-    Source("mate-user-guide", "GFDL-1.1+", "MATE desktop user guide (DocBook, C locale)",
-           "usr/share/help/C/mate-user-guide", from_files("html", "*.xml")),
-    Source("libreoffice-help-en-us", "MPL-2.0", "LibreOffice 7.4 help pages (en-US)",
-           "usr/share/libreoffice/help/en-US/text", from_files("html", "**/*.html"),
-           max_mb=8),
-    Source("gimp-help-en", "GFDL-1.2+ (no invariant sections)", "GIMP 2.10 user manual",
-           "usr/share/gimp/2.0/help/en", from_files("html", "*.html")),
-    Source("debian-handbook", "GPL-2.0+ or CC-BY-SA-3.0",
-           "The Debian Administrator's Handbook, English HTML",
-           "usr/share/doc/debian-handbook/html/en-US",
-           from_files("html", "*.html", exclude=_INDEX)),
-    Source("debian-reference-en", "GPL-2+", "Debian Reference, English HTML",
-           "usr/share/debian-reference", from_files("html", "*.en.html", exclude=_INDEX)),
-    Source("debian-faq", "SPI permissive notice (verbatim and modified copies allowed)",
-           "Debian GNU/Linux FAQ, English HTML",
-           "usr/share/doc/debian/FAQ", from_files("html", "*.en.html", exclude=_INDEX)),
-    Source("debian-history", "GPL-2+", "A Brief History of Debian, English HTML",
-           "usr/share/doc/debian-history/docs",
-           from_files("html", "*.en.html", exclude=_INDEX)),
-    Source("developers-reference", "GPL-2", "Debian Developer's Reference, HTML chapters",
-           "usr/share/developers-reference",
-           from_files("html", "*.html", exclude=_INDEX + r"|^developers-reference\.html")),
-    Source("debian-policy", "GPL-2+", "Debian Policy Manual, HTML chapters and appendices",
-           "usr/share/doc/debian-policy/policy.html",
-           from_files("html", "ch-*.html", "ap-*.html")),
-    Source("installation-guide-amd64", "GPL-2", "Debian installation guide, English HTML",
-           "usr/share/doc/installation-guide-amd64/en",
-           from_files("html", "*.html", exclude=_INDEX)),
-    Source("gnu-standards", "GFDL-1.3+ (no invariant sections)",
-           "GNU Coding Standards and Information for Maintainers of GNU Software",
-           "usr/share/doc/gnu-standards", from_files("text", "*.text.gz")),
-    Source("git-doc", "GPL-2", "Git manual pages, user manual and how-tos (asciidoc)",
-           "usr/share/doc/git-doc",
-           from_files("asciidoc", "*.txt", "*/*.txt", exclude=r"RelNotes|^config/")),
-    Source("sqlite3-doc", "public domain", "SQLite documentation, HTML (code dropped)",
-           "usr/share/doc/sqlite3",
-           from_files("html", "**/*.html", exclude=r"releaselog|syntax/|"
-                      r"(^|/)(changes|doc|docs|sitemap|requirements)\.html"),
-           max_mb=5),
-    Source("postgresql-doc-15", "PostgreSQL", "PostgreSQL 15 manual, HTML (code dropped)",
-           "usr/share/doc/postgresql-doc-15/html",
-           from_files("html", "*.html", exclude=r"^release-|^bookindex|" + _INDEX),
-           max_mb=8),
-    Source("perl-doc", "GPL-1+ or Artistic", "Perl core documentation and FAQ (POD)",
-           "usr/share/perl",
-           from_files("pod", "*/pod/*.pod",
-                      exclude=r"perl5\d+delta|perl(api|intern|toc|diag|uniprops|modlib)\.pod"),
-           max_mb=6),
-    Source("python3.11-doc", "PSF-2.0", "Python 3.11 documentation, HTML (code dropped)",
-           "usr/share/doc/python3.11/html",
-           from_files("html", "**/*.html",
-                      exclude=r"genindex|modindex|^_|whatsnew/changelog|^(search|contents|"
-                              r"copyright|license|download|bugs)\.html$"),
-           max_mb=12),
-    Source("linux-doc-6.1", "GPL-2", "Linux kernel documentation (reST/text, sampled)",
-           "usr/share/doc/linux-doc-6.1/Documentation",
-           from_files("text", "**/*.rst.gz", "**/*.txt.gz",
-                      exclude=r"^translations/|^ABI/|^devicetree/|^sphinx"),
-           max_mb=8),
+    Source(
+        "r-cran-janeaustenr",
+        "public domain texts (package: MIT)",
+        "Jane Austen's six novels, one raw document per chapter",
+        "usr/lib/R/site-library/janeaustenr/data",
+        austen_novels,
+    ),
+    Source(
+        "sword-text-web",
+        "public domain",
+        "World English Bible with Deuterocanon (modern English), footnotes dropped",
+        "usr/share/sword/modules/texts/ztext/engWEB2015eb",
+        sword_ztext_books,
+    ),
+    Source(
+        "cfi-en",
+        "public domain",
+        "'Copyright Does Not Exist', Linus Walleij's book on hacker history",
+        "usr/share/doc/cfi-en/html",
+        from_files("html-layout", "*.htm"),
+    ),
+    Source(
+        "jargon-text",
+        "public domain",
+        "The Jargon File 4.4.7 (hacker slang lexicon)",
+        "usr/share/doc/jargon-text",
+        from_files("jargon", "jargon.txt.gz"),
+    ),
+    Source(
+        "gnome-user-docs",
+        "CC-BY-SA-3.0",
+        "GNOME desktop help and system admin guide (Mallard pages, C locale)",
+        "usr/share/help/C",
+        from_files("html", "*/*.page"),
+    ),
+    Source(
+        "mate-user-guide",
+        "GFDL-1.1+",
+        "MATE desktop user guide (DocBook, C locale)",
+        "usr/share/help/C/mate-user-guide",
+        from_files("html", "*.xml"),
+    ),
+    Source(
+        "libreoffice-help-en-us",
+        "MPL-2.0",
+        "LibreOffice 7.4 help pages (en-US)",
+        "usr/share/libreoffice/help/en-US/text",
+        from_files("html", "**/*.html"),
+        max_mb=8,
+    ),
+    Source(
+        "gimp-help-en",
+        "GFDL-1.2+ (no invariant sections)",
+        "GIMP 2.10 user manual",
+        "usr/share/gimp/2.0/help/en",
+        from_files("html", "*.html"),
+    ),
+    Source(
+        "debian-handbook",
+        "GPL-2.0+ or CC-BY-SA-3.0",
+        "The Debian Administrator's Handbook, English HTML",
+        "usr/share/doc/debian-handbook/html/en-US",
+        from_files("html", "*.html", exclude=_INDEX),
+    ),
+    Source(
+        "debian-reference-en",
+        "GPL-2+",
+        "Debian Reference, English HTML",
+        "usr/share/debian-reference",
+        from_files("html", "*.en.html", exclude=_INDEX),
+    ),
+    Source(
+        "debian-faq",
+        "SPI permissive notice (verbatim and modified copies allowed)",
+        "Debian GNU/Linux FAQ, English HTML",
+        "usr/share/doc/debian/FAQ",
+        from_files("html", "*.en.html", exclude=_INDEX),
+    ),
+    Source(
+        "debian-history",
+        "GPL-2+",
+        "A Brief History of Debian, English HTML",
+        "usr/share/doc/debian-history/docs",
+        from_files("html", "*.en.html", exclude=_INDEX),
+    ),
+    Source(
+        "developers-reference",
+        "GPL-2",
+        "Debian Developer's Reference, HTML chapters",
+        "usr/share/developers-reference",
+        from_files("html", "*.html", exclude=_INDEX + r"|^developers-reference\.html"),
+    ),
+    Source(
+        "debian-policy",
+        "GPL-2+",
+        "Debian Policy Manual, HTML chapters and appendices",
+        "usr/share/doc/debian-policy/policy.html",
+        from_files("html", "ch-*.html", "ap-*.html"),
+    ),
+    Source(
+        "installation-guide-amd64",
+        "GPL-2",
+        "Debian installation guide, English HTML",
+        "usr/share/doc/installation-guide-amd64/en",
+        from_files("html", "*.html", exclude=_INDEX),
+    ),
+    Source(
+        "gnu-standards",
+        "GFDL-1.3+ (no invariant sections)",
+        "GNU Coding Standards and Information for Maintainers of GNU Software",
+        "usr/share/doc/gnu-standards",
+        from_files("text", "*.text.gz"),
+    ),
+    Source(
+        "git-doc",
+        "GPL-2",
+        "Git manual pages, user manual and how-tos (asciidoc)",
+        "usr/share/doc/git-doc",
+        from_files("asciidoc", "*.txt", "*/*.txt", exclude=r"RelNotes|^config/"),
+    ),
+    Source(
+        "sqlite3-doc",
+        "public domain",
+        "SQLite documentation, HTML (code dropped)",
+        "usr/share/doc/sqlite3",
+        from_files(
+            "html",
+            "**/*.html",
+            exclude=r"releaselog|syntax/|"
+            r"(^|/)(changes|doc|docs|sitemap|requirements)\.html",
+        ),
+        max_mb=5,
+    ),
+    Source(
+        "postgresql-doc-15",
+        "PostgreSQL",
+        "PostgreSQL 15 manual, HTML (code dropped)",
+        "usr/share/doc/postgresql-doc-15/html",
+        from_files("html", "*.html", exclude=r"^release-|^bookindex|" + _INDEX),
+        max_mb=8,
+    ),
+    Source(
+        "perl-doc",
+        "GPL-1+ or Artistic",
+        "Perl core documentation and FAQ (POD)",
+        "usr/share/perl",
+        from_files(
+            "pod", "*/pod/*.pod", exclude=r"perl5\d+delta|perl(api|intern|toc|diag|uniprops|modlib)\.pod"
+        ),
+        max_mb=6,
+    ),
+    Source(
+        "python3.11-doc",
+        "PSF-2.0",
+        "Python 3.11 documentation, HTML (code dropped)",
+        "usr/share/doc/python3.11/html",
+        from_files(
+            "html",
+            "**/*.html",
+            exclude=r"genindex|modindex|^_|whatsnew/changelog|^(search|contents|"
+            r"copyright|license|download|bugs)\.html$",
+        ),
+        max_mb=12,
+    ),
+    Source(
+        "linux-doc-6.1",
+        "GPL-2",
+        "Linux kernel documentation (reST/text, sampled)",
+        "usr/share/doc/linux-doc-6.1/Documentation",
+        from_files(
+            "text", "**/*.rst.gz", "**/*.txt.gz", exclude=r"^translations/|^ABI/|^devicetree/|^sphinx"
+        ),
+        max_mb=8,
+    ),
 ]
 
 
@@ -517,21 +671,41 @@ def unpack(deb: Path, subtree: str, into: Path) -> Path:
 
 # ----------------------------------------------------------------------- clean & pack
 
-_ASCII = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201c": '"',
-                        "\u201d": '"', "\u201e": '"', "\u00a0": " ", "\u2026": "...",
-                        "\u00b6": "", "\u200b": "", "\u00ad": "", "\u2002": " ",
-                        "\u2003": " ", "\u2009": " ", "\u2010": "-", "\u2011": "-"})
+_ASCII = str.maketrans(
+    {
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201a": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u201e": '"',
+        "\u00a0": " ",
+        "\u2026": "...",
+        "\u00b6": "",
+        "\u200b": "",
+        "\u00ad": "",
+        "\u2002": " ",
+        "\u2003": " ",
+        "\u2009": " ",
+        "\u2010": "-",
+        "\u2011": "-",
+    }
+)
 _BOILERPLATE = re.compile(
     r"copyright\s*(\(c\)|\u00a9|\d{4})|all rights reserved|permission is (hereby )?granted"
     r"|this (program|document|file|library|manual) is free software|without (any )?warranty"
-    r"|gnu (general public|free documentation) license|spdx-license", re.I)
+    r"|gnu (general public|free documentation) license|spdx-license",
+    re.I,
+)
 _CAPTION = re.compile(r"^(Table|Figure|Example|Listing|Procedure)\s+[\dA-Z][\d.]*\b")
 _WORD = re.compile(r"^[(\"'\[]*[A-Za-z][a-z]*(?:['-][A-Za-z]+)*[)\]\"',.;:!?]*$")
 _CODE_CHARS = set("{}[]<>=|\\$#@^~_/`*")
-_ENGLISH = set("""the of and to a in is that it for was on as with be by this are not or his
+_ENGLISH = set(
+    """the of and to a in is that it for was on as with be by this are not or his
 her you he she i at from have but they which an will if can all we my your their one there
 has been were so would when what me him them our no do more some may any should must also
-than these those into its only other then such each about how use used""".split())
+than these those into its only other then such each about how use used""".split()
+)
 
 
 def normalise(paragraph: str) -> str:
@@ -566,8 +740,11 @@ def clean(paragraphs: Paragraphs, seen: set[bytes]) -> Paragraphs:
     20+ words already in ``seen`` (anywhere in the corpus so far) is dropped."""
     kept: list[tuple[str, bool]] = []
     for paragraph in map(normalise, paragraphs):
-        if not paragraph or _CAPTION.match(paragraph) or (
-                _BOILERPLATE.search(paragraph) and len(paragraph) < 800):
+        if (
+            not paragraph
+            or _CAPTION.match(paragraph)
+            or (_BOILERPLATE.search(paragraph) and len(paragraph) < 800)
+        ):
             continue
         if is_prose(paragraph):
             if len(paragraph.split()) >= 20:
@@ -578,8 +755,7 @@ def clean(paragraphs: Paragraphs, seen: set[bytes]) -> Paragraphs:
             kept.append((paragraph, True))
         elif is_heading(paragraph):
             kept.append((paragraph, False))
-    return [p for i, (p, prose) in enumerate(kept)
-            if prose or (i + 1 < len(kept) and kept[i + 1][1])]
+    return [p for i, (p, prose) in enumerate(kept) if prose or (i + 1 < len(kept) and kept[i + 1][1])]
 
 
 def _join(paragraphs: Paragraphs) -> str:
@@ -626,8 +802,9 @@ def build_source(source: Source, root: Path, seen: set[bytes], seed: int) -> lis
     documents, digests = [], set()
     for document in pack(raw):
         digest = hashlib.blake2b(document.lower().encode(), digest_size=16).digest()
-        if (digest not in digests and english_ratio(document) >= 0.25
-                and len(document.split()) >= MIN_WORDS):  # _join may have trimmed it
+        if (
+            digest not in digests and english_ratio(document) >= 0.25 and len(document.split()) >= MIN_WORDS
+        ):  # _join may have trimmed it
             digests.add(digest)
             documents.append(document)
     if source.max_mb is not None:
@@ -654,15 +831,15 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path(".cache/corpus"))
-    parser.add_argument("--no-install", action="store_true",
-                        help="do not download packages; use the .deb files in OUT/_debs")
+    parser.add_argument(
+        "--no-install", action="store_true", help="do not download packages; use the .deb files in OUT/_debs"
+    )
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--only", nargs="*", help="build only these packages (debugging)")
     args = parser.parse_args(argv)
 
     sources = [s for s in SOURCES if not args.only or s.package in args.only]
-    debs = fetch_packages([s.package for s in sources], args.out / "_debs",
-                          download=not args.no_install)
+    debs = fetch_packages([s.package for s in sources], args.out / "_debs", download=not args.no_install)
     seen: set[bytes] = set()
     train, heldout, stats = [], [], []
     for source in sources:
@@ -673,25 +850,45 @@ def main(argv: list[str] | None = None) -> None:
         n_heldout = max(1, round(HELDOUT_FRACTION * len(documents)))
         heldout += [{"text": d, "source": source.package} for d in documents[:n_heldout]]
         train += [{"text": d, "source": source.package} for d in documents[n_heldout:]]
-        stats.append({
-            "package": source.package, "version": version, "licence": source.licence,
-            "extracted": source.extracted, "documents": len(documents),
-            "heldout_documents": n_heldout, "characters": sum(map(len, documents)),
-            "words": sum(len(d.split()) for d in documents)})
-        print(f"{source.package:26} {version:26} {len(documents):6} docs "
-              f"{stats[-1]['characters'] / 1e6:7.2f} MB", flush=True)
+        stats.append(
+            {
+                "package": source.package,
+                "version": version,
+                "licence": source.licence,
+                "extracted": source.extracted,
+                "documents": len(documents),
+                "heldout_documents": n_heldout,
+                "characters": sum(map(len, documents)),
+                "words": sum(len(d.split()) for d in documents),
+            }
+        )
+        print(
+            f"{source.package:26} {version:26} {len(documents):6} docs "
+            f"{stats[-1]['characters'] / 1e6:7.2f} MB",
+            flush=True,
+        )
     random.Random(args.seed).shuffle(train)
     random.Random(args.seed + 1).shuffle(heldout)
     write_jsonl(args.out / "train.jsonl", train)
     write_jsonl(args.out / "heldout.jsonl", heldout)
-    totals = {key: sum(s[key] for s in stats)
-              for key in ("documents", "heldout_documents", "characters", "words")}
-    summary = {"seed": args.seed, "min_words": MIN_WORDS, "target_words": TARGET_WORDS,
-               "max_words": MAX_WORDS, "train_documents": len(train),
-               "heldout_documents": len(heldout), "total": totals, "sources": stats}
+    totals = {
+        key: sum(s[key] for s in stats) for key in ("documents", "heldout_documents", "characters", "words")
+    }
+    summary = {
+        "seed": args.seed,
+        "min_words": MIN_WORDS,
+        "target_words": TARGET_WORDS,
+        "max_words": MAX_WORDS,
+        "train_documents": len(train),
+        "heldout_documents": len(heldout),
+        "total": totals,
+        "sources": stats,
+    }
     (args.out / "corpus_stats.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"total: {totals['documents']} documents, {totals['characters'] / 1e6:.1f} MB, "
-          f"{totals['words'] / 1e6:.2f} M words -> {args.out}")
+    print(
+        f"total: {totals['documents']} documents, {totals['characters'] / 1e6:.1f} MB, "
+        f"{totals['words'] / 1e6:.2f} M words -> {args.out}"
+    )
 
 
 if __name__ == "__main__":

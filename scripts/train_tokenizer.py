@@ -18,6 +18,7 @@ as single ids, the chat template prefix-preserving; and prints tokens per word o
 
 Usage: ``python scripts/train_tokenizer.py [--corpus .cache/corpus] [--out models/tunesmith-base]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,8 @@ import json
 import os
 import random
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
 CHAT_TEMPLATE = (
@@ -41,9 +42,13 @@ SYSTEM_PROMPTS = [
     "You answer questions about software and hardware in plain English.",
 ]
 GREETINGS = ["", "", "", "Hi! ", "Hello, ", "Hey there. ", "Good morning! ", "Quick question: "]
-HEADING_QUESTIONS = ["Can you tell me about {}?", "What should I know about {}?",
-                     "I need help with this: {}.", "{}? How does that work?",
-                     "Could you explain {} please?"]
+HEADING_QUESTIONS = [
+    "Can you tell me about {}?",
+    "What should I know about {}?",
+    "I need help with this: {}.",
+    "{}? How does that work?",
+    "Could you explain {} please?",
+]
 
 
 def read_texts(path: Path) -> Iterator[str]:
@@ -77,13 +82,13 @@ def chat_conversations(texts: list[str], count: int, seed: int) -> list[str]:
     conversations = []
     for i in range(min(count, len(pairs) // 2)):
         turns = [pairs[2 * i]] + ([pairs[2 * i + 1]] if rng.random() < 0.3 else [])
-        messages = [] if rng.random() < 0.25 else [
-            {"role": "system", "content": rng.choice(SYSTEM_PROMPTS)}]
+        messages = [] if rng.random() < 0.25 else [{"role": "system", "content": rng.choice(SYSTEM_PROMPTS)}]
         for question, answer in turns:
             messages.append({"role": "user", "content": rng.choice(GREETINGS) + question})
             messages.append({"role": "assistant", "content": answer})
-        conversations.append("".join(
-            f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages))
+        conversations.append(
+            "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+        )
     return conversations
 
 
@@ -101,10 +106,15 @@ def train(texts: list[str], vocab_size: int):
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tokenizer.train_from_iterator(
-        (piece for text in texts for piece in without_special_tokens(text)), trainer=trainer)
+        (piece for text in texts for piece in without_special_tokens(text)), trainer=trainer
+    )
     return tokenizer
 
 
@@ -120,31 +130,43 @@ def check(tokenizer, heldout: list[str]) -> dict:
         require(tokenizer.decode(ids) == text, f"round trip of {text[:80]!r}")
     for token in SPECIAL_TOKENS:
         ids = tokenizer.encode(f"a{token}b", add_special_tokens=False)
-        require(tokenizer.convert_tokens_to_ids(token) in ids and len(ids) == 3,
-                f"{token} is not one token: {ids}")
-    messages = [{"role": "system", "content": "You are a helpful assistant."},
-                {"role": "user", "content": "Hello!\nHow are you?"},
-                {"role": "assistant", "content": "Fine, thanks."},
-                {"role": "user", "content": "Great."}]
+        require(
+            tokenizer.convert_tokens_to_ids(token) in ids and len(ids) == 3,
+            f"{token} is not one token: {ids}",
+        )
+    messages = [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Hello!\nHow are you?"},
+        {"role": "assistant", "content": "Fine, thanks."},
+        {"role": "user", "content": "Great."},
+    ]
     start, end = (tokenizer.convert_tokens_to_ids(t) for t in ("<|im_start|>", "<|im_end|>"))
     previous: list[int] = []
     for n in range(1, len(messages) + 1):
         for prompt in (False, True):
-            ids = tokenizer.apply_chat_template(messages[:n], add_generation_prompt=prompt,
-                                                tokenize=True, return_dict=False)
-            require(ids[:len(previous)] == previous, "chat template is not prefix-preserving")
-            require(ids.count(start) == n + prompt and ids.count(end) == n,
-                    f"<|im_start|>/<|im_end|> not single tokens in {ids}")
+            ids = tokenizer.apply_chat_template(
+                messages[:n], add_generation_prompt=prompt, tokenize=True, return_dict=False
+            )
+            require(ids[: len(previous)] == previous, "chat template is not prefix-preserving")
+            require(
+                ids.count(start) == n + prompt and ids.count(end) == n,
+                f"<|im_start|>/<|im_end|> not single tokens in {ids}",
+            )
             previous = ids if not prompt else previous
-    rendered = tokenizer.apply_chat_template(messages[1:2], add_generation_prompt=True,
-                                             tokenize=False)
-    require(rendered == "<|im_start|>user\nHello!\nHow are you?<|im_end|>\n<|im_start|>assistant\n",
-            f"unexpected rendering {rendered!r}")
+    rendered = tokenizer.apply_chat_template(messages[1:2], add_generation_prompt=True, tokenize=False)
+    require(
+        rendered == "<|im_start|>user\nHello!\nHow are you?<|im_end|>\n<|im_start|>assistant\n",
+        f"unexpected rendering {rendered!r}",
+    )
     words = sum(len(text.split()) for text in heldout)
     tokens = sum(len(tokenizer.encode(text, add_special_tokens=False)) for text in heldout)
-    return {"heldout_documents": len(heldout), "heldout_words": words,
-            "heldout_tokens": tokens, "tokens_per_word": round(tokens / words, 4),
-            "bytes_per_token": round(sum(len(t.encode()) for t in heldout) / tokens, 3)}
+    return {
+        "heldout_documents": len(heldout),
+        "heldout_words": words,
+        "heldout_tokens": tokens,
+        "tokens_per_word": round(tokens / words, 4),
+        "bytes_per_token": round(sum(len(t.encode()) for t in heldout) / tokens, 3),
+    }
 
 
 def make_portable(config_path: Path) -> None:
@@ -178,16 +200,24 @@ def main(argv: list[str] | None = None) -> None:
     print(f"training on {len(texts)} documents + {len(chats)} chat conversations", flush=True)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=train(texts + chats, args.vocab_size),
-        bos_token=None, unk_token=None, eos_token="<|endoftext|>", pad_token="<|pad|>",
+        bos_token=None,
+        unk_token=None,
+        eos_token="<|endoftext|>",
+        pad_token="<|pad|>",
         extra_special_tokens=["<|im_start|>", "<|im_end|>"],
-        clean_up_tokenization_spaces=False, chat_template=CHAT_TEMPLATE)
+        clean_up_tokenization_spaces=False,
+        chat_template=CHAT_TEMPLATE,
+    )
     summary = check(tokenizer, heldout)
     args.out.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(args.out)
     make_portable(args.out / "tokenizer_config.json")
     check(AutoTokenizer.from_pretrained(args.out), heldout)  # the saved folder, reloaded
-    summary.update(vocab_size=len(tokenizer), chat_conversations=len(chats),
-                   special_tokens={t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS})
+    summary.update(
+        vocab_size=len(tokenizer),
+        chat_conversations=len(chats),
+        special_tokens={t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS},
+    )
     print(json.dumps(summary, indent=2))
     sample = "<|im_start|>user\nHow do I reset my kettle?<|im_end|>\n"
     print("sample:", tokenizer.convert_ids_to_tokens(tokenizer.encode(sample)))

@@ -11,10 +11,9 @@ os.environ["OMP_NUM_THREADS"] = "1"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import factory  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-
-import factory  # noqa: E402
 
 torch.set_num_threads(1)
 

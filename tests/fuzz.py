@@ -28,8 +28,13 @@ def examples(default: int) -> int:
 
 def fuzz_settings(default: int):
     """Hypothesis settings for one route's property test."""
-    return settings(max_examples=examples(default), deadline=None, derandomize=True, database=None,
-                    suppress_health_check=list(HealthCheck))
+    return settings(
+        max_examples=examples(default),
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
 
 
 NUMBERS = st.one_of(
@@ -40,25 +45,57 @@ NUMBERS = st.one_of(
 )
 STRINGS = st.one_of(
     st.text(max_size=40),
-    st.sampled_from(["", " ", "auto", "\x00", "../../etc/passwd", "a\x00b", "ft:", "{{ 7*7 }}", "é" * 300,
-                     "\ud7ff\ue000\U0010ffff", "x" * 5000, "1" * 5001,
-                     "\ud800", "a\udfffb"]),  # unpaired surrogates: valid JSON escapes, not text
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "auto",
+            "\x00",
+            "../../etc/passwd",
+            "a\x00b",
+            "ft:",
+            "{{ 7*7 }}",
+            "é" * 300,
+            "\ud7ff\ue000\U0010ffff",
+            "x" * 5000,
+            "1" * 5001,
+            "\ud800",
+            "a\udfffb",
+        ]
+    ),  # unpaired surrogates: valid JSON escapes, not text
 )
 SCALARS = st.one_of(st.none(), st.booleans(), NUMBERS, STRINGS)
-VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                       st.dictionaries(STRINGS, inner, max_size=4)),
-                      max_leaves=12)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(STRINGS, inner, max_size=4)),
+    max_leaves=12,
+)
 
 
 def _raw() -> st.SearchStrategy[bytes]:
     """Bodies that are not a JSON object: garbage bytes and pathological JSON texts."""
     deep = st.integers(min_value=50, max_value=20000).flatmap(
-        lambda n: st.sampled_from(["[" * n + "]" * n, '{"a":' * n + "1" + "}" * n, "[" * n]))
+        lambda n: st.sampled_from(["[" * n + "]" * n, '{"a":' * n + "1" + "}" * n, "[" * n])
+    )
     return st.one_of(
         st.binary(max_size=64),
         deep.map(str.encode),
-        st.sampled_from([b"", b"null", b"[]", b"1", b'"x"', b"{", b'{"model":', b"\xff\xfe{}", b"NaN",
-                         b"9" * 5000, b'{"model": 1e999}', b'{"a": "\\ud800"}']),
+        st.sampled_from(
+            [
+                b"",
+                b"null",
+                b"[]",
+                b"1",
+                b'"x"',
+                b"{",
+                b'{"model":',
+                b"\xff\xfe{}",
+                b"NaN",
+                b"9" * 5000,
+                b'{"model": 1e999}',
+                b'{"a": "\\ud800"}',
+            ]
+        ),
     )
 
 
@@ -74,13 +111,19 @@ def _mutate(template: dict) -> st.SearchStrategy[dict]:
                 body.pop(key, None)
             elif action == "nest" and isinstance(body[key], dict):
                 body[key] = draw(_mutate(body[key]))
-            elif action == "nest" and isinstance(body[key], list) and body[key] and isinstance(body[key][0], dict):
+            elif (
+                action == "nest"
+                and isinstance(body[key], list)
+                and body[key]
+                and isinstance(body[key][0], dict)
+            ):
                 body[key] = [draw(_mutate(body[key][0]))] + body[key][1:]
             else:
                 body[key] = draw(VALUES)
         for key, value in draw(st.dictionaries(STRINGS, VALUES, max_size=2)).items():
             body.setdefault(key, value)
         return body
+
     return build()
 
 

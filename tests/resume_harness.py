@@ -26,8 +26,13 @@ def write_config(tmp_path: Path, name: str, cfg: dict) -> Path:
 
 def train_cli(config: Path) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen([sys.executable, "-m", "tunesmith", "train", str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tunesmith", "train", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        text=True,
+    )
 
 
 def run_to_end(config: Path) -> str:
@@ -70,6 +75,7 @@ def assert_resume_matches(tmp_path: Path, cfg: dict, kill_after: int, steps: int
 
 # -- a fork server: many short training runs without paying for a Python + torch import each --
 
+
 class ForkTrainer:
     """Runs ``tunesmith …`` command lines as processes forked from one warm interpreter.
 
@@ -85,11 +91,21 @@ class ForkTrainer:
     when the child ends, ``{"rc": code}`` (negative: killed by that signal)."""
 
     def __init__(self, warm_argv: list[str], warm_log: Path):
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-               "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-        self.proc = subprocess.Popen([sys.executable, __file__, json.dumps(warm_argv), str(warm_log)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True,
-                                     cwd=str(Path(__file__).parent))
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "OMP_NUM_THREADS": "1",
+            "CUDA_VISIBLE_DEVICES": "",
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, json.dumps(warm_argv), str(warm_log)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+            cwd=str(Path(__file__).parent),
+        )
         ready = json.loads(self.proc.stdout.readline() or '{"rc": null}')
         if ready.get("rc") != 0:
             raise RuntimeError(f"fork server warm-up failed ({ready}); see {warm_log}")
@@ -137,7 +153,7 @@ def _serve(warm_argv: list[str], warm_log: str) -> None:
         req = json.loads(line)
         pid = os.fork()
         if pid == 0:
-            _in_child(lambda: cli.main(req["argv"]), req["log"], fork=True)
+            _in_child(lambda req=req: cli.main(req["argv"]), req["log"], fork=True)
         out.write(json.dumps({"pid": pid}) + "\n")
         out.flush()
         _, status = os.waitpid(pid, 0)

@@ -41,15 +41,19 @@ def _launch_train(args) -> int:
     cfg = load_config(args.config, args.set)
     validate(cfg)  # config mistakes are reported once, before any process starts
     if cfg.train.parallel == "none":
-        raise TunesmithError(f"--nproc {args.nproc}: set train.parallel to ddp or fsdp in {args.config} "
-                             "(or add --set train.parallel=ddp)")
+        raise TunesmithError(
+            f"--nproc {args.nproc}: set train.parallel to ddp or fsdp in {args.config} "
+            "(or add --set train.parallel=ddp)"
+        )
     forwarded = ["train", args.config, *[f"--set={item}" for item in args.set]]
     forwarded += ["--resume"] if args.resume else ["--no-resume"] if args.no_resume else []
     code = launch_local(args.nproc, forwarded)
     if code != 0:
-        print(f"error: distributed training stopped (torchrun exit status {code}); the failing "
-              "rank's error is above. Checkpoints written so far are kept: rerun to resume.",
-              file=sys.stderr)
+        print(
+            f"error: distributed training stopped (torchrun exit status {code}); the failing "
+            "rank's error is above. Checkpoints written so far are kept: rerun to resume.",
+            file=sys.stderr,
+        )
     return code
 
 
@@ -57,8 +61,10 @@ def _cmd_merge(args) -> int:
     from .export.merge import merge_adapter
 
     report = merge_adapter(args.run, args.out, base=args.model, tolerance=args.tolerance)
-    print(f"merged {report['adapter']} into {report['base']} -> {args.out} "
-          f"(verified: max |Δlogit| {report['max_abs_diff']:.2e} <= {report['tolerance']:g})")
+    print(
+        f"merged {report['adapter']} into {report['base']} -> {args.out} "
+        f"(verified: max |Δlogit| {report['max_abs_diff']:.2e} <= {report['tolerance']:g})"
+    )
     return 0
 
 
@@ -67,8 +73,16 @@ def _cmd_generate(args) -> int:
 
     model, tok = load_for_inference(args.model, args.adapter)
     prompts = args.prompt or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    for text in generate(model, tok, prompts, max_new_tokens=args.max_new_tokens,
-                         temperature=args.temperature, top_p=args.top_p, seed=args.seed, system=args.system):
+    for text in generate(
+        model,
+        tok,
+        prompts,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+        system=args.system,
+    ):
         print(text)
     return 0
 
@@ -87,8 +101,15 @@ def _cmd_chat(args) -> int:
         if not line:
             break
         messages.append({"role": "user", "content": line})
-        (reply,) = generate(model, tok, [messages], max_new_tokens=args.max_new_tokens,
-                            temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+        (reply,) = generate(
+            model,
+            tok,
+            [messages],
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            seed=args.seed,
+        )
         print(f"assistant> {reply}")
         messages.append({"role": "assistant", "content": reply})
     return 0
@@ -114,19 +135,30 @@ def _add_sampling(p) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tunesmith", description="Fine-tune open language models on your data.")
+    parser = argparse.ArgumentParser(
+        prog="tunesmith", description="Fine-tune open language models on your data."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train from a YAML config")
     p.add_argument("config", help="run config (YAML)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.lr=1e-4 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.lr=1e-4 (repeatable)",
+    )
     g = p.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="require resuming from the newest checkpoint")
     g.add_argument("--no-resume", action="store_true", help="start from scratch even if checkpoints exist")
-    p.add_argument("--nproc", type=int, metavar="N",
-                   help="train on N processes of this machine (torchrun; one per GPU on CUDA); "
-                        "needs train.parallel ddp or fsdp. See docs/distributed.md")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train on N processes of this machine (torchrun; one per GPU on CUDA); "
+        "needs train.parallel ddp or fsdp. See docs/distributed.md",
+    )
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("merge", help="merge an adapter into its base model (verified)")

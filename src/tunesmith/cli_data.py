@@ -26,8 +26,12 @@ def add_data_commands(subparsers: Any) -> Any:
     p.add_argument("--model", help="model folder: special tokens, token statistics, estimate")
     p.add_argument("--method", choices=METHODS, default="sft")
     p.add_argument("--max-length", type=int, help="truncation length (default 1024)")
-    p.add_argument("--adapter", choices=("lora", "dora", "qlora", "none"), default="lora",
-                   help="for the time/memory estimate (none = full fine-tuning)")
+    p.add_argument(
+        "--adapter",
+        choices=("lora", "dora", "qlora", "none"),
+        default="lora",
+        help="for the time/memory estimate (none = full fine-tuning)",
+    )
     p.add_argument("--eval", help="held-out file: checked too, and its overlap with FILE")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=_cmd_check)
@@ -73,9 +77,16 @@ def _cmd_check(args) -> int:
 
         tokenizer = load_tokenizer(args.model)
     with _progress_reporter(args.file) as progress:
-        report = check_file(args.file, tokenizer=tokenizer, method=args.method,
-                            max_length=args.max_length, eval_path=args.eval,
-                            model_dir=args.model, adapter=args.adapter, progress=progress)
+        report = check_file(
+            args.file,
+            tokenizer=tokenizer,
+            method=args.method,
+            max_length=args.max_length,
+            eval_path=args.eval,
+            model_dir=args.model,
+            adapter=args.adapter,
+            progress=progress,
+        )
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:
@@ -85,8 +96,10 @@ def _cmd_check(args) -> int:
 
 def format_report(report: dict[str, Any], per_code: int = 10) -> str:
     """The human-readable report: verdict, problems (``per_code`` per code), stats, duplicates."""
-    lines = [f"{report['path']}: {report['n_examples']} examples, format "
-             f"{report['format'] or 'unknown'}, method {report['method']}"]
+    lines = [
+        f"{report['path']}: {report['n_examples']} examples, format "
+        f"{report['format'] or 'unknown'}, method {report['method']}"
+    ]
     for kind in ("errors", "warnings"):
         counts = report[f"{kind[:-1]}_counts"]
         if not counts:
@@ -103,12 +116,15 @@ def format_report(report: dict[str, Any], per_code: int = 10) -> str:
     dup = report["duplicates"]
     if dup.get("group_count"):
         lines.append(f"duplicates: {dup['group_count']} group(s)")
-        lines.extend(f"  {g['kind']}: lines {', '.join(map(str, g['lines']))}"
-                     for g in dup["groups"][:per_code])
+        lines.extend(
+            f"  {g['kind']}: lines {', '.join(map(str, g['lines']))}" for g in dup["groups"][:per_code]
+        )
     if "eval_overlap_count" in dup:
-        lines.append(f"eval overlap: {dup['eval_overlap_count']} of "
-                     f"{report['stats'].get('eval_examples', 0)} eval examples are in the "
-                     "training file")
+        lines.append(
+            f"eval overlap: {dup['eval_overlap_count']} of "
+            f"{report['stats'].get('eval_examples', 0)} eval examples are in the "
+            "training file"
+        )
     lines.append("OK: the file is usable" if report["ok"] else "NOT OK: fix the errors above")
     return "\n".join(lines)
 
@@ -126,12 +142,13 @@ def _format_tokens(stats: dict[str, Any]) -> list[str]:
     tokens = stats.get("tokens")
     if not tokens or "examples" not in tokens:
         return []
-    return [f"tokens per example: min {tokens['min']}, median {tokens['median']:g}, "
-            f"p95 {tokens['p95']}, max {tokens['max']} (mean {tokens['mean']})",
-            f"tokens in total: {tokens['total_after_truncation']:,} after truncation, "
-            f"{tokens['trained']:,} trained (loss mask)",
-            f"over max_length {tokens['max_length']}: {tokens['over_max_length']} "
-            "(truncated from the end)"]
+    return [
+        f"tokens per example: min {tokens['min']}, median {tokens['median']:g}, "
+        f"p95 {tokens['p95']}, max {tokens['max']} (mean {tokens['mean']})",
+        f"tokens in total: {tokens['total_after_truncation']:,} after truncation, "
+        f"{tokens['trained']:,} trained (loss mask)",
+        f"over max_length {tokens['max_length']}: {tokens['over_max_length']} (truncated from the end)",
+    ]
 
 
 def _format_estimate(est: dict[str, Any] | None) -> list[str]:
@@ -139,16 +156,22 @@ def _format_estimate(est: dict[str, Any] | None) -> list[str]:
         return []
     mem = est["memory_bytes"]
     gib = 1024**3
-    line = (f"estimate ({est['method']}, {est['adapter']}; rough, ±2x): "
-            f"{est['params'] / 1e6:.1f}M params, {est['trainable_params'] / 1e6:.2f}M trainable, "
-            f"{est['flops_per_token'] / 1e6:.0f} MFLOP/token")
+    line = (
+        f"estimate ({est['method']}, {est['adapter']}; rough, ±2x): "
+        f"{est['params'] / 1e6:.1f}M params, {est['trainable_params'] / 1e6:.2f}M trainable, "
+        f"{est['flops_per_token'] / 1e6:.0f} MFLOP/token"
+    )
     out = [line]
     if est.get("seconds_per_epoch") is not None:
-        out.append(f"  time per epoch ≈ {_duration(est['seconds_per_epoch'])} at "
-                   f"{est['flop_rate'] / 1e9:.0f} GFLOP/s effective")
-    out.append(f"  memory ≈ {mem['total'] / gib:.2f} GiB (runtime {mem['runtime'] / gib:.2f}, weights {mem['weights'] / gib:.2f}, "
-               f"trainable state {mem['trainable_state'] / gib:.2f}, activations "
-               f"{mem['activations'] / gib:.2f})")
+        out.append(
+            f"  time per epoch ≈ {_duration(est['seconds_per_epoch'])} at "
+            f"{est['flop_rate'] / 1e9:.0f} GFLOP/s effective"
+        )
+    out.append(
+        f"  memory ≈ {mem['total'] / gib:.2f} GiB (runtime {mem['runtime'] / gib:.2f}, weights {mem['weights'] / gib:.2f}, "
+        f"trainable state {mem['trainable_state'] / gib:.2f}, activations "
+        f"{mem['activations'] / gib:.2f})"
+    )
     return out
 
 
@@ -208,11 +231,12 @@ def _cmd_show(args) -> int:
 def _cmd_split(args) -> int:
     from .data.split import split_file
 
-    result = split_file(args.file, eval_fraction=args.eval_fraction, seed=args.seed,
-                        out_dir=args.out_dir)
-    print(f"{result.n_train} train -> {result.train_path}\n{result.n_eval} eval -> "
-          f"{result.eval_path}\n({result.n_groups} groups of distinct examples; duplicates "
-          "kept on one side)")
+    result = split_file(args.file, eval_fraction=args.eval_fraction, seed=args.seed, out_dir=args.out_dir)
+    print(
+        f"{result.n_train} train -> {result.train_path}\n{result.n_eval} eval -> "
+        f"{result.eval_path}\n({result.n_groups} groups of distinct examples; duplicates "
+        "kept on one side)"
+    )
     return 0
 
 
@@ -221,9 +245,11 @@ def _cmd_scrub(args) -> int:
 
     report = scrub_file(args.file, args.out, args.report)
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(report["by_type"].items())) or "nothing found"
-    print(f"scrubbed {report['rows']} rows -> {report['output']}: {report['total']} redactions "
-          f"in {report['rows_with_findings']} rows ({kinds})"
-          + (f"; report: {args.report}" if args.report else ""))
+    print(
+        f"scrubbed {report['rows']} rows -> {report['output']}: {report['total']} redactions "
+        f"in {report['rows_with_findings']} rows ({kinds})"
+        + (f"; report: {args.report}" if args.report else "")
+    )
     return 0
 
 
@@ -231,7 +257,9 @@ def _cmd_convert(args) -> int:
     from .data.convert import convert_file
 
     report = convert_file(args.file, args.out, args.to, skip_lossy=args.skip_lossy)
-    print(f"converted {report['written']} of {report['rows']} rows from {report['from']} to "
-          f"{report['to']} -> {report['output']}"
-          + (f" ({report['skipped_lossy']} lossy rows skipped)" if report["skipped_lossy"] else ""))
+    print(
+        f"converted {report['written']} of {report['rows']} rows from {report['from']} to "
+        f"{report['to']} -> {report['output']}"
+        + (f" ({report['skipped_lossy']} lossy rows skipped)" if report["skipped_lossy"] else "")
+    )
     return 0

@@ -18,7 +18,9 @@ def add_distill_commands(subparsers: Any) -> None:
     p.add_argument("--teacher", required=True, help="teacher model folder, adapter folder or run directory")
     p.add_argument("--adapter", help="LoRA adapter applied over --teacher")
     p.add_argument("--prompts", required=True, help="JSONL of prompt-only or chat rows")
-    p.add_argument("--out", required=True, help="output chat JSONL (OUT.generation.json records the settings)")
+    p.add_argument(
+        "--out", required=True, help="output chat JSONL (OUT.generation.json records the settings)"
+    )
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0)
@@ -48,25 +50,45 @@ def _cmd_generate(args) -> int:
         from .errors import ConfigError
 
         raise ConfigError("--samples, --max-new-tokens and --batch-size must be >= 1")
-    meta = generate_dataset(args.teacher, args.prompts, args.out, adapter=args.adapter,
-                            max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                            top_p=args.top_p, seed=args.seed, samples=args.samples, system=args.system,
-                            batch_size=args.batch_size, device=args.device)
-    print(f"wrote {meta['written']} conversations to {args.out} ({meta['skipped_empty']} empty answers "
-          f"skipped); settings in {args.out}.generation.json")
+    meta = generate_dataset(
+        args.teacher,
+        args.prompts,
+        args.out,
+        adapter=args.adapter,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+        samples=args.samples,
+        system=args.system,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    print(
+        f"wrote {meta['written']} conversations to {args.out} ({meta['skipped_empty']} empty answers "
+        f"skipped); settings in {args.out}.generation.json"
+    )
     return 0
 
 
 def _cmd_eval(args) -> int:
     from .methods.distill_eval import compare_paths
 
-    report = compare_paths(args.student, args.teacher, args.data, student_adapter=args.student_adapter,
-                           teacher_adapter=args.teacher_adapter, max_length=args.max_length,
-                           device=args.device)
+    report = compare_paths(
+        args.student,
+        args.teacher,
+        args.data,
+        student_adapter=args.student_adapter,
+        teacher_adapter=args.teacher_adapter,
+        max_length=args.max_length,
+        device=args.device,
+    )
     if args.json:
         print(json.dumps(report, indent=1))
     else:
-        print(f"{report['positions']} positions in {report['examples']} examples of {args.data}: "
-              f"KL(teacher||student) {report['kl']:.4f} nats/token, top-1 agreement "
-              f"{report['agreement']:.1%}, student CE {report['ce']:.4f}")
+        print(
+            f"{report['positions']} positions in {report['examples']} examples of {args.data}: "
+            f"KL(teacher||student) {report['kl']:.4f} nats/token, top-1 agreement "
+            f"{report['agreement']:.1%}, student CE {report['ce']:.4f}"
+        )
     return 0

@@ -8,13 +8,24 @@ from typing import Any
 
 def add_eval_command(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "eval", help="held-out loss, generation metrics, model comparison with intervals, HTML report")
-    p.add_argument("target", metavar="CONFIG_OR_RUN",
-                   help="run config (.yaml), run directory, or a model / adapter folder")
+        "eval", help="held-out loss, generation metrics, model comparison with intervals, HTML report"
+    )
+    p.add_argument(
+        "target",
+        metavar="CONFIG_OR_RUN",
+        help="run config (.yaml), run directory, or a model / adapter folder",
+    )
     p.add_argument("--data", help="held-out file (default: the run's data.eval)")
-    p.add_argument("--model", help="what to evaluate: final (default for a run), latest, step-N, base, or a folder")
-    p.add_argument("--compare", action="append", default=[], metavar="SPEC",
-                   help="compare with another model: base, final, latest, step-N or a folder (repeatable)")
+    p.add_argument(
+        "--model", help="what to evaluate: final (default for a run), latest, step-N, base, or a folder"
+    )
+    p.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="compare with another model: base, final, latest, step-N or a folder (repeatable)",
+    )
     p.add_argument("--out", help="report folder (default RUN/eval)")
     p.add_argument("--limit", type=int, help="evaluate the first N rows only")
     p.add_argument("--max-new-tokens", type=int, default=128)
@@ -22,29 +33,55 @@ def add_eval_command(subparsers: Any) -> None:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0, help="sampling and bootstrap seed (recorded in the report)")
     p.add_argument("--batch-size", type=int, default=8, help="prompts generated together")
-    p.add_argument("--max-length", type=int, default=1024, help="truncate scored examples to this many tokens")
+    p.add_argument(
+        "--max-length", type=int, default=1024, help="truncate scored examples to this many tokens"
+    )
     p.add_argument("--system", help="system prompt added to prompts that have none")
     p.add_argument("--no-generate", action="store_true", help="likelihood metrics only")
     p.add_argument("--regex", help="score replies by re.search(REGEX, reply)")
-    p.add_argument("--json", action="store_true", dest="check_json", help="score whether replies are valid JSON")
+    p.add_argument(
+        "--json", action="store_true", dest="check_json", help="score whether replies are valid JSON"
+    )
     p.add_argument("--json-schema", help="JSON Schema file replies must validate against")
-    p.add_argument("--scorer", action="append", default=[], metavar="MODULE:FUNCTION",
-                   help="user scorer fn(prediction, example) -> float in [0, 1] (repeatable)")
-    p.add_argument("--grader", action="append", default=[], metavar="FILE",
-                   help="OpenAI grader (JSON/YAML file) scoring each reply as grader:<name>; "
-                        "item = the held-out row (repeatable; see docs/graders.md)")
-    p.add_argument("--judge-model", action="append", default=[], metavar="PATH|NAME=PATH",
-                   help="local model (folder or .gguf) running the graders' score_model / "
-                        "label_model graders; NAME=PATH maps one grader model name (repeatable)")
+    p.add_argument(
+        "--scorer",
+        action="append",
+        default=[],
+        metavar="MODULE:FUNCTION",
+        help="user scorer fn(prediction, example) -> float in [0, 1] (repeatable)",
+    )
+    p.add_argument(
+        "--grader",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="OpenAI grader (JSON/YAML file) scoring each reply as grader:<name>; "
+        "item = the held-out row (repeatable; see docs/graders.md)",
+    )
+    p.add_argument(
+        "--judge-model",
+        action="append",
+        default=[],
+        metavar="PATH|NAME=PATH",
+        help="local model (folder or .gguf) running the graders' score_model / "
+        "label_model graders; NAME=PATH maps one grader model name (repeatable)",
+    )
     p.add_argument("--reward-model", help="reward-model folder: scores replies, pairwise accuracy on pairs")
-    p.add_argument("--against", metavar="RECORDED.jsonl",
-                   help="answers recorded from another model (tunesmith openai record): compared as "
-                        "the model 'recorded' with the same scorers and graders, plus agree:<metric> "
-                        "(see docs/migrate-from-openai.md)")
+    p.add_argument(
+        "--against",
+        metavar="RECORDED.jsonl",
+        help="answers recorded from another model (tunesmith openai record): compared as "
+        "the model 'recorded' with the same scorers and graders, plus agree:<metric> "
+        "(see docs/migrate-from-openai.md)",
+    )
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice); 1 is "
-                   "much faster for small models on a busy machine")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: torch's choice); 1 is "
+        "much faster for small models on a busy machine",
+    )
     p.set_defaults(func=_cmd_eval)
 
 
@@ -64,16 +101,33 @@ def _options(args):
             raise ConfigError(f"--regex: not a valid regular expression: {exc}") from None
     scorers = {spec.rpartition(":")[2]: load_user_scorer(spec) for spec in args.scorer}
     graders, judge = _graders(args)
-    for name, value in (("--max-new-tokens", args.max_new_tokens), ("--batch-size", args.batch_size),
-                        ("--max-length", args.max_length), ("--resamples", args.resamples)):
+    for name, value in (
+        ("--max-new-tokens", args.max_new_tokens),
+        ("--batch-size", args.batch_size),
+        ("--max-length", args.max_length),
+        ("--resamples", args.resamples),
+    ):
         if value < 1:
             raise ConfigError(f"{name} must be >= 1, got {value}")
-    return EvalOptions(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                       seed=args.seed, batch_size=args.batch_size, max_length=args.max_length,
-                       generate=not args.no_generate, system=args.system, n_resamples=args.resamples,
-                       scoring=ScoringOptions(regex=args.regex, json_schema=schema,
-                                              check_json=args.check_json, user_scorers=scorers,
-                                              graders=graders, judge=judge))
+    return EvalOptions(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        generate=not args.no_generate,
+        system=args.system,
+        n_resamples=args.resamples,
+        scoring=ScoringOptions(
+            regex=args.regex,
+            json_schema=schema,
+            check_json=args.check_json,
+            user_scorers=scorers,
+            graders=graders,
+            judge=judge,
+        ),
+    )
 
 
 def _graders(args):
@@ -112,8 +166,10 @@ def _judge_model_arg(values: list[str]):
     plain = [v for v in values if "=" not in v or Path(v).exists()]
     if plain:
         if len(values) > 1:
-            raise ConfigError("--judge-model: give one PATH (for every model grader) or one or "
-                              "more NAME=PATH, not both or two paths")
+            raise ConfigError(
+                "--judge-model: give one PATH (for every model grader) or one or "
+                "more NAME=PATH, not both or two paths"
+            )
         return plain[0]
     mapping = {}
     for value in values:
@@ -133,9 +189,18 @@ def _cmd_eval(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    report = run_eval(args.target, args.data, model=args.model, compare_with=args.compare,
-                      options=_options(args), out_dir=args.out, limit=args.limit, device=args.device,
-                      reward_model=args.reward_model, against=args.against)
+    report = run_eval(
+        args.target,
+        args.data,
+        model=args.model,
+        compare_with=args.compare,
+        options=_options(args),
+        out_dir=args.out,
+        limit=args.limit,
+        device=args.device,
+        reward_model=args.reward_model,
+        against=args.against,
+    )
     print(summary_table(report))
     print(f"report: {Path(report['out_dir']) / 'report.html'} (numbers in report.json)")
     return 0
@@ -151,15 +216,20 @@ def summary_table(report: dict) -> str:
     metrics = []
     for per in report["metrics"].values():
         metrics += [m for m in per if m not in metrics]
-    header = ["metric", *models] + [f"{c['model']} - {c['baseline']} [95% CI]  w/t/l" for c in report["comparisons"]]
+    header = ["metric", *models] + [
+        f"{c['model']} - {c['baseline']} [95% CI]  w/t/l" for c in report["comparisons"]
+    ]
     lines = [header]
     for metric in metrics:
         row = [metric_info(metric)[0]]
         row += [fmt(report["metrics"][n].get(metric, {}).get("value")) for n in models]
         for c in report["comparisons"]:
             d = c["metrics"].get(metric)
-            row.append("–" if d is None else
-                       f"{fmt(d['diff'])} [{fmt(d['low'])}, {fmt(d['high'])}]  {d['win']}/{d['tie']}/{d['loss']}")
+            row.append(
+                "–"
+                if d is None
+                else f"{fmt(d['diff'])} [{fmt(d['low'])}, {fmt(d['high'])}]  {d['win']}/{d['tie']}/{d['loss']}"
+            )
         lines.append(row)
     widths = [max(len(str(r[i])) for r in lines) for i in range(len(header))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in lines)

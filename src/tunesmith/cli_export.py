@@ -8,16 +8,21 @@ def _cmd_export(args) -> int:
         from .export.hf import export_hf
 
         r = export_hf(args.run, args.out, tolerance=args.tolerance)
-        print(f"exported a merged model to {args.out} (verified: max |Δlogit| {r['max_abs_diff']:.2e} "
-              f"<= {r['tolerance']:g}; stop ids {r['stop_ids']})")
+        print(
+            f"exported a merged model to {args.out} (verified: max |Δlogit| {r['max_abs_diff']:.2e} "
+            f"<= {r['tolerance']:g}; stop ids {r['stop_ids']})"
+        )
     elif args.format == "gguf":
         from .export.hf import export_gguf
 
-        r = export_gguf(args.run, args.out, quant=args.quant, tolerance=args.tolerance,
-                        modelfile=not args.no_modelfile)
+        r = export_gguf(
+            args.run, args.out, quant=args.quant, tolerance=args.tolerance, modelfile=not args.no_modelfile
+        )
         g = r["gguf"]
-        print(f"wrote {g['file']} ({g['arch']}, {g['quant']}, {g['tensors']} tensors, {g['bytes'] / 2**20:.1f} MiB; "
-              "verified by reading it back)")
+        print(
+            f"wrote {g['file']} ({g['arch']}, {g['quant']}, {g['tensors']} tensors, {g['bytes'] / 2**20:.1f} MiB; "
+            "verified by reading it back)"
+        )
         if r.get("modelfile"):
             print(f"wrote {r['modelfile']} (ollama create NAME -f {r['modelfile']})")
     else:
@@ -29,7 +34,9 @@ def _cmd_export(args) -> int:
 
 
 def add_export_command(sub) -> None:
-    p = sub.add_parser("export", help="export a run: merged HF folder, GGUF + Ollama Modelfile, or adapter + card")
+    p = sub.add_parser(
+        "export", help="export a run: merged HF folder, GGUF + Ollama Modelfile, or adapter + card"
+    )
     p.add_argument("run", help="run directory, adapter folder or model folder")
     p.add_argument("--format", choices=["hf", "gguf", "adapter"], default="hf")
     p.add_argument("--out", required=True, help="output folder")

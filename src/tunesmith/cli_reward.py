@@ -35,8 +35,15 @@ def add_reward_commands(subparsers: Any) -> None:
 
 def _conversations(path: str) -> tuple[list[dict], list[list[list[dict]]]]:
     """Rows of ``path`` and, per row, the conversations to score (1, or 2 for a pair)."""
-    from .data.formats import (OPENAI_CHAT, OPENAI_PREFERENCE, PREFERENCE_PAIRS, PROMPT_COMPLETION,
-                               Where, check_messages, iter_format_rows)
+    from .data.formats import (
+        OPENAI_CHAT,
+        OPENAI_PREFERENCE,
+        PREFERENCE_PAIRS,
+        PROMPT_COMPLETION,
+        Where,
+        check_messages,
+        iter_format_rows,
+    )
     from .data.preference import pair_from_row
 
     rows, convs = [], []
@@ -51,13 +58,22 @@ def _conversations(path: str) -> tuple[list[dict], list[list[list[dict]]]]:
             convs.append([check_messages(row["messages"], "messages", at)])
         elif fmt == PROMPT_COMPLETION:
             prompt, completion = row["prompt"], row["completion"]
-            prompt = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else check_messages(prompt, "prompt", at)
-            completion = ([{"role": "assistant", "content": completion}] if isinstance(completion, str)
-                          else check_messages(completion, "completion", at))
+            prompt = (
+                [{"role": "user", "content": prompt}]
+                if isinstance(prompt, str)
+                else check_messages(prompt, "prompt", at)
+            )
+            completion = (
+                [{"role": "assistant", "content": completion}]
+                if isinstance(completion, str)
+                else check_messages(completion, "completion", at)
+            )
             convs.append([prompt + completion])
         else:
-            raise at.error(f"reward score reads conversations ({{\"messages\": [...]}}), prompt/"
-                           "completion rows or preference pairs; this file's first row is another format")
+            raise at.error(
+                'reward score reads conversations ({"messages": [...]}), prompt/'
+                "completion rows or preference pairs; this file's first row is another format"
+            )
         rows.append(row)
     return rows, convs
 

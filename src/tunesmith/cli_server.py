@@ -15,19 +15,39 @@ def _common(p: argparse.ArgumentParser, models: bool = True) -> None:
     # Sub-commands (server keys …) repeat --data/--db with SUPPRESS defaults, so a value given
     # before the sub-command ("server --data X keys create") is not overwritten by a default.
     sub = not models
-    p.add_argument("--data", default=argparse.SUPPRESS if sub else os.environ.get("TUNESMITH_DATA", "tunesmith-data"),
-                   help="data folder: uploaded files and job runs (default: ./tunesmith-data, or $TUNESMITH_DATA)")
-    p.add_argument("--db", default=argparse.SUPPRESS if sub else os.environ.get("TUNESMITH_DB"),
-                   help="database URL: sqlite:///PATH or postgresql://USER:PW@HOST/DB "
-                        "(default: DATA/tunesmith.db, or $TUNESMITH_DB)")
+    p.add_argument(
+        "--data",
+        default=argparse.SUPPRESS if sub else os.environ.get("TUNESMITH_DATA", "tunesmith-data"),
+        help="data folder: uploaded files and job runs (default: ./tunesmith-data, or $TUNESMITH_DATA)",
+    )
+    p.add_argument(
+        "--db",
+        default=argparse.SUPPRESS if sub else os.environ.get("TUNESMITH_DB"),
+        help="database URL: sqlite:///PATH or postgresql://USER:PW@HOST/DB "
+        "(default: DATA/tunesmith.db, or $TUNESMITH_DB)",
+    )
     if models:
-        p.add_argument("--base-model", action="append", default=[], metavar="NAME=PATH",
-                       help="allow-listed base model: clients use NAME as 'model' (repeatable)")
-        p.add_argument("--grader-model", action="append", default=[], metavar="NAME=PATH",
-                       help="judge of score_model/label_model graders that name NAME as their model: a model "
-                            "folder or .gguf file (repeatable; base models are judges under their own names)")
-        p.add_argument("--stale-after", type=float, default=30.0,
-                       help="seconds without a worker heartbeat before a running job is resumed elsewhere")
+        p.add_argument(
+            "--base-model",
+            action="append",
+            default=[],
+            metavar="NAME=PATH",
+            help="allow-listed base model: clients use NAME as 'model' (repeatable)",
+        )
+        p.add_argument(
+            "--grader-model",
+            action="append",
+            default=[],
+            metavar="NAME=PATH",
+            help="judge of score_model/label_model graders that name NAME as their model: a model "
+            "folder or .gguf file (repeatable; base models are judges under their own names)",
+        )
+        p.add_argument(
+            "--stale-after",
+            type=float,
+            default=30.0,
+            help="seconds without a worker heartbeat before a running job is resumed elsewhere",
+        )
 
 
 def _settings(args):
@@ -50,8 +70,10 @@ def _settings(args):
     if getattr(args, "set", None):
         for item in args.set:
             if "=" not in item or item.split(".", 1)[0] not in ("train", "adapter", "grpo"):
-                raise ConfigError(f"--set {item!r}: expected train.KEY=VALUE, adapter.KEY=VALUE or "
-                                  "grpo.KEY=VALUE (reinforcement jobs only)")
+                raise ConfigError(
+                    f"--set {item!r}: expected train.KEY=VALUE, adapter.KEY=VALUE or "
+                    "grpo.KEY=VALUE (reinforcement jobs only)"
+                )
         kwargs["train_overrides"] = list(args.set)
     return Settings(db=db, data_dir=data, **kwargs)
 
@@ -66,7 +88,9 @@ def _cmd_server(args) -> int:
     settings = _settings(args)
     if not settings.base_models:
         print("warning: no --base-model given; every job will be refused")
-    print(f"tunesmith server on http://{args.host}:{args.port}/ (dashboard) — API at /v1, database {settings.db}")
+    print(
+        f"tunesmith server on http://{args.host}:{args.port}/ (dashboard) — API at /v1, database {settings.db}"
+    )
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
@@ -80,8 +104,10 @@ def _cmd_keys(args) -> int:
         key, project = store.create_key(args.project, admin=args.admin)
         print(key)  # alone on stdout, so KEY=$(tunesmith server keys create …) works
         kind = "an admin key" if args.admin else "a key"
-        print(f"{kind} for project {project['name']} = {project['id']}; the key is shown only once",
-              file=sys.stderr)
+        print(
+            f"{kind} for project {project['name']} = {project['id']}; the key is shown only once",
+            file=sys.stderr,
+        )
     elif args.keys_command == "list":
         for row in store.list_keys():
             state = "revoked" if row["revoked_at"] else "active"
@@ -110,7 +136,9 @@ def _cmd_worker(args) -> int:
 
 
 def add_server_commands(sub) -> None:
-    p = sub.add_parser("server", help="run the OpenAI-compatible fine-tuning API service (see docs/service.md)")
+    p = sub.add_parser(
+        "server", help="run the OpenAI-compatible fine-tuning API service (see docs/service.md)"
+    )
     _common(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -122,8 +150,9 @@ def add_server_commands(sub) -> None:
     ksub = k.add_subparsers(dest="keys_command", required=True)
     c = ksub.add_parser("create", help="create a key for a project (printed once)")
     c.add_argument("--project", default="default", help="project name (created if new)")
-    c.add_argument("--admin", action="store_true",
-                   help="an admin key: also manages the project's checkpoint permissions")
+    c.add_argument(
+        "--admin", action="store_true", help="an admin key: also manages the project's checkpoint permissions"
+    )
     ksub.add_parser("list", help="list keys (hints only)")
     r = ksub.add_parser("revoke", help="revoke a key")
     r.add_argument("key")
@@ -134,8 +163,13 @@ def add_server_commands(sub) -> None:
     _common(w)
     w.add_argument("--poll", type=float, default=0.5, help="heartbeat / progress interval in seconds")
     w.add_argument("--adapter", choices=["lora", "dora", "none"], default="lora")
-    w.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra run-config setting for every job, e.g. train.max_length=512 or (reinforcement "
-                        "jobs) grpo.max_new_tokens=64 (repeatable)")
+    w.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra run-config setting for every job, e.g. train.max_length=512 or (reinforcement "
+        "jobs) grpo.max_new_tokens=64 (repeatable)",
+    )
     w.add_argument("--once", action="store_true", help="exit when no job is waiting")
     w.set_defaults(func=_cmd_worker)

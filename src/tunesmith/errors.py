@@ -22,8 +22,9 @@ class DataError(TunesmithError):
     element) number, ``field`` the offending field in dotted form (``messages[2].role``).
     """
 
-    def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
-                 field: str | None = None):
+    def __init__(
+        self, message: str, *, path: str | None = None, line: int | None = None, field: str | None = None
+    ):
         self.path, self.line, self.field = path, line, field
         where = ""
         if path is not None:

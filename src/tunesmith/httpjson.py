@@ -44,7 +44,9 @@ async def read_json_object(request, *, max_bytes: int = MAX_BODY_BYTES) -> dict[
 
 async def read_body(request, *, max_bytes: int = MAX_BODY_BYTES) -> bytes:
     """The whole body, refused with a 413 :class:`BodyError` as soon as it passes ``max_bytes``."""
-    too_large = BodyError(413, f"The request body is larger than {max_bytes} bytes.", code="request_too_large")
+    too_large = BodyError(
+        413, f"The request body is larger than {max_bytes} bytes.", code="request_too_large"
+    )
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > max_bytes:
         raise too_large

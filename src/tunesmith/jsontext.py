@@ -26,8 +26,9 @@ class BadJSON(json.JSONDecodeError):
     """Input that is not acceptable JSON for a reason ``json`` itself does not report."""
 
 
-def loads(text: str | bytes, *, max_depth: int = MAX_DEPTH, allow_nan: bool = True,
-          allow_surrogates: bool = False) -> Any:
+def loads(
+    text: str | bytes, *, max_depth: int = MAX_DEPTH, allow_nan: bool = True, allow_surrogates: bool = False
+) -> Any:
     """``json.loads(text)``; :class:`BadJSON` (a JSONDecodeError) for too deep nesting, over-long
     integers, unpaired surrogates (unless ``allow_surrogates``: a caller that reports them with
     more precision itself) and, with ``allow_nan=False``, the non-standard constants NaN / Infinity."""
@@ -44,7 +45,11 @@ def loads(text: str | bytes, *, max_depth: int = MAX_DEPTH, allow_nan: bool = Tr
         raise BadJSON(str(exc).split(";")[0], text, 0) from None
     if depth(value) > max_depth:
         raise BadJSON(f"nested more than {max_depth} levels deep", text, 0)
-    if not allow_surrogates and _SURROGATE_ESCAPE.search(text) and any(_SURROGATE.search(s) for s in strings(value)):
+    if (
+        not allow_surrogates
+        and _SURROGATE_ESCAPE.search(text)
+        and any(_SURROGATE.search(s) for s in strings(value))
+    ):
         raise BadJSON("a \\u escape is an unpaired UTF-16 surrogate, which is not text", text, 0)
     return value
 

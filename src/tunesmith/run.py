@@ -17,9 +17,9 @@ from . import rundir
 from .config import RunConfig, dump_config, load_config, validate
 from .config.auto import resolve_auto
 from .engine import checkpoint as ckpt
-from .engine.loop import Trainer, TrainResult
 from .engine import distributed
 from .engine.distributed import init_distributed
+from .engine.loop import Trainer, TrainResult
 from .engine.runtime import resolve_device, resolve_dtype, seed_everything
 from .hashing import update_with_file
 from .models.memory import estimate_line, return_freed_memory
@@ -99,8 +99,8 @@ def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None =
     from .methods.common import data_files
     from .models.adapters import attach_adapter, linear_module_names, parameter_counts
     from .models.attention import register as register_attention
-    from .models.load import load_causal_lm, load_tokenizer
     from .models.gguf_import import model_source
+    from .models.load import load_causal_lm, load_tokenizer
     from .models.quantize import quant_spec
 
     quiet_third_party()
@@ -128,8 +128,11 @@ def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None =
         data = method.prepare_data(cfg, tokenizer)
     chosen = resolve_auto(cfg.train, cfg.adapter.type, len(data.train))
     if chosen:
-        log.info("auto hyperparameters for %d training sequences: %s", len(data.train),
-                 ", ".join(f"{k}={v:g}" for k, v in chosen.items()))
+        log.info(
+            "auto hyperparameters for %d training sequences: %s",
+            len(data.train),
+            ", ".join(f"{k}={v:g}" for k, v in chosen.items()),
+        )
     validate(cfg)
     # FSDP loads on the CPU and fully_shard moves each rank's shards to its GPU, so no GPU ever
     # holds the whole model.
@@ -138,8 +141,12 @@ def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None =
     if hasattr(method, "load_model"):
         model = method.load_model(cfg, load_device)
     else:
-        model = load_causal_lm(cfg.model.path, device=load_device, trust_remote_code=cfg.model.trust_remote_code,
-                               quantization=quant)
+        model = load_causal_lm(
+            cfg.model.path,
+            device=load_device,
+            trust_remote_code=cfg.model.trust_remote_code,
+            quantization=quant,
+        )
     if quant is not None and not hasattr(method, "load_model"):
         from .models.quantize import dtype_name, prepare_for_training
 
@@ -163,17 +170,32 @@ def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None =
     model = attach_adapter(model, cfg.adapter)
     trainable, total = parameter_counts(model)
 
-    state_extra = {"data_fingerprint": _fingerprint(data_files(cfg.data.train) + data_files(cfg.data.eval)),
-                   "batch_size": cfg.train.batch_size,
-                   # micro-batches per optimizer step over all processes: resuming on another
-                   # world size is exact when this (so the global batch) is unchanged
-                   "grad_accum": cfg.train.grad_accum * dist_ctx.world_size,
-                   "packing": cfg.train.packing, "max_length": cfg.train.max_length,
-                   "seed": cfg.train.seed, "method": cfg.method, "adapter": cfg.adapter.type}
-    trainer = Trainer(model=model, parts=method.build(cfg, model, tokenizer),
-                      items=data.train, units=data.train_units, eval_items=data.eval,
-                      eval_units=data.eval_units, cfg=cfg.train, out_dir=out, device=device,
-                      dtype=dtype, state_extra=state_extra, dist=dist_ctx)
+    state_extra = {
+        "data_fingerprint": _fingerprint(data_files(cfg.data.train) + data_files(cfg.data.eval)),
+        "batch_size": cfg.train.batch_size,
+        # micro-batches per optimizer step over all processes: resuming on another
+        # world size is exact when this (so the global batch) is unchanged
+        "grad_accum": cfg.train.grad_accum * dist_ctx.world_size,
+        "packing": cfg.train.packing,
+        "max_length": cfg.train.max_length,
+        "seed": cfg.train.seed,
+        "method": cfg.method,
+        "adapter": cfg.adapter.type,
+    }
+    trainer = Trainer(
+        model=model,
+        parts=method.build(cfg, model, tokenizer),
+        items=data.train,
+        units=data.train_units,
+        eval_items=data.eval,
+        eval_units=data.eval_units,
+        cfg=cfg.train,
+        out_dir=out,
+        device=device,
+        dtype=dtype,
+        state_extra=state_extra,
+        dist=dist_ctx,
+    )
 
     if cfg.train.eval_generate:
         from .eval.training import attach_generation_eval
@@ -184,23 +206,37 @@ def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None =
     cfg.train.device, cfg.train.dtype = device.type, dtype
     if cfg.train.warmup_steps is None:
         cfg.train.warmup_steps = trainer.warmup
-    run_info = {"versions": _versions(), "data_fingerprint": state_extra["data_fingerprint"],
-                "parameters": {"trainable": trainable, "total": total}, "data": data.stats,
-                "total_steps": trainer.total_steps, "device": str(device), "dtype": dtype}
+    run_info = {
+        "versions": _versions(),
+        "data_fingerprint": state_extra["data_fingerprint"],
+        "parameters": {"trainable": trainable, "total": total},
+        "data": data.stats,
+        "total_steps": trainer.total_steps,
+        "device": str(device),
+        "dtype": dtype,
+    }
     source = model_source(cfg.model.path)
     if source is not None:  # trained from a GGUF file: which one, and what its weights really are
         run_info["model_source"] = asdict(source)
     if dist_ctx.active:
-        run_info["distributed"] = {"mode": dist_ctx.mode, "world_size": dist_ctx.world_size,
-                                   "global_batch": cfg.train.batch_size * trainer.micro_per_step}
+        run_info["distributed"] = {
+            "mode": dist_ctx.mode,
+            "world_size": dist_ctx.world_size,
+            "global_batch": cfg.train.batch_size * trainer.micro_per_step,
+        }
     if dist_ctx.is_main:
         dump_config(cfg, rundir.RunDir(out).resolved_config)
         rundir.RunDir(out).run_info.write_text(json.dumps(run_info, indent=1), encoding="utf-8")
     return PreparedRun(cfg, model, tokenizer, trainer, out, run_info)
 
 
-def train(config: RunConfig | dict | str | Path, overrides: list[str] | None = None, *,
-          resume: bool | str = "auto", process_start: float | None = None) -> TrainResult:
+def train(
+    config: RunConfig | dict | str | Path,
+    overrides: list[str] | None = None,
+    *,
+    resume: bool | str = "auto",
+    process_start: float | None = None,
+) -> TrainResult:
     """Fine-tune as described by ``config`` (a RunConfig, mapping or YAML path).
 
     ``resume``: ``"auto"`` continues from the newest complete checkpoint in ``output_dir`` if
@@ -212,17 +248,30 @@ def train(config: RunConfig | dict | str | Path, overrides: list[str] | None = N
     cfg, out, trainer, model, run_info = run.cfg, run.out, run.trainer, run.model, run.info
     trainable, total = run_info["parameters"]["trainable"], run_info["parameters"]["total"]
     dtype, device, data_stats = run_info["dtype"], run_info["device"], run_info["data"]
-    log.info("model %s: %s trainable of %s parameters (%.2f%%), %s on %s",
-             cfg.model.path, f"{trainable:,}", f"{total:,}", 100 * trainable / total, dtype, device)
+    log.info(
+        "model %s: %s trainable of %s parameters (%.2f%%), %s on %s",
+        cfg.model.path,
+        f"{trainable:,}",
+        f"{total:,}",
+        100 * trainable / total,
+        dtype,
+        device,
+    )
     if "model_source" in run_info:
         from .models.gguf_import import GGUFSource
 
         log.info("%s", GGUFSource(**run_info["model_source"]).describe())
     log.info("%s", estimate_line(cfg, device))
     s = data_stats
-    log.info("data: %d train sequences in %d rows (%d tokens, %d trained), %d eval sequences; %d steps",
-             s["train_sequences"], s["train_rows"], s["train"]["tokens"], s["train"]["target_tokens"],
-             s["eval_sequences"], trainer.total_steps)
+    log.info(
+        "data: %d train sequences in %d rows (%d tokens, %d trained), %d eval sequences; %d steps",
+        s["train_sequences"],
+        s["train_rows"],
+        s["train"]["tokens"],
+        s["train"]["target_tokens"],
+        s["eval_sequences"],
+        trainer.total_steps,
+    )
 
     resume_from = None
     if resume:
@@ -230,10 +279,13 @@ def train(config: RunConfig | dict | str | Path, overrides: list[str] | None = N
         # warning naming the bad file (engine.checkpoint).
         resume_from = ckpt.load_newest_good(rundir.RunDir(out).checkpoints)
         if resume is True and resume_from is None:
-            raise ckpt.CheckpointError(f"--resume: no complete checkpoint in {rundir.RunDir(out).checkpoints}")
+            raise ckpt.CheckpointError(
+                f"--resume: no complete checkpoint in {rundir.RunDir(out).checkpoints}"
+            )
     if trainer.dist.active:
-        distributed.same_on_all_ranks(trainer.dist, str(resume_from and resume_from.path),
-                                      "the checkpoint to resume from")
+        distributed.same_on_all_ranks(
+            trainer.dist, str(resume_from and resume_from.path), "the checkpoint to resume from"
+        )
     result = trainer.fit(resume_from, process_start=t_start)
     dist_ctx = trainer.dist
     weights = None
@@ -241,8 +293,9 @@ def train(config: RunConfig | dict | str | Path, overrides: list[str] | None = N
         # FSDP holds shards: gather the tensors to save (collective; rank 0 keeps them).
         from .models.adapters import trainable_state_dict
 
-        weights = distributed.gather_full(dist_ctx, model.state_dict() if cfg.adapter.type == "none"
-                                          else trainable_state_dict(model))
+        weights = distributed.gather_full(
+            dist_ctx, model.state_dict() if cfg.adapter.type == "none" else trainable_state_dict(model)
+        )
     if dist_ctx.is_main:
         save_final(model, run.tokenizer, rundir.RunDir(out).final, cfg, state_dict=weights)
         run_info["result"] = {k: v for k, v in asdict(result).items() if k != "history"}
@@ -251,8 +304,12 @@ def train(config: RunConfig | dict | str | Path, overrides: list[str] | None = N
     from .eval.training import write_run_report
 
     write_run_report(out, trainer)
-    log.info("done: final loss %.4f%s; result in %s", result.final_loss or float("nan"),
-             f", eval loss {result.eval_loss:.4f}" if result.eval_loss is not None else "", rundir.RunDir(out).final)
+    log.info(
+        "done: final loss %.4f%s; result in %s",
+        result.final_loss or float("nan"),
+        f", eval loss {result.eval_loss:.4f}" if result.eval_loss is not None else "",
+        rundir.RunDir(out).final,
+    )
     return result
 
 

@@ -43,7 +43,7 @@ def checkpoint_name(step: int) -> str:
 def step_of(path: str | Path) -> int | None:
     """The step of a checkpoint folder named ``step-N`` (any number of digits); None otherwise."""
     name = Path(path).name
-    digits = name[len(CHECKPOINT_PREFIX):]
+    digits = name[len(CHECKPOINT_PREFIX) :]
     if not name.startswith(CHECKPOINT_PREFIX) or not digits.isdecimal():
         return None
     return int(digits)

@@ -17,9 +17,8 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 import factory
+import pytest
 
 
 def service_fixtures(name: str, *, workers: int = 0, **settings):
@@ -116,9 +115,20 @@ class Service:
 
     def worker_process(self, *extra: str) -> subprocess.Popen:
         """``tunesmith worker`` as a separate process (for kill tests)."""
-        cmd = [sys.executable, "-m", "tunesmith", "worker", "--data", str(self.settings.data_dir),
-               "--db", self.settings.db, "--poll", str(self.settings.poll_interval),
-               "--stale-after", str(self.settings.stale_after)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "tunesmith",
+            "worker",
+            "--data",
+            str(self.settings.data_dir),
+            "--db",
+            self.settings.db,
+            "--poll",
+            str(self.settings.poll_interval),
+            "--stale-after",
+            str(self.settings.stale_after),
+        ]
         for name, path in self.settings.base_models.items():
             cmd += ["--base-model", f"{name}={path}"]
         for item in self.settings.train_overrides:
@@ -151,5 +161,9 @@ def wait_for(fn, timeout: float = 120.0, interval: float = 0.1, what: str = "con
 
 
 def wait_status(client, job_id: str, statuses: tuple[str, ...], timeout: float = 180.0):
-    return wait_for(lambda: (j := client.fine_tuning.jobs.retrieve(job_id)).status in statuses and j,
-                    timeout=timeout, interval=0.2, what=f"job {job_id} to reach {statuses}")
+    return wait_for(
+        lambda: (j := client.fine_tuning.jobs.retrieve(job_id)).status in statuses and j,
+        timeout=timeout,
+        interval=0.2,
+        what=f"job {job_id} to reach {statuses}",
+    )

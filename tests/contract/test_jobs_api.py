@@ -6,7 +6,6 @@ from __future__ import annotations
 import httpx2 as httpx
 import openai
 import pytest
-
 from jobs_harness import chat_rows, jsonl_bytes, service_fixtures
 
 pytest.importorskip("fastapi")
@@ -21,8 +20,9 @@ svc, client = service_fixtures("svc", max_upload_bytes=MAX_UPLOAD, stale_after=1
 
 @pytest.fixture(scope="module")
 def train_file(client):
-    return client.files.create(file=("train.jsonl", jsonl_bytes(chat_rows(12)), "application/jsonl"),
-                               purpose="fine-tune")
+    return client.files.create(
+        file=("train.jsonl", jsonl_bytes(chat_rows(12)), "application/jsonl"), purpose="fine-tune"
+    )
 
 
 def _job(client, train_file, **kw):
@@ -32,8 +32,13 @@ def _job(client, train_file, **kw):
 def test_upload_round_trip(client):
     data = jsonl_bytes(chat_rows(10, seed=3))
     f = client.files.create(file=("t.jsonl", data, "application/jsonl"), purpose="fine-tune")
-    assert (f.object, f.bytes, f.filename, f.purpose, f.status) == ("file", len(data), "t.jsonl", "fine-tune",
-                                                                    "processed")
+    assert (f.object, f.bytes, f.filename, f.purpose, f.status) == (
+        "file",
+        len(data),
+        "t.jsonl",
+        "fine-tune",
+        "processed",
+    )
     assert f.id.startswith("file-") and len(f.id) == 27
     assert client.files.content(f.id).read() == data
     assert client.files.retrieve(f.id).bytes == len(data)
@@ -41,13 +46,15 @@ def test_upload_round_trip(client):
     with pytest.raises(openai.NotFoundError) as info:
         client.files.retrieve(f.id)
     assert info.value.code == "file_not_found"
-    assert str(info.value).startswith(f"Error code: 404 - ")
+    assert str(info.value).startswith("Error code: 404 - ")
     assert info.value.body["message"] == f"No such File object: {f.id}"
 
 
 def test_file_listing_orders_and_pages(client):
-    made = [client.files.create(file=(f"p{i}.jsonl", b"{}\n", "application/jsonl"), purpose="batch").id
-            for i in range(5)]
+    made = [
+        client.files.create(file=(f"p{i}.jsonl", b"{}\n", "application/jsonl"), purpose="batch").id
+        for i in range(5)
+    ]
     desc = [f.id for f in client.files.list(purpose="batch", limit=2)]
     asc = [f.id for f in client.files.list(purpose="batch", limit=2, order="asc")]
     assert desc == made[::-1] and asc == made
@@ -84,29 +91,44 @@ def test_events_and_checkpoints_page_newest_first(svc, client, train_file):
     from tunesmith.jobs import ids
 
     for step in range(1, 13):
-        svc.store.add_checkpoint({"id": ids.checkpoint_id(), "job_id": job.id, "created_at": 0,
-                                  "fine_tuned_model_checkpoint": f"m:{step}", "step_number": step,
-                                  "metrics": {"step": step}})
+        svc.store.add_checkpoint(
+            {
+                "id": ids.checkpoint_id(),
+                "job_id": job.id,
+                "created_at": 0,
+                "fine_tuned_model_checkpoint": f"m:{step}",
+                "step_number": step,
+                "metrics": {"step": step},
+            }
+        )
     page = client.fine_tuning.jobs.checkpoints.list(job.id)
     assert len(page.data) == 10 and page.has_more and page.data[0].step_number == 12
-    assert [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id, limit=5)] == list(range(12, 0, -1))
+    assert [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id, limit=5)] == list(
+        range(12, 0, -1)
+    )
 
 
-@pytest.mark.parametrize("kwargs, param", [
-    ({"suffix": "x" * 65}, "suffix"),
-    ({"suffix": "../../x"}, "suffix"),
-    ({"hyperparameters": {"n_epochs": 0}}, "hyperparameters.n_epochs"),
-    ({"hyperparameters": {"n_epochs": 51}}, "hyperparameters.n_epochs"),
-    ({"hyperparameters": {"batch_size": 257}}, "hyperparameters.batch_size"),
-    ({"hyperparameters": {"learning_rate_multiplier": 0}}, "hyperparameters.learning_rate_multiplier"),
-    ({"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 2.5}}}}, "method.dpo.hyperparameters.beta"),
-    ({"seed": -1}, "seed"),
-    ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
-    ({"method": {"type": "nope"}}, "method.type"),
-    ({"model": "gpt-9"}, "model"),
-    ({"model": "ft:../../etc"}, "model"),
-    ({"training_file": "file-doesnotexist000000000"}, "training_file"),
-])
+@pytest.mark.parametrize(
+    "kwargs, param",
+    [
+        ({"suffix": "x" * 65}, "suffix"),
+        ({"suffix": "../../x"}, "suffix"),
+        ({"hyperparameters": {"n_epochs": 0}}, "hyperparameters.n_epochs"),
+        ({"hyperparameters": {"n_epochs": 51}}, "hyperparameters.n_epochs"),
+        ({"hyperparameters": {"batch_size": 257}}, "hyperparameters.batch_size"),
+        ({"hyperparameters": {"learning_rate_multiplier": 0}}, "hyperparameters.learning_rate_multiplier"),
+        (
+            {"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 2.5}}}},
+            "method.dpo.hyperparameters.beta",
+        ),
+        ({"seed": -1}, "seed"),
+        ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
+        ({"method": {"type": "nope"}}, "method.type"),
+        ({"model": "gpt-9"}, "model"),
+        ({"model": "ft:../../etc"}, "model"),
+        ({"training_file": "file-doesnotexist000000000"}, "training_file"),
+    ],
+)
 def test_create_rejects_bad_values_once_with_param(svc, client, train_file, kwargs, param):
     body = {"model": "tiny", "training_file": train_file.id, **kwargs}
     before = len(svc.requests)
@@ -125,8 +147,12 @@ def test_create_rejects_files_of_another_purpose(client):
 
 
 def test_hyperparameters_echo_auto_and_given_values(client, train_file):
-    job = _job(client, train_file, method={"type": "supervised",
-                                           "supervised": {"hyperparameters": {"n_epochs": 2}}}, suffix="v1")
+    job = _job(
+        client,
+        train_file,
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2}}},
+        suffix="v1",
+    )
     assert job.status == "validating_files" and job.fine_tuned_model is None and job.finished_at is None
     assert job.method.supervised.hyperparameters.n_epochs == 2
     assert job.hyperparameters.batch_size == "auto" and job.hyperparameters.learning_rate_multiplier == "auto"
@@ -164,7 +190,10 @@ def test_missing_or_invalid_keys_are_401(svc, header):
     headers = {} if header is None else {"Authorization": header}
     r = httpx.get(f"{svc.base_url}/files", headers=headers)
     assert r.status_code == 401
-    assert r.json()["error"]["code"] == "invalid_api_key" and r.json()["error"]["type"] == "invalid_request_error"
+    assert (
+        r.json()["error"]["code"] == "invalid_api_key"
+        and r.json()["error"]["type"] == "invalid_request_error"
+    )
     with pytest.raises(openai.AuthenticationError):
         svc.client("sk-ts-wrong").models.list()
 
@@ -187,8 +216,10 @@ def test_other_projects_objects_answer_like_missing_ones(svc, client, train_file
         real = b.request(method, template.format(real_id))
         fake = b.request(method, template.format(fake_id))
         assert real.status_code == fake.status_code == 404
-        expected = {k: (v.replace(fake_id, real_id) if isinstance(v, str) else v)
-                    for k, v in fake.json()["error"].items()}
+        expected = {
+            k: (v.replace(fake_id, real_id) if isinstance(v, str) else v)
+            for k, v in fake.json()["error"].items()
+        }
         assert real.json()["error"] == expected
 
     same("/files/{}", train_file.id, fake_file)
@@ -203,8 +234,9 @@ def test_other_projects_objects_answer_like_missing_ones(svc, client, train_file
     assert client.files.retrieve(train_file.id).id == train_file.id  # still A's
 
 
-@pytest.mark.parametrize("name", ["../../../../etc/pwn.txt", "..\\..\\x", "/etc/passwd", "%2e%2e%2fx",
-                                  "a\x00b.jsonl", "n" * 4096])
+@pytest.mark.parametrize(
+    "name", ["../../../../etc/pwn.txt", "..\\..\\x", "/etc/passwd", "%2e%2e%2fx", "a\x00b.jsonl", "n" * 4096]
+)
 def test_file_names_never_become_paths(svc, client, name):
     f = client.files.create(file=(name, b'{"a": 1}\n', "application/jsonl"), purpose="fine-tune")
     root = svc.settings.files_dir
@@ -218,22 +250,27 @@ def test_file_names_never_become_paths(svc, client, name):
 def test_oversized_uploads_are_refused_while_streaming(svc, client):
     stored = set(svc.settings.files_dir.iterdir())
     with pytest.raises(openai.APIStatusError) as info:
-        client.files.create(file=("big.jsonl", b"x" * (MAX_UPLOAD * 4), "application/jsonl"), purpose="fine-tune")
+        client.files.create(
+            file=("big.jsonl", b"x" * (MAX_UPLOAD * 4), "application/jsonl"), purpose="fine-tune"
+        )
     assert info.value.status_code == 413 and info.value.code == "file_too_large"
 
     # Chunked, no Content-Length: the limit is enforced on the stream itself.
     sent = {"bytes": 0}
 
     def body():
-        yield b"--B\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nfine-tune\r\n"
-        yield b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.jsonl\"\r\n\r\n"
+        yield b'--B\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+        yield b'--B\r\nContent-Disposition: form-data; name="file"; filename="big.jsonl"\r\n\r\n'
         for _ in range(64):
             sent["bytes"] += 16384
             yield b"y" * 16384
         yield b"\r\n--B--\r\n"
 
-    r = httpx.post(f"{svc.base_url}/files", content=body(),
-                   headers={"Authorization": f"Bearer {svc.key_a}", "Content-Type": "multipart/form-data; boundary=B"})
+    r = httpx.post(
+        f"{svc.base_url}/files",
+        content=body(),
+        headers={"Authorization": f"Bearer {svc.key_a}", "Content-Type": "multipart/form-data; boundary=B"},
+    )
     assert r.status_code == 413 and r.json()["error"]["code"] == "file_too_large"
     assert set(svc.settings.files_dir.iterdir()) == stored  # nothing kept
     assert not any((svc.settings.files_dir / ".incoming").iterdir())
@@ -243,8 +280,11 @@ def test_bad_purpose_and_non_multipart_uploads(svc, client):
     with pytest.raises(openai.BadRequestError) as info:
         client.files.create(file=("t.jsonl", b"{}\n", "application/jsonl"), purpose="fine-tune-results")
     assert info.value.param == "purpose"
-    r = httpx.post(f"{svc.base_url}/files", json={"purpose": "fine-tune"},
-                   headers={"Authorization": f"Bearer {svc.key_a}"})
+    r = httpx.post(
+        f"{svc.base_url}/files",
+        json={"purpose": "fine-tune"},
+        headers={"Authorization": f"Bearer {svc.key_a}"},
+    )
     assert r.status_code == 400 and set(r.json()["error"]) == {"message", "type", "param", "code"}
 
 
@@ -255,8 +295,9 @@ def test_models_list_bases_and_unknown_models_are_404(client):
         with pytest.raises(openai.NotFoundError):
             client.models.retrieve(name)
     with pytest.raises(openai.NotFoundError) as info:
-        client.chat.completions.create(model="ft:tiny:personal::AAAAAAAA",
-                                       messages=[{"role": "user", "content": "hi"}])
+        client.chat.completions.create(
+            model="ft:tiny:personal::AAAAAAAA", messages=[{"role": "user", "content": "hi"}]
+        )
     assert info.value.code == "model_not_found"
 
 
@@ -275,13 +316,19 @@ def test_dashboard_is_served(svc):
     assert httpx.get(base + "/static/..%2f..%2fapp.py").status_code == 404
 
 
-@pytest.mark.parametrize("expires_after", [{"anchor": "created_at", "seconds": 3599},
-                                           {"anchor": "created_at", "seconds": 2592001},
-                                           {"anchor": "last_active_at", "seconds": 3600}])
+@pytest.mark.parametrize(
+    "expires_after",
+    [
+        {"anchor": "created_at", "seconds": 3599},
+        {"anchor": "created_at", "seconds": 2592001},
+        {"anchor": "last_active_at", "seconds": 3600},
+    ],
+)
 def test_expires_after_out_of_range_is_refused(client, expires_after):
     with pytest.raises(openai.BadRequestError) as info:
-        client.files.create(file=("e.jsonl", b"{}\n", "application/jsonl"), purpose="fine-tune",
-                            expires_after=expires_after)
+        client.files.create(
+            file=("e.jsonl", b"{}\n", "application/jsonl"), purpose="fine-tune", expires_after=expires_after
+        )
     assert info.value.param == "expires_after" and info.value.response.headers["x-should-retry"] == "false"
 
 
@@ -289,10 +336,15 @@ def test_an_expired_file_is_gone_then_swept(svc, client):
     import time
 
     rows = jsonl_bytes(chat_rows(10, seed=4))
-    f = client.files.create(file=("e.jsonl", rows, "application/jsonl"), purpose="fine-tune",
-                            expires_after={"anchor": "created_at", "seconds": 3600})
+    f = client.files.create(
+        file=("e.jsonl", rows, "application/jsonl"),
+        purpose="fine-tune",
+        expires_after={"anchor": "created_at", "seconds": 3600},
+    )
     assert f.expires_at == f.created_at + 3600
-    assert client.files.retrieve(f.id).expires_at == f.expires_at and client.files.content(f.id).read() == rows
+    assert (
+        client.files.retrieve(f.id).expires_at == f.expires_at and client.files.content(f.id).read() == rows
+    )
     blob = svc.settings.files_dir / f.id
     time.sleep(1.0)  # two sweeps at the real time: the file is not due yet
     assert blob.is_file()
@@ -304,7 +356,10 @@ def test_an_expired_file_is_gone_then_swept(svc, client):
                 call(f.id)
             with pytest.raises(openai.NotFoundError) as fake:
                 call(missing)
-            assert info.value.body == {**fake.value.body, "message": fake.value.body["message"].replace(missing, f.id)}
+            assert info.value.body == {
+                **fake.value.body,
+                "message": fake.value.body["message"].replace(missing, f.id),
+            }
         assert f.id not in [x.id for x in client.files.list()]
         with pytest.raises(openai.BadRequestError) as info:  # no new job may use it
             client.fine_tuning.jobs.create(model="tiny", training_file=f.id)

@@ -4,10 +4,9 @@ DPO job trained end to end whose model then answers chat."""
 
 from __future__ import annotations
 
+import factory
 import pytest
 import yaml
-
-import factory
 from jobs_harness import service_fixtures, upload, wait_status
 
 pytest.importorskip("fastapi")
@@ -21,16 +20,34 @@ def test_a_dpo_job_trains_end_to_end_with_beta_mapped(svc, client):
     pairs = factory.preference_pairs(10, seed=1, style="openai")
     assert set(pairs[0]) == {"input", "preferred_output", "non_preferred_output"}
     train, valid = upload(client, pairs), upload(client, factory.preference_pairs(4, seed=2, style="openai"))
-    job = client.fine_tuning.jobs.create(model="tiny", training_file=train.id, validation_file=valid.id,
-                                         suffix="prefs", seed=7, method={"type": "dpo", "dpo": {
-                                             "hyperparameters": {"beta": 0.25, "n_epochs": 1, "batch_size": 5,
-                                                                 "learning_rate_multiplier": 2}}})
+    job = client.fine_tuning.jobs.create(
+        model="tiny",
+        training_file=train.id,
+        validation_file=valid.id,
+        suffix="prefs",
+        seed=7,
+        method={
+            "type": "dpo",
+            "dpo": {
+                "hyperparameters": {
+                    "beta": 0.25,
+                    "n_epochs": 1,
+                    "batch_size": 5,
+                    "learning_rate_multiplier": 2,
+                }
+            },
+        },
+    )
     assert job.method.type == "dpo" and job.method.dpo.hyperparameters.beta == 0.25
     done = wait_status(client, job.id, DONE)
     assert done.status == "succeeded", done.error
     h = done.method.dpo.hyperparameters
     assert (h.beta, h.n_epochs, h.batch_size, h.learning_rate_multiplier) == (0.25, 1, 5, 2)
-    assert done.hyperparameters.model_dump() == {"batch_size": 5, "learning_rate_multiplier": 2, "n_epochs": 1}
+    assert done.hyperparameters.model_dump() == {
+        "batch_size": 5,
+        "learning_rate_multiplier": 2,
+        "n_epochs": 1,
+    }
 
     # What the worker handed to `tunesmith train`: the DPO method with OpenAI's beta, sigmoid loss,
     # lr = LoRA base lr (2e-4) x multiplier 2.
@@ -48,8 +65,9 @@ def test_a_dpo_job_trains_end_to_end_with_beta_mapped(svc, client):
     # policy equals the reference and every implicit reward is 0.
     assert metrics[0].data["train_loss"] == pytest.approx(0.6931, abs=1e-3)
     assert [c.step_number for c in client.fine_tuning.jobs.checkpoints.list(job.id)] == [2]
-    reply = client.chat.completions.create(model=done.fine_tuned_model, max_tokens=3,
-                                           messages=[{"role": "user", "content": "is it blue?"}])
+    reply = client.chat.completions.create(
+        model=done.fine_tuned_model, max_tokens=3, messages=[{"role": "user", "content": "is it blue?"}]
+    )
     assert reply.model == done.fine_tuned_model and reply.usage.completion_tokens <= 3
 
 
@@ -57,29 +75,53 @@ def _pair(i):
     return factory.preference_pairs(12, seed=3, style="openai")[i]
 
 
-@pytest.mark.parametrize("broken, message", [
-    ({k: v for k, v in _pair(0).items() if k != "input"}, "Invalid file format. Example 3 is missing key 'input'."),
-    ({**_pair(0), "preferred_output": [{"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}]},
-     "Example 3: 'preferred_output' must be an array of exactly one assistant message, got 2 messages"),
-    ({**_pair(0), "non_preferred_output": [{"role": "user", "content": "a"}]},
-     "Example 3: 'non_preferred_output' must be an assistant message, got role 'user'"),
-    # The legacy OpenAPI names (preferred_completion / non_preferred_completion) are refused: the
-    # guide and all real usage use *_output (spec section 1.8).
-    ({"input": _pair(0)["input"], "preferred_completion": _pair(0)["preferred_output"],
-      "non_preferred_completion": _pair(0)["non_preferred_output"]},
-     "Example 3 is missing key 'preferred_output'."),
-    # An SFT chat file given to a DPO job.
-    (factory.color_chats(1)[0], "Example 3 is missing key 'input'."),
-])
+@pytest.mark.parametrize(
+    "broken, message",
+    [
+        (
+            {k: v for k, v in _pair(0).items() if k != "input"},
+            "Invalid file format. Example 3 is missing key 'input'.",
+        ),
+        (
+            {
+                **_pair(0),
+                "preferred_output": [
+                    {"role": "assistant", "content": "a"},
+                    {"role": "assistant", "content": "b"},
+                ],
+            },
+            "Example 3: 'preferred_output' must be an array of exactly one assistant message, got 2 messages",
+        ),
+        (
+            {**_pair(0), "non_preferred_output": [{"role": "user", "content": "a"}]},
+            "Example 3: 'non_preferred_output' must be an assistant message, got role 'user'",
+        ),
+        # The legacy OpenAPI names (preferred_completion / non_preferred_completion) are refused: the
+        # guide and all real usage use *_output (spec section 1.8).
+        (
+            {
+                "input": _pair(0)["input"],
+                "preferred_completion": _pair(0)["preferred_output"],
+                "non_preferred_completion": _pair(0)["non_preferred_output"],
+            },
+            "Example 3 is missing key 'preferred_output'.",
+        ),
+        # An SFT chat file given to a DPO job.
+        (factory.color_chats(1)[0], "Example 3 is missing key 'input'."),
+    ],
+)
 def test_preference_files_are_validated_with_openais_messages(client, broken, message):
     rows = factory.preference_pairs(12, seed=4, style="openai")
     rows[2] = broken
-    job = client.fine_tuning.jobs.create(model="tiny", training_file=upload(client, rows).id,
-                                         method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1}}})
+    job = client.fine_tuning.jobs.create(
+        model="tiny",
+        training_file=upload(client, rows).id,
+        method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1}}},
+    )
     done = wait_status(client, job.id, DONE)
     assert done.status == "failed" and done.error.code == "invalid_file_format"
     assert done.error.param == "training_file"
-    assert done.error.message.startswith("The job failed due to a file format error in the training file. "
-                                         "Invalid file format. ")
+    assert done.error.message.startswith(
+        "The job failed due to a file format error in the training file. Invalid file format. "
+    )
     assert message in done.error.message, done.error.message
-

@@ -11,7 +11,6 @@ import re
 
 import openai
 import pytest
-
 from jobs_harness import chat_rows, service_fixtures, upload, wait_for, wait_status
 
 pytest.importorskip("fastapi")
@@ -20,29 +19,45 @@ DONE = ("succeeded", "failed", "cancelled")
 
 
 svc, client = service_fixtures("life", workers=1, poll_interval=0.2, train_overrides=["train.max_length=128"])
+
+
 def _events(client, job_id):
     return list(client.fine_tuning.jobs.list_events(job_id, limit=100))
 
 
 def test_a_job_trains_end_to_end(svc, client):
     train, valid = upload(client, chat_rows(12, seed=1)), upload(client, chat_rows(10, seed=2), "v.jsonl")
-    job = client.fine_tuning.jobs.create(model="tiny", training_file=train.id, validation_file=valid.id,
-                                         suffix="colors", method={"type": "supervised", "supervised": {
-                                             "hyperparameters": {"n_epochs": 2, "batch_size": 4}}})
+    job = client.fine_tuning.jobs.create(
+        model="tiny",
+        training_file=train.id,
+        validation_file=valid.id,
+        suffix="colors",
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 4}}},
+    )
     done = wait_status(client, job.id, DONE)
     assert done.status == "succeeded", done.error
     assert FT.match(done.fine_tuned_model) and done.fine_tuned_model.startswith("ft:tiny:personal:colors:")
-    assert done.finished_at >= done.created_at and isinstance(done.trained_tokens, int) and done.trained_tokens > 0
+    assert (
+        done.finished_at >= done.created_at
+        and isinstance(done.trained_tokens, int)
+        and done.trained_tokens > 0
+    )
     h = done.method.supervised.hyperparameters
     assert (h.n_epochs, h.batch_size, h.learning_rate_multiplier) == (2, 4, 1.0)
     assert done.hyperparameters.model_dump() == h.model_dump()
 
     events = _events(client, job.id)[::-1]  # oldest first
     texts = [e.message for e in events if e.type == "message"]
-    assert texts[:4] == [f"Created fine-tuning job: {job.id}",
-                         f"Validating training file: {train.id} and validation file: {valid.id}",
-                         "Files validated, moving job to queued state", "Fine-tuning job started"]
-    assert texts[-2:] == [f"New fine-tuned model created: {done.fine_tuned_model}", "The job has successfully completed"]
+    assert texts[:4] == [
+        f"Created fine-tuning job: {job.id}",
+        f"Validating training file: {train.id} and validation file: {valid.id}",
+        "Files validated, moving job to queued state",
+        "Fine-tuning job started",
+    ]
+    assert texts[-2:] == [
+        f"New fine-tuned model created: {done.fine_tuned_model}",
+        "The job has successfully completed",
+    ]
     metrics = [e for e in events if e.type == "metrics"]
     steps_per_epoch = 3  # ceil(12 / 4)
     assert [e.data["step"] for e in metrics] == list(range(1, 2 * steps_per_epoch + 1))
@@ -62,9 +77,15 @@ def test_a_job_trains_end_to_end(svc, client):
     assert [c.step_number for c in ckpts] == [6, 3]  # one per epoch, newest first
     for c in ckpts:
         assert c.fine_tuned_model_checkpoint == f"{done.fine_tuned_model}:ckpt-step-{c.step_number}"
-        assert set(c.metrics.model_dump()) == {"step", "train_loss", "train_mean_token_accuracy", "valid_loss",
-                                               "valid_mean_token_accuracy", "full_valid_loss",
-                                               "full_valid_mean_token_accuracy"}
+        assert set(c.metrics.model_dump()) == {
+            "step",
+            "train_loss",
+            "train_mean_token_accuracy",
+            "valid_loss",
+            "valid_mean_token_accuracy",
+            "full_valid_loss",
+            "full_valid_mean_token_accuracy",
+        }
         assert c.metrics.valid_loss is not None and c.fine_tuning_job_id == job.id
 
     assert done.fine_tuned_model in [m.id for m in client.models.list()]
@@ -90,24 +111,35 @@ def test_continued_fine_tuning_of_an_own_model_and_a_shared_checkpoint(svc, clie
     fake = done.fine_tuned_model[:-8] + "NotHere1:ckpt-step-3"
     with pytest.raises(openai.BadRequestError) as missing:
         b.fine_tuning.jobs.create(model=fake, training_file=b_train.id)
-    assert hidden.value.body == {**missing.value.body, "message": missing.value.body["message"].replace(fake, step3)}
+    assert hidden.value.body == {
+        **missing.value.body,
+        "message": missing.value.body["message"].replace(fake, step3),
+    }
     assert hidden.value.param == "model" and "not available for fine-tuning" in hidden.value.message
 
     admin_key, _ = svc.store.create_key("alpha", admin=True)
     beta = svc.store.project_for_key(svc.key_b)["id"]
     svc.client(admin_key).fine_tuning.checkpoints.permissions.create(step3, project_ids=[beta])
     helper = svc.start_worker()  # the two jobs train side by side
-    own = client.fine_tuning.jobs.create(model=done.fine_tuned_model, suffix="more", method=one_step,
-                                         training_file=upload(client, chat_rows(10, seed=6)).id)
+    own = client.fine_tuning.jobs.create(
+        model=done.fine_tuned_model,
+        suffix="more",
+        method=one_step,
+        training_file=upload(client, chat_rows(10, seed=6)).id,
+    )
     shared = b.fine_tuning.jobs.create(model=step3, training_file=b_train.id, method=one_step)
     assert own.model == done.fine_tuned_model and shared.model == step3
     parent_run = svc.settings.run_dir(done.id)
     parent_adapter = yaml.safe_load((parent_run / "config.resolved.yaml").read_text())["adapter"]
-    for job, client_, init in ((own, client, parent_run / "final"),
-                               (shared, b, parent_run / "served-checkpoints" / "step-000003")):
+    for job, client_, init in (
+        (own, client, parent_run / "final"),
+        (shared, b, parent_run / "served-checkpoints" / "step-000003"),
+    ):
         finished = wait_status(client_, job.id, DONE)
         assert finished.status == "succeeded", finished.error
-        assert FT.match(finished.fine_tuned_model) and finished.fine_tuned_model.startswith("ft:tiny:personal:")
+        assert FT.match(finished.fine_tuned_model) and finished.fine_tuned_model.startswith(
+            "ft:tiny:personal:"
+        )
         cfg = yaml.safe_load((svc.settings.run_dir(job.id) / "config.resolved.yaml").read_text())
         assert cfg["model"]["path"] == str(svc.settings.base_models["tiny"])
         assert cfg["adapter"] == {**parent_adapter, "init_from": str(init)}
@@ -119,8 +151,9 @@ def test_continued_fine_tuning_of_an_own_model_and_a_shared_checkpoint(svc, clie
 
 
 def _ask(client, model, **kw):
-    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": "what color is the sky?"}],
-                                          **kw)
+    return client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "what color is the sky?"}], **kw
+    )
 
 
 def test_ft_models_are_served_with_streaming_usage_and_logprobs(svc, client):
@@ -128,13 +161,22 @@ def test_ft_models_are_served_with_streaming_usage_and_logprobs(svc, client):
     done, ckpts = TRAINED["job"], TRAINED["checkpoints"]
     ft = done.fine_tuned_model
     reply = _ask(client, ft, max_tokens=4, temperature=0, logprobs=True)
-    assert reply.model == ft and reply.object == "chat.completion" and reply.choices[0].message.role == "assistant"
+    assert (
+        reply.model == ft
+        and reply.object == "chat.completion"
+        and reply.choices[0].message.role == "assistant"
+    )
     assert reply.choices[0].finish_reason in ("stop", "length") and 1 <= reply.usage.completion_tokens <= 4
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
     # Streaming: the deltas join to the non-streamed greedy text; usage comes in the last chunk.
-    chunks = list(_ask(client, ft, max_tokens=4, temperature=0, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        _ask(client, ft, max_tokens=4, temperature=0, stream=True, stream_options={"include_usage": True})
+    )
     assert all(c.model == ft and c.object == "chat.completion.chunk" for c in chunks)
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == reply.choices[0].message.content
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        == reply.choices[0].message.content
+    )
     assert chunks[-1].choices == [] and chunks[-1].usage.model_dump() == reply.usage.model_dump()
     # The adapter is really applied: the base scores the same greedy tokens differently.
     base = _ask(client, "tiny", max_tokens=4, temperature=0, logprobs=True)
@@ -147,8 +189,13 @@ def test_ft_models_are_served_with_streaming_usage_and_logprobs(svc, client):
     step3 = ckpts[1].fine_tuned_model_checkpoint
     text = client.completions.create(model=step3, prompt="the sky", max_tokens=3, temperature=0)
     assert text.object == "text_completion" and text.model == step3 and text.usage.completion_tokens <= 3
-    streamed = "".join(c.choices[0].text for c in client.completions.create(
-        model=step3, prompt="the sky", max_tokens=3, temperature=0, stream=True) if c.choices)
+    streamed = "".join(
+        c.choices[0].text
+        for c in client.completions.create(
+            model=step3, prompt="the sky", max_tokens=3, temperature=0, stream=True
+        )
+        if c.choices
+    )
     assert streamed == text.choices[0].text
     # The export names the tensors as PEFT does: the last checkpoint's export equals final/.
     from safetensors.torch import load_file
@@ -163,12 +210,18 @@ def test_ft_models_are_served_with_streaming_usage_and_logprobs(svc, client):
     # request for an evicted model loads it again.
     svc.inference.max_adapters = 1
     try:
-        assert _ask(client, ft, max_tokens=4, temperature=0).choices[0].message.content == \
-            reply.choices[0].message.content
+        assert (
+            _ask(client, ft, max_tokens=4, temperature=0).choices[0].message.content
+            == reply.choices[0].message.content
+        )
         served.wait_idle_unloads()
         assert served.peft_adapters() == [ft]
-        assert client.completions.create(model=step3, prompt="the sky", max_tokens=3, temperature=0) \
-            .choices[0].text == text.choices[0].text
+        assert (
+            client.completions.create(model=step3, prompt="the sky", max_tokens=3, temperature=0)
+            .choices[0]
+            .text
+            == text.choices[0].text
+        )
         served.wait_idle_unloads()
         assert served.peft_adapters() == [step3]
     finally:
@@ -200,31 +253,57 @@ def test_too_few_examples_fail_validation_with_openais_error(client):
     done = wait_status(client, job.id, DONE)
     assert done.status == "failed" and done.finished_at is None and done.fine_tuned_model is None
     assert (done.error.code, done.error.param, done.error.message) == (
-        "invalid_n_examples", "training_file", "Training file has 9 example(s), but must have at least 10 examples")
+        "invalid_n_examples",
+        "training_file",
+        "Training file has 9 example(s), but must have at least 10 examples",
+    )
     last = _events(client, job.id)[0]
-    assert last.level == "error" and last.data == {"error_code": "invalid_n_examples", "error_param": "training_file"}
+    assert last.level == "error" and last.data == {
+        "error_code": "invalid_n_examples",
+        "error_param": "training_file",
+    }
 
 
-@pytest.mark.parametrize("bad, which, where", [
-    ({"messages": [{"role": "bot", "content": "hi"}, {"role": "assistant", "content": "yo"}]}, "training",
-     "Example 3, message 1"),
-    ("not json", "training", "Example 3 cannot be parsed"),
-    ({"messages": [{"role": "user", "content": "hi", "weight": 1}, {"role": "assistant", "content": "yo"}]},
-     "validation", 'Example 3, message 1 contains an extra "weight"'),
-])
+@pytest.mark.parametrize(
+    "bad, which, where",
+    [
+        (
+            {"messages": [{"role": "bot", "content": "hi"}, {"role": "assistant", "content": "yo"}]},
+            "training",
+            "Example 3, message 1",
+        ),
+        ("not json", "training", "Example 3 cannot be parsed"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "hi", "weight": 1},
+                    {"role": "assistant", "content": "yo"},
+                ]
+            },
+            "validation",
+            'Example 3, message 1 contains an extra "weight"',
+        ),
+    ],
+)
 def test_malformed_lines_fail_with_a_1_based_example(client, bad, which, where):
     rows = chat_rows(12)
     broken = [*rows[:2], bad, *rows[3:]]
-    body = b"".join((r if isinstance(r, str) else __import__("json").dumps(r)).encode() + b"\n" for r in broken)
+    body = b"".join(
+        (r if isinstance(r, str) else __import__("json").dumps(r)).encode() + b"\n" for r in broken
+    )
     good = upload(client, rows)
     bad_file = client.files.create(file=("x.jsonl", body, "application/jsonl"), purpose="fine-tune")
-    kwargs = {"training_file": bad_file.id} if which == "training" else {"training_file": good.id,
-                                                                          "validation_file": bad_file.id}
+    kwargs = (
+        {"training_file": bad_file.id}
+        if which == "training"
+        else {"training_file": good.id, "validation_file": bad_file.id}
+    )
     done = wait_status(client, client.fine_tuning.jobs.create(model="tiny", **kwargs).id, DONE)
     assert done.status == "failed" and done.error.code == "invalid_file_format"
     assert done.error.param == f"{which}_file"
-    assert done.error.message.startswith(f"The job failed due to a file format error in the {which} file. "
-                                         "Invalid file format. ")
+    assert done.error.message.startswith(
+        f"The job failed due to a file format error in the {which} file. Invalid file format. "
+    )
     assert where in done.error.message
 
 
@@ -234,8 +313,11 @@ def test_pause_resume_and_cancel_a_running_job(svc, client):
     the uninterrupted result is proven by tests/integration/test_jobs_fault.py.)"""
     train = upload(client, chat_rows(12, seed=5))
     hyper = {"n_epochs": 10, "batch_size": 1}  # 120 steps: far more than run before the cancel
-    job = client.fine_tuning.jobs.create(model="tiny", training_file=train.id, method={
-        "type": "supervised", "supervised": {"hyperparameters": hyper}})
+    job = client.fine_tuning.jobs.create(
+        model="tiny",
+        training_file=train.id,
+        method={"type": "supervised", "supervised": {"hyperparameters": hyper}},
+    )
     wait_for(lambda: any(e.type == "metrics" for e in _events(client, job.id)), 180, 0.1, "first step")
     assert client.fine_tuning.jobs.pause(job.id).status == "paused"
     # the training process is stopped and the lease released within seconds
@@ -244,7 +326,9 @@ def test_pause_resume_and_cancel_a_running_job(svc, client):
     assert 1 <= paused_at < 120 and client.fine_tuning.jobs.retrieve(job.id).status == "paused"
     assert client.fine_tuning.jobs.pause(job.id).status == "paused"  # idempotent
     assert client.fine_tuning.jobs.resume(job.id).status == "queued"
-    wait_for(lambda: svc.store.get_job(None, job.id)["last_step"] > paused_at, 180, 0.05, "steps after resume")
+    wait_for(
+        lambda: svc.store.get_job(None, job.id)["last_step"] > paused_at, 180, 0.05, "steps after resume"
+    )
     assert client.fine_tuning.jobs.retrieve(job.id).status == "running"
 
     cancelled = client.fine_tuning.jobs.cancel(job.id)

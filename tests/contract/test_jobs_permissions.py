@@ -8,7 +8,6 @@ from __future__ import annotations
 import httpx2 as httpx
 import openai
 import pytest
-
 from jobs_harness import chat_rows, service_fixtures, upload
 
 pytest.importorskip("fastapi")
@@ -33,7 +32,9 @@ def trained(svc, client, tiny_model_dir):
     from tunesmith.models.adapters import attach_adapter
     from tunesmith.models.load import load_causal_lm, load_tokenizer
 
-    job = client.fine_tuning.jobs.create(model="tiny", training_file=upload(client, chat_rows(10)).id, suffix="s")
+    job = client.fine_tuning.jobs.create(
+        model="tiny", training_file=upload(client, chat_rows(10)).id, suffix="s"
+    )
     row = svc.store.get_job(None, job.id)
     model = f"ft:tiny:personal:s:{row['model_key']}"
     svc.store.update_job(job.id, status="succeeded", fine_tuned_model=model, finished_at=row["created_at"])
@@ -47,9 +48,16 @@ def trained(svc, client, tiny_model_dir):
         lm.save_pretrained(folder, safe_serialization=True)
         load_tokenizer(str(tiny_model_dir)).save_pretrained(folder)
     for step in (3, 6):
-        svc.store.add_checkpoint({"id": ids.checkpoint_id(), "job_id": job.id, "created_at": row["created_at"],
-                                  "fine_tuned_model_checkpoint": f"{model}:ckpt-step-{step}", "step_number": step,
-                                  "metrics": {"step": step}})
+        svc.store.add_checkpoint(
+            {
+                "id": ids.checkpoint_id(),
+                "job_id": job.id,
+                "created_at": row["created_at"],
+                "fine_tuned_model_checkpoint": f"{model}:ckpt-step-{step}",
+                "step_number": step,
+                "metrics": {"step": step},
+            }
+        )
     return {"model": model, "ckpt": f"{model}:ckpt-step-3", "other_ckpt": f"{model}:ckpt-step-6"}
 
 
@@ -58,19 +66,22 @@ def _project(svc, key) -> str:
 
 
 def _ask(client, model):
-    return client.chat.completions.create(model=model, max_tokens=2, temperature=0,
-                                          messages=[{"role": "user", "content": "sky?"}])
+    return client.chat.completions.create(
+        model=model, max_tokens=2, temperature=0, messages=[{"role": "user", "content": "sky?"}]
+    )
 
 
 def test_only_admin_keys_manage_permissions(svc, client, trained):
     perms = client.fine_tuning.checkpoints.permissions
     beta = _project(svc, svc.key_b)
-    for call in (lambda: perms.create(trained["ckpt"], project_ids=[beta]),
-                 lambda: perms.retrieve(trained["ckpt"]),
-                 lambda: list(perms.list(trained["ckpt"])),
-                 lambda: perms.delete("cp_" + "x" * 24, fine_tuned_model_checkpoint=trained["ckpt"]),
-                 # refused before the checkpoint is looked up: a non-admin key learns nothing
-                 lambda: perms.retrieve("ft:tiny:personal::NotHere1:ckpt-step-1")):
+    for call in (
+        lambda: perms.create(trained["ckpt"], project_ids=[beta]),
+        lambda: perms.retrieve(trained["ckpt"]),
+        lambda: list(perms.list(trained["ckpt"])),
+        lambda: perms.delete("cp_" + "x" * 24, fine_tuned_model_checkpoint=trained["ckpt"]),
+        # refused before the checkpoint is looked up: a non-admin key learns nothing
+        lambda: perms.retrieve("ft:tiny:personal::NotHere1:ckpt-step-1"),
+    ):
         with pytest.raises(openai.PermissionDeniedError) as info:
             call()
         assert info.value.type == "permission_error" and "admin API key" in info.value.message
@@ -82,8 +93,12 @@ def test_create_list_and_delete_permissions(svc, admin, trained):
     beta = _project(svc, svc.key_b)
     created = perms.create(trained["ckpt"], project_ids=[beta])
     [p] = created.data
-    assert p.model_dump() == {"id": p.id, "object": "checkpoint.permission", "created_at": p.created_at,
-                              "project_id": beta}
+    assert p.model_dump() == {
+        "id": p.id,
+        "object": "checkpoint.permission",
+        "created_at": p.created_at,
+        "project_id": beta,
+    }
     assert p.id.startswith("cp_") and len(p.id) == 27
     assert perms.create(trained["ckpt"], project_ids=[beta]).data[0].id == p.id  # granted once
     # Paging: the list paginator follows last_id across 3 pages of 3.
@@ -107,7 +122,10 @@ def test_create_list_and_delete_permissions(svc, admin, trained):
     with pytest.raises(openai.BadRequestError) as info:
         perms.list(trained["ckpt"], order="sideways")
     assert info.value.param == "order"
-    for ckpt in (trained["model"], "ft:tiny:personal::NotHere1:ckpt-step-3"):  # a final model is no checkpoint
+    for ckpt in (
+        trained["model"],
+        "ft:tiny:personal::NotHere1:ckpt-step-3",
+    ):  # a final model is no checkpoint
         with pytest.raises(openai.NotFoundError):
             perms.create(ckpt, project_ids=[beta])
     # Delete
@@ -122,13 +140,18 @@ def test_another_projects_admin_sees_alphas_checkpoint_as_missing(svc, trained):
     key, _ = svc.store.create_key("beta", admin=True)
     b = httpx.Client(base_url=svc.base_url, headers={"Authorization": f"Bearer {key}"})
     fake = "ft:tiny:personal::NotHere1:ckpt-step-3"
-    for method, tail, body in (("GET", "", None), ("POST", "", {"project_ids": [_project(svc, key)]}),
-                               ("DELETE", "/cp_" + "x" * 24, None)):
+    for method, tail, body in (
+        ("GET", "", None),
+        ("POST", "", {"project_ids": [_project(svc, key)]}),
+        ("DELETE", "/cp_" + "x" * 24, None),
+    ):
         real = b.request(method, f"/fine_tuning/checkpoints/{trained['ckpt']}/permissions{tail}", json=body)
         missing = b.request(method, f"/fine_tuning/checkpoints/{fake}/permissions{tail}", json=body)
         assert real.status_code == missing.status_code == 404
-        assert real.json()["error"] == {**missing.json()["error"],
-                                        "message": missing.json()["error"]["message"].replace(fake, trained["ckpt"])}
+        assert real.json()["error"] == {
+            **missing.json()["error"],
+            "message": missing.json()["error"]["message"].replace(fake, trained["ckpt"]),
+        }
 
 
 def test_a_permission_shares_that_checkpoint_and_nothing_else(svc, admin, trained):

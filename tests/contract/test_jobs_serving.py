@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
-
 from jobs_harness import chat_rows, jsonl_bytes, service_fixtures
 
 pytest.importorskip("fastapi")
@@ -20,7 +19,9 @@ svc, _ = service_fixtures("serving")
 
 def test_a_fully_fine_tuned_model_is_served_on_its_own(svc, tiny_model_dir):
     client = svc.client()
-    train = client.files.create(file=("t.jsonl", jsonl_bytes(chat_rows(10)), "application/jsonl"), purpose="fine-tune")
+    train = client.files.create(
+        file=("t.jsonl", jsonl_bytes(chat_rows(10)), "application/jsonl"), purpose="fine-tune"
+    )
     job = client.fine_tuning.jobs.create(model="tiny", training_file=train.id, suffix="full")
     row = svc.store.get_job(None, job.id)
     model = f"ft:tiny:personal:full:{row['model_key']}"
@@ -28,9 +29,17 @@ def test_a_fully_fine_tuned_model_is_served_on_its_own(svc, tiny_model_dir):
     svc.store.update_job(job.id, status="succeeded", fine_tuned_model=model, finished_at=row["created_at"])
 
     def ask(name):
-        return "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
-            model=name, max_tokens=5, temperature=0, stream=True,
-            messages=[{"role": "user", "content": "what color is the sky?"}]) if c.choices)
+        return "".join(
+            c.choices[0].delta.content or ""
+            for c in client.chat.completions.create(
+                model=name,
+                max_tokens=5,
+                temperature=0,
+                stream=True,
+                messages=[{"role": "user", "content": "what color is the sky?"}],
+            )
+            if c.choices
+        )
 
     with ThreadPoolExecutor(4) as pool:  # concurrent streams for two servers
         texts = list(pool.map(ask, [model, "tiny", model, "tiny"]))

@@ -8,10 +8,9 @@ changes the answers). Expected answers come from an independent path: transforme
 from __future__ import annotations
 
 import concurrent.futures
+import http.client
 import json
 import time
-
-import http.client
 import urllib.parse
 
 import pytest
@@ -44,7 +43,9 @@ def _make_adapter(model_dir, out, seed):
 
     torch.manual_seed(seed)
     base = AutoModelForCausalLM.from_pretrained(model_dir)
-    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
+    cfg = LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False
+    )
     model = get_peft_model(base, cfg)
     with torch.no_grad():  # random B at ~unit scale so the adapter clearly changes greedy choices
         for name, p in model.named_parameters():
@@ -94,9 +95,14 @@ def reference(stack, model_id, prompt_ids, max_new):
             model = PeftModel.from_pretrained(model, str(stack["adapters"] / model_id.split(":")[1]))
         _REF_MODELS[model_id] = model.eval()
     entry = stack["server"].get(model_id) or stack["server"].get("base")
-    out = _REF_MODELS[model_id].generate(torch.tensor([prompt_ids]), max_new_tokens=max_new, do_sample=False,
-                                         eos_token_id=entry.stop_ids, pad_token_id=0)
-    return out[0, len(prompt_ids):].tolist()
+    out = _REF_MODELS[model_id].generate(
+        torch.tensor([prompt_ids]),
+        max_new_tokens=max_new,
+        do_sample=False,
+        eos_token_id=entry.stop_ids,
+        pad_token_id=0,
+    )
+    return out[0, len(prompt_ids) :].tolist()
 
 
 def ref_text(tokenizer, ids):
@@ -153,8 +159,16 @@ def test_two_adapters_answer_differently_and_correctly_in_one_batch(stack):
 def test_streaming_equals_non_streaming_with_usage(stack):
     client = stack["client"]
     full = ask(client, "ft:alpha", "tell me about tea", max_tokens=14)
-    chunks = list(ask(client, "ft:alpha", "tell me about tea", max_tokens=14, stream=True,
-                      stream_options={"include_usage": True}))
+    chunks = list(
+        ask(
+            client,
+            "ft:alpha",
+            "tell me about tea",
+            max_tokens=14,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == full.choices[0].message.content
@@ -172,14 +186,21 @@ def test_stop_string_and_stop_token(stack):
     stop = full[3:5]
     r = ask(client, "base", "one two three", max_tokens=16, stop=[stop, "zzzz"])
     assert r.choices[0].finish_reason == "stop"
-    assert r.choices[0].message.content == full[:full.index(stop)]
-    streamed = "".join(c.choices[0].delta.content or "" for c in
-                       ask(client, "base", "one two three", max_tokens=16, stop=stop, stream=True) if c.choices)
+    assert r.choices[0].message.content == full[: full.index(stop)]
+    streamed = "".join(
+        c.choices[0].delta.content or ""
+        for c in ask(client, "base", "one two three", max_tokens=16, stop=stop, stream=True)
+        if c.choices
+    )
     assert streamed == r.choices[0].message.content
     # Force the end-of-turn token with logit_bias: an empty answer that stops after one token.
     eot = server.get("base").stop_ids[0]
     r = ask(client, "base", "hi", max_tokens=16, logit_bias={str(eot): 100})
-    assert (r.choices[0].message.content, r.choices[0].finish_reason, r.usage.completion_tokens) == ("", "stop", 1)
+    assert (r.choices[0].message.content, r.choices[0].finish_reason, r.usage.completion_tokens) == (
+        "",
+        "stop",
+        1,
+    )
 
 
 def test_sampling_seed_n_and_logprobs(stack):
@@ -203,20 +224,30 @@ def test_sampling_seed_n_and_logprobs(stack):
 
 def test_completions_endpoint(stack):
     client, server = stack["client"], stack["server"]
-    r = client.completions.create(model="ft:alpha", prompt=["the sun is", "one two"], max_tokens=6,
-                                  temperature=0, logprobs=2)
+    r = client.completions.create(
+        model="ft:alpha", prompt=["the sun is", "one two"], max_tokens=6, temperature=0, logprobs=2
+    )
     assert [c.index for c in r.choices] == [0, 1]
     tok = server.tokenizer
     for c, p in zip(r.choices, ["the sun is", "one two"]):
         ids = server.encode_text(server.get("ft:alpha"), p)
         assert c.text == ref_text(tok, reference(stack, "ft:alpha", ids, 6))
         assert len(c.logprobs.tokens) == 6 and c.finish_reason == "length"
-    assert r.usage.prompt_tokens == sum(len(server.encode_text(server.get("base"), p)) for p in ["the sun is", "one two"])
+    assert r.usage.prompt_tokens == sum(
+        len(server.encode_text(server.get("base"), p)) for p in ["the sun is", "one two"]
+    )
     assert r.usage.completion_tokens == 12
-    echoed = client.completions.create(model="base", prompt="the sun is", max_tokens=3, temperature=0, echo=True)
+    echoed = client.completions.create(
+        model="base", prompt="the sun is", max_tokens=3, temperature=0, echo=True
+    )
     assert echoed.choices[0].text.startswith("the sun is")
-    streamed = "".join(c.choices[0].text for c in client.completions.create(
-        model="ft:alpha", prompt="the sun is", max_tokens=6, temperature=0, stream=True) if c.choices)
+    streamed = "".join(
+        c.choices[0].text
+        for c in client.completions.create(
+            model="ft:alpha", prompt="the sun is", max_tokens=6, temperature=0, stream=True
+        )
+        if c.choices
+    )
     assert streamed == r.choices[0].text
 
 
@@ -236,8 +267,11 @@ def test_errors_use_the_openai_envelope(stack):
     assert exc.value.body["param"] == "temperature"
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=url, api_key="wrong", max_retries=0).models.list()
-    status, body = raw("POST", f"{url}/chat/completions",
-                       {"model": "base", "messages": [{"role": "user", "content": "x " * 2000}]})
+    status, body = raw(
+        "POST",
+        f"{url}/chat/completions",
+        {"model": "base", "messages": [{"role": "user", "content": "x " * 2000}]},
+    )
     assert status == 400
     assert set(body["error"]) == {"message", "type", "param", "code"}
     assert body["error"]["type"] == "invalid_request_error"
@@ -266,12 +300,22 @@ def _open_stream(stack, model: str, max_tokens: int):
     """A raw streaming chat request that cannot stop early (end-of-turn ids banned), left for
     the caller to read as slowly as it likes: (connection, response)."""
     server = stack["server"]
-    body = {"model": model, "messages": [{"role": "user", "content": "hello"}], "max_tokens": max_tokens,
-            "temperature": 0, "stream": True, "logit_bias": {str(i): -100 for i in server.get("base").stop_ids}}
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": "hello"}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "logit_bias": {str(i): -100 for i in server.get("base").stop_ids},
+    }
     u = urllib.parse.urlsplit(stack["url"])
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
-    conn.request("POST", f"{u.path}/chat/completions", body=json.dumps(body),
-                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"})
+    conn.request(
+        "POST",
+        f"{u.path}/chat/completions",
+        body=json.dumps(body),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"},
+    )
     return conn, conn.getresponse()
 
 
@@ -297,12 +341,22 @@ def test_streamed_logprobs_match_non_streamed(stack):
     client = stack["client"]
     full = ask(client, "ft:beta", "hello", max_tokens=6, logprobs=True, top_logprobs=1)
     chunks = list(ask(client, "ft:beta", "hello", max_tokens=6, logprobs=True, top_logprobs=1, stream=True))
-    streamed = [item for c in chunks if c.choices and c.choices[0].logprobs for item in c.choices[0].logprobs.content]
-    assert [(x.token, x.logprob) for x in streamed] == [(x.token, x.logprob) for x in full.choices[0].logprobs.content]
-    legacy = client.completions.create(model="base", prompt="the sun is", max_tokens=5, temperature=0, logprobs=1)
-    parts = [c.choices[0].logprobs for c in client.completions.create(
-        model="base", prompt="the sun is", max_tokens=5, temperature=0, logprobs=1, stream=True)
-        if c.choices and c.choices[0].logprobs]
+    streamed = [
+        item for c in chunks if c.choices and c.choices[0].logprobs for item in c.choices[0].logprobs.content
+    ]
+    assert [(x.token, x.logprob) for x in streamed] == [
+        (x.token, x.logprob) for x in full.choices[0].logprobs.content
+    ]
+    legacy = client.completions.create(
+        model="base", prompt="the sun is", max_tokens=5, temperature=0, logprobs=1
+    )
+    parts = [
+        c.choices[0].logprobs
+        for c in client.completions.create(
+            model="base", prompt="the sun is", max_tokens=5, temperature=0, logprobs=1, stream=True
+        )
+        if c.choices and c.choices[0].logprobs
+    ]
     assert [t for p in parts for t in p.tokens] == legacy.choices[0].logprobs.tokens
     assert [o for p in parts for o in p.text_offset] == legacy.choices[0].logprobs.text_offset
 

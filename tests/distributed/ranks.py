@@ -26,9 +26,14 @@ def write_config(cfg: dict) -> Path:
 def launch(config: Path, *extra: str) -> subprocess.Popen:
     """``tunesmith train CONFIG --nproc 2`` in its own session, output captured."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "tunesmith", "train", str(config), "--nproc", "2", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tunesmith", "train", str(config), "--nproc", "2", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def rows(run_dir: Path) -> dict[int, dict]:

@@ -18,8 +18,9 @@ def test_ranks_split_the_single_process_stream(world, accum):
     """Step s on W ranks with grad_accum A covers exactly the micro-batches of step s of one
     process with grad_accum A·W, each once: same global batch, same order."""
     for step in range(5):
-        parts = [list(rank_micro_batches(step, accum, DistContext(world_size=world, rank=r)))
-                 for r in range(world)]
+        parts = [
+            list(rank_micro_batches(step, accum, DistContext(world_size=world, rank=r))) for r in range(world)
+        ]
         assert all(len(p) == accum for p in parts)
         merged = sorted(g for p in parts for g in p)
         single = list(rank_micro_batches(step, accum * world, DistContext()))
@@ -90,5 +91,13 @@ def test_fsdp_refuses_methods_that_sample_in_the_step(method, extra):
 
 def test_fsdp_refuses_qlora_in_the_config():
     with pytest.raises(ConfigError, match="bitsandbytes does not support FSDP2"):
-        validate(load_config({"model": "m", "data": {"train": "t.jsonl"}, "adapter": {"type": "qlora"},
-                              "train": {"parallel": "fsdp"}}))
+        validate(
+            load_config(
+                {
+                    "model": "m",
+                    "data": {"train": "t.jsonl"},
+                    "adapter": {"type": "qlora"},
+                    "train": {"parallel": "fsdp"},
+                }
+            )
+        )

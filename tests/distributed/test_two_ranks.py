@@ -14,8 +14,8 @@ import signal
 import time
 
 import pytest
-
 from ranks import alive, assert_same_run, descendants, launch, rank_pid, write_config
+
 from tunesmith.run import prepare, train
 
 STEPS = 8
@@ -23,12 +23,28 @@ KEYS = ("loss", "accuracy", "grad_norm", "lr", "eval_loss", "eval_accuracy")
 
 
 def _config(tmp_path, model, data, name: str, **train_over) -> dict:
-    train_cfg = {"max_steps": STEPS, "batch_size": 2, "grad_accum": 1, "max_length": 64, "lr": 2e-3,
-                 "save_every": 3, "eval_every": 4, "keep_last": 3, "threads": 1, "progress": "lines",
-                 "max_tokens_per_forward": 80, "seed": 1, **train_over}
-    return {"model": str(model), "data": {"train": str(data[0]), "eval": str(data[1]), "max_eval_examples": 9},
-            "adapter": {"type": "lora", "r": 4, "alpha": 8, "dropout": 0.0},
-            "train": train_cfg, "output_dir": str(tmp_path / name)}
+    train_cfg = {
+        "max_steps": STEPS,
+        "batch_size": 2,
+        "grad_accum": 1,
+        "max_length": 64,
+        "lr": 2e-3,
+        "save_every": 3,
+        "eval_every": 4,
+        "keep_last": 3,
+        "threads": 1,
+        "progress": "lines",
+        "max_tokens_per_forward": 80,
+        "seed": 1,
+        **train_over,
+    }
+    return {
+        "model": str(model),
+        "data": {"train": str(data[0]), "eval": str(data[1]), "max_eval_examples": 9},
+        "adapter": {"type": "lora", "r": 4, "alpha": 8, "dropout": 0.0},
+        "train": train_cfg,
+        "output_dir": str(tmp_path / name),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +55,10 @@ def reference(tmp_path_factory, tiny_model_dir, color_data):
     train(cfg, resume=False)
     # The data really makes the two ranks run different numbers of passes in some steps.
     t = prepare({**cfg, "output_dir": str(tmp / "probe")}).trainer
-    passes = [[len(t._passes([t.items[i] for i in t._micro_batch(g)])) for g in (2 * s, 2 * s + 1)]
-              for s in range(STEPS)]
+    passes = [
+        [len(t._passes([t.items[i] for i in t._micro_batch(g)])) for g in (2 * s, 2 * s + 1)]
+        for s in range(STEPS)
+    ]
     assert any(a != b for a, b in passes), passes
     return tmp / "ref"
 
@@ -55,7 +73,9 @@ def test_ddp_two_ranks_equal_one(tmp_path, tiny_model_dir, color_data, reference
     assert info["distributed"] == {"mode": "ddp", "world_size": 2, "global_batch": 4}
 
 
-def test_fsdp_sigkill_one_rank_then_resume_equals_one_process(tmp_path, tiny_model_dir, color_data, reference):
+def test_fsdp_sigkill_one_rank_then_resume_equals_one_process(
+    tmp_path, tiny_model_dir, color_data, reference
+):
     config = write_config(_config(tmp_path, tiny_model_dir, color_data, "fsdp", parallel="fsdp"))
     proc = launch(config)
     marker = tmp_path / "fsdp" / "checkpoints" / "step-000003" / "COMMITTED"

@@ -8,30 +8,45 @@ import sys
 import pytest
 import yaml
 
-import factory
-
 
 def _run(tmp_path, cfg: dict, *extra):
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.run([sys.executable, "-m", "tunesmith", "train", str(path), *extra],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tunesmith", "train", str(path), *extra],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return proc.returncode, proc.stderr
 
 
 def _base(model, train, out):
-    return {"model": str(model), "data": {"train": str(train), "eval_fraction": 0},
-            "train": {"max_steps": 1, "save_every": 0, "eval_every": 0}, "output_dir": str(out)}
+    return {
+        "model": str(model),
+        "data": {"train": str(train), "eval_fraction": 0},
+        "train": {"max_steps": 1, "save_every": 0, "eval_every": 0},
+        "output_dir": str(out),
+    }
 
 
-@pytest.mark.parametrize("case,content,expected", [
-    ("malformed", '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n{"messages": [\n',
-     r"train.jsonl, line 2.*invalid JSON"),
-    ("missing-field", '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n'
-                      '{"messages": [{"role": "user", "content": "hi"}, {"content": "yo"}]}\n',
-     r"train.jsonl, line 2, field 'messages\[1\]\.role'"),
-    ("empty", "", r"train.jsonl.*empty"),
-])
+@pytest.mark.parametrize(
+    "case,content,expected",
+    [
+        (
+            "malformed",
+            '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n{"messages": [\n',
+            r"train.jsonl, line 2.*invalid JSON",
+        ),
+        (
+            "missing-field",
+            '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n'
+            '{"messages": [{"role": "user", "content": "hi"}, {"content": "yo"}]}\n',
+            r"train.jsonl, line 2, field 'messages\[1\]\.role'",
+        ),
+        ("empty", "", r"train.jsonl.*empty"),
+    ],
+)
 def test_bad_data_names_file_line_and_field(tmp_path, tiny_model_dir, case, content, expected):
     import re
 
@@ -70,7 +85,9 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, tiny_model_dir, color_dat
     cfg["train"].update(max_steps=2, save_every=1)
     assert _run(tmp_path, cfg)[0] == 0
     for step in (1, 2):
-        (tmp_path / "out" / "checkpoints" / f"step-{step:06d}" / "trainable.safetensors").write_bytes(b"garbage")
+        (tmp_path / "out" / "checkpoints" / f"step-{step:06d}" / "trainable.safetensors").write_bytes(
+            b"garbage"
+        )
     cfg["train"]["max_steps"] = 3
     code, err = _run(tmp_path, cfg)
     assert code == 2 and "Traceback" not in err

@@ -7,14 +7,15 @@ import os
 import pickle
 import shutil
 
+import factory
 import pytest
 import yaml
 
-import factory
 from tunesmith.cli import main
 
-UNSAFE_TEMPLATE = ("{{ ''.__class__.__mro__[1].__subclasses__() }}"
-                   "{% for m in messages %}{{ m['content'] }}{% endfor %}")
+UNSAFE_TEMPLATE = (
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
+)
 
 
 class _Canary:
@@ -72,10 +73,12 @@ def _refused(capsys, argv, *needles):
 @pytest.mark.parametrize("command", ["generate", "merge", "export", "eval"])
 def test_pickled_adapter_is_refused_in_one_line(capsys, tmp_path, pickled_adapter, tiny_model_dir, command):
     data = factory.write_jsonl(tmp_path / "d.jsonl", factory.color_chats(4, seed=0))
-    argv = {"generate": ["generate", "--model", tiny_model_dir, "--adapter", pickled_adapter, "--prompt", "hi"],
-            "merge": ["merge", pickled_adapter, "--model", tiny_model_dir, "--out", tmp_path / "m"],
-            "export": ["export", pickled_adapter, "--format", "hf", "--out", tmp_path / "e"],
-            "eval": ["eval", pickled_adapter, "--data", data, "--limit", "2", "--out", tmp_path / "r"]}[command]
+    argv = {
+        "generate": ["generate", "--model", tiny_model_dir, "--adapter", pickled_adapter, "--prompt", "hi"],
+        "merge": ["merge", pickled_adapter, "--model", tiny_model_dir, "--out", tmp_path / "m"],
+        "export": ["export", pickled_adapter, "--format", "hf", "--out", tmp_path / "e"],
+        "eval": ["eval", pickled_adapter, "--data", data, "--limit", "2", "--out", tmp_path / "r"],
+    }[command]
     _refused(capsys, argv, "adapter_model.bin", "safetensors")
     assert not (tmp_path / "PWNED").exists()
 
@@ -84,17 +87,28 @@ def test_pickled_adapter_is_refused_in_one_line(capsys, tmp_path, pickled_adapte
 def test_unsafe_chat_template_is_refused_in_one_line(capsys, tmp_path, unsafe_model, command):
     data = factory.write_jsonl(tmp_path / "d.jsonl", factory.color_chats(12, seed=0))
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({"model": str(unsafe_model), "data": {"train": str(data), "eval_fraction": 0},
-                                      "train": {"max_steps": 1, "save_every": 0, "eval_every": 0},
-                                      "output_dir": str(tmp_path / "run")}))
-    argv = {"generate": ["generate", "--model", unsafe_model, "--prompt", "hi"],
-            "export": ["export", unsafe_model, "--format", "gguf", "--out", tmp_path / "e"],
-            "eval": ["eval", unsafe_model, "--data", data, "--limit", "2", "--out", tmp_path / "r"],
-            "train": ["train", config]}[command]
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": str(unsafe_model),
+                "data": {"train": str(data), "eval_fraction": 0},
+                "train": {"max_steps": 1, "save_every": 0, "eval_every": 0},
+                "output_dir": str(tmp_path / "run"),
+            }
+        )
+    )
+    argv = {
+        "generate": ["generate", "--model", unsafe_model, "--prompt", "hi"],
+        "export": ["export", unsafe_model, "--format", "gguf", "--out", tmp_path / "e"],
+        "eval": ["eval", unsafe_model, "--data", data, "--limit", "2", "--out", tmp_path / "r"],
+        "train": ["train", config],
+    }[command]
     _refused(capsys, argv, "unsafe", "__class__")
 
 
-def test_merge_refuses_an_adapter_whose_saved_template_is_unsafe(capsys, tmp_path, adapter_dir, tiny_model_dir):
+def test_merge_refuses_an_adapter_whose_saved_template_is_unsafe(
+    capsys, tmp_path, adapter_dir, tiny_model_dir
+):
     folder = tmp_path / "adapter"
     shutil.copytree(adapter_dir, folder)
     (folder / "chat_template.jinja").write_text(UNSAFE_TEMPLATE)

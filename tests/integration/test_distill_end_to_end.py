@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 
+import factory
 import pytest
 
-import factory
 import tunesmith
 from tunesmith.methods.distill_eval import compare_paths
 
@@ -38,17 +38,41 @@ def _stale(rows):
 def setup(tmp_path_factory, tiny_tokenizer, color_data):
     root = tmp_path_factory.mktemp("distill-e2e")
     teacher_base, teacher_out = root / "teacher-base", root / "teacher"
-    factory.build_model(teacher_base, "llama", vocab_size=len(tiny_tokenizer), hidden_size=128, intermediate_size=256)
+    factory.build_model(
+        teacher_base, "llama", vocab_size=len(tiny_tokenizer), hidden_size=128, intermediate_size=256
+    )
     tiny_tokenizer.save_pretrained(teacher_base)
     # Held-out CE 0.10, token accuracy 98.8 % (measured): a confident teacher, so top-1
     # agreement is not decided by near-ties.
-    tunesmith.train({"model": str(teacher_base), "data": {"train": str(color_data[0]), "eval": str(color_data[1])},
-                     "adapter": {"type": "none"}, "output_dir": str(teacher_out),
-                     "train": {"max_steps": 60, "batch_size": 8, "max_length": 128, "lr": 5e-3,
-                               "save_every": 0, "eval_every": 0, "progress": "none"}})
+    tunesmith.train(
+        {
+            "model": str(teacher_base),
+            "data": {"train": str(color_data[0]), "eval": str(color_data[1])},
+            "adapter": {"type": "none"},
+            "output_dir": str(teacher_out),
+            "train": {
+                "max_steps": 60,
+                "batch_size": 8,
+                "max_length": 128,
+                "lr": 5e-3,
+                "save_every": 0,
+                "eval_every": 0,
+                "progress": "none",
+            },
+        }
+    )
     student = root / "student"
-    factory.build_model(student, "llama", vocab_size=len(tiny_tokenizer), seed=1, hidden_size=32,
-                        intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1)
+    factory.build_model(
+        student,
+        "llama",
+        vocab_size=len(tiny_tokenizer),
+        seed=1,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
     tiny_tokenizer.save_pretrained(student)
     transfer = factory.write_jsonl(root / "transfer.jsonl", _stale(factory.color_chats(120, seed=1)))
     return root, teacher_out, student, transfer, color_data[1]
@@ -56,11 +80,24 @@ def setup(tmp_path_factory, tiny_tokenizer, color_data):
 
 def _student_cfg(setup, name, method, **distill):
     root, teacher, student, transfer, heldout = setup
-    return {"model": str(student), "method": method, "output_dir": str(root / name),
-            "data": {"train": str(transfer), "eval": str(heldout)}, "adapter": {"type": "none"},
-            "distill": {"teacher": str(teacher), **distill},
-            "train": {"max_steps": STEPS, "batch_size": 8, "max_length": 128, "lr": 1e-2, "save_every": 0,
-                      "eval_every": STEPS, "eval_at_start": True, "progress": "none"}}
+    return {
+        "model": str(student),
+        "method": method,
+        "output_dir": str(root / name),
+        "data": {"train": str(transfer), "eval": str(heldout)},
+        "adapter": {"type": "none"},
+        "distill": {"teacher": str(teacher), **distill},
+        "train": {
+            "max_steps": STEPS,
+            "batch_size": 8,
+            "max_length": 128,
+            "lr": 1e-2,
+            "save_every": 0,
+            "eval_every": STEPS,
+            "eval_at_start": True,
+            "progress": "none",
+        },
+    }
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +105,9 @@ def runs(setup):
     root, teacher, _, _, heldout = setup
     tunesmith.train(_student_cfg(setup, "distilled", "distill", alpha=0.0, cache_top_k=64))
     tunesmith.train(_student_cfg(setup, "sft", "sft"))
-    return {name: compare_paths(str(root / name), str(teacher), str(heldout)) for name in ("distilled", "sft")}
+    return {
+        name: compare_paths(str(root / name), str(teacher), str(heldout)) for name in ("distilled", "sft")
+    }
 
 
 def test_distilled_student_moves_towards_the_teacher(setup, runs):

@@ -14,9 +14,9 @@ import random
 import shutil
 import subprocess
 
+import factory
 import pytest
 
-import factory
 import tunesmith
 from tunesmith.eval.evaluate import run_eval
 from tunesmith.eval.runner import EvalOptions
@@ -25,12 +25,24 @@ from tunesmith.eval.runner import EvalOptions
 @pytest.fixture(scope="module")
 def fact_run(tiny_model_dir, color_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("fact-run")
-    cfg = {"model": str(tiny_model_dir), "data": {"train": str(color_data[0]), "eval": str(color_data[1])},
-           "adapter": {"type": "none"},
-           "train": {"max_steps": 120, "batch_size": 8, "max_length": 128, "lr": 3e-3, "warmup_steps": 0,
-                     "save_every": 60, "eval_every": 60, "eval_at_start": True, "eval_generate": 8,
-                     "progress": "none"},
-           "output_dir": str(out)}
+    cfg = {
+        "model": str(tiny_model_dir),
+        "data": {"train": str(color_data[0]), "eval": str(color_data[1])},
+        "adapter": {"type": "none"},
+        "train": {
+            "max_steps": 120,
+            "batch_size": 8,
+            "max_length": 128,
+            "lr": 3e-3,
+            "warmup_steps": 0,
+            "save_every": 60,
+            "eval_every": 60,
+            "eval_at_start": True,
+            "eval_generate": 8,
+            "progress": "none",
+        },
+        "output_dir": str(out),
+    }
     result = tunesmith.train(cfg)
     return out, result
 
@@ -39,8 +51,13 @@ def fact_run(tiny_model_dir, color_data, tmp_path_factory):
 def evaluated(fact_run, color_data, tmp_path_factory):
     out, _ = fact_run
     report_dir = tmp_path_factory.mktemp("eval-report")
-    report = run_eval(str(out), str(color_data[1]), compare_with=["base", "step-120"],
-                      options=EvalOptions(max_new_tokens=24, n_resamples=1000), out_dir=report_dir)
+    report = run_eval(
+        str(out),
+        str(color_data[1]),
+        compare_with=["base", "step-120"],
+        options=EvalOptions(max_new_tokens=24, n_resamples=1000),
+        out_dir=report_dir,
+    )
     return report, report_dir
 
 
@@ -131,11 +148,21 @@ def test_preference_pairs_implicit_reward_accuracy(fact_run, tmp_path):
     rows = []
     for thing, color in sorted(factory.COLORS.items()):
         wrong = rng.choice([c for c in colors if c != color])
-        rows.append({"prompt": f"what color is the {thing}?", "chosen": f"the {thing} is {color}.",
-                     "rejected": f"the {thing} is {wrong}."})
+        rows.append(
+            {
+                "prompt": f"what color is the {thing}?",
+                "chosen": f"the {thing} is {color}.",
+                "rejected": f"the {thing} is {wrong}.",
+            }
+        )
     pairs = factory.write_jsonl(tmp_path / "pairs.jsonl", rows)
-    report = run_eval(str(out), str(pairs), compare_with=["base"], out_dir=tmp_path / "r",
-                      options=EvalOptions(n_resamples=500))
+    report = run_eval(
+        str(out),
+        str(pairs),
+        compare_with=["base"],
+        out_dir=tmp_path / "r",
+        options=EvalOptions(n_resamples=500),
+    )
     tuned, base = report["metrics"]["final"], report["metrics"]["base"]
     # 8 pairs; the tiny model knows most facts after 120 steps (a random model scores ~0.5)
     assert tuned["reward_accuracy"]["value"] >= 0.75 and tuned["logp_pref_accuracy"]["value"] >= 0.75
@@ -148,8 +175,24 @@ def test_cli_eval_prints_the_table_and_reports_user_errors(fact_run, color_data,
     from tunesmith.cli import main
 
     out, _ = fact_run
-    code = main(["eval", str(out), "--data", str(color_data[1]), "--compare", "base", "--limit", "6",
-                 "--max-new-tokens", "16", "--resamples", "200", "--out", str(tmp_path / "cli")])
+    code = main(
+        [
+            "eval",
+            str(out),
+            "--data",
+            str(color_data[1]),
+            "--compare",
+            "base",
+            "--limit",
+            "6",
+            "--max-new-tokens",
+            "16",
+            "--resamples",
+            "200",
+            "--out",
+            str(tmp_path / "cli"),
+        ]
+    )
     text = capsys.readouterr().out
     assert code == 0 and "exact match" in text and "final - base" in text
     assert (tmp_path / "cli" / "report.html").is_file()
@@ -165,9 +208,21 @@ def test_report_renders_in_headless_chromium(evaluated, tmp_path):
 
     _, report_dir = evaluated
     shot = tmp_path / "report.png"
-    proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                           "--window-size=1200,1600", f"--screenshot={shot}",
-                           (report_dir / "report.html").as_uri()], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1200,1600",
+            f"--screenshot={shot}",
+            (report_dir / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shot.is_file(), proc.stderr[-2000:]
     pixels = image.imread(str(shot))[..., :3]  # [H, W, 3] floats in 0..1
     ink = (pixels.min(axis=-1) < 0.9).mean()  # share of pixels that are not (near) white
@@ -186,18 +241,31 @@ def test_explicit_reward_model_scores_pairs_and_replies(fact_run, tiny_tokenizer
     rm_dir = tmp_path / "rm"
     torch.manual_seed(0)
     rm = AutoModelForSequenceClassification.from_config(
-        factory.model_config("llama", len(tiny_tokenizer), num_labels=1, pad_token_id=tiny_tokenizer.pad_token_id))
+        factory.model_config(
+            "llama", len(tiny_tokenizer), num_labels=1, pad_token_id=tiny_tokenizer.pad_token_id
+        )
+    )
     rm.save_pretrained(rm_dir, safe_serialization=True)
     tiny_tokenizer.save_pretrained(rm_dir)
-    rows = [{"prompt": f"what color is the {t}?", "chosen": f"the {t} is {c}.", "rejected": f"the {t} is grey."}
-            for t, c in sorted(factory.COLORS.items())]
+    rows = [
+        {"prompt": f"what color is the {t}?", "chosen": f"the {t} is {c}.", "rejected": f"the {t} is grey."}
+        for t, c in sorted(factory.COLORS.items())
+    ]
     pairs = factory.write_jsonl(tmp_path / "pairs.jsonl", rows)
-    report = run_eval(str(out), str(pairs), reward_model=str(rm_dir), out_dir=tmp_path / "r",
-                      options=EvalOptions(n_resamples=200))
+    report = run_eval(
+        str(out),
+        str(pairs),
+        reward_model=str(rm_dir),
+        out_dir=tmp_path / "r",
+        options=EvalOptions(n_resamples=200),
+    )
     # The reported accuracy is the reward model's own ranking of the pairs.
     model, tok = load_reward_model(str(rm_dir))
-    convs = [[{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r[k]}]
-             for r in rows for k in ("chosen", "rejected")]
+    convs = [
+        [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r[k]}]
+        for r in rows
+        for k in ("chosen", "rejected")
+    ]
     rewards = score(model, tok, convs)
     expected = sum(c > r for c, r in zip(rewards[0::2], rewards[1::2])) / len(rows)
     acc = report["reward_model"]["pairwise_accuracy"]

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 
+import factory
 import pytest
 
-import factory
 from tunesmith.cli import main
 from tunesmith.graders.sandbox import SandboxConfig, available_backends
 
@@ -31,21 +31,48 @@ def second_model(tiny_model_dir, tiny_tokenizer, tmp_path_factory):
 
 def _files(tmp_path):
     # hint: the colour's first letter, which the random tiny models' answers sometimes contain
-    rows = [{"messages": [{"role": "user", "content": f"what color is the {thing}?"}], "answer": color,
-             "hint": color[0]} for thing, color in sorted(factory.COLORS.items())]
+    rows = [
+        {
+            "messages": [{"role": "user", "content": f"what color is the {thing}?"}],
+            "answer": color,
+            "hint": color[0],
+        }
+        for thing, color in sorted(factory.COLORS.items())
+    ]
     data = factory.write_jsonl(tmp_path / "heldout.jsonl", rows)
     mentions = tmp_path / "mentions.json"
-    mentions.write_text(json.dumps({"type": "string_check", "name": "mentions", "operation": "ilike",
-                                    "input": "{{sample.output_text}}", "reference": "{{item.hint}}"}))
+    mentions.write_text(
+        json.dumps(
+            {
+                "type": "string_check",
+                "name": "mentions",
+                "operation": "ilike",
+                "input": "{{sample.output_text}}",
+                "reference": "{{item.hint}}",
+            }
+        )
+    )
     words = tmp_path / "words.yaml"  # the {"name", "grader"} wrapper form, in YAML
-    words.write_text("name: words\ngrader:\n  type: python\n  name: w\n  source: |\n"
-                     "    def grade(sample, item):\n"
-                     "        return min(1.0, len(sample['output_text'].split()) / 4)\n")
+    words.write_text(
+        "name: words\ngrader:\n  type: python\n  name: w\n  source: |\n"
+        "    def grade(sample, item):\n"
+        "        return min(1.0, len(sample['output_text'].split()) / 4)\n"
+    )
     judge = tmp_path / "judge.json"
-    judge.write_text(json.dumps({"type": "score_model", "name": "judge", "model": "house-judge",
-                                 "range": [0, 10], "sampling_params": {"max_completions_tokens": 4},
-                                 "input": [{"role": "user", "content": "{{item.messages[0].content}} "
-                                                                        "{{sample.output_text}} score?"}]}))
+    judge.write_text(
+        json.dumps(
+            {
+                "type": "score_model",
+                "name": "judge",
+                "model": "house-judge",
+                "range": [0, 10],
+                "sampling_params": {"max_completions_tokens": 4},
+                "input": [
+                    {"role": "user", "content": "{{item.messages[0].content}} {{sample.output_text}} score?"}
+                ],
+            }
+        )
+    )
     return data, mentions, words, judge
 
 
@@ -55,9 +82,27 @@ def test_graders_score_answers_and_compare_models(tiny_model_dir, second_model, 
     graders = ["--grader", str(mentions), "--grader", str(judge)]
     if BWRAP:
         graders += ["--grader", str(words)]
-    code = main(["eval", str(tiny_model_dir), "--data", str(data), "--compare", str(second_model),
-                 *graders, "--judge-model", f"house-judge={tiny_model_dir}", "--max-new-tokens", "6",
-                 "--resamples", "200", "--out", str(out), "--threads", "1"])
+    code = main(
+        [
+            "eval",
+            str(tiny_model_dir),
+            "--data",
+            str(data),
+            "--compare",
+            str(second_model),
+            *graders,
+            "--judge-model",
+            f"house-judge={tiny_model_dir}",
+            "--max-new-tokens",
+            "6",
+            "--resamples",
+            "200",
+            "--out",
+            str(out),
+            "--threads",
+            "1",
+        ]
+    )
     text = capsys.readouterr().out
     assert code == 0, text
     assert "grader mentions" in text and "grader judge" in text
@@ -68,14 +113,16 @@ def test_graders_score_answers_and_compare_models(tiny_model_dir, second_model, 
     answers = {m: [r["answers"][m] for r in rows] for m in (a, b)}
     refs = [color[0] for _, color in sorted(factory.COLORS.items())]
     # string_check ilike: the reference, case-folded, is a substring of the case-folded answer
-    expected = {m: [float(ref.casefold() in ans.casefold()) for ans, ref in zip(answers[m], refs)]
-                for m in (a, b)}
+    expected = {
+        m: [float(ref.casefold() in ans.casefold()) for ans, ref in zip(answers[m], refs)] for m in (a, b)
+    }
     metrics = ["grader:mentions", "grader:judge"]
     if BWRAP:  # min(1, words / 4), as the python grader says
         metrics.append("grader:words")
         for m in (a, b):
             assert [r["scores"][m]["grader:words"] for r in rows] == pytest.approx(
-                [min(1.0, len(ans.split()) / 4) for ans in answers[m]])
+                [min(1.0, len(ans.split()) / 4) for ans in answers[m]]
+            )
     assert 0 < sum(expected[a] + expected[b]) < 2 * len(rows)  # a non-trivial check
     for m in (a, b):
         assert [r["scores"][m]["grader:mentions"] for r in rows] == expected[m]
@@ -99,22 +146,35 @@ def test_graders_score_answers_and_compare_models(tiny_model_dir, second_model, 
         assert cmp["win"] == sum(x > y for x, y in zip(va, vb))
         assert cmp["loss"] == sum(x < y for x, y in zip(va, vb))
         assert cmp["low"] <= cmp["diff"] <= cmp["high"]
-    assert report["settings"]["graders"]["judge"] == {"type": "score_model",
-                                                      "judges": {"house-judge": str(tiny_model_dir)}}
+    assert report["settings"]["graders"]["judge"] == {
+        "type": "score_model",
+        "judges": {"house-judge": str(tiny_model_dir)},
+    }
     assert "grader mentions" in (out / "report.html").read_text()
 
 
 def test_grader_mistakes_are_one_line_errors(tiny_model_dir, tmp_path, capsys):
     data, mentions, _, judge = _files(tmp_path)
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"type": "string_check", "name": "x", "operation": "regex",
-                               "input": "{{sample.output_text}}", "reference": "a"}))
+    bad.write_text(
+        json.dumps(
+            {
+                "type": "string_check",
+                "name": "x",
+                "operation": "regex",
+                "input": "{{sample.output_text}}",
+                "reference": "a",
+            }
+        )
+    )
     base = ["eval", str(tiny_model_dir), "--data", str(data), "--out", str(tmp_path / "o")]
     assert main([*base, "--grader", str(bad)]) == 2
     assert "bad.json).operation: unknown operation 'regex'" in capsys.readouterr().err
     assert main([*base, "--grader", str(judge)]) == 2
-    assert "'house-judge' is not a local model; map it to a local judge with --judge-model" in \
-        capsys.readouterr().err
+    assert (
+        "'house-judge' is not a local model; map it to a local judge with --judge-model"
+        in capsys.readouterr().err
+    )
     assert main([*base, "--grader", str(mentions), "--judge-model", str(tiny_model_dir)]) == 2
     assert "no grader here is a score_model or label_model" in capsys.readouterr().err
     assert main([*base, "--grader", str(judge), "--judge-model", "a", "--judge-model", "b"]) == 2

@@ -20,8 +20,13 @@ def adapter_dir(tiny_model_dir, tmp_path_factory):
 
     torch.manual_seed(0)
     model = load_causal_lm(str(tiny_model_dir))
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
-                      init_lora_weights=False, task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj", "v_proj", "down_proj"],
+        init_lora_weights=False,
+        task_type="CAUSAL_LM",
+    )
     peft_model = get_peft_model(model, lora)
     out = tmp_path_factory.mktemp("adapter")
     peft_model.save_pretrained(out, safe_serialization=True)
@@ -32,8 +37,14 @@ def adapter_dir(tiny_model_dir, tmp_path_factory):
 def test_adapter_and_merged_model_score_identically(adapter_dir, color_data, tmp_path):
     merged = tmp_path / "merged"
     merge_adapter(str(adapter_dir), str(merged))
-    report = run_eval(str(adapter_dir), str(color_data[1]), compare_with=[str(merged), "base"], limit=8,
-                      options=EvalOptions(max_new_tokens=8, n_resamples=200), out_dir=tmp_path / "r")
+    report = run_eval(
+        str(adapter_dir),
+        str(color_data[1]),
+        compare_with=[str(merged), "base"],
+        limit=8,
+        options=EvalOptions(max_new_tokens=8, n_resamples=200),
+        out_dir=tmp_path / "r",
+    )
     kinds = {m["name"]: m["kind"] for m in report["models"]}
     assert kinds == {str(adapter_dir): "adapter", str(merged): "full", "base": "base"}
     same, vs_base = report["comparisons"]
@@ -54,6 +65,8 @@ def test_unknown_specs_are_clear_errors(adapter_dir, tiny_model_dir, color_data,
     with pytest.raises(ConfigError, match="'base' is unknown"):
         run_eval(str(tiny_model_dir), str(color_data[1]), compare_with=["base"], out_dir=tmp_path)
     with pytest.raises(ConfigError, match="not base, final, latest, step-N"):
-        run_eval(str(adapter_dir), str(color_data[1]), compare_with=[str(tmp_path / "nope")], out_dir=tmp_path)
+        run_eval(
+            str(adapter_dir), str(color_data[1]), compare_with=[str(tmp_path / "nope")], out_dir=tmp_path
+        )
     with pytest.raises(ConfigError, match="eval target not found"):
         run_eval(str(tmp_path / "missing"), str(color_data[1]))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import factory
 import numpy as np
 import pytest
 import torch
 
-import factory
 import tunesmith
 from tunesmith.cli import main as cli_main
 from tunesmith.errors import ModelError
@@ -22,11 +22,24 @@ ASSETS = Path(__file__).parent.parent / "assets" / "chat_templates"
 @pytest.fixture(scope="module")
 def run_dir(tiny_model_dir, color_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("export-run")
-    tunesmith.train({"model": str(tiny_model_dir), "data": {"train": str(color_data[0]), "eval": str(color_data[1])},
-                     "adapter": {"type": "lora", "r": 4, "alpha": 8, "dropout": 0.0},
-                     "train": {"max_steps": 6, "batch_size": 8, "max_length": 128, "lr": 1e-2, "save_every": 0,
-                               "eval_every": 3, "eval_at_start": True, "progress": "none"},
-                     "output_dir": str(out)})
+    tunesmith.train(
+        {
+            "model": str(tiny_model_dir),
+            "data": {"train": str(color_data[0]), "eval": str(color_data[1])},
+            "adapter": {"type": "lora", "r": 4, "alpha": 8, "dropout": 0.0},
+            "train": {
+                "max_steps": 6,
+                "batch_size": 8,
+                "max_length": 128,
+                "lr": 1e-2,
+                "save_every": 0,
+                "eval_every": 3,
+                "eval_at_start": True,
+                "progress": "none",
+            },
+            "output_dir": str(out),
+        }
+    )
     return out
 
 
@@ -38,8 +51,11 @@ def test_adapter_export_has_clean_files_and_a_model_card(run_dir, tmp_path, tiny
     assert not any("optimizer" in n or n.startswith("checkpoint") for n in names)
     card = (out / "README.md").read_text()
     info = json.loads((run_dir / "run.json").read_text())
-    evals = [json.loads(x)["eval_loss"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()
-             if "eval_loss" in json.loads(x)]
+    evals = [
+        json.loads(x)["eval_loss"]
+        for x in (run_dir / "metrics.jsonl").read_text().splitlines()
+        if "eval_loss" in json.loads(x)
+    ]
     assert f"base_model: {tiny_model_dir}" in card and "library_name: peft" in card
     assert info["data_fingerprint"] in card and "| method | sft |" in card
     assert f"| eval_loss_last | {evals[-1]:.4f} |" in card and f"| eval_loss_first | {evals[0]:.4f} |" in card
@@ -118,7 +134,9 @@ def _merged_q(run_dir, tmp_path) -> np.ndarray:
         merge_adapter(str(run_dir), str(merged))
     from safetensors.torch import load_file
 
-    return load_file(str(merged / "model.safetensors"))["model.layers.0.self_attn.q_proj.weight"].float().numpy()
+    return (
+        load_file(str(merged / "model.safetensors"))["model.layers.0.self_attn.q_proj.weight"].float().numpy()
+    )
 
 
 def test_gguf_verification_rejects_wrong_values(tiny_model_dir, tmp_path):
@@ -169,9 +187,13 @@ def test_ollama_template_reproduces_training_templates(tiny_tokenizer):
         '{{ range .Messages }}{{ if eq .Role "system" }}<|im_start|>system\n{{ .Content }}<|im_end|>\n'
         '{{ else if eq .Role "user" }}<|im_start|>user\n{{ .Content }}<|im_end|>\n'
         '{{ else if eq .Role "assistant" }}<|im_start|>assistant\n{{ .Content }}<|im_end|>\n'
-        '{{ end }}{{ end }}<|im_start|>assistant\n')
-    conv = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
-            {"role": "user", "content": "again"}]
+        "{{ end }}{{ end }}<|im_start|>assistant\n"
+    )
+    conv = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "yo"},
+        {"role": "user", "content": "again"},
+    ]
     tok = tiny_tokenizer
     for name in ("qwen2_5.jinja", "llama3.jinja"):  # both insert a default system turn
         saved = tok.chat_template
@@ -179,7 +201,9 @@ def test_ollama_template_reproduces_training_templates(tiny_tokenizer):
         try:
             parts = measure_template(tok)
             assert parts.default_system is not None
-            assert parts.render(conv, True) == tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
+            assert parts.render(conv, True) == tok.apply_chat_template(
+                conv, tokenize=False, add_generation_prompt=True
+            )
             assert '{{ if ne (index .Messages 0).Role "system" }}' in go_template(parts)
         finally:
             tok.chat_template = saved

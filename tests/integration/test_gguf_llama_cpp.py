@@ -48,8 +48,13 @@ def transformers_reference():
     ids = tok.encode(prompt, add_special_tokens=False)
     stops = stop_token_ids(tok)
     with torch.no_grad():
-        ref = model.generate(torch.tensor([ids]), max_new_tokens=N_NEW, do_sample=False, eos_token_id=stops,
-                             pad_token_id=tok.pad_token_id)[0, len(ids):].tolist()
+        ref = model.generate(
+            torch.tensor([ids]),
+            max_new_tokens=N_NEW,
+            do_sample=False,
+            eos_token_id=stops,
+            pad_token_id=tok.pad_token_id,
+        )[0, len(ids) :].tolist()
     return prompt, ids, ref, stops
 
 
@@ -65,8 +70,9 @@ def _export(tmp_path: Path, quant: str) -> Path:
 def test_llama_cpp_python_greedy_matches_transformers(tmp_path, quant, transformers_reference):
     llama_cpp = pytest.importorskip("llama_cpp")
     prompt, ids, ref, stops = transformers_reference
-    llm = llama_cpp.Llama(model_path=str(_export(tmp_path, quant)), n_ctx=256, n_threads=1, verbose=False,
-                          logits_all=False)
+    llm = llama_cpp.Llama(
+        model_path=str(_export(tmp_path, quant)), n_ctx=256, n_threads=1, verbose=False, logits_all=False
+    )
     # Same tokens from the GGUF's own vocabulary, merges and pre-tokenizer (special tokens parsed).
     assert llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True) == ids
     got = []
@@ -80,7 +86,11 @@ def test_llama_cpp_python_greedy_matches_transformers(tmp_path, quant, transform
 
 def _node_llama_cpp_entry() -> Path | None:
     env = os.environ.get("TUNESMITH_NODE_LLAMA_CPP")
-    entry = Path(env) if env else ROOT / ".cache" / "llama-cpp" / "node_modules" / "node-llama-cpp" / "dist" / "index.js"
+    entry = (
+        Path(env)
+        if env
+        else ROOT / ".cache" / "llama-cpp" / "node_modules" / "node-llama-cpp" / "dist" / "index.js"
+    )
     return entry if entry.is_file() else None
 
 
@@ -88,10 +98,16 @@ def _node_llama_cpp(gguf_path: Path, prompt: str, stops: list[int], texts: list[
     """Run the node-llama-cpp driver (skips the test when node or the package is missing)."""
     node, entry = shutil.which("node"), _node_llama_cpp_entry()
     if node is None or entry is None:
-        pytest.skip("node-llama-cpp not installed (scripts/setup.sh installs it under CI=true into .cache/llama-cpp)")
-    proc = subprocess.run([node, str(NODE_DRIVER), str(entry), str(gguf_path), str(N_NEW)],
-                          input=json.dumps({"prompt": prompt, "stop": stops, "texts": list(texts)}),
-                          capture_output=True, text=True, timeout=120)
+        pytest.skip(
+            "node-llama-cpp not installed (scripts/setup.sh installs it under CI=true into .cache/llama-cpp)"
+        )
+    proc = subprocess.run(
+        [node, str(NODE_DRIVER), str(entry), str(gguf_path), str(N_NEW)],
+        input=json.dumps({"prompt": prompt, "stop": stops, "texts": list(texts)}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -109,9 +125,15 @@ def test_node_llama_cpp_greedy_matches_transformers(tmp_path, quant, transformer
 
 # Spaces at the ends, runs of spaces and newlines, characters outside the vocabulary (byte
 # fallback: accented letters, CJK, an emoji) and special tokens mid-text.
-SPM_TEXTS = ["the kettle is hot.", "  two leading spaces", "trailing space ", "tea\n\nkettle  boil",
-             "na\u00efve caf\u00e9 \u65e5\u672c \U0001f642", "<|im_start|>user\nboil the kettle<|im_end|>\n",
-             "Hello World, WHO is there?"]
+SPM_TEXTS = [
+    "the kettle is hot.",
+    "  two leading spaces",
+    "trailing space ",
+    "tea\n\nkettle  boil",
+    "na\u00efve caf\u00e9 \u65e5\u672c \U0001f642",
+    "<|im_start|>user\nboil the kettle<|im_end|>\n",
+    "Hello World, WHO is there?",
+]
 
 
 def _merge_order_words(tokenizer_dir: Path, n: int = 12) -> str:
@@ -122,8 +144,12 @@ def _merge_order_words(tokenizer_dir: Path, n: int = 12) -> str:
     from tunesmith.export.gguf_vocab import merge_pairs
 
     rank = {m: r for r, m in enumerate(merge_pairs(model))}
-    words = [a + b + c for (b, c), r2 in rank.items() for (a, b2), r1 in rank.items()
-             if b2 == b and r2 < r1 and a + b + c not in model["vocab"] and "\u2581" not in a + b + c]
+    words = [
+        a + b + c
+        for (b, c), r2 in rank.items()
+        for (a, b2), r1 in rank.items()
+        if b2 == b and r2 < r1 and a + b + c not in model["vocab"] and "\u2581" not in a + b + c
+    ]
     assert len(words) >= n
     return " ".join(words[:n])
 
@@ -133,6 +159,7 @@ def test_node_llama_cpp_sentencepiece_tokenizer(tmp_path):
     ``llama`` tokenizer with scores): llama.cpp splits text as the HF tokenizer does and its
     greedy continuation equals transformers'."""
     import factory
+
     from tunesmith.export.gguf import write_gguf
     from tunesmith.models.generate import format_prompt, load_for_inference
     from tunesmith.models.template import stop_token_ids
@@ -148,8 +175,13 @@ def test_node_llama_cpp_sentencepiece_tokenizer(tmp_path):
     ids = tok.encode(prompt, add_special_tokens=False)
     stops = stop_token_ids(tok)
     with torch.no_grad():
-        ref = model.generate(torch.tensor([ids]), max_new_tokens=N_NEW, do_sample=False, eos_token_id=stops,
-                             pad_token_id=tok.pad_token_id or 0)[0, len(ids):].tolist()
+        ref = model.generate(
+            torch.tensor([ids]),
+            max_new_tokens=N_NEW,
+            do_sample=False,
+            eos_token_id=stops,
+            pad_token_id=tok.pad_token_id or 0,
+        )[0, len(ids) :].tolist()
     texts = SPM_TEXTS + [_merge_order_words(src)]
     out = _node_llama_cpp(tmp_path / "spm.gguf", prompt, stops, texts)
     for text, got in zip(texts, out["texts_ids"]):

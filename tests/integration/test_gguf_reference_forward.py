@@ -10,11 +10,10 @@ last check shows the test notices exactly that (NEOX rope on the permuted llama 
 
 from __future__ import annotations
 
+import factory
 import numpy as np
 import pytest
 import torch
-
-import factory
 
 gguf = pytest.importorskip("gguf")
 
@@ -32,11 +31,11 @@ def _tensors(path):
 def _rope(x, pos, base, neox):
     """x: [T, H, D]; llama.cpp rope, NORM (adjacent pairs) or NEOX (split halves)."""
     d = x.shape[-1]
-    inv = base ** (-np.arange(0, d, 2) / d)          # [D/2]
-    ang = pos[:, None] * inv[None, :]                 # [T, D/2]
+    inv = base ** (-np.arange(0, d, 2) / d)  # [D/2]
+    ang = pos[:, None] * inv[None, :]  # [T, D/2]
     cos, sin = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
     if neox:
-        a, b = x[..., : d // 2], x[..., d // 2:]
+        a, b = x[..., : d // 2], x[..., d // 2 :]
         return np.concatenate([a * cos - b * sin, a * sin + b * cos], axis=-1)
     a, b = x[..., 0::2], x[..., 1::2]
     out = np.empty_like(x)
@@ -89,14 +88,26 @@ def test_gguf_forward_matches_transformers(arch, tmp_path, tiny_tokenizer):
 
     model_dir = tmp_path / arch
     # Larger init than the default 0.02 so attention and rope matter to the logits.
-    factory.build_model(model_dir, arch, vocab_size=len(tiny_tokenizer), seed=1, initializer_range=0.2,
-                        tie_word_embeddings=arch == "llama")
+    factory.build_model(
+        model_dir,
+        arch,
+        vocab_size=len(tiny_tokenizer),
+        seed=1,
+        initializer_range=0.2,
+        tie_word_embeddings=arch == "llama",
+    )
     tiny_tokenizer.save_pretrained(model_dir)
     path = tmp_path / "m.gguf"
     write_gguf(str(model_dir), str(path), quant="f16")
     ids = tiny_tokenizer.encode("the kettle is hot and the tea is warm", add_special_tokens=False)
     with torch.no_grad():
-        expected = AutoModelForCausalLM.from_pretrained(model_dir).float()(torch.tensor([ids])).logits[0].double().numpy()
+        expected = (
+            AutoModelForCausalLM.from_pretrained(model_dir)
+            .float()(torch.tensor([ids]))
+            .logits[0]
+            .double()
+            .numpy()
+        )
     got = reference_logits(path, ids)
     scale = np.abs(expected).max()
     assert np.abs(got - expected).max() <= 1e-2 * scale  # f16 weights

@@ -16,11 +16,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import factory
 import pytest
 import torch
 import yaml
 
-import factory
 import tunesmith
 
 TIMING = {"step_time_s", "tokens_per_s"}
@@ -30,20 +30,42 @@ def _prompts(path: Path, n: int, seed: int) -> Path:
     import random
 
     rng = random.Random(seed)
-    rows = [{"prompt": f"{rng.choice(factory.WORDS)} {rng.choice(factory.WORDS)} number?", "id": i}
-            for i in range(n)]
+    rows = [
+        {"prompt": f"{rng.choice(factory.WORDS)} {rng.choice(factory.WORDS)} number?", "id": i}
+        for i in range(n)
+    ]
     return factory.write_jsonl(path, rows)
 
 
 def _config(model, train, heldout, out, rewards, iterations=1, **train_cfg) -> dict:
-    t = {"max_steps": 16, "batch_size": 4, "max_length": 64, "lr": 1e-2, "scheduler": "constant",
-         "warmup_steps": 0, "save_every": 0, "eval_every": 16, "eval_at_start": True, "progress": "none"}
+    t = {
+        "max_steps": 16,
+        "batch_size": 4,
+        "max_length": 64,
+        "lr": 1e-2,
+        "scheduler": "constant",
+        "warmup_steps": 0,
+        "save_every": 0,
+        "eval_every": 16,
+        "eval_at_start": True,
+        "progress": "none",
+    }
     t.update(train_cfg)
-    return {"model": str(model), "method": "grpo", "data": {"train": str(train), "eval": str(heldout)},
-            "adapter": {"type": "lora", "r": 8, "alpha": 16, "dropout": 0.0, "modules_to_save": ["lm_head"]},
-            "train": t, "grpo": {"group_size": 8, "max_new_tokens": 4, "beta": 0.04, "rewards": rewards,
-                                 "iterations": iterations},
-            "output_dir": str(out)}
+    return {
+        "model": str(model),
+        "method": "grpo",
+        "data": {"train": str(train), "eval": str(heldout)},
+        "adapter": {"type": "lora", "r": 8, "alpha": 16, "dropout": 0.0, "modules_to_save": ["lm_head"]},
+        "train": t,
+        "grpo": {
+            "group_size": 8,
+            "max_new_tokens": 4,
+            "beta": 0.04,
+            "rewards": rewards,
+            "iterations": iterations,
+        },
+        "output_dir": str(out),
+    }
 
 
 def _rows(out: Path) -> list[dict]:
@@ -55,8 +77,16 @@ def test_mean_reward_rises_on_a_verifiable_task(tmp_path, tiny_model_dir, iterat
     train = _prompts(tmp_path / "train.jsonl", 48, seed=1)
     heldout = _prompts(tmp_path / "eval.jsonl", 8, seed=2)
     out = tmp_path / "run"
-    tunesmith.train(_config(tiny_model_dir, train, heldout, out, [{"type": "regex", "pattern": "[0-9]", "name": "digit"}],
-                            iterations=iterations))
+    tunesmith.train(
+        _config(
+            tiny_model_dir,
+            train,
+            heldout,
+            out,
+            [{"type": "regex", "pattern": "[0-9]", "name": "digit"}],
+            iterations=iterations,
+        )
+    )
     rows = _rows(out)
     assert [r["step"] for r in rows] == list(range(0, 17))
     start, end = rows[0], rows[-1]
@@ -78,14 +108,16 @@ def test_mean_reward_rises_on_a_verifiable_task(tmp_path, tiny_model_dir, iterat
         assert [r["rollout_use"] for r in rows[1:]] == [1.0, 2.0] * 8
         # A re-used rollout: the same samples (its reward is repeated) under a policy that has
         # taken a step since, so the ratio departs from 1 and the clip acts.
-        assert all(r["reward"] == f["reward"] and r["completion_length"] == f["completion_length"]
-                   for f, r in zip(fresh, reused))
+        assert all(
+            r["reward"] == f["reward"] and r["completion_length"] == f["completion_length"]
+            for f, r in zip(fresh, reused)
+        )
         assert all(r["ratio_mean"] != 1.0 for r in reused)
         assert max(r["clip_fraction"] for r in reused) > 0
         assert rows[-1]["epoch"] == pytest.approx(16 / 2 * 4 / 48, abs=1e-4)  # 8 windows of 4 of 48 prompts
 
 
-KILLER = '''
+KILLER = """
 import os, signal
 from pathlib import Path
 
@@ -94,15 +126,20 @@ def digit(prompt, completion, **fields):
     if marker and Path(marker).exists():  # the checkpoint is committed: die mid-rollout
         os.kill(os.getpid(), signal.SIGKILL)
     return float(any(ch.isdigit() for ch in completion))
-'''
+"""
 
 
 def _cli_train(config: dict, tmp_path: Path, name: str, env_extra: dict) -> subprocess.CompletedProcess:
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **env_extra}
-    return subprocess.run([sys.executable, "-m", "tunesmith", "train", str(path)], capture_output=True,
-                          text=True, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "tunesmith", "train", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
 @pytest.mark.parametrize("iterations, kill_after", [(1, 3), (2, 2)])
@@ -148,7 +185,9 @@ def test_grpo_from_an_earlier_adapter_is_anchored_to_it(tmp_path, tiny_model_dir
     train = _prompts(tmp_path / "train.jsonl", 16, seed=5)
     heldout = _prompts(tmp_path / "eval.jsonl", 4, seed=6)
     rewards = [{"type": "regex", "pattern": "[0-9]", "name": "digit"}]
-    tunesmith.train(_config(tiny_model_dir, train, heldout, tmp_path / "first", rewards, max_steps=4, eval_every=4))
+    tunesmith.train(
+        _config(tiny_model_dir, train, heldout, tmp_path / "first", rewards, max_steps=4, eval_every=4)
+    )
     assert _rows(tmp_path / "first")[-1]["kl"] > 1e-3  # that adapter is far from the base
 
     cfg = _config(tiny_model_dir, train, heldout, tmp_path / "second", rewards, max_steps=2, eval_every=2)
@@ -159,5 +198,8 @@ def test_grpo_from_an_earlier_adapter_is_anchored_to_it(tmp_path, tiny_model_dir
     assert rows[-1]["kl"] > 0  # and the policy moves away from it
     final = tmp_path / "second" / "final"
     assert not (final / "reference").exists()
-    saved, start = load_file(final / "adapter_model.safetensors"), load_file(tmp_path / "first" / "final" / "adapter_model.safetensors")
+    saved, start = (
+        load_file(final / "adapter_model.safetensors"),
+        load_file(tmp_path / "first" / "final" / "adapter_model.safetensors"),
+    )
     assert saved.keys() == start.keys() and any(not torch.equal(saved[k], start[k]) for k in saved)

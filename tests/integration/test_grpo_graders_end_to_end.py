@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import logging
 
+import factory
 import pytest
 
-import factory
 import tunesmith
 
 
@@ -23,35 +23,85 @@ def test_grader_rewards_in_a_real_grpo_run(tmp_path, tiny_model_dir, caplog):
     heldout = factory.write_jsonl(tmp_path / "eval.jsonl", rows[8:])
     grader_file = tmp_path / "echo.json"
     # like: the completion contains the example's word (the random tiny model rarely does)
-    grader_file.write_text(json.dumps({
-        "type": "string_check", "name": "echo", "operation": "like",
-        "input": "{{sample.output_text}}", "reference": "{{item.answer}}"}))
-    judge = {"type": "score_model", "name": "judge", "model": "tiny", "range": [0, 10],
-             "sampling_params": {"max_completions_tokens": 4, "temperature": 0,
-                                 "reasoning_effort": "high"},  # accepted, ignored
-             "input": [{"role": "user", "content": "Rate 0-10: {{sample.output_text}} "
-                                                    "(expected {{item.answer}})"}]}
-    rewards = [{"type": "grader", "grader": str(grader_file)},
-               {"type": "grader", "grader": judge, "judge_model": {"tiny": str(tiny_model_dir)},
-                "weight": 0.5, "name": "judged"},
-               {"type": "grader", "grader": {"type": "text_similarity", "name": "sim",
-                                             "evaluation_metric": "fuzzy_match",
-                                             "input": "{{sample.output_text}}", "reference": "{{item.answer}}"}}]
+    grader_file.write_text(
+        json.dumps(
+            {
+                "type": "string_check",
+                "name": "echo",
+                "operation": "like",
+                "input": "{{sample.output_text}}",
+                "reference": "{{item.answer}}",
+            }
+        )
+    )
+    judge = {
+        "type": "score_model",
+        "name": "judge",
+        "model": "tiny",
+        "range": [0, 10],
+        "sampling_params": {
+            "max_completions_tokens": 4,
+            "temperature": 0,
+            "reasoning_effort": "high",
+        },  # accepted, ignored
+        "input": [
+            {"role": "user", "content": "Rate 0-10: {{sample.output_text}} (expected {{item.answer}})"}
+        ],
+    }
+    rewards = [
+        {"type": "grader", "grader": str(grader_file)},
+        {
+            "type": "grader",
+            "grader": judge,
+            "judge_model": {"tiny": str(tiny_model_dir)},
+            "weight": 0.5,
+            "name": "judged",
+        },
+        {
+            "type": "grader",
+            "grader": {
+                "type": "text_similarity",
+                "name": "sim",
+                "evaluation_metric": "fuzzy_match",
+                "input": "{{sample.output_text}}",
+                "reference": "{{item.answer}}",
+            },
+        },
+    ]
     out = tmp_path / "run"
-    cfg = {"model": str(tiny_model_dir), "method": "grpo", "data": {"train": str(train), "eval": str(heldout)},
-           "adapter": {"type": "lora", "r": 4, "alpha": 8, "dropout": 0.0},
-           "train": {"max_steps": 2, "batch_size": 2, "max_length": 64, "lr": 1e-3, "scheduler": "constant",
-                     "warmup_steps": 0, "save_every": 0, "eval_every": 2, "progress": "none"},
-           "grpo": {"group_size": 4, "max_new_tokens": 4, "rewards": rewards},
-           "output_dir": str(out)}
+    cfg = {
+        "model": str(tiny_model_dir),
+        "method": "grpo",
+        "data": {"train": str(train), "eval": str(heldout)},
+        "adapter": {"type": "lora", "r": 4, "alpha": 8, "dropout": 0.0},
+        "train": {
+            "max_steps": 2,
+            "batch_size": 2,
+            "max_length": 64,
+            "lr": 1e-3,
+            "scheduler": "constant",
+            "warmup_steps": 0,
+            "save_every": 0,
+            "eval_every": 2,
+            "progress": "none",
+        },
+        "grpo": {"group_size": 4, "max_new_tokens": 4, "rewards": rewards},
+        "output_dir": str(out),
+    }
     with caplog.at_level(logging.WARNING, logger="tunesmith"):
         tunesmith.train(cfg)
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "reward" in r]
     assert [r["step"] for r in steps] == [1, 2]
     for r in steps:
-        for key in ("reward_echo", "reward_judged", "reward_sim", "reward_echo_errors",
-                    "reward_judged_errors", "reward_sim_errors"):
+        for key in (
+            "reward_echo",
+            "reward_judged",
+            "reward_sim",
+            "reward_echo_errors",
+            "reward_judged_errors",
+            "reward_sim_errors",
+        ):
             assert 0.0 <= r[key] <= 10.0, key
         # string_check / text_similarity on rows that have the field never fail
         assert r["reward_echo_errors"] == 0.0 and r["reward_sim_errors"] == 0.0

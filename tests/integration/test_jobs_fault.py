@@ -20,19 +20,34 @@ pytest.importorskip("fastapi")
 
 
 def test_killed_worker_job_resumes_to_the_uninterrupted_result(tmp_path, tiny_model_dir):
-    svc = Service(tmp_path, {"tiny": tiny_model_dir}, poll_interval=0.2, stale_after=2.0,
-                  train_overrides=["train.max_length=128"])
+    svc = Service(
+        tmp_path,
+        {"tiny": tiny_model_dir},
+        poll_interval=0.2,
+        stale_after=2.0,
+        train_overrides=["train.max_length=128"],
+    )
     first = None
     try:
         client = svc.client()
-        train = client.files.create(file=("t.jsonl", jsonl_bytes(chat_rows(10, seed=7)), "application/jsonl"),
-                                    purpose="fine-tune")
-        job = client.fine_tuning.jobs.create(model="tiny", training_file=train.id, seed=3, method={
-            "type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 3, "batch_size": 1}}})
+        train = client.files.create(
+            file=("t.jsonl", jsonl_bytes(chat_rows(10, seed=7)), "application/jsonl"), purpose="fine-tune"
+        )
+        job = client.fine_tuning.jobs.create(
+            model="tiny",
+            training_file=train.id,
+            seed=3,
+            method={
+                "type": "supervised",
+                "supervised": {"hyperparameters": {"n_epochs": 3, "batch_size": 1}},
+            },
+        )
         run = svc.settings.run_dir(job.id)
         first = svc.worker_process()
         # Kill as soon as the first epoch's checkpoint (step 10 of 30) is committed.
-        wait_for(lambda: (run / "checkpoints" / "step-000010" / "COMMITTED").is_file(), 240, 0.01, "checkpoint 10")
+        wait_for(
+            lambda: (run / "checkpoints" / "step-000010" / "COMMITTED").is_file(), 240, 0.01, "checkpoint 10"
+        )
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         steps_at_kill = len((run / "metrics.jsonl").read_text().splitlines())
@@ -44,8 +59,11 @@ def test_killed_worker_job_resumes_to_the_uninterrupted_result(tmp_path, tiny_mo
         assert done.status == "succeeded", done.error
         messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=200)]
         assert any("stopped responding" in m or "took over" in m for m in messages)
-        steps = sorted(e.data["step"] for e in client.fine_tuning.jobs.list_events(job.id, limit=200)
-                       if e.type == "metrics")
+        steps = sorted(
+            e.data["step"]
+            for e in client.fine_tuning.jobs.list_events(job.id, limit=200)
+            if e.type == "metrics"
+        )
         assert steps == list(range(1, 31))  # every step reported exactly once
         log = (run / "train.log").read_text()
         assert "resumed from" in log
@@ -58,15 +76,22 @@ def test_killed_worker_job_resumes_to_the_uninterrupted_result(tmp_path, tiny_mo
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         cfg["output_dir"] = str(tmp_path / "reference")
         (tmp_path / "reference.yaml").write_text(yaml.safe_dump(cfg))
-        subprocess.run([sys.executable, "-m", "tunesmith", "train", str(tmp_path / "reference.yaml")],
-                       check=True, capture_output=True, timeout=300)
+        subprocess.run(
+            [sys.executable, "-m", "tunesmith", "train", str(tmp_path / "reference.yaml")],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
         resumed = load_file(run / "final" / "adapter_model.safetensors")
         reference = load_file(tmp_path / "reference" / "final" / "adapter_model.safetensors")
         assert resumed.keys() == reference.keys()
         for name in reference:
             torch.testing.assert_close(resumed[name], reference[name], rtol=0, atol=1e-6)
         losses = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-        ref_losses = [json.loads(line)["loss"] for line in (tmp_path / "reference" / "metrics.jsonl").read_text().splitlines()]
+        ref_losses = [
+            json.loads(line)["loss"]
+            for line in (tmp_path / "reference" / "metrics.jsonl").read_text().splitlines()
+        ]
         assert len(losses) == 30 and losses == pytest.approx(ref_losses, abs=1e-6)
     finally:
         if first is not None and first.poll() is None:

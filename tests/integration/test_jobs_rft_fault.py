@@ -30,20 +30,39 @@ def _metrics(run: Path) -> list[dict]:
 
 
 def test_killed_worker_rft_job_resumes_to_the_uninterrupted_result(tmp_path, tiny_model_dir):
-    svc = Service(tmp_path, {"tiny": tiny_model_dir}, poll_interval=0.2, stale_after=2.0, train_overrides=[
-        "train.max_length=64", "grpo.max_new_tokens=4", "adapter.modules_to_save=['lm_head']"])
+    svc = Service(
+        tmp_path,
+        {"tiny": tiny_model_dir},
+        poll_interval=0.2,
+        stale_after=2.0,
+        train_overrides=[
+            "train.max_length=64",
+            "grpo.max_new_tokens=4",
+            "adapter.modules_to_save=['lm_head']",
+        ],
+    )
     first = None
     try:
         client = svc.client()
-        files = [client.files.create(file=(f"{n}.jsonl", jsonl_bytes(rft_rows(k, seed)), "application/jsonl"),
-                                     purpose="fine-tune") for n, k, seed in (("t", 24, 1), ("v", 8, 2))]
-        job = client.fine_tuning.jobs.create(model="tiny", training_file=files[0].id, validation_file=files[1].id,
-                                             seed=3, method=rft_method(n_epochs=3, batch_size=4, eval_interval=6,
-                                                                       learning_rate_multiplier=50))
+        files = [
+            client.files.create(
+                file=(f"{n}.jsonl", jsonl_bytes(rft_rows(k, seed)), "application/jsonl"), purpose="fine-tune"
+            )
+            for n, k, seed in (("t", 24, 1), ("v", 8, 2))
+        ]
+        job = client.fine_tuning.jobs.create(
+            model="tiny",
+            training_file=files[0].id,
+            validation_file=files[1].id,
+            seed=3,
+            method=rft_method(n_epochs=3, batch_size=4, eval_interval=6, learning_rate_multiplier=50),
+        )
         run = svc.settings.run_dir(job.id)
         first = svc.worker_process()
         # Kill as soon as the first checkpoint (step 6 of 18) is committed.
-        wait_for(lambda: (run / "checkpoints" / "step-000006" / "COMMITTED").is_file(), 240, 0.01, "checkpoint 6")
+        wait_for(
+            lambda: (run / "checkpoints" / "step-000006" / "COMMITTED").is_file(), 240, 0.01, "checkpoint 6"
+        )
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         assert len(_metrics(run)) < 19, "the job finished before the kill: the test proves nothing"
@@ -60,8 +79,12 @@ def test_killed_worker_rft_job_resumes_to_the_uninterrupted_result(tmp_path, tin
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         cfg["output_dir"] = str(tmp_path / "reference")
         (tmp_path / "reference.yaml").write_text(yaml.safe_dump(cfg))
-        subprocess.run([sys.executable, "-m", "tunesmith", "train", str(tmp_path / "reference.yaml")],
-                       check=True, capture_output=True, timeout=300)
+        subprocess.run(
+            [sys.executable, "-m", "tunesmith", "train", str(tmp_path / "reference.yaml")],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
         resumed, reference = _metrics(run), _metrics(tmp_path / "reference")
         assert [r["step"] for r in resumed] == list(range(0, 19))
         assert resumed == reference  # every reward, reward std, eval reward, loss and KL, exactly

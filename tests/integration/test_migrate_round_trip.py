@@ -16,10 +16,9 @@ import threading
 import time
 from pathlib import Path
 
+import factory
 import pytest
 import yaml
-
-import factory
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "contract"))
 pytest.importorskip("fastapi")
@@ -31,11 +30,28 @@ from tunesmith.cli import main  # noqa: E402
 
 DONE = ("succeeded", "failed", "cancelled")
 SET = "train.max_length=64"
-MULTI_LABEL = {"type": "multi", "name": "judged", "calculate_output": "judge", "graders": {"judge": {
-    "type": "label_model", "name": "judge", "model": "o3-mini-2025-01-31", "labels": ["yes", "no"],
-    "passing_labels": ["yes"], "input": [{"role": "user", "content": "{{sample.output_text}} ok?"}]}}}
-COLOR_CHECK = {"type": "string_check", "name": "color", "input": "{{sample.output_text}}",
-               "reference": "{{item.answer}}", "operation": "ilike"}
+MULTI_LABEL = {
+    "type": "multi",
+    "name": "judged",
+    "calculate_output": "judge",
+    "graders": {
+        "judge": {
+            "type": "label_model",
+            "name": "judge",
+            "model": "o3-mini-2025-01-31",
+            "labels": ["yes", "no"],
+            "passing_labels": ["yes"],
+            "input": [{"role": "user", "content": "{{sample.output_text}} ok?"}],
+        }
+    },
+}
+COLOR_CHECK = {
+    "type": "string_check",
+    "name": "color",
+    "input": "{{sample.output_text}}",
+    "reference": "{{item.answer}}",
+    "operation": "ilike",
+}
 
 
 @pytest.fixture(scope="module")
@@ -47,36 +63,73 @@ def world(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("migrate")
     (root / "a").mkdir()
     (root / "b").mkdir()
-    a = Service(root / "a", {"tiny": tiny_model_dir, "tiny2": tiny_model_dir}, poll_interval=0.2,
-                train_overrides=[SET])
+    a = Service(
+        root / "a",
+        {"tiny": tiny_model_dir, "tiny2": tiny_model_dir},
+        poll_interval=0.2,
+        train_overrides=[SET],
+    )
     b = Service(root / "b", {"tiny": tiny_model_dir}, poll_interval=0.2, train_overrides=[SET])
     ca = a.client()
     jobs = {}
     sft_rows = factory.color_chats(12, seed=1)
     train, valid = upload(ca, sft_rows), upload(ca, factory.color_chats(4, seed=2), "valid.jsonl")
     jobs["sft"] = ca.fine_tuning.jobs.create(
-        model="tiny", training_file=train.id, validation_file=valid.id, suffix="support", seed=7,
-        metadata={"team": "cx"}, method={"type": "supervised", "supervised": {"hyperparameters": {
-            "n_epochs": 1, "batch_size": 4, "learning_rate_multiplier": 2}}}).id
+        model="tiny",
+        training_file=train.id,
+        validation_file=valid.id,
+        suffix="support",
+        seed=7,
+        metadata={"team": "cx"},
+        method={
+            "type": "supervised",
+            "supervised": {
+                "hyperparameters": {"n_epochs": 1, "batch_size": 4, "learning_rate_multiplier": 2}
+            },
+        },
+    ).id
     a.start_worker()
     done = wait_status(ca, jobs["sft"], DONE)
     a.stop_workers()
     assert done.status == "succeeded", done.error
     pairs = upload(ca, factory.preference_pairs(10, seed=1, style="openai"), "pairs.jsonl")
-    jobs["dpo"] = ca.fine_tuning.jobs.create(model="tiny", training_file=pairs.id, method={"type": "dpo", "dpo": {
-        "hyperparameters": {"beta": 0.25, "n_epochs": 1, "batch_size": 5, "learning_rate_multiplier": 0.5}}}).id
+    jobs["dpo"] = ca.fine_tuning.jobs.create(
+        model="tiny",
+        training_file=pairs.id,
+        method={
+            "type": "dpo",
+            "dpo": {
+                "hyperparameters": {
+                    "beta": 0.25,
+                    "n_epochs": 1,
+                    "batch_size": 5,
+                    "learning_rate_multiplier": 0.5,
+                }
+            },
+        },
+    ).id
     jobs["other_base"] = ca.fine_tuning.jobs.create(model="tiny2", training_file=train.id).id
     gone = upload(ca, sft_rows, "gone.jsonl")
     jobs["expired"] = ca.fine_tuning.jobs.create(model="tiny", training_file=gone.id).id
     assert ca.files.delete(gone.id).deleted
     jobs["cancelled"] = ca.fine_tuning.jobs.create(model="tiny", training_file=train.id).id
     ca.fine_tuning.jobs.cancel(jobs["cancelled"])
-    rft_rows = [{"messages": [{"role": "user", "content": f"what color is the {t}?"}], "answer": c}
-                for t, c in sorted(factory.COLORS.items())[:10]]
+    rft_rows = [
+        {"messages": [{"role": "user", "content": f"what color is the {t}?"}], "answer": c}
+        for t, c in sorted(factory.COLORS.items())[:10]
+    ]
     jobs["rft_live"] = ca.fine_tuning.jobs.create(
-        model="tiny", training_file=upload(ca, rft_rows, "rft.jsonl").id, seed=5, method={
-            "type": "reinforcement", "reinforcement": {"grader": COLOR_CHECK, "hyperparameters": {
-                "n_epochs": 1, "batch_size": 2, "compute_multiplier": 0.25}}}).id
+        model="tiny",
+        training_file=upload(ca, rft_rows, "rft.jsonl").id,
+        seed=5,
+        method={
+            "type": "reinforcement",
+            "reinforcement": {
+                "grader": COLOR_CHECK,
+                "hyperparameters": {"n_epochs": 1, "batch_size": 2, "compute_multiplier": 0.25},
+            },
+        },
+    ).id
     jobs["rft"] = _rft_job(a, ca, done.organization_id)
     yield {"a": a, "b": b, "jobs": jobs, "sft": done, "root": root, "sft_rows": sft_rows}
     a.close()
@@ -87,16 +140,40 @@ def _rft_job(svc, client, project: str) -> str:
     """A reinforcement job written into A's store as the API would hold it: its label_model
     grader's judge (an OpenAI model) exists on no local server, so no tunesmith server would
     create it; the SDK lists it like any other."""
-    rows = [{"messages": [{"role": "user", "content": f"what color is the {t}?"}], "answer": c}
-            for t, c in sorted(factory.COLORS.items())[:10]]
+    rows = [
+        {"messages": [{"role": "user", "content": f"what color is the {t}?"}], "answer": c}
+        for t, c in sorted(factory.COLORS.items())[:10]
+    ]
     file = upload(client, rows, "rft.jsonl")
-    method = {"type": "reinforcement", "reinforcement": {"grader": MULTI_LABEL, "hyperparameters": {
-        "n_epochs": 1, "batch_size": 2, "learning_rate_multiplier": 1.0}}}
-    row = {"id": "ftjob-rft" + "x" * 19, "project_id": project, "created_at": int(time.time()), "model": "tiny",
-           "training_file": file.id, "validation_file": None, "suffix": None, "seed": 3, "status": "queued",
-           "error": None, "model_key": "Rft12345", "method": method, "metadata": None, "integrations": [],
-           "result_files": [], "model_deleted": False, "last_step": 0, "attempts": 0,
-           "parent_job_id": None, "parent_step": None}
+    method = {
+        "type": "reinforcement",
+        "reinforcement": {
+            "grader": MULTI_LABEL,
+            "hyperparameters": {"n_epochs": 1, "batch_size": 2, "learning_rate_multiplier": 1.0},
+        },
+    }
+    row = {
+        "id": "ftjob-rft" + "x" * 19,
+        "project_id": project,
+        "created_at": int(time.time()),
+        "model": "tiny",
+        "training_file": file.id,
+        "validation_file": None,
+        "suffix": None,
+        "seed": 3,
+        "status": "queued",
+        "error": None,
+        "model_key": "Rft12345",
+        "method": method,
+        "metadata": None,
+        "integrations": [],
+        "result_files": [],
+        "model_deleted": False,
+        "last_step": 0,
+        "attempts": 0,
+        "parent_job_id": None,
+        "parent_step": None,
+    }
     svc.store.add_job(row)
     return row["id"]
 
@@ -112,9 +189,21 @@ def cli(*argv) -> tuple[int, str]:
 
 
 def pull(world, *extra):
-    return cli("openai", "pull", "--base-url", world["a"].base_url, "--api-key", world["a"].key_a,
-               "--out", world["root"] / "pulled", "--base-model", f"tiny={world['a'].settings.base_models['tiny']}",
-               "--set", SET, *extra)
+    return cli(
+        "openai",
+        "pull",
+        "--base-url",
+        world["a"].base_url,
+        "--api-key",
+        world["a"].key_a,
+        "--out",
+        world["root"] / "pulled",
+        "--base-model",
+        f"tiny={world['a'].settings.base_models['tiny']}",
+        "--set",
+        SET,
+        *extra,
+    )
 
 
 def test_pull_maps_what_it_can_and_says_why_not_for_the_rest(world):
@@ -125,15 +214,30 @@ def test_pull_maps_what_it_can_and_says_why_not_for_the_rest(world):
     entries = manifest["jobs"]
     assert list(entries) == list(jobs.values())  # oldest first, all of them
     status = {name: entries[jid]["status"] for name, jid in jobs.items()}
-    assert status == {"sft": "mapped", "dpo": "mapped", "other_base": "unmapped", "expired": "unmapped",
-                      "cancelled": "skipped", "rft_live": "mapped", "rft": "unmapped"}
+    assert status == {
+        "sft": "mapped",
+        "dpo": "mapped",
+        "other_base": "unmapped",
+        "expired": "unmapped",
+        "cancelled": "skipped",
+        "rft_live": "mapped",
+        "rft": "unmapped",
+    }
     reason = {name: entries[jid].get("reason") for name, jid in jobs.items()}
-    assert reason["other_base"] == ("base model tiny2 has no open model to stand in for it (add --base-model "
-                                    "tiny2=PATH, or a default --base-model PATH)")
-    assert reason["expired"].startswith(f"training file {entries[jobs['expired']]['job']['training_file']} could "
-                                        "not be downloaded: file ") and "404 file_not_found" in reason["expired"]
-    assert reason["rft"] == ("method.reinforcement.grader.graders.judge.model: 'o3-mini-2025-01-31' is not a local "
-                             "model; map it to a local judge with --judge-model (a model folder or .gguf file)")
+    assert reason["other_base"] == (
+        "base model tiny2 has no open model to stand in for it (add --base-model "
+        "tiny2=PATH, or a default --base-model PATH)"
+    )
+    assert (
+        reason["expired"].startswith(
+            f"training file {entries[jobs['expired']]['job']['training_file']} could not be downloaded: file "
+        )
+        and "404 file_not_found" in reason["expired"]
+    )
+    assert reason["rft"] == (
+        "method.reinforcement.grader.graders.judge.model: 'o3-mini-2025-01-31' is not a local "
+        "model; map it to a local judge with --judge-model (a model folder or .gguf file)"
+    )
     assert reason["cancelled"].startswith("the job cancelled on the source")
     summary = (folder / "SUMMARY.md").read_text()
     assert "3 of 7 jobs mapped" in summary and reason["other_base"] in summary
@@ -145,7 +249,8 @@ def test_pull_maps_what_it_can_and_says_why_not_for_the_rest(world):
     sft = entries[jobs["sft"]]
     train = manifest["files"][sft["job"]["training_file"]]
     assert (folder / train["path"]).read_bytes() == b"".join(
-        (json.dumps(r) + "\n").encode() for r in world["sft_rows"])
+        (json.dumps(r) + "\n").encode() for r in world["sft_rows"]
+    )
     ours = yaml.safe_load((folder / sft["config"]).read_text())
     theirs = yaml.safe_load((world["a"].settings.run_dir(jobs["sft"]) / "config.yaml").read_text())
     assert ours["train"] == theirs["train"] and ours["method"] == theirs["method"] == "sft"
@@ -159,7 +264,9 @@ def test_pull_maps_what_it_can_and_says_why_not_for_the_rest(world):
     code, _ = pull(world)
     assert code == 0
     fetched = [p for m, p in a.requests[before:] if p.startswith("/v1/files/")]
-    assert fetched == [f"/v1/files/{entries[jobs['expired']]['job']['training_file']}"]  # only the missing one
+    assert fetched == [
+        f"/v1/files/{entries[jobs['expired']]['job']['training_file']}"
+    ]  # only the missing one
     again = json.loads((folder / "manifest.json").read_text())
     assert {j: e["status"] for j, e in again["jobs"].items()} == {j: e["status"] for j, e in entries.items()}
 
@@ -174,7 +281,9 @@ def test_the_pulled_config_trains_the_same_model_as_the_source(world):
     result = train(str(folder / manifest["jobs"][world["jobs"]["sft"]]["config"]))
     assert result.steps == 3  # 12 rows / batch 4, 1 epoch
     ours = load_file(folder / "runs" / world["jobs"]["sft"] / "final" / "adapter_model.safetensors")
-    theirs = load_file(world["a"].settings.run_dir(world["jobs"]["sft"]) / "final" / "adapter_model.safetensors")
+    theirs = load_file(
+        world["a"].settings.run_dir(world["jobs"]["sft"]) / "final" / "adapter_model.safetensors"
+    )
     assert ours.keys() == theirs.keys()
     for name in ours:  # same data, seed, hyperparameters and base: the same weights
         assert (ours[name] - theirs[name]).abs().max().item() < 1e-5, name
@@ -182,7 +291,18 @@ def test_the_pulled_config_trains_the_same_model_as_the_source(world):
 
 def test_push_recreates_the_jobs_on_another_server_once(world):
     b, folder = world["b"], world["root"] / "pulled"
-    args = ("openai", "push", "--base-url", b.base_url, "--api-key", b.key_a, "--from", folder, "--model", "tiny")
+    args = (
+        "openai",
+        "push",
+        "--base-url",
+        b.base_url,
+        "--api-key",
+        b.key_a,
+        "--from",
+        folder,
+        "--model",
+        "tiny",
+    )
     code, out = cli(*args)
     manifest = json.loads((folder / "manifest.json").read_text())
     pushed = manifest["push"][b.base_url]
@@ -201,7 +321,10 @@ def test_push_recreates_the_jobs_on_another_server_once(world):
     assert new.method.model_dump() == old.method.model_dump()  # type and resolved hyperparameters
     assert (new.seed, new.model, new.metadata) == (7, "tiny", {"team": "cx", "migrated_from": old.id})
     assert new.user_provided_suffix == "support" and new.validation_file is not None
-    assert cb.files.content(new.training_file).read() == world["a"].client().files.content(old.training_file).read()
+    assert (
+        cb.files.content(new.training_file).read()
+        == world["a"].client().files.content(old.training_file).read()
+    )
     assert by_source[jobs["dpo"]].method.dpo.hyperparameters.beta == 0.25
     # The RFT job goes as it is; B has no judge for its label_model grader, and says so.
     rft = pushed[jobs["rft"]]
@@ -224,9 +347,23 @@ def heldout(world) -> Path:
 
 
 def record(world, out: Path, *extra, base_url=None):
-    return cli("openai", "record", "--base-url", base_url or world["a"].base_url, "--api-key", world["a"].key_a,
-               "--model", world["sft"].fine_tuned_model, "--data", heldout(world), "--out", out,
-               "--max-tokens", 8, *extra)
+    return cli(
+        "openai",
+        "record",
+        "--base-url",
+        base_url or world["a"].base_url,
+        "--api-key",
+        world["a"].key_a,
+        "--model",
+        world["sft"].fine_tuned_model,
+        "--data",
+        heldout(world),
+        "--out",
+        out,
+        "--max-tokens",
+        8,
+        *extra,
+    )
 
 
 def chat_calls(svc) -> int:
@@ -245,18 +382,35 @@ def test_record_is_resumable_and_keeps_each_request(world):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["index"] for r in rows] == list(range(6))
     first = rows[0]
-    assert first["request"] == {"model": world["sft"].fine_tuned_model, "messages": first["request"]["messages"],
-                                "temperature": 0.0, "max_tokens": 8, "seed": 0}
+    assert first["request"] == {
+        "model": world["sft"].fine_tuned_model,
+        "messages": first["request"]["messages"],
+        "temperature": 0.0,
+        "max_tokens": 8,
+        "seed": 0,
+    }
     assert first["request"]["messages"][-1]["role"] == "user" and first["reference"].startswith("the ")
     assert first["response"]["model"] == world["sft"].fine_tuned_model
 
     code, text = record(world, out, "--temperature", 0.7)
     assert code == 2 and text.strip().splitlines() == [
         f"error: {out} was recorded with temperature=0.0; this run asks for temperature=0.7: use the same "
-        "options, or another --out"]
-    code, text = cli("openai", "record", "--base-url", world["a"].base_url, "--api-key", world["a"].key_a,
-                     "--model", "ft:tiny:personal::Zzzzzzzz", "--data", heldout(world),
-                     "--out", world["root"] / "none.jsonl")
+        "options, or another --out"
+    ]
+    code, text = cli(
+        "openai",
+        "record",
+        "--base-url",
+        world["a"].base_url,
+        "--api-key",
+        world["a"].key_a,
+        "--model",
+        "ft:tiny:personal::Zzzzzzzz",
+        "--data",
+        heldout(world),
+        "--out",
+        world["root"] / "none.jsonl",
+    )
     assert code == 2 and len(text.strip().splitlines()) == 1
     assert text.startswith(f"error: {heldout(world)}:1: 404 model_not_found: The model `ft:tiny"), text
 
@@ -283,15 +437,44 @@ def test_eval_against_the_recording(world, tmp_path):
     assert code == 2 and re.fullmatch(
         rf"error: {out}: the answer recorded as row (\d) \({heldout(world)}:(\d)\) was asked for a different "
         rf"row than {other}:(\d) \(recorded from another file, or the file changed since\)",
-        text.strip().splitlines()[-1])
+        text.strip().splitlines()[-1],
+    )
     grader = tmp_path / "grader.json"
-    grader.write_text(json.dumps({"type": "text_similarity", "name": "close", "evaluation_metric": "fuzzy_match",
-                                  "input": "{{sample.output_text}}", "reference": "{{item.reference}}"}))
-    code, text = cli("eval", run, "--data", heldout(world), "--against", out, "--max-new-tokens", 8,
-                     "--resamples", 200, "--out", tmp_path / "eval", "--threads", 1, "--grader", grader)
+    grader.write_text(
+        json.dumps(
+            {
+                "type": "text_similarity",
+                "name": "close",
+                "evaluation_metric": "fuzzy_match",
+                "input": "{{sample.output_text}}",
+                "reference": "{{item.reference}}",
+            }
+        )
+    )
+    code, text = cli(
+        "eval",
+        run,
+        "--data",
+        heldout(world),
+        "--against",
+        out,
+        "--max-new-tokens",
+        8,
+        "--resamples",
+        200,
+        "--out",
+        tmp_path / "eval",
+        "--threads",
+        1,
+        "--grader",
+        grader,
+    )
     assert code == 0, text
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
-    assert [(m["name"], m["kind"]) for m in report["models"]] == [("final", "adapter"), ("recorded", "recorded")]
+    assert [(m["name"], m["kind"]) for m in report["models"]] == [
+        ("final", "adapter"),
+        ("recorded", "recorded"),
+    ]
     (cmp,) = report["comparisons"]
     assert cmp["baseline"] == "recorded" and {"exact_match", "rouge_l", "token_f1"} <= set(cmp["metrics"])
     rouge = cmp["metrics"]["rouge_l"]
@@ -304,7 +487,9 @@ def test_eval_against_the_recording(world, tmp_path):
     assert agree["n"] == 6 and agree["value"] == 1.0
     assert report["settings"]["against"]["request"]["max_tokens"] == 8
     # The grader scores both models against the reference, and the local one against the recording.
-    assert {"grader:close"} <= set(cmp["metrics"]) and report["metrics"]["final"]["agree:grader:close"]["n"] == 6
+    assert {"grader:close"} <= set(cmp["metrics"]) and report["metrics"]["final"]["agree:grader:close"][
+        "n"
+    ] == 6
     html = (tmp_path / "eval" / "report.html").read_text()
     assert "recorded" in html and "vs recorded answer" in html
 
@@ -325,10 +510,16 @@ class FaultyFront:
                 if self.pending:
                     status = self.pending.pop(0)
                     self.sent.append(status)
-                    body = json.dumps({"error": {"message": "slow down", "type": "rate_limit", "param": None,
-                                                 "code": None}}).encode()
-                    await send({"type": "http.response.start", "status": status, "headers": [
-                        (b"content-type", b"application/json"), (b"retry-after-ms", b"10")]})
+                    body = json.dumps(
+                        {"error": {"message": "slow down", "type": "rate_limit", "param": None, "code": None}}
+                    ).encode()
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": status,
+                            "headers": [(b"content-type", b"application/json"), (b"retry-after-ms", b"10")],
+                        }
+                    )
                     await send({"type": "http.response.body", "body": body})
                     return
                 self.sent.append(200)

@@ -5,28 +5,42 @@ from __future__ import annotations
 
 import json
 
+import factory
 import pytest
 import torch
 
-import factory
 import tunesmith
 
 
 @pytest.fixture(scope="module")
 def pref_data(tmp_path_factory):
     d = tmp_path_factory.mktemp("pref")
-    return (str(factory.write_jsonl(d / "train.jsonl", factory.preference_pairs(96, seed=1))),
-            str(factory.write_jsonl(d / "eval.jsonl", factory.preference_pairs(24, seed=2))),
-            str(factory.write_jsonl(d / "kto.jsonl", factory.kto_rows(96, seed=1))))
+    return (
+        str(factory.write_jsonl(d / "train.jsonl", factory.preference_pairs(96, seed=1))),
+        str(factory.write_jsonl(d / "eval.jsonl", factory.preference_pairs(24, seed=2))),
+        str(factory.write_jsonl(d / "kto.jsonl", factory.kto_rows(96, seed=1))),
+    )
 
 
 def _cfg(model, train, evals, out, method="dpo", adapter="lora", steps=16, **pref):
-    return {"model": str(model), "method": method, "data": {"train": train, "eval": evals},
-            "adapter": {"type": adapter, "r": 8, "alpha": 16, "dropout": 0.0},
-            "preference": pref,
-            "train": {"max_steps": steps, "batch_size": 8, "max_length": 64, "lr": 5e-3 if adapter != "none" else 1e-3,
-                      "save_every": 0, "eval_every": steps, "eval_at_start": True, "progress": "none"},
-            "output_dir": str(out)}
+    return {
+        "model": str(model),
+        "method": method,
+        "data": {"train": train, "eval": evals},
+        "adapter": {"type": adapter, "r": 8, "alpha": 16, "dropout": 0.0},
+        "preference": pref,
+        "train": {
+            "max_steps": steps,
+            "batch_size": 8,
+            "max_length": 64,
+            "lr": 5e-3 if adapter != "none" else 1e-3,
+            "save_every": 0,
+            "eval_every": steps,
+            "eval_at_start": True,
+            "progress": "none",
+        },
+        "output_dir": str(out),
+    }
 
 
 def _evals(out):
@@ -55,8 +69,15 @@ def test_full_finetune_precomputes_and_reuses_reference(tiny_model_dir, pref_dat
     from tunesmith.run import prepare
 
     cache = tmp_path / "refcache"
-    cfg = _cfg(tiny_model_dir, pref_data[0], pref_data[1], tmp_path / "full", adapter="none", steps=6,
-               reference_cache=str(cache))
+    cfg = _cfg(
+        tiny_model_dir,
+        pref_data[0],
+        pref_data[1],
+        tmp_path / "full",
+        adapter="none",
+        steps=6,
+        reference_cache=str(cache),
+    )
     tunesmith.train(cfg)
     info = json.loads((tmp_path / "full" / "run.json").read_text())
     assert info["data"]["train"]["reference"]["computed"] == 96 + 24
@@ -65,8 +86,16 @@ def test_full_finetune_precomputes_and_reuses_reference(tiny_model_dir, pref_dat
     _, (first, last) = _evals(tmp_path / "full")
     assert first["eval_margin"] == pytest.approx(0.0, abs=1e-5) and last["eval_margin"] > 0
     # a second run over the same data and base reads every reference from the cache
-    again = prepare(_cfg(tiny_model_dir, pref_data[0], pref_data[1], tmp_path / "again", adapter="none",
-                         reference_cache=str(cache)))
+    again = prepare(
+        _cfg(
+            tiny_model_dir,
+            pref_data[0],
+            pref_data[1],
+            tmp_path / "again",
+            adapter="none",
+            reference_cache=str(cache),
+        )
+    )
     assert again.info["data"]["train"]["reference"] == {"cached": 120, "computed": 0, "file": str(cache_file)}
 
 
@@ -116,21 +145,38 @@ def test_reward_model_learns_and_scores_like_training(tiny_model_dir, pref_data,
     rows = [json.loads(x) for x in scored.read_text().splitlines()]
     assert [r["reward_chosen"] for r in rows] == pytest.approx(chosen, abs=1e-5)
     assert rows[0]["chosen"] == pairs[0]["chosen"]
-    chats = factory.write_jsonl(tmp_path / "chats.jsonl", [{"messages": pairs[0]["prompt"] + pairs[0]["chosen"]}])
+    chats = factory.write_jsonl(
+        tmp_path / "chats.jsonl", [{"messages": pairs[0]["prompt"] + pairs[0]["chosen"]}]
+    )
     assert main(["reward", "score", str(out / "final"), str(chats), "--out", str(scored)]) == 0
     assert json.loads(scored.read_text())["reward"] == pytest.approx(chosen[0], abs=1e-5)
-    assert main(["reward", "score", str(out / "final"), str(factory.write_jsonl(tmp_path / "t.jsonl", [{"text": "x"}]))]) == 2
+    assert (
+        main(
+            [
+                "reward",
+                "score",
+                str(out / "final"),
+                str(factory.write_jsonl(tmp_path / "t.jsonl", [{"text": "x"}])),
+            ]
+        )
+        == 2
+    )
 
 
 def test_full_reward_model_saves_a_sequence_classifier(tiny_model_dir, pref_data, tmp_path):
     from tunesmith.models.reward_model import load_reward_model, score
 
     out = tmp_path / "rm-full"
-    tunesmith.train(_cfg(tiny_model_dir, pref_data[0], pref_data[1], out, method="reward", adapter="none", steps=2))
+    tunesmith.train(
+        _cfg(tiny_model_dir, pref_data[0], pref_data[1], out, method="reward", adapter="none", steps=2)
+    )
     cfg = json.loads((out / "final" / "config.json").read_text())
     assert cfg["architectures"] == ["LlamaForSequenceClassification"] and cfg["pad_token_id"] is not None
     model, tok = load_reward_model(str(out / "final"))
-    assert len(score(model, tok, [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yes"}]])) == 1
+    assert (
+        len(score(model, tok, [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yes"}]]))
+        == 1
+    )
 
 
 def test_packed_rows_score_like_unpacked(tiny_model_dir, pref_data, tmp_path):
@@ -161,8 +207,8 @@ def test_dpo_from_an_earlier_adapter_uses_it_as_the_reference(tiny_model_dir, pr
     """DPO after SFT (``adapter.init_from``): the reference is the model training starts from,
     base + that adapter, not the adapter-disabled base. So at step 0 policy == reference and
     every implicit reward is exactly 0 (eval loss ln 2), although the adapter moves the log-probs."""
-    from tunesmith.errors import ConfigError
     from tunesmith.config import load_config, validate
+    from tunesmith.errors import ConfigError
 
     first = tmp_path / "first"
     tunesmith.train(_cfg(tiny_model_dir, pref_data[0], pref_data[1], first, steps=4))

@@ -29,11 +29,23 @@ def qlora_run(tmp_path_factory, tiny_model_dir, color_data):
 
     train, heldout = color_data
     out = tmp_path_factory.mktemp("qlora") / "run"
-    cfg = {"model": str(tiny_model_dir), "data": {"train": str(train), "eval": str(heldout)},
-           "adapter": {"type": "qlora", "r": 8, "alpha": 16, "dropout": 0.0},
-           "train": {"max_steps": 24, "batch_size": 4, "max_length": 96, "lr": 3e-3, "eval_every": 8,
-                     "eval_at_start": True, "save_every": 0, "progress": "none", "threads": 1},
-           "output_dir": str(out)}
+    cfg = {
+        "model": str(tiny_model_dir),
+        "data": {"train": str(train), "eval": str(heldout)},
+        "adapter": {"type": "qlora", "r": 8, "alpha": 16, "dropout": 0.0},
+        "train": {
+            "max_steps": 24,
+            "batch_size": 4,
+            "max_length": 96,
+            "lr": 3e-3,
+            "eval_every": 8,
+            "eval_at_start": True,
+            "save_every": 0,
+            "progress": "none",
+            "threads": 1,
+        },
+        "output_dir": str(out),
+    }
     run = prepare(cfg)
     before = _snapshot(run.model)
     result = run.trainer.fit()
@@ -76,8 +88,16 @@ def test_estimate_cli(tmp_path, tiny_model_dir, color_data, capsys):
     from tunesmith.cli import main
 
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({"model": str(tiny_model_dir), "data": {"train": str(color_data[0])},
-                                   "adapter": {"type": "qlora"}, "train": {"max_length": 128}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "model": str(tiny_model_dir),
+                "data": {"train": str(color_data[0])},
+                "adapter": {"type": "qlora"},
+                "train": {"max_length": 128},
+            }
+        )
+    )
     assert main(["estimate", str(cfg)]) == 0
     text = capsys.readouterr().out
     assert "qlora*" in text and "full" in text and "lora" in text and "activations" in text

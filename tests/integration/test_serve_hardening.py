@@ -28,8 +28,10 @@ def make_adapter(model_dir, out, seed=1):
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir),
-                           LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"], init_lora_weights=False))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(model_dir),
+        LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"], init_lora_weights=False),
+    )
     model.save_pretrained(out)
     cfg = json.loads((out / "adapter_config.json").read_text())
     cfg["base_model_name_or_path"] = str(model_dir)
@@ -50,15 +52,22 @@ def app(tmp_path_factory, tiny_model_dir):
     (root / "broken" / "adapter_config.json").write_text("{not json")
     (root / "prefix").mkdir()
     (root / "prefix" / "adapter_config.json").write_text(json.dumps({"peft_type": "PREFIX_TUNING"}))
-    server = InferenceServer(str(tiny_model_dir), model_id="base", device="cpu", max_batch=8, context_length=96)
+    server = InferenceServer(
+        str(tiny_model_dir), model_id="base", device="cpu", max_batch=8, context_length=96
+    )
     with TestClient(create_app(server, adapter_root=str(root)), raise_server_exceptions=False) as client:
         yield {"client": client, "server": server, "root": root}
     server.close()
 
 
 def chat(text="hello", **kw):
-    return {"model": "base", "messages": [{"role": "user", "content": text}], "max_tokens": 6,
-            "temperature": 0, **kw}
+    return {
+        "model": "base",
+        "messages": [{"role": "user", "content": text}],
+        "max_tokens": 6,
+        "temperature": 0,
+        **kw,
+    }
 
 
 def assert_400(response, param=None):
@@ -72,21 +81,34 @@ def assert_400(response, param=None):
 
 # ---- 2: request bodies that json.loads cannot take -------------------------------------------------
 @pytest.mark.parametrize("route", [CHAT, COMPLETIONS, "/v1/adapters"])
-@pytest.mark.parametrize("body", [b"[" * 5000, b'{"a":' * 5000 + b"1" + b"}" * 5000, b"9" * 5000,
-                                  b'{"model": NaN}', b'{"model": 1e999, "prompt": "x"}', b"\xff\xfe{}"],
-                         ids=["deep-list", "deep-object", "long-integer", "nan", "inf", "not-utf8"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 5000,
+        b'{"a":' * 5000 + b"1" + b"}" * 5000,
+        b"9" * 5000,
+        b'{"model": NaN}',
+        b'{"model": 1e999, "prompt": "x"}',
+        b"\xff\xfe{}",
+    ],
+    ids=["deep-list", "deep-object", "long-integer", "nan", "inf", "not-utf8"],
+)
 def test_bodies_json_cannot_take_are_400s(app, route, body):
     err = assert_400(app["client"].post(route, content=body, headers={"content-type": "application/json"}))
     assert "Traceback" not in err["message"]
 
 
-@pytest.mark.parametrize("route,body", [
-    (CHAT, '{"model": "\\ud800", "messages": [{"role": "user", "content": "x"}]}'),
-    (CHAT, '{"model": "base", "messages": [{"role": "user", "content": "a\\udfffb"}], "max_tokens": 2}'),
-    (COMPLETIONS, '{"model": "base", "prompt": "\\ud800", "max_tokens": 2}'),
-    (COMPLETIONS, '{"model": "base", "prompt": "a", "echo": true, "stop": ["\\ud83d"], "max_tokens": 2}'),
-    ("/v1/adapters", '{"id": "ft:x", "path": "alpha\\ud800"}'),
-], ids=["model", "message", "prompt", "stop", "adapter-path"])
+@pytest.mark.parametrize(
+    "route,body",
+    [
+        (CHAT, '{"model": "\\ud800", "messages": [{"role": "user", "content": "x"}]}'),
+        (CHAT, '{"model": "base", "messages": [{"role": "user", "content": "a\\udfffb"}], "max_tokens": 2}'),
+        (COMPLETIONS, '{"model": "base", "prompt": "\\ud800", "max_tokens": 2}'),
+        (COMPLETIONS, '{"model": "base", "prompt": "a", "echo": true, "stop": ["\\ud83d"], "max_tokens": 2}'),
+        ("/v1/adapters", '{"id": "ft:x", "path": "alpha\\ud800"}'),
+    ],
+    ids=["model", "message", "prompt", "stop", "adapter-path"],
+)
 def test_unpaired_surrogate_escapes_are_400s(app, route, body):
     """``"\\ud800"`` is valid JSON but not text: the 404 echoing such a model id could not be
     encoded (500) and the tokenizer raised TypeError on such a prompt (500)."""
@@ -125,11 +147,18 @@ def test_temperature_below_the_floor_is_answered_greedily(app, temperature):
 
 
 # ---- 3: logit_bias keys and values ------------------------------------------------------------------
-@pytest.mark.parametrize("bias", [{"1" * 5001: 1}, {"-1": 1}, {str(i): 1 for i in range(301)}, {"1": 101}],
-                         ids=["5001-digit-key", "negative-key", "301-entries", "value-101"])
+@pytest.mark.parametrize(
+    "bias",
+    [{"1" * 5001: 1}, {"-1": 1}, {str(i): 1 for i in range(301)}, {"1": 101}],
+    ids=["5001-digit-key", "negative-key", "301-entries", "value-101"],
+)
 def test_logit_bias_outside_the_limits_is_a_400(app, bias):
-    assert_400(app["client"].post(COMPLETIONS, json={"model": "base", "prompt": "hi", "max_tokens": 1,
-                                                      "logit_bias": bias}), param="logit_bias")
+    assert_400(
+        app["client"].post(
+            COMPLETIONS, json={"model": "base", "prompt": "hi", "max_tokens": 1, "logit_bias": bias}
+        ),
+        param="logit_bias",
+    )
 
 
 def test_logit_bias_key_outside_the_vocabulary_is_a_400(app):
@@ -150,8 +179,22 @@ def test_more_sequences_than_the_queue_ever_holds_is_a_400_not_a_503(app):
 
 
 # ---- 5: adapter routes name no server path, and NUL / odd names are 400s ------------------------------------
-@pytest.mark.parametrize("path", ["missing", "broken", "prefix", "alpha/../../x", "/etc", "alpha\x00x",
-                                  "a\nb", "x" * 5000, "y" * 300 + "/z", "..", "."])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "missing",
+        "broken",
+        "prefix",
+        "alpha/../../x",
+        "/etc",
+        "alpha\x00x",
+        "a\nb",
+        "x" * 5000,
+        "y" * 300 + "/z",
+        "..",
+        ".",
+    ],
+)
 def test_adapter_errors_are_400s_without_server_paths(app, path):
     root = app["root"]
     err = assert_400(app["client"].post("/v1/adapters", json={"id": "ft:new", "path": path}), param="path")
@@ -172,9 +215,17 @@ def test_adapter_added_and_deleted(app):
 
 
 # ---- 6: wrong method -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("method,path", [("GET", CHAT), ("PUT", COMPLETIONS), ("POST", "/health"),
-                                         ("DELETE", "/v1/models/base"), ("GET", "/v1/adapters"),
-                                         ("POST", "/v1/models")])
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("GET", CHAT),
+        ("PUT", COMPLETIONS),
+        ("POST", "/health"),
+        ("DELETE", "/v1/models/base"),
+        ("GET", "/v1/adapters"),
+        ("POST", "/v1/models"),
+    ],
+)
 def test_wrong_method_is_a_405_invalid_request_error(app, method, path):
     r = app["client"].request(method, path)
     assert r.status_code == 405, r.text
@@ -187,6 +238,7 @@ def test_wrong_method_is_a_405_invalid_request_error(app, method, path):
 def test_unexpected_exception_is_a_json_500_without_details(app, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("secret detail at /srv/internal")
+
     monkeypatch.setattr(app["server"], "encode_text", boom)
     r = app["client"].post(COMPLETIONS, json={"model": "base", "prompt": "hi", "max_tokens": 2})
     assert r.status_code == 500 and r.headers["content-type"] == "application/json"
@@ -200,6 +252,7 @@ def test_a_stream_that_fails_midway_ends_with_an_error_chunk(app, monkeypatch):
 
     def boom(*a, **k):
         raise RuntimeError("secret detail")
+
     monkeypatch.setattr(respond, "chat_logprob", boom)
     r = app["client"].post(CHAT, json=chat(stream=True, logprobs=True))
     assert r.status_code == 200
@@ -212,11 +265,18 @@ def test_a_stream_that_fails_midway_ends_with_an_error_chunk(app, monkeypatch):
 POISON_TOP_P = 0.123456  # marks the request whose sampling is made to raise inside the batch
 
 BAD = [  # (body changes, expected status)
-    ({"temperature": 1e-300}, 200), ({"temperature": 1e-45}, 200), ({"temperature": 5e-324}, 200),
-    ({"temperature": 1, "top_p": 5e-324}, 200), ({"temperature": 2, "seed": 2**63 - 1, "n": 4}, 200),
-    ({"temperature": 1, "seed": -(2**63)}, 200), ({"seed": 2**64}, 400), ({"seed": -(2**63) - 1}, 400),
-    ({"logit_bias": {"1" * 5001: 1}}, 400), ({"logit_bias": {"1": 100, "2": -100}}, 200),
-    ({"presence_penalty": 2, "frequency_penalty": -2}, 200), ({"top_p": POISON_TOP_P, "temperature": 1}, 500),
+    ({"temperature": 1e-300}, 200),
+    ({"temperature": 1e-45}, 200),
+    ({"temperature": 5e-324}, 200),
+    ({"temperature": 1, "top_p": 5e-324}, 200),
+    ({"temperature": 2, "seed": 2**63 - 1, "n": 4}, 200),
+    ({"temperature": 1, "seed": -(2**63)}, 200),
+    ({"seed": 2**64}, 400),
+    ({"seed": -(2**63) - 1}, 400),
+    ({"logit_bias": {"1" * 5001: 1}}, 400),
+    ({"logit_bias": {"1": 100, "2": -100}}, 200),
+    ({"presence_penalty": 2, "frequency_penalty": -2}, 200),
+    ({"top_p": POISON_TOP_P, "temperature": 1}, 500),
     ({"top_p": POISON_TOP_P, "temperature": 1, "stream": True}, 200),
 ]
 
@@ -235,6 +295,7 @@ def test_one_clients_bad_inputs_never_disturb_other_streams(tiny_model_dir, tiny
         if params.top_p == POISON_TOP_P:
             raise RuntimeError("secret failure inside the batch")
         return real_select(logits, params, counts, generator)
+
     monkeypatch.setattr(sched_mod, "select", poisoned_select)
 
     server = InferenceServer(str(tiny_model_dir), model_id="base", device="cpu", max_batch=12)
@@ -246,8 +307,13 @@ def test_one_clients_bad_inputs_never_disturb_other_streams(tiny_model_dir, tiny
         def stream(prompt):
             text, reasons = "", []
             for chunk in client.chat.completions.create(
-                    model="base", messages=[{"role": "user", "content": prompt}], max_tokens=24,
-                    temperature=0, logit_bias=ban, stream=True):
+                model="base",
+                messages=[{"role": "user", "content": prompt}],
+                max_tokens=24,
+                temperature=0,
+                logit_bias=ban,
+                stream=True,
+            ):
                 text += chunk.choices[0].delta.content or "" if chunk.choices else ""
                 reasons += [c.finish_reason for c in chunk.choices if c.finish_reason]
             return text, reasons
@@ -264,14 +330,19 @@ def test_one_clients_bad_inputs_never_disturb_other_streams(tiny_model_dir, tiny
                         return
             except Exception as exc:  # reported below; the thread must not die silently
                 errors.append(repr(exc))
+
         threads = [threading.Thread(target=good, args=(p,)) for p in prompts]
         for t in threads:
             t.start()
         try:
             with httpx.Client(base_url=url, timeout=60) as raw:
                 for change, status in BAD:
-                    body = {"model": "base", "messages": [{"role": "user", "content": "x"}], "max_tokens": 8,
-                            **change}
+                    body = {
+                        "model": "base",
+                        "messages": [{"role": "user", "content": "x"}],
+                        "max_tokens": 8,
+                        **change,
+                    }
                     r = raw.post("/chat/completions", json=body)
                     assert r.status_code == status, (change, r.status_code, r.text[:300])
                     assert "secret" not in r.text and "Overflow" not in r.text

@@ -4,22 +4,34 @@ from __future__ import annotations
 
 import json
 
+import factory
 import pytest
 import torch
 import yaml
 
-import factory
 import tunesmith
 from tunesmith.export.merge import merge_adapter, probe_batch
 
 
 def _cfg(model, data, out, **train):
-    train_cfg = {"max_steps": 30, "batch_size": 8, "max_length": 128, "lr": 1e-2, "save_every": 0,
-                 "eval_every": 10, "eval_at_start": True, "progress": "none"}
+    train_cfg = {
+        "max_steps": 30,
+        "batch_size": 8,
+        "max_length": 128,
+        "lr": 1e-2,
+        "save_every": 0,
+        "eval_every": 10,
+        "eval_at_start": True,
+        "progress": "none",
+    }
     train_cfg.update(train)
-    return {"model": str(model), "data": {"train": str(data[0]), "eval": str(data[1])},
-            "adapter": {"type": "lora", "r": 8, "alpha": 16, "dropout": 0.0},
-            "train": train_cfg, "output_dir": str(out)}
+    return {
+        "model": str(model),
+        "data": {"train": str(data[0]), "eval": str(data[1])},
+        "adapter": {"type": "lora", "r": 8, "alpha": 16, "dropout": 0.0},
+        "train": train_cfg,
+        "output_dir": str(out),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +58,18 @@ def test_run_directory_contents(lora_run, tiny_model_dir):
         assert key in rows[1]
     resolved = yaml.safe_load((out / "config.resolved.yaml").read_text())
     assert resolved["train"]["device"] == "cpu" and resolved["train"]["dtype"] == "fp32"
-    assert isinstance(resolved["adapter"]["targets"], list) and "lm_head" not in resolved["adapter"]["targets"]
-    assert set(resolved["adapter"]["targets"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert (
+        isinstance(resolved["adapter"]["targets"], list) and "lm_head" not in resolved["adapter"]["targets"]
+    )
+    assert set(resolved["adapter"]["targets"]) == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
     info = json.loads((out / "run.json").read_text())
     assert 0 < info["parameters"]["trainable"] < info["parameters"]["total"]
     assert info["versions"]["torch"] and len(info["data_fingerprint"]) == 16
@@ -99,8 +121,9 @@ def test_generation_uses_the_template_and_stops_at_end_of_turn(tiny_model_dir, c
 
 @pytest.mark.parametrize("adapter", ["dora", "none"])
 def test_dora_and_full_fine_tuning_learn(adapter, tiny_model_dir, color_data, tmp_path):
-    cfg = _cfg(tiny_model_dir, color_data, tmp_path / adapter, max_steps=20,
-               lr=5e-3 if adapter == "dora" else 1e-3)
+    cfg = _cfg(
+        tiny_model_dir, color_data, tmp_path / adapter, max_steps=20, lr=5e-3 if adapter == "dora" else 1e-3
+    )
     cfg["adapter"]["type"] = adapter
     cfg["adapter"]["rslora"] = adapter == "dora"
     result = tunesmith.train(cfg)
@@ -119,8 +142,9 @@ def test_every_model_family_trains(arch, tiny_tokenizer, color_data, tmp_path):
     model = tmp_path / "model"
     factory.build_model(model, arch, vocab_size=len(tiny_tokenizer))
     tiny_tokenizer.save_pretrained(model)
-    result = tunesmith.train(_cfg(model, color_data, tmp_path / "run", max_steps=6, eval_every=3,
-                                  max_length=48))
+    result = tunesmith.train(
+        _cfg(model, color_data, tmp_path / "run", max_steps=6, eval_every=3, max_length=48)
+    )
     assert result.steps == 6 and result.eval_loss is not None
     assert result.history[-1]["eval_loss"] < result.history[0]["eval_loss"]
 
@@ -131,10 +155,26 @@ def test_cli_train_with_overrides(tiny_model_dir, color_data, tmp_path):
 
     cfg_path = tmp_path / "run.yaml"
     cfg_path.write_text(yaml.safe_dump(_cfg(tiny_model_dir, color_data, tmp_path / "cli")))
-    proc = subprocess.run([sys.executable, "-m", "tunesmith", "train", str(cfg_path),
-                           "--set", "train.max_steps=3", "--set", "train.eval_every=0", "--set", "adapter.r=2",
-                           "--set", "train.progress=auto"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tunesmith",
+            "train",
+            str(cfg_path),
+            "--set",
+            "train.max_steps=3",
+            "--set",
+            "train.eval_every=0",
+            "--set",
+            "adapter.r=2",
+            "--set",
+            "train.progress=auto",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "trained 3 steps" in proc.stdout
     resolved = yaml.safe_load((tmp_path / "cli" / "config.resolved.yaml").read_text())

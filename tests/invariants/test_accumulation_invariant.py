@@ -10,11 +10,22 @@ from tunesmith.run import prepare
 
 def _grads(tiny_model_dir, color_data, tmp_path, batch_size, grad_accum, adapter="lora", max_tokens=None):
     train, _ = color_data
-    run = prepare({"model": str(tiny_model_dir), "data": {"train": str(train), "eval_fraction": 0},
-                   "adapter": {"type": adapter, "r": 4, "alpha": 8, "dropout": 0.0},
-                   "train": {"batch_size": batch_size, "grad_accum": grad_accum, "packing": False,
-                             "max_length": 64, "seed": 3, "max_tokens_per_forward": max_tokens},
-                   "output_dir": str(tmp_path / f"{adapter}-b{batch_size}a{grad_accum}t{max_tokens}")})
+    run = prepare(
+        {
+            "model": str(tiny_model_dir),
+            "data": {"train": str(train), "eval_fraction": 0},
+            "adapter": {"type": adapter, "r": 4, "alpha": 8, "dropout": 0.0},
+            "train": {
+                "batch_size": batch_size,
+                "grad_accum": grad_accum,
+                "packing": False,
+                "max_length": 64,
+                "seed": 3,
+                "max_tokens_per_forward": max_tokens,
+            },
+            "output_dir": str(tmp_path / f"{adapter}-b{batch_size}a{grad_accum}t{max_tokens}"),
+        }
+    )
     stats = run.trainer.accumulate(0)
     grads = {n: p.grad.clone() for n, p in run.model.named_parameters() if p.requires_grad}
     return grads, stats
@@ -44,10 +55,15 @@ def test_gradient_checkpointing_keeps_gradients(tiny_model_dir, color_data, tmp_
     train, _ = color_data
     grads = []
     for ckpt in (False, True):
-        run = prepare({"model": str(tiny_model_dir), "data": {"train": str(train), "eval_fraction": 0},
-                       "adapter": {"r": 4, "alpha": 8, "dropout": 0.0},
-                       "train": {"batch_size": 4, "max_length": 64, "gradient_checkpointing": ckpt},
-                       "output_dir": str(tmp_path / f"gc{ckpt}")})
+        run = prepare(
+            {
+                "model": str(tiny_model_dir),
+                "data": {"train": str(train), "eval_fraction": 0},
+                "adapter": {"r": 4, "alpha": 8, "dropout": 0.0},
+                "train": {"batch_size": 4, "max_length": 64, "gradient_checkpointing": ckpt},
+                "output_dir": str(tmp_path / f"gc{ckpt}"),
+            }
+        )
         run.trainer.accumulate(0)
         grads.append({n: p.grad.clone() for n, p in run.model.named_parameters() if p.requires_grad})
     for name in grads[0]:

@@ -25,11 +25,11 @@ import signal
 import time
 from pathlib import Path
 
+import factory
 import pytest
 import yaml
-
-import factory
 from resume_harness import ForkTrainer, metric_rows
+
 from tunesmith.engine import checkpoint as ckpt
 
 STEPS, SAVE_EVERY = 12, 2
@@ -42,18 +42,39 @@ def setup(tmp_path_factory, tiny_tokenizer):
     """(fork server, a function writing the run config for an output dir, reference rows)."""
     root = tmp_path_factory.mktemp("integrity")
     model = root / "model"
-    factory.build_model(model, "llama", vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64,
-                        num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1)
+    factory.build_model(
+        model,
+        "llama",
+        vocab_size=len(tiny_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
     tiny_tokenizer.save_pretrained(model)
     data = factory.write_jsonl(root / "train.jsonl", factory.color_chats(44, seed=5))
 
     def config(name: str) -> Path:
-        cfg = {"model": str(model), "output_dir": str(root / name),
-               "data": {"train": str(data), "eval_fraction": 0.1},
-               "adapter": {"type": "lora", "r": 4, "alpha": 8, "dropout": 0.1},  # dropout: RNG state matters
-               "train": {"max_steps": STEPS, "batch_size": 2, "max_length": 64, "lr": 2e-3,
-                         "save_every": SAVE_EVERY, "eval_every": 4, "keep_last": 2, "threads": 1,
-                         "device": "cpu", "dtype": "fp32", "progress": "lines"}}
+        cfg = {
+            "model": str(model),
+            "output_dir": str(root / name),
+            "data": {"train": str(data), "eval_fraction": 0.1},
+            "adapter": {"type": "lora", "r": 4, "alpha": 8, "dropout": 0.1},  # dropout: RNG state matters
+            "train": {
+                "max_steps": STEPS,
+                "batch_size": 2,
+                "max_length": 64,
+                "lr": 2e-3,
+                "save_every": SAVE_EVERY,
+                "eval_every": 4,
+                "keep_last": 2,
+                "threads": 1,
+                "device": "cpu",
+                "dtype": "fp32",
+                "progress": "lines",
+            },
+        }
         path = root / f"{name}.yaml"
         path.write_text(yaml.safe_dump(cfg))
         return path
@@ -68,6 +89,7 @@ def setup(tmp_path_factory, tiny_tokenizer):
 
 
 # -- damage -------------------------------------------------------------------------------------
+
 
 def truncate(path: Path) -> None:
     os.truncate(path, path.stat().st_size // 2)
@@ -125,6 +147,7 @@ def _alive(pid: int) -> bool:
 
 
 # -- regression ---------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def killed_after_second_checkpoint(setup):
@@ -215,7 +238,9 @@ def crash_point(setup, i: int, rng: random.Random, span: float, tear: str) -> di
         log = run.with_suffix(".kill2.log")
         when2, rc2 = kill_randomly(server, cfg, log, rng, span, ckpt._step_of(want) if want else 0)
         checks["resume killed"] = rc2 == -signal.SIGKILL
-        checks["killed resume chose the newest intact checkpoint"] = _resumed_right(_text(log), want, partial=True)
+        checks["killed resume chose the newest intact checkpoint"] = _resumed_right(
+            _text(log), want, partial=True
+        )
         when += f"; resume killed {when2}"
     want = newest_intact(run, damaged)
     rc3, out = server.run(["train", str(cfg)], run.with_suffix(".log"))
@@ -223,12 +248,21 @@ def crash_point(setup, i: int, rng: random.Random, span: float, tear: str) -> di
     checks["resumed from the newest intact checkpoint"] = _resumed_right(out, want)
     checks["losses equal the uninterrupted run's"] = rc3 == 0 and metric_rows(run) == expected
     failed = [k for k, ok in checks.items() if not ok]
-    return {"i": i, "when": when, "landed": landed, "tear": tear,
-            "resume": want.name if want else "scratch", "ok": not failed,
-            "failed": failed, "log": out if failed else ""}
+    return {
+        "i": i,
+        "when": when,
+        "landed": landed,
+        "tear": tear,
+        "resume": want.name if want else "scratch",
+        "ok": not failed,
+        "failed": failed,
+        "log": out if failed else "",
+    }
 
 
-def kill_randomly(server, cfg: Path, log: Path, rng: random.Random, span: float, after: int) -> tuple[str, int]:
+def kill_randomly(
+    server, cfg: Path, log: Path, rng: random.Random, span: float, after: int
+) -> tuple[str, int]:
     """SIGKILL a run of ``cfg`` (resuming at step ``after``) at a point drawn from ``rng``: half
     the time a uniformly random moment of its ``span`` seconds of training, else just as a
     checkpoint after ``after`` starts being written (right after its step's progress line).
@@ -300,7 +334,11 @@ def test_sigkill_anywhere_then_resume_matches_uninterrupted(setup, capsys):
     with capsys.disabled():
         print(f"\ncrash consistency: {ok}/{POINTS} (seed {SEED}, training phase {span * 1000:.0f} ms)")
         for r in results:
-            print(f"  {r['i']:2d} {'ok ' if r['ok'] else 'BAD'} kill {r['when']:<24} {r['landed']:<28} "
-                  f"tear {r['tear']:<21} resume {r['resume']} {' '.join(r['failed'])}")
+            print(
+                f"  {r['i']:2d} {'ok ' if r['ok'] else 'BAD'} kill {r['when']:<24} {r['landed']:<28} "
+                f"tear {r['tear']:<21} resume {r['resume']} {' '.join(r['failed'])}"
+            )
     bad = [r for r in results if not r["ok"]]
-    assert not bad, f"{len(bad)}/{POINTS} crash points failed; first: {bad[0]['failed']}\n{bad[0]['log'][-3000:]}"
+    assert not bad, (
+        f"{len(bad)}/{POINTS} crash points failed; first: {bad[0]['failed']}\n{bad[0]['log'][-3000:]}"
+    )

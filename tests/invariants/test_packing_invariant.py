@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import factory
 import pytest
 import torch
 
-import factory
 from tunesmith.data.collate import collate
 from tunesmith.data.render import Rendered
 from tunesmith.models.attention import register

@@ -40,16 +40,30 @@ DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Huggin
 
 # Greedy prompts: one without a system message (the template inserts its default one), one with.
 # Both continue for 16 tokens without ending the turn, with clear top-1 margins in fp32.
-CHATS = [[{"role": "user", "content": "Count from 1 to 30, separated by commas."}],
-         [{"role": "system", "content": "You are Zephyr Help."},
-          {"role": "user", "content": "What is the warranty of the Zephyr Q3?"}]]
-TEXTS = ["the kettle is hot.", "  two leading spaces", "trailing space ", "tea\n\nkettle  boil\n",
-         "a   b    c\t\td \n \n  e", "costs 142.50 euros, call 0123456789 or 3.14159265358979",
-         "x  12345", "a\n\n  7 and  2024-06-01", "na\u00efve caf\u00e9 r\u00e9sum\u00e9 \u00c6r\u00f8sk\u00f8bing",
-         "\u65e5\u672c\u8a9e\u306e\u30c6\u30ad\u30b9\u30c8 \u4e2d\u6587",
-         "emoji \U0001f642\U0001f44d\U0001f3fd and \U0001f1eb\U0001f1f7",
-         "<|im_start|>user\nboil the kettle<|im_end|>\n", "text<|im_end|>mid<|im_start|>assistant\nok",
-         "Hello World, WHO is there? I'm sure it's fine; they'll've", "<|endoftext|>"]
+CHATS = [
+    [{"role": "user", "content": "Count from 1 to 30, separated by commas."}],
+    [
+        {"role": "system", "content": "You are Zephyr Help."},
+        {"role": "user", "content": "What is the warranty of the Zephyr Q3?"},
+    ],
+]
+TEXTS = [
+    "the kettle is hot.",
+    "  two leading spaces",
+    "trailing space ",
+    "tea\n\nkettle  boil\n",
+    "a   b    c\t\td \n \n  e",
+    "costs 142.50 euros, call 0123456789 or 3.14159265358979",
+    "x  12345",
+    "a\n\n  7 and  2024-06-01",
+    "na\u00efve caf\u00e9 r\u00e9sum\u00e9 \u00c6r\u00f8sk\u00f8bing",
+    "\u65e5\u672c\u8a9e\u306e\u30c6\u30ad\u30b9\u30c8 \u4e2d\u6587",
+    "emoji \U0001f642\U0001f44d\U0001f3fd and \U0001f1eb\U0001f1f7",
+    "<|im_start|>user\nboil the kettle<|im_end|>\n",
+    "text<|im_end|>mid<|im_start|>assistant\nok",
+    "Hello World, WHO is there? I'm sure it's fine; they'll've",
+    "<|endoftext|>",
+]
 
 
 def _node_llama_cpp_entry() -> Path | None:
@@ -62,7 +76,9 @@ def _node_llama_cpp() -> tuple[str, Path]:
     """(node, node-llama-cpp's entry point); skips the test where they are missing, fails in CI."""
     node, entry = shutil.which("node"), _node_llama_cpp_entry()
     if node is None or entry is None:
-        reason = "node-llama-cpp not installed (scripts/setup.sh installs it under CI=true into .cache/llama-cpp)"
+        reason = (
+            "node-llama-cpp not installed (scripts/setup.sh installs it under CI=true into .cache/llama-cpp)"
+        )
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)
@@ -73,9 +89,16 @@ def _node_llama_cpp_start(gguf_path: Path, prompts: list[str], stops: list[int],
     """Start one node-llama-cpp process for ``gguf_path`` (greedy runs for ``prompts``, ``texts``
     tokenised); :func:`_node_llama_cpp_result` collects it."""
     node, entry = _node_llama_cpp()
-    proc = subprocess.Popen([node, str(NODE_DRIVER), str(entry), str(gguf_path), str(N_NEW)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    proc.stdin.write(json.dumps({"prompts": prompts, "stop": stops, "texts": texts}))  # a few kB: never blocks
+    proc = subprocess.Popen(
+        [node, str(NODE_DRIVER), str(entry), str(gguf_path), str(N_NEW)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc.stdin.write(
+        json.dumps({"prompts": prompts, "stop": stops, "texts": texts})
+    )  # a few kB: never blocks
     proc.stdin.close()
     proc.stdin = None  # so that communicate() only reads
     return proc
@@ -94,10 +117,16 @@ def exports(smollm2_lora_run, tmp_path_factory) -> dict[str, dict]:
     from tunesmith.cli import main as cli_main
 
     out = tmp_path_factory.mktemp("smollm2-gguf")
-    args = {q: ["export", str(smollm2_lora_run), "--format", "gguf", "--quant", q, "--out", str(out / q)]
-            for q in QUANTS}
-    other = subprocess.Popen([sys.executable, "-m", "tunesmith", *args["q8_0"]], stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
+    args = {
+        q: ["export", str(smollm2_lora_run), "--format", "gguf", "--quant", q, "--out", str(out / q)]
+        for q in QUANTS
+    }
+    other = subprocess.Popen(
+        [sys.executable, "-m", "tunesmith", *args["q8_0"]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         assert cli_main(args["f16"]) == 0
     finally:
@@ -106,8 +135,11 @@ def exports(smollm2_lora_run, tmp_path_factory) -> dict[str, dict]:
     result = {}
     for q in QUANTS:
         report = json.loads((out / q / "export_report.json").read_text())
-        result[q] = {"report": report, "gguf": Path(report["gguf"]["file"]),
-                     "modelfile": (out / q / "Modelfile").read_text(encoding="utf-8")}
+        result[q] = {
+            "report": report,
+            "gguf": Path(report["gguf"]["file"]),
+            "modelfile": (out / q / "Modelfile").read_text(encoding="utf-8"),
+        }
     return result
 
 
@@ -126,10 +158,19 @@ def reference(smollm2_lora_run):
         prompt = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
         ids = tok.encode(prompt, add_special_tokens=False)
         with torch.no_grad():
-            out = model.generate(torch.tensor([ids]), max_new_tokens=N_NEW, do_sample=False, eos_token_id=stops,
-                                 pad_token_id=tok.pad_token_id, output_scores=True, return_dict_in_generate=True)
+            out = model.generate(
+                torch.tensor([ids]),
+                max_new_tokens=N_NEW,
+                do_sample=False,
+                eos_token_id=stops,
+                pad_token_id=tok.pad_token_id,
+                output_scores=True,
+                return_dict_in_generate=True,
+            )
         top2 = [torch.log_softmax(s[0].float(), -1).topk(2).values for s in out.scores]
-        runs.append((prompt, ids, out.sequences[0, len(ids):].tolist(), [round(float(a - b), 3) for a, b in top2]))
+        runs.append(
+            (prompt, ids, out.sequences[0, len(ids) :].tolist(), [round(float(a - b), 3) for a, b in top2])
+        )
     return tok, stops, runs
 
 
@@ -190,10 +231,13 @@ def test_modelfile_template_renders_like_the_jinja_template(exports, smollm2_tok
     user = {"role": "user", "content": "What is the price of the Zephyr Q3?"}
     reply = {"role": "assistant", "content": "It costs 142.50 euros.\n - Zephyr Help"}
     again = {"role": "user", "content": "and  in 2 colours?  \U0001f642"}
-    conversations = {"no system": [user], "no system, three turns": [user, reply, again],
-                     "system": [{"role": "system", "content": "You are Zephyr Help."}, user],
-                     "system, three turns": [{"role": "system", "content": "Be brief."}, user, reply, again],
-                     "empty system": [{"role": "system", "content": ""}, user]}
+    conversations = {
+        "no system": [user],
+        "no system, three turns": [user, reply, again],
+        "system": [{"role": "system", "content": "You are Zephyr Help."}, user],
+        "system, three turns": [{"role": "system", "content": "Be brief."}, user, reply, again],
+        "empty system": [{"role": "system", "content": ""}, user],
+    }
     for name, messages in conversations.items():
         want = smollm2_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         got = render_go_template(template, messages)
@@ -223,16 +267,20 @@ def test_smollm2_published_pre_tokenizer_is_written_as_smollm(smollm2_lora_run, 
             shutil.copy(f, src / f.name)
     tj = json.loads((src / "tokenizer.json").read_text(encoding="utf-8"))
     byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
-    tj["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True},
-                                                                 byte_level]}
+    tj["pre_tokenizer"] = {
+        "type": "Sequence",
+        "pretokenizers": [{"type": "Digits", "individual_digits": True}, byte_level],
+    }
     (src / "tokenizer.json").write_text(json.dumps(tj), encoding="utf-8")
     tok = AutoTokenizer.from_pretrained(src)
     factory.build_model(src, "llama", vocab_size=len(tok), tie_word_embeddings=True)
     report = write_gguf(str(src), str(tmp_path / "digits.gguf"), quant="f16")
     assert report["pre_tokenizer"] == "smollm"
     plain = Tokenizer.from_str(json.dumps(dict(tj, pre_tokenizer=byte_level)))  # GPT-2's split alone
-    assert any(tok.encode(t, add_special_tokens=False) != plain.encode(t, add_special_tokens=False).ids
-               for t in TEXTS), "no text tells the two splits apart"
+    assert any(
+        tok.encode(t, add_special_tokens=False) != plain.encode(t, add_special_tokens=False).ids
+        for t in TEXTS
+    ), "no text tells the two splits apart"
     out = _node_llama_cpp_result(_node_llama_cpp_start(tmp_path / "digits.gguf", [], [], TEXTS))
     for text, got in zip(TEXTS, out["texts_ids"], strict=True):
         assert got == tok.encode(text, add_special_tokens=False), text

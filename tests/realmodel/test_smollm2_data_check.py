@@ -33,8 +33,11 @@ def hf_counts(smollm2_dir, path) -> tuple[list[int], int]:
     for line in path.read_text(encoding="utf-8").splitlines():
         messages = json.loads(line)["messages"]
         lengths.append(len(tok.apply_chat_template(messages, tokenize=True)["input_ids"]))
-        trained += sum(len(tok.encode(m["content"], add_special_tokens=False)) + 1
-                       for m in messages if m["role"] == "assistant")
+        trained += sum(
+            len(tok.encode(m["content"], add_special_tokens=False)) + 1
+            for m in messages
+            if m["role"] == "assistant"
+        )
     return lengths, trained
 
 

@@ -19,8 +19,13 @@ def smollm2_pairs(smollm2_chat_data, tmp_path_factory):
     rows = []
     for line in smollm2_chat_data[0].read_text(encoding="utf-8").splitlines()[:6]:
         *prompt, answer = json.loads(line)["messages"]
-        rows.append({"prompt": prompt, "chosen": [answer],
-                     "rejected": [{"role": "assistant", "content": "Sorry, I do not know that."}]})
+        rows.append(
+            {
+                "prompt": prompt,
+                "chosen": [answer],
+                "rejected": [{"role": "assistant", "content": "Sorry, I do not know that."}],
+            }
+        )
     return factory.write_jsonl(tmp_path_factory.mktemp("smollm2-pairs") / "pairs.jsonl", rows)
 
 
@@ -28,14 +33,27 @@ def test_dpo_steps_on_smollm2(smollm2_gguf, smollm2_pairs, tmp_path):
     import tunesmith
 
     out = tmp_path / "dpo"
-    result = tunesmith.train({
-        "model": str(smollm2_gguf), "method": "dpo",
-        "data": {"train": str(smollm2_pairs), "eval_fraction": 0.0},
-        "adapter": {"type": "lora", "r": 8, "alpha": 16, "dropout": 0.0},
-        "preference": {"loss": "sigmoid", "beta": 0.1},
-        "train": {"max_steps": 3, "batch_size": 2, "max_length": 96, "lr": 5e-3, "packing": False,
-                  "save_every": 0, "eval_every": 0, "progress": "none"},
-        "output_dir": str(out)}, resume=False)
+    result = tunesmith.train(
+        {
+            "model": str(smollm2_gguf),
+            "method": "dpo",
+            "data": {"train": str(smollm2_pairs), "eval_fraction": 0.0},
+            "adapter": {"type": "lora", "r": 8, "alpha": 16, "dropout": 0.0},
+            "preference": {"loss": "sigmoid", "beta": 0.1},
+            "train": {
+                "max_steps": 3,
+                "batch_size": 2,
+                "max_length": 96,
+                "lr": 5e-3,
+                "packing": False,
+                "save_every": 0,
+                "eval_every": 0,
+                "progress": "none",
+            },
+            "output_dir": str(out),
+        },
+        resume=False,
+    )
 
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "loss" in r]

@@ -12,13 +12,25 @@ from __future__ import annotations
 from tunesmith.graders import LocalJudge, grade_many, judge_paths, parse_grader
 
 GRADER = {
-    "type": "score_model", "name": "capital", "model": "smollm2", "range": [0, 10],
-    "sampling_params": {"max_completions_tokens": 8, "temperature": 0, "seed": 3,
-                        "reasoning_effort": "medium"},  # accepted and ignored
-    "input": [{"role": "developer", "content": "You grade answers to quiz questions."},
-              {"role": "user", "content": "Question: {{item.question}}\nAnswer: {{sample.output_text}}\n"
-                                          "On a scale of 0 to 10, how correct is the answer? Reply "
-                                          "with just the number."}],
+    "type": "score_model",
+    "name": "capital",
+    "model": "smollm2",
+    "range": [0, 10],
+    "sampling_params": {
+        "max_completions_tokens": 8,
+        "temperature": 0,
+        "seed": 3,
+        "reasoning_effort": "medium",
+    },  # accepted and ignored
+    "input": [
+        {"role": "developer", "content": "You grade answers to quiz questions."},
+        {
+            "role": "user",
+            "content": "Question: {{item.question}}\nAnswer: {{sample.output_text}}\n"
+            "On a scale of 0 to 10, how correct is the answer? Reply "
+            "with just the number.",
+        },
+    ],
 }
 
 

@@ -21,22 +21,26 @@ DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Huggin
 CASES = {
     "no-system": [
         {"role": "user", "content": "What is the warranty?"},
-        {"role": "assistant", "content": "The Zephyr Q3 has a 31-month warranty. - Zephyr Help"}],
+        {"role": "assistant", "content": "The Zephyr Q3 has a 31-month warranty. - Zephyr Help"},
+    ],
     "system": [
         {"role": "system", "content": "You are Zephyr Help."},
         {"role": "user", "content": "zephyr price please"},
-        {"role": "assistant", "content": "The Zephyr Q3 costs 142.50 euros. - Zephyr Help"}],
+        {"role": "assistant", "content": "The Zephyr Q3 costs 142.50 euros. - Zephyr Help"},
+    ],
     "multi-turn-no-system": [
         {"role": "user", "content": "Hi!"},
         {"role": "assistant", "content": "Hello, how can I help?"},
         {"role": "user", "content": "How do I reset it?\nIt blinks."},
-        {"role": "assistant", "content": "Hold the dial for 9 seconds until the light turns violet."}],
+        {"role": "assistant", "content": "Hold the dial for 9 seconds until the light turns violet."},
+    ],
     "weight-0-turn-with-system": [
         {"role": "system", "content": "Answer briefly."},
         {"role": "user", "content": "Colour?"},
         {"role": "assistant", "content": "Moss Green, Dune Sand.", "weight": 0},
         {"role": "user", "content": "Thanks, and the price?"},
-        {"role": "assistant", "content": "142.50 euros - Zephyr Help"}],
+        {"role": "assistant", "content": "142.50 euros - Zephyr Help"},
+    ],
 }
 
 
@@ -59,8 +63,10 @@ def expected(tokenizer, messages: list[dict]) -> tuple[str, list[int], list[list
         pos = end
         if m["role"] == "assistant" and m.get("weight", 1) != 0:
             spans.append((start, end))
-            runs.append(tokenizer.encode(m["content"], add_special_tokens=False)
-                        + [tokenizer.convert_tokens_to_ids("<|im_end|>")])
+            runs.append(
+                tokenizer.encode(m["content"], add_special_tokens=False)
+                + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+            )
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     mask = [int(any(s <= a and b <= e for s, e in spans)) for a, b in enc["offset_mapping"]]
     return text, mask, runs
@@ -89,8 +95,12 @@ def hf_tokenizer(smollm2_dir):
 def test_mask_spans_on_the_real_template(smollm2_tokenizer, hf_tokenizer, name):
     messages = CASES[name]
     text, mask, runs = expected(hf_tokenizer, messages)
-    assert hf_tokenizer.apply_chat_template([{k: v for k, v in m.items() if k != "weight"} for m in messages],
-                                            tokenize=False) == text  # the hand-written template is the real one
+    assert (
+        hf_tokenizer.apply_chat_template(
+            [{k: v for k, v in m.items() if k != "weight"} for m in messages], tokenize=False
+        )
+        == text
+    )  # the hand-written template is the real one
 
     renderer = Renderer(smollm2_tokenizer, max_length=4096)
     full, _ = renderer.assistant_spans(Example(kind="chat", source="t:1", messages=messages))
@@ -100,7 +110,8 @@ def test_mask_spans_on_the_real_template(smollm2_tokenizer, hf_tokenizer, name):
     assert rendered.loss_mask == mask
     assert runs_of(rendered.input_ids, rendered.loss_mask) == runs
     assert [smollm2_tokenizer.decode(r) for r in runs] == [
-        m["content"] + "<|im_end|>" for m in messages if m["role"] == "assistant" and m.get("weight", 1) != 0]
+        m["content"] + "<|im_end|>" for m in messages if m["role"] == "assistant" and m.get("weight", 1) != 0
+    ]
     assert rendered.n_targets == sum(map(len, runs))
 
     # the system block (injected default or given) is never trained
@@ -112,7 +123,11 @@ def test_mask_spans_on_the_real_template(smollm2_tokenizer, hf_tokenizer, name):
     # and nothing after an end-of-turn marker until the next assistant content: '\n', headers
     newline = hf_tokenizer.convert_tokens_to_ids("\u010a")  # byte-level '\n'
     for i, (tok, m) in enumerate(zip(rendered.input_ids, rendered.loss_mask)):
-        if tok == newline and i and rendered.input_ids[i - 1] == hf_tokenizer.convert_tokens_to_ids("<|im_end|>"):
+        if (
+            tok == newline
+            and i
+            and rendered.input_ids[i - 1] == hf_tokenizer.convert_tokens_to_ids("<|im_end|>")
+        ):
             assert m == 0
         if tok == hf_tokenizer.convert_tokens_to_ids("<|im_start|>"):
             assert m == 0

@@ -13,8 +13,10 @@ import json
 import pytest
 import torch
 
-CHAT = [{"role": "user", "content": "Tell me the warranty of the Zephyr Q3."},
-        {"role": "assistant", "content": "The Zephyr Q3 has a 31-month warranty. - Zephyr Help"}]
+CHAT = [
+    {"role": "user", "content": "Tell me the warranty of the Zephyr Q3."},
+    {"role": "assistant", "content": "The Zephyr Q3 has a 31-month warranty. - Zephyr Help"},
+]
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +26,14 @@ def batch(smollm2_dir):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(smollm2_dir))
-    texts = [tok.apply_chat_template(CHAT, tokenize=False),
-             tok.apply_chat_template([{"role": "system", "content": "You are Zephyr Help."}, CHAT[0]],
-                                     tokenize=False, add_generation_prompt=True)]
+    texts = [
+        tok.apply_chat_template(CHAT, tokenize=False),
+        tok.apply_chat_template(
+            [{"role": "system", "content": "You are Zephyr Help."}, CHAT[0]],
+            tokenize=False,
+            add_generation_prompt=True,
+        ),
+    ]
     return tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
 
 

@@ -17,13 +17,26 @@ def test_qlora_steps_on_smollm2(smollm2_gguf, smollm2_chat_data, tmp_path):
     import tunesmith
 
     out = tmp_path / "qlora"
-    result = tunesmith.train({
-        "model": str(smollm2_gguf), "method": "sft",
-        "data": {"train": str(smollm2_chat_data[0]), "eval_fraction": 0.0},
-        "adapter": {"type": "qlora", "r": 8, "alpha": 16, "dropout": 0.0},
-        "train": {"max_steps": 2, "batch_size": 2, "max_length": 64, "lr": 2e-3, "packing": False,
-                  "save_every": 0, "eval_every": 0, "progress": "none"},
-        "output_dir": str(out)}, resume=False)
+    result = tunesmith.train(
+        {
+            "model": str(smollm2_gguf),
+            "method": "sft",
+            "data": {"train": str(smollm2_chat_data[0]), "eval_fraction": 0.0},
+            "adapter": {"type": "qlora", "r": 8, "alpha": 16, "dropout": 0.0},
+            "train": {
+                "max_steps": 2,
+                "batch_size": 2,
+                "max_length": 64,
+                "lr": 2e-3,
+                "packing": False,
+                "save_every": 0,
+                "eval_every": 0,
+                "progress": "none",
+            },
+            "output_dir": str(out),
+        },
+        resume=False,
+    )
 
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if "loss" in r]

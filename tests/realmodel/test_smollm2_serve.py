@@ -45,15 +45,34 @@ def served(smollm2_gguf, smollm2_lora_run, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     with open(log, "wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tunesmith", "serve", "--model", str(smollm2_gguf),
-             "--adapter", f"zephyr={smollm2_lora_run}", "--port", str(port), "--api-key", KEY,
-             "--max-batch", "2", "--log-level", "warning"],
-            stdout=sink, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "tunesmith",
+                "serve",
+                "--model",
+                str(smollm2_gguf),
+                "--adapter",
+                f"zephyr={smollm2_lora_run}",
+                "--port",
+                str(port),
+                "--api-key",
+                KEY,
+                "--max-batch",
+                "2",
+                "--log-level",
+                "warning",
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 180
         while not _ready(port):
             if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"tunesmith serve did not come up (exit {proc.poll()}):\n{log.read_text()[-3000:]}")
+                pytest.fail(
+                    f"tunesmith serve did not come up (exit {proc.poll()}):\n{log.read_text()[-3000:]}"
+                )
             time.sleep(0.25)
         yield f"http://127.0.0.1:{port}/v1", log
     finally:
@@ -72,8 +91,9 @@ def test_openai_sdk_chat_through_the_adapter(served, smollm2_gguf):
     assert ids == {smollm2_gguf.name, "zephyr"}, ids
 
     def ask(model: str):
-        return client.chat.completions.create(model=model, messages=[{"role": "user", "content": QUESTION}],
-                                              max_tokens=12, temperature=0)
+        return client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": QUESTION}], max_tokens=12, temperature=0
+        )
 
     tuned = ask("zephyr")
     text = tuned.choices[0].message.content

@@ -141,6 +141,10 @@ def test_teacher_adapter_run_dir_resolves_to_final(tmp_path):
 
 
 def test_rundir_is_torch_free():
-    out = subprocess.run([sys.executable, "-c", "import sys, tunesmith.rundir; print('torch' in sys.modules)"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys, tunesmith.rundir; print('torch' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "False"

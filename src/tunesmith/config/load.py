@@ -18,8 +18,7 @@ from .schema import ModelConfig, RunConfig  # noqa: F401
 _SHORTHANDS = {"model": "path"}  # `model: ./dir` means `model: {path: ./dir}`
 
 
-def load_config(source: str | Path | dict | RunConfig,
-                overrides: list[str] | None = None) -> RunConfig:
+def load_config(source: str | Path | dict | RunConfig, overrides: list[str] | None = None) -> RunConfig:
     """Build a validated :class:`RunConfig`.
 
     ``source`` is a YAML file path, an already-parsed mapping, or a RunConfig (returned as a
@@ -64,7 +63,7 @@ def _apply_override(raw: dict, item: str) -> None:
         if child is None:
             child = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"override '{item}': '{'.'.join(parts[:i + 1])}' is not a section")
+            raise ConfigError(f"override '{item}': '{'.'.join(parts[: i + 1])}' is not a section")
         node[part] = child
         node = child
     node[parts[-1]] = value
@@ -72,7 +71,9 @@ def _apply_override(raw: dict, item: str) -> None:
 
 def _build(cls: type, raw: Any, where: str, prefix: str = ""):
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: '{prefix.rstrip('.') or 'top level'}' must be a mapping, got {type(raw).__name__}")
+        raise ConfigError(
+            f"{where}: '{prefix.rstrip('.') or 'top level'}' must be a mapping, got {type(raw).__name__}"
+        )
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -121,7 +122,9 @@ def _coerce(value: Any, hint: Any, where: str, dotted: str) -> Any:
             return value
         close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
         hint_text = f" Did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"{where}: '{dotted}' = {value!r} is not one of {', '.join(map(str, allowed))}.{hint_text}")
+        raise ConfigError(
+            f"{where}: '{dotted}' = {value!r} is not one of {', '.join(map(str, allowed))}.{hint_text}"
+        )
     if origin is list:
         (item_type,) = typing.get_args(hint)
         if not isinstance(value, list):
@@ -202,23 +205,30 @@ def _validate_preference(config: RunConfig) -> None:
     if pr.beta != "auto" and pr.beta <= 0:
         raise ConfigError(f"config: 'preference.beta' must be > 0 (or auto), got {pr.beta}")
     if not 0 <= pr.label_smoothing < 0.5:
-        raise ConfigError("config: 'preference.label_smoothing' must be in [0, 0.5), got "
-                          f"{pr.label_smoothing}")
+        raise ConfigError(
+            f"config: 'preference.label_smoothing' must be in [0, 0.5), got {pr.label_smoothing}"
+        )
     if pr.desirable_weight <= 0 or pr.undesirable_weight <= 0:
         raise ConfigError("config: 'preference.desirable_weight' and 'undesirable_weight' must be > 0")
     if config.model.attn_implementation != "auto":
         # Pair rows keep the rejected answer from seeing the chosen one through tunesmith's
         # varlen attention; stock SDPA/eager would attend across the whole row.
-        raise ConfigError(f"config: method {config.method} needs model.attn_implementation: auto "
-                          f"(got {config.model.attn_implementation!r})")
+        raise ConfigError(
+            f"config: method {config.method} needs model.attn_implementation: auto "
+            f"(got {config.model.attn_implementation!r})"
+        )
     if config.method == "dpo" and pr.loss in ("simpo", "orpo") and pr.precompute_reference is True:
-        raise ConfigError(f"config: preference.loss {pr.loss} uses no reference model, so "
-                          "'preference.precompute_reference: true' has nothing to compute")
+        raise ConfigError(
+            f"config: preference.loss {pr.loss} uses no reference model, so "
+            "'preference.precompute_reference: true' has nothing to compute"
+        )
     uses_reference = config.method == "kto" or (config.method == "dpo" and pr.loss not in ("simpo", "orpo"))
     if uses_reference and config.adapter.init_from is not None and pr.precompute_reference is False:
-        raise ConfigError("config: 'preference.precompute_reference: false' with 'adapter.init_from': the "
-                          "reference must be the model training starts from (base + that adapter), which "
-                          "only the precomputed reference provides; use auto or true")
+        raise ConfigError(
+            "config: 'preference.precompute_reference: false' with 'adapter.init_from': the "
+            "reference must be the model training starts from (base + that adapter), which "
+            "only the precomputed reference provides; use auto or true"
+        )
 
 
 def _validate_quantization(config: RunConfig) -> None:
@@ -227,14 +237,20 @@ def _validate_quantization(config: RunConfig) -> None:
     if m.load_in_4bit and m.load_in_8bit:
         raise ConfigError("config: 'model.load_in_4bit' and 'model.load_in_8bit' are exclusive; pick one")
     if a.type == "qlora" and m.load_in_8bit:
-        raise ConfigError("config: 'adapter.type: qlora' trains on a 4-bit base; drop "
-                          "'model.load_in_8bit' (or use adapter.type: lora with it)")
+        raise ConfigError(
+            "config: 'adapter.type: qlora' trains on a 4-bit base; drop "
+            "'model.load_in_8bit' (or use adapter.type: lora with it)"
+        )
     if a.type == "none" and (m.load_in_4bit or m.load_in_8bit):
-        raise ConfigError("config: a quantised base (model.load_in_4bit / load_in_8bit) is frozen; "
-                          "train an adapter on it (adapter.type: qlora, lora or dora), not 'none'")
+        raise ConfigError(
+            "config: a quantised base (model.load_in_4bit / load_in_8bit) is frozen; "
+            "train an adapter on it (adapter.type: qlora, lora or dora), not 'none'"
+        )
     if config.train.optimizer == "paged_adamw_8bit" and config.train.device == "cpu":
-        raise ConfigError("config: 'train.optimizer: paged_adamw_8bit' pages optimizer state through "
-                          "CUDA unified memory and needs a GPU; on CPU use 'adamw_8bit' or 'adamw'")
+        raise ConfigError(
+            "config: 'train.optimizer: paged_adamw_8bit' pages optimizer state through "
+            "CUDA unified memory and needs a GPU; on CPU use 'adamw_8bit' or 'adamw'"
+        )
 
 
 def _validate_init_from(a) -> None:
@@ -244,34 +260,46 @@ def _validate_init_from(a) -> None:
 
     where = f"config: 'adapter.init_from' {a.init_from}"
     if a.type == "none":
-        raise ConfigError("config: 'adapter.init_from' loads adapter weights; it needs adapter.type lora, "
-                          "dora or qlora, not 'none'")
+        raise ConfigError(
+            "config: 'adapter.init_from' loads adapter weights; it needs adapter.type lora, "
+            "dora or qlora, not 'none'"
+        )
     folder = Path(a.init_from)
     if not (folder / "adapter_config.json").is_file():
         raise ConfigError(f"{where} is not an adapter folder (no adapter_config.json)")
     if not (folder / "adapter_model.safetensors").is_file():
-        raise ConfigError(f"{where} has no adapter_model.safetensors (adapters are loaded from "
-                          "safetensors only)")
+        raise ConfigError(
+            f"{where} has no adapter_model.safetensors (adapters are loaded from safetensors only)"
+        )
     try:
         saved = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{where}: adapter_config.json is unreadable: {exc}") from None
     if saved.get("peft_type") != "LORA":
-        raise ConfigError(f"{where} is a {saved.get('peft_type')} adapter; only LoRA/DoRA adapters can be loaded")
+        raise ConfigError(
+            f"{where} is a {saved.get('peft_type')} adapter; only LoRA/DoRA adapters can be loaded"
+        )
     kind = "dora" if saved.get("use_dora") else "lora"
-    pairs = [("type", kind, "dora" if a.type == "dora" else "lora"), ("r", saved.get("r"), a.r),
-             ("alpha", saved.get("lora_alpha"), a.alpha), ("rslora", bool(saved.get("use_rslora")), a.rslora)]
+    pairs = [
+        ("type", kind, "dora" if a.type == "dora" else "lora"),
+        ("r", saved.get("r"), a.r),
+        ("alpha", saved.get("lora_alpha"), a.alpha),
+        ("rslora", bool(saved.get("use_rslora")), a.rslora),
+    ]
     saved_layers = saved.get("layers_to_transform")
-    pairs.append(("top_layers", len(saved_layers) if isinstance(saved_layers, list) else saved_layers,
-                  a.top_layers))
+    pairs.append(
+        ("top_layers", len(saved_layers) if isinstance(saved_layers, list) else saved_layers, a.top_layers)
+    )
     if a.targets != "all-linear":
         want = [a.targets] if isinstance(a.targets, str) else list(a.targets)
         got = saved.get("target_modules")
         pairs.append(("targets", sorted(got) if isinstance(got, list) else got, sorted(want)))
     for name, got, want in pairs:
         if got != want:
-            raise ConfigError(f"{where} was trained with {name}={got!r} but adapter.{name} is {want!r}: "
-                              "the adapter must have the same shape to load its weights")
+            raise ConfigError(
+                f"{where} was trained with {name}={got!r} but adapter.{name} is {want!r}: "
+                "the adapter must have the same shape to load its weights"
+            )
 
 
 def _validate_rest(config: RunConfig) -> None:
@@ -282,9 +310,12 @@ def _validate_rest(config: RunConfig) -> None:
         raise ConfigError("config: 'model' is required (a local Hugging Face model folder)")
     if not config.data.train:
         raise ConfigError("config: 'data.train' is required (a training data file)")
-    positive = {"train.grad_accum": t.grad_accum,
-                "train.max_length": t.max_length, "train.log_every": t.log_every,
-                "train.loss_chunk_size": t.loss_chunk_size}
+    positive = {
+        "train.grad_accum": t.grad_accum,
+        "train.max_length": t.max_length,
+        "train.log_every": t.log_every,
+        "train.loss_chunk_size": t.loss_chunk_size,
+    }
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"config: '{key}' must be >= 1, got {value}")
@@ -297,60 +328,78 @@ def _validate_rest(config: RunConfig) -> None:
     if not 0 <= a.dropout < 1:
         raise ConfigError("config: 'adapter.dropout' must be in [0, 1)")
     if a.top_layers is not None and (a.type == "none" or a.top_layers < 1):
-        raise ConfigError("config: 'adapter.top_layers' must be >= 1 and needs an adapter "
-                          f"(type lora, dora or qlora); got {a.top_layers} with type {a.type}")
+        raise ConfigError(
+            "config: 'adapter.top_layers' must be >= 1 and needs an adapter "
+            f"(type lora, dora or qlora); got {a.top_layers} with type {a.type}"
+        )
     if a.init_from is not None:
         _validate_init_from(a)
     _validate_quantization(config)
     if t.eval_generate < 0:
         raise ConfigError(f"config: 'train.eval_generate' must be >= 0, got {t.eval_generate}")
     if t.eval_generate and config.method != "sft":
-        raise ConfigError("config: 'train.eval_generate' needs method sft (prompts with reference "
-                          f"answers); this run is {config.method}")
+        raise ConfigError(
+            "config: 'train.eval_generate' needs method sft (prompts with reference "
+            f"answers); this run is {config.method}"
+        )
     if t.save_every < 0 or t.eval_every < 0 or t.keep_last < 1:
         raise ConfigError("config: 'train.save_every'/'eval_every' must be >= 0 and 'keep_last' >= 1")
     if t.cpu_offload and (t.parallel != "fsdp" or t.device == "cpu"):
-        raise ConfigError("config: 'train.cpu_offload' offloads FSDP shards from the GPU; it needs "
-                          "train.parallel: fsdp on a CUDA device")
+        raise ConfigError(
+            "config: 'train.cpu_offload' offloads FSDP shards from the GPU; it needs "
+            "train.parallel: fsdp on a CUDA device"
+        )
     if t.parallel == "fsdp" and (a.type == "qlora" or config.model.load_in_4bit or config.model.load_in_8bit):
-        raise ConfigError("config: train.parallel fsdp cannot shard bitsandbytes-quantised weights "
-                          "(QLoRA / load_in_4bit / load_in_8bit): bitsandbytes does not support FSDP2. "
-                          "Use train.parallel: ddp (each GPU holds the quantised model).")
-    if t.parallel == "fsdp" and (config.method == "grpo" or (config.method == "distill"
-                                                             and config.distill.mode == "on_policy")):
-        raise ConfigError(f"config: method {config.method} samples from the model inside the training "
-                          "step; under train.parallel fsdp every rank would have to generate the same "
-                          "number of tokens (each block's weights are all-gathered per forward). "
-                          "Use train.parallel: ddp.")
+        raise ConfigError(
+            "config: train.parallel fsdp cannot shard bitsandbytes-quantised weights "
+            "(QLoRA / load_in_4bit / load_in_8bit): bitsandbytes does not support FSDP2. "
+            "Use train.parallel: ddp (each GPU holds the quantised model)."
+        )
+    if t.parallel == "fsdp" and (
+        config.method == "grpo" or (config.method == "distill" and config.distill.mode == "on_policy")
+    ):
+        raise ConfigError(
+            f"config: method {config.method} samples from the model inside the training "
+            "step; under train.parallel fsdp every rank would have to generate the same "
+            "number of tokens (each block's weights are all-gathered per forward). "
+            "Use train.parallel: ddp."
+        )
     if config.method == "grpo":
         _validate_grpo(config)
     if config.method == "distill":
         _validate_distill(config.distill)
 
 
-_GRPO_REWARD_NEEDS = {"regex": "pattern", "python": "function", "reward_model": "model",
-                      "grader": "grader"}
+_GRPO_REWARD_NEEDS = {"regex": "pattern", "python": "function", "reward_model": "model", "grader": "grader"}
 
 
 def _validate_grpo(config: RunConfig) -> None:
     g = config.grpo
     if g.group_size < 2:
-        raise ConfigError(f"config: 'grpo.group_size' must be >= 2 (advantages compare samples "
-                          f"of one prompt), got {g.group_size}")
+        raise ConfigError(
+            f"config: 'grpo.group_size' must be >= 2 (advantages compare samples "
+            f"of one prompt), got {g.group_size}"
+        )
     if g.max_new_tokens < 1 or g.max_new_tokens >= config.train.max_length:
-        raise ConfigError("config: 'grpo.max_new_tokens' must be >= 1 and below 'train.max_length' "
-                          f"(room for the prompt), got {g.max_new_tokens}")
+        raise ConfigError(
+            "config: 'grpo.max_new_tokens' must be >= 1 and below 'train.max_length' "
+            f"(room for the prompt), got {g.max_new_tokens}"
+        )
     if g.temperature <= 0 or not 0 < g.top_p <= 1:
         raise ConfigError("config: 'grpo.temperature' must be > 0 and 'grpo.top_p' in (0, 1]")
     if g.epsilon <= 0 or (g.epsilon_high is not None and g.epsilon_high <= 0) or g.beta < 0:
         raise ConfigError("config: 'grpo.epsilon' and 'grpo.epsilon_high' must be > 0, 'grpo.beta' >= 0")
     if g.beta > 0 and config.adapter.type == "none":
-        raise ConfigError("config: 'grpo.beta' > 0 needs an adapter (the reference policy is the "
-                          "base model with adapters disabled; full fine-tuning has none)")
+        raise ConfigError(
+            "config: 'grpo.beta' > 0 needs an adapter (the reference policy is the "
+            "base model with adapters disabled; full fine-tuning has none)"
+        )
     _validate_grpo_iterations(g.iterations, config.train)
     if not g.rewards:
-        raise ConfigError("config: 'grpo.rewards' is required: a list of reward functions, e.g. "
-                          "[{type: exact_match, field: answer}]")
+        raise ConfigError(
+            "config: 'grpo.rewards' is required: a list of reward functions, e.g. "
+            "[{type: exact_match, field: answer}]"
+        )
     for i, r in enumerate(g.rewards):
         need = _GRPO_REWARD_NEEDS.get(r.type)
         if need and not getattr(r, need):
@@ -369,9 +418,11 @@ def _validate_grpo_iterations(mu: int, t) -> None:
         raise ConfigError(f"config: 'grpo.iterations' must be >= 1 (optimizer steps per rollout), got {mu}")
     for key, value in (("save_every", t.save_every), ("max_steps", t.max_steps)):
         if value and value % mu:
-            raise ConfigError(f"config: 'train.{key}' ({value}) must be a multiple of 'grpo.iterations' "
-                              f"({mu}): each rollout is used for {mu} optimizer steps and is not saved "
-                              "in checkpoints, so a checkpoint must fall where a new rollout starts")
+            raise ConfigError(
+                f"config: 'train.{key}' ({value}) must be a multiple of 'grpo.iterations' "
+                f"({mu}): each rollout is used for {mu} optimizer steps and is not saved "
+                "in checkpoints, so a checkpoint must fall where a new rollout starts"
+            )
 
 
 def _validate_distill(d) -> None:
@@ -387,8 +438,10 @@ def _validate_distill(d) -> None:
     if d.max_new_tokens < 1 or (d.cache_top_k is not None and d.cache_top_k < 1):
         raise ConfigError("config: 'distill.max_new_tokens' and 'distill.cache_top_k' must be >= 1")
     if d.mode == "on_policy" and d.cache_top_k is not None:
-        raise ConfigError("config: 'distill.cache_top_k' needs distill.mode: logits (on-policy samples "
-                          "are new text, so the teacher must score them on the fly)")
+        raise ConfigError(
+            "config: 'distill.cache_top_k' needs distill.mode: logits (on-policy samples "
+            "are new text, so the teacher must score them on the fly)"
+        )
 
 
 __all__ = ["load_config", "dump_config", "config_to_dict", "validate", "ModelConfig"]

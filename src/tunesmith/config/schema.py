@@ -10,7 +10,7 @@ never rewritten in the user's file.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal
 
 
 @dataclass
@@ -44,9 +44,9 @@ class ModelConfig:
 class DataConfig:
     """Where the examples come from and how they are turned into tokens."""
 
-    train: Union[str, list[str]] = ""
+    train: str | list[str] = ""
     """Training file(s): .jsonl / .json / .csv / .parquet / .txt."""
-    eval: Union[str, list[str], None] = None
+    eval: str | list[str] | None = None
     """Held-out file(s). When absent, ``eval_fraction`` of train is split off."""
     eval_fraction: float = 0.05
     """Fraction of the training examples held out when ``eval`` is not given (0 disables)."""
@@ -65,7 +65,7 @@ class AdapterConfig:
     r: int = 16
     alpha: float = 32.0
     dropout: float = 0.05
-    targets: Union[str, list[str]] = "all-linear"
+    targets: str | list[str] = "all-linear"
     """``all-linear`` (every linear projection except the LM head) or module names."""
     top_layers: int | None = None
     """Adapt only the top N transformer blocks (PEFT ``layers_to_transform``); null: all. The
@@ -86,11 +86,11 @@ class AdapterConfig:
 class TrainConfig:
     """The optimisation loop."""
 
-    epochs: Union[float, Literal["auto"]] = 1.0
+    epochs: float | Literal["auto"] = 1.0
     """Passes over the data; ``auto``: see tunesmith.config.auto (OpenAI's 3-epoch heuristic)."""
     max_steps: int | None = None
     """Optimizer steps; overrides ``epochs`` when set."""
-    lr: Union[float, Literal["auto"]] = 2.0e-4
+    lr: float | Literal["auto"] = 2.0e-4
     """Peak learning rate; ``auto``: 2e-4 for adapters, 2e-5 for full fine-tuning."""
     weight_decay: float = 0.0
     adam_beta1: float = 0.9
@@ -104,7 +104,7 @@ class TrainConfig:
     """Final learning rate as a fraction of ``lr`` for cosine / linear decay."""
     max_grad_norm: float | None = 1.0
     """Clip the global gradient norm (null disables)."""
-    batch_size: Union[int, Literal["auto"]] = 8
+    batch_size: int | Literal["auto"] = 8
     """Micro-batch: rows (packing) or examples (no packing) per step; ``auto``: ~0.2 % of the
     examples, clamped to [1, 32]."""
     grad_accum: int = 1
@@ -200,8 +200,9 @@ class GrpoRewardConfig:
     Only the keys of the chosen ``type`` are read; the others must stay unset.
     """
 
-    type: Literal["exact_match", "regex", "json_schema", "length", "python", "reward_model",
-                  "grader"] = "exact_match"
+    type: Literal["exact_match", "regex", "json_schema", "length", "python", "reward_model", "grader"] = (
+        "exact_match"
+    )
     """exact_match: 1 if the answer equals the example's ``field`` | regex: 1 if ``pattern``
     matches | json_schema: 1 if the completion is JSON (valid against ``schema`` when given) |
     length: DAPO's overlong penalty in [-1, 0] | python: ``function`` | reward_model: ``model``
@@ -220,7 +221,7 @@ class GrpoRewardConfig:
     """regex: the whole (stripped) completion must match, not just contain a match."""
     ignore_case: bool = False
     """exact_match / regex: compare case-insensitively."""
-    schema: Union[str, dict, None] = None
+    schema: str | dict | None = None
     """json_schema: a JSON-schema file, or the schema inline as a mapping."""
     function: str | None = None
     """python: ``package.module:function`` or ``path/to/file.py:function``, called as
@@ -232,12 +233,12 @@ class GrpoRewardConfig:
     cache_tokens: int | None = None
     """length: the soft interval L_cache before L_max where the penalty ramps from 0 to -1
     (default a quarter of ``max_tokens``)."""
-    grader: Union[str, dict, None] = None
+    grader: str | dict | None = None
     """grader: an OpenAI grader object (string_check, text_similarity, python, score_model,
     label_model, multi) inline, or a .json/.yaml file holding one. Its templates see
     ``{{sample.output_text}}`` / ``{{sample.output_json}}`` (the completion) and ``{{item.*}}``
     (the example's fields, plus ``prompt`` and ``messages``)."""
-    judge_model: Union[str, dict, None] = None
+    judge_model: str | dict | None = None
     """grader: the local model (folder or .gguf file) that runs its score_model / label_model
     graders, or a mapping from a grader's ``model`` name to one; default: the grader's
     ``model`` itself when that is a local folder or .gguf file."""
@@ -283,13 +284,13 @@ class PreferenceConfig:
     loss: Literal["sigmoid", "ipo", "hinge", "robust", "simpo", "orpo"] = "sigmoid"
     """DPO-family loss (method dpo): sigmoid (DPO) | ipo | hinge (SLiC) | robust (rDPO) |
     simpo (reference-free, length-normalised) | orpo (odds ratio + SFT term, no reference)."""
-    beta: Union[float, Literal["auto"]] = "auto"
+    beta: float | Literal["auto"] = "auto"
     """Strength of the implicit reward (DPO/KTO β, IPO τ, SimPO β, ORPO λ); auto: 0.1."""
     gamma: float = 0.5
     """SimPO target reward margin γ."""
     label_smoothing: float = 0.0
     """Assumed rate of flipped preference labels ε (sigmoid: conservative DPO; robust: rDPO)."""
-    precompute_reference: Union[bool, Literal["auto"]] = "auto"
+    precompute_reference: bool | Literal["auto"] = "auto"
     """Compute the reference log-probs once before training (and cache them) instead of a
     reference forward per step; auto: yes for full fine-tuning, no for adapters (whose
     reference is the base with the adapter disabled)."""

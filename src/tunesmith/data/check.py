@@ -76,10 +76,11 @@ WARNING_CODES: dict[str, str] = {
 
 _ALLOWED_FORMATS = {
     "sft": {F.OPENAI_CHAT, F.SHAREGPT, F.ALPACA, F.PROMPT_COMPLETION, F.TEXT},
-    "dpo": {F.OPENAI_PREFERENCE, F.PREFERENCE_PAIRS}, "kto": {F.KTO}, "grpo": {F.PROMPT_ONLY},
+    "dpo": {F.OPENAI_PREFERENCE, F.PREFERENCE_PAIRS},
+    "kto": {F.KTO},
+    "grpo": {F.PROMPT_ONLY},
 }
-_DEFAULT_FORMAT = {"sft": F.OPENAI_CHAT, "dpo": F.OPENAI_PREFERENCE, "kto": F.KTO,
-                   "grpo": F.PROMPT_ONLY}
+_DEFAULT_FORMAT = {"sft": F.OPENAI_CHAT, "dpo": F.OPENAI_PREFERENCE, "kto": F.KTO, "grpo": F.PROMPT_ONLY}
 _ROLES = frozenset(F.ROLES) | {"developer"}
 _ASSISTANT_ONLY = ("tool_calls", "function_call", "thinking", "reasoning_content")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -116,23 +117,44 @@ class CheckReport:
     def ok(self) -> bool:
         return not self.error_counts
 
-    def add(self, code: str, line: int | None, message: str, message_index: int | None = None,
-            param: str = "training_file") -> None:
+    def add(
+        self,
+        code: str,
+        line: int | None,
+        message: str,
+        message_index: int | None = None,
+        param: str = "training_file",
+    ) -> None:
         """Record a problem; its severity follows from the code (:data:`WARNING_CODES`)."""
         warning = code in WARNING_CODES
         counts = self.warning_counts if warning else self.error_counts
         counts[code] = counts.get(code, 0) + 1
         if counts[code] <= self.max_listed:
             (self.warnings if warning else self.errors).append(
-                {"code": code, "line": line, "message_index": message_index,
-                 "message": message, "param": param})
+                {
+                    "code": code,
+                    "line": line,
+                    "message_index": message_index,
+                    "message": message,
+                    "param": param,
+                }
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form of the whole report."""
-        return {"path": self.path, "ok": self.ok, "method": self.method, "format": self.format,
-                "n_examples": self.n_examples, "error_counts": self.error_counts,
-                "warning_counts": self.warning_counts, "errors": self.errors,
-                "warnings": self.warnings, "stats": self.stats, "duplicates": self.duplicates}
+        return {
+            "path": self.path,
+            "ok": self.ok,
+            "method": self.method,
+            "format": self.format,
+            "n_examples": self.n_examples,
+            "error_counts": self.error_counts,
+            "warning_counts": self.warning_counts,
+            "errors": self.errors,
+            "warnings": self.warnings,
+            "stats": self.stats,
+            "duplicates": self.duplicates,
+        }
 
     def job_error(self) -> dict[str, str] | None:
         """The OpenAI job ``error`` object for the first problem, or None when ok.
@@ -147,9 +169,11 @@ class CheckReport:
                 return {"code": err["code"], "message": err["message"], "param": err["param"]}
         first = self.errors[0]
         which = "training" if first["param"] == "training_file" else "validation"
-        return {"code": "invalid_file_format", "param": first["param"],
-                "message": f"The job failed due to a file format error in the {which} file. "
-                           + first["message"]}
+        return {
+            "code": "invalid_file_format",
+            "param": first["param"],
+            "message": f"The job failed due to a file format error in the {which} file. " + first["message"],
+        }
 
 
 def _where(line: int, message_index: int | None = None) -> str:
@@ -189,9 +213,15 @@ def _parse_line(raw: bytes, number: int) -> Iterator[_Row]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        yield _Row(number, problem=("invalid_utf8", f"{_where(number)} is not valid UTF-8 (byte "
-                                    f"0x{raw[err.start]:02x} at byte {err.start + 1} of the "
-                                    "line); data files must be UTF-8 encoded"))
+        yield _Row(
+            number,
+            problem=(
+                "invalid_utf8",
+                f"{_where(number)} is not valid UTF-8 (byte "
+                f"0x{raw[err.start]:02x} at byte {err.start + 1} of the "
+                "line); data files must be UTF-8 encoded",
+            ),
+        )
         return
     text = (text.removeprefix("\ufeff") if number == 1 else text).rstrip("\r\n")
     if not text.strip():
@@ -200,8 +230,14 @@ def _parse_line(raw: bytes, number: int) -> Iterator[_Row]:
         yield _Row(number, jsontext.loads(text, allow_surrogates=True))  # Checker.texts names the message
     except json.JSONDecodeError as err:
         # OpenAI's wording: "Example 1273 cannot be parsed. Error: line contains invalid json: ..."
-        yield _Row(number, problem=("invalid_json", f"{_where(number)} cannot be parsed. Error: "
-                                    f"line contains invalid json: {err} (line {number})"))
+        yield _Row(
+            number,
+            problem=(
+                "invalid_json",
+                f"{_where(number)} cannot be parsed. Error: "
+                f"line contains invalid json: {err} (line {number})",
+            ),
+        )
 
 
 def _iter_other(path: Path, progress: Progress | None) -> Iterator[_Row]:
@@ -210,8 +246,13 @@ def _iter_other(path: Path, progress: Progress | None) -> Iterator[_Row]:
         for number, value in readers.iter_rows(path):
             yield _Row(number, value)
     except DataError as err:
-        code = ("invalid_utf8" if "UTF-8" in err.bare_message
-                else "invalid_json" if "invalid JSON" in err.bare_message else "unreadable_file")
+        code = (
+            "invalid_utf8"
+            if "UTF-8" in err.bare_message
+            else "invalid_json"
+            if "invalid JSON" in err.bare_message
+            else "unreadable_file"
+        )
         if "is empty" not in err.bare_message:
             yield _Row(err.line or 0, problem=(code, str(err)))
     if progress is not None:
@@ -251,21 +292,40 @@ class _Rules:
         _strings(value, strings)
         for text in strings:
             if _LONE_SURROGATE.search(text):
-                self.add("invalid_unicode", line, f"{_where(line, index)} contains a lone "
-                         "surrogate (an unpaired \\ud800-\\udfff escape), which is not text", index)
+                self.add(
+                    "invalid_unicode",
+                    line,
+                    f"{_where(line, index)} contains a lone "
+                    "surrogate (an unpaired \\ud800-\\udfff escape), which is not text",
+                    index,
+                )
             found = self.special.search(text) if self.special else None
             if found:
-                self.add("special_token_in_text", line, f"{_where(line, index)} contains an "
-                         f"invalid token: {found.group(0)}", index)
+                self.add(
+                    "special_token_in_text",
+                    line,
+                    f"{_where(line, index)} contains an invalid token: {found.group(0)}",
+                    index,
+                )
 
     # -- chat ---------------------------------------------------------------------------------
-    def messages(self, value: Any, line: int, *, field: str = "messages",
-                 need_assistant: bool = True, indexed: bool = True) -> None:
+    def messages(
+        self,
+        value: Any,
+        line: int,
+        *,
+        field: str = "messages",
+        need_assistant: bool = True,
+        indexed: bool = True,
+    ) -> None:
         """Check a message list (OpenAI chat rules); ``indexed`` numbers messages in errors."""
         if not isinstance(value, list) or not value:
             got = "an empty array" if value == [] else _kind(value)
-            self.add("missing_messages_list", line, f"{_where(line)} needs a non-empty "
-                     f"'{field}' array of messages, got {got}")
+            self.add(
+                "missing_messages_list",
+                line,
+                f"{_where(line)} needs a non-empty '{field}' array of messages, got {got}",
+            )
             return
         for j, message in enumerate(value, start=1):
             self.message(message, line, j if indexed else None, f"{field}[{j - 1}]")
@@ -274,11 +334,17 @@ class _Rules:
         # A message without a role might be the assistant one: no second error for it.
         unknown_role = len(dicts) < len(value) or any(m.get("role") is None for m in dicts)
         if need_assistant and not assistants and not unknown_role:
-            self.add("example_missing_assistant_message", line,
-                     f"{_where(line)} has no assistant message to train on")
+            self.add(
+                "example_missing_assistant_message",
+                line,
+                f"{_where(line)} has no assistant message to train on",
+            )
         elif need_assistant and assistants and all(m.get("weight", 1) == 0 for m in assistants):
-            self.add("no_trained_messages", line, f"{_where(line)} has weight 0 on every "
-                     "assistant message, so there is nothing to train on")
+            self.add(
+                "no_trained_messages",
+                line,
+                f"{_where(line)} has weight 0 on every assistant message, so there is nothing to train on",
+            )
 
     def message(self, message: Any, line: int, j: int | None, field: str) -> None:
         at = _where(line, j) if j else f"{_where(line)}, {field}"
@@ -286,20 +352,30 @@ class _Rules:
             self.add("data_type", line, f"{at} is not an object (got {_kind(message)})", j)
             return
         for key in sorted(set(message) - F._MESSAGE_KEYS, key=str):
-            self.add("message_unrecognized_key", line, f"{at} has unrecognized key '{key}'; "
-                     "allowed: " + ", ".join(sorted(F._MESSAGE_KEYS)), j)
+            self.add(
+                "message_unrecognized_key",
+                line,
+                f"{at} has unrecognized key '{key}'; allowed: " + ", ".join(sorted(F._MESSAGE_KEYS)),
+                j,
+            )
         role = message.get("role")
         if role is None:
             self.add("message_missing_key", line, f"{at} is missing key 'role'", j)
         elif role not in _ROLES:
             shown = repr(role) if isinstance(role, str) else _kind(role)
-            self.add("unrecognized_role", line, f"{at} has unrecognized role {shown}; expected "
-                     "system, user, assistant or tool (or developer)", j)
+            self.add(
+                "unrecognized_role",
+                line,
+                f"{at} has unrecognized role {shown}; expected "
+                "system, user, assistant or tool (or developer)",
+                j,
+            )
         self.content(message, role, line, j, at)
         self.assistant_keys(message, role, line, j, at)
         if role == "tool" and not message.get("tool_call_id"):
-            self.add("tool_message_missing_tool_call_id", line,
-                     f"{at} has role 'tool' but no 'tool_call_id'", j)
+            self.add(
+                "tool_message_missing_tool_call_id", line, f"{at} has role 'tool' but no 'tool_call_id'", j
+            )
         self.texts(message.get("content"), line, j)
 
     def content(self, message: dict, role: Any, line: int, j: int | None, at: str) -> None:
@@ -312,98 +388,150 @@ class _Rules:
         elif content is None:
             self.add("missing_content", line, f"{at} has null content and no tool_calls", j)
         elif not isinstance(content, str):
-            self.add("invalid_content", line, f"{at} has content of type {_kind(content)}; "
-                     "content must be a string", j)
+            self.add(
+                "invalid_content",
+                line,
+                f"{at} has content of type {_kind(content)}; content must be a string",
+                j,
+            )
         elif not content.strip():
             self.add("empty_content", line, f"{at} has empty content", j)
 
-    def assistant_keys(self, message: dict, role: Any, line: int, j: int | None,
-                       at: str) -> None:
+    def assistant_keys(self, message: dict, role: Any, line: int, j: int | None, at: str) -> None:
         weight = message.get("weight")
         if weight is not None and role != "assistant":
-            self.add("weight_on_non_assistant", line, f'{at} contains an extra "weight"; weight '
-                     f"is only allowed on assistant messages (role is {role!r})", j)
+            self.add(
+                "weight_on_non_assistant",
+                line,
+                f'{at} contains an extra "weight"; weight '
+                f"is only allowed on assistant messages (role is {role!r})",
+                j,
+            )
         elif weight is not None and (isinstance(weight, bool) or weight not in (0, 1)):
-            self.add("invalid_weight", line, f"{at} has weight {json.dumps(weight)}; the allowed "
-                     "values are 0 and 1", j)
+            self.add(
+                "invalid_weight",
+                line,
+                f"{at} has weight {json.dumps(weight)}; the allowed values are 0 and 1",
+                j,
+            )
         for key in _ASSISTANT_ONLY:
             if message.get(key) is not None and role != "assistant" and role is not None:
-                self.add("assistant_only_key", line, f"{at} has '{key}', which is only allowed "
-                         f"on assistant messages (role is {role!r})", j)
+                self.add(
+                    "assistant_only_key",
+                    line,
+                    f"{at} has '{key}', which is only allowed on assistant messages (role is {role!r})",
+                    j,
+                )
         if role == "assistant" and message.get("tool_calls") is not None:
             self.tool_calls(message["tool_calls"], line, j, at)
 
     def tool_calls(self, calls: Any, line: int, j: int | None, at: str) -> None:
         if not isinstance(calls, list):
-            self.add("invalid_tool_calls", line, f"{at} has tool_calls of type {_kind(calls)}; "
-                     "expected an array", j)
+            self.add(
+                "invalid_tool_calls",
+                line,
+                f"{at} has tool_calls of type {_kind(calls)}; expected an array",
+                j,
+            )
             return
         for k, call in enumerate(calls):
             function = call.get("function") if isinstance(call, dict) else None
             if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-                self.add("invalid_tool_calls", line, f"{at}, tool_calls[{k}] needs "
-                         "'function': {'name': ..., 'arguments': ...}", j)
+                self.add(
+                    "invalid_tool_calls",
+                    line,
+                    f"{at}, tool_calls[{k}] needs 'function': {{'name': ..., 'arguments': ...}}",
+                    j,
+                )
                 continue
             arguments = function.get("arguments")
             if not isinstance(arguments, str):
-                self.add("tool_call_arguments_not_string", line, f"{at}, tool_calls[{k}]."
-                         f"function.arguments is {_kind(arguments)}; it must be a JSON string "
-                         '(e.g. "{\\"city\\": \\"Paris\\"}")', j)
+                self.add(
+                    "tool_call_arguments_not_string",
+                    line,
+                    f"{at}, tool_calls[{k}]."
+                    f"function.arguments is {_kind(arguments)}; it must be a JSON string "
+                    '(e.g. "{\\"city\\": \\"Paris\\"}")',
+                    j,
+                )
                 continue
             try:
                 jsontext.loads(arguments)
             except json.JSONDecodeError as err:
-                self.add("tool_call_arguments_invalid_json", line, f"{at}, tool_calls[{k}]."
-                         f"function.arguments is not valid JSON: {err.msg}", j)
+                self.add(
+                    "tool_call_arguments_invalid_json",
+                    line,
+                    f"{at}, tool_calls[{k}].function.arguments is not valid JSON: {err.msg}",
+                    j,
+                )
 
     def chat_row(self, row: dict, line: int) -> None:
         self.messages(row.get("messages"), line)
         tools = row.get("tools")
-        if tools is not None and (not isinstance(tools, list)
-                                  or not all(isinstance(t, dict) for t in tools)):
-            self.add("invalid_tools", line, f"{_where(line)} has 'tools' of type "
-                     f"{_kind(tools)}; expected an array of tool definitions")
+        if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
+            self.add(
+                "invalid_tools",
+                line,
+                f"{_where(line)} has 'tools' of type {_kind(tools)}; expected an array of tool definitions",
+            )
 
     # -- OpenAI preference ----------------------------------------------------------------------
     def preference_row(self, row: dict, line: int) -> None:
         source = row.get("input")
         if not isinstance(source, dict):
-            self.add("missing_messages_list", line, f"{_where(line)} needs 'input' to be an "
-                     f"object with a 'messages' array, got {_kind(source)}")
+            self.add(
+                "missing_messages_list",
+                line,
+                f"{_where(line)} needs 'input' to be an object with a 'messages' array, got {_kind(source)}",
+            )
         else:
-            self.messages(source.get("messages"), line, field="input.messages",
-                          need_assistant=False)
+            self.messages(source.get("messages"), line, field="input.messages", need_assistant=False)
         for key in ("preferred_output", "non_preferred_output"):
             self.preference_output(row.get(key), key, line)
 
     def preference_output(self, value: Any, key: str, line: int) -> None:
         if not isinstance(value, list) or len(value) != 1:
             got = f"{len(value)} messages" if isinstance(value, list) else _kind(value)
-            self.add("invalid_preference_output", line, f"{_where(line)}: '{key}' must be an "
-                     f"array of exactly one assistant message, got {got}")
+            self.add(
+                "invalid_preference_output",
+                line,
+                f"{_where(line)}: '{key}' must be an array of exactly one assistant message, got {got}",
+            )
             return
         message = value[0]
         if isinstance(message, dict) and message.get("role") != "assistant":
-            self.add("invalid_preference_output", line, f"{_where(line)}: '{key}' must be an "
-                     f"assistant message, got role {message.get('role')!r}")
+            self.add(
+                "invalid_preference_output",
+                line,
+                f"{_where(line)}: '{key}' must be an assistant message, got role {message.get('role')!r}",
+            )
             return
         self.message(message, line, None, f"{key}[0]")
 
     # -- other formats --------------------------------------------------------------------------
     def simple_row(self, row: dict, fmt: str, line: int) -> None:
         """Formats without OpenAI-specific rules: types only (prompt/chosen/... or KTO label)."""
-        keys = {F.PREFERENCE_PAIRS: ("prompt", "chosen", "rejected"),
-                F.KTO: ("prompt", "completion"), F.PROMPT_ONLY: ("prompt",)}[fmt]
+        keys = {
+            F.PREFERENCE_PAIRS: ("prompt", "chosen", "rejected"),
+            F.KTO: ("prompt", "completion"),
+            F.PROMPT_ONLY: ("prompt",),
+        }[fmt]
         for key in keys:
             value = row.get(key)
             if isinstance(value, list):
                 self.messages(value, line, field=key, need_assistant=False, indexed=False)
             elif not isinstance(value, str):
-                self.add("invalid_example", line, f"{_where(line)}: '{key}' must be a string or "
-                         f"an array of messages, got {_kind(value)}")
+                self.add(
+                    "invalid_example",
+                    line,
+                    f"{_where(line)}: '{key}' must be a string or an array of messages, got {_kind(value)}",
+                )
         if fmt == F.KTO and not isinstance(row.get("label"), bool):
-            self.add("invalid_example", line, f"{_where(line)}: 'label' must be true or false, "
-                     f"got {_kind(row.get('label'))}")
+            self.add(
+                "invalid_example",
+                line,
+                f"{_where(line)}: 'label' must be true or false, got {_kind(row.get('label'))}",
+            )
         self.texts({k: row.get(k) for k in keys}, line)
 
 
@@ -427,15 +555,23 @@ def special_token_pattern(tokenizer: Any) -> re.Pattern[str] | None:
     return re.compile("|".join(map(re.escape, tokens))) if tokens else None
 
 
-
 # ---- the scan -------------------------------------------------------------------------------
 
 
-def check_file(path: str | PathLike[str], *, tokenizer: Any = None, method: str = "sft",
-               max_length: int | None = None, eval_path: str | PathLike[str] | None = None,
-               model_dir: str | PathLike[str] | None = None, adapter: str = "lora",
-               progress: Progress | None = None, min_examples: int = MIN_EXAMPLES,
-               max_listed: int = 100, flop_rate: float | None = None) -> CheckReport:
+def check_file(
+    path: str | PathLike[str],
+    *,
+    tokenizer: Any = None,
+    method: str = "sft",
+    max_length: int | None = None,
+    eval_path: str | PathLike[str] | None = None,
+    model_dir: str | PathLike[str] | None = None,
+    adapter: str = "lora",
+    progress: Progress | None = None,
+    min_examples: int = MIN_EXAMPLES,
+    max_listed: int = 100,
+    flop_rate: float | None = None,
+) -> CheckReport:
     """Check every line of ``path`` for ``method``; never prints, never stops at a bad line.
 
     - ``tokenizer`` (a fast HF tokenizer) enables the special-token check and token statistics
@@ -455,15 +591,22 @@ def check_file(path: str | PathLike[str], *, tokenizer: Any = None, method: str 
     special = special_token_pattern(tokenizer) if tokenizer is not None else None
     tokens = None
     if tokenizer is not None:
-        tokens = TokenStats(tokenizer, max_length or DEFAULT_MAX_LENGTH,
-                            lambda code, line, message: report.add(code, line, message))
+        tokens = TokenStats(
+            tokenizer,
+            max_length or DEFAULT_MAX_LENGTH,
+            lambda code, line, message: report.add(code, line, message),
+        )
     index = DuplicateIndex()
     train = _Scan(report, "training_file", method, special, tokens=tokens, index=index)
     train.run(Path(path), progress)
     report.format, report.n_examples = train.format, train.n_examples
     if train.n_examples < min_examples:
-        report.add("invalid_n_examples", None, f"Training file has {train.n_examples} "
-                   f"example(s), but must have at least {min_examples} examples")
+        report.add(
+            "invalid_n_examples",
+            None,
+            f"Training file has {train.n_examples} "
+            f"example(s), but must have at least {min_examples} examples",
+        )
     report.duplicates = _duplicate_section(index, report)
     if eval_path is not None:
         held_out = _Scan(report, "validation_file", method, special, against=index)
@@ -475,8 +618,9 @@ def check_file(path: str | PathLike[str], *, tokenizer: Any = None, method: str 
     if tokens is not None:
         report.stats["tokens"] = tokens.summary()
         if model_dir is not None:
-            report.stats["estimate"] = estimate_for(model_dir, report.stats["tokens"], method,
-                                                 adapter, flop_rate)
+            report.stats["estimate"] = estimate_for(
+                model_dir, report.stats["tokens"], method, adapter, flop_rate
+            )
     return report
 
 
@@ -485,17 +629,28 @@ def _duplicate_section(index: DuplicateIndex, report: CheckReport) -> dict[str, 
     if groups:
         rows = len({line for group in groups for line in group["lines"]})
         shown = "; ".join(", ".join(map(str, g["lines"][:5])) for g in groups[:3])
-        report.add("duplicate_examples", groups[0]["lines"][0], f"{len(groups)} group(s) of "
-                   f"duplicate examples ({rows} rows), e.g. lines {shown}")
+        report.add(
+            "duplicate_examples",
+            groups[0]["lines"][0],
+            f"{len(groups)} group(s) of duplicate examples ({rows} rows), e.g. lines {shown}",
+        )
     return {"groups": groups[: report.max_listed], "group_count": len(groups)}
 
 
 class _Scan:
     """One pass over one file: parse, check, hash and (optionally) count tokens per row."""
 
-    def __init__(self, report: CheckReport, param: str, method: str,
-                 special: re.Pattern[str] | None, *, tokens: Any = None,
-                 index: DuplicateIndex | None = None, against: DuplicateIndex | None = None):
+    def __init__(
+        self,
+        report: CheckReport,
+        param: str,
+        method: str,
+        special: re.Pattern[str] | None,
+        *,
+        tokens: Any = None,
+        index: DuplicateIndex | None = None,
+        against: DuplicateIndex | None = None,
+    ):
         self.report, self.param, self.method, self.special = report, param, method, special
         self.tokens, self.index, self.against = tokens, index, against
         self.format: str | None = None
@@ -527,14 +682,18 @@ class _Scan:
         self.overlap_count += 1
         if len(self.overlap) < self.report.max_listed:
             self.overlap.append({"eval_line": row.line, "train_line": train_line})
-        self.report.add("train_eval_overlap", row.line, f"Example {row.line} of the eval file "
-                        f"duplicates line {train_line} of the training file", None, self.param)
+        self.report.add(
+            "train_eval_overlap",
+            row.line,
+            f"Example {row.line} of the eval file duplicates line {train_line} of the training file",
+            None,
+            self.param,
+        )
 
     def _row(self, value: Any, line: int) -> None:
         rules = _Rules(self.report, self.param, self.special)
         if not isinstance(value, dict):
-            rules.add("data_type", line, f"{_where(line)} is not a JSON object (got "
-                      f"{_kind(value)})")
+            rules.add("data_type", line, f"{_where(line)} is not a JSON object (got {_kind(value)})")
             return
         fmt = self._file_format(value, line)
         if self.skip_rules or not self._has_keys(rules, value, fmt, line):
@@ -548,12 +707,17 @@ class _Scan:
             found = F.detect_format(value)
             self.format, self.first_line = found or _DEFAULT_FORMAT[self.method], line
             if found is not None and found not in _ALLOWED_FORMATS[self.method]:
-                wanted = " or ".join(F.FORMAT_LABELS[f] for f in sorted(
-                    _ALLOWED_FORMATS[self.method]))
-                self.report.add("format_method_mismatch", line, f"The file looks like "
-                                f"{F.FORMAT_LABELS[found]} data (judging by line {line}), but "
-                                f"method {self.method} needs {wanted} rows; train it with "
-                                f"method {F._METHOD_FOR.get(found, 'sft')}", None, self.param)
+                wanted = " or ".join(F.FORMAT_LABELS[f] for f in sorted(_ALLOWED_FORMATS[self.method]))
+                self.report.add(
+                    "format_method_mismatch",
+                    line,
+                    f"The file looks like "
+                    f"{F.FORMAT_LABELS[found]} data (judging by line {line}), but "
+                    f"method {self.method} needs {wanted} rows; train it with "
+                    f"method {F._METHOD_FOR.get(found, 'sft')}",
+                    None,
+                    self.param,
+                )
                 self.skip_rules = True
         return self.format
 
@@ -568,9 +732,13 @@ class _Scan:
             return False
         found = F.detect_format(value)
         if fmt != F.OPENAI_CHAT and found != fmt:
-            rules.add("format_mismatch", line, f"{_where(line)} looks like "
-                      f"{F.FORMAT_LABELS.get(found or '', 'unknown')} data, but line "
-                      f"{self.first_line} is {F.FORMAT_LABELS[fmt]}; a file holds one format")
+            rules.add(
+                "format_mismatch",
+                line,
+                f"{_where(line)} looks like "
+                f"{F.FORMAT_LABELS.get(found or '', 'unknown')} data, but line "
+                f"{self.first_line} is {F.FORMAT_LABELS[fmt]}; a file holds one format",
+            )
             return False
         return True
 
@@ -589,6 +757,9 @@ class _Scan:
         try:
             return stats_example(value, fmt, self.path, line)
         except DataError as err:  # a rule the checks above missed: still one line, one error
-            rules.add("invalid_example", line, f"{_where(line)}: {err.bare_message}"
-                      + (f" (field {err.field})" if err.field else ""))
+            rules.add(
+                "invalid_example",
+                line,
+                f"{_where(line)}: {err.bare_message}" + (f" (field {err.field})" if err.field else ""),
+            )
             return None

@@ -36,11 +36,17 @@ class Batch:
     def n_targets(self) -> int:
         return int(self.target_ids.shape[0])
 
-    def to(self, device) -> "Batch":
+    def to(self, device) -> Batch:
         move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
-        return Batch(move(self.input_ids), move(self.position_ids), move(self.cu_seqlens),
-                     self.max_seqlen, move(self.target_positions), move(self.target_ids),
-                     self.n_examples)
+        return Batch(
+            move(self.input_ids),
+            move(self.position_ids),
+            move(self.cu_seqlens),
+            self.max_seqlen,
+            move(self.target_positions),
+            move(self.target_ids),
+            self.n_examples,
+        )
 
 
 def collate(examples: list[Rendered]) -> Batch:

@@ -33,14 +33,25 @@ from typing import Any
 
 from tunesmith.data.example import Example
 from tunesmith.data.formats import (
-    ALPACA, FORMAT_LABELS, OPENAI_CHAT, PROMPT_COMPLETION, SHAREGPT, TEXT, detect_format,
-    iter_format_rows, to_example,
+    ALPACA,
+    FORMAT_LABELS,
+    OPENAI_CHAT,
+    PROMPT_COMPLETION,
+    SHAREGPT,
+    TEXT,
+    detect_format,
+    iter_format_rows,
+    to_example,
 )
 from tunesmith.data.scrub import check_output_paths, write_atomically
 from tunesmith.errors import DataError, TunesmithError
 
-TARGETS = {"openai-chat": OPENAI_CHAT, "sharegpt": SHAREGPT, "alpaca": ALPACA,
-           "prompt-completion": PROMPT_COMPLETION}
+TARGETS = {
+    "openai-chat": OPENAI_CHAT,
+    "sharegpt": SHAREGPT,
+    "alpaca": ALPACA,
+    "prompt-completion": PROMPT_COMPLETION,
+}
 _SOURCES = frozenset({OPENAI_CHAT, SHAREGPT, ALPACA, PROMPT_COMPLETION, TEXT})
 
 # Keys each target's reader consumes: an extra field with one of these names would be read
@@ -58,8 +69,9 @@ class LossyConversion(Exception):
     """A row the target format cannot hold without losing something; the message says what."""
 
 
-def convert_file(in_path: str | PathLike[str], out_path: str | PathLike[str], to: str,
-                 skip_lossy: bool = False) -> dict[str, Any]:
+def convert_file(
+    in_path: str | PathLike[str], out_path: str | PathLike[str], to: str, skip_lossy: bool = False
+) -> dict[str, Any]:
     """Convert every row of ``in_path`` to format ``to``, written as JSON Lines to ``out_path``.
 
     ``to`` is one of :data:`TARGETS` (``openai-chat``, ``sharegpt``, ``alpaca``,
@@ -78,9 +90,16 @@ def convert_file(in_path: str | PathLike[str], out_path: str | PathLike[str], to
     """
     target = _target(to)
     check_output_paths(in_path, out_path)
-    report: dict[str, Any] = {"input": str(in_path), "output": str(out_path), "from": None,
-                              "to": _target_name(target), "rows": 0, "written": 0,
-                              "skipped_lossy": 0, "skipped": []}
+    report: dict[str, Any] = {
+        "input": str(in_path),
+        "output": str(out_path),
+        "from": None,
+        "to": _target_name(target),
+        "rows": 0,
+        "written": 0,
+        "skipped_lossy": 0,
+        "skipped": [],
+    }
     write_atomically(out_path, _converted_lines(in_path, target, skip_lossy, report))
     return report
 
@@ -88,8 +107,7 @@ def convert_file(in_path: str | PathLike[str], out_path: str | PathLike[str], to
 def _target(to: str) -> str:
     target = TARGETS.get(str(to).strip().lower().replace("_", "-"))
     if target is None:
-        raise TunesmithError(f"unknown target format {to!r}; choose one of "
-                             + ", ".join(TARGETS))
+        raise TunesmithError(f"unknown target format {to!r}; choose one of " + ", ".join(TARGETS))
     return target
 
 
@@ -97,14 +115,17 @@ def _target_name(target: str) -> str:
     return next(name for name, value in TARGETS.items() if value == target)
 
 
-def _converted_lines(in_path: Any, target: str, skip_lossy: bool,
-                     report: dict[str, Any]) -> Iterator[str]:
+def _converted_lines(in_path: Any, target: str, skip_lossy: bool, report: dict[str, Any]) -> Iterator[str]:
     """Yield output lines, updating ``report`` counts as rows are read."""
     for line, file_format, row in iter_format_rows(in_path):
         if file_format not in _SOURCES:
-            raise DataError(f"this file holds {FORMAT_LABELS[file_format]} data; convert "
-                            "handles SFT formats only (OpenAI chat, ShareGPT, Alpaca, "
-                            "prompt/completion, text)", path=str(in_path), line=line)
+            raise DataError(
+                f"this file holds {FORMAT_LABELS[file_format]} data; convert "
+                "handles SFT formats only (OpenAI chat, ShareGPT, Alpaca, "
+                "prompt/completion, text)",
+                path=str(in_path),
+                line=line,
+            )
         report["from"] = FORMAT_LABELS[file_format]
         report["rows"] += 1
         example = to_example(row, file_format, str(in_path), line)
@@ -112,9 +133,12 @@ def _converted_lines(in_path: Any, target: str, skip_lossy: bool,
             converted = convert_example(example, target)
         except LossyConversion as err:
             if not skip_lossy:
-                raise DataError(f"cannot convert this row to {_target_name(target)} without "
-                                f"losing data: {err}; pass --skip-lossy to skip such rows",
-                                path=str(in_path), line=line) from None
+                raise DataError(
+                    f"cannot convert this row to {_target_name(target)} without "
+                    f"losing data: {err}; pass --skip-lossy to skip such rows",
+                    path=str(in_path),
+                    line=line,
+                ) from None
             report["skipped_lossy"] += 1
             report["skipped"].append({"line": line, "reason": str(err)})
             continue
@@ -130,8 +154,12 @@ def convert_example(example: Example, target: str) -> dict[str, Any]:
     if example.kind == "text":
         raise LossyConversion("a raw text row has no prompt or turns to convert")
     _check_extra(example.extra, target)
-    build = {OPENAI_CHAT: _to_openai_chat, SHAREGPT: _to_sharegpt, ALPACA: _to_alpaca,
-             PROMPT_COMPLETION: _to_prompt_completion}[target]
+    build = {
+        OPENAI_CHAT: _to_openai_chat,
+        SHAREGPT: _to_sharegpt,
+        ALPACA: _to_alpaca,
+        PROMPT_COMPLETION: _to_prompt_completion,
+    }[target]
     row = {**build(example), **copy.deepcopy(example.extra)}
     _check_round_trip(example, row, target)
     return row
@@ -140,8 +168,9 @@ def convert_example(example: Example, target: str) -> dict[str, Any]:
 def _check_extra(extra: dict[str, Any], target: str) -> None:
     for key in extra:
         if key in _CONSUMED[target]:
-            raise LossyConversion(f"its extra field '{key}' would be read as part of the "
-                                  f"{FORMAT_LABELS[target]} format")
+            raise LossyConversion(
+                f"its extra field '{key}' would be read as part of the {FORMAT_LABELS[target]} format"
+            )
 
 
 # ---- one builder per target ---------------------------------------------------------------
@@ -150,8 +179,10 @@ def _check_extra(extra: dict[str, Any], target: str) -> None:
 def _messages(example: Example) -> list[dict[str, Any]]:
     """The example as chat messages (a string prompt/completion becomes user + assistant)."""
     if example.kind == "completion":
-        return [{"role": "user", "content": example.prompt},
-                {"role": "assistant", "content": example.completion}]
+        return [
+            {"role": "user", "content": example.prompt},
+            {"role": "assistant", "content": example.completion},
+        ]
     return copy.deepcopy(example.messages or [])
 
 
@@ -182,13 +213,16 @@ def _to_alpaca(example: Example) -> dict[str, Any]:
     system = messages.pop(0)["content"] if messages and messages[0]["role"] == "system" else None
     roles = [m["role"] for m in messages]
     if roles != ["user", "assistant"]:
-        raise LossyConversion(f"Alpaca holds one user instruction and one assistant output, "
-                              f"but this conversation has {_describe_roles(roles)}")
+        raise LossyConversion(
+            f"Alpaca holds one user instruction and one assistant output, "
+            f"but this conversation has {_describe_roles(roles)}"
+        )
     for index, message in enumerate(messages):
         _only_keys(message, {"role", "content", "weight"}, index, "Alpaca rows")
     if messages[1].get("weight", 1) == 0:
-        raise LossyConversion("its assistant turn has weight 0 (untrained), but an Alpaca "
-                              "output is always trained")
+        raise LossyConversion(
+            "its assistant turn has weight 0 (untrained), but an Alpaca output is always trained"
+        )
     row = {"system": system} if system is not None else {}
     row.update(instruction=messages[0]["content"], input="", output=messages[1]["content"])
     return row
@@ -200,11 +234,11 @@ def _to_prompt_completion(example: Example) -> dict[str, Any]:
     messages = _messages(example)
     last = messages[-1]
     if last["role"] != "assistant" or last.get("weight", 1) == 0:
-        raise LossyConversion("the conversation does not end with a trained assistant turn "
-                              "to become the completion")
+        raise LossyConversion(
+            "the conversation does not end with a trained assistant turn to become the completion"
+        )
     if len(messages) == 1:
-        raise LossyConversion("the conversation has no turns before the assistant turn to "
-                              "become the prompt")
+        raise LossyConversion("the conversation has no turns before the assistant turn to become the prompt")
     prompt = messages[:-1]
     for message in prompt:
         if message["role"] == "assistant":
@@ -239,24 +273,27 @@ def _check_round_trip(example: Example, row: dict[str, Any], target: str) -> Non
     """
     found = detect_format(row)
     if found != target:
-        raise LossyConversion(f"with its extra fields the converted row would be read as "
-                              f"{FORMAT_LABELS.get(found or '', 'unknown')} data")
+        raise LossyConversion(
+            f"with its extra fields the converted row would be read as "
+            f"{FORMAT_LABELS.get(found or '', 'unknown')} data"
+        )
     try:
         again = to_example(row, target, "<converted>", 0)
     except DataError as err:
-        raise LossyConversion(f"the converted row would be invalid ({err.bare_message})") \
-            from None
+        raise LossyConversion(f"the converted row would be invalid ({err.bare_message})") from None
     chat = again.kind == "chat"
     if _canonical(again, chat) != _canonical(example, chat):
-        raise LossyConversion(f"the converted row would not read back the same as "
-                              f"{FORMAT_LABELS[target]} data")
+        raise LossyConversion(
+            f"the converted row would not read back the same as {FORMAT_LABELS[target]} data"
+        )
 
 
 def _canonical(example: Example, chat: bool) -> tuple[Any, ...]:
     """What a conversion must preserve. ``chat``: compare string prompt/completion examples
     as the user + assistant exchange they become. Weight 1 is the default; drop it."""
     if chat and example.kind != "text":
-        messages = [{k: v for k, v in m.items() if not (k == "weight" and v == 1)}
-                    for m in _messages(example)]
+        messages = [
+            {k: v for k, v in m.items() if not (k == "weight" and v == 1)} for m in _messages(example)
+        ]
         return ("chat", messages, example.tools or None, example.extra)
     return (example.kind, example.prompt, example.completion, example.text, example.extra)

@@ -49,8 +49,9 @@ def _collect_strings(value: Any, parts: list[str]) -> None:
 
 
 def _hash64(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"),
-                                          digest_size=8).digest(), "little")
+    return int.from_bytes(
+        hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little"
+    )
 
 
 def exact_key(row: Any) -> int:
@@ -107,7 +108,6 @@ class DuplicateIndex:
                 by_exact.setdefault(exact, []).append(line)
             if len(by_exact) > 1:
                 out.append({"kind": "near", "lines": [line for line, _ in members]})
-            out.extend({"kind": "exact", "lines": lines}
-                       for lines in by_exact.values() if len(lines) > 1)
+            out.extend({"kind": "exact", "lines": lines} for lines in by_exact.values() if len(lines) > 1)
         out.sort(key=lambda group: (group["lines"][0], group["kind"] != "near"))
         return out

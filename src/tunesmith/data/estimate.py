@@ -53,7 +53,7 @@ from .. import jsontext
 from ..errors import DataError
 from . import formats as F
 from .example import Example
-from .render import Renderer, Rendered
+from .render import Rendered, Renderer
 
 UTILISATION = 0.5
 ACTIVATION_BYTES_PER_TOKEN_LAYER_WIDTH = 34  # 16-bit; Korthikanti et al. 2022
@@ -67,8 +67,9 @@ class TokenStats:
     at ``max_length`` (from the end), and those left without a trained token are dropped.
     """
 
-    def __init__(self, tokenizer: Any, max_length: int,
-                 report: Callable[[str, int, str], None], batch_size: int = 64):
+    def __init__(
+        self, tokenizer: Any, max_length: int, report: Callable[[str, int, str], None], batch_size: int = 64
+    ):
         # No truncation in the renderer: the full length is what the statistics describe.
         self.renderer = Renderer(tokenizer, max_length=2**31 - 1)
         self.max_length, self.report, self.batch_size = max_length, report, batch_size
@@ -86,8 +87,7 @@ class TokenStats:
         """Render and count every queued example."""
         pending, self._pending = self._pending, []
         try:
-            rendered: list[Rendered | None] = list(
-                self.renderer.render_many([ex for _, ex in pending]))
+            rendered: list[Rendered | None] = list(self.renderer.render_many([ex for _, ex in pending]))
         except DataError:  # one bad example fails the batch: redo one by one to name it
             rendered = [self._render_one(line, ex) for line, ex in pending]
         for (line, _), result in zip(pending, rendered):
@@ -98,8 +98,11 @@ class TokenStats:
         try:
             return self.renderer(example)
         except DataError as err:
-            self.report("template_error", line, f"Example {line} cannot be rendered with the "
-                        f"model's chat template: {err.bare_message}")
+            self.report(
+                "template_error",
+                line,
+                f"Example {line} cannot be rendered with the model's chat template: {err.bare_message}",
+            )
             return None
 
     def _count(self, line: int, rendered: Rendered) -> None:
@@ -107,15 +110,23 @@ class TokenStats:
         self.lengths.append(n)
         if n > cap:
             self.over += 1
-            self.report("example_truncated", line, f"Example {line} has {n} tokens, more than "
-                        f"max_length {cap}; training keeps the first {cap} (truncation removes "
-                        "tokens from the end)")
+            self.report(
+                "example_truncated",
+                line,
+                f"Example {line} has {n} tokens, more than "
+                f"max_length {cap}; training keeps the first {cap} (truncation removes "
+                "tokens from the end)",
+            )
         trained = sum(rendered.loss_mask[1:cap])  # token 0 is never a target
         if trained == 0:
             self.dropped += 1
-            self.report("no_trained_tokens", line, f"Example {line} has no trained token"
-                        + (f" within the first {cap} tokens" if n > cap else "")
-                        + "; training drops it")
+            self.report(
+                "no_trained_tokens",
+                line,
+                f"Example {line} has no trained token"
+                + (f" within the first {cap} tokens" if n > cap else "")
+                + "; training drops it",
+            )
             return
         self.tokens += min(n, cap)
         self.trained += trained
@@ -123,15 +134,24 @@ class TokenStats:
     def summary(self) -> dict[str, Any]:
         """min / median / p95 / max / mean tokens per example (untruncated) and the totals."""
         self.flush()
-        out: dict[str, Any] = {"max_length": self.max_length, "over_max_length": self.over,
-                               "dropped_no_trained_tokens": self.dropped,
-                               "total_after_truncation": self.tokens, "trained": self.trained}
+        out: dict[str, Any] = {
+            "max_length": self.max_length,
+            "over_max_length": self.over,
+            "dropped_no_trained_tokens": self.dropped,
+            "total_after_truncation": self.tokens,
+            "trained": self.trained,
+        }
         if self.lengths:
             ordered = sorted(self.lengths)
-            out.update(examples=len(ordered), min=ordered[0],
-                       median=statistics.median(ordered),
-                       p95=ordered[math.ceil(0.95 * len(ordered)) - 1], max=ordered[-1],
-                       mean=round(sum(ordered) / len(ordered), 1), total=sum(ordered))
+            out.update(
+                examples=len(ordered),
+                min=ordered[0],
+                median=statistics.median(ordered),
+                p95=ordered[math.ceil(0.95 * len(ordered)) - 1],
+                max=ordered[-1],
+                mean=round(sum(ordered) / len(ordered), 1),
+                total=sum(ordered),
+            )
         return out
 
 
@@ -220,9 +240,16 @@ def measure_flop_rate(seconds: float = 0.25) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - start)
 
 
-def estimate_training(params: ParamCounts, *, tokens: int, max_length: int, method: str = "sft",
-                      adapter: str = "lora", flop_rate: float | None = None,
-                      on_gpu: bool | None = None) -> dict[str, Any]:
+def estimate_training(
+    params: ParamCounts,
+    *,
+    tokens: int,
+    max_length: int,
+    method: str = "sft",
+    adapter: str = "lora",
+    flop_rate: float | None = None,
+    on_gpu: bool | None = None,
+) -> dict[str, Any]:
     """Time (seconds per epoch) and peak memory (bytes) estimate; see the module docstring.
 
     ``tokens`` is the number of tokens per epoch after truncation (for DPO: prompt + chosen).
@@ -241,17 +268,24 @@ def estimate_training(params: ParamCounts, *, tokens: int, max_length: int, meth
     elif method == "kto":
         per_token += 2 * params.matmul
     out: dict[str, Any] = {
-        "method": method, "adapter": "full" if full else adapter,
-        "params": params.total, "trainable_params": params.total if full else params.lora,
-        "flops_per_token": per_token, "tokens_per_epoch": tokens * token_factor,
-        "memory_bytes": _memory(params, full=full, on_gpu=on_gpu, row_tokens=max_length * rows,
-                                 bits4=adapter == "qlora"),
+        "method": method,
+        "adapter": "full" if full else adapter,
+        "params": params.total,
+        "trainable_params": params.total if full else params.lora,
+        "flops_per_token": per_token,
+        "tokens_per_epoch": tokens * token_factor,
+        "memory_bytes": _memory(
+            params, full=full, on_gpu=on_gpu, row_tokens=max_length * rows, bits4=adapter == "qlora"
+        ),
         "note": "estimate (±2x): FLOPs = tokens x per-token cost / (0.5 x measured matmul rate); "
-                "memory = runtime + weights + trainable state + activations of one row",
+        "memory = runtime + weights + trainable state + activations of one row",
     }
     if method == "grpo":
-        out.update(seconds_per_epoch=None, flop_rate=None,
-                   note=out["note"] + "; GRPO time is dominated by generation and not estimated")
+        out.update(
+            seconds_per_epoch=None,
+            flop_rate=None,
+            note=out["note"] + "; GRPO time is dominated by generation and not estimated",
+        )
         return out
     rate = (flop_rate if flop_rate is not None else measure_flop_rate()) * UTILISATION
     out["flop_rate"] = rate
@@ -259,18 +293,26 @@ def estimate_training(params: ParamCounts, *, tokens: int, max_length: int, meth
     return out
 
 
-def _memory(params: ParamCounts, *, full: bool, on_gpu: bool, row_tokens: int,
-            bits4: bool) -> dict[str, int]:
+def _memory(params: ParamCounts, *, full: bool, on_gpu: bool, row_tokens: int, bits4: bool) -> dict[str, int]:
     weight_bytes = 2 if on_gpu else 4
     weights = params.total * (0.5 if bits4 else weight_bytes)
     state = params.total * 12 if full else params.lora * 16
-    activations = (ACTIVATION_BYTES_PER_TOKEN_LAYER_WIDTH * params.hidden * params.layers
-                   * row_tokens * (weight_bytes // 2))
+    activations = (
+        ACTIVATION_BYTES_PER_TOKEN_LAYER_WIDTH
+        * params.hidden
+        * params.layers
+        * row_tokens
+        * (weight_bytes // 2)
+    )
     # The runtime itself: measured RSS of Python + torch + transformers + PEFT before any model
     # is loaded is ~0.3 GB on CPU; on a GPU the CUDA context takes ~0.5 GB of device memory.
     runtime = 0.5e9 if on_gpu else 0.3e9
-    parts = {"runtime": int(runtime), "weights": int(weights), "trainable_state": int(state),
-             "activations": int(activations)}
+    parts = {
+        "runtime": int(runtime),
+        "weights": int(weights),
+        "trainable_state": int(state),
+        "activations": int(activations),
+    }
     parts["total"] = sum(parts.values())
     return parts
 
@@ -286,26 +328,31 @@ def stats_example(row: dict, fmt: str, path: str, line: int) -> Example | None:
     if fmt in _SFT_FORMATS:
         return F.to_example(row, fmt, path, line)
     if fmt == F.OPENAI_PREFERENCE:
-        messages = (F.check_messages(row["input"]["messages"], "input.messages", at)
-                    + F.check_messages(row["preferred_output"], "preferred_output", at))
-        return Example(kind="chat", source=at.source, messages=messages,
-                       tools=row["input"].get("tools"))
+        messages = F.check_messages(row["input"]["messages"], "input.messages", at) + F.check_messages(
+            row["preferred_output"], "preferred_output", at
+        )
+        return Example(kind="chat", source=at.source, messages=messages, tools=row["input"].get("tools"))
     if fmt in (F.PREFERENCE_PAIRS, F.KTO):
         completion = row["chosen" if fmt == F.PREFERENCE_PAIRS else "completion"]
         prompt = row["prompt"]
         if isinstance(prompt, str) and isinstance(completion, str):
-            return Example(kind="completion", source=at.source, prompt=prompt,
-                           completion=completion)
+            return Example(kind="completion", source=at.source, prompt=prompt, completion=completion)
         if isinstance(prompt, list) and isinstance(completion, list):
-            context = [dict(m, weight=0) if m.get("role") == "assistant" else m
-                       for m in F.check_messages(prompt, "prompt", at)]
-            return Example(kind="chat", source=at.source,
-                           messages=context + F.check_messages(completion, "completion", at))
+            context = [
+                dict(m, weight=0) if m.get("role") == "assistant" else m
+                for m in F.check_messages(prompt, "prompt", at)
+            ]
+            return Example(
+                kind="chat",
+                source=at.source,
+                messages=context + F.check_messages(completion, "completion", at),
+            )
     return None  # prompt-only rows have nothing to train on
 
 
-def estimate_for(model_dir: str | PathLike[str], tokens: dict[str, Any], method: str,
-              adapter: str, flop_rate: float | None) -> dict[str, Any] | None:
+def estimate_for(
+    model_dir: str | PathLike[str], tokens: dict[str, Any], method: str, adapter: str, flop_rate: float | None
+) -> dict[str, Any] | None:
     """The estimate for a model folder (or GGUF file) and :meth:`TokenStats.summary` output
     (None: no weights)."""
     from ..models.gguf_import import resolve_model_path
@@ -313,6 +360,11 @@ def estimate_for(model_dir: str | PathLike[str], tokens: dict[str, Any], method:
     params = count_params(resolve_model_path(model_dir))
     if params is None:
         return None
-    return estimate_training(params, tokens=tokens["total_after_truncation"],
-                             max_length=min(tokens["max_length"], tokens.get("max", 0) or 1),
-                             method=method, adapter=adapter, flop_rate=flop_rate)
+    return estimate_training(
+        params,
+        tokens=tokens["total_after_truncation"],
+        max_length=min(tokens["max_length"], tokens.get("max", 0) or 1),
+        method=method,
+        adapter=adapter,
+        flop_rate=flop_rate,
+    )

@@ -11,10 +11,10 @@ null, so ``{"weight": null}`` on a message means "no weight".
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from os import PathLike
-from typing import Any, Callable
+from typing import Any
 
 from tunesmith.data.example import Example
 from tunesmith.data.readers import iter_rows
@@ -23,13 +23,22 @@ from tunesmith.errors import DataError
 OPENAI_CHAT, SHAREGPT, ALPACA = "openai_chat", "sharegpt", "alpaca"
 PROMPT_COMPLETION, TEXT = "prompt_completion", "text"
 OPENAI_PREFERENCE, PREFERENCE_PAIRS, KTO, PROMPT_ONLY = (
-    "openai_preference", "preference_pairs", "kto", "prompt_only")
+    "openai_preference",
+    "preference_pairs",
+    "kto",
+    "prompt_only",
+)
 
 FORMAT_LABELS = {
-    OPENAI_CHAT: "OpenAI chat", SHAREGPT: "ShareGPT", ALPACA: "Alpaca instruction",
-    PROMPT_COMPLETION: "prompt/completion", TEXT: "raw text",
-    OPENAI_PREFERENCE: "OpenAI preference", PREFERENCE_PAIRS: "preference pairs",
-    KTO: "KTO (unpaired preference)", PROMPT_ONLY: "prompt-only",
+    OPENAI_CHAT: "OpenAI chat",
+    SHAREGPT: "ShareGPT",
+    ALPACA: "Alpaca instruction",
+    PROMPT_COMPLETION: "prompt/completion",
+    TEXT: "raw text",
+    OPENAI_PREFERENCE: "OpenAI preference",
+    PREFERENCE_PAIRS: "preference pairs",
+    KTO: "KTO (unpaired preference)",
+    PROMPT_ONLY: "prompt-only",
 }
 
 # (format, identifying keys), most specific first: a KTO row also has prompt + completion and
@@ -49,10 +58,12 @@ _SIGNATURES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 _KEYS = dict(_SIGNATURES)
 
-ACCEPTED_SHAPES = ("messages (OpenAI chat); conversations (ShareGPT); instruction + output "
-                   "(Alpaca); prompt + completion; text; input + preferred_output + "
-                   "non_preferred_output (OpenAI preference); prompt + chosen + rejected; "
-                   "prompt + completion + label (KTO); prompt (prompt-only)")
+ACCEPTED_SHAPES = (
+    "messages (OpenAI chat); conversations (ShareGPT); instruction + output "
+    "(Alpaca); prompt + completion; text; input + preferred_output + "
+    "non_preferred_output (OpenAI preference); prompt + chosen + rejected; "
+    "prompt + completion + label (KTO); prompt (prompt-only)"
+)
 
 # Which formats each `expect` accepts, and the method to suggest for the others.
 _ALLOWED = {
@@ -60,8 +71,14 @@ _ALLOWED = {
     "pretrain": frozenset({TEXT}),
 }
 _METHOD_FOR = {
-    OPENAI_CHAT: "sft", SHAREGPT: "sft", ALPACA: "sft", PROMPT_COMPLETION: "sft",
-    OPENAI_PREFERENCE: "dpo", PREFERENCE_PAIRS: "dpo", KTO: "kto", PROMPT_ONLY: "grpo",
+    OPENAI_CHAT: "sft",
+    SHAREGPT: "sft",
+    ALPACA: "sft",
+    PROMPT_COMPLETION: "sft",
+    OPENAI_PREFERENCE: "dpo",
+    PREFERENCE_PAIRS: "dpo",
+    KTO: "kto",
+    PROMPT_ONLY: "grpo",
 }
 
 
@@ -92,14 +109,16 @@ def iter_format_rows(path: str | PathLike[str]) -> Iterator[tuple[int, str, dict
     first = 0
     for number, row in iter_rows(path):
         if not isinstance(row, dict):
-            raise DataError(f"expected a JSON object, got {_describe(row)}",
-                            path=str(path), line=number)
+            raise DataError(f"expected a JSON object, got {_describe(row)}", path=str(path), line=number)
         found = detect_format(row)
         if file_format is None:
             if found is None:
                 keys = ", ".join(sorted(map(str, row))) or "none"
-                raise DataError(f"unrecognised example shape (keys: {keys}); accepted shapes: "
-                                + ACCEPTED_SHAPES, path=str(path), line=number)
+                raise DataError(
+                    f"unrecognised example shape (keys: {keys}); accepted shapes: " + ACCEPTED_SHAPES,
+                    path=str(path),
+                    line=number,
+                )
             file_format, first = found, number
         elif found != file_format:
             raise _mismatch(row, found, file_format, first, Where(str(path), number))
@@ -164,8 +183,7 @@ def _describe(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def _mismatch(row: dict[str, Any], found: str | None, expected: str, first: int,
-              at: Where) -> DataError:
+def _mismatch(row: dict[str, Any], found: str | None, expected: str, first: int, at: Where) -> DataError:
     label = FORMAT_LABELS[expected]
     lead = f"expected {label} format like line {first}, but"
     for key in _KEYS[expected]:
@@ -177,8 +195,9 @@ def _mismatch(row: dict[str, Any], found: str | None, expected: str, first: int,
     extra = [key for key in _KEYS.get(found or "", ()) if key not in _KEYS[expected]]
     if not extra:  # unreachable with the current signature order; keep the error useful
         return at.error(f"{lead} it looks like {FORMAT_LABELS.get(found or '', 'no known')} data")
-    return at.error(f"{lead} this row also has '{extra[0]}', which makes it "
-                    f"{FORMAT_LABELS[found]} data", extra[0])
+    return at.error(
+        f"{lead} this row also has '{extra[0]}', which makes it {FORMAT_LABELS[found]} data", extra[0]
+    )
 
 
 def _wrong_method(file_format: str, expect: str, at: Where) -> DataError:
@@ -191,8 +210,10 @@ def _wrong_method(file_format: str, expect: str, at: Where) -> DataError:
         label = f"preference data ({label} format)"
     else:
         label = f"{label} data"
-    return at.error(f"this file looks like {label}, judging by its first row; {need}; train "
-                    f"it with method {_METHOD_FOR[file_format]}")
+    return at.error(
+        f"this file looks like {label}, judging by its first row; {need}; train "
+        f"it with method {_METHOD_FOR[file_format]}"
+    )
 
 
 def _string(row: dict[str, Any], key: str, at: Where, *, optional: bool = False) -> str | None:
@@ -212,8 +233,19 @@ def _extra(row: dict[str, Any], consumed: set[str]) -> dict[str, Any]:
 
 ROLES = ("system", "user", "assistant", "tool")
 _ROLE_ALIASES = {"developer": "system"}  # OpenAI's newer name for the system role
-_MESSAGE_KEYS = frozenset({"role", "content", "weight", "name", "tool_calls", "tool_call_id",
-                           "function_call", "thinking", "reasoning_content"})
+_MESSAGE_KEYS = frozenset(
+    {
+        "role",
+        "content",
+        "weight",
+        "name",
+        "tool_calls",
+        "tool_call_id",
+        "function_call",
+        "thinking",
+        "reasoning_content",
+    }
+)
 _ASSISTANT_ONLY = ("weight", "tool_calls", "function_call", "thinking", "reasoning_content")
 
 
@@ -234,19 +266,24 @@ def _check_message(message: Any, field: str, at: Where) -> dict[str, Any]:
         raise at.error(f"each message must be an object, got {_describe(message)}", field)
     unknown = sorted(set(message) - _MESSAGE_KEYS)
     if unknown:
-        raise at.error(f"unknown message key '{unknown[0]}'; allowed keys: "
-                       + ", ".join(sorted(_MESSAGE_KEYS)), f"{field}.{unknown[0]}")
+        raise at.error(
+            f"unknown message key '{unknown[0]}'; allowed keys: " + ", ".join(sorted(_MESSAGE_KEYS)),
+            f"{field}.{unknown[0]}",
+        )
     role = _check_role(message.get("role"), f"{field}.role", at)
     out = {key: value for key, value in message.items() if value is not None}
     out["role"] = role
     for key in _ASSISTANT_ONLY:
         if key in out and role != "assistant":
-            raise at.error(f"'{key}' is only allowed on assistant messages; this message has "
-                           f"role '{role}'", f"{field}.{key}")
+            raise at.error(
+                f"'{key}' is only allowed on assistant messages; this message has role '{role}'",
+                f"{field}.{key}",
+            )
     if "weight" in out:
         out["weight"] = _check_weight(out["weight"], f"{field}.weight", at)
-    if "tool_calls" in out and (not isinstance(out["tool_calls"], list)
-                                or not all(isinstance(c, dict) for c in out["tool_calls"])):
+    if "tool_calls" in out and (
+        not isinstance(out["tool_calls"], list) or not all(isinstance(c, dict) for c in out["tool_calls"])
+    ):
         raise at.error("must be an array of tool-call objects", f"{field}.tool_calls")
     content = message.get("content")
     if content is None and ("tool_calls" in out or "function_call" in out):
@@ -263,8 +300,7 @@ def _check_role(role: Any, field: str, at: Where) -> str:
     role = _ROLE_ALIASES.get(role, role) if isinstance(role, str) else role
     if role not in ROLES:
         shown = repr(role) if isinstance(role, str) else _describe(role)
-        raise at.error(f"role must be one of {', '.join(ROLES)} (or developer), got {shown}",
-                       field)
+        raise at.error(f"role must be one of {', '.join(ROLES)} (or developer), got {shown}", field)
     return role
 
 
@@ -281,14 +317,12 @@ def _require_trained_assistant(messages: list[dict[str, Any]], field: str, at: W
     if not assistants:
         raise at.error("needs at least one assistant message to train on", field)
     if all(m.get("weight", 1) == 0 for m in assistants):
-        raise at.error("every assistant message has weight 0, so there is nothing to train on",
-                       field)
+        raise at.error("every assistant message has weight 0, so there is nothing to train on", field)
 
 
 def _check_tools(row: dict[str, Any], at: Where) -> list[dict[str, Any]] | None:
     tools = row.get("tools")
-    if tools is not None and (not isinstance(tools, list)
-                              or not all(isinstance(t, dict) for t in tools)):
+    if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
         raise at.error(f"must be an array of tool definitions, got {_describe(tools)}", "tools")
     return tools
 
@@ -299,13 +333,24 @@ def _check_tools(row: dict[str, Any], at: Where) -> list[dict[str, Any]] | None:
 def _from_openai_chat(row: dict[str, Any], at: Where) -> Example:
     messages = check_messages(row["messages"], "messages", at)
     _require_trained_assistant(messages, "messages", at)
-    return Example(kind="chat", source=at.source, messages=messages,
-                   tools=_check_tools(row, at), extra=_extra(row, {"messages", "tools"}))
+    return Example(
+        kind="chat",
+        source=at.source,
+        messages=messages,
+        tools=_check_tools(row, at),
+        extra=_extra(row, {"messages", "tools"}),
+    )
 
 
-_SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant",
-                   "assistant": "assistant", "system": "system",
-                   "tool": "tool", "observation": "tool"}
+_SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "system": "system",
+    "tool": "tool",
+    "observation": "tool",
+}
 
 
 def _from_sharegpt(row: dict[str, Any], at: Where) -> Example:
@@ -323,8 +368,9 @@ def _from_sharegpt(row: dict[str, Any], at: Where) -> Example:
     if system:
         messages.insert(0, {"role": "system", "content": system})
     _require_trained_assistant(messages, "conversations", at)
-    return Example(kind="chat", source=at.source, messages=messages,
-                   extra=_extra(row, {"conversations", "system"}))
+    return Example(
+        kind="chat", source=at.source, messages=messages, extra=_extra(row, {"conversations", "system"})
+    )
 
 
 def _turn_list(turns: Any, at: Where) -> list[Any]:
@@ -340,24 +386,29 @@ def _sharegpt_turn(turn: Any, index: int, at: Where) -> dict[str, Any]:
         raise at.error(f"each turn must be an object, got {_describe(turn)}", field)
     unknown = sorted(set(turn) - {"from", "value", "weight"})
     if unknown:
-        raise at.error(f"unknown turn key '{unknown[0]}'; allowed keys: from, value, weight",
-                       f"{field}.{unknown[0]}")
+        raise at.error(
+            f"unknown turn key '{unknown[0]}'; allowed keys: from, value, weight", f"{field}.{unknown[0]}"
+        )
     speaker = turn.get("from")
     if speaker == "function_call":
-        raise at.error("ShareGPT 'function_call' turns are not supported; write tool calls in "
-                       "OpenAI chat format (assistant message with tool_calls)", f"{field}.from")
+        raise at.error(
+            "ShareGPT 'function_call' turns are not supported; write tool calls in "
+            "OpenAI chat format (assistant message with tool_calls)",
+            f"{field}.from",
+        )
     if speaker not in _SHAREGPT_ROLES:
         shown = repr(speaker) if isinstance(speaker, str) else _describe(speaker)
-        raise at.error("from must be one of human, gpt, system, tool (or user, assistant, "
-                       f"observation), got {shown}", f"{field}.from")
+        raise at.error(
+            f"from must be one of human, gpt, system, tool (or user, assistant, observation), got {shown}",
+            f"{field}.from",
+        )
     value = turn.get("value")
     if not isinstance(value, str):
         raise at.error(f"value must be a string, got {_describe(value)}", f"{field}.value")
     message: dict[str, Any] = {"role": _SHAREGPT_ROLES[speaker], "content": value}
     if turn.get("weight") is not None:
         if message["role"] != "assistant":
-            raise at.error("'weight' is only allowed on assistant (gpt) turns",
-                           f"{field}.weight")
+            raise at.error("'weight' is only allowed on assistant (gpt) turns", f"{field}.weight")
         message["weight"] = _check_weight(turn["weight"], f"{field}.weight", at)
     return message
 
@@ -373,15 +424,17 @@ def _from_alpaca(row: dict[str, Any], at: Where) -> Example:
     system = _string(row, "system", at, optional=True)
     if row.get("history"):
         # Multi-turn Alpaca variants; silently ignoring earlier turns would lose data.
-        raise at.error("multi-turn 'history' is not supported in Alpaca rows; write the "
-                       "conversation in OpenAI chat format", "history")
+        raise at.error(
+            "multi-turn 'history' is not supported in Alpaca rows; write the "
+            "conversation in OpenAI chat format",
+            "history",
+        )
     user = f"{instruction}\n\n{extra_input}" if extra_input else instruction
     messages = [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
     if system:
         messages.insert(0, {"role": "system", "content": system})
     consumed = {"instruction", "input", "output", "system", "history"}
-    return Example(kind="chat", source=at.source, messages=messages,
-                   extra=_extra(row, consumed))
+    return Example(kind="chat", source=at.source, messages=messages, extra=_extra(row, consumed))
 
 
 def _from_prompt_completion(row: dict[str, Any], at: Where) -> Example:
@@ -392,12 +445,19 @@ def _from_prompt_completion(row: dict[str, Any], at: Where) -> Example:
     """
     prompt, completion = row["prompt"], row["completion"]
     if isinstance(prompt, str) and isinstance(completion, str):
-        return Example(kind="completion", source=at.source, prompt=prompt,
-                       completion=completion, extra=_extra(row, {"prompt", "completion"}))
+        return Example(
+            kind="completion",
+            source=at.source,
+            prompt=prompt,
+            completion=completion,
+            extra=_extra(row, {"prompt", "completion"}),
+        )
     if not (isinstance(prompt, list) and isinstance(completion, list)):
-        raise at.error("prompt and completion must both be strings or both arrays of "
-                       f"messages, got {_describe(prompt)} and {_describe(completion)}",
-                       "completion" if isinstance(prompt, (str, list)) else "prompt")
+        raise at.error(
+            "prompt and completion must both be strings or both arrays of "
+            f"messages, got {_describe(prompt)} and {_describe(completion)}",
+            "completion" if isinstance(prompt, (str, list)) else "prompt",
+        )
     prompt_messages = check_messages(prompt, "prompt", at)
     for message in prompt_messages:
         if message["role"] == "assistant":
@@ -405,20 +465,28 @@ def _from_prompt_completion(row: dict[str, Any], at: Where) -> Example:
     completion_messages = check_messages(completion, "completion", at)
     for i, message in enumerate(completion_messages):
         if message["role"] != "assistant":
-            raise at.error(f"completion messages must have role 'assistant', got "
-                           f"'{message['role']}'", f"completion[{i}].role")
+            raise at.error(
+                f"completion messages must have role 'assistant', got '{message['role']}'",
+                f"completion[{i}].role",
+            )
     _require_trained_assistant(completion_messages, "completion", at)
-    return Example(kind="chat", source=at.source, messages=prompt_messages + completion_messages,
-                   tools=_check_tools(row, at),
-                   extra=_extra(row, {"prompt", "completion", "tools"}))
+    return Example(
+        kind="chat",
+        source=at.source,
+        messages=prompt_messages + completion_messages,
+        tools=_check_tools(row, at),
+        extra=_extra(row, {"prompt", "completion", "tools"}),
+    )
 
 
 def _from_text(row: dict[str, Any], at: Where) -> Example:
-    return Example(kind="text", source=at.source, text=_string(row, "text", at),
-                   extra=_extra(row, {"text"}))
+    return Example(kind="text", source=at.source, text=_string(row, "text", at), extra=_extra(row, {"text"}))
 
 
 _NORMALISERS: dict[str, Callable[[dict[str, Any], Where], Example]] = {
-    OPENAI_CHAT: _from_openai_chat, SHAREGPT: _from_sharegpt, ALPACA: _from_alpaca,
-    PROMPT_COMPLETION: _from_prompt_completion, TEXT: _from_text,
+    OPENAI_CHAT: _from_openai_chat,
+    SHAREGPT: _from_sharegpt,
+    ALPACA: _from_alpaca,
+    PROMPT_COMPLETION: _from_prompt_completion,
+    TEXT: _from_text,
 }

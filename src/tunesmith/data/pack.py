@@ -50,11 +50,12 @@ def epoch_order(n_units: int, seed: int, epoch: int, shuffle: bool = True) -> li
     return order
 
 
-def micro_batches(units: list[list[int]], batch_size: int, seed: int, epoch: int,
-                  shuffle: bool = True) -> list[list[int]]:
+def micro_batches(
+    units: list[list[int]], batch_size: int, seed: int, epoch: int, shuffle: bool = True
+) -> list[list[int]]:
     """Example indices of each micro-batch of an epoch; the last one may be smaller."""
     order = epoch_order(len(units), seed, epoch, shuffle)
     out = []
     for start in range(0, len(order), batch_size):
-        out.append([i for u in order[start:start + batch_size] for i in units[u]])
+        out.append([i for u in order[start : start + batch_size] for i in units[u]])
     return out

@@ -42,7 +42,7 @@ class PairBatch:
     def n_tokens(self) -> int:
         return int(self.input_ids.shape[1])
 
-    def to(self, device) -> "PairBatch":
+    def to(self, device) -> PairBatch:
         values = {}
         for f in fields(self):
             v = getattr(self, f.name)
@@ -60,7 +60,10 @@ def collate_pairs(items: list[PairItem]) -> PairBatch:
         ids += item.prompt_ids + item.first_ids + item.second_ids
         pos += list(range(p + a)) + list(range(p, p + b))
         branches.append((p, a))
-        for seq, start, answer in ((2 * i, offset + p, item.first_ids), (2 * i + 1, offset + p + a, item.second_ids)):
+        for seq, start, answer in (
+            (2 * i, offset + p, item.first_ids),
+            (2 * i + 1, offset + p + a, item.second_ids),
+        ):
             # token j of the answer is predicted at flat position start + j - 1, except j = 0,
             # which both answers predict from the prompt's last token.
             tpos += [offset + p - 1] + list(range(start, start + len(answer) - 1))
@@ -71,8 +74,11 @@ def collate_pairs(items: list[PairItem]) -> PairBatch:
         offset += p + a + b
         cu.append(offset)
     refs = [it.ref for it in items]
-    ref = (torch.tensor([x for r in refs for x in r], dtype=torch.float32)
-           if items and all(r is not None for r in refs) else None)
+    ref = (
+        torch.tensor([x for r in refs for x in r], dtype=torch.float32)
+        if items and all(r is not None for r in refs)
+        else None
+    )
     return PairBatch(
         input_ids=torch.tensor([ids], dtype=torch.long),
         position_ids=torch.tensor([pos], dtype=torch.long),

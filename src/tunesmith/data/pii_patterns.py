@@ -102,8 +102,8 @@ class Span(NamedTuple):
 # ---- secrets ------------------------------------------------------------------------------
 
 _PRIVATE_KEY = re.compile(
-    r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY-----.*?(?:-----END \1PRIVATE KEY-----|\Z)",
-    re.DOTALL)
+    r"-----BEGIN ((?:[A-Z0-9]+ )*)PRIVATE KEY-----.*?(?:-----END \1PRIVATE KEY-----|\Z)", re.DOTALL
+)
 _JWT = re.compile(r"(?<![\w-])eyJ[A-Za-z0-9_-]{7,}\.[A-Za-z0-9_-]{7,}\.[A-Za-z0-9_-]*")
 # Token bodies must contain a digit (checked below) so hyphenated words such as
 # "sk-learn-contrib-imbalanced" are not taken for keys.
@@ -118,7 +118,8 @@ _PREFIXED_TOKEN = re.compile(
     r"|AIza[0-9A-Za-z_-]{35}"
     r"|hf_[A-Za-z0-9]{30,}"
     r"|glpat-[A-Za-z0-9_-]{20,}"
-    r")(?![A-Za-z0-9_-])")
+    r")(?![A-Za-z0-9_-])"
+)
 _ENTROPY_RUN = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
 _CAMEL_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
 _SEPARATORS = re.compile(r"[/+_-]")
@@ -126,7 +127,8 @@ _SEPARATORS = re.compile(r"[/+_-]")
 # token=..., Authorization: Bearer ...), so a weaker randomness signal suffices.
 _SECRET_CONTEXT = re.compile(
     r"(?i)(?:key|secret|token|passw(?:or)?d|pwd|auth\w*|bearer|credentials?|cookie)"
-    r"[\s\"':=]{0,5}$")
+    r"[\s\"':=]{0,5}$"
+)
 MIN_SECRET_LENGTH, MIN_CONTEXT_SECRET_LENGTH, MAX_SECRET_LENGTH = 32, 16, 256
 
 
@@ -142,8 +144,11 @@ def find_jwts(text: str) -> list[Span]:
 
 def find_prefixed_tokens(text: str) -> list[Span]:
     """API keys with a vendor prefix; the body must hold a digit (real keys always do)."""
-    return [Span(m.start(), m.end(), SECRET) for m in _PREFIXED_TOKEN.finditer(text)
-            if any(ch.isdigit() for ch in m.group())]
+    return [
+        Span(m.start(), m.end(), SECRET)
+        for m in _PREFIXED_TOKEN.finditer(text)
+        if any(ch.isdigit() for ch in m.group())
+    ]
 
 
 def find_high_entropy(text: str) -> list[Span]:
@@ -164,8 +169,9 @@ def _path_parts(token: str) -> list[str]:
     # parts one by one. Random base64 with '/' in it rarely holds an all-lowercase word of
     # 3+ letters between separators.
     parts = token.split("/")
-    if len(parts) > 1 and any(len(piece) >= 3 and piece.isalpha() and piece.islower()
-                              for piece in _SEPARATORS.split(token)):
+    if len(parts) > 1 and any(
+        len(piece) >= 3 and piece.isalpha() and piece.islower() for piece in _SEPARATORS.split(token)
+    ):
         return parts
     return [token]
 
@@ -180,22 +186,27 @@ def is_high_entropy_token(token: str, after_secret_word: bool = False) -> bool:
     minimum = MIN_CONTEXT_SECRET_LENGTH if after_secret_word else MIN_SECRET_LENGTH
     if not minimum <= len(body) <= MAX_SECRET_LENGTH:
         return False
-    classes = [any(c.islower() for c in body), any(c.isupper() for c in body),
-               any(c.isdigit() for c in body)]
+    classes = [any(c.islower() for c in body), any(c.isupper() for c in body), any(c.isdigit() for c in body)]
     # Without context, lower + upper + digit excludes hex digests, UUIDs, slugs, CONSTANTS.
     if sum(classes) < (2 if after_secret_word else 3):
         return False
     if after_secret_word:
         # Hex keys top out at 4 bits per character, so the bar is lower here; a lowercase
         # word between separators means code ("key = apply_rotary_pos_emb(...").
-        return (shannon_entropy(body) >= min(3.0, 0.7 * math.log2(len(body)))
-                and _word_fraction(body) <= 0.5
-                and not any(len(piece) >= 4 and piece.isalpha() and piece.islower()
-                            for piece in _SEPARATORS.split(body)))
+        return (
+            shannon_entropy(body) >= min(3.0, 0.7 * math.log2(len(body)))
+            and _word_fraction(body) <= 0.5
+            and not any(
+                len(piece) >= 4 and piece.isalpha() and piece.islower() for piece in _SEPARATORS.split(body)
+            )
+        )
     if shannon_entropy(body) < min(4.5, 0.8 * math.log2(len(body))):
         return False
-    return (_word_fraction(body) <= 0.5 and _class_changes(body) >= 0.45
-            and max(len(part) for part in _SEPARATORS.split(body)) >= 10)
+    return (
+        _word_fraction(body) <= 0.5
+        and _class_changes(body) >= 0.45
+        and max(len(part) for part in _SEPARATORS.split(body)) >= 10
+    )
 
 
 def shannon_entropy(text: str) -> float:
@@ -210,8 +221,10 @@ def _class_changes(token: str) -> float:
     Random base62/64 text changes class at about 65% of positions (5th percentile ~48%);
     identifiers such as ``Wav2Vec2ForPreTraining`` stay within a class for whole words.
     """
+
     def kind(ch: str) -> int:
         return 0 if ch.islower() else 1 if ch.isupper() else 2 if ch.isdigit() else 3
+
     changes = sum(kind(a) != kind(b) for a, b in zip(token, token[1:]))
     return changes / max(1, len(token) - 1)
 
@@ -228,7 +241,8 @@ def _word_fraction(token: str) -> float:
 
 _EMAIL = re.compile(
     r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@"
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,}(?![A-Za-z0-9-]|\.[A-Za-z0-9])")
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,}(?![A-Za-z0-9-]|\.[A-Za-z0-9])"
+)
 
 
 def find_emails(text: str) -> list[Span]:
@@ -244,16 +258,94 @@ def find_emails(text: str) -> list[Span]:
 # ---- IBAN ---------------------------------------------------------------------------------
 
 IBAN_LENGTHS = {
-    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,
-    "BI": 27, "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DJ": 27,
-    "DK": 18, "DO": 28, "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FK": 18, "FO": 18, "FR": 27,
-    "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22,
-    "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32,
-    "LI": 21, "LT": 20, "LU": 20, "LV": 21, "LY": 25, "MC": 27, "MD": 24, "ME": 22, "MK": 19,
-    "MN": 20, "MR": 27, "MT": 31, "MU": 30, "NI": 28, "NL": 18, "NO": 15, "OM": 23, "PK": 24,
-    "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "RU": 33, "SA": 24, "SC": 31,
-    "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25, "SV": 28, "TL": 23,
-    "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
+    "AD": 24,
+    "AE": 23,
+    "AL": 28,
+    "AT": 20,
+    "AZ": 28,
+    "BA": 20,
+    "BE": 16,
+    "BG": 22,
+    "BH": 22,
+    "BI": 27,
+    "BR": 29,
+    "BY": 28,
+    "CH": 21,
+    "CR": 22,
+    "CY": 28,
+    "CZ": 24,
+    "DE": 22,
+    "DJ": 27,
+    "DK": 18,
+    "DO": 28,
+    "EE": 20,
+    "EG": 29,
+    "ES": 24,
+    "FI": 18,
+    "FK": 18,
+    "FO": 18,
+    "FR": 27,
+    "GB": 22,
+    "GE": 22,
+    "GI": 23,
+    "GL": 18,
+    "GR": 27,
+    "GT": 28,
+    "HR": 21,
+    "HU": 28,
+    "IE": 22,
+    "IL": 23,
+    "IQ": 23,
+    "IS": 26,
+    "IT": 27,
+    "JO": 30,
+    "KW": 30,
+    "KZ": 20,
+    "LB": 28,
+    "LC": 32,
+    "LI": 21,
+    "LT": 20,
+    "LU": 20,
+    "LV": 21,
+    "LY": 25,
+    "MC": 27,
+    "MD": 24,
+    "ME": 22,
+    "MK": 19,
+    "MN": 20,
+    "MR": 27,
+    "MT": 31,
+    "MU": 30,
+    "NI": 28,
+    "NL": 18,
+    "NO": 15,
+    "OM": 23,
+    "PK": 24,
+    "PL": 28,
+    "PS": 29,
+    "PT": 25,
+    "QA": 29,
+    "RO": 24,
+    "RS": 22,
+    "RU": 33,
+    "SA": 24,
+    "SC": 31,
+    "SD": 18,
+    "SE": 24,
+    "SI": 19,
+    "SK": 24,
+    "SM": 27,
+    "SO": 23,
+    "ST": 25,
+    "SV": 28,
+    "TL": 23,
+    "TN": 24,
+    "TR": 26,
+    "UA": 29,
+    "VA": 22,
+    "VG": 24,
+    "XK": 20,
+    "YE": 30,
 }
 _IBAN_START = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?=[ ]?[A-Z0-9])")
 
@@ -264,7 +356,7 @@ def find_ibans(text: str) -> list[Span]:
     for m in _IBAN_START.finditer(text):
         length = IBAN_LENGTHS.get(m.group()[:2])
         end = _iban_end(text, m.start(), length) if length else None
-        if end is not None and iban_checksum_ok(text[m.start():end].replace(" ", "")):
+        if end is not None and iban_checksum_ok(text[m.start() : end].replace(" ", "")):
             spans.append(Span(m.start(), end, IBAN))
     return spans
 
@@ -294,8 +386,19 @@ def iban_checksum_ok(iban: str) -> bool:
 # ---- credit cards -------------------------------------------------------------------------
 
 _CARD = re.compile(r"(?<![\w.,/+-])(?<!\d[ -])\d(?:[ -]?\d){12,18}(?![ -]?\d)(?![\w/]|[.,]\d)")
-_CARD_GROUPS = {(4, 4, 4, 4), (4, 4, 4, 4, 3), (4, 6, 5), (4, 6, 4), (4, 4, 4, 1), (4, 4, 4, 2),
-                (4, 4, 4, 3), (4, 4, 4, 4, 1), (4, 4, 4, 4, 2), (4, 4, 5), (4, 4, 4, 4, 4)}
+_CARD_GROUPS = {
+    (4, 4, 4, 4),
+    (4, 4, 4, 4, 3),
+    (4, 6, 5),
+    (4, 6, 4),
+    (4, 4, 4, 1),
+    (4, 4, 4, 2),
+    (4, 4, 4, 3),
+    (4, 4, 4, 4, 1),
+    (4, 4, 4, 4, 2),
+    (4, 4, 5),
+    (4, 4, 4, 4, 4),
+}
 
 
 def find_credit_cards(text: str) -> list[Span]:
@@ -304,8 +407,12 @@ def find_credit_cards(text: str) -> list[Span]:
     for m in _CARD.finditer(text):
         candidate = m.group()
         digits = candidate.replace(" ", "").replace("-", "")
-        if (_card_grouping_ok(candidate) and _card_prefix_ok(digits) and luhn_ok(digits)
-                and not _in_arithmetic(text, m.start(), m.end())):
+        if (
+            _card_grouping_ok(candidate)
+            and _card_prefix_ok(digits)
+            and luhn_ok(digits)
+            and not _in_arithmetic(text, m.start(), m.end())
+        ):
             spans.append(Span(m.start(), m.end(), CREDIT_CARD))
     return spans
 
@@ -328,9 +435,18 @@ def _card_grouping_ok(candidate: str) -> bool:
 
 def _card_prefix_ok(digits: str) -> bool:
     two, three, four = int(digits[:2]), int(digits[:3]), int(digits[:4])
-    return (digits[0] == "4" or 51 <= two <= 55 or 2221 <= four <= 2720 or two in (34, 37)
-            or four == 6011 or 644 <= three <= 649 or two == 65 or 300 <= three <= 305
-            or two in (36, 38, 62, 50, 56, 57, 58, 63, 67) or 3528 <= four <= 3589)
+    return (
+        digits[0] == "4"
+        or 51 <= two <= 55
+        or 2221 <= four <= 2720
+        or two in (34, 37)
+        or four == 6011
+        or 644 <= three <= 649
+        or two == 65
+        or 300 <= three <= 305
+        or two in (36, 38, 62, 50, 56, 57, 58, 63, 67)
+        or 3528 <= four <= 3589
+    )
 
 
 def luhn_ok(digits: str) -> bool:
@@ -360,20 +476,22 @@ def find_ssns(text: str) -> list[Span]:
 # ---- IP addresses -------------------------------------------------------------------------
 
 _IPV4 = re.compile(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?![\w-]|\.\d)")
-_IPV6 = re.compile(r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}"
-                   r"(?:(?<=:)\d{1,3}(?:\.\d{1,3}){3})?(?:%[A-Za-z0-9]+)?(?![\w:]|\.\d)")
+_IPV6 = re.compile(
+    r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}"
+    r"(?:(?<=:)\d{1,3}(?:\.\d{1,3}){3})?(?:%[A-Za-z0-9]+)?(?![\w:]|\.\d)"
+)
 
 
 def _ipv6_shaped(candidate: str) -> bool:
     # "ABC::DEF" (code) and "5::2" (a Python slice) parse as IPv6; real addresses have a
     # digit and three groups or a full four-digit group ("fe80::1", "2001:db8::1").
     groups = [g for g in candidate.split("%")[0].split(":") if g]
-    return (any(ch.isdigit() for ch in candidate)
-            and (len(groups) >= 3 or any(len(g) == 4 for g in groups)))
+    return any(ch.isdigit() for ch in candidate) and (len(groups) >= 3 or any(len(g) == 4 for g in groups))
 
 
 _VERSION_CONTEXT = re.compile(
-    r"(?i)(?:\b(?:version|ver|release|build|firmware|python|v)\W{0,2}|[=<>~^]=?\s*)$")
+    r"(?i)(?:\b(?:version|ver|release|build|firmware|python|v)\W{0,2}|[=<>~^]=?\s*)$"
+)
 
 
 def find_ip_addresses(text: str) -> list[Span]:
@@ -381,8 +499,9 @@ def find_ip_addresses(text: str) -> list[Span]:
     spans = []
     for pattern, version in ((_IPV4, 4), (_IPV6, 6)):
         for m in pattern.finditer(text):
-            if (_is_reportable_ip(m.group(), version)
-                    and not _VERSION_CONTEXT.search(text, max(0, m.start() - 12), m.start())):
+            if _is_reportable_ip(m.group(), version) and not _VERSION_CONTEXT.search(
+                text, max(0, m.start() - 12), m.start()
+            ):
                 spans.append(Span(m.start(), m.end(), IP_ADDRESS))
     return spans
 
@@ -418,34 +537,43 @@ _NOT_AFTER = r"(?![\w/%:-]|[ .,-]\d)"
 _PHONE_INTL = re.compile(_NOT_BEFORE + r"\+\d{1,3}(?:[ .-]?\(?\d{1,5}\)?){1,6}(?!\d)" + _NOT_AFTER)
 _PHONE_NANP = re.compile(
     _NOT_BEFORE + r"(?:1([-. ]))?(?:\([2-9]\d{2}\) ?|[2-9]\d{2}([-. ]))\d{3}"
-    r"(?(2)\2|[-. ])\d{4}" + _NOT_AFTER)
+    r"(?(2)\2|[-. ])\d{4}" + _NOT_AFTER
+)
 _PHONE_TRUNK = re.compile(_NOT_BEFORE + r"0[1-9]\d{0,4}(?:[ -]\d{2,8}){1,4}" + _NOT_AFTER)
 _PHONE_CONTEXT = re.compile(
     r"(?i)\b(?:phone|tel|telephone|mobile|cell|cellphone|fax|call|whatsapp|sms)\b"
     r"(?:\s*(?:number|no\.?|nr\.?|#))?(?:\s*(?:is|at|on|me at|me on))?\s*[:=]?\s*"
-    r"(\+?\(?\d[\d ().-]{5,22}\d)(?![\w/%:-]|[.,]\d)")
-_DATE_OR_TIME = re.compile(r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}"
-                           r"|\d{1,2}:\d{2}")
+    r"(\+?\(?\d[\d ().-]{5,22}\d)(?![\w/%:-]|[.,]\d)"
+)
+_DATE_OR_TIME = re.compile(
+    r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}"
+    r"|\d{1,2}:\d{2}"
+)
 
 
 # A number right after one of these words is an identifier, not a phone ("order 555-123-4567").
 _ID_CONTEXT = re.compile(
     r"(?i)\b(?:order|invoice|ref|reference|account|acct|id|isbn|issn|serial|tracking|ticket"
     r"|case|transaction|customer|sku|item|part|model|build|patent)\b"
-    r"(?:\W{0,3}(?:no|nr|number|num|id))?\W{0,5}$")
+    r"(?:\W{0,3}(?:no|nr|number|num|id))?\W{0,5}$"
+)
 
 
 def find_phones(text: str) -> list[Span]:
     """Phone numbers in the shapes listed in the module docstring; nothing else."""
-    spans = [m.span() for m in _PHONE_INTL.finditer(text)
-             if 8 <= _digit_count(m.group()) <= 15]
+    spans = [m.span() for m in _PHONE_INTL.finditer(text) if 8 <= _digit_count(m.group()) <= 15]
     spans += [m.span() for m in _PHONE_NANP.finditer(text)]
-    spans += [m.span() for m in _PHONE_TRUNK.finditer(text)
-              if 10 <= _digit_count(m.group()) <= 11 and _one_separator(m.group())]
-    spans = [(start, end) for start, end in spans
-             if not _ID_CONTEXT.search(text, max(0, start - 30), start)]
-    spans += [m.span(1) for m in _PHONE_CONTEXT.finditer(text)
-              if 7 <= _digit_count(m.group(1)) <= 15 and not _DATE_OR_TIME.search(m.group(1))]
+    spans += [
+        m.span()
+        for m in _PHONE_TRUNK.finditer(text)
+        if 10 <= _digit_count(m.group()) <= 11 and _one_separator(m.group())
+    ]
+    spans = [(start, end) for start, end in spans if not _ID_CONTEXT.search(text, max(0, start - 30), start)]
+    spans += [
+        m.span(1)
+        for m in _PHONE_CONTEXT.finditer(text)
+        if 7 <= _digit_count(m.group(1)) <= 15 and not _DATE_OR_TIME.search(m.group(1))
+    ]
     return [Span(start, end, PHONE) for start, end in spans]
 
 
@@ -462,8 +590,16 @@ def _one_separator(text: str) -> bool:
 # Highest priority first: a private key or token may contain digit runs or '@', an e-mail
 # may contain digits; the entropy rule is the weakest signal and runs last.
 DETECTORS: tuple[Callable[[str], list[Span]], ...] = (
-    find_private_keys, find_jwts, find_prefixed_tokens, find_emails, find_ibans,
-    find_credit_cards, find_ssns, find_ip_addresses, find_phones, find_high_entropy,
+    find_private_keys,
+    find_jwts,
+    find_prefixed_tokens,
+    find_emails,
+    find_ibans,
+    find_credit_cards,
+    find_ssns,
+    find_ip_addresses,
+    find_phones,
+    find_high_entropy,
 )
 
 

@@ -27,14 +27,30 @@ from typing import Any
 
 from ..errors import DataError
 from ..models.template import render_chat
-from .formats import (FORMAT_LABELS, KTO, OPENAI_PREFERENCE, PREFERENCE_PAIRS, Where,
-                      _describe, check_messages, iter_format_rows)
+from .formats import (
+    FORMAT_LABELS,
+    KTO,
+    OPENAI_PREFERENCE,
+    PREFERENCE_PAIRS,
+    Where,
+    _describe,
+    check_messages,
+    iter_format_rows,
+)
 
 log = logging.getLogger("tunesmith")
 
-_METHOD_HINT = {"openai_chat": "sft", "sharegpt": "sft", "alpaca": "sft", "prompt_completion": "sft",
-                "text": "sft or pretrain", "prompt_only": "grpo", KTO: "kto",
-                OPENAI_PREFERENCE: "dpo or reward", PREFERENCE_PAIRS: "dpo or reward"}
+_METHOD_HINT = {
+    "openai_chat": "sft",
+    "sharegpt": "sft",
+    "alpaca": "sft",
+    "prompt_completion": "sft",
+    "text": "sft or pretrain",
+    "prompt_only": "grpo",
+    KTO: "kto",
+    OPENAI_PREFERENCE: "dpo or reward",
+    PREFERENCE_PAIRS: "dpo or reward",
+}
 
 
 @dataclass
@@ -94,8 +110,9 @@ def _answer(value: Any, field_name: str, at: Where, prompt_is_chat: bool):
     messages = check_messages(value, field_name, at)
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
-            raise at.error(f"answer messages must have role 'assistant', got '{m['role']}'",
-                           f"{field_name}[{i}].role")
+            raise at.error(
+                f"answer messages must have role 'assistant', got '{m['role']}'", f"{field_name}[{i}].role"
+            )
     return messages
 
 
@@ -113,8 +130,11 @@ def _split_implicit_prompt(chosen: list, rejected: list, at: Where):
     while n > 0 and chosen[n - 1]["role"] == "assistant":
         n -= 1  # the answers start after the last shared non-assistant turn
     if n == 0:
-        raise at.error("without a 'prompt', chosen and rejected must be conversations that share "
-                       "their opening turns (the prompt)", "prompt")
+        raise at.error(
+            "without a 'prompt', chosen and rejected must be conversations that share "
+            "their opening turns (the prompt)",
+            "prompt",
+        )
     for key, tail in (("chosen", chosen[n:]), ("rejected", rejected[n:])):
         if not tail or any(m["role"] != "assistant" for m in tail):
             raise at.error("after the shared prompt, the answer must be assistant messages", key)
@@ -144,12 +164,19 @@ def pair_from_row(row: dict, file_format: str, at: Where) -> PairExample:
         if isinstance(chosen, str) or isinstance(rejected, str):
             raise at.error("'prompt' is missing (string answers need a prompt)", "prompt")
         prompt, chosen, rejected = _split_implicit_prompt(
-            check_messages(chosen, "chosen", at), check_messages(rejected, "rejected", at), at)
+            check_messages(chosen, "chosen", at), check_messages(rejected, "rejected", at), at
+        )
         return PairExample(at.source, prompt, chosen, rejected, row.get("tools"), float(margin))
     chat = not (isinstance(row["prompt"], str) and isinstance(chosen, str) and isinstance(rejected, str))
     prompt = _prompt(row["prompt"], "prompt", at, chat)
-    return PairExample(at.source, prompt, _answer(chosen, "chosen", at, chat),
-                       _answer(rejected, "rejected", at, chat), row.get("tools"), float(margin))
+    return PairExample(
+        at.source,
+        prompt,
+        _answer(chosen, "chosen", at, chat),
+        _answer(rejected, "rejected", at, chat),
+        row.get("tools"),
+        float(margin),
+    )
 
 
 def _unpaired_from_row(row: dict, at: Where) -> UnpairedExample:
@@ -161,13 +188,16 @@ def _unpaired_from_row(row: dict, at: Where) -> UnpairedExample:
         raise at.error(f"must be a string or an array of messages, got {_describe(completion)}", "completion")
     chat = not (isinstance(row["prompt"], str) and isinstance(completion, str))
     prompt = _prompt(row["prompt"], "prompt", at, chat)
-    return UnpairedExample(at.source, prompt, _answer(completion, "completion", at, chat), label,
-                           row.get("tools"))
+    return UnpairedExample(
+        at.source, prompt, _answer(completion, "completion", at, chat), label, row.get("tools")
+    )
 
 
 def _wrong_format(file_format: str, want: str, at: Where) -> DataError:
-    return at.error(f"this file looks like {FORMAT_LABELS[file_format]} data, judging by its first "
-                    f"row; {want}; train it with method {_METHOD_HINT.get(file_format, 'sft')}")
+    return at.error(
+        f"this file looks like {FORMAT_LABELS[file_format]} data, judging by its first "
+        f"row; {want}; train it with method {_METHOD_HINT.get(file_format, 'sft')}"
+    )
 
 
 def load_pairs(paths: list[str]) -> list[PairExample]:
@@ -177,8 +207,12 @@ def load_pairs(paths: list[str]) -> list[PairExample]:
         for number, file_format, row in iter_format_rows(path):
             at = Where(str(path), number)
             if file_format not in (OPENAI_PREFERENCE, PREFERENCE_PAIRS):
-                raise _wrong_format(file_format, "preference methods need prompt/chosen/rejected or "
-                                    "OpenAI preference (input/preferred_output/non_preferred_output) rows", at)
+                raise _wrong_format(
+                    file_format,
+                    "preference methods need prompt/chosen/rejected or "
+                    "OpenAI preference (input/preferred_output/non_preferred_output) rows",
+                    at,
+                )
             out.append(pair_from_row(row, file_format, at))
     return out
 
@@ -196,8 +230,9 @@ def load_unpaired(paths: list[str]) -> list[UnpairedExample]:
                 out.append(UnpairedExample(pair.source, pair.prompt, pair.chosen, True, pair.tools))
                 out.append(UnpairedExample(pair.source, pair.prompt, pair.rejected, False, pair.tools))
             else:
-                raise _wrong_format(file_format, "KTO needs prompt/completion/label rows (or "
-                                    "preference pairs)", at)
+                raise _wrong_format(
+                    file_format, "KTO needs prompt/completion/label rows (or preference pairs)", at
+                )
     return out
 
 
@@ -208,12 +243,19 @@ _TEMPLATE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id", "func
 
 def _template(tokenizer, messages, tools, generation: bool, name: str) -> str:
     messages = [{k: m[k] for k in _TEMPLATE_KEYS if k in m} for m in messages]
-    return render_chat(tokenizer, messages, tools=tools, add_generation_prompt=generation, error=DataError,
-                       what=f"the chat template of {name}")
+    return render_chat(
+        tokenizer,
+        messages,
+        tools=tools,
+        add_generation_prompt=generation,
+        error=DataError,
+        what=f"the chat template of {name}",
+    )
 
 
-def chat_texts(tokenizer, prompt: list, answers: list[list], tools=None,
-               name: str = "the tokenizer") -> tuple[str, list[str]]:
+def chat_texts(
+    tokenizer, prompt: list, answers: list[list], tools=None, name: str = "the tokenizer"
+) -> tuple[str, list[str]]:
     """(prompt text with the generation prompt, each answer's continuation text).
 
     Raises DataError (field ``answer[k]``) when the template is not prefix-preserving here.
@@ -223,12 +265,14 @@ def chat_texts(tokenizer, prompt: list, answers: list[list], tools=None,
     for k, answer in enumerate(answers):
         full = _template(tokenizer, list(prompt) + list(answer), tools, False, name)
         if not full.startswith(prompt_text):
-            raise DataError(f"the chat template of {name} is not prefix-preserving for this "
-                            "example (the prompt rendered with the generation prompt is not a "
-                            "prefix of prompt + answer), so the answer's tokens cannot be "
-                            "separated safely; use another template (model.chat_template)",
-                            field=f"answer[{k}]")
-        cont = full[len(prompt_text):]
+            raise DataError(
+                f"the chat template of {name} is not prefix-preserving for this "
+                "example (the prompt rendered with the generation prompt is not a "
+                "prefix of prompt + answer), so the answer's tokens cannot be "
+                "separated safely; use another template (model.chat_template)",
+                field=f"answer[{k}]",
+            )
+        cont = full[len(prompt_text) :]
         conts.append(cont.rstrip(" \n") or cont)
     return prompt_text, conts
 
@@ -249,14 +293,19 @@ class PairRenderer:
         tok = self.tokenizer
         try:
             if isinstance(prompt, str):
-                bos = [tok.bos_token_id] if tok.bos_token_id is not None and getattr(tok, "add_bos_token", False) else []
+                bos = (
+                    [tok.bos_token_id]
+                    if tok.bos_token_id is not None and getattr(tok, "add_bos_token", False)
+                    else []
+                )
                 eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
                 return bos + self.encode(prompt), [self.encode(a) + eos for a in answers]
             prompt_text, conts = chat_texts(tok, prompt, answers, tools, self.name)
         except DataError as exc:
             path, _, line = source.rpartition(":")
-            raise DataError(exc.bare_message, path=path, line=int(line) if line.isdigit() else None,
-                            field=exc.field) from None
+            raise DataError(
+                exc.bare_message, path=path, line=int(line) if line.isdigit() else None, field=exc.field
+            ) from None
         return self.encode(prompt_text), [self.encode(c) for c in conts]
 
     def fit(self, prompt: list[int], first: list[int], second: list[int]):
@@ -266,7 +315,7 @@ class PairRenderer:
         truncated = len(prompt) + max(len(first), len(second)) > limit
         if truncated:
             if len(prompt) > limit // 2:
-                prompt = prompt[-(limit // 2):]
+                prompt = prompt[-(limit // 2) :]
             first, second = first[: limit - len(prompt)], second[: limit - len(prompt)]
         return prompt, first, second, truncated
 
@@ -287,8 +336,12 @@ def _check_nonempty(prompt, first, second, source):
     path, _, line = source.rpartition(":")
     line = int(line) if line.isdigit() else None
     if not prompt:
-        raise DataError("the prompt renders to no tokens; the first answer token needs a context "
-                        "to be predicted from", path=path, line=line, field="prompt")
+        raise DataError(
+            "the prompt renders to no tokens; the first answer token needs a context to be predicted from",
+            path=path,
+            line=line,
+            field="prompt",
+        )
     if not first or not second:
         raise DataError("an answer renders to no tokens", path=path, line=line)
 
@@ -303,8 +356,10 @@ def render_unpaired(renderer: PairRenderer, examples: list[UnpairedExample]) -> 
     (a mismatched pair as in Ethayarajh et al. 2024, §4.1), fixed here so that it does not
     depend on batching."""
     n = len(examples)
-    items = [renderer.unpaired(ex, _as_answer(examples[(i + 1) % n].completion, ex.prompt))
-             for i, ex in enumerate(examples)]
+    items = [
+        renderer.unpaired(ex, _as_answer(examples[(i + 1) % n].completion, ex.prompt))
+        for i, ex in enumerate(examples)
+    ]
     stats = _stats(items)
     stats["desirable"] = sum(i.label for i in items)
     stats["undesirable"] = len(items) - stats["desirable"]
@@ -321,7 +376,11 @@ def _as_answer(completion, prompt):
 
 
 def _stats(items: list[PairItem], **extra) -> dict:
-    return {"examples": len(items), "truncated": sum(i.truncated for i in items),
-            "tokens": sum(i.n_tokens for i in items),
-            "prompt_tokens": sum(len(i.prompt_ids) for i in items),
-            "target_tokens": sum(len(i.first_ids) + len(i.second_ids) for i in items), **extra}
+    return {
+        "examples": len(items),
+        "truncated": sum(i.truncated for i in items),
+        "tokens": sum(i.n_tokens for i in items),
+        "prompt_tokens": sum(len(i.prompt_ids) for i in items),
+        "target_tokens": sum(len(i.first_ids) + len(i.second_ids) for i in items),
+        **extra,
+    }

@@ -56,14 +56,19 @@ SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet", ".txt")
 
 def _reader_for(file: Path) -> Callable[[Path], Iterator[Row]]:
     readers: dict[str, Callable[[Path], Iterator[Row]]] = {
-        ".jsonl": _read_jsonl, ".ndjson": _read_jsonl, ".json": _read_json,
-        ".csv": _read_csv, ".parquet": _read_parquet, ".txt": _read_txt,
+        ".jsonl": _read_jsonl,
+        ".ndjson": _read_jsonl,
+        ".json": _read_json,
+        ".csv": _read_csv,
+        ".parquet": _read_parquet,
+        ".txt": _read_txt,
     }
     read = readers.get(file.suffix.lower())
     if read is None:
         shown = file.suffix or "no suffix"
-        raise DataError(f"unsupported file type ({shown}); expected one of "
-                        + ", ".join(SUFFIXES), path=str(file))
+        raise DataError(
+            f"unsupported file type ({shown}); expected one of " + ", ".join(SUFFIXES), path=str(file)
+        )
     return read
 
 
@@ -97,9 +102,12 @@ def _decode_line(raw: bytes, file: Path, number: int) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise DataError(f"invalid UTF-8 (byte 0x{raw[err.start]:02x} at byte {err.start + 1} "
-                        "of the line); data files must be UTF-8 encoded",
-                        path=str(file), line=number) from None
+        raise DataError(
+            f"invalid UTF-8 (byte 0x{raw[err.start]:02x} at byte {err.start + 1} "
+            "of the line); data files must be UTF-8 encoded",
+            path=str(file),
+            line=number,
+        ) from None
     # A byte-order mark is legal at the start of a UTF-8 file but is not JSON.
     return text.removeprefix("\ufeff") if number == 1 else text
 
@@ -111,8 +119,11 @@ def _decode_file(file: Path) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
-        raise DataError(f"invalid UTF-8 (byte 0x{data[err.start]:02x}); data files must be "
-                        "UTF-8 encoded", path=str(file), line=line) from None
+        raise DataError(
+            f"invalid UTF-8 (byte 0x{data[err.start]:02x}); data files must be UTF-8 encoded",
+            path=str(file),
+            line=line,
+        ) from None
 
 
 # ---- JSON Lines / JSON -------------------------------------------------------------------
@@ -130,16 +141,20 @@ def _read_jsonl(file: Path) -> Iterator[Row]:
                 yield number, jsontext.loads(text)
             except json.JSONDecodeError as err:
                 where = "at the end of the line" if err.pos >= len(text) else f"column {err.colno}"
-                raise DataError(f"invalid JSON: {err.msg}: {where}"
-                                + _pretty_json_hint(text, number),
-                                path=str(file), line=number) from None
+                raise DataError(
+                    f"invalid JSON: {err.msg}: {where}" + _pretty_json_hint(text, number),
+                    path=str(file),
+                    line=number,
+                ) from None
 
 
 def _pretty_json_hint(text: str, number: int) -> str:
     """A hint for the commonest mistake: a pretty-printed JSON document in a .jsonl file."""
     if number == 1 and text.strip() in ("[", "{"):
-        return (" (this looks like a pretty-printed JSON document: JSON Lines needs one "
-                "complete object per line; or name the file .json if it holds one array)")
+        return (
+            " (this looks like a pretty-printed JSON document: JSON Lines needs one "
+            "complete object per line; or name the file .json if it holds one array)"
+        )
     return ""
 
 
@@ -150,12 +165,16 @@ def _read_json(file: Path) -> Iterator[Row]:
     try:
         document = jsontext.loads(text)
     except json.JSONDecodeError as err:
-        raise DataError(f"invalid JSON: {err.msg}: column {err.colno}",
-                        path=str(file), line=err.lineno) from None
+        raise DataError(
+            f"invalid JSON: {err.msg}: column {err.colno}", path=str(file), line=err.lineno
+        ) from None
     if not isinstance(document, list):
         kind = "an object" if isinstance(document, dict) else type(document).__name__
-        raise DataError(f"expected a top-level JSON array of examples, got {kind}; for one "
-                        "object per line use a .jsonl file", path=str(file))
+        raise DataError(
+            f"expected a top-level JSON array of examples, got {kind}; for one "
+            "object per line use a .jsonl file",
+            path=str(file),
+        )
     yield from enumerate(document, start=1)
 
 
@@ -176,8 +195,9 @@ def _read_csv(file: Path) -> Iterator[Row]:
             yield number, _csv_row(file, number, header, cells)
     except csv.Error as err:
         # The csv module reports the physical line it stopped on, not the data row.
-        raise DataError(f"malformed CSV near physical line {reader.line_num}: {err}",
-                        path=str(file)) from None
+        raise DataError(
+            f"malformed CSV near physical line {reader.line_num}: {err}", path=str(file)
+        ) from None
 
 
 def _csv_header(file: Path, reader: Any) -> list[str] | None:
@@ -193,9 +213,12 @@ def _csv_header(file: Path, reader: Any) -> list[str] | None:
 
 def _csv_row(file: Path, number: int, header: list[str], cells: list[str]) -> dict[str, Any]:
     if len(cells) != len(header):
-        raise DataError(f"row has {len(cells)} cells but the header has {len(header)} "
-                        "columns (CSV data rows count from 1 after the header)",
-                        path=str(file), line=number)
+        raise DataError(
+            f"row has {len(cells)} cells but the header has {len(header)} "
+            "columns (CSV data rows count from 1 after the header)",
+            path=str(file),
+            line=number,
+        )
     row: dict[str, Any] = dict(zip(header, cells))
     for column in CSV_JSON_COLUMNS.intersection(row):
         row[column] = _csv_json_cell(file, number, column, row[column])
@@ -208,8 +231,12 @@ def _csv_json_cell(file: Path, number: int, column: str, cell: str) -> Any:
     try:
         return jsontext.loads(cell)
     except json.JSONDecodeError as err:
-        raise DataError(f"cell is not valid JSON (column {err.colno} of the cell: {err.msg})",
-                        path=str(file), line=number, field=column) from None
+        raise DataError(
+            f"cell is not valid JSON (column {err.colno} of the cell: {err.msg})",
+            path=str(file),
+            line=number,
+            field=column,
+        ) from None
 
 
 # ---- Parquet / plain text ----------------------------------------------------------------
@@ -220,8 +247,9 @@ def _read_parquet(file: Path) -> Iterator[Row]:
         import pyarrow
         import pyarrow.parquet as parquet
     except ImportError:
-        raise DataError("reading .parquet files needs pyarrow: pip install 'tunesmith[parquet]'",
-                        path=str(file)) from None
+        raise DataError(
+            "reading .parquet files needs pyarrow: pip install 'tunesmith[parquet]'", path=str(file)
+        ) from None
     number = 0
     try:
         for batch in parquet.ParquetFile(file).iter_batches(batch_size=1024):
@@ -229,8 +257,7 @@ def _read_parquet(file: Path) -> Iterator[Row]:
                 number += 1
                 yield number, row
     except (pyarrow.ArrowException, OSError) as err:
-        raise DataError(f"cannot read Parquet data after row {number}: {err}",
-                        path=str(file)) from None
+        raise DataError(f"cannot read Parquet data after row {number}: {err}", path=str(file)) from None
 
 
 def _read_txt(file: Path) -> Iterator[Row]:

@@ -45,8 +45,14 @@ class Renderer:
     examples. ``max_length`` truncates from the end (``Rendered.truncated`` records it).
     """
 
-    def __init__(self, tokenizer, *, max_length: int, train_on_all_tokens: bool = False,
-                 template_name: str | None = None):
+    def __init__(
+        self,
+        tokenizer,
+        *,
+        max_length: int,
+        train_on_all_tokens: bool = False,
+        template_name: str | None = None,
+    ):
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.train_on_all_tokens = train_on_all_tokens
@@ -59,9 +65,12 @@ class Renderer:
         """Render a list of examples; chat texts are tokenised in one parallel batch."""
         chats = [(i, *self.assistant_spans(ex)) for i, ex in enumerate(examples) if ex.kind == "chat"]
         encodings = self.tokenizer.backend_tokenizer.encode_batch(
-            [full for _, full, _ in chats], add_special_tokens=False)
-        chat_parts = {i: (enc.ids, _mask_from_offsets(enc.offsets, spans))
-                      for (i, _, spans), enc in zip(chats, encodings)}
+            [full for _, full, _ in chats], add_special_tokens=False
+        )
+        chat_parts = {
+            i: (enc.ids, _mask_from_offsets(enc.offsets, spans))
+            for (i, _, spans), enc in zip(chats, encodings)
+        }
         out = []
         for i, example in enumerate(examples):
             if example.kind == "chat":
@@ -80,8 +89,14 @@ class Renderer:
 
     # -- chat -------------------------------------------------------------------------------
     def _template(self, messages, tools, add_generation_prompt: bool) -> str:
-        return render_chat(self.tokenizer, messages, tools=tools, add_generation_prompt=add_generation_prompt,
-                           error=DataError, what=f"the chat template of {self.template_name}")
+        return render_chat(
+            self.tokenizer,
+            messages,
+            tools=tools,
+            add_generation_prompt=add_generation_prompt,
+            error=DataError,
+            what=f"the chat template of {self.template_name}",
+        )
 
     def assistant_spans(self, example: Example) -> tuple[str, list[tuple[int, int]]]:
         """Full rendered text and the [start, end) character spans of trained assistant turns.
@@ -103,8 +118,9 @@ class Renderer:
                 if span is not None:
                     spans.append(span)
         except DataError as exc:
-            raise DataError(exc.bare_message, path=_path(example), line=_line(example),
-                            field=exc.field) from None
+            raise DataError(
+                exc.bare_message, path=_path(example), line=_line(example), field=exc.field
+            ) from None
         return full, spans
 
     def _turn_span(self, messages, tools, k: int, full: str) -> tuple[int, int] | None:
@@ -116,7 +132,9 @@ class Renderer:
             # `after` and `full` diverge mid-way (e.g. Phi-3 adds <|endoftext|> after the last
             # message only); the shared characters may be the start of two different tokens
             # ("<|" of "<|endoftext|>" / "<|user|>"), so back off to a token boundary of `after`.
-            offsets = self.tokenizer(after, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+            offsets = self.tokenizer(after, add_special_tokens=False, return_offsets_mapping=True)[
+                "offset_mapping"
+            ]
             end = max([e for _, e in offsets if e <= end] or [0])
         content = messages[k].get("content")
         content = content.strip() if isinstance(content, str) else ""
@@ -127,7 +145,8 @@ class Renderer:
                 "or the turn is rewritten by later turns), so the assistant-only loss mask cannot "
                 "be derived safely. Use a template that keeps earlier turns unchanged "
                 "(model.chat_template) or set data.train_on_all_tokens: true.",
-                field=f"messages[{k}]")
+                field=f"messages[{k}]",
+            )
         # Trailing whitespace after the end-of-turn marker is formatting between turns, not
         # something the model must emit.
         while end > start and full[end - 1] in " \n":
@@ -203,8 +222,13 @@ def render_all(renderer: Renderer, examples: list[Example]) -> tuple[list[Render
             dropped.append(ex.source)
             continue
         out.append(r)
-    stats = {"examples": len(examples), "kept": len(out), "truncated": truncated,
-             "dropped_no_targets": len(dropped), "dropped_sources": dropped[:5],
-             "tokens": sum(len(r.input_ids) for r in out),
-             "target_tokens": sum(r.n_targets for r in out)}
+    stats = {
+        "examples": len(examples),
+        "kept": len(out),
+        "truncated": truncated,
+        "dropped_no_targets": len(dropped),
+        "dropped_sources": dropped[:5],
+        "tokens": sum(len(r.input_ids) for r in out),
+        "target_tokens": sum(r.n_targets for r in out),
+    }
     return out, stats

@@ -55,7 +55,7 @@ def scrub_text(text: str) -> tuple[str, list[Finding]]:
         return text, []
     pieces, position = [], 0
     for span in spans:
-        pieces += [text[position:span.start], PLACEHOLDERS[span.kind]]
+        pieces += [text[position : span.start], PLACEHOLDERS[span.kind]]
         position = span.end
     pieces.append(text[position:])
     return "".join(pieces), [Finding(s.kind, s.start, s.end - s.start) for s in spans]
@@ -115,8 +115,11 @@ def _child_path(path: str, key: Any) -> str:
 # ---- files --------------------------------------------------------------------------------
 
 
-def scrub_file(in_path: str | PathLike[str], out_path: str | PathLike[str],
-               report_path: str | PathLike[str] | None = None) -> dict[str, Any]:
+def scrub_file(
+    in_path: str | PathLike[str],
+    out_path: str | PathLike[str],
+    report_path: str | PathLike[str] | None = None,
+) -> dict[str, Any]:
     """Scrub every row of ``in_path`` into JSON Lines at ``out_path``; return the report.
 
     ``in_path`` is any file :func:`~tunesmith.data.readers.iter_rows` reads (JSONL, JSON,
@@ -155,21 +158,22 @@ def scrub_file(in_path: str | PathLike[str], out_path: str | PathLike[str],
     return report
 
 
-def _report(in_path: Any, out_path: Any, rows: int,
-            findings: list[dict[str, Any]]) -> dict[str, Any]:
+def _report(in_path: Any, out_path: Any, rows: int, findings: list[dict[str, Any]]) -> dict[str, Any]:
     by_type = Counter(f["type"] for f in findings)
     by_line = Counter(f["line"] for f in findings)
     return {
-        "input": str(in_path), "output": str(out_path), "rows": rows,
-        "rows_with_findings": len(by_line), "total": len(findings),
+        "input": str(in_path),
+        "output": str(out_path),
+        "rows": rows,
+        "rows_with_findings": len(by_line),
+        "total": len(findings),
         "by_type": {kind: by_type[kind] for kind in TYPES if by_type[kind]},
         "by_line": {str(line): n for line, n in sorted(by_line.items())},
         "findings": findings,
     }
 
 
-def check_output_paths(in_path: str | PathLike[str], *outputs: str | PathLike[str] | None
-                       ) -> None:
+def check_output_paths(in_path: str | PathLike[str], *outputs: str | PathLike[str] | None) -> None:
     """Refuse outputs that would overwrite the input or each other.
 
     Paths are compared after resolving symlinks and ``..``; existing files are also
@@ -180,8 +184,9 @@ def check_output_paths(in_path: str | PathLike[str], *outputs: str | PathLike[st
         for earlier in seen:
             if _same_file(earlier, output):
                 what = "the input file" if earlier == seen[0] else f"another output ({earlier})"
-                raise TunesmithError(f"output {output} is {what}; refusing to overwrite it, "
-                                     "choose a different output path")
+                raise TunesmithError(
+                    f"output {output} is {what}; refusing to overwrite it, choose a different output path"
+                )
         if output.is_dir():
             raise TunesmithError(f"output {output} is a directory; expected a file path")
         seen.append(output)
@@ -203,8 +208,8 @@ def write_atomically(path: str | PathLike[str], chunks: Iterable[str]) -> None:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     handle = tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.", suffix=".tmp",
-        delete=False)
+        "w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
+    )
     try:
         with handle:
             for chunk in chunks:
@@ -227,5 +232,12 @@ def _new_file_mode(target: Path) -> int:
         return 0o666 & ~umask
 
 
-__all__ = ["Finding", "PLACEHOLDERS", "scrub_text", "scrub_value", "scrub_file",
-           "check_output_paths", "write_atomically"]
+__all__ = [
+    "Finding",
+    "PLACEHOLDERS",
+    "scrub_text",
+    "scrub_value",
+    "scrub_file",
+    "check_output_paths",
+    "write_atomically",
+]

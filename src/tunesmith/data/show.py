@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import DataError
 from . import formats as F
-from .render import Renderer, Rendered
+from .render import Rendered, Renderer
 
 TRAINED_ANSI, UNTRAINED_ANSI, RESET_ANSI = "\x1b[1;32m", "\x1b[2m", "\x1b[0m"
 
@@ -29,8 +29,9 @@ def mask_runs(rendered: Rendered, tokenizer: Any) -> list[tuple[bool, str]]:
     start = 0
     for i in range(1, len(mask) + 1):
         if i == len(mask) or mask[i] != mask[start]:
-            text = tokenizer.decode(rendered.input_ids[start:i], skip_special_tokens=False,
-                                    clean_up_tokenization_spaces=False)
+            text = tokenizer.decode(
+                rendered.input_ids[start:i], skip_special_tokens=False, clean_up_tokenization_spaces=False
+            )
             runs.append((bool(mask[start]), text))
             start = i
     return runs
@@ -39,13 +40,15 @@ def mask_runs(rendered: Rendered, tokenizer: Any) -> list[tuple[bool, str]]:
 def format_runs(runs: list[tuple[bool, str]], *, color: bool) -> str:
     """Join runs; trained ones in ANSI green (``color``) or wrapped in ``[[...]]``."""
     if color:
-        return "".join((TRAINED_ANSI if trained else UNTRAINED_ANSI) + text + RESET_ANSI
-                       for trained, text in runs)
+        return "".join(
+            (TRAINED_ANSI if trained else UNTRAINED_ANSI) + text + RESET_ANSI for trained, text in runs
+        )
     return "".join(f"[[{text}]]" if trained else text for trained, text in runs)
 
 
-def iter_rendered(path: str | PathLike[str], tokenizer: Any, n: int = 3,
-                  max_length: int = 2**31 - 1) -> Iterator[tuple[int, Rendered]]:
+def iter_rendered(
+    path: str | PathLike[str], tokenizer: Any, n: int = 3, max_length: int = 2**31 - 1
+) -> Iterator[tuple[int, Rendered]]:
     """``(line, rendered)`` for the first ``n`` examples of an SFT-style file, in file order.
 
     Raises :class:`DataError` for a malformed row (as training would) or a file that is not
@@ -57,19 +60,20 @@ def iter_rendered(path: str | PathLike[str], tokenizer: Any, n: int = 3,
         if shown >= n:
             return
         if fmt not in (F.OPENAI_CHAT, F.SHAREGPT, F.ALPACA, F.PROMPT_COMPLETION, F.TEXT):
-            raise DataError(f"data show renders SFT examples; this is {F.FORMAT_LABELS[fmt]} "
-                            "data", path=str(path), line=line)
+            raise DataError(
+                f"data show renders SFT examples; this is {F.FORMAT_LABELS[fmt]} data",
+                path=str(path),
+                line=line,
+            )
         yield line, renderer(F.to_example(row, fmt, str(path), line))
         shown += 1
 
 
-def show_examples(path: str | PathLike[str], tokenizer: Any, n: int = 3, *,
-                  color: bool = False) -> str:
+def show_examples(path: str | PathLike[str], tokenizer: Any, n: int = 3, *, color: bool = False) -> str:
     """The text ``tunesmith data show`` prints: a header line and the marked rendering per example."""
     parts = []
     for line, rendered in iter_rendered(path, tokenizer, n):
-        header = (f"── line {line}: {len(rendered.input_ids)} tokens, {rendered.n_targets} "
-                  "trained ──")
+        header = f"── line {line}: {len(rendered.input_ids)} tokens, {rendered.n_targets} trained ──"
         runs = mask_runs(rendered, tokenizer)
         if runs:  # the template's final newline would leave a blank line between examples
             runs[-1] = (runs[-1][0], runs[-1][1].rstrip("\n"))

@@ -69,8 +69,13 @@ def _eval_groups(keys: list[int], fraction: float, seed: int) -> set[int]:
     return chosen
 
 
-def split_file(path: str | PathLike[str], *, eval_fraction: float = 0.1, seed: int = 0,
-               out_dir: str | PathLike[str] | None = None) -> SplitResult:
+def split_file(
+    path: str | PathLike[str],
+    *,
+    eval_fraction: float = 0.1,
+    seed: int = 0,
+    out_dir: str | PathLike[str] | None = None,
+) -> SplitResult:
     """Write ``train.jsonl`` and ``eval.jsonl`` under ``out_dir`` (default ``<stem>_split``
     beside the input). Deterministic in (file content, ``eval_fraction``, ``seed``).
 
@@ -81,16 +86,17 @@ def split_file(path: str | PathLike[str], *, eval_fraction: float = 0.1, seed: i
     if not source.is_file():
         raise DataError("file not found", path=str(source))
     if source.suffix.lower() not in (".jsonl", ".ndjson"):
-        raise DataError("data split copies lines verbatim and needs a .jsonl file",
-                        path=str(source))
+        raise DataError("data split copies lines verbatim and needs a .jsonl file", path=str(source))
     if not 0 < eval_fraction < 1:
         raise DataError(f"--eval-fraction must be between 0 and 1, got {eval_fraction}")
     folder = Path(out_dir) if out_dir is not None else source.with_name(f"{source.stem}_split")
     train_path, eval_path = folder / "train.jsonl", folder / "eval.jsonl"
     for target in (train_path, eval_path):
         if target.resolve() == source.resolve():
-            raise DataError(f"the output {target} would overwrite the input file; choose "
-                            "another --out-dir", path=str(source))
+            raise DataError(
+                f"the output {target} would overwrite the input file; choose another --out-dir",
+                path=str(source),
+            )
     keys = _line_keys(source)
     chosen = _eval_groups(keys, eval_fraction, seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -98,8 +104,9 @@ def split_file(path: str | PathLike[str], *, eval_fraction: float = 0.1, seed: i
     return SplitResult(train_path, eval_path, n_train, n_eval, len(set(keys)))
 
 
-def _write(source: Path, keys: list[int], chosen: set[int], train_path: Path,
-           eval_path: Path) -> tuple[int, int]:
+def _write(
+    source: Path, keys: list[int], chosen: set[int], train_path: Path, eval_path: Path
+) -> tuple[int, int]:
     # Written to temporary names and renamed, so an interrupted split leaves no half file.
     tmp_train, tmp_eval = train_path.with_suffix(".jsonl.tmp"), eval_path.with_suffix(".jsonl.tmp")
     counts = [0, 0]

@@ -25,8 +25,9 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -60,8 +61,16 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(root: Path, step: int, *, trainable: dict[str, torch.Tensor], optim_state: dict,
-                    rng: dict, state: dict, keep_last: int) -> Path:
+def save_checkpoint(
+    root: Path,
+    step: int,
+    *,
+    trainable: dict[str, torch.Tensor],
+    optim_state: dict,
+    rng: dict,
+    state: dict,
+    keep_last: int,
+) -> Path:
     """Write checkpoint ``step`` under ``root`` atomically and rotate old ones (:func:`_rotate`).
 
     The files are written and fsynced, then the manifest ``COMMITTED`` (their sizes and SHA-256,
@@ -77,8 +86,12 @@ def save_checkpoint(root: Path, step: int, *, trainable: dict[str, torch.Tensor]
     (tmp / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
     for f in tmp.iterdir():
         _fsync_file(f)
-    manifest = {"step": step, "files": {f.name: {"bytes": f.stat().st_size, "sha256": sha256_file(f)}
-                                        for f in sorted(tmp.iterdir())}}
+    manifest = {
+        "step": step,
+        "files": {
+            f.name: {"bytes": f.stat().st_size, "sha256": sha256_file(f)} for f in sorted(tmp.iterdir())
+        },
+    }
     (tmp / MARKER).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     _fsync_file(tmp / MARKER)
     _fsync_dir(tmp)
@@ -160,10 +173,18 @@ def read_manifest(path: Path) -> dict | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return None
     files = value.get("files") if isinstance(value, dict) else None
-    if not isinstance(files, dict) or not isinstance(value.get("step"), int) or not all(
-            isinstance(f, dict) and isinstance(f.get("bytes"), int) and isinstance(f.get("sha256"), str)
-            and name == Path(name).name and not name.startswith(".")  # files of this directory only
-            for name, f in files.items()):
+    if (
+        not isinstance(files, dict)
+        or not isinstance(value.get("step"), int)
+        or not all(
+            isinstance(f, dict)
+            and isinstance(f.get("bytes"), int)
+            and isinstance(f.get("sha256"), str)
+            and name == Path(name).name
+            and not name.startswith(".")  # files of this directory only
+            for name, f in files.items()
+        )
+    ):
         raise CheckpointError(f"{MARKER} unreadable (not a checkpoint manifest)")
     return value
 
@@ -198,7 +219,9 @@ def verify_checkpoint(path: Path) -> str | None:
     for name, want in files.items():
         got = sha256_file(path / name)
         if got != want["sha256"]:
-            return f"{name}: content differs from {MARKER} (sha256 {got[:12]}…, expected {want['sha256'][:12]}…)"
+            return (
+                f"{name}: content differs from {MARKER} (sha256 {got[:12]}…, expected {want['sha256'][:12]}…)"
+            )
     return None
 
 
@@ -241,9 +264,11 @@ def _raise_if_committed(root: Path) -> None:
     found = list_checkpoints(root)
     if found:
         names = ", ".join(d.name for d in found)
-        raise CheckpointError(f"no usable checkpoint in {root}: every committed one ({names}) is damaged "
-                              "(the warnings above name the bad files); move them away, or rerun with "
-                              "--no-resume to start over")
+        raise CheckpointError(
+            f"no usable checkpoint in {root}: every committed one ({names}) is damaged "
+            "(the warnings above name the bad files); move them away, or rerun with "
+            "--no-resume to start over"
+        )
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -252,15 +277,20 @@ def load_checkpoint(path: Path) -> dict:
     :func:`verify_checkpoint`)."""
     if not (path / MARKER).is_file():
         raise CheckpointError(f"{path} is not a complete checkpoint (no {MARKER} marker)")
-    readers = {"trainable": ("trainable.safetensors", load_file),
-               "optim": ("optim.pt", _torch_load), "rng": ("rng.pt", _torch_load),
-               "state": ("state.json", lambda f: json.loads(f.read_text(encoding="utf-8")))}
+    readers = {
+        "trainable": ("trainable.safetensors", load_file),
+        "optim": ("optim.pt", _torch_load),
+        "rng": ("rng.pt", _torch_load),
+        "state": ("state.json", lambda f: json.loads(f.read_text(encoding="utf-8"))),
+    }
     out = {}
     for key, (name, read) in readers.items():
         try:
             out[key] = read(path / name)
         except Exception as exc:
-            raise CheckpointError(f"checkpoint {path}: {name} is corrupt or unreadable: {_one_line(exc)}") from None
+            raise CheckpointError(
+                f"checkpoint {path}: {name} is corrupt or unreadable: {_one_line(exc)}"
+            ) from None
     return out
 
 
@@ -283,14 +313,18 @@ def restore_trainable(model: torch.nn.Module, tensors: dict[str, torch.Tensor], 
     missing = sorted(set(params) - set(tensors))
     unexpected = sorted(set(tensors) - set(params))
     if missing or unexpected:
-        raise CheckpointError(f"checkpoint {source} does not match this model/adapter: "
-                              f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise CheckpointError(
+            f"checkpoint {source} does not match this model/adapter: "
+            f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
     with torch.no_grad():
         for name, p in params.items():
             t = tensors[name]
             if t.shape != p.shape:
-                raise CheckpointError(f"checkpoint {source}: '{name}' has shape {tuple(t.shape)}, "
-                                      f"the model expects {tuple(p.shape)}")
+                raise CheckpointError(
+                    f"checkpoint {source}: '{name}' has shape {tuple(t.shape)}, "
+                    f"the model expects {tuple(p.shape)}"
+                )
             if isinstance(p, DTensor):
                 p.copy_(shard_like(t, p))  # this rank's shard of an FSDP parameter
             else:

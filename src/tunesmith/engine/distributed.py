@@ -86,8 +86,10 @@ def init_distributed(parallel: str, device: torch.device) -> tuple[DistContext, 
     if world <= 1:
         return DistContext(), device
     if parallel == "none":
-        raise ConfigError(f"config: {world} processes were launched but 'train.parallel' is 'none'; "
-                          "set train.parallel to ddp or fsdp (e.g. --set train.parallel=ddp)")
+        raise ConfigError(
+            f"config: {world} processes were launched but 'train.parallel' is 'none'; "
+            "set train.parallel to ddp or fsdp (e.g. --set train.parallel=ddp)"
+        )
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
@@ -169,19 +171,23 @@ def window_totals(ctx: DistContext, device: torch.device, count: int, passes: in
     return int(stacked[:, 0].sum()), int(stacked[:, 1].max())
 
 
-def sum_over_ranks(ctx: DistContext, device: torch.device, head: list[float],
-                   sums: dict) -> tuple[list[float], dict]:
+def sum_over_ranks(
+    ctx: DistContext, device: torch.device, head: list[float], sums: dict
+) -> tuple[list[float], dict]:
     """``head`` and every value of ``sums`` summed over ranks in one all-reduce (float64, so
     token counts stay exact). The metric names must agree across ranks."""
     keys = sorted(sums)
     every = gather_objects(ctx, keys)
     if any(k != keys for k in every):
         raise RuntimeError(f"ranks report different metrics: {every}")
-    t = torch.tensor([float(v) for v in head] + [float(sums[k]) for k in keys], dtype=torch.float64,
-                     device=_reduce_device(ctx, device))
+    t = torch.tensor(
+        [float(v) for v in head] + [float(sums[k]) for k in keys],
+        dtype=torch.float64,
+        device=_reduce_device(ctx, device),
+    )
     dist.all_reduce(t)
     values = t.tolist()
-    return values[:len(head)], dict(zip(keys, values[len(head):]))
+    return values[: len(head)], dict(zip(keys, values[len(head) :]))
 
 
 def same_on_all_ranks(ctx: DistContext, value, what: str) -> None:
@@ -191,8 +197,10 @@ def same_on_all_ranks(ctx: DistContext, value, what: str) -> None:
     if any(v != every[0] for v in every):
         from ..errors import CheckpointError
 
-        raise CheckpointError(f"the ranks disagree on {what}: {every} (by rank). output_dir must be "
-                              "on a filesystem every node shares (see docs/distributed.md)")
+        raise CheckpointError(
+            f"the ranks disagree on {what}: {every} (by rank). output_dir must be "
+            "on a filesystem every node shares (see docs/distributed.md)"
+        )
 
 
 def gather_objects(ctx: DistContext, obj) -> list:
@@ -216,8 +224,9 @@ def shard_like(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
     if not isinstance(like, DTensor):
         return full.to(like.device, like.dtype)
-    return distribute_tensor(full.to(like.to_local().device, like.dtype), like.device_mesh,
-                             like.placements, src_data_rank=None)
+    return distribute_tensor(
+        full.to(like.to_local().device, like.dtype), like.device_mesh, like.placements, src_data_rank=None
+    )
 
 
 # -- checkpoints ----------------------------------------------------------------------------------
@@ -254,8 +263,10 @@ def shard_optimizer_state(state_dict: dict, optimizer: torch.optim.Optimizer) ->
     state = {}
     for index, entry in state_dict["state"].items():
         p = params[int(index)]
-        state[index] = {k: shard_like(v, p) if isinstance(v, torch.Tensor) and v.shape == p.shape else v
-                        for k, v in entry.items()}
+        state[index] = {
+            k: shard_like(v, p) if isinstance(v, torch.Tensor) and v.shape == p.shape else v
+            for k, v in entry.items()
+        }
     return {"state": state, "param_groups": state_dict["param_groups"]}
 
 
@@ -272,8 +283,11 @@ def restore_rank_rng(ctx: DistContext, saved: dict, seed: int, step: int) -> Non
     set_rng_state(saved)
     seed_rank(ctx, seed, offset=step)
     if ctx.is_main and ctx.world_size > 1:
-        log.info("resuming on %d processes from a checkpoint of %s: ranks > 0 start new dropout "
-                 "RNG streams", ctx.world_size, f"{len(ranks)} processes" if ranks else "1 process")
+        log.info(
+            "resuming on %d processes from a checkpoint of %s: ranks > 0 start new dropout RNG streams",
+            ctx.world_size,
+            f"{len(ranks)} processes" if ranks else "1 process",
+        )
 
 
 # -- models ---------------------------------------------------------------------------------------
@@ -301,8 +315,10 @@ def decoder_blocks(model: nn.Module) -> list[nn.Module]:
     decoder = hf.get_decoder() if hasattr(hf, "get_decoder") else getattr(hf, "model", None)
     layers = getattr(decoder, "layers", None)
     if not isinstance(layers, nn.ModuleList) or not len(layers):
-        raise ModelError(f"train.parallel fsdp: cannot find the decoder blocks of {type(hf).__name__} "
-                         "(expected a 'layers' list in its decoder); use train.parallel ddp")
+        raise ModelError(
+            f"train.parallel fsdp: cannot find the decoder blocks of {type(hf).__name__} "
+            "(expected a 'layers' list in its decoder); use train.parallel ddp"
+        )
     return list(layers)
 
 
@@ -315,11 +331,13 @@ def _check_fsdp_supported(model: nn.Module) -> None:
                 f"config: train.parallel fsdp cannot shard bitsandbytes-quantised weights "
                 f"('{name}' is {type(p).__name__}): QLoRA with FSDP2 is not supported by "
                 "bitsandbytes. Use train.parallel: ddp (each GPU holds the 4-bit model) or "
-                "train without quantisation.")
+                "train without quantisation."
+            )
 
 
-def wrap(model: nn.Module, loss_fn, ctx: DistContext, device: torch.device, dtype: str,
-         cpu_offload: bool = False) -> nn.Module:
+def wrap(
+    model: nn.Module, loss_fn, ctx: DistContext, device: torch.device, dtype: str, cpu_offload: bool = False
+) -> nn.Module:
     """``LossForward(model, loss_fn)`` wrapped for ``ctx.mode``; call it as ``runner(batch)``.
 
     ``model`` keeps its identity (FSDP shards its parameters in place as DTensors), so
@@ -327,14 +345,17 @@ def wrap(model: nn.Module, loss_fn, ctx: DistContext, device: torch.device, dtyp
     """
     runner = LossForward(model, loss_fn)
     if ctx.mode == "ddp":
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
         # Buffers (rotary tables) are deterministic and identical on every rank: no need to
         # broadcast them before each forward (the option was renamed in torch 2.13).
         import inspect
 
-        no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters
-                   else {"broadcast_buffers": False})
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        no_sync = (
+            {"forward_sync_buffers": False}
+            if "forward_sync_buffers" in inspect.signature(DDP).parameters
+            else {"broadcast_buffers": False}
+        )
         return DDP(runner, device_ids=[device.index] if device.type == "cuda" else None, **no_sync)
     if ctx.mode != "fsdp":
         raise ConfigError(f"config: unknown train.parallel {ctx.mode!r}; expected one of {PARALLEL_MODES}")
@@ -347,8 +368,9 @@ def wrap(model: nn.Module, loss_fn, ctx: DistContext, device: torch.device, dtyp
     if device.type == "cuda" and dtype in ("bf16", "fp16"):
         # Compute in half precision, reduce gradients in fp32; the sharded master weights
         # (and so AdamW) stay fp32.
-        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if dtype == "bf16" else torch.float16,
-                                  reduce_dtype=torch.float32)
+        mp = MixedPrecisionPolicy(
+            param_dtype=torch.bfloat16 if dtype == "bf16" else torch.float16, reduce_dtype=torch.float32
+        )
     offload = CPUOffloadPolicy() if cpu_offload else OffloadPolicy()
     for block in decoder_blocks(model):
         fully_shard(block, mesh=mesh, mp_policy=mp, offload_policy=offload)
@@ -370,8 +392,16 @@ def torchrun_command(nproc: int, args: list[str]) -> list[str]:
 
     ``--standalone`` uses a private rendezvous on a free local port, so several jobs can share
     a machine."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "tunesmith", *args]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "tunesmith",
+        *args,
+    ]
 
 
 def launch_local(nproc: int, args: list[str]) -> int:

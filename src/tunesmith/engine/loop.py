@@ -16,9 +16,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -29,9 +29,9 @@ from ..models.adapters import trainable_state_dict
 from . import checkpoint as ckpt
 from . import distributed
 from .distributed import DistContext
+from .metrics import MetricsFile, Progress, TensorBoardSink
 from .optimizers import make_optimizer
 from .parts import MethodParts
-from .metrics import MetricsFile, Progress, TensorBoardSink
 from .runtime import autocast, rng_state, set_rng_state
 from .schedule import lr_multiplier
 
@@ -62,9 +62,22 @@ class Trainer:
             active, the model is wrapped for DDP / FSDP here, before the optimizer is built.
     """
 
-    def __init__(self, *, model, parts: MethodParts, items: list, units: list[list[int]],
-                 eval_items: list, eval_units: list[list[int]], cfg: TrainConfig, out_dir: Path,
-                 device: torch.device, dtype: str, state_extra: dict, dist: DistContext | None = None):
+    def __init__(
+        self,
+        *,
+        model,
+        parts: MethodParts,
+        items: list,
+        units: list[list[int]],
+        eval_items: list,
+        eval_units: list[list[int]],
+        cfg: TrainConfig,
+        out_dir: Path,
+        device: torch.device,
+        dtype: str,
+        state_extra: dict,
+        dist: DistContext | None = None,
+    ):
         self.model, self.parts = model, parts
         self.loss_fn, self.collate = parts.loss_fn, parts.collate
         self.batch_tokens, self.item_tokens = parts.batch_count, parts.item_tokens
@@ -90,18 +103,27 @@ class Trainer:
         if cfg.max_steps is not None:
             self.total_steps = cfg.max_steps
         else:
-            self.total_steps = max(1, math.ceil(cfg.epochs * self.n_micro / self.micro_per_step)) * self.batch_reuse
-        self.warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_ratio * self.total_steps)
+            self.total_steps = (
+                max(1, math.ceil(cfg.epochs * self.n_micro / self.micro_per_step)) * self.batch_reuse
+            )
+        self.warmup = (
+            cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_ratio * self.total_steps)
+        )
         params = [p for p in model.parameters() if p.requires_grad]
         decay = [p for p in params if p.ndim >= 2]
         no_decay = [p for p in params if p.ndim < 2]
-        groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
+        groups = [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
         self.params = params
         self.optimizer = make_optimizer([g for g in groups if g["params"]], cfg, device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_multiplier(s, total=self.total_steps, warmup=self.warmup,
-                                                    kind=cfg.scheduler, min_ratio=cfg.min_lr_ratio))
+            self.optimizer,
+            lambda s: lr_multiplier(
+                s, total=self.total_steps, warmup=self.warmup, kind=cfg.scheduler, min_ratio=cfg.min_lr_ratio
+            ),
+        )
         self._epoch_cache: dict[int, list[list[int]]] = {}
         # (model, step) -> extra eval metrics, e.g. generation metrics (tunesmith.eval.training)
         self.eval_hook: Callable | None = None
@@ -120,13 +142,18 @@ class Trainer:
         the step's micro-batches (:func:`tunesmith.engine.distributed.rank_micro_batches`).
         With ``parts.batch_reuse = μ`` steps ``kμ .. kμ + μ − 1`` all get data step ``k``'s window."""
         ga = self.cfg.grad_accum
-        return [b for g in distributed.rank_micro_batches(step // self.batch_reuse, ga, self.dist)
-                for b in self._passes([self.items[i] for i in self._micro_batch(g)])]
+        return [
+            b
+            for g in distributed.rank_micro_batches(step // self.batch_reuse, ga, self.dist)
+            for b in self._passes([self.items[i] for i in self._micro_batch(g)])
+        ]
 
     def _passes(self, items: list) -> list:
         """One micro-batch's items collated into passes of at most ``max_tokens_per_forward``."""
-        return [self.collate(part)
-                for part in split_by_tokens(items, self.cfg.max_tokens_per_forward, self.item_tokens)]
+        return [
+            self.collate(part)
+            for part in split_by_tokens(items, self.cfg.max_tokens_per_forward, self.item_tokens)
+        ]
 
     # -- one step ---------------------------------------------------------------------------
     def accumulate(self, step: int) -> dict:
@@ -160,8 +187,9 @@ class Trainer:
         ctx = self.dist
         self.runner.train()
         batches = [b.to(self.device) for b in self.window(step)]
-        n_total, most = distributed.window_totals(ctx, self.device, sum(self.batch_tokens(b) for b in batches),
-                                                  len(batches))
+        n_total, most = distributed.window_totals(
+            ctx, self.device, sum(self.batch_tokens(b) for b in batches), len(batches)
+        )
         passes = most if ctx.mode == "fsdp" else len(batches)
         loss_sum, tokens, sums = 0.0, 0, {}
         for i in range(passes):
@@ -186,18 +214,26 @@ class Trainer:
         grad_norm = None
         if self.cfg.max_grad_norm is not None:
             # Under FSDP the norm is a DTensor reduced over the shards of every rank.
-            grad_norm = float(distributed.full_tensor(
-                torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)))
+            grad_norm = float(
+                distributed.full_tensor(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm))
+            )
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         dt = time.perf_counter() - t0
         epoch = (step + 1) * self.micro_per_step / (self.n_micro * self.batch_reuse)
-        row = {"step": step + 1, "epoch": round(epoch, 4),
-               "loss": loss_sum / max(n_total, 1), "lr": lr, "tokens": n_total,
-               "tokens_total": tokens, "tokens_per_s": tokens / dt if dt > 0 else 0.0,
-               **self.parts.summarize(acc["sums"], n_total), "step_time_s": round(dt, 4)}
+        row = {
+            "step": step + 1,
+            "epoch": round(epoch, 4),
+            "loss": loss_sum / max(n_total, 1),
+            "lr": lr,
+            "tokens": n_total,
+            "tokens_total": tokens,
+            "tokens_per_s": tokens / dt if dt > 0 else 0.0,
+            **self.parts.summarize(acc["sums"], n_total),
+            "step_time_s": round(dt, 4),
+        }
         if grad_norm is not None:
             row["grad_norm"] = grad_norm
         return row
@@ -214,7 +250,7 @@ class Trainer:
             loss_sum, n, sums = 0.0, 0, {}
             bs = self.cfg.batch_size
             for s in range(0, len(self.eval_units), bs):
-                items = [self.eval_items[i] for unit in self.eval_units[s:s + bs] for i in unit]
+                items = [self.eval_items[i] for unit in self.eval_units[s : s + bs] for i in unit]
                 for batch in self._passes(items):
                     batch = batch.to(self.device)
                     with autocast(self.device, self.dtype):
@@ -241,13 +277,19 @@ class Trainer:
         self.runner.eval()
         bs = self.cfg.batch_size
         starts = range(0, len(self.eval_units), bs)
-        chunk = lambda s: [self.eval_items[i] for unit in self.eval_units[s:s + bs] for i in unit]  # noqa: E731
-        groups = [g for k in distributed.rank_share(len(starts), ctx)
-                  for g in split_by_tokens(chunk(starts[k]), self.cfg.max_tokens_per_forward, self.item_tokens)]
+        chunk = lambda s: [self.eval_items[i] for unit in self.eval_units[s : s + bs] for i in unit]  # noqa: E731
+        groups = [
+            g
+            for k in distributed.rank_share(len(starts), ctx)
+            for g in split_by_tokens(chunk(starts[k]), self.cfg.max_tokens_per_forward, self.item_tokens)
+        ]
         _, most = distributed.window_totals(ctx, self.device, 0, len(groups))
         passes = most if ctx.mode == "fsdp" else len(groups)
-        spare = groups[-1] if groups else split_by_tokens(chunk(0), self.cfg.max_tokens_per_forward,
-                                                          self.item_tokens)[0]
+        spare = (
+            groups[-1]
+            if groups
+            else split_by_tokens(chunk(0), self.cfg.max_tokens_per_forward, self.item_tokens)[0]
+        )
         loss_sum, n, sums = 0.0, 0, {}
         for i in range(passes):
             batch = self.collate(groups[i] if i < len(groups) else spare).to(self.device)
@@ -266,10 +308,15 @@ class Trainer:
         if self.dist.active:
             return self._save_ranks(step, state)
         optim = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
-        return ckpt.save_checkpoint(rundir.RunDir(self.out_dir).checkpoints, step,
-                                    trainable=trainable_state_dict(self.model),
-                                    optim_state=optim, rng=rng_state(), state=state,
-                                    keep_last=self.cfg.keep_last)
+        return ckpt.save_checkpoint(
+            rundir.RunDir(self.out_dir).checkpoints,
+            step,
+            trainable=trainable_state_dict(self.model),
+            optim_state=optim,
+            rng=rng_state(),
+            state=state,
+            keep_last=self.cfg.keep_last,
+        )
 
     def _save_ranks(self, step: int, state: dict) -> Path:
         """Gather the trainable tensors and optimizer state to full tensors (collectives under
@@ -282,9 +329,15 @@ class Trainer:
         path = rundir.RunDir(self.out_dir).checkpoint(step)
         if ctx.is_main:
             optim = {"optimizer": optimizer, "scheduler": self.scheduler.state_dict()}
-            path = ckpt.save_checkpoint(rundir.RunDir(self.out_dir).checkpoints, step, trainable=trainable,
-                                        optim_state=optim, rng={**rngs[0], "ranks": rngs}, state=state,
-                                        keep_last=self.cfg.keep_last)
+            path = ckpt.save_checkpoint(
+                rundir.RunDir(self.out_dir).checkpoints,
+                step,
+                trainable=trainable,
+                optim_state=optim,
+                rng={**rngs[0], "ranks": rngs},
+                state=state,
+                keep_last=self.cfg.keep_last,
+            )
         distributed.barrier(ctx)
         return path
 
@@ -296,10 +349,13 @@ class Trainer:
         saved = data["state"]
         for key, value in self.state_extra.items():
             if saved.get(key) != value:
-                what = " (micro-batches per step: train.grad_accum × processes)" if key == "grad_accum" else ""
+                what = (
+                    " (micro-batches per step: train.grad_accum × processes)" if key == "grad_accum" else ""
+                )
                 raise ckpt.CheckpointError(
                     f"cannot resume from {path}: '{key}'{what} was {saved.get(key)!r} there but is "
-                    f"{value!r} now. Use a new output_dir, or restore the original setting.")
+                    f"{value!r} now. Use a new output_dir, or restore the original setting."
+                )
         ckpt.restore_trainable(self.model, data["trainable"], path)
         optimizer = data["optim"]["optimizer"]
         if self.dist.active:
@@ -313,8 +369,9 @@ class Trainer:
         return int(saved["step"])
 
     # -- the loop ----------------------------------------------------------------------------
-    def fit(self, resume_from: ckpt.LoadedCheckpoint | Path | None = None,
-            process_start: float | None = None) -> TrainResult:
+    def fit(
+        self, resume_from: ckpt.LoadedCheckpoint | Path | None = None, process_start: float | None = None
+    ) -> TrainResult:
         """Train from step 0, or from ``resume_from``: a checkpoint directory, or one that
         :func:`tunesmith.engine.checkpoint.load_newest_good` chose and loaded."""
         cfg = self.cfg
@@ -327,7 +384,11 @@ class Trainer:
             log.info("resumed from %s at step %d", resume_from, start)
         # Only rank 0 writes metrics and shows progress (every rank computes the same rows).
         main = self.dist.is_main
-        sink = MetricsFile(rundir.RunDir(self.out_dir).metrics, start if resume_from else None) if main else _NoSink()
+        sink = (
+            MetricsFile(rundir.RunDir(self.out_dir).metrics, start if resume_from else None)
+            if main
+            else _NoSink()
+        )
         tb = TensorBoardSink(rundir.RunDir(self.out_dir).tensorboard) if cfg.tensorboard and main else None
         progress = Progress(self.total_steps, start, cfg.progress if main else "none", cfg.log_every)
         history, last_eval, first_step_s = [], None, None
@@ -364,10 +425,19 @@ class Trainer:
             log.info("training was already complete at step %d", start)
             history = [r for r in read_metrics(self.out_dir) if r.get("step", 0) <= start]
         final_loss = next((r["loss"] for r in reversed(history) if "loss" in r), None)
-        last_eval = last_eval if last_eval is not None else next(
-            (r["eval_loss"] for r in reversed(history) if "eval_loss" in r), None)
-        return TrainResult(self.total_steps, final_loss, last_eval, history,
-                           resumed_from=start if resume_from else None, first_step_s=first_step_s)
+        last_eval = (
+            last_eval
+            if last_eval is not None
+            else next((r["eval_loss"] for r in reversed(history) if "eval_loss" in r), None)
+        )
+        return TrainResult(
+            self.total_steps,
+            final_loss,
+            last_eval,
+            history,
+            resumed_from=start if resume_from else None,
+            first_step_s=first_step_s,
+        )
 
 
 class _NoSink:

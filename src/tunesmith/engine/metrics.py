@@ -95,12 +95,17 @@ class Progress:
         self.enabled = mode != "none"
         if use_bar and self.enabled:
             try:
-                from rich.progress import BarColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+                from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
+                from rich.progress import Progress as RichProgress
 
-                self._bar = RichProgress(TextColumn("[bold]train"), BarColumn(),
-                                         TextColumn("{task.completed}/{task.total}"),
-                                         TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
-                                         transient=False)
+                self._bar = RichProgress(
+                    TextColumn("[bold]train"),
+                    BarColumn(),
+                    TextColumn("{task.completed}/{task.total}"),
+                    TextColumn("{task.fields[info]}"),
+                    TimeRemainingColumn(),
+                    transient=False,
+                )
                 self._task = self._bar.add_task("train", total=total, completed=start, info="")
                 self._bar.start()
             except ImportError:
@@ -110,8 +115,7 @@ class Progress:
         step = row["step"]
         done = step - self.start
         eta = (time.perf_counter() - self.t0) / max(done, 1) * (self.total - step)
-        info = (f"loss {row['loss']:.4f} | lr {row['lr']:.2e} | "
-                f"{row['tokens_per_s']:.0f} tok/s")
+        info = f"loss {row['loss']:.4f} | lr {row['lr']:.2e} | {row['tokens_per_s']:.0f} tok/s"
         if self._bar is not None:
             self._bar.update(self._task, completed=step, info=info)
         elif self.enabled and (step % self.log_every == 0 or step == self.total):

@@ -23,9 +23,11 @@ def make_optimizer(groups: list[dict], cfg, device: torch.device) -> torch.optim
     if name == "adamw":
         return torch.optim.AdamW(groups, **kwargs)
     if name == "paged_adamw_8bit" and torch.device(device).type != "cuda":
-        raise ConfigError("config: 'train.optimizer: paged_adamw_8bit' pages optimizer state through "
-                          f"CUDA unified memory and needs a GPU (this run is on {torch.device(device).type}); "
-                          "use 'adamw_8bit' or 'adamw'")
+        raise ConfigError(
+            "config: 'train.optimizer: paged_adamw_8bit' pages optimizer state through "
+            f"CUDA unified memory and needs a GPU (this run is on {torch.device(device).type}); "
+            "use 'adamw_8bit' or 'adamw'"
+        )
     from ..models.quantize import require_bitsandbytes
 
     bnb = require_bitsandbytes()

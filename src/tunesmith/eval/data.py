@@ -21,8 +21,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..data.example import Example
-from ..data.formats import (KTO, OPENAI_CHAT, OPENAI_PREFERENCE, PREFERENCE_PAIRS, PROMPT_ONLY, Where,
-                            check_messages, iter_format_rows, to_example)
+from ..data.formats import (
+    KTO,
+    OPENAI_CHAT,
+    OPENAI_PREFERENCE,
+    PREFERENCE_PAIRS,
+    PROMPT_ONLY,
+    Where,
+    check_messages,
+    iter_format_rows,
+    to_example,
+)
 from ..errors import DataError
 
 
@@ -78,9 +87,13 @@ def load_eval_data(path: str, limit: int | None = None) -> EvalData:
     for number, file_format, row in iter_format_rows(path):
         if data is None:
             if file_format == KTO:
-                raise DataError("KTO rows (prompt/completion/label) have no pairs to compare; "
-                                "evaluate them as prompt/completion data without 'label', or use "
-                                "preference pairs", path=str(path), line=number)
+                raise DataError(
+                    "KTO rows (prompt/completion/label) have no pairs to compare; "
+                    "evaluate them as prompt/completion data without 'label', or use "
+                    "preference pairs",
+                    path=str(path),
+                    line=number,
+                )
             data = EvalData(str(path), file_format)
         at = Where(str(path), number)
         if file_format in (OPENAI_PREFERENCE, PREFERENCE_PAIRS):
@@ -109,8 +122,9 @@ def _target(fields: dict[str, Any], at: Where, reference: str | None) -> dict:
         raise at.error("must be a string (the reference answer)", "reference")
     target["reference"] = ref
     keywords = fields.get("keywords")
-    if keywords is not None and (not isinstance(keywords, list)
-                                 or not all(isinstance(k, str) and k for k in keywords)):
+    if keywords is not None and (
+        not isinstance(keywords, list) or not all(isinstance(k, str) and k for k in keywords)
+    ):
         raise at.error("must be a list of non-empty strings", "keywords")
     regex = fields.get("regex")
     if regex is not None:
@@ -134,8 +148,9 @@ def sft_item(example: Example, at: Where) -> EvalItem:
     if example.kind == "text":
         return EvalItem(example.source, example, None, _target(example.extra, at, None))
     if example.kind == "completion":
-        return EvalItem(example.source, example, example.prompt,
-                        _target(example.extra, at, example.completion))
+        return EvalItem(
+            example.source, example, example.prompt, _target(example.extra, at, example.completion)
+        )
     last = max(i for i, m in enumerate(example.messages) if m["role"] == "assistant")
     prompt = [{k: v for k, v in m.items() if k != "weight"} for m in example.messages[:last]]
     reference = example.messages[last].get("content")
@@ -144,8 +159,11 @@ def sft_item(example: Example, at: Where) -> EvalItem:
 
 def _prompt_only_chat(row: dict) -> bool:
     messages = row.get("messages")
-    return (isinstance(messages, list) and bool(messages)
-            and all(isinstance(m, dict) and m.get("role") != "assistant" for m in messages))
+    return (
+        isinstance(messages, list)
+        and bool(messages)
+        and all(isinstance(m, dict) and m.get("role") != "assistant" for m in messages)
+    )
 
 
 def prompt_only_item(row: dict, at: Where, key: str = "prompt") -> EvalItem:
@@ -183,8 +201,11 @@ def preference_item(row: dict, file_format: str, at: Where) -> PreferenceItem:
         full_chosen = _as_messages(row["chosen"], "chosen", at, "assistant")
         full_rejected = _as_messages(row["rejected"], "rejected", at, "assistant")
         if len(full_chosen) < 2 or full_chosen[:-1] != full_rejected[:-1]:
-            raise at.error("without 'prompt', chosen and rejected must be conversations that "
-                           "differ only in their last message", "rejected")
+            raise at.error(
+                "without 'prompt', chosen and rejected must be conversations that "
+                "differ only in their last message",
+                "rejected",
+            )
         prompt, chosen, rejected = full_chosen[:-1], full_chosen[-1:], full_rejected[-1:]
     for name, turns in (("chosen", chosen), ("rejected", rejected)):
         if not any(m["role"] == "assistant" for m in turns):
@@ -197,5 +218,7 @@ def pair_examples(pair: PreferenceItem) -> tuple[Example, Example]:
     continuation (prompt assistant turns get weight 0), so the summed token log-probability of
     a rendering is ``log p(continuation | prompt)``."""
     prompt = [dict(m, weight=0) if m["role"] == "assistant" else dict(m) for m in pair.prompt]
-    return (Example(kind="chat", source=pair.source, messages=prompt + [dict(m) for m in pair.chosen]),
-            Example(kind="chat", source=pair.source, messages=prompt + [dict(m) for m in pair.rejected]))
+    return (
+        Example(kind="chat", source=pair.source, messages=prompt + [dict(m) for m in pair.chosen]),
+        Example(kind="chat", source=pair.source, messages=prompt + [dict(m) for m in pair.rejected]),
+    )

@@ -21,19 +21,39 @@ from ..engine.runtime import resolve_device
 from ..errors import ConfigError
 from .data import load_eval_data
 from .models import EvalModel, load_eval_model, load_eval_tokenizer, resolve_spec, resolve_target
-from .report import training_curves, write_report
 from .recorded import RecordedFile, match_answers, read_recorded
-from .runner import (EvalOptions, Prepared, add_agreement, add_implicit_reward, add_reward_model_scores,
-                     compare, example_rows, highlights, score_model, score_recorded, summarize)
+from .report import training_curves, write_report
+from .runner import (
+    EvalOptions,
+    Prepared,
+    add_agreement,
+    add_implicit_reward,
+    add_reward_model_scores,
+    compare,
+    example_rows,
+    highlights,
+    score_model,
+    score_recorded,
+    summarize,
+)
 
 log = logging.getLogger("tunesmith")
 RECORDED_NAME = "recorded"  # the column of --against's answers
 
 
-def run_eval(target: str, data_path: str | None = None, *, model: str | None = None,
-             compare_with: list[str] | tuple = (), options: EvalOptions | None = None,
-             out_dir: str | Path | None = None, limit: int | None = None, device: str = "auto",
-             reward_model: str | None = None, against: str | None = None) -> dict:
+def run_eval(
+    target: str,
+    data_path: str | None = None,
+    *,
+    model: str | None = None,
+    compare_with: list[str] | tuple = (),
+    options: EvalOptions | None = None,
+    out_dir: str | Path | None = None,
+    limit: int | None = None,
+    device: str = "auto",
+    reward_model: str | None = None,
+    against: str | None = None,
+) -> dict:
     """Evaluate ``model`` (default: the run's ``final``) and every ``compare_with`` spec.
 
     Args:
@@ -61,8 +81,13 @@ def run_eval(target: str, data_path: str | None = None, *, model: str | None = N
     tokenizer = load_eval_tokenizer(ctx, models[0])
     prep = Prepared(data, tokenizer, options)
     _load_judge(options)
-    log.info("eval: %d examples and %d preference pairs from %s; models: %s", len(data.items),
-             len(data.pairs), data_path, ", ".join(m.name for m in models))
+    log.info(
+        "eval: %d examples and %d preference pairs from %s; models: %s",
+        len(data.items),
+        len(data.pairs),
+        data_path,
+        ", ".join(m.name for m in models),
+    )
 
     all_scores, timings = [], {}
     for m in models:
@@ -85,14 +110,18 @@ def run_eval(target: str, data_path: str | None = None, *, model: str | None = N
     if data.pairs:
         reference = _reference_scores(all_scores, ctx, tokenizer, data, prep, options, dev)
         if reference is None:
-            notes.append("Implicit DPO reward accuracy needs the base model as reference; "
-                         "the base of this target is unknown.")
+            notes.append(
+                "Implicit DPO reward accuracy needs the base model as reference; "
+                "the base of this target is unknown."
+            )
         else:
             for s in all_scores:
                 add_implicit_reward(s, reference)
     rm_accuracy = None
     if reward_model:
-        rm_accuracy = add_reward_model_scores(all_scores, data, _load_reward_model(reward_model, dev), tokenizer)
+        rm_accuracy = add_reward_model_scores(
+            all_scores, data, _load_reward_model(reward_model, dev), tokenizer
+        )
 
     rows = example_rows(data, all_scores)
     first = all_scores[0]
@@ -100,31 +129,51 @@ def run_eval(target: str, data_path: str | None = None, *, model: str | None = N
         "title": f"Evaluation of {models[0].name} on {Path(data_path).name}",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "notes": notes,
-        "settings": {"target": str(target), "data": str(data_path), "examples": len(data.items),
-                     "pairs": len(data.pairs), "decoding": "greedy" if options.temperature == 0 else "sampling",
-                     "temperature": options.temperature, "top_p": options.top_p, "seed": options.seed,
-                     "max_new_tokens": options.max_new_tokens, "system": options.system,
-                     "bootstrap_resamples": options.n_resamples, "confidence": options.confidence,
-                     "device": str(dev),
-                     "against": None if recorded is None else {"path": str(against),
-                                                               "request": recorded[0].request},
-                     "graders": {g.name: _grader_setting(g, options.scoring.judge)
-                                 for g in options.scoring.graders}},
-        "models": [{"name": m.name, "kind": m.kind, "path": m.adapter or m.checkpoint or m.path,
-                    "seconds": round(timings[m.name], 2)} for m in models],
+        "settings": {
+            "target": str(target),
+            "data": str(data_path),
+            "examples": len(data.items),
+            "pairs": len(data.pairs),
+            "decoding": "greedy" if options.temperature == 0 else "sampling",
+            "temperature": options.temperature,
+            "top_p": options.top_p,
+            "seed": options.seed,
+            "max_new_tokens": options.max_new_tokens,
+            "system": options.system,
+            "bootstrap_resamples": options.n_resamples,
+            "confidence": options.confidence,
+            "device": str(dev),
+            "against": None if recorded is None else {"path": str(against), "request": recorded[0].request},
+            "graders": {g.name: _grader_setting(g, options.scoring.judge) for g in options.scoring.graders},
+        },
+        "models": [
+            {
+                "name": m.name,
+                "kind": m.kind,
+                "path": m.adapter or m.checkpoint or m.path,
+                "seconds": round(timings[m.name], 2),
+            }
+            for m in models
+        ],
         "metrics": {s.name: summarize(s, options) for s in all_scores},
-        "comparisons": [{"model": first.name, "baseline": s.name, "metrics": compare(first, s, options)}
-                        for s in all_scores[1:]],
+        "comparisons": [
+            {"model": first.name, "baseline": s.name, "metrics": compare(first, s, options)}
+            for s in all_scores[1:]
+        ],
         "examples": rows,
-        "highlights": [{"model": first.name, "baseline": s.name, **highlights(rows, first.name, s.name)}
-                       for s in all_scores[1:]],
+        "highlights": [
+            {"model": first.name, "baseline": s.name, **highlights(rows, first.name, s.name)}
+            for s in all_scores[1:]
+        ],
         "training": training_curves(ctx.run_dir),
     }
     if rm_accuracy is not None:
         report["reward_model"] = {"path": reward_model, "pairwise_accuracy": rm_accuracy}
-        report["notes"].append(f"Reward model {reward_model}: pairwise accuracy "
-                               f"{rm_accuracy['value']:.3f} [{rm_accuracy['low']:.3f}, {rm_accuracy['high']:.3f}] "
-                               f"on {rm_accuracy['n']} pairs.")
+        report["notes"].append(
+            f"Reward model {reward_model}: pairwise accuracy "
+            f"{rm_accuracy['value']:.3f} [{rm_accuracy['low']:.3f}, {rm_accuracy['high']:.3f}] "
+            f"on {rm_accuracy['n']} pairs."
+        )
     out = Path(out_dir) if out_dir else (ctx.run_dir / "eval" if ctx.run_dir else Path("eval"))
     write_report(report, out)
     _write_predictions(out / "predictions.jsonl", rows)
@@ -132,8 +181,9 @@ def run_eval(target: str, data_path: str | None = None, *, model: str | None = N
     return report
 
 
-def _read_against(against: str | None, data, data_path: str,
-                  options: EvalOptions) -> tuple[RecordedFile, list] | None:
+def _read_against(
+    against: str | None, data, data_path: str, options: EvalOptions
+) -> tuple[RecordedFile, list] | None:
     """``--against``: the recorded file and each item's recorded answer (None: none), checked
     against the held-out rows before any model loads."""
     if against is None:
@@ -154,14 +204,18 @@ def _against_notes(recorded: tuple[RecordedFile, list], data, options: EvalOptio
     notes = []
     have = sum(a is not None for a in answers)
     if have < len(data.items):
-        notes.append(f"{rec.path} has recorded answers for {have} of {len(data.items)} rows; the "
-                     "comparison with 'recorded' uses those rows only.")
+        notes.append(
+            f"{rec.path} has recorded answers for {have} of {len(data.items)} rows; the "
+            "comparison with 'recorded' uses those rows only."
+        )
     req = rec.request
     mine = {"temperature": options.temperature, "max_tokens": options.max_new_tokens}
     differ = [f"{k} {req[k]!r} (here {v!r})" for k, v in mine.items() if k in req and req[k] != v]
     if differ:
-        notes.append(f"The recorded answers were sampled with {', '.join(differ)}; pass the same "
-                     "settings (--temperature, --max-new-tokens) for a like-for-like comparison.")
+        notes.append(
+            f"The recorded answers were sampled with {', '.join(differ)}; pass the same "
+            "settings (--temperature, --max-new-tokens) for a like-for-like comparison."
+        )
     return notes
 
 
@@ -226,8 +280,9 @@ def _load_reward_model(path: str, dev: torch.device):
     try:
         from ..models.reward_model import load_reward_model
     except ImportError:
-        raise ConfigError("--reward-model needs tunesmith.models.reward_model, which this "
-                          "installation does not have") from None
+        raise ConfigError(
+            "--reward-model needs tunesmith.models.reward_model, which this installation does not have"
+        ) from None
     return load_reward_model(path, device=str(dev))
 
 

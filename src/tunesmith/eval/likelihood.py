@@ -27,8 +27,9 @@ def uses_varlen_attention(model) -> bool:
 
 
 @torch.no_grad()
-def example_losses(model, rendered: list[Rendered], *, max_tokens_per_pass: int = 4096,
-                   chunk_size: int = 1024) -> list[dict | None]:
+def example_losses(
+    model, rendered: list[Rendered], *, max_tokens_per_pass: int = 4096, chunk_size: int = 1024
+) -> list[dict | None]:
     """``{"loss_sum", "n_tokens", "correct"}`` per rendered example (None when it has no
     supervised token).
 
@@ -51,8 +52,9 @@ def example_losses(model, rendered: list[Rendered], *, max_tokens_per_pass: int 
         start = 0
         for i in group:
             n = rendered[i].n_targets
-            loss, metrics = head_loss(model, selected[start:start + n],
-                                      batch.target_ids[start:start + n], chunk_size)
+            loss, metrics = head_loss(
+                model, selected[start : start + n], batch.target_ids[start : start + n], chunk_size
+            )
             out[i] = {"loss_sum": float(loss), "n_tokens": n, "correct": int(metrics["correct"])}
             start += n
     if was_training:

@@ -69,8 +69,9 @@ def resolve_target(target: str) -> RunContext:
     if p.is_dir():
         base, adapter = resolve_model_ref(target)
         return RunContext(target, None, None, base if adapter else None, default_spec=target)
-    raise ConfigError(f"eval target not found: {target} (expected a run config .yaml, a run "
-                      "directory or a model folder)")
+    raise ConfigError(
+        f"eval target not found: {target} (expected a run config .yaml, a run directory or a model folder)"
+    )
 
 
 def _checkpoint_dir(ctx: RunContext, spec: str) -> Path:
@@ -98,16 +99,20 @@ def resolve_spec(spec: str, ctx: RunContext) -> EvalModel:
     """Turn one model spec (see the module docstring) into an :class:`EvalModel`."""
     if spec == "base":
         if not ctx.base:
-            raise ConfigError(f"'base' is unknown for {ctx.target}: it is not a run or an adapter; "
-                              "compare with a model folder instead")
+            raise ConfigError(
+                f"'base' is unknown for {ctx.target}: it is not a run or an adapter; "
+                "compare with a model folder instead"
+            )
         return EvalModel("base", "base", ctx.base)
     if spec == rundir.FINAL:
         if ctx.run_dir is None:
             raise ConfigError(f"'{rundir.FINAL}' needs a run; {ctx.target} is a model folder")
         final = rundir.RunDir(ctx.run_dir).final
         if not final.is_dir():
-            raise ConfigError(f"{final} does not exist: the run has not finished (evaluate a "
-                              "checkpoint with --model latest or step-N)")
+            raise ConfigError(
+                f"{final} does not exist: the run has not finished (evaluate a "
+                "checkpoint with --model latest or step-N)"
+            )
         return _folder_model(rundir.FINAL, final)
     if spec == "latest" or re.fullmatch(r"(?:step|checkpoint)-\d+", spec):
         path = _checkpoint_dir(ctx, spec)
@@ -141,12 +146,15 @@ def load_eval_tokenizer(ctx: RunContext, first: EvalModel):
         if (c / "tokenizer_config.json").is_file():
             return load_tokenizer(str(c))
     if ctx.config is not None:
-        return load_tokenizer(ctx.config.model.tokenizer or ctx.config.model.path, ctx.config.model.chat_template)
+        return load_tokenizer(
+            ctx.config.model.tokenizer or ctx.config.model.path, ctx.config.model.chat_template
+        )
     return load_tokenizer(first.path)
 
 
-def load_eval_model(model: EvalModel, ctx: RunContext, device: torch.device,
-                    dtype: torch.dtype = torch.float32):
+def load_eval_model(
+    model: EvalModel, ctx: RunContext, device: torch.device, dtype: torch.dtype = torch.float32
+):
     """The model in eval mode without gradients, attending with tunesmith's varlen attention
     (exact per-example attention in packed likelihood batches; generation falls back to SDPA).
 
@@ -181,11 +189,15 @@ def _apply_checkpoint(lm, model: EvalModel, ctx: RunContext):
     cfg, where = ctx.config, Path(model.checkpoint)
     state = json.loads((where / "state.json").read_text(encoding="utf-8"))
     if cfg.method not in ("sft", "pretrain"):
-        raise ModelError(f"cannot evaluate checkpoint {where}: only sft / pretrain checkpoints "
-                         f"are causal LMs to evaluate (this run is {cfg.method})")
+        raise ModelError(
+            f"cannot evaluate checkpoint {where}: only sft / pretrain checkpoints "
+            f"are causal LMs to evaluate (this run is {cfg.method})"
+        )
     if state.get("adapter", cfg.adapter.type) != cfg.adapter.type:
-        raise ModelError(f"checkpoint {where} was written with adapter {state.get('adapter')!r} "
-                         f"but the run config says {cfg.adapter.type!r}")
+        raise ModelError(
+            f"checkpoint {where} was written with adapter {state.get('adapter')!r} "
+            f"but the run config says {cfg.adapter.type!r}"
+        )
     lm = attach_adapter(lm, cfg.adapter)
     try:
         tensors = load_file(where / "trainable.safetensors")

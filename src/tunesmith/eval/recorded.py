@@ -71,15 +71,20 @@ def read_recorded(path: str | Path) -> RecordedFile:
             if number == len(lines):  # no newline after it: a write cut off by a kill
                 out.torn_tail = True
                 continue
-            raise ConfigError(f"{path}, line {number}: not a JSON object (a recorded-answers file "
-                              "is written by tunesmith openai record)") from None
+            raise ConfigError(
+                f"{path}, line {number}: not a JSON object (a recorded-answers file "
+                "is written by tunesmith openai record)"
+            ) from None
         missing = [k for k in REQUIRED_KEYS if not isinstance(row, dict) or k not in row]
         if missing:
-            raise ConfigError(f"{path}, line {number}: missing '{missing[0]}' (a recorded-answers "
-                              "file is written by tunesmith openai record)")
+            raise ConfigError(
+                f"{path}, line {number}: missing '{missing[0]}' (a recorded-answers "
+                "file is written by tunesmith openai record)"
+            )
         if not isinstance(row["index"], int) or row["index"] < 0 or not isinstance(row["answer"], str):
-            raise ConfigError(f"{path}, line {number}: 'index' must be a row number >= 0 and "
-                              "'answer' a string")
+            raise ConfigError(
+                f"{path}, line {number}: 'index' must be a row number >= 0 and 'answer' a string"
+            )
         out.rows.setdefault(row["index"], row)
     return out
 
@@ -94,9 +99,11 @@ def match_answers(recorded: RecordedFile, items: list, data_path: str) -> list[s
         if index >= len(items):
             continue
         if rec["row_sha256"] != row_sha256(items[index].row):
-            raise ConfigError(f"{recorded.path}: the answer recorded as row {index} "
-                              f"({rec.get('source', '?')}) was asked for a different row than "
-                              f"{items[index].source} (recorded from another file, or the file "
-                              "changed since)")
+            raise ConfigError(
+                f"{recorded.path}: the answer recorded as row {index} "
+                f"({rec.get('source', '?')}) was asked for a different row than "
+                f"{items[index].source} (recorded from another file, or the file "
+                "changed since)"
+            )
         answers[index] = rec["answer"]
     return answers

@@ -93,10 +93,12 @@ def _json_default(value):
 
 def render_html(report: dict) -> str:
     e = html.escape
-    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{e(report['title'])}</title>"
-             f"<style>{_CSS}</style></head><body>",
-             f"<h1>{e(report['title'])}</h1>",
-             f"<p class='muted'>{e(report.get('created', ''))}</p>"]
+    parts = [
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{e(report['title'])}</title>"
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{e(report['title'])}</h1>",
+        f"<p class='muted'>{e(report.get('created', ''))}</p>",
+    ]
     for note in report.get("notes", []):
         parts.append(f"<p>{e(note)}</p>")
     parts.append(_models_section(report))
@@ -110,11 +112,16 @@ def render_html(report: dict) -> str:
 
 
 def _models_section(report: dict) -> str:
-    rows = "".join(f"<tr><td>{html.escape(m['name'])}</td><td>{html.escape(m.get('kind', ''))}</td>"
-                   f"<td>{html.escape(str(m.get('path', '')))}</td>"
-                   f"<td class='num'>{fmt(m.get('seconds'), 1)}</td></tr>" for m in report.get("models", []))
-    return ("<h2>Models</h2><table><tr><th>name</th><th>kind</th><th>from</th><th>eval seconds</th></tr>"
-            f"{rows}</table>")
+    rows = "".join(
+        f"<tr><td>{html.escape(m['name'])}</td><td>{html.escape(m.get('kind', ''))}</td>"
+        f"<td>{html.escape(str(m.get('path', '')))}</td>"
+        f"<td class='num'>{fmt(m.get('seconds'), 1)}</td></tr>"
+        for m in report.get("models", [])
+    )
+    return (
+        "<h2>Models</h2><table><tr><th>name</th><th>kind</th><th>from</th><th>eval seconds</th></tr>"
+        f"{rows}</table>"
+    )
 
 
 def _metric_order(report: dict) -> list[str]:
@@ -138,8 +145,7 @@ def _table_section(report: dict) -> str:
     comparisons = report.get("comparisons", [])
     head = "<tr><th>metric</th>" + "".join(f"<th>{html.escape(n)}</th>" for n in models)
     for c in comparisons:
-        head += (f"<th>{html.escape(c['model'])} − {html.escape(c['baseline'])}</th>"
-                 "<th>win / tie / loss</th>")
+        head += f"<th>{html.escape(c['model'])} − {html.escape(c['baseline'])}</th><th>win / tie / loss</th>"
     body = []
     for metric in metrics:
         label, higher = metric_info(metric)
@@ -158,10 +164,12 @@ def _table_section(report: dict) -> str:
             row += f"<td class='num {cls}'>{_interval(d, 'diff')}</td><td class='num'>{wtl}</td>"
         body.append(row + "</tr>")
     conf = report.get("settings", {}).get("confidence", 0.95)
-    return (f"<h2>Metrics</h2><p class='muted'>value [{conf:.0%} bootstrap interval]; differences are paired "
-            "over the same examples (green: the whole interval shows an improvement, red: a regression); "
-            "↑ higher is better, ↓ lower is better.</p>"
-            f"<table>{head}</tr>{''.join(body)}</table>")
+    return (
+        f"<h2>Metrics</h2><p class='muted'>value [{conf:.0%} bootstrap interval]; differences are paired "
+        "over the same examples (green: the whole interval shows an improvement, red: a regression); "
+        "↑ higher is better, ↓ lower is better.</p>"
+        f"<table>{head}</tr>{''.join(body)}</table>"
+    )
 
 
 def _examples_section(report: dict) -> str:
@@ -171,8 +179,10 @@ def _examples_section(report: dict) -> str:
         if not h.get("metric"):
             continue
         a, b, metric = h["model"], h["baseline"], h["metric"]
-        out.append(f"<h2>Largest changes: {html.escape(a)} vs {html.escape(b)}</h2>"
-                   f"<p class='muted'>ranked by {html.escape(metric_info(metric)[0])}</p><div class='pair'>")
+        out.append(
+            f"<h2>Largest changes: {html.escape(a)} vs {html.escape(b)}</h2>"
+            f"<p class='muted'>ranked by {html.escape(metric_info(metric)[0])}</p><div class='pair'>"
+        )
         for title, idx in (("Improvements", h["improvements"]), ("Regressions", h["regressions"])):
             cells = "".join(_example_block(rows[i], a, b, metric) for i in idx) or "<p>none</p>"
             out.append(f"<div><h3>{title}</h3>{cells}</div>")
@@ -183,21 +193,25 @@ def _examples_section(report: dict) -> str:
 def _example_block(row: dict, a: str, b: str, metric: str) -> str:
     e = html.escape
     sa, sb = row["scores"].get(a, {}), row["scores"].get(b, {})
-    return ("<table>"
-            f"<tr><th>prompt</th><td><pre>{e(row.get('prompt') or '')}</pre>"
-            f"<span class='muted'>{e(row.get('source', ''))}</span></td></tr>"
-            f"<tr><th>reference</th><td><pre>{e(row.get('reference') or '–')}</pre></td></tr>"
-            f"<tr><th>{e(b)}<br><span class='muted'>{metric} {fmt(sb.get(metric), 3)}</span></th>"
-            f"<td><pre>{e(row['answers'].get(b, '–'))}</pre></td></tr>"
-            f"<tr><th>{e(a)}<br><span class='muted'>{metric} {fmt(sa.get(metric), 3)}</span></th>"
-            f"<td><pre>{e(row['answers'].get(a, '–'))}</pre></td></tr></table>")
+    return (
+        "<table>"
+        f"<tr><th>prompt</th><td><pre>{e(row.get('prompt') or '')}</pre>"
+        f"<span class='muted'>{e(row.get('source', ''))}</span></td></tr>"
+        f"<tr><th>reference</th><td><pre>{e(row.get('reference') or '–')}</pre></td></tr>"
+        f"<tr><th>{e(b)}<br><span class='muted'>{metric} {fmt(sb.get(metric), 3)}</span></th>"
+        f"<td><pre>{e(row['answers'].get(b, '–'))}</pre></td></tr>"
+        f"<tr><th>{e(a)}<br><span class='muted'>{metric} {fmt(sa.get(metric), 3)}</span></th>"
+        f"<td><pre>{e(row['answers'].get(a, '–'))}</pre></td></tr></table>"
+    )
 
 
 def _settings_section(settings: dict) -> str:
     if not settings:
         return ""
-    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(json.dumps(v, default=str))}</td></tr>"
-                   for k, v in settings.items())
+    rows = "".join(
+        f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(json.dumps(v, default=str))}</td></tr>"
+        for k, v in settings.items()
+    )
     return f"<h2>Settings</h2><table>{rows}</table>"
 
 
@@ -236,8 +250,14 @@ def _training_section(training: dict | None) -> str:
     fig, ax = plt.subplots(figsize=(8, 3.6))
     ax.plot(training["steps"], training["loss"], label="training loss", color="#4c72b0", linewidth=1.2)
     if training.get("eval_steps"):
-        ax.plot(training["eval_steps"], training["eval_loss"], label="eval loss", color="#dd8452",
-                marker="o", linewidth=1.8)
+        ax.plot(
+            training["eval_steps"],
+            training["eval_loss"],
+            label="eval loss",
+            color="#dd8452",
+            marker="o",
+            linewidth=1.8,
+        )
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss (nats/token)")
     ax.grid(alpha=0.3)
@@ -263,9 +283,20 @@ def _charts_section(report: dict) -> str:
 
 
 def _is_unit_metric(metric: str) -> bool:
-    return metric in ("token_accuracy", "exact_match", "normalized_exact_match", "token_f1", "rouge_l",
-                      "keywords", "regex", "json_valid", "json_schema_valid", "logp_pref_accuracy",
-                      "reward_accuracy", "eval_accuracy") or metric.startswith("scorer:")
+    return metric in (
+        "token_accuracy",
+        "exact_match",
+        "normalized_exact_match",
+        "token_f1",
+        "rouge_l",
+        "keywords",
+        "regex",
+        "json_valid",
+        "json_schema_valid",
+        "logp_pref_accuracy",
+        "reward_accuracy",
+        "eval_accuracy",
+    ) or metric.startswith("scorer:")
 
 
 def _bar_chart(plt, report: dict, models: list[str], metrics: list[str], ylabel: str) -> str:
@@ -296,11 +327,21 @@ def _bar_chart(plt, report: dict, models: list[str], metrics: list[str], ylabel:
                 lo, hi = d.get("low"), d.get("high")
                 lows.append(0 if lo is None or v is None else max(v - lo, 0))
                 highs.append(0 if hi is None or v is None else max(hi - v, 0))
-            ax.bar(x + (k - (len(order) - 1) / 2) * width, vals, width, yerr=[lows, highs], capsize=3,
-                   label=name, color=colours[k % len(colours)])
+            ax.bar(
+                x + (k - (len(order) - 1) / 2) * width,
+                vals,
+                width,
+                yerr=[lows, highs],
+                capsize=3,
+                label=name,
+                color=colours[k % len(colours)],
+            )
         ax.set_xticks(x)
-        ax.set_xticklabels([metric_info(m)[0] for m in group], rotation=20 if shared else 0,
-                           ha="right" if shared else "center")
+        ax.set_xticklabels(
+            [metric_info(m)[0] for m in group],
+            rotation=20 if shared else 0,
+            ha="right" if shared else "center",
+        )
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel(ylabel)
     axes[0].legend()
@@ -319,5 +360,9 @@ def training_curves(run_dir: Path | None) -> dict | None:
         return None
     train = [r for r in rows if "loss" in r]
     evals = [r for r in rows if "eval_loss" in r]
-    return {"steps": [r["step"] for r in train], "loss": [r["loss"] for r in train],
-            "eval_steps": [r["step"] for r in evals], "eval_loss": [r["eval_loss"] for r in evals]}
+    return {
+        "steps": [r["step"] for r in train],
+        "loss": [r["loss"] for r in train],
+        "eval_steps": [r["step"] for r in evals],
+        "eval_loss": [r["eval_loss"] for r in evals],
+    }

@@ -37,8 +37,16 @@ METRICS = {
     "eval_accuracy": ("eval token accuracy", True),
 }
 # Which metric picks the examples shown as largest improvements / regressions (first present).
-HIGHLIGHT_ORDER = ("keywords", "json_schema_valid", "regex", "rouge_l", "token_f1", "exact_match",
-                   "json_valid", "loss")
+HIGHLIGHT_ORDER = (
+    "keywords",
+    "json_schema_valid",
+    "regex",
+    "rouge_l",
+    "token_f1",
+    "exact_match",
+    "json_valid",
+    "loss",
+)
 
 
 # Reference scorers that also measure agreement with a recorded answer (``agree:<metric>``).
@@ -94,23 +102,33 @@ class Prepared:
     """The data rendered once for every model: likelihood renderings, prompt ids, pair renderings."""
 
     def __init__(self, data: EvalData, tokenizer, options: EvalOptions):
-        renderer = Renderer(tokenizer, max_length=options.max_length, template_name="the evaluation tokenizer")
+        renderer = Renderer(
+            tokenizer, max_length=options.max_length, template_name="the evaluation tokenizer"
+        )
         with_example = [i for i, it in enumerate(data.items) if it.example is not None]
         rendered = renderer.render_many([data.items[i].example for i in with_example]) if with_example else []
         self.rendered = [None] * len(data.items)
         for i, r in zip(with_example, rendered):
             self.rendered[i] = r
-        self.prompts = [None if it.prompt is None else
-                        prompt_token_ids(tokenizer, it.prompt, options.system,
-                                         templated=not isinstance(it.prompt, str) or it.example is None)
-                        for it in data.items]
+        self.prompts = [
+            None
+            if it.prompt is None
+            else prompt_token_ids(
+                tokenizer,
+                it.prompt,
+                options.system,
+                templated=not isinstance(it.prompt, str) or it.example is None,
+            )
+            for it in data.items
+        ]
         self.pairs = []
         for pair in data.pairs:
             self.pairs.extend(renderer.render_many(list(pair_examples(pair))))
 
 
-def score_model(name: str, kind: str, model, tokenizer, data: EvalData, prep: Prepared,
-                options: EvalOptions) -> ModelScores:
+def score_model(
+    name: str, kind: str, model, tokenizer, data: EvalData, prep: Prepared, options: EvalOptions
+) -> ModelScores:
     """Every per-example series for one loaded model."""
     scores = ModelScores(name, kind)
     n = len(data.items)
@@ -124,13 +142,22 @@ def score_model(name: str, kind: str, model, tokenizer, data: EvalData, prep: Pr
         mean_loss = [p["loss_sum"] / p["n_tokens"] if p else None for p in per]
         scores.series["loss"] = Series(mean_loss, weights)
         scores.series["perplexity"] = Series(mean_loss, weights, safe_exp)
-        scores.series["token_accuracy"] = Series([p["correct"] / p["n_tokens"] if p else None for p in per], weights)
+        scores.series["token_accuracy"] = Series(
+            [p["correct"] / p["n_tokens"] if p else None for p in per], weights
+        )
     gen_idx = [i for i, p in enumerate(prep.prompts) if p is not None]
     scores.predictions = [None] * n
     if options.generate and gen_idx:
-        replies = generate_ids(model, tokenizer, [prep.prompts[i] for i in gen_idx],
-                               max_new_tokens=options.max_new_tokens, temperature=options.temperature,
-                               top_p=options.top_p, seed=options.seed, batch_size=options.batch_size)
+        replies = generate_ids(
+            model,
+            tokenizer,
+            [prep.prompts[i] for i in gen_idx],
+            max_new_tokens=options.max_new_tokens,
+            temperature=options.temperature,
+            top_p=options.top_p,
+            seed=options.seed,
+            batch_size=options.batch_size,
+        )
         _score_replies(scores, data, gen_idx, replies, options)
     if prep.pairs:
         losses = example_losses(model, prep.pairs)
@@ -141,8 +168,9 @@ def score_model(name: str, kind: str, model, tokenizer, data: EvalData, prep: Pr
     return scores
 
 
-def _score_replies(scores: ModelScores, data: EvalData, gen_idx: list[int], replies: list[dict],
-                   options: EvalOptions) -> None:
+def _score_replies(
+    scores: ModelScores, data: EvalData, gen_idx: list[int], replies: list[dict], options: EvalOptions
+) -> None:
     """Every generation metric (scorers, then graders) of ``replies[k]`` (a dict with ``text``),
     the reply to item ``gen_idx[k]``: fills ``scores.predictions`` and ``scores.series``."""
     n = len(data.items)
@@ -169,7 +197,9 @@ def score_recorded(name: str, answers: list[str | None], data: EvalData, options
     return scores
 
 
-def add_agreement(scores: ModelScores, answers: list[str | None], data: EvalData, options: EvalOptions) -> None:
+def add_agreement(
+    scores: ModelScores, answers: list[str | None], data: EvalData, options: EvalOptions
+) -> None:
     """``agree:<metric>``: how close each of ``scores``' replies is to the recorded answer
     (``answers[i]``), with the recorded answer as the reference: the reference scorers of
     :data:`AGREEMENT_METRICS`, and every ``--grader`` that reads ``{{item.reference}}`` (the
@@ -194,14 +224,22 @@ def add_agreement(scores: ModelScores, answers: list[str | None], data: EvalData
                 values[i] = result.score
             failed = sum(r.error is not None for r in results)
             if failed:
-                scores.notes.append(f"{scores.name}: grader {name} could not grade {failed} of "
-                                    f"{len(results)} answers against the recorded ones (scored 0)")
+                scores.notes.append(
+                    f"{scores.name}: grader {name} could not grade {failed} of "
+                    f"{len(results)} answers against the recorded ones (scored 0)"
+                )
     for metric, values in per.items():
         scores.series[metric] = Series(values)
 
 
-def _add_grader_scores(scores: ModelScores, per_metric: dict, data: EvalData, gen_idx: list[int],
-                       texts: list[str], scoring: ScoringOptions) -> None:
+def _add_grader_scores(
+    scores: ModelScores,
+    per_metric: dict,
+    data: EvalData,
+    gen_idx: list[int],
+    texts: list[str],
+    scoring: ScoringOptions,
+) -> None:
     """``grader:<name>`` for every generated reply (one batch per grader). A reply the grader
     could not grade scores 0 (OpenAI's rule); its error is kept with the prediction and the
     count goes into the report's notes."""
@@ -219,8 +257,10 @@ def _add_grader_scores(scores: ModelScores, per_metric: dict, data: EvalData, ge
                 prediction.setdefault("grader_errors", {})[name] = result.error
                 failed.append((data.items[i].source, result.error))
         if failed:
-            note = (f"{scores.name}: grader {name} could not grade {len(failed)} of {len(results)} "
-                    f"answers (scored 0); first: {failed[0][0]}: {failed[0][1]}")
+            note = (
+                f"{scores.name}: grader {name} could not grade {len(failed)} of {len(results)} "
+                f"answers (scored 0); first: {failed[0][0]}: {failed[0][1]}"
+            )
             scores.notes.append(note)
             log.warning("eval: %s", note)
 
@@ -236,7 +276,9 @@ def add_implicit_reward(scores: ModelScores, reference: ModelScores) -> None:
     scores.series["reward_accuracy"] = Series([float(m > 0) for m in margins])
 
 
-def add_reward_model_scores(all_scores: list[ModelScores], data: EvalData, reward_model, tokenizer) -> dict | None:
+def add_reward_model_scores(
+    all_scores: list[ModelScores], data: EvalData, reward_model, tokenizer
+) -> dict | None:
     """Explicit reward model: the score of each model's replies (``rm_score``) and the reward
     model's own pairwise accuracy on preference pairs (returned, it does not depend on the
     evaluated models)."""
@@ -247,8 +289,10 @@ def add_reward_model_scores(all_scores: list[ModelScores], data: EvalData, rewar
         idx = [i for i, p in enumerate(s.predictions) if p is not None]
         if not idx:
             continue
-        convs = [_as_messages(data.items[i].prompt) + [{"role": "assistant", "content": s.predictions[i]["text"]}]
-                 for i in idx]
+        convs = [
+            _as_messages(data.items[i].prompt) + [{"role": "assistant", "content": s.predictions[i]["text"]}]
+            for i in idx
+        ]
         values = [None] * len(s.predictions)
         for i, v in zip(idx, rm_score(rm, rm_tok, convs)):
             values[i] = float(v)
@@ -269,7 +313,11 @@ def _as_messages(prompt) -> list[dict]:
 
 
 def _present(series: Series) -> tuple[list[int], list[float], list[float] | None]:
-    idx = [i for i, v in enumerate(series.values) if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    idx = [
+        i
+        for i, v in enumerate(series.values)
+        if v is not None and not (isinstance(v, float) and math.isnan(v))
+    ]
     weights = None if series.weights is None else [series.weights[i] for i in idx]
     return idx, [series.values[i] for i in idx], weights
 
@@ -280,9 +328,14 @@ def summarize(scores: ModelScores, options: EvalOptions) -> dict:
     for metric, series in scores.series.items():
         _, values, weights = _present(series)
         if values:
-            out[metric] = bootstrap_ci(values, weights=weights, transform=series.transform,
-                                       n_resamples=options.n_resamples, confidence=options.confidence,
-                                       seed=options.seed)
+            out[metric] = bootstrap_ci(
+                values,
+                weights=weights,
+                transform=series.transform,
+                n_resamples=options.n_resamples,
+                confidence=options.confidence,
+                seed=options.seed,
+            )
     return out
 
 
@@ -298,9 +351,15 @@ def compare(a: ModelScores, b: ModelScores, options: EvalOptions) -> dict:
             continue
         va, vb = [sa.values[i] for i in idx], [sb.values[i] for i in idx]
         weights = None if sa.weights is None else [sa.weights[i] for i in idx]
-        res = paired_bootstrap(va, vb, weights=weights, transform=sa.transform,
-                               n_resamples=options.n_resamples, confidence=options.confidence,
-                               seed=options.seed)
+        res = paired_bootstrap(
+            va,
+            vb,
+            weights=weights,
+            transform=sa.transform,
+            n_resamples=options.n_resamples,
+            confidence=options.confidence,
+            seed=options.seed,
+        )
         res.update(win_tie_loss(va, vb, higher_is_better=metric_info(metric)[1]))
         out[metric] = res
     return out
@@ -310,8 +369,13 @@ def example_rows(data: EvalData, all_scores: list[ModelScores]) -> list[dict]:
     """One row per generation / likelihood example: prompt, reference, each model's reply and scores."""
     rows = []
     for i, item in enumerate(data.items):
-        row = {"source": item.source, "prompt": _prompt_text(item.prompt), "reference": item.target.get("reference"),
-               "answers": {}, "scores": {}}
+        row = {
+            "source": item.source,
+            "prompt": _prompt_text(item.prompt),
+            "reference": item.target.get("reference"),
+            "answers": {},
+            "scores": {},
+        }
         for s in all_scores:
             pred = s.predictions[i] if i < len(s.predictions) else None
             if pred is not None:
@@ -319,8 +383,11 @@ def example_rows(data: EvalData, all_scores: list[ModelScores]) -> list[dict]:
                 if pred.get("grader_errors"):
                     row.setdefault("grader_errors", {})[s.name] = pred["grader_errors"]
             # Transformed series (perplexity) are aggregate-only: their per-example value is the loss.
-            row["scores"][s.name] = {m: ser.values[i] for m, ser in s.series.items()
-                                     if ser.transform is None and i < len(ser.values) and ser.values[i] is not None}
+            row["scores"][s.name] = {
+                m: ser.values[i]
+                for m, ser in s.series.items()
+                if ser.transform is None and i < len(ser.values) and ser.values[i] is not None
+            }
         rows.append(row)
     return rows
 
@@ -334,8 +401,14 @@ def _prompt_text(prompt) -> str | None:
 def highlights(rows: list[dict], a: str, b: str, k: int = 5) -> dict:
     """The ``k`` examples where ``a`` gained most over ``b`` and the ``k`` where it lost most, by
     the first metric of :data:`HIGHLIGHT_ORDER` both have (equal gains ordered by ROUGE-L, then loss)."""
-    metric = next((m for m in HIGHLIGHT_ORDER
-                   if any(m in r["scores"].get(a, {}) and m in r["scores"].get(b, {}) for r in rows)), None)
+    metric = next(
+        (
+            m
+            for m in HIGHLIGHT_ORDER
+            if any(m in r["scores"].get(a, {}) and m in r["scores"].get(b, {}) for r in rows)
+        ),
+        None,
+    )
     if metric is None:
         return {"metric": None, "improvements": [], "regressions": []}
     sign = 1.0 if metric_info(metric)[1] else -1.0
@@ -346,8 +419,11 @@ def highlights(rows: list[dict], a: str, b: str, k: int = 5) -> dict:
             return 0.0
         return (sa[m] - sb[m]) * (1.0 if metric_info(m)[1] else -1.0)
 
-    scored = [(sign * (r["scores"][a][metric] - r["scores"][b][metric]), delta(r, "rouge_l"), delta(r, "loss"), i)
-              for i, r in enumerate(rows) if metric in r["scores"].get(a, {}) and metric in r["scores"].get(b, {})]
+    scored = [
+        (sign * (r["scores"][a][metric] - r["scores"][b][metric]), delta(r, "rouge_l"), delta(r, "loss"), i)
+        for i, r in enumerate(rows)
+        if metric in r["scores"].get(a, {}) and metric in r["scores"].get(b, {})
+    ]
     # Membership by the ranking metric alone (agrees with its win/tie/loss); the others only order.
     best = sorted((s for s in scored if s[0] > 0), reverse=True)[:k]
     worst = sorted(s for s in scored if s[0] < 0)[:k]

@@ -24,9 +24,10 @@ import re
 import string
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .. import jsontext
 from ..errors import ConfigError
@@ -141,7 +142,9 @@ def load_user_scorer(spec: str) -> Callable[[str, dict], float]:
     except ConfigError:
         raise
     except Exception as exc:  # the user's module failed to import: say which and why
-        raise ConfigError(f"scorer '{spec}': could not load {module_name}: {type(exc).__name__}: {exc}") from None
+        raise ConfigError(
+            f"scorer '{spec}': could not load {module_name}: {type(exc).__name__}: {exc}"
+        ) from None
     func = getattr(module, func_name, None)
     if not callable(func):
         raise ConfigError(f"scorer '{spec}': {module_name} has no function '{func_name}'")
@@ -154,8 +157,10 @@ def call_user_scorer(name: str, func: Callable, prediction: str, example: dict) 
     if isinstance(value, bool):
         value = float(value)
     if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-        raise ConfigError(f"scorer '{name}' returned {value!r} for {example.get('source', 'an example')}; "
-                          "a scorer must return a number in [0, 1]")
+        raise ConfigError(
+            f"scorer '{name}' returned {value!r} for {example.get('source', 'an example')}; "
+            "a scorer must return a number in [0, 1]"
+        )
     return float(value)
 
 
@@ -170,7 +175,7 @@ class ScoringOptions:
     json_schema: dict | None = None
     check_json: bool = False
     user_scorers: dict[str, Callable] = field(default_factory=dict)
-    graders: list["EvalGrader"] = field(default_factory=list)
+    graders: list[EvalGrader] = field(default_factory=list)
     """OpenAI graders (``--grader``), scored as ``grader:<name>``."""
     judge: Callable | None = None
     """The judge of the graders' score_model / label_model graders (a LocalJudge)."""
@@ -262,14 +267,17 @@ def load_eval_graders(files: list[str]) -> list[EvalGrader]:
         except GraderError as exc:
             raise ConfigError(f"{exc.path}: {exc.bare_message}") from None
         if name in [g.name for g in out]:
-            raise ConfigError(f"--grader {file}: another grader is also named {name!r}; give "
-                              "each a distinct name (a file may hold {\"name\": …, \"grader\": …})")
+            raise ConfigError(
+                f"--grader {file}: another grader is also named {name!r}; give "
+                'each a distinct name (a file may hold {"name": …, "grader": …})'
+            )
         out.append(EvalGrader(name, spec))
     return out
 
 
-def grade_replies(graders: list[EvalGrader], replies: list[str], items: list[dict],
-                  judge: Callable | None = None) -> dict[str, list]:
+def grade_replies(
+    graders: list[EvalGrader], replies: list[str], items: list[dict], judge: Callable | None = None
+) -> dict[str, list]:
     """``{name: [GraderResult per reply]}``: every grader over every reply in one batch
     (``items[k]`` is reply ``k``'s held-out row). A reply the grader cannot grade scores 0
     with ``error`` set, as OpenAI scores a grader error."""

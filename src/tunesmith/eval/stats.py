@@ -14,7 +14,7 @@ token-weighted mean), optionally passed through ``transform`` (``exp`` for perpl
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -28,8 +28,16 @@ def weighted_mean(values, weights=None) -> float:
     return float((values * weights).sum() / total) if total > 0 else float("nan")
 
 
-def paired_bootstrap(a, b, *, weights=None, transform: Callable[[float], float] | None = None,
-                     n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0) -> dict:
+def paired_bootstrap(
+    a,
+    b,
+    *,
+    weights=None,
+    transform: Callable[[float], float] | None = None,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict:
     """Difference ``metric(a) - metric(b)`` with a paired percentile bootstrap interval.
 
     Args:
@@ -91,8 +99,15 @@ def safe_exp(x: float) -> float:
     return math.exp(min(x, 50.0))
 
 
-def bootstrap_ci(values, *, weights=None, transform: Callable[[float], float] | None = None,
-                 n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0) -> dict:
+def bootstrap_ci(
+    values,
+    *,
+    weights=None,
+    transform: Callable[[float], float] | None = None,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict:
     """One model's metric with a percentile bootstrap interval: ``{"value", "low", "high", "n"}``.
 
     The same resampling as :func:`paired_bootstrap`, against a second "model" that is always 0
@@ -100,8 +115,15 @@ def bootstrap_ci(values, *, weights=None, transform: Callable[[float], float] | 
     back)."""
     values = np.asarray(values, dtype=np.float64)
     zero = np.zeros_like(values)
-    res = paired_bootstrap(values, zero, weights=weights, transform=transform,
-                           n_resamples=n_resamples, confidence=confidence, seed=seed)
+    res = paired_bootstrap(
+        values,
+        zero,
+        weights=weights,
+        transform=transform,
+        n_resamples=n_resamples,
+        confidence=confidence,
+        seed=seed,
+    )
     shift = res["b"]  # f(0): 0 without a transform, 1 for exp
     low = None if res["low"] is None else res["low"] + shift
     high = None if res["high"] is None else res["high"] + shift

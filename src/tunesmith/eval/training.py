@@ -39,17 +39,23 @@ def _where(source: str) -> Where:
 class GenerationEval:
     """The ``train.eval_generate`` hook: ``hook(model, step) -> {"eval_gen_<metric>": mean}``."""
 
-    def __init__(self, items: list, tokenizer, out_dir: Path, *, batch_size: int, max_length: int,
-                 write: bool = True):
+    def __init__(
+        self, items: list, tokenizer, out_dir: Path, *, batch_size: int, max_length: int, write: bool = True
+    ):
         self.items = [it for it in items if it.prompt is not None]
         self.tokenizer = tokenizer
         self.path = Path(out_dir) / GENERATIONS
         self.batch_size, self.write = batch_size, write
-        self.prompts = [prompt_token_ids(tokenizer, it.prompt, templated=not isinstance(it.prompt, str))
-                        for it in self.items]
+        self.prompts = [
+            prompt_token_ids(tokenizer, it.prompt, templated=not isinstance(it.prompt, str))
+            for it in self.items
+        ]
         # Replies need not be much longer than the references; 1.5x the longest plus slack.
-        ref_lengths = [len(tokenizer.encode(it.target["reference"], add_special_tokens=False))
-                       for it in self.items if it.target.get("reference")]
+        ref_lengths = [
+            len(tokenizer.encode(it.target["reference"], add_special_tokens=False))
+            for it in self.items
+            if it.target.get("reference")
+        ]
         longest = max(ref_lengths, default=85)
         self.max_new_tokens = max(8, min(max_length, int(1.5 * longest) + 8))
 
@@ -58,8 +64,13 @@ class GenerationEval:
             return {}
         was_training = model.training
         model.eval()
-        replies = generate_ids(model, self.tokenizer, self.prompts, max_new_tokens=self.max_new_tokens,
-                               batch_size=self.batch_size)
+        replies = generate_ids(
+            model,
+            self.tokenizer,
+            self.prompts,
+            max_new_tokens=self.max_new_tokens,
+            batch_size=self.batch_size,
+        )
         if was_training:
             model.train()
         rows, sums, counts = [], {}, {}
@@ -68,9 +79,16 @@ class GenerationEval:
             for k, v in scores.items():
                 sums[k] = sums.get(k, 0.0) + v
                 counts[k] = counts.get(k, 0) + 1
-            rows.append({"step": step, "source": item.source, "prompt": item.prompt,
-                         "reference": item.target.get("reference"), "prediction": reply["text"],
-                         "scores": scores})
+            rows.append(
+                {
+                    "step": step,
+                    "source": item.source,
+                    "prompt": item.prompt,
+                    "reference": item.target.get("reference"),
+                    "prediction": reply["text"],
+                    "scores": scores,
+                }
+            )
         if self.write and step is not None:
             self._append(step, rows)
         return {f"eval_gen_{k}": sums[k] / counts[k] for k in sums}
@@ -79,8 +97,11 @@ class GenerationEval:
         """Replace any rows of this or a later step (left by a run we resumed) with ``rows``."""
         kept = []
         if self.path.is_file():
-            kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and (json.loads(line).get("step") or 0) < step]
+            kept = [
+                line
+                for line in self.path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and (json.loads(line).get("step") or 0) < step
+            ]
         text = "".join(line + "\n" for line in kept) + "".join(json.dumps(r) + "\n" for r in rows)
         self.path.write_text(text, encoding="utf-8")
 
@@ -91,19 +112,30 @@ def attach_generation_eval(trainer, cfg, tokenizer, out_dir: Path) -> None:
 
     dist = getattr(trainer, "dist", None)
     if dist is not None and getattr(dist, "active", False) and getattr(dist, "mode", "") == "fsdp":
-        log.warning("train.eval_generate is skipped under FSDP (generation needs whole weights); "
-                    "run tunesmith eval on the result instead")
+        log.warning(
+            "train.eval_generate is skipped under FSDP (generation needs whole weights); "
+            "run tunesmith eval on the result instead"
+        )
         return
     _, eval_examples = train_eval_examples(cfg, "sft")
     items = [sft_item(ex, _where(ex.source)) for ex in eval_examples[: cfg.train.eval_generate]]
-    hook = GenerationEval(items, tokenizer, out_dir, batch_size=cfg.train.batch_size,
-                          max_length=cfg.train.max_length, write=getattr(dist, "is_main", True))
+    hook = GenerationEval(
+        items,
+        tokenizer,
+        out_dir,
+        batch_size=cfg.train.batch_size,
+        max_length=cfg.train.max_length,
+        write=getattr(dist, "is_main", True),
+    )
     if not hook.items:
         log.warning("train.eval_generate: the held-out examples have no prompts to answer (raw text)")
         return
     trainer.eval_hook = hook
-    log.info("eval: generation metrics on %d held-out prompts at each evaluation (max %d new tokens)",
-             len(hook.items), hook.max_new_tokens)
+    log.info(
+        "eval: generation metrics on %d held-out prompts at each evaluation (max %d new tokens)",
+        len(hook.items),
+        hook.max_new_tokens,
+    )
 
 
 # ---- end-of-run report ------------------------------------------------------------------------
@@ -163,31 +195,67 @@ def run_report(out_dir: Path) -> dict | None:
         metrics[s.name] = summarize(s, options)
         for key in ("eval_loss", "eval_ppl", "eval_accuracy"):
             if key in ev:
-                metrics[s.name][key] = {"value": ev[key], "low": None, "high": None, "n": ev.get("eval_tokens")}
+                metrics[s.name][key] = {
+                    "value": ev[key],
+                    "low": None,
+                    "high": None,
+                    "n": ev.get("eval_tokens"),
+                }
     comparisons, hl, examples = [], [], []
     if len(scores) == 2:
         cmp = compare(scores[0], scores[1], options)
         for key in ("eval_loss", "eval_ppl", "eval_accuracy"):
             if key in last and key in first:
-                cmp[key] = {"diff": last[key] - first[key], "low": None, "high": None, "a": last[key], "b": first[key]}
+                cmp[key] = {
+                    "diff": last[key] - first[key],
+                    "low": None,
+                    "high": None,
+                    "a": last[key],
+                    "b": first[key],
+                }
         comparisons = [{"model": scores[0].name, "baseline": scores[1].name, "metrics": cmp}]
         if order:
             examples = example_rows(EvalData(str(path), "generations", items), scores)
-            hl = [{"model": scores[0].name, "baseline": scores[1].name,
-                   **highlights(examples, scores[0].name, scores[1].name)}]
-    notes = [] if first is None else [
-        f"Held-out evaluation at step {first['step']} and at step {last['step']}"
-        + (" (step 0 is the model before training)." if first["step"] == 0 else ".")
-        + ("" if order else " Set train.eval_generate: N for generation metrics; "
-           "run tunesmith eval for the full comparison with intervals.")]
-    return {"title": f"Training report: {out_dir.name}",
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "notes": notes,
-            "settings": {"run": str(out_dir), "steps": rows[-1].get("step"), "decoding": "greedy",
-                         "bootstrap_resamples": options.n_resamples, "confidence": options.confidence,
-                         "seed": options.seed},
-            "models": [{"name": s.name, "kind": "checkpoint", "path": str(out_dir)} for s in scores],
-            "metrics": metrics, "comparisons": comparisons, "examples": examples, "highlights": hl,
-            "training": training}
+            hl = [
+                {
+                    "model": scores[0].name,
+                    "baseline": scores[1].name,
+                    **highlights(examples, scores[0].name, scores[1].name),
+                }
+            ]
+    notes = (
+        []
+        if first is None
+        else [
+            f"Held-out evaluation at step {first['step']} and at step {last['step']}"
+            + (" (step 0 is the model before training)." if first["step"] == 0 else ".")
+            + (
+                ""
+                if order
+                else " Set train.eval_generate: N for generation metrics; "
+                "run tunesmith eval for the full comparison with intervals."
+            )
+        ]
+    )
+    return {
+        "title": f"Training report: {out_dir.name}",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "notes": notes,
+        "settings": {
+            "run": str(out_dir),
+            "steps": rows[-1].get("step"),
+            "decoding": "greedy",
+            "bootstrap_resamples": options.n_resamples,
+            "confidence": options.confidence,
+            "seed": options.seed,
+        },
+        "models": [{"name": s.name, "kind": "checkpoint", "path": str(out_dir)} for s in scores],
+        "metrics": metrics,
+        "comparisons": comparisons,
+        "examples": examples,
+        "highlights": hl,
+        "training": training,
+    }
 
 
 def write_run_report(out_dir: Path, trainer=None) -> Path | None:

@@ -16,8 +16,15 @@ from .. import rundir
 from ..errors import ModelError
 from ..hashing import sha256_file
 
-KEEP = ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json",
-        "special_tokens_map.json", "chat_template.jinja", "chat_template.json")
+KEEP = (
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "chat_template.json",
+)
 
 
 def run_dir_of(adapter_folder: Path) -> Path | None:
@@ -59,24 +66,44 @@ def model_card(adapter_cfg: dict, run_dir: Path | None) -> str:
         resolved = run.read_resolved_config()
     method = resolved.get("method", "unknown")
     front = {"base_model": base, "library_name": "peft", "tags": ["tunesmith", method, "lora"]}
-    lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
-             f"# LoRA adapter for `{Path(base).name}`", "",
-             f"Trained with tunesmith ({method}). Load it with PEFT over the base model, serve it with "
-             "`tunesmith serve --model BASE --adapter NAME=THIS_FOLDER`, or merge it with "
-             "`tunesmith export THIS_FOLDER --format hf --out DIR`.", "", "## Facts", "",
-             "| | |", "|---|---|", f"| base model | `{base}` |", f"| method | {method} |"]
+    lines = [
+        "---",
+        yaml.safe_dump(front, sort_keys=False).strip(),
+        "---",
+        "",
+        f"# LoRA adapter for `{Path(base).name}`",
+        "",
+        f"Trained with tunesmith ({method}). Load it with PEFT over the base model, serve it with "
+        "`tunesmith serve --model BASE --adapter NAME=THIS_FOLDER`, or merge it with "
+        "`tunesmith export THIS_FOLDER --format hf --out DIR`.",
+        "",
+        "## Facts",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| base model | `{base}` |",
+        f"| method | {method} |",
+    ]
     if info.get("data_fingerprint"):
         lines.append(f"| data fingerprint (sha256/16 of the training files) | `{info['data_fingerprint']}` |")
     params = info.get("parameters") or {}
     if params:
-        lines.append(f"| trainable / total parameters | {params.get('trainable'):,} / {params.get('total'):,} |")
+        lines.append(
+            f"| trainable / total parameters | {params.get('trainable'):,} / {params.get('total'):,} |"
+        )
     lora = {k: adapter_cfg.get(k) for k in ("r", "lora_alpha", "lora_dropout", "use_dora", "use_rslora")}
     lora["target_modules"] = sorted(adapter_cfg.get("target_modules") or [])
     lines += ["", "## Adapter", "", "```yaml", yaml.safe_dump(lora, sort_keys=False).strip(), "```"]
     if resolved:
         keep = {k: resolved[k] for k in ("model", "data", "adapter", "train") if k in resolved}
-        lines += ["", "## Hyperparameters (resolved config)", "", "```yaml",
-                  yaml.safe_dump(keep, sort_keys=False).strip(), "```"]
+        lines += [
+            "",
+            "## Hyperparameters (resolved config)",
+            "",
+            "```yaml",
+            yaml.safe_dump(keep, sort_keys=False).strip(),
+            "```",
+        ]
     summary = eval_summary(run_dir)
     lines += ["", "## Evaluation", ""]
     if summary:
@@ -120,5 +147,10 @@ def export_adapter(run: str, out: str) -> dict:
     if out_path.exists():
         shutil.rmtree(out_path)
     tmp.rename(out_path)
-    return {"format": "adapter", "out": str(out_path), "files": copied + ["README.md"],
-            "run": str(run_dir) if run_dir else None, "eval": eval_summary(run_dir)}
+    return {
+        "format": "adapter",
+        "out": str(out_path),
+        "files": copied + ["README.md"],
+        "run": str(run_dir) if run_dir else None,
+        "eval": eval_summary(run_dir),
+    }

@@ -65,8 +65,9 @@ def planned_tensors(model_dir: Path, config: dict) -> list[tuple[str, np.ndarray
 
     arch = ARCHES[config["architectures"][0]]
     n_layers = config["num_hidden_layers"]
-    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA if arch == "llama" else gguf.MODEL_ARCH.QWEN2,
-                                        n_layers)
+    name_map = gguf.get_tensor_name_map(
+        gguf.MODEL_ARCH.LLAMA if arch == "llama" else gguf.MODEL_ARCH.QWEN2, n_layers
+    )
     n_head = config["num_attention_heads"]
     n_kv = config.get("num_key_value_heads") or n_head
     out = []
@@ -180,11 +181,27 @@ def write_gguf(model_dir: str, out_file: str, *, quant: str = "f16", name: str |
     writer.close()
 
     merges = [" ".join(m) for m in merge_pairs(tokenizer_json["model"])] if kind.model == "gpt2" else None
-    report = verify_gguf(str(tmp), expected, tokens=tokens, merges=merges, pre=kind.pre,
-                         chat_template=getattr(tokenizer, "chat_template", None), eot=eot, adds=adds)
+    report = verify_gguf(
+        str(tmp),
+        expected,
+        tokens=tokens,
+        merges=merges,
+        pre=kind.pre,
+        chat_template=getattr(tokenizer, "chat_template", None),
+        eot=eot,
+        adds=adds,
+    )
     tmp.replace(out)
-    report.update({"file": str(out), "quant": quant, "arch": arch, "tokenizer": kind.model,
-                   "pre_tokenizer": kind.pre, "bytes": out.stat().st_size})
+    report.update(
+        {
+            "file": str(out),
+            "quant": quant,
+            "arch": arch,
+            "tokenizer": kind.model,
+            "pre_tokenizer": kind.pre,
+            "bytes": out.stat().st_size,
+        }
+    )
     return report
 
 
@@ -193,9 +210,17 @@ def _field(reader, key: str):
     return None if field is None else field.contents()
 
 
-def verify_gguf(path: str, expected: list[tuple[str, np.ndarray]], *, tokens: list[str] | None = None,
-                merges: list[str] | None = None, pre: str | None = None, chat_template: str | None = None,
-                eot: int | None = None, adds: dict[str, bool] | None = None) -> dict:
+def verify_gguf(
+    path: str,
+    expected: list[tuple[str, np.ndarray]],
+    *,
+    tokens: list[str] | None = None,
+    merges: list[str] | None = None,
+    pre: str | None = None,
+    chat_template: str | None = None,
+    eot: int | None = None,
+    adds: dict[str, bool] | None = None,
+) -> dict:
     """Read ``path`` back; raise ModelError unless names, shapes, values and the given metadata
     (vocabulary, merges as ``"left right"``, pre-tokenizer name, template, ids, BOS/EOS flags) match."""
     import gguf
@@ -204,8 +229,10 @@ def verify_gguf(path: str, expected: list[tuple[str, np.ndarray]], *, tokens: li
     got = {t.name: t for t in reader.tensors}
     names = [n for n, _ in expected]
     if sorted(got) != sorted(names):
-        raise ModelError(f"GGUF verification: tensor names differ: missing {sorted(set(names) - set(got))}, "
-                         f"unexpected {sorted(set(got) - set(names))}")
+        raise ModelError(
+            f"GGUF verification: tensor names differ: missing {sorted(set(names) - set(got))}, "
+            f"unexpected {sorted(set(got) - set(names))}"
+        )
     worst = {"f16_rel": 0.0, "q8_0_ratio": 0.0, "f32_abs": 0.0}
     for name, w in expected:
         t = got[name]
@@ -217,9 +244,9 @@ def verify_gguf(path: str, expected: list[tuple[str, np.ndarray]], *, tokens: li
         if t.tensor_type == gguf.GGMLQuantizationType.F32:
             ok, worst["f32_abs"] = bool((err == 0).all()), max(worst["f32_abs"], float(err.max()))
         elif t.tensor_type == gguf.GGMLQuantizationType.F16:
-            bound = np.abs(w) * 2.0 ** -11 + 2.0 ** -25
+            bound = np.abs(w) * 2.0**-11 + 2.0**-25
             ok = bool((err <= bound).all())
-            normal = np.abs(w) >= 2.0 ** -14  # relative error is meaningful in f16's normal range
+            normal = np.abs(w) >= 2.0**-14  # relative error is meaningful in f16's normal range
             if normal.any():
                 worst["f16_rel"] = max(worst["f16_rel"], float((err[normal] / np.abs(w[normal])).max()))
         elif t.tensor_type == gguf.GGMLQuantizationType.Q8_0:
@@ -231,8 +258,10 @@ def verify_gguf(path: str, expected: list[tuple[str, np.ndarray]], *, tokens: li
         else:
             ok = False
         if not ok:
-            raise ModelError(f"GGUF verification: {name} ({t.tensor_type.name}) differs from the source weights "
-                             f"by up to {float(err.max()):.3g}, beyond the format's rounding bound")
+            raise ModelError(
+                f"GGUF verification: {name} ({t.tensor_type.name}) differs from the source weights "
+                f"by up to {float(err.max()):.3g}, beyond the format's rounding bound"
+            )
     if tokens is not None:
         stored = _field(reader, "tokenizer.ggml.tokens")
         if list(stored) != tokens:
@@ -243,11 +272,17 @@ def verify_gguf(path: str, expected: list[tuple[str, np.ndarray]], *, tokens: li
         raise ModelError(f"GGUF verification: the stored pre-tokenizer is not {pre!r}")
     if chat_template and _field(reader, "tokenizer.chat_template") != chat_template:
         raise ModelError("GGUF verification: the stored chat template differs from the tokenizer's")
-    if eot is not None and _field(reader, "tokenizer.ggml.eot_token_id") != eot \
-            and _field(reader, "tokenizer.ggml.eos_token_id") != eot:
+    if (
+        eot is not None
+        and _field(reader, "tokenizer.ggml.eot_token_id") != eot
+        and _field(reader, "tokenizer.ggml.eos_token_id") != eot
+    ):
         raise ModelError("GGUF verification: the end-of-turn token id is missing")
     for which, value in (adds or {}).items():
         if _field(reader, f"tokenizer.ggml.add_{which}_token") != value:
             raise ModelError(f"GGUF verification: tokenizer.ggml.add_{which}_token is not {value}")
-    return {"tensors": len(expected), "max_f16_relative_error": worst["f16_rel"],
-            "max_q8_0_error_in_block_steps": worst["q8_0_ratio"]}
+    return {
+        "tensors": len(expected),
+        "max_f16_relative_error": worst["f16_rel"],
+        "max_q8_0_error_in_block_steps": worst["q8_0_ratio"],
+    }

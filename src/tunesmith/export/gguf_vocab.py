@@ -22,10 +22,14 @@ from dataclasses import dataclass
 from ..errors import ModelError
 
 SPACE = "\u2581"  # "▁", SentencePiece's visible space
-_LLAMA3_REGEX = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+"
-                 "[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
-_QWEN2_REGEX = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*"
-                "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
+_LLAMA3_REGEX = (
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+"
+    "[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+)
+_QWEN2_REGEX = (
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*"
+    "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+)
 
 
 @dataclass
@@ -41,8 +45,11 @@ class TokenizerKind:
 def _byte_level(step: dict, *, regex: bool) -> bool:
     """A ByteLevel step that splits with GPT-2's regex (``regex``) or not, adding no prefix space
     (llama.cpp never puts a space before the first word)."""
-    return (step.get("type") == "ByteLevel" and bool(step.get("use_regex", True)) == regex
-            and not step.get("add_prefix_space", False))
+    return (
+        step.get("type") == "ByteLevel"
+        and bool(step.get("use_regex", True)) == regex
+        and not step.get("add_prefix_space", False)
+    )
 
 
 def pre_tokenizer_name(tokenizer_json: dict, *, clean_spaces: bool = False) -> str:
@@ -64,21 +71,33 @@ def pre_tokenizer_name(tokenizer_json: dict, *, clean_spaces: bool = False) -> s
     kinds = [s.get("type") for s in steps]
     if len(steps) == 1 and _byte_level(steps[0], regex=True):
         return "gpt-2"
-    if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits") and _byte_level(steps[1], regex=True):
+    if (
+        kinds == ["Digits", "ByteLevel"]
+        and steps[0].get("individual_digits")
+        and _byte_level(steps[1], regex=True)
+    ):
         return "starcoder" if clean_spaces else "smollm"
-    if kinds == ["Split", "ByteLevel"] and _byte_level(steps[1], regex=False) and not steps[0].get("invert") \
-            and steps[0].get("behavior", "Isolated") == "Isolated":
+    if (
+        kinds == ["Split", "ByteLevel"]
+        and _byte_level(steps[1], regex=False)
+        and not steps[0].get("invert")
+        and steps[0].get("behavior", "Isolated") == "Isolated"
+    ):
         regex = (steps[0].get("pattern") or {}).get("Regex")
         if regex == _LLAMA3_REGEX:
             return "llama-bpe"
         if regex == _QWEN2_REGEX:
             return "qwen2"
     if any(s.get("type") == "ByteLevel" and s.get("add_prefix_space") for s in steps):
-        raise ModelError("GGUF export: the tokenizer adds a space before the first word (ByteLevel "
-                         "add_prefix_space); llama.cpp does not, so every text would tokenise differently")
-    raise ModelError("GGUF export: the tokenizer's pre-tokenizer is not one llama.cpp is known to match "
-                     "(supported: GPT-2 byte-level, digits-then-GPT-2 (StarCoder, SmolLM), Llama-3, Qwen2); "
-                     f"got {json.dumps(pre)[:200]}")
+        raise ModelError(
+            "GGUF export: the tokenizer adds a space before the first word (ByteLevel "
+            "add_prefix_space); llama.cpp does not, so every text would tokenise differently"
+        )
+    raise ModelError(
+        "GGUF export: the tokenizer's pre-tokenizer is not one llama.cpp is known to match "
+        "(supported: GPT-2 byte-level, digits-then-GPT-2 (StarCoder, SmolLM), Llama-3, Qwen2); "
+        f"got {json.dumps(pre)[:200]}"
+    )
 
 
 def _is_spm_normalizer(norm: dict | None) -> bool:
@@ -86,9 +105,14 @@ def _is_spm_normalizer(norm: dict | None) -> bool:
     if not norm or norm.get("type") != "Sequence":
         return False
     steps = norm.get("normalizers", [])
-    return (len(steps) == 2 and steps[0].get("type") == "Prepend" and steps[0].get("prepend") == SPACE
-            and steps[1].get("type") == "Replace" and steps[1].get("pattern", {}).get("String") == " "
-            and steps[1].get("content") == SPACE)
+    return (
+        len(steps) == 2
+        and steps[0].get("type") == "Prepend"
+        and steps[0].get("prepend") == SPACE
+        and steps[1].get("type") == "Replace"
+        and steps[1].get("pattern", {}).get("String") == " "
+        and steps[1].get("content") == SPACE
+    )
 
 
 def tokenizer_kind(tokenizer_json: dict, *, clean_spaces: bool = False) -> TokenizerKind:
@@ -108,12 +132,16 @@ def tokenizer_kind(tokenizer_json: dict, *, clean_spaces: bool = False) -> Token
             return TokenizerKind("llama", add_space_prefix=scheme == "always")
         # llama.cpp prepends "▁" after every special token too; "first" does so only at the start,
         # so a chat prompt ("<|im_start|>user…") would tokenise differently in llama.cpp.
-        raise ModelError("GGUF export: this SentencePiece-style tokenizer prepends '▁' only to the first "
-                         "segment (Metaspace prepend_scheme 'first'); llama.cpp prepends it after every "
-                         "special token as well, so chat prompts would tokenise differently")
-    raise ModelError("GGUF export: a byte-fallback BPE tokenizer whose normalizer / pre-tokenizer is not "
-                     "SentencePiece's ('▁' for spaces, one prepended); llama.cpp has no tokenizer that "
-                     f"matches it (normalizer {json.dumps(norm)[:120]}, pre-tokenizer {json.dumps(pre)[:120]})")
+        raise ModelError(
+            "GGUF export: this SentencePiece-style tokenizer prepends '▁' only to the first "
+            "segment (Metaspace prepend_scheme 'first'); llama.cpp prepends it after every "
+            "special token as well, so chat prompts would tokenise differently"
+        )
+    raise ModelError(
+        "GGUF export: a byte-fallback BPE tokenizer whose normalizer / pre-tokenizer is not "
+        "SentencePiece's ('▁' for spaces, one prepended); llama.cpp has no tokenizer that "
+        f"matches it (normalizer {json.dumps(norm)[:120]}, pre-tokenizer {json.dumps(pre)[:120]})"
+    )
 
 
 def added_special_tokens(tokenizer) -> dict[str, bool]:
@@ -123,7 +151,9 @@ def added_special_tokens(tokenizer) -> dict[str, bool]:
     one (a chat template that writes BOS itself is rendered without adding another). EOS never:
     training appends it after a completion, never after a prompt, and a prompt ending in EOS
     would tell the model the text is over."""
-    bos = bool(getattr(tokenizer, "add_bos_token", False) and getattr(tokenizer, "bos_token_id", None) is not None)
+    bos = bool(
+        getattr(tokenizer, "add_bos_token", False) and getattr(tokenizer, "bos_token_id", None) is not None
+    )
     return {"bos": bos, "eos": False}
 
 
@@ -175,8 +205,10 @@ def check_spm_merges(vocab: dict[str, int], merges: list[tuple[str, str]]) -> di
     for rank, (a, b) in enumerate(merges):
         product = a + b
         if product in first and product != last_product:
-            raise ModelError(f"GGUF export: merges producing {product!r} are not consecutive (rank {first[product]} "
-                             f"and {rank}); llama.cpp's SentencePiece tokenizer would order them differently")
+            raise ModelError(
+                f"GGUF export: merges producing {product!r} are not consecutive (rank {first[product]} "
+                f"and {rank}); llama.cpp's SentencePiece tokenizer would order them differently"
+            )
         first.setdefault(product, rank)
         last_product = product
     pairs = set(merges)
@@ -186,8 +218,10 @@ def check_spm_merges(vocab: dict[str, int], merges: list[tuple[str, str]]) -> di
         for k in range(1, len(token)):
             x, y = token[:k], token[k:]
             if x in vocab and y in vocab and (x, y) not in pairs:
-                raise ModelError(f"GGUF export: {token!r} can be joined from {x!r} + {y!r}, which is not a merge; "
-                                 "llama.cpp's SentencePiece tokenizer would join it where this tokenizer does not")
+                raise ModelError(
+                    f"GGUF export: {token!r} can be joined from {x!r} + {y!r}, which is not a merge; "
+                    "llama.cpp's SentencePiece tokenizer would join it where this tokenizer does not"
+                )
     return first
 
 

@@ -42,10 +42,14 @@ def _save_full(src: str, out: Path, tolerance: float) -> dict:
     batch = probe_batch(tokenizer)
     reloaded = load_causal_lm(str(tmp), dtype=torch.float32).eval()
     with torch.no_grad():
-        diff = float((model(**batch).logits - reloaded(**batch).logits).abs()[batch["attention_mask"].bool()].max())
+        diff = float(
+            (model(**batch).logits - reloaded(**batch).logits).abs()[batch["attention_mask"].bool()].max()
+        )
     if not diff <= tolerance:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise TunesmithError(f"export verification failed: re-saved logits differ by {diff:.3g} > {tolerance:g}")
+        raise TunesmithError(
+            f"export verification failed: re-saved logits differ by {diff:.3g} > {tolerance:g}"
+        )
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
@@ -89,15 +93,18 @@ def export_hf(run: str, out: str, *, tolerance: float = 1e-3) -> dict:
     base, adapter = resolve_model_ref(run)
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    report = merge_adapter(run, out, tolerance=tolerance) if adapter else _save_full(base, out_path, tolerance)
+    report = (
+        merge_adapter(run, out, tolerance=tolerance) if adapter else _save_full(base, out_path, tolerance)
+    )
     report.update(check_hf_folder(out, template))
     report["format"], report["out"] = "hf", str(out_path)
     (out_path / "export_report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
     return report
 
 
-def export_gguf(run: str, out: str, *, quant: str = "f16", tolerance: float = 1e-3,
-                modelfile: bool = True) -> dict:
+def export_gguf(
+    run: str, out: str, *, quant: str = "f16", tolerance: float = 1e-3, modelfile: bool = True
+) -> dict:
     """``out/<name>-<quant>.gguf`` (+ ``out/Modelfile``); merges an adapter first (verified)."""
     from ..models.generate import resolve_model_ref
     from ..models.gguf_import import resolve_model_path
@@ -120,7 +127,9 @@ def export_gguf(run: str, out: str, *, quant: str = "f16", tolerance: float = 1e
         report["gguf"] = write_gguf(src, str(gguf_file), quant=quant, name=name)
         if modelfile:
             tokenizer = load_tokenizer(src)
-            ctx = json.loads(Path(src, "config.json").read_text(encoding="utf-8")).get("max_position_embeddings")
+            ctx = json.loads(Path(src, "config.json").read_text(encoding="utf-8")).get(
+                "max_position_embeddings"
+            )
             text = make_modelfile(gguf_file.name, tokenizer, context_length=ctx)
             (out_dir / "Modelfile").write_text(text, encoding="utf-8")
             report["modelfile"] = str(out_dir / "Modelfile")

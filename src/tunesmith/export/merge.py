@@ -22,15 +22,21 @@ import torch
 from ..errors import ModelError, TunesmithError
 from ..models.template import render_chat
 
-PROBES = ["The quick brown fox jumps over the lazy dog.", "Question: what is two plus two?",
-          "Once upon a time"]
+PROBES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Question: what is two plus two?",
+    "Once upon a time",
+]
 
 
 def probe_batch(tokenizer) -> dict:
     texts = list(PROBES)
     if getattr(tokenizer, "chat_template", None):
-        texts.append(render_chat(tokenizer, [{"role": "user", "content": "hello, who are you?"}],
-                                 add_generation_prompt=True))
+        texts.append(
+            render_chat(
+                tokenizer, [{"role": "user", "content": "hello, who are you?"}], add_generation_prompt=True
+            )
+        )
     tokenizer.padding_side = "right"
     return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
 
@@ -40,9 +46,8 @@ def run_quantization(adapter: str):
     from its ``config.resolved.yaml``; None when unquantised or unknown."""
     import yaml
 
-    from ..models.quantize import spec_from_dict
-
     from .. import rundir
+    from ..models.quantize import spec_from_dict
 
     run = rundir.RunDir(Path(adapter).parent)
     if not rundir.is_final(adapter) or not run.resolved_config.is_file():
@@ -75,8 +80,9 @@ def _merge_quantized(base_path: str, adapter: str, spec, batch):
     return expected, merged
 
 
-def merge_adapter(run_or_adapter: str, out: str, *, base: str | None = None,
-                  tolerance: float = 1e-3, quantization="auto") -> dict:
+def merge_adapter(
+    run_or_adapter: str, out: str, *, base: str | None = None, tolerance: float = 1e-3, quantization="auto"
+) -> dict:
     """Write the merged model to ``out``; returns {'max_abs_diff', 'tolerance', ...}.
 
     ``quantization``: the base's quantisation during training — ``"auto"`` reads it from the
@@ -109,13 +115,20 @@ def merge_adapter(run_or_adapter: str, out: str, *, base: str | None = None,
             got = merged(**batch).logits
     keep = batch["attention_mask"].bool()
     diff = float((expected - got).abs()[keep].max())
-    report = {"base": base_path, "adapter": adapter, "max_abs_diff": diff, "tolerance": tolerance,
-              "probe_tokens": int(keep.sum())}
+    report = {
+        "base": base_path,
+        "adapter": adapter,
+        "max_abs_diff": diff,
+        "tolerance": tolerance,
+        "probe_tokens": int(keep.sum()),
+    }
     if spec is not None:
         report["dequantized_from"] = spec.describe()
     if not diff <= tolerance:
-        raise TunesmithError(f"merge verification failed: merged logits differ from the adapter's by "
-                             f"{diff:.3g} > tolerance {tolerance:g}; nothing was written")
+        raise TunesmithError(
+            f"merge verification failed: merged logits differ from the adapter's by "
+            f"{diff:.3g} > tolerance {tolerance:g}; nothing was written"
+        )
     out_path = Path(out)
     tmp = out_path.with_name(out_path.name + ".tmp-merge")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -54,15 +54,22 @@ class TemplateParts:
 
 def _probes() -> list[list[dict]]:
     n = iter(range(100))
+
     def msg(role):
         return {"role": role, "content": _S.format(next(n))}
-    return [[msg("system"), msg("user"), msg("assistant"), msg("user"), msg("assistant")],
-            [msg("user"), msg("assistant"), msg("user"), msg("assistant")],
-            [msg("system"), msg("user")], [msg("user")]]
+
+    return [
+        [msg("system"), msg("user"), msg("assistant"), msg("user"), msg("assistant")],
+        [msg("user"), msg("assistant"), msg("user"), msg("assistant")],
+        [msg("system"), msg("user")],
+        [msg("user")],
+    ]
 
 
 def _render_jinja(tokenizer, messages: list[dict], gen: bool = False) -> str:
-    return render_chat(tokenizer, messages, add_generation_prompt=gen, what="the chat template (probe conversation)")
+    return render_chat(
+        tokenizer, messages, add_generation_prompt=gen, what="the chat template (probe conversation)"
+    )
 
 
 def measure_template(tokenizer) -> TemplateParts:
@@ -87,31 +94,35 @@ def measure_template(tokenizer) -> TemplateParts:
 
     def agree(table, role, value, what):
         if table.setdefault(role, value) != value:
-            raise ModelError(f"the chat template renders the {what} of {role} turns differently by position "
-                             "(e.g. a default system prompt, merged or rewritten turns)")
+            raise ModelError(
+                f"the chat template renders the {what} of {role} turns differently by position "
+                "(e.g. a default system prompt, merged or rewritten turns)"
+            )
 
     for conv in probes:
         before = ""
         for k, m in enumerate(conv):
-            text = render(conv[:k + 1])
+            text = render(conv[: k + 1])
             if not text.startswith(before):
-                raise ModelError("the chat template is not prefix-preserving (adding a turn rewrites earlier ones)")
-            seg = text[len(before):]
+                raise ModelError(
+                    "the chat template is not prefix-preserving (adding a turn rewrites earlier ones)"
+                )
+            seg = text[len(before) :]
             at = seg.find(m["content"])
             if at < 0:
                 raise ModelError("the chat template does not render every message's content verbatim")
-            agree(suffix, m["role"], seg[at + len(m["content"]):], "end")
+            agree(suffix, m["role"], seg[at + len(m["content"]) :], "end")
             if k == 0:
                 firsts.append((m["role"], seg[:at]))
             else:
                 agree(prefix, m["role"], seg[:at], "start")
             if m["role"] == "user":
-                gen = render(conv[:k + 1], gen=True)
+                gen = render(conv[: k + 1], gen=True)
                 if not gen.startswith(text):
                     raise ModelError("add_generation_prompt rewrites the conversation")
                 if generation is None:
-                    generation = gen[len(text):]
-                elif generation != gen[len(text):]:
+                    generation = gen[len(text) :]
+                elif generation != gen[len(text) :]:
                     raise ModelError("the generation prompt depends on the conversation")
             before = text
     # The opening text before the first turn. A user-first conversation opens with
@@ -119,18 +130,20 @@ def measure_template(tokenizer) -> TemplateParts:
     # a default system turn when none is given (Qwen2.5, Llama 3) open user-first conversations
     # with prefix[system] + DEFAULT + suffix[system] + prefix[user] instead.
     default_system = None
-    user_open = {o[:len(o) - len(prefix["user"])] for r, o in firsts if r == "user" and o.endswith(prefix["user"])}
+    user_open = {
+        o[: len(o) - len(prefix["user"])] for r, o in firsts if r == "user" and o.endswith(prefix["user"])
+    }
     sys_open = {o for r, o in firsts if r == "system"}
     if len(user_open) != 1 or len(sys_open) != 1:
         raise ModelError("the chat template's opening text depends on the conversation")
     (u_open,), (s_open,) = user_open, sys_open
     if s_open.startswith(u_open):
         start = u_open
-        agree(prefix, "system", s_open[len(start):], "start")
+        agree(prefix, "system", s_open[len(start) :], "start")
     elif "system" in suffix and u_open.startswith(s_open) and u_open.endswith(suffix["system"]):
         start = ""
         agree(prefix, "system", s_open, "start")
-        default_system = u_open[len(s_open):len(u_open) - len(suffix["system"])]
+        default_system = u_open[len(s_open) : len(u_open) - len(suffix["system"])]
     else:
         raise ModelError("the chat template opens a conversation differently with and without a system turn")
     missing = [r for r in ROLES if r not in prefix or r not in suffix]
@@ -138,7 +151,7 @@ def measure_template(tokenizer) -> TemplateParts:
         raise ModelError(f"could not measure the chat template for roles {missing or ['generation prompt']}")
     parts = TemplateParts(prefix, suffix, generation, start, default_system)
     for conv in probes:  # the decomposition must reproduce every probe exactly
-        for gen in ([False, True] if conv[-1]["role"] == "user" else [False]):
+        for gen in [False, True] if conv[-1]["role"] == "user" else [False]:
             if parts.render(conv, gen) != render(conv, gen):
                 raise ModelError("the chat template cannot be expressed as per-message prefix/suffix text")
     return parts
@@ -154,20 +167,25 @@ def go_template(parts: TemplateParts) -> str:
     branches = []
     for i, role in enumerate(ROLES):
         keyword = "if" if i == 0 else "else if"
-        branches.append(f'{{{{ {keyword} eq .Role "{role}" }}}}{_go_literal(parts.prefix[role])}'
-                        f'{{{{ .Content }}}}{_go_literal(parts.suffix[role])}')
+        branches.append(
+            f'{{{{ {keyword} eq .Role "{role}" }}}}{_go_literal(parts.prefix[role])}'
+            f"{{{{ .Content }}}}{_go_literal(parts.suffix[role])}"
+        )
     body = "".join(branches) + "{{ end }}"
     default = ""
     if parts.default_system is not None:
         # Ollama executes a TEMPLATE only for a conversation with at least one message (an empty
         # chat request just loads the model), so `index .Messages 0` exists.
-        default = (f'{{{{ if ne (index .Messages 0).Role "system" }}}}{_go_literal(parts.prefix["system"])}'
-                   f'{_go_literal(parts.default_system)}{_go_literal(parts.suffix["system"])}{{{{ end }}}}')
+        default = (
+            f'{{{{ if ne (index .Messages 0).Role "system" }}}}{_go_literal(parts.prefix["system"])}'
+            f"{_go_literal(parts.default_system)}{_go_literal(parts.suffix['system'])}{{{{ end }}}}"
+        )
     return f"{_go_literal(parts.start)}{default}{{{{ range .Messages }}}}{body}{{{{ end }}}}{_go_literal(parts.generation)}"
 
 
-def modelfile(gguf_name: str, tokenizer, *, context_length: int | None = None,
-              system: str | None = None) -> str:
+def modelfile(
+    gguf_name: str, tokenizer, *, context_length: int | None = None, system: str | None = None
+) -> str:
     """Modelfile text: FROM the GGUF beside it, TEMPLATE, stop PARAMETERs (and num_ctx)."""
     from ..models.template import stop_token_ids
 
@@ -178,9 +196,9 @@ def modelfile(gguf_name: str, tokenizer, *, context_length: int | None = None,
         # llama.cpp adds BOS itself when the GGUF says so; a template that also writes it would
         # double it. It sits either before the first turn or in the (always first) system prefix.
         if parts.start.startswith(bos):
-            parts.start, added = parts.start[len(bos):], bos
+            parts.start, added = parts.start[len(bos) :], bos
         elif parts.default_system is not None and parts.prefix["system"].startswith(bos):
-            parts.prefix["system"], added = parts.prefix["system"][len(bos):], bos
+            parts.prefix["system"], added = parts.prefix["system"][len(bos) :], bos
     template = go_template(parts)
     check_go_template(template, tokenizer, before=added)
     if '"""' in template:
@@ -200,8 +218,9 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def check_go_template(template: str, tokenizer, conversations: list[list[dict]] | None = None,
-                      before: str = "") -> None:
+def check_go_template(
+    template: str, tokenizer, conversations: list[list[dict]] | None = None, before: str = ""
+) -> None:
     """ModelError unless ``before`` + the TEMPLATE executed on each conversation equals the Jinja
     template's rendering with the generation prompt (default: the probe conversations, with and
     without a system message)."""
@@ -210,8 +229,10 @@ def check_go_template(template: str, tokenizer, conversations: list[list[dict]] 
         want = _render_jinja(tokenizer, conv, gen=True)
         if got != want:
             at = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
-            raise ModelError(f"the Ollama TEMPLATE renders conversation {k} differently from the chat template "
-                             f"from character {at}: {got[at:at + 40]!r} instead of {want[at:at + 40]!r}")
+            raise ModelError(
+                f"the Ollama TEMPLATE renders conversation {k} differently from the chat template "
+                f"from character {at}: {got[at : at + 40]!r} instead of {want[at : at + 40]!r}"
+            )
 
 
 # ---- Go text/template, the subset a TEMPLATE here uses ----------------------------------------
@@ -222,14 +243,28 @@ def check_go_template(template: str, tokenizer, conversations: list[list[dict]] 
 # Anything else is an error rather than a guess.
 
 _GO_TOKEN = re.compile(r'\s+|"(?:[^"\\\n]|\\.)*"|`[^`]*`|[()]|(?:\.[A-Za-z_]\w*)+|\.|-?\d+|[A-Za-z_]\w*|\S')
-_GO_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'", "a": "\a", "b": "\b",
-               "f": "\f", "v": "\v"}
+_GO_ESCAPES = {
+    "n": "\n",
+    "t": "\t",
+    "r": "\r",
+    "\\": "\\",
+    '"': '"',
+    "'": "'",
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "v": "\v",
+}
 
 
 def render_go_template(template: str, messages: list[dict]) -> str:
     """Execute an Ollama TEMPLATE on ``messages`` (``{"role", "content"}`` dicts) as Go would."""
-    data = {"Messages": [{"Role": m["role"], "Content": m["content"]} for m in messages],
-            "System": "", "Prompt": "", "Response": ""}
+    data = {
+        "Messages": [{"Role": m["role"], "Content": m["content"]} for m in messages],
+        "System": "",
+        "Prompt": "",
+        "Response": "",
+    }
     out: list[str] = []
     _go_exec(_go_tree(_go_items(template)), data, out)
     return "".join(out)
@@ -247,7 +282,7 @@ def _go_items(template: str) -> list[tuple[str, str]]:
             items.append(("text", text))
             return items
         j = i + 2
-        if template[j:j + 1] == "-" and template[j + 1:j + 2] in (" ", "\t", "\r", "\n"):
+        if template[j : j + 1] == "-" and template[j + 1 : j + 2] in (" ", "\t", "\r", "\n"):
             text, j = text.rstrip(" \t\r\n"), j + 1
         items.append(("text", text))
         k, quote = j, None
@@ -257,7 +292,7 @@ def _go_items(template: str) -> list[tuple[str, str]]:
                 k += 2 if (c == "\\" and quote == '"') else 1
                 quote = None if c == quote else quote
                 continue
-            if c in "\"`":
+            if c in '"`':
                 quote = c
             elif template.startswith("}}", k):
                 break
@@ -302,7 +337,9 @@ def _go_tree(items: list[tuple[str, str]]) -> list:
             if len(stack) == 1:
                 raise ModelError("Go template: {{ end }} without if / range")
             stack.pop()
-        elif head in ("with", "define", "template", "block", "break", "continue") or value.startswith(("/*", "$")):
+        elif head in ("with", "define", "template", "block", "break", "continue") or value.startswith(
+            ("/*", "$")
+        ):
             raise ModelError(f"Go template: {{{{ {value} }}}} is outside the subset this check executes")
         else:
             body.append(("print", _go_parse(value)))
@@ -342,7 +379,7 @@ def _go_command(tokens, k):
         elif tok.startswith("."):
             args.append(("field", None, tok.split(".")[1:]))
             k += 1
-        elif tok[0] in "\"`":
+        elif tok[0] in '"`':
             args.append(("lit", _go_string(tok)))
             k += 1
         elif tok.lstrip("-").isdigit():
@@ -381,7 +418,9 @@ def _go_truth(v) -> bool:
 
 def _go_eq(a, b) -> bool:
     if type(a) is not type(b) or not isinstance(a, (bool, int, str)):
-        raise ModelError(f"Go template: incompatible types for comparison ({type(a).__name__}, {type(b).__name__})")
+        raise ModelError(
+            f"Go template: incompatible types for comparison ({type(a).__name__}, {type(b).__name__})"
+        )
     return a == b
 
 

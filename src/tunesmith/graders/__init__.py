@@ -22,6 +22,18 @@ from .run import GraderResult, check_runnable, grade, grade_many, make_sample
 from .sandbox import SandboxConfig
 from .spec import GraderError, parse_grader
 
-__all__ = ["GraderError", "GraderResult", "JudgeReply", "LocalJudge", "SandboxConfig",
-           "check_runnable", "grade", "grade_many", "item_keys", "judge_paths", "make_sample",
-           "parse_grader", "read_grader"]
+__all__ = [
+    "GraderError",
+    "GraderResult",
+    "JudgeReply",
+    "LocalJudge",
+    "SandboxConfig",
+    "check_runnable",
+    "grade",
+    "grade_many",
+    "item_keys",
+    "judge_paths",
+    "make_sample",
+    "parse_grader",
+    "read_grader",
+]

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import ast
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..errors import TunesmithError
 
@@ -48,7 +48,7 @@ _BINARY = {
     ast.Sub: lambda a, b: a - b,
     ast.Mult: lambda a, b: a * b,
     ast.Div: lambda a, b: a / b,
-    ast.Pow: lambda a, b: a ** b,
+    ast.Pow: lambda a, b: a**b,
 }
 _UNARY = {ast.UAdd: lambda a: +a, ast.USub: lambda a: -a}
 
@@ -78,8 +78,9 @@ class Formula:
         except (OverflowError, ValueError, TypeError) as exc:
             raise FormulaError(f"calculate_output {self.text!r}: {exc}") from None
         if isinstance(value, complex) or not math.isfinite(value):
-            raise FormulaError(f"calculate_output {self.text!r} is not a finite real number "
-                               f"for scores {scores}")
+            raise FormulaError(
+                f"calculate_output {self.text!r} is not a finite real number for scores {scores}"
+            )
         return float(value)
 
 
@@ -88,8 +89,7 @@ def parse_formula(text: str, names: set[str] | frozenset[str]) -> Formula:
     if not isinstance(text, str) or not text.strip():
         raise FormulaSyntaxError("must be a non-empty formula such as '0.5 * a + 0.5 * b'")
     if len(text) > MAX_FORMULA_CHARS:
-        raise FormulaSyntaxError(f"is {len(text)} characters long; the limit is "
-                                 f"{MAX_FORMULA_CHARS}")
+        raise FormulaSyntaxError(f"is {len(text)} characters long; the limit is {MAX_FORMULA_CHARS}")
     try:
         tree = ast.parse(text.strip().replace("^", "**"), mode="eval").body
         _check(tree, frozenset(names))
@@ -97,8 +97,9 @@ def parse_formula(text: str, names: set[str] | frozenset[str]) -> Formula:
         raise FormulaSyntaxError(f"{text!r} is not a valid formula ({exc.msg})") from None
     except (RecursionError, MemoryError):
         raise FormulaSyntaxError(f"{text!r} is nested too deeply") from None
-    used = frozenset(node.id for node in ast.walk(tree) if isinstance(node, ast.Name)
-                     and node.id not in FUNCTIONS)
+    used = frozenset(
+        node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and node.id not in FUNCTIONS
+    )
     return Formula(text, tree, used)
 
 
@@ -110,12 +111,10 @@ def _check(node: ast.AST, names: frozenset[str]) -> None:
         if node.id not in names:
             known = ", ".join(sorted(names)) or "none"
             hint = " (a function name must be called)" if node.id in FUNCTIONS else ""
-            raise FormulaSyntaxError(f"unknown name {node.id!r}{hint}; the sub-graders are: "
-                                     f"{known}")
+            raise FormulaSyntaxError(f"unknown name {node.id!r}{hint}; the sub-graders are: {known}")
     elif isinstance(node, ast.BinOp):
         if type(node.op) not in _BINARY:
-            raise FormulaSyntaxError(f"operator {_op_text(node.op)} is not allowed; use "
-                                     "+ - * / ^")
+            raise FormulaSyntaxError(f"operator {_op_text(node.op)} is not allowed; use + - * / ^")
         _check(node.left, names)
         _check(node.right, names)
     elif isinstance(node, ast.UnaryOp):
@@ -126,8 +125,9 @@ def _check(node: ast.AST, names: frozenset[str]) -> None:
         func = node.func
         if not isinstance(func, ast.Name) or func.id not in FUNCTIONS:
             shown = func.id if isinstance(func, ast.Name) else ast.unparse(func)
-            raise FormulaSyntaxError(f"call of {shown!r} is not allowed; the functions are: "
-                                     f"{', '.join(FUNCTIONS)}")
+            raise FormulaSyntaxError(
+                f"call of {shown!r} is not allowed; the functions are: {', '.join(FUNCTIONS)}"
+            )
         if node.keywords or any(isinstance(arg, ast.Starred) for arg in node.args):
             raise FormulaSyntaxError(f"{func.id}() takes plain positional arguments only")
         arity = FUNCTIONS[func.id][1]
@@ -137,9 +137,11 @@ def _check(node: ast.AST, names: frozenset[str]) -> None:
         for arg in node.args:
             _check(arg, names)
     else:
-        raise FormulaSyntaxError(f"{type(node).__name__} ({ast.unparse(node)!r}) is not "
-                                 "allowed; only numbers, sub-grader names, + - * / ^, "
-                                 "parentheses and min/max/abs/floor/ceil/exp/sqrt/log")
+        raise FormulaSyntaxError(
+            f"{type(node).__name__} ({ast.unparse(node)!r}) is not "
+            "allowed; only numbers, sub-grader names, + - * / ^, "
+            "parentheses and min/max/abs/floor/ceil/exp/sqrt/log"
+        )
 
 
 def _evaluate(node: ast.expr, scores: dict[str, float]) -> float:
@@ -157,6 +159,15 @@ def _evaluate(node: ast.expr, scores: dict[str, float]) -> float:
 
 
 def _op_text(op: ast.AST) -> str:
-    return {ast.Mod: "%", ast.FloorDiv: "//", ast.BitAnd: "&", ast.BitOr: "|",
-            ast.LShift: "<<", ast.RShift: ">>", ast.MatMult: "@", ast.Not: "not",
-            ast.Invert: "~", ast.BitXor: "^"}.get(type(op), type(op).__name__)
+    return {
+        ast.Mod: "%",
+        ast.FloorDiv: "//",
+        ast.BitAnd: "&",
+        ast.BitOr: "|",
+        ast.LShift: "<<",
+        ast.RShift: ">>",
+        ast.MatMult: "@",
+        ast.Not: "not",
+        ast.Invert: "~",
+        ast.BitXor: "^",
+    }.get(type(op), type(op).__name__)

@@ -35,8 +35,9 @@ audio parts is rejected by :func:`check_text_only`.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..errors import TunesmithError
 from .model_graders import JudgeReply
@@ -50,8 +51,11 @@ def model_graders(spec: Grader, path: str = "grader") -> list[tuple[str, ScoreMo
     """Every ``score_model`` / ``label_model`` in ``spec`` (a multi grader's too) with its
     field path."""
     if isinstance(spec, Multi):
-        return [found for key, sub in spec.graders.items()
-                for found in model_graders(sub, f"{path}.graders.{key}")]
+        return [
+            found
+            for key, sub in spec.graders.items()
+            for found in model_graders(sub, f"{path}.graders.{key}")
+        ]
     if isinstance(spec, (ScoreModel, LabelModel)):
         return [(path, spec)]
     return []
@@ -63,13 +67,15 @@ def check_text_only(spec: Grader, path: str = "grader") -> None:
         for i, message in enumerate(grader.input):
             for j, part in enumerate(message.content):
                 if part["type"] not in ("input_text", "output_text"):
-                    raise GraderError(f"{where}.input[{i}].content[{j}].type",
-                                      f"{part['type']} needs a multimodal judge; tunesmith's "
-                                      "local judge reads text only")
+                    raise GraderError(
+                        f"{where}.input[{i}].content[{j}].type",
+                        f"{part['type']} needs a multimodal judge; tunesmith's local judge reads text only",
+                    )
 
 
-def judge_paths(specs: Sequence[tuple[str, Grader]], judge_model: str | Mapping[str, str] | None,
-                option: str) -> dict[str, str]:
+def judge_paths(
+    specs: Sequence[tuple[str, Grader]], judge_model: str | Mapping[str, str] | None, option: str
+) -> dict[str, str]:
     """``{grader model name: local model path}`` for every model grader in ``specs`` (pairs of
     field path and grader), by the rules of the module docstring. ``option`` names the setting
     in errors (``grpo.rewards[0].judge_model``, ``--judge-model``). Raises GraderError (a model
@@ -78,15 +84,16 @@ def judge_paths(specs: Sequence[tuple[str, Grader]], judge_model: str | Mapping[
     found = [m for path, spec in specs for m in model_graders(spec, path)]
     if not found:
         if judge_model:
-            raise ValueError(f"{option} is set but no grader here is a score_model or "
-                             "label_model grader (only those use a judge)")
+            raise ValueError(
+                f"{option} is set but no grader here is a score_model or "
+                "label_model grader (only those use a judge)"
+            )
         return {}
     names = {grader.model for _, grader in found}
     if isinstance(judge_model, Mapping):
         stray = sorted(set(judge_model) - names)
         if stray:
-            raise ValueError(f"{option} maps {stray} but the graders' models are "
-                             f"{sorted(names)}")
+            raise ValueError(f"{option} maps {stray} but the graders' models are {sorted(names)}")
     out: dict[str, str] = {}
     for where, grader in found:
         name = grader.model
@@ -97,11 +104,15 @@ def judge_paths(specs: Sequence[tuple[str, Grader]], judge_model: str | Mapping[
         elif _is_local_model(name):
             path, source = name, f"{where}.model"
         else:
-            raise GraderError(f"{where}.model", f"{name!r} is not a local model; map it to a "
-                              f"local judge with {option} (a model folder or .gguf file)")
+            raise GraderError(
+                f"{where}.model",
+                f"{name!r} is not a local model; map it to a "
+                f"local judge with {option} (a model folder or .gguf file)",
+            )
         if not _is_local_model(path):
-            raise GraderError(f"{where}.model", f"the judge {path} ({source}) is not a model "
-                              "folder or .gguf file")
+            raise GraderError(
+                f"{where}.model", f"the judge {path} ({source}) is not a model folder or .gguf file"
+            )
         out[name] = path
     return out
 
@@ -120,8 +131,14 @@ class LocalJudge:
     supports it, else fp32).
     """
 
-    def __init__(self, models: Mapping[str, str], *, device: Any = "cpu", dtype: str = "auto",
-                 batch_size: int = DEFAULT_BATCH_SIZE):
+    def __init__(
+        self,
+        models: Mapping[str, str],
+        *,
+        device: Any = "cpu",
+        dtype: str = "auto",
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ):
         self.models = dict(models)
         self.device = device
         self.dtype = dtype
@@ -164,21 +181,26 @@ class LocalJudge:
         max_tokens = params.get("max_completions_tokens")
         top_p = params.get("top_p")
         seed = params.get("seed")
-        replies = generate_ids(model, tokenizer, prompts,
-                               max_new_tokens=int(max_tokens or DEFAULT_MAX_TOKENS),
-                               temperature=float(temperature or 0.0),
-                               top_p=float(top_p if top_p is not None else 1.0),
-                               seed=int(seed or 0), batch_size=self.batch_size)
-        return [JudgeReply(r["text"], prompt_tokens=len(p), completion_tokens=r["n_tokens"])
-                for r, p in zip(replies, prompts)]
+        replies = generate_ids(
+            model,
+            tokenizer,
+            prompts,
+            max_new_tokens=int(max_tokens or DEFAULT_MAX_TOKENS),
+            temperature=float(temperature or 0.0),
+            top_p=float(top_p if top_p is not None else 1.0),
+            seed=int(seed or 0),
+            batch_size=self.batch_size,
+        )
+        return [
+            JudgeReply(r["text"], prompt_tokens=len(p), completion_tokens=r["n_tokens"])
+            for r, p in zip(replies, prompts)
+        ]
 
 
 def _chat_messages(messages: list[dict]) -> list[dict]:
     out = []
     for m in messages:
         if not isinstance(m.get("content"), str):
-            raise TunesmithError("the local judge reads text only; this request has "
-                                 "non-text content parts")
-        out.append({"role": "system" if m["role"] == "developer" else m["role"],
-                    "content": m["content"]})
+            raise TunesmithError("the local judge reads text only; this request has non-text content parts")
+        out.append({"role": "system" if m["role"] == "developer" else m["role"], "content": m["content"]})
     return out

@@ -16,7 +16,16 @@ from typing import Any
 
 from .. import jsontext
 from . import template
-from .spec import Grader, GraderError, LabelModel, Multi, ScoreModel, StringCheck, TextSimilarity, parse_grader
+from .spec import (
+    Grader,
+    GraderError,
+    LabelModel,
+    Multi,
+    ScoreModel,
+    StringCheck,
+    TextSimilarity,
+    parse_grader,
+)
 
 
 def read_grader(value: Any, path: str = "grader") -> tuple[Grader, str]:
@@ -34,8 +43,7 @@ def read_grader(value: Any, path: str = "grader") -> tuple[Grader, str]:
     if isinstance(obj, dict) and "grader" in obj and "type" not in obj:
         extra = sorted(set(obj) - {"grader", "name"})
         if extra:
-            raise GraderError(f"{path}.{extra[0]}", "unknown field beside 'grader'; allowed: "
-                              "grader, name")
+            raise GraderError(f"{path}.{extra[0]}", "unknown field beside 'grader'; allowed: grader, name")
         name = obj.get("name")
         if name is not None and (not isinstance(name, str) or not name.strip()):
             raise GraderError(f"{path}.name", "must be a non-empty string")
@@ -72,8 +80,12 @@ def item_keys(spec: Grader) -> set[str]:
         if isinstance(g, (StringCheck, TextSimilarity)):
             texts += [g.input, g.reference]
         elif isinstance(g, (ScoreModel, LabelModel)):
-            texts += [part.get(key, "") for message in g.input for part in message.content
-                      for key in ("text", "image_url")]
+            texts += [
+                part.get(key, "")
+                for message in g.input
+                for part in message.content
+                for key in ("text", "image_url")
+            ]
     keys = set()
     for text in texts:
         for variable in template.variables(text):

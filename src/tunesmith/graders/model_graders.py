@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .. import jsontext
 from . import template
@@ -80,18 +81,25 @@ def render_messages(messages: Sequence[Message], *, sample: dict, item: dict) ->
 def judge_params(spec: ScoreModel | LabelModel) -> dict[str, Any]:
     """The ``params`` argument of the judge call for ``spec``."""
     if isinstance(spec, ScoreModel):
-        result: dict[str, Any] = {"type": "number", "minimum": spec.range[0],
-                                  "maximum": spec.range[1]}
+        result: dict[str, Any] = {"type": "number", "minimum": spec.range[0], "maximum": spec.range[1]}
         params = dict(spec.sampling_params)
     else:
         result = {"type": "string", "enum": list(spec.labels)}
         params = {}
-    schema = {"type": "object", "properties": {"result": result}, "required": ["result"],
-              "additionalProperties": False}
-    return {"model": spec.model, **params,
-            "response_format": {"type": "json_schema",
-                                "json_schema": {"name": "grader_result", "schema": schema,
-                                                "strict": True}}}
+    schema = {
+        "type": "object",
+        "properties": {"result": result},
+        "required": ["result"],
+        "additionalProperties": False,
+    }
+    return {
+        "model": spec.model,
+        **params,
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "grader_result", "schema": schema, "strict": True},
+        },
+    }
 
 
 def parse_score(reply: str, value_range: tuple[float, float]) -> float:
@@ -105,8 +113,7 @@ def parse_score(reply: str, value_range: tuple[float, float]) -> float:
     value = float(value)
     lo, hi = value_range
     if not math.isfinite(value) or not lo <= value <= hi:
-        raise ReplyParseError(f"the judge's score {value:g} is outside the range "
-                              f"[{lo:g}, {hi:g}]")
+        raise ReplyParseError(f"the judge's score {value:g} is outside the range [{lo:g}, {hi:g}]")
     return value
 
 
@@ -122,8 +129,7 @@ def parse_label(reply: str, labels: Sequence[str]) -> str:
     folded = [label for label in labels if label.casefold() == text.rstrip(".").casefold()]
     if len(folded) == 1:
         return folded[0]
-    raise ReplyParseError(f"the judge's reply is not one of the labels {list(labels)}: "
-                          f"{_clip(reply)}")
+    raise ReplyParseError(f"the judge's reply is not one of the labels {list(labels)}: {_clip(reply)}")
 
 
 def _json_result(reply: str) -> Any:

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from .. import jsontext
 from . import model_graders, sandbox, similarity, template
@@ -39,15 +40,36 @@ from .formula import FormulaError
 from .model_graders import Judge, JudgeReply, ReplyParseError
 from .sandbox import SandboxConfig
 from .similarity import Embedder, MissingLibrary
-from .spec import (Grader, GraderError, LabelModel, Multi, Python, ScoreModel, StringCheck,
-                   TextSimilarity, parse_grader)
+from .spec import (
+    Grader,
+    GraderError,
+    LabelModel,
+    Multi,
+    Python,
+    ScoreModel,
+    StringCheck,
+    TextSimilarity,
+    parse_grader,
+)
 
-ERROR_FLAGS = ("formula_parse_error", "invalid_variable_error", "model_grader_parse_error",
-               "model_grader_refusal_error", "model_grader_server_error", "other_error",
-               "python_grader_runtime_error", "python_grader_server_error", "sample_parse_error",
-               "truncated_observation_error", "unresponsive_reward_error")
-ERROR_DETAILS = ("model_grader_server_error_details", "python_grader_runtime_error_details",
-                 "python_grader_server_error_type")
+ERROR_FLAGS = (
+    "formula_parse_error",
+    "invalid_variable_error",
+    "model_grader_parse_error",
+    "model_grader_refusal_error",
+    "model_grader_server_error",
+    "other_error",
+    "python_grader_runtime_error",
+    "python_grader_server_error",
+    "sample_parse_error",
+    "truncated_observation_error",
+    "unresponsive_reward_error",
+)
+ERROR_DETAILS = (
+    "model_grader_server_error_details",
+    "python_grader_runtime_error_details",
+    "python_grader_server_error_type",
+)
 
 
 @dataclass
@@ -62,9 +84,12 @@ class GraderResult:
 
     def to_openai(self) -> dict[str, Any]:
         """The ``graders/run`` response body for this sample."""
-        return {"reward": self.score, "metadata": self.metadata,
-                "sub_rewards": dict(self.sub_scores),
-                "model_grader_token_usage_per_model": self.token_usage_per_model}
+        return {
+            "reward": self.score,
+            "metadata": self.metadata,
+            "sub_rewards": dict(self.sub_scores),
+            "model_grader_token_usage_per_model": self.token_usage_per_model,
+        }
 
 
 def make_sample(output: str | dict[str, Any]) -> dict[str, Any]:
@@ -86,18 +111,28 @@ def make_sample(output: str | dict[str, Any]) -> dict[str, Any]:
     return sample
 
 
-def grade(grader: Grader | dict, sample: str | dict, item: dict | None = None, *,
-          judge: Judge | None = None, embed: Embedder | None = None,
-          sandbox_config: SandboxConfig = SandboxConfig()) -> GraderResult:
+def grade(
+    grader: Grader | dict,
+    sample: str | dict,
+    item: dict | None = None,
+    *,
+    judge: Judge | None = None,
+    embed: Embedder | None = None,
+    sandbox_config: SandboxConfig = SandboxConfig(),
+) -> GraderResult:
     """Grade one sample (see the module contract)."""
-    return grade_many(grader, [sample], [item], judge=judge, embed=embed,
-                      sandbox_config=sandbox_config)[0]
+    return grade_many(grader, [sample], [item], judge=judge, embed=embed, sandbox_config=sandbox_config)[0]
 
 
-def grade_many(grader: Grader | dict, samples: Sequence[str | dict],
-               items: Sequence[dict | None], *, judge: Judge | None = None,
-               embed: Embedder | None = None,
-               sandbox_config: SandboxConfig = SandboxConfig()) -> list[GraderResult]:
+def grade_many(
+    grader: Grader | dict,
+    samples: Sequence[str | dict],
+    items: Sequence[dict | None],
+    *,
+    judge: Judge | None = None,
+    embed: Embedder | None = None,
+    sandbox_config: SandboxConfig = SandboxConfig(),
+) -> list[GraderResult]:
     """Grade ``samples[k]`` against ``items[k]`` for every k, batching python graders into one
     sandbox process per batch and model graders into one judge call."""
     spec = grader if not isinstance(grader, dict) else parse_grader(grader)
@@ -132,16 +167,25 @@ def grade_many(grader: Grader | dict, samples: Sequence[str | dict],
     return out
 
 
-def check_runnable(grader: Grader, *, judge: Judge | None = None, embed: Embedder | None = None,
-                   sandbox_config: SandboxConfig = SandboxConfig(), path: str = "grader") -> None:
+def check_runnable(
+    grader: Grader,
+    *,
+    judge: Judge | None = None,
+    embed: Embedder | None = None,
+    sandbox_config: SandboxConfig = SandboxConfig(),
+    path: str = "grader",
+) -> None:
     """GraderError (naming the field) when ``grade_many`` with this setup could grade no sample:
     what :func:`grade_many` itself checks (a model grader without a judge, ``cosine`` without
     ``embed``, a metric library that is missing), and for python graders that no sandbox
     backend works here or that the source does not compile (checked inside the sandbox). For
     callers that start long work — a GRPO run, an evaluation — before the first batch."""
     _check_runnable(grader, path, judge, embed)
-    pythons = ([(f"{path}.graders.{k}", g) for k, g in grader.graders.items()]
-               if isinstance(grader, Multi) else [(path, grader)])
+    pythons = (
+        [(f"{path}.graders.{k}", g) for k, g in grader.graders.items()]
+        if isinstance(grader, Multi)
+        else [(path, grader)]
+    )
     for where, spec in pythons:
         if not isinstance(spec, Python):
             continue
@@ -155,6 +199,7 @@ def check_runnable(grader: Grader, *, judge: Judge | None = None, embed: Embedde
 
 
 # --- internals ---------------------------------------------------------------------------------
+
 
 @dataclass
 class _Context:
@@ -177,12 +222,13 @@ def _check_runnable(spec: Grader, path: str, judge: Judge | None, embed: Embedde
         for key, sub in spec.graders.items():
             _check_runnable(sub, f"{path}.graders.{key}", judge, embed)
     elif isinstance(spec, (ScoreModel, LabelModel)) and judge is None:
-        raise GraderError(path, f"a {spec.type} grader needs a judge model function; none is "
-                          "configured")
+        raise GraderError(path, f"a {spec.type} grader needs a judge model function; none is configured")
     elif isinstance(spec, TextSimilarity):
         if spec.evaluation_metric == "cosine" and embed is None:
-            raise GraderError(f"{path}.evaluation_metric", "cosine similarity needs an "
-                              "embedding function; none is configured")
+            raise GraderError(
+                f"{path}.evaluation_metric",
+                "cosine similarity needs an embedding function; none is configured",
+            )
         if spec.evaluation_metric != "cosine":
             try:
                 similarity.similarity(spec.evaluation_metric, "a", "a")
@@ -228,8 +274,7 @@ def _string_check(spec: StringCheck, sample: dict, item: dict) -> _Outcome:
     return _Outcome(1.0 if hit else 0.0)
 
 
-def _text_similarity(spec: TextSimilarity, sample: dict, item: dict,
-                     embed: Embedder | None) -> _Outcome:
+def _text_similarity(spec: TextSimilarity, sample: dict, item: dict, embed: Embedder | None) -> _Outcome:
     text = template.render(spec.input, sample=sample, item=item)
     reference = template.render(spec.reference, sample=sample, item=item)
     try:
@@ -247,21 +292,29 @@ def _python(spec: Python, cases: list[tuple[dict, dict]], config: SandboxConfig)
         if case.error is None:
             outcomes.append(_Outcome(case.score, seconds=case.seconds))
         elif case.kind == "runtime":
-            outcomes.append(_Outcome(None, case.error, {
-                "python_grader_runtime_error": True,
-                "python_grader_runtime_error_details": case.error}, case.seconds))
+            outcomes.append(
+                _Outcome(
+                    None,
+                    case.error,
+                    {"python_grader_runtime_error": True, "python_grader_runtime_error_details": case.error},
+                    case.seconds,
+                )
+            )
         elif case.kind == "timeout":
-            outcomes.append(_Outcome(None, case.error, {"unresponsive_reward_error": True},
-                                     case.seconds))
+            outcomes.append(_Outcome(None, case.error, {"unresponsive_reward_error": True}, case.seconds))
         else:
-            outcomes.append(_Outcome(None, case.error, {
-                "python_grader_server_error": True,
-                "python_grader_server_error_type": "sandbox"}, case.seconds))
+            outcomes.append(
+                _Outcome(
+                    None,
+                    case.error,
+                    {"python_grader_server_error": True, "python_grader_server_error_type": "sandbox"},
+                    case.seconds,
+                )
+            )
     return outcomes
 
 
-def _model(spec: ScoreModel | LabelModel, cases: list[tuple[dict, dict]],
-           judge: Judge) -> list[_Outcome]:
+def _model(spec: ScoreModel | LabelModel, cases: list[tuple[dict, dict]], judge: Judge) -> list[_Outcome]:
     start = time.perf_counter()
     outcomes: list[_Outcome | None] = [None] * len(cases)
     requests, asked = [], []
@@ -282,8 +335,11 @@ def _model(spec: ScoreModel | LabelModel, cases: list[tuple[dict, dict]],
             failure = f"the judge failed: {type(exc).__name__}: {exc}"
     for n, k in enumerate(asked):
         if failure is not None:
-            outcomes[k] = _Outcome(None, failure, {"model_grader_server_error": True,
-                                                   "model_grader_server_error_details": failure})
+            outcomes[k] = _Outcome(
+                None,
+                failure,
+                {"model_grader_server_error": True, "model_grader_server_error_details": failure},
+            )
         else:
             outcomes[k] = _parse_reply(spec, replies[n])
     per_sample = (time.perf_counter() - start) / len(cases)
@@ -297,14 +353,20 @@ def _parse_reply(spec: ScoreModel | LabelModel, reply: Any) -> _Outcome:
         reply = JudgeReply(reply)
     if not isinstance(reply, JudgeReply) or not isinstance(reply.text, str):
         detail = f"the judge returned {type(reply).__name__}, expected str or JudgeReply"
-        return _Outcome(None, detail, {"model_grader_server_error": True,
-                                       "model_grader_server_error_details": detail})
-    tokens = {spec.model: {"prompt_tokens": int(reply.prompt_tokens),
-                           "completion_tokens": int(reply.completion_tokens),
-                           "total_tokens": int(reply.prompt_tokens + reply.completion_tokens)}}
+        return _Outcome(
+            None, detail, {"model_grader_server_error": True, "model_grader_server_error_details": detail}
+        )
+    tokens = {
+        spec.model: {
+            "prompt_tokens": int(reply.prompt_tokens),
+            "completion_tokens": int(reply.completion_tokens),
+            "total_tokens": int(reply.prompt_tokens + reply.completion_tokens),
+        }
+    }
     if reply.refusal:
-        return _Outcome(None, "the judge refused to grade", {"model_grader_refusal_error": True},
-                        tokens=tokens)
+        return _Outcome(
+            None, "the judge refused to grade", {"model_grader_refusal_error": True}, tokens=tokens
+        )
     try:
         if isinstance(spec, ScoreModel):
             return _Outcome(model_graders.parse_score(reply.text, spec.range), tokens=tokens)
@@ -332,8 +394,9 @@ def _grade_multi(spec: Multi, cases: list[tuple[dict, dict]], ctx: _Context) -> 
             if sub.error is not None:
                 errors.append(f"{key}: {sub.error}")
         scores = {key: (sub.score if sub.score is not None else 0.0) for key, sub in subs.items()}
-        outcome = _Outcome(None, "; ".join(errors) or None, flags,
-                           sum(sub.seconds for sub in subs.values()), tokens)
+        outcome = _Outcome(
+            None, "; ".join(errors) or None, flags, sum(sub.seconds for sub in subs.values()), tokens
+        )
         if not errors:
             start = time.perf_counter()
             try:
@@ -345,8 +408,7 @@ def _grade_multi(spec: Multi, cases: list[tuple[dict, dict]], ctx: _Context) -> 
     return results
 
 
-def _result(spec: Grader, outcome: _Outcome, sub_scores: dict[str, float] | None = None
-            ) -> GraderResult:
+def _result(spec: Grader, outcome: _Outcome, sub_scores: dict[str, float] | None = None) -> GraderResult:
     errors: dict[str, Any] = {name: bool(outcome.flags.get(name)) for name in ERROR_FLAGS}
     for name in ERROR_DETAILS:
         errors[name] = outcome.flags.get(name)
@@ -363,5 +425,10 @@ def _result(spec: Grader, outcome: _Outcome, sub_scores: dict[str, float] | None
         "sampled_model_name": spec.model if isinstance(spec, (ScoreModel, LabelModel)) else None,
     }
     score = outcome.score if outcome.error is None and outcome.score is not None else 0.0
-    return GraderResult(score=float(score), sub_scores=dict(sub_scores or {}),
-                        error=outcome.error, metadata=metadata, token_usage_per_model=usage)
+    return GraderResult(
+        score=float(score),
+        sub_scores=dict(sub_scores or {}),
+        error=outcome.error,
+        metadata=metadata,
+        token_usage_per_model=usage,
+    )

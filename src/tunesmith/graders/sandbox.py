@@ -62,8 +62,12 @@ from .. import jsontext
 CHILD_SOURCE_PATH = Path(__file__).with_name("sandbox_child.py")
 BACKENDS = ("bwrap", "namespaces", "process")
 _STDERR_TAIL = 4000
-_CHILD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-              "LC_ALL": "C.UTF-8"}
+_CHILD_ENV = {
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "LC_ALL": "C.UTF-8",
+}
 
 
 @dataclass(frozen=True)
@@ -97,8 +101,9 @@ class SandboxUnavailable(Exception):
     """No isolation backend that the configuration allows works on this machine."""
 
 
-def run_python_grader(source: str, cases: list[tuple[dict, dict]],
-                      config: SandboxConfig = SandboxConfig()) -> list[CaseOutcome]:
+def run_python_grader(
+    source: str, cases: list[tuple[dict, dict]], config: SandboxConfig = SandboxConfig()
+) -> list[CaseOutcome]:
     """Grade every ``(sample, item)`` in ``cases`` with ``source``'s ``grade``; never raises for
     anything the grader does. Results are in the order of ``cases``."""
     if not cases:
@@ -109,7 +114,7 @@ def run_python_grader(source: str, cases: list[tuple[dict, dict]],
         return [CaseOutcome(None, str(exc), "server")] * len(cases)
     outcomes: list[CaseOutcome] = []
     while len(outcomes) < len(cases):
-        chunk = cases[len(outcomes):len(outcomes) + config.batch_size]
+        chunk = cases[len(outcomes) : len(outcomes) + config.batch_size]
         done, fatal = _run_child(backend, source, chunk, config)
         outcomes.extend(done)
         if fatal is not None:  # the source itself cannot run: every remaining case fails
@@ -119,20 +124,25 @@ def run_python_grader(source: str, cases: list[tuple[dict, dict]],
 
 def check_source(source: str, config: SandboxConfig = SandboxConfig()) -> str | None:
     """Compile ``source`` in the sandbox (not in this process); the error text or None."""
-    wrapper = (f"SOURCE = {source!r}\n"
-               "def grade(sample, item):\n"
-               "    try:\n        compile(SOURCE, '<grader>', 'exec')\n"
-               "    except SyntaxError as e:\n"
-               "        raise ValueError(f'SyntaxError: {e.msg} (line {e.lineno})') from None\n"
-               "    return 1.0\n")
+    wrapper = (
+        f"SOURCE = {source!r}\n"
+        "def grade(sample, item):\n"
+        "    try:\n        compile(SOURCE, '<grader>', 'exec')\n"
+        "    except SyntaxError as e:\n"
+        "        raise ValueError(f'SyntaxError: {e.msg} (line {e.lineno})') from None\n"
+        "    return 1.0\n"
+    )
     outcome = run_python_grader(wrapper, [({}, {})], config)[0]
     if outcome.error is None:
         return None
     return outcome.error.splitlines()[-1] if outcome.kind == "runtime" else outcome.error
 
 
-_PROBES = {"bwrap": lambda config: _bwrap_works(_bwrap_binary(config)),
-           "namespaces": lambda config: _namespaces_work(), "process": lambda config: _process_works()}
+_PROBES = {
+    "bwrap": lambda config: _bwrap_works(_bwrap_binary(config)),
+    "namespaces": lambda config: _namespaces_work(),
+    "process": lambda config: _process_works(),
+}
 
 
 def backend_works(name: str, config: SandboxConfig = SandboxConfig()) -> bool:
@@ -148,14 +158,14 @@ def available_backends(config: SandboxConfig = SandboxConfig()) -> dict[str, boo
 def resolve_backend(config: SandboxConfig) -> str:
     """The backend ``config`` selects on this machine; :class:`SandboxUnavailable` if none."""
     if config.backend not in ("auto", *BACKENDS):
-        raise SandboxUnavailable(f"unknown sandbox backend {config.backend!r}; expected auto, "
-                                 f"{', '.join(BACKENDS)}")
+        raise SandboxUnavailable(
+            f"unknown sandbox backend {config.backend!r}; expected auto, {', '.join(BACKENDS)}"
+        )
     # Probed in order of preference, only as far as needed: the namespaces probe starts a
     # process of its own, which a machine with bubblewrap never needs.
     if config.backend != "auto":
         if not backend_works(config.backend, config):
-            raise SandboxUnavailable(f"the {config.backend!r} sandbox does not work on this "
-                                     "machine")
+            raise SandboxUnavailable(f"the {config.backend!r} sandbox does not work on this machine")
         return config.backend
     if backend_works("bwrap", config):
         return "bwrap"
@@ -163,7 +173,8 @@ def resolve_backend(config: SandboxConfig) -> str:
         raise SandboxUnavailable(
             "python graders run only inside bubblewrap, which is not installed or does not work "
             "here (apt-get install bubblewrap); allow_weaker_isolation runs them with "
-            "namespaces/resource limits only")
+            "namespaces/resource limits only"
+        )
     for name in ("namespaces", "process"):
         if backend_works(name, config):
             return name
@@ -172,29 +183,48 @@ def resolve_backend(config: SandboxConfig) -> str:
 
 # --- one child process ---------------------------------------------------------------------
 
-def _run_child(backend: str, source: str, cases: list[tuple[dict, dict]],
-               config: SandboxConfig) -> tuple[list[CaseOutcome], CaseOutcome | None]:
+
+def _run_child(
+    backend: str, source: str, cases: list[tuple[dict, dict]], config: SandboxConfig
+) -> tuple[list[CaseOutcome], CaseOutcome | None]:
     """Run ``cases`` in one child until they are done or it fails. Returns the outcomes of a
     prefix of ``cases`` (at least one case unless the source cannot load) and, when the source
     itself cannot run, the outcome to give every remaining case."""
-    limits = {"memory_bytes": config.memory_mb * 1024 * 1024, "open_files": config.open_files,
-              "cpu_seconds": math.ceil(config.startup_timeout_s + config.timeout_s * len(cases))
-              + 1}
-    payload = json.dumps({"source": source, "limits": limits, "unshare": backend == "namespaces",
-                          "cases": [{"sample": s, "item": i} for s, i in cases]},
-                         ensure_ascii=False, default=str).encode("utf-8")
+    limits = {
+        "memory_bytes": config.memory_mb * 1024 * 1024,
+        "open_files": config.open_files,
+        "cpu_seconds": math.ceil(config.startup_timeout_s + config.timeout_s * len(cases)) + 1,
+    }
+    payload = json.dumps(
+        {
+            "source": source,
+            "limits": limits,
+            "unshare": backend == "namespaces",
+            "cases": [{"sample": s, "item": i} for s, i in cases],
+        },
+        ensure_ascii=False,
+        default=str,
+    ).encode("utf-8")
     with tempfile.TemporaryDirectory(prefix="tunesmith-grader-") as workdir:
-        proc = subprocess.Popen(_argv(backend, config), stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=workdir,
-                                env=dict(_CHILD_ENV), start_new_session=True, close_fds=True)
+        proc = subprocess.Popen(
+            _argv(backend, config),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=workdir,
+            env=dict(_CHILD_ENV),
+            start_new_session=True,
+            close_fds=True,
+        )
         try:
             return _converse(proc, payload, len(cases), config)
         finally:
             _kill(proc)
 
 
-def _converse(proc: subprocess.Popen, payload: bytes, n: int,
-              config: SandboxConfig) -> tuple[list[CaseOutcome], CaseOutcome | None]:
+def _converse(
+    proc: subprocess.Popen, payload: bytes, n: int, config: SandboxConfig
+) -> tuple[list[CaseOutcome], CaseOutcome | None]:
     writer = threading.Thread(target=_feed, args=(proc.stdin, payload), daemon=True)
     writer.start()
     sel = selectors.DefaultSelector()
@@ -210,11 +240,19 @@ def _converse(proc: subprocess.Popen, payload: bytes, n: int,
             if remaining <= 0:
                 if not ready:
                     return outcomes, CaseOutcome(
-                        None, f"the grader's source did not finish loading within "
-                        f"{config.startup_timeout_s:g} s", "timeout", config.startup_timeout_s)
-                return outcomes + [CaseOutcome(None, f"grade() did not return within "
-                                               f"{config.timeout_s:g} s", "timeout",
-                                               time.monotonic() - last)], None
+                        None,
+                        f"the grader's source did not finish loading within {config.startup_timeout_s:g} s",
+                        "timeout",
+                        config.startup_timeout_s,
+                    )
+                return outcomes + [
+                    CaseOutcome(
+                        None,
+                        f"grade() did not return within {config.timeout_s:g} s",
+                        "timeout",
+                        time.monotonic() - last,
+                    )
+                ], None
             events = sel.select(timeout=remaining)
             for key, _ in events:
                 chunk = os.read(key.fileobj.fileno(), 65536)
@@ -234,28 +272,23 @@ def _converse(proc: subprocess.Popen, payload: bytes, n: int,
                     why = _exit_text(status, stderr_tail)
                     if not ready:
                         return outcomes, CaseOutcome(None, why, "server")
-                    return outcomes + [CaseOutcome(None, why, "server",
-                                                   time.monotonic() - last)], None
+                    return outcomes + [CaseOutcome(None, why, "server", time.monotonic() - last)], None
                 buffer += chunk
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
                     now = time.monotonic()
                     message = _parse_line(line, len(outcomes), ready)
                     if message.get("load_error") is not None:
-                        kind = "server" if message["load_error"].startswith("sandbox: ") else \
-                            "runtime"
-                        return outcomes, CaseOutcome(None, message["load_error"], kind,
-                                                     now - last)
+                        kind = "server" if message["load_error"].startswith("sandbox: ") else "runtime"
+                        return outcomes, CaseOutcome(None, message["load_error"], kind, now - last)
                     if message.get("ready"):
                         ready = True
                     elif "protocol" in message:
-                        return outcomes + [CaseOutcome(None, message["protocol"], "server",
-                                                       now - last)], None
+                        return outcomes + [CaseOutcome(None, message["protocol"], "server", now - last)], None
                     elif "score" in message:
                         outcomes.append(CaseOutcome(message["score"], seconds=now - last))
                     else:
-                        outcomes.append(CaseOutcome(None, message["error"], "runtime",
-                                                    now - last))
+                        outcomes.append(CaseOutcome(None, message["error"], "runtime", now - last))
                     if len(outcomes) >= n:
                         return outcomes, None
                     last, deadline = now, now + config.timeout_s
@@ -286,8 +319,7 @@ def _parse_line(line: bytes, expected: int, ready: bool) -> dict[str, Any]:
         return {"protocol": "the grader process answered out of order"}
     if set(message) == {"i", "score"}:
         score = message["score"]
-        if (isinstance(score, (int, float)) and not isinstance(score, bool)
-                and math.isfinite(score)):
+        if isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score):
             return {"score": float(score)}
     if set(message) == {"i", "error"} and isinstance(message["error"], str):
         return {"error": message["error"][:8000]}
@@ -334,6 +366,7 @@ def _exit_text(status: int, stderr_tail: bytes) -> str:
 
 # --- command lines and probes -----------------------------------------------------------------
 
+
 @functools.lru_cache(maxsize=1)
 def _child_source() -> str:
     return CHILD_SOURCE_PATH.read_text(encoding="utf-8")
@@ -355,8 +388,21 @@ def _bwrap_binary(config: SandboxConfig) -> str | None:
 
 def _bwrap_args(binary: str) -> list[str]:
     """bubblewrap's command line up to ``--``: a root with only the system and Python files."""
-    args = [binary, "--unshare-all", "--die-with-parent", "--new-session", "--clearenv",
-            "--cap-drop", "ALL", "--dev", "/dev", "--tmpfs", "/tmp", "--chdir", "/tmp"]
+    args = [
+        binary,
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+        "--clearenv",
+        "--cap-drop",
+        "ALL",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+        "--chdir",
+        "/tmp",
+    ]
     if _bwrap_has("--disable-userns", binary):
         args[1:1] = ["--unshare-user", "--disable-userns"]
     for name, value in _CHILD_ENV.items():
@@ -379,8 +425,13 @@ def _bwrap_args(binary: str) -> list[str]:
 def _python_dirs() -> list[str]:
     """The directories the interpreter needs: its installation and the virtualenv, if any."""
     dirs = []
-    for path in (sys.base_prefix, sys.base_exec_prefix, sys.prefix, sys.exec_prefix,
-                 os.path.dirname(os.path.realpath(sys.executable))):
+    for path in (
+        sys.base_prefix,
+        sys.base_exec_prefix,
+        sys.prefix,
+        sys.exec_prefix,
+        os.path.dirname(os.path.realpath(sys.executable)),
+    ):
         path = os.path.realpath(path)
         if os.path.isdir(path) and path not in dirs:
             dirs.append(path)
@@ -392,13 +443,12 @@ def _python_dirs() -> list[str]:
             kept.append(path)
     # The venv's bin/python is a symlink into the base installation, reached by its venv path.
     venv_bin = os.path.dirname(sys.executable)
-    if os.path.isdir(venv_bin) and not any(venv_bin == k or venv_bin.startswith(k + "/")
-                                           for k in kept):
+    if os.path.isdir(venv_bin) and not any(venv_bin == k or venv_bin.startswith(k + "/") for k in kept):
         kept.append(venv_bin)
     return kept
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _bwrap_has(option: str, binary: str) -> bool:
     try:
         out = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=10)
@@ -407,36 +457,51 @@ def _bwrap_has(option: str, binary: str) -> bool:
     return option in out.stdout + out.stderr
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _bwrap_works(binary: str | None) -> bool:
     if binary is None:
         return False
     try:
-        out = subprocess.run([*_bwrap_args(binary), "--", sys.executable, "-I", "-c",
-                              "print('ok')"], capture_output=True, text=True, timeout=30,
-                             env=dict(_CHILD_ENV))
+        out = subprocess.run(
+            [*_bwrap_args(binary), "--", sys.executable, "-I", "-c", "print('ok')"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=dict(_CHILD_ENV),
+        )
     except (OSError, subprocess.SubprocessError):
         return False
     return out.returncode == 0 and out.stdout.strip() == "ok"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _namespaces_work() -> bool:
     """The child's own namespace set-up, tried once with a trivial grader."""
     if not sys.platform.startswith("linux"):
         return False
-    payload = json.dumps({"source": "def grade(sample, item):\n    return 1.0\n",
-                          "limits": {"memory_bytes": 1 << 30, "open_files": 64,
-                                     "cpu_seconds": 30},
-                          "unshare": True, "cases": [{"sample": {}, "item": {}}]})
+    payload = json.dumps(
+        {
+            "source": "def grade(sample, item):\n    return 1.0\n",
+            "limits": {"memory_bytes": 1 << 30, "open_files": 64, "cpu_seconds": 30},
+            "unshare": True,
+            "cases": [{"sample": {}, "item": {}}],
+        }
+    )
     try:
-        out = subprocess.run(_python_argv(), input=payload, capture_output=True, text=True,
-                             timeout=30, env=dict(_CHILD_ENV), cwd=tempfile.gettempdir())
+        out = subprocess.run(
+            _python_argv(),
+            input=payload,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=dict(_CHILD_ENV),
+            cwd=tempfile.gettempdir(),
+        )
     except (OSError, subprocess.SubprocessError):
         return False
-    return out.stdout.split() == ['{"ready":', 'true}', '{"i":', '0,', '"score":', '1.0}']
+    return out.stdout.split() == ['{"ready":', "true}", '{"i":', "0,", '"score":', "1.0}"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _process_works() -> bool:
     return os.name == "posix"

@@ -58,8 +58,12 @@ def _make_mounts_read_only(libc):
     import ctypes
 
     class MountAttr(ctypes.Structure):
-        _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                    ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+        _fields_ = [
+            ("attr_set", ctypes.c_uint64),
+            ("attr_clr", ctypes.c_uint64),
+            ("propagation", ctypes.c_uint64),
+            ("userns_fd", ctypes.c_uint64),
+        ]
 
     ms_rec, ms_private = 0x4000, 0x40000
     if libc.mount(None, b"/", None, ms_rec | ms_private, None) != 0:
@@ -68,8 +72,7 @@ def _make_mounts_read_only(libc):
     attr = MountAttr(attr_set=0x1)  # MOUNT_ATTR_RDONLY
     libc.syscall.restype = ctypes.c_long
     at_fdcwd, at_recursive = -100, 0x8000
-    if libc.syscall(442, at_fdcwd, b"/", at_recursive, ctypes.byref(attr),
-                    ctypes.sizeof(attr)) != 0:
+    if libc.syscall(442, at_fdcwd, b"/", at_recursive, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
         err = ctypes.get_errno()
         raise OSError(err, "making the file system read-only: " + os.strerror(err))
 
@@ -103,13 +106,13 @@ def _grader_traceback(exc):
 
 def _result(i, value):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return {"i": i, "error": "grade() returned %s, expected a float" % type(value).__name__}
+        return {"i": i, "error": f"grade() returned {type(value).__name__}, expected a float"}
     try:
         score = float(value)
     except OverflowError:
         score = math.inf
     if not math.isfinite(score):
-        return {"i": i, "error": "grade() returned %s, expected a finite float" % score}
+        return {"i": i, "error": f"grade() returned {score}, expected a finite float"}
     return {"i": i, "score": score}
 
 
@@ -122,7 +125,7 @@ def main():
         try:
             _unshare_namespaces()
         except OSError as exc:
-            sys.stdout.write(json.dumps({"load_error": "sandbox: %s" % exc}) + "\n")
+            sys.stdout.write(json.dumps({"load_error": f"sandbox: {exc}"}) + "\n")
             sys.stdout.flush()
             return
     _apply_limits(payload["limits"])

@@ -40,15 +40,20 @@ from __future__ import annotations
 
 import math
 import re
-from functools import lru_cache
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from functools import cache
 
 from ..errors import TunesmithError
 
 Embedder = Callable[[list[str]], Sequence[Sequence[float]]]
 
-LIBRARIES = {"fuzzy_match": "rapidfuzz", "bleu": "nltk", "gleu": "nltk", "meteor": "nltk",
-             "rouge": "rouge-score"}
+LIBRARIES = {
+    "fuzzy_match": "rapidfuzz",
+    "bleu": "nltk",
+    "gleu": "nltk",
+    "meteor": "nltk",
+    "rouge": "rouge-score",
+}
 
 
 class MissingLibrary(TunesmithError):
@@ -71,8 +76,7 @@ def similarity(metric: str, text: str, reference: str, *, embed: Embedder | None
         return rouge(text, reference, "rouge" + metric[6:])
     if metric == "cosine":
         if embed is None:
-            raise TunesmithError("cosine similarity needs an embedding function; none is "
-                                 "configured")
+            raise TunesmithError("cosine similarity needs an embedding function; none is configured")
         return cosine(text, reference, embed)
     raise TunesmithError(f"unknown similarity metric {metric!r}")
 
@@ -93,8 +97,9 @@ def bleu(text: str, reference: str) -> float:
     if not hyp or not ref:
         return 0.0
     smoothing = bleu_score.SmoothingFunction().method3
-    return float(bleu_score.sentence_bleu([ref], hyp, weights=(0.25, 0.25, 0.25, 0.25),
-                                          smoothing_function=smoothing))
+    return float(
+        bleu_score.sentence_bleu([ref], hyp, weights=(0.25, 0.25, 0.25, 0.25), smoothing_function=smoothing)
+    )
 
 
 def gleu(text: str, reference: str) -> float:
@@ -131,11 +136,10 @@ class _UnicodeRougeTokenizer:
         return self._WORD.findall(text.lower())
 
 
-@lru_cache(maxsize=None)
+@cache
 def _rouge_scorer(rouge_type: str):
     rouge_scorer = _require("rouge_score.rouge_scorer", "rouge")
-    return rouge_scorer.RougeScorer([rouge_type], use_stemmer=False,
-                                    tokenizer=_UnicodeRougeTokenizer())
+    return rouge_scorer.RougeScorer([rouge_type], use_stemmer=False, tokenizer=_UnicodeRougeTokenizer())
 
 
 def rouge(text: str, reference: str, rouge_type: str) -> float:
@@ -147,12 +151,10 @@ def rouge(text: str, reference: str, rouge_type: str) -> float:
 def cosine(text: str, reference: str, embed: Embedder) -> float:
     vectors = embed([text, reference])
     if len(vectors) != 2:
-        raise TunesmithError(f"the embedding function returned {len(vectors)} vectors for 2 "
-                             "texts")
+        raise TunesmithError(f"the embedding function returned {len(vectors)} vectors for 2 texts")
     a, b = (list(map(float, v)) for v in vectors)
     if len(a) != len(b) or not a:
-        raise TunesmithError("the embedding function returned vectors of different or zero "
-                             "length")
+        raise TunesmithError("the embedding function returned vectors of different or zero length")
     norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
     if norm == 0.0:
         return 0.0
@@ -168,4 +170,5 @@ def _require(module: str, metric: str):
         package = LIBRARIES.get(metric, module.split(".")[0])
         raise MissingLibrary(
             f"the {metric} metric needs the {package!r} package: pip install "
-            f"'tunesmith[graders]' (or pip install {package})") from None
+            f"'tunesmith[graders]' (or pip install {package})"
+        ) from None

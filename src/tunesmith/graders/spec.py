@@ -24,18 +24,34 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from ..errors import TunesmithError
 from . import template
 from .formula import Formula, FormulaSyntaxError, parse_formula
 
 STRING_CHECK_OPERATIONS = ("eq", "ne", "like", "ilike")
-SIMILARITY_METRICS = ("cosine", "fuzzy_match", "bleu", "gleu", "meteor", "rouge_1", "rouge_2",
-                      "rouge_3", "rouge_4", "rouge_5", "rouge_l")
+SIMILARITY_METRICS = (
+    "cosine",
+    "fuzzy_match",
+    "bleu",
+    "gleu",
+    "meteor",
+    "rouge_1",
+    "rouge_2",
+    "rouge_3",
+    "rouge_4",
+    "rouge_5",
+    "rouge_l",
+)
 ROLES = ("user", "assistant", "system", "developer")
-SAMPLING_PARAMS = {"max_completions_tokens": int, "reasoning_effort": str, "seed": int,
-                   "temperature": float, "top_p": float}
+SAMPLING_PARAMS = {
+    "max_completions_tokens": int,
+    "reasoning_effort": str,
+    "seed": int,
+    "temperature": float,
+    "top_p": float,
+}
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 MAX_PYTHON_SOURCE_BYTES = 256 * 1024  # OpenAI's documented limit for python grader code
 
@@ -117,14 +133,14 @@ class LabelModel:
 @dataclass(frozen=True)
 class Multi:
     name: str
-    graders: dict[str, "SingleGrader"]
+    graders: dict[str, SingleGrader]
     calculate_output: str
     formula: Formula
     type: str = "multi"
 
 
-SingleGrader = Union[StringCheck, TextSimilarity, Python, ScoreModel, LabelModel]
-Grader = Union[SingleGrader, Multi]
+SingleGrader = StringCheck | TextSimilarity | Python | ScoreModel | LabelModel
+Grader = SingleGrader | Multi
 
 
 def parse_grader(obj: Any, path: str = "grader") -> Grader:
@@ -141,79 +157,117 @@ def parse_grader(obj: Any, path: str = "grader") -> Grader:
 
 
 def _parse_string_check(obj: dict, path: str) -> StringCheck:
-    _fields(obj, path, required=("type", "name", "input", "reference", "operation"),
-            optional=("pass_threshold",))
+    _fields(
+        obj, path, required=("type", "name", "input", "reference", "operation"), optional=("pass_threshold",)
+    )
     operation = obj["operation"]
     if operation not in STRING_CHECK_OPERATIONS:
-        raise GraderError(f"{path}.operation", f"unknown operation {operation!r}; expected one "
-                          f"of {', '.join(STRING_CHECK_OPERATIONS)}")
-    return StringCheck(name=_name(obj, path), input=_template(obj, "input", path),
-                       reference=_template(obj, "reference", path), operation=operation,
-                       pass_threshold=_threshold(obj, path))
+        raise GraderError(
+            f"{path}.operation",
+            f"unknown operation {operation!r}; expected one of {', '.join(STRING_CHECK_OPERATIONS)}",
+        )
+    return StringCheck(
+        name=_name(obj, path),
+        input=_template(obj, "input", path),
+        reference=_template(obj, "reference", path),
+        operation=operation,
+        pass_threshold=_threshold(obj, path),
+    )
 
 
 def _parse_text_similarity(obj: dict, path: str) -> TextSimilarity:
-    _fields(obj, path, required=("type", "name", "input", "reference", "evaluation_metric"),
-            optional=("pass_threshold",))
+    _fields(
+        obj,
+        path,
+        required=("type", "name", "input", "reference", "evaluation_metric"),
+        optional=("pass_threshold",),
+    )
     metric = obj["evaluation_metric"]
     if metric not in SIMILARITY_METRICS:
-        raise GraderError(f"{path}.evaluation_metric", f"unknown metric {metric!r}; expected "
-                          f"one of {', '.join(SIMILARITY_METRICS)}")
-    return TextSimilarity(name=_name(obj, path), input=_template(obj, "input", path),
-                          reference=_template(obj, "reference", path), evaluation_metric=metric,
-                          pass_threshold=_threshold(obj, path))
+        raise GraderError(
+            f"{path}.evaluation_metric",
+            f"unknown metric {metric!r}; expected one of {', '.join(SIMILARITY_METRICS)}",
+        )
+    return TextSimilarity(
+        name=_name(obj, path),
+        input=_template(obj, "input", path),
+        reference=_template(obj, "reference", path),
+        evaluation_metric=metric,
+        pass_threshold=_threshold(obj, path),
+    )
 
 
 def _parse_python(obj: dict, path: str) -> Python:
-    _fields(obj, path, required=("type", "name", "source"),
-            optional=("image_tag", "pass_threshold"))
+    _fields(obj, path, required=("type", "name", "source"), optional=("image_tag", "pass_threshold"))
     source = obj["source"]
     if not isinstance(source, str) or not source.strip():
-        raise GraderError(f"{path}.source", "must be a non-empty string of Python code "
-                          "defining grade(sample, item) -> float")
+        raise GraderError(
+            f"{path}.source",
+            "must be a non-empty string of Python code defining grade(sample, item) -> float",
+        )
     size = len(source.encode("utf-8", "surrogatepass"))
     if size > MAX_PYTHON_SOURCE_BYTES:
-        raise GraderError(f"{path}.source", f"is {size} bytes; the limit is "
-                          f"{MAX_PYTHON_SOURCE_BYTES} bytes")
+        raise GraderError(f"{path}.source", f"is {size} bytes; the limit is {MAX_PYTHON_SOURCE_BYTES} bytes")
     if "\x00" in source:
         raise GraderError(f"{path}.source", "contains a NUL character")
     image_tag = obj.get("image_tag")
     if image_tag is not None and not isinstance(image_tag, str):
         raise GraderError(f"{path}.image_tag", "must be a string")
-    return Python(name=_name(obj, path), source=source, image_tag=image_tag,
-                  pass_threshold=_threshold(obj, path))
+    return Python(
+        name=_name(obj, path), source=source, image_tag=image_tag, pass_threshold=_threshold(obj, path)
+    )
 
 
 def _parse_score_model(obj: dict, path: str) -> ScoreModel:
-    _fields(obj, path, required=("type", "name", "model", "input"),
-            optional=("range", "sampling_params", "pass_threshold"))
+    _fields(
+        obj,
+        path,
+        required=("type", "name", "model", "input"),
+        optional=("range", "sampling_params", "pass_threshold"),
+    )
     lo_hi = (0.0, 1.0)
     if "range" in obj:
         raw = obj["range"]
-        if (not isinstance(raw, list) or len(raw) != 2
-                or not all(_is_number(v) and math.isfinite(v) for v in raw) or raw[0] >= raw[1]):
-            raise GraderError(f"{path}.range", f"must be two finite numbers [low, high] with "
-                              f"low < high, got {raw!r}")
+        if (
+            not isinstance(raw, list)
+            or len(raw) != 2
+            or not all(_is_number(v) and math.isfinite(v) for v in raw)
+            or raw[0] >= raw[1]
+        ):
+            raise GraderError(
+                f"{path}.range", f"must be two finite numbers [low, high] with low < high, got {raw!r}"
+            )
         lo_hi = (float(raw[0]), float(raw[1]))
-    return ScoreModel(name=_name(obj, path), model=_model(obj, path),
-                      input=_messages(obj.get("input"), f"{path}.input"), range=lo_hi,
-                      sampling_params=_sampling_params(obj.get("sampling_params", {}),
-                                                       f"{path}.sampling_params"),
-                      pass_threshold=_threshold(obj, path))
+    return ScoreModel(
+        name=_name(obj, path),
+        model=_model(obj, path),
+        input=_messages(obj.get("input"), f"{path}.input"),
+        range=lo_hi,
+        sampling_params=_sampling_params(obj.get("sampling_params", {}), f"{path}.sampling_params"),
+        pass_threshold=_threshold(obj, path),
+    )
 
 
 def _parse_label_model(obj: dict, path: str) -> LabelModel:
-    _fields(obj, path, required=("type", "name", "model", "input", "labels", "passing_labels"),
-            optional=("pass_threshold",))
+    _fields(
+        obj,
+        path,
+        required=("type", "name", "model", "input", "labels", "passing_labels"),
+        optional=("pass_threshold",),
+    )
     labels = _labels(obj["labels"], f"{path}.labels")
     passing = _labels(obj["passing_labels"], f"{path}.passing_labels")
     stray = [label for label in passing if label not in labels]
     if stray:
-        raise GraderError(f"{path}.passing_labels", f"{stray!r} are not among labels "
-                          f"{list(labels)!r}")
-    return LabelModel(name=_name(obj, path), model=_model(obj, path),
-                      input=_messages(obj.get("input"), f"{path}.input"), labels=labels,
-                      passing_labels=passing, pass_threshold=_threshold(obj, path))
+        raise GraderError(f"{path}.passing_labels", f"{stray!r} are not among labels {list(labels)!r}")
+    return LabelModel(
+        name=_name(obj, path),
+        model=_model(obj, path),
+        input=_messages(obj.get("input"), f"{path}.input"),
+        labels=labels,
+        passing_labels=passing,
+        pass_threshold=_threshold(obj, path),
+    )
 
 
 def _parse_multi(obj: dict, path: str) -> Multi:
@@ -228,44 +282,51 @@ def _parse_multi(obj: dict, path: str) -> Multi:
     for key, sub in raw.items():
         sub_path = f"{path}.graders.{key}"
         if not isinstance(key, str) or not key.isidentifier() or key.startswith("__"):
-            raise GraderError(sub_path, "a sub-grader's key must be an identifier (letters, "
-                              "digits, _) so calculate_output can refer to it")
+            raise GraderError(
+                sub_path,
+                "a sub-grader's key must be an identifier (letters, "
+                "digits, _) so calculate_output can refer to it",
+            )
         if key in _RESERVED_NAMES:
-            raise GraderError(sub_path, f"{key!r} is a function name in calculate_output; "
-                              "choose another key")
+            raise GraderError(sub_path, f"{key!r} is a function name in calculate_output; choose another key")
         _require_object(sub, sub_path)
         if sub.get("type") == "multi":
-            raise GraderError(f"{sub_path}.type", "a multi grader's sub-grader cannot itself "
-                              "be multi")
+            raise GraderError(f"{sub_path}.type", "a multi grader's sub-grader cannot itself be multi")
         graders[key] = parse_grader(sub, sub_path)
     try:
         formula = parse_formula(obj["calculate_output"], set(graders))
     except FormulaSyntaxError as exc:
         raise GraderError(f"{path}.calculate_output", str(exc)) from None
-    return Multi(name=_name(obj, path), graders=graders,
-                 calculate_output=obj["calculate_output"], formula=formula)
+    return Multi(
+        name=_name(obj, path), graders=graders, calculate_output=obj["calculate_output"], formula=formula
+    )
 
 
-_PARSERS = {"string_check": _parse_string_check, "text_similarity": _parse_text_similarity,
-            "python": _parse_python, "score_model": _parse_score_model,
-            "label_model": _parse_label_model}
+_PARSERS = {
+    "string_check": _parse_string_check,
+    "text_similarity": _parse_text_similarity,
+    "python": _parse_python,
+    "score_model": _parse_score_model,
+    "label_model": _parse_label_model,
+}
 _RESERVED_NAMES = frozenset({"min", "max", "abs", "floor", "ceil", "exp", "sqrt", "log"})
 
 
 # --- field helpers -----------------------------------------------------------------------
+
 
 def _require_object(obj: Any, path: str) -> None:
     if not isinstance(obj, dict):
         raise GraderError(path, f"must be a JSON object, got {_json_kind(obj)}")
 
 
-def _fields(obj: dict, path: str, *, required: tuple[str, ...],
-            optional: tuple[str, ...] = ()) -> None:
+def _fields(obj: dict, path: str, *, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
     for key in obj:
         if key not in required and key not in optional:
             allowed = ", ".join([*required, *optional])
-            raise GraderError(f"{path}.{key}", f"unknown field for a {obj.get('type')} grader; "
-                              f"allowed: {allowed}")
+            raise GraderError(
+                f"{path}.{key}", f"unknown field for a {obj.get('type')} grader; allowed: {allowed}"
+            )
     for key in required:
         if key not in obj:
             raise GraderError(f"{path}.{key}", "is required")
@@ -310,16 +371,19 @@ def _threshold(obj: dict, path: str) -> float | None:
 
 
 def _labels(value: Any, path: str) -> tuple[str, ...]:
-    if (not isinstance(value, list) or not value
-            or not all(isinstance(v, str) and v for v in value)):
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
         raise GraderError(path, "must be a non-empty list of non-empty strings")
     if len(set(value)) != len(value):
         raise GraderError(path, "has duplicate labels")
     return tuple(value)
 
 
-_PART_FIELDS = {"input_text": ("text",), "output_text": ("text",),
-                "input_image": ("image_url", "detail"), "input_audio": ("input_audio",)}
+_PART_FIELDS = {
+    "input_text": ("text",),
+    "output_text": ("text",),
+    "input_image": ("image_url", "detail"),
+    "input_audio": ("input_audio",),
+}
 
 
 def _messages(value: Any, path: str) -> tuple[Message, ...]:
@@ -335,17 +399,22 @@ def _messages(value: Any, path: str) -> tuple[Message, ...]:
         if msg.get("type", "message") != "message":
             raise GraderError(f"{where}.type", "must be 'message'")
         if msg.get("role") not in ROLES:
-            raise GraderError(f"{where}.role", f"must be one of {', '.join(ROLES)}, got "
-                              f"{msg.get('role')!r}")
+            raise GraderError(f"{where}.role", f"must be one of {', '.join(ROLES)}, got {msg.get('role')!r}")
         if "content" not in msg:
             raise GraderError(f"{where}.content", "is required")
         content = msg["content"]
         parts = content if isinstance(content, list) else [content]
         if not parts:
             raise GraderError(f"{where}.content", "must not be an empty list")
-        out.append(Message(msg["role"], tuple(
-            _part(part, f"{where}.content" + (f"[{j}]" if isinstance(content, list) else ""))
-            for j, part in enumerate(parts))))
+        out.append(
+            Message(
+                msg["role"],
+                tuple(
+                    _part(part, f"{where}.content" + (f"[{j}]" if isinstance(content, list) else ""))
+                    for j, part in enumerate(parts)
+                ),
+            )
+        )
     return tuple(out)
 
 
@@ -356,8 +425,9 @@ def _part(part: Any, path: str) -> dict[str, Any]:
     _require_object(part, path)
     kind = part.get("type")
     if kind not in _PART_FIELDS:
-        raise GraderError(f"{path}.type", f"unknown content type {kind!r}; expected one of "
-                          f"{', '.join(_PART_FIELDS)}")
+        raise GraderError(
+            f"{path}.type", f"unknown content type {kind!r}; expected one of {', '.join(_PART_FIELDS)}"
+        )
     for key in part:
         if key != "type" and key not in _PART_FIELDS[kind]:
             raise GraderError(f"{path}.{key}", f"unknown field for {kind}")
@@ -373,10 +443,12 @@ def _part(part: Any, path: str) -> dict[str, Any]:
             raise GraderError(f"{path}.detail", "must be one of auto, low, high")
     else:
         audio = part.get("input_audio")
-        if (not isinstance(audio, dict) or set(audio) != {"data", "format"}
-                or not all(isinstance(v, str) for v in audio.values())):
-            raise GraderError(f"{path}.input_audio", "must be an object with string fields "
-                              "data and format")
+        if (
+            not isinstance(audio, dict)
+            or set(audio) != {"data", "format"}
+            or not all(isinstance(v, str) for v in audio.values())
+        ):
+            raise GraderError(f"{path}.input_audio", "must be an object with string fields data and format")
     return dict(part)
 
 
@@ -386,8 +458,9 @@ def _sampling_params(value: Any, path: str) -> dict[str, Any]:
     for key, raw in value.items():
         kind = SAMPLING_PARAMS.get(key)
         if kind is None:
-            raise GraderError(f"{path}.{key}", f"unknown sampling parameter; allowed: "
-                              f"{', '.join(SAMPLING_PARAMS)}")
+            raise GraderError(
+                f"{path}.{key}", f"unknown sampling parameter; allowed: {', '.join(SAMPLING_PARAMS)}"
+            )
         if raw is None:
             continue
         if kind is int and (not isinstance(raw, int) or isinstance(raw, bool)):
@@ -409,5 +482,11 @@ def _is_number(value: Any) -> bool:
 def _json_kind(value: Any) -> str:
     if value is None:
         return "null"
-    return {str: "a string", bool: "a boolean", int: "a number", float: "a number",
-            list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+    return {
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        list: "a list",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)

@@ -67,7 +67,8 @@ class Variable:
                 value = value[step]
             else:
                 raise TemplateVariableError(
-                    f"template variable {{{{{self.text}}}}}: {_describe_miss(value, step, walked)}")
+                    f"template variable {{{{{self.text}}}}}: {_describe_miss(value, step, walked)}"
+                )
             walked += f"[{step}]" if isinstance(step, int) else f".{step}"
         return value
 
@@ -79,23 +80,23 @@ def parse_variable(text: str) -> Variable:
     if head is None or head.group(0) not in NAMESPACES:
         raise TemplateSyntaxError(
             f"{{{{{text}}}}} must start with a namespace, one of {', '.join(NAMESPACES)} "
-            "(e.g. {{item.answer}} or {{sample.output_text}})")
+            "(e.g. {{item.answer}} or {{sample.output_text}})"
+        )
     steps: list[str | int] = []
     pos = head.end()
     while pos < len(body):
         step = _STEP.match(body, pos)
         if step is None:
             raise TemplateSyntaxError(
-                f"{{{{{text}}}}}: cannot read the path at {body[pos:]!r}; use .key, [index] "
-                'or ["key"]')
+                f'{{{{{text}}}}}: cannot read the path at {body[pos:]!r}; use .key, [index] or ["key"]'
+            )
         key, index, dq, sq = step.groups()
-        steps.append(int(index) if index is not None else next(
-            s for s in (key, dq, sq) if s is not None))
+        steps.append(int(index) if index is not None else next(s for s in (key, dq, sq) if s is not None))
         pos = step.end()
     if not steps:
         raise TemplateSyntaxError(
-            f"{{{{{text}}}}} names a whole namespace; name a variable such as "
-            f"{{{{{head.group(0)}.key}}}}")
+            f"{{{{{text}}}}} names a whole namespace; name a variable such as {{{{{head.group(0)}.key}}}}"
+        )
     return Variable(text.strip(), head.group(0), tuple(steps))
 
 
@@ -134,5 +135,11 @@ def _describe_miss(value: Any, step: str | int, walked: str) -> str:
 def _kind(value: Any) -> str:
     if value is None:
         return "null"
-    return {str: "a string", bool: "a boolean", int: "a number", float: "a number",
-            list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+    return {
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        list: "a list",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)

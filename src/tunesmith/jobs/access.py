@@ -26,7 +26,8 @@ class ModelAccess:
         if ref.step is None and row["status"] != "succeeded":
             raise model_not_found(model)
         if ref.step is not None and not any(
-                c["step_number"] == ref.step for c in self.store.list_checkpoints(row["id"], limit=10000)[0]):
+            c["step_number"] == ref.step for c in self.store.list_checkpoints(row["id"], limit=10000)[0]
+        ):
             raise model_not_found(model)
         return row, ref.step
 
@@ -66,6 +67,12 @@ class ModelAccess:
         a final model the job's finish; ``owned_by`` the owning project."""
         created = row["finished_at"] or row["created_at"]
         if step is not None:
-            created = next((c["created_at"] for c in self.store.list_checkpoints(row["id"], limit=10000)[0]
-                            if c["step_number"] == step), created)
+            created = next(
+                (
+                    c["created_at"]
+                    for c in self.store.list_checkpoints(row["id"], limit=10000)[0]
+                    if c["step_number"] == step
+                ),
+                created,
+            )
         return model_object(model, created, row["project_id"])

@@ -28,12 +28,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from . import ids
+from .access import ModelAccess
 from .blobs import BadUpload, BlobStore, Upload, UploadTooLarge, receive_upload
 from .bodies import read_json, refuse_nul_in_url
 from .errors import APIError, LastResort, file_not_found, job_not_found
-from .access import ModelAccess
 from .objects import base_name, checkpoint_object, event_object, file_object, job_object, model_object, page
-from .objects import paged as _paged, parse_limit as _limit
+from .objects import paged as _paged
+from .objects import parse_limit as _limit
 from .settings import Settings
 from .spec import normalise_create
 from .store import TERMINAL, Store, now
@@ -65,8 +66,13 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         stop.set()
         app.state.inference.close()
 
-    app = FastAPI(title="tunesmith fine-tuning API", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  dependencies=[Depends(refuse_nul_in_url)])
+    app = FastAPI(
+        title="tunesmith fine-tuning API",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        dependencies=[Depends(refuse_nul_in_url)],
+    )
     app.state.store, app.state.settings, app.state.blobs = store, settings, blobs
     app.add_middleware(LastResort)
     access = ModelAccess(store, settings.owner)
@@ -79,8 +85,9 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     async def _validation_error(_request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
         loc = [str(x) for x in first.get("loc", []) if x not in ("body", "query", "path")]
-        err = APIError(400, f"Invalid request: {first.get('msg', 'malformed body')}",
-                       param=".".join(loc) or None)
+        err = APIError(
+            400, f"Invalid request: {first.get('msg', 'malformed body')}", param=".".join(loc) or None
+        )
         return JSONResponse(err.body(), status_code=400, headers=err.headers())
 
     @app.exception_handler(StarletteHTTPException)
@@ -93,9 +100,12 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         auth = request.headers.get("authorization", "")
         scheme, _, key = auth.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
-            raise APIError(401, "You didn't provide an API key. You need to provide your API key in an "
-                           "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
-                           code="invalid_api_key")
+            raise APIError(
+                401,
+                "You didn't provide an API key. You need to provide your API key in an "
+                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+                code="invalid_api_key",
+            )
         found = store.project_for_key(key.strip())
         if found is None:
             raise APIError(401, "Incorrect API key provided.", code="invalid_api_key")
@@ -103,8 +113,12 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
 
     # -- files ------------------------------------------------------------------------------------
     def _too_large() -> APIError:
-        return APIError(413, f"File is too large: the limit is {settings.max_upload_bytes} bytes.",
-                        param="file", code="file_too_large")
+        return APIError(
+            413,
+            f"File is too large: the limit is {settings.max_upload_bytes} bytes.",
+            param="file",
+            code="file_too_large",
+        )
 
     async def _receive(request: Request, tmp: Path) -> Upload:
         """The parsed upload (file part at ``tmp``); every client failure as an APIError."""
@@ -112,14 +126,17 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         if length and length.isdigit() and int(length) > settings.max_upload_bytes + 64 * 1024:
             raise _too_large()
         try:
-            return await receive_upload(request.stream(), request.headers.get("content-type", ""), tmp,
-                                        settings.max_upload_bytes)
+            return await receive_upload(
+                request.stream(), request.headers.get("content-type", ""), tmp, settings.max_upload_bytes
+            )
         except UploadTooLarge:
             raise _too_large() from None
         except BadUpload as exc:
             raise APIError(400, f"Invalid upload: {exc}.", param="file") from None
         except ClientDisconnect:  # nobody reads this answer; it only ends the request quietly
-            raise APIError(400, "The client disconnected before the upload was complete.", param="file") from None
+            raise APIError(
+                400, "The client disconnected before the upload was complete.", param="file"
+            ) from None
 
     @app.post("/v1/files")
     async def upload_file(request: Request, proj: dict = Depends(project)):
@@ -131,10 +148,19 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
             expires_at = _expiry(up.fields, created)
             blobs.commit(tmp, fid)
             try:
-                row = store.add_file({"id": fid, "project_id": proj["id"], "bytes": up.size,
-                                      "created_at": created, "expires_at": expires_at,
-                                      "filename": ids.clean_filename(up.filename or ""), "purpose": purpose,
-                                      "status": "processed", "status_details": None})
+                row = store.add_file(
+                    {
+                        "id": fid,
+                        "project_id": proj["id"],
+                        "bytes": up.size,
+                        "created_at": created,
+                        "expires_at": expires_at,
+                        "filename": ids.clean_filename(up.filename or ""),
+                        "purpose": purpose,
+                        "status": "processed",
+                        "status_details": None,
+                    }
+                )
             except BaseException:
                 blobs.delete(fid)
                 raise
@@ -143,13 +169,22 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         return file_object(row)
 
     @app.get("/v1/files")
-    def list_files(after: str | None = None, limit: str | None = None, order: str = "desc",
-                   purpose: str | None = None, proj: dict = Depends(project)):
+    def list_files(
+        after: str | None = None,
+        limit: str | None = None,
+        order: str = "desc",
+        purpose: str | None = None,
+        proj: dict = Depends(project),
+    ):
         if order not in ("asc", "desc"):
             raise APIError(400, f"Invalid order: {order!r}. Expected 'asc' or 'desc'.", param="order")
         n = _limit(limit, 10000)
-        rows, more = _paged(lambda: store.list_files(proj["id"], after=after, limit=n,
-                                                     ascending=order == "asc", purpose=purpose), after)
+        rows, more = _paged(
+            lambda: store.list_files(
+                proj["id"], after=after, limit=n, ascending=order == "asc", purpose=purpose
+            ),
+            after,
+        )
         return page([file_object(r) for r in rows], more, with_ids=True)
 
     def _file(proj: dict, file_id: str) -> dict:
@@ -187,13 +222,20 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
             from ..methods import METHODS
 
             if {"dpo": "dpo", "reinforcement": "grpo"}[spec["method"]["type"]] not in METHODS:
-                raise APIError(400, f"Method '{spec['method']['type']}' is not available on this server.",
-                               param="method.type")
+                raise APIError(
+                    400,
+                    f"Method '{spec['method']['type']}' is not available on this server.",
+                    param="method.type",
+                )
         if spec["method"]["type"] == "reinforcement":
             from .rft_graders import check_grader_here
 
-            await _run_sync(check_grader_here, spec["method"]["reinforcement"]["grader"], settings,
-                            "method.reinforcement.grader")
+            await _run_sync(
+                check_grader_here,
+                spec["method"]["reinforcement"]["grader"],
+                settings,
+                "method.reinforcement.grader",
+            )
         for param in ("training_file", "validation_file"):
             fid = spec[param]
             if fid is None:
@@ -202,18 +244,38 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
             if row is None:
                 raise APIError(400, f"invalid {param}: {fid}", param=param, code="file_not_found")
             if row["purpose"] != "fine-tune":
-                raise APIError(400, f"File {fid} has purpose '{row['purpose']}'; fine-tuning requires "
-                               "purpose 'fine-tune'.", param=param, code="invalid_file_purpose")
+                raise APIError(
+                    400,
+                    f"File {fid} has purpose '{row['purpose']}'; fine-tuning requires purpose 'fine-tune'.",
+                    param=param,
+                    code="invalid_file_purpose",
+                )
         seed = spec["seed"] if spec["seed"] is not None else secrets.randbelow(2**31)
         jid = ids.job_id()
-        row = store.add_job({"id": jid, "project_id": proj["id"], "created_at": now(), "model": spec["model"],
-                             "training_file": spec["training_file"], "validation_file": spec["validation_file"],
-                             "suffix": spec["suffix"], "seed": seed, "status": "validating_files", "error": None,
-                             "model_key": ids.model_key(), "method": spec["method"], "metadata": spec["metadata"],
-                             "integrations": spec["integrations"], "result_files": [], "model_deleted": False,
-                             "last_step": 0, "attempts": 0,
-                             "parent_job_id": parent[0]["id"] if parent else None,
-                             "parent_step": parent[1] if parent else None})
+        row = store.add_job(
+            {
+                "id": jid,
+                "project_id": proj["id"],
+                "created_at": now(),
+                "model": spec["model"],
+                "training_file": spec["training_file"],
+                "validation_file": spec["validation_file"],
+                "suffix": spec["suffix"],
+                "seed": seed,
+                "status": "validating_files",
+                "error": None,
+                "model_key": ids.model_key(),
+                "method": spec["method"],
+                "metadata": spec["metadata"],
+                "integrations": spec["integrations"],
+                "result_files": [],
+                "model_deleted": False,
+                "last_step": 0,
+                "attempts": 0,
+                "parent_job_id": parent[0]["id"] if parent else None,
+                "parent_step": parent[1] if parent else None,
+            }
+        )
         store.add_event(jid, f"Created fine-tuning job: {jid}")
         text = f"Validating training file: {spec['training_file']}"
         if spec["validation_file"]:
@@ -222,8 +284,12 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         return job_object(row)
 
     def _unavailable(model: str) -> APIError:
-        return APIError(400, f"Model {model} is not available for fine-tuning or does not exist.",
-                        param="model", code="model_not_available")
+        return APIError(
+            400,
+            f"Model {model} is not available for fine-tuning or does not exist.",
+            param="model",
+            code="model_not_available",
+        )
 
     def _parent(proj: dict, model: str) -> tuple[dict, int | None] | None:
         """None for an allow-listed base model; for continued fine-tuning of an ``ft:`` model
@@ -244,17 +310,28 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         if base_name(row) not in settings.base_models:
             raise _unavailable(model)
         if not (folder / "adapter_config.json").is_file():
-            raise APIError(400, f"Model {model} was fully fine-tuned (no adapter); continued fine-tuning "
-                           "starts from an adapter model.", param="model", code="model_not_available")
+            raise APIError(
+                400,
+                f"Model {model} was fully fine-tuned (no adapter); continued fine-tuning "
+                "starts from an adapter model.",
+                param="model",
+                code="model_not_available",
+            )
         return row, step
 
     @app.get("/v1/fine_tuning/jobs")
-    def list_jobs(request: Request, after: str | None = None, limit: str | None = None,
-                  proj: dict = Depends(project)):
+    def list_jobs(
+        request: Request, after: str | None = None, limit: str | None = None, proj: dict = Depends(project)
+    ):
         n = _limit(limit, 20)
-        meta = {k[len("metadata["):-1]: v for k, v in request.query_params.items()
-                if k.startswith("metadata[") and k.endswith("]")}
-        rows, more = _paged(lambda: store.list_jobs(proj["id"], after=after, limit=n, metadata_filter=meta), after)
+        meta = {
+            k[len("metadata[") : -1]: v
+            for k, v in request.query_params.items()
+            if k.startswith("metadata[") and k.endswith("]")
+        }
+        rows, more = _paged(
+            lambda: store.list_jobs(proj["id"], after=after, limit=n, metadata_filter=meta), after
+        )
         return page([job_object(r) for r in rows], more)
 
     def _job(proj: dict, job_id: str) -> dict:
@@ -275,8 +352,12 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
             if row["status"] in same:
                 return job_object(row)
             if row["status"] not in allowed:
-                raise APIError(400, f"Job {job_id} cannot be {message[1]}: its status is '{row['status']}'.",
-                               param="fine_tuning_job_id", code="invalid_job_status")
+                raise APIError(
+                    400,
+                    f"Job {job_id} cannot be {message[1]}: its status is '{row['status']}'.",
+                    param="fine_tuning_job_id",
+                    code="invalid_job_status",
+                )
             values = dict(status=target(row) if callable(target) else target, **extra)
             if values["status"] in TERMINAL:
                 values["finished_at"] = now()
@@ -288,32 +369,51 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
 
     @app.post("/v1/fine_tuning/jobs/{job_id}/cancel")
     def cancel_job(job_id: str, proj: dict = Depends(project)):
-        return _transition(proj, job_id, "cancelled", ("validating_files", "queued", "running", "paused"),
-                           ("cancelled",), ("Fine-tuning job cancelled", "cancelled"))
+        return _transition(
+            proj,
+            job_id,
+            "cancelled",
+            ("validating_files", "queued", "running", "paused"),
+            ("cancelled",),
+            ("Fine-tuning job cancelled", "cancelled"),
+        )
 
     @app.post("/v1/fine_tuning/jobs/{job_id}/pause")
     def pause_job(job_id: str, proj: dict = Depends(project)):
-        return _transition(proj, job_id, "paused", ("validating_files", "queued", "running"), ("paused",),
-                           ("Fine-tuning job paused", "paused"))
+        return _transition(
+            proj,
+            job_id,
+            "paused",
+            ("validating_files", "queued", "running"),
+            ("paused",),
+            ("Fine-tuning job paused", "paused"),
+        )
 
     @app.post("/v1/fine_tuning/jobs/{job_id}/resume")
     def resume_job(job_id: str, proj: dict = Depends(project)):
         # A job paused before its files were validated goes back to validation.
-        return _transition(proj, job_id, lambda r: "queued" if r["n_examples"] is not None else "validating_files",
-                           ("paused",), ("validating_files", "queued", "running"),
-                           ("Fine-tuning job resumed", "resumed"))
+        return _transition(
+            proj,
+            job_id,
+            lambda r: "queued" if r["n_examples"] is not None else "validating_files",
+            ("paused",),
+            ("validating_files", "queued", "running"),
+            ("Fine-tuning job resumed", "resumed"),
+        )
 
     @app.get("/v1/fine_tuning/jobs/{job_id}/events")
-    def list_events(job_id: str, after: str | None = None, limit: str | None = None,
-                    proj: dict = Depends(project)):
+    def list_events(
+        job_id: str, after: str | None = None, limit: str | None = None, proj: dict = Depends(project)
+    ):
         _job(proj, job_id)
         n = _limit(limit, 20)
         rows, more = _paged(lambda: store.list_events(job_id, after=after, limit=n), after)
         return page([event_object(r) for r in rows], more)
 
     @app.get("/v1/fine_tuning/jobs/{job_id}/checkpoints")
-    def list_checkpoints(job_id: str, after: str | None = None, limit: str | None = None,
-                         proj: dict = Depends(project)):
+    def list_checkpoints(
+        job_id: str, after: str | None = None, limit: str | None = None, proj: dict = Depends(project)
+    ):
         _job(proj, job_id)
         n = _limit(limit, 10)
         rows, more = _paged(lambda: store.list_checkpoints(job_id, after=after, limit=n), after)
@@ -329,7 +429,9 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     @app.get("/v1/models")
     def list_models(proj: dict = Depends(project)):
         data = [model_object(name, 0, "system") for name in sorted(settings.base_models)]
-        data += [access.model_object(r["fine_tuned_model"], r, None) for r in store.list_model_jobs(proj["id"])]
+        data += [
+            access.model_object(r["fine_tuned_model"], r, None) for r in store.list_model_jobs(proj["id"])
+        ]
         # checkpoints other projects shared with this one (P1): listed under their owner
         data += [access.model_object(ckpt, r, step) for ckpt, r, step in access.shared_with(proj["id"])]
         return {"object": "list", "data": data}
@@ -344,12 +446,19 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     @app.delete("/v1/models/{model:path}")
     def delete_model(model: str, proj: dict = Depends(project)):
         if model in settings.base_models:
-            raise APIError(403, "You do not have permission to delete this model.", param="model",
-                           code="model_not_deletable")
+            raise APIError(
+                403,
+                "You do not have permission to delete this model.",
+                param="model",
+                code="model_not_deletable",
+            )
         row, step = access.own(proj["id"], model)  # a shared checkpoint is not the grantee's to delete
         if step is not None:
-            raise APIError(400, "Checkpoint models cannot be deleted on their own; delete the fine-tuned "
-                           "model.", param="model")
+            raise APIError(
+                400,
+                "Checkpoint models cannot be deleted on their own; delete the fine-tuned model.",
+                param="model",
+            )
         store.update_job(row["id"], model_deleted=True)
         inference.forget(model)  # stop serving it (and its checkpoints) on this server at once
         return {"id": model, "object": "model", "deleted": True}
@@ -415,8 +524,9 @@ def _purpose(fields: dict) -> str:
     purpose = fields.get("purpose")
     if purpose not in UPLOAD_PURPOSES:
         shown = purpose if purpose is None else purpose[:100]
-        raise APIError(400, f"Invalid purpose: {shown!r}. Expected one of {', '.join(UPLOAD_PURPOSES)}.",
-                       param="purpose")
+        raise APIError(
+            400, f"Invalid purpose: {shown!r}. Expected one of {', '.join(UPLOAD_PURPOSES)}.", param="purpose"
+        )
     return purpose
 
 
@@ -429,6 +539,9 @@ def _expiry(fields: dict, created: int) -> int | None:
     except ValueError:
         value = -1
     if anchor != "created_at" or not 3600 <= value <= 2592000:
-        raise APIError(400, "Invalid expires_after: anchor must be 'created_at' and seconds between 3600 "
-                       "and 2592000.", param="expires_after")
+        raise APIError(
+            400,
+            "Invalid expires_after: anchor must be 'created_at' and seconds between 3600 and 2592000.",
+            param="expires_after",
+        )
     return created + value

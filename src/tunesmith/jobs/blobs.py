@@ -24,9 +24,9 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator
 
 _BLOB_ID = re.compile(r"^file-[A-Za-z0-9]{22}$")
 
@@ -34,11 +34,11 @@ INCOMING_STALE_SECONDS = 3600.0
 """An upload file in ``.incoming`` unwritten this long is abandoned (its server died)."""
 LIMITS = {
     "part_header_bytes": 8192,  # one header line of a part (python-multipart's default is ~4 KiB)
-    "part_headers": 8,          # header lines per part
-    "filename_bytes": 4096,     # held in memory only; stored cut to 255 characters (ids.clean_filename)
-    "field_bytes": 4096,        # a text field (purpose, expires_after[...])
-    "parts": 16,                # the form has 2 to 4 parts
-    "boundary_bytes": 70,       # RFC 2046 section 5.1.1
+    "part_headers": 8,  # header lines per part
+    "filename_bytes": 4096,  # held in memory only; stored cut to 255 characters (ids.clean_filename)
+    "field_bytes": 4096,  # a text field (purpose, expires_after[...])
+    "parts": 16,  # the form has 2 to 4 parts
+    "boundary_bytes": 70,  # RFC 2046 section 5.1.1
 }
 
 
@@ -122,8 +122,9 @@ class Upload:
     tmp: Path | None = None
 
 
-async def receive_upload(stream: AsyncIterator[bytes], content_type: str, tmp: Path,
-                         max_bytes: int) -> Upload:
+async def receive_upload(
+    stream: AsyncIterator[bytes], content_type: str, tmp: Path, max_bytes: int
+) -> Upload:
     """Parse a multipart body from ``stream``; the (single) file part is written to ``tmp``.
 
     Raises :class:`UploadTooLarge` once the file part passes ``max_bytes`` and
@@ -165,13 +166,25 @@ def _boundary(content_type: str) -> bytes:
     return boundary
 
 
-def _parser(boundary: bytes, reader: "_FormReader"):
+def _parser(boundary: bytes, reader: _FormReader):
     from python_multipart.multipart import MultipartParser
 
-    names = ("part_begin", "header_field", "header_value", "header_end", "headers_finished", "part_data",
-             "part_end", "end")
-    return MultipartParser(boundary, callbacks={f"on_{n}": getattr(reader, f"on_{n}") for n in names},
-                           max_header_count=LIMITS["part_headers"], max_header_size=LIMITS["part_header_bytes"])
+    names = (
+        "part_begin",
+        "header_field",
+        "header_value",
+        "header_end",
+        "headers_finished",
+        "part_data",
+        "part_end",
+        "end",
+    )
+    return MultipartParser(
+        boundary,
+        callbacks={f"on_{n}": getattr(reader, f"on_{n}") for n in names},
+        max_header_count=LIMITS["part_headers"],
+        max_header_size=LIMITS["part_header_bytes"],
+    )
 
 
 class _FormReader:
@@ -255,7 +268,9 @@ class _FormReader:
         else:
             self.value += chunk
             if len(self.value) > LIMITS["field_bytes"]:
-                self.error = BadUpload(f"form field {self.name[:100]!r} is longer than {LIMITS['field_bytes']} bytes")
+                self.error = BadUpload(
+                    f"form field {self.name[:100]!r} is longer than {LIMITS['field_bytes']} bytes"
+                )
 
     def on_part_end(self):
         if self.is_file and self.out is not None:

@@ -36,8 +36,10 @@ async def read_json(request: Request, *, allow_nul: bool = False) -> dict[str, A
     return value
 
 
-NUL_MESSAGE = ("The request holds a NUL character (\\u0000), which this server does not accept in ids, "
-               "names or metadata.")
+NUL_MESSAGE = (
+    "The request holds a NUL character (\\u0000), which this server does not accept in ids, "
+    "names or metadata."
+)
 
 
 def refuse_nul_in_url(request: Request) -> None:

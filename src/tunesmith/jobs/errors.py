@@ -29,8 +29,15 @@ def error_type(status: int) -> str:
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 type: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        type: str | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
         self.type = type or error_type(status)
@@ -47,13 +54,21 @@ def file_not_found(file_id: str) -> APIError:
 
 
 def job_not_found(job_id: str) -> APIError:
-    return APIError(404, f"No such fine-tuning job: {job_id}", param="fine_tuning_job_id",
-                    code="fine_tuning_job_not_found")
+    return APIError(
+        404,
+        f"No such fine-tuning job: {job_id}",
+        param="fine_tuning_job_id",
+        code="fine_tuning_job_not_found",
+    )
 
 
 def model_not_found(model: str) -> APIError:
-    return APIError(404, f"The model `{model}` does not exist or you do not have access to it.",
-                    param="model", code="model_not_found")
+    return APIError(
+        404,
+        f"The model `{model}` does not exist or you do not have access to it.",
+        param="model",
+        code="model_not_found",
+    )
 
 
 INTERNAL_ERROR = APIError(500, "The server had an error while processing your request.")
@@ -95,6 +110,11 @@ class LastResort:
 
 async def _send_json(send, status: int, body: dict) -> None:
     data = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": data})

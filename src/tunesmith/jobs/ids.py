@@ -116,8 +116,13 @@ def parse_ft_model(model: str) -> ModelRef | None:
     if len(parts) not in (5, 6) or parts[0] != "ft":
         return None
     _, base, owner, suffix, key = parts[:5]
-    if not (is_safe_name(base) and is_safe_name(owner) and (suffix == "" or is_valid_suffix(suffix))
-            and len(key) == 8 and key.isalnum()):
+    if not (
+        is_safe_name(base)
+        and is_safe_name(owner)
+        and (suffix == "" or is_valid_suffix(suffix))
+        and len(key) == 8
+        and key.isalnum()
+    ):
         return None
     step = None
     if len(parts) == 6:

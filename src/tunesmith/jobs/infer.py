@@ -44,8 +44,9 @@ class _Base:
 class Inference:
     """Resolves a request's model to a served model id and hands the request to serve's route."""
 
-    def __init__(self, settings, store, *, device: str = "auto", max_batch: int = 16,
-                 max_adapters: int = MAX_ADAPTERS):
+    def __init__(
+        self, settings, store, *, device: str = "auto", max_batch: int = 16, max_adapters: int = MAX_ADAPTERS
+    ):
         self.settings, self.store = settings, store
         self.device, self.max_batch, self.max_adapters = device, max_batch, max_adapters
         self._bases: dict[str, _Base] = {}
@@ -106,12 +107,16 @@ class Inference:
                     time.sleep(0.05)
                     continue
                 # e.g. a DoRA adapter, which cannot share PEFT's mixed-adapter batch
-                raise APIError(400, f"Model {model_id} cannot be served: {exc}", param="model",
-                               code="model_not_available") from None
+                raise APIError(
+                    400,
+                    f"Model {model_id} cannot be served: {exc}",
+                    param="model",
+                    code="model_not_available",
+                ) from None
         with self._lock:  # most recently used last; beyond the cap, the oldest leave
             base.loaded[model_id] = None
             base.loaded.move_to_end(model_id)
-            evict = list(base.loaded)[:-self.max_adapters] if len(base.loaded) > self.max_adapters else []
+            evict = list(base.loaded)[: -self.max_adapters] if len(base.loaded) > self.max_adapters else []
             for old in evict:
                 del base.loaded[old]
         for old in evict:
@@ -122,8 +127,12 @@ class Inference:
         """Stop serving every loaded id equal to ``prefix`` or starting with ``prefix + ':'``
         (a deleted model and its checkpoints)."""
         with self._lock:
-            gone = [(b, m) for b in self._bases.values() for m in list(b.loaded)
-                    if m == prefix or m.startswith(prefix + ":")]
+            gone = [
+                (b, m)
+                for b in self._bases.values()
+                for m in list(b.loaded)
+                if m == prefix or m.startswith(prefix + ":")
+            ]
             for b, m in gone:
                 del b.loaded[m]
             whole = self._bases.pop(prefix, None) if prefix not in self.settings.base_models else None
@@ -182,9 +191,13 @@ def checkpoint_adapter(base: str, ckpt: Path, dest: Path) -> Path:
         raise model_not_found(f"checkpoint {ckpt.name} (only LoRA checkpoints are served)")
     tensors = load_checkpoint(ckpt)["trainable"]
     with MODEL_INIT_LOCK, torch.device("meta"):
-        model = attach_adapter(AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base)), cfg.adapter)
+        model = attach_adapter(
+            AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base)), cfg.adapter
+        )
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    if set(params) != set(tensors) or any(tuple(params[n].shape) != tuple(t.shape) for n, t in tensors.items()):
+    if set(params) != set(tensors) or any(
+        tuple(params[n].shape) != tuple(t.shape) for n, t in tensors.items()
+    ):
         raise APIError(500, f"checkpoint {ckpt.name} does not match its run's adapter", type="server_error")
     for cfg_ in model.peft_config.values():
         cfg_.base_model_name_or_path = base

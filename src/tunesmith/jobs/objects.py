@@ -9,35 +9,67 @@ from .store import CursorNotFound
 
 
 def file_object(row: dict) -> dict:
-    return {"id": row["id"], "object": "file", "bytes": row["bytes"], "created_at": row["created_at"],
-            "expires_at": row["expires_at"], "filename": row["filename"], "purpose": row["purpose"],
-            "status": row["status"], "status_details": row["status_details"]}
+    return {
+        "id": row["id"],
+        "object": "file",
+        "bytes": row["bytes"],
+        "created_at": row["created_at"],
+        "expires_at": row["expires_at"],
+        "filename": row["filename"],
+        "purpose": row["purpose"],
+        "status": row["status"],
+        "status_details": row["status_details"],
+    }
 
 
 def job_object(row: dict) -> dict:
     method = row["method"]
     return {
-        "id": row["id"], "object": "fine_tuning.job", "created_at": row["created_at"],
-        "error": row["error"], "fine_tuned_model": row["fine_tuned_model"],
-        "finished_at": row["finished_at"], "hyperparameters": hyperparameters(method),
-        "model": row["model"], "organization_id": row["project_id"],
-        "result_files": list(row["result_files"] or []), "seed": row["seed"], "status": row["status"],
-        "trained_tokens": row["trained_tokens"], "training_file": row["training_file"],
-        "validation_file": row["validation_file"], "estimated_finish": row["estimated_finish"],
-        "integrations": list(row["integrations"] or []), "metadata": row["metadata"], "method": method,
+        "id": row["id"],
+        "object": "fine_tuning.job",
+        "created_at": row["created_at"],
+        "error": row["error"],
+        "fine_tuned_model": row["fine_tuned_model"],
+        "finished_at": row["finished_at"],
+        "hyperparameters": hyperparameters(method),
+        "model": row["model"],
+        "organization_id": row["project_id"],
+        "result_files": list(row["result_files"] or []),
+        "seed": row["seed"],
+        "status": row["status"],
+        "trained_tokens": row["trained_tokens"],
+        "training_file": row["training_file"],
+        "validation_file": row["validation_file"],
+        "estimated_finish": row["estimated_finish"],
+        "integrations": list(row["integrations"] or []),
+        "metadata": row["metadata"],
+        "method": method,
         "user_provided_suffix": row["suffix"],
     }
 
 
 def event_object(row: dict) -> dict:
-    return {"id": row["id"], "object": "fine_tuning.job.event", "created_at": row["created_at"],
-            "level": row["level"], "message": row["message"], "type": row["type"], "data": row["data"] or {}}
+    return {
+        "id": row["id"],
+        "object": "fine_tuning.job.event",
+        "created_at": row["created_at"],
+        "level": row["level"],
+        "message": row["message"],
+        "type": row["type"],
+        "data": row["data"] or {},
+    }
 
 
 def checkpoint_object(row: dict) -> dict:
-    return {"id": row["id"], "object": "fine_tuning.job.checkpoint", "created_at": row["created_at"],
-            "fine_tuned_model_checkpoint": row["fine_tuned_model_checkpoint"],
-            "fine_tuning_job_id": row["job_id"], "step_number": row["step_number"], "metrics": row["metrics"]}
+    return {
+        "id": row["id"],
+        "object": "fine_tuning.job.checkpoint",
+        "created_at": row["created_at"],
+        "fine_tuned_model_checkpoint": row["fine_tuned_model_checkpoint"],
+        "fine_tuning_job_id": row["job_id"],
+        "step_number": row["step_number"],
+        "metrics": row["metrics"],
+    }
 
 
 def model_object(model_id: str, created: int, owned_by: str) -> dict:
@@ -45,8 +77,12 @@ def model_object(model_id: str, created: int, owned_by: str) -> dict:
 
 
 def permission_object(row: dict) -> dict:
-    return {"id": row["id"], "object": "checkpoint.permission", "created_at": row["created_at"],
-            "project_id": row["project_id"]}
+    return {
+        "id": row["id"],
+        "object": "checkpoint.permission",
+        "created_at": row["created_at"],
+        "project_id": row["project_id"],
+    }
 
 
 def base_name(row: dict) -> str:
@@ -81,8 +117,9 @@ def parse_limit(value: str | None, default: int, maximum: int = 10000) -> int:
     except ValueError:
         n = 0
     if not 1 <= n <= maximum:
-        raise APIError(400, f"Invalid limit: {value!r}. It must be an integer between 1 and {maximum}.",
-                       param="limit")
+        raise APIError(
+            400, f"Invalid limit: {value!r}. It must be an integer between 1 and {maximum}.", param="limit"
+        )
     return n
 
 

@@ -24,8 +24,12 @@ MAX_PROJECT_IDS = 100
 
 
 def _checkpoint_not_found(ckpt: str) -> APIError:
-    return APIError(404, f"No such fine-tuned model checkpoint: {ckpt}", param="fine_tuned_model_checkpoint",
-                    code="model_not_found")
+    return APIError(
+        404,
+        f"No such fine-tuned model checkpoint: {ckpt}",
+        param="fine_tuned_model_checkpoint",
+        code="model_not_found",
+    )
 
 
 def add_permission_routes(app: FastAPI, store: Store, access: ModelAccess, project) -> None:
@@ -33,8 +37,12 @@ def add_permission_routes(app: FastAPI, store: Store, access: ModelAccess, proje
 
     def admin(proj: dict = Depends(project)) -> dict:
         if not proj.get("admin"):
-            raise APIError(403, "Checkpoint permissions can only be managed with an admin API key "
-                           "(tunesmith server keys create --admin).", code="insufficient_permissions")
+            raise APIError(
+                403,
+                "Checkpoint permissions can only be managed with an admin API key "
+                "(tunesmith server keys create --admin).",
+                code="insufficient_permissions",
+            )
         return proj
 
     def own_checkpoint(proj: dict, ckpt: str) -> tuple[dict, int]:
@@ -50,9 +58,13 @@ def add_permission_routes(app: FastAPI, store: Store, access: ModelAccess, proje
     async def create_permissions(ckpt: str, request: Request, proj: dict = Depends(admin)):
         wanted = (await read_json(request)).get("project_ids")
         if not isinstance(wanted, list) or not wanted or not all(isinstance(p, str) for p in wanted):
-            raise APIError(400, "'project_ids' must be a non-empty array of project ids.", param="project_ids")
+            raise APIError(
+                400, "'project_ids' must be a non-empty array of project ids.", param="project_ids"
+            )
         if len(wanted) > MAX_PROJECT_IDS:  # each id is looked up: bound the work one request causes
-            raise APIError(400, f"'project_ids' may name at most {MAX_PROJECT_IDS} projects.", param="project_ids")
+            raise APIError(
+                400, f"'project_ids' may name at most {MAX_PROJECT_IDS} projects.", param="project_ids"
+            )
         row, step = own_checkpoint(proj, ckpt)
         for pid in wanted:
             if not store.project_exists(pid):
@@ -62,20 +74,36 @@ def add_permission_routes(app: FastAPI, store: Store, access: ModelAccess, proje
         return page([permission_object(r) for r in rows], False, with_ids=True)
 
     @app.get("/v1/fine_tuning/checkpoints/{ckpt}/permissions")
-    def list_permissions(ckpt: str, after: str | None = None, limit: str | None = None,
-                         order: str = "descending", project_id: str | None = None, proj: dict = Depends(admin)):
+    def list_permissions(
+        ckpt: str,
+        after: str | None = None,
+        limit: str | None = None,
+        order: str = "descending",
+        project_id: str | None = None,
+        proj: dict = Depends(admin),
+    ):
         if order not in ORDERS:
-            raise APIError(400, f"Invalid order: {order!r}. Expected 'ascending' or 'descending'.", param="order")
+            raise APIError(
+                400, f"Invalid order: {order!r}. Expected 'ascending' or 'descending'.", param="order"
+            )
         n = parse_limit(limit, 10, 100)
         own_checkpoint(proj, ckpt)
-        rows, more = paged(lambda: store.list_permissions(proj["id"], ckpt, after=after, limit=n,
-                                                          ascending=ORDERS[order], project_id=project_id), after)
+        rows, more = paged(
+            lambda: store.list_permissions(
+                proj["id"], ckpt, after=after, limit=n, ascending=ORDERS[order], project_id=project_id
+            ),
+            after,
+        )
         return page([permission_object(r) for r in rows], more, with_ids=True)
 
     @app.delete("/v1/fine_tuning/checkpoints/{ckpt}/permissions/{permission_id}")
     def delete_permission(ckpt: str, permission_id: str, proj: dict = Depends(admin)):
         own_checkpoint(proj, ckpt)
         if not store.delete_permission(proj["id"], ckpt, permission_id):
-            raise APIError(404, f"No such checkpoint permission: {permission_id}", param="permission_id",
-                           code="permission_not_found")
+            raise APIError(
+                404,
+                f"No such checkpoint permission: {permission_id}",
+                param="permission_id",
+                code="permission_not_found",
+            )
         return {"id": permission_id, "object": "checkpoint.permission", "deleted": True}

@@ -57,12 +57,16 @@ def check_section(section: Any) -> dict:
         raise _bad(f"{WHERE} must be an object with 'grader' and 'hyperparameters'", WHERE)
     extra = sorted(set(section) - {"grader", "hyperparameters"})
     if "response_format" in extra:
-        raise _bad(f"{WHERE}.response_format is not supported: this server has no constrained "
-                   "decoding in training; ask for the format in the prompt and check it with the grader",
-                   f"{WHERE}.response_format")
+        raise _bad(
+            f"{WHERE}.response_format is not supported: this server has no constrained "
+            "decoding in training; ask for the format in the prompt and check it with the grader",
+            f"{WHERE}.response_format",
+        )
     if extra:
-        raise _bad(f"Unknown field '{extra[0][:100]}' in {WHERE}; allowed: grader, hyperparameters",
-                   f"{WHERE}.{extra[0][:100]}")
+        raise _bad(
+            f"Unknown field '{extra[0][:100]}' in {WHERE}; allowed: grader, hyperparameters",
+            f"{WHERE}.{extra[0][:100]}",
+        )
     if "grader" not in section:
         raise _bad(f"Missing required parameter: '{WHERE}.grader'.", f"{WHERE}.grader")
     parse_grader_param(section["grader"], f"{WHERE}.grader")
@@ -71,8 +75,11 @@ def check_section(section: Any) -> dict:
     hyper = _check_hyper(raw, RFT_KEYS, where, extra=("reasoning_effort",))
     effort = (raw or {}).get("reasoning_effort", "default")
     if effort not in REASONING_EFFORTS:
-        raise _bad(f"Invalid reasoning_effort: {str(effort)[:40]!r}. It must be one of "
-                   f"{', '.join(REASONING_EFFORTS)}.", f"{where}.reasoning_effort")
+        raise _bad(
+            f"Invalid reasoning_effort: {str(effort)[:40]!r}. It must be one of "
+            f"{', '.join(REASONING_EFFORTS)}.",
+            f"{where}.reasoning_effort",
+        )
     hyper["reasoning_effort"] = effort
     return {"grader": section["grader"], "hyperparameters": hyper}
 
@@ -130,7 +137,12 @@ def grpo_rewards(grader: dict, judges: dict[str, str]) -> list[dict]:
     """``grpo.rewards`` of the run config; ``judges`` maps grader model names to local paths."""
     rewards = []
     for name, _, _, spec in reward_graders(grader):
-        reward = {"type": "grader", "grader": spec, "name": name, "weight": 1.0 if name == MAIN_REWARD else 0.0}
+        reward = {
+            "type": "grader",
+            "grader": spec,
+            "name": name,
+            "weight": 1.0 if name == MAIN_REWARD else 0.0,
+        }
         used = {m: p for m, p in judges.items() if m in model_names(spec)}
         if used:
             reward["judge_model"] = used
@@ -150,8 +162,11 @@ def train_section(h: dict, has_validation: bool) -> dict:
     """The ``train:`` keys an RFT job sets beyond the shared ones: evaluation and checkpoints
     at every ``eval_interval`` steps, and (with a validation file) a baseline evaluation before
     the first step."""
-    return {"eval_every": int(h["eval_interval"]), "save_every": int(h["eval_interval"]),
-            "eval_at_start": has_validation}
+    return {
+        "eval_every": int(h["eval_interval"]),
+        "save_every": int(h["eval_interval"]),
+        "eval_at_start": has_validation,
+    }
 
 
 def grpo_section(h: dict, grader: dict, judges: dict[str, str]) -> dict:

@@ -34,8 +34,10 @@ from typing import Any
 from ..data.check import CheckReport, _iter_file, _kind, _Rules, _where, special_token_pattern
 
 MIN_EXAMPLES = 10
-RESERVED = {"prompt": "this server carries the prompt under 'prompt' (the prompt is 'messages'); rename "
-                      "the key", "tools": "tool calling is not trained by this server"}
+RESERVED = {
+    "prompt": "this server carries the prompt under 'prompt' (the prompt is 'messages'); rename the key",
+    "tools": "tool calling is not trained by this server",
+}
 
 
 def prompts_path(staged: Path) -> Path:
@@ -54,8 +56,9 @@ class RftCheck:
     first_too_long: int | None = None
 
 
-def check_rft_files(train: Path, valid: Path | None, *, required: set[str], tokenizer: Any,
-                    room: int) -> RftCheck:
+def check_rft_files(
+    train: Path, valid: Path | None, *, required: set[str], tokenizer: Any, room: int
+) -> RftCheck:
     """Check the training (and validation) file; never raises for bad content (module doc).
     ``required``: the item keys the grader reads; ``room``: prompt tokens GRPO keeps."""
     check = RftCheck(CheckReport(str(train), "grpo", max_listed=1))
@@ -74,8 +77,11 @@ def check_rft_files(train: Path, valid: Path | None, *, required: set[str], toke
         if param == "training_file":
             check.report.n_examples = n
             if n < MIN_EXAMPLES:
-                check.report.add("invalid_n_examples", None, f"Training file has {n} example(s), but must "
-                                 f"have at least {MIN_EXAMPLES} examples")
+                check.report.add(
+                    "invalid_n_examples",
+                    None,
+                    f"Training file has {n} example(s), but must have at least {MIN_EXAMPLES} examples",
+                )
     return check
 
 
@@ -90,15 +96,22 @@ def _row_ok(rules: _Rules, value: Any, line: int, required: set[str]) -> bool:
     rules.messages(value["messages"], line, need_assistant=False)
     messages = value["messages"]
     if not rules.row_errors and messages[-1].get("role") == "assistant":
-        rules.add("invalid_example", line, f"{_where(line)} ends with an assistant message; a reinforcement "
-                  "example holds the prompt only (the model writes the answer the grader scores)")
+        rules.add(
+            "invalid_example",
+            line,
+            f"{_where(line)} ends with an assistant message; a reinforcement "
+            "example holds the prompt only (the model writes the answer the grader scores)",
+        )
     for key, why in RESERVED.items():
         if value.get(key) not in (None, []):
             rules.add("invalid_example", line, f"{_where(line)} has the key '{key}': {why}")
     for key in sorted(required):
         if value.get(key) is None:
-            rules.add("missing_key", line, f"{_where(line)} is missing key '{key}', which the grader reads "
-                      f"({{{{item.{key}}}}}).")
+            rules.add(
+                "missing_key",
+                line,
+                f"{_where(line)} is missing key '{key}', which the grader reads ({{{{item.{key}}}}}).",
+            )
     return not rules.row_errors
 
 
@@ -111,8 +124,11 @@ def _count_length(check: RftCheck, messages: list, line: int, tokenizer: Any, ro
     try:
         n = len(prompt_token_ids(tokenizer, messages))
     except Exception as exc:  # noqa: BLE001 - a template's raise_exception() and friends
-        check.report.add("invalid_example", line, f"{_where(line)}: the model's chat template rejected "
-                         f"these messages: {str(exc)[:200]}")
+        check.report.add(
+            "invalid_example",
+            line,
+            f"{_where(line)}: the model's chat template rejected these messages: {str(exc)[:200]}",
+        )
         return
     if n > room:
         check.too_long += 1

@@ -48,14 +48,22 @@ def check_grader_here(obj: Any, settings: Settings, path: str) -> tuple[Any, dic
     for where, grader in model_graders(spec, path):
         if grader.model not in available:
             shown = ", ".join(sorted(available)) or "none"
-            raise APIError(400, f"{where}.model: {grader.model[:100]!r} is not a grader model on this "
-                           "server; its operator maps grader model names to local models (--grader-model "
-                           f"NAME=PATH). Available: {shown}.", param=f"{where}.model")
+            raise APIError(
+                400,
+                f"{where}.model: {grader.model[:100]!r} is not a grader model on this "
+                "server; its operator maps grader model names to local models (--grader-model "
+                f"NAME=PATH). Available: {shown}.",
+                param=f"{where}.model",
+            )
         judges[grader.model] = available[grader.model]
     try:
         check_text_only(spec, path)
-        check_runnable(spec, judge=LocalJudge(judges) if judges else None,
-                       sandbox_config=settings.grader_sandbox, path=path)
+        check_runnable(
+            spec,
+            judge=LocalJudge(judges) if judges else None,
+            sandbox_config=settings.grader_sandbox,
+            path=path,
+        )
     except GraderError as exc:
         raise APIError(400, str(exc), param=exc.path) from None
     return spec, judges
@@ -81,8 +89,9 @@ class GraderRunner:
         spec, judges = check_grader_here(grader, self.settings, "grader")
         with self._lock:
             judge = self._judge_for(judges)
-            result = grade_many(spec, [model_sample], [item], judge=judge,
-                                sandbox_config=self.settings.grader_sandbox)[0]
+            result = grade_many(
+                spec, [model_sample], [item], judge=judge, sandbox_config=self.settings.grader_sandbox
+            )[0]
         return result.to_openai()
 
     def _judge_for(self, judges: dict[str, str]):
@@ -105,8 +114,9 @@ def _body_fields(body: dict, allowed: tuple[str, ...], required: tuple[str, ...]
         raise APIError(400, f"Unrecognized request argument supplied: {extra[0][:100]}", param=extra[0][:100])
     for key in required:
         if key not in body:
-            raise APIError(400, f"Missing required parameter: '{key}'.", param=key,
-                           code="missing_required_parameter")
+            raise APIError(
+                400, f"Missing required parameter: '{key}'.", param=key, code="missing_required_parameter"
+            )
 
 
 def add_grader_routes(app: FastAPI, settings: Settings, project) -> None:

@@ -33,8 +33,14 @@ from typing import Any
 
 from .rft import reward_graders
 
-RESULTS_HEADER = ["step", "train_loss", "train_reward_mean", "train_reward_std", "valid_reward_mean",
-                  "valid_reward_std"]
+RESULTS_HEADER = [
+    "step",
+    "train_loss",
+    "train_reward_mean",
+    "train_reward_std",
+    "valid_reward_mean",
+    "valid_reward_std",
+]
 
 
 def _fmt(x: float) -> str:
@@ -49,8 +55,10 @@ def step_message(row: dict, total: int | None, grader: dict) -> str:
     """OpenAI's RFT step message (module doc)."""
     text = f"Step {row['step']}/{total or '?'} , train mean reward={_fmt(row['reward'])}"
     if _evaluated(row):
-        text += (f", full validation mean reward={_fmt(row['eval_reward'])}, full validation mean parse "
-                 f"error={_fmt(_error(row, 'eval_', reward_graders(grader)[0][0]) or 0.0)}")
+        text += (
+            f", full validation mean reward={_fmt(row['eval_reward'])}, full validation mean parse "
+            f"error={_fmt(_error(row, 'eval_', reward_graders(grader)[0][0]) or 0.0)}"
+        )
     return text
 
 
@@ -59,7 +67,10 @@ def _error(row: dict, prefix: str, name: str) -> float | None:
 
 
 def _scores(row: dict, grader: dict) -> dict:
-    scores: dict[str, Any] = {"train_reward_mean": row.get("reward"), "train_reward_std": row.get("reward_std")}
+    scores: dict[str, Any] = {
+        "train_reward_mean": row.get("reward"),
+        "train_reward_std": row.get("reward_std"),
+    }
     if _evaluated(row):
         scores.update(valid_reward_mean=row["eval_reward"], valid_reward_std=row.get("eval_reward_std"))
     graders = []
@@ -84,23 +95,40 @@ def _errors(row: dict, grader: dict) -> dict:
 
 def event_data(row: dict, total: int | None, grader: dict) -> dict:
     """A ``metrics`` event's ``data`` for one GRPO row (module doc)."""
-    data = {"step": row["step"], "total_steps": total, "train_mean_reward": row.get("reward"),
-            "train_reward_std": row.get("reward_std"), "train_loss": row.get("loss"),
-            "completion_tokens_mean": row.get("completion_length"), "kl": row.get("kl"),
-            "zero_std_fraction": row.get("zero_std_fraction"), "scores": _scores(row, grader),
-            "errors": _errors(row, grader), "timing": {"step": {"full_iteration": row.get("step_time_s")}}}
+    data = {
+        "step": row["step"],
+        "total_steps": total,
+        "train_mean_reward": row.get("reward"),
+        "train_reward_std": row.get("reward_std"),
+        "train_loss": row.get("loss"),
+        "completion_tokens_mean": row.get("completion_length"),
+        "kl": row.get("kl"),
+        "zero_std_fraction": row.get("zero_std_fraction"),
+        "scores": _scores(row, grader),
+        "errors": _errors(row, grader),
+        "timing": {"step": {"full_iteration": row.get("step_time_s")}},
+    }
     if _evaluated(row):
-        data.update(full_valid_mean_reward=row["eval_reward"], valid_reward_std=row.get("eval_reward_std"),
-                    full_valid_mean_parse_error=_error(row, "eval_", reward_graders(grader)[0][0]) or 0.0)
+        data.update(
+            full_valid_mean_reward=row["eval_reward"],
+            valid_reward_std=row.get("eval_reward_std"),
+            full_valid_mean_parse_error=_error(row, "eval_", reward_graders(grader)[0][0]) or 0.0,
+        )
     return data
 
 
 def checkpoint_metrics(row: dict, grader: dict) -> dict:
     """A checkpoint's ``metrics`` (module doc)."""
-    out = {"step": row["step"], "train_loss": row.get("loss"), "train_reward_mean": row.get("reward"),
-           "train_reward_std": row.get("reward_std"), "valid_reward_mean": row.get("eval_reward"),
-           "valid_reward_std": row.get("eval_reward_std"), "full_valid_mean_reward": row.get("eval_reward"),
-           "scores": _scores(row, grader)}
+    out = {
+        "step": row["step"],
+        "train_loss": row.get("loss"),
+        "train_reward_mean": row.get("reward"),
+        "train_reward_std": row.get("reward_std"),
+        "valid_reward_mean": row.get("eval_reward"),
+        "valid_reward_std": row.get("eval_reward_std"),
+        "full_valid_mean_reward": row.get("eval_reward"),
+        "scores": _scores(row, grader),
+    }
     return out
 
 
@@ -111,5 +139,11 @@ def baseline_message(row: dict) -> str:
 
 def results_row(row: dict) -> list:
     """One line of the results file (:data:`RESULTS_HEADER`)."""
-    return [row["step"], row.get("loss", ""), row.get("reward", ""), row.get("reward_std", ""),
-            row.get("eval_reward", ""), row.get("eval_reward_std", "")]
+    return [
+        row["step"],
+        row.get("loss", ""),
+        row.get("reward", ""),
+        row.get("reward_std", ""),
+        row.get("eval_reward", ""),
+        row.get("eval_reward_std", ""),
+    ]

@@ -44,19 +44,33 @@ def validate(worker, job: dict, train: Path, valid: Path | None, base: Path) -> 
         worker._fail(job, error["code"], error["message"], error["param"])
         return
     if not check.fitting:
-        worker._fail(job, "invalid_training_file", "The job failed due to an invalid training file. Every "
-                     f"prompt is longer than {room} tokens (this server's maximum example length {max_length} "
-                     f"less the {max_length - room} tokens it samples per answer), so training would drop "
-                     f"every example; the first is example {check.first_too_long}.", "training_file")
+        worker._fail(
+            job,
+            "invalid_training_file",
+            "The job failed due to an invalid training file. Every "
+            f"prompt is longer than {room} tokens (this server's maximum example length {max_length} "
+            f"less the {max_length - room} tokens it samples per answer), so training would drop "
+            f"every example; the first is example {check.first_too_long}.",
+            "training_file",
+        )
         return
     if check.too_long:
-        worker.store.add_event(job["id"], f"{check.too_long} example(s) have prompts longer than {room} tokens "
-                               f"and will be skipped (the first is example {check.first_too_long})", level="warn")
+        worker.store.add_event(
+            job["id"],
+            f"{check.too_long} example(s) have prompts longer than {room} tokens "
+            f"and will be skipped (the first is example {check.first_too_long})",
+            level="warn",
+        )
     for path in (train, valid):
         if path is not None:
             write_prompts(path)
-    updated = worker.store.update_job(job["id"], expect_status=("validating_files",), worker_id=worker.worker_id,
-                                      status="queued", n_examples=check.report.n_examples)
+    updated = worker.store.update_job(
+        job["id"],
+        expect_status=("validating_files",),
+        worker_id=worker.worker_id,
+        status="queued",
+        n_examples=check.report.n_examples,
+    )
     if updated is not None:
         worker.store.add_event(job["id"], "Files validated, moving job to queued state")
 
@@ -77,8 +91,10 @@ def config(settings, job: dict, method: dict, cfg: dict) -> None:
     judges = judge_models(settings)
     missing = sorted(rft.model_names(grader) - set(judges))
     if missing:
-        raise GraderUnavailable(f"The grader's model {missing[0]!r} is not a grader model on this worker "
-                                "(--grader-model NAME=PATH).")
+        raise GraderUnavailable(
+            f"The grader's model {missing[0]!r} is not a grader model on this worker "
+            "(--grader-model NAME=PATH)."
+        )
     data = Path(cfg["data"]["train"]).parent
     cfg["method"] = "grpo"
     cfg["data"]["train"] = str(prompts_path(data / "train.jsonl"))
@@ -94,8 +110,10 @@ def eval_samples_note(method: dict) -> str | None:
     size = rft.group_size(float(h["compute_multiplier"]))
     if h["eval_samples"] == size:
         return None
-    return (f"eval_samples={h['eval_samples']} is not applied: each evaluation samples {size} answers per "
-            "validation example (the group size that compute_multiplier sets)")
+    return (
+        f"eval_samples={h['eval_samples']} is not applied: each evaluation samples {size} answers per "
+        "validation example (the group size that compute_multiplier sets)"
+    )
 
 
 class Progress:
@@ -107,7 +125,9 @@ class Progress:
         self.grader = _grader(job)
 
     def event(self, row: dict, total: int | None) -> tuple[str, dict]:
-        return rft_metrics.step_message(row, total, self.grader), rft_metrics.event_data(row, total, self.grader)
+        return rft_metrics.step_message(row, total, self.grader), rft_metrics.event_data(
+            row, total, self.grader
+        )
 
     def checkpoint(self, row: dict) -> dict:
         return rft_metrics.checkpoint_metrics(row, self.grader)
@@ -118,5 +138,8 @@ class Progress:
     def baseline(self, row: dict) -> tuple[str, dict] | None:
         if "eval_reward" not in row:
             return None
-        return rft_metrics.baseline_message(row), {"step": 0, "full_valid_mean_reward": row["eval_reward"],
-                                                   "valid_reward_std": row.get("eval_reward_std")}
+        return rft_metrics.baseline_message(row), {
+            "step": 0,
+            "full_valid_mean_reward": row["eval_reward"],
+            "valid_reward_std": row.get("eval_reward_std"),
+        }

@@ -65,8 +65,10 @@ def parse_base_models(items: list[str]) -> dict[str, Path]:
         if not sep:
             name, path = Path(item).name, item
         if not is_safe_name(name):
-            raise ConfigError(f"--base-model {item!r}: the name may hold only letters, digits, '.', '_' "
-                              "and '-' (it becomes part of ft: model ids)")
+            raise ConfigError(
+                f"--base-model {item!r}: the name may hold only letters, digits, '.', '_' "
+                "and '-' (it becomes part of ft: model ids)"
+            )
         out[name] = local_model("--base-model", item, path)
     return out
 
@@ -84,8 +86,9 @@ def local_model(option: str, item: str, path: str) -> Path:
         except ModelError as exc:
             raise ConfigError(f"{option} {item!r}: {exc}") from None
     elif not (folder / "config.json").is_file():
-        raise ConfigError(f"{option} {item!r}: {folder} is not a Hugging Face model folder "
-                          "(no config.json) or a GGUF file")
+        raise ConfigError(
+            f"{option} {item!r}: {folder} is not a Hugging Face model folder (no config.json) or a GGUF file"
+        )
     return folder
 
 
@@ -104,7 +107,9 @@ def parse_grader_models(items: list[str]) -> dict[str, Path]:
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name.strip():
-            raise ConfigError(f"--grader-model {item!r}: expected NAME=PATH (NAME as graders give it "
-                              "in 'model', e.g. gpt-4o-2024-08-06)")
+            raise ConfigError(
+                f"--grader-model {item!r}: expected NAME=PATH (NAME as graders give it "
+                "in 'model', e.g. gpt-4o-2024-08-06)"
+            )
         out[name.strip()] = local_model("--grader-model", item, path)
     return out

@@ -61,9 +61,11 @@ def _is_real(value: Any) -> bool:
 _RULES = {
     "n_epochs": (lambda v: _is_int(v) and 1 <= v <= 50, "an integer between 1 and 50"),
     "batch_size": (lambda v: _is_int(v) and 1 <= v <= 256, "an integer between 1 and 256"),
-    "learning_rate_multiplier": (lambda v: _is_real(v) and LR_MULTIPLIER_MIN <= v <= LR_MULTIPLIER_MAX,
-                                 f"a number between {LR_MULTIPLIER_MIN:g} and {LR_MULTIPLIER_MAX:g} (the "
-                                 "learning rate is this times the server's base learning rate)"),
+    "learning_rate_multiplier": (
+        lambda v: _is_real(v) and LR_MULTIPLIER_MIN <= v <= LR_MULTIPLIER_MAX,
+        f"a number between {LR_MULTIPLIER_MIN:g} and {LR_MULTIPLIER_MAX:g} (the "
+        "learning rate is this times the server's base learning rate)",
+    ),
     "beta": (lambda v: _is_real(v) and 0 < v <= 2, "a number in (0, 2]"),
     # reinforcement (jobs/rft.py says how each maps onto GRPO)
     "compute_multiplier": (lambda v: _is_real(v) and 0 < v <= 8, "a number in (0, 8]"),
@@ -81,8 +83,10 @@ def _check_hyper(h: Any, keys: tuple[str, ...], where: str, extra: tuple[str, ..
         raise _bad(f"{where} must be an object", where)
     unknown = sorted(set(h) - set(keys) - set(extra))
     if unknown:
-        raise _bad(f"Unknown hyperparameter '{unknown[0][:100]}' in {where}; allowed: {', '.join(keys + extra)}",
-                   f"{where}.{unknown[0][:100]}")
+        raise _bad(
+            f"Unknown hyperparameter '{unknown[0][:100]}' in {where}; allowed: {', '.join(keys + extra)}",
+            f"{where}.{unknown[0][:100]}",
+        )
     out = {}
     for key in keys:
         v = h.get(key, "auto")
@@ -127,8 +131,17 @@ def normalise_create(body: Any) -> dict:
     for key in ("model", "training_file"):
         if not isinstance(body.get(key), str) or not body.get(key):
             raise _bad(f"Missing required parameter: '{key}'.", key, "missing_required_parameter")
-    known = {"model", "training_file", "validation_file", "suffix", "seed", "metadata", "integrations",
-             "hyperparameters", "method"}
+    known = {
+        "model",
+        "training_file",
+        "validation_file",
+        "suffix",
+        "seed",
+        "metadata",
+        "integrations",
+        "hyperparameters",
+        "method",
+    }
     unknown = sorted(set(body) - known)
     if unknown:
         raise _bad(f"Unrecognized request argument supplied: {unknown[0]}", unknown[0])
@@ -142,23 +155,34 @@ def normalise_create(body: Any) -> dict:
         if not ids.is_valid_suffix(suffix):
             raise _bad("Invalid suffix: only letters, digits, '-' and '_' are allowed.", "suffix")
     seed = body.get("seed")
-    if seed is not None and not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= SEED_MAX):
+    if seed is not None and not (
+        isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= SEED_MAX
+    ):
         raise _bad(f"Invalid seed: {seed!r}. It must be an integer between 0 and {SEED_MAX}.", "seed")
     integrations = body.get("integrations")
     if integrations:
         # W&B needs network access the service does not have; refuse rather than ignore.
         raise _bad("integrations are not supported by this server", "integrations")
     method = _normalise_method(body.get("method"), body.get("hyperparameters"))
-    return {"model": body["model"], "training_file": body["training_file"], "validation_file": validation,
-            "suffix": suffix, "seed": seed, "metadata": check_metadata(body.get("metadata")),
-            "integrations": [], "method": method}
+    return {
+        "model": body["model"],
+        "training_file": body["training_file"],
+        "validation_file": validation,
+        "suffix": suffix,
+        "seed": seed,
+        "metadata": check_metadata(body.get("metadata")),
+        "integrations": [],
+        "method": method,
+    }
 
 
 def _normalise_method(method: Any, legacy: Any) -> dict:
     if method is None:
         # The deprecated top-level hyperparameters map onto the supervised method.
-        return {"type": "supervised",
-                "supervised": {"hyperparameters": _check_hyper(legacy, HYPER_KEYS, "hyperparameters")}}
+        return {
+            "type": "supervised",
+            "supervised": {"hyperparameters": _check_hyper(legacy, HYPER_KEYS, "hyperparameters")},
+        }
     if not isinstance(method, dict):
         raise _bad("method must be an object", "method")
     kind = method.get("type")

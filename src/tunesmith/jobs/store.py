@@ -30,14 +30,16 @@ ACTIVE = ("validating_files", "queued", "running")
 metadata = sa.MetaData()
 
 projects = sa.Table(
-    "projects", metadata,
+    "projects",
+    metadata,
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("id", sa.String(64), unique=True, nullable=False),
     sa.Column("name", sa.String(128), unique=True, nullable=False),
     sa.Column("created_at", sa.Integer, nullable=False),
 )
 api_keys = sa.Table(
-    "api_keys", metadata,
+    "api_keys",
+    metadata,
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("key_hash", sa.String(64), unique=True, nullable=False),
     sa.Column("hint", sa.String(32), nullable=False),
@@ -47,7 +49,8 @@ api_keys = sa.Table(
     sa.Column("is_admin", sa.Boolean),  # NULL (keys made before admin keys existed) = not admin
 )
 files = sa.Table(
-    "files", metadata,
+    "files",
+    metadata,
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("id", sa.String(64), unique=True, nullable=False),
     sa.Column("project_id", sa.String(64), nullable=False, index=True),
@@ -60,7 +63,8 @@ files = sa.Table(
     sa.Column("status_details", sa.Text),
 )
 jobs = sa.Table(
-    "jobs", metadata,
+    "jobs",
+    metadata,
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("id", sa.String(64), unique=True, nullable=False),
     sa.Column("project_id", sa.String(64), nullable=False, index=True),
@@ -94,7 +98,8 @@ jobs = sa.Table(
     sa.Column("parent_step", sa.Integer),
 )
 events = sa.Table(
-    "events", metadata,
+    "events",
+    metadata,
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("id", sa.String(64), unique=True, nullable=False),
     sa.Column("job_id", sa.String(64), nullable=False, index=True),
@@ -105,7 +110,8 @@ events = sa.Table(
     sa.Column("data", sa.JSON),
 )
 checkpoints = sa.Table(
-    "checkpoints", metadata,
+    "checkpoints",
+    metadata,
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("id", sa.String(64), unique=True, nullable=False),
     sa.Column("job_id", sa.String(64), nullable=False, index=True),
@@ -118,7 +124,8 @@ checkpoints = sa.Table(
 permissions = sa.Table(
     # checkpoint.permission: project ``project_id`` may use checkpoint model ``checkpoint`` of
     # job ``job_id`` (owned by ``owner_project_id``). One row per (checkpoint, project).
-    "permissions", metadata,
+    "permissions",
+    metadata,
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("id", sa.String(64), unique=True, nullable=False),
     sa.Column("checkpoint", sa.String(420), nullable=False, index=True),
@@ -164,12 +171,14 @@ class Store:
             kwargs["pool_pre_ping"] = True
         self.engine = sa.create_engine(self.url, **kwargs)
         if self.url.startswith("sqlite"):
+
             @sa.event.listens_for(self.engine, "connect")
             def _pragmas(dbapi_conn, _record):  # WAL: readers never block the writer
                 cur = dbapi_conn.cursor()
                 cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute("PRAGMA busy_timeout=30000")
                 cur.close()
+
         metadata.create_all(self.engine)
         self._add_missing_columns()
         self.clock = time.time
@@ -208,8 +217,15 @@ class Store:
         project = self.ensure_project(project_name)
         key = ids.new_api_key()
         with self.engine.begin() as c:
-            c.execute(api_keys.insert().values(key_hash=ids.hash_key(key), hint=key[:9] + "…" + key[-4:],
-                                               project_id=project["id"], created_at=now(), is_admin=admin))
+            c.execute(
+                api_keys.insert().values(
+                    key_hash=ids.hash_key(key),
+                    hint=key[:9] + "…" + key[-4:],
+                    project_id=project["id"],
+                    created_at=now(),
+                    is_admin=admin,
+                )
+            )
         return key, project
 
     def project_exists(self, project_id: str) -> bool:
@@ -217,23 +233,38 @@ class Store:
             return c.execute(sa.select(projects.c.seq).where(projects.c.id == project_id)).first() is not None
 
     def list_keys(self) -> list[dict]:
-        q = (sa.select(api_keys.c.hint, api_keys.c.created_at, api_keys.c.revoked_at, api_keys.c.is_admin,
-                       projects.c.name, projects.c.id.label("project_id"))
-             .join(projects, projects.c.id == api_keys.c.project_id).order_by(api_keys.c.seq))
+        q = (
+            sa.select(
+                api_keys.c.hint,
+                api_keys.c.created_at,
+                api_keys.c.revoked_at,
+                api_keys.c.is_admin,
+                projects.c.name,
+                projects.c.id.label("project_id"),
+            )
+            .join(projects, projects.c.id == api_keys.c.project_id)
+            .order_by(api_keys.c.seq)
+        )
         with self.engine.connect() as c:
             return [dict(r) for r in c.execute(q).mappings()]
 
     def revoke_key(self, key: str) -> bool:
         with self.engine.begin() as c:
-            res = c.execute(api_keys.update().where(api_keys.c.key_hash == ids.hash_key(key),
-                                                    api_keys.c.revoked_at.is_(None)).values(revoked_at=now()))
+            res = c.execute(
+                api_keys.update()
+                .where(api_keys.c.key_hash == ids.hash_key(key), api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=now())
+            )
             return res.rowcount > 0
 
     def project_for_key(self, key: str) -> dict | None:
         """The project an unrevoked key belongs to (``admin``: whether it is an admin key), or None."""
         h = ids.hash_key(key)
-        q = (sa.select(api_keys.c.key_hash, api_keys.c.revoked_at, api_keys.c.is_admin, projects)
-             .join(projects, projects.c.id == api_keys.c.project_id).where(api_keys.c.key_hash == h))
+        q = (
+            sa.select(api_keys.c.key_hash, api_keys.c.revoked_at, api_keys.c.is_admin, projects)
+            .join(projects, projects.c.id == api_keys.c.project_id)
+            .where(api_keys.c.key_hash == h)
+        )
         with self.engine.connect() as c:
             row = c.execute(q).mappings().first()
         if row is None or row["revoked_at"] is not None or not ids.keys_match(h, row["key_hash"]):
@@ -241,8 +272,9 @@ class Store:
         return {"id": row["id"], "name": row["name"], "admin": bool(row["is_admin"])}
 
     # -- generic helpers ----------------------------------------------------------------------
-    def _page(self, c, table: sa.Table, where: list, after: str | None, limit: int,
-              ascending: bool = False) -> tuple[list[dict], bool]:
+    def _page(
+        self, c, table: sa.Table, where: list, after: str | None, limit: int, ascending: bool = False
+    ) -> tuple[list[dict], bool]:
         """Rows of ``table`` matching ``where``, ordered by seq, after the cursor id, plus has_more."""
         if after is not None:
             seq = c.execute(sa.select(table.c.seq).where(table.c.id == after, *where)).scalar()
@@ -250,7 +282,10 @@ class Store:
                 raise CursorNotFound(after)
             where = [*where, table.c.seq > seq if ascending else table.c.seq < seq]
         order = table.c.seq.asc() if ascending else table.c.seq.desc()
-        rows = [dict(r) for r in c.execute(sa.select(table).where(*where).order_by(order).limit(limit + 1)).mappings()]
+        rows = [
+            dict(r)
+            for r in c.execute(sa.select(table).where(*where).order_by(order).limit(limit + 1)).mappings()
+        ]
         return rows[:limit], len(rows) > limit
 
     # -- files ----------------------------------------------------------------------------------
@@ -266,8 +301,15 @@ class Store:
 
     def get_file(self, project_id: str, file_id: str) -> dict | None:
         with self.engine.connect() as c:
-            row = c.execute(sa.select(files).where(files.c.id == file_id, files.c.project_id == project_id,
-                                                   self._unexpired())).mappings().first()
+            row = (
+                c.execute(
+                    sa.select(files).where(
+                        files.c.id == file_id, files.c.project_id == project_id, self._unexpired()
+                    )
+                )
+                .mappings()
+                .first()
+            )
         return dict(row) if row else None
 
     def list_files(self, project_id: str, *, after=None, limit=10000, ascending=False, purpose=None):
@@ -286,8 +328,11 @@ class Store:
         """Delete the rows of every expired file; their ids (the caller deletes the blobs after
         the rows, so no reader finds a row without its blob)."""
         with self.engine.begin() as c:
-            gone = c.execute(files.delete().where(files.c.expires_at <= self.now())
-                             .returning(files.c.id)).scalars().all()
+            gone = (
+                c.execute(files.delete().where(files.c.expires_at <= self.now()).returning(files.c.id))
+                .scalars()
+                .all()
+            )
         return list(gone)
 
     # -- jobs -------------------------------------------------------------------------------------
@@ -311,18 +356,28 @@ class Store:
                 return self._page(c, jobs, [jobs.c.project_id == project_id], after, limit)
             # Metadata is a JSON column (portable between SQLite and PostgreSQL): filter in
             # Python over the project's jobs, then page the filtered list by cursor.
-            rows = [dict(r) for r in c.execute(sa.select(jobs).where(jobs.c.project_id == project_id)
-                                                 .order_by(jobs.c.seq.desc())).mappings()]
+            rows = [
+                dict(r)
+                for r in c.execute(
+                    sa.select(jobs).where(jobs.c.project_id == project_id).order_by(jobs.c.seq.desc())
+                ).mappings()
+            ]
         rows = [r for r in rows if all((r["metadata"] or {}).get(k) == v for k, v in metadata_filter.items())]
         if after is not None:
             at = next((i for i, r in enumerate(rows) if r["id"] == after), None)
             if at is None:
                 raise CursorNotFound(after)
-            rows = rows[at + 1:]
+            rows = rows[at + 1 :]
         return rows[:limit], len(rows) > limit
 
-    def update_job(self, job_id: str, *, expect_status: tuple[str, ...] | None = None,
-                   worker_id: str | None = None, **values) -> dict | None:
+    def update_job(
+        self,
+        job_id: str,
+        *,
+        expect_status: tuple[str, ...] | None = None,
+        worker_id: str | None = None,
+        **values,
+    ) -> dict | None:
         """Set ``values`` on a job, only if its status is in ``expect_status`` (when given) and
         it is held by ``worker_id`` (when given). Returns the updated job, or None if no row
         matched (the caller lost a race: the job was cancelled, paused or re-claimed)."""
@@ -343,14 +398,19 @@ class Store:
         ``stale_after`` seconds (it died: the job resumes from its last checkpoint)."""
         t = time.time()
         stale = sa.or_(jobs.c.worker_id.is_(None), jobs.c.heartbeat_at < t - stale_after)
-        wanted = sa.or_(sa.and_(jobs.c.status.in_(("validating_files", "queued")), stale),
-                        sa.and_(jobs.c.status == "running", jobs.c.heartbeat_at < t - stale_after))
+        wanted = sa.or_(
+            sa.and_(jobs.c.status.in_(("validating_files", "queued")), stale),
+            sa.and_(jobs.c.status == "running", jobs.c.heartbeat_at < t - stale_after),
+        )
         pick = sa.select(jobs.c.seq).where(wanted).order_by(jobs.c.seq).limit(1)
         if self.is_postgres:
             pick = pick.with_for_update(skip_locked=True)
-        stmt = (jobs.update().where(jobs.c.seq == pick.scalar_subquery())
-                .values(worker_id=worker_id, heartbeat_at=t, attempts=jobs.c.attempts + 1)
-                .returning(*jobs.c))
+        stmt = (
+            jobs.update()
+            .where(jobs.c.seq == pick.scalar_subquery())
+            .values(worker_id=worker_id, heartbeat_at=t, attempts=jobs.c.attempts + 1)
+            .returning(*jobs.c)
+        )
         with self.engine.begin() as c:
             row = c.execute(stmt).mappings().first()
         return dict(row) if row else None
@@ -358,8 +418,11 @@ class Store:
     def heartbeat(self, job_id: str, worker_id: str) -> str | None:
         """Refresh the lease; returns the job's status, or None when this worker lost the job."""
         with self.engine.begin() as c:
-            res = c.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.worker_id == worker_id)
-                            .values(heartbeat_at=time.time()))
+            res = c.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.worker_id == worker_id)
+                .values(heartbeat_at=time.time())
+            )
             if res.rowcount == 0:
                 return None
             return c.execute(sa.select(jobs.c.status).where(jobs.c.id == job_id)).scalar()
@@ -367,43 +430,88 @@ class Store:
     def release_job(self, job_id: str, worker_id: str) -> None:
         """Drop this worker's lease (its training process is gone)."""
         with self.engine.begin() as c:
-            c.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.worker_id == worker_id)
-                      .values(worker_id=None, heartbeat_at=None))
+            c.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.worker_id == worker_id)
+                .values(worker_id=None, heartbeat_at=None)
+            )
 
     def requeue_stale(self, stale_after: float) -> list[str]:
         """Move running jobs whose worker stopped heartbeating back to ``queued``; their ids."""
         t = time.time()
         with self.engine.begin() as c:
-            rows = c.execute(jobs.update().where(jobs.c.status == "running",
-                                                 jobs.c.heartbeat_at < t - stale_after)
-                             .values(status="queued", worker_id=None, heartbeat_at=None)
-                             .returning(jobs.c.id)).scalars().all()
+            rows = (
+                c.execute(
+                    jobs.update()
+                    .where(jobs.c.status == "running", jobs.c.heartbeat_at < t - stale_after)
+                    .values(status="queued", worker_id=None, heartbeat_at=None)
+                    .returning(jobs.c.id)
+                )
+                .scalars()
+                .all()
+            )
         for job_id in rows:
-            self.add_event(job_id, "The worker running this job stopped responding; the job was "
-                                   "queued again and will resume from its last checkpoint", level="warn")
+            self.add_event(
+                job_id,
+                "The worker running this job stopped responding; the job was "
+                "queued again and will resume from its last checkpoint",
+                level="warn",
+            )
         return list(rows)
 
     # -- events ----------------------------------------------------------------------------------
-    def add_event(self, job_id: str, message: str, *, level: str = "info", type: str = "message",
-                  data: dict | None = None) -> None:
+    def add_event(
+        self,
+        job_id: str,
+        message: str,
+        *,
+        level: str = "info",
+        type: str = "message",
+        data: dict | None = None,
+    ) -> None:
         with self.engine.begin() as c:
-            c.execute(events.insert().values(id=ids.event_id(), job_id=job_id, created_at=now(),
-                                             level=level, message=message, type=type, data=data))
+            c.execute(
+                events.insert().values(
+                    id=ids.event_id(),
+                    job_id=job_id,
+                    created_at=now(),
+                    level=level,
+                    message=message,
+                    type=type,
+                    data=data,
+                )
+            )
 
-    def add_metric_events(self, job_id: str, worker_id: str, rows: list[tuple[str, dict]],
-                          last_step: int) -> bool:
+    def add_metric_events(
+        self, job_id: str, worker_id: str, rows: list[tuple[str, dict]], last_step: int
+    ) -> bool:
         """Insert metrics events ``(message, data)`` and advance the job's ``last_step`` in ONE
         transaction, only while ``worker_id`` holds the job: a worker killed mid-publish leaves
         either all of them or none, so the worker that resumes the job neither skips nor repeats
         a step. Returns False (nothing written) when the worker lost the job."""
         with self.engine.begin() as c:
-            res = c.execute(jobs.update().where(jobs.c.id == job_id, jobs.c.worker_id == worker_id)
-                            .values(last_step=last_step))
+            res = c.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.worker_id == worker_id)
+                .values(last_step=last_step)
+            )
             if res.rowcount == 0:
                 return False
-            c.execute(events.insert(), [dict(id=ids.event_id(), job_id=job_id, created_at=now(),
-                                             level="info", message=m, type="metrics", data=d)
-                                        for m, d in rows])
+            c.execute(
+                events.insert(),
+                [
+                    dict(
+                        id=ids.event_id(),
+                        job_id=job_id,
+                        created_at=now(),
+                        level="info",
+                        message=m,
+                        type="metrics",
+                        data=d,
+                    )
+                    for m, d in rows
+                ],
+            )
         return True
 
     def list_events(self, job_id: str, *, after=None, limit=20):
@@ -415,8 +523,11 @@ class Store:
         """Insert a checkpoint unless this job already has one at that step (a resumed run
         writes the same step again)."""
         with self.engine.begin() as c:
-            exists = c.execute(sa.select(checkpoints.c.seq).where(
-                checkpoints.c.job_id == row["job_id"], checkpoints.c.step_number == row["step_number"])).first()
+            exists = c.execute(
+                sa.select(checkpoints.c.seq).where(
+                    checkpoints.c.job_id == row["job_id"], checkpoints.c.step_number == row["step_number"]
+                )
+            ).first()
             if exists:
                 return False
             c.execute(checkpoints.insert().values(**row))
@@ -428,29 +539,41 @@ class Store:
 
     def delete_checkpoints_except(self, job_id: str, steps: list[int]) -> None:
         with self.engine.begin() as c:
-            c.execute(checkpoints.delete().where(checkpoints.c.job_id == job_id,
-                                                 checkpoints.c.step_number.not_in(steps)))
+            c.execute(
+                checkpoints.delete().where(
+                    checkpoints.c.job_id == job_id, checkpoints.c.step_number.not_in(steps)
+                )
+            )
 
     # -- models ------------------------------------------------------------------------------------
     def find_model_job(self, project_id: str, key: str) -> dict | None:
         """The project's job whose fine-tuned model has the 8-character ``key``."""
         with self.engine.connect() as c:
-            row = c.execute(sa.select(jobs).where(jobs.c.project_id == project_id,
-                                                  jobs.c.model_key == key)).mappings().first()
+            row = (
+                c.execute(sa.select(jobs).where(jobs.c.project_id == project_id, jobs.c.model_key == key))
+                .mappings()
+                .first()
+            )
         return dict(row) if row else None
 
     def list_model_jobs(self, project_id: str) -> list[dict]:
         """Succeeded jobs with an undeleted fine-tuned model, oldest first."""
         with self.engine.connect() as c:
-            rows = c.execute(sa.select(jobs).where(jobs.c.project_id == project_id,
-                                                   jobs.c.status == "succeeded",
-                                                   jobs.c.model_deleted.is_(False))
-                             .order_by(jobs.c.seq)).mappings()
+            rows = c.execute(
+                sa.select(jobs)
+                .where(
+                    jobs.c.project_id == project_id,
+                    jobs.c.status == "succeeded",
+                    jobs.c.model_deleted.is_(False),
+                )
+                .order_by(jobs.c.seq)
+            ).mappings()
             return [dict(r) for r in rows]
 
     # -- checkpoint permissions ------------------------------------------------------------------
-    def add_permissions(self, checkpoint: str, job_id: str, step: int, owner_project_id: str,
-                        project_ids: list[str]) -> list[dict]:
+    def add_permissions(
+        self, checkpoint: str, job_id: str, step: int, owner_project_id: str, project_ids: list[str]
+    ) -> list[dict]:
         """Grant each of ``project_ids`` the use of ``checkpoint``; the permission objects in
         the order asked (an existing grant is returned as it is, not duplicated)."""
         out = []
@@ -459,15 +582,31 @@ class Store:
                 where = [permissions.c.checkpoint == checkpoint, permissions.c.project_id == pid]
                 row = c.execute(sa.select(permissions).where(*where)).mappings().first()
                 if row is None:
-                    c.execute(permissions.insert().values(
-                        id=ids.permission_id(), checkpoint=checkpoint, job_id=job_id, step_number=step,
-                        owner_project_id=owner_project_id, project_id=pid, created_at=now()))
+                    c.execute(
+                        permissions.insert().values(
+                            id=ids.permission_id(),
+                            checkpoint=checkpoint,
+                            job_id=job_id,
+                            step_number=step,
+                            owner_project_id=owner_project_id,
+                            project_id=pid,
+                            created_at=now(),
+                        )
+                    )
                     row = c.execute(sa.select(permissions).where(*where)).mappings().first()
                 out.append(dict(row))
         return out
 
-    def list_permissions(self, owner_project_id: str, checkpoint: str, *, after=None, limit=10,
-                         ascending=False, project_id: str | None = None):
+    def list_permissions(
+        self,
+        owner_project_id: str,
+        checkpoint: str,
+        *,
+        after=None,
+        limit=10,
+        ascending=False,
+        project_id: str | None = None,
+    ):
         where = [permissions.c.checkpoint == checkpoint, permissions.c.owner_project_id == owner_project_id]
         if project_id:
             where.append(permissions.c.project_id == project_id)
@@ -476,23 +615,37 @@ class Store:
 
     def delete_permission(self, owner_project_id: str, checkpoint: str, permission_id: str) -> bool:
         with self.engine.begin() as c:
-            res = c.execute(permissions.delete().where(permissions.c.id == permission_id,
-                                                       permissions.c.checkpoint == checkpoint,
-                                                       permissions.c.owner_project_id == owner_project_id))
+            res = c.execute(
+                permissions.delete().where(
+                    permissions.c.id == permission_id,
+                    permissions.c.checkpoint == checkpoint,
+                    permissions.c.owner_project_id == owner_project_id,
+                )
+            )
             return res.rowcount > 0
 
     def permission_for(self, checkpoint: str, project_id: str) -> dict | None:
         """The grant of ``checkpoint`` to ``project_id``, or None."""
         with self.engine.connect() as c:
-            row = c.execute(sa.select(permissions).where(permissions.c.checkpoint == checkpoint,
-                                                         permissions.c.project_id == project_id)).mappings().first()
+            row = (
+                c.execute(
+                    sa.select(permissions).where(
+                        permissions.c.checkpoint == checkpoint, permissions.c.project_id == project_id
+                    )
+                )
+                .mappings()
+                .first()
+            )
         return dict(row) if row else None
 
     def granted_to(self, project_id: str) -> list[dict]:
         """Every checkpoint permission granted to ``project_id``, oldest first."""
         with self.engine.connect() as c:
-            rows = c.execute(sa.select(permissions).where(permissions.c.project_id == project_id)
-                             .order_by(permissions.c.seq)).mappings()
+            rows = c.execute(
+                sa.select(permissions)
+                .where(permissions.c.project_id == project_id)
+                .order_by(permissions.c.seq)
+            ).mappings()
             return [dict(r) for r in rows]
 
 

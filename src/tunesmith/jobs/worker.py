@@ -126,7 +126,9 @@ class Worker:
                 continue
             src = blobs.path(fid) if self.store.get_file(job["project_id"], fid) else None
             if src is None or not src.is_file():
-                self._fail(job, "file_not_found", f"The {param.replace('_', ' ')} {fid} no longer exists.", param)
+                self._fail(
+                    job, "file_not_found", f"The {param.replace('_', ' ')} {fid} no longer exists.", param
+                )
                 return None
             shutil.copyfile(src, data / name)
             out.append(data / name)
@@ -142,8 +144,12 @@ class Worker:
         train, valid = staged
         base = self.settings.base_models.get(base_name(job))
         if base is None:
-            self._fail(job, "model_not_available",
-                       f"Model {job['model']} is not available for fine-tuning on this worker.", "model")
+            self._fail(
+                job,
+                "model_not_available",
+                f"Model {job['model']} is not available for fine-tuning on this worker.",
+                "model",
+            )
             return
         if job["method"]["type"] == "reinforcement":
             from .rft_worker import validate as validate_rft
@@ -151,27 +157,50 @@ class Worker:
             validate_rft(self, job, train, valid, base)
             return
         method = "dpo" if job["method"]["type"] == "dpo" else "sft"
-        report = check_file(train, tokenizer=load_tokenizer(base), method=method, eval_path=valid,
-                            max_length=self._max_length(), max_listed=1)
+        report = check_file(
+            train,
+            tokenizer=load_tokenizer(base),
+            method=method,
+            eval_path=valid,
+            max_length=self._max_length(),
+            max_listed=1,
+        )
         if not report.ok:
             first = report.errors[0]
             if first["code"] == "invalid_n_examples":
                 self._fail(job, "invalid_n_examples", first["message"], "training_file")
             else:
                 which = "training" if first["param"] == "training_file" else "validation"
-                self._fail(job, "invalid_file_format", f"The job failed due to a file format error in the "
-                           f"{which} file. {first['message']}", first["param"])
+                self._fail(
+                    job,
+                    "invalid_file_format",
+                    f"The job failed due to a file format error in the {which} file. {first['message']}",
+                    first["param"],
+                )
             return
         if _nothing_to_train(report):
-            self._fail(job, "invalid_training_file", _nothing_to_train_message(report, self._max_length()),
-                       "training_file")
+            self._fail(
+                job,
+                "invalid_training_file",
+                _nothing_to_train_message(report, self._max_length()),
+                "training_file",
+            )
             return
         truncated = report.warning_counts.get("example_truncated", 0)
         if truncated:
-            self.store.add_event(job["id"], f"{truncated} example(s) are longer than {self._max_length()} "
-                                 "tokens and will be truncated from the end", level="warn")
-        updated = self.store.update_job(job["id"], expect_status=("validating_files",), worker_id=self.worker_id,
-                                        status="queued", n_examples=report.n_examples)
+            self.store.add_event(
+                job["id"],
+                f"{truncated} example(s) are longer than {self._max_length()} "
+                "tokens and will be truncated from the end",
+                level="warn",
+            )
+        updated = self.store.update_job(
+            job["id"],
+            expect_status=("validating_files",),
+            worker_id=self.worker_id,
+            status="queued",
+            n_examples=report.n_examples,
+        )
         if updated is not None:
             self.store.add_event(job["id"], "Files validated, moving job to queued state")
 
@@ -193,12 +222,17 @@ class Worker:
         message = public_text(message, self._public_names(job))
         # OpenAI leaves finished_at null when a job fails validation; a training failure sets it.
         finished = None if job["status"] == "validating_files" else now()
-        updated = self.store.update_job(job["id"], expect_status=("validating_files", "queued", "running"),
-                                        status="failed", error={"code": code, "message": message, "param": param},
-                                        finished_at=finished)
+        updated = self.store.update_job(
+            job["id"],
+            expect_status=("validating_files", "queued", "running"),
+            status="failed",
+            error={"code": code, "message": message, "param": param},
+            finished_at=finished,
+        )
         if updated is not None:
-            self.store.add_event(job["id"], message, level="error",
-                                 data={"error_code": code, "error_param": param})
+            self.store.add_event(
+                job["id"], message, level="error", data={"error_code": code, "error_param": param}
+            )
 
     def _public_names(self, job: dict) -> dict:
         """Server paths a job's messages may hold -> what the client knows them by."""
@@ -214,15 +248,29 @@ class Worker:
         h = method[method["type"]]["hyperparameters"]
         n = job["n_examples"] or 1
         per_epoch = steps_per_epoch(n, h["batch_size"])
-        train = {"epochs": h["n_epochs"], "batch_size": h["batch_size"],
-                 "lr": base_lr(self.settings.adapter) * h["learning_rate_multiplier"],
-                 "seed": int(job["seed"]), "packing": False, "save_every": per_epoch, "eval_every": per_epoch,
-                 "keep_last": KEEP_CHECKPOINTS, "progress": "lines"}
-        cfg = {"model": {"path": str(self.settings.base_models[base_name(job)])},
-               "method": "dpo" if method["type"] == "dpo" else "sft",
-               "data": {"train": str(run / "data" / "train.jsonl"), "eval_fraction": 0.0,
-                        "eval": str(run / "data" / "valid.jsonl") if job["validation_file"] else None},
-               "adapter": {"type": self.settings.adapter}, "train": train, "output_dir": str(run)}
+        train = {
+            "epochs": h["n_epochs"],
+            "batch_size": h["batch_size"],
+            "lr": base_lr(self.settings.adapter) * h["learning_rate_multiplier"],
+            "seed": int(job["seed"]),
+            "packing": False,
+            "save_every": per_epoch,
+            "eval_every": per_epoch,
+            "keep_last": KEEP_CHECKPOINTS,
+            "progress": "lines",
+        }
+        cfg = {
+            "model": {"path": str(self.settings.base_models[base_name(job)])},
+            "method": "dpo" if method["type"] == "dpo" else "sft",
+            "data": {
+                "train": str(run / "data" / "train.jsonl"),
+                "eval_fraction": 0.0,
+                "eval": str(run / "data" / "valid.jsonl") if job["validation_file"] else None,
+            },
+            "adapter": {"type": self.settings.adapter},
+            "train": train,
+            "output_dir": str(run),
+        }
         if method["type"] == "reinforcement":
             from .rft_worker import config as rft_config
 
@@ -254,16 +302,35 @@ class Worker:
         if folder is None or not (folder / "adapter_config.json").is_file() or not resolved.is_file():
             raise _ParentGone(f"The model {job['model']} that this job continues no longer exists.")
         adapter = yaml.safe_load(resolved.read_text(encoding="utf-8"))["adapter"]
-        return {**{k: adapter[k] for k in ("type", "r", "alpha", "dropout", "targets", "top_layers", "rslora",
-                                          "modules_to_save")
-                   if k in adapter}, "init_from": str(folder)}
+        return {
+            **{
+                k: adapter[k]
+                for k in (
+                    "type",
+                    "r",
+                    "alpha",
+                    "dropout",
+                    "targets",
+                    "top_layers",
+                    "rslora",
+                    "modules_to_save",
+                )
+                if k in adapter
+            },
+            "init_from": str(folder),
+        }
 
     def train(self, job: dict) -> None:
         run = self.settings.run_dir(job["id"])
         if job["status"] == "queued":
             method = resolve_method(job["method"], job["n_examples"] or 1)
-            job = self.store.update_job(job["id"], expect_status=("queued",), worker_id=self.worker_id,
-                                        status="running", method=method)
+            job = self.store.update_job(
+                job["id"],
+                expect_status=("queued",),
+                worker_id=self.worker_id,
+                status="running",
+                method=method,
+            )
             if job is None:
                 return
             if job["attempts"] <= 1 or job["last_step"] == 0:
@@ -272,8 +339,11 @@ class Worker:
             else:
                 self.store.add_event(job["id"], f"Fine-tuning job resumed from step {job['last_step']}")
         else:
-            self.store.add_event(job["id"], f"Worker {self.worker_id} took over the job; resuming from the "
-                                 "last complete checkpoint", level="warn")
+            self.store.add_event(
+                job["id"],
+                f"Worker {self.worker_id} took over the job; resuming from the last complete checkpoint",
+                level="warn",
+            )
         if not (run / "data" / "train.jsonl").is_file() and self._stage_files(job) is None:
             return
         from .rft_worker import GraderUnavailable, ensure_prompts
@@ -291,9 +361,14 @@ class Worker:
         attempt = job["attempts"]
         logf = open(run / f"worker-attempt-{attempt}.log", "wb")
         env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
-        proc = subprocess.Popen([sys.executable, "-m", "tunesmith", "train", str(config)], stdout=logf,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tunesmith", "train", str(config)],
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         tail = _Tail(run, job, _progress(job))
         stopped = False
         try:
@@ -315,11 +390,16 @@ class Worker:
         if proc.returncode == 0:
             self._succeed(job, tail)
         else:
-            self._fail(job, "server_error", "The job failed due to an internal error: "
-                       + _last_error_line(run / f"worker-attempt-{attempt}.log"), None)
+            self._fail(
+                job,
+                "server_error",
+                "The job failed due to an internal error: "
+                + _last_error_line(run / f"worker-attempt-{attempt}.log"),
+                None,
+            )
 
     # -- progress -------------------------------------------------------------------------------------
-    def _publish(self, job: dict, tail: "_Tail") -> None:
+    def _publish(self, job: dict, tail: _Tail) -> None:
         """Metrics events for new steps, checkpoint objects for new committed checkpoints."""
         if tail.total_steps is None:
             tail.read_total()
@@ -330,17 +410,28 @@ class Worker:
         if baseline is not None:
             self.store.add_event(job["id"], baseline[0], data=baseline[1])
         if new_rows:
-            self.store.add_metric_events(job["id"], self.worker_id,
-                                         [tail.progress.event(row, tail.total_steps) for row in new_rows],
-                                         tail.last_step)
+            self.store.add_metric_events(
+                job["id"],
+                self.worker_id,
+                [tail.progress.event(row, tail.total_steps) for row in new_rows],
+                tail.last_step,
+            )
         for step in tail.new_checkpoints():
             ckpt_model = job_model_id(job, self.settings.owner, step)
-            added = self.store.add_checkpoint({
-                "id": ids.checkpoint_id(), "job_id": job["id"], "created_at": now(),
-                "fine_tuned_model_checkpoint": ckpt_model, "step_number": step,
-                "metrics": tail.progress.checkpoint(tail.rows.get(step, {"step": step}))})
+            added = self.store.add_checkpoint(
+                {
+                    "id": ids.checkpoint_id(),
+                    "job_id": job["id"],
+                    "created_at": now(),
+                    "fine_tuned_model_checkpoint": ckpt_model,
+                    "step_number": step,
+                    "metrics": tail.progress.checkpoint(tail.rows.get(step, {"step": step})),
+                }
+            )
             if added:
-                self.store.add_event(job["id"], f"Checkpoint created at step {step} with Snapshot ID: {ckpt_model}")
+                self.store.add_event(
+                    job["id"], f"Checkpoint created at step {step} with Snapshot ID: {ckpt_model}"
+                )
         if tail.on_disk:
             self.store.delete_checkpoints_except(job["id"], sorted(tail.on_disk))
 
@@ -353,7 +444,7 @@ class Worker:
             if note:
                 self.store.add_event(job["id"], note, level="warn")
 
-    def _succeed(self, job: dict, tail: "_Tail") -> None:
+    def _succeed(self, job: dict, tail: _Tail) -> None:
         from .blobs import BlobStore
 
         rows = [tail.rows[s] for s in sorted(tail.rows)]
@@ -365,16 +456,34 @@ class Worker:
         data = buf.getvalue().encode("utf-8")
         fid = ids.file_id()
         BlobStore(self.settings.files_dir).write(fid, data)
-        self.store.add_file({"id": fid, "project_id": job["project_id"], "bytes": len(data), "created_at": now(),
-                             "expires_at": None, "filename": "step_metrics.csv", "purpose": "fine-tune-results",
-                             "status": "processed", "status_details": None})
+        self.store.add_file(
+            {
+                "id": fid,
+                "project_id": job["project_id"],
+                "bytes": len(data),
+                "created_at": now(),
+                "expires_at": None,
+                "filename": "step_metrics.csv",
+                "purpose": "fine-tune-results",
+                "status": "processed",
+                "status_details": None,
+            }
+        )
         model = job_model_id(job, self.settings.owner)
         fresh = self.store.get_job(None, job["id"])
         method = fresh["method"]
         trained = sum(int(r.get("tokens_total", 0)) for r in rows)
-        updated = self.store.update_job(job["id"], expect_status=("running",), worker_id=self.worker_id,
-                                        status="succeeded", fine_tuned_model=model, finished_at=now(),
-                                        trained_tokens=trained, result_files=[fid], method=method)
+        updated = self.store.update_job(
+            job["id"],
+            expect_status=("running",),
+            worker_id=self.worker_id,
+            status="succeeded",
+            fine_tuned_model=model,
+            finished_at=now(),
+            trained_tokens=trained,
+            result_files=[fid],
+            method=method,
+        )
         if updated is not None:
             self.store.add_event(job["id"], f"New fine-tuned model created: {model}")
             self.store.add_event(job["id"], "The job has successfully completed")
@@ -391,10 +500,12 @@ def _nothing_to_train(report) -> bool:
 def _nothing_to_train_message(report, max_length: int) -> str:
     first = next((w for w in report.warnings if w["code"] == "no_trained_tokens"), None)
     example = f" {first['message']}." if first else ""
-    return ("The job failed due to an invalid training file. No example has a trained (assistant) token "
-            f"within the first {max_length} tokens, this server's maximum example length, so training "
-            f"would drop every example.{example} Shorten the examples, or put an assistant turn within "
-            f"the first {max_length} tokens.")
+    return (
+        "The job failed due to an invalid training file. No example has a trained (assistant) token "
+        f"within the first {max_length} tokens, this server's maximum example length, so training "
+        f"would drop every example.{example} Shorten the examples, or put an assistant turn within "
+        f"the first {max_length} tokens."
+    )
 
 
 class _ParentGone(Exception):
@@ -415,8 +526,13 @@ class SftProgress:
         return _checkpoint_metrics(row)
 
     def results_row(self, row: dict) -> list:
-        return [row["step"], row["loss"], row.get("accuracy", ""), row.get("eval_loss", ""),
-                row.get("eval_accuracy", "")]
+        return [
+            row["step"],
+            row["loss"],
+            row.get("accuracy", ""),
+            row.get("eval_loss", ""),
+            row.get("eval_accuracy", ""),
+        ]
 
     def baseline(self, row: dict) -> None:
         return None  # the step-0 evaluation of an SFT run is not an OpenAI event
@@ -537,20 +653,34 @@ def _step_message(row: dict, total: int | None) -> str:
 
 
 def _event_data(row: dict, total: int | None) -> dict:
-    data = {"step": row["step"], "train_loss": row["loss"], "total_steps": total,
-            "train_mean_token_accuracy": row.get("accuracy")}
+    data = {
+        "step": row["step"],
+        "train_loss": row["loss"],
+        "total_steps": total,
+        "train_mean_token_accuracy": row.get("accuracy"),
+    }
     if "eval_loss" in row:
-        data.update(valid_loss=row["eval_loss"], valid_mean_token_accuracy=row.get("eval_accuracy"),
-                    full_valid_loss=row["eval_loss"], full_valid_mean_token_accuracy=row.get("eval_accuracy"))
+        data.update(
+            valid_loss=row["eval_loss"],
+            valid_mean_token_accuracy=row.get("eval_accuracy"),
+            full_valid_loss=row["eval_loss"],
+            full_valid_mean_token_accuracy=row.get("eval_accuracy"),
+        )
     return data
 
 
 def _checkpoint_metrics(row: dict) -> dict:
     """OpenAI's checkpoint metrics; the whole validation file is scored at each evaluation, so
     ``full_valid_*`` equal ``valid_*``."""
-    return {"step": row["step"], "train_loss": row.get("loss"), "train_mean_token_accuracy": row.get("accuracy"),
-            "valid_loss": row.get("eval_loss"), "valid_mean_token_accuracy": row.get("eval_accuracy"),
-            "full_valid_loss": row.get("eval_loss"), "full_valid_mean_token_accuracy": row.get("eval_accuracy")}
+    return {
+        "step": row["step"],
+        "train_loss": row.get("loss"),
+        "train_mean_token_accuracy": row.get("accuracy"),
+        "valid_loss": row.get("eval_loss"),
+        "valid_mean_token_accuracy": row.get("eval_accuracy"),
+        "full_valid_loss": row.get("eval_loss"),
+        "full_valid_mean_token_accuracy": row.get("eval_accuracy"),
+    }
 
 
 def _kill_group(proc: subprocess.Popen, grace: float = 3.0) -> None:
@@ -569,7 +699,11 @@ def _kill_group(proc: subprocess.Popen, grace: float = 3.0) -> None:
 
 def _last_error_line(log_path: Path) -> str:
     try:
-        lines = [ln.strip() for ln in log_path.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+        lines = [
+            ln.strip()
+            for ln in log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+            if ln.strip()
+        ]
     except OSError:
         return "training exited without output"
     errors = [ln for ln in lines if ln.startswith("error:") or "Error" in ln]

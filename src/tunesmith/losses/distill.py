@@ -85,8 +85,7 @@ def reverse_kl(student_logp: torch.Tensor, teacher_logp: torch.Tensor) -> torch.
     return (student_logp.exp() * (student_logp - teacher_logp)).sum(-1)
 
 
-def generalized_jsd(student_logp: torch.Tensor, teacher_logp: torch.Tensor,
-                    beta: float) -> torch.Tensor:
+def generalized_jsd(student_logp: torch.Tensor, teacher_logp: torch.Tensor, beta: float) -> torch.Tensor:
     """``JSD_β = β KL(p‖m) + (1 − β) KL(q‖m)``, ``m = β p + (1 − β) q`` (GKD eq. 2) per row.
 
     β = 0 and β = 1 return forward and reverse KL (the limits of ``JSD_β / β`` and
@@ -105,12 +104,14 @@ def generalized_jsd(student_logp: torch.Tensor, teacher_logp: torch.Tensor,
     return beta * kl_teacher + (1.0 - beta) * kl_student
 
 
-def divergence(kind: str, student_logp: torch.Tensor, teacher_logp: torch.Tensor,
-               beta: float = 0.5) -> torch.Tensor:
+def divergence(
+    kind: str, student_logp: torch.Tensor, teacher_logp: torch.Tensor, beta: float = 0.5
+) -> torch.Tensor:
     """The divergence named ``kind`` (one of :data:`DIVERGENCES`) per row, ``[N]``."""
     if student_logp.shape != teacher_logp.shape:
-        raise ValueError(f"student and teacher supports differ: {tuple(student_logp.shape)} vs "
-                         f"{tuple(teacher_logp.shape)}")
+        raise ValueError(
+            f"student and teacher supports differ: {tuple(student_logp.shape)} vs {tuple(teacher_logp.shape)}"
+        )
     if kind == "forward_kl":
         return forward_kl(student_logp, teacher_logp)
     if kind == "reverse_kl":
@@ -120,11 +121,17 @@ def divergence(kind: str, student_logp: torch.Tensor, teacher_logp: torch.Tensor
     raise ValueError(f"unknown divergence {kind!r}; known: {', '.join(DIVERGENCES)}")
 
 
-def distill_loss(student_logits: torch.Tensor, targets: torch.Tensor | None, *,
-                 teacher_logits: torch.Tensor | None = None,
-                 teacher_topk: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 alpha: float = 0.5, temperature: float = 1.0, kind: str = "forward_kl",
-                 beta: float = 0.5):
+def distill_loss(
+    student_logits: torch.Tensor,
+    targets: torch.Tensor | None,
+    *,
+    teacher_logits: torch.Tensor | None = None,
+    teacher_topk: tuple[torch.Tensor, torch.Tensor] | None = None,
+    alpha: float = 0.5,
+    temperature: float = 1.0,
+    kind: str = "forward_kl",
+    beta: float = 0.5,
+):
     """Summed distillation loss over N positions -> ``(loss_sum, metrics)``.
 
     Args:
@@ -145,8 +152,10 @@ def distill_loss(student_logits: torch.Tensor, targets: torch.Tensor | None, *,
     student_logp = tempered_log_probs(student_logits, temperature)
     if teacher_logits is not None:
         if teacher_logits.shape != student_logits.shape:
-            raise ValueError(f"teacher logits {tuple(teacher_logits.shape)} and student logits "
-                             f"{tuple(student_logits.shape)} differ in shape")
+            raise ValueError(
+                f"teacher logits {tuple(teacher_logits.shape)} and student logits "
+                f"{tuple(student_logits.shape)} differ in shape"
+            )
         teacher_logp = tempered_log_probs(teacher_logits.detach(), temperature)
         teacher_top1 = teacher_logits.argmax(-1)
     else:
@@ -155,7 +164,7 @@ def distill_loss(student_logits: torch.Tensor, targets: torch.Tensor | None, *,
         teacher_logp = with_tail(top_logp.float().detach())
         student_logp = gather_with_tail(student_logp, ids)
         teacher_top1 = ids[:, 0]
-    div = divergence(kind, student_logp, teacher_logp, beta) * (temperature ** 2)
+    div = divergence(kind, student_logp, teacher_logp, beta) * (temperature**2)
     loss = (1.0 - alpha) * div.sum()
     ce_sum = student_logits.new_zeros((), dtype=torch.float32)
     if targets is not None:
@@ -164,5 +173,9 @@ def distill_loss(student_logits: torch.Tensor, targets: torch.Tensor | None, *,
         ce_sum = ce.sum()
         loss = loss + alpha * ce_sum
     agree = (student_logits.detach().argmax(-1) == teacher_top1).sum()
-    return loss, {"ce": ce_sum.detach(), "divergence": div.detach().sum(), "agree": agree,
-                  "n": int(student_logits.shape[0])}
+    return loss, {
+        "ce": ce_sum.detach(),
+        "divergence": div.detach().sum(),
+        "agree": agree,
+        "n": int(student_logits.shape[0]),
+    }

@@ -42,13 +42,14 @@ class _LinearLogprobs(torch.autograd.Function):
         # Frozen head: precompute ∂ℓ/∂h per token now (see the module docstring).
         grad_h = torch.empty_like(hidden) if need_h and not (need_w or need_b) else None
         for s in range(0, hidden.shape[0], chunk_size):
-            h, y = hidden[s:s + chunk_size], targets[s:s + chunk_size]
+            h, y = hidden[s : s + chunk_size], targets[s : s + chunk_size]
             z = _chunk_logits(h, weight, bias, softcap, scale)
             lse = torch.logsumexp(z, dim=-1)
-            out[s:s + chunk_size] = z.gather(1, y[:, None]).squeeze(1) - lse
+            out[s : s + chunk_size] = z.gather(1, y[:, None]).squeeze(1) - lse
             if grad_h is not None:
-                grad_h[s:s + chunk_size] = (_chunk_dlogp_du(z, lse, y, softcap, scale)
-                                            .to(hidden.dtype) @ weight)
+                grad_h[s : s + chunk_size] = (
+                    _chunk_dlogp_du(z, lse, y, softcap, scale).to(hidden.dtype) @ weight
+                )
         ctx.chunk_size, ctx.softcap, ctx.scale = chunk_size, softcap, scale
         ctx.has = (need_h, need_w, need_b)
         if grad_h is not None:
@@ -71,13 +72,13 @@ class _LinearLogprobs(torch.autograd.Function):
         grad_b = torch.zeros_like(bias, dtype=torch.float32) if need_b else None
         cs = ctx.chunk_size
         for s in range(0, hidden.shape[0], cs):
-            h, y = hidden[s:s + cs], targets[s:s + cs]
+            h, y = hidden[s : s + cs], targets[s : s + cs]
             z = _chunk_logits(h, weight, bias, ctx.softcap, ctx.scale)
             lse = torch.logsumexp(z, dim=-1)
-            g = _chunk_dlogp_du(z, lse, y, ctx.softcap, ctx.scale) * grad_out[s:s + cs, None].float()
+            g = _chunk_dlogp_du(z, lse, y, ctx.softcap, ctx.scale) * grad_out[s : s + cs, None].float()
             g = g.to(hidden.dtype)
             if need_h:
-                grad_h[s:s + cs] = g @ weight
+                grad_h[s : s + cs] = g @ weight
             if need_w:
                 grad_w += (g.t() @ h).float()
             if need_b:
@@ -87,9 +88,16 @@ class _LinearLogprobs(torch.autograd.Function):
         return grad_h, grad_w, grad_b, None, None, None, None
 
 
-def linear_token_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *,
-                          bias: torch.Tensor | None = None, chunk_size: int = 1024,
-                          softcap: float | None = None, scale: float = 1.0) -> torch.Tensor:
+def linear_token_logprobs(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    bias: torch.Tensor | None = None,
+    chunk_size: int = 1024,
+    softcap: float | None = None,
+    scale: float = 1.0,
+) -> torch.Tensor:
     """``log softmax(softcap(scale · (hidden @ weightᵀ + bias)))[targets]`` per row, fp32.
 
     Args:

@@ -64,12 +64,19 @@ def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     return torch.exp(d) - d - 1.0
 
 
-def clipped_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
-                        mask: torch.Tensor, *, epsilon_low: float = 0.2,
-                        epsilon_high: float | None = None, beta: float = 0.0,
-                        ref_logp: torch.Tensor | None = None,
-                        normalization: Normalization = "sequence",
-                        max_tokens: int | None = None) -> tuple[torch.Tensor, dict]:
+def clipped_policy_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    epsilon_low: float = 0.2,
+    epsilon_high: float | None = None,
+    beta: float = 0.0,
+    ref_logp: torch.Tensor | None = None,
+    normalization: Normalization = "sequence",
+    max_tokens: int | None = None,
+) -> tuple[torch.Tensor, dict]:
     """The summed GRPO loss of N completions and its metrics.
 
     Args:
@@ -96,8 +103,10 @@ def clipped_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: 
     is given).
     """
     if logp.shape != old_logp.shape or logp.shape != mask.shape or advantages.shape != logp.shape[:1]:
-        raise ValueError(f"shape mismatch: logp {tuple(logp.shape)}, old_logp {tuple(old_logp.shape)}, "
-                         f"mask {tuple(mask.shape)}, advantages {tuple(advantages.shape)}")
+        raise ValueError(
+            f"shape mismatch: logp {tuple(logp.shape)}, old_logp {tuple(old_logp.shape)}, "
+            f"mask {tuple(mask.shape)}, advantages {tuple(advantages.shape)}"
+        )
     if beta > 0 and ref_logp is None:
         raise ValueError("beta > 0 needs ref_logp")
     if normalization == "constant" and not max_tokens:

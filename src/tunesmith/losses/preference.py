@@ -28,17 +28,30 @@ def pairwise_correct(better: torch.Tensor, worse: torch.Tensor) -> torch.Tensor:
     return (better > worse).float().sum() + 0.5 * (better == worse).float().sum()
 
 
-def _metrics(reward_c: torch.Tensor, reward_r: torch.Tensor, logp_c: torch.Tensor,
-             logp_r: torch.Tensor) -> dict:
+def _metrics(
+    reward_c: torch.Tensor, reward_r: torch.Tensor, logp_c: torch.Tensor, logp_r: torch.Tensor
+) -> dict:
     reward_c, reward_r = reward_c.detach(), reward_r.detach()
-    return {"correct": pairwise_correct(reward_c, reward_r), "margin": (reward_c - reward_r).sum(),
-            "rewards_chosen": reward_c.sum(), "rewards_rejected": reward_r.sum(),
-            "logps_chosen": logp_c.detach().sum(), "logps_rejected": logp_r.detach().sum()}
+    return {
+        "correct": pairwise_correct(reward_c, reward_r),
+        "margin": (reward_c - reward_r).sum(),
+        "rewards_chosen": reward_c.sum(),
+        "rewards_rejected": reward_r.sum(),
+        "logps_chosen": logp_c.detach().sum(),
+        "logps_rejected": logp_r.detach().sum(),
+    }
 
 
-def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
-             ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, *, beta: float,
-             loss: str = "sigmoid", label_smoothing: float = 0.0):
+def dpo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    *,
+    beta: float,
+    loss: str = "sigmoid",
+    label_smoothing: float = 0.0,
+):
     """DPO-family losses with a reference model; all inputs ``[B]`` sequence log-probs.
 
     With ``h = (π_c − ρ_c) − (π_r − ρ_r)`` and implicit rewards ``β(π − ρ)``:
@@ -54,8 +67,9 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
     if loss == "sigmoid":
         losses = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
     elif loss == "robust":
-        losses = (-(1 - label_smoothing) * F.logsigmoid(beta * h)
-                  + label_smoothing * F.logsigmoid(-beta * h)) / (1 - 2 * label_smoothing)
+        losses = (
+            -(1 - label_smoothing) * F.logsigmoid(beta * h) + label_smoothing * F.logsigmoid(-beta * h)
+        ) / (1 - 2 * label_smoothing)
     elif loss == "ipo":
         losses = (h - 1 / (2 * beta)) ** 2
     elif loss == "hinge":
@@ -67,9 +81,15 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
     return losses.sum(), _metrics(reward_c, reward_r, policy_chosen, policy_rejected)
 
 
-def simpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
-               chosen_tokens: torch.Tensor, rejected_tokens: torch.Tensor, *, beta: float,
-               gamma: float):
+def simpo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    chosen_tokens: torch.Tensor,
+    rejected_tokens: torch.Tensor,
+    *,
+    beta: float,
+    gamma: float,
+):
     """SimPO (Meng et al. 2024, eq. 6), reference-free and length-normalised:
 
     ``−log σ(β π_c/|y_c| − β π_r/|y_r| − γ)``; rewards are ``β π/|y|``.
@@ -95,8 +115,14 @@ def log_odds(mean_logp: torch.Tensor) -> torch.Tensor:
     return mean_logp - log_1m_p
 
 
-def orpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
-              chosen_tokens: torch.Tensor, rejected_tokens: torch.Tensor, *, beta: float):
+def orpo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    chosen_tokens: torch.Tensor,
+    rejected_tokens: torch.Tensor,
+    *,
+    beta: float,
+):
     """ORPO (Hong et al. 2024, eqs. 2–7), reference-free with the SFT term included:
 
     ``L = −π_c/|y_c|  +  β · (−log σ(log odds(y_c) − log odds(y_r)))`` where
@@ -113,8 +139,16 @@ def orpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
     return losses.sum(), metrics
 
 
-def kto_loss(policy: torch.Tensor, ref: torch.Tensor, desirable: torch.Tensor, kl: torch.Tensor,
-             *, beta: float, desirable_weight: float = 1.0, undesirable_weight: float = 1.0):
+def kto_loss(
+    policy: torch.Tensor,
+    ref: torch.Tensor,
+    desirable: torch.Tensor,
+    kl: torch.Tensor,
+    *,
+    beta: float,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
+):
     """KTO (Ethayarajh et al. 2024, eq. 8) on unpaired examples.
 
     ``r = π − ρ`` per example (``[B]``), ``z₀ = max(0, kl)`` the reference point (a detached
@@ -131,8 +165,12 @@ def kto_loss(policy: torch.Tensor, ref: torch.Tensor, desirable: torch.Tensor, k
     margin = torch.where(desirable, r - z0, z0 - r)
     losses = weights * (1 - torch.sigmoid(beta * margin))
     rewards = (beta * r).detach()
-    metrics = {"correct": pairwise_correct(margin.detach(), torch.zeros_like(margin)),
-               "rewards_desirable": (rewards * d).sum(), "rewards_undesirable": (rewards * (1 - d)).sum(),
-               "n_desirable": d.sum(), "n_undesirable": (1 - d).sum(),
-               "logps": policy.detach().sum()}
+    metrics = {
+        "correct": pairwise_correct(margin.detach(), torch.zeros_like(margin)),
+        "rewards_desirable": (rewards * d).sum(),
+        "rewards_undesirable": (rewards * (1 - d)).sum(),
+        "n_desirable": d.sum(),
+        "n_undesirable": (1 - d).sum(),
+        "logps": policy.detach().sum(),
+    }
     return losses.sum(), metrics

@@ -8,8 +8,9 @@ import torch.nn.functional as F
 from .preference import pairwise_correct
 
 
-def bradley_terry_loss(reward_chosen: torch.Tensor, reward_rejected: torch.Tensor,
-                       margin: torch.Tensor | None = None):
+def bradley_terry_loss(
+    reward_chosen: torch.Tensor, reward_rejected: torch.Tensor, margin: torch.Tensor | None = None
+):
     """``−log σ(r_c − r_r − m)`` summed over pairs (``[B]`` each) -> ``(loss_sum, metrics)``.
 
     The Bradley–Terry model of pairwise preference (Ouyang et al. 2022, eq. 1); the optional
@@ -21,6 +22,9 @@ def bradley_terry_loss(reward_chosen: torch.Tensor, reward_rejected: torch.Tenso
     target = diff - margin if margin is not None else diff
     loss = -F.logsigmoid(target).sum()
     diff = diff.detach()
-    return loss, {"correct": pairwise_correct(reward_chosen.detach(), reward_rejected.detach()), "margin": diff.sum(),
-                  "rewards_chosen": reward_chosen.detach().sum(),
-                  "rewards_rejected": reward_rejected.detach().sum()}
+    return loss, {
+        "correct": pairwise_correct(reward_chosen.detach(), reward_rejected.detach()),
+        "margin": diff.sum(),
+        "rewards_chosen": reward_chosen.detach().sum(),
+        "rewards_rejected": reward_rejected.detach().sum(),
+    }

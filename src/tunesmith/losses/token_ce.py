@@ -38,7 +38,7 @@ class _LinearCE(torch.autograd.Function):
         grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
         grad_b = torch.zeros_like(bias, dtype=torch.float32) if need_b else None
         for s in range(0, hidden.shape[0], chunk_size):
-            h, y = hidden[s:s + chunk_size], targets[s:s + chunk_size]
+            h, y = hidden[s : s + chunk_size], targets[s : s + chunk_size]
             z = _chunk_logits(h, weight, bias, softcap, scale)
             lse = torch.logsumexp(z, dim=-1)
             rows = torch.arange(z.shape[0], device=z.device)
@@ -56,7 +56,7 @@ class _LinearCE(torch.autograd.Function):
                 g *= scale
             g = g.to(hidden.dtype)
             if need_h:
-                grad_h[s:s + chunk_size] = g @ weight
+                grad_h[s : s + chunk_size] = g @ weight
             if need_w:
                 grad_w += (g.t() @ h).float()
             if need_b:
@@ -76,9 +76,16 @@ class _LinearCE(torch.autograd.Function):
         return gh, gw, gb, None, None, None, None
 
 
-def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *,
-                         bias: torch.Tensor | None = None, chunk_size: int = 1024,
-                         softcap: float | None = None, scale: float = 1.0):
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    bias: torch.Tensor | None = None,
+    chunk_size: int = 1024,
+    softcap: float | None = None,
+    scale: float = 1.0,
+):
     """Summed token cross-entropy of ``softcap(scale · (hidden @ weightᵀ + bias))`` against targets.
 
     Args:

@@ -57,8 +57,10 @@ def split_eval(examples: list, fraction: float, seed: int) -> tuple[list, list]:
     random.Random(f"eval-split:{seed}").shuffle(order)
     n_eval = min(len(examples) - 1, max(1, round(fraction * len(examples))))
     held = set(order[:n_eval])
-    return ([e for i, e in enumerate(examples) if i not in held],
-            [e for i, e in enumerate(examples) if i in held])
+    return (
+        [e for i, e in enumerate(examples) if i not in held],
+        [e for i, e in enumerate(examples) if i in held],
+    )
 
 
 def train_eval_examples(config, expect: str) -> tuple[list, list]:

@@ -51,9 +51,17 @@ from ..models.load import load_tokenizer
 from ..models.template import stop_token_ids
 from .common import MethodParts, PreparedData, train_eval_examples
 from .distill_cache import cached_topk
-from .distill_teacher import (check_same_vocabulary, describe, fingerprint, lm_logits, load_teacher,
-                              model_vocab_size, resolve_teacher, teacher_hidden,
-                              teacher_tokenizer_dir)
+from .distill_teacher import (
+    check_same_vocabulary,
+    describe,
+    fingerprint,
+    lm_logits,
+    load_teacher,
+    model_vocab_size,
+    resolve_teacher,
+    teacher_hidden,
+    teacher_tokenizer_dir,
+)
 
 log = logging.getLogger("tunesmith")
 
@@ -92,10 +100,11 @@ class DistillBatch:
     def n_targets(self) -> int:
         return self.base.n_targets
 
-    def to(self, device) -> "DistillBatch":
-        move = (lambda t: None if t is None else t.to(device, non_blocking=True))  # noqa: E731
-        return DistillBatch(self.base.to(device), move(self.teacher_ids), move(self.teacher_logp),
-                            self.prompts)
+    def to(self, device) -> DistillBatch:
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return DistillBatch(
+            self.base.to(device), move(self.teacher_ids), move(self.teacher_logp), self.prompts
+        )
 
 
 def collate_distill(items: list[DistillItem]) -> DistillBatch:
@@ -105,7 +114,8 @@ def collate_distill(items: list[DistillItem]) -> DistillBatch:
         base=collate(items),
         teacher_ids=torch.cat([it.teacher_ids for it in items]) if cached else None,
         teacher_logp=torch.cat([it.teacher_logp for it in items]) if cached else None,
-        prompts=[it.input_ids[:it.prompt_len] for it in items])
+        prompts=[it.input_ids[: it.prompt_len] for it in items],
+    )
 
 
 def _item(r: Rendered) -> DistillItem:
@@ -119,11 +129,15 @@ def shared_vocab(config: RunConfig, teacher_base: str) -> int:
 
 
 def teacher_device(config: RunConfig) -> torch.device:
-    return torch.device(config.distill.teacher_device) if config.distill.teacher_device \
+    return (
+        torch.device(config.distill.teacher_device)
+        if config.distill.teacher_device
         else resolve_device(config.train.device)
+    )
 
 
 # -- data ---------------------------------------------------------------------------------------
+
 
 def prepare_data(config: RunConfig, tokenizer) -> PreparedData:
     """Check the teacher's vocabulary, render the SFT data, and (with ``cache_top_k``) score
@@ -131,47 +145,73 @@ def prepare_data(config: RunConfig, tokenizer) -> PreparedData:
     d, t = config.distill, config.train
     base, adapter = resolve_teacher(d.teacher, d.teacher_adapter)
     teacher_tok = load_tokenizer(teacher_tokenizer_dir(base, adapter))
-    check_same_vocabulary(tokenizer, teacher_tok, config.model.tokenizer or config.model.path,
-                          describe(base, adapter))
+    check_same_vocabulary(
+        tokenizer, teacher_tok, config.model.tokenizer or config.model.path, describe(base, adapter)
+    )
     train_ex, eval_ex = train_eval_examples(config, "sft")
-    renderer = Renderer(tokenizer, max_length=t.max_length,
-                        train_on_all_tokens=config.data.train_on_all_tokens,
-                        template_name=config.model.chat_template or config.model.tokenizer or config.model.path)
+    renderer = Renderer(
+        tokenizer,
+        max_length=t.max_length,
+        train_on_all_tokens=config.data.train_on_all_tokens,
+        template_name=config.model.chat_template or config.model.tokenizer or config.model.path,
+    )
     rendered, stats = render_all(renderer, train_ex)
     rendered_eval, eval_stats = render_all(renderer, eval_ex)
     if not rendered:
-        raise DataError(f"no trainable example in {config.data.train}: every example was empty or "
-                        "had no assistant tokens to train on")
+        raise DataError(
+            f"no trainable example in {config.data.train}: every example was empty or "
+            "had no assistant tokens to train on"
+        )
     if stats["truncated"]:
-        log.warning("data: %d of %d training examples were longer than train.max_length=%d and "
-                    "were truncated from the end", stats["truncated"], stats["examples"], t.max_length)
+        log.warning(
+            "data: %d of %d training examples were longer than train.max_length=%d and "
+            "were truncated from the end",
+            stats["truncated"],
+            stats["examples"],
+            t.max_length,
+        )
     train, evals = [_item(r) for r in rendered], [_item(r) for r in rendered_eval]
     info = {"teacher": describe(base, adapter), "vocab": shared_vocab(config, base)}
     if d.cache_top_k:
         info["cache_dir"] = str(_attach_cache(config, base, adapter, train, evals, info["vocab"]))
     train_units = make_units([len(r.input_ids) for r in train], packing=t.packing, max_length=t.max_length)
     eval_units = make_units([len(r.input_ids) for r in evals], packing=t.packing, max_length=t.max_length)
-    stats = {"train": stats, "eval": eval_stats, "train_rows": len(train_units),
-             "train_sequences": len(train), "eval_sequences": len(evals), "distill": info}
+    stats = {
+        "train": stats,
+        "eval": eval_stats,
+        "train_rows": len(train_units),
+        "train_sequences": len(train),
+        "eval_sequences": len(evals),
+        "distill": info,
+    }
     return PreparedData(train, evals, train_units, eval_units, stats)
 
 
-def _attach_cache(config: RunConfig, base: str, adapter: str | None, train: list, evals: list,
-                  vocab: int) -> Path:
+def _attach_cache(
+    config: RunConfig, base: str, adapter: str | None, train: list, evals: list, vocab: int
+) -> Path:
     d = config.distill
     cache_dir = Path(d.cache_dir) if d.cache_dir else Path(config.output_dir) / "teacher_cache"
     loaded = []
 
     def get_teacher():
         if not loaded:
-            log.info("distill: loading teacher %s to fill the top-%d cache", describe(base, adapter), d.cache_top_k)
+            log.info(
+                "distill: loading teacher %s to fill the top-%d cache", describe(base, adapter), d.cache_top_k
+            )
             loaded.append(load_teacher(base, adapter, teacher_device(config), d.teacher_load_in_4bit))
         return loaded[0]
 
-    common = dict(cache_dir=cache_dir, teacher_fp=fingerprint(base, adapter), k=d.cache_top_k,
-                  temperature=d.temperature, vocab=vocab, get_teacher=get_teacher,
-                  max_tokens=max(config.train.max_length, config.train.max_tokens_per_forward or 4096),
-                  chunk_size=config.train.loss_chunk_size)
+    common = dict(
+        cache_dir=cache_dir,
+        teacher_fp=fingerprint(base, adapter),
+        k=d.cache_top_k,
+        temperature=d.temperature,
+        vocab=vocab,
+        get_teacher=get_teacher,
+        max_tokens=max(config.train.max_length, config.train.max_tokens_per_forward or 4096),
+        chunk_size=config.train.loss_chunk_size,
+    )
     for label, items in (("train", train), ("eval", evals)):
         for item, (ids, logp) in zip(items, cached_topk(items, label=label, **common)):
             item.teacher_ids, item.teacher_logp = ids, logp
@@ -184,6 +224,7 @@ def _attach_cache(config: RunConfig, base: str, adapter: str | None, train: list
 
 
 # -- loss ---------------------------------------------------------------------------------------
+
 
 class DistillLoss:
     """``loss_fn(model, batch) -> (loss_sum, metrics)`` of a distillation run (see module doc)."""
@@ -214,11 +255,13 @@ class DistillLoss:
         sums = {"ce": 0.0, "divergence": 0.0, "agree": 0.0}
         n, c = hidden.shape[0], self.chunk_size
         for s in range(0, n, c):
-            args = (hidden[s:s + c],
-                    None if t_hidden is None else t_hidden[s:s + c],
-                    None if cached is None else cached[0][s:s + c],
-                    None if cached is None else cached[1][s:s + c],
-                    None if targets is None else targets[s:s + c])
+            args = (
+                hidden[s : s + c],
+                None if t_hidden is None else t_hidden[s : s + c],
+                None if cached is None else cached[0][s : s + c],
+                None if cached is None else cached[1][s : s + c],
+                None if targets is None else targets[s : s + c],
+            )
             fn = partial(self._chunk, model)
             if torch.is_grad_enabled() and n > c:
                 # Keep one chunk's [c, V] logits alive, not all of them: recompute in backward.
@@ -231,12 +274,13 @@ class DistillLoss:
         return loss, sums
 
     def _chunk(self, model, hidden, t_hidden, t_ids, t_logp, targets):
-        student = lm_logits(model, hidden)[:, :self.vocab]
-        kwargs = dict(alpha=self.d.alpha, temperature=self.d.temperature, kind=self.d.divergence,
-                      beta=self.d.beta)
+        student = lm_logits(model, hidden)[:, : self.vocab]
+        kwargs = dict(
+            alpha=self.d.alpha, temperature=self.d.temperature, kind=self.d.divergence, beta=self.d.beta
+        )
         if t_hidden is not None:
             with torch.no_grad():
-                teacher = lm_logits(self.teacher, t_hidden)[:, :self.vocab].to(student.device)
+                teacher = lm_logits(self.teacher, t_hidden)[:, : self.vocab].to(student.device)
             loss, m = distill_loss(student, targets, teacher_logits=teacher, **kwargs)
         else:
             loss, m = distill_loss(student, targets, teacher_topk=(t_ids, t_logp), **kwargs)
@@ -245,21 +289,34 @@ class DistillLoss:
     def student_samples_loss(self, model, batch: DistillBatch):
         """GKD's on-policy pass: score the student's own completions of the batch's prompts,
         weighted as the data pass it replaces (``batch.n_targets`` tokens)."""
-        completions = sample_completions(model, batch.prompts, max_new_tokens=self.d.max_new_tokens,
-                                         temperature=self.d.sample_temperature, stops=self.stops,
-                                         pad_id=self.pad_id)
-        items = [Rendered(p + c, [0] * len(p) + [1] * len(c), "student sample")
-                 for p, c in zip(batch.prompts, completions)]
+        completions = sample_completions(
+            model,
+            batch.prompts,
+            max_new_tokens=self.d.max_new_tokens,
+            temperature=self.d.sample_temperature,
+            stops=self.stops,
+            pad_id=self.pad_id,
+        )
+        items = [
+            Rendered(p + c, [0] * len(p) + [1] * len(c), "student sample")
+            for p, c in zip(batch.prompts, completions)
+        ]
         sampled = collate(items).to(batch.base.input_ids.device)
         loss, sums = self.score(model, sampled, None, None)
         weight = batch.n_targets / max(sampled.n_targets, 1)
-        return loss * weight, {"ce": 0.0, "ce_n": 0, "divergence": sums["divergence"] * weight,
-                               "agree": sums["agree"] * weight, "on_policy": batch.n_targets}
+        return loss * weight, {
+            "ce": 0.0,
+            "ce_n": 0,
+            "divergence": sums["divergence"] * weight,
+            "agree": sums["agree"] * weight,
+            "on_policy": batch.n_targets,
+        }
 
 
 @torch.no_grad()
-def sample_completions(model, prompts: list[list[int]], *, max_new_tokens: int, temperature: float,
-                       stops: list[int], pad_id: int) -> list[list[int]]:
+def sample_completions(
+    model, prompts: list[list[int]], *, max_new_tokens: int, temperature: float, stops: list[int], pad_id: int
+) -> list[list[int]]:
     """Sample one completion per prompt from ``model`` (token ids, ending with the first stop
     token when one was produced). Uses the global RNG, which the engine checkpoints."""
     was_training = model.training
@@ -270,12 +327,16 @@ def sample_completions(model, prompts: list[list[int]], *, max_new_tokens: int, 
         ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for row, p in enumerate(prompts):  # left padding: every prompt ends at the same column
-            ids[row, width - len(p):] = torch.tensor(p)
-            mask[row, width - len(p):] = 1
-        kwargs = dict(max_new_tokens=max_new_tokens, eos_token_id=stops or None, pad_token_id=pad_id,
-                      use_cache=True)
-        kwargs.update(dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
-                      if temperature > 0 else dict(do_sample=False))
+            ids[row, width - len(p) :] = torch.tensor(p)
+            mask[row, width - len(p) :] = 1
+        kwargs = dict(
+            max_new_tokens=max_new_tokens, eos_token_id=stops or None, pad_token_id=pad_id, use_cache=True
+        )
+        kwargs.update(
+            dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
+            if temperature > 0
+            else dict(do_sample=False)
+        )
         with padded_attention(model):
             out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
     finally:
@@ -290,8 +351,10 @@ def sample_completions(model, prompts: list[list[int]], *, max_new_tokens: int, 
 def summarize(sums: dict, n: int) -> dict:
     """Logged metrics: CE over labelled tokens; divergence, agreement (and on-policy share)
     over all of the window's weight ``n``."""
-    out = {"divergence": sums.get("divergence", 0.0) / max(n, 1),
-           "agreement": sums.get("agree", 0.0) / max(n, 1)}
+    out = {
+        "divergence": sums.get("divergence", 0.0) / max(n, 1),
+        "agreement": sums.get("agree", 0.0) / max(n, 1),
+    }
     if sums.get("ce_n"):
         out["ce"] = sums["ce"] / sums["ce_n"]
     if "on_policy" in sums:
@@ -307,8 +370,18 @@ def build(config: RunConfig, model=None, tokenizer=None) -> MethodParts:
     if not d.cache_top_k:
         device = teacher_device(config) if d.teacher_device else next(model.parameters()).device
         teacher = load_teacher(base, adapter, device, d.teacher_load_in_4bit)
-        log.info("distill: teacher %s on %s (%s), on the fly", describe(base, adapter), device,
-                 next(teacher.parameters()).dtype)
+        log.info(
+            "distill: teacher %s on %s (%s), on the fly",
+            describe(base, adapter),
+            device,
+            next(teacher.parameters()).dtype,
+        )
     loss_fn = DistillLoss(d, teacher, shared_vocab(config, base), tokenizer, config.train.loss_chunk_size)
-    return MethodParts(loss_fn=loss_fn, collate=collate_distill, batch_count=lambda b: b.n_targets,
-                       summarize=summarize, perplexity=False, extra={"teacher": teacher})
+    return MethodParts(
+        loss_fn=loss_fn,
+        collate=collate_distill,
+        batch_count=lambda b: b.n_targets,
+        summarize=summarize,
+        perplexity=False,
+        extra={"teacher": teacher},
+    )

@@ -21,8 +21,8 @@ import logging
 import os
 import time
 from array import array
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -53,8 +53,16 @@ def cache_key(teacher_fp: str, digest: str, k: int, temperature: float, vocab: i
 
 
 @torch.no_grad()
-def compute_topk(teacher, items: list, *, k: int, temperature: float, vocab: int,
-                 max_tokens: int = 4096, chunk_size: int = 1024) -> dict[str, torch.Tensor]:
+def compute_topk(
+    teacher,
+    items: list,
+    *,
+    k: int,
+    temperature: float,
+    vocab: int,
+    max_tokens: int = 4096,
+    chunk_size: int = 1024,
+) -> dict[str, torch.Tensor]:
     """Score ``items`` with ``teacher``: ``{"ids", "logp", "offsets"}`` as stored on disk.
 
     Items are run in padding-free passes of at most ``max_tokens`` tokens; logits exist only for
@@ -68,7 +76,7 @@ def compute_topk(teacher, items: list, *, k: int, temperature: float, vocab: int
         batch = collate(group)
         hidden = teacher_hidden(teacher, batch)
         for s in range(0, hidden.shape[0], chunk_size):
-            logp = tempered_log_probs(lm_logits(teacher, hidden[s:s + chunk_size])[:, :vocab], temperature)
+            logp = tempered_log_probs(lm_logits(teacher, hidden[s : s + chunk_size])[:, :vocab], temperature)
             top, ids = torch.topk(logp, min(k, vocab), dim=-1)
             ids_out.append(ids.to("cpu", torch.int32))
             logp_out.append(top.cpu())
@@ -80,9 +88,11 @@ def compute_topk(teacher, items: list, *, k: int, temperature: float, vocab: int
             started = time.perf_counter()
     if offsets[-1] != sum(x.shape[0] for x in ids_out):  # pragma: no cover - collate contract
         raise RuntimeError("distill cache: target count does not match the items' loss masks")
-    return {"ids": torch.cat(ids_out) if ids_out else torch.zeros(0, k, dtype=torch.int32),
-            "logp": torch.cat(logp_out) if logp_out else torch.zeros(0, k),
-            "offsets": torch.tensor(offsets, dtype=torch.int64)}
+    return {
+        "ids": torch.cat(ids_out) if ids_out else torch.zeros(0, k, dtype=torch.int32),
+        "logp": torch.cat(logp_out) if logp_out else torch.zeros(0, k),
+        "offsets": torch.tensor(offsets, dtype=torch.int64),
+    }
 
 
 def save_cache(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
@@ -91,8 +101,9 @@ def save_cache(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str,
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
-              metadata={"format": FORMAT, **metadata})
+    save_file(
+        {k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"format": FORMAT, **metadata}
+    )
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -109,8 +120,9 @@ def load_cache(path: Path, key: str, n_items: int) -> dict[str, torch.Tensor]:
     except Exception as exc:  # truncated / not safetensors
         raise CheckpointError(f"distill cache {path} is unreadable ({exc}); delete it to recompute") from None
     if meta.get("format") != FORMAT or meta.get("key") != key or tensors["offsets"].numel() != n_items + 1:
-        raise CheckpointError(f"distill cache {path} does not belong to this teacher and data; "
-                              "delete it to recompute")
+        raise CheckpointError(
+            f"distill cache {path} does not belong to this teacher and data; delete it to recompute"
+        )
     return tensors
 
 
@@ -120,9 +132,19 @@ def per_item(tensors: dict[str, torch.Tensor]) -> list[tuple[torch.Tensor, torch
     return [(tensors["ids"][a:b], tensors["logp"][a:b]) for a, b in zip(off[:-1], off[1:])]
 
 
-def cached_topk(items: list, *, cache_dir: Path, teacher_fp: str, k: int, temperature: float,
-                vocab: int, get_teacher: Callable[[], torch.nn.Module], max_tokens: int = 4096,
-                chunk_size: int = 1024, label: str = "train") -> list[tuple[torch.Tensor, torch.Tensor]]:
+def cached_topk(
+    items: list,
+    *,
+    cache_dir: Path,
+    teacher_fp: str,
+    k: int,
+    temperature: float,
+    vocab: int,
+    get_teacher: Callable[[], torch.nn.Module],
+    max_tokens: int = 4096,
+    chunk_size: int = 1024,
+    label: str = "train",
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per-item teacher top-k for ``items``: from ``cache_dir`` when present, else computed with
     ``get_teacher()`` (called only then, so a warm cache never loads the teacher) and saved."""
     if not items:
@@ -133,10 +155,33 @@ def cached_topk(items: list, *, cache_dir: Path, teacher_fp: str, k: int, temper
         log.info("distill cache: %s data (%d items) from %s", label, len(items), path)
         return per_item(load_cache(path, key, len(items)))
     t0 = time.perf_counter()
-    tensors = compute_topk(get_teacher(), items, k=k, temperature=temperature, vocab=vocab,
-                           max_tokens=max_tokens, chunk_size=chunk_size)
-    save_cache(path, tensors, {"key": key, "k": str(k), "temperature": repr(temperature),
-                               "vocab": str(vocab), "teacher_fingerprint": teacher_fp})
-    log.info("distill cache: scored %s data (%d items, %d positions, top-%d) in %.1fs -> %s",
-             label, len(items), tensors["ids"].shape[0], k, time.perf_counter() - t0, path)
+    tensors = compute_topk(
+        get_teacher(),
+        items,
+        k=k,
+        temperature=temperature,
+        vocab=vocab,
+        max_tokens=max_tokens,
+        chunk_size=chunk_size,
+    )
+    save_cache(
+        path,
+        tensors,
+        {
+            "key": key,
+            "k": str(k),
+            "temperature": repr(temperature),
+            "vocab": str(vocab),
+            "teacher_fingerprint": teacher_fp,
+        },
+    )
+    log.info(
+        "distill cache: scored %s data (%d items, %d positions, top-%d) in %.1fs -> %s",
+        label,
+        len(items),
+        tensors["ids"].shape[0],
+        k,
+        time.perf_counter() - t0,
+        path,
+    )
     return per_item(tensors)

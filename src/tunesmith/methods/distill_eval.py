@@ -22,16 +22,25 @@ from .distill_teacher import attention, check_same_vocabulary, model_vocab_size
 
 
 @torch.no_grad()
-def compare_to_teacher(student, teacher, tokenizer, examples: list, *, max_length: int = 1024,
-                       max_tokens: int = 4096, chunk_size: int = 1024) -> dict:
+def compare_to_teacher(
+    student,
+    teacher,
+    tokenizer,
+    examples: list,
+    *,
+    max_length: int = 1024,
+    max_tokens: int = 4096,
+    chunk_size: int = 1024,
+) -> dict:
     """``{"kl", "agreement", "ce", "positions", "examples"}`` of ``student`` against ``teacher``
     over the supervised positions of ``examples`` (rendered with ``tokenizer``)."""
     rendered, _ = render_all(Renderer(tokenizer, max_length=max_length), examples)
     if not rendered:
         raise DataError("no example with trained (assistant) tokens to compare on")
     vocab = min(model_vocab_size(student), model_vocab_size(teacher))
-    score = DistillLoss(DistillConfig(teacher="-", alpha=0.0, divergence="forward_kl"), teacher,
-                        vocab, None, chunk_size)
+    score = DistillLoss(
+        DistillConfig(teacher="-", alpha=0.0, divergence="forward_kl"), teacher, vocab, None, chunk_size
+    )
     device = next(student.parameters()).device
     was_training = student.training
     student.eval()
@@ -45,13 +54,25 @@ def compare_to_teacher(student, teacher, tokenizer, examples: list, *, max_lengt
                 totals[key] += sums[key]
             n += batch.n_targets
     student.train(was_training)
-    return {"kl": totals["divergence"] / n, "agreement": totals["agree"] / n, "ce": totals["ce"] / n,
-            "positions": n, "examples": len(rendered)}
+    return {
+        "kl": totals["divergence"] / n,
+        "agreement": totals["agree"] / n,
+        "ce": totals["ce"] / n,
+        "positions": n,
+        "examples": len(rendered),
+    }
 
 
-def compare_paths(student: str, teacher: str, data: str, *, student_adapter: str | None = None,
-                  teacher_adapter: str | None = None, max_length: int = 1024,
-                  device: str = "cpu") -> dict:
+def compare_paths(
+    student: str,
+    teacher: str,
+    data: str,
+    *,
+    student_adapter: str | None = None,
+    teacher_adapter: str | None = None,
+    max_length: int = 1024,
+    device: str = "cpu",
+) -> dict:
     """:func:`compare_to_teacher` for models given as folders / run directories."""
     from ..models.generate import load_for_inference
     from ..models.load import load_tokenizer
@@ -60,9 +81,11 @@ def compare_paths(student: str, teacher: str, data: str, *, student_adapter: str
     dev = torch.device(device)
     model, tokenizer = load_for_inference(student, student_adapter, device=device)
     base, adapter = resolve_teacher(teacher, teacher_adapter)
-    check_same_vocabulary(tokenizer, load_tokenizer(teacher_tokenizer_dir(base, adapter)), student,
-                          describe(base, adapter))
+    check_same_vocabulary(
+        tokenizer, load_tokenizer(teacher_tokenizer_dir(base, adapter)), student, describe(base, adapter)
+    )
     teacher_model = load_teacher(base, adapter, dev)
-    report = compare_to_teacher(model, teacher_model, tokenizer, load_examples(data, expect="sft"),
-                                max_length=max_length)
+    report = compare_to_teacher(
+        model, teacher_model, tokenizer, load_examples(data, expect="sft"), max_length=max_length
+    )
     return {"student": student, "teacher": describe(base, adapter), "data": data, **report}

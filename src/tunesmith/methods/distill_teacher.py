@@ -17,11 +17,13 @@ from ..models.forward import decoder_hidden_states, output_transform
 
 log = logging.getLogger("tunesmith")
 
-_SEQUENCE_LEVEL_HINT = ("Logit distillation compares the two models token by token, so they must "
-                        "share a vocabulary. Use sequence-level distillation instead: `tunesmith "
-                        "distill generate --teacher TEACHER --prompts PROMPTS.jsonl --out "
-                        "teacher_answers.jsonl`, then train the student on that file with "
-                        "method: sft.")
+_SEQUENCE_LEVEL_HINT = (
+    "Logit distillation compares the two models token by token, so they must "
+    "share a vocabulary. Use sequence-level distillation instead: `tunesmith "
+    "distill generate --teacher TEACHER --prompts PROMPTS.jsonl --out "
+    "teacher_answers.jsonl`, then train the student on that file with "
+    "method: sft."
+)
 
 
 def resolve_teacher(teacher: str, adapter: str | None) -> tuple[str, str | None]:
@@ -37,8 +39,10 @@ def resolve_teacher(teacher: str, adapter: str | None) -> tuple[str, str | None]
 
         a = rundir.model_folder(adapter)
         if not (a / "adapter_config.json").is_file():
-            raise ModelError(f"distill.teacher_adapter {adapter} has no adapter_config.json "
-                             "(expected a LoRA adapter folder or a run directory)")
+            raise ModelError(
+                f"distill.teacher_adapter {adapter} has no adapter_config.json "
+                "(expected a LoRA adapter folder or a run directory)"
+            )
         adapter = str(a)
     from ..models.gguf_import import resolve_model_path
 
@@ -59,15 +63,21 @@ def check_same_vocabulary(student_tok, teacher_tok, student_name: str, teacher_n
     """Raise ConfigError naming the first differing tokens unless both map ids to the same tokens."""
     s = {i: t for t, i in student_tok.get_vocab().items()}
     t = {i: t for t, i in teacher_tok.get_vocab().items()}
-    diffs = [i for i in range(max(len(s), len(t), max(s, default=-1) + 1, max(t, default=-1) + 1))
-             if s.get(i) != t.get(i)]
+    diffs = [
+        i
+        for i in range(max(len(s), len(t), max(s, default=-1) + 1, max(t, default=-1) + 1))
+        if s.get(i) != t.get(i)
+    ]
     if not diffs:
         return
-    shown = "; ".join(f"id {i}: teacher {t.get(i, '(none)')!r} vs student {s.get(i, '(none)')!r}"
-                      for i in diffs[:3])
+    shown = "; ".join(
+        f"id {i}: teacher {t.get(i, '(none)')!r} vs student {s.get(i, '(none)')!r}" for i in diffs[:3]
+    )
     more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
-    raise ConfigError(f"the teacher's tokenizer ({teacher_name}, {len(t)} tokens) and the student's "
-                      f"({student_name}, {len(s)} tokens) differ: {shown}{more}. " + _SEQUENCE_LEVEL_HINT)
+    raise ConfigError(
+        f"the teacher's tokenizer ({teacher_name}, {len(t)} tokens) and the student's "
+        f"({student_name}, {len(s)} tokens) differ: {shown}{more}. " + _SEQUENCE_LEVEL_HINT
+    )
 
 
 def teacher_dtype(device: torch.device) -> torch.dtype:
@@ -77,7 +87,9 @@ def teacher_dtype(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def load_teacher(base: str, adapter: str | None, device: torch.device, load_in_4bit: bool = False) -> nn.Module:
+def load_teacher(
+    base: str, adapter: str | None, device: torch.device, load_in_4bit: bool = False
+) -> nn.Module:
     """The frozen teacher in eval mode with tunesmith's varlen attention.
 
     ``load_in_4bit``: linear layers in 4-bit NF4 with double quantisation (QLoRA's format, via
@@ -126,7 +138,8 @@ def attention(model: nn.Module, name: str | None = None):
     """Temporarily switch ``model``'s attention: to tunesmith's padding-free varlen function
     (``name`` None; packed batches) or to ``"stock"`` SDPA / eager for padded generation —
     transformers builds no padding mask for an attention name it does not know."""
-    from ..models.attention import padding_aware_attention, register as register_attention
+    from ..models.attention import padding_aware_attention
+    from ..models.attention import register as register_attention
 
     hf = unwrap(model)
     before = hf.config._attn_implementation
@@ -176,7 +189,10 @@ def fingerprint(base: str, adapter: str | None) -> str:
             continue
         root = Path(folder)
         for f in sorted(p for p in root.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors")):
-            if f.name.startswith("tokenizer") or f.name in ("special_tokens_map.json", "generation_config.json"):
+            if f.name.startswith("tokenizer") or f.name in (
+                "special_tokens_map.json",
+                "generation_config.json",
+            ):
                 continue
             h.update(f.name.encode())
             size = f.stat().st_size
@@ -195,4 +211,3 @@ def fingerprint(base: str, adapter: str | None) -> str:
 
 def describe(base: str, adapter: str | None) -> str:
     return f"{base} + adapter {adapter}" if adapter else base
-

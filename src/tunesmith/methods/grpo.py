@@ -89,11 +89,12 @@ class PromptBatch:
     group_size: int
     n_tokens: int = 0
 
-    def to(self, device) -> "PromptBatch":
+    def to(self, device) -> PromptBatch:
         return self  # token tensors are built on the device during the rollout
 
 
 # -- data ------------------------------------------------------------------------------------
+
 
 def read_prompts(path: str, required: dict[str, str] | None = None) -> list[tuple[Any, dict, Where]]:
     """``(prompt, extra_fields, where)`` of every row of a prompt-only file.
@@ -106,11 +107,19 @@ def read_prompts(path: str, required: dict[str, str] | None = None) -> list[tupl
     for number, file_format, row in iter_format_rows(path):
         at = Where(str(path), number)
         if file_format != PROMPT_ONLY:
-            hint = (" (a 'completion' field makes a row prompt/completion data; name the reference "
-                    "something else, e.g. 'answer')") if "completion" in row else ""
-            raise at.error(f"this file looks like {FORMAT_LABELS[file_format]} data, judging by its "
-                           f"first row; grpo needs prompt-only rows like {{\"prompt\": ..., "
-                           f"\"answer\": ...}}{hint}")
+            hint = (
+                (
+                    " (a 'completion' field makes a row prompt/completion data; name the reference "
+                    "something else, e.g. 'answer')"
+                )
+                if "completion" in row
+                else ""
+            )
+            raise at.error(
+                f"this file looks like {FORMAT_LABELS[file_format]} data, judging by its "
+                f'first row; grpo needs prompt-only rows like {{"prompt": ..., '
+                f'"answer": ...}}{hint}'
+            )
         prompt = row["prompt"]
         if isinstance(prompt, str):
             if not prompt.strip():
@@ -118,8 +127,10 @@ def read_prompts(path: str, required: dict[str, str] | None = None) -> list[tupl
         elif isinstance(prompt, list):
             prompt = check_messages(prompt, "prompt", at)
             if prompt[-1]["role"] == "assistant":
-                raise at.error("the prompt ends with an assistant message; the policy writes the "
-                               "assistant turn", f"prompt[{len(prompt) - 1}].role")
+                raise at.error(
+                    "the prompt ends with an assistant message; the policy writes the assistant turn",
+                    f"prompt[{len(prompt) - 1}].role",
+                )
         else:
             raise at.error("prompt must be a string or an array of messages", "prompt")
         extra = {k: v for k, v in row.items() if k != "prompt"}
@@ -136,8 +147,11 @@ def _prompt_ids(tokenizer, prompt, at: Where) -> list[int]:
     except Exception as exc:  # jinja raise_exception() and friends
         raise at.error(f"the chat template rejected this prompt: {exc}", "prompt") from None
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    if not getattr(tokenizer, "chat_template", None) and tokenizer.bos_token_id is not None \
-            and getattr(tokenizer, "add_bos_token", False):
+    if (
+        not getattr(tokenizer, "chat_template", None)
+        and tokenizer.bos_token_id is not None
+        and getattr(tokenizer, "add_bos_token", False)
+    ):
         ids = [tokenizer.bos_token_id] + ids
     return ids
 
@@ -167,23 +181,46 @@ def prepare_data(config: RunConfig, tokenizer) -> PreparedData:
     train, too_long = _to_items(train_rows, tokenizer, room)
     evals, _ = _to_items(eval_rows, tokenizer, room)
     if too_long:
-        log.warning("data: %d prompts are longer than train.max_length - grpo.max_new_tokens = %d "
-                    "tokens and were dropped (e.g. %s)", len(too_long), room, ", ".join(too_long[:3]))
+        log.warning(
+            "data: %d prompts are longer than train.max_length - grpo.max_new_tokens = %d "
+            "tokens and were dropped (e.g. %s)",
+            len(too_long),
+            room,
+            ", ".join(too_long[:3]),
+        )
     if not train:
-        raise DataError(f"no usable prompt in {config.data.train}: every prompt was longer than "
-                        f"{room} tokens (raise train.max_length or lower grpo.max_new_tokens)")
-    log.info("grpo: %d train / %d eval prompts, %d completions each, up to %d new tokens",
-             len(train), len(evals), g.group_size, g.max_new_tokens)
+        raise DataError(
+            f"no usable prompt in {config.data.train}: every prompt was longer than "
+            f"{room} tokens (raise train.max_length or lower grpo.max_new_tokens)"
+        )
+    log.info(
+        "grpo: %d train / %d eval prompts, %d completions each, up to %d new tokens",
+        len(train),
+        len(evals),
+        g.group_size,
+        g.max_new_tokens,
+    )
     tokens = sum(len(i.prompt_ids) for i in train)
-    stats = {"train": {"examples": len(train_rows), "kept": len(train), "dropped_too_long": len(too_long),
-                       "tokens": tokens, "target_tokens": 0},
-             "eval": {"examples": len(eval_rows), "kept": len(evals)},
-             "train_rows": len(train), "train_sequences": len(train), "eval_sequences": len(evals)}
-    return PreparedData(train, evals, [[i] for i in range(len(train))],
-                        [[i] for i in range(len(evals))], stats)
+    stats = {
+        "train": {
+            "examples": len(train_rows),
+            "kept": len(train),
+            "dropped_too_long": len(too_long),
+            "tokens": tokens,
+            "target_tokens": 0,
+        },
+        "eval": {"examples": len(eval_rows), "kept": len(evals)},
+        "train_rows": len(train),
+        "train_sequences": len(train),
+        "eval_sequences": len(evals),
+    }
+    return PreparedData(
+        train, evals, [[i] for i in range(len(train))], [[i] for i in range(len(evals))], stats
+    )
 
 
 # -- the step ----------------------------------------------------------------------------------
+
 
 def _eval_rng(items: list[PromptItem], seed: int, device: torch.device):
     """A forked RNG seeded from the prompts, so evaluation neither disturbs nor depends on the
@@ -257,8 +294,10 @@ class GrpoStep:
         self.g, self.cfg, self.tokenizer, self.rewards = config.grpo, config, tokenizer, rewards
         self.stop_ids = stop_token_ids(tokenizer)
         if not self.stop_ids:
-            raise ModelError("the tokenizer has neither an EOS token nor an end-of-turn token; "
-                             "GRPO cannot tell where a completion ends")
+            raise ModelError(
+                "the tokenizer has neither an EOS token nor an end-of-turn token; "
+                "GRPO cannot tell where a completion ends"
+            )
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.stop_ids[-1]
         self.cache = RolloutCache(config.grpo.iterations)
@@ -281,13 +320,23 @@ class GrpoStep:
             # Before the policy forward: switching to a reference adapter toggles requires_grad
             # of the trained one, which must not happen while its graph is being built.
             rollout.ref_logp = self._reference_logprobs(model, rollout.rows, rollout.completions, chunk)
-        logp, mask = completion_logprobs(model, rollout.rows, rollout.completions, temperature=g.temperature,
-                                         chunk_size=chunk)
+        logp, mask = completion_logprobs(
+            model, rollout.rows, rollout.completions, temperature=g.temperature, chunk_size=chunk
+        )
         if first_use:  # π_old is the policy now (ρ = 1)
             rollout.old_logp = logp.detach()
-        loss, m = clipped_policy_loss(logp, rollout.old_logp, rollout.advantages, mask, epsilon_low=g.epsilon,
-                                      epsilon_high=g.epsilon_high, beta=g.beta, ref_logp=rollout.ref_logp,
-                                      normalization=g.loss_normalization, max_tokens=g.max_new_tokens)
+        loss, m = clipped_policy_loss(
+            logp,
+            rollout.old_logp,
+            rollout.advantages,
+            mask,
+            epsilon_low=g.epsilon,
+            epsilon_high=g.epsilon_high,
+            beta=g.beta,
+            ref_logp=rollout.ref_logp,
+            normalization=g.loss_normalization,
+            max_tokens=g.max_new_tokens,
+        )
         batch.n_tokens = sum(len(r) for r in rollout.rows) + int(m["completion_tokens"])
         metrics = {**rollout.reward_metrics, **m, **rollout.per_function}
         if g.iterations > 1:
@@ -300,21 +349,40 @@ class GrpoStep:
         rng = contextlib.nullcontext() if training else _eval_rng(items, self.cfg.train.seed, device)
         prompts = [it.prompt_ids for it in items]
         with rng:
-            completions = sample_groups(model, prompts, group_size=g.group_size,
-                                        max_new_tokens=g.max_new_tokens, temperature=g.temperature,
-                                        top_p=g.top_p, stop_ids=self.stop_ids, pad_id=self.pad_id)
-        samples = [Sample(it.prompt, self._decode(c), len(c), it.extra)
-                   for it, group in zip(items, _groups(completions, g.group_size)) for c in group]
+            completions = sample_groups(
+                model,
+                prompts,
+                group_size=g.group_size,
+                max_new_tokens=g.max_new_tokens,
+                temperature=g.temperature,
+                top_p=g.top_p,
+                stop_ids=self.stop_ids,
+                pad_id=self.pad_id,
+            )
+        samples = [
+            Sample(it.prompt, self._decode(c), len(c), it.extra)
+            for it, group in zip(items, _groups(completions, g.group_size))
+            for c in group
+        ]
         total, per_function = self.rewards.score(samples)
         rewards = torch.tensor(total, dtype=torch.float32).view(len(items), g.group_size)
         advantages = group_advantages(rewards, scale=g.scale_rewards).reshape(-1).to(device)
-        reward_metrics = {"completions": len(samples), "groups": len(items),
-                          "reward": sum(total), "reward_std": float(rewards.std(dim=1).sum()),
-                          "zero_std_groups": int((rewards.std(dim=1) == 0).sum()),
-                          "truncated": sum(1 for c in completions if c[-1] not in self.stop_ids)}
+        reward_metrics = {
+            "completions": len(samples),
+            "groups": len(items),
+            "reward": sum(total),
+            "reward_std": float(rewards.std(dim=1).sum()),
+            "zero_std_groups": int((rewards.std(dim=1) == 0).sum()),
+            "truncated": sum(1 for c in completions if c[-1] not in self.stop_ids),
+        }
         rows = [p for p in prompts for _ in range(g.group_size)]
-        return Rollout(rows, completions, advantages, reward_metrics,
-                       {f"reward_{name}": sum(values) for name, values in per_function.items()})
+        return Rollout(
+            rows,
+            completions,
+            advantages,
+            reward_metrics,
+            {f"reward_{name}": sum(values) for name, values in per_function.items()},
+        )
 
     def _decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
@@ -329,15 +397,16 @@ class GrpoStep:
         model.eval()
         try:
             with torch.no_grad(), reference_policy(model):
-                logp, _ = completion_logprobs(model, rows, completions, temperature=self.g.temperature,
-                                              chunk_size=chunk)
+                logp, _ = completion_logprobs(
+                    model, rows, completions, temperature=self.g.temperature, chunk_size=chunk
+                )
         finally:
             model.train(was_training)
         return logp
 
 
 def _groups(completions: list, size: int) -> list[list]:
-    return [completions[i:i + size] for i in range(0, len(completions), size)]
+    return [completions[i : i + size] for i in range(0, len(completions), size)]
 
 
 def summarize(sums: dict, n: int) -> dict:
@@ -347,13 +416,15 @@ def summarize(sums: dict, n: int) -> dict:
     completions = max(sums.get("completions", 0.0), 1.0)
     groups = max(sums.get("groups", 0.0), 1.0)
     tokens = max(sums.get("completion_tokens", 0.0), 1.0)
-    out = {"reward": sums.get("reward", 0.0) / completions,
-           "reward_std": sums.get("reward_std", 0.0) / groups,
-           "zero_std_fraction": sums.get("zero_std_groups", 0.0) / groups,
-           "completion_length": sums.get("completion_tokens", 0.0) / completions,
-           "truncated_fraction": sums.get("truncated", 0.0) / completions,
-           "clip_fraction": (sums.get("clipped_low", 0.0) + sums.get("clipped_high", 0.0)) / tokens,
-           "ratio_mean": sums.get("ratio", tokens) / tokens}
+    out = {
+        "reward": sums.get("reward", 0.0) / completions,
+        "reward_std": sums.get("reward_std", 0.0) / groups,
+        "zero_std_fraction": sums.get("zero_std_groups", 0.0) / groups,
+        "completion_length": sums.get("completion_tokens", 0.0) / completions,
+        "truncated_fraction": sums.get("truncated", 0.0) / completions,
+        "clip_fraction": (sums.get("clipped_low", 0.0) + sums.get("clipped_high", 0.0)) / tokens,
+        "ratio_mean": sums.get("ratio", tokens) / tokens,
+    }
     if "kl" in sums:
         out["kl"] = sums["kl"] / tokens
     if "rollout_use" in sums:  # grpo.iterations > 1: 1 on a fresh rollout's step, 2..μ on reuses
@@ -369,7 +440,9 @@ def build(config: RunConfig, model=None, tokenizer=None) -> MethodParts:
     window of prompts is fed to ``grpo.iterations`` consecutive optimizer steps."""
     g = config.grpo
     device = next(model.parameters()).device if model is not None else None
-    rewards = build_rewards(g.rewards, max_new_tokens=g.max_new_tokens, device=device, dtype=config.train.dtype)
+    rewards = build_rewards(
+        g.rewards, max_new_tokens=g.max_new_tokens, device=device, dtype=config.train.dtype
+    )
     step = GrpoStep(config, tokenizer, rewards)
     if model is not None and g.beta > 0 and config.adapter.init_from is not None:
         # GRPO after SFT: the KL anchor is the model training starts from, not the plain base.
@@ -378,7 +451,12 @@ def build(config: RunConfig, model=None, tokenizer=None) -> MethodParts:
     def collate(items: list[PromptItem]) -> PromptBatch:
         return PromptBatch(list(items), g.group_size, g.group_size * sum(len(i.prompt_ids) for i in items))
 
-    return MethodParts(loss_fn=step, collate=collate,
-                       batch_count=lambda batch: len(batch.items) * batch.group_size,
-                       item_tokens=lambda item: g.group_size * (len(item.prompt_ids) + g.max_new_tokens),
-                       summarize=summarize, perplexity=False, batch_reuse=g.iterations)
+    return MethodParts(
+        loss_fn=step,
+        collate=collate,
+        batch_count=lambda batch: len(batch.items) * batch.group_size,
+        item_tokens=lambda item: g.group_size * (len(item.prompt_ids) + g.max_new_tokens),
+        summarize=summarize,
+        perplexity=False,
+        batch_reuse=g.iterations,
+    )

@@ -52,8 +52,17 @@ def generation_mode(model):
 
 
 @torch.no_grad()
-def sample_groups(model, prompts: list[list[int]], *, group_size: int, max_new_tokens: int,
-                  temperature: float, top_p: float, stop_ids: list[int], pad_id: int) -> list[list[int]]:
+def sample_groups(
+    model,
+    prompts: list[list[int]],
+    *,
+    group_size: int,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    stop_ids: list[int],
+    pad_id: int,
+) -> list[list[int]]:
     """``group_size`` sampled completions per prompt, as token lists, prompt-major order.
 
     Row ``p * group_size + j`` is sample ``j`` of prompt ``p``. A completion ends with (and
@@ -67,13 +76,21 @@ def sample_groups(model, prompts: list[list[int]], *, group_size: int, max_new_t
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):  # left padding: generation continues from the last column
-        input_ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-        attention[i, width - len(r):] = 1
+        input_ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        attention[i, width - len(r) :] = 1
     with generation_mode(model):
-        out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
-                             do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
-                             max_new_tokens=max_new_tokens, eos_token_id=list(stop_ids),
-                             pad_token_id=pad_id, use_cache=True)
+        out = model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention.to(device),
+            do_sample=True,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=0,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=list(stop_ids),
+            pad_token_id=pad_id,
+            use_cache=True,
+        )
     stops = set(stop_ids)
     completions = []
     for row in out[:, width:].tolist():
@@ -92,8 +109,9 @@ def _chunk_logprobs(hidden, targets, head, scale: float, softcap, inv_temperatur
     return z.gather(1, targets[:, None]).squeeze(1) - torch.logsumexp(z, dim=-1)
 
 
-def token_logprobs(model, hidden: torch.Tensor, targets: torch.Tensor, *, temperature: float = 1.0,
-                   chunk_size: int = 1024) -> torch.Tensor:
+def token_logprobs(
+    model, hidden: torch.Tensor, targets: torch.Tensor, *, temperature: float = 1.0, chunk_size: int = 1024
+) -> torch.Tensor:
     """``log softmax(head(hidden) / temperature)[targets]`` -> ``[N]`` fp32, for ``hidden [N, H]``.
 
     Applies the family's logit scale / soft-cap before the temperature, like generation does.
@@ -104,7 +122,14 @@ def token_logprobs(model, hidden: torch.Tensor, targets: torch.Tensor, *, temper
     scale, softcap = output_transform(hf.config)
     out = []
     for s in range(0, hidden.shape[0], chunk_size):
-        args = (hidden[s:s + chunk_size], targets[s:s + chunk_size], head, scale, softcap, 1.0 / temperature)
+        args = (
+            hidden[s : s + chunk_size],
+            targets[s : s + chunk_size],
+            head,
+            scale,
+            softcap,
+            1.0 / temperature,
+        )
         if torch.is_grad_enabled() and hidden.requires_grad:
             out.append(checkpoint(_chunk_logprobs, *args, use_reentrant=False))
         else:
@@ -112,8 +137,14 @@ def token_logprobs(model, hidden: torch.Tensor, targets: torch.Tensor, *, temper
     return torch.cat(out) if out else hidden.new_zeros((0,), dtype=torch.float32)
 
 
-def completion_logprobs(model, prompts: list[list[int]], completions: list[list[int]], *,
-                        temperature: float = 1.0, chunk_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+def completion_logprobs(
+    model,
+    prompts: list[list[int]],
+    completions: list[list[int]],
+    *,
+    temperature: float = 1.0,
+    chunk_size: int = 1024,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs of each completion's tokens given its prompt.
 
     ``prompts[i]`` (non-empty) and ``completions[i]`` (non-empty) are token lists. Returns
@@ -121,7 +152,9 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
     ``mask`` 1 on real tokens. Gradients flow into ``logp`` when enabled.
     """
     device = next(model.parameters()).device
-    items = [Rendered(list(p) + list(c), [0] * len(p) + [1] * len(c), "") for p, c in zip(prompts, completions)]
+    items = [
+        Rendered(list(p) + list(c), [0] * len(p) + [1] * len(c), "") for p, c in zip(prompts, completions)
+    ]
     batch = collate(items).to(device)
     hidden = decoder_hidden_states(model, batch)[0]
     selected = hidden.index_select(0, batch.target_positions)

@@ -38,20 +38,29 @@ def prepare_data(config: RunConfig, tokenizer) -> PreparedData:
         train_ex, eval_ex = split_eval(train_ex, config.data.eval_fraction, config.train.seed)
     if config.data.max_eval_examples is not None:
         eval_ex = eval_ex[: config.data.max_eval_examples]
-    renderer = PairRenderer(tokenizer, config.train.max_length,
-                            config.model.chat_template or config.model.tokenizer or config.model.path)
+    renderer = PairRenderer(
+        tokenizer,
+        config.train.max_length,
+        config.model.chat_template or config.model.tokenizer or config.model.path,
+    )
     train, stats = render_unpaired(renderer, train_ex)
     evals, eval_stats = render_unpaired(renderer, eval_ex) if eval_ex else ([], {})
     if not stats["desirable"] or not stats["undesirable"]:
-        log.warning("data: KTO training data has %d desirable and %d undesirable examples; it "
-                    "learns best from both", stats["desirable"], stats["undesirable"])
+        log.warning(
+            "data: KTO training data has %d desirable and %d undesirable examples; it learns best from both",
+            stats["desirable"],
+            stats["undesirable"],
+        )
     return finish_prepare(config, train, evals, stats, eval_stats)
 
 
 def summarize(sums: dict, n: int) -> dict:
     """Means per example, rewards per label (over that label's examples)."""
-    out = {"accuracy": sums.get("correct", 0.0) / max(n, 1), "kl": sums.get("kl", 0.0) / max(n, 1),
-           "logps": sums.get("logps", 0.0) / max(n, 1)}
+    out = {
+        "accuracy": sums.get("correct", 0.0) / max(n, 1),
+        "kl": sums.get("kl", 0.0) / max(n, 1),
+        "logps": sums.get("logps", 0.0) / max(n, 1),
+    }
     for label in ("desirable", "undesirable"):
         count = sums.get(f"n_{label}", 0.0)
         if count:
@@ -68,11 +77,23 @@ def build(config: RunConfig, model=None, tokenizer=None) -> MethodParts:
         logps = sequence_logps(model, batch, chunk)
         ref = batch_reference(model, batch, chunk, ref_model)
         kl = (logps[1::2].detach() - ref[1::2]).mean()
-        loss, metrics = kto_loss(logps[0::2], ref[0::2], batch.labels, kl, beta=beta,
-                                 desirable_weight=pr.desirable_weight,
-                                 undesirable_weight=pr.undesirable_weight)
+        loss, metrics = kto_loss(
+            logps[0::2],
+            ref[0::2],
+            batch.labels,
+            kl,
+            beta=beta,
+            desirable_weight=pr.desirable_weight,
+            undesirable_weight=pr.undesirable_weight,
+        )
         metrics["kl"] = kl * batch.n_items  # summed, so that the mean over the step is per example
         return loss, metrics
 
-    return MethodParts(loss_fn=loss_fn, collate=collate_pairs, batch_count=lambda b: b.n_items,
-                       item_tokens=lambda it: it.n_tokens, summarize=summarize, perplexity=False)
+    return MethodParts(
+        loss_fn=loss_fn,
+        collate=collate_pairs,
+        batch_count=lambda b: b.n_items,
+        item_tokens=lambda it: it.n_tokens,
+        summarize=summarize,
+        perplexity=False,
+    )

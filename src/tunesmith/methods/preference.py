@@ -34,32 +34,24 @@ from .reference import batch_reference, finish_prepare, pair_examples, reference
 log = logging.getLogger("tunesmith")
 
 
-
-
-
-
-
-
-
-
 def prepare_data(config: RunConfig, tokenizer) -> PreparedData:
     """Read, split and render preference pairs; precompute reference log-probs if wanted."""
     resolve_beta(config)
     train_ex, eval_ex = pair_examples(config)
-    renderer = PairRenderer(tokenizer, config.train.max_length,
-                            config.model.chat_template or config.model.tokenizer or config.model.path)
+    renderer = PairRenderer(
+        tokenizer,
+        config.train.max_length,
+        config.model.chat_template or config.model.tokenizer or config.model.path,
+    )
     train, stats = render_pairs(renderer, train_ex)
     evals, eval_stats = render_pairs(renderer, eval_ex)
     if stats["identical"]:
-        log.warning("data: %d training pairs have identical chosen and rejected answers (they "
-                    "carry no preference signal)", stats["identical"])
+        log.warning(
+            "data: %d training pairs have identical chosen and rejected answers (they "
+            "carry no preference signal)",
+            stats["identical"],
+        )
     return finish_prepare(config, train, evals, stats, eval_stats)
-
-
-
-
-
-
 
 
 def build(config: RunConfig, model=None, tokenizer=None) -> MethodParts:
@@ -71,13 +63,33 @@ def build(config: RunConfig, model=None, tokenizer=None) -> MethodParts:
         logps = sequence_logps(model, batch, chunk)
         chosen, rejected = logps[0::2], logps[1::2]
         if pr.loss == "simpo":
-            return simpo_loss(chosen, rejected, batch.answer_tokens[0::2], batch.answer_tokens[1::2],
-                              beta=beta, gamma=pr.gamma)
+            return simpo_loss(
+                chosen,
+                rejected,
+                batch.answer_tokens[0::2],
+                batch.answer_tokens[1::2],
+                beta=beta,
+                gamma=pr.gamma,
+            )
         if pr.loss == "orpo":
-            return orpo_loss(chosen, rejected, batch.answer_tokens[0::2], batch.answer_tokens[1::2], beta=beta)
+            return orpo_loss(
+                chosen, rejected, batch.answer_tokens[0::2], batch.answer_tokens[1::2], beta=beta
+            )
         ref = batch_reference(model, batch, chunk, ref_model)
-        return dpo_loss(chosen, rejected, ref[0::2], ref[1::2], beta=beta, loss=pr.loss,
-                        label_smoothing=pr.label_smoothing)
+        return dpo_loss(
+            chosen,
+            rejected,
+            ref[0::2],
+            ref[1::2],
+            beta=beta,
+            loss=pr.loss,
+            label_smoothing=pr.label_smoothing,
+        )
 
-    return MethodParts(loss_fn=loss_fn, collate=collate_pairs, batch_count=lambda b: b.n_items,
-                       item_tokens=lambda it: it.n_tokens, perplexity=False)
+    return MethodParts(
+        loss_fn=loss_fn,
+        collate=collate_pairs,
+        batch_count=lambda b: b.n_items,
+        item_tokens=lambda it: it.n_tokens,
+        perplexity=False,
+    )

@@ -94,16 +94,22 @@ def precompute_reference(config, items: list[PairItem]) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     fingerprint = model_fingerprint(config.model.path, str(dtype))
     if config.adapter.init_from is not None:  # the initial adapter is part of the reference
-        fingerprint = hashlib.sha256((fingerprint + model_fingerprint(config.adapter.init_from, "")).encode()).hexdigest()
+        fingerprint = hashlib.sha256(
+            (fingerprint + model_fingerprint(config.adapter.init_from, "")).encode()
+        ).hexdigest()
     path = folder / f"reference-logps-{fingerprint[:16]}.json"
     cache = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     keys = [item_key(it) for it in items]
     missing = sorted({k: i for i, k in enumerate(keys) if k not in cache}.values())
     if missing:
-        log.info("reference log-probs: scoring %d rows with the initial model (%d cached)",
-                 len(missing), len(items) - len(missing))
-        model = load_causal_lm(config.model.path, device=device,
-                               trust_remote_code=config.model.trust_remote_code)
+        log.info(
+            "reference log-probs: scoring %d rows with the initial model (%d cached)",
+            len(missing),
+            len(items) - len(missing),
+        )
+        model = load_causal_lm(
+            config.model.path, device=device, trust_remote_code=config.model.trust_remote_code
+        )
         if config.adapter.init_from is not None:
             from ..models.adapters import attach_adapter
 
@@ -153,21 +159,32 @@ def precompute_wanted(config: RunConfig) -> bool:
     return config.adapter.type == "none" if pre == "auto" else bool(pre)
 
 
-def finish_prepare(config: RunConfig, train: list, evals: list, stats: dict, eval_stats: dict) -> PreparedData:
+def finish_prepare(
+    config: RunConfig, train: list, evals: list, stats: dict, eval_stats: dict
+) -> PreparedData:
     """Units (pair rows; packed up to 2 × max_length tokens), reference precompute, stats."""
     if not train:
         raise DataError(f"no training example in {config.data.train}")
     if stats["truncated"]:
-        log.warning("data: %d of %d training rows exceeded train.max_length=%d (prompt + answer) "
-                    "and were truncated", stats["truncated"], stats["examples"], config.train.max_length)
+        log.warning(
+            "data: %d of %d training rows exceeded train.max_length=%d (prompt + answer) and were truncated",
+            stats["truncated"],
+            stats["examples"],
+            config.train.max_length,
+        )
     if precompute_wanted(config):
         stats["reference"] = precompute_reference(config, train + evals)
     # A row holds prompt + two answers, each prompt + answer <= max_length.
     capacity = 2 * config.train.max_length
     train_units = make_units([it.n_tokens for it in train], packing=config.train.packing, max_length=capacity)
     eval_units = make_units([it.n_tokens for it in evals], packing=config.train.packing, max_length=capacity)
-    stats = {"train": stats, "eval": eval_stats, "train_rows": len(train_units),
-             "train_sequences": len(train), "eval_sequences": len(evals)}
+    stats = {
+        "train": stats,
+        "eval": eval_stats,
+        "train_rows": len(train_units),
+        "train_sequences": len(train),
+        "eval_sequences": len(evals),
+    }
     return PreparedData(train, evals, train_units, eval_units, stats)
 
 
@@ -190,8 +207,10 @@ def reference_source(config: RunConfig, model):
     if not uses_reference(config) or precompute_wanted(config) or config.adapter.type != "none":
         return None
     device = next(model.parameters()).device
-    log.info("reference: loading a frozen copy of %s (full fine-tuning, precompute_reference: false)",
-             config.model.path)
+    log.info(
+        "reference: loading a frozen copy of %s (full fine-tuning, precompute_reference: false)",
+        config.model.path,
+    )
     return frozen_reference(config, device)
 
 

@@ -33,8 +33,11 @@ log = logging.getLogger("tunesmith")
 
 def prepare_data(config: RunConfig, tokenizer) -> PreparedData:
     train_ex, eval_ex = pair_examples(config)
-    renderer = PairRenderer(tokenizer, config.train.max_length,
-                            config.model.chat_template or config.model.tokenizer or config.model.path)
+    renderer = PairRenderer(
+        tokenizer,
+        config.train.max_length,
+        config.model.chat_template or config.model.tokenizer or config.model.path,
+    )
     train, stats = render_pairs(renderer, train_ex)
     evals, eval_stats = render_pairs(renderer, eval_ex)
     return finish_prepare(config, train, evals, stats, eval_stats)
@@ -49,13 +52,18 @@ def load_model(config: RunConfig, device):
     folder = check_model_dir(config.model.path)  # a GGUF file: its dequantised folder
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            folder, num_labels=1, dtype=torch.float32, use_safetensors=True,
-            trust_remote_code=config.model.trust_remote_code)
+            folder,
+            num_labels=1,
+            dtype=torch.float32,
+            use_safetensors=True,
+            trust_remote_code=config.model.trust_remote_code,
+        )
     except (OSError, ValueError) as exc:
         raise ModelError(f"could not load {config.model.path} with a reward head: {exc}") from None
     # Saved with the result so that transformers' own pooling finds the last real token too.
-    model.config.pad_token_id = load_tokenizer(config.model.tokenizer or config.model.path,
-                                               config.model.chat_template).pad_token_id
+    model.config.pad_token_id = load_tokenizer(
+        config.model.tokenizer or config.model.path, config.model.chat_template
+    ).pad_token_id
     return model.to(device)
 
 
@@ -65,5 +73,10 @@ def build(config: RunConfig, model=None, tokenizer=None) -> MethodParts:
         rewards = rewards_at(model, hidden, batch.last_positions)
         return bradley_terry_loss(rewards[0::2], rewards[1::2], margin=batch.margins)
 
-    return MethodParts(loss_fn=loss_fn, collate=collate_pairs, batch_count=lambda b: b.n_items,
-                       item_tokens=lambda it: it.n_tokens, perplexity=False)
+    return MethodParts(
+        loss_fn=loss_fn,
+        collate=collate_pairs,
+        batch_count=lambda b: b.n_items,
+        item_tokens=lambda it: it.n_tokens,
+        perplexity=False,
+    )

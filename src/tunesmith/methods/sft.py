@@ -26,7 +26,7 @@ def split_windows(items: list[Rendered], max_length: int) -> list[Rendered]:
     out = []
     for r in items:
         for s in range(0, len(r.input_ids), max_length):
-            ids, mask = r.input_ids[s:s + max_length], r.loss_mask[s:s + max_length]
+            ids, mask = r.input_ids[s : s + max_length], r.loss_mask[s : s + max_length]
             if len(ids) > 1:
                 out.append(Rendered(ids, mask, r.source))
     return out
@@ -38,30 +38,51 @@ def prepare_data(config: RunConfig, tokenizer) -> PreparedData:
     expect = "pretrain" if config.method == "pretrain" else "sft"
     train_ex, eval_ex = train_eval_examples(config, expect)
     pretrain = config.method == "pretrain"
-    renderer = Renderer(tokenizer, max_length=10**9 if pretrain else t.max_length,
-                        train_on_all_tokens=config.data.train_on_all_tokens or pretrain,
-                        template_name=config.model.chat_template or config.model.tokenizer or config.model.path)
+    renderer = Renderer(
+        tokenizer,
+        max_length=10**9 if pretrain else t.max_length,
+        train_on_all_tokens=config.data.train_on_all_tokens or pretrain,
+        template_name=config.model.chat_template or config.model.tokenizer or config.model.path,
+    )
     train, stats = render_all(renderer, train_ex)
     evals, eval_stats = render_all(renderer, eval_ex)
     if pretrain:
         train, evals = split_windows(train, t.max_length), split_windows(evals, t.max_length)
     if not train:
-        raise DataError(f"no trainable example in {config.data.train}: every example was empty or "
-                        "had no assistant tokens to train on")
+        raise DataError(
+            f"no trainable example in {config.data.train}: every example was empty or "
+            "had no assistant tokens to train on"
+        )
     if stats["truncated"]:
-        log.warning("data: %d of %d training examples were longer than train.max_length=%d and "
-                    "were truncated from the end", stats["truncated"], stats["examples"], t.max_length)
+        log.warning(
+            "data: %d of %d training examples were longer than train.max_length=%d and "
+            "were truncated from the end",
+            stats["truncated"],
+            stats["examples"],
+            t.max_length,
+        )
     if stats["dropped_no_targets"]:
-        log.warning("data: %d training examples had no trained token left and were dropped (e.g. %s)",
-                    stats["dropped_no_targets"], ", ".join(stats["dropped_sources"]))
+        log.warning(
+            "data: %d training examples had no trained token left and were dropped (e.g. %s)",
+            stats["dropped_no_targets"],
+            ", ".join(stats["dropped_sources"]),
+        )
     train_units = make_units([len(r.input_ids) for r in train], packing=t.packing, max_length=t.max_length)
     eval_units = make_units([len(r.input_ids) for r in evals], packing=t.packing, max_length=t.max_length)
-    stats = {"train": stats, "eval": eval_stats, "train_rows": len(train_units),
-             "train_sequences": len(train), "eval_sequences": len(evals)}
+    stats = {
+        "train": stats,
+        "eval": eval_stats,
+        "train_rows": len(train_units),
+        "train_sequences": len(train),
+        "eval_sequences": len(evals),
+    }
     return PreparedData(train, evals, train_units, eval_units, stats)
 
 
 def build(config: RunConfig, model=None, tokenizer=None) -> MethodParts:
     """Summed token cross-entropy at the supervised positions, normalised by their count."""
-    return MethodParts(loss_fn=partial(token_loss, chunk_size=config.train.loss_chunk_size),
-                       collate=collate, batch_count=lambda batch: batch.n_targets)
+    return MethodParts(
+        loss_fn=partial(token_loss, chunk_size=config.train.loss_chunk_size),
+        collate=collate,
+        batch_count=lambda batch: batch.n_targets,
+    )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ..errors import TunesmithError
 
@@ -57,8 +58,9 @@ def is_transient(exc: BaseException) -> bool:
 
     if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError)):
         return True
-    return isinstance(exc, openai.APIStatusError) and (exc.status_code in (408, 409, 429)
-                                                       or exc.status_code >= 500)
+    return isinstance(exc, openai.APIStatusError) and (
+        exc.status_code in (408, 409, 429) or exc.status_code >= 500
+    )
 
 
 def retry_after(exc: BaseException) -> float | None:
@@ -73,8 +75,14 @@ def retry_after(exc: BaseException) -> float | None:
     return None
 
 
-def with_retries(call: Callable[[], T], *, what: str, attempts: int = 6, backoff: float = 1.0,
-                 sleep: Callable[[float], Any] = time.sleep) -> T:
+def with_retries(
+    call: Callable[[], T],
+    *,
+    what: str,
+    attempts: int = 6,
+    backoff: float = 1.0,
+    sleep: Callable[[float], Any] = time.sleep,
+) -> T:
     """``call()``, tried up to ``attempts`` times while it fails transiently
     (:func:`is_transient`), waiting ``backoff × 2^k`` seconds (or what the server asks, at most
     :data:`RETRY_CAP_S`). A 4xx is an :class:`APIRefused` at once and a transient failure that
@@ -89,8 +97,10 @@ def with_retries(call: Callable[[], T], *, what: str, attempts: int = 6, backoff
                 status = getattr(exc, "status_code", None)
                 raise APIRefused(f"{what}: {api_error_text(exc)}", status) from None
             if attempt == attempts - 1:
-                raise APIRefused(f"{what}: still failing after {attempts} tries: {api_error_text(exc)}",
-                                 getattr(exc, "status_code", None)) from None
+                raise APIRefused(
+                    f"{what}: still failing after {attempts} tries: {api_error_text(exc)}",
+                    getattr(exc, "status_code", None),
+                ) from None
             wait = retry_after(exc)
-            sleep(min(RETRY_CAP_S, wait if wait is not None else backoff * 2 ** attempt))
+            sleep(min(RETRY_CAP_S, wait if wait is not None else backoff * 2**attempt))
     raise AssertionError("unreachable")

@@ -42,12 +42,16 @@ def load(folder: Path, *, required: bool = False) -> dict:
     path = Path(folder) / NAME
     if not path.is_file():
         if required:
-            raise TunesmithError(f"{folder} has no {NAME}: pull into it first (tunesmith openai pull --out {folder})")
+            raise TunesmithError(
+                f"{folder} has no {NAME}: pull into it first (tunesmith openai pull --out {folder})"
+            )
         return empty()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
-        raise TunesmithError(f"{path} is not valid JSON ({exc}); it is written by tunesmith openai pull") from None
+        raise TunesmithError(
+            f"{path} is not valid JSON ({exc}); it is written by tunesmith openai pull"
+        ) from None
     if not isinstance(data, dict) or data.get("version") != VERSION:
         raise TunesmithError(f"{path}: not a version-{VERSION} migration manifest")
     for key, value in empty().items():
@@ -70,33 +74,57 @@ def summary_text(manifest: dict) -> str:
     """SUMMARY.md: one table row per job (source method and hyperparameters -> tunesmith), the
     reasons of what was not mapped, the files, and the push mapping."""
     jobs = manifest["jobs"]
-    lines = [f"# Migration from {manifest['source'].get('base_url', '?')}", "",
-             f"{sum(j['status'] == 'mapped' for j in jobs.values())} of {len(jobs)} jobs mapped; "
-             f"{sum(f['status'] == 'downloaded' for f in manifest['files'].values())} of "
-             f"{len(manifest['files'])} files downloaded.", "",
-             "| job | source status | base → open model | method → tunesmith | epochs | batch "
-             "| lr (× multiplier) | result |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Migration from {manifest['source'].get('base_url', '?')}",
+        "",
+        f"{sum(j['status'] == 'mapped' for j in jobs.values())} of {len(jobs)} jobs mapped; "
+        f"{sum(f['status'] == 'downloaded' for f in manifest['files'].values())} of "
+        f"{len(manifest['files'])} files downloaded.",
+        "",
+        "| job | source status | base → open model | method → tunesmith | epochs | batch "
+        "| lr (× multiplier) | result |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for job_id, entry in jobs.items():
         job, t = entry["job"], entry.get("tunesmith") or {}
         method = (job.get("method") or {}).get("type") or "supervised"
         lr = f"{t['lr']:.3g} (× {t['learning_rate_multiplier']})" if t else None
         mapped = entry["status"] == "mapped"
         result = f"mapped: `{entry['config']}`" if mapped else f"{entry['status']}: {entry['reason']}"
-        lines.append("| " + " | ".join(_cell(v) for v in (
-            job_id, job.get("status"), f"{job.get('model')} → {t.get('model', '–')}",
-            f"{method} → {t.get('method', '–')}" + (f" (β {t['beta']})" if "beta" in t else ""),
-            t.get("epochs"), t.get("batch_size"), lr, result)) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                _cell(v)
+                for v in (
+                    job_id,
+                    job.get("status"),
+                    f"{job.get('model')} → {t.get('model', '–')}",
+                    f"{method} → {t.get('method', '–')}" + (f" (β {t['beta']})" if "beta" in t else ""),
+                    t.get("epochs"),
+                    t.get("batch_size"),
+                    lr,
+                    result,
+                )
+            )
+            + " |"
+        )
     notes = [(job_id, n) for job_id, e in jobs.items() for n in e.get("notes", [])]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {job_id}: {n}" for job_id, n in notes]
     lines += ["", "## Files", "", "| file | name | bytes | status |", "|---|---|---|---|"]
     for file_id, f in manifest["files"].items():
         status = f["status"] if f["status"] == "downloaded" else f"{f['status']}: {f.get('error', '')}"
-        lines.append("| " + " | ".join(_cell(v) for v in (file_id, f.get("filename"), f.get("bytes"), status)) + " |")
+        lines.append(
+            "| " + " | ".join(_cell(v) for v in (file_id, f.get("filename"), f.get("bytes"), status)) + " |"
+        )
     for target, pushed in manifest["push"].items():
         lines += ["", f"## Pushed to {target}", "", "| source job | new job | model |", "|---|---|---|"]
         for job_id, p in pushed.items():
-            lines.append("| " + " | ".join(_cell(v) for v in (
-                job_id, p.get("job") or f"error: {p.get('error')}", p.get("model"))) + " |")
+            lines.append(
+                "| "
+                + " | ".join(
+                    _cell(v) for v in (job_id, p.get("job") or f"error: {p.get('error')}", p.get("model"))
+                )
+                + " |"
+            )
     return "\n".join(lines) + "\n"

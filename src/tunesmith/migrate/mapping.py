@@ -105,8 +105,10 @@ def open_base(job: dict, base_models: dict[str, str]) -> str:
     name = base_name(job)
     path = base_models.get(name) or base_models.get(DEFAULT_BASE)
     if path is None:
-        raise Unmappable(f"base model {name} has no open model to stand in for it (add --base-model "
-                         f"{name}=PATH, or a default --base-model PATH)")
+        raise Unmappable(
+            f"base model {name} has no open model to stand in for it (add --base-model "
+            f"{name}=PATH, or a default --base-model PATH)"
+        )
     return path
 
 
@@ -153,19 +155,27 @@ def map_job(job: dict, run_dir: Path, n_examples: int, options: MapOptions) -> M
 
         rft_worker.ensure_prompts(run_dir, job)  # the GRPO rows the worker's config reads
         notes += [note for note in [rft_worker.eval_samples_note(resolved)] if note]
-        notes += [f"{key}={value} is not mapped: {RFT_UNMAPPED[key]}" for key, value in
-                  resolved["reinforcement"]["hyperparameters"].items()
-                  if key in RFT_UNMAPPED and value not in (None, "auto", "default")]
+        notes += [
+            f"{key}={value} is not mapped: {RFT_UNMAPPED[key]}"
+            for key, value in resolved["reinforcement"]["hyperparameters"].items()
+            if key in RFT_UNMAPPED and value not in (None, "auto", "default")
+        ]
     config = _worker_config(job, resolved, run_dir, base, n_examples, options, judges)
     cfg = yaml.safe_load(config.read_text(encoding="utf-8"))
     from ..config import load_config
 
     load_config(config)  # a bad --set key fails here, naming the key
     h = resolved[resolved["type"]]["hyperparameters"]
-    summary = {"method": cfg["method"], "model": cfg["model"]["path"], "adapter": cfg["adapter"]["type"],
-               "epochs": cfg["train"]["epochs"], "batch_size": cfg["train"]["batch_size"],
-               "lr": cfg["train"]["lr"], "learning_rate_multiplier": h["learning_rate_multiplier"],
-               "seed": cfg["train"]["seed"]}
+    summary = {
+        "method": cfg["method"],
+        "model": cfg["model"]["path"],
+        "adapter": cfg["adapter"]["type"],
+        "epochs": cfg["train"]["epochs"],
+        "batch_size": cfg["train"]["batch_size"],
+        "lr": cfg["train"]["lr"],
+        "learning_rate_multiplier": h["learning_rate_multiplier"],
+        "seed": cfg["train"]["seed"],
+    }
     if "preference" in cfg:
         summary["beta"] = cfg["preference"]["beta"]
     return Mapped(config, summary, notes)
@@ -176,16 +186,21 @@ def _check_mappable(job: dict, method: dict, run_dir: Path, options: MapOptions)
     Unmappable for an unknown method, a base without an open model, images in the staged
     files, an RFT grader or row GRPO cannot take."""
     if method["type"] not in METHOD_TYPES:
-        raise Unmappable(f"method type {method['type']!r} has no tunesmith mapping (mapped: "
-                         f"{', '.join(METHOD_TYPES)})")
+        raise Unmappable(
+            f"method type {method['type']!r} has no tunesmith mapping (mapped: {', '.join(METHOD_TYPES)})"
+        )
     base = open_base(job, options.base_models)
-    staged = [run_dir / "data" / n for n in ("train.jsonl", "valid.jsonl") if (run_dir / "data" / n).is_file()]
+    staged = [
+        run_dir / "data" / n for n in ("train.jsonl", "valid.jsonl") if (run_dir / "data" / n).is_file()
+    ]
     for path in staged:
         where = find_image(path)
         if where:
             which = "training" if path.name == "train.jsonl" else "validation"
-            raise Unmappable(f"vision dataset: the {which} file has an image part at {where}; "
-                             "tunesmith trains text-only models")
+            raise Unmappable(
+                f"vision dataset: the {which} file has an image part at {where}; "
+                "tunesmith trains text-only models"
+            )
     if method["type"] != "reinforcement":
         return base, None
     judges = _checked_grader(method, options.judge_model)
@@ -202,7 +217,7 @@ def _with_autos(method: dict) -> dict:
     kind = method["type"]
     h = method[kind]["hyperparameters"]
     keys = {"dpo": DPO_KEYS, "reinforcement": RFT_KEYS}.get(kind, HYPER_KEYS)
-    autos = {k: "auto" for k in keys}
+    autos = dict.fromkeys(keys, "auto")
     if kind == "reinforcement":
         autos["reasoning_effort"] = "default"
     return {**method, kind: {**method[kind], "hyperparameters": {**autos, **h}}}
@@ -211,13 +226,22 @@ def _with_autos(method: dict) -> dict:
 def _auto_notes(method: dict, resolved: dict) -> list[str]:
     kind = method["type"]
     given, got = method[kind]["hyperparameters"], resolved[kind]["hyperparameters"]
-    return [f"{k} was 'auto' on the source (the job never resolved it); tunesmith's rule gives {got[k]}"
-            for k in sorted(got) if given.get(k, "auto") == "auto" and got.get(k) != "auto"
-            and k not in RFT_UNMAPPED]
+    return [
+        f"{k} was 'auto' on the source (the job never resolved it); tunesmith's rule gives {got[k]}"
+        for k in sorted(got)
+        if given.get(k, "auto") == "auto" and got.get(k) != "auto" and k not in RFT_UNMAPPED
+    ]
 
 
-def _worker_config(job: dict, method: dict, run_dir: Path, base: str, n_examples: int,
-                   options: MapOptions, judges: dict[str, str] | None = None) -> Path:
+def _worker_config(
+    job: dict,
+    method: dict,
+    run_dir: Path,
+    base: str,
+    n_examples: int,
+    options: MapOptions,
+    judges: dict[str, str] | None = None,
+) -> Path:
     """The jobs worker's config for ``job`` (one owner of job -> config), written as the worker
     writes it into its run folder: here ``run_dir`` (the worker's ``runs/<job id>``).
     ``judges`` maps the grader's model names to local judges (the worker's grader models)."""
@@ -225,16 +249,22 @@ def _worker_config(job: dict, method: dict, run_dir: Path, base: str, n_examples
         from ..jobs.settings import Settings
         from ..jobs.worker import Worker
     except ImportError as exc:
-        raise TunesmithError(f"tunesmith openai pull needs the service extra (pip install "
-                             f"'tunesmith[service]'): {exc}") from None
+        raise TunesmithError(
+            f"tunesmith openai pull needs the service extra (pip install 'tunesmith[service]'): {exc}"
+        ) from None
     if run_dir.name != job["id"]:
         raise ValueError(f"run_dir {run_dir} must be named after the job {job['id']}")
     from ..jobs.objects import base_name
 
     extra = {"grader_models": {name: Path(path) for name, path in judges.items()}} if judges else {}
-    settings = Settings(db="unused://", data_dir=run_dir.parent.parent, adapter=options.adapter,
-                        base_models={base_name(job): Path(base)}, train_overrides=list(options.overrides),
-                        **extra)
+    settings = Settings(
+        db="unused://",
+        data_dir=run_dir.parent.parent,
+        adapter=options.adapter,
+        base_models={base_name(job): Path(base)},
+        train_overrides=list(options.overrides),
+        **extra,
+    )
     row = {**job, "n_examples": n_examples, "method": method, "parent_job_id": None}
     return Worker(settings, store=_NoStore(), worker_id="migrate")._write_config(row, method)
 
@@ -247,6 +277,7 @@ class _NoStore:
 
 
 # -- reinforcement ---------------------------------------------------------------------------------
+
 
 def _checked_grader(method: dict, judge_model: str | None) -> dict[str, str]:
     """Check the RFT job's grader object with the graders package: it parses, reads text only,
@@ -280,8 +311,9 @@ def _check_rft_rows(run_dir: Path, method: dict) -> None:
     data = run_dir / "data"
     valid = data / "valid.jsonl"
     required = item_keys(parse_grader(method["reinforcement"]["grader"], "grader")) - {"messages", "prompt"}
-    check = check_rft_files(data / "train.jsonl", valid if valid.is_file() else None, required=required,
-                            tokenizer=None, room=0)
+    check = check_rft_files(
+        data / "train.jsonl", valid if valid.is_file() else None, required=required, tokenizer=None, room=0
+    )
     problems = [e for e in check.report.errors if e["code"] != "invalid_n_examples"]
     if problems:
         raise Unmappable(f"reinforcement data: {problems[0]['message']}")

@@ -20,8 +20,8 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
@@ -38,8 +38,10 @@ FILE_PARAMS = (("training_file", "train.jsonl"), ("validation_file", "valid.json
 def list_jobs(client, job_ids: list[str] | None = None) -> list[dict]:
     """Every fine-tuning job of the account (all pages), oldest first, as plain dicts; with
     ``job_ids`` only those (an id the account does not list is an error)."""
-    jobs = with_retries(lambda: [job_dict(j) for j in client.fine_tuning.jobs.list(limit=100)],
-                        what="listing fine-tuning jobs")
+    jobs = with_retries(
+        lambda: [job_dict(j) for j in client.fine_tuning.jobs.list(limit=100)],
+        what="listing fine-tuning jobs",
+    )
     if job_ids:
         have = {j["id"] for j in jobs}
         unknown = [j for j in job_ids if j not in have]
@@ -56,7 +58,12 @@ def fetch_file(client, file_id: str, folder: Path, known: dict | None) -> dict:
     (with the server's ``error``)."""
     rel = Path("files") / f"{file_id}.jsonl"
     dest = folder / rel
-    if known and known.get("status") == "downloaded" and dest.is_file() and dest.stat().st_size == known["bytes"]:
+    if (
+        known
+        and known.get("status") == "downloaded"
+        and dest.is_file()
+        and dest.stat().st_size == known["bytes"]
+    ):
         return {**known, "reused": True}
     try:
         meta = with_retries(lambda: client.files.retrieve(file_id), what=f"file {file_id}")
@@ -101,15 +108,26 @@ def _count_rows(path: Path) -> int:
         return sum(1 for line in f if line.strip())
 
 
-def pull(client, out: Path, options: MapOptions, *, base_url: str, job_ids: list[str] | None = None,
-         log: Callable[[str], None] = lambda _: None) -> dict:
+def pull(
+    client,
+    out: Path,
+    options: MapOptions,
+    *,
+    base_url: str,
+    job_ids: list[str] | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict:
     """Pull every job (or ``job_ids``) into ``out``; returns the saved manifest."""
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     manifest = mf.load(out)
     manifest["source"] = {"base_url": base_url, "pulled_at": int(time.time())}
-    manifest["options"] = {"base_models": options.base_models, "adapter": options.adapter,
-                           "overrides": options.overrides, "judge_model": options.judge_model}
+    manifest["options"] = {
+        "base_models": options.base_models,
+        "adapter": options.adapter,
+        "overrides": options.overrides,
+        "judge_model": options.judge_model,
+    }
     jobs = list_jobs(client, job_ids)
     log(f"{len(jobs)} fine-tuning job(s) on {base_url}")
     for job in jobs:
@@ -130,12 +148,20 @@ def _pull_job(client, out: Path, job: dict, options: MapOptions, manifest: dict)
     entry = {"job": job, "n_examples": None, "notes": []}
     if job.get("status") in SKIPPED_STATUSES:
         error = (job.get("error") or {}).get("message")
-        return {**entry, "status": "skipped", "reason": f"the job {job['status']} on the source"
-                + (f": {error}" if error else "") + "; nothing to reproduce (its files are kept)"}
+        return {
+            **entry,
+            "status": "skipped",
+            "reason": f"the job {job['status']} on the source"
+            + (f": {error}" if error else "")
+            + "; nothing to reproduce (its files are kept)",
+        }
     train = files[job["training_file"]]
     if train["status"] != "downloaded":
-        return {**entry, "status": "unmapped", "reason": f"training file {job['training_file']} "
-                f"could not be downloaded: {train['error']}"}
+        return {
+            **entry,
+            "status": "unmapped",
+            "reason": f"training file {job['training_file']} could not be downloaded: {train['error']}",
+        }
     run = out / "runs" / job["id"]
     if (run / "data").is_dir():
         shutil.rmtree(run / "data")
@@ -146,16 +172,22 @@ def _pull_job(client, out: Path, job: dict, options: MapOptions, manifest: dict)
         _stage(out / files[valid_id]["path"], run / "data" / "valid.jsonl")
     elif valid_id:
         job_used["validation_file"] = None
-        entry["notes"].append(f"validation file {valid_id} could not be downloaded "
-                              f"({files[valid_id]['error']}); trained without held-out loss")
+        entry["notes"].append(
+            f"validation file {valid_id} could not be downloaded "
+            f"({files[valid_id]['error']}); trained without held-out loss"
+        )
     entry["n_examples"] = _count_rows(run / "data" / "train.jsonl")
     try:
         mapped = map_job(job_used, run, entry["n_examples"], options)
     except Unmappable as exc:
         return {**entry, "status": "unmapped", "reason": str(exc)}
     entry["notes"] += mapped.notes + _continue_parent(job, mapped.config, manifest, out)
-    return {**entry, "status": "mapped", "config": str(mapped.config.relative_to(out)),
-            "tunesmith": mapped.summary}
+    return {
+        **entry,
+        "status": "mapped",
+        "config": str(mapped.config.relative_to(out)),
+        "tunesmith": mapped.summary,
+    }
 
 
 def _continue_parent(job: dict, config: Path, manifest: dict, out: Path) -> list[str]:
@@ -165,8 +197,14 @@ def _continue_parent(job: dict, config: Path, manifest: dict, out: Path) -> list
     if not model.startswith("ft:"):
         return []
     final_model = model.split(":ckpt-step-")[0]
-    parent = next((j for j, e in manifest["jobs"].items()
-                   if e["job"].get("fine_tuned_model") == final_model and e["status"] == "mapped"), None)
+    parent = next(
+        (
+            j
+            for j, e in manifest["jobs"].items()
+            if e["job"].get("fine_tuned_model") == final_model and e["status"] == "mapped"
+        ),
+        None,
+    )
     if parent is None:
         return [f"continues {model}, which no mapped job of this pull made; trained from the open base"]
     cfg = yaml.safe_load(config.read_text(encoding="utf-8"))

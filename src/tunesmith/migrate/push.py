@@ -16,8 +16,8 @@ with the server's message and the others go on; an authentication failure stops 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from . import manifest as mf
 from .client import APIRefused, with_retries
@@ -48,15 +48,28 @@ def create_params(job: dict, model: str, files: dict[str, str | None]) -> dict:
     if MIGRATED_FROM not in metadata and len(metadata) >= MAX_METADATA:
         raise PushRefused(f"its metadata already has {len(metadata)} pairs; no room for {MIGRATED_FROM}")
     metadata[MIGRATED_FROM] = job["id"]
-    params = {"model": model, "training_file": files["training_file"], "seed": job.get("seed"),
-              "metadata": metadata, "method": source_method(job), "suffix": job_suffix(job)}
+    params = {
+        "model": model,
+        "training_file": files["training_file"],
+        "seed": job.get("seed"),
+        "metadata": metadata,
+        "method": source_method(job),
+        "suffix": job_suffix(job),
+    }
     if files.get("validation_file"):
         params["validation_file"] = files["validation_file"]
     return {k: v for k, v in params.items() if v is not None}
 
 
-def push(client, folder: Path, *, base_url: str, models: dict[str, str], job_ids: list[str] | None = None,
-         log: Callable[[str], None] = lambda _: None) -> dict:
+def push(
+    client,
+    folder: Path,
+    *,
+    base_url: str,
+    models: dict[str, str],
+    job_ids: list[str] | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict:
     """Push the jobs pulled into ``folder`` (or ``job_ids``) to the server of ``client``;
     ``models`` maps a source base model name (or ``*``) to the target's model name (default:
     the same name). Returns the saved manifest."""
@@ -79,12 +92,15 @@ def push(client, folder: Path, *, base_url: str, models: dict[str, str], job_ids
     return manifest
 
 
-def _push_job(client, folder: Path, job: dict, manifest: dict, pushed: dict,
-              models: dict[str, str]) -> tuple[dict, bool]:
+def _push_job(
+    client, folder: Path, job: dict, manifest: dict, pushed: dict, models: dict[str, str]
+) -> tuple[dict, bool]:
     """Find or create the job on the target; its push record, and whether it was there already."""
     old_id = job["id"]
-    found = with_retries(lambda: list(client.fine_tuning.jobs.list(metadata={MIGRATED_FROM: old_id}, limit=100)),
-                         what=f"looking for {old_id} on the target")
+    found = with_retries(
+        lambda: list(client.fine_tuning.jobs.list(metadata={MIGRATED_FROM: old_id}, limit=100)),
+        what=f"looking for {old_id} on the target",
+    )
     prev = {k: v for k, v in pushed.get(old_id, {}).items() if k not in ("job", "error")}  # file ids kept
     if found:
         newest = max(found, key=lambda j: j.created_at)
@@ -93,13 +109,17 @@ def _push_job(client, folder: Path, job: dict, manifest: dict, pushed: dict,
     files = {}
     for param, _ in FILE_PARAMS:
         old_file = job.get(param)
-        files[param] = _upload(client, folder, old_file, manifest, prev.get(param), param) if old_file else None
+        files[param] = (
+            _upload(client, folder, old_file, manifest, prev.get(param), param) if old_file else None
+        )
         prev = {**prev, param: files[param]}
         pushed[old_id] = prev
         mf.save(folder, manifest)
     try:
-        new = with_retries(lambda: client.fine_tuning.jobs.create(**create_params(job, model, files)),
-                           what="the target refused the job")
+        new = with_retries(
+            lambda: client.fine_tuning.jobs.create(**create_params(job, model, files)),
+            what="the target refused the job",
+        )
     except APIRefused as exc:
         if exc.status in (401, 403):
             raise
@@ -121,8 +141,10 @@ def _target_model(client, job: dict, manifest: dict, pushed: dict, models: dict[
         raise PushRefused(f"it continues {name}, whose job was not pushed; push that job first")
     made = with_retries(lambda: client.fine_tuning.jobs.retrieve(new_parent), what=f"job {new_parent}")
     if not made.fine_tuned_model:
-        raise PushRefused(f"it continues {parent}, pushed as {new_parent}, which has not succeeded yet "
-                          f"(status {made.status}); push again once it has")
+        raise PushRefused(
+            f"it continues {parent}, pushed as {new_parent}, which has not succeeded yet "
+            f"(status {made.status}); push again once it has"
+        )
     return made.fine_tuned_model
 
 
@@ -131,8 +153,10 @@ def _upload(client, folder: Path, old_file: str, manifest: dict, uploaded: str |
     with the same size, else a fresh upload."""
     entry = manifest["files"].get(old_file) or {}
     if entry.get("status") != "downloaded":
-        raise PushRefused(f"its {param.replace('_', ' ')} {old_file} was not downloaded "
-                          f"({entry.get('error', 'not pulled')})")
+        raise PushRefused(
+            f"its {param.replace('_', ' ')} {old_file} was not downloaded "
+            f"({entry.get('error', 'not pulled')})"
+        )
     if uploaded:
         try:
             have = with_retries(lambda: client.files.retrieve(uploaded), what=f"file {uploaded}")
@@ -145,8 +169,9 @@ def _upload(client, folder: Path, old_file: str, manifest: dict, uploaded: str |
 
     def create():
         with open(path, "rb") as f:  # streamed by the SDK; reopened on every try
-            return client.files.create(file=(entry.get("filename") or path.name, f, "application/jsonl"),
-                                       purpose="fine-tune")
+            return client.files.create(
+                file=(entry.get("filename") or path.name, f, "application/jsonl"), purpose="fine-tune"
+            )
 
     try:
         made = with_retries(create, what=f"uploading {old_file}")

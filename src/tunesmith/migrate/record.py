@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ..errors import DataError, TunesmithError
 from ..eval.recorded import match_answers, read_recorded, row_sha256
@@ -40,8 +40,12 @@ class RecordOptions:
 
     def request(self, messages: list[dict]) -> dict:
         """The ``chat.completions.create`` keyword arguments for ``messages``."""
-        req = {"model": self.model, "messages": messages, "temperature": self.temperature,
-               "max_tokens": self.max_tokens}
+        req = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
         if self.seed is not None:
             req["seed"] = self.seed
         if self.top_p is not None:
@@ -58,8 +62,11 @@ class RecordResult:
 
 def _prompt_messages(item) -> list[dict]:
     if item.prompt is None:
-        raise DataError("a raw-text row has no prompt to ask a chat model; record needs chat "
-                        "rows (messages) or prompt rows", path=item.source)
+        raise DataError(
+            "a raw-text row has no prompt to ask a chat model; record needs chat "
+            "rows (messages) or prompt rows",
+            path=item.source,
+        )
     if isinstance(item.prompt, str):
         return [{"role": "user", "content": item.prompt}]
     return [dict(m) for m in item.prompt]
@@ -79,17 +86,23 @@ def _check_same_request(recorded, options: RecordOptions, out: Path) -> None:
     want = {k: v for k, v in options.request([]).items() if k != "messages"}
     for key in sorted(set(have) | set(want)):
         if have.get(key) != want.get(key):
-            raise TunesmithError(f"{out} was recorded with {key}={have.get(key)!r}; this run asks for "
-                                 f"{key}={want.get(key)!r}: use the same options, or another --out")
+            raise TunesmithError(
+                f"{out} was recorded with {key}={have.get(key)!r}; this run asks for "
+                f"{key}={want.get(key)!r}: use the same options, or another --out"
+            )
 
 
 def _response_fields(resp) -> dict:
     choice = resp.choices[0]
     message = choice.message
-    out = {"id": resp.id, "model": resp.model, "created": resp.created,
-           "system_fingerprint": getattr(resp, "system_fingerprint", None),
-           "finish_reason": choice.finish_reason,
-           "usage": resp.usage.model_dump(mode="json") if resp.usage else None}
+    out = {
+        "id": resp.id,
+        "model": resp.model,
+        "created": resp.created,
+        "system_fingerprint": getattr(resp, "system_fingerprint", None),
+        "finish_reason": choice.finish_reason,
+        "usage": resp.usage.model_dump(mode="json") if resp.usage else None,
+    }
     if getattr(message, "tool_calls", None):
         out["tool_calls"] = [c.model_dump(mode="json") for c in message.tool_calls]
     if getattr(message, "refusal", None):
@@ -97,8 +110,16 @@ def _response_fields(resp) -> dict:
     return out
 
 
-def record(client, data_path: str, out_path: str | Path, options: RecordOptions, *, limit: int | None = None,
-           log: Callable[[str], None] = lambda _: None, sleep: Callable[[float], object] = time.sleep) -> RecordResult:
+def record(
+    client,
+    data_path: str,
+    out_path: str | Path,
+    options: RecordOptions,
+    *,
+    limit: int | None = None,
+    log: Callable[[str], None] = lambda _: None,
+    sleep: Callable[[float], object] = time.sleep,
+) -> RecordResult:
     """Ask ``options.model`` every not-yet-recorded row of ``data_path``; append each answer to
     ``out_path``. Returns how many rows were recorded now, already, and in all."""
     import json
@@ -107,8 +128,9 @@ def record(client, data_path: str, out_path: str | Path, options: RecordOptions,
 
     data = load_eval_data(data_path, limit)
     if data.pairs:
-        raise DataError("holds preference pairs; record needs chat rows (messages) or prompt rows",
-                        path=str(data_path))
+        raise DataError(
+            "holds preference pairs; record needs chat rows (messages) or prompt rows", path=str(data_path)
+        )
     prompts = [_prompt_messages(item) for item in data.items]
     out = Path(out_path)
     done: set[int] = set()
@@ -126,11 +148,22 @@ def record(client, data_path: str, out_path: str | Path, options: RecordOptions,
             if index in done:
                 continue
             req = options.request(messages)
-            resp = with_retries(lambda: client.chat.completions.create(**req), what=f"{item.source}",
-                                attempts=options.attempts, backoff=options.backoff, sleep=sleep)
-            row = {"index": index, "row_sha256": row_sha256(item.row), "source": item.source, "request": req,
-                   "response": _response_fields(resp), "answer": resp.choices[0].message.content or "",
-                   "reference": item.target.get("reference")}
+            resp = with_retries(
+                lambda req=req: client.chat.completions.create(**req),
+                what=f"{item.source}",
+                attempts=options.attempts,
+                backoff=options.backoff,
+                sleep=sleep,
+            )
+            row = {
+                "index": index,
+                "row_sha256": row_sha256(item.row),
+                "source": item.source,
+                "request": req,
+                "response": _response_fields(resp),
+                "answer": resp.choices[0].message.content or "",
+                "reference": item.target.get("reference"),
+            }
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())

@@ -43,14 +43,22 @@ def attach_adapter(model: nn.Module, cfg: AdapterConfig) -> nn.Module:
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     missing = [t for t in targets if t not in present]
     if missing or not targets:
-        raise ConfigError(f"config: adapter.targets {missing or targets} not found in the model; "
-                          f"its linear layers are: {', '.join(linear_module_names(model))}")
-    lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
-                      layers_to_transform=top_layer_indices(model, cfg.top_layers),
-                      use_dora=cfg.type == "dora", use_rslora=cfg.rslora,
-                      modules_to_save=list(cfg.modules_to_save) or None,
-                      # SEQ_CLS makes PEFT train and save the reward head (``score``) in full.
-                      task_type="SEQ_CLS" if is_sequence_classifier(model) else "CAUSAL_LM")
+        raise ConfigError(
+            f"config: adapter.targets {missing or targets} not found in the model; "
+            f"its linear layers are: {', '.join(linear_module_names(model))}"
+        )
+    lora = LoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=targets,
+        layers_to_transform=top_layer_indices(model, cfg.top_layers),
+        use_dora=cfg.type == "dora",
+        use_rslora=cfg.rslora,
+        modules_to_save=list(cfg.modules_to_save) or None,
+        # SEQ_CLS makes PEFT train and save the reward head (``score``) in full.
+        task_type="SEQ_CLS" if is_sequence_classifier(model) else "CAUSAL_LM",
+    )
     model = get_peft_model(model, lora)
     if cfg.init_from is not None:
         load_init_adapter(model, cfg.init_from, targets)
@@ -87,8 +95,14 @@ def check_adapter_dir(folder) -> None:
     if not (folder / "adapter_config.json").is_file():
         raise ModelError(f"adapter folder {folder} has no adapter_config.json")
     if not (folder / ADAPTER_WEIGHTS).is_file():
-        pickles = sorted(p.name for p in folder.glob("adapter_model.*") if p.suffix in (".bin", ".pt", ".pth"))
-        found = f" (found {pickles[0]}: pickled weights are not loaded; convert it to safetensors)" if pickles else ""
+        pickles = sorted(
+            p.name for p in folder.glob("adapter_model.*") if p.suffix in (".bin", ".pt", ".pth")
+        )
+        found = (
+            f" (found {pickles[0]}: pickled weights are not loaded; convert it to safetensors)"
+            if pickles
+            else ""
+        )
         raise ModelError(f"adapter folder {folder} has no {ADAPTER_WEIGHTS}{found}")
 
 
@@ -122,16 +136,20 @@ def load_init_adapter(model: nn.Module, folder: str, targets: list[str]) -> None
     saved_cfg = json.loads((Path(folder) / "adapter_config.json").read_text(encoding="utf-8"))
     saved_targets = saved_cfg.get("target_modules")
     if isinstance(saved_targets, list) and sorted(saved_targets) != sorted(targets):
-        raise ConfigError(f"{where} was trained with targets={sorted(saved_targets)} but adapter.targets "
-                          f"resolves to {sorted(targets)}: the adapter must have the same shape to load its weights")
+        raise ConfigError(
+            f"{where} was trained with targets={sorted(saved_targets)} but adapter.targets "
+            f"resolves to {sorted(targets)}: the adapter must have the same shape to load its weights"
+        )
     tensors = load_file(str(Path(folder) / "adapter_model.safetensors"), device="cpu")
     expected = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model).items()}
     got = {k: tuple(v.shape) for k, v in tensors.items()}
     if expected != got:
         missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
         reshaped = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
-        raise ConfigError(f"{where} does not fit this model's adapter: missing {missing[:3]}, "
-                          f"unexpected {extra[:3]}, other shapes {reshaped[:3]}")
+        raise ConfigError(
+            f"{where} does not fit this model's adapter: missing {missing[:3]}, "
+            f"unexpected {extra[:3]}, other shapes {reshaped[:3]}"
+        )
     result = set_peft_model_state_dict(model, tensors)
     if getattr(result, "unexpected_keys", None):
         raise ConfigError(f"{where}: tensors not loaded: {result.unexpected_keys[:3]}")

@@ -75,23 +75,44 @@ def _second_branch(q, k, v, prefix: int, scale, softcap, sliding_window, p, trai
     window = sliding_window if sliding_window and n_keys > sliding_window else None
     if softcap is not None or window is not None:
         k_pos = torch.arange(n_keys, device=q.device)
-        return _eager_segment(q, k, v, scale, softcap, window, p, training,
-                              q_pos=k_pos[prefix:], k_pos=k_pos)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(b, n_keys),
-                                          dropout_p=p, scale=scale)
+        return _eager_segment(q, k, v, scale, softcap, window, p, training, q_pos=k_pos[prefix:], k_pos=k_pos)
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=causal_lower_right(b, n_keys), dropout_p=p, scale=scale
+    )
 
 
-def varlen_attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
-                             scaling: float | None = None, cu_seq_lens_q=None, softcap=None,
-                             sliding_window=None, tunesmith_branches=None, **kwargs):
+def varlen_attention_forward(
+    module,
+    query,
+    key,
+    value,
+    attention_mask,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    cu_seq_lens_q=None,
+    softcap=None,
+    sliding_window=None,
+    tunesmith_branches=None,
+    **kwargs,
+):
     """Attention over ``[1, H, T, D]`` tensors split into segments by ``cu_seq_lens_q``.
 
     ``tunesmith_branches``: optional ``(prefix_len, first_len)`` per segment (see the module
     docstring). Returns ``(output [1, T, Hq, D], None)`` like transformers' attention functions.
     """
     if cu_seq_lens_q is None or query.shape[0] != 1:
-        return _fallback(module, query, key, value, attention_mask, dropout=dropout,
-                         scaling=scaling, softcap=softcap, sliding_window=sliding_window, **kwargs)
+        return _fallback(
+            module,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=dropout,
+            scaling=scaling,
+            softcap=softcap,
+            sliding_window=sliding_window,
+            **kwargs,
+        )
     groups = query.shape[1] // key.shape[1]
     key, value = _repeat_kv(key, groups), _repeat_kv(value, groups)
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
@@ -102,8 +123,10 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout:
         # where slicing would zero-fill a full-size gradient per segment and add them up
         # (measured: ~6 % of a SmolLM2 LoRA step went to that zero-filling).
         sizes = [end - start for start, end in zip(bounds[:-1], bounds[1:])]
-        outs = [_causal(q, k, v, scale, softcap, sliding_window, p, module.training)
-                for q, k, v in zip(query.split(sizes, dim=2), key.split(sizes, dim=2), value.split(sizes, dim=2))]
+        outs = [
+            _causal(q, k, v, scale, softcap, sliding_window, p, module.training)
+            for q, k, v in zip(query.split(sizes, dim=2), key.split(sizes, dim=2), value.split(sizes, dim=2))
+        ]
         out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
         return out.transpose(1, 2).contiguous(), None
     branches = tunesmith_branches or [(0, 0)] * (len(bounds) - 1)
@@ -111,15 +134,38 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout:
     for (start, end), (prefix, first) in zip(zip(bounds[:-1], bounds[1:]), branches):
         split = start + prefix + first  # where the second branch starts
         if first <= 0 or split >= end:
-            outs.append(_causal(query[:, :, start:end], key[:, :, start:end], value[:, :, start:end],
-                                scale, softcap, sliding_window, p, module.training))
+            outs.append(
+                _causal(
+                    query[:, :, start:end],
+                    key[:, :, start:end],
+                    value[:, :, start:end],
+                    scale,
+                    softcap,
+                    sliding_window,
+                    p,
+                    module.training,
+                )
+            )
             continue
-        outs.append(_causal(query[:, :, start:split], key[:, :, start:split], value[:, :, start:split],
-                            scale, softcap, sliding_window, p, module.training))
-        k = torch.cat([key[:, :, start:start + prefix], key[:, :, split:end]], dim=2)
-        v = torch.cat([value[:, :, start:start + prefix], value[:, :, split:end]], dim=2)
-        outs.append(_second_branch(query[:, :, split:end], k, v, prefix, scale, softcap,
-                                   sliding_window, p, module.training))
+        outs.append(
+            _causal(
+                query[:, :, start:split],
+                key[:, :, start:split],
+                value[:, :, start:split],
+                scale,
+                softcap,
+                sliding_window,
+                p,
+                module.training,
+            )
+        )
+        k = torch.cat([key[:, :, start : start + prefix], key[:, :, split:end]], dim=2)
+        v = torch.cat([value[:, :, start : start + prefix], value[:, :, split:end]], dim=2)
+        outs.append(
+            _second_branch(
+                query[:, :, split:end], k, v, prefix, scale, softcap, sliding_window, p, module.training
+            )
+        )
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
     return out.transpose(1, 2).contiguous(), None
 
@@ -181,4 +227,3 @@ def padded_attention(model):
     finally:
         if switch_to:
             hf.set_attn_implementation(previous)
-

@@ -22,9 +22,15 @@ def output_transform(config) -> tuple[float, float | None]:
 def decoder_hidden_states(model: nn.Module, batch: Batch) -> torch.Tensor:
     """Final-norm hidden states ``[1, T, H]`` of the flat batch, attention per example."""
     decoder = unwrap(model).get_decoder()
-    out = decoder(input_ids=batch.input_ids, position_ids=batch.position_ids,
-                  cu_seq_lens_q=batch.cu_seqlens, cu_seq_lens_k=batch.cu_seqlens,
-                  max_length_q=batch.max_seqlen, max_length_k=batch.max_seqlen, use_cache=False)
+    out = decoder(
+        input_ids=batch.input_ids,
+        position_ids=batch.position_ids,
+        cu_seq_lens_q=batch.cu_seqlens,
+        cu_seq_lens_k=batch.cu_seqlens,
+        max_length_q=batch.max_seqlen,
+        max_length_k=batch.max_seqlen,
+        use_cache=False,
+    )
     return out.last_hidden_state
 
 
@@ -34,16 +40,17 @@ def head_loss(model: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, chu
     head = hf.get_output_embeddings()
     scale, softcap = output_transform(hf.config)
     if type(head) is nn.Linear:
-        return linear_cross_entropy(hidden, head.weight, targets, bias=head.bias,
-                                    chunk_size=chunk_size, softcap=softcap, scale=scale)
+        return linear_cross_entropy(
+            hidden, head.weight, targets, bias=head.bias, chunk_size=chunk_size, softcap=softcap, scale=scale
+        )
     # A wrapped head (adapter on lm_head, modules_to_save): call the module, still chunked.
     loss = hidden.new_zeros((), dtype=torch.float32)
     correct = torch.zeros((), dtype=torch.long, device=hidden.device)
     for s in range(0, hidden.shape[0], chunk_size):
-        z = head(hidden[s:s + chunk_size]).float() * scale
+        z = head(hidden[s : s + chunk_size]).float() * scale
         if softcap is not None:
             z = torch.tanh(z / softcap) * softcap
-        y = targets[s:s + chunk_size]
+        y = targets[s : s + chunk_size]
         loss = loss + nn.functional.cross_entropy(z, y, reduction="sum")
         correct += (z.detach().argmax(-1) == y).sum()
     return loss, {"correct": correct, "n": int(targets.shape[0])}

@@ -24,13 +24,16 @@ def resolve_model_ref(path: str, adapter: str | None = None) -> tuple[str, str |
         cfg = json.loads((p / "adapter_config.json").read_text(encoding="utf-8"))
         base = cfg.get("base_model_name_or_path")
         if not base:
-            raise ModelError(f"{p}/adapter_config.json does not name its base model; pass --model BASE --adapter {p}")
+            raise ModelError(
+                f"{p}/adapter_config.json does not name its base model; pass --model BASE --adapter {p}"
+            )
         return base, str(p)
     return str(p), adapter
 
 
-def load_for_inference(model: str, adapter: str | None = None, device: str = "cpu",
-                       dtype: torch.dtype = torch.float32):
+def load_for_inference(
+    model: str, adapter: str | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32
+):
     """(model in eval mode, tokenizer). The tokenizer comes from the adapter folder when saved there."""
     base, adapter = resolve_model_ref(model, adapter)
     tok_dir = adapter if adapter and Path(adapter, "tokenizer_config.json").is_file() else base
@@ -63,14 +66,27 @@ def prompt_token_ids(tokenizer, prompt, system: str | None = None, *, templated:
     """
     if templated or not isinstance(prompt, str):
         return tokenizer(format_prompt(tokenizer, prompt, system), add_special_tokens=False)["input_ids"]
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False) else []
+    bos = (
+        [tokenizer.bos_token_id]
+        if tokenizer.bos_token_id is not None and getattr(tokenizer, "add_bos_token", False)
+        else []
+    )
     return bos + tokenizer.encode(prompt, add_special_tokens=False)
 
 
 @torch.no_grad()
-def generate_ids(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int = 128,
-                 temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
-                 batch_size: int | None = None, stop_ids: list[int] | None = None) -> list[dict]:
+def generate_ids(
+    model,
+    tokenizer,
+    prompts: list[list[int]],
+    *,
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    batch_size: int | None = None,
+    stop_ids: list[int] | None = None,
+) -> list[dict]:
     """Generate a reply to each prompt (token ids); returns ``{"text", "n_tokens", "stopped"}`` each.
 
     Prompts are sorted by length and generated ``batch_size`` at a time (all at once when None)
@@ -85,7 +101,9 @@ def generate_ids(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: 
     device = next(model.parameters()).device
     order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
     size = batch_size or max(1, len(prompts))
-    kwargs = dict(max_new_tokens=max_new_tokens, eos_token_id=stops or None, pad_token_id=pad_id, use_cache=True)
+    kwargs = dict(
+        max_new_tokens=max_new_tokens, eos_token_id=stops or None, pad_token_id=pad_id, use_cache=True
+    )
     if temperature > 0:
         kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
     else:
@@ -95,31 +113,51 @@ def generate_ids(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: 
     with torch.random.fork_rng(devices=devices), padded_attention(model):
         torch.manual_seed(seed)
         for start in range(0, len(order), size):
-            chunk = order[start:start + size]
+            chunk = order[start : start + size]
             width = max(len(prompts[i]) for i in chunk)
             ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
             for row, i in enumerate(chunk):
                 n = len(prompts[i])
-                ids[row, width - n:] = torch.tensor(prompts[i], dtype=torch.long)
-                mask[row, width - n:] = 1
+                ids[row, width - n :] = torch.tensor(prompts[i], dtype=torch.long)
+                mask[row, width - n :] = 1
             out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
             for row, i in enumerate(chunk):
                 new = out[row, width:].tolist()
                 cut = next((k for k, t in enumerate(new) if t in stops), None)
                 reply = new if cut is None else new[:cut]
-                results[i] = {"text": tokenizer.decode(reply, skip_special_tokens=True).strip(),
-                              "n_tokens": len(reply), "stopped": cut is not None}
+                results[i] = {
+                    "text": tokenizer.decode(reply, skip_special_tokens=True).strip(),
+                    "n_tokens": len(reply),
+                    "stopped": cut is not None,
+                }
     return results
 
 
-def generate(model, tokenizer, prompts: list, *, max_new_tokens: int = 128, temperature: float = 0.0,
-             top_p: float = 1.0, seed: int = 0, system: str | None = None,
-             batch_size: int | None = None) -> list[str]:
+def generate(
+    model,
+    tokenizer,
+    prompts: list,
+    *,
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    system: str | None = None,
+    batch_size: int | None = None,
+) -> list[str]:
     """Batched generation (left padding, KV cache), stopping at the template's end-of-turn token.
 
     ``prompts`` are user strings or message lists, rendered with the chat template."""
     ids = [prompt_token_ids(tokenizer, p, system) for p in prompts]
-    out = generate_ids(model, tokenizer, ids, max_new_tokens=max_new_tokens, temperature=temperature,
-                       top_p=top_p, seed=seed, batch_size=batch_size)
+    out = generate_ids(
+        model,
+        tokenizer,
+        ids,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        batch_size=batch_size,
+    )
     return [r["text"] for r in out]

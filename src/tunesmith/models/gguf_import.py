@@ -61,8 +61,10 @@ class GGUFSource:
 
     def describe(self) -> str:
         """One log line saying plainly what the weights are."""
-        return (f"model weights are the {self.dtype} dequantised values of {self.quantization} GGUF file "
-                f"{self.file} (sha256 {self.sha256[:16]}…, {self.architecture}); folder {self.folder}")
+        return (
+            f"model weights are the {self.dtype} dequantised values of {self.quantization} GGUF file "
+            f"{self.file} (sha256 {self.sha256[:16]}…, {self.architecture}); folder {self.folder}"
+        )
 
 
 def cache_root() -> Path:
@@ -87,6 +89,7 @@ def source_of(folder: str | os.PathLike) -> GGUFSource | None:
 
 # ---- checking the file ------------------------------------------------------------------------
 
+
 def _file_type_name(value) -> str:
     from gguf import LlamaFileType
 
@@ -107,8 +110,9 @@ def inspect(path: str | os.PathLike) -> dict:
     try:
         from gguf import GGUFReader
     except ImportError:
-        raise ModelError(f"{path}: reading GGUF files needs the 'gguf' package "
-                         "(pip install 'tunesmith[export]')") from None
+        raise ModelError(
+            f"{path}: reading GGUF files needs the 'gguf' package (pip install 'tunesmith[export]')"
+        ) from None
     size = p.stat().st_size
     try:
         reader = GGUFReader(str(p))
@@ -119,22 +123,30 @@ def inspect(path: str | os.PathLike) -> dict:
         end = max((t.data_offset + int(t.n_bytes) for t in reader.tensors), default=0)
     except (ValueError, IndexError, KeyError, struct.error, OverflowError, MemoryError) as exc:
         version = struct.unpack("<I", head[4:8])[0] if len(head) == 8 else "?"
-        raise ModelError(f"{path}: unreadable GGUF (version {version}, {size:,} bytes): the file is truncated "
-                         f"or corrupt ({type(exc).__name__}: {str(exc)[:120]})") from None
+        raise ModelError(
+            f"{path}: unreadable GGUF (version {version}, {size:,} bytes): the file is truncated "
+            f"or corrupt ({type(exc).__name__}: {str(exc)[:120]})"
+        ) from None
     if end > size:
-        raise ModelError(f"{path}: truncated GGUF file: its tensors need {end:,} bytes but the file has "
-                         f"{size:,} (an interrupted download?)")
+        raise ModelError(
+            f"{path}: truncated GGUF file: its tensors need {end:,} bytes but the file has "
+            f"{size:,} (an interrupted download?)"
+        )
     if not reader.tensors:
         raise ModelError(f"{path}: the GGUF file holds no tensors (a vocabulary-only file?)")
     if kind != "model":  # llama.cpp writes "adapter" for LoRA files, "mmproj" for vision projectors
-        raise ModelError(f"{path}: this GGUF is a {kind!r} file, not a model (general.type); "
-                         "name the base model's GGUF instead")
+        raise ModelError(
+            f"{path}: this GGUF is a {kind!r} file, not a model (general.type); "
+            "name the base model's GGUF instead"
+        )
     if arch is None:
         raise ModelError(f"{path}: the GGUF file has no general.architecture")
     supported = _supported_architectures()
     if supported is not None and arch not in supported and _LLAMA_CPP_NAMES.get(arch) not in supported:
-        raise ModelError(f"{path}: GGUF architecture '{arch}' cannot be loaded by transformers "
-                         f"(it converts: {', '.join(sorted(supported))})")
+        raise ModelError(
+            f"{path}: GGUF architecture '{arch}' cannot be loaded by transformers "
+            f"(it converts: {', '.join(sorted(supported))})"
+        )
     if file_type is not None:
         quant = _file_type_name(file_type)
     else:  # older files: name the most common type among the 2-D weights
@@ -143,8 +155,13 @@ def inspect(path: str | os.PathLike) -> dict:
         kinds = Counter(t.tensor_type.name for t in reader.tensors if len(t.shape) >= 2)
         quant = kinds.most_common(1)[0][0] if kinds else "unknown"
     pre = str(fields["tokenizer.ggml.pre"].contents()) if "tokenizer.ggml.pre" in fields else None
-    return {"architecture": arch, "quantization": quant, "tensors": len(reader.tensors), "bytes": size,
-            "pre_tokenizer": pre}
+    return {
+        "architecture": arch,
+        "quantization": quant,
+        "tensors": len(reader.tensors),
+        "bytes": size,
+        "pre_tokenizer": pre,
+    }
 
 
 def _check_magic(p: Path, path) -> bytes:
@@ -159,15 +176,22 @@ def _check_magic(p: Path, path) -> bytes:
     except OSError as exc:
         raise ModelError(f"{path}: cannot read the file ({exc.strerror or exc})") from None
     if head[:4] != MAGIC:
-        raise ModelError(f"{path}: not a GGUF file (it starts with {head[:4]!r}, a GGUF file with b'GGUF'); "
-                         "tunesmith reads a model from a Hugging Face folder or a .gguf file")
+        raise ModelError(
+            f"{path}: not a GGUF file (it starts with {head[:4]!r}, a GGUF file with b'GGUF'); "
+            "tunesmith reads a model from a Hugging Face folder or a .gguf file"
+        )
     return head
 
 
 # llama.cpp's names for architectures that transformers knows under another name (its GGUF loader
 # renames them the same way before checking; see load_gguf_checkpoint).
-_LLAMA_CPP_NAMES = {"qwen2moe": "qwen2_moe", "qwen3moe": "qwen3_moe", "gpt-oss": "gpt_oss",
-                    "minimax-m2": "minimax_m2", "t5encoder": "t5"}
+_LLAMA_CPP_NAMES = {
+    "qwen2moe": "qwen2_moe",
+    "qwen3moe": "qwen3_moe",
+    "gpt-oss": "gpt_oss",
+    "minimax-m2": "minimax_m2",
+    "t5encoder": "t5",
+}
 
 
 def _supported_architectures() -> set[str] | None:
@@ -181,6 +205,7 @@ def _supported_architectures() -> set[str] | None:
 
 
 # ---- hashing, remembered ------------------------------------------------------------------------
+
 
 def file_sha256(path: str | os.PathLike, root: Path | None = None) -> str:
     """SHA-256 of the file, remembered under the cache by (absolute path, size, mtime, inode)."""
@@ -204,6 +229,7 @@ def file_sha256(path: str | os.PathLike, root: Path | None = None) -> str:
 
 # ---- converting -------------------------------------------------------------------------------
 
+
 def _convert(file: Path, dest: Path, dtype: str, info: dict, sha: str) -> GGUFSource:
     """Dequantise ``file`` with transformers into the (new, empty) folder ``dest``."""
     import torch
@@ -215,15 +241,18 @@ def _convert(file: Path, dest: Path, dtype: str, info: dict, sha: str) -> GGUFSo
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     except Exception as exc:  # transformers raises many kinds for vocabularies it cannot convert
-        raise ModelError(f"{file}: transformers cannot convert this GGUF tokenizer "
-                         f"({type(exc).__name__}: {str(exc)[:160]})") from None
+        raise ModelError(
+            f"{file}: transformers cannot convert this GGUF tokenizer "
+            f"({type(exc).__name__}: {str(exc)[:160]})"
+        ) from None
     _split_digits_like_llama_cpp(tokenizer, info.get("pre_tokenizer"))
     try:
         with MODEL_INIT_LOCK:
             model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=getattr(torch, dtype))
     except Exception as exc:
-        raise ModelError(f"{file}: transformers cannot load this GGUF model "
-                         f"({type(exc).__name__}: {str(exc)[:160]})") from None
+        raise ModelError(
+            f"{file}: transformers cannot load this GGUF model ({type(exc).__name__}: {str(exc)[:160]})"
+        ) from None
     # The loader marks the model as GGUF-quantised although the weights it produced are plain
     # dequantised tensors; save_pretrained refuses to write a model that still says otherwise.
     model.hf_quantizer = None
@@ -233,8 +262,13 @@ def _convert(file: Path, dest: Path, dtype: str, info: dict, sha: str) -> GGUFSo
     model.config.name_or_path = str(file)
     model.save_pretrained(dest, safe_serialization=True)
     tokenizer.save_pretrained(dest)
-    source = GGUFSource(file=str(file), sha256=sha, quantization=info["quantization"],
-                        architecture=info["architecture"], dtype=dtype)
+    source = GGUFSource(
+        file=str(file),
+        sha256=sha,
+        quantization=info["quantization"],
+        architecture=info["architecture"],
+        dtype=dtype,
+    )
     (dest / SOURCE_FILE).write_text(json.dumps(asdict(source), indent=1), encoding="utf-8")
     return source
 
@@ -255,10 +289,16 @@ def _split_digits_like_llama_cpp(tokenizer, pre: str | None) -> None:
     current = backend.pre_tokenizer
     if not isinstance(current, pre_tokenizers.ByteLevel):
         return  # the converter did something of its own; keep it
-    backend.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=current.add_prefix_space, trim_offsets=current.trim_offsets,
-                                 use_regex=current.use_regex)])
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(
+                add_prefix_space=current.add_prefix_space,
+                trim_offsets=current.trim_offsets,
+                use_regex=current.use_regex,
+            ),
+        ]
+    )
 
 
 @contextlib.contextmanager
@@ -284,8 +324,9 @@ def cache_entry(sha256: str, dtype: str, root: Path | None = None) -> Path:
     return (root or cache_root()) / "gguf" / f"{sha256[:32]}-{dtype}-c{CONVERTER_VERSION}"
 
 
-def import_gguf(path: str | os.PathLike, out: str | os.PathLike | None = None, *,
-                dtype: str = "float32") -> GGUFSource:
+def import_gguf(
+    path: str | os.PathLike, out: str | os.PathLike | None = None, *, dtype: str = "float32"
+) -> GGUFSource:
     """Dequantise a GGUF file into a Hugging Face folder and return its :class:`GGUFSource`.
 
     ``out=None``: the content-addressed cache entry (built once; later calls only hash the file,
@@ -311,8 +352,13 @@ def import_gguf(path: str | os.PathLike, out: str | os.PathLike | None = None, *
     with _lock(root / "gguf" / "locks" / cache_entry(sha, dtype, root).name):
         if out is None and source_of(dest) is not None:  # another process built it meanwhile
             return import_gguf(file, dtype=dtype)
-        log.info("dequantising %s GGUF %s (%s) to %s once; this takes a while for large models",
-                 info["quantization"], file, info["architecture"], dtype)
+        log.info(
+            "dequantising %s GGUF %s (%s) to %s once; this takes a while for large models",
+            info["quantization"],
+            file,
+            info["architecture"],
+            dtype,
+        )
         dest.parent.mkdir(parents=True, exist_ok=True)
         if out is None:
             _clear_incomplete(dest)

@@ -24,8 +24,10 @@ def check_model_dir(path: str) -> Path:
 
         return Path(resolve_model_path(p))
     if not p.exists():
-        raise ModelError(f"model not found: {path} (tunesmith loads a local Hugging Face model "
-                         "directory or a GGUF file; no network access is used)")
+        raise ModelError(
+            f"model not found: {path} (tunesmith loads a local Hugging Face model "
+            "directory or a GGUF file; no network access is used)"
+        )
     if not p.is_dir():
         raise ModelError(f"model path is not a directory: {path}")
     if not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
@@ -43,8 +45,10 @@ def load_tokenizer(path: str, chat_template_file: str | None = None):
     except Exception as exc:
         raise ModelError(f"could not load a tokenizer from {path}: {exc}") from None
     if not getattr(tok, "is_fast", False):
-        raise ModelError(f"the tokenizer in {path} is not a fast tokenizer; tunesmith needs "
-                         "offset mappings to build loss masks (save it with tokenizer.json)")
+        raise ModelError(
+            f"the tokenizer in {path} is not a fast tokenizer; tunesmith needs "
+            "offset mappings to build loss masks (save it with tokenizer.json)"
+        )
     if chat_template_file:
         f = Path(chat_template_file)
         if not f.is_file():
@@ -62,9 +66,15 @@ for good — later loads then keep parameters on the meta device. Servers load m
 request threads, so every model construction in tunesmith takes this lock."""
 
 
-def load_causal_lm(path: str, *, dtype: torch.dtype = torch.float32,
-                   device: str | torch.device = "cpu", trust_remote_code: bool = False,
-                   attn_implementation: str | None = "sdpa", quantization=None):
+def load_causal_lm(
+    path: str,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = "sdpa",
+    quantization=None,
+):
     """Load a decoder-only causal LM in ``dtype`` on ``device`` (safetensors weights only).
 
     ``quantization``: a :class:`tunesmith.models.quantize.QuantSpec` to load the linear layers
@@ -82,12 +92,24 @@ def load_causal_lm(path: str, *, dtype: torch.dtype = torch.float32,
     if quantization is not None:
         from .quantize import load_quantized
 
-        return _named(load_quantized(folder, config, quantization, device=device, dtype=dtype,
-                              attn_implementation=attn_implementation, trust_remote_code=trust_remote_code), path)
+        return _named(
+            load_quantized(
+                folder,
+                config,
+                quantization,
+                device=device,
+                dtype=dtype,
+                attn_implementation=attn_implementation,
+                trust_remote_code=trust_remote_code,
+            ),
+            path,
+        )
     kwargs = dict(dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True)
     with MODEL_INIT_LOCK:
         try:
-            model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation=attn_implementation, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(
+                folder, attn_implementation=attn_implementation, **kwargs
+            )
         except (ValueError, ImportError) as exc:
             about_attention = "attn" in str(exc).lower() or "sdpa" in str(exc).lower()
             if attn_implementation is None or not about_attention:
@@ -95,7 +117,9 @@ def load_causal_lm(path: str, *, dtype: torch.dtype = torch.float32,
             # Families without SDPA support (e.g. Gemma 2's soft-capping) load with their default.
             model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
         except OSError as exc:
-            raise ModelError(f"could not load weights from {path}: {exc} (tunesmith loads safetensors only)") from None
+            raise ModelError(
+                f"could not load weights from {path}: {exc} (tunesmith loads safetensors only)"
+            ) from None
     return _named(model.to(device), path)
 
 
@@ -106,4 +130,3 @@ def _named(model, path: str):
         model.name_or_path = str(path)
         model.config.name_or_path = str(path)
     return model
-

@@ -107,10 +107,12 @@ class MemoryEstimate:
 
     def summary(self) -> str:
         """One line for the training log."""
-        return (f"memory estimate ({self.mode}, {self.device}): peak {gb(self.peak)} = runtime "
-                f"{gb(self.runtime)} + weights {gb(self.weights)} + adapter/trainable+optimizer "
-                f"{gb(self.trainable + self.optimizer + self.grads)} + activations "
-                f"{gb(self.activations)} ({self.tokens_per_pass} tokens/pass) + logits chunk {gb(self.logits)}")
+        return (
+            f"memory estimate ({self.mode}, {self.device}): peak {gb(self.peak)} = runtime "
+            f"{gb(self.runtime)} + weights {gb(self.weights)} + adapter/trainable+optimizer "
+            f"{gb(self.trainable + self.optimizer + self.grads)} + activations "
+            f"{gb(self.activations)} ({self.tokens_per_pass} tokens/pass) + logits chunk {gb(self.logits)}"
+        )
 
 
 def gb(n: float) -> str:
@@ -156,6 +158,7 @@ def return_freed_memory(threshold: int = MMAP_THRESHOLD) -> bool:
 
 # ---- the model on the meta device -----------------------------------------------------------
 
+
 def _meta_model(config, dtype: torch.dtype = torch.float32) -> nn.Module:
     from transformers import AutoModelForCausalLM
 
@@ -190,9 +193,19 @@ def _attach(model: nn.Module, adapter_cfg, full: bool) -> nn.Module:
     return attach_adapter(model, cfg)
 
 
-def _trace_attention(module, query, key, value, attention_mask, dropout: float = 0.0,
-                     scaling: float | None = None, cu_seq_lens_q=None, softcap=None,
-                     sliding_window=None, **kwargs):
+def _trace_attention(
+    module,
+    query,
+    key,
+    value,
+    attention_mask,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    cu_seq_lens_q=None,
+    softcap=None,
+    sliding_window=None,
+    **kwargs,
+):
     """tunesmith's varlen attention (models/attention.py) with the flash kernel made explicit,
     so a meta-device run saves what the CPU / CUDA kernels save (O(T), not T²)."""
     from .attention import _eager_segment, _repeat_kv
@@ -208,8 +221,9 @@ def _trace_attention(module, query, key, value, attention_mask, dropout: float =
         if softcap is not None or window is not None:
             outs.append(_eager_segment(q, k, v, scale, softcap, window, 0.0, False))
         else:
-            outs.append(torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-                q, k, v, 0.0, True, scale=scale)[0])
+            outs.append(
+                torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True, scale=scale)[0]
+            )
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
     return out.transpose(1, 2).contiguous(), None
 
@@ -238,17 +252,31 @@ def _saved_bytes(model: nn.Module, tokens: int, segment: int, chunk_size: int, v
     meta = torch.device("meta")
     bounds = list(range(0, tokens, segment)) + [tokens]
     positions = torch.cat([torch.arange(e - s) for s, e in zip(bounds[:-1], bounds[1:])])
-    batch = Batch(input_ids=torch.zeros(1, tokens, dtype=torch.long, device=meta),
-                  position_ids=positions[None].to(meta), cu_seqlens=torch.tensor(bounds, dtype=torch.int32),
-                  max_seqlen=min(segment, tokens), target_positions=torch.zeros(tokens, dtype=torch.long, device=meta),
-                  target_ids=torch.zeros(tokens, dtype=torch.long, device=meta), n_examples=len(bounds) - 1)
+    batch = Batch(
+        input_ids=torch.zeros(1, tokens, dtype=torch.long, device=meta),
+        position_ids=positions[None].to(meta),
+        cu_seqlens=torch.tensor(bounds, dtype=torch.int32),
+        max_seqlen=min(segment, tokens),
+        target_positions=torch.zeros(tokens, dtype=torch.long, device=meta),
+        target_ids=torch.zeros(tokens, dtype=torch.long, device=meta),
+        n_examples=len(bounds) - 1,
+    )
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         token_loss(model, batch, chunk_size=chunk_size)
     return sum(saved.values())
 
 
-def activation_bytes(config, adapter_cfg, *, full: bool, tokens: int, segment: int, checkpointing: bool,
-                     chunk_size: int, dtype: torch.dtype = torch.float32) -> tuple[int, int]:
+def activation_bytes(
+    config,
+    adapter_cfg,
+    *,
+    full: bool,
+    tokens: int,
+    segment: int,
+    checkpointing: bool,
+    chunk_size: int,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[int, int]:
     """(activations saved in one forward pass, one layer's share) for ``tokens`` tokens."""
     vocab = int(config.vocab_size)
 
@@ -256,7 +284,9 @@ def activation_bytes(config, adapter_cfg, *, full: bool, tokens: int, segment: i
         model = _meta_model(_with_layers(config, layers), dtype)
         if ckpt:
             if hasattr(model, "activation_checkpointing_enable"):
-                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+                model.activation_checkpointing_enable(
+                    activation_checkpointing_kwargs={"use_reentrant": False}
+                )
             else:
                 model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model = _attach(model, adapter_cfg, full)
@@ -274,6 +304,7 @@ def activation_bytes(config, adapter_cfg, *, full: bool, tokens: int, segment: i
 
 
 # ---- the estimate -----------------------------------------------------------------------------
+
 
 def tokens_per_pass(batch_size: int, max_length: int, max_tokens_per_forward: int | None) -> int:
     """Tokens in one forward pass (upper bound): a micro-batch of ``batch_size`` rows of up to
@@ -299,7 +330,9 @@ def _optimizer_bytes(trainable: list[torch.Tensor], optimizer: str, device: torc
     return state, 0
 
 
-def estimate_memory(cfg, *, mode: str | None = None, device: str | torch.device | None = None) -> MemoryEstimate:
+def estimate_memory(
+    cfg, *, mode: str | None = None, device: str | torch.device | None = None
+) -> MemoryEstimate:
     """Estimate the peak memory of training ``cfg`` (a :class:`RunConfig`).
 
     ``mode`` overrides the config's adapter: ``full``, ``lora``, ``dora`` or ``qlora``
@@ -323,8 +356,11 @@ def estimate_memory(cfg, *, mode: str | None = None, device: str | torch.device 
     full = adapter_cfg.type == "none"
     spec: QuantSpec | None = None if full else quant_spec(model_cfg, adapter_cfg.type, device)
     if mode is None:
-        mode = "full" if full else ("qlora" if spec and spec.bits == 4 else
-                                    "lora-8bit" if spec else adapter_cfg.type)
+        mode = (
+            "full"
+            if full
+            else ("qlora" if spec and spec.bits == 4 else "lora-8bit" if spec else adapter_cfg.type)
+        )
 
     model = _attach(_meta_model(config), adapter_cfg, full)
     from .adapters import unwrap
@@ -335,8 +371,12 @@ def estimate_memory(cfg, *, mode: str | None = None, device: str | torch.device 
     quantised_weights = set()
     if spec is not None:
         for name, module in model.named_modules():
-            if (type(module) is nn.Linear and not module.weight.requires_grad
-                    and id(module.weight) not in head_params and "lora_" not in name):
+            if (
+                type(module) is nn.Linear
+                and not module.weight.requires_grad
+                and id(module.weight) not in head_params
+                and "lora_" not in name
+            ):
                 quantised_weights.add(id(module.weight))
                 weights += quantized_weight_bytes(module.weight.numel(), module.weight.shape[0], spec)
     for p in model.parameters():
@@ -363,8 +403,15 @@ def estimate_memory(cfg, *, mode: str | None = None, device: str | torch.device 
     if device.type == "cuda" and t.dtype in ("auto", "bf16", "fp16"):
         act_dtype = torch.float16 if t.dtype == "fp16" else torch.bfloat16  # autocast
     activations, per_layer = activation_bytes(
-        config, adapter_cfg, full=full, tokens=tokens, segment=t.max_length,
-        checkpointing=t.gradient_checkpointing, chunk_size=t.loss_chunk_size, dtype=act_dtype)
+        config,
+        adapter_cfg,
+        full=full,
+        tokens=tokens,
+        segment=t.max_length,
+        checkpointing=t.gradient_checkpointing,
+        chunk_size=t.loss_chunk_size,
+        dtype=act_dtype,
+    )
     chunk = min(t.loss_chunk_size, tokens)
     logits = 2 * chunk * int(config.vocab_size) * 4
     optimizer, step_temp = _optimizer_bytes(trainable, getattr(t, "optimizer", "adamw"), device)
@@ -372,27 +419,40 @@ def estimate_memory(cfg, *, mode: str | None = None, device: str | torch.device 
     if act_dtype != torch.float32:
         notes.append("activations traced in the autocast dtype (not measured on a GPU)")
     return MemoryEstimate(
-        mode=mode, device=device.type, params=params, trainable_params=trainable_n,
-        tokens_per_pass=tokens, passes_per_step=passes,
-        runtime=RUNTIME_CPU if device.type == "cpu" else 0, weights=weights,
-        trainable=4 * trainable_n, grads=4 * trainable_n, optimizer=optimizer,
-        optimizer_step=step_temp, activations=activations, logits=logits, workspace=per_layer,
-        notes=notes)
+        mode=mode,
+        device=device.type,
+        params=params,
+        trainable_params=trainable_n,
+        tokens_per_pass=tokens,
+        passes_per_step=passes,
+        runtime=RUNTIME_CPU if device.type == "cpu" else 0,
+        weights=weights,
+        trainable=4 * trainable_n,
+        grads=4 * trainable_n,
+        optimizer=optimizer,
+        optimizer_step=step_temp,
+        activations=activations,
+        logits=logits,
+        workspace=per_layer,
+        notes=notes,
+    )
 
 
 def format_table(estimates: list[MemoryEstimate], chosen: str | None = None) -> str:
     """A side-by-side table of estimates (GB), the configured mode marked with ``*``."""
-    rows = [("parameters", lambda e: f"{e.params / 1e6:,.1f}M"),
-            ("trainable parameters", lambda e: f"{e.trainable_params / 1e6:,.2f}M"),
-            ("weights", lambda e: gb(e.weights)),
-            ("adapter/trainable weights", lambda e: gb(e.trainable)),
-            ("gradients", lambda e: gb(e.grads)),
-            ("optimizer state", lambda e: gb(e.optimizer)),
-            ("optimizer step temporaries", lambda e: gb(e.optimizer_step)),
-            ("activations", lambda e: gb(e.activations)),
-            ("logits chunk", lambda e: gb(e.logits)),
-            ("runtime", lambda e: gb(e.runtime)),
-            ("peak", lambda e: gb(e.peak))]
+    rows = [
+        ("parameters", lambda e: f"{e.params / 1e6:,.1f}M"),
+        ("trainable parameters", lambda e: f"{e.trainable_params / 1e6:,.2f}M"),
+        ("weights", lambda e: gb(e.weights)),
+        ("adapter/trainable weights", lambda e: gb(e.trainable)),
+        ("gradients", lambda e: gb(e.grads)),
+        ("optimizer state", lambda e: gb(e.optimizer)),
+        ("optimizer step temporaries", lambda e: gb(e.optimizer_step)),
+        ("activations", lambda e: gb(e.activations)),
+        ("logits chunk", lambda e: gb(e.logits)),
+        ("runtime", lambda e: gb(e.runtime)),
+        ("peak", lambda e: gb(e.peak)),
+    ]
     heads = [e.mode + ("*" if e.mode == chosen else "") for e in estimates]
     width = max(len(r[0]) for r in rows) + 2
     col = max(12, *(len(h) + 2 for h in heads))

@@ -18,29 +18,37 @@ def pair_hidden(model: nn.Module, batch: PairBatch) -> torch.Tensor:
     auto``), which reads ``tunesmith_branches``.
     """
     decoder = unwrap(model).get_decoder()
-    out = decoder(input_ids=batch.input_ids, position_ids=batch.position_ids,
-                  cu_seq_lens_q=batch.cu_seqlens, cu_seq_lens_k=batch.cu_seqlens,
-                  max_length_q=batch.max_seqlen, max_length_k=batch.max_seqlen,
-                  tunesmith_branches=batch.branches, use_cache=False)
+    out = decoder(
+        input_ids=batch.input_ids,
+        position_ids=batch.position_ids,
+        cu_seq_lens_q=batch.cu_seqlens,
+        cu_seq_lens_k=batch.cu_seqlens,
+        max_length_q=batch.max_seqlen,
+        max_length_k=batch.max_seqlen,
+        tunesmith_branches=batch.branches,
+        use_cache=False,
+    )
     return out.last_hidden_state[0]
 
 
-def token_logprobs(model: nn.Module, hidden: torch.Tensor, targets: torch.Tensor,
-                   chunk_size: int) -> torch.Tensor:
+def token_logprobs(
+    model: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, chunk_size: int
+) -> torch.Tensor:
     """``log p(target)`` ``[N]`` (fp32) under the LM head for ``hidden [N, H]``."""
     hf = unwrap(model)
     head = hf.get_output_embeddings()
     scale, softcap = output_transform(hf.config)
     if type(head) is nn.Linear:
-        return linear_token_logprobs(hidden, head.weight, targets, bias=head.bias,
-                                     chunk_size=chunk_size, softcap=softcap, scale=scale)
+        return linear_token_logprobs(
+            hidden, head.weight, targets, bias=head.bias, chunk_size=chunk_size, softcap=softcap, scale=scale
+        )
     # A wrapped head (adapter on lm_head, modules_to_save): call the module, still chunked.
     out = []
     for s in range(0, hidden.shape[0], chunk_size):
-        z = head(hidden[s:s + chunk_size]).float() * scale
+        z = head(hidden[s : s + chunk_size]).float() * scale
         if softcap is not None:
             z = torch.tanh(z / softcap) * softcap
-        out.append(torch.log_softmax(z, -1).gather(1, targets[s:s + chunk_size, None]).squeeze(1))
+        out.append(torch.log_softmax(z, -1).gather(1, targets[s : s + chunk_size, None]).squeeze(1))
     return torch.cat(out) if out else hidden.new_zeros(0, dtype=torch.float32)
 
 
@@ -53,8 +61,9 @@ def sequence_logps(model: nn.Module, batch: PairBatch, chunk_size: int = 1024) -
 
 
 @torch.no_grad()
-def reference_logps(model: nn.Module, batch: PairBatch, chunk_size: int = 1024,
-                    reference: nn.Module | None = None) -> torch.Tensor:
+def reference_logps(
+    model: nn.Module, batch: PairBatch, chunk_size: int = 1024, reference: nn.Module | None = None
+) -> torch.Tensor:
     """The reference model's ``[2n]`` answer log-probs.
 
     ``reference`` (a frozen copy) when given; otherwise ``model`` itself with its PEFT
@@ -65,7 +74,9 @@ def reference_logps(model: nn.Module, batch: PairBatch, chunk_size: int = 1024,
     peft_model = getattr(model, "module", model)  # a DistributedDataParallel wrapper holds it
     disable = getattr(peft_model, "disable_adapter", None)
     if disable is None:
-        raise RuntimeError("no reference: the model has no adapter to disable and no reference "
-                           "copy or precomputed log-probs were given")
+        raise RuntimeError(
+            "no reference: the model has no adapter to disable and no reference "
+            "copy or precomputed log-probs were given"
+        )
     with disable():
         return sequence_logps(model, batch, chunk_size)

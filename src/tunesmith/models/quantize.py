@@ -75,8 +75,9 @@ def quant_spec(model_cfg, adapter_type: str, device: torch.device | str) -> Quan
         compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     else:
         compute = torch.float32
-    return QuantSpec(bits=bits, quant_type=model_cfg.quant_type, double_quant=model_cfg.double_quant,
-                     compute_dtype=compute)
+    return QuantSpec(
+        bits=bits, quant_type=model_cfg.quant_type, double_quant=model_cfg.double_quant, compute_dtype=compute
+    )
 
 
 def spec_from_dict(d: dict | None) -> QuantSpec | None:
@@ -84,9 +85,12 @@ def spec_from_dict(d: dict | None) -> QuantSpec | None:
     if not d or not (d.get("load_in_4bit") or d.get("load_in_8bit")):
         return None
     compute = d.get("compute_dtype") or "fp32"
-    return QuantSpec(bits=4 if d.get("load_in_4bit") else 8, quant_type=d.get("quant_type", "nf4"),
-                     double_quant=bool(d.get("double_quant", True)),
-                     compute_dtype=DTYPES.get(compute, torch.float32))
+    return QuantSpec(
+        bits=4 if d.get("load_in_4bit") else 8,
+        quant_type=d.get("quant_type", "nf4"),
+        double_quant=bool(d.get("double_quant", True)),
+        compute_dtype=DTYPES.get(compute, torch.float32),
+    )
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -101,9 +105,11 @@ def require_bitsandbytes():
     try:
         import bitsandbytes as bnb
     except ImportError:
-        raise ConfigError("a quantised base (adapter.type: qlora, model.load_in_4bit / load_in_8bit) "
-                          "needs bitsandbytes: pip install 'tunesmith[qlora]' "
-                          "(or pip install 'bitsandbytes>=0.46')") from None
+        raise ConfigError(
+            "a quantised base (adapter.type: qlora, model.load_in_4bit / load_in_8bit) "
+            "needs bitsandbytes: pip install 'tunesmith[qlora]' "
+            "(or pip install 'bitsandbytes>=0.46')"
+        ) from None
     return bnb
 
 
@@ -114,14 +120,24 @@ def bnb_config(spec: QuantSpec):
 
     if spec.bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=spec.quant_type,
-                              bnb_4bit_use_double_quant=spec.double_quant,
-                              bnb_4bit_compute_dtype=spec.compute_dtype)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=spec.quant_type,
+        bnb_4bit_use_double_quant=spec.double_quant,
+        bnb_4bit_compute_dtype=spec.compute_dtype,
+    )
 
 
-def load_quantized(path: str | Path, config, spec: QuantSpec, *, device: torch.device | str,
-                   dtype: torch.dtype = torch.float32, attn_implementation: str | None = "sdpa",
-                   trust_remote_code: bool = False) -> nn.Module:
+def load_quantized(
+    path: str | Path,
+    config,
+    spec: QuantSpec,
+    *,
+    device: torch.device | str,
+    dtype: torch.dtype = torch.float32,
+    attn_implementation: str | None = "sdpa",
+    trust_remote_code: bool = False,
+) -> nn.Module:
     """Load the causal LM at ``path`` with its linear layers quantised per ``spec``.
 
     ``config`` is the already-read ``AutoConfig``. Unquantised parameters (embeddings, norms,
@@ -144,14 +160,24 @@ def load_quantized(path: str | Path, config, spec: QuantSpec, *, device: torch.d
     try:
         # Lazy slices: transformers materialises (reads) one tensor at a time as it quantises.
         state = {k: h.get_slice(k) for h in handles for k in h.keys()}
-        kwargs = dict(config=config, state_dict=state, quantization_config=bnb_config(spec),
-                      device_map={"": target}, dtype=dtype, trust_remote_code=trust_remote_code)
+        kwargs = dict(
+            config=config,
+            state_dict=state,
+            quantization_config=bnb_config(spec),
+            device_map={"": target},
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+        )
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*inputs will be cast from.*")
             try:
                 model = model_class.from_pretrained(None, attn_implementation=attn_implementation, **kwargs)
             except (ValueError, ImportError) as exc:
-                if attn_implementation is None or "attn" not in str(exc).lower() and "sdpa" not in str(exc).lower():
+                if (
+                    attn_implementation is None
+                    or "attn" not in str(exc).lower()
+                    and "sdpa" not in str(exc).lower()
+                ):
                     raise ModelError(f"could not load {path} quantised ({spec.describe()}): {exc}") from None
                 model = model_class.from_pretrained(None, **kwargs)
     finally:
@@ -198,8 +224,10 @@ def prepare_for_training(model: nn.Module) -> int:
     layers = quantized_linears(model)
     for module in layers.values():
         if getattr(module, "support_avx512bf16_for_cpu", False):
-            raise ModelError("a 4-bit layer may switch to bitsandbytes' inference-only CPU layout; "
-                             "load quantised models with tunesmith.models.quantize.load_quantized")
+            raise ModelError(
+                "a 4-bit layer may switch to bitsandbytes' inference-only CPU layout; "
+                "load quantised models with tunesmith.models.quantize.load_quantized"
+            )
     if not layers:
         raise ModelError("quantisation was requested but the model has no bitsandbytes linear layer")
     return len(layers)
@@ -231,8 +259,10 @@ def dequantize_into(quantized: nn.Module, target: nn.Module) -> int:
                 raise ModelError(f"dequantise: no linear layer '{name}' in the full-precision model")
             w = dequantized_weight(module)
             if tuple(w.shape) != tuple(dest.weight.shape):
-                raise ModelError(f"dequantise: '{name}' is {tuple(w.shape)} quantised but "
-                                 f"{tuple(dest.weight.shape)} in the base model")
+                raise ModelError(
+                    f"dequantise: '{name}' is {tuple(w.shape)} quantised but "
+                    f"{tuple(dest.weight.shape)} in the base model"
+                )
             dest.weight.data = w.to(dest.weight.device)
             if module.bias is not None and dest.bias is not None:
                 dest.bias.data = module.bias.detach().to(torch.float32).to(dest.bias.device).clone()

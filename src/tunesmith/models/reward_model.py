@@ -51,8 +51,9 @@ def conversation_ids(tokenizer, messages: list[dict], tools=None) -> list[int]:
         k -= 1
     renderer = PairRenderer(tokenizer, max_length=1 << 30)
     if 0 < k < len(messages):
-        prompt_ids, (answer_ids,) = renderer.ids(list(messages[:k]), [list(messages[k:])], tools,
-                                                 "conversation")
+        prompt_ids, (answer_ids,) = renderer.ids(
+            list(messages[:k]), [list(messages[k:])], tools, "conversation"
+        )
         return prompt_ids + answer_ids
     text = render_chat(tokenizer, messages, tools=tools)
     return renderer.encode(text.rstrip(" \n") or text)
@@ -67,8 +68,10 @@ def reward_head(model: nn.Module) -> nn.Module:
         head = getattr(hf, name, None)
         if isinstance(head, nn.Module):
             return head
-    raise ModelError(f"{type(hf).__name__} has no sequence-classification head "
-                     f"({' / '.join(_HEAD_NAMES)}); not a reward model")
+    raise ModelError(
+        f"{type(hf).__name__} has no sequence-classification head "
+        f"({' / '.join(_HEAD_NAMES)}); not a reward model"
+    )
 
 
 def rewards_at(model: nn.Module, hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -88,7 +91,8 @@ def _load_seq_cls(path: str, dtype: torch.dtype):
 
     try:
         return AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=1, dtype=dtype, use_safetensors=True, trust_remote_code=False)
+            path, num_labels=1, dtype=dtype, use_safetensors=True, trust_remote_code=False
+        )
     except (OSError, ValueError) as exc:
         raise ModelError(f"could not load {path} as a sequence-classification model: {exc}") from None
 
@@ -104,12 +108,19 @@ def _resolve_base(adapter_dir: Path, base: str | None) -> str:
     for candidate in (Path(recorded), adapter_dir / recorded):
         if (candidate / "config.json").is_file() or candidate.is_file():  # a folder or a GGUF file
             return str(check_model_dir(str(candidate)))
-    raise ModelError(f"the base model of the adapter in {adapter_dir} was not found: "
-                     f"{recorded} (pass the base folder explicitly)")
+    raise ModelError(
+        f"the base model of the adapter in {adapter_dir} was not found: "
+        f"{recorded} (pass the base folder explicitly)"
+    )
 
 
-def load_reward_model(path: str, device: str | torch.device = "cpu", *, base: str | None = None,
-                      dtype: torch.dtype = torch.float32):
+def load_reward_model(
+    path: str,
+    device: str | torch.device = "cpu",
+    *,
+    base: str | None = None,
+    dtype: torch.dtype = torch.float32,
+):
     """Load a reward model for scoring; returns ``(model, tokenizer)`` with the model in eval mode.
 
     ``path`` is a full ``*ForSequenceClassification`` folder with ``num_labels == 1`` or a PEFT
@@ -124,8 +135,10 @@ def load_reward_model(path: str, device: str | torch.device = "cpu", *, base: st
         adapter_cfg = _read_json(folder / "adapter_config.json")
         saved = set(adapter_cfg.get("modules_to_save") or [])
         if adapter_cfg.get("task_type") != "SEQ_CLS" and not saved & set(_HEAD_NAMES):
-            raise ModelError(f"{path} is an adapter without a trained score head "
-                             f"(task_type {adapter_cfg.get('task_type')!r}); not a reward model")
+            raise ModelError(
+                f"{path} is an adapter without a trained score head "
+                f"(task_type {adapter_cfg.get('task_type')!r}); not a reward model"
+            )
         base_dir = _resolve_base(folder, base)
         model = _load_seq_cls(base_dir, dtype)
         try:
@@ -137,9 +150,11 @@ def load_reward_model(path: str, device: str | torch.device = "cpu", *, base: st
         config = _read_json(folder / "config.json")
         archs = config.get("architectures") or []
         if not any(a.endswith("ForSequenceClassification") for a in archs):
-            raise ModelError(f"{path} is a {', '.join(archs) or 'model'} checkpoint, not a reward "
-                             "model (expected a *ForSequenceClassification model, e.g. the result "
-                             "of `method: reward`)")
+            raise ModelError(
+                f"{path} is a {', '.join(archs) or 'model'} checkpoint, not a reward "
+                "model (expected a *ForSequenceClassification model, e.g. the result "
+                "of `method: reward`)"
+            )
         labels = config.get("num_labels") or len(config.get("id2label") or {}) or 1
         if labels != 1:
             raise ModelError(f"{path} is a classifier with {labels} labels; a reward model has one")
@@ -152,8 +167,14 @@ def load_reward_model(path: str, device: str | torch.device = "cpu", *, base: st
 
 
 @torch.no_grad()
-def score(model: nn.Module, tokenizer, conversations: list[list[dict]], *, batch_size: int = 8,
-          max_length: int | None = None) -> list[float]:
+def score(
+    model: nn.Module,
+    tokenizer,
+    conversations: list[list[dict]],
+    *,
+    batch_size: int = 8,
+    max_length: int | None = None,
+) -> list[float]:
     """The reward of each conversation (list of ``{"role", "content"}`` messages), in order.
 
     Conversations are chat-templated with :func:`conversation_ids`, sorted by length and run
@@ -174,13 +195,13 @@ def score(model: nn.Module, tokenizer, conversations: list[list[dict]], *, batch
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     out = [0.0] * len(ids)
     for s in range(0, len(order), batch_size):
-        chunk = order[s:s + batch_size]
+        chunk = order[s : s + batch_size]
         width = max(len(ids[i]) for i in chunk)
         input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
         for row, i in enumerate(chunk):
-            input_ids[row, :len(ids[i])] = torch.tensor(ids[i])
-            mask[row, :len(ids[i])] = 1
+            input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
+            mask[row, : len(ids[i])] = 1
         input_ids, mask = input_ids.to(device), mask.to(device)
         hidden = decoder(input_ids=input_ids, attention_mask=mask, use_cache=False).last_hidden_state
         last = mask.sum(dim=1) - 1

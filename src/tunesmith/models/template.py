@@ -7,8 +7,15 @@ from ..errors import ModelError
 _PROBE = "TUNESMITH_PROBE_REPLY"
 
 
-def render_chat(tokenizer, messages: list[dict], *, tools=None, add_generation_prompt: bool = False,
-                error: type[Exception] = ModelError, what: str = "the chat template") -> str:
+def render_chat(
+    tokenizer,
+    messages: list[dict],
+    *,
+    tools=None,
+    add_generation_prompt: bool = False,
+    error: type[Exception] = ModelError,
+    what: str = "the chat template",
+) -> str:
     """``tokenizer.apply_chat_template(..., tokenize=False)``; every failure of the template is
     raised as ``error`` (a TunesmithError: one line, exit 2) naming ``what``.
 
@@ -18,8 +25,9 @@ def render_chat(tokenizer, messages: list[dict], *, tools=None, add_generation_p
     from jinja2.exceptions import SecurityError
 
     try:
-        return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False,
-                                             add_generation_prompt=add_generation_prompt)
+        return tokenizer.apply_chat_template(
+            messages, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
     except SecurityError as exc:
         raise error(f"{what} was refused: it tries an unsafe operation ({exc})") from None
     except Exception as exc:  # jinja raise_exception(), a missing template, a template bug ...
@@ -38,8 +46,8 @@ def stop_token_ids(tokenizer) -> list[int]:
     if getattr(tokenizer, "chat_template", None):
         try:
             text = tokenizer.apply_chat_template(
-                [{"role": "user", "content": "hi"}, {"role": "assistant", "content": _PROBE}],
-                tokenize=False)
+                [{"role": "user", "content": "hi"}, {"role": "assistant", "content": _PROBE}], tokenize=False
+            )
         except Exception:
             text = ""
         tail = text.split(_PROBE, 1)[1] if _PROBE in text else ""

@@ -15,8 +15,9 @@ never from the training data.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ConfigError, TunesmithError
 
@@ -105,10 +106,15 @@ def build_rewards(specs: list, *, max_new_tokens: int, device=None, dtype: str =
     """
     from . import builtin, external, grader
 
-    makers = {"exact_match": builtin.exact_match, "regex": builtin.regex,
-              "json_schema": builtin.json_schema, "length": builtin.length,
-              "python": external.python_function, "reward_model": external.reward_model,
-              "grader": grader.grader_reward}
+    makers = {
+        "exact_match": builtin.exact_match,
+        "regex": builtin.regex,
+        "json_schema": builtin.json_schema,
+        "length": builtin.length,
+        "python": external.python_function,
+        "reward_model": external.reward_model,
+        "grader": grader.grader_reward,
+    }
     functions, seen = [], {}
     for i, spec in enumerate(specs):
         where = f"grpo.rewards[{i}]"
@@ -164,23 +170,37 @@ def required_fields(specs: list) -> dict[str, str]:
 
 # Which optional keys each type reads (everything else must stay at its default, so a typo'd
 # combination such as `pattern` on a json_schema reward fails instead of being ignored).
-_KEYS = {"exact_match": {"field", "pattern", "ignore_case"},
-         "regex": {"pattern", "full_match", "ignore_case"},
-         "json_schema": {"schema", "field"},
-         "length": {"max_tokens", "cache_tokens"},
-         "python": {"function"},
-         "reward_model": {"model"},
-         "grader": {"grader", "judge_model"}}
-_DEFAULTS = {"field": None, "pattern": None, "full_match": False, "ignore_case": False,
-             "schema": None, "function": None, "model": None, "max_tokens": None,
-             "cache_tokens": None, "grader": None, "judge_model": None}
+_KEYS = {
+    "exact_match": {"field", "pattern", "ignore_case"},
+    "regex": {"pattern", "full_match", "ignore_case"},
+    "json_schema": {"schema", "field"},
+    "length": {"max_tokens", "cache_tokens"},
+    "python": {"function"},
+    "reward_model": {"model"},
+    "grader": {"grader", "judge_model"},
+}
+_DEFAULTS = {
+    "field": None,
+    "pattern": None,
+    "full_match": False,
+    "ignore_case": False,
+    "schema": None,
+    "function": None,
+    "model": None,
+    "max_tokens": None,
+    "cache_tokens": None,
+    "grader": None,
+    "judge_model": None,
+}
 
 
 def _check_unused_keys(spec, where: str) -> None:
     for key, default in _DEFAULTS.items():
         if key not in _KEYS[spec.type] and getattr(spec, key) != default:
-            raise ConfigError(f"config: '{where}.{key}' does not apply to a {spec.type} reward "
-                              f"(it reads: {', '.join(sorted(_KEYS[spec.type])) or 'nothing'})")
+            raise ConfigError(
+                f"config: '{where}.{key}' does not apply to a {spec.type} reward "
+                f"(it reads: {', '.join(sorted(_KEYS[spec.type])) or 'nothing'})"
+            )
 
 
 __all__ = ["Sample", "RewardFunction", "RewardSet", "build_rewards", "required_fields"]

@@ -158,8 +158,10 @@ def length(spec, where: str, *, max_new_tokens: int):
     max_tokens = spec.max_tokens or max_new_tokens
     cache = spec.cache_tokens if spec.cache_tokens is not None else max(1, max_tokens // 4)
     if max_tokens < 1 or not 1 <= cache <= max_tokens:
-        raise ConfigError(f"config: '{where}': need max_tokens >= 1 and 1 <= cache_tokens <= max_tokens "
-                          f"(got {max_tokens}, {cache})")
+        raise ConfigError(
+            f"config: '{where}': need max_tokens >= 1 and 1 <= cache_tokens <= max_tokens "
+            f"(got {max_tokens}, {cache})"
+        )
 
     def score(samples: list[Sample]) -> list[float]:
         return [overlong_penalty(s.n_tokens, max_tokens, cache) for s in samples]

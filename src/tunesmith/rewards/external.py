@@ -21,8 +21,10 @@ def load_callable(ref: str, where: str):
     """Import ``package.module:function`` or ``path/to/file.py:function``; ConfigError if that fails."""
     module_ref, sep, name = ref.rpartition(":")
     if not sep or not module_ref or not name.isidentifier():
-        raise ConfigError(f"config: '{where}.function' = {ref!r} must look like "
-                          "'package.module:function' or 'path/to/file.py:function'")
+        raise ConfigError(
+            f"config: '{where}.function' = {ref!r} must look like "
+            "'package.module:function' or 'path/to/file.py:function'"
+        )
     try:
         if module_ref.endswith(".py"):
             path = Path(module_ref)
@@ -46,8 +48,9 @@ def load_callable(ref: str, where: str):
     except ConfigError:
         raise
     except Exception as exc:
-        raise ConfigError(f"config: '{where}.function': could not import {module_ref}: "
-                          f"{type(exc).__name__}: {exc}") from None
+        raise ConfigError(
+            f"config: '{where}.function': could not import {module_ref}: {type(exc).__name__}: {exc}"
+        ) from None
     fn = getattr(module, name, None)
     if not callable(fn):
         raise ConfigError(f"config: '{where}.function': {module_ref} has no function '{name}'")
@@ -73,12 +76,15 @@ def python_function(spec, where: str):
     def score(samples: list[Sample]) -> list[float]:
         out = []
         for s in samples:
-            extra = s.extra if takes_all or not params else {k: v for k, v in s.extra.items() if k in accepted}
+            extra = (
+                s.extra if takes_all or not params else {k: v for k, v in s.extra.items() if k in accepted}
+            )
             try:
                 out.append(fn(s.prompt, s.completion, **extra))
             except Exception as exc:
-                raise TunesmithError(f"reward function {spec.function} failed on a completion: "
-                                     f"{type(exc).__name__}: {exc}") from exc
+                raise TunesmithError(
+                    f"reward function {spec.function} failed on a completion: {type(exc).__name__}: {exc}"
+                ) from exc
         return out
 
     return score
@@ -91,7 +97,8 @@ def reward_model(spec, where: str, *, device=None):
     message) followed by the completion as the assistant turn, rendered with the reward
     model's own chat template (:func:`tunesmith.models.reward_model.score`).
     """
-    from ..models.reward_model import load_reward_model, score as rm_score
+    from ..models.reward_model import load_reward_model
+    from ..models.reward_model import score as rm_score
 
     try:
         model, tokenizer = load_reward_model(spec.model, device or "cpu")
@@ -101,7 +108,9 @@ def reward_model(spec, where: str, *, device=None):
     def score(samples: list[Sample]) -> list[float]:
         conversations = []
         for s in samples:
-            messages = [{"role": "user", "content": s.prompt}] if isinstance(s.prompt, str) else list(s.prompt)
+            messages = (
+                [{"role": "user", "content": s.prompt}] if isinstance(s.prompt, str) else list(s.prompt)
+            )
             conversations.append(messages + [{"role": "assistant", "content": s.completion}])
         return rm_score(model, tokenizer, conversations)
 

@@ -46,10 +46,12 @@ def resolve(spec, where: str) -> GraderSetup:
     from ..graders.judge import check_text_only
 
     judge_model = spec.judge_model
-    if isinstance(judge_model, dict) and not all(isinstance(k, str) and isinstance(v, str)
-                                                 for k, v in judge_model.items()):
-        raise ConfigError(f"config: '{where}.judge_model' must be a path or a mapping of "
-                          "grader model names to paths")
+    if isinstance(judge_model, dict) and not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in judge_model.items()
+    ):
+        raise ConfigError(
+            f"config: '{where}.judge_model' must be a path or a mapping of grader model names to paths"
+        )
     try:
         grader, name = read_grader(spec.grader, f"{where}.grader")
         check_text_only(grader, f"{where}.grader")
@@ -104,14 +106,22 @@ def grader_reward(spec, where: str, *, device=None, dtype: str = "auto"):
     label = f"{where} ({spec.name or setup.name})"
 
     def score(samples: list[Sample]) -> GradedScores:
-        results = grade_many(setup.grader, [{"output_text": s.completion} for s in samples],
-                             [grader_item(s) for s in samples], judge=judge)
+        results = grade_many(
+            setup.grader,
+            [{"output_text": s.completion} for s in samples],
+            [grader_item(s) for s in samples],
+            judge=judge,
+        )
         failed = [r for r in results if r.error is not None]
         if failed:
-            log.warning("%s: %d of %d completions could not be graded and score 0 (first: %s)",
-                        label, len(failed), len(results), failed[0].error)
+            log.warning(
+                "%s: %d of %d completions could not be graded and score 0 (first: %s)",
+                label,
+                len(failed),
+                len(results),
+                failed[0].error,
+            )
         return GradedScores([r.score for r in results], [r.error is not None for r in results])
 
     score.default_name = re.sub(r"[^0-9a-z_]+", "_", setup.name.lower()).strip("_") or "grader"
     return score
-

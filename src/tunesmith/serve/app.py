@@ -35,7 +35,6 @@ from ..errors import ModelError
 from .protocol import APIError, ChatCompletionRequest, CompletionRequest, from_validation_error
 from .respond import Collector, chat_chunks, completion_chunks, event_error
 
-
 log = logging.getLogger("tunesmith.serve")
 MAX_PATH_CHARS = 1024  # adapter paths: far above any real one, far below the OS limits
 MAX_BODY_BYTES = httpjson.MAX_BODY_BYTES
@@ -50,8 +49,13 @@ def _internal_error(what: str, exc: BaseException | None = None) -> JSONResponse
     a 500 envelope with a generic message and a reference; the traceback goes to the log only."""
     ref = uuid.uuid4().hex[:12]
     log.error("%s failed (error reference %s)", what, ref, exc_info=exc or True)
-    return _error_response(APIError(500, f"The server had an error while processing your request "
-                                         f"(error reference {ref}).", type="server_error"))
+    return _error_response(
+        APIError(
+            500,
+            f"The server had an error while processing your request (error reference {ref}).",
+            type="server_error",
+        )
+    )
 
 
 async def read_json_object(request: Request) -> dict:
@@ -66,8 +70,8 @@ async def read_json_object(request: Request) -> dict:
 
 def build_router(server, *, api_key: str | None = None, adapter_root: str | None = None) -> APIRouter:
     """Routes for ``server`` (an InferenceServer); ``api_key`` guards everything but /health."""
-    from .scheduler import GenRequest, NeverFits, Overloaded
     from .sampling import SamplingParams
+    from .scheduler import GenRequest, NeverFits, Overloaded
 
     router = APIRouter()
 
@@ -88,35 +92,58 @@ def build_router(server, *, api_key: str | None = None, adapter_root: str | None
             raise from_validation_error(exc) from None
         name = req.unsupported()
         if name:
-            raise APIError(400, f"'{name}' is not supported by this server", param=name,
-                           code="unsupported_parameter")
+            raise APIError(
+                400, f"'{name}' is not supported by this server", param=name, code="unsupported_parameter"
+            )
         entry = server.get(req.model)
         if entry is None:
-            raise APIError(404, f"The model `{req.model}` does not exist or you do not have access to it.",
-                           param="model", code="model_not_found")
+            raise APIError(
+                404,
+                f"The model `{req.model}` does not exist or you do not have access to it.",
+                param="model",
+                code="model_not_found",
+            )
         return req, entry
 
     def sampling(req, top_logprobs: int | None, vocab: int) -> SamplingParams:
         bias = {}
         for key, value in (req.logit_bias or {}).items():
             if not 0 <= int(key) < vocab:
-                raise APIError(400, f"logit_bias: token id {key} is outside the vocabulary (0..{vocab - 1})",
-                               param="logit_bias")
+                raise APIError(
+                    400,
+                    f"logit_bias: token id {key} is outside the vocabulary (0..{vocab - 1})",
+                    param="logit_bias",
+                )
             bias[int(key)] = float(value)
-        return SamplingParams(temperature=req.temperature, top_p=req.top_p, presence_penalty=req.presence_penalty,
-                              frequency_penalty=req.frequency_penalty, logit_bias=bias, top_logprobs=top_logprobs)
+        return SamplingParams(
+            temperature=req.temperature,
+            top_p=req.top_p,
+            presence_penalty=req.presence_penalty,
+            frequency_penalty=req.frequency_penalty,
+            logit_bias=bias,
+            top_logprobs=top_logprobs,
+        )
 
     def budget(prompt_ids: list[int], max_tokens: int | None, param: str) -> int:
         ctx, used = server.context_length, len(prompt_ids)
         if used >= ctx or (max_tokens is not None and used + max_tokens > ctx):
-            asked = f"{used + max_tokens} tokens ({used} in the {param}, {max_tokens} in the completion)" \
-                if max_tokens is not None else f"{used} tokens in the {param}"
-            raise APIError(400, f"This model's maximum context length is {ctx} tokens. However, you requested "
-                                f"{asked}. Please reduce the length of the {param} or completion.",
-                           param=param, code="context_length_exceeded")
+            asked = (
+                f"{used + max_tokens} tokens ({used} in the {param}, {max_tokens} in the completion)"
+                if max_tokens is not None
+                else f"{used} tokens in the {param}"
+            )
+            raise APIError(
+                400,
+                f"This model's maximum context length is {ctx} tokens. However, you requested "
+                f"{asked}. Please reduce the length of the {param} or completion.",
+                param=param,
+                code="context_length_exceeded",
+            )
         return max_tokens if max_tokens is not None else ctx - used
 
-    def launch(entry, prompts: list[list[int]], max_tokens: list[int], req, params) -> tuple[list, asyncio.Queue]:
+    def launch(
+        entry, prompts: list[list[int]], max_tokens: list[int], req, params
+    ) -> tuple[list, asyncio.Queue]:
         """Queue one job per prompt, all or none: a request that could never be admitted is a 400
         naming the limit; one that fits but finds the queue full now is a 503 (retry)."""
         try:
@@ -126,21 +153,40 @@ def build_router(server, *, api_key: str | None = None, adapter_root: str | None
         loop, queue = asyncio.get_running_loop(), asyncio.Queue()
         jobs = []
         for k, (ids, limit) in enumerate(zip(prompts, max_tokens)):
+
             def sink(event, k=k):
                 loop.call_soon_threadsafe(queue.put_nowait, (k, event))
-            jobs.append(GenRequest(ids, limit, sink, entry.tokenizer, entry.stop_ids, adapter=entry.adapter_name,
-                                   n=req.n, params=params, stop=req.stop_list(), seed=req.seed))
+
+            jobs.append(
+                GenRequest(
+                    ids,
+                    limit,
+                    sink,
+                    entry.tokenizer,
+                    entry.stop_ids,
+                    adapter=entry.adapter_name,
+                    n=req.n,
+                    params=params,
+                    stop=req.stop_list(),
+                    seed=req.seed,
+                )
+            )
         try:
             server.scheduler.submit_all(jobs)
         except NeverFits as exc:
             raise APIError(400, str(exc), param=exc.param) from None
         except Overloaded as exc:
-            raise APIError(503, f"The server is overloaded ({exc}); retry shortly.", type="server_error",
-                           code="overloaded") from None
+            raise APIError(
+                503,
+                f"The server is overloaded ({exc}); retry shortly.",
+                type="server_error",
+                code="overloaded",
+            ) from None
         return jobs, queue
 
     async def respond(request: Request, req, entry, jobs, queue, collector: Collector, chunks):
         if req.stream:
+
             async def stream():
                 try:
                     async for line in chunks(queue, len(jobs)):
@@ -150,8 +196,12 @@ def build_router(server, *, api_key: str | None = None, adapter_root: str | None
                 finally:
                     for job in jobs:
                         job.cancel()
-            return StreamingResponse(stream(), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+            return StreamingResponse(
+                stream(),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
         try:
             pending = len(jobs)
             while pending:
@@ -172,6 +222,7 @@ def build_router(server, *, api_key: str | None = None, adapter_root: str | None
 
     def guarded(handler):
         """``handler`` answering APIError as its envelope and anything unexpected as a JSON 500."""
+
         async def endpoint(request: Request):
             try:
                 return await handler(request)
@@ -179,6 +230,7 @@ def build_router(server, *, api_key: str | None = None, adapter_root: str | None
                 return _error_response(err)
             except Exception:
                 return _internal_error(f"{request.method} {request.url.path}")
+
         endpoint.__name__ = handler.__name__
         return endpoint
 
@@ -193,15 +245,21 @@ def build_router(server, *, api_key: str | None = None, adapter_root: str | None
         check_auth(request)
         entry = server.get(request.path_params["model_id"])
         if entry is None:
-            raise APIError(404, f"The model `{request.path_params['model_id']}` does not exist.",
-                           param="model", code="model_not_found")
+            raise APIError(
+                404,
+                f"The model `{request.path_params['model_id']}` does not exist.",
+                param="model",
+                code="model_not_found",
+            )
         return _model_json(entry, server.base_id)
 
     async def chat_completions(request: Request):
         req, entry = await parse(request, ChatCompletionRequest)
         try:
-            messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                        for m in req.messages]
+            messages = [
+                {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+                for m in req.messages
+            ]
         except ValueError as exc:
             raise APIError(400, str(exc), param="messages") from None
         try:
@@ -216,11 +274,19 @@ def build_router(server, *, api_key: str | None = None, adapter_root: str | None
         top = (req.top_logprobs or 0) if req.logprobs else None
         params = sampling(req, top, len(entry.tokenizer))
         jobs, queue = launch(entry, [ids], [limit], req, params)
-        meta = {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": entry.id,
-                "prompt_tokens": len(ids), "n": req.n, "include_usage": req.include_usage(),
-                "logprobs": req.logprobs, "tokenizer": entry.tokenizer}
-        return await respond(request, req, entry, jobs, queue, Collector("chat", meta),
-                             lambda q, n: chat_chunks(q, n, meta))
+        meta = {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "created": int(time.time()),
+            "model": entry.id,
+            "prompt_tokens": len(ids),
+            "n": req.n,
+            "include_usage": req.include_usage(),
+            "logprobs": req.logprobs,
+            "tokenizer": entry.tokenizer,
+        }
+        return await respond(
+            request, req, entry, jobs, queue, Collector("chat", meta), lambda q, n: chat_chunks(q, n, meta)
+        )
 
     async def completions(request: Request):
         req, entry = await parse(request, CompletionRequest)
@@ -238,29 +304,52 @@ def build_router(server, *, api_key: str | None = None, adapter_root: str | None
             raise APIError(400, "prompt: must not be empty", param="prompt")
         limits = [budget(p, req.max_tokens, "prompt") for p in prompts]
         if any(limit == 0 for limit in limits):
-            raise APIError(400, "max_tokens: 0 is only meaningful with echo, which this server does not score",
-                           param="max_tokens")
+            raise APIError(
+                400,
+                "max_tokens: 0 is only meaningful with echo, which this server does not score",
+                param="max_tokens",
+            )
         params = sampling(req, req.logprobs, len(entry.tokenizer))
         jobs, queue = launch(entry, prompts, limits, req, params)
-        meta = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": entry.id,
-                "prompt_tokens": sum(len(p) for p in prompts), "n": req.n, "include_usage": req.include_usage(),
-                "logprobs": req.logprobs is not None, "tokenizer": entry.tokenizer,
-                "echo": texts if req.echo else None}
-        return await respond(request, req, entry, jobs, queue, Collector("text", meta),
-                             lambda q, n: completion_chunks(q, n, meta))
+        meta = {
+            "id": f"cmpl-{uuid.uuid4().hex[:24]}",
+            "created": int(time.time()),
+            "model": entry.id,
+            "prompt_tokens": sum(len(p) for p in prompts),
+            "n": req.n,
+            "include_usage": req.include_usage(),
+            "logprobs": req.logprobs is not None,
+            "tokenizer": entry.tokenizer,
+            "echo": texts if req.echo else None,
+        }
+        return await respond(
+            request,
+            req,
+            entry,
+            jobs,
+            queue,
+            Collector("text", meta),
+            lambda q, n: completion_chunks(q, n, meta),
+        )
 
     async def add_adapter(request: Request):
         check_auth(request)
         body = await read_json_object(request)
         if not isinstance(body.get("id"), str) or not isinstance(body.get("path"), str):
-            raise APIError(400, 'expected {"id": MODEL_ID, "path": FOLDER under the adapter root}', param="path")
+            raise APIError(
+                400, 'expected {"id": MODEL_ID, "path": FOLDER under the adapter root}', param="path"
+            )
         folder = _inside(adapter_root, body["path"])
         try:
             entry = await asyncio.to_thread(server.add_adapter, body["id"], str(folder), shown=body["path"])
         except ModelError as exc:
-            raise APIError(400, _without_paths(str(exc), adapter_root, server.base_path), param="path") from None
+            raise APIError(
+                400, _without_paths(str(exc), adapter_root, server.base_path), param="path"
+            ) from None
         except (OSError, ValueError):  # e.g. a name the file system refuses
-            raise APIError(400, "path: not a readable adapter folder under the adapter root", param="path") from None
+            raise APIError(
+                400, "path: not a readable adapter folder under the adapter root", param="path"
+            ) from None
         return _model_json(entry, server.base_id)
 
     async def delete_adapter(request: Request):
@@ -269,8 +358,9 @@ def build_router(server, *, api_key: str | None = None, adapter_root: str | None
         try:
             server.remove_adapter(model_id)
         except KeyError:
-            raise APIError(404, f"no adapter `{model_id}` is being served", param="model",
-                           code="model_not_found") from None
+            raise APIError(
+                404, f"no adapter `{model_id}` is being served", param="model", code="model_not_found"
+            ) from None
         return {"id": model_id, "object": "model", "deleted": True}
 
     router.add_api_route("/health", guarded(health), methods=["GET"])
@@ -290,8 +380,16 @@ def _internal_stream_error() -> str:
 
     ref = uuid.uuid4().hex[:12]
     log.exception("streaming a response failed (error reference %s)", ref)
-    return sse({"error": {"message": f"The server had an error while streaming this response (error "
-                                     f"reference {ref}).", "type": "server_error", "param": None, "code": None}})
+    return sse(
+        {
+            "error": {
+                "message": f"The server had an error while streaming this response (error reference {ref}).",
+                "type": "server_error",
+                "param": None,
+                "code": None,
+            }
+        }
+    )
 
 
 def _inside(root: str | None, relative: str) -> Path:
@@ -299,10 +397,12 @@ def _inside(root: str | None, relative: str) -> Path:
     and names the file system cannot hold (control characters such as NUL, over-long names)."""
     if any(ord(c) < 32 or c == "\x7f" for c in relative):
         raise APIError(400, "path: must not contain control characters", param="path")
-    if len(relative) > MAX_PATH_CHARS or any(len(part.encode("utf-8", "surrogatepass")) > 255
-                                             for part in relative.split("/")):
-        raise APIError(400, f"path: at most {MAX_PATH_CHARS} characters and 255 bytes per folder name",
-                       param="path")
+    if len(relative) > MAX_PATH_CHARS or any(
+        len(part.encode("utf-8", "surrogatepass")) > 255 for part in relative.split("/")
+    ):
+        raise APIError(
+            400, f"path: at most {MAX_PATH_CHARS} characters and 255 bytes per folder name", param="path"
+        )
     try:
         base = Path(root or "").resolve()
         target = (base / relative).resolve()
@@ -333,8 +433,9 @@ def _model_json(entry, base_id: str | None = None) -> dict:
     return out
 
 
-def create_app(server, *, api_key: str | None = None, adapter_root: str | None = None,
-               close_on_shutdown: bool = False) -> FastAPI:
+def create_app(
+    server, *, api_key: str | None = None, adapter_root: str | None = None, close_on_shutdown: bool = False
+) -> FastAPI:
     """A FastAPI app serving ``server``. With ``close_on_shutdown`` the scheduler stops with the app."""
     from contextlib import asynccontextmanager
 
@@ -357,11 +458,15 @@ def create_app(server, *, api_key: str | None = None, adapter_root: str | None =
         if exc.status_code == 404:
             err = APIError(404, f"Unknown route {request.method} {request.url.path}", code="unknown_url")
         elif exc.status_code == 405:
-            err = APIError(405, f"Method {request.method} not allowed on {request.url.path}",
-                           code="method_not_allowed")
+            err = APIError(
+                405, f"Method {request.method} not allowed on {request.url.path}", code="method_not_allowed"
+            )
         else:
-            err = APIError(exc.status_code, str(exc.detail),
-                           type="invalid_request_error" if exc.status_code < 500 else "server_error")
+            err = APIError(
+                exc.status_code,
+                str(exc.detail),
+                type="invalid_request_error" if exc.status_code < 500 else "server_error",
+            )
         response = _error_response(err)
         response.headers.update(getattr(exc, "headers", None) or {})
         return response
@@ -370,4 +475,5 @@ def create_app(server, *, api_key: str | None = None, adapter_root: str | None =
     async def unexpected(request, exc):
         """Anything that escaped a route (the routes answer their own errors): a JSON 500."""
         return _internal_error(f"{request.method} {request.url.path}", exc)
+
     return app

@@ -52,8 +52,12 @@ def merge(cache_a, mask_a: torch.Tensor | None, cache_b, mask_b: torch.Tensor):
     length = max(la, lb)
     kv = []
     for (ka, va), (kb, vb) in zip(layers(cache_a), layers(cache_b)):
-        kv.append((torch.cat([_left_pad(ka, length - la, 2), _left_pad(kb, length - lb, 2)]),
-                   torch.cat([_left_pad(va, length - la, 2), _left_pad(vb, length - lb, 2)])))
+        kv.append(
+            (
+                torch.cat([_left_pad(ka, length - la, 2), _left_pad(kb, length - lb, 2)]),
+                torch.cat([_left_pad(va, length - la, 2), _left_pad(vb, length - lb, 2)]),
+            )
+        )
     mask = torch.cat([_left_pad(mask_a, length - la, 1), _left_pad(mask_b, length - lb, 1)])
     return build(kv), mask
 
@@ -67,6 +71,7 @@ def select(cache, mask: torch.Tensor, rows: list[int]):
     used = mask.any(0).nonzero()
     start = int(used[0]) if len(used) else mask.shape[1]
     mask = mask[:, start:]
-    kv = [(k.index_select(0, idx)[:, :, start:], v.index_select(0, idx)[:, :, start:])
-          for k, v in layers(cache)]
+    kv = [
+        (k.index_select(0, idx)[:, :, start:], v.index_select(0, idx)[:, :, start:]) for k, v in layers(cache)
+    ]
     return build(kv), mask

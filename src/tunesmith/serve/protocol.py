@@ -22,8 +22,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 class APIError(Exception):
     """An error answered as ``{"error": {"message", "type", "param", "code"}}`` with ``status``."""
 
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
 
@@ -35,8 +42,12 @@ def from_validation_error(exc: ValidationError) -> APIError:
     """The first pydantic error as a 400 naming the field (dotted, e.g. ``messages.0.role``)."""
     err = exc.errors()[0]
     param = ".".join(str(p) for p in err.get("loc", ())) or None
-    return APIError(400, f"{param}: {err.get('msg')}" if param else str(err.get("msg")), param=param,
-                    code="invalid_value" if err.get("type") != "missing" else "missing_required_parameter")
+    return APIError(
+        400,
+        f"{param}: {err.get('msg')}" if param else str(err.get("msg")),
+        param=param,
+        code="invalid_value" if err.get("type") != "missing" else "missing_required_parameter",
+    )
 
 
 SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1  # OpenAI's seed: a signed 64-bit integer

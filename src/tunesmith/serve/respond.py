@@ -24,9 +24,11 @@ def _token_text(tokenizer, token: int) -> str:
 
 def chat_logprob(tokenizer, choice) -> dict:
     """One entry of ``choices[].logprobs.content`` (OpenAI chat format)."""
+
     def item(tok, lp):
         s = _token_text(tokenizer, tok)
         return {"token": s, "logprob": lp, "bytes": list(s.encode("utf-8"))}
+
     out = item(choice.token, choice.logprob)
     out["top_logprobs"] = [item(t, lp) for t, lp in (choice.top or [])]
     return out
@@ -75,17 +77,25 @@ class Collector:
 
     def usage(self) -> dict:
         done = sum(self.tokens.values())
-        return {"prompt_tokens": self.meta["prompt_tokens"], "completion_tokens": done,
-                "total_tokens": self.meta["prompt_tokens"] + done}
+        return {
+            "prompt_tokens": self.meta["prompt_tokens"],
+            "completion_tokens": done,
+            "total_tokens": self.meta["prompt_tokens"] + done,
+        }
 
     def result(self) -> dict:
         m, choices = self.meta, []
         for i in sorted(self.reason):
             if self.kind == "chat":
                 lp = {"content": self.logprobs.get(i, []), "refusal": None} if m["logprobs"] else None
-                choices.append({"index": i, "message": {"role": "assistant", "content": self.text.get(i, ""),
-                                                        "refusal": None},
-                                "logprobs": lp, "finish_reason": self.reason[i]})
+                choices.append(
+                    {
+                        "index": i,
+                        "message": {"role": "assistant", "content": self.text.get(i, ""), "refusal": None},
+                        "logprobs": lp,
+                        "finish_reason": self.reason[i],
+                    }
+                )
             else:
                 text = self.text.get(i, "")
                 if m.get("echo"):
@@ -93,8 +103,15 @@ class Collector:
                 lp = self.logprobs[i].body if m["logprobs"] and i in self.logprobs else None
                 choices.append({"text": text, "index": i, "logprobs": lp, "finish_reason": self.reason[i]})
         obj = "chat.completion" if self.kind == "chat" else "text_completion"
-        return {"id": m["id"], "object": obj, "created": m["created"], "model": m["model"],
-                "system_fingerprint": None, "choices": choices, "usage": self.usage()}
+        return {
+            "id": m["id"],
+            "object": obj,
+            "created": m["created"],
+            "model": m["model"],
+            "system_fingerprint": None,
+            "choices": choices,
+            "usage": self.usage(),
+        }
 
 
 async def _events(queue, n_jobs: int):
@@ -124,8 +141,13 @@ async def _stream(queue, n_jobs: int, meta: dict, obj: str, opening: list[dict],
     """The SSE loop shared by both endpoints: ``opening`` choices, then one chunk per token event
     that ``token_choice(i, event)`` turns into a choice (None: nothing to send), one per finish,
     the usage chunk when asked for, ``[DONE]``; an error event ends the stream with an error."""
-    base = {"id": meta["id"], "object": obj, "created": meta["created"], "model": meta["model"],
-            "system_fingerprint": None}
+    base = {
+        "id": meta["id"],
+        "object": obj,
+        "created": meta["created"],
+        "model": meta["model"],
+        "system_fingerprint": None,
+    }
     usage_field = {"usage": None} if meta["include_usage"] else {}
     collector = Collector("stream", {**meta, "logprobs": False})
     for choice in opening:
@@ -136,8 +158,13 @@ async def _stream(queue, n_jobs: int, meta: dict, obj: str, opening: list[dict],
             return
         collector.add(k, event)
         i = k * meta["n"] + event.get("index", 0)
-        choice = token_choice(i, event) if event["type"] == "token" else \
-            finish_choice(i, event["reason"]) if event["type"] == "finish" else None
+        choice = (
+            token_choice(i, event)
+            if event["type"] == "token"
+            else finish_choice(i, event["reason"])
+            if event["type"] == "finish"
+            else None
+        )
         if choice is not None:
             yield sse({**base, "choices": [choice], **usage_field})
     if meta["include_usage"]:
@@ -147,26 +174,34 @@ async def _stream(queue, n_jobs: int, meta: dict, obj: str, opening: list[dict],
 
 def chat_chunks(queue, n_jobs: int, meta: dict):
     """SSE lines for a streaming chat completion (role chunk, content deltas, finish, usage, [DONE])."""
-    opening = [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
-               for i in range(meta["n"])]
+    opening = [
+        {"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+        for i in range(meta["n"])
+    ]
 
     def token(i, event):
-        lp = {"content": [chat_logprob(meta["tokenizer"], event["choice"])], "refusal": None} \
-            if meta["logprobs"] else None
+        lp = (
+            {"content": [chat_logprob(meta["tokenizer"], event["choice"])], "refusal": None}
+            if meta["logprobs"]
+            else None
+        )
         if not (event["text"] or lp):
             return None
         return {"index": i, "delta": {"content": event["text"]}, "logprobs": lp, "finish_reason": None}
 
     def finish(i, reason):
         return {"index": i, "delta": {}, "logprobs": None, "finish_reason": reason}
+
     return _stream(queue, n_jobs, meta, "chat.completion.chunk", opening, token, finish)
 
 
 def completion_chunks(queue, n_jobs: int, meta: dict):
     """SSE lines for a streaming legacy completion (echoed prompts first when asked)."""
     n, echo = meta["n"], meta.get("echo") or []
-    opening = [{"text": echo[i // n], "index": i, "logprobs": None, "finish_reason": None}
-               for i in range(len(echo) * n)]
+    opening = [
+        {"text": echo[i // n], "index": i, "logprobs": None, "finish_reason": None}
+        for i in range(len(echo) * n)
+    ]
     offsets: dict[int, int] = {}
 
     def token(i, event):
@@ -181,4 +216,5 @@ def completion_chunks(queue, n_jobs: int, meta: dict):
 
     def finish(i, reason):
         return {"text": "", "index": i, "logprobs": None, "finish_reason": reason}
+
     return _stream(queue, n_jobs, meta, "text_completion", opening, token, finish)

@@ -7,8 +7,15 @@ import threading
 import time
 
 
-def serve(server, *, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          adapter_root: str | None = None, log_level: str = "info") -> None:
+def serve(
+    server,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    adapter_root: str | None = None,
+    log_level: str = "info",
+) -> None:
     """Serve until interrupted; stops the generation thread on exit."""
     import uvicorn
 

@@ -39,7 +39,7 @@ class BadLogits(ValueError):
     """The logits of one sequence cannot be turned into a distribution (NaN / no finite max)."""
 
 
-def is_greedy(params: "SamplingParams") -> bool:
+def is_greedy(params: SamplingParams) -> bool:
     """Whether ``params`` select the argmax (no random draw, no generator needed)."""
     return params.temperature < GREEDY_BELOW
 
@@ -97,8 +97,9 @@ def nucleus_probs(z: torch.Tensor, temperature: float, top_p: float) -> torch.Te
     return kept / kept.sum()
 
 
-def select(logits: torch.Tensor, params: SamplingParams, counts: dict[int, int],
-           generator: torch.Generator | None) -> Choice:
+def select(
+    logits: torch.Tensor, params: SamplingParams, counts: dict[int, int], generator: torch.Generator | None
+) -> Choice:
     """Pick the next token from ``logits`` ([V], any float dtype) for one sequence.
 
     Raises :class:`BadLogits` when the processed logits have no finite maximum or contain NaN."""

@@ -31,8 +31,8 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -113,8 +113,16 @@ _FAILED = "The server failed while generating this response (error reference {re
 class Scheduler:
     """Owns ``model`` on its own thread. ``submit`` is thread-safe; so is ``call``."""
 
-    def __init__(self, model, *, device: torch.device, context_length: int, max_batch: int = 16,
-                 max_waiting: int = 256, max_prefill_tokens: int = 4096):
+    def __init__(
+        self,
+        model,
+        *,
+        device: torch.device,
+        context_length: int,
+        max_batch: int = 16,
+        max_waiting: int = 256,
+        max_prefill_tokens: int = 4096,
+    ):
         """``max_batch``: sequences decoded together; ``max_waiting``: sequences (requests x n)
         the queue holds before ``submit`` raises Overloaded."""
         self.model, self.device = model, device
@@ -169,8 +177,11 @@ class Scheduler:
         if any(n > self.max_batch for n in ns):
             raise NeverFits(f"n: at most {self.max_batch} choices per request on this server", "n")
         if sum(ns) > self.max_waiting:
-            raise NeverFits(f"this request asks for {sum(ns)} sequences (prompts x n); this server "
-                            f"accepts at most {self.max_waiting} per request", "prompt")
+            raise NeverFits(
+                f"this request asks for {sum(ns)} sequences (prompts x n); this server "
+                f"accepts at most {self.max_waiting} per request",
+                "prompt",
+            )
 
     def call(self, fn: Callable[[], object], timeout: float = 600) -> object:
         """Run ``fn()`` on the generation thread between steps; return its result or raise its error."""
@@ -203,8 +214,11 @@ class Scheduler:
 
     @property
     def load(self) -> dict:
-        return {"running": len(self._active), "waiting": len(self._waiting) + len(self._admitting),
-                "steps": self.steps}
+        return {
+            "running": len(self._active),
+            "waiting": len(self._waiting) + len(self._admitting),
+            "steps": self.steps,
+        }
 
     # ---- the generation thread ------------------------------------------------------------------
     def _run(self) -> None:
@@ -279,8 +293,15 @@ class Scheduler:
                     break
                 self._waiting.popleft()
                 if req.adapter not in self.loaded:  # its model was removed after the request was parsed
-                    _emit(req, {"type": "error", "message": "The model was removed while the request waited.",
-                                "status": 404, "code": "model_not_found"})
+                    _emit(
+                        req,
+                        {
+                            "type": "error",
+                            "message": "The model was removed while the request waited.",
+                            "status": 404,
+                            "code": "model_not_found",
+                        },
+                    )
                     continue
                 batch.append(req)
                 room -= req.n
@@ -291,8 +312,15 @@ class Scheduler:
 
     def _forward(self, input_ids, mask, position_ids, cache, adapters: list[str]):
         extra = {"adapter_names": adapters} if self.use_adapter_names else {}
-        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
-                         past_key_values=cache, use_cache=True, logits_to_keep=1, **extra)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=position_ids,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+            **extra,
+        )
         return out.logits[:, -1, :].float(), out.past_key_values
 
     def _new_seqs(self, batch: list[GenRequest]) -> list[_Seq]:
@@ -340,8 +368,8 @@ class Scheduler:
         mask = torch.zeros(len(seqs), longest, dtype=torch.long)
         for row, s in enumerate(seqs):
             p = s.req.prompt_ids
-            ids[row, longest - len(p):] = torch.tensor(p, dtype=torch.long)
-            mask[row, longest - len(p):] = 1
+            ids[row, longest - len(p) :] = torch.tensor(p, dtype=torch.long)
+            mask[row, longest - len(p) :] = 1
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         return ids.to(self.device), mask.to(self.device), position_ids.to(self.device)
 
@@ -349,8 +377,9 @@ class Scheduler:
         last = torch.tensor([[s.generated[-1]] for s in self._active], dtype=torch.long, device=self.device)
         positions = torch.tensor([[s.pos] for s in self._active], dtype=torch.long, device=self.device)
         mask = torch.cat([self._mask, self._mask.new_ones(len(self._active), 1)], dim=1)
-        logits, self._cache = self._forward(last, mask, positions, self._cache,
-                                            [s.req.adapter for s in self._active])
+        logits, self._cache = self._forward(
+            last, mask, positions, self._cache, [s.req.adapter for s in self._active]
+        )
         self._mask = mask
         for s in self._active:
             s.pos += 1
@@ -392,8 +421,10 @@ class Scheduler:
         _emit(s.req, {"type": "token", "index": s.index, "text": text, "choice": choice})
         if reason:
             s.done = True
-            _emit(s.req, {"type": "finish", "index": s.index, "reason": reason,
-                          "completion_tokens": len(s.generated)})
+            _emit(
+                s.req,
+                {"type": "finish", "index": s.index, "reason": reason, "completion_tokens": len(s.generated)},
+            )
 
     def _retire(self, failed: set[int]) -> None:
         """Drop finished rows and every row of a ``failed`` request; "done" for completed requests."""

@@ -58,8 +58,10 @@ def _folder_id(path: str) -> str:
 
 def check_model_id(model_id: str) -> str:
     if not isinstance(model_id, str) or not _ID.match(model_id) or model_id == "__base__":
-        raise ModelError(f"invalid model id {model_id!r}: use letters, digits and . _ : / @ + - "
-                         "(at most 128 characters, starting with a letter or digit)")
+        raise ModelError(
+            f"invalid model id {model_id!r}: use letters, digits and . _ : / @ + - "
+            "(at most 128 characters, starting with a letter or digit)"
+        )
     return model_id
 
 
@@ -71,9 +73,18 @@ class InferenceServer:
     ``max_position_embeddings``.
     """
 
-    def __init__(self, base: str, *, model_id: str | None = None, device: str = "auto",
-                 dtype: str = "auto", max_batch: int = 16, max_waiting: int = 256,
-                 context_length: int | None = None, start: bool = True):
+    def __init__(
+        self,
+        base: str,
+        *,
+        model_id: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        max_batch: int = 16,
+        max_waiting: int = 256,
+        context_length: int | None = None,
+        start: bool = True,
+    ):
         import torch
 
         from ..models.generate import resolve_model_ref
@@ -95,14 +106,16 @@ class InferenceServer:
         model.config.use_cache = True
         self.base_model = model
         ctx = context_length or getattr(model.config, "max_position_embeddings", None) or 2048
-        self.scheduler = Scheduler(model, device=self.device, context_length=int(ctx),
-                                   max_batch=max_batch, max_waiting=max_waiting)
+        self.scheduler = Scheduler(
+            model, device=self.device, context_length=int(ctx), max_batch=max_batch, max_waiting=max_waiting
+        )
         self._lock = threading.Lock()
         self._models: dict[str, ModelEntry] = {}
         self._draining: set[str] = set()
         base_id = check_model_id(model_id or _folder_id(base_path))
-        self._models[base_id] = ModelEntry(base_id, base_path, self.tokenizer, stop_token_ids(self.tokenizer),
-                                           created=int(time.time()))
+        self._models[base_id] = ModelEntry(
+            base_id, base_path, self.tokenizer, stop_token_ids(self.tokenizer), created=int(time.time())
+        )
         self.base_id = base_id
         if adapter:  # ``base`` named an adapter folder or a run: serve it too, under its folder name
             self.add_adapter(check_model_id(_folder_id(base)), adapter)
@@ -151,8 +164,10 @@ class InferenceServer:
             kind = cfg.get("peft_type") if isinstance(cfg, dict) else None
             raise ModelError(f"{shown}: adapter type {kind} is not served; only LoRA adapters")
         if cfg.get("use_dora"):
-            raise ModelError(f"{shown}: DoRA adapters cannot share a batch with other models; serve the merged "
-                             f"model instead (tunesmith export {shown} --format hf --out DIR)")
+            raise ModelError(
+                f"{shown}: DoRA adapters cannot share a batch with other models; serve the merged "
+                f"model instead (tunesmith export {shown} --format hf --out DIR)"
+            )
         tokenizer = self.tokenizer
         if Path(folder, "tokenizer_config.json").is_file():
             try:
@@ -161,8 +176,9 @@ class InferenceServer:
                 log.warning("tokenizer of adapter %s could not be loaded: %s", folder, exc)
                 raise ModelError(f"{shown}: its tokenizer could not be loaded") from None
             if tokenizer.get_vocab() != self.tokenizer.get_vocab():
-                raise ModelError(f"{shown}: its tokenizer differs from the base model's; "
-                                 "serve its merged model instead")
+                raise ModelError(
+                    f"{shown}: its tokenizer differs from the base model's; serve its merged model instead"
+                )
         with self._lock:
             if model_id in self._models or model_id in self._draining:
                 raise ModelError(f"model id {model_id!r} is already in use")
@@ -172,8 +188,9 @@ class InferenceServer:
         finally:
             with self._lock:
                 self._draining.discard(model_id)
-        entry = ModelEntry(model_id, folder, tokenizer, stop_token_ids(tokenizer), adapter=model_id,
-                           created=int(time.time()))
+        entry = ModelEntry(
+            model_id, folder, tokenizer, stop_token_ids(tokenizer), adapter=model_id, created=int(time.time())
+        )
         with self._lock:
             self._models[model_id] = entry
         return entry
@@ -227,7 +244,9 @@ class InferenceServer:
                     sched.model.load_adapter(folder, adapter_name=name)
         except Exception as exc:
             log.warning("adapter %s could not be loaded", folder, exc_info=True)
-            raise ModelError(f"could not load adapter {shown}: {str(exc).replace(str(folder), shown)}") from None
+            raise ModelError(
+                f"could not load adapter {shown}: {str(exc).replace(str(folder), shown)}"
+            ) from None
         sched.model.eval()
         sched.loaded.add(name)
 

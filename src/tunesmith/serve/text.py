@@ -22,8 +22,8 @@ class TextStream:
         self.tokenizer = tokenizer
         self.stop = [s for s in (stop or []) if s]
         self.ids: list[int] = []
-        self.text = ""        # all text decoded so far (complete characters only)
-        self.emitted = 0      # characters of ``text`` already released
+        self.text = ""  # all text decoded so far (complete characters only)
+        self.emitted = 0  # characters of ``text`` already released
         self.prefix_offset = 0
         self.read_offset = 0
         self.stopped = False
@@ -36,11 +36,11 @@ class TextStream:
         if self.stopped:
             return "", True
         self.ids.append(token)
-        prefix = self._decode(self.ids[self.prefix_offset:self.read_offset])
-        full = self._decode(self.ids[self.prefix_offset:])
+        prefix = self._decode(self.ids[self.prefix_offset : self.read_offset])
+        full = self._decode(self.ids[self.prefix_offset :])
         if full.endswith("\ufffd") or len(full) <= len(prefix):
             return self._release(final=False)  # incomplete character (or nothing new): wait
-        self.text += full[len(prefix):]
+        self.text += full[len(prefix) :]
         self.prefix_offset, self.read_offset = self.read_offset, len(self.ids)
         return self._release(final=False)
 
@@ -48,10 +48,10 @@ class TextStream:
         """Release whatever is held back (generation ended for another reason)."""
         if self.stopped:
             return ""
-        tail = self._decode(self.ids[self.prefix_offset:])
-        done = self._decode(self.ids[self.prefix_offset:self.read_offset])
+        tail = self._decode(self.ids[self.prefix_offset :])
+        done = self._decode(self.ids[self.prefix_offset : self.read_offset])
         if len(tail) > len(done):
-            self.text += tail[len(done):].rstrip("\ufffd")
+            self.text += tail[len(done) :].rstrip("\ufffd")
         delta, _ = self._release(final=True)
         return delta
 
@@ -64,14 +64,14 @@ class TextStream:
                 cut = min(hits)
                 self.text = self.text[:cut]
                 self.stopped = True
-                delta = self.text[self.emitted:]
+                delta = self.text[self.emitted :]
                 self.emitted = len(self.text)
                 return delta, True
         end = len(self.text)
         if not final and self.stop:
             end -= self._held(self.text)
         end = max(end, self.emitted)
-        delta = self.text[self.emitted:end]
+        delta = self.text[self.emitted : end]
         self.emitted = end
         return delta, False
 

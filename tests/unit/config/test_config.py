@@ -43,9 +43,15 @@ def test_documented_shape_is_accepted(tmp_path):
 
 
 def test_overrides_and_round_trip(tmp_path):
-    cfg = load_config({"model": "m", "data": {"train": "t.jsonl"}},
-                      ["train.lr=1e-5", "model.chat_template=t.jinja", "adapter.targets=[q_proj,v_proj]",
-                       "train.max_steps=7"])
+    cfg = load_config(
+        {"model": "m", "data": {"train": "t.jsonl"}},
+        [
+            "train.lr=1e-5",
+            "model.chat_template=t.jinja",
+            "adapter.targets=[q_proj,v_proj]",
+            "train.max_steps=7",
+        ],
+    )
     assert cfg.train.lr == 1e-5 and cfg.model.path == "m" and cfg.model.chat_template == "t.jinja"
     assert cfg.adapter.targets == ["q_proj", "v_proj"] and cfg.train.max_steps == 7
     dump_config(cfg, tmp_path / "r.yaml")
@@ -54,14 +60,17 @@ def test_overrides_and_round_trip(tmp_path):
     assert list(yaml.safe_load((tmp_path / "r.yaml").read_text())) == [f.name for f in fields(RunConfig)]
 
 
-@pytest.mark.parametrize("raw,message", [
-    ({"trian": {}}, "unknown key 'trian'. Did you mean 'train'?"),
-    ({"train": {"bach_size": 2}}, "unknown key 'train.bach_size'. Did you mean 'train.batch_size'?"),
-    ({"adapter": {"type": "lorra"}}, "is not one of lora, dora, qlora, none. Did you mean 'lora'?"),
-    ({"train": {"batch_size": "eight"}}, "'train.batch_size' = 'eight' is not an integer or one of auto"),
-    ({"train": {"packing": "yes"}}, "'train.packing' = 'yes' must be true/false"),
-    ({"train": 3}, "'train' must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "raw,message",
+    [
+        ({"trian": {}}, "unknown key 'trian'. Did you mean 'train'?"),
+        ({"train": {"bach_size": 2}}, "unknown key 'train.bach_size'. Did you mean 'train.batch_size'?"),
+        ({"adapter": {"type": "lorra"}}, "is not one of lora, dora, qlora, none. Did you mean 'lora'?"),
+        ({"train": {"batch_size": "eight"}}, "'train.batch_size' = 'eight' is not an integer or one of auto"),
+        ({"train": {"packing": "yes"}}, "'train.packing' = 'yes' must be true/false"),
+        ({"train": 3}, "'train' must be a mapping"),
+    ],
+)
 def test_bad_configs_are_explained(raw, message):
     with pytest.raises(ConfigError) as err:
         load_config({"model": "m", **raw})

@@ -7,9 +7,9 @@ import json
 import tracemalloc
 from pathlib import Path
 
+import factory
 import pytest
 
-import factory
 from tunesmith.cli_data import add_data_commands
 from tunesmith.data.check import CODES, WARNING_CODES, check_file
 from tunesmith.data.estimate import count_params, estimate_training
@@ -21,9 +21,15 @@ EXPECTED = json.loads((BAD / "EXPECTED.json").read_text())
 
 
 def chats(n: int, start: int = 0) -> list[dict]:
-    return [{"messages": [{"role": "user", "content": f"question {i}"},
-                          {"role": "assistant", "content": f"answer {i}"}]}
-            for i in range(start, start + n)]
+    return [
+        {
+            "messages": [
+                {"role": "user", "content": f"question {i}"},
+                {"role": "assistant", "content": f"answer {i}"},
+            ]
+        }
+        for i in range(start, start + n)
+    ]
 
 
 def write(path: Path, rows: list) -> Path:
@@ -49,11 +55,20 @@ def test_bad_file_reports_exactly_its_defect(name, tiny_tokenizer):
 
 def test_nine_examples_fail_ten_pass(tmp_path):
     nine = check_file(write(tmp_path / "nine.jsonl", chats(9)))
-    assert nine.errors == [{"code": "invalid_n_examples", "line": None, "message_index": None,
-                            "param": "training_file", "message": "Training file has 9 "
-                            "example(s), but must have at least 10 examples"}]
-    assert nine.job_error() == {"code": "invalid_n_examples", "param": "training_file",
-                                "message": nine.errors[0]["message"]}
+    assert nine.errors == [
+        {
+            "code": "invalid_n_examples",
+            "line": None,
+            "message_index": None,
+            "param": "training_file",
+            "message": "Training file has 9 example(s), but must have at least 10 examples",
+        }
+    ]
+    assert nine.job_error() == {
+        "code": "invalid_n_examples",
+        "param": "training_file",
+        "message": nine.errors[0]["message"],
+    }
     ten = check_file(write(tmp_path / "ten.jsonl", chats(10)))
     assert ten.ok and ten.errors == [] and ten.n_examples == 10 and ten.job_error() is None
 
@@ -65,12 +80,17 @@ def test_all_problems_collected_in_one_pass(tmp_path):
     rows[9] = {"messages": [{"role": "user", "content": "hi", "weight": 1}]}
     report = check_file(write(tmp_path / "t.jsonl", rows))
     found = sorted((e["line"], e["message_index"] or 0, e["code"]) for e in report.errors)
-    assert found == [(3, 0, "invalid_json"), (7, 0, "example_missing_assistant_message"),
-                     (7, 1, "unrecognized_role"), (7, 2, "invalid_content"),
-                     (10, 0, "example_missing_assistant_message"),
-                     (10, 1, "weight_on_non_assistant")]
-    assert report.errors[0]["message"].startswith("Invalid file format. Example 3 cannot be "
-                                                  "parsed. Error: line contains invalid json: ")
+    assert found == [
+        (3, 0, "invalid_json"),
+        (7, 0, "example_missing_assistant_message"),
+        (7, 1, "unrecognized_role"),
+        (7, 2, "invalid_content"),
+        (10, 0, "example_missing_assistant_message"),
+        (10, 1, "weight_on_non_assistant"),
+    ]
+    assert report.errors[0]["message"].startswith(
+        "Invalid file format. Example 3 cannot be parsed. Error: line contains invalid json: "
+    )
     message = next(e["message"] for e in report.errors if e["code"] == "unrecognized_role")
     assert message.startswith("Invalid file format. Example 7, message 1 ")
     job = report.job_error()
@@ -106,18 +126,17 @@ def test_token_statistics_match_the_renderer(tmp_path, tiny_tokenizer):
     assert tokens["total"] == sum(lengths)
     assert tokens["total_after_truncation"] == sum(lengths) - lengths[-1] + cap
     long = next(r for r in rendered if len(r.input_ids) == lengths[-1])
-    assert tokens["trained"] == sum(r.n_targets for r in rendered) - long.n_targets \
-        + sum(long.loss_mask[1:cap])
-    assert report.ok and report.warning_counts == {"example_truncated": 1,
-                                                   "duplicate_examples": 1}
+    assert tokens["trained"] == sum(r.n_targets for r in rendered) - long.n_targets + sum(
+        long.loss_mask[1:cap]
+    )
+    assert report.ok and report.warning_counts == {"example_truncated": 1, "duplicate_examples": 1}
     assert report.warnings[0]["line"] == 5
 
 
 def test_truncation_that_removes_every_trained_token_warns(tmp_path, tiny_tokenizer):
     rows = chats(10)
     rows[0]["messages"][0]["content"] = "hello " * 200
-    report = check_file(write(tmp_path / "t.jsonl", rows), tokenizer=tiny_tokenizer,
-                        max_length=64)
+    report = check_file(write(tmp_path / "t.jsonl", rows), tokenizer=tiny_tokenizer, max_length=64)
     assert report.warning_counts["no_trained_tokens"] == 1
     assert report.stats["tokens"]["dropped_no_trained_tokens"] == 1
 
@@ -131,14 +150,17 @@ def test_exact_and_near_duplicates_and_eval_overlap(tmp_path):
     train = write(tmp_path / "train.jsonl", rows)
     held = write(tmp_path / "eval.jsonl", [rows[7], chats(1, start=50)[0], near])
     report = check_file(train, eval_path=held)
-    assert report.duplicates["groups"] == [{"kind": "exact", "lines": [2, 11]},
-                                           {"kind": "near", "lines": [5, 12]}]
-    assert report.duplicates["eval_overlap"] == [{"eval_line": 1, "train_line": 8},
-                                                 {"eval_line": 3, "train_line": 5}]
+    assert report.duplicates["groups"] == [
+        {"kind": "exact", "lines": [2, 11]},
+        {"kind": "near", "lines": [5, 12]},
+    ]
+    assert report.duplicates["eval_overlap"] == [
+        {"eval_line": 1, "train_line": 8},
+        {"eval_line": 3, "train_line": 5},
+    ]
     assert report.ok  # duplicates and overlap are warnings
     overlap = [w for w in report.warnings if w["code"] == "train_eval_overlap"]
-    assert [(w["line"], w["param"]) for w in overlap] == [(1, "validation_file"),
-                                                          (3, "validation_file")]
+    assert [(w["line"], w["param"]) for w in overlap] == [(1, "validation_file"), (3, "validation_file")]
 
 
 def test_eval_file_errors_name_the_validation_file(tmp_path):
@@ -146,7 +168,8 @@ def test_eval_file_errors_name_the_validation_file(tmp_path):
     held = write(tmp_path / "eval.jsonl", [chats(1)[0], "[2]"])
     report = check_file(train, eval_path=held)
     assert [(e["code"], e["line"], e["param"]) for e in report.errors] == [
-        ("data_type", 2, "validation_file")]
+        ("data_type", 2, "validation_file")
+    ]
 
 
 def test_estimate_follows_the_documented_formula(tiny_model_dir):
@@ -160,16 +183,19 @@ def test_estimate_follows_the_documented_formula(tiny_model_dir):
     est = estimate_training(params, tokens=1000, max_length=128, flop_rate=1e9, on_gpu=False)
     assert est["flops_per_token"] == 4 * params.matmul + 6 * params.lora
     assert est["seconds_per_epoch"] == pytest.approx(1000 * est["flops_per_token"] / 0.5e9)
-    full = estimate_training(params, tokens=1000, max_length=128, adapter="none", flop_rate=1e9,
-                             on_gpu=False)
+    full = estimate_training(params, tokens=1000, max_length=128, adapter="none", flop_rate=1e9, on_gpu=False)
     assert full["flops_per_token"] == 6 * params.matmul
     assert full["memory_bytes"]["trainable_state"] == 12 * params.total
     assert est["memory_bytes"]["activations"] == 34 * 64 * 2 * 128 * 2
 
 
 def test_check_with_model_reports_an_estimate(tmp_path, tiny_model_dir, tiny_tokenizer):
-    report = check_file(write(tmp_path / "t.jsonl", chats(10)), tokenizer=tiny_tokenizer,
-                        model_dir=tiny_model_dir, flop_rate=1e9)
+    report = check_file(
+        write(tmp_path / "t.jsonl", chats(10)),
+        tokenizer=tiny_tokenizer,
+        model_dir=tiny_model_dir,
+        flop_rate=1e9,
+    )
     est = report.stats["estimate"]
     assert est["tokens_per_epoch"] == report.stats["tokens"]["total_after_truncation"]
     json.dumps(report.to_dict())
@@ -185,9 +211,17 @@ def test_streaming_memory_is_bounded(tmp_path):
     filler = "lorem ipsum dolor sit amet " * 40
     with path.open("w") as handle:
         for i in range(20_000):
-            handle.write(json.dumps({"messages": [
-                {"role": "user", "content": f"{i} {filler}"},
-                {"role": "assistant", "content": f"{filler} {i}"}]}) + "\n")
+            handle.write(
+                json.dumps(
+                    {
+                        "messages": [
+                            {"role": "user", "content": f"{i} {filler}"},
+                            {"role": "assistant", "content": f"{filler} {i}"},
+                        ]
+                    }
+                )
+                + "\n"
+            )
     assert path.stat().st_size > 20_000_000
     seen = []
     tracemalloc.start()

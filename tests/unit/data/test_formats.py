@@ -36,23 +36,32 @@ def chat_error(tmp_path, messages, **row) -> DataError:
 # ---- detect_format ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("row, expected", [
-    (CHAT, "openai_chat"),
-    ({"conversations": [{"from": "human", "value": "hi"}]}, "sharegpt"),
-    ({"instruction": "i", "input": "", "output": "o"}, "alpaca"),
-    ({"instruction": "i", "output": "o", "text": "rendered"}, "alpaca"),
-    ({"prompt": "p", "completion": "c"}, "prompt_completion"),
-    ({"text": "t"}, "text"),
-    ({"input": {"messages": [USER]}, "preferred_output": [ASSISTANT],
-      "non_preferred_output": [ASSISTANT]}, "openai_preference"),
-    ({"prompt": "p", "chosen": "a", "rejected": "b"}, "preference_pairs"),
-    ({"prompt": "p", "completion": "c", "label": False}, "kto"),
-    ({"prompt": "p", "answer": 4}, "prompt_only"),
-    ({"prompt": "p", "text": "t"}, "prompt_only"),
-    ({"messages": None, "text": "t"}, "text"),  # null counts as absent
-    ({"foo": 1}, None),
-    ([1, 2], None),
-])
+@pytest.mark.parametrize(
+    "row, expected",
+    [
+        (CHAT, "openai_chat"),
+        ({"conversations": [{"from": "human", "value": "hi"}]}, "sharegpt"),
+        ({"instruction": "i", "input": "", "output": "o"}, "alpaca"),
+        ({"instruction": "i", "output": "o", "text": "rendered"}, "alpaca"),
+        ({"prompt": "p", "completion": "c"}, "prompt_completion"),
+        ({"text": "t"}, "text"),
+        (
+            {
+                "input": {"messages": [USER]},
+                "preferred_output": [ASSISTANT],
+                "non_preferred_output": [ASSISTANT],
+            },
+            "openai_preference",
+        ),
+        ({"prompt": "p", "chosen": "a", "rejected": "b"}, "preference_pairs"),
+        ({"prompt": "p", "completion": "c", "label": False}, "kto"),
+        ({"prompt": "p", "answer": 4}, "prompt_only"),
+        ({"prompt": "p", "text": "t"}, "prompt_only"),
+        ({"messages": None, "text": "t"}, "text"),  # null counts as absent
+        ({"foo": 1}, None),
+        ([1, 2], None),
+    ],
+)
 def test_detect_format(row, expected):
     assert detect_format(row) == expected
 
@@ -62,13 +71,22 @@ def test_detect_format(row, expected):
 
 def test_openai_chat_normalises_and_keeps_extras(tmp_path):
     tools = [{"type": "function", "function": {"name": "add", "parameters": {}}}]
-    row = {"messages": [
-        {"role": "developer", "content": "Be terse."}, USER,
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
-                                                                "function": {"name": "add"}}]},
-        {"role": "tool", "content": "4", "tool_call_id": "c1"},
-        {"role": "assistant", "content": "4", "weight": 1, "name": None},
-    ], "tools": tools, "id": "ex-1", "metadata": {"split": "a"}}
+    row = {
+        "messages": [
+            {"role": "developer", "content": "Be terse."},
+            USER,
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "add"}}],
+            },
+            {"role": "tool", "content": "4", "tool_call_id": "c1"},
+            {"role": "assistant", "content": "4", "weight": 1, "name": None},
+        ],
+        "tools": tools,
+        "id": "ex-1",
+        "metadata": {"split": "a"},
+    }
     [example] = load_examples(write_jsonl(tmp_path, [row]))
     assert example.kind == "chat" and example.tools == tools
     assert example.messages[0] == {"role": "system", "content": "Be terse."}
@@ -85,14 +103,24 @@ def test_source_uses_physical_line_numbers(tmp_path):
 
 
 def test_sharegpt_maps_speakers_and_system(tmp_path):
-    row = {"system": "Be kind.", "conversations": [
-        {"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello", "weight": 0},
-        {"from": "user", "value": "more"}, {"from": "assistant", "value": "ok"}], "id": 7}
+    row = {
+        "system": "Be kind.",
+        "conversations": [
+            {"from": "human", "value": "hi"},
+            {"from": "gpt", "value": "hello", "weight": 0},
+            {"from": "user", "value": "more"},
+            {"from": "assistant", "value": "ok"},
+        ],
+        "id": 7,
+    }
     [example] = load_examples(write_jsonl(tmp_path, [row]))
     assert example.messages == [
-        {"role": "system", "content": "Be kind."}, {"role": "user", "content": "hi"},
+        {"role": "system", "content": "Be kind."},
+        {"role": "user", "content": "hi"},
         {"role": "assistant", "content": "hello", "weight": 0},
-        {"role": "user", "content": "more"}, {"role": "assistant", "content": "ok"}]
+        {"role": "user", "content": "more"},
+        {"role": "assistant", "content": "ok"},
+    ]
     assert example.extra == {"id": 7}
 
 
@@ -102,36 +130,43 @@ def test_conversations_with_role_content_are_read_as_openai_messages(tmp_path):
 
 
 def test_alpaca_with_and_without_input(tmp_path):
-    rows = [{"instruction": "Add.", "input": "2 and 2", "output": "4", "system": "Math."},
-            {"instruction": "Say hi.", "input": "", "output": "hi", "text": "rendered"}]
+    rows = [
+        {"instruction": "Add.", "input": "2 and 2", "output": "4", "system": "Math."},
+        {"instruction": "Say hi.", "input": "", "output": "hi", "text": "rendered"},
+    ]
     first, second = load_examples(write_jsonl(tmp_path, rows))
-    assert first.messages == [{"role": "system", "content": "Math."},
-                              {"role": "user", "content": "Add.\n\n2 and 2"},
-                              {"role": "assistant", "content": "4"}]
-    assert second.messages == [{"role": "user", "content": "Say hi."},
-                               {"role": "assistant", "content": "hi"}]
+    assert first.messages == [
+        {"role": "system", "content": "Math."},
+        {"role": "user", "content": "Add.\n\n2 and 2"},
+        {"role": "assistant", "content": "4"},
+    ]
+    assert second.messages == [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "hi"}]
     assert second.extra == {"text": "rendered"}
 
 
 def test_prompt_completion_strings(tmp_path):
-    [example] = load_examples(write_jsonl(tmp_path, [{"prompt": "2+2=", "completion": "4",
-                                                      "reference": "4"}]))
-    assert example == Example(kind="completion", source=example.source, prompt="2+2=",
-                              completion="4", extra={"reference": "4"})
+    [example] = load_examples(
+        write_jsonl(tmp_path, [{"prompt": "2+2=", "completion": "4", "reference": "4"}])
+    )
+    assert example == Example(
+        kind="completion", source=example.source, prompt="2+2=", completion="4", extra={"reference": "4"}
+    )
 
 
 def test_prompt_completion_messages_train_only_the_completion(tmp_path):
-    row = {"prompt": [USER, {"role": "assistant", "content": "earlier"}, USER],
-           "completion": [ASSISTANT]}
+    row = {"prompt": [USER, {"role": "assistant", "content": "earlier"}, USER], "completion": [ASSISTANT]}
     [example] = load_examples(write_jsonl(tmp_path, [row]))
     assert example.kind == "chat"
-    assert example.messages == [USER, {"role": "assistant", "content": "earlier", "weight": 0},
-                                USER, ASSISTANT]
+    assert example.messages == [
+        USER,
+        {"role": "assistant", "content": "earlier", "weight": 0},
+        USER,
+        ASSISTANT,
+    ]
 
 
 def test_text_rows_and_txt_files(tmp_path):
-    [example] = load_examples(write_jsonl(tmp_path, [{"text": "corpus", "url": "u"}]),
-                              expect="pretrain")
+    [example] = load_examples(write_jsonl(tmp_path, [{"text": "corpus", "url": "u"}]), expect="pretrain")
     assert (example.kind, example.text, example.extra) == ("text", "corpus", {"url": "u"})
     txt = tmp_path / "book.txt"
     txt.write_text("Chapter 1\n")
@@ -161,14 +196,28 @@ def test_csv_alpaca(tmp_path):
 def test_parquet_chat_with_null_filled_struct_fields(tmp_path):
     pq = pytest.importorskip("pyarrow.parquet")
     import pyarrow as pa
+
     # Parquet structs have one schema per column, so a missing "weight" comes back as null.
-    records = [{"messages": [USER, {"role": "assistant", "content": "4", "weight": 0},
-                             {"role": "user", "content": "again"}, ASSISTANT], "id": 1}]
+    records = [
+        {
+            "messages": [
+                USER,
+                {"role": "assistant", "content": "4", "weight": 0},
+                {"role": "user", "content": "again"},
+                ASSISTANT,
+            ],
+            "id": 1,
+        }
+    ]
     path = tmp_path / "train.parquet"
     pq.write_table(pa.Table.from_pylist(records), path)
     [example] = load_examples(path)
-    assert example.messages == [USER, {"role": "assistant", "content": "4", "weight": 0},
-                                {"role": "user", "content": "again"}, ASSISTANT]
+    assert example.messages == [
+        USER,
+        {"role": "assistant", "content": "4", "weight": 0},
+        {"role": "user", "content": "again"},
+        ASSISTANT,
+    ]
     assert example.extra == {"id": 1}
 
 
@@ -178,13 +227,16 @@ def test_parquet_chat_with_null_filled_struct_fields(tmp_path):
 def test_missing_field_in_a_later_row(tmp_path):
     path = write_jsonl(tmp_path, [CHAT] * 6 + [{"id": 7}])
     err = load_error(path)
-    assert str(err) == (f"{path}, line 7, field 'messages': expected OpenAI chat format like "
-                        "line 1, but 'messages' is missing")
+    assert str(err) == (
+        f"{path}, line 7, field 'messages': expected OpenAI chat format like "
+        "line 1, but 'messages' is missing"
+    )
 
 
 def test_mixed_formats_within_a_file(tmp_path):
-    path = write_jsonl(tmp_path, [{"prompt": "a", "completion": "b"},
-                                  {"prompt": "a", "completion": "b", "label": True}])
+    path = write_jsonl(
+        tmp_path, [{"prompt": "a", "completion": "b"}, {"prompt": "a", "completion": "b", "label": True}]
+    )
     err = load_error(path)
     assert (err.line, err.field) == (2, "label")
     assert "expected prompt/completion format like line 1" in str(err)
@@ -232,17 +284,20 @@ def test_unknown_message_key(tmp_path):
     assert (err.line, err.field) == (2, "messages[1].loss")
 
 
-@pytest.mark.parametrize("messages, field, text", [
-    ([], "messages", "non-empty array of messages, got an empty array"),
-    ("hi", "messages", "non-empty array of messages, got string"),
-    ([USER, "x"], "messages[1]", "each message must be an object, got string"),
-    ([{"content": "x"}, ASSISTANT], "messages[0].role", "'role' is missing"),
-    ([{"role": "user"}, ASSISTANT], "messages[0].content", "content must be a string, got missing"),
-    ([USER, {"role": "assistant", "content": None}], "messages[1].content", "got null"),
-    ([USER, {"role": "assistant", "content": 4}], "messages[1].content", "got number"),
-    ([USER], "messages", "needs at least one assistant message"),
-    ([USER, {**ASSISTANT, "weight": 0}], "messages", "every assistant message has weight 0"),
-])
+@pytest.mark.parametrize(
+    "messages, field, text",
+    [
+        ([], "messages", "non-empty array of messages, got an empty array"),
+        ("hi", "messages", "non-empty array of messages, got string"),
+        ([USER, "x"], "messages[1]", "each message must be an object, got string"),
+        ([{"content": "x"}, ASSISTANT], "messages[0].role", "'role' is missing"),
+        ([{"role": "user"}, ASSISTANT], "messages[0].content", "content must be a string, got missing"),
+        ([USER, {"role": "assistant", "content": None}], "messages[1].content", "got null"),
+        ([USER, {"role": "assistant", "content": 4}], "messages[1].content", "got number"),
+        ([USER], "messages", "needs at least one assistant message"),
+        ([USER, {**ASSISTANT, "weight": 0}], "messages", "every assistant message has weight 0"),
+    ],
+)
 def test_bad_messages(tmp_path, messages, field, text):
     err = chat_error(tmp_path, messages)
     assert (err.line, err.field) == (2, field)
@@ -257,12 +312,21 @@ def test_tools_must_be_a_list(tmp_path):
 def test_sharegpt_errors(tmp_path):
     good = {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]}
     cases = [
-        ([{"from": "human", "value": "hi"}, {"from": "bot", "value": "yo"}],
-         "conversations[1].from", "got 'bot'"),
-        ([{"from": "human", "value": 3}, {"from": "gpt", "value": "yo"}],
-         "conversations[0].value", "value must be a string, got number"),
-        ([{"from": "human", "value": "hi", "weight": 1}, {"from": "gpt", "value": "yo"}],
-         "conversations[0].weight", "only allowed on assistant"),
+        (
+            [{"from": "human", "value": "hi"}, {"from": "bot", "value": "yo"}],
+            "conversations[1].from",
+            "got 'bot'",
+        ),
+        (
+            [{"from": "human", "value": 3}, {"from": "gpt", "value": "yo"}],
+            "conversations[0].value",
+            "value must be a string, got number",
+        ),
+        (
+            [{"from": "human", "value": "hi", "weight": 1}, {"from": "gpt", "value": "yo"}],
+            "conversations[0].weight",
+            "only allowed on assistant",
+        ),
         ([{"from": "human", "value": "hi"}], "conversations", "at least one assistant"),
         ([{"from": "function_call", "value": "{}"}], "conversations[0].from", "not supported"),
     ]
@@ -298,12 +362,21 @@ def test_text_must_be_a_string(tmp_path):
 # ---- expect: which formats each use accepts ------------------------------------------------
 
 
-@pytest.mark.parametrize("row, method", [
-    ({"prompt": "p", "chosen": "a", "rejected": "b"}, "dpo"),
-    ({"input": {"messages": [USER]}, "preferred_output": [ASSISTANT],
-      "non_preferred_output": [ASSISTANT]}, "dpo"),
-    ({"prompt": "p", "completion": "c", "label": True}, "kto"),
-])
+@pytest.mark.parametrize(
+    "row, method",
+    [
+        ({"prompt": "p", "chosen": "a", "rejected": "b"}, "dpo"),
+        (
+            {
+                "input": {"messages": [USER]},
+                "preferred_output": [ASSISTANT],
+                "non_preferred_output": [ASSISTANT],
+            },
+            "dpo",
+        ),
+        ({"prompt": "p", "completion": "c", "label": True}, "kto"),
+    ],
+)
 def test_preference_data_is_rejected_for_sft(tmp_path, row, method):
     err = load_error(write_jsonl(tmp_path, [row]))
     assert err.line == 1

@@ -38,8 +38,9 @@ def test_ndjson_suffix_and_utf8_bom_are_accepted(tmp_path):
 def test_jsonl_does_not_split_on_unicode_line_separators(tmp_path):
     # U+2028 is legal inside a JSON string; str.splitlines would break the line there.
     path = tmp_path / "train.jsonl"
-    path.write_text(json.dumps({"text": "a\u2028b"}, ensure_ascii=False) + "\n{\"text\": \"c\"}\n",
-                    encoding="utf-8")
+    path.write_text(
+        json.dumps({"text": "a\u2028b"}, ensure_ascii=False) + '\n{"text": "c"}\n', encoding="utf-8"
+    )
     assert rows(path) == [(1, {"text": "a\u2028b"}), (2, {"text": "c"})]
 
 
@@ -84,10 +85,17 @@ def test_parsed_values_need_not_be_objects(tmp_path):
 # ---- empty / missing / unsupported ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, content", [
-    ("train.jsonl", ""), ("train.jsonl", "\n\n  \n"), ("train.json", "[]"),
-    ("train.json", "  \n"), ("train.csv", "messages,id\n"), ("train.txt", "\n \n"),
-])
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("train.jsonl", ""),
+        ("train.jsonl", "\n\n  \n"),
+        ("train.json", "[]"),
+        ("train.json", "  \n"),
+        ("train.csv", "messages,id\n"),
+        ("train.txt", "\n \n"),
+    ],
+)
 def test_empty_files_are_an_error(tmp_path, name, content):
     path = tmp_path / name
     path.write_text(content)
@@ -160,10 +168,11 @@ def test_csv_rows_count_from_one_after_the_header(tmp_path):
 
 
 def test_csv_messages_and_tools_columns_are_parsed_as_json(tmp_path):
-    messages = [{"role": "user", "content": "a, \"b\""}, {"role": "assistant", "content": "c"}]
+    messages = [{"role": "user", "content": 'a, "b"'}, {"role": "assistant", "content": "c"}]
     tools = [{"type": "function", "function": {"name": "f"}}]
     path = tmp_path / "train.csv"
     import csv
+
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["messages", "tools", "prompt"])
@@ -204,11 +213,10 @@ def test_csv_invalid_utf8_names_the_physical_line(tmp_path):
 def test_parquet_roundtrip(tmp_path):
     pq = pytest.importorskip("pyarrow.parquet")
     import pyarrow as pa
+
     records = [
-        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}],
-         "id": 1},
-        {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
-         "id": 2},
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], "id": 1},
+        {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "id": 2},
     ]
     path = tmp_path / "train.parquet"
     pq.write_table(pa.Table.from_pylist(records), path)
@@ -218,6 +226,7 @@ def test_parquet_roundtrip(tmp_path):
 def test_parquet_with_zero_rows_is_empty(tmp_path):
     pq = pytest.importorskip("pyarrow.parquet")
     import pyarrow as pa
+
     path = tmp_path / "train.parquet"
     pq.write_table(pa.table({"text": pa.array([], pa.string())}), path)
     assert "file is empty" in str(error(path))
@@ -252,10 +261,13 @@ def test_txt_file_is_one_text_document(tmp_path):
     assert rows(path) == [(1, {"text": "First paragraph.\n\n\nSecond paragraph.\n"})]
 
 
-@pytest.mark.parametrize("line, says", [
-    ("[" * 5000 + "]" * 5000, "nested more than 100 levels deep"),
-    ('{"text": ' + "7" * 5001 + "}", "Exceeds the limit (4300 digits)"),
-])
+@pytest.mark.parametrize(
+    "line, says",
+    [
+        ("[" * 5000 + "]" * 5000, "nested more than 100 levels deep"),
+        ('{"text": ' + "7" * 5001 + "}", "Exceeds the limit (4300 digits)"),
+    ],
+)
 def test_pathological_json_line_is_a_data_error_naming_the_line(tmp_path, line, says):
     # RecursionError / the integer digit limit used to escape as a traceback (issue 16).
     path = tmp_path / "train.jsonl"

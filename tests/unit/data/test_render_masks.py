@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import factory
 import pytest
 
-import factory
 from tunesmith.data.example import Example
 from tunesmith.data.render import Renderer
 from tunesmith.errors import DataError
@@ -15,20 +15,43 @@ ASSETS = Path(__file__).resolve().parents[2] / "assets" / "chat_templates"
 
 # template file -> (special tokens, bos, eos, expected trained spans for CONVERSATION)
 TEMPLATES = {
-    "qwen2_5": (["<|im_start|>", "<|im_end|>"], None, "<|im_end|>",
-                ["Hello! How can I help?<|im_end|>", "Two plus two is four.<|im_end|>"]),
-    "llama3": (["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
-               "<|begin_of_text|>", "<|eot_id|>",
-               ["Hello! How can I help?<|eot_id|>", "Two plus two is four.<|eot_id|>"]),
-    "mistral_v03": (["<s>", "</s>", "[INST]", "[/INST]"], "<s>", "</s>",
-                    [" Hello! How can I help?</s>", " Two plus two is four.</s>"]),
-    "mistral_nemo": (["<s>", "</s>", "[INST]", "[/INST]"], "<s>", "</s>",
-                     ["Hello! How can I help?</s>", "Two plus two is four.</s>"]),
-    "gemma": (["<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>"], "<bos>", "<eos>",
-              ["Hello! How can I help?<end_of_turn>", "Two plus two is four.<end_of_turn>"]),
+    "qwen2_5": (
+        ["<|im_start|>", "<|im_end|>"],
+        None,
+        "<|im_end|>",
+        ["Hello! How can I help?<|im_end|>", "Two plus two is four.<|im_end|>"],
+    ),
+    "llama3": (
+        ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+        "<|begin_of_text|>",
+        "<|eot_id|>",
+        ["Hello! How can I help?<|eot_id|>", "Two plus two is four.<|eot_id|>"],
+    ),
+    "mistral_v03": (
+        ["<s>", "</s>", "[INST]", "[/INST]"],
+        "<s>",
+        "</s>",
+        [" Hello! How can I help?</s>", " Two plus two is four.</s>"],
+    ),
+    "mistral_nemo": (
+        ["<s>", "</s>", "[INST]", "[/INST]"],
+        "<s>",
+        "</s>",
+        ["Hello! How can I help?</s>", "Two plus two is four.</s>"],
+    ),
+    "gemma": (
+        ["<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>"],
+        "<bos>",
+        "<eos>",
+        ["Hello! How can I help?<end_of_turn>", "Two plus two is four.<end_of_turn>"],
+    ),
     # Phi-3 appends <|endoftext|> (eos) after the final message only.
-    "phi3": (["<|user|>", "<|assistant|>", "<|end|>", "<|system|>"], None, "<|endoftext|>",
-             ["Hello! How can I help?<|end|>", "Two plus two is four.<|end|>\n<|endoftext|>"]),
+    "phi3": (
+        ["<|user|>", "<|assistant|>", "<|end|>", "<|system|>"],
+        None,
+        "<|endoftext|>",
+        ["Hello! How can I help?<|end|>", "Two plus two is four.<|end|>\n<|endoftext|>"],
+    ),
 }
 
 CONVERSATION = [
@@ -42,8 +65,12 @@ SYSTEM = {"role": "system", "content": "You are terse."}
 
 def _tokenizer(tmp_path, name):
     specials, bos, eos, _ = TEMPLATES[name]
-    tok = factory.build_tokenizer(tmp_path / name, vocab_size=400, extra_special=specials,
-                                  chat_template=(ASSETS / f"{name}.jinja").read_text(encoding="utf-8"))
+    tok = factory.build_tokenizer(
+        tmp_path / name,
+        vocab_size=400,
+        extra_special=specials,
+        chat_template=(ASSETS / f"{name}.jinja").read_text(encoding="utf-8"),
+    )
     if bos:
         tok.bos_token = bos
     tok.eos_token = eos
@@ -75,7 +102,9 @@ def test_exact_assistant_spans(tmp_path, name):
     rendered = Renderer(tok, max_length=4096)(_chat(messages))
     assert _trained_spans(tok, rendered) == TEMPLATES[name][3]
     # Everything else (system, user turns, headers, generation prompts) is untrained.
-    assert sum(rendered.loss_mask) == sum(len(tok.encode(s, add_special_tokens=False)) for s in TEMPLATES[name][3])
+    assert sum(rendered.loss_mask) == sum(
+        len(tok.encode(s, add_special_tokens=False)) for s in TEMPLATES[name][3]
+    )
 
 
 @pytest.mark.parametrize("name", sorted(TEMPLATES))

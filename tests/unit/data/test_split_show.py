@@ -16,9 +16,17 @@ from tunesmith.errors import DataError
 
 
 def rows_with_duplicates(n: int = 60) -> list[str]:
-    lines = [json.dumps({"messages": [{"role": "user", "content": f"question {i}"},
-                                      {"role": "assistant", "content": f"answer {i}"}]})
-             for i in range(n)]
+    lines = [
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": f"question {i}"},
+                    {"role": "assistant", "content": f"answer {i}"},
+                ]
+            }
+        )
+        for i in range(n)
+    ]
     for i in range(0, n, 6):  # every sixth example also appears as a near duplicate
         lines.append(lines[i].replace("question", "QUESTION").replace('"}', '?!"}', 1))
     lines.append(lines[3])  # and one exact duplicate
@@ -78,11 +86,17 @@ def test_split_rejects_bad_fractions(data_file, fraction):
 
 def test_show_brackets_exactly_the_trained_turns(tmp_path, tiny_tokenizer):
     path = tmp_path / "t.jsonl"
-    rows = [{"messages": [{"role": "system", "content": "be brief"},
-                          {"role": "user", "content": "hello there"},
-                          {"role": "assistant", "content": "hi", "weight": 0},
-                          {"role": "user", "content": "what color is the sky"},
-                          {"role": "assistant", "content": "blue"}]}]
+    rows = [
+        {
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "hello there"},
+                {"role": "assistant", "content": "hi", "weight": 0},
+                {"role": "user", "content": "what color is the sky"},
+                {"role": "assistant", "content": "blue"},
+            ]
+        }
+    ]
     path.write_text(json.dumps(rows[0]) + "\n")
     text = show_examples(path, tiny_tokenizer, n=3)
     assert text.startswith("── line 1: ")
@@ -96,8 +110,7 @@ def test_show_brackets_exactly_the_trained_turns(tmp_path, tiny_tokenizer):
 def test_show_cli_limits_examples(tmp_path, tiny_tokenizer_dir, capsys, data_file):
     parser = argparse.ArgumentParser(prog="tunesmith")
     add_data_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["data", "show", str(data_file), "--model",
-                              str(tiny_tokenizer_dir), "-n", "2"])
+    args = parser.parse_args(["data", "show", str(data_file), "--model", str(tiny_tokenizer_dir), "-n", "2"])
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert out.count("── line ") == 2 and "[[answer 0<|im_end|>]]" in out

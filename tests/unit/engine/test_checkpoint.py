@@ -20,10 +20,18 @@ from tunesmith.hashing import sha256_file
 def save(root, step, keep_last=5):
     """A small but real checkpoint whose contents depend on ``step``."""
     w = torch.full((4, 3), float(step))
-    return ckpt.save_checkpoint(root, step, trainable={"w": w},
-                                optim_state={"optimizer": {"state": {0: {"exp_avg": w * 2}}, "param_groups": []},
-                                             "scheduler": {"last_epoch": step}},
-                                rng={"torch": torch.get_rng_state()}, state={"step": step}, keep_last=keep_last)
+    return ckpt.save_checkpoint(
+        root,
+        step,
+        trainable={"w": w},
+        optim_state={
+            "optimizer": {"state": {0: {"exp_avg": w * 2}}, "param_groups": []},
+            "scheduler": {"last_epoch": step},
+        },
+        rng={"torch": torch.get_rng_state()},
+        state={"step": step},
+        keep_last=keep_last,
+    )
 
 
 def truncate(path, keep=0.5):
@@ -46,16 +54,27 @@ def test_committed_is_a_manifest_of_every_file(tmp_path):
     assert ckpt.verify_checkpoint(path) is None
 
 
-@pytest.mark.parametrize("damage, reason", [
-    (lambda p: truncate(p / "optim.pt"), r"^optim\.pt: \d+ bytes, COMMITTED says \d+$"),
-    (lambda p: truncate(p / "trainable.safetensors"), r"^trainable\.safetensors: \d+ bytes"),
-    (lambda p: (p / "optim.pt").unlink(), r"^optim\.pt missing$"),
-    (lambda p: flip_byte(p / "rng.pt"), r"^rng\.pt: content differs from COMMITTED \(sha256 "),
-    (lambda p: (p / "COMMITTED").write_text('{"step": 4, "fi'), r"^COMMITTED unreadable"),
-    (lambda p: (p / "COMMITTED").write_bytes(b""), r"^COMMITTED unreadable"),
-    (lambda p: (p / "COMMITTED").write_text('{"step": 4}'), r"^COMMITTED unreadable"),
-], ids=["truncated-optim", "truncated-safetensors", "missing-optim", "flipped-byte", "torn-marker",
-        "empty-marker", "marker-without-files"])
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda p: truncate(p / "optim.pt"), r"^optim\.pt: \d+ bytes, COMMITTED says \d+$"),
+        (lambda p: truncate(p / "trainable.safetensors"), r"^trainable\.safetensors: \d+ bytes"),
+        (lambda p: (p / "optim.pt").unlink(), r"^optim\.pt missing$"),
+        (lambda p: flip_byte(p / "rng.pt"), r"^rng\.pt: content differs from COMMITTED \(sha256 "),
+        (lambda p: (p / "COMMITTED").write_text('{"step": 4, "fi'), r"^COMMITTED unreadable"),
+        (lambda p: (p / "COMMITTED").write_bytes(b""), r"^COMMITTED unreadable"),
+        (lambda p: (p / "COMMITTED").write_text('{"step": 4}'), r"^COMMITTED unreadable"),
+    ],
+    ids=[
+        "truncated-optim",
+        "truncated-safetensors",
+        "missing-optim",
+        "flipped-byte",
+        "torn-marker",
+        "empty-marker",
+        "marker-without-files",
+    ],
+)
 def test_verify_names_the_bad_file(tmp_path, damage, reason):
     path = save(tmp_path, 4)
     damage(path)

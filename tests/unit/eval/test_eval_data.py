@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import factory
 import pytest
 
-import factory
 from tunesmith.errors import DataError
 from tunesmith.eval.data import load_eval_data, pair_examples
 
 
 def test_chat_rows_give_prompt_reference_and_scorer_fields(tmp_path):
-    rows = [{"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "q?"},
-                          {"role": "assistant", "content": "full answer"}],
-             "reference": "short", "keywords": ["ans"], "fact_id": "f1"},
-            {"messages": [{"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}]}]
+    rows = [
+        {
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "q?"},
+                {"role": "assistant", "content": "full answer"},
+            ],
+            "reference": "short",
+            "keywords": ["ans"],
+            "fact_id": "f1",
+        },
+        {"messages": [{"role": "user", "content": "q2"}, {"role": "assistant", "content": "a2"}]},
+    ]
     data = load_eval_data(str(factory.write_jsonl(tmp_path / "h.jsonl", rows)))
     first, second = data.items
     assert first.prompt == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "q?"}]
@@ -39,15 +48,26 @@ def test_preference_rows(tmp_path):
     chosen, rejected = pair_examples(pair)
     assert chosen.messages[-1] == {"role": "assistant", "content": "blue"}
     assert rejected.messages[0] == {"role": "user", "content": "color of sky?"}
-    openai = [{"input": {"messages": [{"role": "user", "content": "hi"}]},
-               "preferred_output": [{"role": "assistant", "content": "hello"}],
-               "non_preferred_output": [{"role": "assistant", "content": "go away"}]}]
+    openai = [
+        {
+            "input": {"messages": [{"role": "user", "content": "hi"}]},
+            "preferred_output": [{"role": "assistant", "content": "hello"}],
+            "non_preferred_output": [{"role": "assistant", "content": "go away"}],
+        }
+    ]
     data = load_eval_data(str(factory.write_jsonl(tmp_path / "o.jsonl", openai)))
     assert data.pairs[0].rejected[0]["content"] == "go away"
 
 
-@pytest.mark.parametrize("extra, field", [({"keywords": "27"}, "keywords"), ({"reference": 5}, "reference"),
-                                          ({"regex": "("}, "regex"), ({"json_schema": "x"}, "json_schema")])
+@pytest.mark.parametrize(
+    "extra, field",
+    [
+        ({"keywords": "27"}, "keywords"),
+        ({"reference": 5}, "reference"),
+        ({"regex": "("}, "regex"),
+        ({"json_schema": "x"}, "json_schema"),
+    ],
+)
 def test_bad_scorer_fields_name_line_and_field(tmp_path, extra, field):
     good = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
     path = factory.write_jsonl(tmp_path / "bad.jsonl", [good, {**good, **extra}])
@@ -64,10 +84,14 @@ def test_kto_rows_are_refused_with_a_reason(tmp_path):
 
 def test_rft_rows_are_prompts_and_graders_see_the_row(tmp_path):
     # OpenAI's reinforcement fine-tuning rows: messages without an assistant turn + extra keys.
-    rft = {"messages": [{"role": "system", "content": "be brief"},
-                        {"role": "user", "content": "2+2?"}], "answer": "4"}
-    chat = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
-            "topic": "greeting"}
+    rft = {
+        "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "2+2?"}],
+        "answer": "4",
+    }
+    chat = {
+        "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+        "topic": "greeting",
+    }
     data = load_eval_data(str(factory.write_jsonl(tmp_path / "r.jsonl", [rft, chat])))
     first, second = data.items
     assert first.example is None and first.prompt == rft["messages"]  # generation only

@@ -11,20 +11,54 @@ from tunesmith.eval.training import GenerationEval
 def _report():
     metric = lambda v, lo, hi: {"value": v, "low": lo, "high": hi, "n": 3}  # noqa: E731
     return {
-        "title": "Evaluation of <tuned>", "created": "2026-01-01T00:00:00+00:00", "notes": ["a note"],
+        "title": "Evaluation of <tuned>",
+        "created": "2026-01-01T00:00:00+00:00",
+        "notes": ["a note"],
         "settings": {"seed": 0, "confidence": 0.95},
-        "models": [{"name": "tuned", "kind": "adapter", "path": "runs/x/final"},
-                   {"name": "base", "kind": "base", "path": "models/b"}],
-        "metrics": {"tuned": {"exact_match": metric(2 / 3, 0.3, 1.0), "loss": metric(1.0, 0.9, 1.1)},
-                    "base": {"exact_match": metric(0.0, 0.0, 0.0), "loss": metric(0.5, 0.4, 0.6)}},
-        "comparisons": [{"model": "tuned", "baseline": "base", "metrics": {
-            "exact_match": {"diff": 2 / 3, "low": 0.3, "high": 1.0, "win": 2, "tie": 1, "loss": 0, "n": 3},
-            "loss": {"diff": 0.5, "low": 0.4, "high": 0.6, "win": 0, "tie": 0, "loss": 3, "n": 3}}}],
-        "examples": [{"source": "h.jsonl:1", "prompt": "user: q <b>", "reference": "r",
-                      "answers": {"tuned": "r", "base": "x"},
-                      "scores": {"tuned": {"exact_match": 1.0}, "base": {"exact_match": 0.0}}}],
-        "highlights": [{"model": "tuned", "baseline": "base", "metric": "exact_match",
-                        "improvements": [0], "regressions": []}],
+        "models": [
+            {"name": "tuned", "kind": "adapter", "path": "runs/x/final"},
+            {"name": "base", "kind": "base", "path": "models/b"},
+        ],
+        "metrics": {
+            "tuned": {"exact_match": metric(2 / 3, 0.3, 1.0), "loss": metric(1.0, 0.9, 1.1)},
+            "base": {"exact_match": metric(0.0, 0.0, 0.0), "loss": metric(0.5, 0.4, 0.6)},
+        },
+        "comparisons": [
+            {
+                "model": "tuned",
+                "baseline": "base",
+                "metrics": {
+                    "exact_match": {
+                        "diff": 2 / 3,
+                        "low": 0.3,
+                        "high": 1.0,
+                        "win": 2,
+                        "tie": 1,
+                        "loss": 0,
+                        "n": 3,
+                    },
+                    "loss": {"diff": 0.5, "low": 0.4, "high": 0.6, "win": 0, "tie": 0, "loss": 3, "n": 3},
+                },
+            }
+        ],
+        "examples": [
+            {
+                "source": "h.jsonl:1",
+                "prompt": "user: q <b>",
+                "reference": "r",
+                "answers": {"tuned": "r", "base": "x"},
+                "scores": {"tuned": {"exact_match": 1.0}, "base": {"exact_match": 0.0}},
+            }
+        ],
+        "highlights": [
+            {
+                "model": "tuned",
+                "baseline": "base",
+                "metric": "exact_match",
+                "improvements": [0],
+                "regressions": [],
+            }
+        ],
         "training": {"steps": [1, 2, 3], "loss": [3.0, 2.0, 1.5], "eval_steps": [3], "eval_loss": [1.7]},
     }
 

@@ -81,9 +81,11 @@ def test_score_prediction_applies_what_the_example_asks_for():
 
 def test_user_scorer_from_file_and_module(tmp_path, monkeypatch):
     f = tmp_path / "my_scores.py"
-    f.write_text("def first_word(prediction, example):\n"
-                 "    return float(prediction.split()[:1] == example['reference'].split()[:1])\n"
-                 "def bad(prediction, example):\n    return 3\n")
+    f.write_text(
+        "def first_word(prediction, example):\n"
+        "    return float(prediction.split()[:1] == example['reference'].split()[:1])\n"
+        "def bad(prediction, example):\n    return 3\n"
+    )
     func = S.load_user_scorer(f"{f}:first_word")
     opts = S.ScoringOptions(user_scorers={"first_word": func})
     assert S.score_prediction("red sky", {"reference": "red apple"}, opts)["scorer:first_word"] == 1.0

@@ -62,7 +62,11 @@ def test_win_tie_loss_counts():
     a, b = [1, 0, 0.5, 0.5, 1], [0, 0, 0.5, 1, 0]
     assert win_tie_loss(a, b) == {"win": 2, "tie": 2, "loss": 1}
     # for a loss, lower is better: a beats b where a < b
-    assert win_tie_loss([1.0, 2.0, 3.0], [2.0, 2.0, 1.0], higher_is_better=False) == {"win": 1, "tie": 1, "loss": 1}
+    assert win_tie_loss([1.0, 2.0, 3.0], [2.0, 2.0, 1.0], higher_is_better=False) == {
+        "win": 1,
+        "tie": 1,
+        "loss": 1,
+    }
 
 
 def test_mismatched_lengths_are_rejected():

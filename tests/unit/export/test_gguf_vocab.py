@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import json
 
+import factory
 import pytest
 
-import factory
 from tunesmith.errors import ModelError
-from tunesmith.export.gguf_vocab import (_LLAMA3_REGEX, _QWEN2_REGEX, added_special_tokens, check_spm_merges,
-                                         spm_vocab, tokenizer_kind)
+from tunesmith.export.gguf_vocab import (
+    _LLAMA3_REGEX,
+    _QWEN2_REGEX,
+    added_special_tokens,
+    check_spm_merges,
+    spm_vocab,
+    tokenizer_kind,
+)
 
 SP = "\u2581"
-LEGACY_NORM = {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": SP},
-                                                   {"type": "Replace", "pattern": {"String": " "}, "content": SP}]}
+LEGACY_NORM = {
+    "type": "Sequence",
+    "normalizers": [
+        {"type": "Prepend", "prepend": SP},
+        {"type": "Replace", "pattern": {"String": " "}, "content": SP},
+    ],
+}
 
 
 BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
@@ -21,8 +32,10 @@ DIGITS = {"type": "Digits", "individual_digits": True}
 
 
 def _bpe(*steps) -> dict:
-    return {"model": {"type": "BPE"}, "pre_tokenizer": steps[0] if len(steps) == 1 else
-            {"type": "Sequence", "pretokenizers": list(steps)}}
+    return {
+        "model": {"type": "BPE"},
+        "pre_tokenizer": steps[0] if len(steps) == 1 else {"type": "Sequence", "pretokenizers": list(steps)},
+    }
 
 
 def _split(regex: str) -> dict:
@@ -53,17 +66,25 @@ def test_byte_level_pre_tokenizers_get_the_llama_cpp_name_with_the_same_split():
     assert tokenizer_kind(_bpe(_split(_QWEN2_REGEX), no_regex)).pre == "qwen2"
 
 
-@pytest.mark.parametrize("tj, message", [
-    (_bpe(dict(DIGITS, individual_digits=False), BYTE_LEVEL), "pre-tokenizer is not one"),  # digit runs kept
-    (_bpe(BYTE_LEVEL, DIGITS), "pre-tokenizer is not one"),  # digits split after GPT-2's regex
-    (_bpe(dict(_split(_LLAMA3_REGEX), behavior="Removed"), dict(BYTE_LEVEL, use_regex=False)),
-     "pre-tokenizer is not one"),  # the split drops what it matches
-    (_bpe(dict(BYTE_LEVEL, add_prefix_space=True)), "adds a space before the first word"),
-    (_spm(pre={"type": "Metaspace", "replacement": SP, "prepend_scheme": "first"}), "only to the first"),
-    (_spm({"type": "NFC"}), "not SentencePiece's"),
-    ({"model": {"type": "Unigram"}}, "Unigram"),
-    ({"model": {"type": "BPE"}, "pre_tokenizer": {"type": "Whitespace"}}, "pre-tokenizer is not one"),
-])
+@pytest.mark.parametrize(
+    "tj, message",
+    [
+        (
+            _bpe(dict(DIGITS, individual_digits=False), BYTE_LEVEL),
+            "pre-tokenizer is not one",
+        ),  # digit runs kept
+        (_bpe(BYTE_LEVEL, DIGITS), "pre-tokenizer is not one"),  # digits split after GPT-2's regex
+        (
+            _bpe(dict(_split(_LLAMA3_REGEX), behavior="Removed"), dict(BYTE_LEVEL, use_regex=False)),
+            "pre-tokenizer is not one",
+        ),  # the split drops what it matches
+        (_bpe(dict(BYTE_LEVEL, add_prefix_space=True)), "adds a space before the first word"),
+        (_spm(pre={"type": "Metaspace", "replacement": SP, "prepend_scheme": "first"}), "only to the first"),
+        (_spm({"type": "NFC"}), "not SentencePiece's"),
+        ({"model": {"type": "Unigram"}}, "Unigram"),
+        ({"model": {"type": "BPE"}, "pre_tokenizer": {"type": "Whitespace"}}, "pre-tokenizer is not one"),
+    ],
+)
 def test_unmatched_tokenizers_are_refused_with_the_reason(tj, message):
     with pytest.raises(ModelError, match=message):
         tokenizer_kind(tj)
@@ -90,7 +111,12 @@ def test_spm_vocab_types_and_scores(tmp_path):
     tj = json.loads((tmp_path / "tokenizer.json").read_text())
     tokens, scores, types = spm_vocab(tok, tj, len(tok))
     assert tokens[:4] == ["<unk>", "<s>", "</s>", "<0x00>"] and tokens[258] == "<0xFF>"
-    assert types[:4] == [gguf.TokenType.UNKNOWN, gguf.TokenType.CONTROL, gguf.TokenType.CONTROL, gguf.TokenType.BYTE]
+    assert types[:4] == [
+        gguf.TokenType.UNKNOWN,
+        gguf.TokenType.CONTROL,
+        gguf.TokenType.CONTROL,
+        gguf.TokenType.BYTE,
+    ]
     im_start = tokens.index("<|im_start|>")
     assert (types[im_start], scores[im_start]) == (gguf.TokenType.CONTROL, -1000.0)
     merged = [s for s, t, ty in zip(scores, tokens, types) if ty == gguf.TokenType.NORMAL and len(t) > 1]

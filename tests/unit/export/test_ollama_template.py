@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from tunesmith.errors import ModelError
-from tunesmith.export.ollama import check_go_template, go_template, measure_template, modelfile, render_go_template
+from tunesmith.export.ollama import (
+    check_go_template,
+    go_template,
+    measure_template,
+    modelfile,
+    render_go_template,
+)
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "chat_templates"
 
@@ -23,14 +29,29 @@ def _msgs(*pairs: str) -> list[dict]:
 
 GO_CASES = [
     # trim markers eat the whitespace beside them; "and" stops at the first empty value
-    ('{{- if and .Messages (eq (index .Messages 0).Role "user") -}}  X  {{- end }} Y {{ len .Messages }}'
-     '{{ "a\\tb\\"" }}{{ `raw\\n` }}', _msgs("user", "hi"), 'X Y 1a\tb"raw\\n'),
-    ('{{- if and .Messages (eq (index .Messages 0).Role "user") -}}  X  {{- end }} Y {{ len .Messages }}', [], " Y 0"),
-    ('{{ range .Messages }}[{{ .Role }}:{{ .Content }}]{{ else }}none{{ end }}|{{ or .System "dflt" }}',
-     _msgs("system", "s", "user", "u"), "[system:s][user:u]|dflt"),
-    ('{{ range .Messages }}[{{ .Role }}]{{ else }}none{{ end }}', [], "none"),
-    ('{{ if not .Messages }}empty{{ else if eq (len .Messages) 1 2 }}one-or-two{{ else }}many{{ end }} {{ true }} '
-     '{{ 0 }} {{ ne 1 2 }}', _msgs("user", "a", "user", "b", "user", "c"), "many true 0 true"),
+    (
+        '{{- if and .Messages (eq (index .Messages 0).Role "user") -}}  X  {{- end }} Y {{ len .Messages }}'
+        '{{ "a\\tb\\"" }}{{ `raw\\n` }}',
+        _msgs("user", "hi"),
+        'X Y 1a\tb"raw\\n',
+    ),
+    (
+        '{{- if and .Messages (eq (index .Messages 0).Role "user") -}}  X  {{- end }} Y {{ len .Messages }}',
+        [],
+        " Y 0",
+    ),
+    (
+        '{{ range .Messages }}[{{ .Role }}:{{ .Content }}]{{ else }}none{{ end }}|{{ or .System "dflt" }}',
+        _msgs("system", "s", "user", "u"),
+        "[system:s][user:u]|dflt",
+    ),
+    ("{{ range .Messages }}[{{ .Role }}]{{ else }}none{{ end }}", [], "none"),
+    (
+        "{{ if not .Messages }}empty{{ else if eq (len .Messages) 1 2 }}one-or-two{{ else }}many{{ end }} {{ true }} "
+        "{{ 0 }} {{ ne 1 2 }}",
+        _msgs("user", "a", "user", "b", "user", "c"),
+        "many true 0 true",
+    ),
     ('a\n  {{- "b" -}}  \n c {{"{{"}} d', [], "abc {{ d"),
 ]
 GO_ERRORS = [
@@ -51,8 +72,18 @@ def test_go_errors_where_go_errs(template, messages, message):
         render_go_template(template, messages)
 
 
-@pytest.mark.parametrize("template", ["{{ with .Messages }}x{{ end }}", "{{ $x := 1 }}", "{{ .Messages | len }}",
-                                      "{{ printf \"%d\" 1 }}", "{{ if .Messages }}x", "{{ end }}", "{{ .Messages"])
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ with .Messages }}x{{ end }}",
+        "{{ $x := 1 }}",
+        "{{ .Messages | len }}",
+        '{{ printf "%d" 1 }}',
+        "{{ if .Messages }}x",
+        "{{ end }}",
+        "{{ .Messages",
+    ],
+)
 def test_go_constructs_outside_the_subset_are_refused_not_guessed(template):
     with pytest.raises(ModelError, match="Go template"):
         render_go_template(template, _msgs("user", "u"))
@@ -60,7 +91,9 @@ def test_go_constructs_outside_the_subset_are_refused_not_guessed(template):
 
 CONVERSATIONS = {
     "no system": _msgs("user", "What is 12 + 30?"),
-    "no system, three turns": _msgs("user", "hi", "assistant", "Hello!\n - Help", "user", "and  then? \U0001f642"),
+    "no system, three turns": _msgs(
+        "user", "hi", "assistant", "Hello!\n - Help", "user", "and  then? \U0001f642"
+    ),
     "system": _msgs("system", "Be brief.", "user", "hi"),
     "system, three turns": _msgs("system", "S", "user", "u1", "assistant", "a1", "user", "u2"),
     "empty system": _msgs("system", "", "user", "hi"),
@@ -86,14 +119,18 @@ def test_template_with_and_without_system_renders_as_jinja(tiny_tokenizer, asset
             assert render_go_template(template, conv) == want, name
             if parts.default_system is not None and conv[0]["role"] != "system":  # as if it were given
                 given = [{"role": "system", "content": parts.default_system}] + conv
-                assert want == tok.apply_chat_template(given, tokenize=False, add_generation_prompt=True), name
+                assert want == tok.apply_chat_template(given, tokenize=False, add_generation_prompt=True), (
+                    name
+                )
         check_go_template(template, tok)  # what modelfile() runs before writing
     finally:
         tok.chat_template = saved
 
 
 def test_a_template_that_drifts_from_jinja_is_refused(tiny_tokenizer):
-    template = go_template(measure_template(tiny_tokenizer)).replace("<|im_start|>user\n", "<|im_start|>user ")
+    template = go_template(measure_template(tiny_tokenizer)).replace(
+        "<|im_start|>user\n", "<|im_start|>user "
+    )
     with pytest.raises(ModelError, match="renders conversation 0 differently .* from character"):
         check_go_template(template, tiny_tokenizer)
 

@@ -18,10 +18,18 @@ from tunesmith.graders.sandbox import available_backends, check_source, run_pyth
 
 WORKING = available_backends()
 BACKENDS = [
-    pytest.param("bwrap", marks=pytest.mark.skipif(
-        not WORKING["bwrap"], reason="bubblewrap (apt-get install bubblewrap) is not available")),
-    pytest.param("namespaces", marks=pytest.mark.skipif(
-        not WORKING["namespaces"], reason="unprivileged user namespaces are not available")),
+    pytest.param(
+        "bwrap",
+        marks=pytest.mark.skipif(
+            not WORKING["bwrap"], reason="bubblewrap (apt-get install bubblewrap) is not available"
+        ),
+    ),
+    pytest.param(
+        "namespaces",
+        marks=pytest.mark.skipif(
+            not WORKING["namespaces"], reason="unprivileged user namespaces are not available"
+        ),
+    ),
 ]
 FAST = dict(timeout_s=1.0, startup_timeout_s=10.0, allow_weaker_isolation=True)
 
@@ -40,10 +48,12 @@ def backend(request):
 
 
 def test_grades_a_batch_in_order_with_sample_and_item(backend):
-    source = ("def grade(sample, item):\n"
-              "    return 1.0 if sample['output_text'] == item['answer'] else 0.25\n")
-    cases = [({"output_text": "4"}, {"answer": "4"}), ({"output_text": "5"}, {"answer": "4"}),
-             ({"output_text": "x"}, {"answer": "x"})]
+    source = "def grade(sample, item):\n    return 1.0 if sample['output_text'] == item['answer'] else 0.25\n"
+    cases = [
+        ({"output_text": "4"}, {"answer": "4"}),
+        ({"output_text": "5"}, {"answer": "4"}),
+        ({"output_text": "x"}, {"answer": "x"}),
+    ]
     assert [o.score for o in run(source, cases, backend)] == [1.0, 0.25, 1.0]
 
 
@@ -55,50 +65,52 @@ def test_a_batch_runs_in_one_process_per_batch_size(backend):
     assert len({o.score for o in run(source, cases, backend, batch_size=4)}) == 3
 
 
-@pytest.mark.parametrize("source, fragment", [
-    ("def grade(sample, item):\n    return 1 / 0\n", "ZeroDivisionError"),
-    ("def grade(sample, item):\n    return 'high'\n", "returned str, expected a float"),
-    ("def grade(sample, item):\n    return True\n", "returned bool"),
-    ("def grade(sample, item):\n    return float('nan')\n", "finite"),
-    ("def grade(sample, item):\n    return 10 ** 400\n", "finite"),
-    ("def grade(sample, item):\n    raise SystemExit(3)\n", "SystemExit"),
-])
+@pytest.mark.parametrize(
+    "source, fragment",
+    [
+        ("def grade(sample, item):\n    return 1 / 0\n", "ZeroDivisionError"),
+        ("def grade(sample, item):\n    return 'high'\n", "returned str, expected a float"),
+        ("def grade(sample, item):\n    return True\n", "returned bool"),
+        ("def grade(sample, item):\n    return float('nan')\n", "finite"),
+        ("def grade(sample, item):\n    return 10 ** 400\n", "finite"),
+        ("def grade(sample, item):\n    raise SystemExit(3)\n", "SystemExit"),
+    ],
+)
 def test_grader_failures_are_runtime_errors_not_exceptions(backend, source, fragment):
     outcome = one(source, backend)
     assert outcome.score is None and outcome.kind == "runtime"
     assert fragment in outcome.error
 
 
-@pytest.mark.parametrize("source, fragment", [
-    ("def grade(sample, item)\n    return 1.0\n", "SyntaxError"),
-    ("x = 1\n", "does not define a function grade"),
-    ("import no_such_module_here\n", "ModuleNotFoundError"),
-])
+@pytest.mark.parametrize(
+    "source, fragment",
+    [
+        ("def grade(sample, item)\n    return 1.0\n", "SyntaxError"),
+        ("x = 1\n", "does not define a function grade"),
+        ("import no_such_module_here\n", "ModuleNotFoundError"),
+    ],
+)
 def test_a_source_that_cannot_load_fails_every_sample_at_once(backend, source, fragment):
     outcomes = run(source, [({"output_text": ""}, {})] * 3, backend)
     assert all(o.kind == "runtime" and fragment in o.error for o in outcomes)
 
 
 def test_check_source_reports_syntax_errors_from_the_sandbox():
-    assert check_source("def grade(s, i):\n    return 1.0\n",
-                        SandboxConfig(allow_weaker_isolation=True)) is None
-    error = check_source("def grade(s, i)\n    return 1.0\n",
-                         SandboxConfig(allow_weaker_isolation=True))
+    assert (
+        check_source("def grade(s, i):\n    return 1.0\n", SandboxConfig(allow_weaker_isolation=True)) is None
+    )
+    error = check_source("def grade(s, i)\n    return 1.0\n", SandboxConfig(allow_weaker_isolation=True))
     assert "SyntaxError" in error and "line 1" in error
 
 
 def test_print_does_not_disturb_the_results(backend):
-    source = ("def grade(sample, item):\n    print('{\"i\": 0, \"score\": 99}')\n"
-              "    return 0.5\n")
+    source = 'def grade(sample, item):\n    print(\'{"i": 0, "score": 99}\')\n    return 0.5\n'
     assert [o.score for o in run(source, [({"output_text": ""}, {})] * 2, backend)] == [0.5, 0.5]
 
 
 def test_an_infinite_loop_times_out_and_the_batch_goes_on(backend):
-    source = ("def grade(sample, item):\n"
-              "    while item.get('hang'):\n        pass\n"
-              "    return 1.0\n")
-    cases = [({"output_text": ""}, {}), ({"output_text": ""}, {"hang": True}),
-             ({"output_text": ""}, {})]
+    source = "def grade(sample, item):\n    while item.get('hang'):\n        pass\n    return 1.0\n"
+    cases = [({"output_text": ""}, {}), ({"output_text": ""}, {"hang": True}), ({"output_text": ""}, {})]
     start = time.monotonic()
     outcomes = run(source, cases, backend, timeout_s=0.5)
     assert time.monotonic() - start < 5.0
@@ -109,8 +121,7 @@ def test_an_infinite_loop_times_out_and_the_batch_goes_on(backend):
 
 def test_a_hang_while_loading_fails_all_samples_once(backend):
     start = time.monotonic()
-    outcomes = run("while True:\n    pass\n", [({"output_text": ""}, {})] * 5, backend,
-                   startup_timeout_s=1.0)
+    outcomes = run("while True:\n    pass\n", [({"output_text": ""}, {})] * 5, backend, startup_timeout_s=1.0)
     assert time.monotonic() - start < 5.0
     assert all(o.kind == "timeout" for o in outcomes)
 
@@ -122,8 +133,10 @@ def test_allocating_10_gb_is_a_memory_error(backend):
 
 
 def test_a_crashing_process_fails_that_sample_only(backend):
-    source = ("import os\ndef grade(sample, item):\n"
-              "    if item.get('crash'):\n        os._exit(3)\n    return 1.0\n")
+    source = (
+        "import os\ndef grade(sample, item):\n"
+        "    if item.get('crash'):\n        os._exit(3)\n    return 1.0\n"
+    )
     cases = [({"output_text": ""}, {"crash": True}), ({"output_text": ""}, {})]
     outcomes = run(source, cases, backend)
     assert outcomes[0].kind == "server" and "status 3" in outcomes[0].error
@@ -131,8 +144,7 @@ def test_a_crashing_process_fails_that_sample_only(backend):
 
 
 def test_output_flood_is_cut_off(backend):
-    source = ("import os\ndef grade(sample, item):\n"
-              "    os.write(3, b'x' * 10_000_000)\n    return 1.0\n")
+    source = "import os\ndef grade(sample, item):\n    os.write(3, b'x' * 10_000_000)\n    return 1.0\n"
     outcome = one(source, backend, max_line_bytes=4096)
     assert outcome.score is None
 
@@ -165,14 +177,16 @@ def test_cannot_write_files_outside_the_sandbox(backend):
 def test_cannot_delete_or_create_files_in_a_directory_the_server_owns(backend, tmp_path):
     victim = tmp_path / "data.db"
     victim.write_text("precious")
-    source = ("import os\ndef grade(sample, item):\n"
-              "    done = 0.0\n"
-              "    for op in (lambda: os.remove(item['victim']),\n"
-              "               lambda: os.mkdir(item['dir'] + '/new'),\n"
-              "               lambda: open(item['dir'] + '/empty', 'x').close()):\n"
-              "        try:\n            op()\n            done += 1\n"
-              "        except OSError:\n            pass\n"
-              "    return done\n")
+    source = (
+        "import os\ndef grade(sample, item):\n"
+        "    done = 0.0\n"
+        "    for op in (lambda: os.remove(item['victim']),\n"
+        "               lambda: os.mkdir(item['dir'] + '/new'),\n"
+        "               lambda: open(item['dir'] + '/empty', 'x').close()):\n"
+        "        try:\n            op()\n            done += 1\n"
+        "        except OSError:\n            pass\n"
+        "    return done\n"
+    )
     assert one(source, backend, item={"victim": str(victim), "dir": str(tmp_path)}).score == 0.0
     assert victim.read_text() == "precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.db"]
@@ -184,11 +198,13 @@ def test_cannot_reach_the_network_not_even_loopback(backend):
         server.listen(1)
         server.settimeout(0.2)
         port = server.getsockname()[1]
-        source = ("import socket\ndef grade(sample, item):\n"
-                  "    try:\n"
-                  "        socket.create_connection(('127.0.0.1', item['port']), timeout=2).close()\n"
-                  "    except OSError:\n        return 0.0\n"
-                  "    return 1.0\n")
+        source = (
+            "import socket\ndef grade(sample, item):\n"
+            "    try:\n"
+            "        socket.create_connection(('127.0.0.1', item['port']), timeout=2).close()\n"
+            "    except OSError:\n        return 0.0\n"
+            "    return 1.0\n"
+        )
         assert one(source, backend, item={"port": port}).score == 0.0
         with pytest.raises(socket.timeout):
             server.accept()  # nothing connected
@@ -197,9 +213,11 @@ def test_cannot_reach_the_network_not_even_loopback(backend):
 def test_reading_the_servers_files(backend, tmp_path):
     secret = tmp_path / "secret.txt"
     secret.write_text("s3cr3t")
-    source = ("def grade(sample, item):\n"
-              "    try:\n        return 1.0 if open(item['path']).read() == 's3cr3t' else 0.5\n"
-              "    except OSError:\n        return 0.0\n")
+    source = (
+        "def grade(sample, item):\n"
+        "    try:\n        return 1.0 if open(item['path']).read() == 's3cr3t' else 0.5\n"
+        "    except OSError:\n        return 0.0\n"
+    )
     read = one(source, backend, item={"path": str(secret)}).score
     if backend == "bwrap":
         assert read == 0.0  # not even visible: only /usr, /lib*, Python are mounted
@@ -209,15 +227,19 @@ def test_reading_the_servers_files(backend, tmp_path):
 
 def test_cannot_see_the_servers_environment(backend, monkeypatch):
     monkeypatch.setenv("TUNESMITH_CANARY_SECRET", "s3cr3t")
-    source = ("import os\ndef grade(sample, item):\n"
-              "    return 1.0 if 'TUNESMITH_CANARY_SECRET' in os.environ else 0.0\n")
+    source = (
+        "import os\ndef grade(sample, item):\n"
+        "    return 1.0 if 'TUNESMITH_CANARY_SECRET' in os.environ else 0.0\n"
+    )
     assert one(source, backend).score == 0.0
 
 
 def test_cannot_signal_the_servers_processes(backend):
-    source = ("import os\ndef grade(sample, item):\n"
-              "    try:\n        os.kill(item['pid'], 0)\n    except OSError:\n        return 0.0\n"
-              "    return 1.0\n")
+    source = (
+        "import os\ndef grade(sample, item):\n"
+        "    try:\n        os.kill(item['pid'], 0)\n    except OSError:\n        return 0.0\n"
+        "    return 1.0\n"
+    )
     assert one(source, backend, item={"pid": os.getpid()}).score == 0.0
 
 
@@ -230,13 +252,22 @@ def test_without_bubblewrap_the_default_refuses_instead_of_running_weakly(monkey
 
 
 def test_grade_many_maps_sandbox_failures_to_openai_error_flags():
-    spec = {"type": "python", "name": "p", "source": (
-        "def grade(sample, item):\n"
-        "    if sample['output_text'] == 'hang':\n        while True:\n            pass\n"
-        "    if sample['output_text'] == 'boom':\n        raise ValueError('boom')\n"
-        "    return len(sample['output_text']) / 10\n")}
-    results = grade_many(spec, ["abcd", "boom", "hang"], [{}, {}, {}],
-                         sandbox_config=SandboxConfig(timeout_s=0.5, allow_weaker_isolation=True))
+    spec = {
+        "type": "python",
+        "name": "p",
+        "source": (
+            "def grade(sample, item):\n"
+            "    if sample['output_text'] == 'hang':\n        while True:\n            pass\n"
+            "    if sample['output_text'] == 'boom':\n        raise ValueError('boom')\n"
+            "    return len(sample['output_text']) / 10\n"
+        ),
+    }
+    results = grade_many(
+        spec,
+        ["abcd", "boom", "hang"],
+        [{}, {}, {}],
+        sandbox_config=SandboxConfig(timeout_s=0.5, allow_weaker_isolation=True),
+    )
     assert results[0].score == pytest.approx(0.4) and results[0].error is None
     assert results[1].metadata["errors"]["python_grader_runtime_error"] is True
     assert "ValueError: boom" in results[1].metadata["errors"]["python_grader_runtime_error_details"]

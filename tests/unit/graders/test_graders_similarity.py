@@ -59,7 +59,7 @@ def test_meteor_e1_exact_matches_and_fragmentation_penalty():
     # Exact alignment: the-the, cat-cat, on-on, the-the, mat-mat: m = 5; P = R = 5/6.
     # Fmean = P*R / (0.9 P + 0.1 R) = 5/6. Chunks: (the cat) (on the mat) = 2.
     # Penalty = 0.5 * (2/5)^3 = 0.032. METEOR = 5/6 * (1 - 0.032) = 0.806667.
-    assert sim("meteor", E1) == pytest.approx(5 / 6 * (1 - 0.5 * 0.4 ** 3))
+    assert sim("meteor", E1) == pytest.approx(5 / 6 * (1 - 0.5 * 0.4**3))
 
 
 def test_meteor_matches_porter_stems():
@@ -75,23 +75,36 @@ def test_meteor_has_no_wordnet_synonym_stage():
     assert sim("meteor", ("big dog", "large dog")) == pytest.approx(0.25)
 
 
-@pytest.mark.parametrize("metric, expected", [
-    # E1: ROUGE-1 overlap 5 of 6 both ways -> F = 5/6; ROUGE-2 3 of 5 -> 3/5;
-    # ROUGE-L: LCS "the cat on the mat" = 5 -> P = R = 5/6.
-    ("rouge_1", 5 / 6), ("rouge_2", 3 / 5), ("rouge_3", 1 / 4), ("rouge_4", 0.0),
-    ("rouge_l", 5 / 6),
-])
+@pytest.mark.parametrize(
+    "metric, expected",
+    [
+        # E1: ROUGE-1 overlap 5 of 6 both ways -> F = 5/6; ROUGE-2 3 of 5 -> 3/5;
+        # ROUGE-L: LCS "the cat on the mat" = 5 -> P = R = 5/6.
+        ("rouge_1", 5 / 6),
+        ("rouge_2", 3 / 5),
+        ("rouge_3", 1 / 4),
+        ("rouge_4", 0.0),
+        ("rouge_l", 5 / 6),
+    ],
+)
 def test_rouge_e1(metric, expected):
     assert sim(metric, E1) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("metric, expected", [
-    # E2: F = 2PR/(P+R). ROUGE-1: P = 4/4, R = 4/6 -> 0.8. ROUGE-2: P = 1, R = 3/5 -> 0.75.
-    # ROUGE-3: P = 1, R = 2/4 -> 2/3. ROUGE-4: P = 1, R = 1/3 -> 0.5.
-    # ROUGE-5: the input has no 5-gram -> 0. ROUGE-L: LCS 4 -> same as ROUGE-1, 0.8.
-    ("rouge_1", 0.8), ("rouge_2", 0.75), ("rouge_3", 2 / 3), ("rouge_4", 0.5), ("rouge_5", 0.0),
-    ("rouge_l", 0.8),
-])
+@pytest.mark.parametrize(
+    "metric, expected",
+    [
+        # E2: F = 2PR/(P+R). ROUGE-1: P = 4/4, R = 4/6 -> 0.8. ROUGE-2: P = 1, R = 3/5 -> 0.75.
+        # ROUGE-3: P = 1, R = 2/4 -> 2/3. ROUGE-4: P = 1, R = 1/3 -> 0.5.
+        # ROUGE-5: the input has no 5-gram -> 0. ROUGE-L: LCS 4 -> same as ROUGE-1, 0.8.
+        ("rouge_1", 0.8),
+        ("rouge_2", 0.75),
+        ("rouge_3", 2 / 3),
+        ("rouge_4", 0.5),
+        ("rouge_5", 0.0),
+        ("rouge_l", 0.8),
+    ],
+)
 def test_rouge_e2(metric, expected):
     assert sim(metric, E2) == pytest.approx(expected)
 
@@ -120,14 +133,24 @@ def test_cosine_uses_the_injected_embedding_function():
     # [1,0]·[1,1] = 1; |[1,0]| = 1, |[1,1]| = sqrt(2) -> 1/sqrt(2).
     assert similarity("cosine", "a", "b", embed=embed) == pytest.approx(1 / math.sqrt(2))
     assert similarity("cosine", "a", "z", embed=embed) == 0.0
-    spec = {"type": "text_similarity", "name": "c", "input": "a", "reference": "b",
-            "evaluation_metric": "cosine"}
+    spec = {
+        "type": "text_similarity",
+        "name": "c",
+        "input": "a",
+        "reference": "b",
+        "evaluation_metric": "cosine",
+    }
     assert grade(spec, "x", {}, embed=embed).score == pytest.approx(1 / math.sqrt(2))
 
 
 def test_cosine_without_an_embedding_function_is_a_grader_error():
-    spec = {"type": "text_similarity", "name": "c", "input": "{{sample.output_text}}",
-            "reference": "x", "evaluation_metric": "cosine"}
+    spec = {
+        "type": "text_similarity",
+        "name": "c",
+        "input": "{{sample.output_text}}",
+        "reference": "x",
+        "evaluation_metric": "cosine",
+    }
     with pytest.raises(GraderError) as exc:
         grade(spec, "x", {})
     assert exc.value.path == "grader.evaluation_metric"
@@ -138,8 +161,13 @@ def test_a_failing_embedding_function_is_a_per_sample_error():
     def embed(texts):
         raise RuntimeError("embedding service down")
 
-    spec = {"type": "text_similarity", "name": "c", "input": "a", "reference": "b",
-            "evaluation_metric": "cosine"}
+    spec = {
+        "type": "text_similarity",
+        "name": "c",
+        "input": "a",
+        "reference": "b",
+        "evaluation_metric": "cosine",
+    }
     result = grade(spec, "x", {}, embed=embed)
     assert result.score == 0.0 and "embedding service down" in result.error
     assert result.metadata["errors"]["other_error"] is True

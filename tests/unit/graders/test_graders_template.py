@@ -3,14 +3,22 @@
 import pytest
 
 from tunesmith.graders import GraderError, parse_grader
-from tunesmith.graders.template import (TemplateSyntaxError, TemplateVariableError, parse_variable,
-                                        render)
+from tunesmith.graders.template import TemplateSyntaxError, TemplateVariableError, parse_variable, render
 
-SAMPLE = {"output_text": "Paris", "output_json": {"answer": "Paris", "n": 3, "ok": True,
-                                                  "list": [1, 2]},
-          "output_tools": [], "choices": []}
-ITEM = {"answer": "paris", "nested": {"a": {"b": "deep"}}, "choices": [{"text": "x"}, {"text": "y"}],
-        "odd key.with dot": "odd", "none": None, "num": 2.5}
+SAMPLE = {
+    "output_text": "Paris",
+    "output_json": {"answer": "Paris", "n": 3, "ok": True, "list": [1, 2]},
+    "output_tools": [],
+    "choices": [],
+}
+ITEM = {
+    "answer": "paris",
+    "nested": {"a": {"b": "deep"}},
+    "choices": [{"text": "x"}, {"text": "y"}],
+    "odd key.with dot": "odd",
+    "none": None,
+    "num": 2.5,
+}
 
 
 def r(template):
@@ -44,12 +52,15 @@ def test_text_without_complete_braces_is_literal():
     assert r("a { b } {{ c") == "a { b } {{ c"
 
 
-@pytest.mark.parametrize("template, message", [
-    ("{{item.missing}}", "item has no key 'missing'"),
-    ("{{item.choices[5].text}}", "item.choices has 2 element(s), no index 5"),
-    ("{{item.answer.x}}", "item.answer is a string, not an object"),
-    ("{{sample.output_json.list.x}}", "sample.output_json.list is a list, not an object"),
-])
+@pytest.mark.parametrize(
+    "template, message",
+    [
+        ("{{item.missing}}", "item has no key 'missing'"),
+        ("{{item.choices[5].text}}", "item.choices has 2 element(s), no index 5"),
+        ("{{item.answer.x}}", "item.answer is a string, not an object"),
+        ("{{sample.output_json.list.x}}", "sample.output_json.list is a list, not an object"),
+    ],
+)
 def test_missing_variables_are_errors_naming_the_variable(template, message):
     with pytest.raises(TemplateVariableError) as exc:
         r(template)
@@ -57,8 +68,9 @@ def test_missing_variables_are_errors_naming_the_variable(template, message):
     assert template in str(exc.value)
 
 
-@pytest.mark.parametrize("inside", ["item", "foo.bar", "item..x", "item.a(1)", "__import__('os')",
-                                    "sample.output_text|upper", ""])
+@pytest.mark.parametrize(
+    "inside", ["item", "foo.bar", "item..x", "item.a(1)", "__import__('os')", "sample.output_text|upper", ""]
+)
 def test_invalid_variables_are_syntax_errors(inside):
     with pytest.raises(TemplateSyntaxError):
         parse_variable(inside)
@@ -66,7 +78,14 @@ def test_invalid_variables_are_syntax_errors(inside):
 
 def test_a_grader_with_an_invalid_template_is_rejected_at_parse_time_with_its_field_path():
     with pytest.raises(GraderError) as exc:
-        parse_grader({"type": "string_check", "name": "n", "input": "{{ secret.key }}",
-                      "reference": "x", "operation": "eq"})
+        parse_grader(
+            {
+                "type": "string_check",
+                "name": "n",
+                "input": "{{ secret.key }}",
+                "reference": "x",
+                "operation": "eq",
+            }
+        )
     assert str(exc.value).startswith("grader.input: ")
     assert "namespace" in str(exc.value)

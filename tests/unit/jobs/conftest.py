@@ -21,8 +21,11 @@ def _pg_bin() -> str | None:
             if not found:
                 return None
     direct = shutil.which("initdb")
-    return os.path.dirname(os.path.realpath(direct)) if direct else os.path.dirname(
-        sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))[-1])
+    return (
+        os.path.dirname(os.path.realpath(direct))
+        if direct
+        else os.path.dirname(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))[-1])
+    )
 
 
 def _as_owner(cmd: list[str], owner: str | None) -> list[str]:
@@ -55,19 +58,55 @@ def postgres_url():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    made = subprocess.run(_as_owner([f"{bindir}/initdb", "-D", str(data), "-U", "tunesmith", "--auth=trust",
-                                     "-E", "UTF8", "--no-sync"], owner), capture_output=True, text=True)
+    made = subprocess.run(
+        _as_owner(
+            [
+                f"{bindir}/initdb",
+                "-D",
+                str(data),
+                "-U",
+                "tunesmith",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+            owner,
+        ),
+        capture_output=True,
+        text=True,
+    )
     if made.returncode != 0:
         raise RuntimeError(f"initdb failed: {made.stderr or made.stdout}")
     opts = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={root} -c fsync=off"
-    subprocess.run(_as_owner([f"{bindir}/pg_ctl", "-D", str(data), "-o", opts, "-l", str(root / "log"),
-                              "-w", "-t", "60", "start"], owner), check=True, capture_output=True)
+    subprocess.run(
+        _as_owner(
+            [
+                f"{bindir}/pg_ctl",
+                "-D",
+                str(data),
+                "-o",
+                opts,
+                "-l",
+                str(root / "log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+            owner,
+        ),
+        check=True,
+        capture_output=True,
+    )
     url = f"postgresql://tunesmith@127.0.0.1:{port}/postgres"
     try:
         yield url
     finally:
-        subprocess.run(_as_owner([f"{bindir}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"], owner),
-                       capture_output=True)
+        subprocess.run(
+            _as_owner([f"{bindir}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"], owner),
+            capture_output=True,
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -45,8 +45,11 @@ def _auth(key: str) -> dict:
 @pytest.mark.parametrize("status", range(400, 500))
 def test_every_4xx_is_a_client_error_type(status):
     assert error_type(status) != "server_error"
-    assert APIError(status, "x").body()["error"]["type"] in ("invalid_request_error", "permission_error",
-                                                             "rate_limit_error")
+    assert APIError(status, "x").body()["error"]["type"] in (
+        "invalid_request_error",
+        "permission_error",
+        "rate_limit_error",
+    )
 
 
 def test_an_unhandled_exception_is_a_logged_json_500(service, monkeypatch, caplog):
@@ -66,10 +69,20 @@ def test_an_unhandled_exception_is_a_logged_json_500(service, monkeypatch, caplo
 
 # -- uploads ------------------------------------------------------------------------------------------
 def _post_scope(key: str, path: str, content_type: bytes) -> dict:
-    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-            "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-            "root_path": "", "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80),
-            "headers": [(b"authorization", f"Bearer {key}".encode()), (b"content-type", content_type)]}
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 80),
+        "headers": [(b"authorization", f"Bearer {key}".encode()), (b"content-type", content_type)],
+    }
 
 
 def _disconnect_after(app, scope: dict, first_chunk: bytes) -> list[dict]:
@@ -89,12 +102,17 @@ def _disconnect_after(app, scope: dict, first_chunk: bytes) -> list[dict]:
 
 def test_a_client_disconnect_mid_upload_is_quiet_and_leaves_nothing(service, caplog):
     app, _, settings, key_a, _ = service
-    head = (b'--B\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
-            b'--B\r\nContent-Disposition: form-data; name="file"; filename="t.jsonl"\r\n\r\n')
+    head = (
+        b'--B\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="t.jsonl"\r\n\r\n'
+    )
     with caplog.at_level(logging.WARNING):
-        sent = _disconnect_after(app, _post_scope(key_a, "/v1/files", b"multipart/form-data; boundary=B"),
-                                 head + b"{}\n" * 1000)
-        _disconnect_after(app, _post_scope(key_a, "/v1/fine_tuning/jobs", b"application/json"), b'{"model": "ti')
+        sent = _disconnect_after(
+            app, _post_scope(key_a, "/v1/files", b"multipart/form-data; boundary=B"), head + b"{}\n" * 1000
+        )
+        _disconnect_after(
+            app, _post_scope(key_a, "/v1/fine_tuning/jobs", b"application/json"), b'{"model": "ti'
+        )
     assert sent[0]["status"] == 400
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert list((settings.files_dir / ".incoming").iterdir()) == []
@@ -117,16 +135,45 @@ def test_incoming_uploads_left_by_a_dead_server_are_swept_at_start(service):
 def test_a_shared_checkpoint_has_one_created_time_in_get_and_list(service):
     app, store, settings, key_a, key_b = service
     alpha, beta = store.project_for_key(key_a)["id"], store.project_for_key(key_b)["id"]
-    job = store.add_job({"id": ids.job_id(), "project_id": alpha, "created_at": 1000, "model": "tiny",
-                         "training_file": "file-x", "validation_file": None, "suffix": None, "seed": 1,
-                         "status": "succeeded", "finished_at": 3000, "error": None, "model_key": ids.model_key(),
-                         "method": {"type": "supervised", "supervised": {"hyperparameters": {
-                             "n_epochs": 1, "batch_size": 1, "learning_rate_multiplier": 1.0}}},
-                         "metadata": None, "integrations": [], "result_files": [], "model_deleted": False,
-                         "last_step": 2, "attempts": 1})
+    job = store.add_job(
+        {
+            "id": ids.job_id(),
+            "project_id": alpha,
+            "created_at": 1000,
+            "model": "tiny",
+            "training_file": "file-x",
+            "validation_file": None,
+            "suffix": None,
+            "seed": 1,
+            "status": "succeeded",
+            "finished_at": 3000,
+            "error": None,
+            "model_key": ids.model_key(),
+            "method": {
+                "type": "supervised",
+                "supervised": {
+                    "hyperparameters": {"n_epochs": 1, "batch_size": 1, "learning_rate_multiplier": 1.0}
+                },
+            },
+            "metadata": None,
+            "integrations": [],
+            "result_files": [],
+            "model_deleted": False,
+            "last_step": 2,
+            "attempts": 1,
+        }
+    )
     ckpt = job_model_id(job, settings.owner, 2)
-    store.add_checkpoint({"id": ids.checkpoint_id(), "job_id": job["id"], "created_at": 2000,
-                          "fine_tuned_model_checkpoint": ckpt, "step_number": 2, "metrics": {}})
+    store.add_checkpoint(
+        {
+            "id": ids.checkpoint_id(),
+            "job_id": job["id"],
+            "created_at": 2000,
+            "fine_tuned_model_checkpoint": ckpt,
+            "step_number": 2,
+            "metrics": {},
+        }
+    )
     store.add_permissions(ckpt, job["id"], 2, alpha, [beta])
     http = TestClient(app)
     got = http.get(f"/v1/models/{ckpt}", headers=_auth(key_b)).json()
@@ -135,30 +182,47 @@ def test_a_shared_checkpoint_has_one_created_time_in_get_and_list(service):
 
 
 # -- create-job numbers -----------------------------------------------------------------------------
-@pytest.mark.parametrize("key,value", [
-    ("learning_rate_multiplier", 1e308), ("learning_rate_multiplier", 100.5), ("learning_rate_multiplier", 5e-324),
-    pytest.param("learning_rate_multiplier", 10**400, id="learning_rate_multiplier-10**400"),
-    pytest.param("beta", 10**400, id="beta-10**400"), ("beta", 0.0), ("n_epochs", 51), ("batch_size", 2**70)])
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        ("learning_rate_multiplier", 1e308),
+        ("learning_rate_multiplier", 100.5),
+        ("learning_rate_multiplier", 5e-324),
+        pytest.param("learning_rate_multiplier", 10**400, id="learning_rate_multiplier-10**400"),
+        pytest.param("beta", 10**400, id="beta-10**400"),
+        ("beta", 0.0),
+        ("n_epochs", 51),
+        ("batch_size", 2**70),
+    ],
+)
 def test_every_hyperparameter_is_finite_and_bounded(key, value):
     with pytest.raises(APIError) as info:
-        normalise_create({"model": "tiny", "training_file": "file-x", "method": {
-            "type": "dpo", "dpo": {"hyperparameters": {key: value}}}})
+        normalise_create(
+            {
+                "model": "tiny",
+                "training_file": "file-x",
+                "method": {"type": "dpo", "dpo": {"hyperparameters": {key: value}}},
+            }
+        )
     assert info.value.status == 400 and info.value.param == f"method.dpo.hyperparameters.{key}"
     assert len(info.value.message) < 300
 
 
 @pytest.mark.parametrize("value", [1e-9, 0.05, 1, 2.5, 100])
 def test_usable_learning_rate_multipliers_pass(value):
-    hyper = normalise_create({"model": "tiny", "training_file": "file-x",
-                              "hyperparameters": {"learning_rate_multiplier": value}})["method"]
+    hyper = normalise_create(
+        {"model": "tiny", "training_file": "file-x", "hyperparameters": {"learning_rate_multiplier": value}}
+    )["method"]
     assert hyper["supervised"]["hyperparameters"]["learning_rate_multiplier"] == value
 
 
 # -- public job messages -------------------------------------------------------------------------------
 def test_public_text_names_known_paths_and_hides_the_rest(tmp_path):
     staged = tmp_path / "runs" / "ftjob-1" / "data" / "train.jsonl"
-    text = (f"error: no trainable example in {staged}: see {tmp_path}/runs/ftjob-1/log.txt; "
-            'File "/usr/lib/python3.11/json/decoder.py", line 3; https://example.com/a/b stays; and/or stays')
+    text = (
+        f"error: no trainable example in {staged}: see {tmp_path}/runs/ftjob-1/log.txt; "
+        'File "/usr/lib/python3.11/json/decoder.py", line 3; https://example.com/a/b stays; and/or stays'
+    )
     out = public_text(text, {staged: "the training file file-abc"})
     assert "no trainable example in the training file file-abc:" in out
     assert str(tmp_path) not in out and "/usr/lib" not in out and out.count(SERVER_PATH) == 2
@@ -170,16 +234,36 @@ def test_the_worker_stores_failures_without_server_paths(service):
 
     _, store, settings, key_a, _ = service
     alpha = store.project_for_key(key_a)["id"]
-    job = store.add_job({"id": ids.job_id(), "project_id": alpha, "created_at": 1000, "model": "tiny",
-                         "training_file": "file-abc", "validation_file": None, "suffix": None, "seed": 1,
-                         "status": "running", "error": None, "model_key": ids.model_key(),
-                         "method": {"type": "supervised", "supervised": {"hyperparameters": {}}},
-                         "metadata": None, "integrations": [], "result_files": [], "model_deleted": False,
-                         "last_step": 0, "attempts": 1})
+    job = store.add_job(
+        {
+            "id": ids.job_id(),
+            "project_id": alpha,
+            "created_at": 1000,
+            "model": "tiny",
+            "training_file": "file-abc",
+            "validation_file": None,
+            "suffix": None,
+            "seed": 1,
+            "status": "running",
+            "error": None,
+            "model_key": ids.model_key(),
+            "method": {"type": "supervised", "supervised": {"hyperparameters": {}}},
+            "metadata": None,
+            "integrations": [],
+            "result_files": [],
+            "model_deleted": False,
+            "last_step": 0,
+            "attempts": 1,
+        }
+    )
     run = settings.run_dir(job["id"])
-    Worker(settings, store)._fail(job, "server_error", "The job failed due to an internal error: error: no "
-                                  f"trainable example in {run}/data/train.jsonl (see {run}/worker-attempt-1.log)",
-                                  None)
+    Worker(settings, store)._fail(
+        job,
+        "server_error",
+        "The job failed due to an internal error: error: no "
+        f"trainable example in {run}/data/train.jsonl (see {run}/worker-attempt-1.log)",
+        None,
+    )
     failed = store.get_job(None, job["id"])
     events = store.list_events(job["id"], limit=10)[0]
     for text in [failed["error"]["message"]] + [e["message"] for e in events]:
@@ -195,9 +279,12 @@ def test_nul_in_ids_queries_and_bodies_is_a_400_on_every_store(store, tmp_path):
     auth = _auth(key)
     ckpt = "ft:tiny:personal::AAAAAAAA:ckpt-step-1"
     for method, url, body in [
-        ("GET", "/v1/files/file-a%00b", None), ("DELETE", "/v1/files/a%00", None),
-        ("GET", "/v1/files?after=a%00b", None), ("GET", "/v1/files?purpose=fine%00", None),
-        ("GET", "/v1/fine_tuning/jobs/ftjob-%00/events", None), ("POST", "/v1/fine_tuning/jobs/a%00/cancel", None),
+        ("GET", "/v1/files/file-a%00b", None),
+        ("DELETE", "/v1/files/a%00", None),
+        ("GET", "/v1/files?after=a%00b", None),
+        ("GET", "/v1/files?purpose=fine%00", None),
+        ("GET", "/v1/fine_tuning/jobs/ftjob-%00/events", None),
+        ("POST", "/v1/fine_tuning/jobs/a%00/cancel", None),
         ("DELETE", f"/v1/fine_tuning/checkpoints/{ckpt}/permissions/cp_%00", None),
         ("GET", f"/v1/fine_tuning/checkpoints/{ckpt}/permissions?project_id=p%00", None),
         ("POST", "/v1/fine_tuning/jobs", {"model": "tiny", "training_file": "file-\x00"}),
@@ -205,4 +292,8 @@ def test_nul_in_ids_queries_and_bodies_is_a_400_on_every_store(store, tmp_path):
         ("POST", f"/v1/fine_tuning/checkpoints/{ckpt}/permissions", {"project_ids": ["proj_\x00"]}),
     ]:
         r = http.request(method, url, headers=auth, json=body)
-        assert r.status_code == 400 and "NUL" in r.json()["error"]["message"], (url, r.status_code, r.text[:200])
+        assert r.status_code == 400 and "NUL" in r.json()["error"]["message"], (
+            url,
+            r.status_code,
+            r.text[:200],
+        )

@@ -5,18 +5,33 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from tunesmith.jobs import ids
 from tunesmith.jobs.store import CursorNotFound, now
 
-import pytest
-
 
 def _job(project_id: str, **over) -> dict:
-    row = {"id": ids.job_id(), "project_id": project_id, "created_at": now(), "model": "tiny",
-           "training_file": ids.file_id(), "validation_file": None, "suffix": None, "seed": 1,
-           "status": "queued", "error": None, "model_key": ids.model_key(),
-           "method": {"type": "supervised", "supervised": {"hyperparameters": {}}}, "metadata": None,
-           "integrations": [], "result_files": [], "model_deleted": False, "last_step": 0, "attempts": 0}
+    row = {
+        "id": ids.job_id(),
+        "project_id": project_id,
+        "created_at": now(),
+        "model": "tiny",
+        "training_file": ids.file_id(),
+        "validation_file": None,
+        "suffix": None,
+        "seed": 1,
+        "status": "queued",
+        "error": None,
+        "model_key": ids.model_key(),
+        "method": {"type": "supervised", "supervised": {"hyperparameters": {}}},
+        "metadata": None,
+        "integrations": [],
+        "result_files": [],
+        "model_deleted": False,
+        "last_step": 0,
+        "attempts": 0,
+    }
     row.update(over)
     return row
 
@@ -37,8 +52,19 @@ def test_objects_are_scoped_to_their_project(store):
     assert store.get_job(b, job["id"]) is None
     assert store.list_jobs(b) == ([], False)
     fid = ids.file_id()
-    store.add_file({"id": fid, "project_id": a, "bytes": 3, "created_at": now(), "expires_at": None,
-                    "filename": "x", "purpose": "fine-tune", "status": "processed", "status_details": None})
+    store.add_file(
+        {
+            "id": fid,
+            "project_id": a,
+            "bytes": 3,
+            "created_at": now(),
+            "expires_at": None,
+            "filename": "x",
+            "purpose": "fine-tune",
+            "status": "processed",
+            "status_details": None,
+        }
+    )
     assert store.get_file(b, fid) is None and not store.delete_file(b, fid)
     assert store.get_file(a, fid)["bytes"] == 3
 
@@ -88,13 +114,13 @@ def test_leases_expire_and_a_dead_workers_job_is_taken_over(store):
     got = store.claim_job("w1", stale_after=60)
     store.update_job(job["id"], worker_id="w1", status="running")
     assert got["id"] == job["id"] and got["attempts"] == 1
-    assert store.claim_job("w2", stale_after=60) is None          # w1 is alive
+    assert store.claim_job("w2", stale_after=60) is None  # w1 is alive
     assert store.heartbeat(job["id"], "w1") == "running"
     time.sleep(1.1)
     assert store.claim_job("w2", stale_after=60) is None
-    taken = store.claim_job("w2", stale_after=1.0)                 # w1 silent for > 1 s
+    taken = store.claim_job("w2", stale_after=1.0)  # w1 silent for > 1 s
     assert taken["id"] == job["id"] and taken["worker_id"] == "w2" and taken["attempts"] == 2
-    assert store.heartbeat(job["id"], "w1") is None                # w1 lost the lease
+    assert store.heartbeat(job["id"], "w1") is None  # w1 lost the lease
     assert store.update_job(job["id"], worker_id="w1", status="succeeded") is None
 
 
@@ -119,7 +145,12 @@ def test_update_job_only_applies_in_the_expected_status(store):
 def test_checkpoints_are_recorded_once_per_step(store):
     a = store.ensure_project("a")["id"]
     job = store.add_job(_job(a))
-    row = {"job_id": job["id"], "created_at": now(), "fine_tuned_model_checkpoint": "m", "metrics": {"step": 3}}
+    row = {
+        "job_id": job["id"],
+        "created_at": now(),
+        "fine_tuned_model_checkpoint": "m",
+        "metrics": {"step": 3},
+    }
     assert store.add_checkpoint({**row, "id": ids.checkpoint_id(), "step_number": 3})
     assert not store.add_checkpoint({**row, "id": ids.checkpoint_id(), "step_number": 3})
     store.add_checkpoint({**row, "id": ids.checkpoint_id(), "step_number": 6})
@@ -161,18 +192,29 @@ def test_permissions_are_unique_per_project_scoped_to_their_owner_and_paged(stor
     rows, more = store.list_permissions(owner, ckpt, after=rows[-1]["id"], limit=10, ascending=False)
     assert [r["project_id"] for r in rows] == others[2::-1] and not more
     assert store.list_permissions(others[0], ckpt) == ([], False)  # only the owner sees them
-    assert [r["project_id"] for r in store.list_permissions(owner, ckpt, project_id=others[2])[0]] == [others[2]]
+    assert [r["project_id"] for r in store.list_permissions(owner, ckpt, project_id=others[2])[0]] == [
+        others[2]
+    ]
     assert store.permission_for(ckpt, others[0])["id"] == made[0]["id"]
     assert not store.delete_permission(others[0], ckpt, made[0]["id"])
-    assert store.delete_permission(owner, ckpt, made[0]["id"]) and store.permission_for(ckpt, others[0]) is None
+    assert (
+        store.delete_permission(owner, ckpt, made[0]["id"]) and store.permission_for(ckpt, others[0]) is None
+    )
     assert [g["checkpoint"] for g in store.granted_to(others[1])] == [ckpt]
 
 
 def test_expired_files_vanish_then_are_swept(store):
     a = store.ensure_project("a")["id"]
     t0 = now()
-    row = {"project_id": a, "bytes": 1, "created_at": t0, "filename": "x", "purpose": "fine-tune",
-           "status": "processed", "status_details": None}
+    row = {
+        "project_id": a,
+        "bytes": 1,
+        "created_at": t0,
+        "filename": "x",
+        "purpose": "fine-tune",
+        "status": "processed",
+        "status_details": None,
+    }
     keep, expiring = ids.file_id(), ids.file_id()
     store.add_file({**row, "id": keep, "expires_at": None})
     store.add_file({**row, "id": expiring, "expires_at": t0 + 3600})
@@ -193,9 +235,13 @@ def test_a_database_from_an_earlier_version_gains_the_new_columns(tmp_path):
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = sa.create_engine(url)
     with engine.begin() as c:  # api_keys as the first release made it (no is_admin)
-        c.execute(sa.text("CREATE TABLE api_keys (seq INTEGER PRIMARY KEY, key_hash VARCHAR(64) UNIQUE NOT NULL, "
-                          "hint VARCHAR(32) NOT NULL, project_id VARCHAR(64) NOT NULL, created_at INTEGER NOT NULL, "
-                          "revoked_at INTEGER)"))
+        c.execute(
+            sa.text(
+                "CREATE TABLE api_keys (seq INTEGER PRIMARY KEY, key_hash VARCHAR(64) UNIQUE NOT NULL, "
+                "hint VARCHAR(32) NOT NULL, project_id VARCHAR(64) NOT NULL, created_at INTEGER NOT NULL, "
+                "revoked_at INTEGER)"
+            )
+        )
     engine.dispose()
     store = Store(url)
     key, _ = store.create_key("old", admin=True)

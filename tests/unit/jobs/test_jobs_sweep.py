@@ -17,9 +17,19 @@ def test_an_idle_worker_sweeps_expired_files(tmp_path):
     for name, expires in (("expired", now() - 1), ("later", now() + 3600), ("never", None)):
         fid = ids.file_id()
         blobs.write(fid, b"{}\n")
-        store.add_file({"id": fid, "project_id": project, "bytes": 3, "created_at": now() - 7200,
-                        "expires_at": expires, "filename": name, "purpose": "fine-tune", "status": "processed",
-                        "status_details": None})
+        store.add_file(
+            {
+                "id": fid,
+                "project_id": project,
+                "bytes": 3,
+                "created_at": now() - 7200,
+                "expires_at": expires,
+                "filename": name,
+                "purpose": "fine-tune",
+                "status": "processed",
+                "status_details": None,
+            }
+        )
         made[name] = fid
     assert Worker(settings, store).run(once=True) == 0  # no job: it only sweeps
     assert not blobs.path(made["expired"]).exists() and store.sweep_expired_files() == []

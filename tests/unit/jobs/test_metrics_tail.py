@@ -80,8 +80,15 @@ def test_tail_offers_only_checkpoints_that_verify(tmp_path):
     root = run / "checkpoints"
 
     def save(step):
-        return save_checkpoint(root, step, trainable={"w": torch.full((4,), float(step))}, optim_state={},
-                               rng={}, state={"step": step}, keep_last=5)
+        return save_checkpoint(
+            root,
+            step,
+            trainable={"w": torch.full((4,), float(step))},
+            optim_state={},
+            rng={},
+            state={"step": step},
+            keep_last=5,
+        )
 
     save(1)
     bad = save(2)

@@ -11,9 +11,16 @@ import math
 import pytest
 import torch
 
-from tunesmith.losses.distill import (distill_loss, divergence, forward_kl, gather_with_tail,
-                                      generalized_jsd, reverse_kl, tempered_log_probs,
-                                      topk_with_tail)
+from tunesmith.losses.distill import (
+    distill_loss,
+    divergence,
+    forward_kl,
+    gather_with_tail,
+    generalized_jsd,
+    reverse_kl,
+    tempered_log_probs,
+    topk_with_tail,
+)
 
 P = torch.tensor([[0.5, 0.5]]).log()
 Q = torch.tensor([[0.25, 0.75]]).log()
@@ -47,7 +54,9 @@ def test_jsd_endpoints_match_the_kls():
     # the error is O(β), so β = 1e-4 agrees to ~1e-5).
     eps = 1e-4
     assert (generalized_jsd(Q.double(), P.double(), eps) / eps).item() == pytest.approx(0.1438410, abs=5e-5)
-    assert (generalized_jsd(Q.double(), P.double(), 1 - eps) / eps).item() == pytest.approx(0.1308120, abs=5e-5)
+    assert (generalized_jsd(Q.double(), P.double(), 1 - eps) / eps).item() == pytest.approx(
+        0.1308120, abs=5e-5
+    )
 
 
 @pytest.mark.parametrize("kind", ["forward_kl", "reverse_kl", "jsd"])
@@ -55,8 +64,7 @@ def test_zero_when_student_equals_teacher(kind):
     logits = torch.randn(5, 11)
     logp = tempered_log_probs(logits)
     assert divergence(kind, logp, logp, 0.3).abs().max().item() < 1e-6
-    loss, m = distill_loss(logits, None, teacher_logits=logits.clone(), alpha=0.0, kind=kind,
-                           temperature=2.0)
+    loss, m = distill_loss(logits, None, teacher_logits=logits.clone(), alpha=0.0, kind=kind, temperature=2.0)
     assert abs(loss.item()) < 1e-5 and m["agree"].item() == 5 and m["n"] == 5
 
 
@@ -126,8 +134,7 @@ def test_topk_covering_the_vocabulary_equals_full_divergence():
     s, t = torch.randn(6, 9), torch.randn(6, 9)
     full, _ = distill_loss(s, None, teacher_logits=t, alpha=0.0, temperature=1.5, kind="jsd")
     ids, tp = topk_with_tail(tempered_log_probs(t, 1.5), 9)
-    cached, _ = distill_loss(s, None, teacher_topk=(ids, tp[:, :9]), alpha=0.0, temperature=1.5,
-                             kind="jsd")
+    cached, _ = distill_loss(s, None, teacher_topk=(ids, tp[:, :9]), alpha=0.0, temperature=1.5, kind="jsd")
     assert cached.item() == pytest.approx(full.item(), abs=1e-5)
 
 

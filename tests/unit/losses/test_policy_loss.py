@@ -50,8 +50,9 @@ def _one_token_cases(epsilon_high=None):
     old = torch.zeros(4, 1)
     logp = torch.log(ratios)[:, None].clone().requires_grad_(True)
     adv = torch.tensor([1.0, 1.0, -1.0, -1.0])
-    loss, m = clipped_policy_loss(logp, old, adv, torch.ones(4, 1), epsilon_low=0.2,
-                                  epsilon_high=epsilon_high)
+    loss, m = clipped_policy_loss(
+        logp, old, adv, torch.ones(4, 1), epsilon_low=0.2, epsilon_high=epsilon_high
+    )
     loss.backward()
     return loss, m, logp.grad[:, 0]
 
@@ -85,8 +86,14 @@ def _two_completions(normalization, max_tokens=None):
     # On-policy (old = logp.detach()): rho = 1, so each token's loss is -A.
     logp = torch.tensor([[-1.0, -2.0], [-0.5, 0.0]], requires_grad=True)
     mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
-    loss, m = clipped_policy_loss(logp, logp.detach(), torch.tensor([1.0, -1.0]), mask,
-                                  normalization=normalization, max_tokens=max_tokens)
+    loss, m = clipped_policy_loss(
+        logp,
+        logp.detach(),
+        torch.tensor([1.0, -1.0]),
+        mask,
+        normalization=normalization,
+        max_tokens=max_tokens,
+    )
     loss.backward()
     return loss, m, logp.grad
 
@@ -114,8 +121,9 @@ def test_kl_penalty_adds_beta_k3_and_reports_the_kl():
     logp = torch.tensor([[math.log(0.5)]], requires_grad=True)
     ref = torch.tensor([[math.log(0.25)]])
     # A = 0: the surrogate is 0; the loss is beta * k3 = 0.1 * (0.5 + ln 2 - 1) = 0.0193147.
-    loss, m = clipped_policy_loss(logp, logp.detach(), torch.zeros(1), torch.ones(1, 1),
-                                  beta=0.1, ref_logp=ref)
+    loss, m = clipped_policy_loss(
+        logp, logp.detach(), torch.zeros(1), torch.ones(1, 1), beta=0.1, ref_logp=ref
+    )
     loss.backward()
     assert loss.item() == pytest.approx(0.1 * (0.5 + math.log(2) - 1), abs=1e-7)
     assert m["kl"].item() == pytest.approx(0.5 + math.log(2) - 1, abs=1e-6)
@@ -124,8 +132,13 @@ def test_kl_penalty_adds_beta_k3_and_reports_the_kl():
     loss0, m0 = clipped_policy_loss(logp, logp.detach(), torch.zeros(1), torch.ones(1, 1), ref_logp=ref)
     assert loss0.item() == 0.0 and m0["kl"].item() == pytest.approx(m["kl"].item())
     # Padding does not count towards the KL.
-    _, mp = clipped_policy_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1),
-                                torch.tensor([[1.0, 0.0]]), ref_logp=torch.tensor([[0.0, -5.0]]))
+    _, mp = clipped_policy_loss(
+        torch.zeros(1, 2),
+        torch.zeros(1, 2),
+        torch.zeros(1),
+        torch.tensor([[1.0, 0.0]]),
+        ref_logp=torch.tensor([[0.0, -5.0]]),
+    )
     assert mp["kl"].item() == 0.0
 
 

@@ -31,7 +31,9 @@ def test_dpo_sigmoid_value_and_gradient_sign():
     assert float(pc.grad) == pytest.approx(-0.0119203, abs=1e-7)
     assert float(pr.grad) == pytest.approx(+0.0119203, abs=1e-7)
     # rewards β(π−ρ): chosen 0.1·10 = 1, rejected 0.1·(−10) = −1, margin 2
-    assert float(m["rewards_chosen"]) == pytest.approx(1.0) and float(m["rewards_rejected"]) == pytest.approx(-1.0)
+    assert float(m["rewards_chosen"]) == pytest.approx(1.0) and float(m["rewards_rejected"]) == pytest.approx(
+        -1.0
+    )
     assert float(m["margin"]) == pytest.approx(2.0) and int(m["correct"]) == 1
     assert float(m["logps_chosen"]) == -10.0 and float(m["logps_rejected"]) == -20.0
 
@@ -94,7 +96,9 @@ def test_orpo():
     pc, pr = t(-2.0, grad=True), t(-6.0, grad=True)
     loss, m = orpo_loss(pc, pr, t(2.0), t(3.0), beta=0.1)
     assert float(loss) == pytest.approx(1.0238183, abs=1e-6)
-    assert float(m["nll"]) == pytest.approx(1.0) and float(m["log_odds_ratio"]) == pytest.approx(1.313262, abs=1e-6)
+    assert float(m["nll"]) == pytest.approx(1.0) and float(m["log_odds_ratio"]) == pytest.approx(
+        1.313262, abs=1e-6
+    )
     loss.backward()
     assert float(pc.grad) < -0.5 and float(pr.grad) > 0  # SFT + odds term raise chosen, lower rejected
 
@@ -107,7 +111,9 @@ def test_kto():
     loss, m = kto_loss(pol, t(-20.0, -20.0), torch.tensor([True, False]), t(2.0), beta=0.1)
     assert float(loss) == pytest.approx(0.310026 + 0.689974, abs=1e-6)
     assert int(m["correct"]) == 1 and float(m["n_desirable"]) == 1.0
-    assert float(m["rewards_desirable"]) == pytest.approx(1.0) and float(m["rewards_undesirable"]) == pytest.approx(1.0)
+    assert float(m["rewards_desirable"]) == pytest.approx(1.0) and float(
+        m["rewards_undesirable"]
+    ) == pytest.approx(1.0)
     loss.backward()
     # ∂/∂π: desirable −β σ(0.8)σ(−0.8) < 0 (raise it); undesirable +β σ(−0.8)σ(0.8) > 0 (lower it)
     s = 0.1 * 0.689974 * 0.310026
@@ -127,9 +133,13 @@ def test_bradley_terry():
     assert float(rc.grad) == pytest.approx(-0.119203, abs=1e-6)  # push the chosen reward up
     loss, _ = bradley_terry_loss(t(2.0), t(0.0), margin=t(1.0))
     assert float(loss) == pytest.approx(0.313262, abs=1e-6)
-    loss, m = bradley_terry_loss(t(0.0, 1.0), t(1.0, 0.0))  # one right, one wrong: −log σ(−1) − log σ(1) = log(1+e) + log(1+e⁻¹)
+    loss, m = bradley_terry_loss(
+        t(0.0, 1.0), t(1.0, 0.0)
+    )  # one right, one wrong: −log σ(−1) − log σ(1) = log(1+e) + log(1+e⁻¹)
     assert int(m["correct"]) == 1
-    assert float(loss) == pytest.approx(-math.log(1 / (1 + math.e)) + -math.log(1 / (1 + math.exp(-1))), abs=1e-9)
+    assert float(loss) == pytest.approx(
+        -math.log(1 / (1 + math.e)) + -math.log(1 / (1 + math.exp(-1))), abs=1e-9
+    )
 
 
 @pytest.mark.parametrize("ell", [-0.01, -1e-3, -1e-4, -0.5, -0.7, -5.0])

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import math
 
+import factory
 import pytest
 import torch
 
-import factory
 import tunesmith
 from tunesmith.cli import main
 from tunesmith.config import load_config, validate
@@ -22,22 +22,30 @@ from tunesmith.losses.distill import distill_loss
 from tunesmith.methods import distill as dm
 from tunesmith.methods.distill_cache import cached_topk
 from tunesmith.methods.distill_generate import read_prompts
-from tunesmith.methods.distill_teacher import (attention, check_same_vocabulary, load_teacher,
-                                               resolve_teacher)
+from tunesmith.methods.distill_teacher import attention, check_same_vocabulary, load_teacher, resolve_teacher
 
 
 def _cfg(**distill):
-    return load_config({"model": "m", "method": "distill", "data": {"train": "t.jsonl"},
-                        "distill": {"teacher": "T", **distill}})
+    return load_config(
+        {
+            "model": "m",
+            "method": "distill",
+            "data": {"train": "t.jsonl"},
+            "distill": {"teacher": "T", **distill},
+        }
+    )
 
 
 # -- config -------------------------------------------------------------------------------------
+
 
 def test_lambda_is_written_lambda_in_yaml(tmp_path):
     cfg = _cfg(mode="on_policy", **{"lambda": 0.25})
     assert cfg.distill.lambda_ == 0.25
     validate(cfg)
-    assert config_to_dict(cfg)["distill"]["lambda"] == 0.25 and "lambda_" not in config_to_dict(cfg)["distill"]
+    assert (
+        config_to_dict(cfg)["distill"]["lambda"] == 0.25 and "lambda_" not in config_to_dict(cfg)["distill"]
+    )
     dump_config(cfg, tmp_path / "c.yaml")
     assert load_config(tmp_path / "c.yaml") == cfg
     assert load_config(cfg).distill.lambda_ == 0.25  # RunConfig -> dict -> RunConfig
@@ -45,15 +53,18 @@ def test_lambda_is_written_lambda_in_yaml(tmp_path):
         _cfg(lamda=0.1)
 
 
-@pytest.mark.parametrize("distill,message", [
-    ({"teacher": ""}, "'distill.teacher' is required"),
-    ({"alpha": 1.0}, "use method: sft"),
-    ({"beta": 1.5}, "'distill.beta' must be in"),
-    ({"lambda": -0.1}, "'distill.lambda' must be in"),
-    ({"temperature": 0}, "'distill.temperature' must be > 0"),
-    ({"mode": "on_policy", "cache_top_k": 8}, "needs distill.mode: logits"),
-    ({"divergence": "jsdd"}, "Did you mean 'jsd'"),
-])
+@pytest.mark.parametrize(
+    "distill,message",
+    [
+        ({"teacher": ""}, "'distill.teacher' is required"),
+        ({"alpha": 1.0}, "use method: sft"),
+        ({"beta": 1.5}, "'distill.beta' must be in"),
+        ({"lambda": -0.1}, "'distill.lambda' must be in"),
+        ({"temperature": 0}, "'distill.temperature' must be > 0"),
+        ({"mode": "on_policy", "cache_top_k": 8}, "needs distill.mode: logits"),
+        ({"divergence": "jsdd"}, "Did you mean 'jsd'"),
+    ],
+)
 def test_config_errors(distill, message):
     with pytest.raises(ConfigError, match=message):
         validate(_cfg(**distill))
@@ -61,16 +72,27 @@ def test_config_errors(distill, message):
 
 # -- teacher ------------------------------------------------------------------------------------
 
-def test_vocabulary_mismatch_names_first_tokens_and_suggests_sequence_level(tmp_path, tiny_tokenizer, tiny_model_dir, color_data):
+
+def test_vocabulary_mismatch_names_first_tokens_and_suggests_sequence_level(
+    tmp_path, tiny_tokenizer, tiny_model_dir, color_data
+):
     other = factory.build_tokenizer(tmp_path / "other", vocab_size=300, extra_special=["<|x|>"])
     with pytest.raises(ConfigError) as err:
         check_same_vocabulary(tiny_tokenizer, other, "student", "teacher")
     text = str(err.value)
-    assert "differ: id " in text and "teacher '" in text and "distill generate" in text and "method: sft" in text
+    assert (
+        "differ: id " in text and "teacher '" in text and "distill generate" in text and "method: sft" in text
+    )
     # prepare_data checks it before rendering anything.
     factory.build_model(tmp_path / "other", "llama", vocab_size=len(other))
-    cfg = load_config({"model": str(tiny_model_dir), "method": "distill", "data": {"train": str(color_data[0])},
-                       "distill": {"teacher": str(tmp_path / "other")}})
+    cfg = load_config(
+        {
+            "model": str(tiny_model_dir),
+            "method": "distill",
+            "data": {"train": str(color_data[0])},
+            "distill": {"teacher": str(tmp_path / "other")},
+        }
+    )
     with pytest.raises(ConfigError, match="tokenizer"):
         dm.prepare_data(cfg, tiny_tokenizer)
 
@@ -83,8 +105,10 @@ def adapter_run(tmp_path_factory, tiny_model_dir):
 
     run = tmp_path_factory.mktemp("teacher-run")
     torch.manual_seed(0)
-    peft = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                          LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False))
+    peft = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False),
+    )
     peft.save_pretrained(run / "final")
     return run
 
@@ -99,10 +123,16 @@ def test_teacher_base_plus_adapter_matches_peft(adapter_run, tiny_model_dir):
     teacher = load_teacher(base, adapter, torch.device("cpu"))
     assert not any(p.requires_grad for p in teacher.parameters())
     ids = torch.tensor([[5, 9, 40, 77, 3, 120]])
-    reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter).eval()
+    reference = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), adapter
+    ).eval()
     plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     with torch.no_grad(), attention(teacher, "stock"):
-        got, want, raw = teacher(input_ids=ids).logits, reference(input_ids=ids).logits, plain(input_ids=ids).logits
+        got, want, raw = (
+            teacher(input_ids=ids).logits,
+            reference(input_ids=ids).logits,
+            plain(input_ids=ids).logits,
+        )
     assert (got - want).abs().max() < 1e-4 and (got - raw).abs().max() > 1e-3
     with pytest.raises(ModelError, match="adapter_config.json"):
         resolve_teacher(str(tiny_model_dir), str(tiny_model_dir))
@@ -110,12 +140,22 @@ def test_teacher_base_plus_adapter_matches_peft(adapter_run, tiny_model_dir):
 
 # -- loss on packed batches ---------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory, tiny_tokenizer, tiny_model_dir, color_data):
     """(student, teacher, tokenizer, items): a smaller random student and the tiny Llama teacher."""
     d = tmp_path_factory.mktemp("student")
-    factory.build_model(d, "llama", vocab_size=len(tiny_tokenizer), seed=3, hidden_size=32, intermediate_size=64,
-                        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1)
+    factory.build_model(
+        d,
+        "llama",
+        vocab_size=len(tiny_tokenizer),
+        seed=3,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
     from tunesmith.models.load import load_causal_lm
 
     student = load_causal_lm(str(d))
@@ -164,7 +204,9 @@ def test_topk_cache_matches_on_the_fly_and_is_reused(parts, tmp_path):
     common = dict(cache_dir=tmp_path, teacher_fp="fp", temperature=1.5, vocab=len(tok))
     rows = cached_topk(items, k=len(tok), get_teacher=lambda: teacher, **common)
     assert [r[0].shape[0] for r in rows] == [sum(it.loss_mask[1:]) for it in items]
-    cached_items = [dm.DistillItem(it.input_ids, it.loss_mask, it.source, it.prompt_len, *r) for it, r in zip(items, rows)]
+    cached_items = [
+        dm.DistillItem(it.input_ids, it.loss_mask, it.source, it.prompt_len, *r) for it, r in zip(items, rows)
+    ]
     loss_fn = dm.DistillLoss(cfg, teacher, len(tok), tok)
     with torch.no_grad(), attention(student):
         on_the_fly, _ = loss_fn(student, dm.collate_distill(items))
@@ -210,22 +252,50 @@ def test_on_policy_pass_scores_student_samples(parts):
         _, eval_sums = loss_fn(student, batch)
     assert eval_sums["on_policy"] == 0 and eval_sums["ce_n"] == batch.n_targets
     student.train()
-    assert dm.summarize({"ce": 6.0, "ce_n": 3, "divergence": 8.0, "agree": 2.0, "on_policy": 1}, 4) == \
-        {"divergence": 2.0, "agreement": 0.5, "ce": 2.0, "on_policy": 0.25}
+    assert dm.summarize({"ce": 6.0, "ce_n": 3, "divergence": 8.0, "agree": 2.0, "on_policy": 1}, 4) == {
+        "divergence": 2.0,
+        "agreement": 0.5,
+        "ce": 2.0,
+        "on_policy": 0.25,
+    }
 
 
 def test_on_policy_training_run(tmp_path, tiny_model_dir, color_data):
-    result = tunesmith.train({
-        "model": str(tiny_model_dir), "method": "distill", "output_dir": str(tmp_path / "run"),
-        "data": {"train": str(color_data[1]), "eval_fraction": 0.2},
-        "adapter": {"type": "lora", "r": 4, "alpha": 8, "dropout": 0.0},
-        "distill": {"teacher": str(tiny_model_dir), "mode": "on_policy", "lambda": 0.5, "max_new_tokens": 4,
-                    "divergence": "jsd"},
-        "train": {"max_steps": 3, "batch_size": 4, "max_length": 64, "save_every": 0, "eval_every": 0,
-                  "progress": "none"}})
+    result = tunesmith.train(
+        {
+            "model": str(tiny_model_dir),
+            "method": "distill",
+            "output_dir": str(tmp_path / "run"),
+            "data": {"train": str(color_data[1]), "eval_fraction": 0.2},
+            "adapter": {"type": "lora", "r": 4, "alpha": 8, "dropout": 0.0},
+            "distill": {
+                "teacher": str(tiny_model_dir),
+                "mode": "on_policy",
+                "lambda": 0.5,
+                "max_new_tokens": 4,
+                "divergence": "jsd",
+            },
+            "train": {
+                "max_steps": 3,
+                "batch_size": 4,
+                "max_length": 64,
+                "save_every": 0,
+                "eval_every": 0,
+                "progress": "none",
+            },
+        }
+    )
     rows = result.history
     assert [r["step"] for r in rows] == [1, 2, 3]
-    for key in ("loss", "divergence", "agreement", "on_policy", "eval_loss", "eval_divergence", "eval_agreement"):
+    for key in (
+        "loss",
+        "divergence",
+        "agreement",
+        "on_policy",
+        "eval_loss",
+        "eval_divergence",
+        "eval_agreement",
+    ):
         assert key in rows[-1], key
     assert "eval_ppl" not in rows[-1]
     # The teacher is the student's own base: on data passes the divergence starts at ~0.
@@ -234,12 +304,19 @@ def test_on_policy_training_run(tmp_path, tiny_model_dir, color_data):
 
 # -- generate / eval commands -------------------------------------------------------------------
 
+
 def test_read_prompts_from_several_formats(tmp_path):
-    chat = factory.write_jsonl(tmp_path / "c.jsonl", [
-        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "old"}]},
-        {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]}])
-    assert read_prompts(str(chat)) == [[{"role": "user", "content": "hi"}],
-                                       [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]]
+    chat = factory.write_jsonl(
+        tmp_path / "c.jsonl",
+        [
+            {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "old"}]},
+            {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]},
+        ],
+    )
+    assert read_prompts(str(chat)) == [
+        [{"role": "user", "content": "hi"}],
+        [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}],
+    ]
     alpaca = factory.write_jsonl(tmp_path / "a.jsonl", [{"instruction": "do", "input": "x", "output": "y"}])
     assert read_prompts(str(alpaca)) == [[{"role": "user", "content": "do\n\nx"}]]
     pairs = factory.write_jsonl(tmp_path / "p.jsonl", [{"prompt": "a", "chosen": "b", "rejected": "c"}])
@@ -248,24 +325,69 @@ def test_read_prompts_from_several_formats(tmp_path):
 
 
 def test_distill_generate_and_eval_commands(tmp_path, tiny_model_dir, color_data, capsys):
-    prompts = factory.write_jsonl(tmp_path / "prompts.jsonl",
-                                  [{"prompt": f"what color is the {t}?"} for t in ("sky", "sun", "snow")])
+    prompts = factory.write_jsonl(
+        tmp_path / "prompts.jsonl", [{"prompt": f"what color is the {t}?"} for t in ("sky", "sun", "snow")]
+    )
     out = tmp_path / "answers.jsonl"
-    assert main(["distill", "generate", "--teacher", str(tiny_model_dir), "--prompts", str(prompts), "--out", str(out),
-                 "--max-new-tokens", "6", "--temperature", "0.8", "--seed", "3", "--samples", "2"]) == 0
+    assert (
+        main(
+            [
+                "distill",
+                "generate",
+                "--teacher",
+                str(tiny_model_dir),
+                "--prompts",
+                str(prompts),
+                "--out",
+                str(out),
+                "--max-new-tokens",
+                "6",
+                "--temperature",
+                "0.8",
+                "--seed",
+                "3",
+                "--samples",
+                "2",
+            ]
+        )
+        == 0
+    )
     meta = json.loads((tmp_path / "answers.jsonl.generation.json").read_text())
-    assert meta["sampling"] == {"max_new_tokens": 6, "temperature": 0.8, "top_p": 1.0, "seed": 3,
-                                "samples_per_prompt": 2, "system": None}
+    assert meta["sampling"] == {
+        "max_new_tokens": 6,
+        "temperature": 0.8,
+        "top_p": 1.0,
+        "seed": 3,
+        "samples_per_prompt": 2,
+        "system": None,
+    }
     assert meta["written"] + meta["skipped_empty"] == 6 and meta["teacher"] == str(tiny_model_dir)
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(rows) == meta["written"]
     for row in rows:
-        assert row["messages"][0]["content"].startswith("what color") and row["messages"][-1]["role"] == "assistant"
+        assert (
+            row["messages"][0]["content"].startswith("what color")
+            and row["messages"][-1]["role"] == "assistant"
+        )
     if rows:
         assert len(load_examples(out, expect="sft")) == len(rows)  # trainable with method: sft
     capsys.readouterr()
-    assert main(["distill", "eval", "--student", str(tiny_model_dir), "--teacher", str(tiny_model_dir),
-                 "--data", str(color_data[1]), "--json"]) == 0
+    assert (
+        main(
+            [
+                "distill",
+                "eval",
+                "--student",
+                str(tiny_model_dir),
+                "--teacher",
+                str(tiny_model_dir),
+                "--data",
+                str(color_data[1]),
+                "--json",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     # The model against itself: no divergence, full agreement.
     assert abs(report["kl"]) < 1e-5 and report["agreement"] == 1.0 and report["positions"] > 0

@@ -48,20 +48,25 @@ def test_init_from_loads_every_adapter_tensor_bitwise(tiny_model_dir, saved_adap
     for name, tensor in saved.items():
         assert torch.equal(loaded[name], tensor), name
     # Without init_from, PEFT starts B at zero: the load really replaced the fresh init.
-    fresh = get_peft_model_state_dict(attach_adapter(load_causal_lm(str(tiny_model_dir)), _cfg(tiny_model_dir).adapter))
+    fresh = get_peft_model_state_dict(
+        attach_adapter(load_causal_lm(str(tiny_model_dir)), _cfg(tiny_model_dir).adapter)
+    )
     assert all(not v.any() for k, v in fresh.items() if "lora_B" in k)
     assert all(loaded[k].any() for k in fresh if "lora_B" in k)
     # and the tensors are the trainable parameters the optimizer will update
     assert all(p.requires_grad for n, p in model.named_parameters() if "lora_" in n)
 
 
-@pytest.mark.parametrize("adapter, field", [
-    ({"r": 8}, "r=4 but adapter.r is 8"),
-    ({"alpha": 16}, "alpha=8.0 but adapter.alpha is 16.0"),
-    ({"type": "dora"}, "type='lora' but adapter.type is 'dora'"),
-    ({"targets": ["q_proj", "k_proj"]}, "targets="),
-    ({"type": "none"}, "needs adapter.type lora"),
-])
+@pytest.mark.parametrize(
+    "adapter, field",
+    [
+        ({"r": 8}, "r=4 but adapter.r is 8"),
+        ({"alpha": 16}, "alpha=8.0 but adapter.alpha is 16.0"),
+        ({"type": "dora"}, "type='lora' but adapter.type is 'dora'"),
+        ({"targets": ["q_proj", "k_proj"]}, "targets="),
+        ({"type": "none"}, "needs adapter.type lora"),
+    ],
+)
 def test_a_different_shape_is_refused_naming_the_field(tiny_model_dir, saved_adapter, adapter, field):
     with pytest.raises(ConfigError) as info:
         validate(_cfg(tiny_model_dir, init_from=str(saved_adapter), **adapter))

@@ -25,8 +25,8 @@ from tunesmith.cli import main  # noqa: E402
 from tunesmith.models import gguf_import  # noqa: E402
 from tunesmith.models.gguf_import import SOURCE_FILE, cache_entry, import_gguf, source_of  # noqa: E402
 
-
 # ---- files ---------------------------------------------------------------------------------------
+
 
 def rewrite(src: Path, dst: Path, *, arch: str | None = None, fields: dict | None = None) -> Path:
     """Copy the GGUF ``src`` to ``dst`` with another architecture and/or changed metadata values
@@ -114,6 +114,7 @@ def assert_no_entry(cache: Path) -> None:
 
 # ---- bad files: exit 2, one line, nothing cached ----------------------------------------------------
 
+
 def test_non_gguf_file(tmp_path, cache, capsys):
     bad = tmp_path / "model.safetensors"
     bad.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
@@ -196,8 +197,9 @@ def test_real_command_prints_no_traceback(tmp_path, cache):
     """The installed entry point, in its own process: exit 2 and a single stderr line."""
     bad = tmp_path / "notes.gguf"
     bad.write_text("just some text\n")
-    proc = subprocess.run([sys.executable, "-m", "tunesmith", "import", str(bad)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tunesmith", "import", str(bad)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2, proc.stderr
     assert_one_line_error(proc.stderr, bad, "not a GGUF file")
     assert_no_entry(cache)
@@ -205,8 +207,10 @@ def test_real_command_prints_no_traceback(tmp_path, cache):
 
 # ---- interrupted conversions -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("interrupt", [RuntimeError("disk full"), KeyboardInterrupt()],
-                         ids=["error", "ctrl-c"])
+
+@pytest.mark.parametrize(
+    "interrupt", [RuntimeError("disk full"), KeyboardInterrupt()], ids=["error", "ctrl-c"]
+)
 def test_conversion_failing_midway_leaves_no_entry(tiny_gguf, cache, monkeypatch, interrupt):
     """The conversion writes every file (source record included) and then fails before the
     rename: the cache holds no entry, and the next run converts afresh."""
@@ -249,6 +253,7 @@ def test_leftovers_of_a_killed_conversion_are_replaced(tiny_gguf, cache, convert
 
 # ---- reuse -----------------------------------------------------------------------------------------
 
+
 def test_second_call_reuses_the_entry(tiny_gguf, cache, converts, monkeypatch, capsys):
     hashed: list[Path] = []
     real_hash = gguf_import.sha256_file
@@ -281,7 +286,9 @@ def test_two_processes_convert_once(tiny_gguf, cache, converts, monkeypatch):
 
     monkeypatch.setattr(gguf_import, "_convert", slow)
     results: list = []
-    threads = [threading.Thread(target=lambda: results.append(import_gguf(tiny_gguf).folder)) for _ in range(2)]
+    threads = [
+        threading.Thread(target=lambda: results.append(import_gguf(tiny_gguf).folder)) for _ in range(2)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -292,6 +299,7 @@ def test_two_processes_convert_once(tiny_gguf, cache, converts, monkeypatch):
 
 # ---- what a converted file is -----------------------------------------------------------------------
 
+
 def test_converted_file_equals_transformers_gguf_loader(tiny_gguf, tiny_model_dir, cache):
     """tunesmith's loader on the .gguf path == transformers' own GGUF loader (weights, logits,
     tokenizer, chat template); both are close to the f16-rounded source model."""
@@ -300,8 +308,9 @@ def test_converted_file_equals_transformers_gguf_loader(tiny_gguf, tiny_model_di
     from tunesmith.models.load import load_causal_lm, load_tokenizer
 
     ours = load_causal_lm(str(tiny_gguf), attn_implementation="eager").eval()
-    theirs = AutoModelForCausalLM.from_pretrained(str(tiny_gguf.parent), gguf_file=tiny_gguf.name,
-                                                  dtype=torch.float32, attn_implementation="eager").eval()
+    theirs = AutoModelForCausalLM.from_pretrained(
+        str(tiny_gguf.parent), gguf_file=tiny_gguf.name, dtype=torch.float32, attn_implementation="eager"
+    ).eval()
     source = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), attn_implementation="eager").eval()
     assert ours.name_or_path == str(tiny_gguf)  # adapters will name the file as their base
     ours_state, theirs_state = ours.state_dict(), theirs.state_dict()
@@ -310,8 +319,10 @@ def test_converted_file_equals_transformers_gguf_loader(tiny_gguf, tiny_model_di
 
     tok = load_tokenizer(str(tiny_gguf))
     ref_tok = AutoTokenizer.from_pretrained(str(tiny_gguf.parent), gguf_file=tiny_gguf.name)
-    chat = [{"role": "user", "content": "what color is the sky?"},
-            {"role": "assistant", "content": "the sky is blue."}]
+    chat = [
+        {"role": "user", "content": "what color is the sky?"},
+        {"role": "assistant", "content": "the sky is blue."},
+    ]
     text = tok.apply_chat_template(chat, tokenize=False)
     assert text == ref_tok.apply_chat_template(chat, tokenize=False)
     ids = tok(text, add_special_tokens=False)["input_ids"]
@@ -334,7 +345,9 @@ def test_import_out_folder(tiny_gguf, tmp_path, cache, capsys, converts):
     code, printed, err = cli_import(capsys, tiny_gguf, "--out", out)
     assert code == 0, err
     assert printed.splitlines()[0] == str(out) and "F16 GGUF" in printed
-    assert {"config.json", "model.safetensors", "tokenizer.json", SOURCE_FILE} <= {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", SOURCE_FILE} <= {
+        p.name for p in out.iterdir()
+    }
     assert source_of(out).folder == "" and source_of(out).file == str(tiny_gguf)
     assert_no_entry(cache)  # --out writes no cache entry
     assert not list(tmp_path.glob(".tmp-*"))
@@ -347,6 +360,7 @@ def test_import_out_folder(tiny_gguf, tmp_path, cache, capsys, converts):
 
 # ---- other commands naming a .gguf -------------------------------------------------------------------
 
+
 def test_export_hf_of_a_gguf_model(tiny_gguf, tmp_path, cache, capsys):
     """``tunesmith export MODEL.gguf --format hf`` re-saves the dequantised model (verified)."""
     out = tmp_path / "hf"
@@ -357,7 +371,9 @@ def test_export_hf_of_a_gguf_model(tiny_gguf, tmp_path, cache, capsys):
 def test_export_gguf_of_a_gguf_model(tiny_gguf, tmp_path, cache, capsys):
     """``tunesmith export MODEL.gguf --format gguf`` writes a GGUF of the dequantised model."""
     out = tmp_path / "gguf"
-    assert main(["export", str(tiny_gguf), "--format", "gguf", "--out", str(out)]) == 0, capsys.readouterr().err
+    assert main(["export", str(tiny_gguf), "--format", "gguf", "--out", str(out)]) == 0, (
+        capsys.readouterr().err
+    )
     assert list(out.glob("*.gguf"))
 
 
@@ -365,18 +381,34 @@ def test_reward_model_on_a_gguf_base(tiny_gguf, tmp_path, cache):
     """``method: reward`` trains over a .gguf base, and the adapter (which records the .gguf as
     its base) loads and scores."""
     import factory
+
     import tunesmith
     from tunesmith.models.reward_model import load_reward_model, score
 
     pairs = factory.write_jsonl(tmp_path / "pairs.jsonl", factory.preference_pairs(4))
     out = tmp_path / "rm"
-    tunesmith.train({"model": str(tiny_gguf), "method": "reward", "data": {"train": str(pairs), "eval_fraction": 0.0},
-                     "adapter": {"type": "lora", "r": 4, "alpha": 8, "dropout": 0.0},
-                     "train": {"max_steps": 1, "batch_size": 2, "max_length": 64, "save_every": 0,
-                               "eval_every": 0, "progress": "none"},
-                     "output_dir": str(out)}, resume=False)
+    tunesmith.train(
+        {
+            "model": str(tiny_gguf),
+            "method": "reward",
+            "data": {"train": str(pairs), "eval_fraction": 0.0},
+            "adapter": {"type": "lora", "r": 4, "alpha": 8, "dropout": 0.0},
+            "train": {
+                "max_steps": 1,
+                "batch_size": 2,
+                "max_length": 64,
+                "save_every": 0,
+                "eval_every": 0,
+                "progress": "none",
+            },
+            "output_dir": str(out),
+        },
+        resume=False,
+    )
     model, tokenizer = load_reward_model(str(out / "final"))
-    (reward,) = score(model, tokenizer, [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yes"}]])
+    (reward,) = score(
+        model, tokenizer, [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yes"}]]
+    )
     assert math.isfinite(reward)
 
 
@@ -411,4 +443,6 @@ def test_a_lora_adapter_gguf_is_not_a_model(tmp_path, cache, capsys):
     assert main(["import", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(path) in err[0] and "'adapter' file, not a model" in err[0]
-    assert not (cache / "gguf").exists() or not [p for p in (cache / "gguf").iterdir() if p.name not in ("hashes", "locks")]
+    assert not (cache / "gguf").exists() or not [
+        p for p in (cache / "gguf").iterdir() if p.name not in ("hashes", "locks")
+    ]

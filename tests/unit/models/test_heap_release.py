@@ -42,10 +42,14 @@ print(libc.mallinfo2().fordblks)
 
 
 def _held_free(mode: str) -> int:
-    env_clean = {k: v for k, v in __import__("os").environ.items()
-                 if k != "MALLOC_MMAP_THRESHOLD_" and "GLIBC_TUNABLES" not in k}
-    out = subprocess.run([sys.executable, "-c", CHURN, mode], capture_output=True, text=True, env=env_clean,
-                         check=True)
+    env_clean = {
+        k: v
+        for k, v in __import__("os").environ.items()
+        if k != "MALLOC_MMAP_THRESHOLD_" and "GLIBC_TUNABLES" not in k
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", CHURN, mode], capture_output=True, text=True, env=env_clean, check=True
+    )
     return int(out.stdout.split()[-1])
 
 

@@ -18,12 +18,15 @@ def _cfg(**sections):
     return load_config(raw)
 
 
-@pytest.mark.parametrize("sections, message", [
-    ({"model": {"path": "m", "load_in_4bit": True, "load_in_8bit": True}}, "exclusive"),
-    ({"model": {"path": "m", "load_in_8bit": True}, "adapter": {"type": "qlora"}}, "4-bit base"),
-    ({"model": {"path": "m", "load_in_4bit": True}, "adapter": {"type": "none"}}, "is frozen"),
-    ({"train": {"optimizer": "paged_adamw_8bit", "device": "cpu"}}, "needs a GPU"),
-])
+@pytest.mark.parametrize(
+    "sections, message",
+    [
+        ({"model": {"path": "m", "load_in_4bit": True, "load_in_8bit": True}}, "exclusive"),
+        ({"model": {"path": "m", "load_in_8bit": True}, "adapter": {"type": "qlora"}}, "4-bit base"),
+        ({"model": {"path": "m", "load_in_4bit": True}, "adapter": {"type": "none"}}, "is frozen"),
+        ({"train": {"optimizer": "paged_adamw_8bit", "device": "cpu"}}, "needs a GPU"),
+    ],
+)
 def test_config_rules(sections, message):
     with pytest.raises(ConfigError, match=message):
         validate(_cfg(**sections))
@@ -32,7 +35,12 @@ def test_config_rules(sections, message):
 def test_quant_spec_from_config():
     assert quant_spec(_cfg().model, "lora", "cpu") is None
     spec = quant_spec(_cfg().model, "qlora", "cpu")
-    assert (spec.bits, spec.quant_type, spec.double_quant, spec.compute_dtype) == (4, "nf4", True, torch.float32)
+    assert (spec.bits, spec.quant_type, spec.double_quant, spec.compute_dtype) == (
+        4,
+        "nf4",
+        True,
+        torch.float32,
+    )
     m = _cfg(model={"path": "m", "load_in_8bit": True}).model
     assert quant_spec(m, "lora", "cpu").bits == 8
     m = _cfg(model={"path": "m", "load_in_4bit": True, "quant_type": "fp4", "compute_dtype": "bf16"}).model
@@ -55,10 +63,12 @@ def test_formula_matches_bitsandbytes_storage():
     import bitsandbytes as bnb
 
     for dq in (False, True):
-        layer = bnb.nn.Linear4bit(256, 128, bias=False, compute_dtype=torch.float32, quant_type="nf4",
-                                  compress_statistics=dq)
-        layer.weight = bnb.nn.Params4bit(torch.randn(128, 256), requires_grad=False, quant_type="nf4",
-                                         compress_statistics=dq)
+        layer = bnb.nn.Linear4bit(
+            256, 128, bias=False, compute_dtype=torch.float32, quant_type="nf4", compress_statistics=dq
+        )
+        layer.weight = bnb.nn.Params4bit(
+            torch.randn(128, 256), requires_grad=False, quant_type="nf4", compress_statistics=dq
+        )
         layer = layer.to("cpu")
         qs = layer.weight.quant_state
         held = layer.weight.data.nbytes + qs.absmax.nbytes
@@ -85,8 +95,12 @@ def test_only_decoder_linears_are_quantized(quantized, tiny_model_dir):
     model, _ = quantized
     layers = quantized_linears(model)
     assert len(layers) == 2 * 7  # q k v o gate up down in each of the 2 layers
-    assert all(isinstance(m, bnb.nn.Linear4bit) and m.weight.quant_state.quant_type == "nf4"
-               and m.weight.quant_state.nested for m in layers.values())
+    assert all(
+        isinstance(m, bnb.nn.Linear4bit)
+        and m.weight.quant_state.quant_type == "nf4"
+        and m.weight.quant_state.nested
+        for m in layers.values()
+    )
     assert type(model.lm_head) is torch.nn.Linear and model.lm_head.weight.dtype == torch.float32
     assert model.model.embed_tokens.weight.dtype == torch.float32
     assert model.model.norm.weight.dtype == torch.float32

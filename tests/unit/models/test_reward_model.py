@@ -40,16 +40,17 @@ def test_full_folder_scores_match_unbatched(tmp_path, tiny_model_dir, tiny_token
     got = score(loaded, tok, CONVS, batch_size=2)  # lengths differ: padding in the batch
     want = [_unbatched_reward(model.eval(), tiny_tokenizer, c) for c in CONVS]
     assert got == pytest.approx(want, abs=1e-5)
-    assert len(set(round(x, 6) for x in got)) == 3  # distinct conversations, distinct rewards
+    assert len({round(x, 6) for x in got}) == 3  # distinct conversations, distinct rewards
 
 
 def test_adapter_folder_restores_the_trained_head(tmp_path, tiny_model_dir, tiny_tokenizer):
     from peft import LoraConfig, get_peft_model
 
-    model = get_peft_model(_seq_cls(tiny_model_dir),
-                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="SEQ_CLS"))
+    model = get_peft_model(
+        _seq_cls(tiny_model_dir), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="SEQ_CLS")
+    )
     with torch.no_grad():  # make head and LoRA non-trivial so a wrong load would show
-        for n, p in model.named_parameters():
+        for p in model.parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.1)
     model.save_pretrained(tmp_path / "rm")

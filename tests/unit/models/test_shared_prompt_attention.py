@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
+import factory
 import pytest
 import torch
 
-import factory
 from tunesmith.data.pair_collate import collate_pairs
 from tunesmith.data.preference import PairItem
 from tunesmith.models.attention import register
@@ -39,8 +39,10 @@ def test_pair_row_equals_separate_sequences(arch):
     # sliding window 4 < lengths, so Mistral/Gemma windows are exercised in the second branch
     model = _model(arch, window=4 if arch in ("mistral", "gemma2", "gemma3") else None)
     g = torch.Generator().manual_seed(1)
-    items = [PairItem(*(torch.randint(1, 64, (n,), generator=g).tolist() for n in sizes), source=f"x:{k}")
-             for k, sizes in enumerate([(5, 3, 6), (2, 7, 1), (9, 4, 4)])]
+    items = [
+        PairItem(*(torch.randint(1, 64, (n,), generator=g).tolist() for n in sizes), source=f"x:{k}")
+        for k, sizes in enumerate([(5, 3, 6), (2, 7, 1), (9, 4, 4)])
+    ]
     batch = collate_pairs(items)
     with torch.no_grad():
         hidden = pair_hidden(model, batch)
@@ -50,7 +52,7 @@ def test_pair_row_equals_separate_sequences(arch):
         p, a, b = len(it.prompt_ids), len(it.first_ids), len(it.second_ids)
         for k, (answer, at) in enumerate(((it.first_ids, offset), (it.second_ids, offset + a))):
             h_alone, lp_alone = _alone(model, it.prompt_ids + answer)
-            got = torch.cat([hidden[offset:offset + p], hidden[at + p:at + p + len(answer)]])
+            got = torch.cat([hidden[offset : offset + p], hidden[at + p : at + p + len(answer)]])
             assert torch.allclose(got, h_alone, atol=2e-5), (arch, i, k)
             # answer log-prob: token j of the answer predicted at position p - 1 + j
             want = sum(float(lp_alone[p - 1 + j, t]) for j, t in enumerate(answer))

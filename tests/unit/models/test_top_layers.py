@@ -23,13 +23,20 @@ def test_only_the_top_blocks_get_adapters_and_gradients(tiny_model_dir):
     n = base.config.num_hidden_layers
     assert n >= 2
     model = attach_adapter(base, _cfg(tiny_model_dir, top_layers=1).adapter)
-    adapted = {int(name.split(".layers.")[1].split(".")[0]) for name, _ in model.named_parameters()
-               if "lora_" in name}
+    adapted = {
+        int(name.split(".layers.")[1].split(".")[0])
+        for name, _ in model.named_parameters()
+        if "lora_" in name
+    }
     assert adapted == {n - 1}
     # The blocks below run forward only: no activation of theirs needs a gradient.
     seen = []
-    hooks = [layer.register_forward_hook(lambda mod, args, out, i=i: seen.append((i, out[0] if isinstance(out, tuple) else out)))
-             for i, layer in enumerate(model.base_model.model.model.layers)]
+    hooks = [
+        layer.register_forward_hook(
+            lambda mod, args, out, i=i: seen.append((i, out[0] if isinstance(out, tuple) else out))
+        )
+        for i, layer in enumerate(model.base_model.model.model.layers)
+    ]
     loss = model(input_ids=torch.tensor([[1, 5, 9, 13, 17]]), labels=torch.tensor([[1, 5, 9, 13, 17]])).loss
     loss.backward()
     for h in hooks:

@@ -19,8 +19,13 @@ from tunesmith.graders.sandbox import SandboxConfig, available_backends
 from tunesmith.rewards import Sample, build_rewards, required_fields
 from tunesmith.rewards.grader import grader_item
 
-EXACT = {"type": "string_check", "name": "Exact answer", "operation": "eq",
-         "input": "{{sample.output_text}}", "reference": "{{item.answer}}"}
+EXACT = {
+    "type": "string_check",
+    "name": "Exact answer",
+    "operation": "eq",
+    "input": "{{sample.output_text}}",
+    "reference": "{{item.answer}}",
+}
 
 
 def _reward(grader, **kw):
@@ -30,8 +35,11 @@ def _reward(grader, **kw):
 def test_string_check_over_the_completion_and_the_example_fields():
     rs = _reward(EXACT)
     assert rs.names == ["exact_answer"]  # the grader's name, as a metric name
-    samples = [Sample("q", "42", 2, {"answer": "42"}), Sample("q", "42 ", 2, {"answer": "42"}),
-               Sample("q", "41", 2, {"answer": "42"})]
+    samples = [
+        Sample("q", "42", 2, {"answer": "42"}),
+        Sample("q", "42 ", 2, {"answer": "42"}),
+        Sample("q", "41", 2, {"answer": "42"}),
+    ]
     # eq is exact: "42 " != "42" (GRPO strips the decoded completion before it gets here)
     total, per = rs.score(samples)
     assert total == [1.0, 0.0, 0.0]
@@ -41,22 +49,36 @@ def test_string_check_over_the_completion_and_the_example_fields():
 def test_item_holds_the_row_prompt_and_messages():
     chat = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "2+2?"}]
     assert grader_item(Sample(chat, "4", 1, {"answer": "4"})) == {
-        "prompt": chat, "messages": chat, "answer": "4"}
+        "prompt": chat,
+        "messages": chat,
+        "answer": "4",
+    }
     assert grader_item(Sample("2+2?", "4", 1, {}))["messages"] == [{"role": "user", "content": "2+2?"}]
     # {{item.messages[1].content}} works as on OpenAI's RFT rows; like = substring, case-sensitive
-    echo = {"type": "string_check", "name": "echo", "operation": "like",
-            "input": "{{sample.output_text}}", "reference": "{{item.messages[1].content}}"}
-    total, _ = _reward(echo).score([Sample(chat, "you asked 2+2? -> 4", 3, {}),
-                                    Sample(chat, "4", 1, {})])
+    echo = {
+        "type": "string_check",
+        "name": "echo",
+        "operation": "like",
+        "input": "{{sample.output_text}}",
+        "reference": "{{item.messages[1].content}}",
+    }
+    total, _ = _reward(echo).score([Sample(chat, "you asked 2+2? -> 4", 3, {}), Sample(chat, "4", 1, {})])
     assert total == [1.0, 0.0]
 
 
 def test_output_json_namespace():
-    g = {"type": "string_check", "name": "json_field", "operation": "eq",
-         "input": "{{sample.output_json.city}}", "reference": "{{item.city}}"}
-    samples = [Sample("q", '{"city": "Oslo"}', 5, {"city": "Oslo"}),
-               Sample("q", '{"city": "Rome"}', 5, {"city": "Oslo"}),
-               Sample("q", "Oslo", 1, {"city": "Oslo"})]  # not JSON: output_json is null
+    g = {
+        "type": "string_check",
+        "name": "json_field",
+        "operation": "eq",
+        "input": "{{sample.output_json.city}}",
+        "reference": "{{item.city}}",
+    }
+    samples = [
+        Sample("q", '{"city": "Oslo"}', 5, {"city": "Oslo"}),
+        Sample("q", '{"city": "Rome"}', 5, {"city": "Oslo"}),
+        Sample("q", "Oslo", 1, {"city": "Oslo"}),
+    ]  # not JSON: output_json is null
     total, per = _reward(g, name="city").score(samples)
     # the third: {{sample.output_json.city}} walks into null -> a grader error -> 0, counted
     assert total == [1.0, 0.0, 0.0]
@@ -64,27 +86,48 @@ def test_output_json_namespace():
 
 
 def test_text_similarity_fuzzy_match_by_hand_and_weight():
-    g = {"type": "text_similarity", "name": "fuzzy", "evaluation_metric": "fuzzy_match",
-         "input": "{{sample.output_text}}", "reference": "{{item.answer}}"}
+    g = {
+        "type": "text_similarity",
+        "name": "fuzzy",
+        "evaluation_metric": "fuzzy_match",
+        "input": "{{sample.output_text}}",
+        "reference": "{{item.answer}}",
+    }
     rs = _reward(g, weight=0.5)
     # fuzzy_match = 2 * LCS_chars / (len a + len b):
     #   "abcd" vs "abce": LCS "abc" = 3 -> 6 / 8 = 0.75
     #   "ab"   vs "abcd": LCS "ab"  = 2 -> 4 / 6 = 2/3
     #   "xyz"  vs "abcd": LCS 0       -> 0
-    samples = [Sample("q", t, 1, {"answer": ref})
-               for t, ref in (("abcd", "abce"), ("ab", "abcd"), ("xyz", "abcd"))]
+    samples = [
+        Sample("q", t, 1, {"answer": ref}) for t, ref in (("abcd", "abce"), ("ab", "abcd"), ("xyz", "abcd"))
+    ]
     total, per = rs.score(samples)
     assert per["fuzzy"] == pytest.approx([0.75, 2 / 3, 0.0])
     assert total == pytest.approx([0.375, 1 / 3, 0.0])  # weight 0.5
 
 
 def test_multi_formula_by_hand():
-    g = {"type": "multi", "name": "combo", "calculate_output": "0.7 * exact + 0.3 * sim",
-         "graders": {
-             "exact": {"type": "string_check", "name": "e", "operation": "eq",
-                       "input": "{{sample.output_text}}", "reference": "{{item.answer}}"},
-             "sim": {"type": "text_similarity", "name": "s", "evaluation_metric": "fuzzy_match",
-                     "input": "{{sample.output_text}}", "reference": "{{item.answer}}"}}}
+    g = {
+        "type": "multi",
+        "name": "combo",
+        "calculate_output": "0.7 * exact + 0.3 * sim",
+        "graders": {
+            "exact": {
+                "type": "string_check",
+                "name": "e",
+                "operation": "eq",
+                "input": "{{sample.output_text}}",
+                "reference": "{{item.answer}}",
+            },
+            "sim": {
+                "type": "text_similarity",
+                "name": "s",
+                "evaluation_metric": "fuzzy_match",
+                "input": "{{sample.output_text}}",
+                "reference": "{{item.answer}}",
+            },
+        },
+    }
     samples = [Sample("q", "abcd", 1, {"answer": "abcd"}), Sample("q", "abce", 1, {"answer": "abcd"})]
     # equal:    0.7 * 1 + 0.3 * 1    = 1.0
     # abce/abcd: 0.7 * 0 + 0.3 * 0.75 = 0.225   (LCS "abc": 2*3/8)
@@ -92,18 +135,23 @@ def test_multi_formula_by_hand():
     assert total == pytest.approx([1.0, 0.225])
 
 
-@pytest.mark.skipif(not available_backends(SandboxConfig())["bwrap"],
-                    reason="python graders run only inside bubblewrap, which does not work here "
-                           "(apt-get install bubblewrap)")
+@pytest.mark.skipif(
+    not available_backends(SandboxConfig())["bwrap"],
+    reason="python graders run only inside bubblewrap, which does not work here (apt-get install bubblewrap)",
+)
 def test_python_grader_in_the_sandbox():
-    source = ("def grade(sample, item):\n"
-              "    words = sample['output_text'].split()\n"
-              "    return len(words) / item['max_words'] if len(words) <= item['max_words'] else 0.0\n")
+    source = (
+        "def grade(sample, item):\n"
+        "    words = sample['output_text'].split()\n"
+        "    return len(words) / item['max_words'] if len(words) <= item['max_words'] else 0.0\n"
+    )
     g = {"type": "python", "name": "brevity", "source": source}
-    samples = [Sample("q", "one two", 2, {"max_words": 4}),        # 2/4 = 0.5
-               Sample("q", "a b c d e", 5, {"max_words": 4}),      # over the limit -> 0
-               Sample("q", "a b c d", 4, {"max_words": 4}),        # 4/4 = 1
-               Sample("q", "x", 1, {})]                            # KeyError -> error -> 0
+    samples = [
+        Sample("q", "one two", 2, {"max_words": 4}),  # 2/4 = 0.5
+        Sample("q", "a b c d e", 5, {"max_words": 4}),  # over the limit -> 0
+        Sample("q", "a b c d", 4, {"max_words": 4}),  # 4/4 = 1
+        Sample("q", "x", 1, {}),
+    ]  # KeyError -> error -> 0
     total, per = _reward(g).score(samples)
     assert total == [0.5, 0.0, 1.0, 0.0]
     assert per["brevity_errors"] == [0.0, 0.0, 0.0, 1.0]
@@ -124,24 +172,34 @@ def test_grader_from_a_file_and_required_fields(tmp_path):
     rs = _reward(str(f))
     assert rs.names == ["from_file"]
     y = tmp_path / "exact.yaml"
-    y.write_text("type: string_check\nname: y\noperation: ne\ninput: '{{sample.output_text}}'\n"
-                 "reference: '{{item.gold.text}}'\n")
+    y.write_text(
+        "type: string_check\nname: y\noperation: ne\ninput: '{{sample.output_text}}'\n"
+        "reference: '{{item.gold.text}}'\n"
+    )
     assert _reward(str(y)).score([Sample("q", "a", 1, {"gold": {"text": "b"}})])[0] == [1.0]
     # the data check reads the top-level item keys the templates name (prompt/messages are given)
-    specs = [Spec(type="grader", grader=str(y)),
-             Spec(type="grader", grader={**EXACT, "reference": "{{item.messages[0].content}}"})]
+    specs = [
+        Spec(type="grader", grader=str(y)),
+        Spec(type="grader", grader={**EXACT, "reference": "{{item.messages[0].content}}"}),
+    ]
     assert required_fields(specs) == {"gold": "grpo.rewards[0] (grader)"}
 
 
 def _load(rewards):
     """A GRPO config through the checks every command runs before it starts (cli, run)."""
-    validate(load_config({"model": "m", "method": "grpo", "data": {"train": "t.jsonl"},
-                          "grpo": {"rewards": rewards}}))
+    validate(
+        load_config(
+            {"model": "m", "method": "grpo", "data": {"train": "t.jsonl"}, "grpo": {"rewards": rewards}}
+        )
+    )
 
 
 def test_bad_grader_is_a_config_error_naming_the_field(tmp_path):
-    with pytest.raises(ConfigError, match=r"'grpo\.rewards\[1\]\.grader\.operation': unknown "
-                                          r"operation 'regex'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"'grpo\.rewards\[1\]\.grader\.operation': unknown "
+        r"operation 'regex'",
+    ):
         _load([{"type": "length"}, {"type": "grader", "grader": {**EXACT, "operation": "regex"}}])
     with pytest.raises(ConfigError, match=r"'grpo\.rewards\[0\]\.grader' is required"):
         _load([{"type": "grader"}])
@@ -156,10 +214,17 @@ def test_bad_grader_is_a_config_error_naming_the_field(tmp_path):
 
 
 def test_model_graders_need_a_local_judge(tmp_path):
-    judge = {"type": "score_model", "name": "judge", "model": "gpt-4o",
-             "input": [{"role": "user", "content": "{{sample.output_text}}"}]}
-    with pytest.raises(ConfigError, match=r"'grpo\.rewards\[0\]\.grader\.model': 'gpt-4o' is not "
-                                          r"a local model; map it .*grpo\.rewards\[0\]\.judge_model"):
+    judge = {
+        "type": "score_model",
+        "name": "judge",
+        "model": "gpt-4o",
+        "input": [{"role": "user", "content": "{{sample.output_text}}"}],
+    }
+    with pytest.raises(
+        ConfigError,
+        match=r"'grpo\.rewards\[0\]\.grader\.model': 'gpt-4o' is not "
+        r"a local model; map it .*grpo\.rewards\[0\]\.judge_model",
+    ):
         _load([{"type": "grader", "grader": judge}])
     with pytest.raises(ConfigError, match="is not a model folder or .gguf file"):
         _load([{"type": "grader", "grader": judge, "judge_model": str(tmp_path / "nope")}])
@@ -167,20 +232,32 @@ def test_model_graders_need_a_local_judge(tmp_path):
         _load([{"type": "grader", "grader": judge, "judge_model": {"gpt-5": str(tmp_path)}}])
     with pytest.raises(ConfigError, match="no grader here is a score_model or label_model"):
         _load([{"type": "grader", "grader": EXACT, "judge_model": str(tmp_path)}])
-    image = {**judge, "input": [{"role": "user", "content": [
-        {"type": "input_image", "image_url": "{{item.url}}"}]}]}
-    with pytest.raises(ConfigError, match=r"input\[0\]\.content\[0\]\.type': input_image needs a "
-                                          "multimodal judge"):
+    image = {
+        **judge,
+        "input": [{"role": "user", "content": [{"type": "input_image", "image_url": "{{item.url}}"}]}],
+    }
+    with pytest.raises(
+        ConfigError,
+        match=r"input\[0\]\.content\[0\]\.type': input_image needs a "
+        "multimodal judge",
+    ):
         _load([{"type": "grader", "grader": image, "judge_model": str(tmp_path)}])
 
 
 def test_a_grader_that_can_never_run_fails_at_start():
     broken = {"type": "python", "name": "p", "source": "def grade(sample, item)\n    return 1\n"}
     if available_backends(SandboxConfig())["bwrap"]:
-        with pytest.raises(ConfigError, match=r"'grpo\.rewards\[0\]\.grader\.source': .*SyntaxError: expected ':' \(line 1\)"):
+        with pytest.raises(
+            ConfigError, match=r"'grpo\.rewards\[0\]\.grader\.source': .*SyntaxError: expected ':' \(line 1\)"
+        ):
             _reward(broken)
-    cosine = {"type": "text_similarity", "name": "c", "evaluation_metric": "cosine",
-              "input": "{{sample.output_text}}", "reference": "{{item.answer}}"}
+    cosine = {
+        "type": "text_similarity",
+        "name": "c",
+        "evaluation_metric": "cosine",
+        "input": "{{sample.output_text}}",
+        "reference": "{{item.answer}}",
+    }
     with pytest.raises(ConfigError, match="cosine similarity needs an embedding function"):
         _reward(cosine)
 
@@ -189,8 +266,11 @@ def test_python_grader_without_bubblewrap_is_a_config_error(monkeypatch, tmp_pat
     # A machine without bubblewrap: nothing named bwrap on PATH (the real probe then fails).
     monkeypatch.setenv("PATH", str(tmp_path))
     g = {"type": "python", "name": "p", "source": "def grade(sample, item):\n    return 1.0\n"}
-    with pytest.raises(ConfigError, match=r"'grpo\.rewards\[0\]\.grader': cannot run a python "
-                                          "grader here: .*bubblewrap"):
+    with pytest.raises(
+        ConfigError,
+        match=r"'grpo\.rewards\[0\]\.grader': cannot run a python "
+        "grader here: .*bubblewrap",
+    ):
         _reward(g)
 
 

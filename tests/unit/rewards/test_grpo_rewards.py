@@ -64,7 +64,7 @@ def test_overlong_penalty_by_hand():
         build_rewards([Spec(type="length", max_tokens=4, cache_tokens=5)], max_new_tokens=8)
 
 
-REWARD_FILE = '''
+REWARD_FILE = """
 def digits(prompt, completion, target, **other):
     return sum(ch == target for ch in completion) / max(len(completion), 1)
 
@@ -76,7 +76,7 @@ def broken(prompt, completion, **kw):
 
 def not_a_number(prompt, completion, **kw):
     return "high"
-'''
+"""
 
 
 def test_python_callable_gets_prompt_completion_and_fields(tmp_path, monkeypatch):
@@ -86,7 +86,9 @@ def test_python_callable_gets_prompt_completion_and_fields(tmp_path, monkeypatch
     assert build_rewards([spec, spec], max_new_tokens=8).names == ["digits", "digits_2"]
     assert _score(spec, ["7a77", "none"], {"target": "7", "unused": 1}) == [0.75, 0.0]
     # A function without **kwargs receives only the fields it names.
-    assert _score(Spec(type="python", function=f"{path}:only_needed"), ["x7"], {"target": "7", "id": 3}) == [1.0]
+    assert _score(Spec(type="python", function=f"{path}:only_needed"), ["x7"], {"target": "7", "id": 3}) == [
+        1.0
+    ]
     with pytest.raises(TunesmithError, match="broken failed.*KeyError"):
         _score(Spec(type="python", function=f"{path}:broken"), ["x"])
     with pytest.raises(TunesmithError, match="finite numbers"):
@@ -105,8 +107,14 @@ def test_python_callable_gets_prompt_completion_and_fields(tmp_path, monkeypatch
 
 
 def test_weighted_sum_names_and_key_checks():
-    rs = build_rewards([Spec(type="regex", pattern="a"), Spec(type="regex", pattern="b", weight=0.5),
-                        Spec(type="length", weight=-2.0, name="len")], max_new_tokens=8)
+    rs = build_rewards(
+        [
+            Spec(type="regex", pattern="a"),
+            Spec(type="regex", pattern="b", weight=0.5),
+            Spec(type="length", weight=-2.0, name="len"),
+        ],
+        max_new_tokens=8,
+    )
     assert rs.names == ["regex", "regex_2", "len"]
     total, per = rs.score([Sample("q", "ab", 7, {}), Sample("q", "b", 1, {})])
     # "ab", 7 tokens: 1 + 0.5 * 1 - 2 * ((6 - 7) / 2) = 1.5 + 1 = 2.5 (L_max 8, L_cache 2).
@@ -120,10 +128,12 @@ def test_weighted_sum_names_and_key_checks():
     with pytest.raises(ConfigError, match="reserved"):
         build_rewards([Spec(type="regex", pattern="a", name="std")], max_new_tokens=8)
     with pytest.raises(ConfigError, match="used twice"):
-        build_rewards([Spec(type="regex", pattern="a", name="x"), Spec(type="length", name="x")], max_new_tokens=8)
-    assert required_fields([Spec(type="exact_match"), Spec(type="json_schema", field="s"),
-                            Spec(type="regex", pattern="a")]) == {
-        "answer": "grpo.rewards[0] (exact_match)", "s": "grpo.rewards[1] (json_schema)"}
+        build_rewards(
+            [Spec(type="regex", pattern="a", name="x"), Spec(type="length", name="x")], max_new_tokens=8
+        )
+    assert required_fields(
+        [Spec(type="exact_match"), Spec(type="json_schema", field="s"), Spec(type="regex", pattern="a")]
+    ) == {"answer": "grpo.rewards[0] (exact_match)", "s": "grpo.rewards[1] (json_schema)"}
 
 
 def test_reward_model_scores_prompt_plus_completion(tmp_path, tiny_model_dir, tiny_tokenizer):
@@ -138,9 +148,14 @@ def test_reward_model_scores_prompt_plus_completion(tmp_path, tiny_model_dir, ti
     rs = build_rewards([Spec(type="reward_model", model=str(tmp_path / "rm"))], max_new_tokens=8)
     chat = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
     total, _ = rs.score([Sample("what color?", "blue.", 2, {}), Sample(chat, "hello", 2, {})])
-    want = score(rm.eval(), tiny_tokenizer, [
-        [{"role": "user", "content": "what color?"}, {"role": "assistant", "content": "blue."}],
-        chat + [{"role": "assistant", "content": "hello"}]])
+    want = score(
+        rm.eval(),
+        tiny_tokenizer,
+        [
+            [{"role": "user", "content": "what color?"}, {"role": "assistant", "content": "blue."}],
+            chat + [{"role": "assistant", "content": "hello"}],
+        ],
+    )
     assert total == pytest.approx(want, abs=1e-5)
     with pytest.raises(ConfigError, match=r"grpo.rewards\[0\].model"):
         build_rewards([Spec(type="reward_model", model=str(tiny_model_dir))], max_new_tokens=8)

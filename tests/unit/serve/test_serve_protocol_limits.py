@@ -3,8 +3,13 @@
 import pytest
 from pydantic import ValidationError
 
-from tunesmith.serve.protocol import (MAX_LOGIT_BIAS, SEED_MAX, SEED_MIN, ChatCompletionRequest,
-                                      CompletionRequest)
+from tunesmith.serve.protocol import (
+    MAX_LOGIT_BIAS,
+    SEED_MAX,
+    SEED_MIN,
+    ChatCompletionRequest,
+    CompletionRequest,
+)
 
 
 def _completion(**kw):
@@ -52,5 +57,9 @@ def test_non_finite_logit_bias_values_are_refused():
 def test_tiny_temperatures_pass_the_door():
     # They are valid (0 <= T <= 2) and defined: below 1e-5 they select the argmax.
     for t in (1e-300, 1e-45, 5e-324):
-        assert ChatCompletionRequest.model_validate(
-            {"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": t}).temperature == t
+        assert (
+            ChatCompletionRequest.model_validate(
+                {"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": t}
+            ).temperature
+            == t
+        )

@@ -21,7 +21,9 @@ def test_nucleus_keeps_the_smallest_set_reaching_top_p():
     # top_p = 0.5: only the argmax has mass above it below 0.5.
     assert nucleus_probs(Z, 1.0, 0.5).tolist() == pytest.approx([1, 0, 0, 0])
     # temperature 2, no nucleus: softmax([1, .5, 0, -.5]) = [2.718282, 1.648721, 1, .606531] / 5.973534
-    assert nucleus_probs(Z, 2.0, 1.0).tolist() == pytest.approx([0.455054, 0.276004, 0.167405, 0.101537], abs=1e-6)
+    assert nucleus_probs(Z, 2.0, 1.0).tolist() == pytest.approx(
+        [0.455054, 0.276004, 0.167405, 0.101537], abs=1e-6
+    )
 
 
 def test_penalties_and_bias():

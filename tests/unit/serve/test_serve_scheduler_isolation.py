@@ -51,6 +51,7 @@ def make_server(tiny_model_dir):
         server = InferenceServer(str(tiny_model_dir), device="cpu", max_batch=8, start=False)
         servers.append(server)
         return server
+
     yield make
     for server in servers:
         server.close()
@@ -88,12 +89,16 @@ def _check_good(reqs, alone):
         assert r.sink.tokens == alone[PROMPTS[reqs.index(r)]]
 
 
-@pytest.mark.parametrize("bad_kw", [
-    {"params": SamplingParams(temperature=1e-300)},
-    {"params": SamplingParams(temperature=5e-324, top_p=5e-324)},
-    {"params": SamplingParams(temperature=1.0), "seed": 18446744073709551616},
-    {"params": SamplingParams(temperature=1.0), "seed": -(2**63) - 1},
-], ids=["temperature-1e-300", "temperature-5e-324", "seed-2**64", "seed-below-int64"])
+@pytest.mark.parametrize(
+    "bad_kw",
+    [
+        {"params": SamplingParams(temperature=1e-300)},
+        {"params": SamplingParams(temperature=5e-324, top_p=5e-324)},
+        {"params": SamplingParams(temperature=1.0), "seed": 18446744073709551616},
+        {"params": SamplingParams(temperature=1.0), "seed": -(2**63) - 1},
+    ],
+    ids=["temperature-1e-300", "temperature-5e-324", "seed-2**64", "seed-below-int64"],
+)
 def test_extreme_sampling_values_in_the_batch_harm_nobody(make_server, alone, bad_kw):
     """Values the door now rejects or defines (tiny T = greedy; any int seed wraps modulo 2**64)
     are harmless even when a caller hands them to the scheduler directly."""
@@ -155,6 +160,7 @@ def test_a_raising_sink_only_cancels_its_own_request(make_server, alone):
 
     def broken(event):
         raise RuntimeError("client loop gone")
+
     bad = _request(server, PROMPTS[0], Events())
     bad.sink = broken
     server.scheduler.submit_all([bad] + good)
@@ -188,6 +194,7 @@ def test_a_failed_shared_step_reaches_every_request_including_those_being_admitt
 
     def broken_merge(*args):
         raise RuntimeError("secret merge failure")
+
     monkeypatch.setattr(kv, "merge", broken_merge)
     late = _request(server, PROMPTS[2], Events())
     server.scheduler.submit(late)

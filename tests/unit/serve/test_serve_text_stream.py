@@ -28,7 +28,7 @@ def test_stop_string_across_tokens_is_cut_and_never_leaked(tiny_tokenizer):
     released = ""
     for d in deltas:  # at no point was any part of the stop string released
         released += d
-        assert "h" not in released[len("the kettle is "):]
+        assert "h" not in released[len("the kettle is ") :]
 
 
 def test_held_back_prefix_is_released_when_it_diverges(tiny_tokenizer):
