@@ -144,7 +144,7 @@ def _graders(args):
         paths = judge_paths(specs, judge_model, "--judge-model")
         judge = None
         if paths:
-            from .engine.runtime import resolve_device
+            from .models.device import resolve_device
 
             # Eval scores its models in fp32; the judge runs the same way.
             judge = LocalJudge(paths, device=resolve_device(args.device), dtype="fp32")

@@ -79,7 +79,7 @@ def _conversations(path: str) -> tuple[list[dict], list[list[list[dict]]]]:
 
 
 def _cmd_score(args) -> int:
-    from .engine.runtime import resolve_device
+    from .models.device import resolve_device
     from .models.reward_model import load_reward_model, score
 
     rows, convs = _conversations(args.file)

@@ -20,8 +20,9 @@ from .engine import checkpoint as ckpt
 from .engine import distributed
 from .engine.distributed import init_distributed
 from .engine.loop import Trainer, TrainResult
-from .engine.runtime import resolve_device, resolve_dtype, seed_everything
+from .engine.runtime import seed_everything
 from .hashing import update_with_file
+from .models.device import resolve_device, resolve_dtype
 from .models.memory import estimate_line, return_freed_memory
 
 log = logging.getLogger("tunesmith")

@@ -1,4 +1,4 @@
-"""Device, precision, threads and seeding — chosen per machine, recorded in the resolved config."""
+"""What happens on the chosen device: autocast, seeding and RNG state (``models.device`` picks the device and precision)."""
 
 from __future__ import annotations
 
@@ -6,25 +6,6 @@ import contextlib
 import random
 
 import torch
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        from ..errors import ConfigError
-
-        raise ConfigError("config: train.device is 'cuda' but no CUDA device is available")
-    return torch.device(name)
-
-
-def resolve_dtype(name: str, device: torch.device) -> str:
-    """auto -> bf16 on CUDA devices that support it, else fp32 (bf16 is ~1.5x slower on CPUs without AMX)."""
-    if name != "auto":
-        return name
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"
 
 
 def autocast(device: torch.device, dtype: str):

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from ..engine.runtime import resolve_device
 from ..errors import ConfigError
+from ..models.device import resolve_device
 from .data import load_eval_data
 from .models import EvalModel, load_eval_model, load_eval_tokenizer, resolve_spec, resolve_target
 from .recorded import RecordedFile, match_answers, read_recorded

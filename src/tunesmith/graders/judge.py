@@ -164,7 +164,7 @@ class LocalJudge:
         """The torch dtype the judge models load in (``dtype`` resolved for ``device``)."""
         import torch
 
-        from ..engine.runtime import resolve_dtype
+        from ..models.device import resolve_dtype
         from ..models.quantize import DTYPES
 
         return DTYPES[resolve_dtype(self.dtype, torch.device(self.device))]

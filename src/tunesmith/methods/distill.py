@@ -42,10 +42,10 @@ from ..config import RunConfig
 from ..data.collate import Batch, collate
 from ..data.pack import make_units
 from ..data.render import Rendered, Renderer, render_all
-from ..engine.runtime import resolve_device
 from ..errors import DataError
 from ..losses.distill import distill_loss
 from ..models.attention import padded_attention
+from ..models.device import resolve_device
 from ..models.forward import decoder_hidden_states
 from ..models.load import load_tokenizer
 from ..models.template import stop_token_ids

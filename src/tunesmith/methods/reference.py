@@ -28,9 +28,10 @@ from ..config import RunConfig
 from ..data.pack import make_units
 from ..data.pair_collate import collate_pairs
 from ..data.preference import PairItem, load_pairs
-from ..engine.runtime import autocast, resolve_device, resolve_dtype
+from ..engine.runtime import autocast
 from ..errors import DataError
 from ..losses.preference import REFERENCE_FREE
+from ..models.device import resolve_device, resolve_dtype
 from ..models.pair_forward import reference_logps
 from .common import PreparedData, data_files, split_eval
 

@@ -340,7 +340,7 @@ def estimate_memory(
     """
     from transformers import AutoConfig
 
-    from ..engine.runtime import resolve_device
+    from .device import resolve_device
     from .load import check_model_dir
 
     folder = check_model_dir(cfg.model.path)  # a GGUF file: its dequantised folder
