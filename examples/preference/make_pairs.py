@@ -24,8 +24,13 @@ def pairs(path: Path) -> list[dict]:
         answer = messages[k]["content"]
         if not answer.endswith(SIGN_OFF):
             continue
-        out.append({"prompt": messages[:k], "chosen": [{"role": "assistant", "content": answer}],
-                    "rejected": [{"role": "assistant", "content": answer[: -len(SIGN_OFF)]}]})
+        out.append(
+            {
+                "prompt": messages[:k],
+                "chosen": [{"role": "assistant", "content": answer}],
+                "rejected": [{"role": "assistant", "content": answer[: -len(SIGN_OFF)]}],
+            }
+        )
     return out
 
 
@@ -41,6 +46,8 @@ if __name__ == "__main__":
     kto = []
     for row in train:
         good = rng.random() < 0.5
-        kto.append({"prompt": row["prompt"], "completion": row["chosen" if good else "rejected"], "label": good})
+        kto.append(
+            {"prompt": row["prompt"], "completion": row["chosen" if good else "rejected"], "label": good}
+        )
     write(HERE / "kto.jsonl", kto)
     print(f"{len(train)} train pairs, {len(heldout)} held-out pairs, {len(kto)} KTO rows")

@@ -37,8 +37,10 @@ def print_summary(report: dict, train_s: float, eval_s: float, steps: int) -> No
     for key, label in ROWS:
         print(f"{label:<34}{_count(metrics[base][key], n):>22}{_count(metrics[tuned][key], n):>22}")
     diff = report["comparisons"][0]["metrics"]["keywords"]
-    print(f"tuned - base, facts answered: {100 * diff['diff']:+.1f} points "
-          f"[{100 * diff['low']:+.1f}, {100 * diff['high']:+.1f}] (paired bootstrap, 95 %)")
+    print(
+        f"tuned - base, facts answered: {100 * diff['diff']:+.1f} points "
+        f"[{100 * diff['low']:+.1f}, {100 * diff['high']:+.1f}] (paired bootstrap, 95 %)"
+    )
     print(f"training: {steps} steps in {train_s:.0f} s (incl. loading); evaluation {eval_s:.0f} s\n")
     rows = report["examples"]
     won = [r for r in rows if r["scores"][tuned].get("keywords") and not r["scores"][base].get("keywords")]
@@ -66,16 +68,28 @@ def main() -> int:
     result = tunesmith.train(cfg, resume=False)
     t1 = time.time()
     options = EvalOptions(max_new_tokens=40, batch_size=50, likelihood=False)
-    report = run_eval(cfg.output_dir, args.heldout, compare_with=["base"], options=options,
-                      out_dir=Path(cfg.output_dir) / "eval")
+    report = run_eval(
+        cfg.output_dir,
+        args.heldout,
+        compare_with=["base"],
+        options=options,
+        out_dir=Path(cfg.output_dir) / "eval",
+    )
     t2 = time.time()
     print_summary(report, t1 - t0, t2 - t1, result.steps)
     tuned, base = (m["name"] for m in report["models"])
-    summary = {"heldout": report["settings"]["examples"], "steps": result.steps,
-               "train_seconds": round(t1 - t0, 1), "eval_seconds": round(t2 - t1, 1),
-               "total_seconds": round(t2 - t0, 1),
-               **{f"{who}_{key}": report["metrics"][name][key]
-                  for who, name in (("base", base), ("tuned", tuned)) for key in ("keywords", "regex")}}
+    summary = {
+        "heldout": report["settings"]["examples"],
+        "steps": result.steps,
+        "train_seconds": round(t1 - t0, 1),
+        "eval_seconds": round(t2 - t1, 1),
+        "total_seconds": round(t2 - t0, 1),
+        **{
+            f"{who}_{key}": report["metrics"][name][key]
+            for who, name in (("base", base), ("tuned", tuned))
+            for key in ("keywords", "regex")
+        },
+    }
     out = Path(cfg.output_dir) / "quickstart.json"
     out.write_text(json.dumps(summary, indent=1), encoding="utf-8")
     print(f"\nreport: {report['out_dir']}/report.html   summary: {out}   total {t2 - t0:.0f} s")
