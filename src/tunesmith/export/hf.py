@@ -75,26 +75,31 @@ def check_hf_folder(folder: str, expected_template: str | None) -> dict:
     return {"chat_template": bool(tokenizer.chat_template), "stop_ids": stops}
 
 
-def _training_template(run: str) -> str | None:
+def _training_template(run: str, base_override: str | None = None) -> str | None:
     from ..models.generate import resolve_model_ref
     from ..models.load import load_tokenizer
 
     base, adapter = resolve_model_ref(run)
+    base = base_override or base
     folder = adapter if adapter and Path(adapter, "tokenizer_config.json").is_file() else base
     return load_tokenizer(folder).chat_template
 
 
-def export_hf(run: str, out: str, *, tolerance: float = 1e-3) -> dict:
-    """Merged (or re-saved) model folder at ``out``, verified; returns the report."""
+def export_hf(run: str, out: str, *, tolerance: float = 1e-3, base: str | None = None) -> dict:
+    """Merged (or re-saved) model folder at ``out``, verified; returns the report.
+
+    ``base`` overrides the base model an adapter names (``tunesmith merge --model``)."""
     from ..models.generate import resolve_model_ref
     from .merge import merge_adapter
 
-    template = _training_template(run)
-    base, adapter = resolve_model_ref(run)
+    template = _training_template(run, base)
+    named_base, adapter = resolve_model_ref(run)
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     report = (
-        merge_adapter(run, out, tolerance=tolerance) if adapter else _save_full(base, out_path, tolerance)
+        merge_adapter(run, out, base=base, tolerance=tolerance)
+        if adapter
+        else _save_full(base or named_base, out_path, tolerance)
     )
     report.update(check_hf_folder(out, template))
     report["format"], report["out"] = "hf", str(out_path)
@@ -103,16 +108,25 @@ def export_hf(run: str, out: str, *, tolerance: float = 1e-3) -> dict:
 
 
 def export_gguf(
-    run: str, out: str, *, quant: str = "f16", tolerance: float = 1e-3, modelfile: bool = True
+    run: str,
+    out: str,
+    *,
+    quant: str = "f16",
+    tolerance: float = 1e-3,
+    modelfile: bool = True,
+    base: str | None = None,
 ) -> dict:
-    """``out/<name>-<quant>.gguf`` (+ ``out/Modelfile``); merges an adapter first (verified)."""
+    """``out/<name>-<quant>.gguf`` (+ ``out/Modelfile``); merges an adapter first (verified).
+
+    ``base`` overrides the base model an adapter names, as in :func:`export_hf`."""
     from ..models.generate import resolve_model_ref
     from ..models.gguf_import import resolve_model_path
     from ..models.load import load_tokenizer
     from .gguf import write_gguf
     from .ollama import modelfile as make_modelfile
 
-    base, adapter = resolve_model_ref(run)
+    named_base, adapter = resolve_model_ref(run)
+    base = base or named_base
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = Path(run).resolve().name
@@ -121,7 +135,7 @@ def export_gguf(
         src = resolve_model_path(base)  # a GGUF base (re-quantised as asked): its dequantised folder
         if adapter:
             merged = Path(tmp, "merged")
-            report["merge"] = export_hf(run, str(merged), tolerance=tolerance)
+            report["merge"] = export_hf(run, str(merged), tolerance=tolerance, base=base)
             src = str(merged)
         gguf_file = out_dir / f"{name}-{quant}.gguf"
         report["gguf"] = write_gguf(src, str(gguf_file), quant=quant, name=name)

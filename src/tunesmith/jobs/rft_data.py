@@ -5,7 +5,7 @@ An RFT row is ``{"messages": [...], <any other keys>}``: the prompt turns withou
 assistant answer (the model writes it), and extra keys the grader reads as ``{{item.<key>}}``
 (docs: ../shared spec §2.4). Checks, each a problem naming the 1-based example (line) in
 OpenAI's wording (``Invalid file format. Example 3 is missing key 'answer' …``), reported like
-every other file problem of a job (:meth:`tunesmith.data.check.CheckReport.job_error`:
+every other file problem of a job (:meth:`tunesmith.data.tools.check.CheckReport.job_error`:
 ``invalid_file_format``, or ``invalid_n_examples`` for fewer than 10 training examples):
 
 * the line parses as a JSON object, with a non-empty ``messages`` array of OpenAI chat messages
@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# data.check's row reader and message rules are reused as they are (same wording, same codes as
+# data.tools.check's row reader and message rules are reused as they are (same wording, same codes as
 # every other job file); they are module-private there, hence the underscores.
-from ..data.check import CheckReport, _iter_file, _kind, _Rules, _where, special_token_pattern
+from ..data.tools.check import CheckReport, _iter_file, _kind, _Rules, _where, special_token_pattern
 
 MIN_EXAMPLES = 10
 RESERVED = {

@@ -2,7 +2,7 @@
 
 A worker loops: :meth:`Store.claim_job` hands it the oldest job that needs a worker (atomic; on
 PostgreSQL ``FOR UPDATE SKIP LOCKED``). A ``validating_files`` job is checked with
-:func:`tunesmith.data.check.check_file` (OpenAI's codes and messages) and moved to ``queued``
+:func:`tunesmith.data.tools.check.check_file` (OpenAI's codes and messages) and moved to ``queued``
 or ``failed``. A ``queued`` job (or a ``running`` one whose worker stopped heartbeating) is
 trained by ``python -m tunesmith train RUN/config.yaml`` in its own process group, so a crash
 of the training cannot take the worker down; the run folder is fixed per job, so a second
@@ -135,7 +135,7 @@ class Worker:
         return out[0], out[1]
 
     def validate(self, job: dict) -> None:
-        from ..data.check import check_file
+        from ..data.tools.check import check_file
         from ..models.load import load_tokenizer
 
         staged = self._stage_files(job)

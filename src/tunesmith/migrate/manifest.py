@@ -26,8 +26,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..data.scrub import write_atomically
 from ..errors import TunesmithError
+from ..files import write_atomically
 
 VERSION = 1
 NAME, SUMMARY = "manifest.json", "SUMMARY.md"

@@ -220,7 +220,7 @@ def file_sha256(path: str | os.PathLike, root: Path | None = None) -> str:
     except OSError:
         pass
     digest = sha256_file(p)
-    from ..data.scrub import write_atomically
+    from ..files import write_atomically
 
     with contextlib.suppress(OSError):  # a read-only cache only costs a re-hash next time
         write_atomically(memo, [digest])

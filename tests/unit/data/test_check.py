@@ -10,11 +10,11 @@ from pathlib import Path
 import factory
 import pytest
 
-from tunesmith.cli_data import add_data_commands
-from tunesmith.data.check import CODES, WARNING_CODES, check_file
-from tunesmith.data.estimate import count_params, estimate_training
+from tunesmith.cli.data import add_data_commands
 from tunesmith.data.formats import load_examples
 from tunesmith.data.render import Renderer
+from tunesmith.data.tools.check import CODES, WARNING_CODES, check_file
+from tunesmith.data.tools.estimate import count_params, estimate_training
 
 BAD = Path(__file__).parents[2] / "assets" / "bad_data"
 EXPECTED = json.loads((BAD / "EXPECTED.json").read_text())

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tunesmith.data.convert import convert_file
 from tunesmith.data.formats import load_examples
+from tunesmith.data.tools.convert import convert_file
 from tunesmith.errors import DataError, TunesmithError
 
 SYSTEM = {"role": "system", "content": "Be brief."}

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from tunesmith.data.pii_patterns import iban_checksum_ok, luhn_ok, shannon_entropy
-from tunesmith.data.scrub import scrub_file, scrub_text, scrub_value
+from tunesmith.data.tools.pii_patterns import iban_checksum_ok, luhn_ok, shannon_entropy
+from tunesmith.data.tools.scrub import scrub_file, scrub_text, scrub_value
 from tunesmith.errors import DataError, TunesmithError
 
 

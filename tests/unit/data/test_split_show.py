@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tunesmith.cli_data import add_data_commands
-from tunesmith.data.dedup import near_key
-from tunesmith.data.show import TRAINED_ANSI, show_examples
-from tunesmith.data.split import split_file
+from tunesmith.cli.data import add_data_commands
+from tunesmith.data.tools.dedup import near_key
+from tunesmith.data.tools.show import TRAINED_ANSI, show_examples
+from tunesmith.data.tools.split import split_file
 from tunesmith.errors import DataError
 
 

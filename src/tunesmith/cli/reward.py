@@ -16,7 +16,7 @@ import json
 import sys
 from typing import Any
 
-from .errors import DataError
+from ..errors import DataError
 
 
 def add_reward_commands(subparsers: Any) -> None:
@@ -35,7 +35,7 @@ def add_reward_commands(subparsers: Any) -> None:
 
 def _conversations(path: str) -> tuple[list[dict], list[list[list[dict]]]]:
     """Rows of ``path`` and, per row, the conversations to score (1, or 2 for a pair)."""
-    from .data.formats import (
+    from ..data.formats import (
         OPENAI_CHAT,
         OPENAI_PREFERENCE,
         PREFERENCE_PAIRS,
@@ -44,7 +44,7 @@ def _conversations(path: str) -> tuple[list[dict], list[list[list[dict]]]]:
         check_messages,
         iter_format_rows,
     )
-    from .data.preference import pair_from_row
+    from ..data.preference import pair_from_row
 
     rows, convs = [], []
     for number, fmt, row in iter_format_rows(path):
@@ -79,8 +79,8 @@ def _conversations(path: str) -> tuple[list[dict], list[list[list[dict]]]]:
 
 
 def _cmd_score(args) -> int:
-    from .models.device import resolve_device
-    from .models.reward_model import load_reward_model, score
+    from ..models.device import resolve_device
+    from ..models.reward_model import load_reward_model, score
 
     rows, convs = _conversations(args.file)
     if not rows:

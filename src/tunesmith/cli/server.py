@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 def _common(p: argparse.ArgumentParser, models: bool = True) -> None:
@@ -51,7 +51,7 @@ def _common(p: argparse.ArgumentParser, models: bool = True) -> None:
 
 
 def _settings(args):
-    from .jobs.settings import Settings, parse_base_models, parse_grader_models
+    from ..jobs.settings import Settings, parse_base_models, parse_grader_models
 
     data = Path(args.data).resolve()
     data.mkdir(parents=True, exist_ok=True)
@@ -83,7 +83,7 @@ def _cmd_server(args) -> int:
         return _cmd_keys(args)
     import uvicorn
 
-    from .jobs.app import create_app
+    from ..jobs.app import create_app
 
     settings = _settings(args)
     if not settings.base_models:
@@ -96,7 +96,7 @@ def _cmd_server(args) -> int:
 
 
 def _cmd_keys(args) -> int:
-    from .jobs.store import Store
+    from ..jobs.store import Store
 
     settings = _settings(args)
     store = Store(settings.db)
@@ -123,7 +123,7 @@ def _cmd_keys(args) -> int:
 def _cmd_worker(args) -> int:
     import logging
 
-    from .jobs.worker import Worker
+    from ..jobs.worker import Worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     worker = Worker(_settings(args))
@@ -137,7 +137,9 @@ def _cmd_worker(args) -> int:
 
 def add_server_commands(sub) -> None:
     p = sub.add_parser(
-        "server", help="run the OpenAI-compatible fine-tuning API service (see docs/service.md)"
+        "server",
+        help="fine-tuning service: OpenAI's /v1/fine_tuning API with workers and a dashboard "
+        "(docs/service.md; to serve a model for inference, `serve`)",
     )
     _common(p)
     p.add_argument("--host", default="127.0.0.1")

@@ -86,10 +86,10 @@ def add_eval_command(subparsers: Any) -> None:
 
 
 def _options(args):
-    from .errors import ConfigError
-    from .eval.runner import EvalOptions
-    from .eval.scorers import ScoringOptions, load_user_scorer
-    from .json_schema import read_schema_file
+    from ..errors import ConfigError
+    from ..eval.runner import EvalOptions
+    from ..eval.scorers import ScoringOptions, load_user_scorer
+    from ..json_schema import read_schema_file
 
     schema = read_schema_file(args.json_schema, "--json-schema") if args.json_schema else None
     if args.regex:
@@ -133,9 +133,9 @@ def _options(args):
 def _graders(args):
     """``--grader`` files and the local judge of their model graders (not loaded yet); every
     problem a grader could never get past is a ConfigError here, before any model loads."""
-    from .errors import ConfigError
-    from .eval.scorers import load_eval_graders
-    from .graders import GraderError, LocalJudge, check_runnable, judge_paths
+    from ..errors import ConfigError
+    from ..eval.scorers import load_eval_graders
+    from ..graders import GraderError, LocalJudge, check_runnable, judge_paths
 
     graders = load_eval_graders(args.grader)
     judge_model = _judge_model_arg(args.judge_model)
@@ -144,7 +144,7 @@ def _graders(args):
         paths = judge_paths(specs, judge_model, "--judge-model")
         judge = None
         if paths:
-            from .models.device import resolve_device
+            from ..models.device import resolve_device
 
             # Eval scores its models in fp32; the judge runs the same way.
             judge = LocalJudge(paths, device=resolve_device(args.device), dtype="fp32")
@@ -159,7 +159,7 @@ def _graders(args):
 
 def _judge_model_arg(values: list[str]):
     """``--judge-model`` values -> one path (str), a ``{name: path}`` mapping, or None."""
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     if not values:
         return None
@@ -181,8 +181,8 @@ def _judge_model_arg(values: list[str]):
 
 
 def _cmd_eval(args) -> int:
-    from .eval.evaluate import run_eval
-    from .run import setup_logging
+    from ..eval.evaluate import run_eval
+    from ..run import setup_logging
 
     setup_logging()
     if args.threads:
@@ -209,8 +209,8 @@ def _cmd_eval(args) -> int:
 def summary_table(report: dict) -> str:
     """The metric table as plain text: one row per metric, one column per model, then the
     difference of the first model from each other one with its interval and win/tie/loss."""
-    from .eval.report import fmt
-    from .eval.runner import metric_info
+    from ..eval.report import fmt
+    from ..eval.runner import metric_info
 
     models = [m["name"] for m in report["models"]]
     metrics = []

@@ -43,8 +43,9 @@ from tunesmith.data.formats import (
     iter_format_rows,
     to_example,
 )
-from tunesmith.data.scrub import check_output_paths, write_atomically
+from tunesmith.data.tools.scrub import check_output_paths
 from tunesmith.errors import DataError, TunesmithError
+from tunesmith.files import write_atomically
 
 TARGETS = {
     "openai-chat": OPENAI_CHAT,

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from os import PathLike
 from typing import Any
 
-from ..errors import DataError
-from . import formats as F
-from .render import Rendered, Renderer
+from ...errors import DataError
+from .. import formats as F
+from ..render import Rendered, Renderer
 
 TRAINED_ANSI, UNTRAINED_ANSI, RESET_ANSI = "\x1b[1;32m", "\x1b[2m", "\x1b[0m"
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 DEFAULT_OPEN_BASE = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 OPENAI_URL = "https://api.openai.com/v1"
@@ -156,9 +156,9 @@ def _check_sets(items: list[str]) -> list[str]:
 
 
 def _cmd_pull(args) -> int:
-    from .migrate.client import make_client
-    from .migrate.mapping import MapOptions
-    from .migrate.pull import pull
+    from ..migrate.client import make_client
+    from ..migrate.mapping import MapOptions
+    from ..migrate.pull import pull
 
     options = MapOptions(
         base_models=_open_bases(args.base_model),
@@ -180,8 +180,8 @@ def _cmd_pull(args) -> int:
 
 
 def _cmd_record(args) -> int:
-    from .migrate.client import make_client
-    from .migrate.record import RecordOptions, record
+    from ..migrate.client import make_client
+    from ..migrate.record import RecordOptions, record
 
     for name, value in (("--max-tokens", args.max_tokens), ("--max-retries", args.max_retries)):
         if value < 1:
@@ -204,8 +204,8 @@ def _cmd_record(args) -> int:
 
 
 def _cmd_push(args) -> int:
-    from .migrate.client import make_client
-    from .migrate.push import push
+    from ..migrate.client import make_client
+    from ..migrate.push import push
 
     models = parse_pairs(args.model, "--model")
     client = make_client(args.base_url, args.api_key, max_retries=0)

@@ -7,7 +7,7 @@ message 3 …``). Codes are listed in :data:`CODES`; OpenAI's own codes and thos
 are reused where they exist.
 
 Memory is bounded per row, not per file: rows are parsed, checked and dropped; only two 64-bit
-hashes (duplicates, see :mod:`tunesmith.data.dedup`) and one token count per example are kept,
+hashes (duplicates, see :mod:`tunesmith.data.tools.dedup`) and one token count per example are kept,
 plus at most ``max_listed`` problems per code (the rest are only counted).
 """
 
@@ -21,13 +21,13 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from .. import jsontext
-from ..errors import DataError
-from . import formats as F
-from . import readers
+from ... import jsontext
+from ...errors import DataError
+from .. import formats as F
+from .. import readers
+from ..example import Example
 from .dedup import DuplicateIndex
 from .estimate import TokenStats, estimate_for, stats_example
-from .example import Example
 
 METHODS = ("sft", "dpo", "kto", "grpo")
 MIN_EXAMPLES = 10  # OpenAI's minimum (invalid_n_examples)
@@ -577,7 +577,7 @@ def check_file(
     - ``tokenizer`` (a fast HF tokenizer) enables the special-token check and token statistics
       (``stats["tokens"]``), with truncation at ``max_length`` (default 1024, as training).
     - ``model_dir`` (a model folder with safetensors) adds ``stats["estimate"]`` (see
-      :mod:`tunesmith.data.estimate`) for ``adapter`` (lora, dora, qlora, or none = full).
+      :mod:`tunesmith.data.tools.estimate`) for ``adapter`` (lora, dora, qlora, or none = full).
     - ``eval_path`` is checked too (problems carry ``param="validation_file"``) and its rows
       that duplicate training rows are reported (``duplicates["eval_overlap"]``).
     - ``progress(bytes_done, bytes_total)`` is called while the training file is read.

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from .data.check import METHODS
+from ..data.tools.check import METHODS
 
 
 def add_data_commands(subparsers: Any) -> Any:
@@ -69,11 +69,11 @@ def add_data_commands(subparsers: Any) -> Any:
 
 
 def _cmd_check(args) -> int:
-    from .data.check import check_file
+    from ..data.tools.check import check_file
 
     tokenizer = None
     if args.model:
-        from .models.load import load_tokenizer
+        from ..models.load import load_tokenizer
 
         tokenizer = load_tokenizer(args.model)
     with _progress_reporter(args.file) as progress:
@@ -218,8 +218,8 @@ class _progress_reporter:
 
 
 def _cmd_show(args) -> int:
-    from .data.show import show_examples
-    from .models.load import load_tokenizer
+    from ..data.tools.show import show_examples
+    from ..models.load import load_tokenizer
 
     color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
     print(show_examples(args.file, load_tokenizer(args.model), args.n, color=color), end="")
@@ -229,7 +229,7 @@ def _cmd_show(args) -> int:
 
 
 def _cmd_split(args) -> int:
-    from .data.split import split_file
+    from ..data.tools.split import split_file
 
     result = split_file(args.file, eval_fraction=args.eval_fraction, seed=args.seed, out_dir=args.out_dir)
     print(
@@ -241,7 +241,7 @@ def _cmd_split(args) -> int:
 
 
 def _cmd_scrub(args) -> int:
-    from .data.scrub import scrub_file
+    from ..data.tools.scrub import scrub_file
 
     report = scrub_file(args.file, args.out, args.report)
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(report["by_type"].items())) or "nothing found"
@@ -254,7 +254,7 @@ def _cmd_scrub(args) -> int:
 
 
 def _cmd_convert(args) -> int:
-    from .data.convert import convert_file
+    from ..data.tools.convert import convert_file
 
     report = convert_file(args.file, args.out, args.to, skip_lossy=args.skip_lossy)
     print(

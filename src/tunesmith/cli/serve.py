@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from .errors import TunesmithError
+from ..errors import TunesmithError
 
 
 def _cmd_serve(args) -> int:
     import os
 
-    from .serve.run import serve
-    from .serve.server import InferenceServer
+    from ..serve.run import serve
+    from ..serve.server import InferenceServer
 
     if args.threads:
         import torch
@@ -52,7 +52,11 @@ def _cmd_serve(args) -> int:
 
 
 def add_serve_command(sub) -> None:
-    p = sub.add_parser("serve", help="OpenAI-compatible HTTP server (chat/completions, several adapters)")
+    p = sub.add_parser(
+        "serve",
+        help="inference: serve a model and its adapters over OpenAI's chat/completions API "
+        "(the fine-tuning service is `server`)",
+    )
     p.add_argument("--model", required=True, help="base model folder (or a run / adapter folder)")
     p.add_argument("--model-id", help="id the base answers to (default: its folder name)")
     p.add_argument(

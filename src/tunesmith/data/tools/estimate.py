@@ -49,11 +49,11 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from .. import jsontext
-from ..errors import DataError
-from . import formats as F
-from .example import Example
-from .render import Rendered, Renderer
+from ... import jsontext
+from ...errors import DataError
+from .. import formats as F
+from ..example import Example
+from ..render import Rendered, Renderer
 
 UTILISATION = 0.5
 ACTIVATION_BYTES_PER_TOKEN_LAYER_WIDTH = 34  # 16-bit; Korthikanti et al. 2022
@@ -355,7 +355,7 @@ def estimate_for(
 ) -> dict[str, Any] | None:
     """The estimate for a model folder (or GGUF file) and :meth:`TokenStats.summary` output
     (None: no weights)."""
-    from ..models.gguf_import import resolve_model_path
+    from ...models.gguf_import import resolve_model_path
 
     params = count_params(resolve_model_path(model_dir))
     if params is None:

@@ -7,8 +7,8 @@ import json
 
 
 def _cmd_estimate(args) -> int:
-    from .config import load_config, validate
-    from .models.memory import estimate_memory, format_table, gb
+    from ..config import load_config, validate
+    from ..models.memory import estimate_memory, format_table, gb
 
     cfg = load_config(args.config, args.set)
     validate(cfg)
@@ -36,7 +36,7 @@ def _cmd_estimate(args) -> int:
 
 
 def _cmd_import(args) -> int:
-    from .models.gguf_import import import_gguf
+    from ..models.gguf_import import import_gguf
 
     source = import_gguf(args.file, args.out, dtype=args.dtype)
     print(

@@ -1,6 +1,6 @@
 """``tunesmith data split``: a deterministic, duplicate-aware train/eval split of a JSONL file.
 
-Rows are grouped by the near-duplicate key of :mod:`tunesmith.data.dedup` (exact duplicates share
+Rows are grouped by the near-duplicate key of :mod:`tunesmith.data.tools.dedup` (exact duplicates share
 it too), and whole groups are assigned to one side, so no example has a copy on the other side
 of the split. Lines are copied verbatim (bytes), in their original order.
 
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 
-from .. import jsontext
-from ..errors import DataError
+from ... import jsontext
+from ...errors import DataError
 from .dedup import near_key, raw_line_key
 
 

@@ -44,10 +44,10 @@ def add_distill_commands(subparsers: Any) -> None:
 
 
 def _cmd_generate(args) -> int:
-    from .methods.distill_generate import generate_dataset
+    from ..methods.distill_generate import generate_dataset
 
     if args.samples < 1 or args.max_new_tokens < 1 or args.batch_size < 1:
-        from .errors import ConfigError
+        from ..errors import ConfigError
 
         raise ConfigError("--samples, --max-new-tokens and --batch-size must be >= 1")
     meta = generate_dataset(
@@ -72,7 +72,7 @@ def _cmd_generate(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    from .methods.distill_eval import compare_paths
+    from ..methods.distill_eval import compare_paths
 
     report = compare_paths(
         args.student,

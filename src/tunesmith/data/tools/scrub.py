@@ -2,7 +2,7 @@
 
 Each finding is replaced by a typed placeholder ``<EMAIL>``, ``<PHONE>``, ``<CREDIT_CARD>``,
 ``<IBAN>``, ``<SSN>``, ``<IP_ADDRESS>`` or ``<SECRET>``. What counts as each type, and why
-ambiguous digit runs are left alone, is documented in :mod:`tunesmith.data.pii_patterns`.
+ambiguous digit runs are left alone, is documented in :mod:`tunesmith.data.tools.pii_patterns`.
 
 :func:`scrub_file` walks every string value of every row (message contents, tool-call
 arguments, any nested string), keeps the JSON structure and key order, and writes one
@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from tunesmith.data.pii_patterns import TYPES, find_spans
 from tunesmith.data.readers import iter_rows
+from tunesmith.data.tools.pii_patterns import TYPES, find_spans
 from tunesmith.errors import TunesmithError
+from tunesmith.files import write_atomically
 
 PLACEHOLDERS = {kind: f"<{kind}>" for kind in TYPES}
 
@@ -201,37 +201,6 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def write_atomically(path: str | PathLike[str], chunks: Iterable[str]) -> None:
-    """Write ``chunks`` (UTF-8) to a temporary file beside ``path``, then rename it over
-    ``path``. On any error the temporary file is removed and ``path`` is left untouched.
-    Missing parent directories are created."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
-    )
-    try:
-        with handle:
-            for chunk in chunks:
-                handle.write(chunk)
-        # mkstemp creates the file 0600; give it the mode a plain open() would have.
-        os.chmod(handle.name, _new_file_mode(target))
-        os.replace(handle.name, target)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-
-
-def _new_file_mode(target: Path) -> int:
-    """The existing file's permissions, else 0666 minus the process umask."""
-    try:
-        return target.stat().st_mode & 0o777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
 __all__ = [
     "Finding",
     "PLACEHOLDERS",
@@ -239,5 +208,4 @@ __all__ = [
     "scrub_value",
     "scrub_file",
     "check_output_paths",
-    "write_atomically",
 ]

@@ -1,0 +1,73 @@
+"""``tunesmith generate`` and ``tunesmith chat``: replies from a model, adapter or run folder."""
+
+from __future__ import annotations
+
+import sys
+
+
+def _cmd_generate(args) -> int:
+    from ..models.generate import generate, load_for_inference
+
+    model, tok = load_for_inference(args.model, args.adapter)
+    prompts = args.prompt or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    for text in generate(
+        model,
+        tok,
+        prompts,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+        system=args.system,
+    ):
+        print(text)
+    return 0
+
+
+def _cmd_chat(args) -> int:
+    from ..models.generate import generate, load_for_inference
+
+    model, tok = load_for_inference(args.model, args.adapter)
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    print("chatting; an empty line or Ctrl-D quits.")
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            break
+        if not line:
+            break
+        messages.append({"role": "user", "content": line})
+        (reply,) = generate(
+            model,
+            tok,
+            [messages],
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            seed=args.seed,
+        )
+        print(f"assistant> {reply}")
+        messages.append({"role": "assistant", "content": reply})
+    return 0
+
+
+def _add_sampling(p) -> None:
+    p.add_argument("--model", required=True, help="model folder, adapter folder or run directory")
+    p.add_argument("--adapter", help="LoRA adapter folder applied over --model")
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def add_generate_commands(sub) -> None:
+    p = sub.add_parser("generate", help="generate replies to prompts (--prompt, or one per stdin line)")
+    _add_sampling(p)
+    p.add_argument("--prompt", action="append", help="user prompt (repeatable)")
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("chat", help="interactive chat in the terminal")
+    _add_sampling(p)
+    p.set_defaults(func=_cmd_chat)

@@ -1,0 +1,92 @@
+"""``tunesmith train`` (one process, or N under torchrun) and ``tunesmith config`` (every key's default)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from ..errors import TunesmithError
+
+# Process start, for the run's start-up timing (``train`` reports time to first step from here).
+_START = time.time()
+
+
+def _cmd_train(args) -> int:
+    import os
+
+    if args.nproc is not None and args.nproc < 1:
+        raise TunesmithError(f"--nproc must be >= 1, got {args.nproc}")
+    if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch_train(args)
+    from ..run import train
+
+    resume = True if args.resume else False if args.no_resume else "auto"
+    result = train(args.config, args.set, resume=resume, process_start=_START)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # rank 0 reports for the job
+    summary = f"trained {result.steps} steps"
+    if result.final_loss is not None:
+        summary += f": final loss {result.final_loss:.4f}"
+    if result.eval_loss is not None:
+        summary += f", eval loss {result.eval_loss:.4f}"
+    print(summary)
+    return 0
+
+
+def _launch_train(args) -> int:
+    """``train --nproc N``: the same command on N local processes under torchrun."""
+    from ..config import load_config, validate
+    from ..engine.distributed import launch_local
+
+    cfg = load_config(args.config, args.set)
+    validate(cfg)  # config mistakes are reported once, before any process starts
+    if cfg.train.parallel == "none":
+        raise TunesmithError(
+            f"--nproc {args.nproc}: set train.parallel to ddp or fsdp in {args.config} "
+            "(or add --set train.parallel=ddp)"
+        )
+    forwarded = ["train", args.config, *[f"--set={item}" for item in args.set]]
+    forwarded += ["--resume"] if args.resume else ["--no-resume"] if args.no_resume else []
+    code = launch_local(args.nproc, forwarded)
+    if code != 0:
+        print(
+            f"error: distributed training stopped (torchrun exit status {code}); the failing "
+            "rank's error is above. Checkpoints written so far are kept: rerun to resume.",
+            file=sys.stderr,
+        )
+    return code
+
+
+def _cmd_config(args) -> int:
+    import yaml
+
+    from ..config import RunConfig, config_to_dict
+
+    print(yaml.safe_dump(config_to_dict(RunConfig()), sort_keys=False), end="")
+    return 0
+
+
+def add_train_commands(sub) -> None:
+    p = sub.add_parser("train", help="train from a YAML config")
+    p.add_argument("config", help="run config (YAML)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.lr=1e-4 (repeatable)",
+    )
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true", help="require resuming from the newest checkpoint")
+    g.add_argument("--no-resume", action="store_true", help="start from scratch even if checkpoints exist")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train on N processes of this machine (torchrun; one per GPU on CUDA); "
+        "needs train.parallel ddp or fsdp. See docs/distributed.md",
+    )
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("config", help="print the default config with every key")
+    p.set_defaults(func=_cmd_config)
