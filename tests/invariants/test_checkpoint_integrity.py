@@ -30,6 +30,7 @@ import pytest
 import yaml
 from resume_harness import ForkTrainer, metric_rows
 
+from tunesmith import rundir
 from tunesmith.engine import checkpoint as ckpt
 
 STEPS, SAVE_EVERY = 12, 2
@@ -234,9 +235,9 @@ def crash_point(setup, i: int, rng: random.Random, span: float, tear: str) -> di
     tear, damaged = apply_tear(run, tear)
     checks = {"killed": rc == -signal.SIGKILL}
     want = newest_intact(run, damaged)
-    if rng.random() < 0.5 and (want is None or ckpt._step_of(want) < STEPS - SAVE_EVERY):
+    if rng.random() < 0.5 and (want is None or rundir.step_of(want) < STEPS - SAVE_EVERY):
         log = run.with_suffix(".kill2.log")
-        when2, rc2 = kill_randomly(server, cfg, log, rng, span, ckpt._step_of(want) if want else 0)
+        when2, rc2 = kill_randomly(server, cfg, log, rng, span, rundir.step_of(want) if want else 0)
         checks["resume killed"] = rc2 == -signal.SIGKILL
         checks["killed resume chose the newest intact checkpoint"] = _resumed_right(
             _text(log), want, partial=True
@@ -286,7 +287,7 @@ def apply_tear(run: Path, tear: str) -> tuple[str, tuple[Path, int] | None]:
         damage(good[-1] / name)
         return tear, (good[-1], good[-1].stat().st_ino)
     if tear == "uncommitted-newer" and good:
-        fake = run / "checkpoints" / f".tmp-step-{ckpt._step_of(good[-1]) + SAVE_EVERY:06d}"
+        fake = run / "checkpoints" / f".tmp-step-{rundir.step_of(good[-1]) + SAVE_EVERY:06d}"
         if not fake.exists():  # else the kill itself left one
             shutil.copytree(good[-1], fake)
             (fake / ckpt.MARKER).unlink()
@@ -320,7 +321,7 @@ def _landing(run: Path) -> str:
     root = run / "checkpoints"
     if any(root.glob(".tmp-step-*")):
         return "inside checkpoint writing"
-    steps = [ckpt._step_of(p) for p in committed(run)]
+    steps = [rundir.step_of(p) for p in committed(run)]
     return f"after checkpoint {steps[-1]}" if steps else "before the first checkpoint"
 
 

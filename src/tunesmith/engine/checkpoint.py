@@ -116,7 +116,7 @@ def _rotate(root: Path, step: int, keep_last: int) -> None:
         shutil.rmtree(stale, ignore_errors=True)
     older = []
     for d in list_checkpoints(root):
-        if _step_of(d) > step:
+        if rundir.step_of(d) > step:
             log.info("removing checkpoint %s: the run restarted from an earlier step", d)
             _remove(d)
         else:
@@ -132,12 +132,6 @@ def _remove(path: Path) -> None:
     shutil.rmtree(gone, ignore_errors=True)
     os.replace(path, gone)
     shutil.rmtree(gone, ignore_errors=True)
-
-
-def _step_of(path: Path) -> int:
-    """The step in a checkpoint folder's name (``step-000050`` → 50; lenient: whatever follows
-    the first dash, so a renamed copy such as ``checkpoint-50`` still verifies)."""
-    return int(path.name.split("-", 1)[1])
 
 
 def list_checkpoints(root: Path) -> list[Path]:
@@ -204,7 +198,8 @@ def verify_checkpoint(path: Path) -> str | None:
     if manifest is None:
         missing = [name for name in FILES if not (path / name).is_file()]
         return f"{missing[0]} missing" if missing else None
-    if manifest["step"] != _step_of(path):
+    named_step = rundir.step_of(path)  # None for a copy under another name (its manifest still checks it)
+    if named_step is not None and manifest["step"] != named_step:
         return f"{MARKER} is for step {manifest['step']}"
     files = manifest["files"]
     unlisted = [name for name in FILES if name not in files]
