@@ -97,6 +97,7 @@ class PreparedRun:
 def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None = None) -> PreparedRun:
     """Load config, tokenizer, data and model; build the trainer; write the resolved config."""
     from .methods import get_method
+    from .methods import validate as validate_run
     from .methods.common import data_files
     from .models.adapters import attach_adapter, linear_module_names, parameter_counts
     from .models.attention import register as register_attention
@@ -107,7 +108,7 @@ def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None =
     quiet_third_party()
     return_freed_memory()  # before anything large is allocated (see models/memory.py)
     cfg = load_config(config, overrides)
-    validate(cfg)
+    validate_run(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.train.device)

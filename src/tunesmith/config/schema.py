@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .registry import METHOD_NAMES, PAIR_LOSS_NAMES
+
 
 @dataclass
 class ModelConfig:
@@ -281,7 +283,7 @@ class GrpoConfig:
 class PreferenceConfig:
     """Preference tuning (``method: dpo``), KTO and reward models; see docs/preference.md."""
 
-    loss: Literal["sigmoid", "ipo", "hinge", "robust", "simpo", "orpo"] = "sigmoid"
+    loss: Literal[PAIR_LOSS_NAMES] = "sigmoid"
     """DPO-family loss (method dpo): sigmoid (DPO) | ipo | hinge (SLiC) | robust (rDPO) |
     simpo (reference-free, length-normalised) | orpo (odds ratio + SFT term, no reference)."""
     beta: float | Literal["auto"] = "auto"
@@ -307,7 +309,7 @@ class RunConfig:
     """A whole run. Sections: model, data, adapter, train; plus method and output_dir."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    method: Literal["sft", "pretrain", "dpo", "kto", "reward", "grpo", "distill"] = "sft"
+    method: Literal[METHOD_NAMES] = "sft"
     """sft | pretrain | dpo (the DPO family, see ``preference``) | kto | reward | grpo | distill."""
     data: DataConfig = field(default_factory=DataConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)

@@ -7,7 +7,12 @@ A method is a module in :mod:`tunesmith.methods` with
 - ``build(cfg, model, tokenizer) -> MethodParts``: the loss function and collation the engine
   drives;
 - optionally ``load_model(cfg, device) -> nn.Module`` when the default causal LM is not the
-  model to train (e.g. a reward model with a scalar head).
+  model to train (e.g. a reward model with a scalar head);
+- optionally ``validate_config(cfg)``: config checks that need more than the torch-free config
+  layer may import (run by :func:`tunesmith.methods.validate` before anything is loaded).
+
+What a method *declares* — its name, data formats, config sections and losses — is its entry
+in :mod:`tunesmith.config.registry` (see docs/contributing.md).
 
 Methods never import one another (DESIGN.md principle 2); what they share lives here, in
 ``data/``, ``models/`` and ``losses/``.

@@ -56,7 +56,8 @@ from typing import Any
 import torch
 
 from ..config import RunConfig
-from ..data.formats import FORMAT_LABELS, PROMPT_ONLY, Where, check_messages, iter_format_rows
+from ..config.registry import METHODS
+from ..data.formats import FORMAT_LABELS, Where, check_messages, iter_format_rows
 from ..errors import DataError, ModelError
 from ..losses.policy import clipped_policy_loss, group_advantages
 from ..models.adapters import load_reference_adapter, reference_policy
@@ -93,6 +94,18 @@ class PromptBatch:
         return self  # token tensors are built on the device during the rollout
 
 
+def validate_config(config: RunConfig) -> None:
+    """GRPO's checks beyond :func:`tunesmith.config.validate` (run by
+    :func:`tunesmith.methods.validate`): each ``type: grader`` reward's grader is parsed and its
+    judges found now (no model is loaded), so a bad grader is a ConfigError naming its field
+    before any data or model is read."""
+    from ..rewards.grader import resolve
+
+    for i, r in enumerate(config.grpo.rewards):
+        if r.type == "grader":
+            resolve(r, f"grpo.rewards[{i}]")
+
+
 # -- data ------------------------------------------------------------------------------------
 
 
@@ -106,7 +119,7 @@ def read_prompts(path: str, required: dict[str, str] | None = None) -> list[tupl
     out = []
     for number, file_format, row in iter_format_rows(path):
         at = Where(str(path), number)
-        if file_format != PROMPT_ONLY:
+        if file_format not in METHODS["grpo"].formats:
             hint = (
                 (
                     " (a 'completion' field makes a row prompt/completion data; name the reference "
@@ -117,8 +130,7 @@ def read_prompts(path: str, required: dict[str, str] | None = None) -> list[tupl
             )
             raise at.error(
                 f"this file looks like {FORMAT_LABELS[file_format]} data, judging by its "
-                f'first row; grpo needs prompt-only rows like {{"prompt": ..., '
-                f'"answer": ...}}{hint}'
+                f"first row; {METHODS['grpo'].needs}{hint}"
             )
         prompt = row["prompt"]
         if isinstance(prompt, str):

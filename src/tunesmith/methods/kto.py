@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 
 from ..config import RunConfig
+from ..config.registry import method_loss
 from ..data.pair_collate import collate_pairs
 from ..data.preference import PairRenderer, load_unpaired, render_unpaired
 from ..losses.preference import kto_loss
@@ -69,23 +70,15 @@ def summarize(sums: dict, n: int) -> dict:
 
 
 def build(config: RunConfig, model=None, tokenizer=None) -> MethodParts:
-    pr = config.preference
-    beta, chunk = resolve_beta(config), config.train.loss_chunk_size
+    params = {key: getattr(config.preference, key) for key in method_loss(config).params}
+    params["beta"], chunk = resolve_beta(config), config.train.loss_chunk_size
     ref_model = reference_source(config, model) if model is not None else None
 
     def loss_fn(model, batch):
         logps = sequence_logps(model, batch, chunk)
         ref = batch_reference(model, batch, chunk, ref_model)
         kl = (logps[1::2].detach() - ref[1::2]).mean()
-        loss, metrics = kto_loss(
-            logps[0::2],
-            ref[0::2],
-            batch.labels,
-            kl,
-            beta=beta,
-            desirable_weight=pr.desirable_weight,
-            undesirable_weight=pr.undesirable_weight,
-        )
+        loss, metrics = kto_loss(logps[0::2], ref[0::2], batch.labels, kl, **params)
         metrics["kl"] = kl * batch.n_items  # summed, so that the mean over the step is per example
         return loss, metrics
 

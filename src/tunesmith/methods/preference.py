@@ -24,9 +24,11 @@ from __future__ import annotations
 import logging
 
 from ..config import RunConfig
+from ..config.registry import method_loss
 from ..data.pair_collate import collate_pairs
 from ..data.preference import PairRenderer, render_pairs
-from ..losses.preference import dpo_loss, orpo_loss, simpo_loss
+from ..losses import preference as preference_losses
+from ..losses.preference import PairLogps
 from ..models.pair_forward import sequence_logps
 from .common import MethodParts, PreparedData
 from .reference import batch_reference, finish_prepare, pair_examples, reference_source, resolve_beta
@@ -54,37 +56,30 @@ def prepare_data(config: RunConfig, tokenizer) -> PreparedData:
     return finish_prepare(config, train, evals, stats, eval_stats)
 
 
+def loss_function(name: str):
+    """The pair loss registered as ``name``: ``tunesmith.losses.preference.<name>_loss``."""
+    return getattr(preference_losses, f"{name}_loss")
+
+
 def build(config: RunConfig, model=None, tokenizer=None) -> MethodParts:
-    pr = config.preference
-    beta, chunk = resolve_beta(config), config.train.loss_chunk_size
+    spec = method_loss(config)
+    loss, chunk = loss_function(spec.name), config.train.loss_chunk_size
+    params = {key: getattr(config.preference, key) for key in spec.params}
+    params["beta"] = resolve_beta(config)
     ref_model = reference_source(config, model) if model is not None else None
 
     def loss_fn(model, batch):
         logps = sequence_logps(model, batch, chunk)
-        chosen, rejected = logps[0::2], logps[1::2]
-        if pr.loss == "simpo":
-            return simpo_loss(
-                chosen,
-                rejected,
-                batch.answer_tokens[0::2],
-                batch.answer_tokens[1::2],
-                beta=beta,
-                gamma=pr.gamma,
-            )
-        if pr.loss == "orpo":
-            return orpo_loss(
-                chosen, rejected, batch.answer_tokens[0::2], batch.answer_tokens[1::2], beta=beta
-            )
-        ref = batch_reference(model, batch, chunk, ref_model)
-        return dpo_loss(
-            chosen,
-            rejected,
-            ref[0::2],
-            ref[1::2],
-            beta=beta,
-            loss=pr.loss,
-            label_smoothing=pr.label_smoothing,
+        pair = PairLogps(
+            logps[0::2],
+            logps[1::2],
+            chosen_tokens=batch.answer_tokens[0::2],
+            rejected_tokens=batch.answer_tokens[1::2],
         )
+        if spec.needs_reference:
+            ref = batch_reference(model, batch, chunk, ref_model)
+            pair.ref_chosen, pair.ref_rejected = ref[0::2], ref[1::2]
+        return loss(pair, **params)
 
     return MethodParts(
         loss_fn=loss_fn,
