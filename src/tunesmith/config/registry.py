@@ -73,6 +73,7 @@ LOSSES: dict[str, LossSpec] = {
         LossSpec("robust", "dpo", True, ("beta", "label_smoothing")),
         LossSpec("simpo", "dpo", False, ("beta", "gamma")),
         LossSpec("orpo", "dpo", False, ("beta",)),
+        LossSpec("apo_zero", "dpo", True, ("beta",)),
         LossSpec("kto", "kto", True, ("beta", "desirable_weight", "undesirable_weight")),
     )
 }

@@ -285,7 +285,8 @@ class PreferenceConfig:
 
     loss: Literal[PAIR_LOSS_NAMES] = "sigmoid"
     """DPO-family loss (method dpo): sigmoid (DPO) | ipo | hinge (SLiC) | robust (rDPO) |
-    simpo (reference-free, length-normalised) | orpo (odds ratio + SFT term, no reference)."""
+    simpo (reference-free, length-normalised) | orpo (odds ratio + SFT term, no reference) |
+    apo_zero (APO: each answer anchored to the reference on its own)."""
     beta: float | Literal["auto"] = "auto"
     """Strength of the implicit reward (DPO/KTO β, IPO τ, SimPO β, ORPO λ); auto: 0.1."""
     gamma: float = 0.5

@@ -98,6 +98,18 @@ def hinge_loss(p: PairLogps, *, beta: float):
     return _with_reference(torch.relu(1 - beta * _h(p)), p, beta)
 
 
+def apo_zero_loss(p: PairLogps, *, beta: float):
+    """APO-zero, D'Oosterlinck et al. 2024 ("Anchored Preference Optimization"), eq. 7:
+    ``(1 − σ(β(π_c − ρ_c))) + σ(β(π_r − ρ_r))``.
+
+    Unlike DPO's, the two log-ratios are anchored separately, to 0: the chosen answer's
+    likelihood is pushed up and the rejected one's down even when their difference ``h`` is
+    already large (for chosen answers better than what the model writes now)."""
+    ratio_c, ratio_r = p.log_ratios()
+    losses = 1 - torch.sigmoid(beta * ratio_c) + torch.sigmoid(beta * ratio_r)
+    return _with_reference(losses, p, beta)
+
+
 def simpo_loss(p: PairLogps, *, beta: float, gamma: float):
     """SimPO (Meng et al. 2024, eq. 6), reference-free and length-normalised:
 

@@ -1,8 +1,9 @@
 """Preference tuning, ``method: dpo``: the DPO family on chosen / rejected pairs.
 
 ``preference.loss`` picks the objective (see :mod:`tunesmith.losses.preference`): sigmoid (DPO,
-with ``label_smoothing`` conservative DPO), robust (rDPO), ipo, hinge — all against a frozen
-reference — and the reference-free simpo and orpo.
+with ``label_smoothing`` conservative DPO), robust (rDPO), ipo, hinge, apo_zero — all against a
+frozen reference — and the reference-free simpo and orpo. Which loss needs the reference and
+which ``preference.*`` keys it reads is its entry in :data:`tunesmith.config.registry.LOSSES`.
 
 Each pair is one row ``[prompt | chosen | rejected]`` in which the rejected answer attends to
 the prompt but not to the chosen one (:mod:`tunesmith.data.pair_collate`), so the prompt is

@@ -42,6 +42,7 @@ def test_every_declared_name_exists():
         ("dpo", "ipo", True),
         ("dpo", "simpo", False),
         ("dpo", "orpo", False),
+        ("dpo", "apo_zero", True),
         ("kto", "sigmoid", True),  # KTO has one loss; preference.loss does not apply to it
         ("reward", "sigmoid", False),
         ("sft", "sigmoid", False),

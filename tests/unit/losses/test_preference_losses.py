@@ -12,6 +12,7 @@ import torch
 
 from tunesmith.losses.preference import (
     PairLogps,
+    apo_zero_loss,
     hinge_loss,
     ipo_loss,
     kto_loss,
@@ -83,6 +84,30 @@ def test_ipo_and_hinge():
     assert float(loss) == pytest.approx(0.5)
     loss.backward()
     assert float(pc.grad) == pytest.approx(-0.1)
+
+
+def test_apo_zero():
+    """APO-zero: L = (1 − σ(β r_c)) + σ(β r_r), r = π − ρ.
+
+    π_c = −10, ρ_c = −20 -> r_c = 10; π_r = −20, ρ_r = −10 -> r_r = −10; β = 0.1:
+    L = 1 − σ(1) + σ(−1) = 2 σ(−1) = 2 · 0.268941 = 0.537883.
+    ∂L/∂π_c = −β σ(1) σ(−1) = −0.1 · 0.731059 · 0.268941 = −0.0196612, ∂L/∂π_r = +0.0196612.
+    Rewards β r: chosen 1, rejected −1.
+    """
+    pc, pr = t(-10.0, grad=True), t(-20.0, grad=True)
+    loss, m = apo_zero_loss(PairLogps(pc, pr, t(-20.0), t(-10.0)), beta=0.1)
+    assert float(loss) == pytest.approx(0.537883, abs=1e-6)
+    assert float(m["rewards_chosen"]) == pytest.approx(1.0) and float(m["margin"]) == pytest.approx(2.0)
+    loss.backward()
+    assert float(pc.grad) == pytest.approx(-0.0196612, abs=1e-7)
+    assert float(pr.grad) == pytest.approx(0.0196612, abs=1e-7)
+    # Anchored at 0, not at the other answer: policy = reference (r_c = r_r = 0) costs
+    # 1 − σ(0) + σ(0) = 1 and still pushes the chosen answer up by β σ(0)² = 0.1 · 0.25 = 0.025.
+    pc = t(-5.0, grad=True)
+    loss, _ = apo_zero_loss(PairLogps(pc, t(-7.0), t(-5.0), t(-7.0)), beta=0.1)
+    assert float(loss) == pytest.approx(1.0)
+    loss.backward()
+    assert float(pc.grad) == pytest.approx(-0.025)
 
 
 def test_simpo():
