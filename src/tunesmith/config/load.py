@@ -13,7 +13,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from ..errors import ConfigError
-from .registry import method_loss, method_spec, needs_reference
+from .registry import LOSSES, method_loss, method_spec, needs_reference
 from .schema import ModelConfig, RunConfig  # noqa: F401
 
 _SHORTHANDS = {"model": "path"}  # `model: ./dir` means `model: {path: ./dir}`
@@ -225,6 +225,12 @@ def _validate_preference(config: RunConfig) -> None:
             f"(got {config.model.attn_implementation!r})"
         )
     loss = method_loss(config)
+    if pr.length_normalize and (loss is None or "length_normalize" not in loss.params):
+        readers = [name for name, spec in LOSSES.items() if "length_normalize" in spec.params]
+        raise ConfigError(
+            f"config: 'preference.length_normalize' applies to loss {' or '.join(readers)}; "
+            f"this run trains with {loss.name if loss else config.method}"
+        )
     if loss is not None and not loss.needs_reference and pr.precompute_reference is True:
         raise ConfigError(
             f"config: preference.loss {pr.loss} uses no reference model, so "

@@ -68,7 +68,7 @@ LOSSES: dict[str, LossSpec] = {
     spec.name: spec
     for spec in (
         LossSpec("sigmoid", "dpo", True, ("beta", "label_smoothing")),
-        LossSpec("ipo", "dpo", True, ("beta",)),
+        LossSpec("ipo", "dpo", True, ("beta", "length_normalize")),
         LossSpec("hinge", "dpo", True, ("beta",)),
         LossSpec("robust", "dpo", True, ("beta", "label_smoothing")),
         LossSpec("simpo", "dpo", False, ("beta", "gamma")),

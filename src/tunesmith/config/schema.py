@@ -291,6 +291,9 @@ class PreferenceConfig:
     """Strength of the implicit reward (DPO/KTO β, IPO τ, SimPO β, ORPO λ); auto: 0.1."""
     gamma: float = 0.5
     """SimPO target reward margin γ."""
+    length_normalize: bool = False
+    """ipo: divide each log-ratio by its answer's length (TRL's IPO, whose β then carries over
+    unchanged); false: summed log-probabilities (Azar et al. 2023, eq. 17)."""
     label_smoothing: float = 0.0
     """Assumed rate of flipped preference labels ε (sigmoid: conservative DPO; robust: rDPO)."""
     precompute_reference: bool | Literal["auto"] = "auto"

@@ -88,9 +88,17 @@ def robust_loss(p: PairLogps, *, beta: float, label_smoothing: float = 0.0):
     return _with_reference(losses, p, beta)
 
 
-def ipo_loss(p: PairLogps, *, beta: float):
-    """IPO, Azar et al. 2023, eq. 17: ``(h − 1/(2β))²`` (β is τ there)."""
-    return _with_reference((_h(p) - 1 / (2 * beta)) ** 2, p, beta)
+def ipo_loss(p: PairLogps, *, beta: float, length_normalize: bool = False):
+    """IPO, Azar et al. 2023, eq. 17: ``(h − 1/(2β))²`` (β is τ there).
+
+    ``length_normalize``: divide each log-ratio by its answer's length first (TRL's IPO),
+    ``h = (π_c − ρ_c)/|y_c| − (π_r − ρ_r)/|y_r|``; the rewards are then ``β(π − ρ)/|y|``.
+    """
+    ratio_c, ratio_r = p.log_ratios()
+    if length_normalize:
+        ratio_c, ratio_r = ratio_c / p.chosen_tokens, ratio_r / p.rejected_tokens
+    losses = (ratio_c - ratio_r - 1 / (2 * beta)) ** 2
+    return losses.sum(), _metrics(beta * ratio_c, beta * ratio_r, p.chosen, p.rejected)
 
 
 def hinge_loss(p: PairLogps, *, beta: float):

@@ -86,6 +86,28 @@ def test_ipo_and_hinge():
     assert float(pc.grad) == pytest.approx(-0.1)
 
 
+def test_ipo_length_normalized():
+    """IPO with length_normalize (TRL's convention): h = (π_c − ρ_c)/|y_c| − (π_r − ρ_r)/|y_r|.
+
+    π_c = −10, ρ_c = −20 over |y_c| = 5 tokens -> 10/5 = 2; π_r = −20, ρ_r = −10 over |y_r| = 4
+    -> −10/4 = −2.5; h = 4.5. β = 0.1 -> target 1/(2β) = 5: L = (4.5 − 5)² = 0.25.
+    ∂L/∂π_c = 2(h − 5) · 1/|y_c| = 2 · (−0.5) / 5 = −0.2; ∂L/∂π_r = 2(h − 5) · (−1/|y_r|) = +0.25.
+    Rewards β · ratio: chosen 0.1 · 2 = 0.2, rejected 0.1 · (−2.5) = −0.25, margin 0.45.
+    The same pair summed (the default) is (20 − 5)² = 225 (test_ipo_and_hinge).
+    """
+    pc, pr = t(-10.0, grad=True), t(-20.0, grad=True)
+    pair = PairLogps(pc, pr, t(-20.0), t(-10.0), chosen_tokens=t(5.0), rejected_tokens=t(4.0))
+    loss, m = ipo_loss(pair, beta=0.1, length_normalize=True)
+    assert float(loss) == pytest.approx(0.25)
+    assert float(m["rewards_chosen"]) == pytest.approx(0.2) and float(m["rewards_rejected"]) == pytest.approx(
+        -0.25
+    )
+    assert float(m["margin"]) == pytest.approx(0.45)
+    loss.backward()
+    assert float(pc.grad) == pytest.approx(-0.2) and float(pr.grad) == pytest.approx(0.25)
+    assert float(ipo_loss(pair, beta=0.1)[0]) == pytest.approx(225.0)
+
+
 def test_apo_zero():
     """APO-zero: L = (1 − σ(β r_c)) + σ(β r_r), r = π − ρ.
 
