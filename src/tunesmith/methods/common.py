@@ -21,7 +21,9 @@ Methods never import one another (DESIGN.md principle 2); what they share lives 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from ..data.formats import load_examples
 from ..engine.parts import MethodParts, mean_per_unit  # noqa: F401  (re-exported for methods)
@@ -68,13 +70,21 @@ def split_eval(examples: list, fraction: float, seed: int) -> tuple[list, list]:
     )
 
 
-def train_eval_examples(config, expect: str) -> tuple[list, list]:
-    """The run's train and held-out examples: ``data.eval`` if given, else a split of train;
-    capped at ``data.max_eval_examples``."""
-    train_ex = load_all(data_files(config.data.train), expect)
-    eval_ex = load_all(data_files(config.data.eval), expect)
-    if not eval_ex:
-        train_ex, eval_ex = split_eval(train_ex, config.data.eval_fraction, config.train.seed)
+def train_eval_split(config, read: Callable[[list[str]], list]) -> tuple[list, list]:
+    """The run's train and held-out examples, each a list of what ``read(paths)`` returns for
+    the files of ``data.train`` / ``data.eval``: without held-out examples there,
+    ``data.eval_fraction`` of train is split off (:func:`split_eval`, seeded by ``train.seed``);
+    the held-out ones are capped at ``data.max_eval_examples``. Every method reads its data
+    through this."""
+    train = read(data_files(config.data.train))
+    evals = read(data_files(config.data.eval))
+    if not evals:
+        train, evals = split_eval(train, config.data.eval_fraction, config.train.seed)
     if config.data.max_eval_examples is not None:
-        eval_ex = eval_ex[: config.data.max_eval_examples]
-    return train_ex, eval_ex
+        evals = evals[: config.data.max_eval_examples]
+    return train, evals
+
+
+def train_eval_examples(config, expect: str) -> tuple[list, list]:
+    """:func:`train_eval_split` of SFT-style files, validated as method ``expect``'s formats."""
+    return train_eval_split(config, partial(load_all, expect=expect))

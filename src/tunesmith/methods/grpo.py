@@ -64,7 +64,7 @@ from ..models.adapters import load_reference_adapter, reference_policy
 from ..models.generate import format_prompt
 from ..models.template import stop_token_ids
 from ..rewards import Sample, build_rewards, required_fields
-from .common import MethodParts, PreparedData, data_files, split_eval
+from .common import MethodParts, PreparedData, train_eval_split
 from .grpo_rollout import completion_logprobs, sample_groups
 
 log = logging.getLogger("tunesmith")
@@ -183,12 +183,9 @@ def prepare_data(config: RunConfig, tokenizer) -> PreparedData:
     """Read, validate and tokenise the prompts; hold out ``data.eval_fraction`` if no eval file."""
     g, t = config.grpo, config.train
     required = required_fields(config.grpo.rewards)
-    train_rows = [r for p in data_files(config.data.train) for r in read_prompts(p, required)]
-    eval_rows = [r for p in data_files(config.data.eval) for r in read_prompts(p, required)]
-    if not eval_rows:
-        train_rows, eval_rows = split_eval(train_rows, config.data.eval_fraction, t.seed)
-    if config.data.max_eval_examples is not None:
-        eval_rows = eval_rows[: config.data.max_eval_examples]
+    train_rows, eval_rows = train_eval_split(
+        config, lambda paths: [r for p in paths for r in read_prompts(p, required)]
+    )
     room = t.max_length - g.max_new_tokens
     train, too_long = _to_items(train_rows, tokenizer, room)
     evals, _ = _to_items(eval_rows, tokenizer, room)

@@ -25,7 +25,7 @@ from ..data.pair_collate import collate_pairs
 from ..data.preference import PairRenderer, load_unpaired, render_unpaired
 from ..losses.preference import kto_loss
 from ..models.pair_forward import sequence_logps
-from .common import MethodParts, PreparedData, data_files, split_eval
+from .common import MethodParts, PreparedData, train_eval_split
 from .reference import batch_reference, finish_prepare, reference_source, resolve_beta
 
 log = logging.getLogger("tunesmith")
@@ -33,12 +33,7 @@ log = logging.getLogger("tunesmith")
 
 def prepare_data(config: RunConfig, tokenizer) -> PreparedData:
     resolve_beta(config)
-    train_ex = load_unpaired(data_files(config.data.train))
-    eval_ex = load_unpaired(data_files(config.data.eval))
-    if not eval_ex:
-        train_ex, eval_ex = split_eval(train_ex, config.data.eval_fraction, config.train.seed)
-    if config.data.max_eval_examples is not None:
-        eval_ex = eval_ex[: config.data.max_eval_examples]
+    train_ex, eval_ex = train_eval_split(config, load_unpaired)
     renderer = PairRenderer(
         tokenizer,
         config.train.max_length,

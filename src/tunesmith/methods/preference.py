@@ -27,12 +27,12 @@ import logging
 from ..config import RunConfig
 from ..config.registry import method_loss
 from ..data.pair_collate import collate_pairs
-from ..data.preference import PairRenderer, render_pairs
+from ..data.preference import PairRenderer, load_pairs, render_pairs
 from ..losses import preference as preference_losses
 from ..losses.preference import PairLogps
 from ..models.pair_forward import sequence_logps
-from .common import MethodParts, PreparedData
-from .reference import batch_reference, finish_prepare, pair_examples, reference_source, resolve_beta
+from .common import MethodParts, PreparedData, train_eval_split
+from .reference import batch_reference, finish_prepare, reference_source, resolve_beta
 
 log = logging.getLogger("tunesmith")
 
@@ -40,7 +40,7 @@ log = logging.getLogger("tunesmith")
 def prepare_data(config: RunConfig, tokenizer) -> PreparedData:
     """Read, split and render preference pairs; precompute reference log-probs if wanted."""
     resolve_beta(config)
-    train_ex, eval_ex = pair_examples(config)
+    train_ex, eval_ex = train_eval_split(config, load_pairs)
     renderer = PairRenderer(
         tokenizer,
         config.train.max_length,

@@ -28,12 +28,12 @@ from ..config import RunConfig
 from ..config.registry import needs_reference
 from ..data.pack import make_units
 from ..data.pair_collate import collate_pairs
-from ..data.preference import PairItem, load_pairs
+from ..data.preference import PairItem
 from ..engine.runtime import autocast
 from ..errors import DataError
 from ..models.device import resolve_device, resolve_dtype
 from ..models.pair_forward import reference_logps
-from .common import PreparedData, data_files, split_eval
+from .common import PreparedData
 
 log = logging.getLogger("tunesmith")
 
@@ -216,13 +216,3 @@ def batch_reference(model, batch, chunk: int, ref_model):
     if batch.ref_logps is not None:
         return batch.ref_logps
     return reference_logps(model, batch, chunk, reference=ref_model)
-
-
-def pair_examples(config: RunConfig) -> tuple[list, list]:
-    train = load_pairs(data_files(config.data.train))
-    evals = load_pairs(data_files(config.data.eval))
-    if not evals:
-        train, evals = split_eval(train, config.data.eval_fraction, config.train.seed)
-    if config.data.max_eval_examples is not None:
-        evals = evals[: config.data.max_eval_examples]
-    return train, evals
