@@ -1,10 +1,10 @@
 """The typed run configuration: one dataclass per YAML section.
 
 Every field documented here is the documentation of the config file; ``tunesmith config``
-prints every key with its default. Values are validated by :mod:`.load`; derived values
-(``"auto"`` hyperparameters, :mod:`.auto`; the device and dtype) are filled in when a run is
-prepared (:func:`tunesmith.run.prepare`) and saved with the run as ``config.resolved.yaml``,
-never rewritten in the user's file.
+prints every key with its default. Values are validated by :mod:`.load`. Configs are frozen:
+derived values (``"auto"`` hyperparameters, :mod:`.auto`; the device and dtype …) are filled in
+by :func:`.resolve.resolve`, which returns a new config, saved with the run as
+``config.resolved.yaml`` — never rewritten in the user's file.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Literal
 from .registry import METHOD_NAMES, PAIR_LOSS_NAMES
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     """Which model to fine-tune. ``model: PATH`` in YAML is shorthand for ``model: {path: PATH}``."""
 
@@ -42,7 +42,7 @@ class ModelConfig:
     """Dtype 4-bit weights are dequantised to for each matmul; auto: bf16 on CUDA, fp32 on CPU."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     """Where the examples come from and how they are turned into tokens."""
 
@@ -58,7 +58,7 @@ class DataConfig:
     """Cap on the held-out examples scored at each evaluation."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class AdapterConfig:
     """Parameter-efficient adapter (PEFT LoRA / DoRA) or full fine-tuning (``type: none``)."""
 
@@ -84,7 +84,7 @@ class AdapterConfig:
     targets must equal this section's."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """The optimisation loop."""
 
@@ -153,7 +153,7 @@ class TrainConfig:
     """fsdp on CUDA: keep parameter shards, gradients and optimizer state in CPU memory."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class DistillConfig:
     """Knowledge distillation (``method: distill``): a teacher model teaches the student ``model``.
 
@@ -195,7 +195,7 @@ class DistillConfig:
     """Load the teacher's linear layers in 4-bit NF4 (bitsandbytes; CPU or CUDA) to save memory."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class GrpoRewardConfig:
     """One reward function of a GRPO run (an item of ``grpo.rewards``); see docs/grpo.md.
 
@@ -246,7 +246,7 @@ class GrpoRewardConfig:
     ``model`` itself when that is a local folder or .gguf file."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class GrpoConfig:
     """Online RL with Group Relative Policy Optimization (``method: grpo``); see docs/grpo.md."""
 
@@ -279,7 +279,7 @@ class GrpoConfig:
     """Reward functions; the reward of a completion is their weighted sum."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class PreferenceConfig:
     """Preference tuning (``method: dpo``), KTO and reward models; see docs/preference.md."""
 
@@ -308,7 +308,7 @@ class PreferenceConfig:
     """KTO λ_U: weight of undesirable examples."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunConfig:
     """A whole run. Sections: model, data, adapter, train; plus method and output_dir."""
 

@@ -4,8 +4,10 @@ A method is a module in :mod:`tunesmith.methods` with
 
 - ``prepare_data(cfg, tokenizer) -> PreparedData``: read, validate, render and group the
   train / eval data into items and units (lists of item indices a micro-batch slot holds);
+  ``cfg`` is resolved as far as the device (:mod:`tunesmith.config.resolve`: ``auto``
+  hyperparameters are chosen only after the data is read);
 - ``build(cfg, model, tokenizer) -> MethodParts``: the loss function and collation the engine
-  drives;
+  drives, for the resolved ``cfg`` (``preference.beta`` a number, device and dtype named);
 - optionally ``load_model(cfg, device) -> nn.Module`` when the default causal LM is not the
   model to train (e.g. a reward model with a scalar head);
 - optionally ``validate_config(cfg)``: config checks that need more than the torch-free config

@@ -26,13 +26,12 @@ from ..data.preference import PairRenderer, load_unpaired, render_unpaired
 from ..losses.preference import kto_loss
 from ..models.pair_forward import sequence_logps
 from .common import MethodParts, PreparedData, train_eval_split
-from .reference import batch_reference, finish_prepare, reference_source, resolve_beta
+from .reference import batch_reference, finish_prepare, reference_source
 
 log = logging.getLogger("tunesmith")
 
 
 def prepare_data(config: RunConfig, tokenizer) -> PreparedData:
-    resolve_beta(config)
     train_ex, eval_ex = train_eval_split(config, load_unpaired)
     renderer = PairRenderer(
         tokenizer,
@@ -66,7 +65,7 @@ def summarize(sums: dict, n: int) -> dict:
 
 def build(config: RunConfig, model=None, tokenizer=None) -> MethodParts:
     params = {key: getattr(config.preference, key) for key in method_loss(config).params}
-    params["beta"], chunk = resolve_beta(config), config.train.loss_chunk_size
+    chunk = config.train.loss_chunk_size
     ref_model = reference_source(config, model) if model is not None else None
 
     def loss_fn(model, batch):

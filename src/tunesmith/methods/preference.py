@@ -32,14 +32,13 @@ from ..losses import preference as preference_losses
 from ..losses.preference import PairLogps
 from ..models.pair_forward import sequence_logps
 from .common import MethodParts, PreparedData, train_eval_split
-from .reference import batch_reference, finish_prepare, reference_source, resolve_beta
+from .reference import batch_reference, finish_prepare, reference_source
 
 log = logging.getLogger("tunesmith")
 
 
 def prepare_data(config: RunConfig, tokenizer) -> PreparedData:
     """Read, split and render preference pairs; precompute reference log-probs if wanted."""
-    resolve_beta(config)
     train_ex, eval_ex = train_eval_split(config, load_pairs)
     renderer = PairRenderer(
         tokenizer,
@@ -65,8 +64,7 @@ def loss_function(name: str):
 def build(config: RunConfig, model=None, tokenizer=None) -> MethodParts:
     spec = method_loss(config)
     loss, chunk = loss_function(spec.name), config.train.loss_chunk_size
-    params = {key: getattr(config.preference, key) for key in spec.params}
-    params["beta"] = resolve_beta(config)
+    params = {key: getattr(config.preference, key) for key in spec.params}  # beta resolved (config.resolve)
     ref_model = reference_source(config, model) if model is not None else None
 
     def loss_fn(model, batch):

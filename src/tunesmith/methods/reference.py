@@ -37,8 +37,6 @@ from .common import PreparedData
 
 log = logging.getLogger("tunesmith")
 
-DEFAULT_BETA = 0.1
-
 _MIB = 1 << 20
 
 
@@ -132,13 +130,6 @@ def precompute_reference(config, items: list[PairItem]) -> dict:
     for item, key in zip(items, keys):
         item.ref = (cache[key][0], cache[key][1])
     return {"cached": len(items) - len(missing), "computed": len(missing), "file": str(path)}
-
-
-def resolve_beta(config: RunConfig) -> float:
-    """``preference.beta`` with ``auto`` replaced (in the config, so the resolved dump shows it)."""
-    if config.preference.beta == "auto":
-        config.preference.beta = DEFAULT_BETA
-    return float(config.preference.beta)
 
 
 def precompute_wanted(config: RunConfig) -> bool:
