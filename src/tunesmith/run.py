@@ -8,17 +8,18 @@ import logging
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
 from . import rundir
-from .config import RunConfig, dump_config, load_config, validate
-from .config.auto import resolve_auto
+from .config import RunConfig, dump_config, load_config
+from .config.auto import auto_values
+from .config.resolve import RunFacts, resolve
 from .engine import checkpoint as ckpt
 from .engine import distributed
-from .engine.distributed import init_distributed
+from .engine.distributed import DistContext, init_distributed
 from .engine.loop import Trainer, TrainResult
 from .engine.runtime import seed_everything
 from .hashing import update_with_file
@@ -84,7 +85,8 @@ def _versions() -> dict:
 
 @dataclass
 class PreparedRun:
-    """Everything a run needs, set up but not yet trained (tests drive ``trainer`` directly)."""
+    """Everything a run needs, set up but not yet trained (tests drive ``trainer`` directly).
+    ``cfg`` is the resolved config (:func:`tunesmith.config.resolve.resolve`)."""
 
     cfg: RunConfig
     model: torch.nn.Module
@@ -94,53 +96,83 @@ class PreparedRun:
     info: dict
 
 
+@dataclass
+class Runtime:
+    """Where a run trains: its folder, device (``cuda:LOCAL_RANK`` under torchrun), precision
+    name and process group."""
+
+    out: Path
+    device: torch.device
+    dtype: str
+    dist: DistContext
+
+
+def start_runtime(cfg: RunConfig) -> Runtime:
+    """Create the output folder, join the process group (under torchrun), start logging, set
+    threads and seeds."""
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # Under torchrun: join the process group; on CUDA each rank takes cuda:LOCAL_RANK.
+    dist_ctx, device = init_distributed(cfg.train.parallel, resolve_device(cfg.train.device))
+    setup_logging(out, main=dist_ctx.is_main)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    seed_everything(cfg.train.seed)
+    return Runtime(out, device, resolve_dtype(cfg.train.dtype, device), dist_ctx)
+
+
 def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None = None) -> PreparedRun:
-    """Load config, tokenizer, data and model; build the trainer; write the resolved config."""
-    from .methods import get_method
-    from .methods.common import data_files
-    from .models.adapters import attach_adapter, linear_module_names, parameter_counts
-    from .models.attention import register as register_attention
-    from .models.gguf_import import model_source
-    from .models.load import load_causal_lm, load_tokenizer
-    from .models.quantize import quant_spec
+    """Load config, tokenizer, data and model; build the trainer; write the resolved config.
+
+    The config is validated once, then resolved as the run learns the facts its derived values
+    depend on (:mod:`tunesmith.config.resolve`): the device before the data, the number of
+    training sequences, the model's quantisation and linear modules, the trainer's warm-up."""
+    from .methods import get_method, validate
+    from .models.load import load_tokenizer
 
     quiet_third_party()
     return_freed_memory()  # before anything large is allocated (see models/memory.py)
     cfg = load_config(config, overrides)
     validate(cfg)
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.train.device)
-    # Under torchrun: join the process group; on CUDA each rank takes cuda:LOCAL_RANK.
-    dist_ctx, device = init_distributed(cfg.train.parallel, device)
-    setup_logging(out, main=dist_ctx.is_main)
-    dtype = resolve_dtype(cfg.train.dtype, device)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    if cfg.train.max_tokens_per_forward is None and device.type == "cpu":
-        # Measured on the bench workload (bench/README.md): 1k-token passes run as fast per
-        # token as 4k ones on CPU and need a third of the activation memory.
-        cfg.train.max_tokens_per_forward = 1024
-    seed_everything(cfg.train.seed)
-
+    rt = start_runtime(cfg)
+    facts = RunFacts(device=rt.device.type, dtype=rt.dtype)
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.chat_template)
     method = get_method(cfg.method)
-    with distributed.main_first(dist_ctx):  # caches written while preparing are shared
-        data = method.prepare_data(cfg, tokenizer)
-    chosen = resolve_auto(cfg.train, cfg.adapter.type, len(data.train))
+    with distributed.main_first(rt.dist):  # caches written while preparing are shared
+        data = method.prepare_data(resolve(cfg, facts), tokenizer)
+    facts = replace(facts, n_train=len(data.train))
+    chosen = auto_values(cfg.train, cfg.adapter.type, len(data.train))
     if chosen:
         log.info(
             "auto hyperparameters for %d training sequences: %s",
             len(data.train),
             ", ".join(f"{k}={v:g}" for k, v in chosen.items()),
         )
-    validate(cfg)
+    model, facts = build_model(cfg, facts, method, rt)
+    trainer = build_trainer(resolve(cfg, facts), model, tokenizer, data, method, rt)
+    resolved = resolve(cfg, replace(facts, warmup_steps=trainer.warmup))
+    info = _run_info(resolved, model, trainer, data, rt)
+    if rt.dist.is_main:
+        dump_config(resolved, rundir.RunDir(rt.out).resolved_config)
+        rundir.RunDir(rt.out).run_info.write_text(json.dumps(info, indent=1), encoding="utf-8")
+    return PreparedRun(resolved, model, tokenizer, trainer, rt.out, info)
+
+
+def build_model(cfg: RunConfig, facts: RunFacts, method, rt: Runtime) -> tuple[torch.nn.Module, RunFacts]:
+    """The model to train: loaded (quantised when asked; the method's own loader if it has one),
+    with tunesmith's attention, gradient checkpointing and the adapter attached. Returns it with
+    ``facts`` plus what loading it measured (quantisation, linear modules)."""
+    from .models.adapters import attach_adapter, linear_module_names
+    from .models.attention import register as register_attention
+    from .models.load import load_causal_lm
+    from .models.quantize import dtype_name, prepare_for_training, quant_spec
+
     # FSDP loads on the CPU and fully_shard moves each rank's shards to its GPU, so no GPU ever
     # holds the whole model.
-    load_device = torch.device("cpu") if dist_ctx.mode == "fsdp" and dist_ctx.active else device
-    quant = quant_spec(cfg.model, cfg.adapter.type, device)
-    if hasattr(method, "load_model"):
-        model = method.load_model(cfg, load_device)
+    load_device = torch.device("cpu") if rt.dist.mode == "fsdp" and rt.dist.active else rt.device
+    quant = quant_spec(cfg.model, cfg.adapter.type, rt.device)
+    if hasattr(method, "load_model"):  # its own model class (reward: a scalar head); never quantised
+        model = method.load_model(resolve(cfg, facts), load_device)
     else:
         model = load_causal_lm(
             cfg.model.path,
@@ -148,13 +180,11 @@ def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None =
             trust_remote_code=cfg.model.trust_remote_code,
             quantization=quant,
         )
-    if quant is not None and not hasattr(method, "load_model"):
-        from .models.quantize import dtype_name, prepare_for_training
-
-        log.info("base model quantised: %d linear layers, %s", prepare_for_training(model), quant.describe())
-        # The resolved config records what was loaded (qlora implies 4 bits; auto compute dtype).
-        cfg.model.load_in_4bit, cfg.model.load_in_8bit = quant.bits == 4, quant.bits == 8
-        cfg.model.compute_dtype = dtype_name(quant.compute_dtype)
+        if quant is not None:
+            log.info(
+                "base model quantised: %d linear layers, %s", prepare_for_training(model), quant.describe()
+            )
+            facts = replace(facts, quant_bits=quant.bits, quant_compute_dtype=dtype_name(quant.compute_dtype))
     if cfg.model.attn_implementation == "auto":
         model.set_attn_implementation(register_attention())
     elif cfg.model.attn_implementation != "sdpa":
@@ -166,17 +196,22 @@ def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None =
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
-    if cfg.adapter.type != "none" and cfg.adapter.targets == "all-linear":
-        cfg.adapter.targets = linear_module_names(model)
-    model = attach_adapter(model, cfg.adapter)
-    trainable, total = parameter_counts(model)
+    if cfg.adapter.type != "none":
+        facts = replace(facts, linear_modules=tuple(linear_module_names(model)))
+    return attach_adapter(model, resolve(cfg, facts).adapter), facts
+
+
+def build_trainer(cfg: RunConfig, model, tokenizer, data, method, rt: Runtime) -> Trainer:
+    """The engine's trainer for ``cfg`` (resolved up to the warm-up) over the prepared data,
+    with the method's loss, and generation eval when asked."""
+    from .methods.common import data_files
 
     state_extra = {
         "data_fingerprint": _fingerprint(data_files(cfg.data.train) + data_files(cfg.data.eval)),
         "batch_size": cfg.train.batch_size,
         # micro-batches per optimizer step over all processes: resuming on another
         # world size is exact when this (so the global batch) is unchanged
-        "grad_accum": cfg.train.grad_accum * dist_ctx.world_size,
+        "grad_accum": cfg.train.grad_accum * rt.dist.world_size,
         "packing": cfg.train.packing,
         "max_length": cfg.train.max_length,
         "seed": cfg.train.seed,
@@ -191,44 +226,45 @@ def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None =
         eval_items=data.eval,
         eval_units=data.eval_units,
         cfg=cfg.train,
-        out_dir=out,
-        device=device,
-        dtype=dtype,
+        out_dir=rt.out,
+        device=rt.device,
+        dtype=rt.dtype,
         state_extra=state_extra,
-        dist=dist_ctx,
+        dist=rt.dist,
     )
-
     if cfg.train.eval_generate:
         from .eval.training import attach_generation_eval
 
-        attach_generation_eval(trainer, cfg, tokenizer, out)
+        attach_generation_eval(trainer, cfg, tokenizer, rt.out)
+    return trainer
 
-    # The resolved config: every default filled in, every "auto" replaced by what was chosen.
-    cfg.train.device, cfg.train.dtype = device.type, dtype
-    if cfg.train.warmup_steps is None:
-        cfg.train.warmup_steps = trainer.warmup
-    run_info = {
+
+def _run_info(cfg: RunConfig, model, trainer: Trainer, data, rt: Runtime) -> dict:
+    """``run.json``'s first version: versions, data, parameters, steps, device (and, for a GGUF
+    base, its source; under torchrun, the process group)."""
+    from .models.adapters import parameter_counts
+    from .models.gguf_import import model_source
+
+    trainable, total = parameter_counts(model)
+    info = {
         "versions": _versions(),
-        "data_fingerprint": state_extra["data_fingerprint"],
+        "data_fingerprint": trainer.state_extra["data_fingerprint"],
         "parameters": {"trainable": trainable, "total": total},
         "data": data.stats,
         "total_steps": trainer.total_steps,
-        "device": str(device),
-        "dtype": dtype,
+        "device": str(rt.device),
+        "dtype": rt.dtype,
     }
     source = model_source(cfg.model.path)
     if source is not None:  # trained from a GGUF file: which one, and what its weights really are
-        run_info["model_source"] = asdict(source)
-    if dist_ctx.active:
-        run_info["distributed"] = {
-            "mode": dist_ctx.mode,
-            "world_size": dist_ctx.world_size,
+        info["model_source"] = asdict(source)
+    if rt.dist.active:
+        info["distributed"] = {
+            "mode": rt.dist.mode,
+            "world_size": rt.dist.world_size,
             "global_batch": cfg.train.batch_size * trainer.micro_per_step,
         }
-    if dist_ctx.is_main:
-        dump_config(cfg, rundir.RunDir(out).resolved_config)
-        rundir.RunDir(out).run_info.write_text(json.dumps(run_info, indent=1), encoding="utf-8")
-    return PreparedRun(cfg, model, tokenizer, trainer, out, run_info)
+    return info
 
 
 def train(

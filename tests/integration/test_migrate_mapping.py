@@ -15,7 +15,8 @@ pytest.importorskip("sqlalchemy")
 
 from openai.types.fine_tuning import FineTuningJob  # noqa: E402
 
-from tunesmith.config import load_config, validate  # noqa: E402
+from tunesmith.config import load_config  # noqa: E402
+from tunesmith.methods import validate  # noqa: E402
 from tunesmith.migrate.mapping import MapOptions, Unmappable, job_dict, map_job, source_method  # noqa: E402
 
 STRING_CHECK = {

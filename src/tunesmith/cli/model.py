@@ -7,7 +7,8 @@ import json
 
 
 def _cmd_estimate(args) -> int:
-    from ..config import load_config, validate
+    from ..config import load_config
+    from ..methods import validate
     from ..models.memory import estimate_memory, format_table, gb
 
     cfg = load_config(args.config, args.set)

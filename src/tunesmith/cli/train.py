@@ -35,8 +35,9 @@ def _cmd_train(args) -> int:
 
 def _launch_train(args) -> int:
     """``train --nproc N``: the same command on N local processes under torchrun."""
-    from ..config import load_config, validate
+    from ..config import load_config
     from ..engine.distributed import launch_local
+    from ..methods import validate
 
     cfg = load_config(args.config, args.set)
     validate(cfg)  # config mistakes are reported once, before any process starts

@@ -32,13 +32,14 @@ def auto_lr(adapter_type: str) -> float:
     return 2e-5 if adapter_type == "none" else 2e-4
 
 
-def resolve_auto(train_cfg, adapter_type: str, n_examples: int) -> dict:
-    """Replace ``"auto"`` in ``train_cfg.epochs / batch_size / lr`` in place; return what was set."""
+def auto_values(train_cfg, adapter_type: str, n_examples: int) -> dict:
+    """The values chosen for the ``"auto"`` ones among ``train_cfg.epochs / batch_size / lr``
+    (``{}`` when none is auto); :func:`tunesmith.config.resolve.resolve` puts them in place."""
     chosen = {}
     if train_cfg.epochs == "auto":
-        train_cfg.epochs = chosen["epochs"] = float(auto_epochs(n_examples))
+        chosen["epochs"] = float(auto_epochs(n_examples))
     if train_cfg.batch_size == "auto":
-        train_cfg.batch_size = chosen["batch_size"] = auto_batch_size(n_examples)
+        chosen["batch_size"] = auto_batch_size(n_examples)
     if train_cfg.lr == "auto":
-        train_cfg.lr = chosen["lr"] = auto_lr(adapter_type)
+        chosen["lr"] = auto_lr(adapter_type)
     return chosen

@@ -13,6 +13,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from ..errors import ConfigError
+from .registry import LOSSES, method_loss, method_spec, needs_reference
 from .schema import ModelConfig, RunConfig  # noqa: F401
 
 _SHORTHANDS = {"model": "path"}  # `model: ./dir` means `model: {path: ./dir}`
@@ -187,16 +188,22 @@ def dump_config(config: RunConfig, path: str | Path) -> None:
 
 
 def validate(config: RunConfig) -> None:
-    """Checks across fields that types alone cannot express."""
-    t = config.train
-    if "auto" in (t.batch_size, t.lr, t.epochs):
-        return _validate_rest(config)  # the auto values are checked once resolved
+    """Checks across fields that types alone cannot express, torch-free: the common sections,
+    then those of the sections the method reads (its :class:`~.registry.MethodSpec`). A
+    method's checks that need heavier imports (GRPO's graders) are its module's own
+    ``validate_config``: :func:`tunesmith.methods.validate` runs both. ``"auto"`` values are
+    checked once resolved (:mod:`.resolve`)."""
     _validate_rest(config)
-    if t.batch_size < 1:
+    for section in method_spec(config.method).sections:
+        _SECTION_CHECKS[section](config)
+
+
+def _validate_train(t) -> None:
+    if t.batch_size != "auto" and t.batch_size < 1:
         raise ConfigError(f"config: 'train.batch_size' must be >= 1, got {t.batch_size}")
-    if t.epochs <= 0 and t.max_steps is None:
+    if t.epochs != "auto" and t.epochs <= 0 and t.max_steps is None:
         raise ConfigError("config: 'train.epochs' must be > 0 (or set train.max_steps)")
-    if t.lr <= 0:
+    if t.lr != "auto" and t.lr <= 0:
         raise ConfigError(f"config: 'train.lr' must be > 0, got {t.lr}")
 
 
@@ -217,13 +224,19 @@ def _validate_preference(config: RunConfig) -> None:
             f"config: method {config.method} needs model.attn_implementation: auto "
             f"(got {config.model.attn_implementation!r})"
         )
-    if config.method == "dpo" and pr.loss in ("simpo", "orpo") and pr.precompute_reference is True:
+    loss = method_loss(config)
+    if pr.length_normalize and (loss is None or "length_normalize" not in loss.params):
+        readers = [name for name, spec in LOSSES.items() if "length_normalize" in spec.params]
+        raise ConfigError(
+            f"config: 'preference.length_normalize' applies to loss {' or '.join(readers)}; "
+            f"this run trains with {loss.name if loss else config.method}"
+        )
+    if loss is not None and not loss.needs_reference and pr.precompute_reference is True:
         raise ConfigError(
             f"config: preference.loss {pr.loss} uses no reference model, so "
             "'preference.precompute_reference: true' has nothing to compute"
         )
-    uses_reference = config.method == "kto" or (config.method == "dpo" and pr.loss not in ("simpo", "orpo"))
-    if uses_reference and config.adapter.init_from is not None and pr.precompute_reference is False:
+    if needs_reference(config) and config.adapter.init_from is not None and pr.precompute_reference is False:
         raise ConfigError(
             "config: 'preference.precompute_reference: false' with 'adapter.init_from': the "
             "reference must be the model training starts from (base + that adapter), which "
@@ -304,8 +317,6 @@ def _validate_init_from(a) -> None:
 
 def _validate_rest(config: RunConfig) -> None:
     t, a = config.train, config.adapter
-    if config.method in ("dpo", "kto", "reward"):
-        _validate_preference(config)
     if not config.model.path:
         raise ConfigError("config: 'model' is required (a local Hugging Face model folder)")
     if not config.data.train:
@@ -319,6 +330,7 @@ def _validate_rest(config: RunConfig) -> None:
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"config: '{key}' must be >= 1, got {value}")
+    _validate_train(t)
     if t.max_steps is not None and t.max_steps < 1:
         raise ConfigError(f"config: 'train.max_steps' must be >= 1, got {t.max_steps}")
     if not 0 <= config.data.eval_fraction < 1:
@@ -355,26 +367,24 @@ def _validate_rest(config: RunConfig) -> None:
             "(QLoRA / load_in_4bit / load_in_8bit): bitsandbytes does not support FSDP2. "
             "Use train.parallel: ddp (each GPU holds the quantised model)."
         )
-    if t.parallel == "fsdp" and (
-        config.method == "grpo" or (config.method == "distill" and config.distill.mode == "on_policy")
-    ):
+
+
+_GRPO_REWARD_NEEDS = {"regex": "pattern", "python": "function", "reward_model": "model", "grader": "grader"}
+
+
+def _refuse_sampling_under_fsdp(config: RunConfig) -> None:
+    if config.train.parallel == "fsdp":
         raise ConfigError(
             f"config: method {config.method} samples from the model inside the training "
             "step; under train.parallel fsdp every rank would have to generate the same "
             "number of tokens (each block's weights are all-gathered per forward). "
             "Use train.parallel: ddp."
         )
-    if config.method == "grpo":
-        _validate_grpo(config)
-    if config.method == "distill":
-        _validate_distill(config.distill)
-
-
-_GRPO_REWARD_NEEDS = {"regex": "pattern", "python": "function", "reward_model": "model", "grader": "grader"}
 
 
 def _validate_grpo(config: RunConfig) -> None:
     g = config.grpo
+    _refuse_sampling_under_fsdp(config)
     if g.group_size < 2:
         raise ConfigError(
             f"config: 'grpo.group_size' must be >= 2 (advantages compare samples "
@@ -404,10 +414,6 @@ def _validate_grpo(config: RunConfig) -> None:
         need = _GRPO_REWARD_NEEDS.get(r.type)
         if need and not getattr(r, need):
             raise ConfigError(f"config: 'grpo.rewards[{i}].{need}' is required for type {r.type}")
-        if r.type == "grader":  # parse the grader and find its judges now: errors name the field
-            from ..rewards.grader import resolve
-
-            resolve(r, f"grpo.rewards[{i}]")
 
 
 def _validate_grpo_iterations(mu: int, t) -> None:
@@ -425,7 +431,10 @@ def _validate_grpo_iterations(mu: int, t) -> None:
             )
 
 
-def _validate_distill(d) -> None:
+def _validate_distill(config: RunConfig) -> None:
+    d = config.distill
+    if d.mode == "on_policy":
+        _refuse_sampling_under_fsdp(config)
     if not d.teacher:
         raise ConfigError("config: 'distill.teacher' is required for method distill (a model folder)")
     for key, value in (("alpha", d.alpha), ("beta", d.beta), ("lambda", d.lambda_)):
@@ -443,5 +452,8 @@ def _validate_distill(d) -> None:
             "are new text, so the teacher must score them on the fly)"
         )
 
+
+# The checks of each section a method may read (MethodSpec.sections).
+_SECTION_CHECKS = {"preference": _validate_preference, "grpo": _validate_grpo, "distill": _validate_distill}
 
 __all__ = ["load_config", "dump_config", "config_to_dict", "validate", "ModelConfig"]

@@ -1,10 +1,10 @@
 """The typed run configuration: one dataclass per YAML section.
 
 Every field documented here is the documentation of the config file; ``tunesmith config``
-prints every key with its default. Values are validated by :mod:`.load`; derived values
-(``"auto"`` hyperparameters, :mod:`.auto`; the device and dtype) are filled in when a run is
-prepared (:func:`tunesmith.run.prepare`) and saved with the run as ``config.resolved.yaml``,
-never rewritten in the user's file.
+prints every key with its default. Values are validated by :mod:`.load`. Configs are frozen:
+derived values (``"auto"`` hyperparameters, :mod:`.auto`; the device and dtype …) are filled in
+by :func:`.resolve.resolve`, which returns a new config, saved with the run as
+``config.resolved.yaml`` — never rewritten in the user's file.
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .registry import METHOD_NAMES, PAIR_LOSS_NAMES
 
-@dataclass
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Which model to fine-tune. ``model: PATH`` in YAML is shorthand for ``model: {path: PATH}``."""
 
@@ -40,7 +42,7 @@ class ModelConfig:
     """Dtype 4-bit weights are dequantised to for each matmul; auto: bf16 on CUDA, fp32 on CPU."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     """Where the examples come from and how they are turned into tokens."""
 
@@ -56,7 +58,7 @@ class DataConfig:
     """Cap on the held-out examples scored at each evaluation."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class AdapterConfig:
     """Parameter-efficient adapter (PEFT LoRA / DoRA) or full fine-tuning (``type: none``)."""
 
@@ -82,7 +84,7 @@ class AdapterConfig:
     targets must equal this section's."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """The optimisation loop."""
 
@@ -151,7 +153,7 @@ class TrainConfig:
     """fsdp on CUDA: keep parameter shards, gradients and optimizer state in CPU memory."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class DistillConfig:
     """Knowledge distillation (``method: distill``): a teacher model teaches the student ``model``.
 
@@ -193,7 +195,7 @@ class DistillConfig:
     """Load the teacher's linear layers in 4-bit NF4 (bitsandbytes; CPU or CUDA) to save memory."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class GrpoRewardConfig:
     """One reward function of a GRPO run (an item of ``grpo.rewards``); see docs/grpo.md.
 
@@ -244,7 +246,7 @@ class GrpoRewardConfig:
     ``model`` itself when that is a local folder or .gguf file."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class GrpoConfig:
     """Online RL with Group Relative Policy Optimization (``method: grpo``); see docs/grpo.md."""
 
@@ -277,17 +279,21 @@ class GrpoConfig:
     """Reward functions; the reward of a completion is their weighted sum."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class PreferenceConfig:
     """Preference tuning (``method: dpo``), KTO and reward models; see docs/preference.md."""
 
-    loss: Literal["sigmoid", "ipo", "hinge", "robust", "simpo", "orpo"] = "sigmoid"
+    loss: Literal[PAIR_LOSS_NAMES] = "sigmoid"
     """DPO-family loss (method dpo): sigmoid (DPO) | ipo | hinge (SLiC) | robust (rDPO) |
-    simpo (reference-free, length-normalised) | orpo (odds ratio + SFT term, no reference)."""
+    simpo (reference-free, length-normalised) | orpo (odds ratio + SFT term, no reference) |
+    apo_zero (APO: each answer anchored to the reference on its own)."""
     beta: float | Literal["auto"] = "auto"
     """Strength of the implicit reward (DPO/KTO β, IPO τ, SimPO β, ORPO λ); auto: 0.1."""
     gamma: float = 0.5
     """SimPO target reward margin γ."""
+    length_normalize: bool = False
+    """ipo: divide each log-ratio by its answer's length (TRL's IPO, whose β then carries over
+    unchanged); false: summed log-probabilities (Azar et al. 2023, eq. 17)."""
     label_smoothing: float = 0.0
     """Assumed rate of flipped preference labels ε (sigmoid: conservative DPO; robust: rDPO)."""
     precompute_reference: bool | Literal["auto"] = "auto"
@@ -302,12 +308,12 @@ class PreferenceConfig:
     """KTO λ_U: weight of undesirable examples."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunConfig:
     """A whole run. Sections: model, data, adapter, train; plus method and output_dir."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
-    method: Literal["sft", "pretrain", "dpo", "kto", "reward", "grpo", "distill"] = "sft"
+    method: Literal[METHOD_NAMES] = "sft"
     """sft | pretrain | dpo (the DPO family, see ``preference``) | kto | reward | grpo | distill."""
     data: DataConfig = field(default_factory=DataConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)

@@ -16,18 +16,22 @@ from dataclasses import dataclass
 from os import PathLike
 from typing import Any
 
+from tunesmith.config.registry import (
+    ALPACA,
+    KTO,
+    METHODS,
+    OPENAI_CHAT,
+    OPENAI_PREFERENCE,
+    PREFERENCE_PAIRS,
+    PROMPT_COMPLETION,
+    PROMPT_ONLY,
+    SHAREGPT,
+    TEXT,
+    suggest_method,
+)
 from tunesmith.data.example import Example
 from tunesmith.data.readers import iter_rows
 from tunesmith.errors import DataError
-
-OPENAI_CHAT, SHAREGPT, ALPACA = "openai_chat", "sharegpt", "alpaca"
-PROMPT_COMPLETION, TEXT = "prompt_completion", "text"
-OPENAI_PREFERENCE, PREFERENCE_PAIRS, KTO, PROMPT_ONLY = (
-    "openai_preference",
-    "preference_pairs",
-    "kto",
-    "prompt_only",
-)
 
 FORMAT_LABELS = {
     OPENAI_CHAT: "OpenAI chat",
@@ -64,22 +68,6 @@ ACCEPTED_SHAPES = (
     "non_preferred_output (OpenAI preference); prompt + chosen + rejected; "
     "prompt + completion + label (KTO); prompt (prompt-only)"
 )
-
-# Which formats each `expect` accepts, and the method to suggest for the others.
-_ALLOWED = {
-    "sft": frozenset({OPENAI_CHAT, SHAREGPT, ALPACA, PROMPT_COMPLETION, TEXT}),
-    "pretrain": frozenset({TEXT}),
-}
-_METHOD_FOR = {
-    OPENAI_CHAT: "sft",
-    SHAREGPT: "sft",
-    ALPACA: "sft",
-    PROMPT_COMPLETION: "sft",
-    OPENAI_PREFERENCE: "dpo",
-    PREFERENCE_PAIRS: "dpo",
-    KTO: "kto",
-    PROMPT_ONLY: "grpo",
-}
 
 
 def detect_format(row: Any) -> str | None:
@@ -133,16 +121,19 @@ def load_examples(path: str | PathLike[str], *, expect: str = "sft") -> list[Exa
 def iter_examples(path: str | PathLike[str], *, expect: str = "sft") -> Iterator[Example]:
     """Yield one normalised :class:`Example` per row of ``path``, in file order.
 
-    ``expect="sft"`` accepts OpenAI chat, ShareGPT, Alpaca, prompt/completion and text rows;
-    ``expect="pretrain"`` accepts text rows (and ``.txt`` files) only. Any other format raises
+    ``expect`` names the method whose formats (:mod:`tunesmith.config.registry`) the file must
+    hold: ``sft`` accepts OpenAI chat, ShareGPT, Alpaca, prompt/completion and text rows,
+    ``pretrain`` text rows (and ``.txt`` files) only. Any other format raises
     :class:`DataError` on the first row, naming the method that trains such data. Raises
-    ``ValueError`` for an unknown ``expect`` (a programming error, not a user one).
+    ``ValueError`` for an ``expect`` that is not a method reading examples (a programming
+    error, not a user one).
     """
-    if expect not in _ALLOWED:
-        raise ValueError(f"expect must be one of {sorted(_ALLOWED)}, got {expect!r}")
+    readers = [name for name, spec in METHODS.items() if set(spec.formats) <= set(_NORMALISERS)]
+    if expect not in readers:
+        raise ValueError(f"expect must be one of {readers}, got {expect!r}")
     for number, file_format, row in iter_format_rows(path):
         at = Where(str(path), number)
-        if file_format not in _ALLOWED[expect]:
+        if file_format not in METHODS[expect].formats:
             raise _wrong_method(file_format, expect, at)
         yield to_example(row, file_format, at.path, number)
 
@@ -202,17 +193,13 @@ def _mismatch(row: dict[str, Any], found: str | None, expected: str, first: int,
 
 def _wrong_method(file_format: str, expect: str, at: Where) -> DataError:
     label = FORMAT_LABELS[file_format]
-    if expect == "pretrain":
-        need = 'continued pretraining needs {"text": ...} rows or a .txt file'
-    else:
-        need = "SFT needs OpenAI chat, ShareGPT, Alpaca, prompt/completion or text rows"
     if file_format in (OPENAI_PREFERENCE, PREFERENCE_PAIRS, KTO):
         label = f"preference data ({label} format)"
     else:
         label = f"{label} data"
     return at.error(
-        f"this file looks like {label}, judging by its first row; {need}; train "
-        f"it with method {_METHOD_FOR[file_format]}"
+        f"this file looks like {label}, judging by its first row; {METHODS[expect].needs}; "
+        f"train it with method {suggest_method(file_format)}"
     )
 
 

@@ -25,6 +25,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config.registry import METHODS, suggest_method
 from ..errors import DataError
 from ..models.template import render_chat
 from .formats import (
@@ -39,18 +40,6 @@ from .formats import (
 )
 
 log = logging.getLogger("tunesmith")
-
-_METHOD_HINT = {
-    "openai_chat": "sft",
-    "sharegpt": "sft",
-    "alpaca": "sft",
-    "prompt_completion": "sft",
-    "text": "sft or pretrain",
-    "prompt_only": "grpo",
-    KTO: "kto",
-    OPENAI_PREFERENCE: "dpo or reward",
-    PREFERENCE_PAIRS: "dpo or reward",
-}
 
 
 @dataclass
@@ -193,10 +182,10 @@ def _unpaired_from_row(row: dict, at: Where) -> UnpairedExample:
     )
 
 
-def _wrong_format(file_format: str, want: str, at: Where) -> DataError:
+def _wrong_format(file_format: str, method: str, at: Where) -> DataError:
     return at.error(
         f"this file looks like {FORMAT_LABELS[file_format]} data, judging by its first "
-        f"row; {want}; train it with method {_METHOD_HINT.get(file_format, 'sft')}"
+        f"row; {METHODS[method].needs}; train it with method {suggest_method(file_format)}"
     )
 
 
@@ -206,13 +195,8 @@ def load_pairs(paths: list[str]) -> list[PairExample]:
     for path in paths:
         for number, file_format, row in iter_format_rows(path):
             at = Where(str(path), number)
-            if file_format not in (OPENAI_PREFERENCE, PREFERENCE_PAIRS):
-                raise _wrong_format(
-                    file_format,
-                    "preference methods need prompt/chosen/rejected or "
-                    "OpenAI preference (input/preferred_output/non_preferred_output) rows",
-                    at,
-                )
+            if file_format not in METHODS["dpo"].formats:
+                raise _wrong_format(file_format, "dpo", at)
             out.append(pair_from_row(row, file_format, at))
     return out
 
@@ -230,9 +214,7 @@ def load_unpaired(paths: list[str]) -> list[UnpairedExample]:
                 out.append(UnpairedExample(pair.source, pair.prompt, pair.chosen, True, pair.tools))
                 out.append(UnpairedExample(pair.source, pair.prompt, pair.rejected, False, pair.tools))
             else:
-                raise _wrong_format(
-                    file_format, "KTO needs prompt/completion/label rows (or preference pairs)", at
-                )
+                raise _wrong_format(file_format, "kto", at)
     return out
 
 

@@ -1,8 +1,10 @@
 """Pairwise preference losses (the DPO family), pure functions of sequence log-probabilities.
 
-Every function takes per-pair tensors ``[B]`` and returns ``(loss_sum, metrics)``: the *sum* of
-the per-pair losses (the engine divides by the number of pairs in the accumulation window)
-and summed metrics — ``correct`` (pairs whose chosen reward beats the rejected one, a tie
+Every pair loss ``N_loss(pair, *, beta, …)`` takes a :class:`PairLogps` (per-pair tensors
+``[B]``) and the ``preference.*`` values its registry entry lists
+(:data:`tunesmith.config.registry.LOSSES`); :func:`kto_loss` takes unpaired examples. Each
+returns ``(loss_sum, metrics)``: the *sum* of the per-pair losses (the engine divides by the
+number of pairs in the accumulation window) and summed metrics — ``correct`` (pairs whose chosen reward beats the rejected one, a tie
 counting one half, so that an untrained policy — equal rewards — scores the chance level 0.5;
 logged as ``accuracy``), ``margin`` (chosen − rejected reward), ``rewards_chosen`` / ``rewards_rejected``
 and ``logps_chosen`` / ``logps_rejected`` (summed sequence log-probabilities of the policy).
@@ -14,13 +16,28 @@ answer's tokens), ``ρ_c, ρ_r`` the reference model's, ``h = (π_c − ρ_c) �
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-DPO_LOSSES = ("sigmoid", "ipo", "hinge", "robust")
-REFERENCE_FREE = ("simpo", "orpo")
-ALL_LOSSES = DPO_LOSSES + REFERENCE_FREE
+
+@dataclass
+class PairLogps:
+    """One batch of pairs, each field ``[B]``: the policy's summed log-probabilities of the chosen
+    and rejected answers, the reference model's (None for losses without one), and the answers'
+    lengths in tokens."""
+
+    chosen: torch.Tensor
+    rejected: torch.Tensor
+    ref_chosen: torch.Tensor | None = None
+    ref_rejected: torch.Tensor | None = None
+    chosen_tokens: torch.Tensor | None = None
+    rejected_tokens: torch.Tensor | None = None
+
+    def log_ratios(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(π_c − ρ_c, π_r − ρ_r)``."""
+        return self.chosen - self.ref_chosen, self.rejected - self.ref_rejected
 
 
 def pairwise_correct(better: torch.Tensor, worse: torch.Tensor) -> torch.Tensor:
@@ -42,63 +59,74 @@ def _metrics(
     }
 
 
-def dpo_loss(
-    policy_chosen: torch.Tensor,
-    policy_rejected: torch.Tensor,
-    ref_chosen: torch.Tensor,
-    ref_rejected: torch.Tensor,
-    *,
-    beta: float,
-    loss: str = "sigmoid",
-    label_smoothing: float = 0.0,
-):
-    """DPO-family losses with a reference model; all inputs ``[B]`` sequence log-probs.
+def _with_reference(losses: torch.Tensor, p: PairLogps, beta: float):
+    """``(loss_sum, metrics)`` of a reference-model loss: rewards are ``β(π − ρ)``."""
+    ratio_c, ratio_r = p.log_ratios()
+    return losses.sum(), _metrics(beta * ratio_c, beta * ratio_r, p.chosen, p.rejected)
 
-    With ``h = (π_c − ρ_c) − (π_r − ρ_r)`` and implicit rewards ``β(π − ρ)``:
 
-    - ``sigmoid`` — DPO, Rafailov et al. 2023, eq. 7: ``−log σ(βh)``; with ``label_smoothing``
-      ε > 0 it is conservative DPO (Mitchell 2023): ``−(1−ε) log σ(βh) − ε log σ(−βh)``.
-    - ``robust`` — rDPO, Chowdhury et al. 2024, eq. 8, unbiased under preference-flip rate ε:
-      ``[−(1−ε) log σ(βh) + ε log σ(−βh)] / (1 − 2ε)``.
-    - ``ipo`` — IPO, Azar et al. 2023, eq. 17: ``(h − 1/(2β))²`` (β is τ there).
-    - ``hinge`` — SLiC-HF, Zhao et al. 2023, eq. 2 with δ = 1/β: ``max(0, 1 − βh)``.
+def _h(p: PairLogps) -> torch.Tensor:
+    ratio_c, ratio_r = p.log_ratios()
+    return ratio_c - ratio_r
+
+
+def sigmoid_loss(p: PairLogps, *, beta: float, label_smoothing: float = 0.0):
+    """DPO, Rafailov et al. 2023, eq. 7: ``−log σ(βh)``; with ``label_smoothing`` ε > 0 it is
+    conservative DPO (Mitchell 2023): ``−(1−ε) log σ(βh) − ε log σ(−βh)``."""
+    h = _h(p)
+    losses = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
+    return _with_reference(losses, p, beta)
+
+
+def robust_loss(p: PairLogps, *, beta: float, label_smoothing: float = 0.0):
+    """rDPO, Chowdhury et al. 2024, eq. 8, unbiased under preference-flip rate ε:
+    ``[−(1−ε) log σ(βh) + ε log σ(−βh)] / (1 − 2ε)``."""
+    h = _h(p)
+    losses = (-(1 - label_smoothing) * F.logsigmoid(beta * h) + label_smoothing * F.logsigmoid(-beta * h)) / (
+        1 - 2 * label_smoothing
+    )
+    return _with_reference(losses, p, beta)
+
+
+def ipo_loss(p: PairLogps, *, beta: float, length_normalize: bool = False):
+    """IPO, Azar et al. 2023, eq. 17: ``(h − 1/(2β))²`` (β is τ there).
+
+    ``length_normalize``: divide each log-ratio by its answer's length first (TRL's IPO),
+    ``h = (π_c − ρ_c)/|y_c| − (π_r − ρ_r)/|y_r|``; the rewards are then ``β(π − ρ)/|y|``.
     """
-    h = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
-    if loss == "sigmoid":
-        losses = -(1 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(-beta * h)
-    elif loss == "robust":
-        losses = (
-            -(1 - label_smoothing) * F.logsigmoid(beta * h) + label_smoothing * F.logsigmoid(-beta * h)
-        ) / (1 - 2 * label_smoothing)
-    elif loss == "ipo":
-        losses = (h - 1 / (2 * beta)) ** 2
-    elif loss == "hinge":
-        losses = torch.relu(1 - beta * h)
-    else:
-        raise ValueError(f"unknown DPO loss {loss!r}; known: {', '.join(DPO_LOSSES)}")
-    reward_c = beta * (policy_chosen - ref_chosen)
-    reward_r = beta * (policy_rejected - ref_rejected)
-    return losses.sum(), _metrics(reward_c, reward_r, policy_chosen, policy_rejected)
+    ratio_c, ratio_r = p.log_ratios()
+    if length_normalize:
+        ratio_c, ratio_r = ratio_c / p.chosen_tokens, ratio_r / p.rejected_tokens
+    losses = (ratio_c - ratio_r - 1 / (2 * beta)) ** 2
+    return losses.sum(), _metrics(beta * ratio_c, beta * ratio_r, p.chosen, p.rejected)
 
 
-def simpo_loss(
-    policy_chosen: torch.Tensor,
-    policy_rejected: torch.Tensor,
-    chosen_tokens: torch.Tensor,
-    rejected_tokens: torch.Tensor,
-    *,
-    beta: float,
-    gamma: float,
-):
+def hinge_loss(p: PairLogps, *, beta: float):
+    """SLiC-HF, Zhao et al. 2023, eq. 2 with δ = 1/β: ``max(0, 1 − βh)``."""
+    return _with_reference(torch.relu(1 - beta * _h(p)), p, beta)
+
+
+def apo_zero_loss(p: PairLogps, *, beta: float):
+    """APO-zero, D'Oosterlinck et al. 2024 ("Anchored Preference Optimization"), eq. 7:
+    ``(1 − σ(β(π_c − ρ_c))) + σ(β(π_r − ρ_r))``.
+
+    Unlike DPO's, the two log-ratios are anchored separately, to 0: the chosen answer's
+    likelihood is pushed up and the rejected one's down even when their difference ``h`` is
+    already large (for chosen answers better than what the model writes now)."""
+    ratio_c, ratio_r = p.log_ratios()
+    losses = 1 - torch.sigmoid(beta * ratio_c) + torch.sigmoid(beta * ratio_r)
+    return _with_reference(losses, p, beta)
+
+
+def simpo_loss(p: PairLogps, *, beta: float, gamma: float):
     """SimPO (Meng et al. 2024, eq. 6), reference-free and length-normalised:
 
     ``−log σ(β π_c/|y_c| − β π_r/|y_r| − γ)``; rewards are ``β π/|y|``.
-    ``chosen_tokens`` / ``rejected_tokens``: ``[B]`` answer lengths in tokens.
     """
-    reward_c = beta * policy_chosen / chosen_tokens
-    reward_r = beta * policy_rejected / rejected_tokens
+    reward_c = beta * p.chosen / p.chosen_tokens
+    reward_r = beta * p.rejected / p.rejected_tokens
     losses = -F.logsigmoid(reward_c - reward_r - gamma)
-    return losses.sum(), _metrics(reward_c, reward_r, policy_chosen, policy_rejected)
+    return losses.sum(), _metrics(reward_c, reward_r, p.chosen, p.rejected)
 
 
 def log_odds(mean_logp: torch.Tensor) -> torch.Tensor:
@@ -115,14 +143,7 @@ def log_odds(mean_logp: torch.Tensor) -> torch.Tensor:
     return mean_logp - log_1m_p
 
 
-def orpo_loss(
-    policy_chosen: torch.Tensor,
-    policy_rejected: torch.Tensor,
-    chosen_tokens: torch.Tensor,
-    rejected_tokens: torch.Tensor,
-    *,
-    beta: float,
-):
+def orpo_loss(p: PairLogps, *, beta: float):
     """ORPO (Hong et al. 2024, eqs. 2–7), reference-free with the SFT term included:
 
     ``L = −π_c/|y_c|  +  β · (−log σ(log odds(y_c) − log odds(y_r)))`` where
@@ -130,11 +151,11 @@ def orpo_loss(
     β is the paper's λ. Rewards are ``β π/|y|`` (as TRL logs them). Extra metrics:
     ``nll`` (the SFT term) and ``log_odds_ratio``.
     """
-    mean_c, mean_r = policy_chosen / chosen_tokens, policy_rejected / rejected_tokens
+    mean_c, mean_r = p.chosen / p.chosen_tokens, p.rejected / p.rejected_tokens
     ratio = log_odds(mean_c) - log_odds(mean_r)
     nll = -mean_c
     losses = nll - beta * F.logsigmoid(ratio)
-    metrics = _metrics(beta * mean_c, beta * mean_r, policy_chosen, policy_rejected)
+    metrics = _metrics(beta * mean_c, beta * mean_r, p.chosen, p.rejected)
     metrics.update(nll=nll.detach().sum(), log_odds_ratio=ratio.detach().sum())
     return losses.sum(), metrics
 

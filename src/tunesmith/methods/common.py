@@ -4,10 +4,17 @@ A method is a module in :mod:`tunesmith.methods` with
 
 - ``prepare_data(cfg, tokenizer) -> PreparedData``: read, validate, render and group the
   train / eval data into items and units (lists of item indices a micro-batch slot holds);
+  ``cfg`` is resolved as far as the device (:mod:`tunesmith.config.resolve`: ``auto``
+  hyperparameters are chosen only after the data is read);
 - ``build(cfg, model, tokenizer) -> MethodParts``: the loss function and collation the engine
-  drives;
+  drives, for the resolved ``cfg`` (``preference.beta`` a number, device and dtype named);
 - optionally ``load_model(cfg, device) -> nn.Module`` when the default causal LM is not the
-  model to train (e.g. a reward model with a scalar head).
+  model to train (e.g. a reward model with a scalar head);
+- optionally ``validate_config(cfg)``: config checks that need more than the torch-free config
+  layer may import (run by :func:`tunesmith.methods.validate` before anything is loaded).
+
+What a method *declares* — its name, data formats, config sections and losses — is its entry
+in :mod:`tunesmith.config.registry` (see docs/contributing.md).
 
 Methods never import one another (DESIGN.md principle 2); what they share lives here, in
 ``data/``, ``models/`` and ``losses/``.
@@ -16,7 +23,9 @@ Methods never import one another (DESIGN.md principle 2); what they share lives 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from ..data.formats import load_examples
 from ..engine.parts import MethodParts, mean_per_unit  # noqa: F401  (re-exported for methods)
@@ -63,13 +72,21 @@ def split_eval(examples: list, fraction: float, seed: int) -> tuple[list, list]:
     )
 
 
-def train_eval_examples(config, expect: str) -> tuple[list, list]:
-    """The run's train and held-out examples: ``data.eval`` if given, else a split of train;
-    capped at ``data.max_eval_examples``."""
-    train_ex = load_all(data_files(config.data.train), expect)
-    eval_ex = load_all(data_files(config.data.eval), expect)
-    if not eval_ex:
-        train_ex, eval_ex = split_eval(train_ex, config.data.eval_fraction, config.train.seed)
+def train_eval_split(config, read: Callable[[list[str]], list]) -> tuple[list, list]:
+    """The run's train and held-out examples, each a list of what ``read(paths)`` returns for
+    the files of ``data.train`` / ``data.eval``: without held-out examples there,
+    ``data.eval_fraction`` of train is split off (:func:`split_eval`, seeded by ``train.seed``);
+    the held-out ones are capped at ``data.max_eval_examples``. Every method reads its data
+    through this."""
+    train = read(data_files(config.data.train))
+    evals = read(data_files(config.data.eval))
+    if not evals:
+        train, evals = split_eval(train, config.data.eval_fraction, config.train.seed)
     if config.data.max_eval_examples is not None:
-        eval_ex = eval_ex[: config.data.max_eval_examples]
-    return train_ex, eval_ex
+        evals = evals[: config.data.max_eval_examples]
+    return train, evals
+
+
+def train_eval_examples(config, expect: str) -> tuple[list, list]:
+    """:func:`train_eval_split` of SFT-style files, validated as method ``expect``'s formats."""
+    return train_eval_split(config, partial(load_all, expect=expect))

@@ -148,7 +148,7 @@ def prepare_data(config: RunConfig, tokenizer) -> PreparedData:
     check_same_vocabulary(
         tokenizer, teacher_tok, config.model.tokenizer or config.model.path, describe(base, adapter)
     )
-    train_ex, eval_ex = train_eval_examples(config, "sft")
+    train_ex, eval_ex = train_eval_examples(config, config.method)
     renderer = Renderer(
         tokenizer,
         max_length=t.max_length,

@@ -56,14 +56,15 @@ from typing import Any
 import torch
 
 from ..config import RunConfig
-from ..data.formats import FORMAT_LABELS, PROMPT_ONLY, Where, check_messages, iter_format_rows
+from ..config.registry import METHODS
+from ..data.formats import FORMAT_LABELS, Where, check_messages, iter_format_rows
 from ..errors import DataError, ModelError
 from ..losses.policy import clipped_policy_loss, group_advantages
 from ..models.adapters import load_reference_adapter, reference_policy
 from ..models.generate import format_prompt
 from ..models.template import stop_token_ids
 from ..rewards import Sample, build_rewards, required_fields
-from .common import MethodParts, PreparedData, data_files, split_eval
+from .common import MethodParts, PreparedData, train_eval_split
 from .grpo_rollout import completion_logprobs, sample_groups
 
 log = logging.getLogger("tunesmith")
@@ -93,6 +94,18 @@ class PromptBatch:
         return self  # token tensors are built on the device during the rollout
 
 
+def validate_config(config: RunConfig) -> None:
+    """GRPO's checks beyond :func:`tunesmith.config.validate` (run by
+    :func:`tunesmith.methods.validate`): each ``type: grader`` reward's grader is parsed and its
+    judges found now (no model is loaded), so a bad grader is a ConfigError naming its field
+    before any data or model is read."""
+    from ..rewards.grader import resolve
+
+    for i, r in enumerate(config.grpo.rewards):
+        if r.type == "grader":
+            resolve(r, f"grpo.rewards[{i}]")
+
+
 # -- data ------------------------------------------------------------------------------------
 
 
@@ -106,7 +119,7 @@ def read_prompts(path: str, required: dict[str, str] | None = None) -> list[tupl
     out = []
     for number, file_format, row in iter_format_rows(path):
         at = Where(str(path), number)
-        if file_format != PROMPT_ONLY:
+        if file_format not in METHODS["grpo"].formats:
             hint = (
                 (
                     " (a 'completion' field makes a row prompt/completion data; name the reference "
@@ -117,8 +130,7 @@ def read_prompts(path: str, required: dict[str, str] | None = None) -> list[tupl
             )
             raise at.error(
                 f"this file looks like {FORMAT_LABELS[file_format]} data, judging by its "
-                f'first row; grpo needs prompt-only rows like {{"prompt": ..., '
-                f'"answer": ...}}{hint}'
+                f"first row; {METHODS['grpo'].needs}{hint}"
             )
         prompt = row["prompt"]
         if isinstance(prompt, str):
@@ -171,12 +183,9 @@ def prepare_data(config: RunConfig, tokenizer) -> PreparedData:
     """Read, validate and tokenise the prompts; hold out ``data.eval_fraction`` if no eval file."""
     g, t = config.grpo, config.train
     required = required_fields(config.grpo.rewards)
-    train_rows = [r for p in data_files(config.data.train) for r in read_prompts(p, required)]
-    eval_rows = [r for p in data_files(config.data.eval) for r in read_prompts(p, required)]
-    if not eval_rows:
-        train_rows, eval_rows = split_eval(train_rows, config.data.eval_fraction, t.seed)
-    if config.data.max_eval_examples is not None:
-        eval_rows = eval_rows[: config.data.max_eval_examples]
+    train_rows, eval_rows = train_eval_split(
+        config, lambda paths: [r for p in paths for r in read_prompts(p, required)]
+    )
     room = t.max_length - g.max_new_tokens
     train, too_long = _to_items(train_rows, tokenizer, room)
     evals, _ = _to_items(eval_rows, tokenizer, room)

@@ -20,24 +20,19 @@ from __future__ import annotations
 import logging
 
 from ..config import RunConfig
+from ..config.registry import method_loss
 from ..data.pair_collate import collate_pairs
 from ..data.preference import PairRenderer, load_unpaired, render_unpaired
 from ..losses.preference import kto_loss
 from ..models.pair_forward import sequence_logps
-from .common import MethodParts, PreparedData, data_files, split_eval
-from .reference import batch_reference, finish_prepare, reference_source, resolve_beta
+from .common import MethodParts, PreparedData, train_eval_split
+from .reference import batch_reference, finish_prepare, reference_source
 
 log = logging.getLogger("tunesmith")
 
 
 def prepare_data(config: RunConfig, tokenizer) -> PreparedData:
-    resolve_beta(config)
-    train_ex = load_unpaired(data_files(config.data.train))
-    eval_ex = load_unpaired(data_files(config.data.eval))
-    if not eval_ex:
-        train_ex, eval_ex = split_eval(train_ex, config.data.eval_fraction, config.train.seed)
-    if config.data.max_eval_examples is not None:
-        eval_ex = eval_ex[: config.data.max_eval_examples]
+    train_ex, eval_ex = train_eval_split(config, load_unpaired)
     renderer = PairRenderer(
         tokenizer,
         config.train.max_length,
@@ -69,23 +64,15 @@ def summarize(sums: dict, n: int) -> dict:
 
 
 def build(config: RunConfig, model=None, tokenizer=None) -> MethodParts:
-    pr = config.preference
-    beta, chunk = resolve_beta(config), config.train.loss_chunk_size
+    params = {key: getattr(config.preference, key) for key in method_loss(config).params}
+    chunk = config.train.loss_chunk_size
     ref_model = reference_source(config, model) if model is not None else None
 
     def loss_fn(model, batch):
         logps = sequence_logps(model, batch, chunk)
         ref = batch_reference(model, batch, chunk, ref_model)
         kl = (logps[1::2].detach() - ref[1::2]).mean()
-        loss, metrics = kto_loss(
-            logps[0::2],
-            ref[0::2],
-            batch.labels,
-            kl,
-            beta=beta,
-            desirable_weight=pr.desirable_weight,
-            undesirable_weight=pr.undesirable_weight,
-        )
+        loss, metrics = kto_loss(logps[0::2], ref[0::2], batch.labels, kl, **params)
         metrics["kl"] = kl * batch.n_items  # summed, so that the mean over the step is per example
         return loss, metrics
 

@@ -1,8 +1,9 @@
 """Preference tuning, ``method: dpo``: the DPO family on chosen / rejected pairs.
 
 ``preference.loss`` picks the objective (see :mod:`tunesmith.losses.preference`): sigmoid (DPO,
-with ``label_smoothing`` conservative DPO), robust (rDPO), ipo, hinge — all against a frozen
-reference — and the reference-free simpo and orpo.
+with ``label_smoothing`` conservative DPO), robust (rDPO), ipo, hinge, apo_zero — all against a
+frozen reference — and the reference-free simpo and orpo. Which loss needs the reference and
+which ``preference.*`` keys it reads is its entry in :data:`tunesmith.config.registry.LOSSES`.
 
 Each pair is one row ``[prompt | chosen | rejected]`` in which the rejected answer attends to
 the prompt but not to the chosen one (:mod:`tunesmith.data.pair_collate`), so the prompt is
@@ -24,20 +25,21 @@ from __future__ import annotations
 import logging
 
 from ..config import RunConfig
+from ..config.registry import method_loss
 from ..data.pair_collate import collate_pairs
-from ..data.preference import PairRenderer, render_pairs
-from ..losses.preference import dpo_loss, orpo_loss, simpo_loss
+from ..data.preference import PairRenderer, load_pairs, render_pairs
+from ..losses import preference as preference_losses
+from ..losses.preference import PairLogps
 from ..models.pair_forward import sequence_logps
-from .common import MethodParts, PreparedData
-from .reference import batch_reference, finish_prepare, pair_examples, reference_source, resolve_beta
+from .common import MethodParts, PreparedData, train_eval_split
+from .reference import batch_reference, finish_prepare, reference_source
 
 log = logging.getLogger("tunesmith")
 
 
 def prepare_data(config: RunConfig, tokenizer) -> PreparedData:
     """Read, split and render preference pairs; precompute reference log-probs if wanted."""
-    resolve_beta(config)
-    train_ex, eval_ex = pair_examples(config)
+    train_ex, eval_ex = train_eval_split(config, load_pairs)
     renderer = PairRenderer(
         tokenizer,
         config.train.max_length,
@@ -54,37 +56,29 @@ def prepare_data(config: RunConfig, tokenizer) -> PreparedData:
     return finish_prepare(config, train, evals, stats, eval_stats)
 
 
+def loss_function(name: str):
+    """The pair loss registered as ``name``: ``tunesmith.losses.preference.<name>_loss``."""
+    return getattr(preference_losses, f"{name}_loss")
+
+
 def build(config: RunConfig, model=None, tokenizer=None) -> MethodParts:
-    pr = config.preference
-    beta, chunk = resolve_beta(config), config.train.loss_chunk_size
+    spec = method_loss(config)
+    loss, chunk = loss_function(spec.name), config.train.loss_chunk_size
+    params = {key: getattr(config.preference, key) for key in spec.params}  # beta resolved (config.resolve)
     ref_model = reference_source(config, model) if model is not None else None
 
     def loss_fn(model, batch):
         logps = sequence_logps(model, batch, chunk)
-        chosen, rejected = logps[0::2], logps[1::2]
-        if pr.loss == "simpo":
-            return simpo_loss(
-                chosen,
-                rejected,
-                batch.answer_tokens[0::2],
-                batch.answer_tokens[1::2],
-                beta=beta,
-                gamma=pr.gamma,
-            )
-        if pr.loss == "orpo":
-            return orpo_loss(
-                chosen, rejected, batch.answer_tokens[0::2], batch.answer_tokens[1::2], beta=beta
-            )
-        ref = batch_reference(model, batch, chunk, ref_model)
-        return dpo_loss(
-            chosen,
-            rejected,
-            ref[0::2],
-            ref[1::2],
-            beta=beta,
-            loss=pr.loss,
-            label_smoothing=pr.label_smoothing,
+        pair = PairLogps(
+            logps[0::2],
+            logps[1::2],
+            chosen_tokens=batch.answer_tokens[0::2],
+            rejected_tokens=batch.answer_tokens[1::2],
         )
+        if spec.needs_reference:
+            ref = batch_reference(model, batch, chunk, ref_model)
+            pair.ref_chosen, pair.ref_rejected = ref[0::2], ref[1::2]
+        return loss(pair, **params)
 
     return MethodParts(
         loss_fn=loss_fn,

@@ -25,19 +25,17 @@ from pathlib import Path
 import torch
 
 from ..config import RunConfig
+from ..config.registry import needs_reference
 from ..data.pack import make_units
 from ..data.pair_collate import collate_pairs
-from ..data.preference import PairItem, load_pairs
+from ..data.preference import PairItem
 from ..engine.runtime import autocast
 from ..errors import DataError
-from ..losses.preference import REFERENCE_FREE
 from ..models.device import resolve_device, resolve_dtype
 from ..models.pair_forward import reference_logps
-from .common import PreparedData, data_files, split_eval
+from .common import PreparedData
 
 log = logging.getLogger("tunesmith")
-
-DEFAULT_BETA = 0.1
 
 _MIB = 1 << 20
 
@@ -134,17 +132,6 @@ def precompute_reference(config, items: list[PairItem]) -> dict:
     return {"cached": len(items) - len(missing), "computed": len(missing), "file": str(path)}
 
 
-def resolve_beta(config: RunConfig) -> float:
-    """``preference.beta`` with ``auto`` replaced (in the config, so the resolved dump shows it)."""
-    if config.preference.beta == "auto":
-        config.preference.beta = DEFAULT_BETA
-    return float(config.preference.beta)
-
-
-def uses_reference(config: RunConfig) -> bool:
-    return config.method == "kto" or (config.method == "dpo" and config.preference.loss not in REFERENCE_FREE)
-
-
 def precompute_wanted(config: RunConfig) -> bool:
     """Whether reference log-probs are computed up front (see the module docstring).
 
@@ -152,7 +139,7 @@ def precompute_wanted(config: RunConfig) -> bool:
     so the adapter-disabled model — the plain base — is the wrong reference: references are then
     always precomputed, from the initial model with the adapter loaded (config validation refuses
     ``precompute_reference: false`` there)."""
-    if not uses_reference(config):
+    if not needs_reference(config):
         return False
     if config.adapter.init_from is not None:
         return True
@@ -205,7 +192,7 @@ def frozen_reference(config: RunConfig, device):
 def reference_source(config: RunConfig, model):
     """None when references come with the batch or from the adapter-disabled model; else a
     frozen copy of the initial model."""
-    if not uses_reference(config) or precompute_wanted(config) or config.adapter.type != "none":
+    if not needs_reference(config) or precompute_wanted(config) or config.adapter.type != "none":
         return None
     device = next(model.parameters()).device
     log.info(
@@ -220,13 +207,3 @@ def batch_reference(model, batch, chunk: int, ref_model):
     if batch.ref_logps is not None:
         return batch.ref_logps
     return reference_logps(model, batch, chunk, reference=ref_model)
-
-
-def pair_examples(config: RunConfig) -> tuple[list, list]:
-    train = load_pairs(data_files(config.data.train))
-    evals = load_pairs(data_files(config.data.eval))
-    if not evals:
-        train, evals = split_eval(train, config.data.eval_fraction, config.train.seed)
-    if config.data.max_eval_examples is not None:
-        evals = evals[: config.data.max_eval_examples]
-    return train, evals

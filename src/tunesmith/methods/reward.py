@@ -20,19 +20,19 @@ import torch
 
 from ..config import RunConfig
 from ..data.pair_collate import collate_pairs
-from ..data.preference import PairRenderer, render_pairs
+from ..data.preference import PairRenderer, load_pairs, render_pairs
 from ..errors import ModelError
 from ..losses.reward import bradley_terry_loss
 from ..models.pair_forward import pair_hidden
 from ..models.reward_model import rewards_at
-from .common import MethodParts, PreparedData
-from .reference import finish_prepare, pair_examples
+from .common import MethodParts, PreparedData, train_eval_split
+from .reference import finish_prepare
 
 log = logging.getLogger("tunesmith")
 
 
 def prepare_data(config: RunConfig, tokenizer) -> PreparedData:
-    train_ex, eval_ex = pair_examples(config)
+    train_ex, eval_ex = train_eval_split(config, load_pairs)
     renderer = PairRenderer(
         tokenizer,
         config.train.max_length,

@@ -35,8 +35,7 @@ def split_windows(items: list[Rendered], max_length: int) -> list[Rendered]:
 def prepare_data(config: RunConfig, tokenizer) -> PreparedData:
     """Read, split, render and pack the train / eval data of an SFT or pretraining run."""
     t = config.train
-    expect = "pretrain" if config.method == "pretrain" else "sft"
-    train_ex, eval_ex = train_eval_examples(config, expect)
+    train_ex, eval_ex = train_eval_examples(config, config.method)
     pretrain = config.method == "pretrain"
     renderer = Renderer(
         tokenizer,

@@ -58,7 +58,7 @@ import copy
 import ctypes
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from torch import nn
@@ -188,9 +188,7 @@ def _attach(model: nn.Module, adapter_cfg, full: bool) -> nn.Module:
         return model
     for p in model.parameters():
         p.requires_grad_(False)
-    cfg = copy.deepcopy(adapter_cfg)
-    cfg.type = "dora" if adapter_cfg.type == "dora" else "lora"
-    return attach_adapter(model, cfg)
+    return attach_adapter(model, replace(adapter_cfg, type="dora" if adapter_cfg.type == "dora" else "lora"))
 
 
 def _trace_attention(
@@ -347,12 +345,10 @@ def estimate_memory(
     device = torch.device(device) if device is not None else resolve_device(cfg.train.device)
     config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
     config = getattr(config, "text_config", None) or config
-    adapter_cfg = copy.deepcopy(cfg.adapter)
-    model_cfg = copy.deepcopy(cfg.model)
+    adapter_cfg, model_cfg = cfg.adapter, cfg.model
     if mode is not None:
-        full = mode == "full"
-        adapter_cfg.type = {"full": "none", "lora-8bit": "lora"}.get(mode, mode)
-        model_cfg.load_in_4bit, model_cfg.load_in_8bit = mode == "qlora", mode == "lora-8bit"
+        adapter_cfg = replace(adapter_cfg, type={"full": "none", "lora-8bit": "lora"}.get(mode, mode))
+        model_cfg = replace(model_cfg, load_in_4bit=mode == "qlora", load_in_8bit=mode == "lora-8bit")
     full = adapter_cfg.type == "none"
     spec: QuantSpec | None = None if full else quant_spec(model_cfg, adapter_cfg.type, device)
     if mode is None:

@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from tunesmith.config import load_config, validate
-from tunesmith.config.auto import auto_batch_size, auto_epochs, auto_lr, resolve_auto
+from tunesmith.config.auto import auto_batch_size, auto_epochs, auto_lr, auto_values
+from tunesmith.config.resolve import RunFacts, resolve
 
 
 @pytest.mark.parametrize(
@@ -33,7 +34,7 @@ def test_batch_size_is_a_clamped_power_of_two(n, batch):
     assert auto_batch_size(n) == batch
 
 
-def test_lr_by_adapter_and_resolution_in_place():
+def test_lr_by_adapter_and_resolution():
     assert auto_lr("lora") == 2e-4 and auto_lr("dora") == 2e-4 and auto_lr("none") == 2e-5
     cfg = load_config(
         {
@@ -43,10 +44,11 @@ def test_lr_by_adapter_and_resolution_in_place():
         }
     )
     validate(cfg)  # auto values are accepted before resolution
-    chosen = resolve_auto(cfg.train, cfg.adapter.type, 4_000)
-    assert chosen == {"epochs": 3.0, "batch_size": 8, "lr": 2e-4}
-    assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.lr) == (3.0, 8, 2e-4)
-    validate(cfg)
+    assert auto_values(cfg.train, cfg.adapter.type, 4_000) == {"epochs": 3.0, "batch_size": 8, "lr": 2e-4}
+    resolved = resolve(cfg, RunFacts(device="cpu", dtype="fp32", n_train=4_000))
+    assert (resolved.train.epochs, resolved.train.batch_size, resolved.train.lr) == (3.0, 8, 2e-4)
+    assert cfg.train.epochs == "auto"  # a new value; the loaded config is unchanged
+    validate(resolved)
 
 
 def test_auto_in_a_training_run(tiny_model_dir, color_data, tmp_path):

@@ -83,3 +83,15 @@ def test_cross_field_validation():
     with pytest.raises(ConfigError, match="batch_size"):
         validate(load_config({"model": "m", "data": {"train": "x"}, "train": {"batch_size": 0}}))
     assert RunConfig().train.dtype == "auto"
+
+
+def test_preference_keys_follow_the_loss():
+    raw = {"model": "m", "method": "dpo", "data": {"train": "x"}}
+    validate(load_config({**raw, "preference": {"loss": "ipo", "length_normalize": True}}))
+    with pytest.raises(ConfigError, match="'preference.length_normalize' applies to loss ipo; .* sigmoid"):
+        validate(load_config({**raw, "preference": {"length_normalize": True}}))
+    with pytest.raises(ConfigError, match="loss simpo uses no reference model"):
+        validate(load_config({**raw, "preference": {"loss": "simpo", "precompute_reference": True}}))
+    # auto values are checked once resolved; a given one now (before any data is read)
+    with pytest.raises(ConfigError, match="'train.batch_size' must be >= 1"):
+        validate(load_config({**raw, "train": {"batch_size": 0, "lr": "auto"}}))

@@ -12,10 +12,11 @@ import logging
 
 import pytest
 
-from tunesmith.config import load_config, validate
+from tunesmith.config import load_config
 from tunesmith.config.schema import GrpoRewardConfig as Spec
 from tunesmith.errors import ConfigError
 from tunesmith.graders.sandbox import SandboxConfig, available_backends
+from tunesmith.methods import validate
 from tunesmith.rewards import Sample, build_rewards, required_fields
 from tunesmith.rewards.grader import grader_item
 
@@ -186,7 +187,8 @@ def test_grader_from_a_file_and_required_fields(tmp_path):
 
 
 def _load(rewards):
-    """A GRPO config through the checks every command runs before it starts (cli, run)."""
+    """A GRPO config through every check a run makes before it starts (tunesmith.methods.validate:
+    the config layer's, then GRPO's own, which parses the graders)."""
     validate(
         load_config(
             {"model": "m", "method": "grpo", "data": {"train": "t.jsonl"}, "grpo": {"rewards": rewards}}

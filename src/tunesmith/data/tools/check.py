@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ... import jsontext
+from ...config.registry import METHODS as REGISTERED
+from ...config.registry import suggest_method
 from ...errors import DataError
 from .. import formats as F
 from .. import readers
@@ -29,7 +31,7 @@ from ..example import Example
 from .dedup import DuplicateIndex
 from .estimate import TokenStats, estimate_for, stats_example
 
-METHODS = ("sft", "dpo", "kto", "grpo")
+METHODS = tuple(name for name, spec in REGISTERED.items() if spec.checked)
 MIN_EXAMPLES = 10  # OpenAI's minimum (invalid_n_examples)
 DEFAULT_MAX_LENGTH = 1024  # the default of train.max_length
 
@@ -74,13 +76,6 @@ WARNING_CODES: dict[str, str] = {
     "train_eval_overlap": "rows of the eval file also in the training file",
 }
 
-_ALLOWED_FORMATS = {
-    "sft": {F.OPENAI_CHAT, F.SHAREGPT, F.ALPACA, F.PROMPT_COMPLETION, F.TEXT},
-    "dpo": {F.OPENAI_PREFERENCE, F.PREFERENCE_PAIRS},
-    "kto": {F.KTO},
-    "grpo": {F.PROMPT_ONLY},
-}
-_DEFAULT_FORMAT = {"sft": F.OPENAI_CHAT, "dpo": F.OPENAI_PREFERENCE, "kto": F.KTO, "grpo": F.PROMPT_ONLY}
 _ROLES = frozenset(F.ROLES) | {"developer"}
 _ASSISTANT_ONLY = ("tool_calls", "function_call", "thinking", "reasoning_content")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -705,16 +700,17 @@ class _Scan:
     def _file_format(self, value: dict, line: int) -> str:
         if self.format is None:
             found = F.detect_format(value)
-            self.format, self.first_line = found or _DEFAULT_FORMAT[self.method], line
-            if found is not None and found not in _ALLOWED_FORMATS[self.method]:
-                wanted = " or ".join(F.FORMAT_LABELS[f] for f in sorted(_ALLOWED_FORMATS[self.method]))
+            allowed = REGISTERED[self.method].formats
+            self.format, self.first_line = found or allowed[0], line
+            if found is not None and found not in allowed:
+                wanted = " or ".join(F.FORMAT_LABELS[f] for f in sorted(allowed))
                 self.report.add(
                     "format_method_mismatch",
                     line,
                     f"The file looks like "
                     f"{F.FORMAT_LABELS[found]} data (judging by line {line}), but "
                     f"method {self.method} needs {wanted} rows; train it with "
-                    f"method {F._METHOD_FOR.get(found, 'sft')}",
+                    f"method {suggest_method(found)}",
                     None,
                     self.param,
                 )
