@@ -46,7 +46,7 @@ from ..errors import DataError
 from ..losses.distill import distill_loss
 from ..models.attention import padded_attention
 from ..models.device import resolve_device
-from ..models.forward import decoder_hidden_states
+from ..models.forward import decoder_hidden_states, head_logits
 from ..models.load import load_tokenizer
 from ..models.template import stop_token_ids
 from .common import MethodParts, PreparedData, train_eval_examples
@@ -55,7 +55,6 @@ from .distill_teacher import (
     check_same_vocabulary,
     describe,
     fingerprint,
-    lm_logits,
     load_teacher,
     model_vocab_size,
     resolve_teacher,
@@ -274,13 +273,13 @@ class DistillLoss:
         return loss, sums
 
     def _chunk(self, model, hidden, t_hidden, t_ids, t_logp, targets):
-        student = lm_logits(model, hidden)[:, : self.vocab]
+        student = head_logits(model, hidden)[:, : self.vocab]
         kwargs = dict(
             alpha=self.d.alpha, temperature=self.d.temperature, kind=self.d.divergence, beta=self.d.beta
         )
         if t_hidden is not None:
             with torch.no_grad():
-                teacher = lm_logits(self.teacher, t_hidden)[:, : self.vocab].to(student.device)
+                teacher = head_logits(self.teacher, t_hidden)[:, : self.vocab].to(student.device)
             loss, m = distill_loss(student, targets, teacher_logits=teacher, **kwargs)
         else:
             loss, m = distill_loss(student, targets, teacher_topk=(t_ids, t_logp), **kwargs)

@@ -29,7 +29,7 @@ from ..data.collate import collate
 from ..data.render import Rendered
 from ..models.adapters import unwrap
 from ..models.attention import padded_attention
-from ..models.forward import decoder_hidden_states, output_transform
+from ..models.forward import decoder_hidden_states, head_logits
 
 
 @contextlib.contextmanager
@@ -99,13 +99,8 @@ def sample_groups(
     return completions
 
 
-def _chunk_logprobs(hidden, targets, head, scale: float, softcap, inv_temperature: float):
-    z = head(hidden).float()
-    if scale != 1.0:
-        z = z * scale
-    if softcap is not None:
-        z = torch.tanh(z / softcap) * softcap
-    z = z * inv_temperature
+def _chunk_logprobs(model, hidden, targets, inv_temperature: float):
+    z = head_logits(model, hidden) * inv_temperature
     return z.gather(1, targets[:, None]).squeeze(1) - torch.logsumexp(z, dim=-1)
 
 
@@ -117,19 +112,9 @@ def token_logprobs(
     Applies the family's logit scale / soft-cap before the temperature, like generation does.
     Under autograd each chunk is checkpointed: its logits are recomputed in backward.
     """
-    hf = unwrap(model)
-    head = hf.get_output_embeddings()
-    scale, softcap = output_transform(hf.config)
     out = []
     for s in range(0, hidden.shape[0], chunk_size):
-        args = (
-            hidden[s : s + chunk_size],
-            targets[s : s + chunk_size],
-            head,
-            scale,
-            softcap,
-            1.0 / temperature,
-        )
+        args = (model, hidden[s : s + chunk_size], targets[s : s + chunk_size], 1.0 / temperature)
         if torch.is_grad_enabled() and hidden.requires_grad:
             out.append(checkpoint(_chunk_logprobs, *args, use_reentrant=False))
         else:
