@@ -69,3 +69,29 @@ class LogitTransform:
 
 
 IDENTITY = LogitTransform()
+
+
+class LinearHeadGrads:
+    """Gradients of a linear head's inputs (``hidden [N, H]``, ``weight [V, H]``, ``bias [V]``),
+    accumulated chunk by chunk from ``g = ∂ℓ/∂u`` (:meth:`LogitTransform.to_head_grad_`), for
+    the inputs ``need`` = (hidden, weight, bias) flags ask for; the others stay None. Weight and
+    bias gradients are summed in fp32."""
+
+    def __init__(self, hidden, weight, bias, need: tuple[bool, bool, bool]):
+        need_h, need_w, need_b = need
+        self.hidden = torch.empty_like(hidden) if need_h else None
+        self.weight = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
+        self.bias = torch.zeros_like(bias, dtype=torch.float32) if need_b else None
+
+    @property
+    def needed(self) -> bool:
+        return any(t is not None for t in (self.hidden, self.weight, self.bias))
+
+    def add(self, start: int, g: torch.Tensor, h: torch.Tensor, weight: torch.Tensor) -> None:
+        """Add chunk ``h = hidden[start : start + n]``'s share, ``g [n, V]`` in hidden's dtype."""
+        if self.hidden is not None:
+            self.hidden[start : start + g.shape[0]] = g @ weight
+        if self.weight is not None:
+            self.weight += (g.t() @ h).float()
+        if self.bias is not None:
+            self.bias += g.float().sum(0)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .head import IDENTITY, LogitTransform
+from .head import IDENTITY, LinearHeadGrads, LogitTransform
 
 
 def _chunk_dlogp_du(z, lse, y, transform: LogitTransform):
@@ -56,30 +56,21 @@ class _LinearLogprobs(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        need_h, need_w, need_b = ctx.has
         if ctx.precomputed:
             (grad_h,) = ctx.saved_tensors
             return grad_h * grad_out[:, None].to(grad_h.dtype), None, None, None, None, None
         hidden, weight, bias, targets = ctx.saved_tensors
-        grad_h = torch.empty_like(hidden) if need_h else None
-        grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
-        grad_b = torch.zeros_like(bias, dtype=torch.float32) if need_b else None
+        grads = LinearHeadGrads(hidden, weight, bias, ctx.has)
         cs = ctx.chunk_size
         for s in range(0, hidden.shape[0], cs):
             h, y = hidden[s : s + cs], targets[s : s + cs]
             z = ctx.transform.linear(h, weight, bias)
             lse = torch.logsumexp(z, dim=-1)
             g = _chunk_dlogp_du(z, lse, y, ctx.transform) * grad_out[s : s + cs, None].float()
-            g = g.to(hidden.dtype)
-            if need_h:
-                grad_h[s : s + cs] = g @ weight
-            if need_w:
-                grad_w += (g.t() @ h).float()
-            if need_b:
-                grad_b += g.float().sum(0)
-        grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
-        grad_b = grad_b.to(bias.dtype) if grad_b is not None else None
-        return grad_h, grad_w, grad_b, None, None, None
+            grads.add(s, g.to(hidden.dtype), h, weight)
+        grad_w = grads.weight.to(weight.dtype) if grads.weight is not None else None
+        grad_b = grads.bias.to(bias.dtype) if grads.bias is not None else None
+        return grads.hidden, grad_w, grad_b, None, None, None
 
 
 def linear_token_logprobs(

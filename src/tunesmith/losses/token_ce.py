@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .head import IDENTITY, LogitTransform
+from .head import IDENTITY, LinearHeadGrads, LogitTransform
 
 
 class _LinearCE(torch.autograd.Function):
@@ -25,9 +25,7 @@ class _LinearCE(torch.autograd.Function):
         need_b = bias is not None and ctx.needs_input_grad[2]
         loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
         correct = torch.zeros((), dtype=torch.long, device=hidden.device)
-        grad_h = torch.empty_like(hidden) if need_h else None
-        grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
-        grad_b = torch.zeros_like(bias, dtype=torch.float32) if need_b else None
+        grads = LinearHeadGrads(hidden, weight, bias, (need_h, need_w, need_b))
         for s in range(0, hidden.shape[0], chunk_size):
             h, y = hidden[s : s + chunk_size], targets[s : s + chunk_size]
             z = transform.linear(h, weight, bias)
@@ -35,19 +33,13 @@ class _LinearCE(torch.autograd.Function):
             rows = torch.arange(z.shape[0], device=z.device)
             loss += (lse - z[rows, y]).sum()
             correct += (z.argmax(dim=-1) == y).sum()
-            if not (need_h or need_w or need_b):
+            if not grads.needed:
                 continue
             slope = transform.cap_slope(z)  # before z is overwritten
             g = z.sub_(lse[:, None]).exp_()  # softmax, in place of z (z is not needed after)
             g[rows, y] -= 1.0
-            g = transform.to_head_grad_(g, slope).to(hidden.dtype)
-            if need_h:
-                grad_h[s : s + chunk_size] = g @ weight
-            if need_w:
-                grad_w += (g.t() @ h).float()
-            if need_b:
-                grad_b += g.float().sum(0)
-        ctx.save_for_backward(*(t for t in (grad_h, grad_w, grad_b) if t is not None))
+            grads.add(s, transform.to_head_grad_(g, slope).to(hidden.dtype), h, weight)
+        ctx.save_for_backward(*(t for t in (grads.hidden, grads.weight, grads.bias) if t is not None))
         ctx.has = (need_h, need_w, need_b)
         ctx.mark_non_differentiable(correct)
         return loss, correct
