@@ -23,6 +23,10 @@ How a run is split (``W`` processes, ranks ``0..W-1``; ``B`` = ``train.batch_siz
   optimizer state) and written by rank 0 — so a run resumes on any world size and either
   parallel mode, provided the micro-batches per step ``A·W`` stay the same.
 
+A single process runs the same code with ``world_size`` 1 and no process group: every
+collective below then returns this process's own values, and :func:`wrap` returns the bare
+:class:`LossForward`.
+
 Backends: NCCL for CUDA tensors (plus gloo for CPU-side objects), gloo on CPU.
 """
 
@@ -164,6 +168,8 @@ def window_totals(ctx: DistContext, device: torch.device, count: int, passes: in
     """(Σ count over ranks, max passes over ranks) in one all-gather: the global normaliser of
     a window and the number of forward passes every rank must run (FSDP's all-gathers are
     collectives, so all ranks need the same number of forwards)."""
+    if not ctx.active:
+        return count, passes
     mine = torch.tensor([count, passes], dtype=torch.long, device=_reduce_device(ctx, device))
     out = [torch.zeros_like(mine) for _ in range(ctx.world_size)]
     dist.all_gather(out, mine)
@@ -176,6 +182,8 @@ def sum_over_ranks(
 ) -> tuple[list[float], dict]:
     """``head`` and every value of ``sums`` summed over ranks in one all-reduce (float64, so
     token counts stay exact). The metric names must agree across ranks."""
+    if not ctx.active:
+        return list(head), dict(sums)
     keys = sorted(sums)
     every = gather_objects(ctx, keys)
     if any(k != keys for k in every):
@@ -204,6 +212,9 @@ def same_on_all_ranks(ctx: DistContext, value, what: str) -> None:
 
 
 def gather_objects(ctx: DistContext, obj) -> list:
+    """``obj`` of every rank, by rank (a collective)."""
+    if not ctx.active:
+        return [obj]
     out = [None] * ctx.world_size
     dist.all_gather_object(out, obj)
     return out
@@ -231,7 +242,10 @@ def shard_like(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 # -- checkpoints ----------------------------------------------------------------------------------
 def gather_full(ctx: DistContext, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
-    """Full CPU copies of ``tensors`` on rank 0 (None on other ranks); collective under FSDP."""
+    """Full CPU copies of ``tensors`` on rank 0 (None on other ranks); collective under FSDP.
+    A single process gets ``tensors`` themselves: nothing is sharded, so nothing is copied."""
+    if not ctx.active:
+        return tensors
     out = {}
     for name, t in tensors.items():
         whole = full_tensor(t)
@@ -244,7 +258,9 @@ def gather_full(ctx: DistContext, tensors: dict[str, torch.Tensor]) -> dict[str,
 
 def full_optimizer_state(ctx: DistContext, state_dict: dict) -> dict | None:
     """``optimizer.state_dict()`` with FSDP-sharded moments gathered (rank 0; None elsewhere):
-    the single-process format, keyed by parameter index."""
+    the single-process format, keyed by parameter index (a single process: ``state_dict``)."""
+    if not ctx.active:
+        return state_dict
     state = {}
     for index in sorted(state_dict["state"]):
         entry = {}
@@ -256,9 +272,11 @@ def full_optimizer_state(ctx: DistContext, state_dict: dict) -> dict | None:
     return {"state": state, "param_groups": state_dict["param_groups"]} if ctx.is_main else None
 
 
-def shard_optimizer_state(state_dict: dict, optimizer: torch.optim.Optimizer) -> dict:
+def shard_optimizer_state(ctx: DistContext, state_dict: dict, optimizer: torch.optim.Optimizer) -> dict:
     """A full (single-process format) optimizer state laid out like ``optimizer``'s parameters:
     per-parameter tensors of the parameter's shape become this rank's shard under FSDP."""
+    if not ctx.active:
+        return state_dict
     params = [p for group in optimizer.param_groups for p in group["params"]]
     state = {}
     for index, entry in state_dict["state"].items():
@@ -268,6 +286,15 @@ def shard_optimizer_state(state_dict: dict, optimizer: torch.optim.Optimizer) ->
             for k, v in entry.items()
         }
     return {"state": state, "param_groups": state_dict["param_groups"]}
+
+
+def gather_rng_state(ctx: DistContext) -> dict:
+    """The RNG states a checkpoint keeps: rank 0's (the single-process format), plus every
+    rank's under ``"ranks"`` when there are several (a collective)."""
+    from .runtime import rng_state
+
+    states = gather_objects(ctx, rng_state())
+    return {**states[0], "ranks": states} if ctx.active else states[0]
 
 
 def restore_rank_rng(ctx: DistContext, saved: dict, seed: int, step: int) -> None:
@@ -338,12 +365,15 @@ def _check_fsdp_supported(model: nn.Module) -> None:
 def wrap(
     model: nn.Module, loss_fn, ctx: DistContext, device: torch.device, dtype: str, cpu_offload: bool = False
 ) -> nn.Module:
-    """``LossForward(model, loss_fn)`` wrapped for ``ctx.mode``; call it as ``runner(batch)``.
+    """``LossForward(model, loss_fn)`` wrapped for ``ctx.mode`` (bare in a single process); call
+    it as ``runner(batch)``.
 
     ``model`` keeps its identity (FSDP shards its parameters in place as DTensors), so
     ``model.named_parameters()`` is what the optimizer must be built over — after this call.
     """
     runner = LossForward(model, loss_fn)
+    if not ctx.active:
+        return runner
     if ctx.mode == "ddp":
         # Buffers (rotary tables) are deterministic and identical on every rank: no need to
         # broadcast them before each forward (the option was renamed in torch 2.13).

@@ -32,7 +32,7 @@ from .distributed import DistContext
 from .metrics import MetricsFile, Progress, TensorBoardSink
 from .optimizers import make_optimizer
 from .parts import MethodParts
-from .runtime import autocast, rng_state, set_rng_state
+from .runtime import autocast
 from .schedule import lr_multiplier
 
 log = logging.getLogger("tunesmith")
@@ -58,8 +58,9 @@ class Trainer:
         items: the rendered items the units index into; ``parts.collate(items) -> batch``.
         eval_units / eval_items: held-out data (may be empty).
         state_extra: JSON-able facts saved in each checkpoint and checked on resume.
-        dist: this process's place in a multi-process job (see engine.distributed); when
-            active, the model is wrapped for DDP / FSDP here, before the optimizer is built.
+        dist: this process's place in the job (see engine.distributed; default: a single
+            process, world size 1); with several ranks the model is wrapped for DDP / FSDP
+            here, before the optimizer is built.
     """
 
     def __init__(
@@ -79,19 +80,18 @@ class Trainer:
         dist: DistContext | None = None,
     ):
         self.model, self.parts = model, parts
-        self.loss_fn, self.collate = parts.loss_fn, parts.collate
+        self.collate = parts.collate
         self.batch_tokens, self.item_tokens = parts.batch_count, parts.item_tokens
         self.items, self.units = items, units
         self.eval_items, self.eval_units = eval_items, eval_units
         self.cfg, self.out_dir, self.device, self.dtype = cfg, out_dir, device, dtype
         self.state_extra = state_extra
         self.dist = dist or DistContext()
-        # DDP / FSDP wrap of the loss computation (None in a single process); FSDP turns the
-        # model's parameters into sharded DTensors, so this precedes building the optimizer.
-        self.runner = None
-        if self.dist.active:
-            self.runner = distributed.wrap(model, parts.loss_fn, self.dist, device, dtype, cfg.cpu_offload)
-            distributed.seed_rank(self.dist, cfg.seed)
+        # The loss computation as one module, wrapped for DDP / FSDP when there are several
+        # ranks; FSDP turns the model's parameters into sharded DTensors, so this precedes
+        # building the optimizer.
+        self.runner = distributed.wrap(model, parts.loss_fn, self.dist, device, dtype, cfg.cpu_offload)
+        distributed.seed_rank(self.dist, cfg.seed)
         # Micro-batches consumed per optimizer step, over all ranks (the global batch / batch_size).
         self.micro_per_step = cfg.grad_accum * self.dist.world_size
         self.n_micro = math.ceil(len(units) / cfg.batch_size)
@@ -160,30 +160,11 @@ class Trainer:
         """Forward + backward over the window of ``step``; gradients are left in ``.grad``.
 
         Returns the summed loss, the normaliser ``n``, the tokens processed and the summed
-        method metrics (``sums``) — over all ranks when distributed."""
-        if self.dist.active:
-            return self._accumulate_ranks(step)
-        self.model.train()
-        batches = [b.to(self.device) for b in self.window(step)]
-        n_total = sum(self.batch_tokens(b) for b in batches)
-        loss_sum, tokens, sums = 0.0, 0, {}
-        for batch in batches:
-            with autocast(self.device, self.dtype):
-                loss, metrics = self.loss_fn(self.model, batch)
-            # Normalise by the whole window's count (principle 3).
-            (loss / max(n_total, 1)).backward()
-            loss_sum += float(loss.detach())
-            _add_metrics(sums, metrics)
-            tokens += int(batch.n_tokens)
-        return {"loss_sum": loss_sum, "n": n_total, "tokens": tokens, "sums": sums}
-
-    def _accumulate_ranks(self, step: int) -> dict:
-        """:meth:`accumulate` for one rank of several (see engine.distributed for the maths).
-
-        The window's count is summed over ranks before the first backward; each rank scales
-        its loss by ``world_size / n_global`` because DDP / FSDP average gradients. Under FSDP
-        every rank runs the same number of passes (its all-gathers are collectives): a rank
-        with fewer passes repeats its last one with zero weight."""
+        method metrics (``sums``), over all ranks (see engine.distributed for the maths; a single
+        process is one rank). The window's count is summed over ranks before the first backward;
+        each rank divides its loss by ``n_global / world_size`` because DDP / FSDP average
+        gradients. Under FSDP every rank runs the same number of passes (its all-gathers are
+        collectives): a rank with fewer passes repeats its last one with zero weight."""
         ctx = self.dist
         self.runner.train()
         batches = [b.to(self.device) for b in self.window(step)]
@@ -191,6 +172,8 @@ class Trainer:
             ctx, self.device, sum(self.batch_tokens(b) for b in batches), len(batches)
         )
         passes = most if ctx.mode == "fsdp" else len(batches)
+        # Normalise by the whole window's count (principle 3).
+        per_rank = max(n_total, 1) / ctx.world_size
         loss_sum, tokens, sums = 0.0, 0, {}
         for i in range(passes):
             real = i < len(batches)
@@ -198,8 +181,7 @@ class Trainer:
             with distributed.no_grad_sync(self.runner, ctx, sync=i == passes - 1):
                 with autocast(self.device, self.dtype):
                     loss, metrics = self.runner(batch)
-                weight = ctx.world_size / max(n_total, 1) if real else 0.0
-                (loss * weight).backward()
+                (loss / per_rank if real else loss * 0.0).backward()
             if real:
                 loss_sum += float(loss.detach())
                 _add_metrics(sums, metrics)
@@ -243,21 +225,7 @@ class Trainer:
         """Loss and method metrics averaged over all held-out units, keys prefixed ``eval_``."""
         if not self.eval_units:
             return {}
-        if self.dist.active:
-            loss_sum, n, sums = self._eval_sums_ranks()
-        else:
-            self.model.eval()
-            loss_sum, n, sums = 0.0, 0, {}
-            bs = self.cfg.batch_size
-            for s in range(0, len(self.eval_units), bs):
-                items = [self.eval_items[i] for unit in self.eval_units[s : s + bs] for i in unit]
-                for batch in self._passes(items):
-                    batch = batch.to(self.device)
-                    with autocast(self.device, self.dtype):
-                        loss, metrics = self.loss_fn(self.model, batch)
-                    loss_sum += float(loss)
-                    _add_metrics(sums, metrics)
-                    n += self.batch_tokens(batch)
+        loss_sum, n, sums = self._eval_sums()
         self.model.train()
         mean = loss_sum / max(n, 1)
         out = {"eval_loss": mean}
@@ -269,10 +237,10 @@ class Trainer:
             out.update(self.eval_hook(self.model, step))
         return out
 
-    def _eval_sums_ranks(self) -> tuple[float, int, dict]:
-        """(loss sum, count, metric sums) of the held-out set over all ranks: the same chunks
-        of ``batch_size`` units as one process, dealt round robin; under FSDP ranks with fewer
-        passes run discarded ones so that every rank joins the same all-gathers."""
+    def _eval_sums(self) -> tuple[float, int, dict]:
+        """(loss sum, count, metric sums) of the held-out set over all ranks: chunks of
+        ``batch_size`` units dealt round robin (a single process scores them all); under FSDP
+        ranks with fewer passes run discarded ones so that every rank joins the same all-gathers."""
         ctx = self.dist
         self.runner.eval()
         bs = self.cfg.batch_size
@@ -304,28 +272,13 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------
     def save(self, step: int) -> Path:
-        state = {"step": step, **self.state_extra}
-        if self.dist.active:
-            return self._save_ranks(step, state)
-        optim = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
-        return ckpt.save_checkpoint(
-            rundir.RunDir(self.out_dir).checkpoints,
-            step,
-            trainable=trainable_state_dict(self.model),
-            optim_state=optim,
-            rng=rng_state(),
-            state=state,
-            keep_last=self.cfg.keep_last,
-        )
-
-    def _save_ranks(self, step: int, state: dict) -> Path:
         """Gather the trainable tensors and optimizer state to full tensors (collectives under
         FSDP), then rank 0 writes the single-process checkpoint format — resumable on any
         world size — with every rank's RNG state; the barrier keeps ranks in step."""
         ctx = self.dist
         trainable = distributed.gather_full(ctx, trainable_state_dict(self.model))
         optimizer = distributed.full_optimizer_state(ctx, self.optimizer.state_dict())
-        rngs = distributed.gather_objects(ctx, rng_state())
+        rng = distributed.gather_rng_state(ctx)
         path = rundir.RunDir(self.out_dir).checkpoint(step)
         if ctx.is_main:
             optim = {"optimizer": optimizer, "scheduler": self.scheduler.state_dict()}
@@ -334,8 +287,8 @@ class Trainer:
                 step,
                 trainable=trainable,
                 optim_state=optim,
-                rng={**rngs[0], "ranks": rngs},
-                state=state,
+                rng=rng,
+                state={"step": step, **self.state_extra},
                 keep_last=self.cfg.keep_last,
             )
         distributed.barrier(ctx)
@@ -357,15 +310,10 @@ class Trainer:
                     f"{value!r} now. Use a new output_dir, or restore the original setting."
                 )
         ckpt.restore_trainable(self.model, data["trainable"], path)
-        optimizer = data["optim"]["optimizer"]
-        if self.dist.active:
-            optimizer = distributed.shard_optimizer_state(optimizer, self.optimizer)
+        optimizer = distributed.shard_optimizer_state(self.dist, data["optim"]["optimizer"], self.optimizer)
         self.optimizer.load_state_dict(optimizer)
         self.scheduler.load_state_dict(data["optim"]["scheduler"])
-        if self.dist.active:
-            distributed.restore_rank_rng(self.dist, data["rng"], self.cfg.seed, int(saved["step"]))
-        else:
-            set_rng_state(data["rng"])
+        distributed.restore_rank_rng(self.dist, data["rng"], self.cfg.seed, int(saved["step"]))
         return int(saved["step"])
 
     # -- the loop ----------------------------------------------------------------------------

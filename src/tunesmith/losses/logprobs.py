@@ -5,10 +5,10 @@ sequence — not one summed cross-entropy. As in :mod:`.token_ce`, only the supe
 positions reach this function (``hidden [N, H]``) and the ``[N, V]`` logits are only ever
 materialised ``chunk_size`` rows at a time.
 
-For logits ``z = c · tanh(s · (h Wᵀ + b) / c)`` (soft-cap ``c``, scale ``s``) the output is
+For logits ``z`` (the head's scale and soft-cap: :class:`.head.LogitTransform`) the output is
 ``ℓ = z_y − logsumexp(z)`` and ``∂ℓ/∂z = onehot(y) − softmax(z)``. When the head weight is
 frozen (adapters) the gradient with respect to ``hidden`` is linear in the per-token upstream
-gradient, so ``(onehot − softmax) · ∂z/∂u · s @ W`` is computed once in the forward pass and
+gradient, so ``(onehot − softmax) · ∂z/∂u @ W`` is computed once in the forward pass and
 scaled in the backward; when the weight is trained too (full fine-tuning) the backward
 recomputes each chunk's logits instead of keeping them.
 """
@@ -17,25 +17,21 @@ from __future__ import annotations
 
 import torch
 
-from .token_ce import _chunk_logits
+from .head import IDENTITY, LinearHeadGrads, LogitTransform
 
 
-def _chunk_dlogp_du(z, lse, y, softcap, scale):
+def _chunk_dlogp_du(z, lse, y, transform: LogitTransform):
     """∂ℓ/∂u for one chunk (u = h Wᵀ + b, before scale and cap): ``[n, V]`` fp32."""
     rows = torch.arange(z.shape[0], device=z.device)
-    cap_grad = 1.0 - (z / softcap).square() if softcap is not None else None
+    slope = transform.cap_slope(z)
     g = (z - lse[:, None]).exp_().neg_()  # −softmax
     g[rows, y] += 1.0
-    if cap_grad is not None:
-        g *= cap_grad
-    if scale != 1.0:
-        g *= scale
-    return g
+    return transform.to_head_grad_(g, slope)
 
 
 class _LinearLogprobs(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, chunk_size, softcap, scale):
+    def forward(ctx, hidden, weight, bias, targets, chunk_size, transform):
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         need_b = bias is not None and ctx.needs_input_grad[2]
         out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
@@ -43,14 +39,12 @@ class _LinearLogprobs(torch.autograd.Function):
         grad_h = torch.empty_like(hidden) if need_h and not (need_w or need_b) else None
         for s in range(0, hidden.shape[0], chunk_size):
             h, y = hidden[s : s + chunk_size], targets[s : s + chunk_size]
-            z = _chunk_logits(h, weight, bias, softcap, scale)
+            z = transform.linear(h, weight, bias)
             lse = torch.logsumexp(z, dim=-1)
             out[s : s + chunk_size] = z.gather(1, y[:, None]).squeeze(1) - lse
             if grad_h is not None:
-                grad_h[s : s + chunk_size] = (
-                    _chunk_dlogp_du(z, lse, y, softcap, scale).to(hidden.dtype) @ weight
-                )
-        ctx.chunk_size, ctx.softcap, ctx.scale = chunk_size, softcap, scale
+                grad_h[s : s + chunk_size] = _chunk_dlogp_du(z, lse, y, transform).to(hidden.dtype) @ weight
+        ctx.chunk_size, ctx.transform = chunk_size, transform
         ctx.has = (need_h, need_w, need_b)
         if grad_h is not None:
             ctx.save_for_backward(grad_h)
@@ -62,30 +56,21 @@ class _LinearLogprobs(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        need_h, need_w, need_b = ctx.has
         if ctx.precomputed:
             (grad_h,) = ctx.saved_tensors
-            return grad_h * grad_out[:, None].to(grad_h.dtype), None, None, None, None, None, None
+            return grad_h * grad_out[:, None].to(grad_h.dtype), None, None, None, None, None
         hidden, weight, bias, targets = ctx.saved_tensors
-        grad_h = torch.empty_like(hidden) if need_h else None
-        grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
-        grad_b = torch.zeros_like(bias, dtype=torch.float32) if need_b else None
+        grads = LinearHeadGrads(hidden, weight, bias, ctx.has)
         cs = ctx.chunk_size
         for s in range(0, hidden.shape[0], cs):
             h, y = hidden[s : s + cs], targets[s : s + cs]
-            z = _chunk_logits(h, weight, bias, ctx.softcap, ctx.scale)
+            z = ctx.transform.linear(h, weight, bias)
             lse = torch.logsumexp(z, dim=-1)
-            g = _chunk_dlogp_du(z, lse, y, ctx.softcap, ctx.scale) * grad_out[s : s + cs, None].float()
-            g = g.to(hidden.dtype)
-            if need_h:
-                grad_h[s : s + cs] = g @ weight
-            if need_w:
-                grad_w += (g.t() @ h).float()
-            if need_b:
-                grad_b += g.float().sum(0)
-        grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
-        grad_b = grad_b.to(bias.dtype) if grad_b is not None else None
-        return grad_h, grad_w, grad_b, None, None, None, None
+            g = _chunk_dlogp_du(z, lse, y, ctx.transform) * grad_out[s : s + cs, None].float()
+            grads.add(s, g.to(hidden.dtype), h, weight)
+        grad_w = grads.weight.to(weight.dtype) if grads.weight is not None else None
+        grad_b = grads.bias.to(bias.dtype) if grads.bias is not None else None
+        return grads.hidden, grad_w, grad_b, None, None, None
 
 
 def linear_token_logprobs(
@@ -95,10 +80,9 @@ def linear_token_logprobs(
     *,
     bias: torch.Tensor | None = None,
     chunk_size: int = 1024,
-    softcap: float | None = None,
-    scale: float = 1.0,
+    transform: LogitTransform = IDENTITY,
 ) -> torch.Tensor:
-    """``log softmax(softcap(scale · (hidden @ weightᵀ + bias)))[targets]`` per row, fp32.
+    """``log softmax(transform(hidden @ weightᵀ + bias))[targets]`` per row, fp32.
 
     Args:
         hidden: ``[N, H]`` final hidden states at the positions that predict ``targets``.
@@ -109,7 +93,7 @@ def linear_token_logprobs(
     """
     if hidden.shape[0] == 0:
         return (hidden.sum() * 0.0 + weight.sum() * 0.0).float().reshape(1)[:0]
-    return _LinearLogprobs.apply(hidden, weight, bias, targets, chunk_size, softcap, float(scale))
+    return _LinearLogprobs.apply(hidden, weight, bias, targets, chunk_size, transform)
 
 
 def sequence_sums(values: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:

@@ -6,62 +6,40 @@ gathered to ``[N, H]``), and the ``[N, V]`` logits are never materialised at onc
 gradients right away (the softmax-minus-one-hot trick), then frees the logits. Peak extra memory
 is one ``[chunk_size, V]`` block instead of ``[T, V]`` logits plus their log-softmax.
 
-For logits ``z = c · tanh((h Wᵀ + b) / c)`` (soft-cap ``c``, Gemma 2/3; no cap: ``z = h Wᵀ + b``)
-and target ``y``, the per-token loss is ``ℓ = logsumexp(z) − z_y`` and
-``∂ℓ/∂z = softmax(z) − onehot(y)``; through the cap ``∂z/∂u = 1 − (z/c)²``.
+For logits ``z`` (the head's scale and soft-cap: :class:`.head.LogitTransform`) and target ``y``,
+the per-token loss is ``ℓ = logsumexp(z) − z_y`` and ``∂ℓ/∂z = softmax(z) − onehot(y)``; the
+transform carries it back to the head outputs ``u = h Wᵀ + b``.
 """
 
 from __future__ import annotations
 
 import torch
 
-
-def _chunk_logits(h, weight, bias, softcap, scale):
-    logits = (h @ weight.t()).float()
-    if bias is not None:
-        logits += bias.float()
-    if scale != 1.0:
-        logits *= scale
-    if softcap is not None:
-        logits = torch.tanh(logits / softcap) * softcap
-    return logits
+from .head import IDENTITY, LinearHeadGrads, LogitTransform
 
 
 class _LinearCE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, chunk_size, softcap, scale):
+    def forward(ctx, hidden, weight, bias, targets, chunk_size, transform):
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         need_b = bias is not None and ctx.needs_input_grad[2]
         loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
         correct = torch.zeros((), dtype=torch.long, device=hidden.device)
-        grad_h = torch.empty_like(hidden) if need_h else None
-        grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
-        grad_b = torch.zeros_like(bias, dtype=torch.float32) if need_b else None
+        grads = LinearHeadGrads(hidden, weight, bias, (need_h, need_w, need_b))
         for s in range(0, hidden.shape[0], chunk_size):
             h, y = hidden[s : s + chunk_size], targets[s : s + chunk_size]
-            z = _chunk_logits(h, weight, bias, softcap, scale)
+            z = transform.linear(h, weight, bias)
             lse = torch.logsumexp(z, dim=-1)
             rows = torch.arange(z.shape[0], device=z.device)
             loss += (lse - z[rows, y]).sum()
             correct += (z.argmax(dim=-1) == y).sum()
-            if not (need_h or need_w or need_b):
+            if not grads.needed:
                 continue
-            # Through the cap ∂z/∂u = 1 − tanh² = 1 − (z/c)²; take it before z is overwritten.
-            cap_grad = 1.0 - (z / softcap).square_() if softcap is not None else None
+            slope = transform.cap_slope(z)  # before z is overwritten
             g = z.sub_(lse[:, None]).exp_()  # softmax, in place of z (z is not needed after)
             g[rows, y] -= 1.0
-            if cap_grad is not None:
-                g *= cap_grad
-            if scale != 1.0:
-                g *= scale
-            g = g.to(hidden.dtype)
-            if need_h:
-                grad_h[s : s + chunk_size] = g @ weight
-            if need_w:
-                grad_w += (g.t() @ h).float()
-            if need_b:
-                grad_b += g.float().sum(0)
-        ctx.save_for_backward(*(t for t in (grad_h, grad_w, grad_b) if t is not None))
+            grads.add(s, transform.to_head_grad_(g, slope).to(hidden.dtype), h, weight)
+        ctx.save_for_backward(*(t for t in (grads.hidden, grads.weight, grads.bias) if t is not None))
         ctx.has = (need_h, need_w, need_b)
         ctx.mark_non_differentiable(correct)
         return loss, correct
@@ -73,7 +51,7 @@ class _LinearCE(torch.autograd.Function):
         gh = next(saved) * grad_loss.to(ctx.saved_tensors[0].dtype) if need_h else None
         gw = next(saved) * grad_loss if need_w else None
         gb = next(saved) * grad_loss if need_b else None
-        return gh, gw, gb, None, None, None, None
+        return gh, gw, gb, None, None, None
 
 
 def linear_cross_entropy(
@@ -83,10 +61,9 @@ def linear_cross_entropy(
     *,
     bias: torch.Tensor | None = None,
     chunk_size: int = 1024,
-    softcap: float | None = None,
-    scale: float = 1.0,
+    transform: LogitTransform = IDENTITY,
 ):
-    """Summed token cross-entropy of ``softcap(scale · (hidden @ weightᵀ + bias))`` against targets.
+    """Summed token cross-entropy of ``transform(hidden @ weightᵀ + bias)`` against targets.
 
     Args:
         hidden: ``[N, H]`` final hidden states at the supervised positions.
@@ -99,5 +76,5 @@ def linear_cross_entropy(
     if hidden.shape[0] == 0:
         zero = hidden.sum() * 0.0 + weight.sum() * 0.0  # keeps the graph connected
         return zero.float(), {"correct": torch.zeros((), dtype=torch.long), "n": 0}
-    loss, correct = _LinearCE.apply(hidden, weight, bias, targets, chunk_size, softcap, float(scale))
+    loss, correct = _LinearCE.apply(hidden, weight, bias, targets, chunk_size, transform)
     return loss, {"correct": correct, "n": int(targets.shape[0])}

@@ -44,9 +44,9 @@ from ..data.pack import make_units
 from ..data.render import Rendered, Renderer, render_all
 from ..errors import DataError
 from ..losses.distill import distill_loss
-from ..models.attention import padded_attention
 from ..models.device import resolve_device
-from ..models.forward import decoder_hidden_states
+from ..models.forward import decoder_hidden_states, head_logits
+from ..models.generate import Sampling, generate_completions
 from ..models.load import load_tokenizer
 from ..models.template import stop_token_ids
 from .common import MethodParts, PreparedData, train_eval_examples
@@ -55,7 +55,6 @@ from .distill_teacher import (
     check_same_vocabulary,
     describe,
     fingerprint,
-    lm_logits,
     load_teacher,
     model_vocab_size,
     resolve_teacher,
@@ -274,13 +273,13 @@ class DistillLoss:
         return loss, sums
 
     def _chunk(self, model, hidden, t_hidden, t_ids, t_logp, targets):
-        student = lm_logits(model, hidden)[:, : self.vocab]
+        student = head_logits(model, hidden)[:, : self.vocab]
         kwargs = dict(
             alpha=self.d.alpha, temperature=self.d.temperature, kind=self.d.divergence, beta=self.d.beta
         )
         if t_hidden is not None:
             with torch.no_grad():
-                teacher = lm_logits(self.teacher, t_hidden)[:, : self.vocab].to(student.device)
+                teacher = head_logits(self.teacher, t_hidden)[:, : self.vocab].to(student.device)
             loss, m = distill_loss(student, targets, teacher_logits=teacher, **kwargs)
         else:
             loss, m = distill_loss(student, targets, teacher_topk=(t_ids, t_logp), **kwargs)
@@ -313,39 +312,17 @@ class DistillLoss:
         }
 
 
-@torch.no_grad()
 def sample_completions(
     model, prompts: list[list[int]], *, max_new_tokens: int, temperature: float, stops: list[int], pad_id: int
 ) -> list[list[int]]:
     """Sample one completion per prompt from ``model`` (token ids, ending with the first stop
-    token when one was produced). Uses the global RNG, which the engine checkpoints."""
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, p in enumerate(prompts):  # left padding: every prompt ends at the same column
-            ids[row, width - len(p) :] = torch.tensor(p)
-            mask[row, width - len(p) :] = 1
-        kwargs = dict(
-            max_new_tokens=max_new_tokens, eos_token_id=stops or None, pad_token_id=pad_id, use_cache=True
-        )
-        kwargs.update(
-            dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
-            if temperature > 0
-            else dict(do_sample=False)
-        )
-        with padded_attention(model):
-            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
-    finally:
-        model.train(was_training)
-    completions = []
-    for row in out[:, width:].tolist():
-        cut = next((i + 1 for i, tok in enumerate(row) if tok in stops), len(row))
-        completions.append(row[:cut] or [pad_id])
-    return completions
+    token when one was produced; greedy at temperature 0). Uses the global RNG, which the
+    engine checkpoints."""
+    sampling = Sampling(temperature, top_k=0)
+    completions = generate_completions(
+        model, prompts, sampling, max_new_tokens=max_new_tokens, stop_ids=stops, pad_id=pad_id, seed=None
+    )
+    return [c or [pad_id] for c in completions]
 
 
 def summarize(sums: dict, n: int) -> dict:

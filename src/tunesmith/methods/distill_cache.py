@@ -30,7 +30,8 @@ from ..data.collate import collate
 from ..engine.loop import split_by_tokens
 from ..errors import CheckpointError
 from ..losses.distill import tempered_log_probs
-from .distill_teacher import lm_logits, teacher_hidden
+from ..models.forward import head_logits
+from .distill_teacher import teacher_hidden
 
 log = logging.getLogger("tunesmith")
 
@@ -76,7 +77,9 @@ def compute_topk(
         batch = collate(group)
         hidden = teacher_hidden(teacher, batch)
         for s in range(0, hidden.shape[0], chunk_size):
-            logp = tempered_log_probs(lm_logits(teacher, hidden[s : s + chunk_size])[:, :vocab], temperature)
+            logp = tempered_log_probs(
+                head_logits(teacher, hidden[s : s + chunk_size])[:, :vocab], temperature
+            )
             top, ids = torch.topk(logp, min(k, vocab), dim=-1)
             ids_out.append(ids.to("cpu", torch.int32))
             logp_out.append(top.cpu())

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..errors import ConfigError, ModelError
 from ..models.adapters import unwrap
-from ..models.forward import decoder_hidden_states, output_transform
+from ..models.forward import decoder_hidden_states
 
 log = logging.getLogger("tunesmith")
 
@@ -153,19 +153,6 @@ def attention(model: nn.Module, name: str | None = None):
     finally:
         if name != before:
             hf.set_attn_implementation(before)
-
-
-def lm_logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-    """Float32 logits ``[N, V]`` of the LM head over ``hidden [N, H]``, with the family's output
-    scale and soft-cap (Gemma 2/3, Cohere, Granite) as in training."""
-    hf = unwrap(model)
-    z = hf.get_output_embeddings()(hidden).float()
-    scale, softcap = output_transform(hf.config)
-    if scale != 1.0:
-        z = z * scale
-    if softcap is not None:
-        z = torch.tanh(z / softcap) * softcap
-    return z
 
 
 @torch.no_grad()

@@ -7,16 +7,21 @@ from torch import nn
 
 from ..data.collate import Batch
 from ..losses import linear_cross_entropy
+from ..losses.head import LogitTransform
 from .adapters import unwrap
 
 
-def output_transform(config) -> tuple[float, float | None]:
-    """(scale, softcap) the model family applies to LM-head outputs (Cohere, Granite, Gemma 2/3)."""
-    scale = float(getattr(config, "logit_scale", None) or 1.0)
-    if getattr(config, "logits_scaling", None):
-        scale /= float(config.logits_scaling)
-    softcap = getattr(config, "final_logit_softcapping", None)
-    return scale, softcap
+def output_head(model: nn.Module) -> tuple[nn.Module, LogitTransform]:
+    """(the LM-head module, the family's logit transform: scale / soft-cap of Cohere, Granite,
+    Gemma 2/3). The fused kernels take the module's weight when it is a plain ``nn.Linear``."""
+    hf = unwrap(model)
+    return hf.get_output_embeddings(), LogitTransform.of(hf.config)
+
+
+def head_logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """Float32 logits ``[N, V]`` of ``hidden [N, H]``, as training and generation see them."""
+    head, transform = output_head(model)
+    return transform(head(hidden))
 
 
 def decoder_hidden_states(model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -36,20 +41,16 @@ def decoder_hidden_states(model: nn.Module, batch: Batch) -> torch.Tensor:
 
 def head_loss(model: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, chunk_size: int):
     """Summed CE of the LM head over ``hidden [N, H]`` against ``targets [N]`` -> (loss, metrics)."""
-    hf = unwrap(model)
-    head = hf.get_output_embeddings()
-    scale, softcap = output_transform(hf.config)
+    head, transform = output_head(model)
     if type(head) is nn.Linear:
         return linear_cross_entropy(
-            hidden, head.weight, targets, bias=head.bias, chunk_size=chunk_size, softcap=softcap, scale=scale
+            hidden, head.weight, targets, bias=head.bias, chunk_size=chunk_size, transform=transform
         )
     # A wrapped head (adapter on lm_head, modules_to_save): call the module, still chunked.
     loss = hidden.new_zeros((), dtype=torch.float32)
     correct = torch.zeros((), dtype=torch.long, device=hidden.device)
     for s in range(0, hidden.shape[0], chunk_size):
-        z = head(hidden[s : s + chunk_size]).float() * scale
-        if softcap is not None:
-            z = torch.tanh(z / softcap) * softcap
+        z = transform(head(hidden[s : s + chunk_size]))
         y = targets[s : s + chunk_size]
         loss = loss + nn.functional.cross_entropy(z, y, reduction="sum")
         correct += (z.detach().argmax(-1) == y).sum()

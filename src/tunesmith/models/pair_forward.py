@@ -8,7 +8,7 @@ from torch import nn
 from ..data.pair_collate import PairBatch
 from ..losses.logprobs import linear_token_logprobs, sequence_sums
 from .adapters import unwrap
-from .forward import output_transform
+from .forward import output_head
 
 
 def pair_hidden(model: nn.Module, batch: PairBatch) -> torch.Tensor:
@@ -35,19 +35,15 @@ def token_logprobs(
     model: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, chunk_size: int
 ) -> torch.Tensor:
     """``log p(target)`` ``[N]`` (fp32) under the LM head for ``hidden [N, H]``."""
-    hf = unwrap(model)
-    head = hf.get_output_embeddings()
-    scale, softcap = output_transform(hf.config)
+    head, transform = output_head(model)
     if type(head) is nn.Linear:
         return linear_token_logprobs(
-            hidden, head.weight, targets, bias=head.bias, chunk_size=chunk_size, softcap=softcap, scale=scale
+            hidden, head.weight, targets, bias=head.bias, chunk_size=chunk_size, transform=transform
         )
     # A wrapped head (adapter on lm_head, modules_to_save): call the module, still chunked.
     out = []
     for s in range(0, hidden.shape[0], chunk_size):
-        z = head(hidden[s : s + chunk_size]).float() * scale
-        if softcap is not None:
-            z = torch.tanh(z / softcap) * softcap
+        z = transform(head(hidden[s : s + chunk_size]))
         out.append(torch.log_softmax(z, -1).gather(1, targets[s : s + chunk_size, None]).squeeze(1))
     return torch.cat(out) if out else hidden.new_zeros(0, dtype=torch.float32)
 

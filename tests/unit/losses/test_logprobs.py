@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tunesmith.losses.head import LogitTransform
 from tunesmith.losses.logprobs import linear_token_logprobs, sequence_sums
 
 
@@ -24,7 +25,7 @@ def test_matches_log_softmax(train_head, softcap, scale, bias):
     b = torch.randn(21, dtype=torch.float64, requires_grad=train_head) if bias else None
     y = torch.randint(0, 21, (13,))
     upstream = torch.randn(13, dtype=torch.float64)  # per-token weights, as a sequence sum would give
-    got = linear_token_logprobs(h, w, y, bias=b, chunk_size=4, softcap=softcap, scale=scale)
+    got = linear_token_logprobs(h, w, y, bias=b, chunk_size=4, transform=LogitTransform(scale, softcap))
     want = _reference(h, w, b, y, softcap, scale)
     assert torch.allclose(got.double(), want.double(), atol=1e-5)
     params = [h] + ([w] + ([b] if bias else []) if train_head else [])

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tunesmith.losses import linear_cross_entropy
+from tunesmith.losses.head import LogitTransform
 
 # W maps h=[a, b] to logits [a, b, 0] (V=3, H=2).
 W = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
@@ -33,7 +34,7 @@ def test_hand_computed_loss_and_gradient():
 def test_softcap_hand_computed():
     """Soft-cap c=1: z = tanh([1,0,0]) = [0.7615942, 0, 0]; ℓ = log(e^0.7615942 + 2) − 0.7615942 = 0.6595092."""
     h = torch.tensor([[1.0, 0.0]])
-    loss, _ = linear_cross_entropy(h, W, torch.tensor([0]), softcap=1.0)
+    loss, _ = linear_cross_entropy(h, W, torch.tensor([0]), transform=LogitTransform(softcap=1.0))
     assert loss.item() == pytest.approx(0.6595092, abs=1e-6)
 
 
@@ -44,7 +45,9 @@ def test_matches_autograd_reference(softcap, scale, chunk):
     w = torch.randn(17, 8, generator=g, requires_grad=True)
     b = torch.randn(17, generator=g, requires_grad=True)
     y = torch.randint(0, 17, (10,), generator=g)
-    loss, _ = linear_cross_entropy(h, w, y, bias=b, chunk_size=chunk, softcap=softcap, scale=scale)
+    loss, _ = linear_cross_entropy(
+        h, w, y, bias=b, chunk_size=chunk, transform=LogitTransform(scale, softcap)
+    )
     (2.0 * loss).backward()  # a non-unit upstream gradient must be honoured
     got = [t.grad.clone() for t in (h, w, b)]
     for t in (h, w, b):

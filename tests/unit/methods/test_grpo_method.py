@@ -13,9 +13,10 @@ from tunesmith.engine.parts import MethodParts
 from tunesmith.errors import CheckpointError, ConfigError, DataError
 from tunesmith.losses.policy import clipped_policy_loss
 from tunesmith.methods import grpo
-from tunesmith.methods.grpo_rollout import completion_logprobs, generation_mode, sample_groups
+from tunesmith.methods.grpo_rollout import completion_logprobs, sample_groups
 from tunesmith.models.adapters import attach_adapter, unwrap
 from tunesmith.models.attention import register
+from tunesmith.models.generate import generation_mode
 from tunesmith.models.load import load_causal_lm
 from tunesmith.models.template import stop_token_ids
 
