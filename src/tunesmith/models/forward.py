@@ -24,8 +24,11 @@ def head_logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     return transform(head(hidden))
 
 
-def decoder_hidden_states(model: nn.Module, batch: Batch) -> torch.Tensor:
-    """Final-norm hidden states ``[1, T, H]`` of the flat batch, attention per example."""
+def decoder_hidden_states(model: nn.Module, batch, **attention) -> torch.Tensor:
+    """Final-norm hidden states ``[1, T, H]`` of a flat varlen batch (a ``Batch`` or a
+    ``PairBatch``: anything with ``input_ids``, ``position_ids``, ``cu_seqlens``, ``max_seqlen``),
+    attention per example; ``attention`` goes to tunesmith's varlen attention function (e.g.
+    ``tunesmith_branches`` for shared-prompt pairs)."""
     decoder = unwrap(model).get_decoder()
     out = decoder(
         input_ids=batch.input_ids,
@@ -35,6 +38,7 @@ def decoder_hidden_states(model: nn.Module, batch: Batch) -> torch.Tensor:
         max_length_q=batch.max_seqlen,
         max_length_k=batch.max_seqlen,
         use_cache=False,
+        **attention,
     )
     return out.last_hidden_state
 

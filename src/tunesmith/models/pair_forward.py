@@ -7,8 +7,7 @@ from torch import nn
 
 from ..data.pair_collate import PairBatch
 from ..losses.logprobs import linear_token_logprobs, sequence_sums
-from .adapters import unwrap
-from .forward import output_head
+from .forward import decoder_hidden_states, output_head
 
 
 def pair_hidden(model: nn.Module, batch: PairBatch) -> torch.Tensor:
@@ -17,18 +16,7 @@ def pair_hidden(model: nn.Module, batch: PairBatch) -> torch.Tensor:
     Needs the model's attention set to tunesmith's varlen function (``attn_implementation:
     auto``), which reads ``tunesmith_branches``.
     """
-    decoder = unwrap(model).get_decoder()
-    out = decoder(
-        input_ids=batch.input_ids,
-        position_ids=batch.position_ids,
-        cu_seq_lens_q=batch.cu_seqlens,
-        cu_seq_lens_k=batch.cu_seqlens,
-        max_length_q=batch.max_seqlen,
-        max_length_k=batch.max_seqlen,
-        tunesmith_branches=batch.branches,
-        use_cache=False,
-    )
-    return out.last_hidden_state[0]
+    return decoder_hidden_states(model, batch, tunesmith_branches=batch.branches)[0]
 
 
 def token_logprobs(
