@@ -62,8 +62,7 @@ class GenerationEval:
     def __call__(self, model, step: int | None) -> dict:
         if not self.items:
             return {}
-        was_training = model.training
-        model.eval()
+        # generate_ids switches to eval mode and restores the training mode itself.
         replies = generate_ids(
             model,
             self.tokenizer,
@@ -71,8 +70,6 @@ class GenerationEval:
             max_new_tokens=self.max_new_tokens,
             batch_size=self.batch_size,
         )
-        if was_training:
-            model.train()
         rows, sums, counts = [], {}, {}
         for item, reply in zip(self.items, replies):
             scores = score_prediction(reply["text"], item.target, ScoringOptions())
