@@ -319,10 +319,9 @@ def train(
             raise ckpt.CheckpointError(
                 f"--resume: no complete checkpoint in {rundir.RunDir(out).checkpoints}"
             )
-    if trainer.dist.active:
-        distributed.same_on_all_ranks(
-            trainer.dist, str(resume_from and resume_from.path), "the checkpoint to resume from"
-        )
+    distributed.same_on_all_ranks(
+        trainer.dist, str(resume_from and resume_from.path), "the checkpoint to resume from"
+    )
     result = trainer.fit(resume_from, process_start=t_start)
     dist_ctx = trainer.dist
     weights = None
