@@ -156,45 +156,28 @@ def parse_grader(obj: Any, path: str = "grader") -> Grader:
     return _PARSERS[kind](obj, path)
 
 
-def _parse_string_check(obj: dict, path: str) -> StringCheck:
-    _fields(
-        obj, path, required=("type", "name", "input", "reference", "operation"), optional=("pass_threshold",)
-    )
-    operation = obj["operation"]
-    if operation not in STRING_CHECK_OPERATIONS:
-        raise GraderError(
-            f"{path}.operation",
-            f"unknown operation {operation!r}; expected one of {', '.join(STRING_CHECK_OPERATIONS)}",
-        )
-    return StringCheck(
+def _parse_comparison(obj: dict, path: str, cls: type, key: str, allowed: tuple[str, ...], noun: str):
+    """``string_check`` / ``text_similarity``: ``input`` compared with ``reference`` by the
+    method named in field ``key`` (one of ``allowed``; ``noun`` names it in the error)."""
+    _fields(obj, path, required=("type", "name", "input", "reference", key), optional=("pass_threshold",))
+    method = obj[key]
+    if method not in allowed:
+        raise GraderError(f"{path}.{key}", f"unknown {noun} {method!r}; expected one of {', '.join(allowed)}")
+    return cls(
         name=_name(obj, path),
         input=_template(obj, "input", path),
         reference=_template(obj, "reference", path),
-        operation=operation,
         pass_threshold=_threshold(obj, path),
+        **{key: method},
     )
+
+
+def _parse_string_check(obj: dict, path: str) -> StringCheck:
+    return _parse_comparison(obj, path, StringCheck, "operation", STRING_CHECK_OPERATIONS, "operation")
 
 
 def _parse_text_similarity(obj: dict, path: str) -> TextSimilarity:
-    _fields(
-        obj,
-        path,
-        required=("type", "name", "input", "reference", "evaluation_metric"),
-        optional=("pass_threshold",),
-    )
-    metric = obj["evaluation_metric"]
-    if metric not in SIMILARITY_METRICS:
-        raise GraderError(
-            f"{path}.evaluation_metric",
-            f"unknown metric {metric!r}; expected one of {', '.join(SIMILARITY_METRICS)}",
-        )
-    return TextSimilarity(
-        name=_name(obj, path),
-        input=_template(obj, "input", path),
-        reference=_template(obj, "reference", path),
-        evaluation_metric=metric,
-        pass_threshold=_threshold(obj, path),
-    )
+    return _parse_comparison(obj, path, TextSimilarity, "evaluation_metric", SIMILARITY_METRICS, "metric")
 
 
 def _parse_python(obj: dict, path: str) -> Python:
@@ -317,7 +300,7 @@ _RESERVED_NAMES = frozenset({"min", "max", "abs", "floor", "ceil", "exp", "sqrt"
 
 def _require_object(obj: Any, path: str) -> None:
     if not isinstance(obj, dict):
-        raise GraderError(path, f"must be a JSON object, got {_json_kind(obj)}")
+        raise GraderError(path, f"must be a JSON object, got {template.json_kind(obj)}")
 
 
 def _fields(obj: dict, path: str, *, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
@@ -349,7 +332,7 @@ def _model(obj: dict, path: str) -> str:
 def _template(obj: dict, key: str, path: str) -> str:
     value = obj[key]
     if not isinstance(value, str):
-        raise GraderError(f"{path}.{key}", f"must be a string, got {_json_kind(value)}")
+        raise GraderError(f"{path}.{key}", f"must be a string, got {template.json_kind(value)}")
     _check_template(value, f"{path}.{key}")
     return value
 
@@ -477,16 +460,3 @@ def _sampling_params(value: Any, path: str) -> dict[str, Any]:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _json_kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {
-        str: "a string",
-        bool: "a boolean",
-        int: "a number",
-        float: "a number",
-        list: "a list",
-        dict: "an object",
-    }.get(type(value), type(value).__name__)

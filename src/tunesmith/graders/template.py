@@ -126,13 +126,14 @@ def _describe_miss(value: Any, step: str | int, walked: str) -> str:
     if isinstance(step, int):
         if isinstance(value, list):
             return f"{walked} has {len(value)} element(s), no index {step}"
-        return f"{walked} is {_kind(value)}, not a list"
+        return f"{walked} is {json_kind(value)}, not a list"
     if isinstance(value, dict):
         return f"{walked} has no key {step!r}"
-    return f"{walked} is {_kind(value)}, not an object (looking for key {step!r})"
+    return f"{walked} is {json_kind(value)}, not an object (looking for key {step!r})"
 
 
-def _kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
+    """A parsed JSON value's kind for messages: "null", "a string", "a number", "a list" ..."""
     if value is None:
         return "null"
     return {
