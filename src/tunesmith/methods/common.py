@@ -1,4 +1,4 @@
-"""What every method shares: the method protocol, the prepared-data record, file helpers.
+"""What every method shares: the method protocol, the prepared-data record, file, render and pack helpers.
 
 A method is a module in :mod:`tunesmith.methods` with
 
@@ -22,13 +22,20 @@ Methods never import one another (DESIGN.md principle 2); what they share lives 
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from ..data.formats import load_examples
+from ..data.pack import make_units
+from ..data.render import Renderer, render_all
 from ..engine.parts import MethodParts, mean_per_unit  # noqa: F401  (re-exported for methods)
+from ..errors import DataError
+
+log = logging.getLogger("tunesmith")
 
 
 @dataclass
@@ -90,3 +97,77 @@ def train_eval_split(config, read: Callable[[list[str]], list]) -> tuple[list, l
 def train_eval_examples(config, expect: str) -> tuple[list, list]:
     """:func:`train_eval_split` of SFT-style files, validated as method ``expect``'s formats."""
     return train_eval_split(config, partial(load_all, expect=expect))
+
+
+def template_name(config) -> str:
+    """What messages call the run's chat template: ``model.chat_template`` when set, else the
+    tokenizer or model folder whose template renders the data."""
+    return config.model.chat_template or config.model.tokenizer or config.model.path
+
+
+def render_examples(
+    config, tokenizer, *, max_length: int, train_on_all_tokens: bool
+) -> tuple[list, list, dict, dict]:
+    """The run's SFT-style train / held-out examples (:func:`train_eval_examples` of
+    ``config.method``) rendered by one :class:`Renderer`: ``(train, evals, stats, eval_stats)``."""
+    train_ex, eval_ex = train_eval_examples(config, config.method)
+    renderer = Renderer(
+        tokenizer,
+        max_length=max_length,
+        train_on_all_tokens=train_on_all_tokens,
+        template_name=template_name(config),
+    )
+    train, stats = render_all(renderer, train_ex)
+    evals, eval_stats = render_all(renderer, eval_ex)
+    return train, evals, stats, eval_stats
+
+
+def check_rendered(config, train: list, stats: dict) -> None:
+    """After rendering SFT-style data (``stats`` from :func:`~tunesmith.data.render.render_all`):
+    DataError when no training example is left, a warning when some were truncated."""
+    if not train:
+        raise DataError(
+            f"no trainable example in {config.data.train}: every example was empty or "
+            "had no assistant tokens to train on"
+        )
+    if stats["truncated"]:
+        log.warning(
+            "data: %d of %d training examples were longer than train.max_length=%d and "
+            "were truncated from the end",
+            stats["truncated"],
+            stats["examples"],
+            config.train.max_length,
+        )
+
+
+def sequence_length(item) -> int:
+    """Tokens of a single-sequence item (a ``Rendered`` or anything with ``input_ids``)."""
+    return len(item.input_ids)
+
+
+def pack_prepared(
+    train: list,
+    evals: list,
+    stats: dict,
+    eval_stats: dict,
+    *,
+    size: Callable[[Any], int] = sequence_length,
+    packing: bool,
+    max_length: int,
+    **extra,
+) -> PreparedData:
+    """Rendered ``train`` / ``evals`` items grouped into units (:func:`make_units` over each
+    item's ``size`` in tokens, packed up to ``max_length`` when ``packing``), with the stats
+    every method reports: ``{"train": stats, "eval": eval_stats, "train_rows",
+    "train_sequences", "eval_sequences", **extra}``."""
+    train_units = make_units([size(it) for it in train], packing=packing, max_length=max_length)
+    eval_units = make_units([size(it) for it in evals], packing=packing, max_length=max_length)
+    record = {
+        "train": stats,
+        "eval": eval_stats,
+        "train_rows": len(train_units),
+        "train_sequences": len(train),
+        "eval_sequences": len(evals),
+        **extra,
+    }
+    return PreparedData(train, evals, train_units, eval_units, record)

@@ -40,16 +40,20 @@ from torch.utils.checkpoint import checkpoint
 
 from ..config import RunConfig
 from ..data.collate import Batch, collate
-from ..data.pack import make_units
-from ..data.render import Rendered, Renderer, render_all
-from ..errors import DataError
+from ..data.render import Rendered
 from ..losses.distill import distill_loss
 from ..models.device import resolve_device
 from ..models.forward import decoder_hidden_states, head_logits
 from ..models.generate import Sampling, generate_completions
 from ..models.load import load_tokenizer
 from ..models.template import stop_token_ids
-from .common import MethodParts, PreparedData, train_eval_examples
+from .common import (
+    MethodParts,
+    PreparedData,
+    check_rendered,
+    pack_prepared,
+    render_examples,
+)
 from .distill_cache import cached_topk
 from .distill_teacher import (
     check_same_vocabulary,
@@ -147,43 +151,17 @@ def prepare_data(config: RunConfig, tokenizer) -> PreparedData:
     check_same_vocabulary(
         tokenizer, teacher_tok, config.model.tokenizer or config.model.path, describe(base, adapter)
     )
-    train_ex, eval_ex = train_eval_examples(config, config.method)
-    renderer = Renderer(
-        tokenizer,
-        max_length=t.max_length,
-        train_on_all_tokens=config.data.train_on_all_tokens,
-        template_name=config.model.chat_template or config.model.tokenizer or config.model.path,
+    rendered, rendered_eval, stats, eval_stats = render_examples(
+        config, tokenizer, max_length=t.max_length, train_on_all_tokens=config.data.train_on_all_tokens
     )
-    rendered, stats = render_all(renderer, train_ex)
-    rendered_eval, eval_stats = render_all(renderer, eval_ex)
-    if not rendered:
-        raise DataError(
-            f"no trainable example in {config.data.train}: every example was empty or "
-            "had no assistant tokens to train on"
-        )
-    if stats["truncated"]:
-        log.warning(
-            "data: %d of %d training examples were longer than train.max_length=%d and "
-            "were truncated from the end",
-            stats["truncated"],
-            stats["examples"],
-            t.max_length,
-        )
+    check_rendered(config, rendered, stats)
     train, evals = [_item(r) for r in rendered], [_item(r) for r in rendered_eval]
     info = {"teacher": describe(base, adapter), "vocab": shared_vocab(config, base)}
     if d.cache_top_k:
         info["cache_dir"] = str(_attach_cache(config, base, adapter, train, evals, info["vocab"]))
-    train_units = make_units([len(r.input_ids) for r in train], packing=t.packing, max_length=t.max_length)
-    eval_units = make_units([len(r.input_ids) for r in evals], packing=t.packing, max_length=t.max_length)
-    stats = {
-        "train": stats,
-        "eval": eval_stats,
-        "train_rows": len(train_units),
-        "train_sequences": len(train),
-        "eval_sequences": len(evals),
-        "distill": info,
-    }
-    return PreparedData(train, evals, train_units, eval_units, stats)
+    return pack_prepared(
+        train, evals, stats, eval_stats, packing=t.packing, max_length=t.max_length, distill=info
+    )
 
 
 def _attach_cache(

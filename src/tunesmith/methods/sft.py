@@ -12,11 +12,9 @@ from functools import partial
 
 from ..config import RunConfig
 from ..data.collate import collate
-from ..data.pack import make_units
-from ..data.render import Rendered, Renderer, render_all
-from ..errors import DataError
+from ..data.render import Rendered
 from ..models.forward import token_loss
-from .common import MethodParts, PreparedData, train_eval_examples
+from .common import MethodParts, PreparedData, check_rendered, pack_prepared, render_examples
 
 log = logging.getLogger("tunesmith")
 
@@ -35,47 +33,23 @@ def split_windows(items: list[Rendered], max_length: int) -> list[Rendered]:
 def prepare_data(config: RunConfig, tokenizer) -> PreparedData:
     """Read, split, render and pack the train / eval data of an SFT or pretraining run."""
     t = config.train
-    train_ex, eval_ex = train_eval_examples(config, config.method)
     pretrain = config.method == "pretrain"
-    renderer = Renderer(
+    train, evals, stats, eval_stats = render_examples(
+        config,
         tokenizer,
         max_length=10**9 if pretrain else t.max_length,
         train_on_all_tokens=config.data.train_on_all_tokens or pretrain,
-        template_name=config.model.chat_template or config.model.tokenizer or config.model.path,
     )
-    train, stats = render_all(renderer, train_ex)
-    evals, eval_stats = render_all(renderer, eval_ex)
     if pretrain:
         train, evals = split_windows(train, t.max_length), split_windows(evals, t.max_length)
-    if not train:
-        raise DataError(
-            f"no trainable example in {config.data.train}: every example was empty or "
-            "had no assistant tokens to train on"
-        )
-    if stats["truncated"]:
-        log.warning(
-            "data: %d of %d training examples were longer than train.max_length=%d and "
-            "were truncated from the end",
-            stats["truncated"],
-            stats["examples"],
-            t.max_length,
-        )
+    check_rendered(config, train, stats)
     if stats["dropped_no_targets"]:
         log.warning(
             "data: %d training examples had no trained token left and were dropped (e.g. %s)",
             stats["dropped_no_targets"],
             ", ".join(stats["dropped_sources"]),
         )
-    train_units = make_units([len(r.input_ids) for r in train], packing=t.packing, max_length=t.max_length)
-    eval_units = make_units([len(r.input_ids) for r in evals], packing=t.packing, max_length=t.max_length)
-    stats = {
-        "train": stats,
-        "eval": eval_stats,
-        "train_rows": len(train_units),
-        "train_sequences": len(train),
-        "eval_sequences": len(evals),
-    }
-    return PreparedData(train, evals, train_units, eval_units, stats)
+    return pack_prepared(train, evals, stats, eval_stats, packing=t.packing, max_length=t.max_length)
 
 
 def build(config: RunConfig, model=None, tokenizer=None) -> MethodParts:
