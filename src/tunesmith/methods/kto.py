@@ -21,25 +21,19 @@ import logging
 
 from ..config import RunConfig
 from ..config.registry import method_loss
-from ..data.pair_collate import collate_pairs
-from ..data.preference import PairRenderer, load_unpaired, render_unpaired
+from ..data.preference import load_unpaired, render_unpaired
 from ..losses.preference import kto_loss
 from ..models.pair_forward import sequence_logps
-from .common import MethodParts, PreparedData, train_eval_split
-from .reference import batch_reference, finish_prepare, reference_source
+from .common import MethodParts, PreparedData
+from .reference import batch_reference, finish_prepare, pair_parts, reference_source, render_split
 
 log = logging.getLogger("tunesmith")
 
 
 def prepare_data(config: RunConfig, tokenizer) -> PreparedData:
-    train_ex, eval_ex = train_eval_split(config, load_unpaired)
-    renderer = PairRenderer(
-        tokenizer,
-        config.train.max_length,
-        config.model.chat_template or config.model.tokenizer or config.model.path,
-    )
-    train, stats = render_unpaired(renderer, train_ex)
-    evals, eval_stats = render_unpaired(renderer, eval_ex) if eval_ex else ([], {})
+    train, evals, stats, eval_stats = render_split(config, tokenizer, load_unpaired, render_unpaired)
+    if not evals:
+        eval_stats = {}  # KTO runs without held-out rows have always recorded no eval stats
     if not stats["desirable"] or not stats["undesirable"]:
         log.warning(
             "data: KTO training data has %d desirable and %d undesirable examples; it learns best from both",
@@ -76,11 +70,4 @@ def build(config: RunConfig, model=None, tokenizer=None) -> MethodParts:
         metrics["kl"] = kl * batch.n_items  # summed, so that the mean over the step is per example
         return loss, metrics
 
-    return MethodParts(
-        loss_fn=loss_fn,
-        collate=collate_pairs,
-        batch_count=lambda b: b.n_items,
-        item_tokens=lambda it: it.n_tokens,
-        summarize=summarize,
-        perplexity=False,
-    )
+    return pair_parts(loss_fn, summarize=summarize)

@@ -26,27 +26,19 @@ import logging
 
 from ..config import RunConfig
 from ..config.registry import method_loss
-from ..data.pair_collate import collate_pairs
-from ..data.preference import PairRenderer, load_pairs, render_pairs
+from ..data.preference import load_pairs, render_pairs
 from ..losses import preference as preference_losses
 from ..losses.preference import PairLogps
 from ..models.pair_forward import sequence_logps
-from .common import MethodParts, PreparedData, train_eval_split
-from .reference import batch_reference, finish_prepare, reference_source
+from .common import MethodParts, PreparedData
+from .reference import batch_reference, finish_prepare, pair_parts, reference_source, render_split
 
 log = logging.getLogger("tunesmith")
 
 
 def prepare_data(config: RunConfig, tokenizer) -> PreparedData:
     """Read, split and render preference pairs; precompute reference log-probs if wanted."""
-    train_ex, eval_ex = train_eval_split(config, load_pairs)
-    renderer = PairRenderer(
-        tokenizer,
-        config.train.max_length,
-        config.model.chat_template or config.model.tokenizer or config.model.path,
-    )
-    train, stats = render_pairs(renderer, train_ex)
-    evals, eval_stats = render_pairs(renderer, eval_ex)
+    train, evals, stats, eval_stats = render_split(config, tokenizer, load_pairs, render_pairs)
     if stats["identical"]:
         log.warning(
             "data: %d training pairs have identical chosen and rejected answers (they "
@@ -80,10 +72,4 @@ def build(config: RunConfig, model=None, tokenizer=None) -> MethodParts:
             pair.ref_chosen, pair.ref_rejected = ref[0::2], ref[1::2]
         return loss(pair, **params)
 
-    return MethodParts(
-        loss_fn=loss_fn,
-        collate=collate_pairs,
-        batch_count=lambda b: b.n_items,
-        item_tokens=lambda it: it.n_tokens,
-        perplexity=False,
-    )
+    return pair_parts(loss_fn)

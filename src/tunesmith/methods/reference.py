@@ -1,5 +1,6 @@
 """What the preference methods (``dpo``, ``kto``) share: beta, the reference model, the
-reference log-prob precompute and cache, and the pair-row units. A helper module, not a method.
+reference log-prob precompute and cache, and the pair rows (rendering, units, engine parts; the
+``reward`` method trains on them too). A helper module, not a method.
 
 **Reference log-probabilities, computed once and cached by content hash.** The reference model is the *initial* model (``model.path``, plus ``adapter.init_from`` when set): before training starts it
 is loaded on its own, every train and eval row is scored in fixed, data-order batches, and the
@@ -26,14 +27,13 @@ import torch
 
 from ..config import RunConfig
 from ..config.registry import needs_reference
-from ..data.pack import make_units
 from ..data.pair_collate import collate_pairs
-from ..data.preference import PairItem
+from ..data.preference import PairItem, PairRenderer
 from ..engine.runtime import autocast
 from ..errors import DataError
 from ..models.device import resolve_device, resolve_dtype
 from ..models.pair_forward import reference_logps
-from .common import PreparedData
+from .common import MethodParts, PreparedData, pack_prepared, template_name, train_eval_split
 
 log = logging.getLogger("tunesmith")
 
@@ -147,6 +147,17 @@ def precompute_wanted(config: RunConfig) -> bool:
     return config.adapter.type == "none" if pre == "auto" else bool(pre)
 
 
+def render_split(config: RunConfig, tokenizer, read, render) -> tuple[list, list, dict, dict]:
+    """The run's train / held-out rows (``read(paths)`` -> examples, split by
+    :func:`train_eval_split`), each rendered by ``render(renderer, examples) -> (items, stats)``
+    with one :class:`PairRenderer`: ``(train, evals, stats, eval_stats)``."""
+    train_ex, eval_ex = train_eval_split(config, read)
+    renderer = PairRenderer(tokenizer, config.train.max_length, template_name(config))
+    train, stats = render(renderer, train_ex)
+    evals, eval_stats = render(renderer, eval_ex)
+    return train, evals, stats, eval_stats
+
+
 def finish_prepare(
     config: RunConfig, train: list, evals: list, stats: dict, eval_stats: dict
 ) -> PreparedData:
@@ -163,17 +174,34 @@ def finish_prepare(
     if precompute_wanted(config):
         stats["reference"] = precompute_reference(config, train + evals)
     # A row holds prompt + two answers, each prompt + answer <= max_length.
-    capacity = 2 * config.train.max_length
-    train_units = make_units([it.n_tokens for it in train], packing=config.train.packing, max_length=capacity)
-    eval_units = make_units([it.n_tokens for it in evals], packing=config.train.packing, max_length=capacity)
-    stats = {
-        "train": stats,
-        "eval": eval_stats,
-        "train_rows": len(train_units),
-        "train_sequences": len(train),
-        "eval_sequences": len(evals),
-    }
-    return PreparedData(train, evals, train_units, eval_units, stats)
+    return pack_prepared(
+        train,
+        evals,
+        stats,
+        eval_stats,
+        size=pair_tokens,
+        packing=config.train.packing,
+        max_length=2 * config.train.max_length,
+    )
+
+
+def pair_tokens(item: PairItem) -> int:
+    """Tokens of a pair row: the prompt and both answers."""
+    return item.n_tokens
+
+
+def pair_parts(loss_fn, **options) -> MethodParts:
+    """The engine parts of a method trained on pair rows (DPO family, KTO, reward models):
+    ``loss_fn`` over :func:`collate_pairs` batches, normalised per row, no perplexity;
+    ``options`` are further :class:`MethodParts` fields (e.g. ``summarize``)."""
+    return MethodParts(
+        loss_fn=loss_fn,
+        collate=collate_pairs,
+        batch_count=lambda b: b.n_items,
+        item_tokens=pair_tokens,
+        perplexity=False,
+        **options,
+    )
 
 
 def frozen_reference(config: RunConfig, device):

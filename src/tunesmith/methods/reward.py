@@ -19,28 +19,19 @@ import logging
 import torch
 
 from ..config import RunConfig
-from ..data.pair_collate import collate_pairs
-from ..data.preference import PairRenderer, load_pairs, render_pairs
+from ..data.preference import load_pairs, render_pairs
 from ..errors import ModelError
 from ..losses.reward import bradley_terry_loss
 from ..models.pair_forward import pair_hidden
 from ..models.reward_model import rewards_at
-from .common import MethodParts, PreparedData, train_eval_split
-from .reference import finish_prepare
+from .common import MethodParts, PreparedData
+from .reference import finish_prepare, pair_parts, render_split
 
 log = logging.getLogger("tunesmith")
 
 
 def prepare_data(config: RunConfig, tokenizer) -> PreparedData:
-    train_ex, eval_ex = train_eval_split(config, load_pairs)
-    renderer = PairRenderer(
-        tokenizer,
-        config.train.max_length,
-        config.model.chat_template or config.model.tokenizer or config.model.path,
-    )
-    train, stats = render_pairs(renderer, train_ex)
-    evals, eval_stats = render_pairs(renderer, eval_ex)
-    return finish_prepare(config, train, evals, stats, eval_stats)
+    return finish_prepare(config, *render_split(config, tokenizer, load_pairs, render_pairs))
 
 
 def load_model(config: RunConfig, device):
@@ -73,10 +64,4 @@ def build(config: RunConfig, model=None, tokenizer=None) -> MethodParts:
         rewards = rewards_at(model, hidden, batch.last_positions)
         return bradley_terry_loss(rewards[0::2], rewards[1::2], margin=batch.margins)
 
-    return MethodParts(
-        loss_fn=loss_fn,
-        collate=collate_pairs,
-        batch_count=lambda b: b.n_items,
-        item_tokens=lambda it: it.n_tokens,
-        perplexity=False,
-    )
+    return pair_parts(loss_fn)
