@@ -322,20 +322,23 @@ def _present(series: Series) -> tuple[list[int], list[float], list[float] | None
     return idx, [series.values[i] for i in idx], weights
 
 
+def _resampling(series: Series, options: EvalOptions) -> dict:
+    """The bootstrap keywords of one metric: its transform and the run's resampling settings."""
+    return {
+        "transform": series.transform,
+        "n_resamples": options.n_resamples,
+        "confidence": options.confidence,
+        "seed": options.seed,
+    }
+
+
 def summarize(scores: ModelScores, options: EvalOptions) -> dict:
     """metric -> {"value", "low", "high", "n"} for one model."""
     out = {}
     for metric, series in scores.series.items():
         _, values, weights = _present(series)
         if values:
-            out[metric] = bootstrap_ci(
-                values,
-                weights=weights,
-                transform=series.transform,
-                n_resamples=options.n_resamples,
-                confidence=options.confidence,
-                seed=options.seed,
-            )
+            out[metric] = bootstrap_ci(values, weights=weights, **_resampling(series, options))
     return out
 
 
@@ -351,15 +354,7 @@ def compare(a: ModelScores, b: ModelScores, options: EvalOptions) -> dict:
             continue
         va, vb = [sa.values[i] for i in idx], [sb.values[i] for i in idx]
         weights = None if sa.weights is None else [sa.weights[i] for i in idx]
-        res = paired_bootstrap(
-            va,
-            vb,
-            weights=weights,
-            transform=sa.transform,
-            n_resamples=options.n_resamples,
-            confidence=options.confidence,
-            seed=options.seed,
-        )
+        res = paired_bootstrap(va, vb, weights=weights, **_resampling(sa, options))
         res.update(win_tie_loss(va, vb, higher_is_better=metric_info(metric)[1]))
         out[metric] = res
     return out
