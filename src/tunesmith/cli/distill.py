@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .options import add_sampling_arguments, sampling_options
+
 
 def add_distill_commands(subparsers: Any) -> None:
     distill = subparsers.add_parser("distill", help="sequence-level distillation data; student vs teacher")
@@ -21,10 +23,7 @@ def add_distill_commands(subparsers: Any) -> None:
     p.add_argument(
         "--out", required=True, help="output chat JSONL (OUT.generation.json records the settings)"
     )
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    add_sampling_arguments(p, max_new_tokens=256)
     p.add_argument("--samples", type=int, default=1, help="answers per prompt (use --temperature > 0)")
     p.add_argument("--system", help="system prompt added where a prompt has none")
     p.add_argument("--batch-size", type=int, default=16)
@@ -55,14 +54,11 @@ def _cmd_generate(args) -> int:
         args.prompts,
         args.out,
         adapter=args.adapter,
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        seed=args.seed,
         samples=args.samples,
         system=args.system,
         batch_size=args.batch_size,
         device=args.device,
+        **sampling_options(args),
     )
     print(
         f"wrote {meta['written']} conversations to {args.out} ({meta['skipped_empty']} empty answers "

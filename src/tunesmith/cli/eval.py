@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .options import add_sampling_arguments, sampling_options
+
 
 def add_eval_command(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -28,10 +30,9 @@ def add_eval_command(subparsers: Any) -> None:
     )
     p.add_argument("--out", help="report folder (default RUN/eval)")
     p.add_argument("--limit", type=int, help="evaluate the first N rows only")
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0, help="sampling and bootstrap seed (recorded in the report)")
+    add_sampling_arguments(
+        p, max_new_tokens=128, seed_help="sampling and bootstrap seed (recorded in the report)"
+    )
     p.add_argument("--batch-size", type=int, default=8, help="prompts generated together")
     p.add_argument(
         "--max-length", type=int, default=1024, help="truncate scored examples to this many tokens"
@@ -110,10 +111,7 @@ def _options(args):
         if value < 1:
             raise ConfigError(f"{name} must be >= 1, got {value}")
     return EvalOptions(
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        seed=args.seed,
+        **sampling_options(args),
         batch_size=args.batch_size,
         max_length=args.max_length,
         generate=not args.no_generate,

@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import sys
 
+from .options import add_sampling_arguments, sampling_options
+
 
 def _cmd_generate(args) -> int:
     from ..models.generate import generate, load_for_inference
 
     model, tok = load_for_inference(args.model, args.adapter)
     prompts = args.prompt or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    for text in generate(
-        model,
-        tok,
-        prompts,
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        seed=args.seed,
-        system=args.system,
-    ):
+    for text in generate(model, tok, prompts, system=args.system, **sampling_options(args)):
         print(text)
     return 0
 
@@ -38,15 +31,7 @@ def _cmd_chat(args) -> int:
         if not line:
             break
         messages.append({"role": "user", "content": line})
-        (reply,) = generate(
-            model,
-            tok,
-            [messages],
-            max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            seed=args.seed,
-        )
+        (reply,) = generate(model, tok, [messages], **sampling_options(args))
         print(f"assistant> {reply}")
         messages.append({"role": "assistant", "content": reply})
     return 0
@@ -56,10 +41,7 @@ def _add_sampling(p) -> None:
     p.add_argument("--model", required=True, help="model folder, adapter folder or run directory")
     p.add_argument("--adapter", help="LoRA adapter folder applied over --model")
     p.add_argument("--system", help="system prompt")
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    add_sampling_arguments(p, max_new_tokens=128)
 
 
 def add_generate_commands(sub) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from .options import add_config_arguments
+
 
 def _cmd_estimate(args) -> int:
     from ..config import load_config
@@ -67,14 +69,7 @@ def add_model_commands(sub) -> None:
     p.set_defaults(func=_cmd_import)
 
     p = sub.add_parser("estimate", help="parameters and estimated peak memory of a training config")
-    p.add_argument("config", help="run config (YAML)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set adapter.type=qlora (repeatable)",
-    )
+    add_config_arguments(p, example="adapter.type=qlora")
     p.add_argument("--device", choices=["cpu", "cuda"], help="estimate for this device (default: the run's)")
     p.add_argument(
         "--no-compare",

@@ -6,6 +6,7 @@ import sys
 import time
 
 from ..errors import TunesmithError
+from .options import add_config_arguments
 
 # Process start, for the run's start-up timing (``train`` reports time to first step from here).
 _START = time.time()
@@ -69,14 +70,7 @@ def _cmd_config(args) -> int:
 
 def add_train_commands(sub) -> None:
     p = sub.add_parser("train", help="train from a YAML config")
-    p.add_argument("config", help="run config (YAML)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.lr=1e-4 (repeatable)",
-    )
+    add_config_arguments(p, example="train.lr=1e-4")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="require resuming from the newest checkpoint")
     g.add_argument("--no-resume", action="store_true", help="start from scratch even if checkpoints exist")

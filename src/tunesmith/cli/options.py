@@ -1,0 +1,36 @@
+"""Command-line options that several commands define the same way, each defined once here."""
+
+from __future__ import annotations
+
+
+def add_config_arguments(p, example: str) -> None:
+    """The run config positional and its repeatable ``--set KEY=VALUE`` overrides (``train``,
+    ``estimate``); ``example`` is the override the help text shows."""
+    p.add_argument("config", help="run config (YAML)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a config value, e.g. --set {example} (repeatable)",
+    )
+
+
+def add_sampling_arguments(p, *, max_new_tokens: int, seed_help: str | None = None) -> None:
+    """``--max-new-tokens`` (default ``max_new_tokens``), ``--temperature`` (0: greedy),
+    ``--top-p`` and ``--seed``: how replies are decoded (read back by :func:`sampling_options`)."""
+    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0, help=seed_help)
+
+
+def sampling_options(args) -> dict:
+    """The options of :func:`add_sampling_arguments` as the keywords of
+    :func:`tunesmith.models.generate.generate` (and the commands built on it)."""
+    return {
+        "max_new_tokens": args.max_new_tokens,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "seed": args.seed,
+    }
