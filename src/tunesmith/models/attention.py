@@ -133,25 +133,13 @@ def varlen_attention_forward(
     outs = []
     for (start, end), (prefix, first) in zip(zip(bounds[:-1], bounds[1:]), branches):
         split = start + prefix + first  # where the second branch starts
-        if first <= 0 or split >= end:
-            outs.append(
-                _causal(
-                    query[:, :, start:end],
-                    key[:, :, start:end],
-                    value[:, :, start:end],
-                    scale,
-                    softcap,
-                    sliding_window,
-                    p,
-                    module.training,
-                )
-            )
-            continue
+        branched = first > 0 and split < end  # else the segment is one causal span
+        stop = split if branched else end  # the causal part: the prompt and the first branch
         outs.append(
             _causal(
-                query[:, :, start:split],
-                key[:, :, start:split],
-                value[:, :, start:split],
+                query[:, :, start:stop],
+                key[:, :, start:stop],
+                value[:, :, start:stop],
                 scale,
                 softcap,
                 sliding_window,
@@ -159,6 +147,8 @@ def varlen_attention_forward(
                 module.training,
             )
         )
+        if not branched:
+            continue
         k = torch.cat([key[:, :, start : start + prefix], key[:, :, split:end]], dim=2)
         v = torch.cat([value[:, :, start : start + prefix], value[:, :, split:end]], dim=2)
         outs.append(
