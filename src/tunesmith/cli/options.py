@@ -16,6 +16,13 @@ def add_config_arguments(p, example: str) -> None:
     )
 
 
+def add_listen_arguments(p) -> None:
+    """``--host`` / ``--port``: where an HTTP server listens (``serve``, ``server``); local
+    only unless a host is given."""
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+
+
 def add_sampling_arguments(p, *, max_new_tokens: int, seed_help: str | None = None) -> None:
     """``--max-new-tokens`` (default ``max_new_tokens``), ``--temperature`` (0: greedy),
     ``--top-p`` and ``--seed``: how replies are decoded (read back by :func:`sampling_options`)."""

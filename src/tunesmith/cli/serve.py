@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..errors import TunesmithError
+from .options import add_listen_arguments
 
 
 def _cmd_serve(args) -> int:
@@ -66,8 +67,7 @@ def add_serve_command(sub) -> None:
         metavar="NAME=PATH",
         help="serve a LoRA adapter (folder or run dir) as model NAME (repeatable)",
     )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    add_listen_arguments(p)
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (or set TUNESMITH_API_KEY)")
     p.add_argument("--adapter-root", help="enable POST/DELETE /v1/adapters for folders under this directory")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
+from .options import add_listen_arguments
 
 
 def _common(p: argparse.ArgumentParser, models: bool = True) -> None:
@@ -142,8 +143,7 @@ def add_server_commands(sub) -> None:
         "(docs/service.md; to serve a model for inference, `serve`)",
     )
     _common(p)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    add_listen_arguments(p)
     p.add_argument("--max-upload-mb", type=float, default=512.0, help="largest accepted upload (MB)")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=_cmd_server, server_command=None)
