@@ -49,6 +49,13 @@ class APIError(Exception):
         return {"x-should-retry": "false"} if self.status < 500 else {}
 
 
+def require(row: dict | None, missing: APIError) -> dict:
+    """``row`` as found by a store lookup; ``missing`` (raised) when the lookup found nothing."""
+    if row is None:
+        raise missing
+    return row
+
+
 def file_not_found(file_id: str) -> APIError:
     return APIError(404, f"No such File object: {file_id}", param="id", code="file_not_found")
 
