@@ -9,8 +9,9 @@ trainable tensors are written once as a PEFT adapter folder (:func:`checkpoint_a
 the run and added like any other adapter. At most ``max_adapters`` adapters stay loaded per
 base; the least recently used one is removed first (its running requests finish).
 
-The caller (:mod:`.app`) authenticates and checks that the model belongs to the caller's project
-*before* anything here runs; the serve routes are then invoked without a key of their own.
+The caller (:mod:`.routes_inference`) authenticates and checks that the model belongs to the
+caller's project *before* anything here runs, then answers with serve's handlers
+(:mod:`tunesmith.serve.handlers`), called without a key of their own.
 """
 
 from __future__ import annotations
@@ -26,23 +27,20 @@ from .errors import APIError, model_not_found
 from .objects import base_name
 
 MAX_ADAPTERS = 16
-_PATHS = ("/v1/chat/completions", "/v1/completions")
 
 
 class _Base:
-    """One base model's InferenceServer, its serve routes and its LRU of loaded adapter ids."""
+    """One base model's InferenceServer and its LRU of loaded adapter ids."""
 
     def __init__(self, name: str, path: Path, device: str, max_batch: int):
-        from ..serve import InferenceServer, build_router
+        from ..serve import InferenceServer
 
         self.server = InferenceServer(str(path), model_id=name, device=device, max_batch=max_batch)
-        router = build_router(self.server)  # no key: the jobs app has authenticated the caller
-        self.routes = {r.path: r.endpoint for r in router.routes if getattr(r, "path", None) in _PATHS}
         self.loaded: OrderedDict[str, None] = OrderedDict()
 
 
 class Inference:
-    """Resolves a request's model to a served model id and hands the request to serve's route."""
+    """Resolves a request's model to a served model id on a base model's InferenceServer."""
 
     def __init__(
         self, settings, store, *, device: str = "auto", max_batch: int = 16, max_adapters: int = MAX_ADAPTERS
@@ -147,10 +145,6 @@ class Inference:
             base.server.remove_adapter(model_id)
         except KeyError:
             pass
-
-    async def dispatch(self, request, path: str, base: _Base):
-        """Answer ``request`` (body already read, so serve re-reads the cached JSON) with serve's route."""
-        return await base.routes[path](request)
 
     def close(self) -> None:
         with self._lock:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from ..serve import handlers
+from ..serve.handlers import answer
 from .bodies import read_json
 from .errors import APIError
 from .objects import base_name
@@ -28,20 +30,21 @@ def _served(svc: Service, proj: dict, model) -> tuple:
     return base_name(row), model, svc.inference.locate(row, step)
 
 
-async def _infer(request: Request, svc: Service, proj: dict, path: str):
-    # The bytes stay cached: serve's route reads the same body. NUL may appear in chat text,
+async def _infer(request: Request, svc: Service, proj: dict, handler):
+    """``request`` answered by serve's ``handler`` on the server of the model it names."""
+    # The bytes stay cached: serve's handler reads the same body. NUL may appear in chat text,
     # which reaches the model, not the database (an ft: model id is parsed before any lookup).
     body = await read_json(request, allow_nul=True)
     target = await run_in_threadpool(_served, svc, proj, body.get("model"))
     base = await run_in_threadpool(svc.inference.ensure, *target)
-    return await svc.inference.dispatch(request, path, base)
+    return await answer(request, handler, base.server, request)  # no key: the caller is authenticated
 
 
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request, proj: dict = Depends(project), svc: Service = Depends(service)):
-    return await _infer(request, svc, proj, "/v1/chat/completions")
+    return await _infer(request, svc, proj, handlers.chat_completions)
 
 
 @router.post("/v1/completions")
 async def completions(request: Request, proj: dict = Depends(project), svc: Service = Depends(service)):
-    return await _infer(request, svc, proj, "/v1/completions")
+    return await _infer(request, svc, proj, handlers.completions)
