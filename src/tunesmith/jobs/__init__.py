@@ -13,7 +13,8 @@
   :mod:`.infer`) and :mod:`.routes_dashboard` (the web UI at ``/``);
   :mod:`.access` — which ``ft:`` models a project may use (own, or shared by permission);
 - :mod:`.worker` — claims jobs, validates files, runs ``python -m tunesmith train`` in a
-  subprocess, heartbeats and streams metrics as events; :mod:`.redact` — job messages without
+  subprocess, heartbeats and streams metrics as events; :mod:`.translate` — a job -> its run
+  config (also ``tunesmith openai pull``'s); :mod:`.redact` — job messages without
   server paths.
 
 The web stack is imported only here; the training path never imports this package.

@@ -36,20 +36,16 @@ import threading
 import time
 from pathlib import Path
 
-import yaml
-
 from .. import rundir
-from . import ids
-from .infer import model_folder
+from . import ids, translate
 from .objects import base_name, job_model_id
 from .redact import public_text
 from .settings import Settings
-from .spec import base_lr, hyperparameters, resolve_method, steps_per_epoch
+from .spec import hyperparameters, resolve_method
 from .store import Store, now
 
 log = logging.getLogger("tunesmith.worker")
 RESULTS_HEADER = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
-KEEP_CHECKPOINTS = 3  # OpenAI keeps the checkpoints of the last 3 epochs
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -157,12 +153,13 @@ class Worker:
             validate_rft(self, job, train, valid, base)
             return
         method = "dpo" if job["method"]["type"] == "dpo" else "sft"
+        max_length = translate.max_length(self.settings)  # what the run will truncate at
         report = check_file(
             train,
             tokenizer=load_tokenizer(base),
             method=method,
             eval_path=valid,
-            max_length=self._max_length(),
+            max_length=max_length,
             max_listed=1,
         )
         if not report.ok:
@@ -182,7 +179,7 @@ class Worker:
             self._fail(
                 job,
                 "invalid_training_file",
-                _nothing_to_train_message(report, self._max_length()),
+                _nothing_to_train_message(report, max_length),
                 "training_file",
             )
             return
@@ -190,7 +187,7 @@ class Worker:
         if truncated:
             self.store.add_event(
                 job["id"],
-                f"{truncated} example(s) are longer than {self._max_length()} "
+                f"{truncated} example(s) are longer than {max_length} "
                 "tokens and will be truncated from the end",
                 level="warn",
             )
@@ -203,17 +200,6 @@ class Worker:
         )
         if updated is not None:
             self.store.add_event(job["id"], "Files validated, moving job to queued state")
-
-    def _max_length(self) -> int:
-        return self.setting("train.max_length", 1024)
-
-    def setting(self, key: str, default: int) -> int:
-        """The worker's ``--set KEY=VALUE`` for ``key`` (e.g. ``train.max_length``), else ``default``."""
-        for item in self.settings.train_overrides:
-            name, _, value = item.partition("=")
-            if name.strip() == key:
-                return int(value)
-        return default
 
     # -- training -------------------------------------------------------------------------------------
     def _fail(self, job: dict, code: str, message: str, param: str | None) -> None:
@@ -243,82 +229,10 @@ class Worker:
         names.update({folder: f"model {name}" for name, folder in self.settings.base_models.items()})
         return names
 
-    def _write_config(self, job: dict, method: dict) -> Path:
-        run = self.settings.run_dir(job["id"])
-        h = method[method["type"]]["hyperparameters"]
-        n = job["n_examples"] or 1
-        per_epoch = steps_per_epoch(n, h["batch_size"])
-        train = {
-            "epochs": h["n_epochs"],
-            "batch_size": h["batch_size"],
-            "lr": base_lr(self.settings.adapter) * h["learning_rate_multiplier"],
-            "seed": int(job["seed"]),
-            "packing": False,
-            "save_every": per_epoch,
-            "eval_every": per_epoch,
-            "keep_last": KEEP_CHECKPOINTS,
-            "progress": "lines",
-        }
-        cfg = {
-            "model": {"path": str(self.settings.base_models[base_name(job)])},
-            "method": "dpo" if method["type"] == "dpo" else "sft",
-            "data": {
-                "train": str(run / "data" / "train.jsonl"),
-                "eval_fraction": 0.0,
-                "eval": str(run / "data" / "valid.jsonl") if job["validation_file"] else None,
-            },
-            "adapter": {"type": self.settings.adapter},
-            "train": train,
-            "output_dir": str(run),
-        }
-        if method["type"] == "reinforcement":
-            from .rft_worker import config as rft_config
-
-            rft_config(self.settings, job, method, cfg)
-        if method["type"] == "dpo":
-            # OpenAI's DPO is the original sigmoid loss (Rafailov et al., 2023); its only extra
-            # hyperparameter is beta (resolved "auto" -> 0.1). The reference model is the base with
-            # the adapter disabled, as in config.schema.PreferenceConfig for adapters.
-            cfg["preference"] = {"loss": "sigmoid", "beta": float(h["beta"])}
-        for item in self.settings.train_overrides:
-            key, _, value = item.partition("=")
-            section, _, name = key.strip().partition(".")
-            if section == "grpo" and cfg["method"] != "grpo":
-                continue  # grpo.* settings are for reinforcement jobs only
-            cfg.setdefault(section, {})[name] = yaml.safe_load(value)
-        if job.get("parent_job_id"):
-            cfg["adapter"] = self._parent_adapter(job)
-        path = run / "config.yaml"
-        path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
-        return path
-
-    def _parent_adapter(self, job: dict) -> dict:
-        """Continued fine-tuning: the parent run's adapter shape (type, r, alpha, targets …:
-        the adapter must be the same to load its weights), starting from the parent's final or
-        checkpoint adapter (``adapter.init_from``; checked against the shape by the trainer)."""
-        parent = self.store.get_job(None, job["parent_job_id"])
-        folder = model_folder(self.settings, parent, job["parent_step"]) if parent else None
-        resolved = rundir.RunDir(self.settings.run_dir(job["parent_job_id"])).resolved_config
-        if folder is None or not (folder / "adapter_config.json").is_file() or not resolved.is_file():
-            raise _ParentGone(f"The model {job['model']} that this job continues no longer exists.")
-        adapter = yaml.safe_load(resolved.read_text(encoding="utf-8"))["adapter"]
-        return {
-            **{
-                k: adapter[k]
-                for k in (
-                    "type",
-                    "r",
-                    "alpha",
-                    "dropout",
-                    "targets",
-                    "top_layers",
-                    "rslora",
-                    "modules_to_save",
-                )
-                if k in adapter
-            },
-            "init_from": str(folder),
-        }
+    def _write_config(self, job: dict) -> Path:
+        """The job's run config (:mod:`.translate`), written into its run folder."""
+        parent = self.store.get_job(None, job["parent_job_id"]) if job.get("parent_job_id") else None
+        return translate.write_config(self.settings, job, job["method"], parent)
 
     def train(self, job: dict) -> None:
         run = self.settings.run_dir(job["id"])
@@ -346,16 +260,16 @@ class Worker:
             )
         if not (run / "data" / "train.jsonl").is_file() and self._stage_files(job) is None:
             return
-        from .rft_worker import GraderUnavailable, ensure_prompts
+        from .rft_worker import ensure_prompts
 
         try:
             if job["method"]["type"] == "reinforcement":
                 ensure_prompts(run, job)
-            config = self._write_config(job, job["method"])
-        except _ParentGone as exc:
+            config = self._write_config(job)
+        except translate.ParentGone as exc:
             self._fail(job, "model_not_available", str(exc), "model")
             return
-        except GraderUnavailable as exc:
+        except translate.GraderUnavailable as exc:
             self._fail(job, "model_not_available", str(exc), "method.reinforcement.grader")
             return
         attempt = job["attempts"]
@@ -506,10 +420,6 @@ def _nothing_to_train_message(report, max_length: int) -> str:
         f"would drop every example.{example} Shorten the examples, or put an assistant turn within "
         f"the first {max_length} tokens."
     )
-
-
-class _ParentGone(Exception):
-    """The model a continued fine-tuning job starts from has disappeared."""
 
 
 class SftProgress:
