@@ -10,6 +10,8 @@ pause and resume are idempotent; an impossible transition is a 400 (never retrie
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
+from typing import NamedTuple
 
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
@@ -164,68 +166,73 @@ def retrieve_job(job_id: str, proj: dict = Depends(project), svc: Service = Depe
     return job_object(_job(svc, proj, job_id))
 
 
-def _transition(svc: Service, proj, job_id, target, allowed, same, message) -> dict:
-    """Move a job to ``target`` if its status is in ``allowed``; a job already in one of
-    ``same`` is returned unchanged (idempotent); anything else is a 400 (never retried)."""
+class Transition(NamedTuple):
+    """A status change a client may ask for: to ``target`` (a status, or a function of the job
+    row) from a status in ``allowed``; a job already in ``same`` is returned unchanged."""
+
+    target: str | Callable[[dict], str]
+    allowed: tuple[str, ...]
+    same: tuple[str, ...]
+    event: str  # the job event it adds
+    verb: str  # "Job … cannot be <verb>"
+
+
+CANCEL = Transition(
+    "cancelled",
+    ("validating_files", "queued", "running", "paused"),
+    ("cancelled",),
+    "Fine-tuning job cancelled",
+    "cancelled",
+)
+PAUSE = Transition(
+    "paused", ("validating_files", "queued", "running"), ("paused",), "Fine-tuning job paused", "paused"
+)
+RESUME = Transition(  # a job paused before its files were validated goes back to validation
+    lambda r: "queued" if r["n_examples"] is not None else "validating_files",
+    ("paused",),
+    ("validating_files", "queued", "running"),
+    "Fine-tuning job resumed",
+    "resumed",
+)
+
+
+def _transition(svc: Service, proj: dict, job_id: str, move: Transition) -> dict:
+    """Apply ``move`` to the job: idempotent for a job already there; anything else not in
+    ``move.allowed`` is a 400 (never retried)."""
     for _ in range(3):  # re-read if a worker changed the status between read and update
         row = _job(svc, proj, job_id)
-        if row["status"] in same:
+        if row["status"] in move.same:
             return job_object(row)
-        if row["status"] not in allowed:
+        if row["status"] not in move.allowed:
             raise APIError(
                 400,
-                f"Job {job_id} cannot be {message[1]}: its status is '{row['status']}'.",
+                f"Job {job_id} cannot be {move.verb}: its status is '{row['status']}'.",
                 param="fine_tuning_job_id",
                 code="invalid_job_status",
             )
-        values = {"status": target(row) if callable(target) else target}
+        values = {"status": move.target(row) if callable(move.target) else move.target}
         if values["status"] in TERMINAL:
             values["finished_at"] = now()
         updated = svc.store.update_job(job_id, expect_status=(row["status"],), **values)
         if updated is not None:
-            svc.store.add_event(job_id, message[0])
+            svc.store.add_event(job_id, move.event)
             return job_object(updated)
     raise APIError(409, "The job changed while it was being updated; try again.")
 
 
 @router.post("/v1/fine_tuning/jobs/{job_id}/cancel")
 def cancel_job(job_id: str, proj: dict = Depends(project), svc: Service = Depends(service)):
-    return _transition(
-        svc,
-        proj,
-        job_id,
-        "cancelled",
-        ("validating_files", "queued", "running", "paused"),
-        ("cancelled",),
-        ("Fine-tuning job cancelled", "cancelled"),
-    )
+    return _transition(svc, proj, job_id, CANCEL)
 
 
 @router.post("/v1/fine_tuning/jobs/{job_id}/pause")
 def pause_job(job_id: str, proj: dict = Depends(project), svc: Service = Depends(service)):
-    return _transition(
-        svc,
-        proj,
-        job_id,
-        "paused",
-        ("validating_files", "queued", "running"),
-        ("paused",),
-        ("Fine-tuning job paused", "paused"),
-    )
+    return _transition(svc, proj, job_id, PAUSE)
 
 
 @router.post("/v1/fine_tuning/jobs/{job_id}/resume")
 def resume_job(job_id: str, proj: dict = Depends(project), svc: Service = Depends(service)):
-    # A job paused before its files were validated goes back to validation.
-    return _transition(
-        svc,
-        proj,
-        job_id,
-        lambda r: "queued" if r["n_examples"] is not None else "validating_files",
-        ("paused",),
-        ("validating_files", "queued", "running"),
-        ("Fine-tuning job resumed", "resumed"),
-    )
+    return _transition(svc, proj, job_id, RESUME)
 
 
 @router.get("/v1/fine_tuning/jobs/{job_id}/events")
