@@ -26,6 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..serve.protocol import APIError
 from . import (
     routes_dashboard,
     routes_files,
@@ -36,7 +37,7 @@ from . import (
     routes_permissions,
 )
 from .bodies import refuse_nul_in_url
-from .errors import APIError, LastResort
+from .errors import LastResort
 from .service import Service
 from .settings import Settings
 from .store import Store

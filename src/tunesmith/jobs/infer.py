@@ -25,7 +25,8 @@ from pathlib import Path
 from .. import rundir
 from ..errors import ModelError
 from ..export.adapter import AdapterMismatch, UnsupportedAdapter, checkpoint_adapter
-from .errors import APIError, model_not_found
+from ..serve.protocol import APIError
+from .errors import model_not_found
 from .objects import base_name
 
 MAX_ADAPTERS = 16

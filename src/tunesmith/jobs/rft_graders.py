@@ -27,7 +27,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from .errors import APIError
+from ..serve.protocol import APIError
 from .rft import parse_grader_param
 from .settings import Settings, judge_models
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, Response
 
-from .errors import APIError
+from ..serve.protocol import APIError
 
 STATIC = Path(__file__).parent / "static"
 router = APIRouter()

@@ -13,9 +13,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
 from starlette.requests import ClientDisconnect
 
+from ..serve.protocol import APIError
 from . import ids
 from .blobs import BadUpload, Upload, UploadTooLarge, receive_upload
-from .errors import APIError, file_not_found, require
+from .errors import file_not_found, require
 from .objects import file_object, page, paged, parse_limit
 from .service import Service, project, service
 from .store import now

@@ -8,8 +8,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from ..serve.protocol import APIError
 from .bodies import read_json
-from .errors import APIError
 from .rft_graders import check_grader_here
 from .service import Service, project, service
 

@@ -12,8 +12,8 @@ from starlette.concurrency import run_in_threadpool
 
 from ..serve import handlers
 from ..serve.handlers import answer
+from ..serve.protocol import APIError
 from .bodies import read_json
-from .errors import APIError
 from .objects import base_name
 from .service import Service, project, service
 

@@ -16,9 +16,10 @@ from typing import NamedTuple
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from ..serve.protocol import APIError
 from . import ids
 from .bodies import read_json
-from .errors import APIError, job_not_found, require
+from .errors import job_not_found, require
 from .objects import base_name, checkpoint_object, event_object, job_object, page, paged, parse_limit
 from .service import Service, project, service
 from .spec import normalise_create

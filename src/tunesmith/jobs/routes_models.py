@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from .errors import APIError
+from ..serve.protocol import APIError
 from .objects import model_object
 from .service import Service, project, service
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
+from ..serve.protocol import APIError
 from .bodies import read_json
-from .errors import APIError
+from .errors import not_found
 from .objects import page, paged, parse_limit, permission_object
 from .service import Service, project, service
 
@@ -24,11 +25,8 @@ router = APIRouter()
 
 
 def _checkpoint_not_found(ckpt: str) -> APIError:
-    return APIError(
-        404,
-        f"No such fine-tuned model checkpoint: {ckpt}",
-        param="fine_tuned_model_checkpoint",
-        code="model_not_found",
+    return not_found(
+        f"No such fine-tuned model checkpoint: {ckpt}", "fine_tuned_model_checkpoint", "model_not_found"
     )
 
 
@@ -104,10 +102,7 @@ def delete_permission(
 ):
     _own_checkpoint(svc, proj, ckpt)
     if not svc.store.delete_permission(proj["id"], ckpt, permission_id):
-        raise APIError(
-            404,
-            f"No such checkpoint permission: {permission_id}",
-            param="permission_id",
-            code="permission_not_found",
+        raise not_found(
+            f"No such checkpoint permission: {permission_id}", "permission_id", "permission_not_found"
         )
     return {"id": permission_id, "object": "checkpoint.permission", "deleted": True}

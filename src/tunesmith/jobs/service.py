@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from fastapi import Depends, Request
 
+from ..serve.protocol import APIError
 from .access import ModelAccess
 from .blobs import BlobStore
-from .errors import APIError
 from .infer import Inference
 from .rft_graders import GraderRunner
 from .settings import Settings

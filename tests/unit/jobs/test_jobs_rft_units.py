@@ -9,10 +9,10 @@ import json
 import pytest
 
 from tunesmith.jobs import rft, rft_metrics
-from tunesmith.jobs.errors import APIError
 from tunesmith.jobs.progress import RunTail, step_message
 from tunesmith.jobs.rft_data import check_rft_files, prompts_path, write_prompts
 from tunesmith.jobs.spec import hyperparameters, normalise_create, resolve_method
+from tunesmith.serve.protocol import APIError
 
 LETTER = {
     "type": "string_check",
