@@ -244,10 +244,7 @@ def list_events(
     proj: dict = Depends(project),
     svc: Service = Depends(service),
 ):
-    _job(svc, proj, job_id)
-    n = parse_limit(limit, 20)
-    rows, more = paged(lambda: svc.store.list_events(job_id, after=after, limit=n), after)
-    return page([event_object(r) for r in rows], more)
+    return _job_page(svc, proj, job_id, after, (limit, 20), svc.store.list_events, event_object)
 
 
 @router.get("/v1/fine_tuning/jobs/{job_id}/checkpoints")
@@ -258,7 +255,15 @@ def list_checkpoints(
     proj: dict = Depends(project),
     svc: Service = Depends(service),
 ):
+    listing = svc.store.list_checkpoints
+    return _job_page(svc, proj, job_id, after, (limit, 10), listing, checkpoint_object, with_ids=True)
+
+
+def _job_page(svc: Service, proj: dict, job_id: str, after, limit: tuple, listing, to_object, **kw) -> dict:
+    """A page of the caller's job ``job_id``'s objects from the store's ``listing``; ``limit`` is
+    (the query's value, its default). The job is looked up first: another project's job is a 404
+    whatever the other parameters say."""
     _job(svc, proj, job_id)
-    n = parse_limit(limit, 10)
-    rows, more = paged(lambda: svc.store.list_checkpoints(job_id, after=after, limit=n), after)
-    return page([checkpoint_object(r) for r in rows], more, with_ids=True)
+    n = parse_limit(*limit)
+    rows, more = paged(lambda: listing(job_id, after=after, limit=n), after)
+    return page([to_object(r) for r in rows], more, **kw)
