@@ -117,7 +117,7 @@ def test_unpaired_surrogate_escapes_are_400s(app, route, body):
 
 
 def test_a_body_over_the_size_cap_is_a_413(app):
-    from tunesmith.serve.app import MAX_BODY_BYTES
+    from tunesmith.serve.handlers import MAX_BODY_BYTES
 
     body = b'{"model": "base", "prompt": "' + b"x" * MAX_BODY_BYTES + b'"}'
     r = app["client"].post(COMPLETIONS, content=body, headers={"content-type": "application/json"})

@@ -9,8 +9,9 @@ like a model that does not exist (404 ``model_not_found``), so existence is neve
 
 from __future__ import annotations
 
+from ..serve.protocol import APIError
 from . import ids
-from .errors import APIError, model_not_found
+from .errors import model_not_found
 from .objects import job_model_id, model_object
 from .store import Store
 

@@ -16,7 +16,7 @@ from starlette.requests import Request
 
 from ..httpjson import BodyError, read_json_object
 from ..jsontext import strings
-from .errors import APIError
+from ..serve.protocol import APIError
 
 
 async def read_json(request: Request, *, allow_nul: bool = False) -> dict[str, Any]:

@@ -1,9 +1,9 @@
-"""API errors in OpenAI's envelope: ``{"error": {"message", "type", "param", "code"}}``.
+"""The jobs service's errors, in OpenAI's envelope (:class:`tunesmith.serve.protocol.APIError`,
+the one error class of both servers): the not-found answers its routes share.
 
-Every 4xx answer carries ``x-should-retry: false``: the SDK retries 408/409/429/5xx unless told
-otherwise, and a rejected request or state transition must not be sent again. The ``type`` of a
-4xx is ``invalid_request_error`` unless OpenAI uses a narrower one (403 ``permission_error``,
-429 ``rate_limit_error``); only 5xx are ``server_error``.
+Every 4xx answer carries ``x-should-retry: false`` (:meth:`~tunesmith.serve.protocol.APIError.headers`):
+the SDK retries 408/409/429/5xx unless told otherwise, and a rejected request or state transition
+must not be sent again.
 
 :class:`LastResort` answers any exception that escaped a route (a bug, never a client mistake)
 with a 500 in the same envelope, after logging it, instead of a plain-text body.
@@ -16,58 +16,34 @@ import logging
 
 from starlette.requests import ClientDisconnect
 
+from ..serve.protocol import APIError
+
 log = logging.getLogger("tunesmith.jobs")
 
-_TYPES = {403: "permission_error", 429: "rate_limit_error"}
+
+def require(row: dict | None, missing: APIError) -> dict:
+    """``row`` as found by a store lookup; ``missing`` (raised) when the lookup found nothing."""
+    if row is None:
+        raise missing
+    return row
 
 
-def error_type(status: int) -> str:
-    """OpenAI's error ``type`` for an HTTP status."""
-    if status in _TYPES:
-        return _TYPES[status]
-    return "invalid_request_error" if 400 <= status < 500 else "server_error"
-
-
-class APIError(Exception):
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        param: str | None = None,
-        code: str | None = None,
-        type: str | None = None,
-    ):
-        super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
-        self.type = type or error_type(status)
-
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-
-    def headers(self) -> dict:
-        return {"x-should-retry": "false"} if self.status < 500 else {}
+def not_found(message: str, param: str, code: str) -> APIError:
+    """A 404: what a missing object and another project's object both answer."""
+    return APIError(404, message, param=param, code=code)
 
 
 def file_not_found(file_id: str) -> APIError:
-    return APIError(404, f"No such File object: {file_id}", param="id", code="file_not_found")
+    return not_found(f"No such File object: {file_id}", "id", "file_not_found")
 
 
 def job_not_found(job_id: str) -> APIError:
-    return APIError(
-        404,
-        f"No such fine-tuning job: {job_id}",
-        param="fine_tuning_job_id",
-        code="fine_tuning_job_not_found",
-    )
+    return not_found(f"No such fine-tuning job: {job_id}", "fine_tuning_job_id", "fine_tuning_job_not_found")
 
 
 def model_not_found(model: str) -> APIError:
-    return APIError(
-        404,
-        f"The model `{model}` does not exist or you do not have access to it.",
-        param="model",
-        code="model_not_found",
+    return not_found(
+        f"The model `{model}` does not exist or you do not have access to it.", "model", "model_not_found"
     )
 
 

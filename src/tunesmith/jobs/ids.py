@@ -17,6 +17,7 @@ import secrets
 import string
 import unicodedata
 from dataclasses import dataclass
+from functools import partial
 
 ALPHABET = string.ascii_letters + string.digits
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -29,36 +30,15 @@ def random_id(prefix: str, n: int) -> str:
     return prefix + "".join(secrets.choice(ALPHABET) for _ in range(n))
 
 
-def file_id() -> str:
-    return random_id("file-", 22)
-
-
-def job_id() -> str:
-    return random_id("ftjob-", 24)
-
-
-def event_id() -> str:
-    return random_id("ftevent-", 24)
-
-
-def checkpoint_id() -> str:
-    return random_id("ftckpt_", 24)
-
-
-def permission_id() -> str:
-    return random_id("cp_", 24)
-
-
-def project_id() -> str:
-    return random_id("proj_", 24)
-
-
-def model_key() -> str:
-    return random_id("", 8)
-
-
-def new_api_key() -> str:
-    return random_id(KEY_PREFIX, 40)
+# Each maker returns a fresh id: prefix + random base62 characters (module doc).
+file_id = partial(random_id, "file-", 22)
+job_id = partial(random_id, "ftjob-", 24)
+event_id = partial(random_id, "ftevent-", 24)
+checkpoint_id = partial(random_id, "ftckpt_", 24)
+permission_id = partial(random_id, "cp_", 24)
+project_id = partial(random_id, "proj_", 24)
+model_key = partial(random_id, "", 8)  # the 8 characters that end an ft: model id
+new_api_key = partial(random_id, KEY_PREFIX, 40)
 
 
 def hash_key(key: str) -> str:

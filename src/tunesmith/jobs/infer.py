@@ -5,12 +5,14 @@ One :class:`~tunesmith.serve.server.InferenceServer` per allow-listed base model
 first request. A fine-tuned model is that base's server with the job's LoRA adapter (``final/``)
 added on demand under the model's ``ft:`` id, so every fine-tune of a base shares one copy of its
 weights and one batch. A checkpoint model (``…:ckpt-step-N``) is served the same way: its
-trainable tensors are written once as a PEFT adapter folder (:func:`checkpoint_adapter`) next to
-the run and added like any other adapter. At most ``max_adapters`` adapters stay loaded per
-base; the least recently used one is removed first (its running requests finish).
+trainable tensors are written once as a PEFT adapter folder
+(:func:`tunesmith.export.adapter.checkpoint_adapter`) next to the run and added like any other
+adapter. At most ``max_adapters`` adapters stay loaded per base; the least recently used one is
+removed first (its running requests finish).
 
-The caller (:mod:`.app`) authenticates and checks that the model belongs to the caller's project
-*before* anything here runs; the serve routes are then invoked without a key of their own.
+The caller (:mod:`.routes_inference`) authenticates and checks that the model belongs to the
+caller's project *before* anything here runs, then answers with serve's handlers
+(:mod:`tunesmith.serve.handlers`), called without a key of their own.
 """
 
 from __future__ import annotations
@@ -22,27 +24,26 @@ from pathlib import Path
 
 from .. import rundir
 from ..errors import ModelError
-from .errors import APIError, model_not_found
+from ..export.adapter import AdapterMismatch, UnsupportedAdapter, checkpoint_adapter
+from ..serve.protocol import APIError
+from .errors import model_not_found
 from .objects import base_name
 
 MAX_ADAPTERS = 16
-_PATHS = ("/v1/chat/completions", "/v1/completions")
 
 
 class _Base:
-    """One base model's InferenceServer, its serve routes and its LRU of loaded adapter ids."""
+    """One base model's InferenceServer and its LRU of loaded adapter ids."""
 
     def __init__(self, name: str, path: Path, device: str, max_batch: int):
-        from ..serve import InferenceServer, build_router
+        from ..serve import InferenceServer
 
         self.server = InferenceServer(str(path), model_id=name, device=device, max_batch=max_batch)
-        router = build_router(self.server)  # no key: the jobs app has authenticated the caller
-        self.routes = {r.path: r.endpoint for r in router.routes if getattr(r, "path", None) in _PATHS}
         self.loaded: OrderedDict[str, None] = OrderedDict()
 
 
 class Inference:
-    """Resolves a request's model to a served model id and hands the request to serve's route."""
+    """Resolves a request's model to a served model id on a base model's InferenceServer."""
 
     def __init__(
         self, settings, store, *, device: str = "auto", max_batch: int = 16, max_adapters: int = MAX_ADAPTERS
@@ -73,7 +74,14 @@ class Inference:
         # byte) and would serve wrong weights; to the client it is as gone as a rotated one.
         if not (ckpt / rundir.MARKER).is_file() or verify_checkpoint(ckpt) is not None:
             raise model_not_found(f"checkpoint step {step}")
-        checkpoint_adapter(str(self.settings.base_models[base]), ckpt, folder)
+        try:
+            checkpoint_adapter(str(self.settings.base_models[base]), ckpt, folder)
+        except UnsupportedAdapter:
+            raise model_not_found(f"checkpoint {ckpt.name} (only LoRA checkpoints are served)") from None
+        except AdapterMismatch:
+            raise APIError(
+                500, f"checkpoint {ckpt.name} does not match its run's adapter", type="server_error"
+            ) from None
         return folder
 
     def _base(self, name: str, path: Path | None = None) -> _Base:
@@ -148,10 +156,6 @@ class Inference:
         except KeyError:
             pass
 
-    async def dispatch(self, request, path: str, base: _Base):
-        """Answer ``request`` (body already read, so serve re-reads the cached JSON) with serve's route."""
-        return await base.routes[path](request)
-
     def close(self) -> None:
         with self._lock:
             bases, self._bases = list(self._bases.values()), {}
@@ -164,50 +168,3 @@ def model_folder(settings, job: dict, step: int | None) -> Path:
     ``step`` the PEFT adapter folder exported from it (``RUN/served-checkpoints/step-N``)."""
     run = rundir.RunDir(settings.run_dir(job["id"]))
     return run.final if step is None else run.served_checkpoint(step)
-
-
-def checkpoint_adapter(base: str, ckpt: Path, dest: Path) -> Path:
-    """Write checkpoint ``ckpt``'s trainable tensors as a PEFT adapter folder at ``dest``.
-
-    The adapter is rebuilt from the run's resolved config exactly as training attached it, on a
-    ``meta``-device copy of the base (no weights are read), so the tensor names and shapes of the
-    checkpoint are checked against it; PEFT then saves the tensors under its own naming, with the
-    run's tokenizer (and chat template) beside them. Written to a temporary sibling and renamed,
-    so a concurrent reader never sees half a folder."""
-    import os
-    import shutil
-
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from ..config import load_config
-    from ..engine.checkpoint import load_checkpoint
-    from ..models.adapters import attach_adapter
-    from ..models.load import MODEL_INIT_LOCK, load_tokenizer
-
-    run = ckpt.parent.parent
-    cfg = load_config(rundir.RunDir(run).resolved_config)
-    if cfg.adapter.type != "lora":
-        raise model_not_found(f"checkpoint {ckpt.name} (only LoRA checkpoints are served)")
-    tensors = load_checkpoint(ckpt)["trainable"]
-    with MODEL_INIT_LOCK, torch.device("meta"):
-        model = attach_adapter(
-            AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base)), cfg.adapter
-        )
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    if set(params) != set(tensors) or any(
-        tuple(params[n].shape) != tuple(t.shape) for n, t in tensors.items()
-    ):
-        raise APIError(500, f"checkpoint {ckpt.name} does not match its run's adapter", type="server_error")
-    for cfg_ in model.peft_config.values():
-        cfg_.base_model_name_or_path = base
-    tmp = dest.with_name(f".tmp-{dest.name}-{os.getpid()}-{threading.get_ident()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, state_dict=tensors, safe_serialization=True)
-    load_tokenizer(cfg.model.tokenizer or base, cfg.model.chat_template).save_pretrained(tmp)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(tmp, dest)
-    except OSError:  # a concurrent request exported it first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest

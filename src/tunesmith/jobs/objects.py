@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from ..serve.protocol import APIError
 from . import ids
-from .errors import APIError
 from .spec import hyperparameters
 from .store import CursorNotFound
 

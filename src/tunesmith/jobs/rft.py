@@ -35,7 +35,7 @@ import copy
 from typing import Any
 
 from ..config.auto import auto_batch_size, auto_epochs
-from .errors import APIError
+from ..serve.protocol import APIError
 from .spec import AUTO_LR_MULTIPLIER, HYPER_KEYS, _check_hyper, steps_per_epoch
 
 RFT_KEYS = HYPER_KEYS + ("compute_multiplier", "eval_interval", "eval_samples")

@@ -1,7 +1,7 @@
-"""Graders on the server: the create-time check of an RFT job's grader, and OpenAI's grader
-routes ``POST /v1/fine_tuning/alpha/graders/validate`` and ``…/run`` (the SDK's
-``client.fine_tuning.alpha.graders.validate(grader=…)`` / ``.run(grader=…, model_sample=…,
-item=…)``).
+"""Graders on the server: the create-time check of an RFT job's grader, and what OpenAI's grader
+routes (:mod:`.routes_graders`: ``POST /v1/fine_tuning/alpha/graders/validate`` and ``…/run``, the
+SDK's ``client.fine_tuning.alpha.graders.validate(grader=…)`` / ``.run(grader=…, model_sample=…,
+item=…)``) run.
 
 Contract:
 
@@ -27,10 +27,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
-
-from .bodies import read_json
-from .errors import APIError
+from ..serve.protocol import APIError
 from .rft import parse_grader_param
 from .settings import Settings, judge_models
 
@@ -106,35 +103,3 @@ class GraderRunner:
             self._judge, self._judge_key = None, None  # let the old model go before loading a new one
             self._judge, self._judge_key = LocalJudge(judges, device="cpu"), key
         return self._judge
-
-
-def _body_fields(body: dict, allowed: tuple[str, ...], required: tuple[str, ...]) -> None:
-    extra = sorted(set(body) - set(allowed))
-    if extra:
-        raise APIError(400, f"Unrecognized request argument supplied: {extra[0][:100]}", param=extra[0][:100])
-    for key in required:
-        if key not in body:
-            raise APIError(
-                400, f"Missing required parameter: '{key}'.", param=key, code="missing_required_parameter"
-            )
-
-
-def add_grader_routes(app: FastAPI, settings: Settings, project) -> None:
-    """``POST /v1/fine_tuning/alpha/graders/validate`` and ``…/run`` (module contract)."""
-    from starlette.concurrency import run_in_threadpool
-
-    runner = GraderRunner(settings)
-    app.state.grader_runner = runner
-
-    @app.post("/v1/fine_tuning/alpha/graders/validate")
-    async def validate_grader(request: Request, proj: dict = Depends(project)):
-        body = await read_json(request)
-        _body_fields(body, ("grader",), ("grader",))
-        await run_in_threadpool(check_grader_here, body["grader"], settings, "grader")
-        return {"grader": body["grader"]}
-
-    @app.post("/v1/fine_tuning/alpha/graders/run")
-    async def run_grader(request: Request, proj: dict = Depends(project)):
-        body = await read_json(request)
-        _body_fields(body, ("grader", "model_sample", "item"), ("grader", "model_sample"))
-        return await run_in_threadpool(runner.run, body["grader"], body["model_sample"], body.get("item"))

@@ -1,11 +1,12 @@
-"""The worker's side of reinforcement jobs: validating their files, the GRPO run config, and
-the progress format (events, checkpoint metrics, results file).
+"""The worker's side of reinforcement jobs: validating their files and the progress format
+(events, checkpoint metrics, results file). Their ``method: grpo`` run config is written by
+:mod:`.translate`, like every job's.
 
-* :func:`validate` — :mod:`.rft_data`'s checks with the base model's tokenizer and the worker's
-  ``train.max_length`` / ``grpo.max_new_tokens``; a bad file fails the job as any job file does
+* :func:`validate` — :mod:`.rft_data`'s checks with the base model's tokenizer and the run's
+  ``train.max_length`` / ``grpo.max_new_tokens`` (:func:`.translate.max_length`,
+  :func:`.translate.max_new_tokens`); a bad file fails the job as any job file does
   (``invalid_file_format`` naming the example, ``invalid_n_examples``), a file in which no prompt
   fits is ``invalid_training_file``; a good one is rewritten as GRPO rows and the job queued.
-* :func:`config` — the ``method: grpo`` run config of the job (:mod:`.rft` has the mapping).
 * :class:`Progress` — what :meth:`tunesmith.jobs.worker.Worker._publish` writes for an RFT job
   (:mod:`.rft_metrics`).
 """
@@ -14,16 +15,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import rft, rft_metrics
+from . import rft, rft_metrics, translate
 from .rft_data import check_rft_files, prompts_path, write_prompts
-from .settings import judge_models
 
-DEFAULT_MAX_NEW_TOKENS = 128  # grpo.max_new_tokens unless the worker sets it (--set grpo.max_new_tokens=N)
 GRADER_PATH = "method.reinforcement.grader"
-
-
-class GraderUnavailable(Exception):
-    """The job's grader names a judge model this worker does not have."""
 
 
 def _grader(job: dict) -> dict:
@@ -36,8 +31,8 @@ def validate(worker, job: dict, train: Path, valid: Path | None, base: Path) -> 
     from ..models.load import load_tokenizer
 
     required = item_keys(parse_grader(_grader(job), GRADER_PATH)) - {"messages", "prompt"}
-    max_length = worker.setting("train.max_length", 1024)
-    room = max_length - worker.setting("grpo.max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
+    max_length = translate.max_length(worker.settings)
+    room = max_length - translate.max_new_tokens(worker.settings)
     check = check_rft_files(train, valid, required=required, tokenizer=load_tokenizer(base), room=room)
     error = check.report.job_error()
     if error is not None:
@@ -81,27 +76,6 @@ def ensure_prompts(run: Path, job: dict) -> None:
         staged = run / "data" / name
         if fid is not None and not prompts_path(staged).is_file():
             write_prompts(staged)
-
-
-def config(settings, job: dict, method: dict, cfg: dict) -> None:
-    """Turn the shared run config ``cfg`` (epochs, batch size, lr, seed …) into the job's GRPO
-    config, in place; :class:`GraderUnavailable` when a judge model is missing here."""
-    h = method["reinforcement"]["hyperparameters"]
-    grader = method["reinforcement"]["grader"]
-    judges = judge_models(settings)
-    missing = sorted(rft.model_names(grader) - set(judges))
-    if missing:
-        raise GraderUnavailable(
-            f"The grader's model {missing[0]!r} is not a grader model on this worker "
-            "(--grader-model NAME=PATH)."
-        )
-    data = Path(cfg["data"]["train"]).parent
-    cfg["method"] = "grpo"
-    cfg["data"]["train"] = str(prompts_path(data / "train.jsonl"))
-    if cfg["data"].get("eval"):
-        cfg["data"]["eval"] = str(prompts_path(data / "valid.jsonl"))
-    cfg["train"].update(rft.train_section(h, bool(cfg["data"].get("eval"))))
-    cfg["grpo"] = rft.grpo_section(h, grader, judges)
 
 
 def eval_samples_note(method: dict) -> str | None:

@@ -29,8 +29,8 @@ import math
 from typing import Any
 
 from ..config.auto import auto_batch_size, auto_epochs, auto_lr
+from ..serve.protocol import APIError
 from . import ids
-from .errors import APIError
 
 HYPER_KEYS = ("batch_size", "learning_rate_multiplier", "n_epochs")
 DPO_KEYS = HYPER_KEYS + ("beta",)

@@ -5,8 +5,9 @@ columns (JSON columns decoded). Project scoping is the caller's job *and* the st
 lookup of a project-owned object takes ``project_id`` and returns None for another project's
 object, so "not yours" and "does not exist" cannot be told apart.
 
-Ordering and cursors: each table has an integer ``seq`` (insertion order); lists are newest
-first by ``seq`` (files may ask for ``asc``) and a cursor is an object id, exclusive.
+The tables are in :mod:`.tables`. Ordering and cursors: each table has an integer ``seq``
+(insertion order); lists are newest first by ``seq`` (files may ask for ``asc``) and a cursor is
+an object id, exclusive.
 
 Claiming (:meth:`Store.claim_job`) is a single ``UPDATE … WHERE seq = (SELECT … LIMIT 1)
 RETURNING``. On PostgreSQL the inner select carries ``FOR UPDATE SKIP LOCKED`` so concurrent
@@ -16,126 +17,15 @@ statement atomic there too.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import sqlalchemy as sa
 
 from . import ids
+from .tables import api_keys, checkpoints, events, files, jobs, metadata, permissions, projects
 
 TERMINAL = ("succeeded", "failed", "cancelled")
-ACTIVE = ("validating_files", "queued", "running")
-
-metadata = sa.MetaData()
-
-projects = sa.Table(
-    "projects",
-    metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("id", sa.String(64), unique=True, nullable=False),
-    sa.Column("name", sa.String(128), unique=True, nullable=False),
-    sa.Column("created_at", sa.Integer, nullable=False),
-)
-api_keys = sa.Table(
-    "api_keys",
-    metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("key_hash", sa.String(64), unique=True, nullable=False),
-    sa.Column("hint", sa.String(32), nullable=False),
-    sa.Column("project_id", sa.String(64), nullable=False),
-    sa.Column("created_at", sa.Integer, nullable=False),
-    sa.Column("revoked_at", sa.Integer),
-    sa.Column("is_admin", sa.Boolean),  # NULL (keys made before admin keys existed) = not admin
-)
-files = sa.Table(
-    "files",
-    metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("id", sa.String(64), unique=True, nullable=False),
-    sa.Column("project_id", sa.String(64), nullable=False, index=True),
-    sa.Column("bytes", sa.BigInteger, nullable=False),
-    sa.Column("created_at", sa.Integer, nullable=False),
-    sa.Column("expires_at", sa.Integer),
-    sa.Column("filename", sa.String(255), nullable=False),
-    sa.Column("purpose", sa.String(32), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("status_details", sa.Text),
-)
-jobs = sa.Table(
-    "jobs",
-    metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("id", sa.String(64), unique=True, nullable=False),
-    sa.Column("project_id", sa.String(64), nullable=False, index=True),
-    sa.Column("created_at", sa.Integer, nullable=False),
-    sa.Column("model", sa.String(300), nullable=False),
-    sa.Column("training_file", sa.String(64), nullable=False),
-    sa.Column("validation_file", sa.String(64)),
-    sa.Column("suffix", sa.String(64)),
-    sa.Column("seed", sa.BigInteger, nullable=False),
-    sa.Column("status", sa.String(32), nullable=False, index=True),
-    sa.Column("error", sa.JSON),
-    sa.Column("model_key", sa.String(16), nullable=False),
-    sa.Column("fine_tuned_model", sa.String(400)),
-    sa.Column("model_deleted", sa.Boolean, nullable=False, default=False),
-    sa.Column("finished_at", sa.Integer),
-    sa.Column("method", sa.JSON, nullable=False),
-    sa.Column("metadata", sa.JSON),
-    sa.Column("integrations", sa.JSON),
-    sa.Column("result_files", sa.JSON, nullable=False),
-    sa.Column("trained_tokens", sa.BigInteger),
-    sa.Column("estimated_finish", sa.Integer),
-    sa.Column("n_examples", sa.Integer),
-    sa.Column("total_steps", sa.Integer),
-    sa.Column("last_step", sa.Integer, nullable=False, default=0),
-    sa.Column("worker_id", sa.String(128)),
-    sa.Column("heartbeat_at", sa.Float),
-    sa.Column("attempts", sa.Integer, nullable=False, default=0),
-    # Continued fine-tuning: the job whose final adapter (parent_step NULL) or checkpoint
-    # adapter (step N) this job starts from. May be another project's job (a permission).
-    sa.Column("parent_job_id", sa.String(64)),
-    sa.Column("parent_step", sa.Integer),
-)
-events = sa.Table(
-    "events",
-    metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("id", sa.String(64), unique=True, nullable=False),
-    sa.Column("job_id", sa.String(64), nullable=False, index=True),
-    sa.Column("created_at", sa.Integer, nullable=False),
-    sa.Column("level", sa.String(8), nullable=False),
-    sa.Column("message", sa.Text, nullable=False),
-    sa.Column("type", sa.String(16), nullable=False),
-    sa.Column("data", sa.JSON),
-)
-checkpoints = sa.Table(
-    "checkpoints",
-    metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("id", sa.String(64), unique=True, nullable=False),
-    sa.Column("job_id", sa.String(64), nullable=False, index=True),
-    sa.Column("created_at", sa.Integer, nullable=False),
-    sa.Column("fine_tuned_model_checkpoint", sa.String(420), nullable=False),
-    sa.Column("step_number", sa.Integer, nullable=False),
-    sa.Column("metrics", sa.JSON, nullable=False),
-    sa.UniqueConstraint("job_id", "step_number"),
-)
-permissions = sa.Table(
-    # checkpoint.permission: project ``project_id`` may use checkpoint model ``checkpoint`` of
-    # job ``job_id`` (owned by ``owner_project_id``). One row per (checkpoint, project).
-    "permissions",
-    metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("id", sa.String(64), unique=True, nullable=False),
-    sa.Column("checkpoint", sa.String(420), nullable=False, index=True),
-    sa.Column("job_id", sa.String(64), nullable=False),
-    sa.Column("step_number", sa.Integer, nullable=False),
-    sa.Column("owner_project_id", sa.String(64), nullable=False),
-    sa.Column("project_id", sa.String(64), nullable=False),
-    sa.Column("created_at", sa.Integer, nullable=False),
-    sa.UniqueConstraint("checkpoint", "project_id"),
-)
 
 
 def now() -> int:
@@ -144,6 +34,17 @@ def now() -> int:
 
 class CursorNotFound(LookupError):
     """The ``after`` cursor names no object in this listing."""
+
+
+def _first(c, stmt) -> dict | None:
+    """The first row ``stmt`` selects on connection ``c``, as a dict; None when there is none."""
+    row = c.execute(stmt).mappings().first()
+    return dict(row) if row else None
+
+
+def _all(c, stmt) -> list[dict]:
+    """Every row ``stmt`` selects on connection ``c``, as dicts."""
+    return [dict(r) for r in c.execute(stmt).mappings()]
 
 
 def _url(url: str) -> str:
@@ -202,14 +103,25 @@ class Store:
     def dispose(self) -> None:
         self.engine.dispose()
 
+    def _one(self, stmt) -> dict | None:
+        """:func:`_first` of ``stmt`` in a connection of its own."""
+        with self.engine.connect() as c:
+            return _first(c, stmt)
+
+    def _many(self, stmt) -> list[dict]:
+        """:func:`_all` of ``stmt`` in a connection of its own."""
+        with self.engine.connect() as c:
+            return _all(c, stmt)
+
     # -- projects and keys ------------------------------------------------------------------
     def ensure_project(self, name: str) -> dict:
+        named = sa.select(projects).where(projects.c.name == name)
         with self.engine.begin() as c:
-            row = c.execute(sa.select(projects).where(projects.c.name == name)).mappings().first()
+            row = _first(c, named)
             if row is None:
                 c.execute(projects.insert().values(id=ids.project_id(), name=name, created_at=now()))
-                row = c.execute(sa.select(projects).where(projects.c.name == name)).mappings().first()
-            return dict(row)
+                row = _first(c, named)
+            return row
 
     def create_key(self, project_name: str, *, admin: bool = False) -> tuple[str, dict]:
         """A new API key for ``project_name`` (created if needed): (the key, the project).
@@ -245,8 +157,7 @@ class Store:
             .join(projects, projects.c.id == api_keys.c.project_id)
             .order_by(api_keys.c.seq)
         )
-        with self.engine.connect() as c:
-            return [dict(r) for r in c.execute(q).mappings()]
+        return self._many(q)
 
     def revoke_key(self, key: str) -> bool:
         with self.engine.begin() as c:
@@ -265,8 +176,7 @@ class Store:
             .join(projects, projects.c.id == api_keys.c.project_id)
             .where(api_keys.c.key_hash == h)
         )
-        with self.engine.connect() as c:
-            row = c.execute(q).mappings().first()
+        row = self._one(q)
         if row is None or row["revoked_at"] is not None or not ids.keys_match(h, row["key_hash"]):
             return None
         return {"id": row["id"], "name": row["name"], "admin": bool(row["is_admin"])}
@@ -282,10 +192,7 @@ class Store:
                 raise CursorNotFound(after)
             where = [*where, table.c.seq > seq if ascending else table.c.seq < seq]
         order = table.c.seq.asc() if ascending else table.c.seq.desc()
-        rows = [
-            dict(r)
-            for r in c.execute(sa.select(table).where(*where).order_by(order).limit(limit + 1)).mappings()
-        ]
+        rows = _all(c, sa.select(table).where(*where).order_by(order).limit(limit + 1))
         return rows[:limit], len(rows) > limit
 
     # -- files ----------------------------------------------------------------------------------
@@ -300,17 +207,9 @@ class Store:
         return sa.or_(files.c.expires_at.is_(None), files.c.expires_at > self.now())
 
     def get_file(self, project_id: str, file_id: str) -> dict | None:
-        with self.engine.connect() as c:
-            row = (
-                c.execute(
-                    sa.select(files).where(
-                        files.c.id == file_id, files.c.project_id == project_id, self._unexpired()
-                    )
-                )
-                .mappings()
-                .first()
-            )
-        return dict(row) if row else None
+        return self._one(
+            sa.select(files).where(files.c.id == file_id, files.c.project_id == project_id, self._unexpired())
+        )
 
     def list_files(self, project_id: str, *, after=None, limit=10000, ascending=False, purpose=None):
         where = [files.c.project_id == project_id, self._unexpired()]
@@ -346,9 +245,7 @@ class Store:
         where = [jobs.c.id == job_id]
         if project_id is not None:
             where.append(jobs.c.project_id == project_id)
-        with self.engine.connect() as c:
-            row = c.execute(sa.select(jobs).where(*where)).mappings().first()
-        return dict(row) if row else None
+        return self._one(sa.select(jobs).where(*where))
 
     def list_jobs(self, project_id: str, *, after=None, limit=20, metadata_filter: dict | None = None):
         with self.engine.connect() as c:
@@ -356,12 +253,7 @@ class Store:
                 return self._page(c, jobs, [jobs.c.project_id == project_id], after, limit)
             # Metadata is a JSON column (portable between SQLite and PostgreSQL): filter in
             # Python over the project's jobs, then page the filtered list by cursor.
-            rows = [
-                dict(r)
-                for r in c.execute(
-                    sa.select(jobs).where(jobs.c.project_id == project_id).order_by(jobs.c.seq.desc())
-                ).mappings()
-            ]
+            rows = _all(c, sa.select(jobs).where(jobs.c.project_id == project_id).order_by(jobs.c.seq.desc()))
         rows = [r for r in rows if all((r["metadata"] or {}).get(k) == v for k, v in metadata_filter.items())]
         if after is not None:
             at = next((i for i, r in enumerate(rows) if r["id"] == after), None)
@@ -390,7 +282,7 @@ class Store:
             res = c.execute(jobs.update().where(*where).values(**values))
             if res.rowcount == 0:
                 return None
-            return dict(c.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().first())
+            return _first(c, sa.select(jobs).where(jobs.c.id == job_id))
 
     def claim_job(self, worker_id: str, stale_after: float) -> dict | None:
         """Atomically take the oldest job that needs a worker: validating or queued and not held
@@ -412,8 +304,7 @@ class Store:
             .returning(*jobs.c)
         )
         with self.engine.begin() as c:
-            row = c.execute(stmt).mappings().first()
-        return dict(row) if row else None
+            return _first(c, stmt)
 
     def heartbeat(self, job_id: str, worker_id: str) -> str | None:
         """Refresh the lease; returns the job's status, or None when this worker lost the job."""
@@ -548,27 +439,17 @@ class Store:
     # -- models ------------------------------------------------------------------------------------
     def find_model_job(self, project_id: str, key: str) -> dict | None:
         """The project's job whose fine-tuned model has the 8-character ``key``."""
-        with self.engine.connect() as c:
-            row = (
-                c.execute(sa.select(jobs).where(jobs.c.project_id == project_id, jobs.c.model_key == key))
-                .mappings()
-                .first()
-            )
-        return dict(row) if row else None
+        return self._one(sa.select(jobs).where(jobs.c.project_id == project_id, jobs.c.model_key == key))
 
     def list_model_jobs(self, project_id: str) -> list[dict]:
         """Succeeded jobs with an undeleted fine-tuned model, oldest first."""
-        with self.engine.connect() as c:
-            rows = c.execute(
-                sa.select(jobs)
-                .where(
-                    jobs.c.project_id == project_id,
-                    jobs.c.status == "succeeded",
-                    jobs.c.model_deleted.is_(False),
-                )
-                .order_by(jobs.c.seq)
-            ).mappings()
-            return [dict(r) for r in rows]
+        return self._many(
+            sa.select(jobs)
+            .where(
+                jobs.c.project_id == project_id, jobs.c.status == "succeeded", jobs.c.model_deleted.is_(False)
+            )
+            .order_by(jobs.c.seq)
+        )
 
     # -- checkpoint permissions ------------------------------------------------------------------
     def add_permissions(
@@ -579,8 +460,10 @@ class Store:
         out = []
         with self.engine.begin() as c:
             for pid in project_ids:
-                where = [permissions.c.checkpoint == checkpoint, permissions.c.project_id == pid]
-                row = c.execute(sa.select(permissions).where(*where)).mappings().first()
+                grant = sa.select(permissions).where(
+                    permissions.c.checkpoint == checkpoint, permissions.c.project_id == pid
+                )
+                row = _first(c, grant)
                 if row is None:
                     c.execute(
                         permissions.insert().values(
@@ -593,8 +476,8 @@ class Store:
                             created_at=now(),
                         )
                     )
-                    row = c.execute(sa.select(permissions).where(*where)).mappings().first()
-                out.append(dict(row))
+                    row = _first(c, grant)
+                out.append(row)
         return out
 
     def list_permissions(
@@ -626,28 +509,14 @@ class Store:
 
     def permission_for(self, checkpoint: str, project_id: str) -> dict | None:
         """The grant of ``checkpoint`` to ``project_id``, or None."""
-        with self.engine.connect() as c:
-            row = (
-                c.execute(
-                    sa.select(permissions).where(
-                        permissions.c.checkpoint == checkpoint, permissions.c.project_id == project_id
-                    )
-                )
-                .mappings()
-                .first()
+        return self._one(
+            sa.select(permissions).where(
+                permissions.c.checkpoint == checkpoint, permissions.c.project_id == project_id
             )
-        return dict(row) if row else None
+        )
 
     def granted_to(self, project_id: str) -> list[dict]:
         """Every checkpoint permission granted to ``project_id``, oldest first."""
-        with self.engine.connect() as c:
-            rows = c.execute(
-                sa.select(permissions)
-                .where(permissions.c.project_id == project_id)
-                .order_by(permissions.c.seq)
-            ).mappings()
-            return [dict(r) for r in rows]
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+        return self._many(
+            sa.select(permissions).where(permissions.c.project_id == project_id).order_by(permissions.c.seq)
+        )

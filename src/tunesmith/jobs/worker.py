@@ -11,7 +11,7 @@ attempt resumes from the newest complete checkpoint that the training core wrote
 While training runs the worker, every ``poll_interval`` seconds: heartbeats (which also tells
 it when the job was cancelled or paused, or taken over: it then kills the training process
 group, which stops training within a second or two); turns new ``metrics.jsonl`` rows into
-``metrics`` events; and records new committed checkpoints as checkpoint objects. The training
+``metrics`` events (:mod:`.progress`); and records new committed checkpoints as checkpoint objects. The training
 process dies with the worker (``PR_SET_PDEATHSIG``), so a killed worker leaves no orphan that
 would race the next attempt in the same folder.
 
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import os
 import shutil
@@ -36,20 +35,15 @@ import threading
 import time
 from pathlib import Path
 
-import yaml
-
-from .. import rundir
-from . import ids
-from .infer import model_folder
+from . import ids, translate
 from .objects import base_name, job_model_id
+from .progress import RunTail, progress_for
 from .redact import public_text
 from .settings import Settings
-from .spec import base_lr, hyperparameters, resolve_method, steps_per_epoch
+from .spec import hyperparameters, resolve_method
 from .store import Store, now
 
 log = logging.getLogger("tunesmith.worker")
-RESULTS_HEADER = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
-KEEP_CHECKPOINTS = 3  # OpenAI keeps the checkpoints of the last 3 epochs
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -157,12 +151,13 @@ class Worker:
             validate_rft(self, job, train, valid, base)
             return
         method = "dpo" if job["method"]["type"] == "dpo" else "sft"
+        max_length = translate.max_length(self.settings)  # what the run will truncate at
         report = check_file(
             train,
             tokenizer=load_tokenizer(base),
             method=method,
             eval_path=valid,
-            max_length=self._max_length(),
+            max_length=max_length,
             max_listed=1,
         )
         if not report.ok:
@@ -182,7 +177,7 @@ class Worker:
             self._fail(
                 job,
                 "invalid_training_file",
-                _nothing_to_train_message(report, self._max_length()),
+                _nothing_to_train_message(report, max_length),
                 "training_file",
             )
             return
@@ -190,7 +185,7 @@ class Worker:
         if truncated:
             self.store.add_event(
                 job["id"],
-                f"{truncated} example(s) are longer than {self._max_length()} "
+                f"{truncated} example(s) are longer than {max_length} "
                 "tokens and will be truncated from the end",
                 level="warn",
             )
@@ -203,17 +198,6 @@ class Worker:
         )
         if updated is not None:
             self.store.add_event(job["id"], "Files validated, moving job to queued state")
-
-    def _max_length(self) -> int:
-        return self.setting("train.max_length", 1024)
-
-    def setting(self, key: str, default: int) -> int:
-        """The worker's ``--set KEY=VALUE`` for ``key`` (e.g. ``train.max_length``), else ``default``."""
-        for item in self.settings.train_overrides:
-            name, _, value = item.partition("=")
-            if name.strip() == key:
-                return int(value)
-        return default
 
     # -- training -------------------------------------------------------------------------------------
     def _fail(self, job: dict, code: str, message: str, param: str | None) -> None:
@@ -243,82 +227,10 @@ class Worker:
         names.update({folder: f"model {name}" for name, folder in self.settings.base_models.items()})
         return names
 
-    def _write_config(self, job: dict, method: dict) -> Path:
-        run = self.settings.run_dir(job["id"])
-        h = method[method["type"]]["hyperparameters"]
-        n = job["n_examples"] or 1
-        per_epoch = steps_per_epoch(n, h["batch_size"])
-        train = {
-            "epochs": h["n_epochs"],
-            "batch_size": h["batch_size"],
-            "lr": base_lr(self.settings.adapter) * h["learning_rate_multiplier"],
-            "seed": int(job["seed"]),
-            "packing": False,
-            "save_every": per_epoch,
-            "eval_every": per_epoch,
-            "keep_last": KEEP_CHECKPOINTS,
-            "progress": "lines",
-        }
-        cfg = {
-            "model": {"path": str(self.settings.base_models[base_name(job)])},
-            "method": "dpo" if method["type"] == "dpo" else "sft",
-            "data": {
-                "train": str(run / "data" / "train.jsonl"),
-                "eval_fraction": 0.0,
-                "eval": str(run / "data" / "valid.jsonl") if job["validation_file"] else None,
-            },
-            "adapter": {"type": self.settings.adapter},
-            "train": train,
-            "output_dir": str(run),
-        }
-        if method["type"] == "reinforcement":
-            from .rft_worker import config as rft_config
-
-            rft_config(self.settings, job, method, cfg)
-        if method["type"] == "dpo":
-            # OpenAI's DPO is the original sigmoid loss (Rafailov et al., 2023); its only extra
-            # hyperparameter is beta (resolved "auto" -> 0.1). The reference model is the base with
-            # the adapter disabled, as in config.schema.PreferenceConfig for adapters.
-            cfg["preference"] = {"loss": "sigmoid", "beta": float(h["beta"])}
-        for item in self.settings.train_overrides:
-            key, _, value = item.partition("=")
-            section, _, name = key.strip().partition(".")
-            if section == "grpo" and cfg["method"] != "grpo":
-                continue  # grpo.* settings are for reinforcement jobs only
-            cfg.setdefault(section, {})[name] = yaml.safe_load(value)
-        if job.get("parent_job_id"):
-            cfg["adapter"] = self._parent_adapter(job)
-        path = run / "config.yaml"
-        path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
-        return path
-
-    def _parent_adapter(self, job: dict) -> dict:
-        """Continued fine-tuning: the parent run's adapter shape (type, r, alpha, targets …:
-        the adapter must be the same to load its weights), starting from the parent's final or
-        checkpoint adapter (``adapter.init_from``; checked against the shape by the trainer)."""
-        parent = self.store.get_job(None, job["parent_job_id"])
-        folder = model_folder(self.settings, parent, job["parent_step"]) if parent else None
-        resolved = rundir.RunDir(self.settings.run_dir(job["parent_job_id"])).resolved_config
-        if folder is None or not (folder / "adapter_config.json").is_file() or not resolved.is_file():
-            raise _ParentGone(f"The model {job['model']} that this job continues no longer exists.")
-        adapter = yaml.safe_load(resolved.read_text(encoding="utf-8"))["adapter"]
-        return {
-            **{
-                k: adapter[k]
-                for k in (
-                    "type",
-                    "r",
-                    "alpha",
-                    "dropout",
-                    "targets",
-                    "top_layers",
-                    "rslora",
-                    "modules_to_save",
-                )
-                if k in adapter
-            },
-            "init_from": str(folder),
-        }
+    def _write_config(self, job: dict) -> Path:
+        """The job's run config (:mod:`.translate`), written into its run folder."""
+        parent = self.store.get_job(None, job["parent_job_id"]) if job.get("parent_job_id") else None
+        return translate.write_config(self.settings, job, job["method"], parent)
 
     def train(self, job: dict) -> None:
         run = self.settings.run_dir(job["id"])
@@ -346,16 +258,16 @@ class Worker:
             )
         if not (run / "data" / "train.jsonl").is_file() and self._stage_files(job) is None:
             return
-        from .rft_worker import GraderUnavailable, ensure_prompts
+        from .rft_worker import ensure_prompts
 
         try:
             if job["method"]["type"] == "reinforcement":
                 ensure_prompts(run, job)
-            config = self._write_config(job, job["method"])
-        except _ParentGone as exc:
+            config = self._write_config(job)
+        except translate.ParentGone as exc:
             self._fail(job, "model_not_available", str(exc), "model")
             return
-        except GraderUnavailable as exc:
+        except translate.GraderUnavailable as exc:
             self._fail(job, "model_not_available", str(exc), "method.reinforcement.grader")
             return
         attempt = job["attempts"]
@@ -369,7 +281,7 @@ class Worker:
             start_new_session=True,
             preexec_fn=_die_with_parent,
         )
-        tail = _Tail(run, job, _progress(job))
+        tail = RunTail(run, job, progress_for(job))
         stopped = False
         try:
             while proc.poll() is None:
@@ -399,7 +311,7 @@ class Worker:
             )
 
     # -- progress -------------------------------------------------------------------------------------
-    def _publish(self, job: dict, tail: _Tail) -> None:
+    def _publish(self, job: dict, tail: RunTail) -> None:
         """Metrics events for new steps, checkpoint objects for new committed checkpoints."""
         if tail.total_steps is None:
             tail.read_total()
@@ -444,7 +356,7 @@ class Worker:
             if note:
                 self.store.add_event(job["id"], note, level="warn")
 
-    def _succeed(self, job: dict, tail: _Tail) -> None:
+    def _succeed(self, job: dict, tail: RunTail) -> None:
         from .blobs import BlobStore
 
         rows = [tail.rows[s] for s in sorted(tail.rows)]
@@ -506,181 +418,6 @@ def _nothing_to_train_message(report, max_length: int) -> str:
         f"would drop every example.{example} Shorten the examples, or put an assistant turn within "
         f"the first {max_length} tokens."
     )
-
-
-class _ParentGone(Exception):
-    """The model a continued fine-tuning job starts from has disappeared."""
-
-
-class SftProgress:
-    """What a supervised or DPO job publishes per step: OpenAI's ``Step i/N: training loss=…``
-    event, checkpoint metrics and results-file row. (:class:`.rft_worker.Progress` is the
-    reinforcement counterpart; both have these methods.)"""
-
-    results_header = RESULTS_HEADER
-
-    def event(self, row: dict, total: int | None) -> tuple[str, dict]:
-        return _step_message(row, total), _event_data(row, total)
-
-    def checkpoint(self, row: dict) -> dict:
-        return _checkpoint_metrics(row)
-
-    def results_row(self, row: dict) -> list:
-        return [
-            row["step"],
-            row["loss"],
-            row.get("accuracy", ""),
-            row.get("eval_loss", ""),
-            row.get("eval_accuracy", ""),
-        ]
-
-    def baseline(self, row: dict) -> None:
-        return None  # the step-0 evaluation of an SFT run is not an OpenAI event
-
-
-def _progress(job: dict):
-    if job["method"]["type"] == "reinforcement":
-        from .rft_worker import Progress
-
-        return Progress(job)
-    return SftProgress()
-
-
-class _Tail:
-    """Follows a run folder: new rows of ``metrics.jsonl``, total steps, committed checkpoints.
-
-    A resumed run rewrites ``metrics.jsonl`` up to its checkpoint and replays later steps;
-    rows at or below ``last_step`` were already published and are only re-read (the replayed
-    values are identical: resume is exact). The evaluation before the first step (a row without
-    ``loss`` at step 0) is offered once, by :meth:`take_baseline`, while no step is published."""
-
-    def __init__(self, run: Path, job: dict, progress=None):
-        self.run, self.job = run, job
-        self.progress = progress or SftProgress()
-        self._baseline: tuple[str, dict] | None = None
-        self.metrics = rundir.RunDir(run).metrics
-        self.offset = 0
-        self.last_step = int(job["last_step"] or 0)
-        self.total_steps = job["total_steps"]
-        self.rows: dict[int, dict] = {}
-        self.recorded: set[int] = set()
-        self.damaged: set[tuple[int, int]] = set()  # (step, inode) that failed verification
-        self.on_disk: set[int] = set()
-        self._inode = None
-
-    def read_total(self) -> None:
-        try:
-            self.total_steps = int(rundir.RunDir(self.run).read_run_info()["total_steps"])
-        except (OSError, ValueError, KeyError):
-            pass
-
-    def read_rows(self) -> list[dict]:
-        """Rows with a training loss for steps after ``last_step``, in step order."""
-        try:
-            st = self.metrics.stat()
-        except FileNotFoundError:
-            return []
-        if st.st_ino != self._inode or st.st_size < self.offset:
-            self._inode, self.offset = st.st_ino, 0  # replaced by a resumed run (MetricsFile)
-        with open(self.metrics, "rb") as f:
-            if self.offset:
-                # Defence in depth against a file rewritten in place: our offset must still
-                # sit just after a line end, else start over (published rows are not repeated).
-                f.seek(self.offset - 1)
-                if f.read(1) != b"\n":
-                    self.offset = 0
-            f.seek(self.offset)
-            chunk = f.read()
-        end = chunk.rfind(b"\n") + 1  # only complete lines
-        self.offset += end
-        new = []
-        for line in chunk[:end].splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if "loss" not in row:  # the eval_at_start baseline (step 0)
-                if row.get("step") == 0 and self.last_step == 0:
-                    self._baseline = self.progress.baseline(row)
-                continue
-            self.rows[row["step"]] = row
-            if row["step"] > self.last_step:
-                new.append(row)
-                self.last_step = row["step"]
-        return new
-
-    def take_baseline(self) -> tuple[str, dict] | None:
-        """The baseline evaluation's event ``(message, data)``, once; None otherwise."""
-        found, self._baseline = self._baseline, None
-        return found
-
-    def new_checkpoints(self) -> list[int]:
-        """Steps of committed checkpoints not published yet that verify against their manifest
-        (the rule resume follows: a damaged one is never offered as a model). Each directory is
-        hashed once; a damaged one is remembered by inode, so a rewrite of that step (a new
-        directory) is looked at afresh."""
-        from ..engine.checkpoint import list_checkpoints, verify_checkpoint
-
-        found = {rundir.step_of(d): d for d in list_checkpoints(rundir.RunDir(self.run).checkpoints)}
-        self.on_disk = set(found)
-        fresh = []
-        for step in sorted(set(found) - self.recorded):
-            if step not in self.rows:
-                continue
-            key = (step, found[step].stat().st_ino)
-            if key in self.damaged:
-                continue
-            if verify_checkpoint(found[step]) is None:
-                fresh.append(step)
-            else:
-                self.damaged.add(key)
-        self.recorded |= set(fresh)
-        return fresh
-
-
-def _fmt(x: float) -> str:
-    return f"{x:.2f}" if abs(x) >= 0.01 else f"{x:.4g}"
-
-
-def _step_message(row: dict, total: int | None) -> str:
-    """OpenAI's text, e.g. ``Step 30/30: training loss=0.03, validation loss=0.12, full validation
-    loss=0.12``: the validation parts on steps that evaluated (the whole validation file is
-    scored, so the full validation loss is the validation loss)."""
-    text = f"Step {row['step']}/{total or '?'}: training loss={_fmt(row['loss'])}"
-    if "eval_loss" in row:
-        text += f", validation loss={_fmt(row['eval_loss'])}, full validation loss={_fmt(row['eval_loss'])}"
-    return text
-
-
-def _event_data(row: dict, total: int | None) -> dict:
-    data = {
-        "step": row["step"],
-        "train_loss": row["loss"],
-        "total_steps": total,
-        "train_mean_token_accuracy": row.get("accuracy"),
-    }
-    if "eval_loss" in row:
-        data.update(
-            valid_loss=row["eval_loss"],
-            valid_mean_token_accuracy=row.get("eval_accuracy"),
-            full_valid_loss=row["eval_loss"],
-            full_valid_mean_token_accuracy=row.get("eval_accuracy"),
-        )
-    return data
-
-
-def _checkpoint_metrics(row: dict) -> dict:
-    """OpenAI's checkpoint metrics; the whole validation file is scored at each evaluation, so
-    ``full_valid_*`` equal ``valid_*``."""
-    return {
-        "step": row["step"],
-        "train_loss": row.get("loss"),
-        "train_mean_token_accuracy": row.get("accuracy"),
-        "valid_loss": row.get("eval_loss"),
-        "valid_mean_token_accuracy": row.get("eval_accuracy"),
-        "full_valid_loss": row.get("eval_loss"),
-        "full_valid_mean_token_accuracy": row.get("eval_accuracy"),
-    }
 
 
 def _kill_group(proc: subprocess.Popen, grace: float = 3.0) -> None:

@@ -1,7 +1,7 @@
 """One fine-tuning job (OpenAI's ``fine_tuning.job`` object) -> a tunesmith run config.
 
 The mapping of a supervised or DPO job is the jobs worker's own
-(:meth:`tunesmith.jobs.worker.Worker._write_config`: epochs, batch size, ``lr = base_lr(adapter)
+(:func:`tunesmith.jobs.translate.write_config`: epochs, batch size, ``lr = base_lr(adapter)
 × learning_rate_multiplier`` with ``base_lr`` = :func:`tunesmith.config.auto.auto_lr`, DPO beta
 with the sigmoid loss, the job's seed, one checkpoint per epoch), so a pulled job trains exactly
 as a tunesmith server would train it. ``"auto"`` values of a job that never started are
@@ -12,7 +12,7 @@ grader object as it is (the graders package runs OpenAI's grader types); its row
 (``{"messages": [...], <fields>}``) become prompt-only rows (``{"prompt": [...], <fields>}``,
 ``data/train.prompts.jsonl``) so the grader's ``{{item.<field>}}`` and ``{{item.messages}}`` read
 the same values. That mapping, and the rows' checks, are the jobs worker's own
-(:mod:`tunesmith.jobs.rft_worker`, :mod:`tunesmith.jobs.rft_data`: group size from
+(:mod:`tunesmith.jobs.translate`, :mod:`tunesmith.jobs.rft_data`: group size from
 ``compute_multiplier``, checkpoints at ``eval_interval`` …). ``--judge-model`` becomes the judge
 of every model grader.
 
@@ -247,7 +247,7 @@ def _worker_config(
     ``judges`` maps the grader's model names to local judges (the worker's grader models)."""
     try:
         from ..jobs.settings import Settings
-        from ..jobs.worker import Worker
+        from ..jobs.translate import write_config
     except ImportError as exc:
         raise TunesmithError(
             f"tunesmith openai pull needs the service extra (pip install 'tunesmith[service]'): {exc}"
@@ -266,14 +266,7 @@ def _worker_config(
         **extra,
     )
     row = {**job, "n_examples": n_examples, "method": method, "parent_job_id": None}
-    return Worker(settings, store=_NoStore(), worker_id="migrate")._write_config(row, method)
-
-
-class _NoStore:
-    """The worker's store, which writing a config must not need (a use is a bug, said loudly)."""
-
-    def __getattr__(self, name):
-        raise RuntimeError(f"migrate: the worker's config writer used its store ({name})")
+    return write_config(settings, row, method)
 
 
 # -- reinforcement ---------------------------------------------------------------------------------

@@ -5,7 +5,9 @@ Public API (imports are lazy so ``import tunesmith.serve`` does not load torch o
 * :class:`~tunesmith.serve.server.InferenceServer` -- the model registry + generation thread;
   ``add_adapter(id, path)``, ``remove_adapter(id)``, ``models()``, ``get(id)``, ``close()``.
 * :func:`~tunesmith.serve.app.create_app` / :func:`~tunesmith.serve.app.build_router` -- the
-  FastAPI app or a router to include in another app.
+  FastAPI app or a router to include in another app;
+* :mod:`tunesmith.serve.handlers` -- the endpoints as plain functions (``chat_completions``,
+  ``completions``, ``list_models`` …) and ``answer``, which runs one with the error contract.
 * :func:`~tunesmith.serve.run.serve` -- run it with uvicorn (what ``tunesmith serve`` calls).
 """
 

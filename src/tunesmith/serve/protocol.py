@@ -18,24 +18,44 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+_TYPES = {403: "permission_error", 429: "rate_limit_error"}
+
+
+def error_type(status: int) -> str:
+    """OpenAI's error ``type`` for an HTTP status: ``invalid_request_error`` for a 4xx unless
+    OpenAI uses a narrower one (403 ``permission_error``, 429 ``rate_limit_error``); a 5xx is
+    ``server_error``."""
+    if status in _TYPES:
+        return _TYPES[status]
+    return "invalid_request_error" if 400 <= status < 500 else "server_error"
+
 
 class APIError(Exception):
-    """An error answered as ``{"error": {"message", "type", "param", "code"}}`` with ``status``."""
+    """An error answered as ``{"error": {"message", "type", "param", "code"}}`` with ``status``;
+    ``type`` defaults to :func:`error_type`. The one error of both OpenAI-compatible servers
+    (``tunesmith serve`` and the jobs service)."""
 
     def __init__(
         self,
         status: int,
         message: str,
         *,
-        type: str = "invalid_request_error",
+        type: str | None = None,
         param: str | None = None,
         code: str | None = None,
     ):
         super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.status, self.message, self.param, self.code = status, message, param, code
+        self.type = type or error_type(status)
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def headers(self) -> dict:
+        """What the jobs service sends with it: ``x-should-retry: false`` on every 4xx, since the
+        SDK retries 408/409/429 unless told otherwise and a rejected request must not be sent
+        again (``tunesmith serve`` sends no extra header)."""
+        return {"x-should-retry": "false"} if self.status < 500 else {}
 
 
 def from_validation_error(exc: ValidationError) -> APIError:

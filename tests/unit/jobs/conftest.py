@@ -112,7 +112,8 @@ def postgres_url():
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store(request, tmp_path):
-    from tunesmith.jobs.store import Store, metadata
+    from tunesmith.jobs.store import Store
+    from tunesmith.jobs.tables import metadata
 
     if request.param == "sqlite":
         s = Store(f"sqlite:///{tmp_path / 'jobs.db'}")

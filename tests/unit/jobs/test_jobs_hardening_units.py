@@ -17,12 +17,12 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from tunesmith.jobs import ids  # noqa: E402
 from tunesmith.jobs.app import create_app  # noqa: E402
-from tunesmith.jobs.errors import APIError, error_type  # noqa: E402
 from tunesmith.jobs.objects import job_model_id  # noqa: E402
 from tunesmith.jobs.redact import SERVER_PATH, public_text  # noqa: E402
 from tunesmith.jobs.settings import Settings  # noqa: E402
 from tunesmith.jobs.spec import normalise_create  # noqa: E402
 from tunesmith.jobs.store import Store  # noqa: E402
+from tunesmith.serve.protocol import APIError, error_type  # noqa: E402
 
 
 @pytest.fixture

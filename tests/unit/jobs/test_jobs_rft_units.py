@@ -1,6 +1,6 @@
 """Reinforcement jobs without a server: the request, "auto" resolution and the GRPO mapping
 (jobs/rft.py), the data checks (jobs/rft_data.py), the progress format (jobs/rft_metrics.py)
-and OpenAI's SFT step message (worker._step_message)."""
+and OpenAI's SFT step message (worker.step_message)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import json
 import pytest
 
 from tunesmith.jobs import rft, rft_metrics
-from tunesmith.jobs.errors import APIError
+from tunesmith.jobs.progress import RunTail, step_message
 from tunesmith.jobs.rft_data import check_rft_files, prompts_path, write_prompts
 from tunesmith.jobs.spec import hyperparameters, normalise_create, resolve_method
-from tunesmith.jobs.worker import _step_message, _Tail
+from tunesmith.serve.protocol import APIError
 
 LETTER = {
     "type": "string_check",
@@ -282,8 +282,8 @@ def test_rft_event_data_and_checkpoint_metrics_carry_the_reward_statistics():
 
 
 def test_sft_step_message_has_openais_full_validation_loss():
-    assert _step_message({"step": 3, "loss": 1.234}, 30) == "Step 3/30: training loss=1.23"
-    assert _step_message({"step": 30, "loss": 0.031, "eval_loss": 0.1234}, 30) == (
+    assert step_message({"step": 3, "loss": 1.234}, 30) == "Step 3/30: training loss=1.23"
+    assert step_message({"step": 30, "loss": 0.031, "eval_loss": 0.1234}, 30) == (
         "Step 30/30: training loss=0.03, validation loss=0.12, full validation loss=0.12"
     )
 
@@ -297,13 +297,13 @@ def test_the_baseline_evaluation_is_offered_once_and_only_before_any_step(tmp_pa
         "method": {"type": "reinforcement", "reinforcement": {"grader": LETTER}},
     }
     (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 0, **EVAL}) + "\n" + json.dumps(ROW) + "\n")
-    tail = _Tail(tmp_path, job, Progress(job))
+    tail = RunTail(tmp_path, job, Progress(job))
     assert [r["step"] for r in tail.read_rows()] == [6]
     assert tail.take_baseline() == (
         "Before training: full validation mean reward=0.56",
         {"step": 0, "full_valid_mean_reward": 0.5625, "valid_reward_std": 0.3},
     )
     assert tail.take_baseline() is None
-    resumed = _Tail(tmp_path, {**job, "last_step": 6}, Progress(job))  # a worker resuming after step 6
+    resumed = RunTail(tmp_path, {**job, "last_step": 6}, Progress(job))  # a worker resuming after step 6
     resumed.read_rows()
     assert resumed.take_baseline() is None

@@ -7,8 +7,8 @@ import re
 import pytest
 
 from tunesmith.jobs import ids
-from tunesmith.jobs.errors import APIError
 from tunesmith.jobs.spec import normalise_create, resolve_method
+from tunesmith.serve.protocol import APIError
 
 BASE = {"model": "tiny", "training_file": "file-abc"}
 

@@ -10,21 +10,21 @@ from __future__ import annotations
 import json
 
 from tunesmith.engine.metrics import MetricsFile
-from tunesmith.jobs.worker import _Tail
+from tunesmith.jobs.progress import RunTail
 
 
 def _row(step: int, pad: str) -> dict:
     return {"step": step, "loss": 1.0 / step, "tokens_per_s": 1234.5, "elapsed": pad}
 
 
-def _follow(tail: _Tail) -> list[int]:
+def _follow(tail: RunTail) -> list[int]:
     return [r["step"] for r in tail.read_rows()]
 
 
 def test_tail_publishes_every_step_across_a_resume_rewrite(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    tail = _Tail(run, {"last_step": 0, "total_steps": None})
+    tail = RunTail(run, {"last_step": 0, "total_steps": None})
     first = MetricsFile(run / "metrics.jsonl", None)
     for step in range(1, 13):
         first.write(_row(step, "x" * 20))
@@ -47,7 +47,7 @@ def test_tail_recovers_from_an_in_place_rewrite(tmp_path):
     run.mkdir()
     path = run / "metrics.jsonl"
     path.write_text("".join(json.dumps(_row(s, "x" * 20)) + "\n" for s in range(1, 6)))
-    tail = _Tail(run, {"last_step": 0, "total_steps": None})
+    tail = RunTail(run, {"last_step": 0, "total_steps": None})
     assert _follow(tail) == [1, 2, 3, 4, 5]
     with open(path, "r+") as f:  # same inode, rows 4.. rewritten shorter: old offset inside row 6
         f.truncate(0)
@@ -93,7 +93,7 @@ def test_tail_offers_only_checkpoints_that_verify(tmp_path):
     save(1)
     bad = save(2)
     (bad / "trainable.safetensors").write_bytes(b"cut")
-    tail = _Tail(run, {"last_step": 0, "total_steps": None})
+    tail = RunTail(run, {"last_step": 0, "total_steps": None})
     tail.rows = {1: _row(1, ""), 2: _row(2, "")}
     assert tail.new_checkpoints() == [1]
     assert tail.new_checkpoints() == [] and tail.on_disk == {1, 2}
