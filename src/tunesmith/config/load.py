@@ -43,11 +43,13 @@ def load_config(source: str | Path | dict | RunConfig, overrides: list[str] | No
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     for item in overrides or []:
-        _apply_override(raw, item)
+        apply_override(raw, item)
     return _build(RunConfig, raw, where)
 
 
-def _apply_override(raw: dict, item: str) -> None:
+def apply_override(raw: dict, item: str) -> None:
+    """Apply one dotted ``section.key=value`` override (YAML-typed value) to the raw config mapping
+    in place: the parser of ``tunesmith train --set`` and of the jobs service's ``--set``."""
     if "=" not in item:
         raise ConfigError(f"override '{item}' must look like section.key=value")
     key, _, text = item.partition("=")

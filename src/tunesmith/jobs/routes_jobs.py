@@ -35,7 +35,7 @@ async def create_job(request: Request, proj: dict = Depends(project), svc: Servi
     parent = await run_in_threadpool(_parent, svc, proj, spec["model"])
     kind = spec["method"]["type"]
     if kind in METHOD_NAMES:
-        from ..methods import METHODS
+        from ..config.registry import METHODS
 
         if METHOD_NAMES[kind] not in METHODS:
             raise APIError(400, f"Method '{kind}' is not available on this server.", param="method.type")

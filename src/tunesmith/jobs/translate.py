@@ -30,7 +30,7 @@ from pathlib import Path
 import yaml
 
 from .. import rundir
-from ..config.load import _apply_override as apply_override  # the CLI's dotted --set parser
+from ..config.load import apply_override  # the CLI's dotted --set parser
 from ..config.schema import GrpoConfig, TrainConfig
 from . import rft
 from .infer import model_folder

@@ -11,7 +11,7 @@ import importlib
 
 from ..config import RunConfig
 from ..config import validate as validate_sections
-from ..config.registry import METHODS, method_spec
+from ..config.registry import method_spec
 
 
 def get_method(name: str):
@@ -30,4 +30,4 @@ def validate(config: RunConfig) -> None:
         check(config)
 
 
-__all__ = ["METHODS", "get_method", "validate"]
+__all__ = ["get_method", "validate"]
