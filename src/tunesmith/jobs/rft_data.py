@@ -5,7 +5,7 @@ An RFT row is ``{"messages": [...], <any other keys>}``: the prompt turns withou
 assistant answer (the model writes it), and extra keys the grader reads as ``{{item.<key>}}``
 (docs: ../shared spec §2.4). Checks, each a problem naming the 1-based example (line) in
 OpenAI's wording (``Invalid file format. Example 3 is missing key 'answer' …``), reported like
-every other file problem of a job (:meth:`tunesmith.data.tools.check.CheckReport.job_error`:
+every other file problem of a job (:meth:`tunesmith.data.tools.check_report.CheckReport.job_error`:
 ``invalid_file_format``, or ``invalid_n_examples`` for fewer than 10 training examples):
 
 * the line parses as a JSON object, with a non-empty ``messages`` array of OpenAI chat messages
@@ -31,7 +31,9 @@ from typing import Any
 
 # data.tools.check's row reader and message rules are reused as they are (same wording, same codes as
 # every other job file); they are module-private there, hence the underscores.
-from ..data.tools.check import CheckReport, _iter_file, _kind, _Rules, _where, special_token_pattern
+from ..data.tools.check import iter_file
+from ..data.tools.check_report import CheckReport, describe_value, where
+from ..data.tools.check_rules import RowRules, special_token_pattern
 
 MIN_EXAMPLES = 10
 RESERVED = {
@@ -67,9 +69,9 @@ def check_rft_files(
         if path is None:
             continue
         n = 0
-        for row in _iter_file(path, None):
+        for row in iter_file(path, None):
             n += 1
-            rules = _Rules(check.report, param, special)
+            rules = RowRules(check.report, param, special)
             if row.problem is not None:
                 check.report.add(row.problem[0], row.line, row.problem[1], None, param)
             elif _row_ok(rules, row.value, row.line, required) and param == "training_file":
@@ -85,13 +87,13 @@ def check_rft_files(
     return check
 
 
-def _row_ok(rules: _Rules, value: Any, line: int, required: set[str]) -> bool:
+def _row_ok(rules: RowRules, value: Any, line: int, required: set[str]) -> bool:
     """The checks of one parsed row; True when it has no problem."""
     if not isinstance(value, dict):
-        rules.add("data_type", line, f"{_where(line)} is not a JSON object (got {_kind(value)})")
+        rules.add("data_type", line, f"{where(line)} is not a JSON object (got {describe_value(value)})")
         return False
     if value.get("messages") is None:
-        rules.add("missing_key", line, f"{_where(line)} is missing key 'messages'.")
+        rules.add("missing_key", line, f"{where(line)} is missing key 'messages'.")
         return False
     rules.messages(value["messages"], line, need_assistant=False)
     messages = value["messages"]
@@ -99,18 +101,18 @@ def _row_ok(rules: _Rules, value: Any, line: int, required: set[str]) -> bool:
         rules.add(
             "invalid_example",
             line,
-            f"{_where(line)} ends with an assistant message; a reinforcement "
+            f"{where(line)} ends with an assistant message; a reinforcement "
             "example holds the prompt only (the model writes the answer the grader scores)",
         )
     for key, why in RESERVED.items():
         if value.get(key) not in (None, []):
-            rules.add("invalid_example", line, f"{_where(line)} has the key '{key}': {why}")
+            rules.add("invalid_example", line, f"{where(line)} has the key '{key}': {why}")
     for key in sorted(required):
         if value.get(key) is None:
             rules.add(
                 "missing_key",
                 line,
-                f"{_where(line)} is missing key '{key}', which the grader reads ({{{{item.{key}}}}}).",
+                f"{where(line)} is missing key '{key}', which the grader reads ({{{{item.{key}}}}}).",
             )
     return not rules.row_errors
 
@@ -127,7 +129,7 @@ def _count_length(check: RftCheck, messages: list, line: int, tokenizer: Any, ro
         check.report.add(
             "invalid_example",
             line,
-            f"{_where(line)}: the model's chat template rejected these messages: {str(exc)[:200]}",
+            f"{where(line)}: the model's chat template rejected these messages: {str(exc)[:200]}",
         )
         return
     if n > room:

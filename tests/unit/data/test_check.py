@@ -13,7 +13,8 @@ import pytest
 from tunesmith.cli.data import add_data_commands
 from tunesmith.data.formats import load_examples
 from tunesmith.data.render import Renderer
-from tunesmith.data.tools.check import CODES, WARNING_CODES, check_file
+from tunesmith.data.tools.check import check_file
+from tunesmith.data.tools.check_report import CODES, WARNING_CODES
 from tunesmith.data.tools.estimate import count_params, estimate_training
 
 BAD = Path(__file__).parents[2] / "assets" / "bad_data"
