@@ -97,7 +97,6 @@ class ForkTrainer:
             stdout=subprocess.PIPE,
             env=env,
             text=True,
-            cwd=str(Path(__file__).parent),
         )
         ready = json.loads(self.proc.stdout.readline() or '{"rc": null}')
         if ready.get("rc") != 0:
@@ -117,9 +116,7 @@ class ForkTrainer:
         goes to ``log``, its stderr to ``err`` (``log`` when None), its stdin reads ``stdin``
         (``/dev/null`` when None), and ``env`` is added to its environment. A child a failed
         test left behind is killed first, so one server can serve a whole session."""
-        if self.pid is not None:
-            self.kill(self.pid)
-            self.wait()
+        self.stop()
         request = {"argv": argv, "log": str(log), "err": err and str(err), "stdin": stdin and str(stdin)}
         self.proc.stdin.write(json.dumps({**request, "env": env or {}}) + "\n")
         self.proc.stdin.flush()
@@ -155,7 +152,15 @@ class ForkTrainer:
         except ProcessLookupError:
             pass
 
+    def stop(self) -> int | None:
+        """SIGKILL the running child, if any, and reap it: its exit code (None: no child)."""
+        if self.pid is None:
+            return None
+        self.kill(self.pid)
+        return self.wait()
+
     def close(self) -> None:
+        self.stop()  # a child a failed test left running
         self.proc.stdin.close()
         self.proc.wait(timeout=30)
 
