@@ -152,10 +152,16 @@ class ForkTrainer:
         except ProcessLookupError:
             pass
 
-    def stop(self) -> int | None:
-        """SIGKILL the running child, if any, and reap it: its exit code (None: no child)."""
+    def stop(self, sig: int = signal.SIGKILL, grace_s: float = 20.0) -> int | None:
+        """Send ``sig`` to the running child, if any, and reap it: its exit code (None: no
+        child). A child still alive ``grace_s`` after another signal than SIGKILL is killed."""
         if self.pid is None:
             return None
+        if sig != signal.SIGKILL and self.alive(self.pid):
+            os.kill(self.pid, sig)
+            deadline = time.monotonic() + grace_s
+            while self.alive(self.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
         self.kill(self.pid)
         return self.wait()
 
