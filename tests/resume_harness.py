@@ -123,8 +123,16 @@ class ForkTrainer:
         self.pid = json.loads(self.proc.stdout.readline())["pid"]
         return self.pid
 
-    def wait(self) -> int:
-        """The running child's exit code (negative: the signal that killed it)."""
+    def wait(self, timeout: float | None = None) -> int:
+        """The running child's exit code (negative: the signal that killed it). A child still
+        running after ``timeout`` seconds is killed and :class:`TimeoutError` raised."""
+        if timeout is not None and self.pid is not None:
+            deadline = time.monotonic() + timeout
+            while self.alive(self.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if self.alive(self.pid):
+                self.stop()
+                raise TimeoutError(f"the child did not end within {timeout} s; killed")
         rc = json.loads(self.proc.stdout.readline())["rc"]
         self.pid = None
         return rc
