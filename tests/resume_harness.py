@@ -71,13 +71,14 @@ class ForkTrainer:
     """Runs ``tunesmith …`` command lines as processes forked from one warm interpreter.
 
     A fresh ``tunesmith train`` spends seconds importing torch, transformers and peft before its
-    first step; the CLI and crash-consistency tests need dozens of runs. This server (``python
+    first step; the CLI, resume and crash-consistency tests need dozens of runs. This server (``python
     resume_harness.py``) imports them once, runs one warm-up command in-process (so lazily
     imported modules are loaded too), then forks a child per command: the child calls
     :func:`tunesmith.cli.main` with the command's arguments, its stdout and stderr going to log
     files and its stdin reading a file (or ``/dev/null``), and exits with its return code, so it
     is a real process that SIGKILL can stop at any instruction and whose output is what a user's
-    terminal would show. The server never touches CUDA (fork would break it); runs use the CPU.
+    terminal would show. Children run in the directory the server started in (the test
+    session's). The server never touches CUDA (fork would break it); runs use the CPU.
 
     Protocol, one JSON line each way: ``{"argv": [...], "log": path, "err": path | null,
     "stdin": path | null, "env": {...}}`` -> ``{"pid": n}``, then, when the child ends,
