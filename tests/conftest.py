@@ -47,3 +47,26 @@ def color_data(tmp_path_factory):
     train = factory.write_jsonl(d / "train.jsonl", factory.color_chats(120, seed=1))
     heldout = factory.write_jsonl(d / "eval.jsonl", factory.color_chats(24, seed=2))
     return train, heldout
+
+
+@pytest.fixture(scope="session")
+def fork_trainer(tmp_path_factory, tiny_model_dir, color_data):
+    """``tunesmith …`` as real processes at fork cost (:class:`resume_harness.ForkTrainer`),
+    warmed by a LoRA run of the tiny Llama that evaluates and checkpoints (so the modules a run
+    imports lazily are loaded once). For tests that need what a process gives — SIGKILL, an
+    exit code, stdout/stderr as a terminal sees them, stdin — but not a fresh import of torch."""
+    import yaml
+    from resume_harness import ForkTrainer
+
+    root = tmp_path_factory.mktemp("fork-warm")
+    cfg = {
+        "model": str(tiny_model_dir),
+        "data": {"train": str(color_data[0]), "eval": str(color_data[1])},
+        "adapter": {"type": "lora", "r": 2, "alpha": 4},
+        "train": {"max_steps": 2, "batch_size": 2, "max_length": 48, "save_every": 1, "eval_every": 1},
+        "output_dir": str(root / "run"),
+    }
+    (root / "warm.yaml").write_text(yaml.safe_dump(cfg))
+    server = ForkTrainer(["train", str(root / "warm.yaml")], root / "warm.log")
+    yield server
+    server.close()

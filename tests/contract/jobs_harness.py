@@ -1,5 +1,6 @@
 """A real ``tunesmith server`` on loopback for the jobs tests: uvicorn in a thread on a free
-port, workers in threads (or processes), API keys for two projects, and the official SDK.
+port, workers in threads (or, with :meth:`Service.worker_argv`, processes), API keys for two
+projects, and the official SDK.
 
 A test module gets its module-scoped server and SDK client with one line::
 
@@ -9,10 +10,7 @@ A test module gets its module-scoped server and SDK client with one line::
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -113,12 +111,9 @@ class Service:
         self.workers.append((worker, t))
         return worker
 
-    def worker_process(self, *extra: str) -> subprocess.Popen:
-        """``tunesmith worker`` as a separate process (for kill tests)."""
-        cmd = [
-            sys.executable,
-            "-m",
-            "tunesmith",
+    def worker_argv(self, *extra: str) -> list[str]:
+        """The ``tunesmith worker …`` arguments (after ``tunesmith``) for this service."""
+        argv = [
             "worker",
             "--data",
             str(self.settings.data_dir),
@@ -130,11 +125,10 @@ class Service:
             str(self.settings.stale_after),
         ]
         for name, path in self.settings.base_models.items():
-            cmd += ["--base-model", f"{name}={path}"]
+            argv += ["--base-model", f"{name}={path}"]
         for item in self.settings.train_overrides:
-            cmd += ["--set", item]
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        return subprocess.Popen([*cmd, *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+            argv += ["--set", item]
+        return [*argv, *extra]
 
     def stop_workers(self) -> None:
         for worker, _ in self.workers:

@@ -4,9 +4,6 @@ find a rank's process."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
@@ -23,17 +20,23 @@ def write_config(cfg: dict) -> Path:
     return path
 
 
-def launch(config: Path, *extra: str) -> subprocess.Popen:
-    """``tunesmith train CONFIG --nproc 2`` in its own session, output captured."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "tunesmith", "train", str(config), "--nproc", "2", *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-        text=True,
-        start_new_session=True,
-    )
+def launch(server, config: Path, *extra: str) -> int:
+    """Start ``tunesmith train CONFIG --nproc 2``, output to ``CONFIG.log``; the launcher's pid.
+    The launcher is forked from the warm ``server`` (``fork_trainer``); the torchrun it starts
+    starts each rank as a fresh interpreter, as in production."""
+    return server.start(["train", str(config), "--nproc", "2", *extra], config.with_suffix(".log"))
+
+
+def finish(server, config: Path, timeout: float = 600) -> tuple[int, str]:
+    """Wait for the launcher of ``config``: (its exit code, everything the job printed)."""
+    rc = server.wait(timeout=timeout)
+    return rc, config.with_suffix(".log").read_text()
+
+
+def run(server, config: Path, *extra: str) -> tuple[int, str]:
+    """``tunesmith train CONFIG --nproc 2`` to the end: (exit code, everything it printed)."""
+    launch(server, config, *extra)
+    return finish(server, config)
 
 
 def rows(run_dir: Path) -> dict[int, dict]:

@@ -14,7 +14,7 @@ import signal
 import time
 
 import pytest
-from ranks import alive, assert_same_run, descendants, launch, rank_pid, write_config
+from ranks import alive, assert_same_run, descendants, finish, launch, rank_pid, run, write_config
 
 from tunesmith.run import prepare, train
 
@@ -63,10 +63,10 @@ def reference(tmp_path_factory, tiny_model_dir, color_data):
     return tmp / "ref"
 
 
-def test_ddp_two_ranks_equal_one(tmp_path, tiny_model_dir, color_data, reference):
-    proc = launch(write_config(_config(tmp_path, tiny_model_dir, color_data, "ddp", parallel="ddp")))
-    out, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, out
+def test_ddp_two_ranks_equal_one(tmp_path, tiny_model_dir, color_data, reference, fork_trainer):
+    config = write_config(_config(tmp_path, tiny_model_dir, color_data, "ddp", parallel="ddp"))
+    rc, out = run(fork_trainer, config)
+    assert rc == 0, out
     assert out.count(f"trained {STEPS} steps") == 1  # rank 0 reports for the job
     assert_same_run(tmp_path / "ddp", reference, STEPS, KEYS)
     info = json.loads((tmp_path / "ddp" / "run.json").read_text())
@@ -74,29 +74,28 @@ def test_ddp_two_ranks_equal_one(tmp_path, tiny_model_dir, color_data, reference
 
 
 def test_fsdp_sigkill_one_rank_then_resume_equals_one_process(
-    tmp_path, tiny_model_dir, color_data, reference
+    tmp_path, tiny_model_dir, color_data, reference, fork_trainer
 ):
     config = write_config(_config(tmp_path, tiny_model_dir, color_data, "fsdp", parallel="fsdp"))
-    proc = launch(config)
+    launcher = launch(fork_trainer, config)
     marker = tmp_path / "fsdp" / "checkpoints" / "step-000003" / "COMMITTED"
     deadline = time.time() + 600
-    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+    while not marker.exists() and alive(launcher) and time.time() < deadline:
         time.sleep(0.002)
-    victim = rank_pid(proc.pid, 1)
-    assert victim is not None and proc.poll() is None, "training ended before a rank could be killed"
-    workers = descendants(proc.pid)
+    victim = rank_pid(launcher, 1)
+    assert victim is not None and alive(launcher), "training ended before a rank could be killed"
+    workers = descendants(launcher)
     os.kill(victim, signal.SIGKILL)
     t0 = time.time()
-    out, _ = proc.communicate(timeout=300)  # the launcher notices and stops the other rank
+    rc, out = finish(fork_trainer, config, timeout=300)  # the launcher notices and stops the other rank
     stopped_s = time.time() - t0
-    assert proc.returncode != 0, out
+    assert rc != 0, out
     assert "distributed training stopped" in out
     assert not any(alive(p) for p in workers), "a worker outlived the launcher"
     assert not (tmp_path / "fsdp" / "final").exists()
     print(f"launcher stopped {stopped_s:.1f} s after SIGKILL of rank 1")
 
-    resumed = launch(config)
-    out, _ = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, out
+    rc, out = run(fork_trainer, config)
+    assert rc == 0, out
     assert "resumed from" in out
     assert_same_run(tmp_path / "fsdp", reference, STEPS, KEYS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import factory
 import pytest
-from ranks import assert_same_run, launch, write_config
+from ranks import assert_same_run, run, write_config
 
 from tunesmith.run import train
 
@@ -58,15 +58,14 @@ def dpo_setup(tmp_path_factory, tiny_model_dir):
 
 
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
-def test_dpo_two_ranks_equal_one(tmp_path, tiny_model_dir, dpo_setup, mode):
+def test_dpo_two_ranks_equal_one(tmp_path, tiny_model_dir, dpo_setup, fork_trainer, mode):
     data, reference = dpo_setup
-    proc = launch(write_config(_config(tmp_path, tiny_model_dir, data, mode, parallel=mode)))
-    out, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, out
+    rc, out = run(fork_trainer, write_config(_config(tmp_path, tiny_model_dir, data, mode, parallel=mode)))
+    assert rc == 0, out
     assert_same_run(tmp_path / mode, reference, STEPS, KEYS)
 
 
-def test_dpo_full_finetune_fsdp_two_ranks_equal_one(tmp_path, tiny_model_dir, dpo_setup):
+def test_dpo_full_finetune_fsdp_two_ranks_equal_one(tmp_path, tiny_model_dir, dpo_setup, fork_trainer):
     """Full fine-tuning: reference log-probs precomputed before training (rank 0 first, then
     rank 1 from its cache file), the final weights gathered from the FSDP shards."""
     data, _ = dpo_setup
@@ -78,14 +77,13 @@ def test_dpo_full_finetune_fsdp_two_ranks_equal_one(tmp_path, tiny_model_dir, dp
         }
 
     train(cfg("full-ref", grad_accum=2), resume=False)
-    proc = launch(write_config(cfg("full-fsdp", parallel="fsdp")))
-    out, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, out
+    rc, out = run(fork_trainer, write_config(cfg("full-fsdp", parallel="fsdp")))
+    assert rc == 0, out
     assert "reference log-probs: scoring" in out
     assert_same_run(tmp_path / "full-fsdp", tmp_path / "full-ref", 3, KEYS)
 
 
-def test_reward_model_fsdp_two_ranks_equal_one(tmp_path, tiny_model_dir, dpo_setup):
+def test_reward_model_fsdp_two_ranks_equal_one(tmp_path, tiny_model_dir, dpo_setup, fork_trainer):
     """A reward model's score head is [1, hidden]: sharded over 2 ranks one shard is empty
     (uneven FSDP sharding), and the gathered head must still save and match."""
     data, _ = dpo_setup
@@ -98,9 +96,8 @@ def test_reward_model_fsdp_two_ranks_equal_one(tmp_path, tiny_model_dir, dpo_set
         }
 
     train(cfg("reward-ref", grad_accum=2), resume=False)
-    proc = launch(write_config(cfg("reward-fsdp", parallel="fsdp")))
-    out, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, out
+    rc, out = run(fork_trainer, write_config(cfg("reward-fsdp", parallel="fsdp")))
+    assert rc == 0, out
     assert_same_run(
         tmp_path / "reward-fsdp",
         tmp_path / "reward-ref",

@@ -1,19 +1,25 @@
-"""`tunesmith generate` and `tunesmith chat` from the command line."""
+"""`tunesmith generate` and `tunesmith chat` from the command line: real processes (stdin, stdout,
+stderr, exit code) forked from the session's warm ``fork_trainer``."""
 
 from __future__ import annotations
 
 import subprocess
-import sys
+import uuid
 
 
-def _run(args, stdin=""):
-    return subprocess.run(
-        [sys.executable, "-m", "tunesmith", *args], input=stdin, capture_output=True, text=True, timeout=300
-    )
+def _run(server, tmp_path, args, stdin=""):
+    """``tunesmith *args`` with ``stdin`` as its input: its stdout, stderr and exit code."""
+    name = uuid.uuid4().hex[:8]
+    out, err, src = (tmp_path / f"{name}.{kind}" for kind in ("out", "err", "in"))
+    src.write_text(stdin)
+    rc, stdout = server.run(list(args), out, err=err, stdin=src)
+    return subprocess.CompletedProcess(args, rc, stdout, err.read_text())
 
 
-def test_generate_prompts_from_flags_and_stdin(tiny_model_dir):
+def test_generate_prompts_from_flags_and_stdin(fork_trainer, tmp_path, tiny_model_dir):
     proc = _run(
+        fork_trainer,
+        tmp_path,
         [
             "generate",
             "--model",
@@ -24,16 +30,23 @@ def test_generate_prompts_from_flags_and_stdin(tiny_model_dir):
             "what color",
             "--max-new-tokens",
             "4",
-        ]
+        ],
     )
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.splitlines()) >= 1
-    proc = _run(["generate", "--model", str(tiny_model_dir), "--max-new-tokens", "3"], stdin="hi there\n")
+    proc = _run(
+        fork_trainer,
+        tmp_path,
+        ["generate", "--model", str(tiny_model_dir), "--max-new-tokens", "3"],
+        stdin="hi there\n",
+    )
     assert proc.returncode == 0, proc.stderr
 
 
-def test_chat_session_reads_turns_until_empty_line(tiny_model_dir):
+def test_chat_session_reads_turns_until_empty_line(fork_trainer, tmp_path, tiny_model_dir):
     proc = _run(
+        fork_trainer,
+        tmp_path,
         ["chat", "--model", str(tiny_model_dir), "--max-new-tokens", "3", "--system", "be brief"],
         stdin="hello\nand again\n\n",
     )
@@ -41,12 +54,12 @@ def test_chat_session_reads_turns_until_empty_line(tiny_model_dir):
     assert proc.stdout.count("assistant> ") == 2
 
 
-def test_generate_with_missing_model_is_a_clear_error(tmp_path):
-    proc = _run(["generate", "--model", str(tmp_path / "nothing"), "--prompt", "x"])
+def test_generate_with_missing_model_is_a_clear_error(fork_trainer, tmp_path):
+    proc = _run(fork_trainer, tmp_path, ["generate", "--model", str(tmp_path / "nothing"), "--prompt", "x"])
     assert proc.returncode == 2 and "model not found" in proc.stderr
 
 
-def test_data_commands_are_wired(tmp_path):
+def test_data_commands_are_wired(fork_trainer, tmp_path):
     import json
 
     src = tmp_path / "in.jsonl"
@@ -61,6 +74,8 @@ def test_data_commands_are_wired(tmp_path):
     ]
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     proc = _run(
+        fork_trainer,
+        tmp_path,
         [
             "data",
             "scrub",
@@ -69,13 +84,17 @@ def test_data_commands_are_wired(tmp_path):
             str(tmp_path / "clean.jsonl"),
             "--report",
             str(tmp_path / "r.json"),
-        ]
+        ],
     )
     assert proc.returncode == 0, proc.stderr
     assert "EMAIL 12" in proc.stdout and "@example.com" not in (tmp_path / "clean.jsonl").read_text()
-    proc = _run(["data", "convert", str(src), "--to", "alpaca", "--out", str(tmp_path / "a.jsonl")])
+    proc = _run(
+        fork_trainer,
+        tmp_path,
+        ["data", "convert", str(src), "--to", "alpaca", "--out", str(tmp_path / "a.jsonl")],
+    )
     assert proc.returncode == 0 and "converted 12 of 12" in proc.stdout
-    proc = _run(["data", "check", str(src)])
+    proc = _run(fork_trainer, tmp_path, ["data", "check", str(src)])
     assert proc.returncode == 0 and "usable" in proc.stdout
-    proc = _run(["data", "scrub", str(src), "--out", str(src)])
+    proc = _run(fork_trainer, tmp_path, ["data", "scrub", str(src), "--out", str(src)])
     assert proc.returncode == 2 and "error:" in proc.stderr

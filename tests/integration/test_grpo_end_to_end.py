@@ -10,10 +10,7 @@ learn from; within a short run the policy learns to emit digits. The LM head is 
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import factory
@@ -129,21 +126,18 @@ def digit(prompt, completion, **fields):
 """
 
 
-def _cli_train(config: dict, tmp_path: Path, name: str, env_extra: dict) -> subprocess.CompletedProcess:
+def _cli_train(server, config: dict, tmp_path: Path, name: str, env: dict) -> tuple[int, str]:
+    """``tunesmith train`` as a process forked from the warm ``server`` with ``env`` added to its
+    environment: (exit code, everything it printed)."""
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", **env_extra}
-    return subprocess.run(
-        [sys.executable, "-m", "tunesmith", "train", str(path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
+    return server.run(["train", str(path)], tmp_path / f"{name}.log", env=env)
 
 
 @pytest.mark.parametrize("iterations, kill_after", [(1, 3), (2, 2)])
-def test_sigkill_then_resume_matches_uninterrupted(tmp_path, tiny_model_dir, iterations, kill_after):
+def test_sigkill_then_resume_matches_uninterrupted(
+    tmp_path, tiny_model_dir, fork_trainer, iterations, kill_after
+):
     train = _prompts(tmp_path / "train.jsonl", 24, seed=3)
     heldout = _prompts(tmp_path / "eval.jsonl", 4, seed=4)
     (tmp_path / "killer_reward.py").write_text(KILLER)
@@ -159,8 +153,8 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, tiny_model_dir, ite
     # rollout after checkpoint `kill_after` was committed (step 4 for μ = 1, step 3 for μ = 2).
     cfg = _config(tiny_model_dir, train, heldout, tmp_path / "killed", rewards, iterations, **steps)
     marker = tmp_path / "killed" / "checkpoints" / f"step-{kill_after:06d}" / "COMMITTED"
-    killed = _cli_train(cfg, tmp_path, "killed", {"GRPO_TEST_KILL_AFTER": str(marker)})
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    rc, out = _cli_train(fork_trainer, cfg, tmp_path, "killed", {"GRPO_TEST_KILL_AFTER": str(marker)})
+    assert rc == -signal.SIGKILL, out
     assert marker.exists() and not (tmp_path / "killed" / "final").exists()
 
     result = tunesmith.train(cfg)  # resume="auto": continues from checkpoint `kill_after`

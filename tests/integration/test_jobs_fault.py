@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "contract"))
@@ -19,7 +20,7 @@ from jobs_harness import Service, chat_rows, jsonl_bytes, wait_for, wait_status 
 pytest.importorskip("fastapi")
 
 
-def test_killed_worker_job_resumes_to_the_uninterrupted_result(tmp_path, tiny_model_dir):
+def test_killed_worker_job_resumes_to_the_uninterrupted_result(tmp_path, tiny_model_dir, fork_trainer):
     svc = Service(
         tmp_path,
         {"tiny": tiny_model_dir},
@@ -43,13 +44,12 @@ def test_killed_worker_job_resumes_to_the_uninterrupted_result(tmp_path, tiny_mo
             },
         )
         run = svc.settings.run_dir(job.id)
-        first = svc.worker_process()
+        first = fork_trainer.start(svc.worker_argv(), tmp_path / "worker.log")  # a real process
         # Kill as soon as the first epoch's checkpoint (step 10 of 30) is committed.
         wait_for(
             lambda: (run / "checkpoints" / "step-000010" / "COMMITTED").is_file(), 240, 0.01, "checkpoint 10"
         )
-        first.send_signal(signal.SIGKILL)
-        first.wait(10)
+        assert fork_trainer.stop() == -signal.SIGKILL
         steps_at_kill = len((run / "metrics.jsonl").read_text().splitlines())
         assert steps_at_kill < 30, "the job finished before the kill: the test proves nothing"
         assert client.fine_tuning.jobs.retrieve(job.id).status == "running"
@@ -68,20 +68,13 @@ def test_killed_worker_job_resumes_to_the_uninterrupted_result(tmp_path, tiny_mo
         log = (run / "train.log").read_text()
         assert "resumed from" in log
 
-        # The same config, uninterrupted, in a fresh folder, run the way a worker runs it.
-        import subprocess
-
-        import yaml
-
+        # The same config, uninterrupted, in a fresh folder, run the way a worker runs it
+        # (``tunesmith train config.yaml`` in its own process; forked: no second torch import).
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         cfg["output_dir"] = str(tmp_path / "reference")
         (tmp_path / "reference.yaml").write_text(yaml.safe_dump(cfg))
-        subprocess.run(
-            [sys.executable, "-m", "tunesmith", "train", str(tmp_path / "reference.yaml")],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
+        rc, out = fork_trainer.run(["train", str(tmp_path / "reference.yaml")], tmp_path / "reference.log")
+        assert rc == 0, out
         resumed = load_file(run / "final" / "adapter_model.safetensors")
         reference = load_file(tmp_path / "reference" / "final" / "adapter_model.safetensors")
         assert resumed.keys() == reference.keys()
@@ -94,7 +87,6 @@ def test_killed_worker_job_resumes_to_the_uninterrupted_result(tmp_path, tiny_mo
         ]
         assert len(losses) == 30 and losses == pytest.approx(ref_losses, abs=1e-6)
     finally:
-        if first is not None and first.poll() is None:
-            first.terminate()
-            first.wait(15)
+        if first is not None:
+            fork_trainer.stop()  # the worker, when the test failed before killing it
         svc.close()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -29,7 +28,7 @@ def _metrics(run: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
-def test_killed_worker_rft_job_resumes_to_the_uninterrupted_result(tmp_path, tiny_model_dir):
+def test_killed_worker_rft_job_resumes_to_the_uninterrupted_result(tmp_path, tiny_model_dir, fork_trainer):
     svc = Service(
         tmp_path,
         {"tiny": tiny_model_dir},
@@ -58,13 +57,12 @@ def test_killed_worker_rft_job_resumes_to_the_uninterrupted_result(tmp_path, tin
             method=rft_method(n_epochs=3, batch_size=4, eval_interval=6, learning_rate_multiplier=50),
         )
         run = svc.settings.run_dir(job.id)
-        first = svc.worker_process()
+        first = fork_trainer.start(svc.worker_argv(), tmp_path / "worker.log")  # a real process
         # Kill as soon as the first checkpoint (step 6 of 18) is committed.
         wait_for(
             lambda: (run / "checkpoints" / "step-000006" / "COMMITTED").is_file(), 240, 0.01, "checkpoint 6"
         )
-        first.send_signal(signal.SIGKILL)
-        first.wait(10)
+        assert fork_trainer.stop() == -signal.SIGKILL
         assert len(_metrics(run)) < 19, "the job finished before the kill: the test proves nothing"
 
         svc.start_worker()
@@ -75,16 +73,13 @@ def test_killed_worker_rft_job_resumes_to_the_uninterrupted_result(tmp_path, tin
         assert sorted(e.data["step"] for e in events if e.type == "metrics") == list(range(1, 19))
         assert "resumed from" in (run / "train.log").read_text()
 
-        # The same config, uninterrupted, run the way a worker runs it.
+        # The same config, uninterrupted, in a fresh folder, run the way a worker runs it
+        # (``tunesmith train config.yaml`` in its own process; forked: no second torch import).
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         cfg["output_dir"] = str(tmp_path / "reference")
         (tmp_path / "reference.yaml").write_text(yaml.safe_dump(cfg))
-        subprocess.run(
-            [sys.executable, "-m", "tunesmith", "train", str(tmp_path / "reference.yaml")],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
+        rc, out = fork_trainer.run(["train", str(tmp_path / "reference.yaml")], tmp_path / "reference.log")
+        assert rc == 0, out
         resumed, reference = _metrics(run), _metrics(tmp_path / "reference")
         assert [r["step"] for r in resumed] == list(range(0, 19))
         assert resumed == reference  # every reward, reward std, eval reward, loss and KL, exactly
@@ -97,7 +92,6 @@ def test_killed_worker_rft_job_resumes_to_the_uninterrupted_result(tmp_path, tin
         last = next(e for e in events if e.type == "metrics" and e.data["step"] == 18)
         assert last.data["full_valid_mean_reward"] == reference[-1]["eval_reward"]
     finally:
-        if first is not None and first.poll() is None:
-            first.terminate()
-            first.wait(15)
+        if first is not None:
+            fork_trainer.stop()  # the worker, when the test failed before killing it
         svc.close()

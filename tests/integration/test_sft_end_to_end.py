@@ -149,35 +149,18 @@ def test_every_model_family_trains(arch, tiny_tokenizer, color_data, tmp_path):
     assert result.history[-1]["eval_loss"] < result.history[0]["eval_loss"]
 
 
-def test_cli_train_with_overrides(tiny_model_dir, color_data, tmp_path):
-    import subprocess
-    import sys
-
+def test_cli_train_with_overrides(tiny_model_dir, color_data, tmp_path, fork_trainer):
+    """``tunesmith train`` as a process (forked from the session's warm ``fork_trainer``): its
+    stdout and stderr as a terminal that is not a tty would show them."""
     cfg_path = tmp_path / "run.yaml"
     cfg_path.write_text(yaml.safe_dump(_cfg(tiny_model_dir, color_data, tmp_path / "cli")))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tunesmith",
-            "train",
-            str(cfg_path),
-            "--set",
-            "train.max_steps=3",
-            "--set",
-            "train.eval_every=0",
-            "--set",
-            "adapter.r=2",
-            "--set",
-            "train.progress=auto",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "trained 3 steps" in proc.stdout
+    overrides = ["train.max_steps=3", "train.eval_every=0", "adapter.r=2", "train.progress=auto"]
+    argv = ["train", str(cfg_path), *(arg for item in overrides for arg in ("--set", item))]
+    rc, stdout = fork_trainer.run(argv, tmp_path / "stdout.txt", err=tmp_path / "stderr.txt")
+    stderr = (tmp_path / "stderr.txt").read_text()
+    assert rc == 0, stderr
+    assert "trained 3 steps" in stdout
     resolved = yaml.safe_load((tmp_path / "cli" / "config.resolved.yaml").read_text())
     assert resolved["train"]["max_steps"] == 3 and resolved["adapter"]["r"] == 2
-    assert "step 3/3" in proc.stderr  # plain log lines when not a terminal
-    assert "Loading weights" not in proc.stderr and "Warning" not in proc.stderr  # no third-party noise
+    assert "step 3/3" in stderr  # plain log lines when not a terminal
+    assert "Loading weights" not in stderr and "Warning" not in stderr  # no third-party noise

@@ -12,7 +12,7 @@ then, by a second draw, tear the newest checkpoint (or leave a written-but-uncom
 beside it), resume, and check that the resume picked the newest intact checkpoint and that
 the metrics equal the uninterrupted run's. ``TUNESMITH_CRASH_POINTS`` sets the number of
 points (default 20) and ``TUNESMITH_CRASH_SEED`` the seed; the test prints where each kill
-landed. The runs are forked from one warm interpreter (``resume_harness.ForkTrainer``), so
+landed. The runs are forked from one warm interpreter (the session's ``fork_trainer``), so
 each costs under a second instead of a fresh torch import.
 """
 
@@ -39,7 +39,7 @@ SEED = int(os.environ.get("TUNESMITH_CRASH_SEED", "20240607"))
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, tiny_tokenizer):
+def setup(tmp_path_factory, tiny_tokenizer, fork_trainer):
     """(fork server, a function writing the run config for an output dir, reference rows)."""
     root = tmp_path_factory.mktemp("integrity")
     model = root / "model"
@@ -80,13 +80,9 @@ def setup(tmp_path_factory, tiny_tokenizer):
         path.write_text(yaml.safe_dump(cfg))
         return path
 
-    server = ForkTrainer(["train", str(config("warm"))], root / "warm.log")
-    try:
-        rc, out = server.run(["train", str(config("ref"))], root / "ref.log")
-        assert rc == 0, out
-        yield server, config, metric_rows(root / "ref")
-    finally:
-        server.close()
+    rc, out = fork_trainer.run(["train", str(config("ref"))], root / "ref.log")
+    assert rc == 0, out
+    return fork_trainer, config, metric_rows(root / "ref")
 
 
 # -- damage -------------------------------------------------------------------------------------
@@ -120,14 +116,11 @@ def kill_when(server: ForkTrainer, config: Path, log: Path, ready, delay_s: floa
     ``delay_s`` after it holds; the exit code (-9 when killed, 0 when the run finished first)."""
     pid = server.start(["train", str(config)], log)
     deadline = time.monotonic() + 120
-    while not ready(_text(log)) and _alive(pid) and time.monotonic() < deadline:
+    while not ready(_text(log)) and server.alive(pid) and time.monotonic() < deadline:
         time.sleep(0.0005)
     if delay_s:
         time.sleep(delay_s)
-    try:
-        os.kill(pid, signal.SIGKILL)  # our own child, by pid
-    except ProcessLookupError:
-        pass  # it finished first
+    server.kill(pid)  # a no-op when it finished first
     return server.wait()
 
 
@@ -136,15 +129,6 @@ def _text(path: Path) -> str:
         return path.read_text()
     except FileNotFoundError:
         return ""
-
-
-def _alive(pid: int) -> bool:
-    """The fork server reaps its child as soon as it ends, so a dead child's pid is gone."""
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
 
 
 # -- regression ---------------------------------------------------------------------------------

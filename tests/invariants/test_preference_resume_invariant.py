@@ -10,7 +10,7 @@ from resume_harness import assert_resume_matches
 
 
 @pytest.mark.parametrize("adapter", ["lora", "none"])
-def test_dpo_sigkill_then_resume_matches_uninterrupted(tmp_path, tiny_tokenizer, adapter):
+def test_dpo_sigkill_then_resume_matches_uninterrupted(tmp_path, tiny_tokenizer, fork_trainer, adapter):
     model = tmp_path / "model"
     factory.build_model(
         model,
@@ -40,4 +40,4 @@ def test_dpo_sigkill_then_resume_matches_uninterrupted(tmp_path, tiny_tokenizer,
             "progress": "lines",
         },
     }
-    assert_resume_matches(tmp_path, cfg, 4, 8)
+    assert_resume_matches(fork_trainer, tmp_path, cfg, 4, 8)

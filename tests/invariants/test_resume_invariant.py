@@ -24,7 +24,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_sigkill_then_resume_matches_uninterrupted(tmp_path, tiny_tokenizer, case):
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path, tiny_tokenizer, fork_trainer, case):
     adapter, steps, eval_every, kill_after = case
     model = tmp_path / "model"
     factory.build_model(
@@ -53,4 +53,4 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, tiny_tokenizer, cas
             "progress": "lines",
         },
     }
-    assert_resume_matches(tmp_path, cfg, kill_after, steps)
+    assert_resume_matches(fork_trainer, tmp_path, cfg, kill_after, steps)

@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -111,9 +110,10 @@ def _node_llama_cpp_result(proc) -> dict:
 
 
 @pytest.fixture(scope="module")
-def exports(smollm2_lora_run, tmp_path_factory) -> dict[str, dict]:
+def exports(smollm2_lora_run, tmp_path_factory, fork_trainer) -> dict[str, dict]:
     """``tunesmith export RUN --format gguf --quant Q`` for f16 and q8_0 (q8_0 in a second process,
-    at the same time): ``{quant: {"report", "gguf", "modelfile"}}``."""
+    forked from the warm ``fork_trainer``, at the same time): ``{quant: {"report", "gguf",
+    "modelfile"}}``."""
     from tunesmith.cli import main as cli_main
 
     out = tmp_path_factory.mktemp("smollm2-gguf")
@@ -121,17 +121,12 @@ def exports(smollm2_lora_run, tmp_path_factory) -> dict[str, dict]:
         q: ["export", str(smollm2_lora_run), "--format", "gguf", "--quant", q, "--out", str(out / q)]
         for q in QUANTS
     }
-    other = subprocess.Popen(
-        [sys.executable, "-m", "tunesmith", *args["q8_0"]],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    fork_trainer.start(args["q8_0"], out / "q8_0.log")
     try:
         assert cli_main(args["f16"]) == 0
     finally:
-        log, _ = other.communicate(timeout=600)
-    assert other.returncode == 0, log[-3000:]
+        rc = fork_trainer.wait()
+    assert rc == 0, (out / "q8_0.log").read_text()[-3000:]
     result = {}
     for q in QUANTS:
         report = json.loads((out / q / "export_report.json").read_text())

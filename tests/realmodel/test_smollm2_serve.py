@@ -6,9 +6,8 @@ base's answer."""
 from __future__ import annotations
 
 import http.client
+import signal
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
@@ -39,49 +38,24 @@ def _ready(port: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def served(smollm2_gguf, smollm2_lora_run, tmp_path_factory):
-    """(base URL, log file) of one ``tunesmith serve`` process, stopped after the module."""
+def served(smollm2_gguf, smollm2_lora_run, tmp_path_factory, fork_trainer):
+    """(base URL, log file) of one ``tunesmith serve`` process (forked from the warm
+    ``fork_trainer``: a real server process without a second torch import), stopped with
+    SIGTERM after the module."""
     port = _free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    with open(log, "wb") as sink:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tunesmith",
-                "serve",
-                "--model",
-                str(smollm2_gguf),
-                "--adapter",
-                f"zephyr={smollm2_lora_run}",
-                "--port",
-                str(port),
-                "--api-key",
-                KEY,
-                "--max-batch",
-                "2",
-                "--log-level",
-                "warning",
-            ],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
+    argv = ["serve", "--model", str(smollm2_gguf), "--adapter", f"zephyr={smollm2_lora_run}"]
+    argv += ["--port", str(port), "--api-key", KEY, "--max-batch", "2", "--log-level", "warning"]
+    pid = fork_trainer.start(argv, log)
     try:
         deadline = time.monotonic() + 180
         while not _ready(port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(
-                    f"tunesmith serve did not come up (exit {proc.poll()}):\n{log.read_text()[-3000:]}"
-                )
+            if not fork_trainer.alive(pid) or time.monotonic() > deadline:
+                pytest.fail(f"tunesmith serve did not come up:\n{log.read_text()[-3000:]}")
             time.sleep(0.25)
         yield f"http://127.0.0.1:{port}/v1", log
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        fork_trainer.stop(signal.SIGTERM)
 
 
 def test_openai_sdk_chat_through_the_adapter(served, smollm2_gguf):
