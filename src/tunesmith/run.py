@@ -25,6 +25,7 @@ from .engine.runtime import seed_everything
 from .hashing import update_with_file
 from .models.device import resolve_device, resolve_dtype
 from .models.memory import estimate_line, return_freed_memory
+from .quiet import quiet_third_party
 
 log = logging.getLogger("tunesmith")
 
@@ -47,20 +48,6 @@ def setup_logging(out_dir: Path | None = None, main: bool = True) -> None:
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         fh._tunesmith_file = True
         log.addHandler(fh)
-
-
-def quiet_third_party() -> None:
-    """Silence progress bars and deprecation chatter from transformers / PEFT in our output."""
-    import warnings
-
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-    except ImportError:  # pragma: no cover
-        pass
 
 
 def _fingerprint(paths: list[str]) -> str:

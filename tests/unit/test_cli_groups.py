@@ -41,3 +41,23 @@ def test_every_group_module_registers_its_commands():
         "eval",
     } <= commands
     assert {"serve", "export", "merge", "server", "worker", "reward", "openai"} <= commands
+
+
+def test_help_and_data_check_do_not_import_torch(tmp_path):
+    """Commands that load no model start without importing torch or transformers (seconds)."""
+    import subprocess
+    import sys
+
+    rows = tmp_path / "chats.jsonl"
+    line = '{"messages":[{"role":"user","content":"hi %d"},{"role":"assistant","content":"hello"}]}\n'
+    rows.write_text("".join(line % i for i in range(12)), encoding="utf-8")
+    probe = (
+        "import sys, contextlib, io\n"
+        "from tunesmith.cli import main\n"
+        "for argv in (['--help'], ['data', 'check', sys.argv[1]]):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "        main(argv)\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe, str(rows)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr

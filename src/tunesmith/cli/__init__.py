@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command != "config":
-        from ..run import quiet_third_party
+        from ..quiet import quiet_third_party
 
         quiet_third_party()
     try:
