@@ -17,16 +17,12 @@ sandbox process, one judge call): :func:`grade_replies`, metrics ``grader:<name>
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 import re
 import string
-import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .. import jsontext
@@ -124,31 +120,14 @@ def load_user_scorer(spec: str) -> Callable[[str, dict], float]:
     a number in [0, 1]. The module is the operator's own code named on the command line; a bare
     module name is imported with the current directory on ``sys.path``.
     """
-    module_name, sep, func_name = spec.rpartition(":")
-    if not sep or not module_name or not func_name:
+    from ..usercode import UserCodeError, load_function, split_reference
+
+    if split_reference(spec) is None:
         raise ConfigError(f"scorer '{spec}' must look like module:function or file.py:function")
     try:
-        if module_name.endswith(".py"):
-            path = Path(module_name)
-            if not path.is_file():
-                raise ConfigError(f"scorer file not found: {module_name}")
-            loader_spec = importlib.util.spec_from_file_location(f"tunesmith_scorer_{path.stem}", path)
-            module = importlib.util.module_from_spec(loader_spec)
-            loader_spec.loader.exec_module(module)
-        else:
-            if "" not in sys.path and str(Path.cwd()) not in sys.path:
-                sys.path.insert(0, str(Path.cwd()))
-            module = importlib.import_module(module_name)
-    except ConfigError:
-        raise
-    except Exception as exc:  # the user's module failed to import: say which and why
-        raise ConfigError(
-            f"scorer '{spec}': could not load {module_name}: {type(exc).__name__}: {exc}"
-        ) from None
-    func = getattr(module, func_name, None)
-    if not callable(func):
-        raise ConfigError(f"scorer '{spec}': {module_name} has no function '{func_name}'")
-    return func
+        return load_function(spec, cwd_on_path=True)
+    except UserCodeError as exc:
+        raise ConfigError(f"scorer '{spec}': {exc}") from None
 
 
 def call_user_scorer(name: str, func: Callable, prediction: str, example: dict) -> float:

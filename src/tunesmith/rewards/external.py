@@ -6,12 +6,7 @@ data can choose code or a model to load.
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
 import inspect
-import sys
-from pathlib import Path
 
 from ..errors import ConfigError, TunesmithError
 from . import Sample
@@ -19,42 +14,12 @@ from . import Sample
 
 def load_callable(ref: str, where: str):
     """Import ``package.module:function`` or ``path/to/file.py:function``; ConfigError if that fails."""
-    module_ref, sep, name = ref.rpartition(":")
-    if not sep or not module_ref or not name.isidentifier():
-        raise ConfigError(
-            f"config: '{where}.function' = {ref!r} must look like "
-            "'package.module:function' or 'path/to/file.py:function'"
-        )
+    from ..usercode import UserCodeError, load_function
+
     try:
-        if module_ref.endswith(".py"):
-            path = Path(module_ref)
-            if not path.is_file():
-                raise ConfigError(f"config: '{where}.function': file not found: {module_ref}")
-            # A private module name per file, so two reward files called rewards.py don't collide.
-            digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
-            mod_name = f"_tunesmith_reward_{path.stem}_{digest}"
-            module = sys.modules.get(mod_name)
-            if module is None:
-                spec = importlib.util.spec_from_file_location(mod_name, path)
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[mod_name] = module
-                try:
-                    spec.loader.exec_module(module)
-                except BaseException:
-                    del sys.modules[mod_name]
-                    raise
-        else:
-            module = importlib.import_module(module_ref)
-    except ConfigError:
-        raise
-    except Exception as exc:
-        raise ConfigError(
-            f"config: '{where}.function': could not import {module_ref}: {type(exc).__name__}: {exc}"
-        ) from None
-    fn = getattr(module, name, None)
-    if not callable(fn):
-        raise ConfigError(f"config: '{where}.function': {module_ref} has no function '{name}'")
-    return fn
+        return load_function(ref)
+    except UserCodeError as exc:
+        raise ConfigError(f"config: '{where}.function': {exc}") from None
 
 
 def python_function(spec, where: str):

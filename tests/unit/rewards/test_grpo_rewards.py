@@ -97,7 +97,7 @@ def test_python_callable_gets_prompt_completion_and_fields(tmp_path, monkeypatch
         build_rewards([Spec(type="python", function=f"{path}:nope")], max_new_tokens=8)
     with pytest.raises(ConfigError, match="file not found"):
         build_rewards([Spec(type="python", function=f"{tmp_path}/absent.py:f")], max_new_tokens=8)
-    with pytest.raises(ConfigError, match="could not import"):
+    with pytest.raises(ConfigError, match="could not load"):
         build_rewards([Spec(type="python", function="tunesmith_no_such_module:f")], max_new_tokens=8)
     with pytest.raises(ConfigError, match="must look like"):
         build_rewards([Spec(type="python", function="no_colon")], max_new_tokens=8)
