@@ -68,6 +68,10 @@ def _settings(args):
         kwargs["poll_interval"] = args.poll
     if getattr(args, "adapter", None):
         kwargs["adapter"] = args.adapter
+    if getattr(args, "threads", None) is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+        kwargs["threads"] = args.threads
     if getattr(args, "set", None):
         for item in args.set:
             if "=" not in item or item.split(".", 1)[0] not in ("train", "adapter", "grpo"):
@@ -85,8 +89,10 @@ def _cmd_server(args) -> int:
     import uvicorn
 
     from ..jobs.app import create_app
+    from ..threads import service_split, use_threads
 
     settings = _settings(args)
+    use_threads(settings.threads or service_split()[1])  # inference's share, before torch loads
     if not settings.base_models:
         print("warning: no --base-model given; every job will be refused")
     print(
@@ -136,6 +142,20 @@ def _cmd_worker(args) -> int:
     return 0
 
 
+def _threads_argument(p, what: str, share: int) -> None:
+    from ..threads import available_cores, service_split
+
+    cores = available_cores()
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help=f"compute threads of {what}; default {service_split(cores)[share]} of this machine's "
+        f"{cores} cores (a quarter serves, the rest trains: a worker and a server share the "
+        "machine without oversubscribing it; docs/service.md)",
+    )
+
+
 def add_server_commands(sub) -> None:
     p = sub.add_parser(
         "server",
@@ -146,6 +166,7 @@ def add_server_commands(sub) -> None:
     add_listen_arguments(p)
     p.add_argument("--max-upload-mb", type=float, default=512.0, help="largest accepted upload (MB)")
     p.add_argument("--log-level", default="info")
+    _threads_argument(p, "inference (generation by fine-tuned models)", 1)
     p.set_defaults(func=_cmd_server, server_command=None)
     keys = p.add_subparsers(dest="server_command")
     k = keys.add_parser("keys", help="manage API keys")
@@ -165,6 +186,7 @@ def add_server_commands(sub) -> None:
     _common(w)
     w.add_argument("--poll", type=float, default=0.5, help="heartbeat / progress interval in seconds")
     w.add_argument("--adapter", choices=["lora", "dora", "none"], default="lora")
+    _threads_argument(w, "each training run", 0)
     w.add_argument(
         "--set",
         action="append",

@@ -44,6 +44,9 @@ class Settings:
     """Judge models of score_model / label_model graders: grader ``model`` name -> local model."""
     grader_sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     """Isolation and limits of python graders (``graders/run`` and the create-time check)."""
+    threads: int | None = None
+    """Compute threads of this process's share of the cores: a worker's training runs, or a
+    server's inference (``tunesmith.threads.service_split`` decides when None)."""
 
     @property
     def files_dir(self) -> Path:

@@ -35,6 +35,7 @@ import threading
 import time
 from pathlib import Path
 
+from ..threads import service_split, thread_env
 from . import ids, translate
 from .objects import base_name, job_model_id
 from .progress import RunTail, progress_for
@@ -63,6 +64,15 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{ids.random_id('', 6)}"
         self.stop_event = threading.Event()
         self._next_sweep = 0.0  # monotonic time of the next expired-file sweep
+        self.threads = settings.threads or service_split()[0]
+        """Compute threads of each training run: the training share of this machine's cores."""
+
+    def training_env(self) -> dict[str, str]:
+        """The environment of a training run: unbuffered output, no hub access, and its compute
+        threads capped at the worker's share of the cores (:mod:`tunesmith.threads`)."""
+        env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
+        env.update(thread_env(self.threads))
+        return env
 
     # -- the loop -------------------------------------------------------------------------------------
     def run(self, once: bool = False) -> int:
@@ -272,7 +282,7 @@ class Worker:
             return
         attempt = job["attempts"]
         logf = open(run / f"worker-attempt-{attempt}.log", "wb")
-        env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
+        env = self.training_env()
         proc = subprocess.Popen(
             [sys.executable, "-m", "tunesmith", "train", str(config)],
             stdout=logf,
