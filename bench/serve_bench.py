@@ -127,7 +127,17 @@ def bench_hf(model_dir: str, tokens: int) -> dict:
 
 
 @contextlib.contextmanager
-def server_process(args):
+def server_process(
+    model: str,
+    *,
+    model_id: str = "bench",
+    api_key: str = "bench",
+    threads: int | None = None,
+    env: dict | None = None,
+    extra: tuple[str, ...] = (),
+):
+    """``tunesmith serve`` in a child process on a free loopback port; yields its ``/v1`` URL.
+    ``env``: the child's environment (default: this one), with this checkout's ``src`` on the path."""
     import socket
     import subprocess
     import urllib.request
@@ -135,25 +145,11 @@ def server_process(args):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    cmd = [
-        sys.executable,
-        "-m",
-        "tunesmith",
-        "serve",
-        "--model",
-        args.model,
-        "--model-id",
-        args.model_id,
-        "--port",
-        str(port),
-        "--api-key",
-        args.api_key,
-        "--log-level",
-        "warning",
-    ]
-    if args.threads:
-        cmd += ["--threads", str(args.threads)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    cmd = [sys.executable, "-m", "tunesmith", "serve", "--model", str(model), "--model-id", model_id]
+    cmd += ["--port", str(port), "--api-key", api_key, "--log-level", "warning", *extra]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    env = {**(os.environ if env is None else env), "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300
@@ -210,7 +206,9 @@ def main() -> int:
     else:
         # The server runs in its own process (as `tunesmith serve` would), so the benchmark's
         # client threads do not compete with the generation thread for the GIL.
-        with server_process(args) as url:
+        with server_process(
+            args.model, model_id=args.model_id, api_key=args.api_key, threads=args.threads
+        ) as url:
             out.update(bench_server(url, args.model_id, args.tokens, bias, args.api_key))
     if not args.no_peer:
         out.update(bench_hf(args.model, args.tokens))

@@ -21,22 +21,19 @@ The figure of merit is together / alone per side and setting.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "src"))
 
-from serve_bench import PROMPTS, stream_one  # noqa: E402
+from serve_bench import PROMPTS, server_process, stream_one  # noqa: E402
 
 from tunesmith.threads import THREAD_ENV, available_cores, service_split, thread_env  # noqa: E402
 
@@ -88,32 +85,6 @@ def start_training(assets: Path, out: Path, steps: int, threads: int | None) -> 
     return subprocess.Popen(cmd, env=_env(threads), stdout=log, stderr=subprocess.STDOUT)
 
 
-@contextlib.contextmanager
-def server(model: Path, threads: int | None):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "tunesmith", "serve", "--model", str(model), "--model-id", "bench"]
-    cmd += ["--port", str(port), "--api-key", "bench", "--log-level", "warning", "--max-batch", "8"]
-    if threads is not None:
-        cmd += ["--threads", str(threads)]
-    proc = subprocess.Popen(cmd, env=_env(threads), stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the server did not start") from None
-                time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
 def serve_rounds(url: str, tokens: int, keep_going) -> dict:
     """Rounds of 8 concurrent streams while ``keep_going()``; completion tokens/s over them."""
     import openai
@@ -147,7 +118,9 @@ def phase(args, assets: Path, name: str, shares, train: bool, serve: bool) -> di
     result = {}
     proc = start_training(assets, run, steps, shares[0]) if train else None
     if serve:
-        with server(assets / "model", shares[1]) as url:
+        with server_process(
+            assets / "model", threads=shares[1], env=_env(shares[1]), extra=("--max-batch", "8")
+        ) as url:
             if proc is None:
                 t_end = time.monotonic() + args.serve_seconds
                 result["serve"] = serve_rounds(url, tokens, lambda: time.monotonic() < t_end)
