@@ -7,6 +7,7 @@ A run folder (``train.output_dir``, a job's ``RUN``) holds::
                                 ``result`` added when training ends
     metrics.jsonl               one JSON object per optimizer step and per evaluation
     tensorboard/                TensorBoard events (``train.tensorboard``)
+    profile.json                where profiled steps spent their time (``train.profile_steps``)
     checkpoints/step-000050/    one checkpoint per save, ``COMMITTED`` written last
                                 (format: engine.checkpoint, which writes and verifies them)
     final/                      the result: a PEFT adapter folder or a whole model folder
@@ -29,6 +30,7 @@ RESOLVED_CONFIG = "config.resolved.yaml"
 RUN_INFO = "run.json"
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
+PROFILE = "profile.json"
 CHECKPOINT_PREFIX = "step-"
 CHECKPOINT_GLOB = CHECKPOINT_PREFIX + "*"
 MODEL_CONFIG = "config.json"  # a Hugging Face model folder
@@ -91,6 +93,10 @@ class RunDir:
     @property
     def tensorboard(self) -> Path:
         return self.root / TENSORBOARD
+
+    @property
+    def profile(self) -> Path:
+        return self.root / PROFILE
 
     # -- readers ---------------------------------------------------------------------------
     def read_run_info(self) -> dict:

@@ -22,7 +22,8 @@ def _cmd_train(args) -> int:
     from ..run import train
 
     resume = True if args.resume else False if args.no_resume else "auto"
-    result = train(args.config, args.set, resume=resume, process_start=_START)
+    overrides = [*args.set, *([f"train.profile_steps={args.profile}"] if args.profile else [])]
+    result = train(args.config, overrides, resume=resume, process_start=_START)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # rank 0 reports for the job
     summary = f"trained {result.steps} steps"
@@ -80,6 +81,15 @@ def add_train_commands(sub) -> None:
         metavar="N",
         help="train on N processes of this machine (torchrun; one per GPU on CUDA); "
         "needs train.parallel ddp or fsdp. See docs/distributed.md",
+    )
+    p.add_argument(
+        "--profile",
+        type=int,
+        nargs="?",
+        const=3,
+        metavar="N",
+        help="profile steps 2..1+N (default 3): print where a step's time goes and write "
+        "OUTPUT_DIR/profile.json (train.profile_steps)",
     )
     p.set_defaults(func=_cmd_train)
 

@@ -335,6 +335,8 @@ def _validate_rest(config: RunConfig) -> None:
     _validate_train(t)
     if t.max_steps is not None and t.max_steps < 1:
         raise ConfigError(f"config: 'train.max_steps' must be >= 1, got {t.max_steps}")
+    if t.profile_steps < 0:
+        raise ConfigError(f"config: 'train.profile_steps' must be >= 0, got {t.profile_steps}")
     if not 0 <= config.data.eval_fraction < 1:
         raise ConfigError("config: 'data.eval_fraction' must be in [0, 1)")
     if a.type != "none" and (a.r < 1 or a.alpha <= 0):

@@ -143,6 +143,10 @@ class TrainConfig:
     """Supervised positions per LM-head/loss chunk (bounds the logits memory)."""
     tensorboard: bool = False
     """Also log to OUTPUT_DIR/tensorboard when the tensorboard package is installed."""
+    profile_steps: int = 0
+    """Profile optimizer steps 2 .. 1 + N (``tunesmith train --profile N``): where each step's
+    time goes (attention, LoRA, base matmuls, LM head + loss, optimizer, data, overhead),
+    printed and written to OUTPUT_DIR/profile.json. 0: off."""
     progress: Literal["auto", "bar", "lines", "none"] = "auto"
     """auto: a live bar on a terminal, plain log lines otherwise."""
     parallel: Literal["none", "ddp", "fsdp"] = "none"

@@ -13,6 +13,7 @@ needs only the step number — plus weights, optimizer, scheduler and RNG states
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -26,12 +27,14 @@ from .. import rundir
 from ..config import TrainConfig
 from ..data.pack import micro_batches
 from ..models.adapters import trainable_state_dict
+from ..models.forward import profile_scope
 from . import checkpoint as ckpt
 from . import distributed
 from .distributed import DistContext
 from .metrics import MetricsFile, Progress, TensorBoardSink
 from .optimizers import make_optimizer
 from .parts import MethodParts
+from .profile import StepProfiler, format_report
 from .runtime import autocast
 from .schedule import lr_multiplier
 
@@ -127,6 +130,12 @@ class Trainer:
         self._epoch_cache: dict[int, list[list[int]]] = {}
         # (model, step) -> extra eval metrics, e.g. generation metrics (tunesmith.eval.training)
         self.eval_hook: Callable | None = None
+        # train.profile_steps: where steps 2 .. 1 + N spend their time (engine/profile.py)
+        self.profiler = (
+            StepProfiler(model, cfg.profile_steps, rundir.RunDir(out_dir).profile)
+            if cfg.profile_steps and self.dist.is_main
+            else None
+        )
 
     # -- data stream ------------------------------------------------------------------------
     def _micro_batch(self, g: int) -> list[int]:
@@ -167,7 +176,8 @@ class Trainer:
         collectives): a rank with fewer passes repeats its last one with zero weight."""
         ctx = self.dist
         self.runner.train()
-        batches = [b.to(self.device) for b in self.window(step)]
+        with profile_scope("data"):
+            batches = [b.to(self.device) for b in self.window(step)]
         n_total, most = distributed.window_totals(
             ctx, self.device, sum(self.batch_tokens(b) for b in batches), len(batches)
         )
@@ -194,15 +204,18 @@ class Trainer:
         acc = self.accumulate(step)
         loss_sum, n_total, tokens = acc["loss_sum"], acc["n"], acc["tokens"]
         grad_norm = None
-        if self.cfg.max_grad_norm is not None:
-            # Under FSDP the norm is a DTensor reduced over the shards of every rank.
-            grad_norm = float(
-                distributed.full_tensor(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm))
-            )
-        lr = self.scheduler.get_last_lr()[0]
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        with profile_scope("optimizer"):
+            if self.cfg.max_grad_norm is not None:
+                # Under FSDP the norm is a DTensor reduced over the shards of every rank.
+                grad_norm = float(
+                    distributed.full_tensor(
+                        torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+                    )
+                )
+            lr = self.scheduler.get_last_lr()[0]
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
         dt = time.perf_counter() - t0
         epoch = (step + 1) * self.micro_per_step / (self.n_micro * self.batch_reuse)
         row = {
@@ -347,7 +360,11 @@ class Trainer:
             progress.note(f"step 0: {_eval_text(baseline)}")
         try:
             for step in range(start, self.total_steps):
-                row = self.train_step(step)
+                with self.profiler.step(step + 1) if self.profiler else contextlib.nullcontext():
+                    row = self.train_step(step)
+                if self.profiler and self.profiler.result and not self.profiler.reported:
+                    self.profiler.reported = True
+                    progress.note(format_report(self.profiler.result))
                 if first_step_s is None and process_start is not None:
                     first_step_s = time.time() - process_start
                 done = row["step"]

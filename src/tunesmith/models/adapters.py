@@ -59,6 +59,11 @@ def attach_adapter(model: nn.Module, cfg: AdapterConfig) -> nn.Module:
         # SEQ_CLS makes PEFT train and save the reward head (``score``) in full.
         task_type="SEQ_CLS" if is_sequence_classifier(model) else "CAUSAL_LM",
     )
+    if not any(isinstance(m, nn.Linear) and type(m) is not nn.Linear for m in model.modules()):
+        # Plain linears only (no quantised subclass): PEFT builds tunesmith's fused LoRA layer.
+        from .lora_linear import register_fused
+
+        register_fused(lora)
     model = get_peft_model(model, lora)
     if cfg.init_from is not None:
         load_init_adapter(model, cfg.init_from, targets)

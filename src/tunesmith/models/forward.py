@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.autograd.profiler import record_function
 
 from ..data.collate import Batch
 from ..losses import linear_cross_entropy
 from ..losses.head import LogitTransform
 from .adapters import unwrap
+
+# Profiler scopes that ``tunesmith train --profile`` (engine/profile.py) attributes time to.
+PROFILE_PREFIX = "tunesmith:"
+
+
+def profile_scope(category: str):
+    """A named profiler scope (a few µs when no profiler runs)."""
+    return record_function(PROFILE_PREFIX + category)
 
 
 def output_head(model: nn.Module) -> tuple[nn.Module, LogitTransform]:
@@ -64,5 +73,6 @@ def head_loss(model: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, chu
 def token_loss(model: nn.Module, batch: Batch, chunk_size: int = 1024):
     """(summed loss over the batch's target tokens, metrics) for SFT / pretraining."""
     hidden = decoder_hidden_states(model, batch)[0]
-    selected = hidden.index_select(0, batch.target_positions)
-    return head_loss(model, selected, batch.target_ids, chunk_size)
+    with profile_scope("lm_head_loss"):
+        selected = hidden.index_select(0, batch.target_positions)
+        return head_loss(model, selected, batch.target_ids, chunk_size)

@@ -7,7 +7,7 @@ from torch import nn
 
 from ..data.pair_collate import PairBatch
 from ..losses.logprobs import linear_token_logprobs, sequence_sums
-from .forward import decoder_hidden_states, output_head
+from .forward import decoder_hidden_states, output_head, profile_scope
 
 
 def pair_hidden(model: nn.Module, batch: PairBatch) -> torch.Tensor:
@@ -39,9 +39,10 @@ def token_logprobs(
 def sequence_logps(model: nn.Module, batch: PairBatch, chunk_size: int = 1024) -> torch.Tensor:
     """Summed log-probabilities ``[2n]`` of every answer (``2i`` first, ``2i+1`` second)."""
     hidden = pair_hidden(model, batch)
-    selected = hidden.index_select(0, batch.target_positions)
-    per_token = token_logprobs(model, selected, batch.target_ids, chunk_size)
-    return sequence_sums(per_token, batch.target_seq, 2 * batch.n_items)
+    with profile_scope("lm_head_loss"):
+        selected = hidden.index_select(0, batch.target_positions)
+        per_token = token_logprobs(model, selected, batch.target_ids, chunk_size)
+        return sequence_sums(per_token, batch.target_seq, 2 * batch.n_items)
 
 
 @torch.no_grad()
