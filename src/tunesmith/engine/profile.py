@@ -146,11 +146,16 @@ def attribute(events) -> dict:
 
     Returns ``{"steps": n, "wall_s": Σ step wall, "seconds": {cat: s}, "flops": {cat: n}}``.
     """
-    events = list(events)
+    events = sorted(events, key=lambda e: e.time_range.start)
+    # An operator records the sequence number the next autograd node will get, whether or not
+    # it creates one; the last one (in time) to record a number is the node's creator.
     forward_category: dict[int, str] = {}
     for e in events:
-        if e.sequence_nr >= 0 and _is_operator(e.name) and _backward_node(e) is None:
-            forward_category.setdefault(e.sequence_nr, _scope_category(e) or "other")
+        # (custom autograd functions record under their own name, not as an aten operator)
+        if e.sequence_nr < 0 or e.name.startswith((PREFIX, _BACKWARD)):
+            continue
+        if _backward_node(e) is None:
+            forward_category[e.sequence_nr] = _scope_category(e) or "other"
     seconds: dict[str, float] = defaultdict(float)
     flops: dict[str, float] = defaultdict(float)
     wall, steps = 0.0, 0
