@@ -126,6 +126,7 @@ def varlen_attention_forward(
     out = varlen_kernels.attend(query, key, value, bounds, tunesmith_branches, scale, softcap, window, p)
     if out is not None:  # one varlen kernel for the whole batch (CUDA; see varlen_kernels)
         return out, None
+    varlen_kernels.note_ran("loop", query)
     groups = query.shape[1] // key.shape[1]
     key, value = _repeat_kv(key, groups), _repeat_kv(value, groups)
     if not tunesmith_branches and bounds[0] == 0 and bounds[-1] == query.shape[2]:

@@ -72,7 +72,8 @@ def flash_available() -> bool:
 
 
 def kernels_ran() -> list[str]:
-    """``kernel@device`` for every packed-attention kernel that ran in this process."""
+    """``kernel@device`` for every packed-attention kernel (``loop`` included) that ran in this
+    process, e.g. ``["flex@cuda"]``."""
     return sorted(_ran)
 
 
@@ -234,11 +235,16 @@ def packed_attention(kernel, query, key, value, bounds, branches, scale, softcap
         out = _nested(query, key, value, layout, scale, softcap, window, dropout, bool(branches))
     else:
         raise KernelError(f"no packed kernel {kernel!r} (flash, flex or nested)")
+    note_ran(kernel, query)
+    return out
+
+
+def note_ran(kernel: str, query) -> None:
+    """Record that ``kernel`` attended a packed batch on ``query``'s device (:func:`kernels_ran`)."""
     ran = f"{kernel}@{query.device.type}"
     if ran not in _ran:
         _ran.add(ran)
-        log.debug("packed attention: %s kernel ran on %s (%s)", kernel, query.device.type, dtype)
-    return out
+        log.debug("packed attention: %s kernel ran on %s (%s)", kernel, query.device.type, query.dtype)
 
 
 def _common_dtype(query) -> torch.dtype:
@@ -257,9 +263,12 @@ def _common_dtype(query) -> torch.dtype:
 
 @functools.lru_cache(maxsize=1)
 def _compiled_flex():
+    """FlexAttention compiled once for every batch length: packed batches differ in length from
+    step to step, and a kernel specialised per length would recompile (seconds each) at every
+    new length until dynamo's cache limit, then drop to the eager T x T path."""
     from torch.nn.attention.flex_attention import flex_attention
 
-    return torch.compile(flex_attention)
+    return torch.compile(flex_attention, dynamic=True)
 
 
 @functools.lru_cache(maxsize=8)

@@ -165,7 +165,7 @@ def test_model_forward_with_flex_equals_loop(arch, tmp_path):
             got, _ = token_loss(model, batch, chunk_size=64)
         finally:
             register(kernel="auto")
-    assert "flex@cpu" in varlen_kernels.kernels_ran()
+    assert {"flex@cpu", "loop@cpu"} <= set(varlen_kernels.kernels_ran())
     assert abs(got.item() - want.item()) <= 1e-5 * abs(want.item())
 
 
