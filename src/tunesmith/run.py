@@ -153,6 +153,7 @@ def build_model(cfg: RunConfig, facts: RunFacts, method, rt: Runtime) -> tuple[t
     from .models.attention import register as register_attention
     from .models.load import load_causal_lm
     from .models.quantize import dtype_name, prepare_for_training, quant_spec
+    from .models.varlen_kernels import kernel_for
 
     # FSDP loads on the CPU and fully_shard moves each rank's shards to its GPU, so no GPU ever
     # holds the whole model.
@@ -173,7 +174,13 @@ def build_model(cfg: RunConfig, facts: RunFacts, method, rt: Runtime) -> tuple[t
             )
             facts = replace(facts, quant_bits=quant.bits, quant_compute_dtype=dtype_name(quant.compute_dtype))
     if cfg.model.attn_implementation == "auto":
-        model.set_attn_implementation(register_attention())
+        model.set_attn_implementation(register_attention(kernel=cfg.model.attention_kernel))
+        log.info(
+            "packed attention kernel on %s: %s (model.attention_kernel: %s)",
+            rt.device.type,
+            kernel_for(rt.device, half=rt.dtype in ("bf16", "fp16")),
+            cfg.model.attention_kernel,
+        )
     elif cfg.model.attn_implementation != "sdpa":
         model.set_attn_implementation(cfg.model.attn_implementation)
     if cfg.train.gradient_checkpointing:

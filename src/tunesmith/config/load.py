@@ -351,6 +351,12 @@ def _validate_rest(config: RunConfig) -> None:
     if a.init_from is not None:
         _validate_init_from(a)
     _validate_quantization(config)
+    if config.model.attention_kernel != "auto" and config.model.attn_implementation != "auto":
+        raise ConfigError(
+            f"config: 'model.attention_kernel: {config.model.attention_kernel}' picks the kernel of "
+            "tunesmith's varlen attention, which needs model.attn_implementation: auto "
+            f"(got {config.model.attn_implementation!r})"
+        )
     if t.eval_generate < 0:
         raise ConfigError(f"config: 'train.eval_generate' must be >= 0, got {t.eval_generate}")
     if t.eval_generate and config.method != "sft":

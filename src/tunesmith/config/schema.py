@@ -27,6 +27,11 @@ class ModelConfig:
     """A ``.jinja`` file replacing the tokenizer's chat template (saved with the result)."""
     attn_implementation: str = "auto"
     """auto (tunesmith's padding-free varlen attention for training) | sdpa | eager."""
+    attention_kernel: Literal["auto", "loop", "flex", "flash", "nested"] = "auto"
+    """The kernel of tunesmith's varlen attention. auto: the per-example loop on CPU (the exact
+    reference); on CUDA one kernel for the whole packed batch — FlashAttention varlen if the
+    flash_attn package is installed, else FlexAttention (compiled), else nested-tensor SDPA
+    (plain segments). loop | flex | flash | nested force one (docs/training.md, "Attention")."""
     trust_remote_code: bool = False
     """Never enabled implicitly; only from the operator's own config file."""
     load_in_4bit: bool = False

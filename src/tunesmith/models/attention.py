@@ -11,6 +11,10 @@ to the stock SDPA / eager functions.
 Soft-capped attention (Gemma 2) and sliding windows shorter than a segment take an exact
 eager path for that segment.
 
+That loop is the CPU path and the exact reference. On CUDA the whole batch goes to one varlen
+kernel instead (FlashAttention varlen, FlexAttention or nested-tensor SDPA; which one:
+``model.attention_kernel``, see :mod:`.varlen_kernels`), with the same semantics.
+
 **Shared prompts** (preference pairs): with the extra keyword ``tunesmith_branches`` — one
 ``(prefix_len, first_len)`` per segment — a segment laid out ``[prompt | answer A | answer B]``
 is attended as the two sequences ``[prompt | A]`` and ``[prompt | B]``: A sees the prompt and
@@ -25,6 +29,8 @@ import contextlib
 
 import torch
 import torch.nn.functional as F
+
+from . import varlen_kernels
 
 NAME = "tunesmith_varlen"
 
@@ -113,11 +119,16 @@ def varlen_attention_forward(
             sliding_window=sliding_window,
             **kwargs,
         )
-    groups = query.shape[1] // key.shape[1]
-    key, value = _repeat_kv(key, groups), _repeat_kv(value, groups)
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     p = dropout if module.training else 0.0
     bounds = cu_seq_lens_q.tolist() if torch.is_tensor(cu_seq_lens_q) else list(cu_seq_lens_q)
+    window = sliding_window or None
+    out = varlen_kernels.attend(query, key, value, bounds, tunesmith_branches, scale, softcap, window, p)
+    if out is not None:  # one varlen kernel for the whole batch (CUDA; see varlen_kernels)
+        return out, None
+    varlen_kernels.note_ran("loop", query)
+    groups = query.shape[1] // key.shape[1]
+    key, value = _repeat_kv(key, groups), _repeat_kv(value, groups)
     if not tunesmith_branches and bounds[0] == 0 and bounds[-1] == query.shape[2]:
         # Plain segments: split() views whose backward concatenates the segment gradients,
         # where slicing would zero-fill a full-size gradient per segment and add them up
@@ -174,10 +185,15 @@ def _fallback(module, query, key, value, attention_mask, **kwargs):
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
 
-def register() -> str:
-    """Register the varlen function with transformers (idempotent); returns its name."""
+def register(kernel: str | None = None) -> str:
+    """Register the varlen function with transformers (idempotent); returns its name.
+
+    ``kernel`` (``model.attention_kernel``: auto | loop | flex | flash | nested) selects the
+    packed kernel for the whole process (:mod:`.varlen_kernels`); None keeps the current one."""
     from transformers import AttentionInterface
 
+    if kernel is not None:
+        varlen_kernels.select(kernel)
     AttentionInterface.register(NAME, varlen_attention_forward)
     return NAME
 

@@ -205,7 +205,10 @@ def _trace_attention(
     **kwargs,
 ):
     """tunesmith's varlen attention (models/attention.py) with the flash kernel made explicit,
-    so a meta-device run saves what the CPU / CUDA kernels save (O(T), not T²)."""
+    so a meta-device run saves what the CPU / CUDA kernels save (O(T), not T²). The one-call CUDA
+    kernels (models/varlen_kernels.py) save the same kind of set for plain segments — q, k, v, the
+    output and its log-sum-exp — with grouped-query keys/values unrepeated under FlexAttention and
+    FlashAttention (a little less than traced here), so one trace bounds every kernel."""
     from .attention import _eager_segment, _repeat_kv
 
     groups = query.shape[1] // key.shape[1]
