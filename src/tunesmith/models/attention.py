@@ -127,13 +127,24 @@ def varlen_attention_forward(
     if out is not None:  # one varlen kernel for the whole batch (CUDA; see varlen_kernels)
         return out, None
     varlen_kernels.note_ran("loop", query)
+    plain = not tunesmith_branches and bounds[0] == 0 and bounds[-1] == query.shape[2]
+    sizes = [end - start for start, end in zip(bounds[:-1], bounds[1:])]
+    if plain and softcap is None and not (sliding_window and max(sizes) > sliding_window):
+        # Plain causal segments: split() views whose backward concatenates the segment
+        # gradients (slicing would zero-fill a full-size gradient per segment and add them up:
+        # ~6 % of a SmolLM2 LoRA step); grouped-query heads read the shared K/V directly
+        # (enable_gqa, no repeated copies, bitwise the same); each output is transposed as it
+        # is concatenated, one copy instead of two. ~10 % less attention time on CPU.
+        outs = [
+            F.scaled_dot_product_attention(
+                q, k, v, dropout_p=p, is_causal=True, scale=scale, enable_gqa=True
+            ).transpose(1, 2)
+            for q, k, v in zip(query.split(sizes, dim=2), key.split(sizes, dim=2), value.split(sizes, dim=2))
+        ]
+        return (outs[0].contiguous() if len(outs) == 1 else torch.cat(outs, dim=1)), None
     groups = query.shape[1] // key.shape[1]
     key, value = _repeat_kv(key, groups), _repeat_kv(value, groups)
-    if not tunesmith_branches and bounds[0] == 0 and bounds[-1] == query.shape[2]:
-        # Plain segments: split() views whose backward concatenates the segment gradients,
-        # where slicing would zero-fill a full-size gradient per segment and add them up
-        # (measured: ~6 % of a SmolLM2 LoRA step went to that zero-filling).
-        sizes = [end - start for start, end in zip(bounds[:-1], bounds[1:])]
+    if plain:
         outs = [
             _causal(q, k, v, scale, softcap, sliding_window, p, module.training)
             for q, k, v in zip(query.split(sizes, dim=2), key.split(sizes, dim=2), value.split(sizes, dim=2))
