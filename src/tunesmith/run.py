@@ -151,6 +151,7 @@ def build_model(cfg: RunConfig, facts: RunFacts, method, rt: Runtime) -> tuple[t
     ``facts`` plus what loading it measured (quantisation, linear modules)."""
     from .models.adapters import attach_adapter, linear_module_names
     from .models.attention import register as register_attention
+    from .models.device import frozen_base_dtype, keep_fp32_outside_linears
     from .models.load import load_causal_lm
     from .models.quantize import dtype_name, prepare_for_training, quant_spec
     from .models.varlen_kernels import kernel_for
@@ -162,12 +163,17 @@ def build_model(cfg: RunConfig, facts: RunFacts, method, rt: Runtime) -> tuple[t
     if hasattr(method, "load_model"):  # its own model class (reward: a scalar head); never quantised
         model = method.load_model(resolve(cfg, facts), load_device)
     else:
+        base_dtype = frozen_base_dtype(cfg.adapter.type, rt.dtype, quant is not None)
         model = load_causal_lm(
             cfg.model.path,
+            dtype=base_dtype,
             device=load_device,
             trust_remote_code=cfg.model.trust_remote_code,
             quantization=quant,
         )
+        if base_dtype != torch.float32:
+            keep_fp32_outside_linears(model)
+            log.info("frozen base linear weights stored in %s (autocast computes in it)", rt.dtype)
         if quant is not None:
             log.info(
                 "base model quantised: %d linear layers, %s", prepare_for_training(model), quant.describe()

@@ -26,3 +26,46 @@ def resolve_dtype(name: str, device: torch.device) -> str:
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return "bf16"
     return "fp32"
+
+
+HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def frozen_base_dtype(adapter_type: str, run_dtype: str, quantized: bool = False) -> torch.dtype:
+    """The dtype a base model is loaded in for training.
+
+    With an adapter (LoRA / DoRA) under bf16 / fp16 autocast the base is frozen and autocast
+    casts every linear weight to the half type at each use anyway: storing it so halves the
+    weights' memory, removes a cast per layer per pass, and gives the matmuls the same inputs
+    (:func:`keep_fp32_outside_linears` puts norms, embeddings and the head back in fp32, so the
+    residual stream and the loss stay fp32 as before). Full fine-tuning keeps fp32 weights (the
+    optimizer updates them); quantised and fp32 runs load fp32.
+    """
+    if adapter_type in ("lora", "dora") and run_dtype in HALF and not quantized:
+        return HALF[run_dtype]
+    return torch.float32
+
+
+def keep_fp32_outside_linears(model: torch.nn.Module) -> int:
+    """Cast every parameter and buffer that is not a decoder linear layer's weight or bias back to
+    fp32 (norms, embeddings, the LM head, rotary buffers); returns how many parameters moved.
+
+    Used after loading the base in half precision (:func:`frozen_base_dtype`): from a bf16 /
+    fp16 checkpoint the upcast is exact, so those parts hold exactly what an fp32 load holds."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    linear_params = {
+        id(p)
+        for m in model.modules()
+        if isinstance(m, torch.nn.Linear) and m is not head
+        for p in m.parameters(recurse=False)
+    }
+    moved = 0
+    for p in model.parameters():
+        if id(p) not in linear_params and p.is_floating_point() and p.dtype != torch.float32:
+            p.data = p.data.float()
+            moved += 1
+    for m in model.modules():
+        for name, b in list(m.named_buffers(recurse=False)):
+            if b is not None and b.is_floating_point() and b.dtype != torch.float32:
+                setattr(m, name, b.float())
+    return moved

@@ -10,7 +10,8 @@ The peak, in bytes, is modelled as (one process, one device)::
            + max(grads_held + activations + max(logits, workspace),   # forward / backward
                  grads + optimizer_step)                              # optimizer step
 
-- **weights**: every frozen base parameter — fp32 (4 bytes; tunesmith loads fp32 and autocasts),
+- **weights**: every frozen base parameter — fp32 (4 bytes), except the frozen linear weights
+  of a LoRA / DoRA run under bf16 / fp16 autocast (2 bytes: ``models.device.frozen_base_dtype``),
   or for quantised linear layers the bitsandbytes storage
   (:func:`tunesmith.models.quantize.quantized_weight_bytes`: 4-bit ≈ 0.52 bytes/weight with
   double quantisation).
@@ -205,14 +206,12 @@ def _trace_attention(
     **kwargs,
 ):
     """tunesmith's varlen attention (models/attention.py) with the flash kernel made explicit,
-    so a meta-device run saves what the CPU / CUDA kernels save (O(T), not T²). The one-call CUDA
-    kernels (models/varlen_kernels.py) save the same kind of set for plain segments — q, k, v, the
-    output and its log-sum-exp — with grouped-query keys/values unrepeated under FlexAttention and
-    FlashAttention (a little less than traced here), so one trace bounds every kernel."""
+    so a meta-device run saves what the CPU / CUDA kernels save (O(T), not T²): q, k, v (grouped-
+    query keys / values unrepeated), the output and its log-sum-exp. The one-call CUDA kernels
+    (models/varlen_kernels.py) save the same kind of set for plain segments."""
     from .attention import _eager_segment, _repeat_kv
 
     groups = query.shape[1] // key.shape[1]
-    key, value = _repeat_kv(key, groups), _repeat_kv(value, groups)
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     bounds = cu_seq_lens_q.tolist() if cu_seq_lens_q is not None else [0, query.shape[2]]
     outs = []
@@ -220,13 +219,15 @@ def _trace_attention(
         q, k, v = query[:, :, start:end], key[:, :, start:end], value[:, :, start:end]
         window = sliding_window if sliding_window and end - start > sliding_window else None
         if softcap is not None or window is not None:
-            outs.append(_eager_segment(q, k, v, scale, softcap, window, 0.0, False))
-        else:
+            k, v = _repeat_kv(k, groups), _repeat_kv(v, groups)
+            outs.append(_eager_segment(q, k, v, scale, softcap, window, 0.0, False).transpose(1, 2))
+        else:  # grouped-query keys / values unrepeated, as the CPU loop runs them
             outs.append(
-                torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True, scale=scale)[0]
+                torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True, scale=scale)[
+                    0
+                ].transpose(1, 2)
             )
-    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
-    return out.transpose(1, 2).contiguous(), None
+    return (outs[0].contiguous() if len(outs) == 1 else torch.cat(outs, dim=1)), None
 
 
 def _saved_bytes(model: nn.Module, tokens: int, segment: int, chunk_size: int, vocab: int) -> int:
@@ -341,7 +342,7 @@ def estimate_memory(
     """
     from transformers import AutoConfig
 
-    from .device import resolve_device
+    from .device import frozen_base_dtype, resolve_device, resolve_dtype
     from .load import check_model_dir
 
     folder = check_model_dir(cfg.model.path)  # a GGUF file: its dequantised folder
@@ -368,6 +369,18 @@ def estimate_memory(
     head_params = {id(p) for p in head.parameters()} if head is not None else set()
     seen, trainable, weights, params, trainable_n = set(), [], 0, 0, 0
     quantised_weights = set()
+    # LoRA / DoRA under bf16 / fp16 autocast store the frozen linear weights in the half type
+    # (models.device.frozen_base_dtype); everything else stays fp32.
+    half_linears = frozen_base_dtype(
+        adapter_cfg.type, resolve_dtype(cfg.train.dtype, device), spec is not None
+    )
+    if half_linears != torch.float32:
+        for name, module in model.named_modules():
+            if isinstance(module, nn.Linear) and id(module.weight) not in head_params and "lora_" not in name:
+                for p in module.parameters(recurse=False):
+                    if not p.requires_grad:
+                        quantised_weights.add(id(p))
+                        weights += 2 * p.numel()
     if spec is not None:
         for name, module in model.named_modules():
             if (
