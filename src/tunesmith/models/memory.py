@@ -279,8 +279,16 @@ def activation_bytes(
     chunk_size: int,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[int, int]:
-    """(activations saved in one forward pass, one layer's share) for ``tokens`` tokens."""
+    """(activations saved in one forward pass, one layer's share) for ``tokens`` tokens.
+
+    With ``adapter.top_layers`` only the top blocks carry an adapter; the blocks below them run
+    forward only (nothing below needs a gradient), so they keep no activations: the per-layer
+    share is traced on fully adapted 1- and 2-block models and counted for the adapted blocks."""
     vocab = int(config.vocab_size)
+    n_layers = int(config.num_hidden_layers)
+    adapted = n_layers if full or adapter_cfg.top_layers is None else min(adapter_cfg.top_layers, n_layers)
+    if not full:
+        adapter_cfg = replace(adapter_cfg, top_layers=None)
 
     def trace(layers: int, ckpt: bool) -> int:
         model = _meta_model(_with_layers(config, layers), dtype)
@@ -294,15 +302,14 @@ def activation_bytes(
         model = _attach(model, adapter_cfg, full)
         return _saved_bytes(model, tokens, segment, chunk_size, vocab)
 
-    n_layers = int(config.num_hidden_layers)
     one, two = trace(1, False), trace(2, False)
     per_layer = max(two - one, 0)
     if not checkpointing:
-        return one + (n_layers - 1) * per_layer, per_layer
+        return one + (adapted - 1) * per_layer, per_layer
     one_ck, two_ck = trace(1, True), trace(2, True)
     kept_per_layer = max(two_ck - one_ck, 0)
     # Checkpointed: each layer keeps its input; the layer being recomputed holds its full share.
-    return one_ck + (n_layers - 1) * kept_per_layer + per_layer, per_layer
+    return one_ck + (adapted - 1) * kept_per_layer + per_layer, per_layer
 
 
 # ---- the estimate -----------------------------------------------------------------------------

@@ -74,10 +74,11 @@ def test_checkpointing_and_pass_size_scale_activations(tiny_model_dir):
     assert longer.activations == pytest.approx(2 * plain.activations, rel=0.05)  # O(T) attention
 
 
-@pytest.mark.parametrize("full", [False, True])
-def test_meta_trace_matches_a_real_cpu_forward(tiny_model_dir, full):
+@pytest.mark.parametrize("full,top", [(False, None), (True, None), (False, 1), (False, 2)])
+def test_meta_trace_matches_a_real_cpu_forward(tiny_model_dir, full, top):
     """The bytes saved for backward by a real CPU training forward (tunesmith's varlen attention,
-    fused CE) equal the meta-device trace's within 2 %."""
+    fused CE) equal the meta-device trace's within 2 % — also with LoRA in the top blocks only
+    (``adapter.top_layers``: the blocks below keep nothing)."""
     from transformers import AutoConfig
 
     from tunesmith.config import AdapterConfig
@@ -89,7 +90,7 @@ def test_meta_trace_matches_a_real_cpu_forward(tiny_model_dir, full):
     from tunesmith.models.load import load_causal_lm
 
     T = 96
-    adapter = AdapterConfig(r=8, alpha=16, dropout=0.05)
+    adapter = AdapterConfig(r=8, alpha=16, dropout=0.05, top_layers=top)
     model = load_causal_lm(str(tiny_model_dir))
     model.set_attn_implementation(register())
     model.config.use_cache = False
