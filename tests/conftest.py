@@ -10,6 +10,9 @@ import os
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Rendered data is cached across runs (tunesmith.data.render_cache); tests that patch rendering
+# must see it run, so the suite renders afresh unless a test turns the cache on itself.
+os.environ["TUNESMITH_RENDER_CACHE"] = "0"
 
 import factory  # noqa: E402
 import pytest  # noqa: E402

@@ -1,4 +1,5 @@
-"""Writing a file so that a reader sees the old content or the new, never a torn one. Torch-free."""
+"""Writing a file so that a reader sees the old content or the new, never a torn one; where
+tunesmith's cache lives. Torch-free."""
 
 from __future__ import annotations
 
@@ -9,14 +10,30 @@ from os import PathLike
 from pathlib import Path
 
 
-def write_atomically(path: str | PathLike[str], chunks: Iterable[str]) -> None:
-    """Write ``chunks`` (UTF-8) to a temporary file beside ``path``, then rename it over
-    ``path``. On any error the temporary file is removed and ``path`` is left untouched.
-    Missing parent directories are created."""
+def cache_root() -> Path:
+    """The tunesmith cache folder (``$TUNESMITH_CACHE_DIR``, else the user's cache directory)."""
+    env = os.environ.get("TUNESMITH_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "tunesmith"
+
+
+def write_atomically(
+    path: str | PathLike[str], chunks: Iterable[str] | Iterable[bytes], *, binary: bool = False
+) -> None:
+    """Write ``chunks`` (UTF-8 text, or bytes when ``binary``) to a temporary file beside
+    ``path``, then rename it over ``path``. On any error the temporary file is removed and
+    ``path`` is left untouched. Missing parent directories are created."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     handle = tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
+        "wb" if binary else "w",
+        encoding=None if binary else "utf-8",
+        dir=target.parent,
+        prefix=f".{target.name}.",
+        suffix=".tmp",
+        delete=False,
     )
     try:
         with handle:

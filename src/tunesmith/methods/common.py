@@ -109,17 +109,35 @@ def render_examples(
     config, tokenizer, *, max_length: int, train_on_all_tokens: bool
 ) -> tuple[list, list, dict, dict]:
     """The run's SFT-style train / held-out examples (:func:`train_eval_examples` of
-    ``config.method``) rendered by one :class:`Renderer`: ``(train, evals, stats, eval_stats)``."""
-    train_ex, eval_ex = train_eval_examples(config, config.method)
-    renderer = Renderer(
-        tokenizer,
-        max_length=max_length,
-        train_on_all_tokens=train_on_all_tokens,
-        template_name=template_name(config),
-    )
-    train, stats = render_all(renderer, train_ex)
-    evals, eval_stats = render_all(renderer, eval_ex)
-    return train, evals, stats, eval_stats
+    ``config.method``) rendered by one :class:`Renderer`: ``(train, evals, stats, eval_stats)``.
+    The result is reused from the render cache (:mod:`tunesmith.data.render_cache`) when the
+    files, settings, tokenizer and code are all the same as a run before."""
+    from dataclasses import asdict
+
+    from ..data import render_cache
+
+    def render():
+        train_ex, eval_ex = train_eval_examples(config, config.method)
+        renderer = Renderer(
+            tokenizer,
+            max_length=max_length,
+            train_on_all_tokens=train_on_all_tokens,
+            template_name=template_name(config),
+        )
+        train, stats = render_all(renderer, train_ex)
+        evals, eval_stats = render_all(renderer, eval_ex)
+        return train, evals, stats, eval_stats
+
+    settings = {
+        "data": asdict(config.data),
+        "method": config.method,
+        "seed": config.train.seed,
+        "max_length": max_length,
+        "train_on_all_tokens": train_on_all_tokens,
+        "template": template_name(config),
+    }
+    files = data_files(config.data.train) + data_files(config.data.eval)
+    return render_cache.cached_render(render_cache.render_key(files, settings, tokenizer), render)
 
 
 def check_rendered(config, train: list, stats: dict) -> None:

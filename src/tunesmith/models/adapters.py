@@ -32,6 +32,9 @@ def attach_adapter(model: nn.Module, cfg: AdapterConfig) -> nn.Module:
         for p in model.parameters():
             p.requires_grad_(True)
         return model
+    from .quantize import import_peft
+
+    import_peft()
     from peft import LoraConfig, get_peft_model
 
     if cfg.targets == "all-linear":
@@ -114,6 +117,9 @@ def check_adapter_dir(folder) -> None:
 def open_adapter(model: nn.Module, folder, **kwargs) -> nn.Module:
     """``PeftModel.from_pretrained(model, folder, **kwargs)`` after :func:`check_adapter_dir`:
     the one place tunesmith opens a saved adapter for inference, merging or scoring."""
+    from .quantize import import_peft
+
+    import_peft()
     from peft import PeftModel
 
     check_adapter_dir(folder)
@@ -132,6 +138,9 @@ def load_init_adapter(model: nn.Module, folder: str, targets: list[str]) -> None
     import json
     from pathlib import Path
 
+    from .quantize import import_peft
+
+    import_peft()
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
     from safetensors.torch import load_file
 

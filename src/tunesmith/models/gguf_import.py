@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import ModelError
+from ..files import cache_root
 from ..hashing import sha256_file
 
 log = logging.getLogger("tunesmith")
@@ -65,15 +66,6 @@ class GGUFSource:
             f"model weights are the {self.dtype} dequantised values of {self.quantization} GGUF file "
             f"{self.file} (sha256 {self.sha256[:16]}…, {self.architecture}); folder {self.folder}"
         )
-
-
-def cache_root() -> Path:
-    """The tunesmith cache folder (``$TUNESMITH_CACHE_DIR``, else the user's cache directory)."""
-    env = os.environ.get("TUNESMITH_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "tunesmith"
 
 
 def source_of(folder: str | os.PathLike) -> GGUFSource | None:

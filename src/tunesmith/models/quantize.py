@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import sys
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,19 +99,60 @@ def dtype_name(dtype: torch.dtype) -> str:
     return next(k for k, v in DTYPES.items() if v == dtype)
 
 
+_BNB_LOCK = threading.Lock()  # the window in which import_peft hides bitsandbytes
+
+
+def import_peft() -> None:
+    """Import PEFT — without importing bitsandbytes unless it is loaded already.
+
+    PEFT imports bitsandbytes whenever it is installed (``peft.helpers`` at import, LoRA's layer
+    dispatch on every ``get_peft_model``), and bitsandbytes imports torch's inductor: about a
+    second of every run's start-up, spent for nothing unless a layer is quantised. A quantised
+    layer exists only after bitsandbytes was imported, and tunesmith imports it in one place
+    (:func:`require_bitsandbytes`). So when it is not loaded yet, PEFT is imported with it
+    hidden and PEFT's cached "is bitsandbytes available" answers are primed to no;
+    :func:`require_bitsandbytes` clears them when a quantised model is first loaded. Every
+    tunesmith use of PEFT calls this before its ``from peft import …``."""
+    if "peft" in sys.modules:
+        return
+    with _BNB_LOCK:
+        if "peft" in sys.modules or "bitsandbytes" in sys.modules:
+            import peft  # noqa: F401
+
+            return
+        sys.modules["bitsandbytes"] = None  # `import bitsandbytes` fails, find_spec says absent
+        try:
+            import peft  # noqa: F401
+            from peft import import_utils
+
+            import_utils.is_bnb_available()
+            import_utils.is_bnb_4bit_available()
+        finally:
+            if "bitsandbytes" in sys.modules and sys.modules["bitsandbytes"] is None:
+                del sys.modules["bitsandbytes"]
+
+
 def require_bitsandbytes():
-    """Import bitsandbytes, or fail with how to install it."""
+    """Import bitsandbytes, or fail with how to install it (and let PEFT see it from now on)."""
     # The CPU backend tries to fetch an optional faster kernel from the Hugging Face hub at
     # import and logs a warning when it cannot; the native CPU kernels are used either way.
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-    try:
-        import bitsandbytes as bnb
-    except ImportError:
-        raise ConfigError(
-            "a quantised base (adapter.type: qlora, model.load_in_4bit / load_in_8bit) "
-            "needs bitsandbytes: pip install 'tunesmith[qlora]' "
-            "(or pip install 'bitsandbytes>=0.46')"
-        ) from None
+    with _BNB_LOCK:
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise ConfigError(
+                "a quantised base (adapter.type: qlora, model.load_in_4bit / load_in_8bit) "
+                "needs bitsandbytes: pip install 'tunesmith[qlora]' "
+                "(or pip install 'bitsandbytes>=0.46')"
+            ) from None
+    peft_utils = sys.modules.get("peft.import_utils")
+    if peft_utils is not None:  # PEFT was imported with bitsandbytes hidden (import_peft)
+        peft_utils.is_bnb_available.cache_clear()
+        peft_utils.is_bnb_4bit_available.cache_clear()
+        helpers = sys.modules.get("peft.helpers")
+        if helpers is not None and getattr(helpers, "bnb", bnb) is None:
+            helpers.bnb = bnb
     return bnb
 
 

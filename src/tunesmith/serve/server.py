@@ -228,10 +228,12 @@ class InferenceServer:
 
     # ---- run on the generation thread --------------------------------------------------------------
     def _load_adapter(self, name: str, folder: str, shown: str) -> None:
-        from peft import PeftModel
-
         from ..models.adapters import check_adapter_dir
         from ..models.load import MODEL_INIT_LOCK
+        from ..models.quantize import import_peft
+
+        import_peft()
+        from peft import PeftModel
 
         sched = self.scheduler
         try:

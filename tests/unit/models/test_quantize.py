@@ -141,3 +141,29 @@ def test_optimizer_choice(tmp_path):
     cfg = _cfg(train={"optimizer": "paged_adamw_8bit"}).train
     with pytest.raises(ConfigError, match="needs a GPU"):
         make_optimizer([{"params": [p], "weight_decay": 0.0}], cfg, torch.device("cpu"))
+
+
+def test_peft_without_bitsandbytes_then_qlora_in_the_same_process(tiny_model_dir):
+    """A LoRA run never imports bitsandbytes (PEFT would, ~1 s of start-up); a QLoRA model
+    loaded later in the same process still gets PEFT's bitsandbytes LoRA layers. A fresh process:
+    in this one PEFT is imported already."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys, torch
+from tunesmith.config import AdapterConfig
+from tunesmith.models.adapters import attach_adapter
+from tunesmith.models.load import load_causal_lm
+from tunesmith.models.quantize import QuantSpec, prepare_for_training
+plain = attach_adapter(load_causal_lm({str(tiny_model_dir)!r}), AdapterConfig(r=4, alpha=8))
+assert "peft" in sys.modules and "bitsandbytes" not in sys.modules, "LoRA imported bitsandbytes"
+q = load_causal_lm({str(tiny_model_dir)!r}, quantization=QuantSpec(4, "nf4", True, torch.float32))
+prepare_for_training(q)
+q = attach_adapter(q, AdapterConfig(r=4, alpha=8))
+kinds = {{type(m).__module__ + "." + type(m).__name__ for m in q.modules() if hasattr(m, "lora_A")}}
+assert kinds == {{"peft.tuners.lora.bnb.Linear4bit"}}, kinds
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
