@@ -109,8 +109,12 @@ def device_facts(device: str) -> dict:
 
 
 def attention_report(device: str) -> dict:
-    """Which packed-attention kernel tunesmith planned for ``device`` and which ran."""
-    from tunesmith.models import varlen_kernels
+    """Which packed-attention kernel tunesmith planned for ``device`` and which ran (a tree from
+    before the varlen kernels, e.g. ``bench/before_after.py --before``, ran the per-example loop)."""
+    try:
+        from tunesmith.models import varlen_kernels
+    except ImportError:
+        return {"planned": "loop", "ran": ["loop (a tree without models/varlen_kernels.py)"]}
 
     return {"planned": varlen_kernels.kernel_for(device), "ran": varlen_kernels.kernels_ran()}
 
