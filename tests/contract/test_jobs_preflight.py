@@ -156,3 +156,33 @@ def test_report_route_serves_the_run_report_without_server_paths(svc, client):
     assert image in r.text and str(svc.root) not in r.text
     assert "sandbox" in r.headers["content-security-policy"]
     assert httpx.get(url, headers={"Authorization": f"Bearer {svc.key_b}"}).status_code == 404
+
+
+def test_a_gguf_base_model_is_checked_and_estimated_like_a_folder(tmp_path, tiny_model_dir, monkeypatch):
+    """A ``--base-model NAME=file.gguf`` (dequantised once into the cache) gets the same report."""
+    from jobs_harness import Service
+
+    from tunesmith.export.gguf import write_gguf
+
+    monkeypatch.setenv("TUNESMITH_CACHE_DIR", str(tmp_path / "cache"))
+    gguf = tmp_path / "tiny.f16.gguf"
+    write_gguf(str(tiny_model_dir), str(gguf), quant="f16")
+    (tmp_path / "svc").mkdir()
+    s = Service(
+        tmp_path / "svc", {"tiny": tiny_model_dir, "tinygguf": gguf}, train_overrides=["train.max_length=64"]
+    )
+    try:
+        train = upload(s.client(), chat_rows(12))
+        both = {
+            m: _preflight(s, {"model": m, "training_file": train.id}).json() for m in ("tiny", "tinygguf")
+        }
+    finally:
+        s.close()
+    assert both["tinygguf"]["base_model"] == {"name": "tinygguf", "format": "gguf"}
+    g, f = both["tinygguf"], both["tiny"]
+    assert (
+        g["files"]["report"]["ok"]
+        and g["files"]["report"]["stats"]["tokens"] == f["files"]["report"]["stats"]["tokens"]
+    )
+    assert g["estimate"]["memory"]["params"] == f["estimate"]["memory"]["params"], g["estimate"]
+    assert g["estimate"]["time"]["flops_per_token"] == f["estimate"]["time"]["flops_per_token"]
