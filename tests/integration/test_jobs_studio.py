@@ -66,6 +66,7 @@ def page(svc):
         pg.goto(f"http://127.0.0.1:{svc.port}/?key={svc.key_a}&poll=300#/")
         yield pg
         browser.close()
+        (SHOTS / "index.json").write_text(json.dumps(sorted(p.name for p in SHOTS.glob("*.png")), indent=1))
         assert not errors, errors  # no uncaught JavaScript error on any page
 
 
@@ -166,6 +167,7 @@ def test_playground_streams_the_fine_tuned_model_beside_its_base(page, svc):
     left, right = page.inner_text("#pg-left-out"), page.inner_text("#pg-right-out")
     assert not left.startswith("error") and not right.startswith("error"), (left, right)
     assert int(page.get_attribute("#pg-left-out", "data-chunks")) >= 2  # streamed, chunk by chunk
+    assert page.inner_text("#pg-left-out") != "" and page.inner_text("#pg-right-out") != ""
     # the same answer as the API gives (greedy), so the page shows what the model says
     reply = svc.client().chat.completions.create(
         model=page.input_value("#pg-left"),
@@ -175,6 +177,13 @@ def test_playground_streams_the_fine_tuned_model_beside_its_base(page, svc):
     )
     assert left == reply.choices[0].message.content
     shot(page, "05-playground-side-by-side")
+    # a checkpoint beside its base, from the job page's checkpoint table
+    page.goto(page.url.split("#")[0] + f"#/jobs/{state['job']}")
+    page.click("#checkpoints .ckpt-chat >> nth=-1")
+    page.wait_for_function("document.querySelector('#pg-left').value.endsWith(':ckpt-step-6')")
+    page.click("#pg-send")
+    page.wait_for_selector("#pg-left-out[data-done='1']")
+    assert not page.inner_text("#pg-left-out").startswith("error"), page.inner_text("#pg-left-out")
 
 
 def test_compare_overlays_two_jobs(page, svc):
@@ -240,4 +249,57 @@ def test_continue_from_a_checkpoint_then_pause_resume_cancel(page, svc):
     events = page.inner_text("#events")
     assert "Fine-tuning job paused" in events and "Fine-tuning job cancelled" in events
     shot(page, "07-continued-job-cancelled")
-    (SHOTS / "index.json").write_text(json.dumps(sorted(p.name for p in SHOTS.glob("*.png")), indent=1))
+
+
+def test_reinforcement_grader_editor_file_check_and_reward_curve(page, svc):
+    """The RFT path of the form (workers are stopped by now): the grader editor validates and runs
+    a grader on a sample through the grader routes, an RFT file is checked as the worker checks
+    it (a row without the key the grader reads is an error on its line), and a reinforcement
+    job's page plots its reward curves (metrics events as the worker publishes them)."""
+    page.goto(page.url.split("#")[0] + "#/new")
+    page.wait_for_selector("#new-model option[value=tiny]", state="attached")
+    page.select_option("#new-model", "tiny")
+    page.select_option("#new-method", "reinforcement")
+    page.wait_for_selector("#grader-box:not([hidden])")
+    assert page.is_visible("#hp-compute_multiplier") and not page.is_visible("#hp-beta")
+    assert json.loads(page.input_value("#grader"))["type"] == "string_check"
+    page.click("#grader-validate")
+    page.wait_for_function("document.querySelector('#grader-out').textContent === 'valid'")
+    page.fill("#grader-sample", "4")
+    page.fill("#grader-item", '{"answer": "4"}')
+    page.click("#grader-run")
+    page.wait_for_function("document.querySelector('#grader-out').textContent.startsWith('reward 1')")
+    rows = [{"messages": [{"role": "user", "content": f"{i} + 1?"}], "answer": str(i + 1)} for i in range(11)]
+    rows.insert(4, {"messages": [{"role": "user", "content": "no answer here"}]})  # line 5
+    page.set_input_files("#valid-file", [])
+    page.set_input_files("#train-file", _file("rft.jsonl", rows))
+    page.wait_for_selector("#check-verdict.bad")
+    errors = page.inner_text("#check-errors")
+    assert re.search(r"training\s+5\s+\w+", errors) and "answer" in errors, errors
+    shot(page, "08-reinforcement-grader-and-check")
+
+    client = svc.client()
+    good = [r for r in rows if "answer" in r]
+    train = client.files.create(
+        file=("r.jsonl", jsonl_bytes(good * 2), "application/jsonl"), purpose="fine-tune"
+    )
+    grader = json.loads(page.input_value("#grader"))
+    job = client.fine_tuning.jobs.create(
+        model="tiny",
+        training_file=train.id,
+        method={"type": "reinforcement", "reinforcement": {"grader": grader}},
+    )
+    for step in range(1, 7):  # the data of the worker's reinforcement metrics events (jobs/rft_metrics.py)
+        data = {"step": step, "total_steps": 6, "train_mean_reward": step / 6, "train_loss": 0.1}
+        if step % 3 == 0:
+            data["full_valid_mean_reward"] = step / 7
+        svc.store.add_event(
+            job.id, f"Step {step}/6 , train mean reward={step / 6:.2f}", type="metrics", data=data
+        )
+    page.goto(page.url.split("#")[0] + f"#/jobs/{job.id}")
+    page.wait_for_selector("#reward-line")
+    assert page.inner_text("#chart-title") == "Reward"
+    assert page.text_content("#chart .ylabel") == "mean reward"
+    assert page.get_attribute("#reward-line", "d").count("L") == 5
+    assert page.get_attribute("#valid-reward-line", "d").count("L") == 1
+    shot(page, "09-reward-curve")

@@ -169,6 +169,7 @@ def _check(svc, spec: dict, staged: dict, tokenizer, base: Path) -> dict:
             room=room,
         )
         out = check.report.to_dict()
+        out["format"] = "reinforcement prompts"  # messages without the answer, plus item keys
         out["stats"]["examples"] = check.report.n_examples
         out["stats"]["prompts_too_long"] = check.too_long
         out["stats"]["prompt_room_tokens"] = room

@@ -125,9 +125,12 @@ async function showJob(id) {
     const li = document.createElement("li"); li.className = e.level; li.textContent = when(e.created_at) + " — " + e.message; ol.append(li);
   }
   const tb = $("#checkpoints tbody"); tb.textContent = "";
+  const rft = kind === "reinforcement", cols = rft ? ["train_reward_mean", "valid_reward_mean"] : ["train_loss", "valid_loss"];
+  const heads = $("#checkpoints thead").querySelectorAll("th");
+  heads[1].textContent = rft ? "train reward" : "train loss"; heads[2].textContent = rft ? "valid reward" : "valid loss";
   for (const c of await all("/fine_tuning/jobs/" + id + "/checkpoints", 100)) {
     const tr = document.createElement("tr"); const m = c.metrics || {};
-    cell(tr, text(c.step_number)); cell(tr, text(fmt(m.train_loss))); cell(tr, text(fmt(m.valid_loss)));
+    cell(tr, text(c.step_number)); cell(tr, text(fmt(m[cols[0]]))); cell(tr, text(fmt(m[cols[1]])));
     cell(tr, text(c.fine_tuned_model_checkpoint));
     const acts = cell(tr, button("chat", () => { location.hash = "#/playground?left=" + encodeURIComponent(c.fine_tuned_model_checkpoint) + "&right=" + encodeURIComponent(baseOf(job.model)); }, "ckpt-chat"));
     acts.append(" ", button("continue from here", () => { location.hash = "#/new?model=" + encodeURIComponent(c.fine_tuned_model_checkpoint); }, "ckpt-continue"));
