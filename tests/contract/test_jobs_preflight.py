@@ -186,3 +186,43 @@ def test_a_gguf_base_model_is_checked_and_estimated_like_a_folder(tmp_path, tiny
     )
     assert g["estimate"]["memory"]["params"] == f["estimate"]["memory"]["params"], g["estimate"]
     assert g["estimate"]["time"]["flops_per_token"] == f["estimate"]["time"]["flops_per_token"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"not json",
+        b"[1, 2]",
+        b'{"model": "tiny"}',
+        b'{"model": "tiny", "training_file": "file-nope"}',
+        b'{"model": "tiny", "training_file": "../../etc/passwd"}',
+        b'{"model": "ft:tiny:personal:x:AbCd1234:ckpt-step-1", "training_file": "file-x"}',
+        b'{"model": "tiny", "training_file": "file-x", "method": {"type": "reinforcement"}}',
+        b'{"model": "tiny", "training_file": "file-x", "bogus": 1}',
+        b'{"model": "tiny\\u0000", "training_file": "file-x"}',
+    ],
+)
+def test_hostile_preflight_bodies_are_400s_in_the_envelope(svc, raw):
+    import httpx
+
+    r = httpx.post(
+        f"{svc.base_url}/dashboard/preflight",
+        content=raw,
+        headers={"Authorization": f"Bearer {svc.key_a}", "Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "job_id", ["..", "ftjob-..%2F..%2Fetc", "%2e%2e%2Fpasswd", "ftjob-" + "a" * 5000, "x%00y"]
+)
+def test_hostile_report_ids_are_404s(svc, job_id):
+    import httpx
+
+    r = httpx.get(
+        f"{svc.base_url}/dashboard/jobs/{job_id}/report", headers={"Authorization": f"Bearer {svc.key_a}"}
+    )
+    assert r.status_code in (400, 404), r.text
+    assert r.json()["error"]["message"]
