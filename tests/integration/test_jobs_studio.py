@@ -303,3 +303,19 @@ def test_reinforcement_grader_editor_file_check_and_reward_curve(page, svc):
     assert page.get_attribute("#reward-line", "d").count("L") == 5
     assert page.get_attribute("#valid-reward-line", "d").count("L") == 1
     shot(page, "09-reward-curve")
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "count", "ticks"),
+    [
+        # step = the smallest of 1, 2, 5 x 10^k at least (hi - lo) / count, from floor(lo / step)
+        (0.013, 0.087, 5, [0, 0.02, 0.04, 0.06, 0.08, 0.1]),  # 0.0148 -> 0.02
+        (0, 12, 8, [0, 2, 4, 6, 8, 10, 12]),  # the step axis: 1.5 -> 2
+        (0, 12, 5, [0, 5, 10, 15]),  # 2.4 -> 5
+        (5.65, 5.78, 5, [5.65, 5.7, 5.75, 5.8]),  # 0.026 -> 0.05
+        (3, 3, 5, [2.6, 2.8, 3, 3.2, 3.4]),  # one value: padded by 10 % to 2.7 .. 3.3; 0.12 -> 0.2
+    ],
+)
+def test_chart_ticks_are_round_numbers_covering_the_data(page, lo, hi, count, ticks):
+    got = page.evaluate(f"tsChart.niceTicks({lo}, {hi}, {count}).ticks")
+    assert got == pytest.approx(ticks), got

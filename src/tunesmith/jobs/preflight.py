@@ -28,7 +28,8 @@ the create accepts. The answer::
   worker's). Either is ``None`` with a note when it cannot be made: an estimate is advisory.
 
 Reports are cached per (project, files, base model, method, limits): files are immutable once
-uploaded, so a form that changes only hyperparameters does not re-read them.
+uploaded, so a form that changes only hyperparameters does not re-read them; memory estimates
+per run config.
 """
 
 from __future__ import annotations
@@ -241,9 +242,11 @@ def _estimate(svc, job: dict, method: dict, parent, per_epoch: dict | None, epoc
         from ..models.memory import estimate_memory
 
         cfg = translate.run_config(svc.settings, job, copy.deepcopy(method), parent[0] if parent else None)
-        memory = estimate_memory(load_config(cfg)).to_dict()
+        key = ("memory", json.dumps(cfg, sort_keys=True, default=str))  # one trace per distinct config
+        memory = svc.preflight_cache.get(key, lambda: estimate_memory(load_config(cfg)).to_dict())
     except Exception as exc:  # noqa: BLE001 - an estimate is advisory; say why it is missing
-        notes.append("memory estimate unavailable: " + public_text(str(exc), {}))
+        names = {folder: f"model {n}" for n, folder in svc.settings.base_models.items()}
+        notes.append("memory estimate unavailable: " + public_text(str(exc), names))
     time = None
     if per_epoch and per_epoch.get("seconds_per_epoch") is not None:
         time = {
