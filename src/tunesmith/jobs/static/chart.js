@@ -1,5 +1,5 @@
 // tunesmith dashboard: line charts as plain SVG (no library), with labelled axes and tick marks.
-// drawChart(svg, series, {xLabel, yLabel, empty}) draws every series [{name, color, points: [[x, y]],
+// drawChart(svg, series, {xLabel, yLabel, empty, xMax}) draws every series [{name, color, points: [[x, y]],
 // id?, dashed?, dots?}] on shared axes; the legend is drawn inside the SVG so screenshots carry it.
 "use strict";
 
@@ -37,7 +37,7 @@ function drawChart(svg, series, opts = {}) {
     return;
   }
   const xs = shown.flatMap((s) => s.points.map((p) => p[0])), ys = shown.flatMap((s) => s.points.map((p) => p[1]));
-  const xt = niceTicks(Math.min(0, ...xs), Math.max(...xs, 1), 8);
+  const xt = niceTicks(Math.min(0, ...xs), Math.max(...xs, opts.xMax || 1), 8);   // xMax: a run's total steps
   const xTicks = xt.ticks.filter((v) => Number.isInteger(v));   // steps are whole numbers
   const yt = niceTicks(Math.min(...ys), Math.max(...ys), 5);
   const x = (v) => L + (W - L - R) * ((v - xt.lo) / (xt.hi - xt.lo));

@@ -83,7 +83,8 @@ function jobChart(job, points) {
        series(points, "full_valid_mean_reward", "validation reward", COLORS[1], { id: "valid-reward-line", dots: true, dashed: true })]
     : [series(points, "train_loss", "training loss", COLORS[0], { id: "train-line" }),
        series(points, "valid_loss", "validation loss", COLORS[1], { id: "valid-line", dots: true, dashed: true })];
-  tsChart.drawChart($("#chart"), lines, { xLabel: "step", yLabel: rft ? "mean reward" : "loss (nats / token)" });
+  const total = Math.max(0, ...points.map((p) => p.total_steps || 0));   // the axis spans the whole run
+  tsChart.drawChart($("#chart"), lines, { xLabel: "step", yLabel: rft ? "mean reward" : "loss (nats / token)", xMax: total });
 }
 
 async function jobControl(id, action) {
