@@ -55,7 +55,8 @@ CHECK_METHODS = {"supervised": "sft", "dpo": "dpo"}  # job method type -> data c
 
 
 class FileChecks:
-    """A small LRU of file reports, safe across the server's threads."""
+    """A small LRU of preflight results (file reports, memory estimates), safe across the
+    server's threads."""
 
     def __init__(self, size: int = 32):
         self.size, self._items, self._lock = size, OrderedDict(), threading.Lock()
