@@ -47,11 +47,13 @@ if [ "${CI:-}" = "true" ] && ! command -v bwrap >/dev/null 2>&1 \
     || echo "setup.sh: could not install bubblewrap; the python grader sandbox tests will be skipped" >&2
 fi
 # The evaluation report's screenshot test renders report.html in headless Chromium (Debian's
-# package, ~30 s to install); without it that one test skips with a reason.
+# package, ~30 s to install), and the dashboard's browser tests (tests/integration/
+# test_jobs_studio.py) drive the same Chromium through Playwright (pip `playwright`, in the test
+# extra; it never downloads a browser of its own); without it those tests skip with a reason.
 if [ "${CI:-}" = "true" ] && ! command -v chromium >/dev/null 2>&1 \
    && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) \
-    || echo "setup.sh: could not install chromium; the report screenshot test will be skipped" >&2
+    || echo "setup.sh: could not install chromium; the report screenshot and dashboard browser tests will be skipped" >&2
 fi
 # The GGUF export's llama.cpp test loads the exported file in llama.cpp itself, through the npm
 # package node-llama-cpp, which ships llama.cpp's prebuilt CPU libraries (~85 MB, ~15 s; PyPI's

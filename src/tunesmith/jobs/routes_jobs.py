@@ -32,24 +32,7 @@ METHOD_NAMES = {"dpo": "dpo", "reinforcement": "grpo"}  # job method type -> tun
 @router.post("/v1/fine_tuning/jobs")
 async def create_job(request: Request, proj: dict = Depends(project), svc: Service = Depends(service)):
     spec = normalise_create(await read_json(request))
-    parent = await run_in_threadpool(_parent, svc, proj, spec["model"])
-    kind = spec["method"]["type"]
-    if kind in METHOD_NAMES:
-        from ..config.registry import METHODS
-
-        if METHOD_NAMES[kind] not in METHODS:
-            raise APIError(400, f"Method '{kind}' is not available on this server.", param="method.type")
-    if kind == "reinforcement":
-        from .rft_graders import check_grader_here
-
-        await run_in_threadpool(
-            check_grader_here,
-            spec["method"]["reinforcement"]["grader"],
-            svc.settings,
-            "method.reinforcement.grader",
-        )
-    for param in ("training_file", "validation_file"):
-        _check_file(svc, proj, param, spec[param])
+    parent = await run_in_threadpool(accept_create, svc, proj, spec)
     seed = spec["seed"] if spec["seed"] is not None else secrets.randbelow(2**31)
     jid = ids.job_id()
     row = svc.store.add_job(
@@ -82,6 +65,29 @@ async def create_job(request: Request, proj: dict = Depends(project), svc: Servi
         text += f" and validation file: {spec['validation_file']}"
     svc.store.add_event(jid, text)
     return job_object(row)
+
+
+def accept_create(svc: Service, proj: dict, spec: dict) -> tuple[dict, int | None] | None:
+    """Every check of a normalised create body (:func:`.spec.normalise_create`) that needs the
+    server: the model (:func:`_parent`, whose answer it returns), the method being available,
+    a reinforcement grader runnable here, the files. Blocking. The dashboard's preflight
+    (:mod:`.preflight`) applies the same, so what it accepts the create accepts."""
+    parent = _parent(svc, proj, spec["model"])
+    kind = spec["method"]["type"]
+    if kind in METHOD_NAMES:
+        from ..config.registry import METHODS
+
+        if METHOD_NAMES[kind] not in METHODS:
+            raise APIError(400, f"Method '{kind}' is not available on this server.", param="method.type")
+    if kind == "reinforcement":
+        from .rft_graders import check_grader_here
+
+        check_grader_here(
+            spec["method"]["reinforcement"]["grader"], svc.settings, "method.reinforcement.grader"
+        )
+    for param in ("training_file", "validation_file"):
+        _check_file(svc, proj, param, spec[param])
+    return parent
 
 
 def _check_file(svc: Service, proj: dict, param: str, fid: str | None) -> None:

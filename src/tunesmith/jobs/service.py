@@ -1,7 +1,7 @@
 """What the jobs app's route modules share, and the FastAPI dependencies that hand it to them.
 
 :class:`Service` holds the server's state (settings, store, blob store, model access, inference,
-grader runner); :func:`.app.create_app` builds one and keeps it as ``app.state.service``. A route
+grader runner, the dashboard preflight's report cache); :func:`.app.create_app` builds one and keeps it as ``app.state.service``. A route
 asks for it with ``svc: Service = Depends(service)`` and for the caller's project with
 ``proj: dict = Depends(project)`` (every ``/v1`` route: ``Authorization: Bearer <key>``; the key
 names the project and every lookup is scoped to it).
@@ -9,7 +9,7 @@ names the project and every lookup is scoped to it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Depends, Request
 
@@ -17,6 +17,7 @@ from ..serve.protocol import APIError
 from .access import ModelAccess
 from .blobs import BlobStore
 from .infer import Inference
+from .preflight import FileChecks
 from .rft_graders import GraderRunner
 from .settings import Settings
 from .store import Store
@@ -32,6 +33,8 @@ class Service:
     access: ModelAccess
     inference: Inference
     graders: GraderRunner
+    preflight_cache: FileChecks = field(default_factory=FileChecks)
+    """The dashboard preflight's file reports (:mod:`.preflight`)."""
 
     @classmethod
     def build(cls, settings: Settings, store: Store | None = None) -> Service:
