@@ -296,13 +296,19 @@ _NOT_SAVED = (
 )
 
 
+def is_saved_dataset(folder: Path) -> bool:
+    """Whether ``folder`` looks like ``save_to_disk``'s output (a Dataset or a DatasetDict)."""
+    return (folder / "dataset_dict.json").is_file() or (
+        (folder / "dataset_info.json").is_file() and (folder / "state.json").is_file()
+    )
+
+
 def _read_saved_dataset(folder: Path, split: str | None) -> Iterator[Row]:
     """The rows of a ``Dataset`` (or one split of a ``DatasetDict``) saved with ``save_to_disk``.
 
     The folder's layout is checked before ``datasets`` is imported, so a stray directory is a
     plain error even where the package is missing."""
-    is_dict = (folder / "dataset_dict.json").is_file()
-    if not is_dict and not ((folder / "dataset_info.json").is_file() and (folder / "state.json").is_file()):
+    if not is_saved_dataset(folder):
         raise DataError(_NOT_SAVED, path=str(folder))
     try:  # imported lazily: datasets is an optional dependency (extra "datasets")
         import datasets

@@ -329,3 +329,17 @@ def test_fingerprint_of_a_save_to_disk_folder_reads_its_files(tmp_path, datasets
         datasets.Dataset.from_list(chats(3, tag)).save_to_disk(str(tmp_path / where / "ds"))
     x, y, z = (data_fingerprint(config({"train": str(tmp_path / w / "ds")}).data) for w in "xyz")
     assert x == y != z  # same rows, same fingerprint; other rows, another
+
+
+def test_data_check_reads_a_save_to_disk_folder(tmp_path, datasets):
+    from tunesmith.data.tools.check import check_file
+
+    rows = chats(12, "d")
+    rows[4]["messages"][0]["role"] = "robot"
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "ds"))
+    report = check_file(tmp_path / "ds", min_examples=1)
+    assert report.n_examples == 12 and report.format is not None
+    assert [(e["line"], e["code"]) for e in report.errors] == [(5, "unrecognized_role")]
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(DataError, match="is a directory"):
+        check_file(tmp_path / "plain")

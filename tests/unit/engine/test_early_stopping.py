@@ -112,7 +112,7 @@ def steps_logged(out) -> list[int]:
 
 
 # eval at 2, 4, ... ; best 0.7 at step 6; 8, 10 and 12 are not below 0.7 - 0.05: stop at 12
-LOSSES = {2: 1.0, 4: 0.8, 6: 0.7, 8: 0.68, 10: 0.9, 12: 0.75, **{s: 0.1 for s in range(14, STEPS + 1, 2)}}
+LOSSES = {2: 1.0, 4: 0.8, 6: 0.7, 8: 0.68, 10: 0.9, 12: 0.75, **dict.fromkeys(range(14, STEPS + 1, 2), 0.1)}
 
 
 def test_early_stopping_stops_at_the_right_step_and_keeps_the_best(tiny_model_dir, color_data, tmp_path):
