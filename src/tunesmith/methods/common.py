@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -111,12 +112,30 @@ def train_eval_split(config, read: Callable[[list], list]) -> tuple[list, list]:
 
 
 def _read_pools(items: list[DataSource], read: Callable[[list], list]) -> list[list]:
-    pools = [read([s.path if s.plain else s]) for s in items]
+    pools = []
+    for s in items:
+        try:
+            pools.append(read([s.path if s.plain else s]))
+        except DataError as err:
+            raise _in_file_columns(err, s) from None
     if sources.weighted(items):
         for s, pool in zip(items, pools):
             if not pool:
                 raise DataError("this weighted source yielded no example to mix", path=s.path)
     return pools
+
+
+def _in_file_columns(err: DataError, source: DataSource) -> DataError:
+    """``err`` about a renamed field (``messages[0].role``) restated with the column the file
+    holds (``conversation[0].role``), so the field named is one the user can find in the file."""
+    root = re.match(r"[^.\[]*", err.field or "").group(0)
+    if root not in source.columns:
+        return err
+    column = source.columns[root]
+    note = f" (the source's columns read '{column}' as '{root}')"
+    return DataError(
+        err.bare_message + note, path=err.path, line=err.line, field=column + err.field[len(root) :]
+    )
 
 
 def _combine(items: list[DataSource], pools: list[list], seed: int, role: str, total: int | None) -> list:

@@ -185,7 +185,13 @@ def test_format_errors_in_renamed_rows_name_the_source_and_line(tmp_path):
         train_eval_examples(
             config({"train": {"path": str(path), "columns": {"messages": "conversation"}}}), "sft"
         )
-    assert (caught.value.path, caught.value.line, caught.value.field) == (str(path), 2, "messages[0].role")
+    # the field as the file names it, and how the source's columns read it
+    assert (caught.value.path, caught.value.line, caught.value.field) == (
+        str(path),
+        2,
+        "conversation[0].role",
+    )
+    assert "the source's columns read 'conversation' as 'messages'" in str(caught.value)
 
 
 # ---- save_to_disk folders -------------------------------------------------------------------
