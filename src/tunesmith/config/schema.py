@@ -177,7 +177,7 @@ class TrainConfig:
     save_every: int = 50
     """Checkpoint every N optimizer steps (0: only at the end)."""
     keep_last: int = 2
-    """Checkpoints kept on disk (older ones are deleted)."""
+    """Checkpoints kept on disk (older ones are deleted; with ``keep_best`` the best one is kept too)."""
     eval_every: int = 50
     """Held-out loss every N optimizer steps (0: only at the end)."""
     early_stopping: EarlyStoppingConfig | None = None
