@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import platform
@@ -22,7 +21,6 @@ from .engine import distributed
 from .engine.distributed import DistContext, init_distributed
 from .engine.loop import Trainer, TrainResult
 from .engine.runtime import seed_everything
-from .hashing import update_with_file
 from .models.device import resolve_device, resolve_dtype
 from .models.memory import estimate_line, return_freed_memory
 from .quiet import quiet_third_party
@@ -48,14 +46,6 @@ def setup_logging(out_dir: Path | None = None, main: bool = True) -> None:
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         fh._tunesmith_file = True
         log.addHandler(fh)
-
-
-def _fingerprint(paths: list[str]) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(str(Path(p).name).encode())
-        update_with_file(h, p)
-    return h.hexdigest()[:16]
 
 
 def _versions() -> dict:
@@ -204,10 +194,10 @@ def build_model(cfg: RunConfig, facts: RunFacts, method, rt: Runtime) -> tuple[t
 def build_trainer(cfg: RunConfig, model, tokenizer, data, method, rt: Runtime) -> Trainer:
     """The engine's trainer for ``cfg`` (resolved up to the warm-up) over the prepared data,
     with the method's loss, and generation eval when asked."""
-    from .methods.common import data_files
+    from .data.sources import data_fingerprint
 
     state_extra = {
-        "data_fingerprint": _fingerprint(data_files(cfg.data.train) + data_files(cfg.data.eval)),
+        "data_fingerprint": data_fingerprint(cfg.data),
         "batch_size": cfg.train.batch_size,
         # micro-batches per optimizer step over all processes: resuming on another
         # world size is exact when this (so the global batch) is unchanged

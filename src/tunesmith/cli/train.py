@@ -31,6 +31,11 @@ def _cmd_train(args) -> int:
         summary += f": final loss {result.final_loss:.4f}"
     if result.eval_loss is not None:
         summary += f", eval loss {result.eval_loss:.4f}"
+    if result.stopped_early_at is not None:
+        summary += " (stopped early)"
+    if result.final_from_step is not None:
+        summary += f"; final/ holds the best evaluation's weights, step {result.final_from_step}"
+        summary += f" (eval loss {result.best_eval_loss:.4f})"
     print(summary)
     return 0
 

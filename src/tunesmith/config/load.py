@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import keyword
+import math
 import types
 import typing
 from pathlib import Path
@@ -14,7 +15,7 @@ import yaml
 
 from ..errors import ConfigError
 from .registry import LOSSES, method_loss, method_spec, needs_reference
-from .schema import ModelConfig, RunConfig  # noqa: F401
+from .schema import ModelConfig, RunConfig, as_sources  # noqa: F401
 
 _SHORTHANDS = {"model": "path"}  # `model: ./dir` means `model: {path: ./dir}`
 
@@ -108,6 +109,15 @@ def _coerce(value: Any, hint: Any, where: str, dotted: str) -> Any:
         return _build(hint, value, where, dotted + ".")
     origin = typing.get_origin(hint)
     if origin in (Union, types.UnionType):
+        options = typing.get_args(hint)
+        sections = [o for o in options if dataclasses.is_dataclass(o)]
+        lists = [o for o in options if typing.get_origin(o) is list]
+        # A mapping can only be the section, a list only the list type: coerce it as that, so
+        # the error inside (an unknown key, a wrong type) is reported, not "is not a string or …".
+        if isinstance(value, dict) and len(sections) == 1:
+            return _build(sections[0], value, where, dotted + ".")
+        if isinstance(value, list) and len(lists) == 1:
+            return _coerce(value, lists[0], where, dotted)
         errors = []
         for option in typing.get_args(hint):
             try:
@@ -133,6 +143,14 @@ def _coerce(value: Any, hint: Any, where: str, dotted: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: '{dotted}' must be a list, got {value!r}")
         return [_coerce(v, item_type, where, f"{dotted}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        key_type, item_type = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: '{dotted}' must be a mapping, got {value!r}")
+        return {
+            _coerce(k, key_type, where, f"{dotted} key"): _coerce(v, item_type, where, f"{dotted}.{k}")
+            for k, v in value.items()
+        }
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -163,6 +181,10 @@ def _describe(hint: Any) -> str:
         return "one of " + ", ".join(map(str, typing.get_args(hint)))
     if origin is list:
         return f"a list of {_describe(typing.get_args(hint)[0])}"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(hint):
+        return "a mapping of " + ", ".join(f.name for f in dataclasses.fields(hint))
     if hint is type(None):
         return "null"
     return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
@@ -317,12 +339,76 @@ def _validate_init_from(a) -> None:
             )
 
 
+def _validate_data(d) -> None:
+    """Sources: a path each; weights > 0 on every source of a list or on none (what a weight
+    means: tunesmith.data.sources); column renames from non-empty names; ``mix_size`` with weights."""
+    if not as_sources(d.train):
+        raise ConfigError("config: 'data.train' is required (a training data file)")
+    for key in ("train", "eval"):
+        items = as_sources(getattr(d, key))
+        for i, s in enumerate(items):
+            at = f"data.{key}[{i}]" if isinstance(getattr(d, key), list) else f"data.{key}"
+            if not s.path:
+                raise ConfigError(f"config: '{at}.path' is required (a data file or save_to_disk folder)")
+            if s.weight is not None and not (math.isfinite(s.weight) and s.weight > 0):
+                raise ConfigError(f"config: '{at}.weight' must be a number > 0, got {s.weight}")
+            for target, column in s.columns.items():
+                if not target or not column:
+                    raise ConfigError(
+                        f"config: '{at}.columns' maps field names to column names; got {target!r}: {column!r}"
+                    )
+        given = [s.weight is not None for s in items]
+        if any(given) and not all(given):
+            i = given.index(False)
+            raise ConfigError(
+                f"config: 'data.{key}[{i}]' ({items[i].path}) has no weight while other sources have "
+                "one: give every source a weight (its share of the mixture), or none to concatenate them"
+            )
+    if d.mix_size is not None:
+        if d.mix_size < 1:
+            raise ConfigError(f"config: 'data.mix_size' must be >= 1, got {d.mix_size}")
+        if not any(s.weight is not None for s in as_sources(d.train)):
+            raise ConfigError(
+                "config: 'data.mix_size' sizes a weighted mixture; give data.train's sources weights"
+            )
+
+
+def _validate_stopping(config: RunConfig) -> None:
+    """``train.early_stopping`` / ``keep_best`` read eval losses: they need held-out data (an
+    eval source or eval_fraction > 0); early stopping needs evaluations during training, and
+    under GRPO with μ > 1 its checkpoints must fall on rollout boundaries."""
+    t, es = config.train, config.train.early_stopping
+    if es is not None and (es.patience < 1 or es.min_delta < 0):
+        raise ConfigError(
+            "config: 'train.early_stopping.patience' must be >= 1 and 'min_delta' >= 0, "
+            f"got {es.patience} and {es.min_delta}"
+        )
+    asked = [name for name, on in (("early_stopping", es is not None), ("keep_best", t.keep_best)) if on]
+    if not asked:
+        return
+    if not as_sources(config.data.eval) and config.data.eval_fraction == 0:
+        raise ConfigError(
+            f"config: 'train.{asked[0]}' compares eval losses, but there is no held-out data: "
+            "set data.eval or data.eval_fraction > 0"
+        )
+    if es is not None and t.eval_every == 0:
+        raise ConfigError(
+            "config: 'train.early_stopping' needs evaluations during training: set train.eval_every > 0"
+        )
+    mu = config.grpo.iterations
+    if config.method == "grpo" and mu > 1 and t.eval_every % mu:
+        raise ConfigError(
+            f"config: 'train.{asked[0]}' writes a checkpoint at evaluations, so 'train.eval_every' "
+            f"({t.eval_every}) must be a multiple of 'grpo.iterations' ({mu})"
+        )
+
+
 def _validate_rest(config: RunConfig) -> None:
     t, a = config.train, config.adapter
     if not config.model.path:
         raise ConfigError("config: 'model' is required (a local Hugging Face model folder)")
-    if not config.data.train:
-        raise ConfigError("config: 'data.train' is required (a training data file)")
+    _validate_data(config.data)
+    _validate_stopping(config)
     positive = {
         "train.grad_accum": t.grad_accum,
         "train.max_length": t.max_length,

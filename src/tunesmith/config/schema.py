@@ -48,13 +48,54 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class DataSource:
+    """One data source of ``data.train`` / ``data.eval`` written as a mapping (a plain string
+    is a source with only a ``path``). See docs/data.md, "Several sources, weights, columns"."""
+
+    path: str = ""
+    """A data file (.jsonl / .json / .csv / .parquet / .txt) or a folder written by Hugging
+    Face ``datasets``' ``save_to_disk`` (read with the ``datasets`` package: extra "datasets")."""
+    weight: float | None = None
+    """Mixing weight: this source's share of the mixture is weight / (sum of the weights);
+    set on every source of the list or on none (none: the sources are concatenated)."""
+    columns: dict[str, str] = field(default_factory=dict)
+    """Field renames, ``{field tunesmith reads: column in this source}``, e.g.
+    ``{messages: conversation}``; applied to the top-level fields of every row."""
+    split: str | None = None
+    """The split of a ``save_to_disk`` folder holding a DatasetDict (needed when it has several)."""
+
+    def __str__(self) -> str:
+        # Errors and example sources name the file, as for a plain path.
+        return self.path
+
+    @property
+    def plain(self) -> bool:
+        """Only a path: read exactly as the string ``path`` would be."""
+        return self.weight is None and not self.columns and self.split is None
+
+
+def as_sources(value: str | DataSource | list[str | DataSource] | None) -> list[DataSource]:
+    """``data.train`` / ``data.eval`` as a list of :class:`DataSource` (a single path or
+    source, a list of them, or None / "" for none)."""
+    if value is None or value == "":
+        return []
+    items = value if isinstance(value, list) else [value]
+    return [item if isinstance(item, DataSource) else DataSource(path=item) for item in items]
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Where the examples come from and how they are turned into tokens."""
 
-    train: str | list[str] = ""
-    """Training file(s): .jsonl / .json / .csv / .parquet / .txt."""
-    eval: str | list[str] | None = None
-    """Held-out file(s). When absent, ``eval_fraction`` of train is split off."""
+    train: str | DataSource | list[str | DataSource] = ""
+    """Training data: a file (.jsonl / .json / .csv / .parquet / .txt), a ``save_to_disk``
+    folder, or a list of them; a list item may be a mapping ``{path, weight, columns, split}``
+    (:class:`DataSource`) to mix sources by weight and rename fields."""
+    eval: str | DataSource | list[str | DataSource] | None = None
+    """Held-out data, as for ``train``. When absent, ``eval_fraction`` of train is split off."""
+    mix_size: int | None = None
+    """Examples in a weighted mixture (every epoch passes over it once); default: the sum of
+    the sources' sizes. Only with weights."""
     eval_fraction: float = 0.05
     """Fraction of the training examples held out when ``eval`` is not given (0 disables)."""
     train_on_all_tokens: bool = False
@@ -87,6 +128,16 @@ class AdapterConfig:
     ``adapter_model.safetensors``, e.g. its ``final/``): its weights initialise the adapter
     instead of PEFT's fresh init (continued fine-tuning). Its type, r, alpha, rslora and
     targets must equal this section's."""
+
+
+@dataclass(frozen=True)
+class EarlyStoppingConfig:
+    """Stop training when the held-out loss stops improving (``train.early_stopping``)."""
+
+    patience: int = 3
+    """Evaluations in a row without improvement after which training stops (>= 1)."""
+    min_delta: float = 0.0
+    """An eval loss improves on the best so far only when lower by more than this (>= 0)."""
 
 
 @dataclass(frozen=True)
@@ -126,9 +177,17 @@ class TrainConfig:
     save_every: int = 50
     """Checkpoint every N optimizer steps (0: only at the end)."""
     keep_last: int = 2
-    """Checkpoints kept on disk (older ones are deleted)."""
+    """Checkpoints kept on disk (older ones are deleted; with ``keep_best`` the best one is kept too)."""
     eval_every: int = 50
     """Held-out loss every N optimizer steps (0: only at the end)."""
+    early_stopping: EarlyStoppingConfig | None = None
+    """``{patience, min_delta}``: stop after ``patience`` evaluations in a row whose eval loss
+    is not below the best so far by more than ``min_delta`` (a checkpoint is written where it
+    stops; the step-0 baseline does not count). Needs held-out data and ``eval_every`` > 0.
+    null: off. See docs/training.md, "Early stopping and the best checkpoint"."""
+    keep_best: bool = False
+    """Write the weights of the evaluation with the lowest eval loss as ``final/`` instead of
+    the last step's (a checkpoint is written at each new best and kept through rotation)."""
     eval_at_start: bool = False
     """Also evaluate the untrained model first (logged as step 0): the baseline to beat."""
     eval_generate: int = 0

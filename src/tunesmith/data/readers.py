@@ -12,7 +12,13 @@ Row numbers are 1-based and mean, per file type:
 - ``.csv``: the data row, counting the first row *after the header* as 1 (blank rows are skipped
   but counted; a cell with embedded newlines does not shift the count);
 - ``.parquet``: the 1-based row index;
-- ``.txt``: always 1 — the whole file is one ``{"text": ...}`` document for continued pretraining.
+- ``.txt``: always 1 — the whole file is one ``{"text": ...}`` document for continued pretraining;
+- a folder written by Hugging Face ``datasets``' ``save_to_disk``: the 1-based row index (read
+  with ``datasets.load_from_disk``: Arrow files, memory-mapped, no network).
+
+A source given as a :class:`~tunesmith.config.schema.DataSource` may rename fields
+(``columns``, applied here to every row, so every reader of data sees the renamed rows) and
+pick the split of a saved ``DatasetDict`` (``split``).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith import jsontext
+from tunesmith.config.schema import DataSource
 from tunesmith.errors import DataError
 
 Row = tuple[int, Any]
@@ -36,19 +43,36 @@ Row = tuple[int, Any]
 CSV_JSON_COLUMNS = frozenset({"messages", "conversations", "tools"})
 
 
-def iter_rows(path: str | PathLike[str]) -> Iterator[Row]:
-    """Yield ``(number, parsed_object)`` for every example in ``path`` (see module docstring).
+def iter_rows(path: str | PathLike[str] | DataSource) -> Iterator[Row]:
+    """Yield ``(number, parsed_object)`` for every example in ``path`` (see module docstring):
+    a file, a ``save_to_disk`` folder, or a :class:`DataSource` naming one of them with its
+    ``columns`` renames and ``split``.
 
-    Raises :class:`DataError` at call time for a missing file, a directory, an unsupported
-    suffix or an empty (zero-byte) file; while iterating for undecodable bytes (naming the
-    line), invalid JSON (naming line and column), malformed CSV rows, unreadable Parquet, and a
-    file with no example in it (only blank lines, ``[]``, a header without rows, zero rows).
-    Parsed objects are returned as found: checking they are JSON objects is the caller's job.
+    Raises :class:`DataError` at call time for a missing file, a folder that is not a saved
+    dataset (or a DatasetDict without a ``split`` chosen), an unsupported suffix or an empty
+    (zero-byte) file; while iterating for undecodable bytes (naming the line), invalid JSON
+    (naming line and column), malformed CSV rows, unreadable Parquet, a row without a column
+    that ``columns`` maps (naming line and column), and a file with no example in it (only
+    blank lines, ``[]``, a header without rows, zero rows). Parsed objects are returned as
+    found: checking they are JSON objects is the caller's job.
     """
-    file = Path(path)
-    read = _reader_for(file)
-    _check_file(file)
-    return _nonempty(file, read(file))
+    source = path if isinstance(path, DataSource) else DataSource(path=str(path))
+    file = Path(source.path)
+    if file.is_dir():
+        rows = _read_saved_dataset(file, source.split)
+    elif not file.suffix and not file.exists():
+        raise DataError("no such file or folder", path=str(file))
+    else:
+        read = _reader_for(file)
+        _check_file(file)
+        if source.split is not None:
+            raise DataError(
+                f"'split: {source.split}' chooses a split of a folder saved by datasets' "
+                "save_to_disk; this is a file",
+                path=str(file),
+            )
+        rows = _nonempty(file, read(file))
+    return _renamed(file, rows, source.columns) if source.columns else rows
 
 
 SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet", ".txt")
@@ -75,8 +99,6 @@ def _reader_for(file: Path) -> Callable[[Path], Iterator[Row]]:
 def _check_file(file: Path) -> None:
     if not file.exists():
         raise DataError("file not found", path=str(file))
-    if file.is_dir():
-        raise DataError("this is a directory; expected a data file", path=str(file))
     if file.stat().st_size == 0:
         raise _empty(file)
 
@@ -264,3 +286,105 @@ def _read_txt(file: Path) -> Iterator[Row]:
     text = _decode_file(file)
     if text.strip():
         yield 1, {"text": text}
+
+
+# ---- Hugging Face datasets folders (save_to_disk) -----------------------------------------
+
+_NOT_SAVED = (
+    "this is a directory; expected a data file, or a folder written by datasets' "
+    "save_to_disk (with dataset_info.json and state.json, or dataset_dict.json)"
+)
+
+
+def is_saved_dataset(folder: Path) -> bool:
+    """Whether ``folder`` looks like ``save_to_disk``'s output (a Dataset or a DatasetDict)."""
+    return (folder / "dataset_dict.json").is_file() or (
+        (folder / "dataset_info.json").is_file() and (folder / "state.json").is_file()
+    )
+
+
+def _read_saved_dataset(folder: Path, split: str | None) -> Iterator[Row]:
+    """The rows of a ``Dataset`` (or one split of a ``DatasetDict``) saved with ``save_to_disk``.
+
+    The folder's layout is checked before ``datasets`` is imported, so a stray directory is a
+    plain error even where the package is missing."""
+    if not is_saved_dataset(folder):
+        raise DataError(_NOT_SAVED, path=str(folder))
+    try:  # imported lazily: datasets is an optional dependency (extra "datasets")
+        import datasets
+    except ImportError:
+        raise DataError(
+            "reading a folder saved with save_to_disk needs the datasets package: "
+            "pip install 'tunesmith[datasets]'",
+            path=str(folder),
+        ) from None
+    try:
+        saved = datasets.load_from_disk(str(folder))
+    except Exception as err:  # datasets raises FileNotFoundError, ValueError, pyarrow errors ...
+        raise DataError(f"cannot read this save_to_disk folder: {_one_line(err)}", path=str(folder)) from None
+    if isinstance(saved, datasets.DatasetDict):
+        saved = _pick_split(folder, saved, split)
+    elif split is not None:
+        raise DataError(
+            f"'split: {split}' given, but this folder holds a single Dataset (no splits)", path=str(folder)
+        )
+    if len(saved) == 0:
+        raise _empty(folder)
+    return _dataset_rows(saved)
+
+
+def _pick_split(folder: Path, saved: Any, split: str | None) -> Any:
+    names = list(saved)
+    if split is None and len(names) == 1:
+        return saved[names[0]]
+    if split is None:
+        raise DataError(
+            f"this folder holds a DatasetDict with splits {', '.join(names)}; choose one with "
+            f"{{path: {folder}, split: {names[0]}}} (or point at {folder / names[0]})",
+            path=str(folder),
+        )
+    if split not in saved:
+        raise DataError(
+            f"no split '{split}' in this DatasetDict; its splits: {', '.join(names)}", path=str(folder)
+        )
+    return saved[split]
+
+
+def _dataset_rows(saved: Any) -> Iterator[Row]:
+    number = 0
+    for batch in saved.iter(batch_size=1024):  # a dict of columns, as Python lists
+        names = list(batch)
+        for values in zip(*(batch[name] for name in names)):
+            number += 1
+            yield number, dict(zip(names, values))
+
+
+def _one_line(err: Exception) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 300 else text[:300] + "…"
+
+
+# ---- column renames ----------------------------------------------------------------------
+
+
+def _renamed(file: Path, rows: Iterator[Row], columns: dict[str, str]) -> Iterator[Row]:
+    """Rows with ``columns`` applied: field ``target`` takes the value of column ``columns[target]``
+    (which is dropped under its own name); other fields pass through. A row without a mapped
+    column is an error naming the line and the column."""
+    sourced = set(columns.values())
+    for number, row in rows:
+        if isinstance(row, dict):  # anything else is the format check's to report
+            for target, column in columns.items():
+                if column not in row:
+                    have = ", ".join(sorted(map(str, row))) or "none"
+                    raise DataError(
+                        f"no column '{column}' (the source's 'columns' maps it to '{target}'); "
+                        f"this row's columns: {have}",
+                        path=str(file),
+                        line=number,
+                        field=column,
+                    )
+            renamed = {k: v for k, v in row.items() if k not in sourced}
+            renamed.update({target: row[column] for target, column in columns.items()})
+            row = renamed
+        yield number, row

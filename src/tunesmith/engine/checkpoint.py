@@ -70,8 +70,10 @@ def save_checkpoint(
     rng: dict,
     state: dict,
     keep_last: int,
+    keep: int | None = None,
 ) -> Path:
-    """Write checkpoint ``step`` under ``root`` atomically and rotate old ones (:func:`_rotate`).
+    """Write checkpoint ``step`` under ``root`` atomically and rotate old ones (:func:`_rotate`;
+    checkpoint ``keep``, the best one of ``train.keep_best``, is kept whatever its age).
 
     The files are written and fsynced, then the manifest ``COMMITTED`` (their sizes and SHA-256,
     hashed from the files as written), then the directory is renamed into place."""
@@ -99,12 +101,13 @@ def save_checkpoint(
         _remove(final)
     os.replace(tmp, final)
     _fsync_dir(root)
-    _rotate(root, step, keep_last)
+    _rotate(root, step, keep_last, keep)
     return final
 
 
-def _rotate(root: Path, step: int, keep_last: int) -> None:
-    """After writing checkpoint ``step``: keep the newest ``keep_last`` checkpoints up to it.
+def _rotate(root: Path, step: int, keep_last: int, keep: int | None = None) -> None:
+    """After writing checkpoint ``step``: keep the newest ``keep_last`` checkpoints up to it,
+    and checkpoint ``keep`` (when given) besides them.
 
     Checkpoints of later steps are removed: the run is at ``step`` now and rewrites them, so
     they belong to an abandoned timeline — damaged ones a resume fell back past, or those of an
@@ -119,7 +122,7 @@ def _rotate(root: Path, step: int, keep_last: int) -> None:
         if rundir.step_of(d) > step:
             log.info("removing checkpoint %s: the run restarted from an earlier step", d)
             _remove(d)
-        else:
+        elif rundir.step_of(d) != keep:
             older.append(d)
     for old in older[:-keep_last]:
         _remove(old)

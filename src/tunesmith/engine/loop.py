@@ -26,6 +26,7 @@ import torch
 from .. import rundir
 from ..config import TrainConfig
 from ..data.pack import micro_batches
+from ..errors import ConfigError
 from ..models.adapters import trainable_state_dict
 from ..models.forward import profile_scope
 from . import checkpoint as ckpt
@@ -37,6 +38,7 @@ from .parts import MethodParts
 from .profile import StepProfiler, format_report
 from .runtime import autocast
 from .schedule import lr_multiplier
+from .selection import Selection
 
 log = logging.getLogger("tunesmith")
 
@@ -49,6 +51,13 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     resumed_from: int | None = None
     first_step_s: float | None = None
+    stopped_early_at: int | None = None
+    """The step where ``train.early_stopping`` ended training (None: it ran to the end)."""
+    best_step: int | None = None
+    """The evaluation with the lowest eval loss (``train.early_stopping`` / ``keep_best``)."""
+    best_eval_loss: float | None = None
+    final_from_step: int | None = None
+    """``train.keep_best``: the checkpoint whose weights the model holds after training."""
 
 
 class Trainer:
@@ -102,7 +111,26 @@ class Trainer:
         # s // batch_reuse. The value is checked on resume, so a checkpoint of another μ is refused.
         self.batch_reuse = parts.batch_reuse
         if self.batch_reuse != 1:
-            self.state_extra = {**state_extra, "batch_reuse": self.batch_reuse}
+            self.state_extra = {**self.state_extra, "batch_reuse": self.batch_reuse}
+        # Early stopping / best checkpoint (engine.selection); their settings are checked on
+        # resume only when on, so checkpoints of runs without them still resume.
+        es = cfg.early_stopping
+        self.selection = Selection(es.patience if es else None, es.min_delta if es else 0.0)
+        self.tracks_best = es is not None or cfg.keep_best
+        if self.tracks_best:
+            if not eval_units:
+                raise ConfigError(
+                    "config: 'train.early_stopping' / 'keep_best' compare eval losses, but the "
+                    "run has no held-out example (set data.eval, or data.eval_fraction > 0 "
+                    "with at least 2 training examples)"
+                )
+            self.state_extra = {
+                **self.state_extra,
+                "selection": {
+                    "early_stopping": es and [es.patience, es.min_delta],
+                    "keep_best": cfg.keep_best,
+                },
+            }
         if cfg.max_steps is not None:
             self.total_steps = cfg.max_steps
         else:
@@ -301,8 +329,9 @@ class Trainer:
                 trainable=trainable,
                 optim_state=optim,
                 rng=rng,
-                state={"step": step, **self.state_extra},
+                state={"step": step, **self.state_extra, **self._selection_state()},
                 keep_last=self.cfg.keep_last,
+                keep=self.selection.best_step if self.cfg.keep_best else None,
             )
         distributed.barrier(ctx)
         return path
@@ -327,7 +356,29 @@ class Trainer:
         self.optimizer.load_state_dict(optimizer)
         self.scheduler.load_state_dict(data["optim"]["scheduler"])
         distributed.restore_rank_rng(self.dist, data["rng"], self.cfg.seed, int(saved["step"]))
+        if self.tracks_best:
+            self.selection.restore(saved.get("eval_selection"))
         return int(saved["step"])
+
+    def _selection_state(self) -> dict:
+        return {"eval_selection": self.selection.state()} if self.tracks_best else {}
+
+    def load_best(self) -> int | None:
+        """``train.keep_best``: put the weights of the best evaluation's checkpoint into the
+        model (every rank); returns its step, or None when keep_best is off or no evaluation
+        ran. CheckpointError when that checkpoint is missing or damaged."""
+        best = self.selection.best_step
+        if not self.cfg.keep_best or best is None:
+            return None
+        path = rundir.RunDir(self.out_dir).checkpoint(best)
+        reason = ckpt.verify_checkpoint(path) if path.is_dir() else "it is missing"
+        if reason is not None:
+            raise ckpt.CheckpointError(
+                f"train.keep_best: cannot read the best checkpoint {path} (eval loss "
+                f"{self.selection.best_loss:.4f}): {reason}"
+            )
+        ckpt.restore_trainable(self.model, ckpt.load_checkpoint(path)["trainable"], path)
+        return best
 
     # -- the loop ----------------------------------------------------------------------------
     def fit(
@@ -353,13 +404,14 @@ class Trainer:
         tb = TensorBoardSink(rundir.RunDir(self.out_dir).tensorboard) if cfg.tensorboard and main else None
         progress = Progress(self.total_steps, start, cfg.progress if main else "none", cfg.log_every)
         history, last_eval, first_step_s = [], None, None
+        end = self.total_steps if self.selection.stopped_at is None else start  # stopped early: done
         if cfg.eval_at_start and start == 0 and self.eval_units:
             baseline = {"step": 0, **self.evaluate(0)}
             sink.write(baseline)
             history.append(baseline)
             progress.note(f"step 0: {_eval_text(baseline)}")
         try:
-            for step in range(start, self.total_steps):
+            for step in range(start, end):
                 with self.profiler.step(step + 1) if self.profiler else contextlib.nullcontext():
                     row = self.train_step(step)
                 if self.profiler and self.profiler.result and not self.profiler.reported:
@@ -369,39 +421,71 @@ class Trainer:
                     first_step_s = time.time() - process_start
                 done = row["step"]
                 is_last = done == self.total_steps
+                verdict = None
                 if self.eval_units and ((cfg.eval_every and done % cfg.eval_every == 0) or is_last):
                     ev = self.evaluate(done)
                     row.update(ev)
                     last_eval = ev.get("eval_loss")
                     progress.note(f"step {done}: {_eval_text(ev)}")
+                    if self.tracks_best:
+                        verdict = self.selection.observe(done, ev["eval_loss"])
                 sink.write(row)
                 if tb:
                     tb.write(row)
                 history.append(row)
                 progress.update(row)
-                if (cfg.save_every and done % cfg.save_every == 0) or is_last:
+                stop = verdict is not None and verdict.stop
+                best_now = verdict is not None and verdict.new_best and cfg.keep_best
+                if (cfg.save_every and done % cfg.save_every == 0) or is_last or stop or best_now:
                     self.save(done)
+                if stop and not is_last:
+                    progress.note(self._stop_text(done))
+                    break
         finally:
             progress.close()
             sink.close()
             if tb:
                 tb.close()
-        if not history and start >= self.total_steps:
-            log.info("training was already complete at step %d", start)
+        if not history and (start >= self.total_steps or self.selection.stopped_at is not None):
+            log.info(
+                "training was already complete at step %d%s",
+                start,
+                " (stopped early)" if self.selection.stopped_at is not None else "",
+            )
             history = [r for r in read_metrics(self.out_dir) if r.get("step", 0) <= start]
+        final_from = self.load_best()
+        if final_from is not None:
+            log.info(
+                "train.keep_best: final weights are those of step %d (eval loss %.4f)",
+                final_from,
+                self.selection.best_loss,
+            )
         final_loss = next((r["loss"] for r in reversed(history) if "loss" in r), None)
         last_eval = (
             last_eval
             if last_eval is not None
             else next((r["eval_loss"] for r in reversed(history) if "eval_loss" in r), None)
         )
+        stopped = self.selection.stopped_at
+        stopped = stopped if stopped is not None and stopped < self.total_steps else None
         return TrainResult(
-            self.total_steps,
+            stopped or self.total_steps,
             final_loss,
             last_eval,
             history,
             resumed_from=start if resume_from else None,
             first_step_s=first_step_s,
+            stopped_early_at=stopped,
+            best_step=self.selection.best_step,
+            best_eval_loss=self.selection.best_loss,
+            final_from_step=final_from,
+        )
+
+    def _stop_text(self, step: int) -> str:
+        s = self.selection
+        return (
+            f"early stopping at step {step}: eval loss has not improved on the best by more than "
+            f"{s.min_delta:g} for {s.patience} evaluations (best {s.best_loss:.4f} at step {s.best_step})"
         )
 
 

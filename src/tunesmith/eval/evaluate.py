@@ -251,10 +251,14 @@ def _unique_names(models: list[EvalModel]) -> None:
         seen.add(m.name)
 
 
-def _config_eval_file(ctx) -> str:
+def _config_eval_file(ctx):
+    """The run's first held-out source: its path, or the DataSource when it renames columns
+    or names a split (both read by tunesmith.data.readers.iter_rows)."""
     if ctx.config is not None and ctx.config.data.eval:
-        ev = ctx.config.data.eval
-        return ev if isinstance(ev, str) else ev[0]
+        from ..config.schema import as_sources
+
+        first = as_sources(ctx.config.data.eval)[0]
+        return first.path if not first.columns and first.split is None else first
     raise ConfigError("no held-out data: pass --data FILE (the target names no data.eval)")
 
 

@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from ..config.schema import DataSource, as_sources
+from ..data import sources
 from ..data.formats import load_examples
 from ..data.pack import make_units
 from ..data.render import Renderer, render_all
@@ -50,14 +53,13 @@ class PreparedData:
 
 
 def data_files(value) -> list[str]:
-    """``data.train`` / ``data.eval`` as a list of paths (a single path, a list, or None)."""
-    if value is None:
-        return []
-    return [value] if isinstance(value, str) else list(value)
+    """``data.train`` / ``data.eval`` as a list of paths (a single path or source, a list, or None)."""
+    return [s.path for s in as_sources(value)]
 
 
-def load_all(paths: list[str], expect: str) -> list:
-    """Examples of every file in ``paths`` (validated as format ``expect``)."""
+def load_all(paths: list, expect: str) -> list:
+    """Examples of every file in ``paths`` (paths or :class:`DataSource` items, validated as
+    format ``expect``)."""
     examples = []
     for p in paths:
         examples.extend(load_examples(p, expect=expect))
@@ -79,19 +81,83 @@ def split_eval(examples: list, fraction: float, seed: int) -> tuple[list, list]:
     )
 
 
-def train_eval_split(config, read: Callable[[list[str]], list]) -> tuple[list, list]:
+def train_eval_split(config, read: Callable[[list], list]) -> tuple[list, list]:
     """The run's train and held-out examples, each a list of what ``read(paths)`` returns for
-    the files of ``data.train`` / ``data.eval``: without held-out examples there,
-    ``data.eval_fraction`` of train is split off (:func:`split_eval`, seeded by ``train.seed``);
-    the held-out ones are capped at ``data.max_eval_examples``. Every method reads its data
-    through this."""
-    train = read(data_files(config.data.train))
-    evals = read(data_files(config.data.eval))
-    if not evals:
-        train, evals = split_eval(train, config.data.eval_fraction, config.train.seed)
+    the sources of ``data.train`` / ``data.eval`` (one source per call; a source with only a
+    path is passed as the path string, any other as its :class:`DataSource`, which
+    :func:`~tunesmith.data.readers.iter_rows` reads with its column renames and split).
+
+    Sources without weights are concatenated. Weighted sources are mixed
+    (:func:`tunesmith.data.sources.mix`, seeded by ``train.seed``; the meaning of a weight is
+    that module's docstring). Without held-out examples in ``data.eval``, ``data.eval_fraction``
+    of train is split off (:func:`split_eval`, seeded by ``train.seed``) — of each source before
+    mixing when weighted. The held-out ones are capped at ``data.max_eval_examples``. Every
+    method reads its data through this."""
+    seed = config.train.seed
+    train_sources = as_sources(config.data.train)
+    eval_sources = as_sources(config.data.eval)
+    train_pools = _read_pools(train_sources, read)
+    eval_pools = _read_pools(eval_sources, read)
+    evals = _combine(eval_sources, eval_pools, seed, "eval", None)
+    if not evals and not sources.weighted(train_sources):
+        train, evals = split_eval(_concat(train_pools), config.data.eval_fraction, seed)
+    else:
+        if not evals:
+            split = [split_eval(pool, config.data.eval_fraction, seed) for pool in train_pools]
+            train_pools, evals = [kept for kept, _ in split], _concat([held for _, held in split])
+        train = _combine(train_sources, train_pools, seed, "train", config.data.mix_size)
     if config.data.max_eval_examples is not None:
         evals = evals[: config.data.max_eval_examples]
     return train, evals
+
+
+def _read_pools(items: list[DataSource], read: Callable[[list], list]) -> list[list]:
+    pools = []
+    for s in items:
+        try:
+            pools.append(read([s.path if s.plain else s]))
+        except DataError as err:
+            raise _in_file_columns(err, s) from None
+    if sources.weighted(items):
+        for s, pool in zip(items, pools):
+            if not pool:
+                raise DataError("this weighted source yielded no example to mix", path=s.path)
+    return pools
+
+
+def _in_file_columns(err: DataError, source: DataSource) -> DataError:
+    """``err`` about a renamed field (``messages[0].role``) restated with the column the file
+    holds (``conversation[0].role``), so the field named is one the user can find in the file."""
+    root = re.match(r"[^.\[]*", err.field or "").group(0)
+    if root not in source.columns:
+        return err
+    column = source.columns[root]
+    note = f" (the source's columns read '{column}' as '{root}')"
+    return DataError(
+        err.bare_message + note, path=err.path, line=err.line, field=column + err.field[len(root) :]
+    )
+
+
+def _combine(items: list[DataSource], pools: list[list], seed: int, role: str, total: int | None) -> list:
+    """Concatenated pools, or their weighted mixture (logging what each source gave)."""
+    if not sources.weighted(items):
+        return _concat(pools)
+    mixed = sources.mix(pools, [s.weight for s in items], seed, role, total)
+    counts = sources.mixture_counts([len(p) for p in pools], [s.weight for s in items], total)
+    for s, pool, count in zip(items, pools, counts):
+        log.info(
+            "data: %s mixture: %d examples from %s (%d available, weight %g)",
+            role,
+            count,
+            s.path,
+            len(pool),
+            s.weight,
+        )
+    return mixed
+
+
+def _concat(pools: list[list]) -> list:
+    return [example for pool in pools for example in pool]
 
 
 def train_eval_examples(config, expect: str) -> tuple[list, list]:
@@ -145,7 +211,7 @@ def check_rendered(config, train: list, stats: dict) -> None:
     DataError when no training example is left, a warning when some were truncated."""
     if not train:
         raise DataError(
-            f"no trainable example in {config.data.train}: every example was empty or "
+            f"no trainable example in {', '.join(data_files(config.data.train))}: every example was empty or "
             "had no assistant tokens to train on"
         )
     if stats["truncated"]:

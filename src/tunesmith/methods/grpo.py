@@ -64,7 +64,7 @@ from ..models.adapters import load_reference_adapter, reference_policy
 from ..models.generate import format_prompt
 from ..models.template import stop_token_ids
 from ..rewards import Sample, build_rewards, required_fields
-from .common import MethodParts, PreparedData, train_eval_split
+from .common import MethodParts, PreparedData, data_files, train_eval_split
 from .grpo_rollout import completion_logprobs, sample_groups
 
 log = logging.getLogger("tunesmith")
@@ -199,7 +199,7 @@ def prepare_data(config: RunConfig, tokenizer) -> PreparedData:
         )
     if not train:
         raise DataError(
-            f"no usable prompt in {config.data.train}: every prompt was longer than "
+            f"no usable prompt in {', '.join(data_files(config.data.train))}: every prompt was longer than "
             f"{room} tokens (raise train.max_length or lower grpo.max_new_tokens)"
         )
     log.info(

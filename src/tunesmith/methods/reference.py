@@ -33,7 +33,7 @@ from ..engine.runtime import autocast
 from ..errors import DataError
 from ..models.device import resolve_device, resolve_dtype
 from ..models.pair_forward import reference_logps
-from .common import MethodParts, PreparedData, pack_prepared, template_name, train_eval_split
+from .common import MethodParts, PreparedData, data_files, pack_prepared, template_name, train_eval_split
 
 log = logging.getLogger("tunesmith")
 
@@ -163,7 +163,7 @@ def finish_prepare(
 ) -> PreparedData:
     """Units (pair rows; packed up to 2 × max_length tokens), reference precompute, stats."""
     if not train:
-        raise DataError(f"no training example in {config.data.train}")
+        raise DataError(f"no training example in {', '.join(data_files(config.data.train))}")
     if stats["truncated"]:
         log.warning(
             "data: %d of %d training rows exceeded train.max_length=%d (prompt + answer) and were truncated",

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tunesmith.config import load_config
+from tunesmith.config.schema import as_sources
 from tunesmith.methods import validate  # the torch-free checks, then each method's own
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -32,10 +33,6 @@ def _defines(path: Path, name: str) -> bool:
     return any(isinstance(node, ast.FunctionDef) and node.name == name for node in tree.body)
 
 
-def _as_list(value: str | list[str] | None) -> list[str]:
-    return value if isinstance(value, list) else [value] if value else []
-
-
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.relative_to(ROOT / "examples").as_posix())
 def test_example_config_loads_and_validates(path):
     cfg = load_config(path)
@@ -44,8 +41,8 @@ def test_example_config_loads_and_validates(path):
     model = cfg.model.path
     setup = (ROOT / "scripts" / "setup.sh").read_text(encoding="utf-8")
     assert (ROOT / model).exists() or model in setup, f"{path.name}: model {model} is not shipped"
-    for item in _as_list(cfg.data.train) + _as_list(cfg.data.eval):
-        assert (ROOT / item).is_file(), f"{path.name}: data file {item} is missing"
+    for item in as_sources(cfg.data.train) + as_sources(cfg.data.eval):
+        assert (ROOT / item.path).exists(), f"{path.name}: data file {item.path} is missing"
     for reward in cfg.grpo.rewards if cfg.method == "grpo" else []:
         if reward.type == "python":
             file, _, name = reward.function.rpartition(":")

@@ -118,6 +118,8 @@ def iter_file(path: Path, progress: Progress | None) -> Iterator[_Row]:
     if not path.exists():
         raise DataError("file not found", path=str(path))
     if path.is_dir():
+        if readers.is_saved_dataset(path):  # a datasets save_to_disk folder: read like Parquet
+            return _iter_other(path, progress)
         raise DataError("this is a directory; expected a data file", path=str(path))
     if path.suffix.lower() in (".jsonl", ".ndjson"):
         return _iter_jsonl(path, progress)
