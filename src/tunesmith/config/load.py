@@ -317,10 +317,21 @@ def _validate_init_from(a) -> None:
             )
 
 
+def _validate_chat_template(value: str | None) -> None:
+    """A bare word is a template name and must be a shipped one (a path is checked at load)."""
+    from ..models.named_templates import TEMPLATES, is_template_name, unknown_name_message
+
+    if value and value not in TEMPLATES and is_template_name(value) and not Path(value).is_file():
+        raise ConfigError(f"config: {unknown_name_message(value)}")
+
+
 def _validate_rest(config: RunConfig) -> None:
     t, a = config.train, config.adapter
     if not config.model.path:
-        raise ConfigError("config: 'model' is required (a local Hugging Face model folder)")
+        raise ConfigError(
+            "config: 'model' is required (a local Hugging Face model folder, a .gguf file or a Hub id)"
+        )
+    _validate_chat_template(config.model.chat_template)
     if not config.data.train:
         raise ConfigError("config: 'data.train' is required (a training data file)")
     positive = {

@@ -20,11 +20,15 @@ class ModelConfig:
     """Which model to fine-tune. ``model: PATH`` in YAML is shorthand for ``model: {path: PATH}``."""
 
     path: str = ""
-    """Local Hugging Face model folder (or a hub id where the network allows)."""
+    """A local Hugging Face model folder, a ``.gguf`` file, or a Hugging Face Hub id
+    (``Qwen/Qwen2.5-0.5B-Instruct``: fetched into the Hub cache where the network allows;
+    offline, a cached copy loads)."""
     tokenizer: str | None = None
     """Tokenizer folder when it differs from ``path``."""
     chat_template: str | None = None
-    """A ``.jinja`` file replacing the tokenizer's chat template (saved with the result)."""
+    """Replace the tokenizer's chat template (base models have none): a shipped template by name
+    — chatml | qwen | llama3 | mistral | gemma | phi3 — or a ``.jinja`` file. Saved with the
+    result (docs/training.md, "Chat templates")."""
     attn_implementation: str = "auto"
     """auto (tunesmith's padding-free varlen attention for training) | sdpa | eager."""
     attention_kernel: Literal["auto", "loop", "flex", "flash", "nested"] = "auto"
