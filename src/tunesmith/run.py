@@ -81,6 +81,9 @@ class PreparedRun:
     trainer: Trainer
     out: Path
     info: dict
+    complete: bool = False
+    """``out`` already holds this run, complete (same config, nothing left to train): its record
+    and result were left as they are, and :func:`train` reports them without training."""
 
 
 @dataclass
@@ -108,12 +111,19 @@ def start_runtime(cfg: RunConfig) -> Runtime:
     return Runtime(out, device, resolve_dtype(cfg.train.dtype, device), dist_ctx)
 
 
-def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None = None) -> PreparedRun:
+def prepare(
+    config: RunConfig | dict | str | Path, overrides: list[str] | None = None, *, resume: bool | str = "auto"
+) -> PreparedRun:
     """Load config, tokenizer, data and model; build the trainer; write the resolved config.
 
     The config is validated once, then resolved as the run learns the facts its derived values
     depend on (:mod:`tunesmith.config.resolve`): the device before the data, the number of
-    training sequences, the model's quantisation and linear modules, the trainer's warm-up."""
+    training sequences, the model's quantisation and linear modules, the trainer's warm-up.
+
+    A run folder's record (``config.resolved.yaml``, ``run.json``) is only written by a run that
+    trains there. When ``output_dir`` holds a complete run that this one would not train further
+    (``resume`` not False): with the same resolved config the record is left untouched
+    (``PreparedRun.complete``); with a changed one ConfigError names the keys that differ."""
     from .methods import get_method, validate
     from .models.load import load_tokenizer
 
@@ -139,10 +149,82 @@ def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None =
     trainer = build_trainer(resolve(cfg, facts), model, tokenizer, data, method, rt)
     resolved = resolve(cfg, replace(facts, warmup_steps=trainer.warmup))
     info = _run_info(resolved, model, trainer, data, rt)
-    if rt.dist.is_main:
+    recorded = None if resume is False else completed_record(rt.out, trainer.total_steps)
+    if recorded is not None:
+        _refuse_changed_config(rt.out, recorded, resolved, trainer.total_steps)
+    elif rt.dist.is_main:
         dump_config(resolved, rundir.RunDir(rt.out).resolved_config)
         rundir.RunDir(rt.out).run_info.write_text(json.dumps(info, indent=1), encoding="utf-8")
-    return PreparedRun(resolved, model, tokenizer, trainer, rt.out, info)
+    return PreparedRun(resolved, model, tokenizer, trainer, rt.out, info, complete=recorded is not None)
+
+
+# Keys that change how a run is carried out, not what it learns or what its record says it
+# learned from: rerunning a complete run may change them.
+_HOW_IT_RUNS = {"train.threads", "train.progress", "train.profile_steps", "train.log_every"}
+
+
+def completed_record(out: Path, total_steps: int) -> dict | None:
+    """The recorded resolved config of the complete run in ``out`` when a run of ``total_steps``
+    steps would train no further there (``run.json`` holds the run's result and a committed
+    checkpoint is at or past ``total_steps``); None otherwise (nothing there, an unfinished run,
+    or one this run extends)."""
+    import yaml
+
+    run = rundir.RunDir(out)
+    try:
+        if "result" not in run.read_run_info():
+            return None
+        recorded = run.read_resolved_config()
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    steps = [
+        rundir.step_of(d)
+        for d in run.checkpoints.glob(rundir.CHECKPOINT_GLOB)
+        if (d / rundir.MARKER).is_file() and rundir.step_of(d) is not None
+    ]
+    return recorded if steps and max(steps) >= total_steps else None
+
+
+def config_changes(recorded: dict, resolved: RunConfig) -> list[str]:
+    """``key: old -> new`` for each dotted key whose value differs between a recorded resolved
+    config and ``resolved`` (compared as YAML data, so as the record stores them)."""
+    import yaml
+
+    from .config import config_to_dict
+
+    new = yaml.safe_load(yaml.safe_dump(config_to_dict(resolved), sort_keys=False))
+    old_flat, new_flat = _flatten(recorded), _flatten(new)
+    missing = object()
+    changes = []
+    for key in [*new_flat, *(k for k in old_flat if k not in new_flat)]:
+        before, after = old_flat.get(key, missing), new_flat.get(key, missing)
+        if key not in _HOW_IT_RUNS and before != after:
+            show = ["(absent)" if v is missing else repr(v) for v in (before, after)]
+            changes.append(f"{key}: {show[0]} -> {show[1]}")
+    return changes
+
+
+def _flatten(node: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _refuse_changed_config(out: Path, recorded: dict, resolved: RunConfig, total_steps: int) -> None:
+    from .errors import ConfigError
+
+    changes = config_changes(recorded, resolved)
+    if changes:
+        shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
+        raise ConfigError(
+            f"{out} holds a complete run ({total_steps} steps) trained with another config ({shown}). "
+            f"Its record and result stay as they are: to train with this config use a new output_dir "
+            f"(e.g. --set output_dir={out}-2), or --no-resume to retrain {out} from scratch"
+        )
 
 
 def build_model(cfg: RunConfig, facts: RunFacts, method, rt: Runtime) -> tuple[torch.nn.Module, RunFacts]:
@@ -281,7 +363,9 @@ def train(
     until rotated). Returns a :class:`TrainResult`; the run directory holds everything else.
     """
     t_start = process_start or time.time()
-    run = prepare(config, overrides)
+    run = prepare(config, overrides, resume=resume)
+    if run.complete:
+        return _already_complete(run)
     cfg, out, trainer, model, run_info = run.cfg, run.out, run.trainer, run.model, run.info
     trainable, total = run_info["parameters"]["trainable"], run_info["parameters"]["total"]
     dtype, device, data_stats = run_info["dtype"], run_info["device"], run_info["data"]
@@ -347,6 +431,25 @@ def train(
         rundir.RunDir(out).final,
     )
     return result
+
+
+def _already_complete(run: PreparedRun) -> TrainResult:
+    """The result of the complete run in ``run.out``, read from its record; nothing is written."""
+    folder = rundir.RunDir(run.out)
+    result = folder.read_run_info().get("result") or {}
+    steps = run.trainer.total_steps
+    log.info(
+        "training was already complete at step %d with this config; %s and its record are left as they are",
+        steps,
+        folder.final,
+    )
+    distributed.shutdown(run.trainer.dist)
+    return TrainResult(
+        steps,
+        result.get("final_loss"),
+        result.get("eval_loss"),
+        [r for r in folder.read_metrics(skip_bad=True) if r.get("step", 0) <= steps],
+    )
 
 
 def save_final(model, tokenizer, path: Path, cfg: RunConfig, state_dict: dict | None = None) -> None:
