@@ -1,0 +1,67 @@
+"""Options a run would otherwise ignore (or obey at a large speed cost) without a word are
+warned about, naming the option (issue 20: fsdp + cpu_offload without --nproc trained
+single-process silently; fp16 on a CPU ran many times slower silently)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from tunesmith.config import load_config
+from tunesmith.engine.distributed import DistContext
+from tunesmith.run import Runtime, ignored_option_warnings, start_runtime
+
+
+def _cfg(tmp_path, **train):
+    return load_config(
+        {"model": "m", "data": {"train": "t.jsonl"}, "train": train, "output_dir": str(tmp_path / "out")}
+    )
+
+
+def _warnings(tmp_path, device="cpu", dtype="fp32", dist=DistContext(), **train):
+    rt = Runtime(tmp_path, torch.device(device), dtype, dist)
+    return ignored_option_warnings(_cfg(tmp_path, **train), rt)
+
+
+@pytest.mark.parametrize(
+    "train, named",
+    [
+        ({"parallel": "fsdp"}, "train.parallel: fsdp has no effect in a single process (no sharding"),
+        (
+            {"parallel": "fsdp", "cpu_offload": True},
+            "train.parallel: fsdp with train.cpu_offload has no effect",
+        ),
+        ({"parallel": "ddp"}, "train.parallel: ddp has no effect in a single process (no replicas)"),
+    ],
+)
+def test_parallel_without_torchrun_warns_naming_the_option(tmp_path, train, named):
+    (warning,) = _warnings(tmp_path, device="cuda", dtype="bf16", **train)
+    assert named in warning and "--nproc N" in warning
+
+
+def test_parallel_under_torchrun_is_not_warned_about(tmp_path):
+    dist = DistContext(world_size=2, rank=0, local_rank=0, mode="fsdp")
+    assert _warnings(tmp_path, device="cuda", dtype="bf16", dist=dist, parallel="fsdp") == []
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_half_precision_on_cpu_warns_with_the_speed_cost(tmp_path, dtype):
+    (warning,) = _warnings(tmp_path, dtype=dtype)
+    assert f"train.dtype: {dtype} on a CPU" in warning and "15x slower in fp16" in warning
+    assert "train.dtype: fp32" in warning
+
+
+def test_plain_runs_get_no_warning(tmp_path):
+    assert _warnings(tmp_path) == []  # fp32 on CPU
+    assert _warnings(tmp_path, device="cuda", dtype="bf16") == []
+    assert _warnings(tmp_path, device="cuda", dtype="fp16") == []
+
+
+def test_start_runtime_logs_them(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="tunesmith"):
+        rt = start_runtime(_cfg(tmp_path, dtype="fp16", device="cpu", parallel="ddp"))
+    assert rt.dtype == "fp16" and rt.device.type == "cpu"
+    text = caplog.text
+    assert "train.dtype: fp16 on a CPU" in text and "train.parallel: ddp has no effect" in text
