@@ -130,8 +130,8 @@ def ignored_option_warnings(cfg: RunConfig, rt: Runtime) -> list[str]:
     if rt.device.type == "cpu" and rt.dtype in ("fp16", "bf16"):
         out.append(
             f"train.dtype: {rt.dtype} on a CPU: CPUs without AMX / AVX512-FP16 compute half-precision "
-            "matmuls many times slower than fp32 (a SmolLM2-135M MLP block, forward + backward: "
-            "15x slower in fp16, 14x in bf16 on an AMD EPYC). "
+            "matmuls many times slower than fp32 (SmolLM2-135M LoRA training on one AMD EPYC thread: "
+            "50 tokens/s in fp32, 3 in bf16 or fp16, about 17x slower). "
             "Use train.dtype: fp32 (auto picks it on CPU)"
         )
     return out

@@ -42,16 +42,18 @@ def load_config(source: str | Path | dict | RunConfig, overrides: list[str] | No
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    for item in overrides or []:
+    config = _build(RunConfig, raw, where)  # the file's own mistakes are blamed on the file ...
+    for item in overrides or []:  # ... and each override's on that --set
         apply_override(raw, item)
-    return _build(RunConfig, raw, where)
+        config = _build(RunConfig, raw, f"--set {item}")
+    return config
 
 
 def apply_override(raw: dict, item: str) -> None:
     """Apply one dotted ``section.key=value`` override (YAML-typed value) to the raw config mapping
     in place: the parser of ``tunesmith train --set`` and of the jobs service's ``--set``."""
     if "=" not in item:
-        raise ConfigError(f"override '{item}' must look like section.key=value")
+        raise ConfigError(f"--set {item}: an override must look like section.key=value")
     key, _, text = item.partition("=")
     parts = key.strip().split(".")
     try:
@@ -66,7 +68,7 @@ def apply_override(raw: dict, item: str) -> None:
         if child is None:
             child = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"override '{item}': '{'.'.join(parts[: i + 1])}' is not a section")
+            raise ConfigError(f"--set {item}: '{'.'.join(parts[: i + 1])}' is not a section")
         node[part] = child
         node = child
     node[parts[-1]] = value

@@ -279,8 +279,14 @@ def activation_bytes(
     chunk_size: int,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[int, int]:
-    """(activations saved in one forward pass, one layer's share) for ``tokens`` tokens."""
+    """(activations saved in one forward pass, one layer's share) for ``tokens`` tokens.
+
+    Traced on 1- and 2-layer copies of the model (every layer adapted) and extrapolated to the
+    layers that save activations: all of them, or with ``adapter.top_layers`` only the adapted
+    top blocks (the blocks below run with nothing requiring a gradient, so they save none)."""
     vocab = int(config.vocab_size)
+    top = None if full else getattr(adapter_cfg, "top_layers", None)
+    adapter_cfg = adapter_cfg if top is None else replace(adapter_cfg, top_layers=None)
 
     def trace(layers: int, ckpt: bool) -> int:
         model = _meta_model(_with_layers(config, layers), dtype)
@@ -295,6 +301,8 @@ def activation_bytes(
         return _saved_bytes(model, tokens, segment, chunk_size, vocab)
 
     n_layers = int(config.num_hidden_layers)
+    if top is not None:
+        n_layers = min(top, n_layers)
     one, two = trace(1, False), trace(2, False)
     per_layer = max(two - one, 0)
     if not checkpointing:

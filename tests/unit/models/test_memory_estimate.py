@@ -74,8 +74,8 @@ def test_checkpointing_and_pass_size_scale_activations(tiny_model_dir):
     assert longer.activations == pytest.approx(2 * plain.activations, rel=0.05)  # O(T) attention
 
 
-@pytest.mark.parametrize("full", [False, True])
-def test_meta_trace_matches_a_real_cpu_forward(tiny_model_dir, full):
+@pytest.mark.parametrize("full, top_layers", [(False, None), (True, None), (False, 1)])
+def test_meta_trace_matches_a_real_cpu_forward(tiny_model_dir, full, top_layers):
     """The bytes saved for backward by a real CPU training forward (tunesmith's varlen attention,
     fused CE) equal the meta-device trace's within 2 %."""
     from transformers import AutoConfig
@@ -89,7 +89,7 @@ def test_meta_trace_matches_a_real_cpu_forward(tiny_model_dir, full):
     from tunesmith.models.load import load_causal_lm
 
     T = 96
-    adapter = AdapterConfig(r=8, alpha=16, dropout=0.05)
+    adapter = AdapterConfig(r=8, alpha=16, dropout=0.05, top_layers=top_layers)
     model = load_causal_lm(str(tiny_model_dir))
     model.set_attn_implementation(register())
     model.config.use_cache = False
