@@ -29,6 +29,7 @@ def add_data_commands(subparsers: Any) -> Any:
     p = sub.add_parser("check", help="validate every line; token statistics, duplicates")
     p.add_argument("file", help="training data (.jsonl, .json, .csv, .parquet, .txt)")
     p.add_argument("--model", help="model folder: special tokens, token statistics, estimate")
+    _chat_template_argument(p)
     p.add_argument("--method", choices=METHODS, default="sft", help="check the rows as this method's data")
     p.add_argument("--max-length", type=int, help="truncation length (default 1024)")
     p.add_argument(
@@ -44,6 +45,7 @@ def add_data_commands(subparsers: Any) -> Any:
     p = sub.add_parser("show", help="render examples through the chat template, trained tokens marked")
     p.add_argument("file", help="training data file")
     p.add_argument("--model", required=True, help="model (or tokenizer) folder")
+    _chat_template_argument(p)
     p.add_argument("-n", type=int, default=3, help="how many examples (default 3)")
     p.add_argument(
         "--color",
@@ -75,6 +77,15 @@ def add_data_commands(subparsers: Any) -> Any:
     return sub
 
 
+def _chat_template_argument(p) -> None:
+    p.add_argument(
+        "--chat-template",
+        metavar="NAME|FILE",
+        help="render chats with this template instead of the model's own, as model.chat_template "
+        "does: chatml, qwen, llama3, mistral, gemma, phi3, or a .jinja file",
+    )
+
+
 # ---- check ----------------------------------------------------------------------------------
 
 
@@ -82,10 +93,14 @@ def _cmd_check(args) -> int:
     from ..data.tools.check import check_file
 
     tokenizer = None
+    if args.chat_template and not args.model:
+        from ..errors import TunesmithError
+
+        raise TunesmithError("--chat-template needs --model (the tokenizer it is applied to)")
     if args.model:
         from ..models.load import load_tokenizer
 
-        tokenizer = load_tokenizer(args.model)
+        tokenizer = load_tokenizer(args.model, args.chat_template)
     with _progress_reporter(args.file) as progress:
         report = check_file(
             args.file,
@@ -232,7 +247,8 @@ def _cmd_show(args) -> int:
     from ..models.load import load_tokenizer
 
     color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
-    print(show_examples(args.file, load_tokenizer(args.model), args.n, color=color), end="")
+    tokenizer = load_tokenizer(args.model, args.chat_template)
+    print(show_examples(args.file, tokenizer, args.n, color=color), end="")
     if not color:
         print("([[...]] = trained tokens)")
     return 0

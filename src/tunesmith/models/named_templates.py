@@ -105,8 +105,8 @@ def _families() -> str:
 def no_template_hint() -> str:
     """The sentence a missing chat template error ends with."""
     return (
-        "base models ship none: set model.chat_template to a named template "
-        f"({', '.join(NAMES)}) or a .jinja file (docs/training.md, 'Chat templates')"
+        "base models ship none: set model.chat_template (data check / show: --chat-template) to a "
+        f"named template ({', '.join(NAMES)}) or a .jinja file (docs/training.md, 'Chat templates')"
     )
 
 

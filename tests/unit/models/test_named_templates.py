@@ -62,3 +62,21 @@ def test_base_model_without_template_names_the_option(tmp_path):
     msg = str(err.value)
     assert "data.jsonl, line 3" in msg and "model.chat_template" in msg
     assert all(n in msg for n in NAMES) and "chat_template is not set" not in msg
+
+
+def test_data_show_takes_a_chat_template(tmp_path, capsys):
+    """`tunesmith data show --chat-template NAME` renders a template-less base model's chats; without
+    it the error names the option."""
+    from tunesmith.cli import main
+
+    factory.build_tokenizer(tmp_path / "base", chat_template="")
+    data = factory.write_jsonl(tmp_path / "chats.jsonl", factory.color_chats(2))
+    argv = ["data", "show", str(data), "--model", str(tmp_path / "base"), "-n", "1", "--color", "never"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--chat-template" in err and "model.chat_template" in err and "chatml" in err
+    assert main([*argv, "--chat-template", "chatml"]) == 0
+    out = capsys.readouterr().out
+    assert "<|im_start|>user\n" in out and "[[" in out
+    assert main(["data", "check", str(data), "--chat-template", "chatml"]) == 2
+    assert "--chat-template needs --model" in capsys.readouterr().err
