@@ -29,6 +29,22 @@ def test_examples_are_found():
     } <= names
 
 
+GRADERS = sorted((ROOT / "examples").rglob("graders/*.json"))
+
+
+@pytest.mark.parametrize("path", GRADERS, ids=lambda p: p.relative_to(ROOT / "examples").as_posix())
+def test_example_graders_parse(path):
+    """The grader files the docs pass to `tunesmith eval --grader` are valid OpenAI graders whose
+    templates read fields the support held-out rows have."""
+    import json
+
+    from tunesmith.graders.load import item_keys, read_grader
+
+    spec, _ = read_grader(path)
+    row = json.loads((ROOT / "examples/support/heldout.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert item_keys(spec) <= set(row)
+
+
 def _defines(path: Path, name: str) -> bool:
     """Whether the Python file at ``path`` defines a top-level function ``name``."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
