@@ -81,9 +81,10 @@ class PreparedRun:
     trainer: Trainer
     out: Path
     info: dict
-    complete: bool = False
-    """``out`` already holds this run, complete (same config, nothing left to train): its record
-    and result were left as they are, and :func:`train` reports them without training."""
+    complete: Path | None = None
+    """``out`` already holds this run, complete (same config, nothing left to train): its newest
+    checkpoint, which verifies; the record and result were left as they are, and :func:`train`
+    reports them without training. None for a run that trains."""
 
 
 @dataclass
@@ -175,13 +176,13 @@ def prepare(
     trainer = build_trainer(resolve(cfg, facts), model, tokenizer, data, method, rt)
     resolved = resolve(cfg, replace(facts, warmup_steps=trainer.warmup))
     info = _run_info(resolved, model, trainer, data, rt)
-    recorded = None if resume is False else completed_record(rt.out, trainer.total_steps)
-    if recorded is not None:
-        _refuse_changed_config(rt.out, recorded, resolved, trainer.total_steps)
+    done = None if resume is False else completed_record(rt.out, trainer.total_steps)
+    if done is not None:
+        _refuse_changed_config(rt.out, done[0], resolved, trainer.total_steps)
     elif rt.dist.is_main:
         dump_config(resolved, rundir.RunDir(rt.out).resolved_config)
         rundir.RunDir(rt.out).run_info.write_text(json.dumps(info, indent=1), encoding="utf-8")
-    return PreparedRun(resolved, model, tokenizer, trainer, rt.out, info, complete=recorded is not None)
+    return PreparedRun(resolved, model, tokenizer, trainer, rt.out, info, complete=done and done[1])
 
 
 # Keys that change how a run is carried out, not what it learns or what its record says it
@@ -189,11 +190,13 @@ def prepare(
 _HOW_IT_RUNS = {"train.threads", "train.progress", "train.profile_steps", "train.log_every"}
 
 
-def completed_record(out: Path, total_steps: int) -> dict | None:
-    """The recorded resolved config of the complete run in ``out`` when a run of ``total_steps``
-    steps would train no further there (``run.json`` holds the run's result and a committed
-    checkpoint is at or past ``total_steps``); None otherwise (nothing there, an unfinished run,
-    or one this run extends)."""
+def completed_record(out: Path, total_steps: int) -> tuple[dict, Path] | None:
+    """(recorded resolved config, newest checkpoint) of the complete run in ``out`` when a run of
+    ``total_steps`` steps would train no further there: ``run.json`` holds the run's result,
+    ``final/`` is there, and the newest committed checkpoint is at or past ``total_steps`` and
+    verifies. None otherwise — nothing there, an unfinished run, one this run extends, or one
+    whose result must be trained again (its newest checkpoint damaged, ``final/`` gone): those
+    resume as before."""
     import yaml
 
     run = rundir.RunDir(out)
@@ -203,12 +206,17 @@ def completed_record(out: Path, total_steps: int) -> dict | None:
         recorded = run.read_resolved_config()
     except (OSError, ValueError, yaml.YAMLError):
         return None
-    steps = [
-        rundir.step_of(d)
+    committed = [
+        d
         for d in run.checkpoints.glob(rundir.CHECKPOINT_GLOB)
         if (d / rundir.MARKER).is_file() and rundir.step_of(d) is not None
     ]
-    return recorded if steps and max(steps) >= total_steps else None
+    if not committed or not any(run.final.glob("*.safetensors")):
+        return None
+    newest = max(committed, key=rundir.step_of)
+    if rundir.step_of(newest) < total_steps or ckpt.verify_checkpoint(newest) is not None:
+        return None
+    return recorded, newest
 
 
 def config_changes(recorded: dict, resolved: RunConfig) -> list[str]:
@@ -461,14 +469,20 @@ def train(
 
 def _already_complete(run: PreparedRun) -> TrainResult:
     """The result of the complete run in ``run.out``, read from its record; nothing is written."""
+    from .eval.training import write_run_report
+
     folder = rundir.RunDir(run.out)
     result = folder.read_run_info().get("result") or {}
     steps = run.trainer.total_steps
     log.info(
-        "training was already complete at step %d with this config; %s and its record are left as they are",
+        "training was already complete at step %d (checkpoint %s) with this config; %s and its "
+        "record are left as they are",
         steps,
+        run.complete,
         folder.final,
     )
+    if not (run.out / "report.json").is_file():  # the one output written after the record
+        write_run_report(run.out, run.trainer)
     distributed.shutdown(run.trainer.dist)
     return TrainResult(
         steps,

@@ -137,6 +137,13 @@ def test_rerunning_a_finished_run_does_no_more_steps(fork_trainer, tmp_path, tin
     assert code == 0, err
     assert "already complete at step 2" in err
     assert _record(tmp_path / "out") == record  # nothing of the record or result rewritten
+    # a lost result is not "complete": the run resumes from its last checkpoint and writes it again
+    import shutil
+
+    shutil.rmtree(tmp_path / "out" / "final")
+    code, err = _run(fork_trainer, tmp_path, cfg)
+    assert code == 0, err
+    assert (tmp_path / "out" / "final" / "adapter_model.safetensors").is_file()
 
 
 def test_changed_config_on_a_complete_run_is_refused(fork_trainer, tmp_path, tiny_model_dir, color_data):
