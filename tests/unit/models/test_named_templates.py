@@ -80,3 +80,38 @@ def test_data_show_takes_a_chat_template(tmp_path, capsys):
     assert "<|im_start|>user\n" in out and "[[" in out
     assert main(["data", "check", str(data), "--chat-template", "chatml"]) == 2
     assert "--chat-template needs --model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "name, markers, bos",
+    [
+        ("chatml", [], None),
+        ("qwen", [], None),
+        (
+            "llama3",
+            ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+            "<|begin_of_text|>",
+        ),
+        ("phi3", ["<|user|>", "<|assistant|>", "<|end|>", "<|system|>"], None),
+    ],
+)
+def test_named_template_carries_into_an_ollama_modelfile(tmp_path, name, markers, bos):
+    """A model trained with a named template exports an Ollama TEMPLATE that renders the same text
+    (mistral and gemma put the system prompt inside the first user turn, which Ollama's per-role
+    template cannot express: the export says so, as for Mistral's own template)."""
+    from tunesmith.export.ollama import go_template, measure_template, render_go_template
+
+    factory.build_tokenizer(tmp_path / name, vocab_size=400, extra_special=markers, chat_template="")
+    tok = load_tokenizer(str(tmp_path / name), name)
+    if bos:
+        tok.bos_token = bos
+    conv = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "yo"},
+        {"role": "user", "content": "again"},
+    ]
+    parts = measure_template(tok)
+    expected = tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
+    assert parts.render(conv, True) == expected
+    assert render_go_template(go_template(parts), conv) == expected
