@@ -221,20 +221,22 @@ def completed_record(out: Path, total_steps: int) -> tuple[dict, Path] | None:
 
 def config_changes(recorded: dict, resolved: RunConfig) -> list[str]:
     """``key: old -> new`` for each dotted key whose value differs between a recorded resolved
-    config and ``resolved`` (compared as YAML data, so as the record stores them)."""
+    config and ``resolved`` (compared as YAML data, so as the record stores them). A key the
+    record lacks (added to tunesmith since) counts only when set to other than its default; a
+    key this version no longer has is no difference it could act on."""
     import yaml
 
     from .config import config_to_dict
 
-    new = yaml.safe_load(yaml.safe_dump(config_to_dict(resolved), sort_keys=False))
-    old_flat, new_flat = _flatten(recorded), _flatten(new)
-    missing = object()
+    def flat(config: RunConfig) -> dict:
+        return _flatten(yaml.safe_load(yaml.safe_dump(config_to_dict(config), sort_keys=False)))
+
+    old_flat, new_flat, defaults = _flatten(recorded), flat(resolved), flat(RunConfig())
     changes = []
-    for key in [*new_flat, *(k for k in old_flat if k not in new_flat)]:
-        before, after = old_flat.get(key, missing), new_flat.get(key, missing)
+    for key, after in new_flat.items():
+        before = old_flat.get(key, defaults.get(key))
         if key not in _HOW_IT_RUNS and before != after:
-            show = ["(absent)" if v is missing else repr(v) for v in (before, after)]
-            changes.append(f"{key}: {show[0]} -> {show[1]}")
+            changes.append(f"{key}: {before!r} -> {after!r}")
     return changes
 
 

@@ -65,3 +65,23 @@ def test_start_runtime_logs_them(tmp_path, caplog):
     assert rt.dtype == "fp16" and rt.device.type == "cpu"
     text = caplog.text
     assert "train.dtype: fp16 on a CPU" in text and "train.parallel: ddp has no effect" in text
+
+
+def test_config_changes_name_keys_and_ignore_how_it_runs():
+    """The comparison behind refusing a changed config on a complete run (tunesmith.run)."""
+    import yaml
+
+    from tunesmith.config import config_to_dict
+    from tunesmith.run import config_changes
+
+    base = load_config({"model": "m", "data": {"train": "t.jsonl"}, "train": {"lr": 1e-3}})
+    recorded = yaml.safe_load(yaml.safe_dump(config_to_dict(base)))
+    assert config_changes(recorded, base) == []
+    other = load_config(recorded, ["train.lr=2e-3", "adapter.r=4", "train.threads=1", "train.progress=none"])
+    assert config_changes(recorded, other) == ["adapter.r: 16 -> 4", "train.lr: 0.001 -> 0.002"]
+    # a record from before a key existed: the key at its default is no change, set otherwise it is
+    older = {**recorded, "train": {k: v for k, v in recorded["train"].items() if k != "eval_at_start"}}
+    assert config_changes(older, base) == []
+    assert config_changes(older, load_config(recorded, ["train.eval_at_start=true"])) == [
+        "train.eval_at_start: False -> True"
+    ]

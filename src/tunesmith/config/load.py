@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import keyword
@@ -30,7 +31,7 @@ def load_config(source: str | Path | dict | RunConfig, overrides: list[str] | No
     if isinstance(source, RunConfig):
         raw = dataclasses.asdict(source)
     elif isinstance(source, dict):
-        raw = dict(source)
+        raw = copy.deepcopy(source)  # overrides edit nested sections: never the caller's
     else:
         path = Path(source)
         where = str(path)
