@@ -71,6 +71,10 @@ class PreparedRun:
     trainer: Trainer
     out: Path
     info: dict
+    complete: Path | None = None
+    """``out`` already holds this run, complete (same config, nothing left to train): its newest
+    checkpoint, which verifies; the record and result were left as they are, and :func:`train`
+    reports them without training. None for a run that trains."""
 
 
 @dataclass
@@ -95,15 +99,48 @@ def start_runtime(cfg: RunConfig) -> Runtime:
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed)
-    return Runtime(out, device, resolve_dtype(cfg.train.dtype, device), dist_ctx)
+    rt = Runtime(out, device, resolve_dtype(cfg.train.dtype, device), dist_ctx)
+    if dist_ctx.is_main:
+        for warning in ignored_option_warnings(cfg, rt):
+            log.warning("%s", warning)
+    return rt
 
 
-def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None = None) -> PreparedRun:
+def ignored_option_warnings(cfg: RunConfig, rt: Runtime) -> list[str]:
+    """What the config asks for that this process will not do, or will do very slowly, each
+    naming the option: multi-process parallelism without torchrun, half precision on a CPU."""
+    t = cfg.train
+    out = []
+    if t.parallel != "none" and not rt.dist.active:
+        what = "train.parallel: " + t.parallel + (" with train.cpu_offload" if t.cpu_offload else "")
+        effect = "no sharding, no offload" if t.parallel == "fsdp" else "no replicas"
+        out.append(
+            f"{what} has no effect in a single process ({effect}): this run trains on one "
+            "process. Start it with `tunesmith train CONFIG --nproc N` (torchrun; docs/distributed.md)"
+        )
+    if rt.device.type == "cpu" and rt.dtype in ("fp16", "bf16"):
+        out.append(
+            f"train.dtype: {rt.dtype} on a CPU: CPUs without AMX / AVX512-FP16 compute half-precision "
+            "matmuls many times slower than fp32 (SmolLM2-135M LoRA training on one AMD EPYC thread: "
+            "50 tokens/s in fp32, 3 in bf16 or fp16, about 17x slower). "
+            "Use train.dtype: fp32 (auto picks it on CPU)"
+        )
+    return out
+
+
+def prepare(
+    config: RunConfig | dict | str | Path, overrides: list[str] | None = None, *, resume: bool | str = "auto"
+) -> PreparedRun:
     """Load config, tokenizer, data and model; build the trainer; write the resolved config.
 
     The config is validated once, then resolved as the run learns the facts its derived values
     depend on (:mod:`tunesmith.config.resolve`): the device before the data, the number of
-    training sequences, the model's quantisation and linear modules, the trainer's warm-up."""
+    training sequences, the model's quantisation and linear modules, the trainer's warm-up.
+
+    A run folder's record (``config.resolved.yaml``, ``run.json``) is only written by a run that
+    trains there. When ``output_dir`` holds a complete run that this one would not train further
+    (``resume`` not False): with the same resolved config the record is left untouched
+    (``PreparedRun.complete``); with a changed one ConfigError names the keys that differ."""
     from .methods import get_method, validate
     from .models.load import load_tokenizer
 
@@ -129,10 +166,91 @@ def prepare(config: RunConfig | dict | str | Path, overrides: list[str] | None =
     trainer = build_trainer(resolve(cfg, facts), model, tokenizer, data, method, rt)
     resolved = resolve(cfg, replace(facts, warmup_steps=trainer.warmup))
     info = _run_info(resolved, model, trainer, data, rt)
-    if rt.dist.is_main:
+    done = None if resume is False else completed_record(rt.out, trainer.total_steps)
+    if done is not None:
+        _refuse_changed_config(rt.out, done[0], resolved, trainer.total_steps)
+    elif rt.dist.is_main:
         dump_config(resolved, rundir.RunDir(rt.out).resolved_config)
         rundir.RunDir(rt.out).run_info.write_text(json.dumps(info, indent=1), encoding="utf-8")
-    return PreparedRun(resolved, model, tokenizer, trainer, rt.out, info)
+    return PreparedRun(resolved, model, tokenizer, trainer, rt.out, info, complete=done and done[1])
+
+
+# Keys that change how a run is carried out, not what it learns or what its record says it
+# learned from: rerunning a complete run may change them.
+_HOW_IT_RUNS = {"train.threads", "train.progress", "train.profile_steps", "train.log_every"}
+
+
+def completed_record(out: Path, total_steps: int) -> tuple[dict, Path] | None:
+    """(recorded resolved config, newest checkpoint) of the complete run in ``out`` when a run of
+    ``total_steps`` steps would train no further there: ``run.json`` holds the run's result,
+    ``final/`` is there, and the newest committed checkpoint is at or past ``total_steps`` and
+    verifies. None otherwise — nothing there, an unfinished run, one this run extends, or one
+    whose result must be trained again (its newest checkpoint damaged, ``final/`` gone): those
+    resume as before."""
+    import yaml
+
+    run = rundir.RunDir(out)
+    try:
+        if "result" not in run.read_run_info():
+            return None
+        recorded = run.read_resolved_config()
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    committed = [
+        d
+        for d in run.checkpoints.glob(rundir.CHECKPOINT_GLOB)
+        if (d / rundir.MARKER).is_file() and rundir.step_of(d) is not None
+    ]
+    if not committed or not any(run.final.glob("*.safetensors")):
+        return None
+    newest = max(committed, key=rundir.step_of)
+    if rundir.step_of(newest) < total_steps or ckpt.verify_checkpoint(newest) is not None:
+        return None
+    return recorded, newest
+
+
+def config_changes(recorded: dict, resolved: RunConfig) -> list[str]:
+    """``key: old -> new`` for each dotted key whose value differs between a recorded resolved
+    config and ``resolved`` (compared as YAML data, so as the record stores them). A key the
+    record lacks (added to tunesmith since) counts only when set to other than its default; a
+    key this version no longer has is no difference it could act on."""
+    import yaml
+
+    from .config import config_to_dict
+
+    def flat(config: RunConfig) -> dict:
+        return _flatten(yaml.safe_load(yaml.safe_dump(config_to_dict(config), sort_keys=False)))
+
+    old_flat, new_flat, defaults = _flatten(recorded), flat(resolved), flat(RunConfig())
+    changes = []
+    for key, after in new_flat.items():
+        before = old_flat.get(key, defaults.get(key))
+        if key not in _HOW_IT_RUNS and before != after:
+            changes.append(f"{key}: {before!r} -> {after!r}")
+    return changes
+
+
+def _flatten(node: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _refuse_changed_config(out: Path, recorded: dict, resolved: RunConfig, total_steps: int) -> None:
+    from .errors import ConfigError
+
+    changes = config_changes(recorded, resolved)
+    if changes:
+        shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
+        raise ConfigError(
+            f"{out} holds a complete run ({total_steps} steps) trained with another config ({shown}). "
+            f"Its record and result stay as they are: to train with this config use a new output_dir "
+            f"(e.g. --set output_dir={out}-2), or --no-resume to retrain {out} from scratch"
+        )
 
 
 def build_model(cfg: RunConfig, facts: RunFacts, method, rt: Runtime) -> tuple[torch.nn.Module, RunFacts]:
@@ -271,7 +389,9 @@ def train(
     until rotated). Returns a :class:`TrainResult`; the run directory holds everything else.
     """
     t_start = process_start or time.time()
-    run = prepare(config, overrides)
+    run = prepare(config, overrides, resume=resume)
+    if run.complete:
+        return _already_complete(run)
     cfg, out, trainer, model, run_info = run.cfg, run.out, run.trainer, run.model, run.info
     trainable, total = run_info["parameters"]["trainable"], run_info["parameters"]["total"]
     dtype, device, data_stats = run_info["dtype"], run_info["device"], run_info["data"]
@@ -337,6 +457,31 @@ def train(
         rundir.RunDir(out).final,
     )
     return result
+
+
+def _already_complete(run: PreparedRun) -> TrainResult:
+    """The result of the complete run in ``run.out``, read from its record; nothing is written."""
+    from .eval.training import write_run_report
+
+    folder = rundir.RunDir(run.out)
+    result = folder.read_run_info().get("result") or {}
+    steps = run.trainer.total_steps
+    log.info(
+        "training was already complete at step %d (checkpoint %s) with this config; %s and its "
+        "record are left as they are",
+        steps,
+        run.complete,
+        folder.final,
+    )
+    if not (run.out / "report.json").is_file():  # the one output written after the record
+        write_run_report(run.out, run.trainer)
+    distributed.shutdown(run.trainer.dist)
+    return TrainResult(
+        steps,
+        result.get("final_loss"),
+        result.get("eval_loss"),
+        [r for r in folder.read_metrics(skip_bad=True) if r.get("step", 0) <= steps],
+    )
 
 
 def save_final(model, tokenizer, path: Path, cfg: RunConfig, state_dict: dict | None = None) -> None:

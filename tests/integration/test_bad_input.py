@@ -116,12 +116,56 @@ def test_changed_batching_refuses_to_resume(fork_trainer, tmp_path, tiny_model_d
     assert code == 2 and "'batch_size' was 8" in err
 
 
+def _record(out):
+    """The bytes of a run folder's record and result, to compare before and after a rerun."""
+    files = [
+        "config.resolved.yaml",
+        "run.json",
+        "metrics.jsonl",
+        *(f"final/{p.name}" for p in (out / "final").iterdir()),
+    ]
+    return {name: (out / name).read_bytes() for name in files}
+
+
 def test_rerunning_a_finished_run_does_no_more_steps(fork_trainer, tmp_path, tiny_model_dir, color_data):
     cfg = _base(tiny_model_dir, color_data[0], tmp_path / "out")
     cfg["train"].update(max_steps=2)
     assert _run(fork_trainer, tmp_path, cfg)[0] == 0
-    metrics = (tmp_path / "out" / "metrics.jsonl").read_text()
+    record = _record(tmp_path / "out")
+    cfg["train"]["threads"] = 1  # how it runs, not what it learns: still the same run
     code, err = _run(fork_trainer, tmp_path, cfg)
     assert code == 0, err
     assert "already complete at step 2" in err
-    assert (tmp_path / "out" / "metrics.jsonl").read_text() == metrics
+    assert _record(tmp_path / "out") == record  # nothing of the record or result rewritten
+    # a lost result is not "complete": the run resumes from its last checkpoint and writes it again
+    import shutil
+
+    shutil.rmtree(tmp_path / "out" / "final")
+    code, err = _run(fork_trainer, tmp_path, cfg)
+    assert code == 0, err
+    assert (tmp_path / "out" / "final" / "adapter_model.safetensors").is_file()
+
+
+def test_changed_config_on_a_complete_run_is_refused(fork_trainer, tmp_path, tiny_model_dir, color_data):
+    """Issue 20: a rerun with another lr said "already complete" but rewrote config.resolved.yaml,
+    so the exported card stated an lr the model never trained with."""
+    cfg = _base(tiny_model_dir, color_data[0], tmp_path / "out")
+    cfg["train"].update(max_steps=2, lr=1e-3)
+    assert _run(fork_trainer, tmp_path, cfg)[0] == 0
+    record = _record(tmp_path / "out")
+    cfg["train"]["lr"] = 5e-3
+    cfg["adapter"] = {"r": 8}
+    code, err = _run(fork_trainer, tmp_path, cfg)
+    assert code == 2, err
+    last = err.strip().splitlines()[-1]
+    assert (
+        "holds a complete run" in last and "train.lr: 0.001 -> 0.005" in last and "adapter.r: 16 -> 8" in last
+    )
+    assert f"--set output_dir={tmp_path / 'out'}-2" in last and "--no-resume" in last
+    assert _record(tmp_path / "out") == record
+    resolved = yaml.safe_load((tmp_path / "out" / "config.resolved.yaml").read_text())
+    assert resolved["train"]["lr"] == 1e-3  # what the card will read is what ran
+    # --no-resume retrains the folder from scratch: that run trains it, so it writes the record
+    code, err = _run(fork_trainer, tmp_path, cfg, "--no-resume")
+    assert code == 0, err
+    assert yaml.safe_load((tmp_path / "out" / "config.resolved.yaml").read_text())["train"]["lr"] == 5e-3

@@ -292,12 +292,15 @@ def newest_intact(run: Path, damaged: tuple[Path, int] | None) -> Path | None:
 
 def _resumed_right(out: str, want: Path | None, partial: bool = False) -> bool:
     """The run's log says it resumed from ``want`` (or started from scratch when None); a
-    run killed before it got that far (``partial``) proves nothing either way."""
+    run killed before it got that far (``partial``) proves nothing either way. A run that had
+    already finished (killed while writing its report) resumes nothing: it says it is complete
+    at ``want``, the newest checkpoint, which it verified."""
     if partial and STARTED not in out:
         return True
     if want is None:
         return "resumed from" not in out
-    return f"resumed from {want} at step" in out or (partial and "resumed from" not in out)
+    complete = f"already complete at step {rundir.step_of(want)} (checkpoint {want})" in out
+    return f"resumed from {want} at step" in out or complete or (partial and "resumed from" not in out)
 
 
 def _landing(run: Path) -> str:

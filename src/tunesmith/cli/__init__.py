@@ -15,7 +15,32 @@ from ..errors import TunesmithError
 from .train import _START  # noqa: F401  (imported first: the process start time train reports from)
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, when it has one worth stating (not a flag's
+    False, not an unset None or an empty list)."""
+
+    def _get_help_string(self, action) -> str:
+        text = action.help or ""
+        default = action.default
+        stated = "%(default)" in text or "(default" in text  # already says it, its own way
+        unset = default is None or default is argparse.SUPPRESS or isinstance(default, bool) or default == []
+        if action.option_strings and not unset and not stated:
+            text += " (default: %(default)s)"
+        return text
+
+
+def _format_all(parser: argparse.ArgumentParser) -> None:
+    """Give ``parser`` and all its sub-command parsers the :class:`HelpFormatter` (argparse does
+    not pass a parser's formatter on to the parsers of its sub-commands)."""
+    parser.formatter_class = HelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _format_all(child)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
     from .data import add_data_commands
     from .distill import add_distill_commands
     from .eval import add_eval_command
@@ -31,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tunesmith", description="Fine-tune open language models on your data."
     )
+    parser.add_argument("--version", action="version", version=f"tunesmith {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (
         add_train_commands,
@@ -46,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_openai_commands,
     ):
         add(sub)
+    _format_all(parser)
     return parser
 
 

@@ -16,15 +16,21 @@ from ..data.tools.check import METHODS
 
 
 def add_data_commands(subparsers: Any) -> Any:
-    """Add ``data`` with sub-commands check / show / split; returns the ``data`` sub-parsers
-    object so further sub-commands (scrub, convert) can be added to it."""
-    data = subparsers.add_parser("data", help="check, inspect and split data files")
+    """Add ``data`` with its five sub-commands: check, show, split, scrub, convert."""
+    data = subparsers.add_parser(
+        "data",
+        help="data files: check, show, split, scrub, convert",
+        description="Work with training data files: check (validate, token statistics, PII), "
+        "show (render through the chat template), split (train/eval), scrub (redact PII) and "
+        "convert (between chat formats). `tunesmith data COMMAND --help` for each.",
+    )
     sub = data.add_subparsers(dest="data_command", required=True)
 
     p = sub.add_parser("check", help="validate every line; token statistics, duplicates")
     p.add_argument("file", help="training data (.jsonl, .json, .csv, .parquet, .txt)")
     p.add_argument("--model", help="model folder: special tokens, token statistics, estimate")
-    p.add_argument("--method", choices=METHODS, default="sft")
+    _chat_template_argument(p)
+    p.add_argument("--method", choices=METHODS, default="sft", help="check the rows as this method's data")
     p.add_argument("--max-length", type=int, help="truncation length (default 1024)")
     p.add_argument(
         "--adapter",
@@ -37,16 +43,22 @@ def add_data_commands(subparsers: Any) -> Any:
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("show", help="render examples through the chat template, trained tokens marked")
-    p.add_argument("file")
+    p.add_argument("file", help="training data file")
     p.add_argument("--model", required=True, help="model (or tokenizer) folder")
+    _chat_template_argument(p)
     p.add_argument("-n", type=int, default=3, help="how many examples (default 3)")
-    p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    p.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="colour trained tokens (auto: on a terminal)",
+    )
     p.set_defaults(func=_cmd_show)
 
     p = sub.add_parser("split", help="deterministic, duplicate-aware train/eval split")
     p.add_argument("file", help="a .jsonl file (never overwritten)")
-    p.add_argument("--eval-fraction", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-fraction", type=float, default=0.1, help="fraction of rows held out for eval")
+    p.add_argument("--seed", type=int, default=0, help="shuffle seed (same seed, same split)")
     p.add_argument("--out-dir", help="output folder (default: <stem>_split beside FILE)")
     p.set_defaults(func=_cmd_split)
 
@@ -57,12 +69,21 @@ def add_data_commands(subparsers: Any) -> Any:
     p.set_defaults(func=_cmd_scrub)
 
     p = sub.add_parser("convert", help="convert between chat / ShareGPT / Alpaca / prompt-completion")
-    p.add_argument("file")
+    p.add_argument("file", help="input data file (never overwritten)")
     p.add_argument("--to", required=True, help="openai-chat | sharegpt | alpaca | prompt-completion")
     p.add_argument("--out", required=True, help="output JSONL")
     p.add_argument("--skip-lossy", action="store_true", help="skip (and count) rows the target cannot hold")
     p.set_defaults(func=_cmd_convert)
     return sub
+
+
+def _chat_template_argument(p) -> None:
+    p.add_argument(
+        "--chat-template",
+        metavar="NAME|FILE",
+        help="render chats with this template instead of the model's own, as model.chat_template "
+        "does: chatml, qwen, llama3, mistral, gemma, phi3, or a .jinja file",
+    )
 
 
 # ---- check ----------------------------------------------------------------------------------
@@ -72,10 +93,14 @@ def _cmd_check(args) -> int:
     from ..data.tools.check import check_file
 
     tokenizer = None
+    if args.chat_template and not args.model:
+        from ..errors import TunesmithError
+
+        raise TunesmithError("--chat-template needs --model (the tokenizer it is applied to)")
     if args.model:
         from ..models.load import load_tokenizer
 
-        tokenizer = load_tokenizer(args.model)
+        tokenizer = load_tokenizer(args.model, args.chat_template)
     with _progress_reporter(args.file) as progress:
         report = check_file(
             args.file,
@@ -222,7 +247,8 @@ def _cmd_show(args) -> int:
     from ..models.load import load_tokenizer
 
     color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
-    print(show_examples(args.file, load_tokenizer(args.model), args.n, color=color), end="")
+    tokenizer = load_tokenizer(args.model, args.chat_template)
+    print(show_examples(args.file, tokenizer, args.n, color=color), end="")
     if not color:
         print("([[...]] = trained tokens)")
     return 0

@@ -76,7 +76,9 @@ def add_eval_command(subparsers: Any) -> None:
         "(see docs/migrate-from-openai.md)",
     )
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument(
+        "--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda when available"
+    )
     p.add_argument(
         "--threads",
         type=int,

@@ -54,7 +54,12 @@ def add_export_commands(sub) -> None:
         "export", help="export a run: merged HF folder, GGUF + Ollama Modelfile, or adapter + card"
     )
     _add_hf_arguments(p)
-    p.add_argument("--format", choices=["hf", "gguf", "adapter"], default="hf")
+    p.add_argument(
+        "--format",
+        choices=["hf", "gguf", "adapter"],
+        default="hf",
+        help="hf: merged model folder | gguf: GGUF + Ollama Modelfile | adapter: PEFT adapter + model card",
+    )
     p.add_argument("--quant", choices=["f16", "q8_0"], default="f16", help="GGUF weight type (default f16)")
     p.add_argument("--no-modelfile", action="store_true", help="GGUF only, no Ollama Modelfile")
     p.set_defaults(func=_cmd_export)

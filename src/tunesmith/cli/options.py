@@ -19,17 +19,21 @@ def add_config_arguments(p, example: str) -> None:
 def add_listen_arguments(p) -> None:
     """``--host`` / ``--port``: where an HTTP server listens (``serve``, ``server``); local
     only unless a host is given."""
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
 
 
 def add_sampling_arguments(p, *, max_new_tokens: int, seed_help: str | None = None) -> None:
     """``--max-new-tokens`` (default ``max_new_tokens``), ``--temperature`` (0: greedy),
     ``--top-p`` and ``--seed``: how replies are decoded (read back by :func:`sampling_options`)."""
-    p.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0, help=seed_help)
+    p.add_argument(
+        "--max-new-tokens", type=int, default=max_new_tokens, help="most tokens generated per reply"
+    )
+    p.add_argument("--temperature", type=float, default=0.0, help="sampling temperature; 0 = greedy")
+    p.add_argument(
+        "--top-p", type=float, default=1.0, help="nucleus sampling: keep the top-p probability mass"
+    )
+    p.add_argument("--seed", type=int, default=0, help=seed_help or "sampling seed (same seed, same replies)")
 
 
 def sampling_options(args) -> dict:

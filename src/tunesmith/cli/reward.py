@@ -27,7 +27,7 @@ def add_reward_commands(subparsers: Any) -> None:
     p.add_argument("file", help="conversations, prompt/completion rows or preference pairs")
     p.add_argument("--out", help="write scored rows here (default: stdout)")
     p.add_argument("--base", help="base model folder of an adapter (default: the recorded one)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="rows scored together")
     p.add_argument("--max-length", type=int, help="keep the last N tokens of longer conversations")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.set_defaults(func=_cmd_score)

@@ -77,5 +77,10 @@ def add_serve_command(sub) -> None:
     p.add_argument("--max-batch", type=int, default=16, help="sequences decoded together (default 16)")
     p.add_argument("--context-length", type=int, help="override the model's max_position_embeddings")
     p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="server log verbosity",
+    )
     p.set_defaults(func=_cmd_serve)

@@ -165,7 +165,9 @@ def add_server_commands(sub) -> None:
     _common(p)
     add_listen_arguments(p)
     p.add_argument("--max-upload-mb", type=float, default=512.0, help="largest accepted upload (MB)")
-    p.add_argument("--log-level", default="info")
+    p.add_argument(
+        "--log-level", default="info", help="server log verbosity: critical | error | warning | info | debug"
+    )
     _threads_argument(p, "inference (generation by fine-tuned models)", 1)
     p.set_defaults(func=_cmd_server, server_command=None)
     keys = p.add_subparsers(dest="server_command")
@@ -178,14 +180,19 @@ def add_server_commands(sub) -> None:
     )
     ksub.add_parser("list", help="list keys (hints only)")
     r = ksub.add_parser("revoke", help="revoke a key")
-    r.add_argument("key")
+    r.add_argument("key", help="the full API key to revoke")
     for q in ksub.choices.values():
         _common(q, models=False)
 
     w = sub.add_parser("worker", help="run a fine-tuning worker (claims and trains jobs)")
     _common(w)
     w.add_argument("--poll", type=float, default=0.5, help="heartbeat / progress interval in seconds")
-    w.add_argument("--adapter", choices=["lora", "dora", "none"], default="lora")
+    w.add_argument(
+        "--adapter",
+        choices=["lora", "dora", "none"],
+        default="lora",
+        help="adapter type of the jobs' runs (none: full)",
+    )
     _threads_argument(w, "each training run", 0)
     w.add_argument(
         "--set",

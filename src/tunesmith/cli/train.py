@@ -66,11 +66,9 @@ def _launch_train(args) -> int:
 
 
 def _cmd_config(args) -> int:
-    import yaml
+    from ..config.describe import commented_config
 
-    from ..config import RunConfig, config_to_dict
-
-    print(yaml.safe_dump(config_to_dict(RunConfig()), sort_keys=False), end="")
+    print(commented_config(), end="")
     return 0
 
 
@@ -98,5 +96,7 @@ def add_train_commands(sub) -> None:
     )
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("config", help="print the default config with every key")
+    p = sub.add_parser(
+        "config", help="print the default config: every key, its default and what it means (YAML comments)"
+    )
     p.set_defaults(func=_cmd_config)

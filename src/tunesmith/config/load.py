@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import keyword
@@ -31,7 +32,7 @@ def load_config(source: str | Path | dict | RunConfig, overrides: list[str] | No
     if isinstance(source, RunConfig):
         raw = dataclasses.asdict(source)
     elif isinstance(source, dict):
-        raw = dict(source)
+        raw = copy.deepcopy(source)  # overrides edit nested sections: never the caller's
     else:
         path = Path(source)
         where = str(path)
@@ -43,16 +44,18 @@ def load_config(source: str | Path | dict | RunConfig, overrides: list[str] | No
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    for item in overrides or []:
+    config = _build(RunConfig, raw, where)  # the file's own mistakes are blamed on the file ...
+    for item in overrides or []:  # ... and each override's on that --set
         apply_override(raw, item)
-    return _build(RunConfig, raw, where)
+        config = _build(RunConfig, raw, f"--set {item}")
+    return config
 
 
 def apply_override(raw: dict, item: str) -> None:
     """Apply one dotted ``section.key=value`` override (YAML-typed value) to the raw config mapping
     in place: the parser of ``tunesmith train --set`` and of the jobs service's ``--set``."""
     if "=" not in item:
-        raise ConfigError(f"override '{item}' must look like section.key=value")
+        raise ConfigError(f"--set {item}: an override must look like section.key=value")
     key, _, text = item.partition("=")
     parts = key.strip().split(".")
     try:
@@ -67,7 +70,7 @@ def apply_override(raw: dict, item: str) -> None:
         if child is None:
             child = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"override '{item}': '{'.'.join(parts[: i + 1])}' is not a section")
+            raise ConfigError(f"--set {item}: '{'.'.join(parts[: i + 1])}' is not a section")
         node[part] = child
         node = child
     node[parts[-1]] = value
@@ -403,10 +406,21 @@ def _validate_stopping(config: RunConfig) -> None:
         )
 
 
+def _validate_chat_template(value: str | None) -> None:
+    """A bare word is a template name and must be a shipped one (a path is checked at load)."""
+    from ..models.named_templates import TEMPLATES, is_template_name, unknown_name_message
+
+    if value and value not in TEMPLATES and is_template_name(value) and not Path(value).is_file():
+        raise ConfigError(f"config: {unknown_name_message(value)}")
+
+
 def _validate_rest(config: RunConfig) -> None:
     t, a = config.train, config.adapter
     if not config.model.path:
-        raise ConfigError("config: 'model' is required (a local Hugging Face model folder)")
+        raise ConfigError(
+            "config: 'model' is required (a local Hugging Face model folder, a .gguf file or a Hub id)"
+        )
+    _validate_chat_template(config.model.chat_template)
     _validate_data(config.data)
     _validate_stopping(config)
     positive = {

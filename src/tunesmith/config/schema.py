@@ -20,11 +20,15 @@ class ModelConfig:
     """Which model to fine-tune. ``model: PATH`` in YAML is shorthand for ``model: {path: PATH}``."""
 
     path: str = ""
-    """Local Hugging Face model folder (or a hub id where the network allows)."""
+    """A local Hugging Face model folder, a ``.gguf`` file, or a Hugging Face Hub id
+    (``Qwen/Qwen2.5-0.5B-Instruct``: fetched into the Hub cache where the network allows;
+    offline, a cached copy loads)."""
     tokenizer: str | None = None
     """Tokenizer folder when it differs from ``path``."""
     chat_template: str | None = None
-    """A ``.jinja`` file replacing the tokenizer's chat template (saved with the result)."""
+    """Replace the tokenizer's chat template (base models have none): a shipped template by name
+    — chatml | qwen | llama3 | mistral | gemma | phi3 — or a ``.jinja`` file. Saved with the
+    result (docs/training.md, "Chat templates")."""
     attn_implementation: str = "auto"
     """auto (tunesmith's padding-free varlen attention for training) | sdpa | eager."""
     attention_kernel: Literal["auto", "loop", "flex", "flash", "nested"] = "auto"
@@ -111,8 +115,11 @@ class AdapterConfig:
     type: Literal["lora", "dora", "qlora", "none"] = "lora"
     """lora | dora | qlora (LoRA on a 4-bit base: sets model.load_in_4bit) | none (full)."""
     r: int = 16
+    """LoRA rank: the inner dimension of each adapter's two low-rank matrices."""
     alpha: float = 32.0
+    """LoRA scaling numerator: the update is scaled by alpha/r (alpha/sqrt(r) with ``rslora``)."""
     dropout: float = 0.05
+    """Dropout on the adapter's input during training."""
     targets: str | list[str] = "all-linear"
     """``all-linear`` (every linear projection except the LM head) or module names."""
     top_layers: int | None = None
@@ -151,13 +158,19 @@ class TrainConfig:
     lr: float | Literal["auto"] = 2.0e-4
     """Peak learning rate; ``auto``: 2e-4 for adapters, 2e-5 for full fine-tuning."""
     weight_decay: float = 0.0
+    """AdamW decoupled weight decay."""
     adam_beta1: float = 0.9
+    """AdamW β1 (first-moment decay)."""
     adam_beta2: float = 0.999
+    """AdamW β2 (second-moment decay)."""
     adam_eps: float = 1.0e-8
+    """AdamW ε (added to the second-moment root)."""
     scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    """Learning-rate schedule after warm-up: cosine | linear decay to ``min_lr_ratio`` · lr | constant."""
     warmup_steps: int | None = None
     """Linear warm-up steps; default: ``warmup_ratio`` of the total steps."""
     warmup_ratio: float = 0.03
+    """Warm-up as a fraction of the total steps when ``warmup_steps`` is not set."""
     min_lr_ratio: float = 0.0
     """Final learning rate as a fraction of ``lr`` for cosine / linear decay."""
     max_grad_norm: float | None = 1.0
@@ -166,14 +179,18 @@ class TrainConfig:
     """Micro-batch: rows (packing) or examples (no packing) per step; ``auto``: ~0.2 % of the
     examples, clamped to [1, 32]."""
     grad_accum: int = 1
+    """Micro-batches per optimizer step (the batch is batch_size × grad_accum)."""
     max_tokens_per_forward: int | None = None
     """Split each micro-batch at example boundaries into forward passes of at most this many
     tokens (same gradients: the loss is token-normalised over the whole window). Bounds
     activation memory at no cost in speed on CPUs. Default: 1024 on CPU, unlimited on CUDA."""
     max_length: int = 1024
+    """Most tokens per example (longer ones are truncated; ``tunesmith data check`` counts them)
+    and per packed row."""
     packing: bool = True
     """Best-fit pack several examples into each row of ``max_length`` tokens."""
     seed: int = 0
+    """Seed of the adapter init, data order and dropout: the same seed and data give the same run."""
     save_every: int = 50
     """Checkpoint every N optimizer steps (0: only at the end)."""
     keep_last: int = 2
@@ -194,13 +211,18 @@ class TrainConfig:
     """At each evaluation also answer the first N held-out prompts (greedy) and log generation
     metrics (exact match, token F1, ROUGE-L, keywords …) as eval_gen_*; method sft only."""
     log_every: int = 1
+    """Log (and write metrics.jsonl rows) every N optimizer steps."""
     gradient_checkpointing: bool = False
+    """Recompute each block's activations in the backward pass instead of storing them: less
+    memory, about a third more compute."""
     optimizer: Literal["adamw", "adamw_8bit", "paged_adamw_8bit"] = "adamw"
     """adamw (torch) | adamw_8bit (bitsandbytes 8-bit states, CPU or CUDA) | paged_adamw_8bit
     (8-bit states in CUDA unified memory that pages out under pressure; CUDA only)."""
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    """auto: bf16 autocast on CUDA with bf16 support, fp32 on CPU (bf16 is slower on CPUs without AMX)."""
+    """auto: bf16 autocast on CUDA with bf16 support, fp32 on CPU (half precision is many times
+    slower on CPUs without AMX: an explicit fp16 / bf16 on a CPU warns)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto: cuda when a GPU is visible, else cpu."""
     threads: int | None = None
     """torch intra-op threads on CPU (default: torch's choice)."""
     loss_chunk_size: int = 1024
@@ -390,3 +412,6 @@ class RunConfig:
     grpo: GrpoConfig = field(default_factory=GrpoConfig)
     preference: PreferenceConfig = field(default_factory=PreferenceConfig)
     output_dir: str = "runs/run"
+    """The run folder: resolved config, run.json, metrics, checkpoints and ``final/``. Rerunning
+    into a folder resumes its run; another config over a complete run is refused (unless
+    ``--no-resume`` retrains it)."""

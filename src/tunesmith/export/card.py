@@ -2,8 +2,11 @@
 
 The folder holds only what loading needs (``adapter_config.json``, ``adapter_model.safetensors``,
 the tokenizer files with the training chat template) plus ``README.md``: base model, method,
-data fingerprint, hyperparameters (from ``config.resolved.yaml``), parameter counts and an eval
-summary from ``metrics.jsonl`` / ``run.json``. Copied weights are checked byte for byte.
+data fingerprint, hyperparameters (from ``config.resolved.yaml``, which only the run that trained
+the weights writes: tunesmith.run), parameter counts and an eval summary from ``metrics.jsonl`` /
+``run.json``. The base model is named as elsewhere people can find it (a Hub id, a GGUF file
+name, a folder name: :func:`tunesmith.models.hub.model_name`), never by a local path.
+Copied weights are checked byte for byte.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 from .. import rundir
 from ..errors import ModelError
 from ..hashing import sha256_file
+from ..models.hub import model_name
 
 KEEP = (
     "adapter_config.json",
@@ -58,7 +62,8 @@ def model_card(adapter_cfg: dict, run_dir: Path | None) -> str:
     """README.md text with YAML front matter (``base_model``, ``library_name: peft``)."""
     import yaml
 
-    base = adapter_cfg.get("base_model_name_or_path") or "unknown"
+    base_path = adapter_cfg.get("base_model_name_or_path")
+    base = model_name(base_path) if base_path else "unknown"
     run = rundir.RunDir(run_dir) if run_dir else None
     info = run.read_run_info() if run else {}
     resolved = {}
@@ -71,7 +76,7 @@ def model_card(adapter_cfg: dict, run_dir: Path | None) -> str:
         yaml.safe_dump(front, sort_keys=False).strip(),
         "---",
         "",
-        f"# LoRA adapter for `{Path(base).name}`",
+        f"# LoRA adapter for `{base}`",
         "",
         f"Trained with tunesmith ({method}). Load it with PEFT over the base model, serve it with "
         "`tunesmith serve --model BASE --adapter NAME=THIS_FOLDER`, or merge it with "
@@ -96,6 +101,8 @@ def model_card(adapter_cfg: dict, run_dir: Path | None) -> str:
     lines += ["", "## Adapter", "", "```yaml", yaml.safe_dump(lora, sort_keys=False).strip(), "```"]
     if resolved:
         keep = {k: resolved[k] for k in ("model", "data", "adapter", "train") if k in resolved}
+        if isinstance(keep.get("model"), dict) and keep["model"].get("path"):
+            keep["model"] = {**keep["model"], "path": model_name(keep["model"]["path"])}
         lines += [
             "",
             "## Hyperparameters (resolved config)",

@@ -20,7 +20,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_dtype(name: str, device: torch.device) -> str:
-    """auto -> bf16 on CUDA devices that support it, else fp32 (bf16 is ~1.5x slower on CPUs without AMX)."""
+    """auto -> bf16 on CUDA devices that support it, else fp32 (half precision is many times slower
+    on CPUs without AMX: see tunesmith.run.ignored_option_warnings)."""
     if name != "auto":
         return name
     if device.type == "cuda" and torch.cuda.is_bf16_supported():

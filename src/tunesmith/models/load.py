@@ -1,9 +1,11 @@
-"""Load a causal LM and its tokenizer from a local Hugging Face folder or a GGUF file.
+"""Load a causal LM and its tokenizer from a local Hugging Face folder, a GGUF file or a Hub id.
 
 Weights are loaded from safetensors only (``use_safetensors=True``); ``trust_remote_code`` is
 only ever the operator's explicit config value. A GGUF file is dequantised once into a cached
 folder (:mod:`.gguf_import`); the loaded model's ``name_or_path`` stays the file, so adapters
-record the file as their base and later commands resolve it the same way.
+record the file as their base and later commands resolve it the same way. A Hugging Face Hub
+id (``meta-llama/Llama-3.2-1B``, :mod:`.hub`) is fetched into the Hub cache where the network
+allows and is then an ordinary folder; the id stays the model's name in the same way.
 """
 
 from __future__ import annotations
@@ -17,16 +19,22 @@ from ..errors import ModelError
 
 
 def check_model_dir(path: str) -> Path:
-    """The HF model folder ``path`` names (a GGUF file: its dequantised cache folder), else ModelError."""
+    """The HF model folder ``path`` names, else ModelError: a folder itself; a GGUF file its
+    dequantised cache folder; a Hub id (``owner/name``, no such local path) its Hub cache snapshot,
+    fetched when the network allows (:func:`.hub.hub_snapshot`: offline, one line saying so)."""
+    from .hub import hub_snapshot, is_hub_id
+
     p = Path(path)
     if p.is_file():
         from .gguf_import import resolve_model_path
 
         return Path(resolve_model_path(p))
+    if is_hub_id(str(path)):
+        return hub_snapshot(str(path))
     if not p.exists():
         raise ModelError(
-            f"model not found: {path} (tunesmith loads a local Hugging Face model "
-            "directory or a GGUF file; no network access is used)"
+            f"model not found: {path} (tunesmith loads a local Hugging Face model folder, a GGUF "
+            "file, or a Hugging Face Hub id such as Qwen/Qwen2.5-0.5B where the network allows)"
         )
     if not p.is_dir():
         raise ModelError(f"model path is not a directory: {path}")
@@ -35,8 +43,9 @@ def check_model_dir(path: str) -> Path:
     return p
 
 
-def load_tokenizer(path: str, chat_template_file: str | None = None):
-    """Fast tokenizer from ``path``; optionally replace its chat template with a .jinja file."""
+def load_tokenizer(path: str, chat_template: str | None = None):
+    """Fast tokenizer from ``path``; ``chat_template`` (``model.chat_template``) replaces its
+    chat template: a .jinja file, or a shipped template by name (:mod:`.named_templates`)."""
     from transformers import AutoTokenizer
 
     folder = path if Path(path, "tokenizer.json").is_file() else str(check_model_dir(path))
@@ -49,11 +58,11 @@ def load_tokenizer(path: str, chat_template_file: str | None = None):
             f"the tokenizer in {path} is not a fast tokenizer; tunesmith needs "
             "offset mappings to build loss masks (save it with tokenizer.json)"
         )
-    if chat_template_file:
-        f = Path(chat_template_file)
-        if not f.is_file():
-            raise ModelError(f"chat template file not found: {chat_template_file}")
-        tok.chat_template = f.read_text(encoding="utf-8")
+    if chat_template:
+        from .named_templates import check_markers, template_text
+
+        tok.chat_template = template_text(chat_template)
+        check_markers(tok, chat_template, path)
     if tok.pad_token_id is None and tok.eos_token_id is not None:
         tok.pad_token = tok.eos_token  # only used for padded generation batches
     return tok

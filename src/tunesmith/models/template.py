@@ -21,9 +21,14 @@ def render_chat(
 
     transformers renders templates in Jinja's immutable sandbox, so a template that reaches for
     Python internals (``''.__class__.__mro__``) raises ``SecurityError`` instead of running; that
-    refusal, ``raise_exception()`` from the template and a missing template all land here."""
+    refusal, ``raise_exception()`` from the template and a missing template (base models have
+    none: the error names ``model.chat_template``'s shipped templates) all land here."""
     from jinja2.exceptions import SecurityError
 
+    if not getattr(tokenizer, "chat_template", None):
+        from .named_templates import no_template_hint
+
+        raise error(f"{what} is not set: {no_template_hint()}")
     try:
         return tokenizer.apply_chat_template(
             messages, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt

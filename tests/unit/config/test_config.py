@@ -95,3 +95,29 @@ def test_preference_keys_follow_the_loss():
     # auto values are checked once resolved; a given one now (before any data is read)
     with pytest.raises(ConfigError, match="'train.batch_size' must be >= 1"):
         validate(load_config({**raw, "train": {"batch_size": 0, "lr": "auto"}}))
+
+
+def test_override_mistakes_blame_set_not_the_file(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("model: m\ndata: {train: t.jsonl}\ntrain: {lr: 1.0e-4}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, ["train.bach_size=4"])
+    msg = str(err.value)
+    assert msg.startswith("--set train.bach_size=4: unknown key 'train.bach_size'.")
+    assert "Did you mean 'train.batch_size'?" in msg and str(path) not in msg
+    with pytest.raises(
+        ConfigError, match=r"^--set trian\.lr=1: unknown key 'trian'\. Did you mean 'train'\?"
+    ):
+        load_config(path, ["trian.lr=1"])
+    with pytest.raises(ConfigError, match=r"^--set train\.lr=abc: 'train\.lr' = 'abc' is not a number"):
+        load_config(path, ["train.batch_size=2", "train.lr=abc"])
+    with pytest.raises(ConfigError, match=r"^--set train: an override must look like section\.key=value"):
+        load_config(path, ["train"])
+
+
+def test_file_mistakes_still_blame_the_file(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("model: m\ntrain: {bach_size: 4}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, ["train.lr=1e-4"])
+    assert str(err.value).startswith(f"{path}: unknown key 'train.bach_size'.")

@@ -12,6 +12,7 @@ import pytest
 from tunesmith.config import load_config
 from tunesmith.config.schema import as_sources
 from tunesmith.methods import validate  # the torch-free checks, then each method's own
+from tunesmith.models.hub import is_hub_id
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = sorted((ROOT / "examples").rglob("*.y*ml"))
@@ -24,7 +25,25 @@ def test_examples_are_found():
         "examples/quickstart/lora.yaml",
         "examples/preference/dpo.yaml",
         "examples/grpo/numbers.yaml",
+        "examples/families/llama3.2-1b-base-gpu.yaml",
+        "examples/families/qwen2.5-0.5b-instruct.yaml",
     } <= names
+
+
+GRADERS = sorted((ROOT / "examples").rglob("graders/*.json"))
+
+
+@pytest.mark.parametrize("path", GRADERS, ids=lambda p: p.relative_to(ROOT / "examples").as_posix())
+def test_example_graders_parse(path):
+    """The grader files the docs pass to `tunesmith eval --grader` are valid OpenAI graders whose
+    templates read fields the support held-out rows have."""
+    import json
+
+    from tunesmith.graders.load import item_keys, read_grader
+
+    spec, _ = read_grader(path)
+    row = json.loads((ROOT / "examples/support/heldout.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert item_keys(spec) <= set(row)
 
 
 def _defines(path: Path, name: str) -> bool:
@@ -37,10 +56,16 @@ def _defines(path: Path, name: str) -> bool:
 def test_example_config_loads_and_validates(path):
     cfg = load_config(path)
     validate(cfg)
-    # Paths in the examples are relative to the repository root (where the docs run them).
+    # Paths in the examples are relative to the repository root (where the docs run them). A
+    # model is either shipped (a file or folder here, or one scripts/setup.sh makes) or named by
+    # Hugging Face Hub id (examples/families/: fetched where the network allows) — never a path
+    # that merely does not exist.
     model = cfg.model.path
     setup = (ROOT / "scripts" / "setup.sh").read_text(encoding="utf-8")
-    assert (ROOT / model).exists() or model in setup, f"{path.name}: model {model} is not shipped"
+    shipped = (ROOT / model).exists() or model in setup
+    assert shipped or is_hub_id(model), f"{path.name}: model {model} is neither shipped nor a Hub id"
+    if not shipped:
+        assert path.parent.name == "families", f"{path.name}: Hub-id models belong in examples/families/"
     for item in as_sources(cfg.data.train) + as_sources(cfg.data.eval):
         assert (ROOT / item.path).exists(), f"{path.name}: data file {item.path} is missing"
     for reward in cfg.grpo.rewards if cfg.method == "grpo" else []:

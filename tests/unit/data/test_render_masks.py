@@ -147,3 +147,89 @@ def test_completion_and_text_examples(tiny_tokenizer):
     assert comp.input_ids[-1] == tiny_tokenizer.eos_token_id
     text = r(Example(kind="text", source="x:2", text="hello world"))
     assert all(text.loss_mask) and text.input_ids[-1] == tiny_tokenizer.eos_token_id
+
+
+# -- templates shipped by name (model.chat_template: NAME) --------------------------------------
+# name -> (special tokens, bos, eos, expected trained spans for SYSTEM + CONVERSATION). Every named
+# template accepts a system message and keeps each turn's rendering fixed as the chat grows.
+NAMED = {
+    "chatml": (
+        [],
+        None,
+        "<|endoftext|>",
+        ["Hello! How can I help?<|im_end|>", "Two plus two is four.<|im_end|>"],
+    ),
+    "qwen": TEMPLATES["qwen2_5"],
+    "llama3": TEMPLATES["llama3"],
+    "mistral": (
+        ["<s>", "</s>", "[INST]", "[/INST]"],
+        "<s>",
+        "</s>",
+        [" Hello! How can I help?</s>", " Two plus two is four.</s>"],
+    ),
+    "gemma": TEMPLATES["gemma"],
+    "phi3": (
+        ["<|user|>", "<|assistant|>", "<|end|>", "<|system|>"],
+        None,
+        "<|endoftext|>",
+        ["Hello! How can I help?<|end|>", "Two plus two is four.<|end|>"],
+    ),
+}
+
+
+def test_every_named_template_is_checked_here():
+    from tunesmith.models.named_templates import NAMES
+
+    assert set(NAMED) == set(NAMES)
+
+
+def _named_tokenizer(tmp_path, name):
+    """The tokenizer as a run loads it: a template-less tokenizer + model.chat_template: NAME."""
+    from tunesmith.models.load import load_tokenizer
+
+    specials, bos, eos, _ = NAMED[name]
+    factory.build_tokenizer(tmp_path / name, vocab_size=400, extra_special=specials, chat_template="")
+    tok = load_tokenizer(str(tmp_path / name), name)
+    if bos:
+        tok.bos_token = bos
+    tok.eos_token = eos
+    return tok
+
+
+@pytest.mark.parametrize("with_system", [True, False], ids=["system", "no-system"])
+@pytest.mark.parametrize("name", sorted(NAMED))
+def test_named_template_exact_assistant_spans(tmp_path, name, with_system):
+    tok = _named_tokenizer(tmp_path, name)
+    messages = ([SYSTEM] if with_system else []) + CONVERSATION
+    rendered = Renderer(tok, max_length=4096, template_name=name)(_chat(messages))
+    assert _trained_spans(tok, rendered) == NAMED[name][3]
+    assert sum(rendered.loss_mask) == sum(
+        len(tok.encode(s, add_special_tokens=False)) for s in NAMED[name][3]
+    )
+    text = tok.decode(rendered.input_ids, skip_special_tokens=False)
+    assert ("You are terse." in text) == with_system  # the system prompt is rendered, never dropped
+    if bos := NAMED[name][1]:
+        assert text.startswith(bos) and text.count(bos) == 1
+
+
+@pytest.mark.parametrize("name", sorted(NAMED))
+def test_named_template_weight_zero_turn_is_untrained(tmp_path, name):
+    tok = _named_tokenizer(tmp_path, name)
+    messages = [SYSTEM] + [dict(m) for m in CONVERSATION]
+    messages[2]["weight"] = 0
+    rendered = Renderer(tok, max_length=4096, template_name=name)(_chat(messages))
+    assert _trained_spans(tok, rendered) == NAMED[name][3][1:]
+
+
+@pytest.mark.parametrize("name", sorted(NAMED))
+def test_named_template_generation_prompt_and_stop_token(tmp_path, name):
+    """What generation sees: the prompt render ends where the trained reply starts, and the
+    end-of-turn marker the masks train is the token generation stops at."""
+    from tunesmith.models.template import render_chat, stop_token_ids
+
+    tok = _named_tokenizer(tmp_path, name)
+    prompt = render_chat(tok, [SYSTEM, CONVERSATION[0]], add_generation_prompt=True)
+    full = render_chat(tok, [SYSTEM] + CONVERSATION[:2])
+    assert full.startswith(prompt) and full[len(prompt) :].lstrip().startswith("Hello! How can I help?")
+    end_of_turn = NAMED[name][3][0].split("?")[-1]
+    assert stop_token_ids(tok)[0] == tok.convert_tokens_to_ids(end_of_turn)
