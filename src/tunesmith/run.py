@@ -22,6 +22,7 @@ from .engine import distributed
 from .engine.distributed import DistContext, init_distributed
 from .engine.loop import Trainer, TrainResult
 from .engine.runtime import seed_everything
+from .engine.trackers import Trackers, open_trackers
 from .hashing import update_with_file
 from .models.device import resolve_device, resolve_dtype
 from .models.memory import estimate_line, return_freed_memory
@@ -282,7 +283,7 @@ def train(
     """
     t_start = process_start or time.time()
     run = prepare(config, overrides)
-    cfg, out, trainer, model, run_info = run.cfg, run.out, run.trainer, run.model, run.info
+    cfg, out, trainer, run_info = run.cfg, run.out, run.trainer, run.info
     trainable, total = run_info["parameters"]["trainable"], run_info["parameters"]["total"]
     dtype, device, data_stats = run_info["dtype"], run_info["device"], run_info["data"]
     log.info(
@@ -322,6 +323,31 @@ def train(
     distributed.same_on_all_ranks(
         trainer.dist, str(resume_from and resume_from.path), "the checkpoint to resume from"
     )
+    # train.report_to: rank 0 reports; the trackers outlive fit() to store the report and final/
+    trackers = (
+        open_trackers(cfg, out, int(resume_from.data["state"]["step"]) if resume_from else None)
+        if trainer.dist.is_main
+        else Trackers()
+    )
+    trainer.trackers = trackers
+    try:
+        result = _fit_and_save(run, resume_from, t_start, trackers)
+    except BaseException:
+        trackers.finish(ok=False)
+        raise
+    trackers.finish(ok=True)
+    log.info(
+        "done: final loss %.4f%s; result in %s",
+        result.final_loss or float("nan"),
+        f", eval loss {result.eval_loss:.4f}" if result.eval_loss is not None else "",
+        rundir.RunDir(out).final,
+    )
+    return result
+
+
+def _fit_and_save(run: PreparedRun, resume_from, t_start: float, trackers: Trackers) -> TrainResult:
+    """Train, save ``final/`` and write the run report; store both with ``trackers``."""
+    cfg, out, trainer, model, run_info = run.cfg, run.out, run.trainer, run.model, run.info
     result = trainer.fit(resume_from, process_start=t_start)
     dist_ctx = trainer.dist
     weights = None
@@ -339,13 +365,9 @@ def train(
     distributed.shutdown(dist_ctx)
     from .eval.training import write_run_report
 
-    write_run_report(out, trainer)
-    log.info(
-        "done: final loss %.4f%s; result in %s",
-        result.final_loss or float("nan"),
-        f", eval loss {result.eval_loss:.4f}" if result.eval_loss is not None else "",
-        rundir.RunDir(out).final,
-    )
+    report = write_run_report(out, trainer)
+    trackers.artifact(report, "report")
+    trackers.artifact(rundir.RunDir(out).final, "model")
     return result
 
 

@@ -31,7 +31,7 @@ from ..models.forward import profile_scope
 from . import checkpoint as ckpt
 from . import distributed
 from .distributed import DistContext
-from .metrics import MetricsFile, Progress, TensorBoardSink
+from .metrics import MetricsFile, Progress
 from .optimizers import make_optimizer
 from .parts import MethodParts
 from .profile import StepProfiler, format_report
@@ -128,6 +128,9 @@ class Trainer:
             ),
         )
         self._epoch_cache: dict[int, list[list[int]]] = {}
+        # train.report_to: the experiment trackers every metrics row also goes to (rank 0 only;
+        # opened and closed by the caller, see tunesmith.run.train and engine/trackers.py)
+        self.trackers = None
         # (model, step) -> extra eval metrics, e.g. generation metrics (tunesmith.eval.training)
         self.eval_hook: Callable | None = None
         # train.profile_steps: where steps 2 .. 1 + N spend their time (engine/profile.py)
@@ -346,11 +349,10 @@ class Trainer:
         # Only rank 0 writes metrics and shows progress (every rank computes the same rows).
         main = self.dist.is_main
         sink = (
-            MetricsFile(rundir.RunDir(self.out_dir).metrics, start if resume_from else None)
+            MetricsFile(rundir.RunDir(self.out_dir).metrics, start if resume_from else None, self.trackers)
             if main
             else _NoSink()
         )
-        tb = TensorBoardSink(rundir.RunDir(self.out_dir).tensorboard) if cfg.tensorboard and main else None
         progress = Progress(self.total_steps, start, cfg.progress if main else "none", cfg.log_every)
         history, last_eval, first_step_s = [], None, None
         if cfg.eval_at_start and start == 0 and self.eval_units:
@@ -375,8 +377,6 @@ class Trainer:
                     last_eval = ev.get("eval_loss")
                     progress.note(f"step {done}: {_eval_text(ev)}")
                 sink.write(row)
-                if tb:
-                    tb.write(row)
                 history.append(row)
                 progress.update(row)
                 if (cfg.save_every and done % cfg.save_every == 0) or is_last:
@@ -384,8 +384,6 @@ class Trainer:
         finally:
             progress.close()
             sink.close()
-            if tb:
-                tb.close()
         if not history and start >= self.total_steps:
             log.info("training was already complete at step %d", start)
             history = [r for r in read_metrics(self.out_dir) if r.get("step", 0) <= start]
