@@ -45,13 +45,13 @@ def gguf_run(tiny_model_dir, color_data, tmp_path_factory):
                 "model": str(base),
                 "data": {"train": str(color_data[0])},
                 "adapter": {"type": "lora", "r": 4, "alpha": 8, "dropout": 0.0},
-                "train": {"max_steps": 3, "batch_size": 8, "max_length": 64, "lr": 3e-2, "save_every": 0},
+                "train": {"max_steps": 3, "batch_size": 8, "max_length": 64, "lr": 3e-2, "save_every": 3},
                 "output_dir": str(out),
             }
         )
         report = run_eval(
             str(out),
-            compare_with=["base"],
+            compare_with=["base", "step-3"],
             options=EvalOptions(n_resamples=500),
             out_dir=root / "eval",
             lm_eval=HarnessOptions([str(TASK)], limit=DOCS, batch_size=4),
@@ -61,16 +61,17 @@ def gguf_run(tiny_model_dir, color_data, tmp_path_factory):
 
 def test_lm_eval_numbers_join_the_report_with_paired_intervals(gguf_run):
     root, out, report = gguf_run
-    assert [m["name"] for m in report["models"]] == ["final", "base"]
+    assert [m["name"] for m in report["models"]] == ["final", "base", "step-000003"]
     harness = report["lm_eval"]
-    for name in ("final", "base"):
+    for name in ("final", "base", "step-000003"):
         own = harness["results"][name]["kettle_care_mc"]
         ours = report["metrics"][name][ACC]
         # tunesmith's series is lm-eval's per-document results: same mean, same count
         assert ours["value"] == pytest.approx(own["acc,none"]) and ours["n"] == DOCS
         assert ours["low"] <= ours["value"] <= ours["high"]
         assert report["metrics"][name]["lm-eval:kettle_care_mc:acc_norm"]["n"] == DOCS
-    (cmp,) = report["comparisons"]
+    cmp, same = report["comparisons"]
+    assert (cmp["baseline"], same["baseline"]) == ("base", "step-000003")
     diff = cmp["metrics"][ACC]
     assert diff["win"] + diff["tie"] + diff["loss"] == DOCS
     assert diff["diff"] == pytest.approx(
@@ -82,6 +83,16 @@ def test_lm_eval_numbers_join_the_report_with_paired_intervals(gguf_run):
     assert saved["lm_eval"]["results"]["final"]["kettle_care_mc"]["acc,none"] == pytest.approx(
         report["metrics"]["final"][ACC]["value"]
     )
+
+
+def test_a_checkpoint_is_handed_to_lm_eval_as_a_model(gguf_run):
+    """step-3 is the last step: the same weights as final/ (loaded by tunesmith and handed over
+    as an object, where final/ goes through peft=), so lm-eval scores every document the same."""
+    _, _, report = gguf_run
+    assert report["lm_eval"]["commands"]["step-000003"] is None
+    same = report["comparisons"][1]["metrics"]
+    for metric in (ACC, "lm-eval:kettle_care_mc:acc_norm"):
+        assert same[metric]["tie"] == DOCS and same[metric]["diff"] == 0, metric
 
 
 def test_gguf_base_is_the_cache_folder_and_the_adapter_goes_through_peft(gguf_run):
