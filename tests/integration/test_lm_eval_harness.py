@@ -51,8 +51,9 @@ def gguf_run(tiny_model_dir, color_data, tmp_path_factory):
         )
         report = run_eval(
             str(out),
+            str(color_data[1]),  # tunesmith's own held-out metrics and lm-eval's in one report
             compare_with=["base", "step-3"],
-            options=EvalOptions(n_resamples=500),
+            options=EvalOptions(n_resamples=500, generate=False),
             out_dir=root / "eval",
             lm_eval=HarnessOptions([str(TASK)], limit=DOCS, batch_size=4),
         )
@@ -70,6 +71,8 @@ def test_lm_eval_numbers_join_the_report_with_paired_intervals(gguf_run):
         assert ours["value"] == pytest.approx(own["acc,none"]) and ours["n"] == DOCS
         assert ours["low"] <= ours["value"] <= ours["high"]
         assert report["metrics"][name]["lm-eval:kettle_care_mc:acc_norm"]["n"] == DOCS
+    assert "loss" in report["metrics"]["final"] and "loss" in report["comparisons"][0]["metrics"]
+    assert len(report["examples"]) == 24  # the held-out rows; lm-eval's documents are not examples
     cmp, same = report["comparisons"]
     assert (cmp["baseline"], same["baseline"]) == ("base", "step-000003")
     diff = cmp["metrics"][ACC]
