@@ -21,6 +21,7 @@ from .engine import distributed
 from .engine.distributed import DistContext, init_distributed
 from .engine.loop import Trainer, TrainResult
 from .engine.runtime import seed_everything
+from .engine.trackers import Trackers, open_trackers
 from .models.device import resolve_device, resolve_dtype
 from .models.memory import estimate_line, return_freed_memory
 from .quiet import quiet_third_party
@@ -177,7 +178,16 @@ def prepare(
 
 # Keys that change how a run is carried out, not what it learns or what its record says it
 # learned from: rerunning a complete run may change them.
-_HOW_IT_RUNS = {"train.threads", "train.progress", "train.profile_steps", "train.log_every"}
+_HOW_IT_RUNS = {
+    "train.threads",
+    "train.progress",
+    "train.profile_steps",
+    "train.log_every",
+    # where metrics are reported, not what is trained
+    "train.report_to",
+    "train.report_project",
+    "train.tensorboard",
+}
 
 
 def completed_record(out: Path, total_steps: int) -> tuple[dict, Path] | None:
@@ -392,7 +402,7 @@ def train(
     run = prepare(config, overrides, resume=resume)
     if run.complete:
         return _already_complete(run)
-    cfg, out, trainer, model, run_info = run.cfg, run.out, run.trainer, run.model, run.info
+    cfg, out, trainer, run_info = run.cfg, run.out, run.trainer, run.info
     trainable, total = run_info["parameters"]["trainable"], run_info["parameters"]["total"]
     dtype, device, data_stats = run_info["dtype"], run_info["device"], run_info["data"]
     log.info(
@@ -432,6 +442,31 @@ def train(
     distributed.same_on_all_ranks(
         trainer.dist, str(resume_from and resume_from.path), "the checkpoint to resume from"
     )
+    # train.report_to: rank 0 reports; the trackers outlive fit() to store the report and final/
+    trackers = (
+        open_trackers(cfg, out, int(resume_from.data["state"]["step"]) if resume_from else None)
+        if trainer.dist.is_main
+        else Trackers()
+    )
+    trainer.trackers = trackers
+    try:
+        result = _fit_and_save(run, resume_from, t_start, trackers)
+    except BaseException:
+        trackers.finish(ok=False)
+        raise
+    trackers.finish(ok=True)
+    log.info(
+        "done: final loss %.4f%s; result in %s",
+        result.final_loss or float("nan"),
+        f", eval loss {result.eval_loss:.4f}" if result.eval_loss is not None else "",
+        rundir.RunDir(out).final,
+    )
+    return result
+
+
+def _fit_and_save(run: PreparedRun, resume_from, t_start: float, trackers: Trackers) -> TrainResult:
+    """Train, save ``final/`` and write the run report; store both with ``trackers``."""
+    cfg, out, trainer, model, run_info = run.cfg, run.out, run.trainer, run.model, run.info
     result = trainer.fit(resume_from, process_start=t_start)
     dist_ctx = trainer.dist
     weights = None
@@ -449,13 +484,9 @@ def train(
     distributed.shutdown(dist_ctx)
     from .eval.training import write_run_report
 
-    write_run_report(out, trainer)
-    log.info(
-        "done: final loss %.4f%s; result in %s",
-        result.final_loss or float("nan"),
-        f", eval loss {result.eval_loss:.4f}" if result.eval_loss is not None else "",
-        rundir.RunDir(out).final,
-    )
+    report = write_run_report(out, trainer)
+    trackers.artifact(report, "report")
+    trackers.artifact(rundir.RunDir(out).final, "model")
     return result
 
 

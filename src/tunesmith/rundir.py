@@ -6,7 +6,8 @@ A run folder (``train.output_dir``, a job's ``RUN``) holds::
     run.json                    versions, data fingerprint, parameter counts, total steps;
                                 ``result`` added when training ends
     metrics.jsonl               one JSON object per optimizer step and per evaluation
-    tensorboard/                TensorBoard events (``train.tensorboard``)
+    tensorboard/                TensorBoard events (``train.report_to: [tensorboard]``)
+    trackers.json               the experiment trackers' run ids, so a resumed run continues them
     profile.json                where profiled steps spent their time (``train.profile_steps``)
     checkpoints/step-000050/    one checkpoint per save, ``COMMITTED`` written last
                                 (format: engine.checkpoint, which writes and verifies them)
@@ -30,6 +31,7 @@ RESOLVED_CONFIG = "config.resolved.yaml"
 RUN_INFO = "run.json"
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
+TRACKERS = "trackers.json"
 PROFILE = "profile.json"
 CHECKPOINT_PREFIX = "step-"
 CHECKPOINT_GLOB = CHECKPOINT_PREFIX + "*"
@@ -93,6 +95,10 @@ class RunDir:
     @property
     def tensorboard(self) -> Path:
         return self.root / TENSORBOARD
+
+    @property
+    def trackers(self) -> Path:
+        return self.root / TRACKERS
 
     @property
     def profile(self) -> Path:

@@ -8,6 +8,7 @@ micro-batches into two passes, so ranks run different numbers of passes (the FSD
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -64,13 +65,21 @@ def reference(tmp_path_factory, tiny_model_dir, color_data):
 
 
 def test_ddp_two_ranks_equal_one(tmp_path, tiny_model_dir, color_data, reference, fork_trainer):
-    config = write_config(_config(tmp_path, tiny_model_dir, color_data, "ddp", parallel="ddp"))
-    rc, out = run(fork_trainer, config)
+    report_to = ["tensorboard"] if importlib.util.find_spec("tensorboard") else []
+    cfg = _config(tmp_path, tiny_model_dir, color_data, "ddp", parallel="ddp", report_to=report_to)
+    rc, out = run(fork_trainer, write_config(cfg))
     assert rc == 0, out
     assert out.count(f"trained {STEPS} steps") == 1  # rank 0 reports for the job
     assert_same_run(tmp_path / "ddp", reference, STEPS, KEYS)
     info = json.loads((tmp_path / "ddp" / "run.json").read_text())
     assert info["distributed"] == {"mode": "ddp", "world_size": 2, "global_batch": 4}
+    if report_to:  # train.report_to: only rank 0 reports, each step once
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        assert len(list((tmp_path / "ddp" / "tensorboard").glob("events.out.tfevents.*"))) == 1
+        events = EventAccumulator(str(tmp_path / "ddp" / "tensorboard"))
+        events.Reload()
+        assert [e.step for e in events.Scalars("loss")] == list(range(1, STEPS + 1))
 
 
 def test_fsdp_sigkill_one_rank_then_resume_equals_one_process(

@@ -22,6 +22,7 @@ def test_names_on_disk():
     assert rundir.RUN_INFO == "run.json"
     assert rundir.METRICS == "metrics.jsonl"
     assert rundir.TENSORBOARD == "tensorboard"
+    assert rundir.TRACKERS == "trackers.json"
     assert rundir.CHECKPOINT_GLOB == "step-*"
 
 
@@ -54,6 +55,7 @@ def test_paths(tmp_path):
     assert run.run_info == tmp_path / "run.json"
     assert run.metrics == tmp_path / "metrics.jsonl"
     assert run.tensorboard == tmp_path / "tensorboard"
+    assert run.trackers == tmp_path / "trackers.json"
     assert not any(tmp_path.iterdir())  # paths only, nothing created
 
 

@@ -1,4 +1,5 @@
-"""``tunesmith eval CONFIG_OR_RUN --data heldout.jsonl [--compare base]`` (see docs/evaluation.md)."""
+"""``tunesmith eval CONFIG_OR_RUN --data heldout.jsonl [--compare base] [--lm-eval TASKS]`` (see
+docs/evaluation.md)."""
 
 from __future__ import annotations
 
@@ -75,6 +76,22 @@ def add_eval_command(subparsers: Any) -> None:
         "the model 'recorded' with the same scorers and graders, plus agree:<metric> "
         "(see docs/migrate-from-openai.md)",
     )
+    p.add_argument(
+        "--lm-eval",
+        metavar="TASKS",
+        help="also run lm-evaluation-harness (HF backend) on every model: comma-separated task "
+        "names and/or task YAML files (e.g. examples/support/lm_eval/kettle_care_mc.yaml); "
+        "--data becomes optional; see docs/evaluation.md",
+    )
+    p.add_argument(
+        "--lm-eval-fewshot", type=int, metavar="N", help="lm-eval few-shot examples (default: the task's)"
+    )
+    p.add_argument(
+        "--lm-eval-chat-template",
+        action="store_true",
+        help="lm-eval: render prompts with the tokenizer's chat template (default: plain text, as "
+        "published lm-eval numbers are)",
+    )
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument(
         "--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda when available"
@@ -127,6 +144,26 @@ def _options(args):
             graders=graders,
             judge=judge,
         ),
+    )
+
+
+def _lm_eval_options(args):
+    """``--lm-eval`` and its companions -> HarnessOptions (None without ``--lm-eval``)."""
+    from ..errors import ConfigError
+    from ..eval.harness import HarnessOptions, parse_tasks
+
+    if not args.lm_eval:
+        if args.lm_eval_fewshot is not None or args.lm_eval_chat_template:
+            raise ConfigError("--lm-eval-fewshot / --lm-eval-chat-template need --lm-eval TASKS")
+        return None
+    if args.lm_eval_fewshot is not None and args.lm_eval_fewshot < 0:
+        raise ConfigError(f"--lm-eval-fewshot must be >= 0, got {args.lm_eval_fewshot}")
+    return HarnessOptions(
+        tasks=parse_tasks(args.lm_eval),
+        num_fewshot=args.lm_eval_fewshot,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        apply_chat_template=args.lm_eval_chat_template,
     )
 
 
@@ -200,6 +237,7 @@ def _cmd_eval(args) -> int:
         device=args.device,
         reward_model=args.reward_model,
         against=args.against,
+        lm_eval=_lm_eval_options(args),
     )
     print(summary_table(report))
     print(f"report: {Path(report['out_dir']) / 'report.html'} (numbers in report.json)")

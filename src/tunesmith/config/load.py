@@ -17,6 +17,7 @@ import yaml
 from ..errors import ConfigError
 from .registry import LOSSES, method_loss, method_spec, needs_reference
 from .schema import ModelConfig, RunConfig, as_sources  # noqa: F401
+from .trackers import check_trackers
 
 _SHORTHANDS = {"model": "path"}  # `model: ./dir` means `model: {path: ./dir}`
 
@@ -221,6 +222,7 @@ def validate(config: RunConfig) -> None:
     ``validate_config``: :func:`tunesmith.methods.validate` runs both. ``"auto"`` values are
     checked once resolved (:mod:`.resolve`)."""
     _validate_rest(config)
+    check_trackers(config.train)
     for section in method_spec(config.method).sections:
         _SECTION_CHECKS[section](config)
 

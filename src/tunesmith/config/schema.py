@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .registry import METHOD_NAMES, PAIR_LOSS_NAMES
+from .trackers import TRACKER_NAMES
 
 
 @dataclass(frozen=True)
@@ -228,7 +229,15 @@ class TrainConfig:
     loss_chunk_size: int = 1024
     """Supervised positions per LM-head/loss chunk (bounds the logits memory)."""
     tensorboard: bool = False
-    """Also log to OUTPUT_DIR/tensorboard when the tensorboard package is installed."""
+    """Same as listing tensorboard in ``report_to`` (kept for older configs)."""
+    report_to: list[Literal[TRACKER_NAMES]] = field(default_factory=list)
+    """Experiment trackers (any of tensorboard, mlflow, wandb, trackio): each receives every
+    metrics.jsonl row, the resolved config as parameters and, at the end, report.html and
+    final/ as artefacts; only rank 0 reports. Each needs its package (pip install
+    'tunesmith[trackers]'); see docs/training.md, "Experiment trackers"."""
+    report_project: str | None = None
+    """MLflow experiment / W&B and trackio project; default: $MLFLOW_EXPERIMENT_NAME (MLflow)
+    or $WANDB_PROJECT (W&B) when set, else ``tunesmith``. Runs are named after output_dir."""
     profile_steps: int = 0
     """Profile optimizer steps 2 .. 1 + N (``tunesmith train --profile N``): where each step's
     time goes (attention, LoRA, base matmuls, LM head + loss, optimizer, data, overhead),

@@ -32,7 +32,7 @@ from ..models.forward import profile_scope
 from . import checkpoint as ckpt
 from . import distributed
 from .distributed import DistContext
-from .metrics import MetricsFile, Progress, TensorBoardSink
+from .metrics import MetricsFile, Progress
 from .optimizers import make_optimizer
 from .parts import MethodParts
 from .profile import StepProfiler, format_report
@@ -156,6 +156,9 @@ class Trainer:
             ),
         )
         self._epoch_cache: dict[int, list[list[int]]] = {}
+        # train.report_to: the experiment trackers every metrics row also goes to (rank 0 only;
+        # opened and closed by the caller, see tunesmith.run.train and engine/trackers.py)
+        self.trackers = None
         # (model, step) -> extra eval metrics, e.g. generation metrics (tunesmith.eval.training)
         self.eval_hook: Callable | None = None
         # train.profile_steps: where steps 2 .. 1 + N spend their time (engine/profile.py)
@@ -397,11 +400,10 @@ class Trainer:
         # Only rank 0 writes metrics and shows progress (every rank computes the same rows).
         main = self.dist.is_main
         sink = (
-            MetricsFile(rundir.RunDir(self.out_dir).metrics, start if resume_from else None)
+            MetricsFile(rundir.RunDir(self.out_dir).metrics, start if resume_from else None, self.trackers)
             if main
             else _NoSink()
         )
-        tb = TensorBoardSink(rundir.RunDir(self.out_dir).tensorboard) if cfg.tensorboard and main else None
         progress = Progress(self.total_steps, start, cfg.progress if main else "none", cfg.log_every)
         history, last_eval, first_step_s = [], None, None
         end = self.total_steps if self.selection.stopped_at is None else start  # stopped early: done
@@ -430,8 +432,6 @@ class Trainer:
                     if self.tracks_best:
                         verdict = self.selection.observe(done, ev["eval_loss"])
                 sink.write(row)
-                if tb:
-                    tb.write(row)
                 history.append(row)
                 progress.update(row)
                 stop = verdict is not None and verdict.stop
@@ -444,8 +444,6 @@ class Trainer:
         finally:
             progress.close()
             sink.close()
-            if tb:
-                tb.close()
         if not history and (start >= self.total_steps or self.selection.stopped_at is not None):
             log.info(
                 "training was already complete at step %d%s",

@@ -1,4 +1,4 @@
-"""Metric sinks (metrics.jsonl, optional TensorBoard) and the progress display."""
+"""The one writer of metric rows (metrics.jsonl, and the experiment trackers) and the progress display."""
 
 from __future__ import annotations
 
@@ -31,10 +31,13 @@ def _whole_rows(path: Path) -> list[str]:
 
 
 class MetricsFile:
-    """Appends one JSON object per optimizer step (and per evaluation) to ``metrics.jsonl``."""
+    """Appends one JSON object per optimizer step (and per evaluation) to ``metrics.jsonl``
+    and hands the same row to ``trackers`` (:class:`tunesmith.engine.trackers.Trackers`, owned
+    and closed by the caller: it outlives training to store the report and final/)."""
 
-    def __init__(self, path: Path, resume_step: int | None):
+    def __init__(self, path: Path, resume_step: int | None, trackers=None):
         self.path = path
+        self.trackers = trackers
         if resume_step is not None and path.exists():
             # Rows written after the checkpoint we resume from are replayed, so drop them.
             kept = [line for line in _whole_rows(path) if json.loads(line).get("step", 0) <= resume_step]
@@ -52,31 +55,11 @@ class MetricsFile:
     def write(self, row: dict) -> None:
         self._f.write(json.dumps(row) + "\n")
         self._f.flush()
+        if self.trackers:
+            self.trackers.metrics(row)
 
     def close(self) -> None:
         self._f.close()
-
-
-class TensorBoardSink:
-    def __init__(self, logdir: Path):
-        self.writer = None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except Exception:  # tensorboard not installed
-            log.warning("train.tensorboard is on but the tensorboard package is not installed; skipping")
-            return
-        self.writer = SummaryWriter(str(logdir))
-
-    def write(self, row: dict) -> None:
-        if self.writer is None:
-            return
-        for k, v in row.items():
-            if k != "step" and isinstance(v, (int, float)):
-                self.writer.add_scalar(k, v, row["step"])
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
 
 
 def _fmt_eta(seconds: float) -> str:

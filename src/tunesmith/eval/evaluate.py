@@ -19,12 +19,14 @@ import torch
 
 from ..errors import ConfigError
 from ..models.device import resolve_device
-from .data import load_eval_data
+from .data import EvalData, load_eval_data
+from .harness import HarnessOptions, add_to_report, run_harness
 from .models import EvalModel, load_eval_model, load_eval_tokenizer, resolve_spec, resolve_target
 from .recorded import RecordedFile, match_answers, read_recorded
 from .report import training_curves, write_report
 from .runner import (
     EvalOptions,
+    ModelScores,
     Prepared,
     add_agreement,
     add_implicit_reward,
@@ -53,6 +55,7 @@ def run_eval(
     device: str = "auto",
     reward_model: str | None = None,
     against: str | None = None,
+    lm_eval: HarnessOptions | None = None,
 ) -> dict:
     """Evaluate ``model`` (default: the run's ``final``) and every ``compare_with`` spec.
 
@@ -68,14 +71,18 @@ def run_eval(
             record``): its answers join the comparison as the model ``recorded`` (kind
             ``recorded``, scored by the same scorers and graders), and the first model gains
             ``agree:<metric>`` — its replies scored with the recorded answer as the reference.
+        lm_eval: also run lm-evaluation-harness tasks on every model (:mod:`.harness`); its
+            numbers join the same report. With it, the held-out file is optional: without one
+            (no ``data_path``, no ``data.eval`` in the run config) the report holds lm-eval's
+            numbers only.
     """
     options = options or EvalOptions()
     ctx = resolve_target(target)
     specs = [model or ctx.default_spec, *compare_with]
     models = [resolve_spec(s, ctx) for s in specs]
     _unique_names(models)
-    data_path = data_path or _config_eval_file(ctx)
-    data = load_eval_data(data_path, limit)
+    data_path = data_path or _config_eval_file(ctx, required=lm_eval is None)
+    data = load_eval_data(data_path, limit) if data_path else EvalData("", "none")
     recorded = _read_against(against, data, data_path, options)
     dev = resolve_device(device)
     tokenizer = load_eval_tokenizer(ctx, models[0])
@@ -92,12 +99,20 @@ def run_eval(
     all_scores, timings = [], {}
     for m in models:
         t0 = time.perf_counter()
-        lm = load_eval_model(m, ctx, dev)
-        all_scores.append(score_model(m.name, m.kind, lm, tokenizer, data, prep, options))
-        del lm
-        gc.collect()
+        if len(data):
+            lm = load_eval_model(m, ctx, dev)
+            all_scores.append(score_model(m.name, m.kind, lm, tokenizer, data, prep, options))
+            del lm
+            gc.collect()
+        else:  # lm-eval only
+            all_scores.append(ModelScores(m.name, m.kind))
         timings[m.name] = time.perf_counter() - t0
         log.info("eval: %s scored in %.1f s", m.name, timings[m.name])
+    harness = None
+    if lm_eval is not None:
+        t0 = time.perf_counter()
+        harness = run_harness(models, ctx, tokenizer, dev, lm_eval, lambda m: load_eval_model(m, ctx, dev))
+        log.info("lm-eval: done in %.1f s", time.perf_counter() - t0)
     if recorded is not None:
         models.append(EvalModel(RECORDED_NAME, "recorded", str(against)))
         _unique_names(models)
@@ -126,12 +141,12 @@ def run_eval(
     rows = example_rows(data, all_scores)
     first = all_scores[0]
     report = {
-        "title": f"Evaluation of {models[0].name} on {Path(data_path).name}",
+        "title": f"Evaluation of {models[0].name} on {Path(data_path).name if data_path else ', '.join(lm_eval.tasks)}",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "notes": notes,
         "settings": {
             "target": str(target),
-            "data": str(data_path),
+            "data": str(data_path) if data_path else None,
             "examples": len(data.items),
             "pairs": len(data.pairs),
             "decoding": "greedy" if options.temperature == 0 else "sampling",
@@ -174,6 +189,9 @@ def run_eval(
             f"{rm_accuracy['value']:.3f} [{rm_accuracy['low']:.3f}, {rm_accuracy['high']:.3f}] "
             f"on {rm_accuracy['n']} pairs."
         )
+    if harness is not None:
+        per_model, commands = harness
+        add_to_report(report, per_model, options, lm_eval, commands)
     out = Path(out_dir) if out_dir else (ctx.run_dir / "eval" if ctx.run_dir else Path("eval"))
     write_report(report, out)
     _write_predictions(out / "predictions.jsonl", rows)
@@ -251,14 +269,17 @@ def _unique_names(models: list[EvalModel]) -> None:
         seen.add(m.name)
 
 
-def _config_eval_file(ctx):
+def _config_eval_file(ctx, required: bool = True):
     """The run's first held-out source: its path, or the DataSource when it renames columns
-    or names a split (both read by tunesmith.data.readers.iter_rows)."""
+    or names a split (both read by tunesmith.data.readers.iter_rows); None when there is none
+    and it is not ``required``."""
     if ctx.config is not None and ctx.config.data.eval:
         from ..config.schema import as_sources
 
         first = as_sources(ctx.config.data.eval)[0]
         return first.path if not first.columns and first.split is None else first
+    if not required:
+        return None
     raise ConfigError("no held-out data: pass --data FILE (the target names no data.eval)")
 
 

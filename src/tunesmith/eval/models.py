@@ -134,9 +134,10 @@ def _folder_model(name: str, p: Path) -> EvalModel:
     return EvalModel(name, "full", base)
 
 
-def load_eval_tokenizer(ctx: RunContext, first: EvalModel):
-    """The tokenizer every model of the evaluation shares: the one saved with the run's result
-    (it carries the training chat template), else the run config's, else the model folder's."""
+def eval_tokenizer_source(ctx: RunContext, first: EvalModel) -> tuple[str, str | None]:
+    """Where the tokenizer every model of the evaluation shares comes from, as (folder or
+    model path, chat-template file or None): the one saved with the run's result (it carries
+    the training chat template), else the run config's, else the model folder's."""
     candidates = []
     if ctx.run_dir is not None:
         candidates.append(rundir.RunDir(ctx.run_dir).final)
@@ -144,12 +145,15 @@ def load_eval_tokenizer(ctx: RunContext, first: EvalModel):
         candidates.append(Path(first.adapter))
     for c in candidates:
         if (c / "tokenizer_config.json").is_file():
-            return load_tokenizer(str(c))
+            return str(c), None
     if ctx.config is not None:
-        return load_tokenizer(
-            ctx.config.model.tokenizer or ctx.config.model.path, ctx.config.model.chat_template
-        )
-    return load_tokenizer(first.path)
+        return ctx.config.model.tokenizer or ctx.config.model.path, ctx.config.model.chat_template
+    return first.path, None
+
+
+def load_eval_tokenizer(ctx: RunContext, first: EvalModel):
+    """The tokenizer of :func:`eval_tokenizer_source`, loaded."""
+    return load_tokenizer(*eval_tokenizer_source(ctx, first))
 
 
 def load_eval_model(

@@ -283,20 +283,31 @@ def _charts_section(report: dict) -> str:
 
 
 def _is_unit_metric(metric: str) -> bool:
-    return metric in (
-        "token_accuracy",
-        "exact_match",
-        "normalized_exact_match",
-        "token_f1",
-        "rouge_l",
-        "keywords",
-        "regex",
-        "json_valid",
-        "json_schema_valid",
-        "logp_pref_accuracy",
-        "reward_accuracy",
-        "eval_accuracy",
-    ) or metric.startswith("scorer:")
+    return (
+        metric
+        in (
+            "token_accuracy",
+            "exact_match",
+            "normalized_exact_match",
+            "token_f1",
+            "rouge_l",
+            "keywords",
+            "regex",
+            "json_valid",
+            "json_schema_valid",
+            "logp_pref_accuracy",
+            "reward_accuracy",
+            "eval_accuracy",
+        )
+        or metric.startswith("scorer:")
+        or _is_lm_eval_share(metric)
+    )
+
+
+def _is_lm_eval_share(metric: str) -> bool:
+    """An lm-eval metric that is a share of documents (``lm-eval:<task>:acc`` …)."""
+    name = metric.rpartition(":")[2].partition(",")[0]
+    return metric.startswith("lm-eval:") and name in ("acc", "acc_norm", "exact_match", "f1")
 
 
 def _bar_chart(plt, report: dict, models: list[str], metrics: list[str], ylabel: str) -> str:

@@ -53,7 +53,14 @@ HIGHLIGHT_ORDER = (
 AGREEMENT_METRICS = ("exact_match", "token_f1", "rouge_l")
 
 
+# lm-evaluation-harness metrics (``lm-eval:<task>:<metric>[,<filter>]``, eval/harness.py) where
+# lower is better; every other lm-eval metric is higher-is-better.
+LM_EVAL_LOWER_IS_BETTER = ("perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte", "ter")
+
+
 def metric_info(name: str) -> tuple[str, bool]:
+    if name.startswith("lm-eval:"):
+        return name, name.rpartition(":")[2].partition(",")[0] not in LM_EVAL_LOWER_IS_BETTER
     if name.startswith("agree:"):
         return f"{metric_info(name[6:])[0]} vs recorded answer", True
     if name.startswith("scorer:"):

@@ -15,7 +15,9 @@ from tunesmith.methods import validate  # the torch-free checks, then each metho
 from tunesmith.models.hub import is_hub_id
 
 ROOT = Path(__file__).resolve().parents[3]
-EXAMPLES = sorted((ROOT / "examples").rglob("*.y*ml"))
+# examples/**/lm_eval/ holds lm-evaluation-harness task files, not run configs
+# (tests/integration/test_lm_eval_harness.py runs them)
+EXAMPLES = sorted(p for p in (ROOT / "examples").rglob("*.y*ml") if "lm_eval" not in p.parts)
 
 
 def test_examples_are_found():
