@@ -55,7 +55,14 @@ def add_export_commands(sub) -> None:
     )
     _add_hf_arguments(p)
     p.add_argument("--format", choices=["hf", "gguf", "adapter"], default="hf")
-    p.add_argument("--quant", choices=["f16", "q8_0"], default="f16", help="GGUF weight type (default f16)")
+    from ..export.llama_quantize import K_QUANTS  # light: no numpy / gguf at parser build
+
+    p.add_argument(
+        "--quant",
+        choices=("f16", "q8_0", *K_QUANTS),
+        default="f16",
+        help="GGUF weight type (default f16); the K-quants (q4_K_M …) run llama.cpp's quantiser (docs/export.md)",
+    )
     p.add_argument("--no-modelfile", action="store_true", help="GGUF only, no Ollama Modelfile")
     p.set_defaults(func=_cmd_export)
 
