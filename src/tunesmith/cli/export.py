@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..errors import TunesmithError
+from .compute import add_threads_argument
 
 
 def _cmd_export(args) -> int:
@@ -24,6 +25,7 @@ def _cmd_export(args) -> int:
             tolerance=args.tolerance,
             modelfile=not args.no_modelfile,
             base=args.model,
+            threads=args.threads,
         )
         g = r["gguf"]
         print(
@@ -47,6 +49,7 @@ def _add_hf_arguments(p) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--model", help="base model folder (default: the one the adapter names)")
     p.add_argument("--tolerance", type=float, default=1e-3, help="max |merged - adapter| logit difference")
+    add_threads_argument(p, "merge, convert and quantise with")
 
 
 def add_export_commands(sub) -> None:

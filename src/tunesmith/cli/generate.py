@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from .compute import add_threads_argument
 from .options import add_sampling_arguments, sampling_options
 
 
@@ -42,6 +43,7 @@ def _add_sampling(p) -> None:
     p.add_argument("--adapter", help="LoRA adapter folder applied over --model")
     p.add_argument("--system", help="system prompt")
     add_sampling_arguments(p, max_new_tokens=128)
+    add_threads_argument(p, "generate with")
 
 
 def add_generate_commands(sub) -> None:

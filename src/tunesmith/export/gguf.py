@@ -159,7 +159,15 @@ def write_gguf(
 
     A K-quant (``q4_K_M`` …) is an f16 file first (verified), then llama.cpp's quantiser with
     ``threads`` threads, then verified again (names, shapes, metadata, and each tensor's
-    dequantised values within :func:`verify_gguf`'s bound for its type)."""
+    dequantised values within :func:`verify_gguf`'s bound for its type). Progress: one task
+    whose stages are converting (per tensor), writing, verifying and quantising."""
+    from ..progress import TaskProgress
+
+    with TaskProgress(f"GGUF export {Path(out_file).name}") as progress:
+        return _write_gguf(model_dir, out_file, quant=quant, name=name, threads=threads, progress=progress)
+
+
+def _write_gguf(model_dir: str, out_file: str, *, quant: str, name, threads, progress) -> dict:
     import gguf
 
     from ..models.load import load_tokenizer
@@ -230,8 +238,11 @@ def write_gguf(
     if eot is not None and "eot" not in special.special_token_ids:
         writer.add_eot_token_id(eot)
 
+    progress.stage("reading the weights")
     expected = planned_tensors(src, config)
+    progress.stage("converting tensors", len(expected))
     for tname, w in expected:
+        progress.advance()
         qtype = _qtype(w, "q8_0" if quant == "q8_0" else "f16")
         if qtype == gguf.GGMLQuantizationType.F32:
             writer.add_tensor(tname, w.astype(np.float32))
@@ -239,6 +250,7 @@ def write_gguf(
             writer.add_tensor(tname, w.astype(np.float16))
         else:
             writer.add_tensor(tname, gguf.quants.quantize(w, qtype), raw_dtype=qtype)
+    progress.stage("writing")
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -253,13 +265,16 @@ def write_gguf(
         eot=eot,
         adds=adds,
     )
+    progress.stage("verifying (reading it back)")
     report = verify_gguf(str(tmp), expected, **checks)
     if quant in K_QUANTS:
         from .llama_quantize import quantize
 
         quantized = out.with_name(out.name + f".{quant}.tmp")
         try:
+            progress.stage(f"quantising to {quant} with llama.cpp")
             summary = quantize(str(tmp), str(quantized), quant, threads=threads)
+            progress.stage(f"verifying the {quant} file")
             report = verify_gguf(str(quantized), expected, lossy=True, **checks)
         except BaseException:
             quantized.unlink(missing_ok=True)
