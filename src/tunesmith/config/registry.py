@@ -57,7 +57,8 @@ class MethodSpec:
     error ends with. ``sections``: the config sections it reads beyond model/data/adapter/train.
     ``losses``: its preference losses (those of :data:`LOSSES` naming it); with several,
     ``preference.loss`` picks one (the first is the default). ``checked``: ``tunesmith data check --method`` knows it (its token estimate).
-    ``loss_label``: what its ``loss`` / ``eval_loss`` is, for reports and charts. ``signals``: the
+    ``loss_label``: what its ``loss`` / ``eval_loss`` is, for reports and charts (``loss_is_progress``
+    below: whether lower means better). ``signals``: the
     logged metrics that show its progress besides the loss (shown on the console next to the
     loss, charted and tabled in the run report with these labels, ``eval_<key>`` at evaluations).
     """
@@ -71,6 +72,9 @@ class MethodSpec:
     checked: bool = False
     loss_label: str = "loss (nats/token)"
     signals: tuple[Signal, ...] = ()
+    loss_is_progress: bool = True
+    """False where a lower loss does not mean a better model (GRPO's policy objective moves with
+    the advantages and the KL term); reports then give it no direction and point at the signals."""
 
 
 _TOKEN_ACCURACY = Signal("accuracy", "token accuracy (argmax = target)", True, "acc")
@@ -170,6 +174,7 @@ METHODS: dict[str, MethodSpec] = {
             ("grpo",),
             checked=True,
             loss_label="policy loss (GRPO objective; not a progress measure)",
+            loss_is_progress=False,
             signals=(
                 Signal("reward", "mean reward of the sampled completions", True, "reward"),
                 Signal("kl", "KL to the reference (per token)", False, "kl"),

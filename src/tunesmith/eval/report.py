@@ -64,11 +64,12 @@ def _interval(d: dict, key: str = "value") -> str:
     return text
 
 
-def label_of(report: dict, metric: str) -> tuple[str, bool]:
+def label_of(report: dict, metric: str) -> tuple[str, bool | None]:
     """(label, higher is better) of ``metric``: the report's own ``labels`` entry (a training
-    method's loss and signals, e.g. DPO's pair accuracy) over the evaluation's defaults."""
+    method's loss and signals, e.g. DPO's pair accuracy) over the evaluation's defaults. None:
+    no direction (GRPO's policy loss is not a progress measure)."""
     own = report.get("labels", {}).get(metric)
-    return (own[0], bool(own[1])) if own else metric_info(metric)
+    return (own[0], own[1]) if own else metric_info(metric)
 
 
 def _direction(report: dict, metric: str, cmp: dict) -> str:
@@ -77,6 +78,8 @@ def _direction(report: dict, metric: str, cmp: dict) -> str:
     if low is None or high is None:
         return ""
     higher_better = label_of(report, metric)[1]
+    if higher_better is None:
+        return ""
     if low > 0 or high < 0:
         up = low > 0
         return "better" if up == higher_better else "worse"
@@ -159,7 +162,7 @@ def _table_section(report: dict) -> str:
     body = []
     for metric in metrics:
         label, higher = label_of(report, metric)
-        arrow = "↑" if higher else "↓"
+        arrow = "" if higher is None else "↑" if higher else "↓"
         row = f"<tr><td>{html.escape(label)} {arrow}</td>"
         for name in models:
             d = report["metrics"].get(name, {}).get(metric)
@@ -288,7 +291,7 @@ def _training_section(training: dict | None) -> str:
     panels = [
         {
             "label": training.get("loss_label", "loss (nats/token)"),
-            "higher_is_better": False,
+            "higher_is_better": False if training.get("loss_is_progress", True) else None,
             "steps": training["steps"],
             "values": training["loss"],
             "eval_steps": training.get("eval_steps", []),
@@ -317,7 +320,15 @@ def _training_section(training: dict | None) -> str:
             )
         ax.set_xlabel("optimizer step")
         ax.set_ylabel(panel["label"])
-        ax.set_title("↑ higher is better" if panel["higher_is_better"] else "↓ lower is better", fontsize=9)
+        direction = panel["higher_is_better"]
+        title = (
+            "not a progress measure"
+            if direction is None
+            else "↑ higher is better"
+            if direction
+            else "↓ lower is better"
+        )
+        ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
@@ -447,6 +458,7 @@ def training_curves(run_dir: Path | None) -> dict | None:
     return {
         "method": spec.name if spec else None,
         "loss_label": spec.loss_label if spec else "loss",
+        "loss_is_progress": spec.loss_is_progress if spec else True,
         "steps": [r["step"] for r in train],
         "loss": [r["loss"] for r in train],
         "eval_steps": [r["step"] for r in evals],

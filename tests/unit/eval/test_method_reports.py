@@ -66,10 +66,13 @@ def test_grpo_report_charts_reward_higher_is_better(tmp_path):
     assert reward["higher_is_better"] and reward["values"] == pytest.approx([0.1, 0.2, 0.3])
     assert reward["eval_values"] == [0.1, 0.6]
     assert report["labels"]["eval_reward"] == ["eval mean reward of the sampled completions", True]
+    # The policy loss gets no "lower is better": it is not a progress measure.
+    assert report["labels"]["eval_loss"][1] is None and training["loss_is_progress"] is False
     assert report["comparisons"][0]["metrics"]["eval_reward"]["diff"] == pytest.approx(0.5)
     pytest.importorskip("matplotlib")
     html = render_html(report)
     assert "<h2>Training</h2><img" in html  # loss and reward panels in one figure
+    assert "eval policy loss (GRPO objective; not a progress measure) </td>" in html
 
 
 def test_sft_report_still_suggests_eval_generate(tmp_path):
