@@ -11,9 +11,15 @@ from .options import add_sampling_arguments, sampling_options
 def _cmd_generate(args) -> int:
     from ..models.generate import generate, load_for_inference
 
+    from ..progress import TaskProgress
+
     model, tok = load_for_inference(args.model, args.adapter)
     prompts = args.prompt or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    for text in generate(model, tok, prompts, system=args.system, **sampling_options(args)):
+    with TaskProgress("generate", len(prompts), "prompts") as bar:
+        replies = generate(
+            model, tok, prompts, system=args.system, progress=bar.advance, **sampling_options(args)
+        )
+    for text in replies:
         print(text)
     return 0
 

@@ -252,10 +252,12 @@ def generate(
     seed: int = 0,
     system: str | None = None,
     batch_size: int | None = None,
+    progress=None,
 ) -> list[str]:
     """Batched generation (left padding, KV cache), stopping at the template's end-of-turn token.
 
-    ``prompts`` are user strings or message lists, rendered with the chat template."""
+    ``prompts`` are user strings or message lists, rendered with the chat template.
+    ``progress(n)``: as :func:`generate_completions`."""
     ids = [prompt_token_ids(tokenizer, p, system) for p in prompts]
     out = generate_ids(
         model,
@@ -266,5 +268,6 @@ def generate(
         top_p=top_p,
         seed=seed,
         batch_size=batch_size,
+        progress=progress,
     )
     return [r["text"] for r in out]
