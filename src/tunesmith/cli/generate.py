@@ -10,7 +10,6 @@ from .options import add_sampling_arguments, sampling_options
 
 def _cmd_generate(args) -> int:
     from ..models.generate import generate, load_for_inference
-
     from ..progress import TaskProgress
 
     model, tok = load_for_inference(args.model, args.adapter)
