@@ -286,6 +286,8 @@ def _training_section(training: dict | None) -> str:
     plt = _pyplot()
     if plt is None:
         return "<h2>Training</h2>" + _NO_PLOTS
+    from matplotlib.ticker import MaxNLocator
+
     signals = [s for s in training.get("signals", []) if s.get("steps") or s.get("eval_steps")]
     fig, axes = plt.subplots(1, 1 + len(signals), figsize=(5.2 * (1 + len(signals)), 3.6), squeeze=False)
     panels = [
@@ -319,6 +321,7 @@ def _training_section(training: dict | None) -> str:
                 linewidth=1.8,
             )
         ax.set_xlabel("optimizer step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
         ax.set_ylabel(panel["label"])
         direction = panel["higher_is_better"]
         title = (
