@@ -139,7 +139,8 @@ def model_config(arch: str, vocab_size: int, **overrides):
         )
         return tf.Gemma2Config(**{**gemma2, **common})
     if arch == "gemma3":
-        return tf.Gemma3TextConfig(head_dim=16, query_pre_attn_scalar=16, sliding_window=16, **common)
+        gemma3 = dict(head_dim=16, query_pre_attn_scalar=16, sliding_window=16)
+        return tf.Gemma3TextConfig(**{**gemma3, **common})
     if arch == "phi3":
         return tf.Phi3Config(sliding_window=None, **common)
     raise ValueError(arch)

@@ -257,3 +257,27 @@ def test_k_quant_export_is_llama_cpps_mix_and_verified(tmp_path):
     swapped[q] = (expected[q][0], expected[k][1])  # same shape, other values
     with pytest.raises(ModelError, match="beyond the format's rounding bound"):
         verify_gguf(str(path), swapped, lossy=True)
+
+
+@pytest.mark.parametrize(
+    "arch,overrides,message",
+    [
+        ("gemma2", {"tie_word_embeddings": False}, "untied lm_head; llama.cpp's gemma2 always reuses"),
+        ("gemma2", {"tie_word_embeddings": True, "query_pre_attn_scalar": 32}, "query_pre_attn_scalar 32"),
+        ("gemma3", {"attn_logit_softcapping": 50.0}, "gemma3 has no attention soft-capping"),
+        (
+            "gemma3",
+            {"num_hidden_layers": 2, "layer_types": ["full_attention", "sliding_attention"]},
+            "five local layers then one global",
+        ),
+    ],
+)
+def test_gemma_exports_refuse_what_llama_cpp_computes_differently(
+    arch, overrides, message, tmp_path, tiny_tokenizer
+):
+    from tunesmith.export.gguf import write_gguf
+
+    factory.build_model(tmp_path, arch, vocab_size=len(tiny_tokenizer), **overrides)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    with pytest.raises(ModelError, match=message):
+        write_gguf(str(tmp_path), str(tmp_path / "x.gguf"))

@@ -198,10 +198,11 @@ def test_node_llama_cpp_sentencepiece_tokenizer(tmp_path):
     assert out["generated"] == ref, (out["generated"], ref)
 
 
-@pytest.mark.parametrize("arch", ["gemma", "gemma2", "phi3"])
+@pytest.mark.parametrize("arch", ["gemma", "gemma2", "gemma3", "phi3"])
 def test_node_llama_cpp_gemma_and_phi3(tmp_path, arch, tiny_tokenizer):
-    """Gemma, Gemma 2 (soft-capping, alternating sliding-window layers) and Phi-3 (fused QKV and
-    gate/up) load in llama.cpp, which tokenises as the HF tokenizer and continues greedily as
+    """Gemma, Gemma 2 (soft-capping, alternating sliding-window layers), Gemma 3 (q/k norms, a
+    local and a global rope, five local layers then a global one; 7 layers here so both kinds
+    run) and Phi-3 (fused QKV and gate/up) load in llama.cpp, which tokenises as the HF tokenizer and continues greedily as
     transformers does."""
     import factory
 
@@ -212,9 +213,17 @@ def test_node_llama_cpp_gemma_and_phi3(tmp_path, arch, tiny_tokenizer):
     # Not named after the family: llama.cpp sets token attributes by model name ("phi3" wants
     # SentencePiece's </s>, which the byte-level test vocabulary does not have).
     src = tmp_path / "model"
-    overrides = {"tie_word_embeddings": True} if arch.startswith("gemma") else {}
-    if arch == "gemma2":
+    # Gemma and Gemma 2 in llama.cpp always tie the head to the embeddings; Gemma 3 may not.
+    overrides = {"tie_word_embeddings": True} if arch in ("gemma", "gemma2") else {}
+    if arch in ("gemma2", "gemma3"):
         overrides["sliding_window"] = 8  # shorter than the prompt: the local layers must mask
+    if arch == "gemma3":
+        overrides["num_hidden_layers"] = 7
+        # Bases other than llama.cpp's defaults, so that each must come from the file.
+        overrides["rope_parameters"] = {
+            "sliding_attention": {"rope_type": "default", "rope_theta": 20.0},
+            "full_attention": {"rope_type": "default", "rope_theta": 50000.0},
+        }
     factory.build_model(src, arch, vocab_size=len(tiny_tokenizer), seed=1, initializer_range=0.3, **overrides)
     tiny_tokenizer.save_pretrained(src)
     report = write_gguf(str(src), str(tmp_path / "m.gguf"), quant="f16")

@@ -1,13 +1,14 @@
 """Write a merged Hugging Face model folder as a GGUF file for llama.cpp / Ollama, then verify it.
 
-Covers the Llama, Mistral, Qwen2, Gemma, Gemma 2 and Phi-3 families, with byte-level BPE tokenizers (GPT-2, Llama-3 and
+Covers the Llama, Mistral, Qwen2, Gemma, Gemma 2, Gemma 3 (text) and Phi-3 families, with byte-level BPE tokenizers (GPT-2, Llama-3 and
 Qwen2 pre-tokenizers) or SentencePiece-style BPE with byte fallback (Llama 2, Mistral 7B; see
 :mod:`.gguf_vocab`). Conventions follow llama.cpp's own converter (``convert_hf_to_gguf.py``
 and ``conversion/llama.py``, ``conversion/qwen.py`` in the llama.cpp tree):
 
-* Mistral is written as architecture ``llama``; Qwen2 as ``qwen2``; Gemma, Gemma 2 and Phi-3 as
-  ``gemma``, ``gemma2``, ``phi3`` (NEOX rope, unpermuted; Gemma's norm weights + 1, since its
-  RMSNorm scales by 1 + w; Phi-3's fused ``qkv_proj`` / ``gate_up_proj`` kept fused).
+* Mistral is written as architecture ``llama``; Qwen2 as ``qwen2``; Gemma, Gemma 2, Gemma 3 and
+  Phi-3 as ``gemma``, ``gemma2``, ``gemma3``, ``phi3`` (NEOX rope, unpermuted; Gemma's norm
+  weights, q/k norms included, + 1, since its RMSNorm scales by 1 + w; Gemma 3's local rope base
+  as ``rope.freq_base_swa``; Phi-3's fused ``qkv_proj`` / ``gate_up_proj`` kept fused).
 * For ``llama`` the Q and K projection rows are permuted (``permute`` below): Hugging Face
   checkpoints store rotary pairs as (first half, second half) of each head, llama.cpp's ``llama``
   rope kernel expects interleaved pairs, so the converter undoes HF's permutation. Qwen2 uses
@@ -42,9 +43,10 @@ ARCHES = {
     "Qwen2ForCausalLM": "qwen2",
     "GemmaForCausalLM": "gemma",
     "Gemma2ForCausalLM": "gemma2",
+    "Gemma3ForCausalLM": "gemma3",
     "Phi3ForCausalLM": "phi3",
 }
-_GEMMAS = ("gemma", "gemma2")
+_GEMMAS = ("gemma", "gemma2", "gemma3")
 QUANTS = ("f16", "q8_0", *K_QUANTS)
 """f16 / q8_0 are written by the ``gguf`` package; the K-quants by llama.cpp's quantiser from an f16
 file written first (:mod:`.llama_quantize`)."""
@@ -106,7 +108,7 @@ def planned_tensors(model_dir: Path, config: dict) -> list[tuple[str, np.ndarray
 
 def _check_supported(src: Path, arch: str, config: dict) -> None:
     """Refuse what llama.cpp's architecture for ``arch`` would compute differently."""
-    if arch in _GEMMAS and not config.get("tie_word_embeddings", True):
+    if arch in ("gemma", "gemma2") and not config.get("tie_word_embeddings", True):
         raise ModelError(
             f"GGUF export: {src} is a {arch} model with an untied lm_head; llama.cpp's {arch} "
             "always reuses the token embeddings as the output layer"
@@ -115,23 +117,51 @@ def _check_supported(src: Path, arch: str, config: dict) -> None:
         config.get("attn_logit_softcapping") and config.get("final_logit_softcapping")
     ):
         raise ModelError(f"GGUF export: {src}: llama.cpp's gemma2 always soft-caps; this config turns it off")
-    if arch == "gemma2":
-        # llama.cpp scales queries by 1/sqrt(head_dim), by 1/sqrt(hidden/heads) for the 46-layer 27B.
+    if arch == "gemma3":
+        _check_gemma3(src, config)
+    if arch in ("gemma2", "gemma3"):
+        # llama.cpp scales queries by 1/sqrt(head_dim), by 1/sqrt(hidden/heads) for the 27Bs
+        # (46 layers for Gemma 2, 62 for Gemma 3).
         n_head = config["num_attention_heads"]
-        expected = (
-            config["hidden_size"] // n_head if config["num_hidden_layers"] == 46 else config["head_dim"]
-        )
+        big = config["num_hidden_layers"] == (46 if arch == "gemma2" else 62)
+        expected = config["hidden_size"] // n_head if big else config["head_dim"]
         if config.get("query_pre_attn_scalar", expected) != expected:
             raise ModelError(
                 f"GGUF export: {src} has query_pre_attn_scalar {config['query_pre_attn_scalar']}; "
-                f"llama.cpp's gemma2 uses {expected} for this shape"
+                f"llama.cpp's {arch} uses {expected} for this shape"
             )
 
 
-def _add_family_keys(writer, arch: str, config: dict) -> None:
-    """The metadata llama.cpp reads for Gemma 2 and Phi-3 beyond the common keys (as its
+def _check_gemma3(src: Path, config: dict) -> None:
+    """llama.cpp's gemma3 has every sixth layer global (layers 5, 11 …), no attention soft-capping."""
+    if config.get("attn_logit_softcapping"):
+        raise ModelError(f"GGUF export: {src}: llama.cpp's gemma3 has no attention soft-capping")
+    n = config["num_hidden_layers"]
+    pattern = ["sliding_attention" if (i + 1) % 6 else "full_attention" for i in range(n)]
+    if config.get("layer_types") and list(config["layer_types"]) != pattern:
+        raise ModelError(
+            f"GGUF export: {src}: layer_types is not Gemma 3's five local layers then one global, "
+            "the pattern llama.cpp's gemma3 assumes"
+        )
+
+
+def _add_family_keys(writer, arch: str, config: dict, rope_all: dict) -> None:
+    """The metadata llama.cpp reads for Gemma 2 / 3 and Phi-3 beyond the common keys (as its
     ``convert_hf_to_gguf.py`` writes them)."""
-    if arch == "gemma2":
+    if arch == "gemma3":
+        import gguf
+
+        writer.add_sliding_window(config["sliding_window"])
+        local = rope_all.get("sliding_attention", {}).get("rope_theta", config.get("rope_local_base_freq"))
+        if local is not None:
+            writer.add_rope_freq_base_swa(float(local))
+        full = rope_all.get("full_attention", rope_all)
+        if full.get("rope_type") == "linear":
+            writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+            writer.add_rope_scaling_factor(float(full["factor"]))
+        if config.get("final_logit_softcapping"):
+            writer.add_final_logit_softcapping(config["final_logit_softcapping"])
+    elif arch == "gemma2":
         writer.add_attn_logit_softcapping(config["attn_logit_softcapping"])
         writer.add_final_logit_softcapping(config["final_logit_softcapping"])
         writer.add_sliding_window(config["sliding_window"])
@@ -180,9 +210,12 @@ def _write_gguf(model_dir: str, out_file: str, *, quant: str, name, threads, pro
     hf_arch = (config.get("architectures") or ["?"])[0]
     if hf_arch not in ARCHES:
         raise ModelError(f"GGUF export supports {', '.join(ARCHES)}; {src} is {hf_arch}")
-    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
-    if rope.get("rope_type", rope.get("type", "default")) not in ("default", None):
-        raise ModelError(f"GGUF export: rope scaling {rope.get('rope_type')} is not exported yet")
+    rope_all = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    # Gemma 3 keeps one rope per attention kind; the global layers' is the model's rope.
+    rope = rope_all.get("full_attention", rope_all)
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type not in ("default", None) and not (hf_arch == "Gemma3ForCausalLM" and rope_type == "linear"):
+        raise ModelError(f"GGUF export: rope scaling {rope_type} is not exported yet")
     arch = ARCHES[hf_arch]
     _check_supported(src, arch, config)
     tokenizer = load_tokenizer(str(src))
@@ -211,7 +244,7 @@ def _write_gguf(model_dir: str, out_file: str, *, quant: str, name, threads, pro
     if head_dim != config["hidden_size"] // n_head or arch in _GEMMAS:
         writer.add_key_length(head_dim)
         writer.add_value_length(head_dim)
-    _add_family_keys(writer, arch, config)
+    _add_family_keys(writer, arch, config, rope_all)
     writer.add_vocab_size(vocab_size)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0 if quant == "q8_0" else gguf.LlamaFileType.MOSTLY_F16)
 
