@@ -251,7 +251,12 @@ def _add_grader_scores(
     count goes into the report's notes."""
     n = len(data.items)
     items = [data.items[i].grader_item() for i in gen_idx]
-    for name, results in grade_replies(scoring.graders, texts, items, scoring.judge).items():
+    graded = {}
+    with TaskProgress(f"{scores.name}: grading replies", len(scoring.graders), "graders") as bar:
+        for grader in scoring.graders:  # one at a time, so that the progress names each
+            graded.update(grade_replies([grader], texts, items, scoring.judge))
+            bar.advance()
+    for name, results in graded.items():
         metric = f"grader:{name}"
         values = per_metric.setdefault(metric, [None] * n)
         failed = []
