@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,6 +64,16 @@ def _search_roots() -> list[Path]:
     return roots
 
 
+# libllama itself: libllama.so, libllama.so.0, libllama.v0.5.0.so (node-llama-cpp), libllama.dylib;
+# not its neighbours such as libllama-common.so.
+_LIB_NAME = re.compile(r"^libllama(\.v[\d.]+)?\.(so|dylib)(\.[\d.]+)?$")
+
+
+def _libllama_in(folder: Path) -> Path | None:
+    found = sorted(p for p in folder.glob("libllama*") if _LIB_NAME.match(p.name) and p.is_file())
+    return found[0] if found else None
+
+
 def find_libllama() -> Path | None:
     """``$TUNESMITH_LLAMA_CPP_LIB`` (a file, or a folder holding ``libllama*``), else node-llama-cpp's
     prebuilt ``libllama`` under ``$TUNESMITH_NODE_LLAMA_CPP``'s package tree,
@@ -70,16 +81,12 @@ def find_libllama() -> Path | None:
     env = os.environ.get(LIB_ENV)
     if env:
         path = Path(env)
-        if path.is_dir():
-            found = sorted(path.glob("libllama*.so")) + sorted(path.glob("libllama*.dylib"))
-            return found[0] if found else None
-        return path if path.is_file() else None
+        return _libllama_in(path) if path.is_dir() else path if path.is_file() else None
     for root in _search_roots():
-        found = sorted(root.glob("@node-llama-cpp/*/bins/*/libllama*.so")) + sorted(
-            root.glob("@node-llama-cpp/*/bins/*/libllama*.dylib")
-        )
-        if found:
-            return found[0]
+        for folder in sorted(root.glob("@node-llama-cpp/*/bins/*")):
+            found = _libllama_in(folder)
+            if found is not None:
+                return found
     return None
 
 
