@@ -57,7 +57,8 @@ class MethodSpec:
     error ends with. ``sections``: the config sections it reads beyond model/data/adapter/train.
     ``losses``: its preference losses (those of :data:`LOSSES` naming it); with several,
     ``preference.loss`` picks one (the first is the default). ``checked``: ``tunesmith data check --method`` knows it (its token estimate).
-    ``loss_label``: what its ``loss`` / ``eval_loss`` is, for reports and charts (``loss_is_progress``
+    ``loss_label``: what its ``loss`` / ``eval_loss`` is, for reports and charts (``{loss}``: the
+    run's ``preference.loss``; ``loss_is_progress``
     below: whether lower means better). ``signals``: the
     logged metrics that show its progress besides the loss (shown on the console next to the
     loss, charted and tabled in the run report with these labels, ``eval_<key>`` at evaluations).
@@ -137,7 +138,7 @@ METHODS: dict[str, MethodSpec] = {
             ("preference",),
             _losses_of("dpo"),
             checked=True,
-            loss_label="pair loss (per pair, preference.loss)",
+            loss_label="pair loss ({loss}, per pair)",
             signals=_PAIR_SIGNALS,
         ),
         MethodSpec(

@@ -434,7 +434,7 @@ def training_curves(run_dir: Path | None) -> dict | None:
     except ValueError:
         log.warning("could not read %s/%s; the report has no training curves", run_dir, rundir.METRICS)
         return None
-    spec = run_method(run_dir)
+    spec, config = run_method(run_dir), _resolved_config(run_dir)
     train = [r for r in rows if "loss" in r]
     evals = [r for r in rows if "eval_loss" in r]
 
@@ -460,7 +460,9 @@ def training_curves(run_dir: Path | None) -> dict | None:
             )
     return {
         "method": spec.name if spec else None,
-        "loss_label": spec.loss_label if spec else "loss",
+        "loss_label": spec.loss_label.format(loss=(config.get("preference") or {}).get("loss", "sigmoid"))
+        if spec
+        else "loss",
         "loss_is_progress": spec.loss_is_progress if spec else True,
         "steps": [r["step"] for r in train],
         "loss": [r["loss"] for r in train],
@@ -470,15 +472,21 @@ def training_curves(run_dir: Path | None) -> dict | None:
     }
 
 
+def _resolved_config(run_dir: Path) -> dict:
+    """``config.resolved.yaml`` of the run, {} when missing or unreadable."""
+    import yaml
+
+    try:
+        config = rundir.RunDir(run_dir).read_resolved_config()
+    except (OSError, ValueError, yaml.YAMLError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
 def run_method(run_dir: Path):
     """The registry spec of the run's ``method`` (from ``config.resolved.yaml``), None when the
     folder records none."""
-    import yaml
-
     from ..config.registry import METHODS
 
-    try:
-        method = rundir.RunDir(run_dir).read_resolved_config().get("method", "sft")
-    except (OSError, ValueError, yaml.YAMLError):
-        return None
-    return METHODS.get(method)
+    config = _resolved_config(run_dir)
+    return METHODS.get(config.get("method", "sft")) if config else None

@@ -173,7 +173,8 @@ def run_report(out_dir: Path) -> dict | None:
     # is a pair loss and its eval_accuracy a pair accuracy, not per-token quantities).
     spec = run_method(out_dir)
     loss_direction = False if spec is None or spec.loss_is_progress else None  # lower is better / none
-    labels = {"eval_loss": [f"eval {spec.loss_label if spec else 'loss'}", loss_direction]}
+    loss_label = (training or {}).get("loss_label", "loss")
+    labels = {"eval_loss": [f"eval {loss_label}", loss_direction]}
     for sig in spec.signals if spec else ():
         labels[f"eval_{sig.key}"] = [f"eval {sig.label}", sig.higher_is_better]
     eval_keys = ["eval_loss", "eval_ppl", *[k for k in labels if k not in ("eval_loss", "eval_ppl")]]

@@ -16,7 +16,9 @@ from tunesmith.eval.training import run_report
 
 
 def _run(tmp_path, method: str, rows: list[dict]):
-    (tmp_path / "config.resolved.yaml").write_text(f"method: {method}\n", encoding="utf-8")
+    (tmp_path / "config.resolved.yaml").write_text(
+        f"method: {method}\npreference:\n  loss: ipo\n", encoding="utf-8"
+    )
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return tmp_path
 
@@ -35,7 +37,7 @@ def _dpo_rows():
 def test_dpo_report_labels_its_pair_loss_and_pair_accuracy(tmp_path):
     report = run_report(_run(tmp_path, "dpo", _dpo_rows()))
     labels = report["labels"]
-    assert labels["eval_loss"][0].startswith("eval pair loss") and "nats" not in labels["eval_loss"][0]
+    assert labels["eval_loss"] == ["eval pair loss (ipo, per pair)", False]
     assert labels["eval_accuracy"] == ["eval pair accuracy (chosen reward > rejected)", True]
     assert labels["eval_margin"][1] is True
     last = report["metrics"]["step 4"]
