@@ -58,7 +58,8 @@ fi
 # The GGUF export's llama.cpp test loads the exported file in llama.cpp itself, through the npm
 # package node-llama-cpp, which ships llama.cpp's prebuilt CPU libraries (~85 MB, ~15 s; PyPI's
 # llama-cpp-python would compile llama.cpp from source). CI only; elsewhere that test skips
-# with a reason unless this was run or TUNESMITH_NODE_LLAMA_CPP points at the package.
+# with a reason unless this was run or TUNESMITH_NODE_LLAMA_CPP points at the package. Its
+# libllama is also the quantiser of `tunesmith export --format gguf --quant q4_K_M` (docs/export.md).
 if [ "${CI:-}" = "true" ] && command -v npm >/dev/null 2>&1 && [ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ] \
    && [ ! -f .cache/llama-cpp/node_modules/node-llama-cpp/dist/index.js ]; then
   mkdir -p .cache/llama-cpp

@@ -127,17 +127,20 @@ def model_config(arch: str, vocab_size: int, **overrides):
         return tf.Qwen2Config(**common)
     if arch == "qwen3":
         return tf.Qwen3Config(head_dim=16, **common)
+    if arch == "gemma":
+        return tf.GemmaConfig(head_dim=16, **common)
     if arch == "gemma2":
-        return tf.Gemma2Config(
+        gemma2 = dict(
             head_dim=16,
             query_pre_attn_scalar=16,
             sliding_window=16,
             attn_logit_softcapping=50.0,
             final_logit_softcapping=30.0,
-            **common,
         )
+        return tf.Gemma2Config(**{**gemma2, **common})
     if arch == "gemma3":
-        return tf.Gemma3TextConfig(head_dim=16, query_pre_attn_scalar=16, sliding_window=16, **common)
+        gemma3 = dict(head_dim=16, query_pre_attn_scalar=16, sliding_window=16)
+        return tf.Gemma3TextConfig(**{**gemma3, **common})
     if arch == "phi3":
         return tf.Phi3Config(sliding_window=None, **common)
     raise ValueError(arch)

@@ -123,7 +123,9 @@ def test_gguf_export_reads_back_within_tolerance(run_dir, tmp_path, quant, tiny_
     unpermuted = stored.reshape(n_head, hd // 2, 2, -1).swapaxes(1, 2).reshape(merged_q.shape)
     tol = 2e-3 if quant == "f16" else np.abs(merged_q).max() / 127
     assert np.abs(unpermuted - merged_q).max() <= tol
-    modelfile = (out / "Modelfile").read_text()
+    # Named after the GGUF it was written for: a second quant into the same folder keeps both.
+    assert report["modelfile"] == str(out / f"{run_dir.name}-{quant}.Modelfile")
+    modelfile = Path(report["modelfile"]).read_text()
     assert modelfile.startswith(f"FROM ./{path.name}\n")
     assert 'PARAMETER stop "<|im_end|>"' in modelfile
 
@@ -176,7 +178,7 @@ def test_gguf_other_families(arch, gguf_arch, tmp_path, tiny_tokenizer):
 def test_unsupported_architecture_is_a_clear_error(tmp_path, tiny_tokenizer):
     from tunesmith.export.gguf import write_gguf
 
-    factory.build_model(tmp_path, "phi3", vocab_size=len(tiny_tokenizer))
+    factory.build_model(tmp_path, "qwen3", vocab_size=len(tiny_tokenizer))
     with pytest.raises(ModelError, match="GGUF export supports"):
         write_gguf(str(tmp_path), str(tmp_path / "x.gguf"))
 
@@ -221,3 +223,63 @@ def test_ollama_refuses_templates_it_cannot_express(tiny_tokenizer):
             measure_template(tiny_tokenizer)
     finally:
         tiny_tokenizer.chat_template = saved
+
+
+def test_k_quant_without_llama_cpp_is_a_clear_error(tmp_path, monkeypatch, tiny_model_dir):
+    from tunesmith.export.gguf import write_gguf
+
+    monkeypatch.setenv("TUNESMITH_LLAMA_CPP_LIB", str(tmp_path))  # a folder with no libllama
+    with pytest.raises(ModelError, match="needs llama.cpp's quantiser: install .*npm install"):
+        write_gguf(str(tiny_model_dir), str(tmp_path / "m.gguf"), quant="q4_K_M")
+    assert not list(tmp_path.glob("*.gguf*"))  # nothing half-written left behind
+
+
+def test_k_quant_export_is_llama_cpps_mix_and_verified(tmp_path):
+    """q4_K_M through llama.cpp's quantiser: Q4_K for the 256-wide matrices, its Q6_K / fallback
+    choices elsewhere, every tensor read back within its type's bound; a tensor whose values were
+    swapped for another's is caught."""
+    from tunesmith.export.gguf import planned_tensors, verify_gguf, write_gguf
+    from tunesmith.export.llama_quantize import find_libllama
+
+    if find_libllama() is None:
+        pytest.skip(
+            "llama.cpp's libllama not installed (scripts/setup.sh, CI=true, puts it in .cache/llama-cpp)"
+        )
+    base = Path(__file__).resolve().parents[2] / "models" / "tunesmith-base"
+    path = tmp_path / "base-q4_K_M.gguf"
+    report = write_gguf(str(base), str(path), quant="q4_K_M", threads=1)
+    assert report["tensor_types"]["Q4_K"] >= 30 and "Q6_K" in report["tensor_types"]
+    assert 0 < report["max_lossy_relative_rms_error"] < 0.16
+    assert "quant size" in report["llama_cpp"]
+    assert path.stat().st_size < 0.4 * 16_284_256  # vs the f16 file
+    expected = planned_tensors(base, json.loads((base / "config.json").read_text()))
+    names = [n for n, _ in expected]
+    q, k = names.index("blk.0.attn_q.weight"), names.index("blk.0.attn_output.weight")
+    swapped = list(expected)
+    swapped[q] = (expected[q][0], expected[k][1])  # same shape, other values
+    with pytest.raises(ModelError, match="beyond the format's rounding bound"):
+        verify_gguf(str(path), swapped, lossy=True)
+
+
+@pytest.mark.parametrize(
+    "arch,overrides,message",
+    [
+        ("gemma2", {"tie_word_embeddings": False}, "untied lm_head; llama.cpp's gemma2 always reuses"),
+        ("gemma2", {"tie_word_embeddings": True, "query_pre_attn_scalar": 32}, "query_pre_attn_scalar 32"),
+        ("gemma3", {"attn_logit_softcapping": 50.0}, "gemma3 has no attention soft-capping"),
+        (
+            "gemma3",
+            {"num_hidden_layers": 2, "layer_types": ["full_attention", "sliding_attention"]},
+            "five local layers then one global",
+        ),
+    ],
+)
+def test_gemma_exports_refuse_what_llama_cpp_computes_differently(
+    arch, overrides, message, tmp_path, tiny_tokenizer
+):
+    from tunesmith.export.gguf import write_gguf
+
+    factory.build_model(tmp_path, arch, vocab_size=len(tiny_tokenizer), **overrides)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    with pytest.raises(ModelError, match=message):
+        write_gguf(str(tmp_path), str(tmp_path / "x.gguf"))

@@ -52,8 +52,18 @@ def _evals(out):
 def test_dpo_family_learns_the_preference(tiny_model_dir, pref_data, tmp_path, loss):
     out = tmp_path / loss
     extra = {"beta": 2.0, "gamma": 0.5} if loss == "simpo" else {}
-    tunesmith.train(_cfg(tiny_model_dir, pref_data[0], pref_data[1], out, loss=loss, **extra))
+    cfg = _cfg(tiny_model_dir, pref_data[0], pref_data[1], out, loss=loss, **extra)
+    cfg["train"].update(progress="lines", log_every=8)
+    tunesmith.train(cfg)
     rows, (first, last) = _evals(out)
+    # The console (train.log) says when it evaluates and shows DPO's own signals; the run
+    # report labels the pair loss and pair accuracy as such.
+    log = (out / "train.log").read_text()
+    assert "step 0: evaluating the held-out set" in log
+    assert "| acc " in log and "| margin " in log and "eval_acc " in log
+    labels = json.loads((out / "report.json").read_text())["labels"]
+    assert labels["eval_accuracy"][0] == "eval pair accuracy (chosen reward > rejected)"
+    assert "nats" not in labels["eval_loss"][0]
     if loss == "sigmoid":
         # the reference is the adapter-disabled model: at step 0 policy == reference exactly
         assert first["eval_rewards_chosen"] == 0.0 and first["eval_accuracy"] == 0.5

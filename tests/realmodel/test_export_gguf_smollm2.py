@@ -133,7 +133,7 @@ def exports(smollm2_lora_run, tmp_path_factory, fork_trainer) -> dict[str, dict]
         result[q] = {
             "report": report,
             "gguf": Path(report["gguf"]["file"]),
-            "modelfile": (out / q / "Modelfile").read_text(encoding="utf-8"),
+            "modelfile": Path(report["modelfile"]).read_text(encoding="utf-8"),
         }
     return result
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from typing import Any
 
 from ..data.tools.check import METHODS
@@ -209,34 +208,20 @@ def _duration(seconds: float) -> str:
 
 
 class _progress_reporter:
-    """Context manager yielding a ``progress(done, total)`` callback: a rich bar on a terminal,
-    a plain line on stderr every 10 seconds otherwise (logs, CI)."""
+    """Context manager yielding a ``progress(done, total)`` callback over the file's bytes:
+    :class:`tunesmith.progress.TaskProgress` (a rich bar on a terminal, lines otherwise)."""
 
     def __init__(self, label: str):
-        self.label, self._bar, self._task, self._last = label, None, None, time.monotonic()
+        from ..progress import TaskProgress
+
+        self._task = TaskProgress(f"checking {label}", unit="bytes")
 
     def __enter__(self):
-        if sys.stderr.isatty():
-            try:
-                from rich.progress import Progress
-
-                self._bar = Progress(transient=True)
-                self._bar.start()
-                self._task = self._bar.add_task(f"checking {self.label}", total=None)
-            except ImportError:
-                self._bar = None
-        return self.update
-
-    def update(self, done: int, total: int) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, completed=done, total=total)
-        elif time.monotonic() - self._last >= 10:
-            self._last = time.monotonic()
-            print(f"checking {self.label}: {done / max(total, 1):.0%}", file=sys.stderr)
+        self._task.__enter__()
+        return self._task.update
 
     def __exit__(self, *exc) -> None:
-        if self._bar is not None:
-            self._bar.stop()
+        self._task.__exit__(*exc)
 
 
 # ---- show / split ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .compute import add_threads_argument
 from .options import add_sampling_arguments, sampling_options
 
 
@@ -28,6 +29,7 @@ def add_distill_commands(subparsers: Any) -> None:
     p.add_argument("--system", help="system prompt added where a prompt has none")
     p.add_argument("--batch-size", type=int, default=16, help="prompts the teacher answers together")
     p.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda when available)")
+    add_threads_argument(p, "generate with")
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("eval", help="held-out KL to the teacher, top-1 agreement, CE of a student")
@@ -39,6 +41,7 @@ def add_distill_commands(subparsers: Any) -> None:
     p.add_argument("--max-length", type=int, default=1024, help="tokens per conversation (longer: truncated)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_threads_argument(p, "score with")
     p.set_defaults(func=_cmd_eval)
 
 

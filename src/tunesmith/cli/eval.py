@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .compute import add_threads_argument
 from .options import add_sampling_arguments, sampling_options
 
 
@@ -96,12 +97,7 @@ def add_eval_command(subparsers: Any) -> None:
     p.add_argument(
         "--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: cuda when available"
     )
-    p.add_argument(
-        "--threads",
-        type=int,
-        help="torch CPU threads (default: torch's choice); 1 is "
-        "much faster for small models on a busy machine",
-    )
+    add_threads_argument(p, "score and generate with")
     p.set_defaults(func=_cmd_eval)
 
 
@@ -222,10 +218,6 @@ def _cmd_eval(args) -> int:
     from ..run import setup_logging
 
     setup_logging()
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     report = run_eval(
         args.target,
         args.data,

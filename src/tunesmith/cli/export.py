@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..errors import TunesmithError
+from .compute import add_threads_argument
 
 
 def _cmd_export(args) -> int:
@@ -24,6 +25,7 @@ def _cmd_export(args) -> int:
             tolerance=args.tolerance,
             modelfile=not args.no_modelfile,
             base=args.model,
+            threads=args.threads,
         )
         g = r["gguf"]
         print(
@@ -47,6 +49,7 @@ def _add_hf_arguments(p) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--model", help="base model folder (default: the one the adapter names)")
     p.add_argument("--tolerance", type=float, default=1e-3, help="max |merged - adapter| logit difference")
+    add_threads_argument(p, "merge, convert and quantise with")
 
 
 def add_export_commands(sub) -> None:
@@ -60,7 +63,14 @@ def add_export_commands(sub) -> None:
         default="hf",
         help="hf: merged model folder | gguf: GGUF + Ollama Modelfile | adapter: PEFT adapter + model card",
     )
-    p.add_argument("--quant", choices=["f16", "q8_0"], default="f16", help="GGUF weight type (default f16)")
+    from ..export.llama_quantize import K_QUANTS  # light: no numpy / gguf at parser build
+
+    p.add_argument(
+        "--quant",
+        choices=("f16", "q8_0", *K_QUANTS),
+        default="f16",
+        help="GGUF weight type (default f16); the K-quants (q4_K_M …) run llama.cpp's quantiser (docs/export.md)",
+    )
     p.add_argument("--no-modelfile", action="store_true", help="GGUF only, no Ollama Modelfile")
     p.set_defaults(func=_cmd_export)
 

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import sys
 
+from .compute import add_threads_argument
 from .options import add_sampling_arguments, sampling_options
 
 
 def _cmd_generate(args) -> int:
     from ..models.generate import generate, load_for_inference
+    from ..progress import TaskProgress
 
     model, tok = load_for_inference(args.model, args.adapter)
     prompts = args.prompt or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    for text in generate(model, tok, prompts, system=args.system, **sampling_options(args)):
+    with TaskProgress("generate", len(prompts), "prompts") as bar:
+        replies = generate(
+            model, tok, prompts, system=args.system, progress=bar.advance, **sampling_options(args)
+        )
+    for text in replies:
         print(text)
     return 0
 
@@ -42,6 +48,7 @@ def _add_sampling(p) -> None:
     p.add_argument("--adapter", help="LoRA adapter folder applied over --model")
     p.add_argument("--system", help="system prompt")
     add_sampling_arguments(p, max_new_tokens=128)
+    add_threads_argument(p, "generate with")
 
 
 def add_generate_commands(sub) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from .compute import add_threads_argument
 from .options import add_config_arguments
 
 
@@ -66,6 +67,7 @@ def add_model_commands(sub) -> None:
         choices=["float32", "bfloat16", "float16"],
         help="dtype of the dequantised weights (default float32)",
     )
+    add_threads_argument(p, "dequantise with")
     p.set_defaults(func=_cmd_import)
 
     p = sub.add_parser("estimate", help="parameters and estimated peak memory of a training config")
@@ -78,4 +80,5 @@ def add_model_commands(sub) -> None:
         help="only the configured mode (default: also full / LoRA / QLoRA side by side)",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_threads_argument(p, "build the model skeleton with")
     p.set_defaults(func=_cmd_estimate)

@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 from ..errors import DataError
+from .compute import add_threads_argument
 
 
 def add_reward_commands(subparsers: Any) -> None:
@@ -30,6 +31,7 @@ def add_reward_commands(subparsers: Any) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="rows scored together")
     p.add_argument("--max-length", type=int, help="keep the last N tokens of longer conversations")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    add_threads_argument(p, "score with")
     p.set_defaults(func=_cmd_score)
 
 

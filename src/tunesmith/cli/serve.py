@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..errors import TunesmithError
+from .compute import add_threads_argument
 from .options import add_listen_arguments
 
 
@@ -12,10 +13,6 @@ def _cmd_serve(args) -> int:
     from ..serve.run import serve
     from ..serve.server import InferenceServer
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     adapters = []
     for spec in args.adapter:
         name, sep, path = spec.partition("=")
@@ -76,7 +73,7 @@ def add_serve_command(sub) -> None:
     )
     p.add_argument("--max-batch", type=int, default=16, help="sequences decoded together (default 16)")
     p.add_argument("--context-length", type=int, help="override the model's max_position_embeddings")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    add_threads_argument(p, "generate with")
     p.add_argument(
         "--log-level",
         default="info",

@@ -6,6 +6,7 @@ import sys
 import time
 
 from ..errors import TunesmithError
+from .compute import add_threads_argument
 from .options import add_config_arguments
 
 # Process start, for the run's start-up timing (``train`` reports time to first step from here).
@@ -23,6 +24,7 @@ def _cmd_train(args) -> int:
 
     resume = True if args.resume else False if args.no_resume else "auto"
     overrides = [*args.set, *([f"train.profile_steps={args.profile}"] if args.profile else [])]
+    overrides += [f"train.threads={args.threads}"] if args.threads else []
     result = train(args.config, overrides, resume=resume, process_start=_START)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # rank 0 reports for the job
@@ -54,6 +56,7 @@ def _launch_train(args) -> int:
             "(or add --set train.parallel=ddp)"
         )
     forwarded = ["train", args.config, *[f"--set={item}" for item in args.set]]
+    forwarded += [f"--threads={args.threads}"] if args.threads else []
     forwarded += ["--resume"] if args.resume else ["--no-resume"] if args.no_resume else []
     code = launch_local(args.nproc, forwarded)
     if code != 0:
@@ -94,6 +97,7 @@ def add_train_commands(sub) -> None:
         help="profile steps 2..1+N (default 3): print where a step's time goes and write "
         "OUTPUT_DIR/profile.json (train.profile_steps)",
     )
+    add_threads_argument(p, "train with, per process (train.threads)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser(

@@ -38,6 +38,17 @@ class LossSpec:
 
 
 @dataclass(frozen=True)
+class Signal:
+    """A method's progress metric: its key in ``metrics.jsonl`` (``eval_<key>`` at evaluations),
+    a label with its unit, whether higher is better, and a short console name."""
+
+    key: str
+    label: str
+    higher_is_better: bool
+    short: str
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     """A training method (``method:``).
 
@@ -46,6 +57,11 @@ class MethodSpec:
     error ends with. ``sections``: the config sections it reads beyond model/data/adapter/train.
     ``losses``: its preference losses (those of :data:`LOSSES` naming it); with several,
     ``preference.loss`` picks one (the first is the default). ``checked``: ``tunesmith data check --method`` knows it (its token estimate).
+    ``loss_label``: what its ``loss`` / ``eval_loss`` is, for reports and charts (``{loss}``: the
+    run's ``preference.loss``; ``loss_is_progress``
+    below: whether lower means better). ``signals``: the
+    logged metrics that show its progress besides the loss (shown on the console next to the
+    loss, charted and tabled in the run report with these labels, ``eval_<key>`` at evaluations).
     """
 
     name: str
@@ -55,6 +71,18 @@ class MethodSpec:
     sections: tuple[str, ...] = ()
     losses: tuple[str, ...] = ()
     checked: bool = False
+    loss_label: str = "loss (nats/token)"
+    signals: tuple[Signal, ...] = ()
+    loss_is_progress: bool = True
+    """False where a lower loss does not mean a better model (GRPO's policy objective moves with
+    the advantages and the KL term); reports then give it no direction and point at the signals."""
+
+
+_TOKEN_ACCURACY = Signal("accuracy", "token accuracy (argmax = target)", True, "acc")
+_PAIR_SIGNALS = (
+    Signal("accuracy", "pair accuracy (chosen reward > rejected)", True, "acc"),
+    Signal("margin", "reward margin (chosen − rejected)", True, "margin"),
+)
 
 
 _SFT_FORMATS = (OPENAI_CHAT, SHAREGPT, ALPACA, PROMPT_COMPLETION, TEXT)
@@ -93,9 +121,14 @@ METHODS: dict[str, MethodSpec] = {
             _SFT_FORMATS,
             "SFT needs OpenAI chat, ShareGPT, Alpaca, prompt/completion or text rows",
             checked=True,
+            signals=(_TOKEN_ACCURACY,),
         ),
         MethodSpec(
-            "pretrain", "sft", (TEXT,), 'continued pretraining needs {"text": ...} rows or a .txt file'
+            "pretrain",
+            "sft",
+            (TEXT,),
+            'continued pretraining needs {"text": ...} rows or a .txt file',
+            signals=(_TOKEN_ACCURACY,),
         ),
         MethodSpec(
             "dpo",
@@ -105,6 +138,8 @@ METHODS: dict[str, MethodSpec] = {
             ("preference",),
             _losses_of("dpo"),
             checked=True,
+            loss_label="pair loss ({loss}, per pair)",
+            signals=_PAIR_SIGNALS,
         ),
         MethodSpec(
             "kto",
@@ -114,8 +149,24 @@ METHODS: dict[str, MethodSpec] = {
             ("preference",),
             _losses_of("kto"),
             checked=True,
+            loss_label="KTO loss (per example)",
+            signals=(
+                Signal("accuracy", "accuracy (implicit reward on the label's side)", True, "acc"),
+                Signal("kl", "KL estimate to the reference", False, "kl"),
+            ),
         ),
-        MethodSpec("reward", "reward", _PAIR_FORMATS, _PAIRS_NEEDED, ("preference",)),
+        MethodSpec(
+            "reward",
+            "reward",
+            _PAIR_FORMATS,
+            _PAIRS_NEEDED,
+            ("preference",),
+            loss_label="Bradley–Terry loss (per pair)",
+            signals=(
+                Signal("accuracy", "pair accuracy (chosen score > rejected)", True, "acc"),
+                Signal("margin", "score margin (chosen − rejected)", True, "margin"),
+            ),
+        ),
         MethodSpec(
             "grpo",
             "grpo",
@@ -123,6 +174,12 @@ METHODS: dict[str, MethodSpec] = {
             'grpo needs prompt-only rows like {"prompt": ..., "answer": ...}',
             ("grpo",),
             checked=True,
+            loss_label="policy loss (GRPO objective; not a progress measure)",
+            loss_is_progress=False,
+            signals=(
+                Signal("reward", "mean reward of the sampled completions", True, "reward"),
+                Signal("kl", "KL to the reference (per token)", False, "kl"),
+            ),
         ),
         MethodSpec(
             "distill",
@@ -130,6 +187,11 @@ METHODS: dict[str, MethodSpec] = {
             _SFT_FORMATS,
             "distillation needs OpenAI chat, ShareGPT, Alpaca, prompt/completion or text rows",
             ("distill",),
+            loss_label="distillation loss (per token)",
+            signals=(
+                Signal("divergence", "divergence to the teacher (per token)", False, "div"),
+                Signal("agreement", "top-1 agreement with the teacher", True, "agree"),
+            ),
         ),
     )
 }

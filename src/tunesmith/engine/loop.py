@@ -25,6 +25,7 @@ import torch
 
 from .. import rundir
 from ..config import TrainConfig
+from ..config.registry import METHODS
 from ..data.pack import micro_batches
 from ..errors import ConfigError
 from ..models.adapters import trainable_state_dict
@@ -404,14 +405,23 @@ class Trainer:
             if main
             else _NoSink()
         )
-        progress = Progress(self.total_steps, start, cfg.progress if main else "none", cfg.log_every)
+        spec = METHODS.get(self.state_extra.get("method"))
+        progress = Progress(
+            self.total_steps,
+            start,
+            cfg.progress if main else "none",
+            cfg.log_every,
+            signals=spec.signals if spec else (),
+        )
+        eval_batches = -(-len(self.eval_units) // max(cfg.batch_size, 1))
         history, last_eval, first_step_s = [], None, None
         end = self.total_steps if self.selection.stopped_at is None else start  # stopped early: done
         if cfg.eval_at_start and start == 0 and self.eval_units:
+            progress.evaluating(0, eval_batches)
             baseline = {"step": 0, **self.evaluate(0)}
             sink.write(baseline)
             history.append(baseline)
-            progress.note(f"step 0: {_eval_text(baseline)}")
+            progress.note(f"step 0: {_eval_text(baseline, progress)}")
         try:
             for step in range(start, end):
                 with self.profiler.step(step + 1) if self.profiler else contextlib.nullcontext():
@@ -425,10 +435,11 @@ class Trainer:
                 is_last = done == self.total_steps
                 verdict = None
                 if self.eval_units and ((cfg.eval_every and done % cfg.eval_every == 0) or is_last):
+                    progress.evaluating(done, eval_batches)
                     ev = self.evaluate(done)
                     row.update(ev)
                     last_eval = ev.get("eval_loss")
-                    progress.note(f"step {done}: {_eval_text(ev)}")
+                    progress.note(f"step {done}: {_eval_text(ev, progress)}")
                     if self.tracks_best:
                         verdict = self.selection.observe(done, ev["eval_loss"])
                 sink.write(row)
@@ -504,9 +515,11 @@ def _add_metrics(sums: dict, metrics: dict) -> None:
             sums[key] = sums.get(key, 0.0) + float(value)
 
 
-def _eval_text(ev: dict) -> str:
-    text = f"eval_loss {ev['eval_loss']:.4f}"
-    return text + (f" (ppl {ev['eval_ppl']:.2f})" if "eval_ppl" in ev else "")
+def _eval_text(ev: dict, progress: Progress) -> str:
+    """``eval_loss 0.4120 (ppl 1.51) | eval_acc 0.750 …``: the loss and the method's signals."""
+    text = f"eval_loss {ev['eval_loss']:.4f}" + (f" (ppl {ev['eval_ppl']:.2f})" if "eval_ppl" in ev else "")
+    signals = progress.row_text({k: v for k, v in ev.items() if k != "eval_loss"}, prefix="eval_")
+    return text + (f" | {signals}" if signals else "")
 
 
 def split_by_tokens(items: list, max_tokens: int | None, size: Callable) -> list[list]:

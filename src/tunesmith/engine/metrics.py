@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 from pathlib import Path
+
+from ..progress import use_bar
 
 log = logging.getLogger("tunesmith")
 
@@ -68,41 +69,61 @@ def _fmt_eta(seconds: float) -> str:
 
 
 class Progress:
-    """A live bar on a terminal (rich, when installed), plain log lines otherwise."""
+    """A live bar on a terminal (rich, when installed), plain log lines otherwise.
 
-    def __init__(self, total: int, start: int, mode: str, log_every: int):
+    ``signals``: the method's progress metrics (:class:`tunesmith.config.registry.Signal`), shown
+    after the loss on every update (reward for GRPO, pair accuracy and margin for DPO …).
+    :meth:`evaluating` says so while a held-out evaluation runs, so a bar standing at ``0/40``
+    during the step-0 evaluation reads "evaluating" rather than looking stuck."""
+
+    def __init__(self, total: int, start: int, mode: str, log_every: int, signals: tuple = ()):
         self.total, self.start, self.log_every = total, start, log_every
+        self.signals = signals
         self.t0 = time.perf_counter()
         self._bar = None
-        use_bar = mode == "bar" or (mode == "auto" and sys.stderr.isatty())
         self.enabled = mode != "none"
-        if use_bar and self.enabled:
-            try:
-                from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
-                from rich.progress import Progress as RichProgress
+        if use_bar(mode):  # the one "bar or lines" decision (tunesmith.progress)
+            from rich.progress import BarColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
 
-                self._bar = RichProgress(
-                    TextColumn("[bold]train"),
-                    BarColumn(),
-                    TextColumn("{task.completed}/{task.total}"),
-                    TextColumn("{task.fields[info]}"),
-                    TimeRemainingColumn(),
-                    transient=False,
-                )
-                self._task = self._bar.add_task("train", total=total, completed=start, info="")
-                self._bar.start()
-            except ImportError:
-                self._bar = None
+            self._bar = RichProgress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TextColumn("{task.fields[info]}"),
+                TimeRemainingColumn(),
+                transient=False,
+            )
+            self._task = self._bar.add_task("train", total=total, completed=start, info="")
+            self._bar.start()
+
+    def row_text(self, row: dict, prefix: str = "") -> str:
+        """``loss 0.4120 | acc 0.750 | margin 0.310`` for a metrics row (``prefix`` "eval_" for
+        an evaluation's keys); signals the row lacks are left out."""
+        parts = [f"{prefix}loss {row[prefix + 'loss']:.4f}"] if prefix + "loss" in row else []
+        for sig in self.signals:
+            value = row.get(prefix + sig.key)
+            if isinstance(value, (int, float)):
+                parts.append(f"{prefix}{sig.short} {value:.3f}")
+        return " | ".join(parts)
 
     def update(self, row: dict) -> None:
         step = row["step"]
         done = step - self.start
         eta = (time.perf_counter() - self.t0) / max(done, 1) * (self.total - step)
-        info = f"loss {row['loss']:.4f} | lr {row['lr']:.2e} | {row['tokens_per_s']:.0f} tok/s"
+        info = f"{self.row_text(row)} | lr {row['lr']:.2e} | {row['tokens_per_s']:.0f} tok/s"
         if self._bar is not None:
-            self._bar.update(self._task, completed=step, info=info)
+            self._bar.update(self._task, completed=step, info=info, description="train")
         elif self.enabled and (step % self.log_every == 0 or step == self.total):
             log.info("step %d/%d | %s | eta %s", step, self.total, info, _fmt_eta(eta))
+
+    def evaluating(self, step: int, batches: int) -> None:
+        """A held-out evaluation of ``batches`` batches starts after optimizer step ``step``."""
+        text = f"evaluating the held-out set ({batches} batches)"
+        if self._bar is not None:
+            self._bar.update(self._task, description="eval", info=text)
+        elif self.enabled:
+            log.info("step %d: %s", step, text)
 
     def note(self, message: str) -> None:
         if self._bar is not None:

@@ -28,7 +28,12 @@ def uses_varlen_attention(model) -> bool:
 
 @torch.no_grad()
 def example_losses(
-    model, rendered: list[Rendered], *, max_tokens_per_pass: int = 4096, chunk_size: int = 1024
+    model,
+    rendered: list[Rendered],
+    *,
+    max_tokens_per_pass: int = 4096,
+    chunk_size: int = 1024,
+    progress=None,
 ) -> list[dict | None]:
     """``{"loss_sum", "n_tokens", "correct"}`` per rendered example (None when it has no
     supervised token).
@@ -37,6 +42,7 @@ def example_losses(
     ``n_tokens`` their count, ``correct`` how many of them are the argmax prediction. Examples
     are batched ``max_tokens_per_pass`` tokens at a time when the model uses tunesmith's varlen
     attention, one at a time otherwise (a plain SDPA model would attend across examples).
+    ``progress(n)``, when given, is called after each forward pass with the examples it scored.
     """
     was_training = model.training
     model.eval()
@@ -57,6 +63,8 @@ def example_losses(
             )
             out[i] = {"loss_sum": float(loss), "n_tokens": n, "correct": int(metrics["correct"])}
             start += n
+        if progress is not None:
+            progress(len(group))
     if was_training:
         model.train()
     return out

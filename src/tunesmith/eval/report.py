@@ -10,7 +10,10 @@ The report dict (what ``report.json`` holds) has these keys:
   "tie", "loss", "n", "a", "b"}}}]``;
 - ``examples``: rows with ``source``, ``prompt``, ``reference``, ``answers`` and ``scores`` per model;
 - ``highlights``: ``[{"model", "baseline", "metric", "improvements": [row index], "regressions": [...]}]``;
-- ``training``: ``{"steps", "loss", "eval_steps", "eval_loss"}`` from the run's metrics.jsonl, or None;
+- ``training``: ``{"method", "loss_label", "steps", "loss", "eval_steps", "eval_loss", "signals"}``
+  from the run's metrics.jsonl (see :func:`training_curves`), or None;
+- ``labels``: ``{metric: [label, higher is better]}`` overriding the default labels (a training
+  method's own loss and signals), optional;
 - ``notes``: free-text lines shown under the title.
 
 The HTML embeds every plot as a base64 PNG (matplotlib, Agg backend) and has no external
@@ -61,12 +64,22 @@ def _interval(d: dict, key: str = "value") -> str:
     return text
 
 
-def _direction(metric: str, cmp: dict) -> str:
+def label_of(report: dict, metric: str) -> tuple[str, bool | None]:
+    """(label, higher is better) of ``metric``: the report's own ``labels`` entry (a training
+    method's loss and signals, e.g. DPO's pair accuracy) over the evaluation's defaults. None:
+    no direction (GRPO's policy loss is not a progress measure)."""
+    own = report.get("labels", {}).get(metric)
+    return (own[0], own[1]) if own else metric_info(metric)
+
+
+def _direction(report: dict, metric: str, cmp: dict) -> str:
     """'better' / 'worse' when the whole interval lies on one side of 0, else ''."""
     low, high = cmp.get("low"), cmp.get("high")
     if low is None or high is None:
         return ""
-    higher_better = metric_info(metric)[1]
+    higher_better = label_of(report, metric)[1]
+    if higher_better is None:
+        return ""
     if low > 0 or high < 0:
         up = low > 0
         return "better" if up == higher_better else "worse"
@@ -148,8 +161,8 @@ def _table_section(report: dict) -> str:
         head += f"<th>{html.escape(c['model'])} − {html.escape(c['baseline'])}</th><th>win / tie / loss</th>"
     body = []
     for metric in metrics:
-        label, higher = metric_info(metric)
-        arrow = "↑" if higher else "↓"
+        label, higher = label_of(report, metric)
+        arrow = "" if higher is None else "↑" if higher else "↓"
         row = f"<tr><td>{html.escape(label)} {arrow}</td>"
         for name in models:
             d = report["metrics"].get(name, {}).get(metric)
@@ -159,15 +172,33 @@ def _table_section(report: dict) -> str:
             if d is None:
                 row += "<td class='num'>–</td><td class='num'>–</td>"
                 continue
-            cls = _direction(metric, d)
+            cls = _direction(report, metric, d)
             wtl = f"{d['win']} / {d['tie']} / {d['loss']}" if "win" in d else "–"
             row += f"<td class='num {cls}'>{_interval(d, 'diff')}</td><td class='num'>{wtl}</td>"
         body.append(row + "</tr>")
     conf = report.get("settings", {}).get("confidence", 0.95)
+    cells = [d for per_model in report.get("metrics", {}).values() for d in per_model.values()]
+    cells += [d for c in comparisons for d in c["metrics"].values()]
+    with_ci = [d.get("low") is not None and d.get("high") is not None for d in cells if isinstance(d, dict)]
+    if all(with_ci):
+        caption = (
+            f"value [{conf:.0%} bootstrap interval]; differences are paired over the same examples "
+            "(green: the whole interval shows an improvement, red: a regression)"
+        )
+    elif any(with_ci):
+        caption = (
+            f"value [{conf:.0%} bootstrap interval] where per-example values exist; a value without "
+            "brackets has no interval (a mean logged during training, with no per-example values); "
+            "differences are paired over the same examples (green / red: the whole interval shows "
+            "an improvement / a regression)"
+        )
+    else:
+        caption = (
+            "values only, no intervals: these are means logged during training, without per-example "
+            "values to bootstrap (tunesmith eval RUN --compare base gives paired intervals)"
+        )
     return (
-        f"<h2>Metrics</h2><p class='muted'>value [{conf:.0%} bootstrap interval]; differences are paired "
-        "over the same examples (green: the whole interval shows an improvement, red: a regression); "
-        "↑ higher is better, ↓ lower is better.</p>"
+        f"<h2>Metrics</h2><p class='muted'>{caption}; ↑ higher is better, ↓ lower is better.</p>"
         f"<table>{head}</tr>{''.join(body)}</table>"
     )
 
@@ -179,9 +210,15 @@ def _examples_section(report: dict) -> str:
         if not h.get("metric"):
             continue
         a, b, metric = h["model"], h["baseline"], h["metric"]
+        moved = (
+            f", the metric that changed on most examples ({h['changed']} of {h['compared']})"
+            if "changed" in h
+            else ""
+        )
         out.append(
             f"<h2>Largest changes: {html.escape(a)} vs {html.escape(b)}</h2>"
-            f"<p class='muted'>ranked by {html.escape(metric_info(metric)[0])}</p><div class='pair'>"
+            f"<p class='muted'>ranked by {html.escape(label_of(report, metric)[0])}{html.escape(moved)}</p>"
+            "<div class='pair'>"
         )
         for title, idx in (("Improvements", h["improvements"]), ("Regressions", h["regressions"])):
             cells = "".join(_example_block(rows[i], a, b, metric) for i in idx) or "<p>none</p>"
@@ -242,26 +279,62 @@ _NO_PLOTS = "<p class='muted'>Charts need matplotlib: pip install 'tunesmith[eva
 
 
 def _training_section(training: dict | None) -> str:
+    """The loss curves, labelled with the method's loss, and one chart per progress signal of
+    the method (GRPO's reward, DPO's pair accuracy and margin …) with its direction."""
     if not training or not training.get("steps"):
         return ""
     plt = _pyplot()
     if plt is None:
         return "<h2>Training</h2>" + _NO_PLOTS
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    ax.plot(training["steps"], training["loss"], label="training loss", color="#4c72b0", linewidth=1.2)
-    if training.get("eval_steps"):
-        ax.plot(
-            training["eval_steps"],
-            training["eval_loss"],
-            label="eval loss",
-            color="#dd8452",
-            marker="o",
-            linewidth=1.8,
+    from matplotlib.ticker import MaxNLocator
+
+    signals = [s for s in training.get("signals", []) if s.get("steps") or s.get("eval_steps")]
+    fig, axes = plt.subplots(1, 1 + len(signals), figsize=(5.2 * (1 + len(signals)), 3.6), squeeze=False)
+    panels = [
+        {
+            "label": training.get("loss_label", "loss (nats/token)"),
+            "higher_is_better": False if training.get("loss_is_progress", True) else None,
+            "steps": training["steps"],
+            "values": training["loss"],
+            "eval_steps": training.get("eval_steps", []),
+            "eval_values": training.get("eval_loss", []),
+            "name": "loss",
+        },
+        *[{**s, "name": s["key"]} for s in signals],
+    ]
+    for ax, panel in zip(axes[0], panels):
+        if panel["steps"]:
+            ax.plot(
+                panel["steps"],
+                panel["values"],
+                label=f"training {panel['name']}",
+                color="#4c72b0",
+                linewidth=1.2,
+            )
+        if panel["eval_steps"]:
+            ax.plot(
+                panel["eval_steps"],
+                panel["eval_values"],
+                label=f"eval {panel['name']}",
+                color="#dd8452",
+                marker="o",
+                linewidth=1.8,
+            )
+        ax.set_xlabel("optimizer step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
+        ax.set_ylabel(panel["label"])
+        direction = panel["higher_is_better"]
+        title = (
+            "not a progress measure"
+            if direction is None
+            else "↑ higher is better"
+            if direction
+            else "↓ lower is better"
         )
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss (nats/token)")
-    ax.grid(alpha=0.3)
-    ax.legend()
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
     return "<h2>Training</h2>" + _png(fig)
 
 
@@ -349,7 +422,7 @@ def _bar_chart(plt, report: dict, models: list[str], metrics: list[str], ylabel:
             )
         ax.set_xticks(x)
         ax.set_xticklabels(
-            [metric_info(m)[0] for m in group],
+            [label_of(report, m)[0] for m in group],
             rotation=20 if shared else 0,
             ha="right" if shared else "center",
         )
@@ -361,7 +434,10 @@ def _bar_chart(plt, report: dict, models: list[str], metrics: list[str], ylabel:
 
 
 def training_curves(run_dir: Path | None) -> dict | None:
-    """Training and eval loss per step from ``RUN/metrics.jsonl`` (None when absent)."""
+    """Training and eval loss per step from ``RUN/metrics.jsonl`` (None when absent), with the
+    method's loss label and its progress signals (``signals``: ``[{"key", "label",
+    "higher_is_better", "steps", "values", "eval_steps", "eval_values"}]``) as the registry
+    declares them for the run's ``method``."""
     if run_dir is None or not rundir.RunDir(run_dir).metrics.is_file():
         return None
     try:
@@ -369,11 +445,59 @@ def training_curves(run_dir: Path | None) -> dict | None:
     except ValueError:
         log.warning("could not read %s/%s; the report has no training curves", run_dir, rundir.METRICS)
         return None
+    spec, config = run_method(run_dir), _resolved_config(run_dir)
     train = [r for r in rows if "loss" in r]
     evals = [r for r in rows if "eval_loss" in r]
+
+    def series(rows: list[dict], key: str) -> tuple[list, list]:
+        pairs = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+    signals = []
+    for sig in spec.signals if spec else ():
+        steps, values = series(train, sig.key)
+        eval_steps, eval_values = series(evals, f"eval_{sig.key}")
+        if steps or eval_steps:
+            signals.append(
+                {
+                    "key": sig.key,
+                    "label": sig.label,
+                    "higher_is_better": sig.higher_is_better,
+                    "steps": steps,
+                    "values": values,
+                    "eval_steps": eval_steps,
+                    "eval_values": eval_values,
+                }
+            )
     return {
+        "method": spec.name if spec else None,
+        "loss_label": spec.loss_label.format(loss=(config.get("preference") or {}).get("loss", "sigmoid"))
+        if spec
+        else "loss",
+        "loss_is_progress": spec.loss_is_progress if spec else True,
         "steps": [r["step"] for r in train],
         "loss": [r["loss"] for r in train],
         "eval_steps": [r["step"] for r in evals],
         "eval_loss": [r["eval_loss"] for r in evals],
+        "signals": signals,
     }
+
+
+def _resolved_config(run_dir: Path) -> dict:
+    """``config.resolved.yaml`` of the run, {} when missing or unreadable."""
+    import yaml
+
+    try:
+        config = rundir.RunDir(run_dir).read_resolved_config()
+    except (OSError, ValueError, yaml.YAMLError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def run_method(run_dir: Path):
+    """The registry spec of the run's ``method`` (from ``config.resolved.yaml``), None when the
+    folder records none."""
+    from ..config.registry import METHODS
+
+    config = _resolved_config(run_dir)
+    return METHODS.get(config.get("method", "sft")) if config else None

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from ..data.render import Renderer
 from ..models.generate import generate_ids, prompt_token_ids
+from ..progress import TaskProgress
 from .data import EvalData, pair_examples
 from .likelihood import example_losses
 from .scorers import GENERATION_METRICS, ScoringOptions, grade_replies, score_prediction
@@ -141,7 +142,10 @@ def score_model(
     n = len(data.items)
     if options.likelihood and any(r is not None for r in prep.rendered):
         idx = [i for i, r in enumerate(prep.rendered) if r is not None]
-        losses = example_losses(model, [prep.rendered[i] for i in idx], chunk_size=1024)
+        with TaskProgress(f"{name}: scoring held-out loss", len(idx), "examples") as bar:
+            losses = example_losses(
+                model, [prep.rendered[i] for i in idx], chunk_size=1024, progress=bar.advance
+            )
         per = [None] * n
         for i, value in zip(idx, losses):
             per[i] = value
@@ -155,16 +159,18 @@ def score_model(
     gen_idx = [i for i, p in enumerate(prep.prompts) if p is not None]
     scores.predictions = [None] * n
     if options.generate and gen_idx:
-        replies = generate_ids(
-            model,
-            tokenizer,
-            [prep.prompts[i] for i in gen_idx],
-            max_new_tokens=options.max_new_tokens,
-            temperature=options.temperature,
-            top_p=options.top_p,
-            seed=options.seed,
-            batch_size=options.batch_size,
-        )
+        with TaskProgress(f"{name}: generating replies", len(gen_idx), "prompts") as bar:
+            replies = generate_ids(
+                model,
+                tokenizer,
+                [prep.prompts[i] for i in gen_idx],
+                max_new_tokens=options.max_new_tokens,
+                temperature=options.temperature,
+                top_p=options.top_p,
+                seed=options.seed,
+                batch_size=options.batch_size,
+                progress=bar.advance,
+            )
         _score_replies(scores, data, gen_idx, replies, options)
     if prep.pairs:
         losses = example_losses(model, prep.pairs)
@@ -252,7 +258,12 @@ def _add_grader_scores(
     count goes into the report's notes."""
     n = len(data.items)
     items = [data.items[i].grader_item() for i in gen_idx]
-    for name, results in grade_replies(scoring.graders, texts, items, scoring.judge).items():
+    graded = {}
+    with TaskProgress(f"{scores.name}: grading replies", len(scoring.graders), "graders") as bar:
+        for grader in scoring.graders:  # one at a time, so that the progress names each
+            graded.update(grade_replies([grader], texts, items, scoring.judge))
+            bar.advance()
+    for name, results in graded.items():
         metric = f"grader:{name}"
         values = per_metric.setdefault(metric, [None] * n)
         failed = []
@@ -400,19 +411,53 @@ def _prompt_text(prompt) -> str | None:
     return "\n".join(f"{m['role']}: {m.get('content') or ''}" for m in prompt)
 
 
+_LIKELIHOOD = (
+    "loss",
+    "perplexity",
+    "token_accuracy",
+    "logp_pref_accuracy",
+    "reward_margin",
+    "reward_accuracy",
+)
+
+
+def _per_example_metrics(rows: list[dict], a: str, b: str) -> list[str]:
+    """Metrics both models have on some row: :data:`HIGHLIGHT_ORDER` first (in its order), then
+    user scorers, graders and the rest in order of appearance."""
+    seen: list[str] = []
+    for r in rows:
+        sa, sb = r["scores"].get(a, {}), r["scores"].get(b, {})
+        seen += [m for m in sa if m in sb and m not in seen]
+    preferred = [m for m in HIGHLIGHT_ORDER if m in seen]
+    return preferred + [m for m in seen if m not in preferred]
+
+
 def highlights(rows: list[dict], a: str, b: str, k: int = 5) -> dict:
     """The ``k`` examples where ``a`` gained most over ``b`` and the ``k`` where it lost most, by
-    the first metric of :data:`HIGHLIGHT_ORDER` both have (equal gains ordered by ROUGE-L, then loss)."""
-    metric = next(
-        (
-            m
-            for m in HIGHLIGHT_ORDER
-            if any(m in r["scores"].get(a, {}) and m in r["scores"].get(b, {}) for r in rows)
-        ),
-        None,
-    )
-    if metric is None:
+    the per-example reply metric that *changed on most examples* (ties: the earlier in
+    :data:`HIGHLIGHT_ORDER`; likelihood metrics only when no reply metric changed; equal gains
+    ordered by ROUGE-L, then loss). Ranking by a fixed first
+    metric would pick one that is zero for both models everywhere (keywords on data without
+    keywords) and show no change while ROUGE-L moved on nearly every example. ``changed`` /
+    ``compared``: how many examples the chosen metric changed on, of those both models have."""
+    candidates = _per_example_metrics(rows, a, b)
+    if not candidates:
         return {"metric": None, "improvements": [], "regressions": []}
+
+    def changed(m: str) -> tuple[int, int]:
+        pairs = [
+            (r["scores"][a][m], r["scores"][b][m])
+            for r in rows
+            if m in r["scores"].get(a, {}) and m in r["scores"].get(b, {})
+        ]
+        return sum(1 for x, y in pairs if x != y), len(pairs)
+
+    counts = {m: changed(m) for m in candidates}
+    # Continuous likelihood numbers change on every example by a hair, so they only rank when no
+    # reply-level metric changed at all.
+    replies = [m for m in candidates if m not in _LIKELIHOOD]
+    pool = replies if any(counts[m][0] for m in replies) else candidates
+    metric = max(pool, key=lambda m: (counts[m][0], -candidates.index(m)))
     sign = 1.0 if metric_info(metric)[1] else -1.0
 
     def delta(r, m):
@@ -429,4 +474,10 @@ def highlights(rows: list[dict], a: str, b: str, k: int = 5) -> dict:
     # Membership by the ranking metric alone (agrees with its win/tie/loss); the others only order.
     best = sorted((s for s in scored if s[0] > 0), reverse=True)[:k]
     worst = sorted(s for s in scored if s[0] < 0)[:k]
-    return {"metric": metric, "improvements": [s[3] for s in best], "regressions": [s[3] for s in worst]}
+    return {
+        "metric": metric,
+        "improvements": [s[3] for s in best],
+        "regressions": [s[3] for s in worst],
+        "changed": counts[metric][0],
+        "compared": counts[metric][1],
+    }

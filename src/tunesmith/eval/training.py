@@ -23,7 +23,7 @@ from ..data.formats import Where
 from ..engine.loop import read_metrics
 from ..models.generate import generate_ids, prompt_token_ids
 from .data import sft_item
-from .report import training_curves, write_report
+from .report import run_method, training_curves, write_report
 from .runner import ModelScores, Series, compare, example_rows, highlights, summarize
 from .scorers import ScoringOptions, score_prediction
 
@@ -169,6 +169,15 @@ def run_report(out_dir: Path) -> dict | None:
     training = training_curves(out_dir)
     if not rows:
         return None
+    # The engine's held-out numbers, labelled as the run's method defines them (DPO's eval_loss
+    # is a pair loss and its eval_accuracy a pair accuracy, not per-token quantities).
+    spec = run_method(out_dir)
+    loss_direction = False if spec is None or spec.loss_is_progress else None  # lower is better / none
+    loss_label = (training or {}).get("loss_label", "loss")
+    labels = {"eval_loss": [f"eval {loss_label}", loss_direction]}
+    for sig in spec.signals if spec else ():
+        labels[f"eval_{sig.key}"] = [f"eval {sig.label}", sig.higher_is_better]
+    eval_keys = ["eval_loss", "eval_ppl", *[k for k in labels if k not in ("eval_loss", "eval_ppl")]]
     first, last = (evals[0], evals[-1]) if evals else (None, None)
     options = EvalOptions()
     names = []
@@ -190,8 +199,8 @@ def run_report(out_dir: Path) -> dict | None:
     metrics = {}
     for s, ev in zip(scores, [last, first]):
         metrics[s.name] = summarize(s, options)
-        for key in ("eval_loss", "eval_ppl", "eval_accuracy"):
-            if key in ev:
+        for key in eval_keys:
+            if isinstance(ev.get(key), (int, float)):
                 metrics[s.name][key] = {
                     "value": ev[key],
                     "low": None,
@@ -201,8 +210,8 @@ def run_report(out_dir: Path) -> dict | None:
     comparisons, hl, examples = [], [], []
     if len(scores) == 2:
         cmp = compare(scores[0], scores[1], options)
-        for key in ("eval_loss", "eval_ppl", "eval_accuracy"):
-            if key in last and key in first:
+        for key in eval_keys:
+            if isinstance(last.get(key), (int, float)) and isinstance(first.get(key), (int, float)):
                 cmp[key] = {
                     "diff": last[key] - first[key],
                     "low": None,
@@ -226,12 +235,7 @@ def run_report(out_dir: Path) -> dict | None:
         else [
             f"Held-out evaluation at step {first['step']} and at step {last['step']}"
             + (" (step 0 is the model before training)." if first["step"] == 0 else ".")
-            + (
-                ""
-                if order
-                else " Set train.eval_generate: N for generation metrics; "
-                "run tunesmith eval for the full comparison with intervals."
-            )
+            + _suggestion(spec, bool(order))
         ]
     )
     return {
@@ -247,12 +251,24 @@ def run_report(out_dir: Path) -> dict | None:
             "seed": options.seed,
         },
         "models": [{"name": s.name, "kind": "checkpoint", "path": str(out_dir)} for s in scores],
+        "labels": labels,
         "metrics": metrics,
         "comparisons": comparisons,
         "examples": examples,
         "highlights": hl,
         "training": training,
     }
+
+
+def _suggestion(spec, generated: bool) -> str:
+    """What to run for more than the logged means: ``train.eval_generate`` only where it exists
+    (SFT), ``tunesmith eval`` for the comparison with intervals."""
+    if generated:
+        return ""
+    more = " Run tunesmith eval RUN --compare base for the comparison with intervals."
+    if spec is not None and spec.name == "sft":
+        return " Set train.eval_generate: N for generation metrics during training." + more
+    return more
 
 
 def write_run_report(out_dir: Path, trainer=None) -> Path | None:

@@ -115,8 +115,9 @@ def export_gguf(
     tolerance: float = 1e-3,
     modelfile: bool = True,
     base: str | None = None,
+    threads: int | None = None,
 ) -> dict:
-    """``out/<name>-<quant>.gguf`` (+ ``out/Modelfile``); merges an adapter first (verified).
+    """``out/<name>-<quant>.gguf`` (+ ``out/<name>-<quant>.Modelfile``); merges an adapter first (verified).
 
     ``base`` overrides the base model an adapter names, as in :func:`export_hf`."""
     from ..models.generate import resolve_model_ref
@@ -138,14 +139,16 @@ def export_gguf(
             report["merge"] = export_hf(run, str(merged), tolerance=tolerance, base=base)
             src = str(merged)
         gguf_file = out_dir / f"{name}-{quant}.gguf"
-        report["gguf"] = write_gguf(src, str(gguf_file), quant=quant, name=name)
+        report["gguf"] = write_gguf(src, str(gguf_file), quant=quant, name=name, threads=threads)
         if modelfile:
             tokenizer = load_tokenizer(src)
             ctx = json.loads(Path(src, "config.json").read_text(encoding="utf-8")).get(
                 "max_position_embeddings"
             )
             text = make_modelfile(gguf_file.name, tokenizer, context_length=ctx)
-            (out_dir / "Modelfile").write_text(text, encoding="utf-8")
-            report["modelfile"] = str(out_dir / "Modelfile")
+            # Named after its GGUF, so exports of several quants into one folder each keep theirs.
+            modelfile_path = out_dir / f"{gguf_file.stem}.Modelfile"
+            modelfile_path.write_text(text, encoding="utf-8")
+            report["modelfile"] = str(modelfile_path)
     (out_dir / "export_report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
     return report

@@ -21,6 +21,7 @@ import torch
 
 from ..errors import ModelError, TunesmithError
 from ..models.template import render_chat
+from ..progress import TaskProgress
 
 PROBES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -89,16 +90,23 @@ def merge_adapter(
     run's resolved config (``RUN/final`` adapters), a ``QuantSpec``, or None for a
     full-precision base.
     """
-    from ..models.adapters import open_adapter
     from ..models.generate import resolve_model_ref
-    from ..models.load import load_causal_lm, load_tokenizer
-    from ..models.template import stop_token_ids
 
     base_path, adapter = resolve_model_ref(run_or_adapter)
     if base:
         base_path = base
     if adapter is None:
         raise ModelError(f"{run_or_adapter} holds no adapter (no adapter_config.json); nothing to merge")
+    with TaskProgress(f"merging {Path(adapter).name} into {Path(base_path).name}") as progress:
+        return _merge(base_path, adapter, out, tolerance, quantization, progress)
+
+
+def _merge(base_path: str, adapter: str, out: str, tolerance: float, quantization, progress) -> dict:
+    from ..models.adapters import open_adapter
+    from ..models.load import load_causal_lm, load_tokenizer
+    from ..models.template import stop_token_ids
+
+    progress.stage("loading the base and the adapter")
     tokenizer = load_tokenizer(adapter if Path(adapter, "tokenizer_config.json").is_file() else base_path)
     batch = probe_batch(tokenizer)
     spec = run_quantization(adapter) if quantization == "auto" else quantization
@@ -109,6 +117,7 @@ def merge_adapter(
     else:
         model = open_adapter(load_causal_lm(base_path, dtype=torch.float32), adapter)
         model.eval()
+        progress.stage("merging and checking the merged logits")
         with torch.no_grad():
             expected = model(**batch).logits
             merged = model.merge_and_unload(safe_merge=True)
@@ -132,6 +141,7 @@ def merge_adapter(
     out_path = Path(out)
     tmp = out_path.with_name(out_path.name + ".tmp-merge")
     shutil.rmtree(tmp, ignore_errors=True)
+    progress.stage(f"saving to {out_path}")
     merged.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     gen = merged.generation_config

@@ -30,6 +30,7 @@ from ..data.formats import (
 )
 from ..errors import DataError
 from ..hashing import sha256_file
+from ..progress import TaskProgress
 from .distill_teacher import describe, fingerprint, load_teacher, resolve_teacher, teacher_tokenizer_dir
 
 log = logging.getLogger("tunesmith")
@@ -110,7 +111,10 @@ def generate_dataset(
     written = empty = 0
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with (
+        open(tmp, "w", encoding="utf-8") as f,
+        TaskProgress("distill generate: teacher answering", len(prompts) * samples, "prompts") as bar,
+    ):
         for s in range(samples):
             for start in range(0, len(prompts), batch_size):
                 chunk = prompts[start : start + batch_size]
@@ -138,6 +142,7 @@ def generate_dataset(
                         + "\n"
                     )
                     written += 1
+                bar.advance(len(chunk))
     tmp.replace(out_path)
     meta = {
         "teacher": base,

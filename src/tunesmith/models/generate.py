@@ -136,6 +136,7 @@ def generate_completions(
     seed: int | None,
     batch_size: int | None = None,
     neutral_config: bool = False,
+    progress=None,
 ) -> list[list[int]]:
     """The completion of each prompt (token ids, in ``prompts``' order): left-pad, generate with
     the KV cache, strip the prompt and the padding.
@@ -143,6 +144,7 @@ def generate_completions(
     A completion ends with (and includes) its first stop token, or has ``max_new_tokens``
     tokens when none came. Prompts are generated ``batch_size`` at a time in the given order
     (all at once when None), under :func:`generation_mode`, picking tokens as ``sampling`` says.
+    ``progress(n)``, when given, is called after each batch with the prompts it completed.
 
     Randomness — the one policy of every caller, stated by ``seed`` (no default):
 
@@ -178,6 +180,8 @@ def generate_completions(
             for row in out[:, width:].tolist():
                 cut = next((k + 1 for k, t in enumerate(row) if t in stops), len(row))
                 completions.append(row[:cut])
+            if progress is not None:
+                progress(len(chunk))
     return completions
 
 
@@ -200,6 +204,7 @@ def generate_ids(
     seed: int = 0,
     batch_size: int | None = None,
     stop_ids: list[int] | None = None,
+    progress=None,
 ) -> list[dict]:
     """Generate a reply to each prompt (token ids); returns ``{"text", "n_tokens", "stopped"}`` each.
 
@@ -207,7 +212,8 @@ def generate_ids(
     by :func:`generate_completions`; each reply ends at the first stop token (the template's
     end-of-turn token and EOS by default), which is not part of ``text``; ``stopped`` is False
     when the reply ran into ``max_new_tokens``. Greedy when ``temperature`` is 0. Sampling uses
-    a private RNG seeded with ``seed``: the global RNG is left untouched.
+    a private RNG seeded with ``seed``: the global RNG is left untouched. ``progress(n)``: as
+    :func:`generate_completions`.
     """
     stops = list(stop_ids) if stop_ids is not None else stop_token_ids(tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stops[0] if stops else 0)
@@ -221,6 +227,7 @@ def generate_ids(
         pad_id=pad_id,
         seed=seed,
         batch_size=batch_size,
+        progress=progress,
     )
     results: list[dict | None] = [None] * len(prompts)
     for i, new in zip(order, completions):
@@ -245,10 +252,12 @@ def generate(
     seed: int = 0,
     system: str | None = None,
     batch_size: int | None = None,
+    progress=None,
 ) -> list[str]:
     """Batched generation (left padding, KV cache), stopping at the template's end-of-turn token.
 
-    ``prompts`` are user strings or message lists, rendered with the chat template."""
+    ``prompts`` are user strings or message lists, rendered with the chat template.
+    ``progress(n)``: as :func:`generate_completions`."""
     ids = [prompt_token_ids(tokenizer, p, system) for p in prompts]
     out = generate_ids(
         model,
@@ -259,5 +268,6 @@ def generate(
         top_p=top_p,
         seed=seed,
         batch_size=batch_size,
+        progress=progress,
     )
     return [r["text"] for r in out]

@@ -224,12 +224,20 @@ def file_sha256(path: str | os.PathLike, root: Path | None = None) -> str:
 
 def _convert(file: Path, dest: Path, dtype: str, info: dict, sha: str) -> GGUFSource:
     """Dequantise ``file`` with transformers into the (new, empty) folder ``dest``."""
+    from ..progress import TaskProgress
+
+    with TaskProgress(f"importing {file.name}") as progress:
+        return _convert_steps(file, dest, dtype, info, sha, progress)
+
+
+def _convert_steps(file: Path, dest: Path, dtype: str, info: dict, sha: str, progress) -> GGUFSource:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .load import MODEL_INIT_LOCK
 
     folder, name = str(file.parent), file.name
+    progress.stage("reading the tokenizer")
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     except Exception as exc:  # transformers raises many kinds for vocabularies it cannot convert
@@ -238,6 +246,7 @@ def _convert(file: Path, dest: Path, dtype: str, info: dict, sha: str) -> GGUFSo
             f"({type(exc).__name__}: {str(exc)[:160]})"
         ) from None
     _split_digits_like_llama_cpp(tokenizer, info.get("pre_tokenizer"))
+    progress.stage(f"dequantising {info.get('tensors', '')} tensors to {dtype}".replace("  ", " "))
     try:
         with MODEL_INIT_LOCK:
             model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=getattr(torch, dtype))
@@ -252,6 +261,7 @@ def _convert(file: Path, dest: Path, dtype: str, info: dict, sha: str) -> GGUFSo
         if cfg is not None and hasattr(cfg, "quantization_config"):
             delattr(cfg, "quantization_config")
     model.config.name_or_path = str(file)
+    progress.stage("saving safetensors")
     model.save_pretrained(dest, safe_serialization=True)
     tokenizer.save_pretrained(dest)
     source = GGUFSource(
