@@ -144,6 +144,26 @@ SPM_TEXTS = [
 ]
 
 
+def _greedy_in_transformers(src: Path) -> tuple[str, list[int], list[int], list[int]]:
+    """(prompt, its ids, stop ids, N_NEW greedy token ids) of the model folder ``src`` in transformers."""
+    from tunesmith.models.generate import format_prompt, load_for_inference
+    from tunesmith.models.template import stop_token_ids
+
+    model, tok = load_for_inference(str(src))
+    prompt = format_prompt(tok, "boil the kettle")
+    ids = tok.encode(prompt, add_special_tokens=False)
+    stops = stop_token_ids(tok)
+    with torch.no_grad():
+        ref = model.generate(
+            torch.tensor([ids]),
+            max_new_tokens=N_NEW,
+            do_sample=False,
+            eos_token_id=stops,
+            pad_token_id=tok.pad_token_id or 0,
+        )[0, len(ids) :].tolist()
+    return prompt, ids, stops, ref
+
+
 def _merge_order_words(tokenizer_dir: Path, n: int = 12) -> str:
     """Words whose split depends on merge priority: ``a+b+c`` where ``b+c`` is merged before
     ``a+b`` and ``abc`` is no token. Joining leftmost-first (what equal scores would do) splits
@@ -169,8 +189,6 @@ def test_node_llama_cpp_sentencepiece_tokenizer(tmp_path):
     import factory
 
     from tunesmith.export.gguf import write_gguf
-    from tunesmith.models.generate import format_prompt, load_for_inference
-    from tunesmith.models.template import stop_token_ids
 
     src = tmp_path / "spm"
     tok = factory.build_spm_tokenizer(src, vocab_size=600)
@@ -178,18 +196,7 @@ def test_node_llama_cpp_sentencepiece_tokenizer(tmp_path):
     factory.build_model(src, "mistral", vocab_size=len(tok), seed=1, initializer_range=0.3)
     report = write_gguf(str(src), str(tmp_path / "spm.gguf"), quant="f16")
     assert report["tokenizer"] == "llama"
-    model, tok = load_for_inference(str(src))
-    prompt = format_prompt(tok, "boil the kettle")
-    ids = tok.encode(prompt, add_special_tokens=False)
-    stops = stop_token_ids(tok)
-    with torch.no_grad():
-        ref = model.generate(
-            torch.tensor([ids]),
-            max_new_tokens=N_NEW,
-            do_sample=False,
-            eos_token_id=stops,
-            pad_token_id=tok.pad_token_id or 0,
-        )[0, len(ids) :].tolist()
+    prompt, ids, stops, ref = _greedy_in_transformers(src)
     texts = SPM_TEXTS + [_merge_order_words(src)]
     out = _node_llama_cpp(tmp_path / "spm.gguf", prompt, stops, texts)
     for text, got in zip(texts, out["texts_ids"]):
@@ -207,8 +214,6 @@ def test_node_llama_cpp_gemma_and_phi3(tmp_path, arch, tiny_tokenizer):
     import factory
 
     from tunesmith.export.gguf import write_gguf
-    from tunesmith.models.generate import format_prompt, load_for_inference
-    from tunesmith.models.template import stop_token_ids
 
     # Not named after the family: llama.cpp sets token attributes by model name ("phi3" wants
     # SentencePiece's </s>, which the byte-level test vocabulary does not have).
@@ -228,18 +233,7 @@ def test_node_llama_cpp_gemma_and_phi3(tmp_path, arch, tiny_tokenizer):
     tiny_tokenizer.save_pretrained(src)
     report = write_gguf(str(src), str(tmp_path / "m.gguf"), quant="f16")
     assert report["arch"] == arch
-    model, tok = load_for_inference(str(src))
-    prompt = format_prompt(tok, "boil the kettle")
-    ids = tok.encode(prompt, add_special_tokens=False)
-    stops = stop_token_ids(tok)
-    with torch.no_grad():
-        ref = model.generate(
-            torch.tensor([ids]),
-            max_new_tokens=N_NEW,
-            do_sample=False,
-            eos_token_id=stops,
-            pad_token_id=tok.pad_token_id or 0,
-        )[0, len(ids) :].tolist()
+    prompt, ids, stops, ref = _greedy_in_transformers(src)
     out = _node_llama_cpp(tmp_path / "m.gguf", prompt, stops)
     assert out["prompt_ids"] == ids
     assert out["generated"] == ref, (out["generated"], ref)
