@@ -1,0 +1,6 @@
+"""The Tinker-compatible training API (issue 21): what the unmodified ``tinker`` SDK talks to.
+
+So far only :mod:`tunesmith.tinker.wire`, the request / response codec. The ``tinker`` package
+is an optional dependency (``pip install 'tunesmith[tinker]'``), imported lazily: tunesmith
+imports without it.
+"""
