@@ -55,6 +55,7 @@ _NUMPY = {  # proto DType value name -> (numpy dtype of the bytes, torch dtype h
     "DTYPE_BFLOAT16": (np.dtype("<u2"), torch.float32),
 }
 _JSON_DTYPES = {"float32": torch.float32, "int64": torch.int64}
+_MAX_NDIM = 8  # loss inputs are (N,) or (N, K); numpy refuses past 64 dimensions anyway
 
 
 class WireError(TunesmithError):
@@ -297,6 +298,8 @@ def _buffer(raw: bytes, dtype: np.dtype, where: str) -> np.ndarray:
 def _reshape(arr: np.ndarray, shape: list[int], where: str) -> np.ndarray:
     if not shape:  # shape is optional on the wire: a flat list
         return arr
+    if len(shape) > _MAX_NDIM:
+        raise WireError(f"{len(shape)} dimensions; at most {_MAX_NDIM}", f"{where}.shape")
     if any(s < 0 for s in shape):
         raise WireError(f"negative dimension in {shape}", f"{where}.shape")
     if math.prod(shape) != arr.size:
@@ -314,9 +317,10 @@ def _densify(values, crow, col, shape: list[int], where: str, max_bytes: int) ->
     if rows * cols * values.dtype.itemsize > max_bytes:
         raise WireError(f"shape {shape} is too large to densify (limit {max_bytes} bytes)", f"{where}.shape")
     nnz = values.size
-    if crow.size != rows + 1 or (
-        crow.size and (crow[0] != 0 or crow[-1] != nnz or np.any(np.diff(crow) < 0))
-    ):
+    # The range check comes first: np.diff of arbitrary int64s can wrap around and pass.
+    if crow.size != rows + 1 or crow[0] != 0 or crow[-1] != nnz or crow.min() < 0 or crow.max() > nnz:
+        raise WireError(f"not {rows + 1} row pointers from 0 to {nnz}", f"{where}.sparse_crow_indices")
+    if np.any(np.diff(crow) < 0):
         raise WireError(
             f"not {rows + 1} non-decreasing row pointers from 0 to {nnz}", f"{where}.sparse_crow_indices"
         )
@@ -397,7 +401,7 @@ def _from_json(body: bytes, max_bytes: int) -> ForwardBackwardRequest:
 def _json_tensor(t: Any, where: str, max_bytes: int) -> torch.Tensor:
     _need(t, dict, "a TensorData object ({data, dtype, shape})", where)
     dtype = t.get("dtype")
-    if dtype not in _JSON_DTYPES:
+    if not isinstance(dtype, str) or dtype not in _JSON_DTYPES:
         raise WireError(f"{dtype!r} is not float32 or int64", f"{where}.dtype")
     values = _need(t.get("data"), list, "a flat list of numbers", f"{where}.data")
     for k, v in enumerate(values):
@@ -407,9 +411,12 @@ def _json_tensor(t: Any, where: str, max_bytes: int) -> torch.Tensor:
                 f"{v!r} is not {'an integer' if dtype == 'int64' else 'a number'}", f"{where}.data[{k}]"
             )
     try:
-        arr = np.asarray(values, dtype=np.int64 if dtype == "int64" else np.float32)
+        with np.errstate(over="ignore"):
+            arr = np.asarray(values, dtype=np.int64 if dtype == "int64" else np.float32)
     except OverflowError:
-        raise WireError("a value does not fit int64", f"{where}.data") from None
+        raise WireError(f"a value does not fit {dtype}", f"{where}.data") from None
+    if arr.dtype == np.float32 and not np.isfinite(arr).all():  # JSON has no inf: an overflow
+        raise WireError("a value does not fit float32", f"{where}.data")
     shape = t.get("shape")
     shape = [] if shape is None else _need(shape, list, "a list of dimensions", f"{where}.shape")
     if any(isinstance(s, bool) or not isinstance(s, int) for s in shape):

@@ -383,6 +383,46 @@ def _fi(doc):
             "forward_backward_input.data[0].loss_fn_inputs.target_tokens.sparse_col_indices",
             "both CSR index lists",
         ),
+        (  # row pointers whose differences wrap around int64: once a segfault in np.repeat
+            _proto(
+                lambda m: setattr(
+                    m.data[1].loss_fn_inputs["weights"].sparse_csr,
+                    "crow_indices",
+                    np.array([0, 2**62, -(2**63) + 5, 3], "<i8").tobytes(),
+                )
+            ),
+            PROTO_CONTENT_TYPE,
+            "data[1].loss_fn_inputs.weights.sparse_crow_indices",
+            "row pointers",
+        ),
+        (
+            _proto(lambda m: m.data[0].loss_fn_inputs["weights"].shape.extend([1] * 70)),
+            PROTO_CONTENT_TYPE,
+            "data[0].loss_fn_inputs.weights.shape",
+            "71 dimensions; at most 8",
+        ),
+        (
+            _json(lambda d: _fi(d)["loss_fn_inputs"]["target_tokens"].__setitem__("dtype", ["int64"])),
+            "application/json",
+            "forward_backward_input.data[0].loss_fn_inputs.target_tokens.dtype",
+            "not float32 or int64",
+        ),
+        (
+            _json(
+                lambda d: _fi(d)["loss_fn_inputs"].__setitem__(
+                    "weights", {"data": [1e300], "dtype": "float32"}
+                )
+            ),
+            "application/json",
+            "forward_backward_input.data[0].loss_fn_inputs.weights.data",
+            "does not fit float32",
+        ),
+        (
+            _json(lambda d: _fi(d)["loss_fn_inputs"]["target_tokens"]["data"].__setitem__(0, 2**64)),
+            "application/json",
+            "forward_backward_input.data[0].loss_fn_inputs.target_tokens.data",
+            "does not fit int64",
+        ),
         (
             _json(lambda d: d["forward_backward_input"].pop("data")),
             "application/json",
@@ -448,10 +488,10 @@ def test_hostile_encodings():
 def test_random_bytes_never_escape_as_anything_but_wire_error():
     rng = np.random.default_rng(0)
     ok = _sdk_body(_request())
-    for i in range(300):
-        if i % 2:  # flip bytes of a real body: mostly still parseable protobuf with broken fields
+    for i in range(2000):
+        if i % 4:  # flip bytes of a real body: mostly still parseable protobuf with broken fields
             body = bytearray(ok)
-            for pos in rng.integers(0, len(body), size=3):
+            for pos in rng.integers(0, len(body), size=int(rng.integers(1, 6))):
                 body[pos] = int(rng.integers(0, 256))
             body = bytes(body)
         else:
@@ -459,5 +499,53 @@ def test_random_bytes_never_escape_as_anything_but_wire_error():
         for content_type in (PROTO_CONTENT_TYPE, "application/json"):
             try:
                 decode_forward_backward(body, content_type)
+            except WireError:
+                pass
+
+
+def test_json_with_any_field_replaced_never_escapes_as_anything_but_wire_error():
+    """Every field of a JSON body (one with a sparse tensor) replaced by values of every JSON type."""
+    doc = json.loads(_json(lambda d: None))
+    _fi(doc)["loss_fn_inputs"]["weights"] = {
+        "data": [1.0, 0.5],
+        "dtype": "float32",
+        "shape": [2, 3],
+        "sparse_crow_indices": [0, 1, 2],
+        "sparse_col_indices": [0, 2],
+    }
+    decode_forward_backward(json.dumps(doc).encode(), "application/json")  # the base is valid
+
+    def paths(node, path=()):
+        yield path
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, child in items:
+            yield from paths(child, (*path, key))
+
+    values = [
+        None,
+        True,
+        -1,
+        0,
+        2**40,
+        2**70,
+        1.5,
+        -1e300,
+        "x",
+        [],
+        {},
+        [1, "a"],
+        [[1]],
+        [-1, 2**63],
+        {"a": 1},
+    ]
+    for path in list(paths(doc))[1:]:
+        for value in values:
+            mutated = json.loads(json.dumps(doc))
+            node = mutated
+            for key in path[:-1]:
+                node = node[key]
+            node[path[-1]] = value
+            try:
+                decode_forward_backward(json.dumps(mutated).encode(), "application/json")
             except WireError:
                 pass
