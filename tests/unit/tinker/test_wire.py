@@ -102,6 +102,44 @@ def test_proto_round_trip(compress, forward_only):
     _check_round_trip(decoded, req.forward_backward_input.data)
 
 
+@pytest.mark.filterwarnings("ignore:The `construct` method is deprecated")  # the SDK's own pydantic use
+@pytest.mark.parametrize("compress", [False, True])
+def test_bodies_the_sdk_http_client_really_sends(compress):
+    """The SDK's own client (``AsyncTinker.training.forward_backward``, what TrainingClient calls)
+    over an in-process httpx transport: path, headers and body exactly as they reach a server."""
+    import asyncio
+
+    import httpx
+    from tinker._client import AsyncTinker
+    from tinker.types import ClientConfigResponse
+
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"request_id": "req-1"})
+
+    async def send():
+        client = AsyncTinker(
+            api_key="tml-test",
+            base_url="http://tunesmith.test",
+            http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+            _client_config=ClientConfigResponse(proto_compress_fwdbwd=compress),
+            max_retries=0,
+        )
+        return await client.training.forward_backward(request=_request("cispo"), forward_only=True)
+
+    assert asyncio.run(send()).request_id == "req-1"
+    (request,) = seen
+    assert request.url.path == "/api/v1/forward_backward"
+    assert request.headers.get("content-encoding") == ("zstd" if compress else None)
+    decoded = decode_forward_backward(
+        request.content, request.headers["content-type"], request.headers.get("content-encoding")
+    )
+    assert (decoded.loss_fn, decoded.forward_only, decoded.model_id) == ("cispo", True, "model-abc")
+    _check_round_trip(decoded, _datums())
+
+
 def test_proto_config_strings_and_legacy_float_map():
     req = _request("dro", {"beta": 0.25, "mode": "sum"})
     assert decode_forward_backward(_sdk_body(req), PROTO_CONTENT_TYPE).loss_fn_config == {
