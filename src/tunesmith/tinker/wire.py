@@ -129,7 +129,8 @@ def encode_forward_backward_output(
     Each output is a dict of tensors (torch, numpy or lists), the same keys for every datum.
     The SDK reads each field of a record as one batched buffer with one trailing shape, so runs
     of datums whose fields agree in dtype and trailing shape share a record, and a new record
-    starts where they differ (a ragged top-K, say)."""
+    starts where they differ (a ragged top-K, say). Outputs with differing keys or non-numeric
+    values raise ValueError: they are the server's bug, not the client's."""
     from tinker.proto import tinker_public_pb2 as pb
 
     arrays = [
