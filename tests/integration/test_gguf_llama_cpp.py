@@ -41,21 +41,7 @@ def _agree(quant: str, ref: list[int]) -> int:
 @pytest.fixture(scope="module")
 def transformers_reference():
     """(prompt text, prompt ids, greedy continuation, stop ids) from transformers."""
-    from tunesmith.models.generate import format_prompt, load_for_inference
-    from tunesmith.models.template import stop_token_ids
-
-    model, tok = load_for_inference(str(BASE))
-    prompt = format_prompt(tok, PROMPT)
-    ids = tok.encode(prompt, add_special_tokens=False)
-    stops = stop_token_ids(tok)
-    with torch.no_grad():
-        ref = model.generate(
-            torch.tensor([ids]),
-            max_new_tokens=N_NEW,
-            do_sample=False,
-            eos_token_id=stops,
-            pad_token_id=tok.pad_token_id,
-        )[0, len(ids) :].tolist()
+    prompt, ids, stops, ref = _greedy_in_transformers(BASE, PROMPT)
     return prompt, ids, ref, stops
 
 
@@ -144,13 +130,16 @@ SPM_TEXTS = [
 ]
 
 
-def _greedy_in_transformers(src: Path) -> tuple[str, list[int], list[int], list[int]]:
-    """(prompt, its ids, stop ids, N_NEW greedy token ids) of the model folder ``src`` in transformers."""
+def _greedy_in_transformers(
+    src: Path, text: str = "boil the kettle"
+) -> tuple[str, list[int], list[int], list[int]]:
+    """(prompt, its ids, stop ids, N_NEW greedy token ids) for ``text`` from the model folder
+    ``src`` in transformers."""
     from tunesmith.models.generate import format_prompt, load_for_inference
     from tunesmith.models.template import stop_token_ids
 
     model, tok = load_for_inference(str(src))
-    prompt = format_prompt(tok, "boil the kettle")
+    prompt = format_prompt(tok, text)
     ids = tok.encode(prompt, add_special_tokens=False)
     stops = stop_token_ids(tok)
     with torch.no_grad():
