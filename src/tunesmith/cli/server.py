@@ -36,6 +36,15 @@ def _common(p: argparse.ArgumentParser, models: bool = True) -> None:
             help="allow-listed base model: clients use NAME as 'model' (repeatable)",
         )
         p.add_argument(
+            "--tinker-model",
+            action="append",
+            default=[],
+            metavar="NAME=PATH",
+            help="a base model of the Tinker-compatible API (/api/v1) under NAME, which may be "
+            "org/model like HuggingFaceTB/SmolLM2-135M-Instruct (repeatable; every --base-model "
+            "is one too; docs/tinker.md)",
+        )
+        p.add_argument(
             "--grader-model",
             action="append",
             default=[],
@@ -52,7 +61,7 @@ def _common(p: argparse.ArgumentParser, models: bool = True) -> None:
 
 
 def _settings(args):
-    from ..jobs.settings import Settings, parse_base_models, parse_grader_models
+    from ..jobs.settings import Settings, parse_base_models, parse_grader_models, parse_tinker_models
 
     data = Path(args.data).resolve()
     data.mkdir(parents=True, exist_ok=True)
@@ -62,6 +71,7 @@ def _settings(args):
         kwargs["base_models"] = parse_base_models(args.base_model)
         kwargs["stale_after"] = args.stale_after
         kwargs["grader_models"] = parse_grader_models(args.grader_model)
+        kwargs["tinker_models"] = parse_tinker_models(getattr(args, "tinker_model", []))
     if getattr(args, "max_upload_mb", None):
         kwargs["max_upload_bytes"] = int(args.max_upload_mb * 1024 * 1024)
     if getattr(args, "poll", None):
@@ -89,12 +99,18 @@ def _cmd_server(args) -> int:
     import uvicorn
 
     from ..jobs.app import create_app
-    from ..threads import service_split, use_threads
+    from ..jobs.settings import tinker_models
+    from ..threads import available_cores, service_split, use_threads
 
     settings = _settings(args)
-    use_threads(settings.threads or service_split()[1])  # inference's share, before torch loads
-    if not settings.base_models:
+    # Inference's share of the cores, before torch loads; a server that trains Tinker models
+    # itself (docs/tinker.md) takes every core unless --threads says otherwise.
+    default = available_cores() if settings.tinker_models else service_split()[1]
+    use_threads(settings.threads or default)
+    if not settings.base_models and not settings.tinker_models:
         print("warning: no --base-model given; every job will be refused")
+    if tinker_models(settings):
+        print(f"Tinker API at /api/v1 for {', '.join(tinker_models(settings))} (TINKER_API_KEY=tml-<key>)")
     print(
         f"tunesmith server on http://{args.host}:{args.port}/ (dashboard) — API at /v1, database {settings.db}"
     )

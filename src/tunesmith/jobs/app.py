@@ -35,11 +35,12 @@ from . import (
     routes_jobs,
     routes_models,
     routes_permissions,
+    routes_tinker,
 )
 from .bodies import refuse_nul_in_url
 from .errors import LastResort
 from .service import Service
-from .settings import Settings
+from .settings import Settings, tinker_models
 from .store import Store
 
 ROUTERS = (  # in this order: the first route whose path and method match answers
@@ -49,6 +50,7 @@ ROUTERS = (  # in this order: the first route whose path and method match answer
     routes_graders,
     routes_models,
     routes_inference,
+    routes_tinker,
     routes_dashboard,
 )
 
@@ -71,7 +73,21 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     _add_error_handlers(app)
     for module in ROUTERS:
         app.include_router(module.router)
+    _add_tinker(app, settings)
     return app
+
+
+def _add_tinker(app: FastAPI, settings: Settings) -> None:
+    """State of the Tinker-compatible API (``/api/v1``, :mod:`.routes_tinker`), over this
+    server's keys: ``app.state.tinker`` is a :class:`~tunesmith.tinker.host.TinkerHost` when
+    Tinker base models are registered, else None (its routes then answer 404 "not enabled")."""
+    models = tinker_models(settings)
+    app.state.tinker = None
+    if models:
+        from ..tinker.host import TinkerHost
+        from ..tinker.store import CheckpointStore
+
+        app.state.tinker = TinkerHost(models, CheckpointStore(settings.data_dir / "tinker"))
 
 
 def _lifespan(svc: Service):
@@ -87,6 +103,8 @@ def _lifespan(svc: Service):
         yield
         stop.set()
         svc.inference.close()
+        if getattr(_app.state, "tinker", None) is not None:
+            _app.state.tinker.close()
 
     return lifespan
 

@@ -42,6 +42,10 @@ class Settings:
     """The owner field of ``ft:`` model ids (OpenAI puts the organisation slug there)."""
     grader_models: dict[str, Path] = field(default_factory=dict)
     """Judge models of score_model / label_model graders: grader ``model`` name -> local model."""
+    tinker_models: dict[str, Path] = field(default_factory=dict)
+    """Extra base models of the Tinker-compatible API (``/api/v1``) by name; names may take the
+    ``org/model`` form the Tinker cookbook expects. The ``base_models`` are Tinker base models
+    under their own names too (:func:`tinker_models`)."""
     grader_sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     """Isolation and limits of python graders (``graders/run`` and the create-time check)."""
     threads: int | None = None
@@ -100,6 +104,27 @@ def judge_models(settings: Settings) -> dict[str, str]:
     ``grader_models`` (which win on a clash)."""
     out = {name: str(path) for name, path in settings.base_models.items()}
     out.update({name: str(path) for name, path in settings.grader_models.items()})
+    return out
+
+
+def tinker_models(settings: Settings) -> dict[str, Path]:
+    """Base models of the Tinker-compatible API: the ``base_models``, then ``tinker_models``."""
+    return {**settings.base_models, **settings.tinker_models}
+
+
+def parse_tinker_models(items: list[str]) -> dict[str, Path]:
+    """``--tinker-model NAME=PATH`` pairs -> ``{name: local model}``; NAME is letters, digits,
+    ``._-`` with at most one ``/`` (``HuggingFaceTB/SmolLM2-135M-Instruct``)."""
+    out: dict[str, Path] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        parts = name.split("/")
+        if not sep or len(parts) > 2 or not all(is_safe_name(p) for p in parts):
+            raise ConfigError(
+                f"--tinker-model {item!r}: expected NAME=PATH, NAME of letters, digits, '.', '_', '-' "
+                "and at most one '/' (e.g. HuggingFaceTB/SmolLM2-135M-Instruct=models/smollm2.gguf)"
+            )
+        out[name] = local_model("--tinker-model", item, path)
     return out
 
 
