@@ -260,10 +260,20 @@ def sampling_probs(z: torch.Tensor, temperature: float, top_k: int = -1, top_p: 
 
 
 def _has_stop_string(tokenizer, tokens: list[int], spec: SampleSpec) -> bool:
-    # The whole completion is decoded each time: a byte-level token may end inside a character,
-    # and only a fresh decode of the full sequence renders such a character once it completes.
-    text = tokenizer.decode(tokens)
+    """Whether the completion ``tokens`` (just grown by one token) now contains a stop string.
+
+    Only the last :func:`_stop_window` tokens are decoded, not the whole completion (which would
+    make a long completion quadratic): a stop string completed by the newest token lies inside
+    them. A stop string of ``m`` characters spans at most ``4m`` tokens (UTF-8 takes at most 4
+    bytes a character, a byte-level or byte-fallback token at least one byte); the few tokens more
+    absorb what a decode does differently at its start (a SentencePiece leading space dropped, a
+    character cut mid-bytes shown as U+FFFD), which can hide a match there but never invent one."""
+    text = tokenizer.decode(tokens[-_stop_window(spec.stop_strings) :])
     return any(s in text for s in spec.stop_strings)
+
+
+def _stop_window(stop_strings: tuple[str, ...]) -> int:
+    return 4 * max(len(s) for s in stop_strings) + 4
 
 
 # ---- prompt scoring ------------------------------------------------------------------------

@@ -325,3 +325,32 @@ def test_topk_width_is_bounded_by_the_vocabulary():
     small = _tiny(vocab=40)
     with pytest.raises(DataError, match=r"^topk_prompt_logprobs: must be from 0 to 40, got 41"):
         sample(small, [1, 2, 3], SampleSpec(topk_prompt_logprobs=41))
+
+
+@pytest.mark.parametrize("kind", ["byte_bpe", "sentencepiece"])
+def test_windowed_stop_string_check_agrees_with_decoding_everything(kind, tiny_tokenizer, tmp_path):
+    """The sampler decodes only the last few tokens to look for a stop string; on random token
+    sequences (byte tokens that cut characters, SentencePiece leading spaces, special tokens)
+    it must stop at exactly the token where a decode of the whole completion first shows it."""
+    import random
+
+    from tunesmith.tinker.sampler import _has_stop_string
+
+    tok = tiny_tokenizer if kind == "byte_bpe" else factory.build_spm_tokenizer(tmp_path / "spm")
+    rng = random.Random(0)
+    checked = 0
+    for _ in range(60):
+        tokens = [rng.randrange(len(tok)) for _ in range(40)]
+        full = tok.decode(tokens)
+        for _ in range(4):
+            size = rng.randint(1, 8)
+            start = rng.randrange(max(1, len(full) - size))
+            stop = full[start : start + size]
+            if not stop or "\ufffd" in stop:
+                continue
+            spec = SampleSpec(stop_strings=(stop,))
+            first_full = next((j for j in range(1, 41) if stop in tok.decode(tokens[:j])), None)
+            first_window = next((j for j in range(1, 41) if _has_stop_string(tok, tokens[:j], spec)), None)
+            assert first_window == first_full, (stop, tokens)
+            checked += 1
+    assert checked > 100
