@@ -40,9 +40,10 @@ are asked for), a prompt plus ``max_tokens`` longer than ``max_context``, a nega
 non-finite temperature, ``top_p`` outside (0, 1], ``top_k`` below -1, top-k widths past
 :data:`MAX_TOPK` or the vocabulary, stop strings without a tokenizer.
 
-Memory: with prompt log-probs the prefill keeps the logits of the scored positions (``N + 1`` of
-them with ``prompt_logprobs_last_n = N``, else the whole prompt) in the model's dtype; the
-float32 softmax over them is taken :data:`_SCORE_CHUNK` positions at a time.
+Memory: with prompt log-probs the prompt is prefilled :data:`PREFILL_CHUNK` tokens at a time
+through the KV cache, each piece keeping only the logits of positions that predict a scored
+token (the last N + 1 with ``prompt_logprobs_last_n = N``); the float32 softmax over them is
+taken :data:`_SCORE_CHUNK` positions at a time.
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ TOPK_EMPTY_ID = 0
 TOPK_EMPTY_LOGPROB = -99999.0
 """The SDK's empty top-k cell (``tinker.types.topk_logprobs.MASK_LOGPROB``): a row of them reads
 back as None (prompt position 0, positions before ``prompt_logprobs_last_n``)."""
+
+PREFILL_CHUNK = 2048
+"""Prompt tokens per prefill forward when the prompt is scored (their logits are kept: 2048 x
+152k vocab x 2 B = 620 MB in bf16); an unscored prompt is prefilled in one forward."""
 
 _SCORE_CHUNK = 256  # prompt positions per float32 log-softmax: 256 x 152k vocab x 4 B = 156 MB
 
@@ -127,7 +132,8 @@ def sample(
 
     ``model`` is called as ``model(input_ids=…, cache=…, use_cache=True,
     logits_to_keep=…)`` under ``torch.no_grad`` in eval mode (:func:`generation_mode`; the
-    previous mode is restored); the cache keyword is ``past_key_values`` before transformers 5.2x. ``tokenizer`` is needed for ``stop_strings`` only.
+    previous mode is restored; ``past_key_values=`` where transformers predates ``cache=``).
+    ``tokenizer`` is needed for ``stop_strings`` only.
     ``max_context``: the longest prompt + ``max_tokens`` accepted. Bad requests raise
     :class:`DataError` before the model runs."""
     hf = unwrap(model)
@@ -140,20 +146,44 @@ def sample(
         generator.manual_seed(spec.seed)
     score_from = _first_scored(prompt, spec)
     with torch.no_grad(), generation_mode(model):
-        ids = torch.tensor([prompt], dtype=torch.long, device=device)
-        keep = len(prompt) - score_from + 1 if score_from is not None else 1
-        out = model(input_ids=ids, use_cache=True, logits_to_keep=keep)
-        logits = out.logits[0]  # [keep, V], model dtype
-        prompt_lp, topk_prompt = None, None
-        if score_from is not None:
-            prompt_lp, topk_prompt = _score_prompt(logits[:-1], prompt, score_from, spec)
+        cache, last, prompt_lp, topk_prompt = _prefill(model, prompt, device, score_from, spec)
         if spec.max_tokens == 0:
             sequences = [SampledSequence([], [], "length") for _ in range(spec.num_samples)]
         else:
-            sequences = _decode(model, _cache_of(out), logits[-1], spec, tokenizer, generator)
+            sequences = _decode(model, cache, last, spec, tokenizer, generator)
     if not spec.prompt_logprobs:
         prompt_lp = None
     return SampleResult(sequences=sequences, prompt_logprobs=prompt_lp, topk_prompt=topk_prompt)
+
+
+def _prefill(model, prompt: list[int], device, score_from: int | None, spec: SampleSpec):
+    """Run the prompt through ``model`` -> (KV cache, last position's logits ``[V]``, prompt
+    log-probs, prompt top-k) (the last two None without ``score_from``).
+
+    Without prompt scoring this is one forward keeping only the last position's logits. With it,
+    the prompt goes in :data:`PREFILL_CHUNK`-token pieces through the growing cache, each keeping
+    the logits of its positions that predict a scored token, which are scored at once: the
+    logits held at a time are bounded by the piece, not by the prompt."""
+    n = len(prompt)
+    ids = torch.tensor([prompt], dtype=torch.long, device=device)
+    need_from = n - 1 if score_from is None else score_from - 1  # first position whose logits count
+    scores = None if score_from is None else _PromptScores(prompt, score_from, spec.topk_prompt_logprobs)
+    step = n if score_from is None else PREFILL_CHUNK
+    cache = None
+    for a in range(0, n, step):
+        b = min(n, a + step)
+        keep = b - max(a, need_from) if b > need_from else 1  # never 0: that keeps every position
+        kwargs = {} if cache is None else {_cache_keyword(): cache}
+        out = model(input_ids=ids[:, a:b], use_cache=True, logits_to_keep=keep, **kwargs)
+        cache = _cache_of(out)
+        if scores is not None and b > need_from:
+            # Row r holds the logits at position b - keep + r, predicting the token after it.
+            rows = keep - 1 if b == n else keep  # the prompt's last position predicts no prompt token
+            scores.add(out.logits[0, :rows], b - keep + 1)
+    last = out.logits[0, -1]
+    if scores is None:
+        return cache, last, None, None
+    return cache, last, scores.logprobs, scores.topk()
 
 
 # ---- decoding ------------------------------------------------------------------------------
@@ -216,8 +246,8 @@ def _decode(model, cache, last_logits: torch.Tensor, spec: SampleSpec, tokenizer
 
 @functools.cache
 def _cache_keyword() -> str:
-    """The name a model's forward takes its KV cache by: ``cache`` from transformers 5.2x on
-    (``past_key_values`` is deprecated there), ``past_key_values`` before."""
+    """The name a model's forward takes its KV cache by: ``cache`` where transformers has it
+    (``past_key_values`` is deprecated there), else ``past_key_values``."""
     from transformers.modeling_outputs import CausalLMOutputWithPast
 
     return (
@@ -288,24 +318,32 @@ def _first_scored(prompt: list[int], spec: SampleSpec) -> int | None:
     return 1
 
 
-def _score_prompt(logits: torch.Tensor, prompt: list[int], first: int, spec: SampleSpec):
-    """(log-probs ``[len(prompt)]`` NaN before ``first``, top-k rows or None) from ``logits
-    [len(prompt) - first, V]``, the logits predicting positions ``first …``."""
-    k = spec.topk_prompt_logprobs
-    lps = [math.nan] * len(prompt)
-    top_ids = [[TOPK_EMPTY_ID] * k for _ in range(first)]
-    top_lps = [[TOPK_EMPTY_LOGPROB] * k for _ in range(first)]
-    targets = torch.tensor(prompt[first:], dtype=torch.long, device=logits.device)
-    for s in range(0, logits.shape[0], _SCORE_CHUNK):
-        logp = torch.log_softmax(logits[s : s + _SCORE_CHUNK].float(), dim=-1)
-        lps[first + s : first + s + logp.shape[0]] = logp.gather(1, targets[s : s + _SCORE_CHUNK, None])[
-            :, 0
-        ].tolist()
-        if k:
-            tv, ti = logp.topk(k, dim=-1)
-            top_ids += ti.tolist()
-            top_lps += tv.tolist()
-    return lps, ((top_ids, top_lps) if k else None)
+class _PromptScores:
+    """Prompt log-probs (NaN before ``first``) and top-k rows (empty before ``first``), filled
+    in position order from logits pieces."""
+
+    def __init__(self, prompt: list[int], first: int, k: int):
+        self.prompt, self.k = prompt, k
+        self.logprobs = [math.nan] * len(prompt)
+        self.top_ids = [[TOPK_EMPTY_ID] * k for _ in range(first)]
+        self.top_lps = [[TOPK_EMPTY_LOGPROB] * k for _ in range(first)]
+
+    def add(self, logits: torch.Tensor, first: int) -> None:
+        """Score positions ``first …`` from ``logits [m, V]`` (model dtype) predicting them."""
+        targets = torch.tensor(
+            self.prompt[first : first + logits.shape[0]], dtype=torch.long, device=logits.device
+        )
+        for s in range(0, logits.shape[0], _SCORE_CHUNK):
+            logp = torch.log_softmax(logits[s : s + _SCORE_CHUNK].float(), dim=-1)
+            got = logp.gather(1, targets[s : s + _SCORE_CHUNK, None])[:, 0].tolist()
+            self.logprobs[first + s : first + s + len(got)] = got
+            if self.k:
+                tv, ti = logp.topk(self.k, dim=-1)
+                self.top_ids += ti.tolist()
+                self.top_lps += tv.tolist()
+
+    def topk(self) -> Topk | None:
+        return (self.top_ids, self.top_lps) if self.k else None
 
 
 # ---- validation ----------------------------------------------------------------------------

@@ -354,3 +354,37 @@ def test_windowed_stop_string_check_agrees_with_decoding_everything(kind, tiny_t
             assert first_window == first_full, (stop, tokens)
             checked += 1
     assert checked > 100
+
+
+@pytest.mark.parametrize(("arch", "chunk"), [("llama", 4), ("gemma2", 5)])
+def test_a_scored_prompt_prefilled_in_pieces_is_the_prompt_prefilled_whole(arch, chunk, monkeypatch):
+    """A scored prompt goes through the cache in PREFILL_CHUNK-token pieces; on a Llama and on a
+    Gemma 2 whose 16-token sliding window is shorter than the 30-token prompt, the prompt's
+    log-probs and top-k, and the greedy continuation after it, equal a full forward pass's."""
+    import tunesmith.tinker.sampler as sampler
+
+    m = _tiny(arch, seed=3)
+    prompt = [(7 * i + 3) % 300 + 1 for i in range(30)]
+    logp = torch.log_softmax(_logits(m, prompt)[:-1], -1)
+    ref = logp.gather(1, torch.tensor(prompt[1:])[:, None])[:, 0]
+    toks, lps = _greedy_reference(m, prompt, 5)
+    monkeypatch.setattr(sampler, "PREFILL_CHUNK", chunk)
+    for last_n in (None, 1, 9, 29):
+        spec = SampleSpec(
+            max_tokens=5,
+            temperature=0.0,
+            prompt_logprobs=True,
+            topk_prompt_logprobs=2,
+            prompt_logprobs_last_n=last_n,
+        )
+        res = sample(m, prompt, spec)
+        first = 1 if last_n is None else len(prompt) - last_n
+        got = torch.tensor(res.prompt_logprobs)
+        assert got[:first].isnan().all() and not got[first:].isnan().any()
+        torch.testing.assert_close(got[first:], ref[first - 1 :], atol=1e-5, rtol=0)
+        assert res.topk_prompt[0][first:] == logp.topk(2, -1).indices[first - 1 :].tolist()
+        assert len(res.topk_prompt[0]) == len(prompt)
+        assert res.sequences[0].tokens == toks
+        torch.testing.assert_close(
+            torch.tensor(res.sequences[0].logprobs), torch.tensor(lps), atol=1e-5, rtol=0
+        )
