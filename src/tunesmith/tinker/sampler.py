@@ -38,7 +38,8 @@ Refused with :class:`~tunesmith.errors.DataError` naming the request field: an e
 ids outside the vocabulary, ``num_samples < 1``, ``max_tokens < 1`` (0 only when prompt log-probs
 are asked for), a prompt plus ``max_tokens`` longer than ``max_context``, a negative or
 non-finite temperature, ``top_p`` outside (0, 1], ``top_k`` below -1, top-k widths past
-:data:`MAX_TOPK` or the vocabulary, stop strings without a tokenizer.
+:data:`MAX_TOPK` or the vocabulary, stop strings without a tokenizer. Logits with a NaN (a model
+whose training diverged) raise :class:`~tunesmith.errors.ModelError`.
 
 Memory: with prompt log-probs the prompt is prefilled :data:`PREFILL_CHUNK` tokens at a time
 through the KV cache, each piece keeping only the logits of positions that predict a scored
@@ -54,7 +55,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, ModelError
 from ..models.adapters import unwrap
 from ..models.generate import generation_mode
 
@@ -204,6 +205,7 @@ def _decode(model, cache, last_logits: torch.Tensor, spec: SampleSpec, tokenizer
     reasons = ["length"] * n
     rows = list(range(n))  # live rows, in batch order
     for step in range(spec.max_tokens):
+        _check_finite(z, step)
         logp = torch.log_softmax(z / temperature, dim=-1)
         chosen = _choose(z, spec, generator)
         chosen_lp = logp.gather(1, chosen[:, None])[:, 0]
@@ -259,6 +261,16 @@ def _cache_keyword() -> str:
 
 def _cache_of(out):
     return getattr(out, _cache_keyword())
+
+
+def _check_finite(z: torch.Tensor, step: int) -> None:
+    """A NaN logit (or a row without a finite one) has no distribution to draw from: a model whose
+    weights diverged in training. Said plainly instead of torch's multinomial error."""
+    if torch.isnan(z).any() or not torch.isfinite(z.max(dim=-1).values).all():
+        raise ModelError(
+            f"the model's logits at sampling step {step} are NaN or have no finite value; "
+            "its weights are probably not finite (did training diverge?)"
+        )
 
 
 def _choose(z: torch.Tensor, spec: SampleSpec, generator) -> torch.Tensor:
