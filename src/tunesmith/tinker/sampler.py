@@ -126,6 +126,37 @@ class SampleResult:
     topk_prompt: Topk | None = field(default=None)
 
 
+def resolve_stop(stop, eos_ids) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """The SDK's ``sampling_params.stop`` as (``stop_token_ids``, ``stop_strings``) of a
+    :class:`SampleSpec`: None keeps the implicit end-of-sequence stop (``eos_ids``, the model's
+    EOS id(s)); ``[]`` stops at nothing, not even EOS; a string, a list of strings or a list of
+    token ids are those. A list mixing strings and ids, or holding anything else, is a
+    :class:`DataError` naming ``sampling_params.stop[i]``; whether the ids exist is
+    :func:`sample`'s check."""
+    if stop is None:
+        return tuple(int(i) for i in eos_ids), ()
+    if isinstance(stop, str):
+        return (), (stop,)
+    if not isinstance(stop, (list, tuple)):
+        raise _bad(
+            "sampling_params.stop",
+            f"must be a string, a list of strings or a list of token ids, not {stop!r}",
+        )
+    as_ids = bool(stop) and _is_int(stop[0])
+    if stop and not as_ids and not isinstance(stop[0], str):
+        raise _bad("sampling_params.stop[0]", f"{stop[0]!r} is neither a string nor a token id")
+    for i, item in enumerate(stop):
+        if as_ids and not _is_int(item):
+            raise _bad(
+                f"sampling_params.stop[{i}]", f"{item!r} is not a token id like the first entry; do not mix"
+            )
+        if not as_ids and not isinstance(item, str):
+            raise _bad(
+                f"sampling_params.stop[{i}]", f"{item!r} is not a string like the first entry; do not mix"
+            )
+    return (tuple(stop), ()) if as_ids else ((), tuple(stop))
+
+
 def sample(
     model, prompt: list[int], spec: SampleSpec, *, tokenizer=None, max_context: int | None = None
 ) -> SampleResult:

@@ -414,3 +414,27 @@ def test_a_model_with_nan_weights_is_a_model_error():
         m.lm_head.weight[3] = math.nan
     with pytest.raises(ModelError, match="logits at sampling step 0 are NaN"):
         sample(m, PROMPT, SampleSpec(max_tokens=3))
+
+
+def test_resolve_stop_maps_the_sdk_stop_field():
+    from tunesmith.tinker.sampler import resolve_stop
+
+    assert resolve_stop(None, [0, 2]) == ((0, 2), ())  # implicit EOS
+    assert resolve_stop([], [0]) == ((), ())  # nothing stops it, not even EOS
+    assert resolve_stop("\n\n", [0]) == ((), ("\n\n",))
+    assert resolve_stop(["a", "b"], [0]) == ((), ("a", "b"))
+    assert resolve_stop([5, 7], [0]) == ((5, 7), ())
+    with pytest.raises(DataError, match=r"^sampling_params.stop\[1\]: 'x' is not a token id like the first"):
+        resolve_stop([5, "x"], [0])
+    with pytest.raises(DataError, match=r"^sampling_params.stop\[1\]: 3 is not a string like the first"):
+        resolve_stop(["x", 3], [0])
+    with pytest.raises(
+        DataError, match=r"^sampling_params.stop\[0\]: True is neither a string nor a token id"
+    ):
+        resolve_stop([True], [0])
+    with pytest.raises(DataError, match=r"^sampling_params.stop: must be a string, a list"):
+        resolve_stop(3, [0])
+    # The SDK's own SamplingParams accepts each of these forms as sent.
+    tinker = pytest.importorskip("tinker")
+    for stop in (None, [], "\n", ["a"], [5, 7]):
+        assert tinker.types.SamplingParams(stop=stop).stop == stop
