@@ -25,7 +25,9 @@ How a sample is made:
    ``top_p``: a token is kept when the mass ranked strictly above it is below ``top_p``, the
    rule of ``serve.sampling.nucleus_probs``), renormalised. ``seed`` an int: the draws come from
    a private ``torch.Generator`` seeded with it (same inputs and seed, same output; the global
-   RNG is untouched); None: from the global torch RNG.
+   RNG is untouched); None: from the global torch RNG. All rows draw from that one stream, one
+   batched draw per step, so a row's tokens also depend on when its siblings stopped: a request
+   reproduces as a whole, not sample by sample.
 5. A row stops after a token in ``stop_token_ids`` (the token is kept), once its decoded text
    contains one of ``stop_strings`` (every token up to the one completing the string is kept;
    the text is not cut inside a token), or after ``max_tokens`` tokens (``"length"``).
