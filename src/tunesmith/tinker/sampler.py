@@ -37,9 +37,9 @@ temperature (the model's own log-probs, what ``compute_logprobs`` returns), NaN 
 and, with ``prompt_logprobs_last_n = N``, at every position before the last N.
 
 Refused with :class:`~tunesmith.errors.DataError` naming the request field: an empty prompt,
-ids outside the vocabulary, ``num_samples < 1``, ``max_tokens < 1`` (0 only when prompt log-probs
-are asked for), a prompt plus ``max_tokens`` longer than ``max_context``, a negative or
-non-finite temperature, ``top_p`` outside (0, 1], ``top_k`` below -1, top-k widths past
+ids outside the vocabulary, ``num_samples`` outside 1 … :data:`MAX_SAMPLES`, ``max_tokens < 1``
+(0 only when prompt log-probs are asked for), a prompt plus ``max_tokens`` longer than
+``max_context``, a negative or non-finite temperature, a seed outside 0 … 2**64 - 1, ``top_p`` outside (0, 1], ``top_k`` below -1, top-k widths past
 :data:`MAX_TOPK` or the vocabulary, stop strings without a tokenizer. Logits with a NaN (a model
 whose training diverged) raise :class:`~tunesmith.errors.ModelError`.
 
@@ -64,6 +64,10 @@ from ..models.generate import generation_mode
 MAX_TOPK = 128
 """Widest top-k (``topk_prompt_logprobs`` / ``topk_sample_logprobs``) served: the response holds
 ``positions × k`` cells, 8 bytes each."""
+
+MAX_SAMPLES = 1024
+"""Most samples one request may ask for: they decode as one batch, whose KV cache is this many
+copies of the prompt's (RL groups are 4 to 64 samples)."""
 
 TOPK_EMPTY_ID = 0
 TOPK_EMPTY_LOGPROB = -99999.0
@@ -413,8 +417,8 @@ def _validate(prompt, spec: SampleSpec, vocab: int, tokenizer, max_context: int 
     for i, t in enumerate(prompt):
         if not _is_int(t) or not 0 <= t < vocab:
             raise _bad(f"prompt[{i}]", f"{t!r} is not a token id of this model (0 to {vocab - 1})")
-    if not _is_int(spec.num_samples) or spec.num_samples < 1:
-        raise _bad("num_samples", f"must be at least 1, got {spec.num_samples!r}")
+    if not _is_int(spec.num_samples) or not 1 <= spec.num_samples <= MAX_SAMPLES:
+        raise _bad("num_samples", f"must be from 1 to {MAX_SAMPLES}, got {spec.num_samples!r}")
     scoring = spec.prompt_logprobs or spec.topk_prompt_logprobs > 0
     if not _is_int(spec.max_tokens) or spec.max_tokens < (0 if scoring else 1):
         raise _bad(

@@ -284,7 +284,8 @@ def test_soft_capped_logits_are_the_training_logits():
         ([1, 2, 3, 320], {}, r"^prompt\[3\]: 320 is not a token id of this model \(0 to 319\)"),
         ([1, -2], {}, r"^prompt\[1\]: -2 is not a token id"),
         ([1, True], {}, r"^prompt\[1\]: True is not a token id"),
-        (PROMPT, {"num_samples": 0}, r"^num_samples: must be at least 1, got 0"),
+        (PROMPT, {"num_samples": 0}, r"^num_samples: must be from 1 to 1024, got 0"),
+        (PROMPT, {"num_samples": 1025}, r"^num_samples: must be from 1 to 1024, got 1025"),
         (PROMPT, {"max_tokens": 0}, r"^sampling_params.max_tokens: must be at least 1 \(0 only with prompt"),
         (
             PROMPT,
