@@ -45,6 +45,8 @@ from .wire import ForwardBackwardRequest
 log = logging.getLogger(__name__)
 
 LORA_ALPHA = 32
+SESSION_TIMEOUT = 300.0
+"""Seconds without a heartbeat after which a session ends and its models are unloaded."""
 MAX_LOADED_SAMPLERS = 4
 """Sampler adapters kept loaded at once (least recently used unloaded first; reloaded on use)."""
 MAX_SNAPSHOTS_PER_MODEL = 8
@@ -117,6 +119,7 @@ class _Model:
     last_request: float = field(default_factory=time.time)
     snapshots: list = field(default_factory=list)  # sampler ids of its unnamed snapshots, oldest first
     unloaded: bool = False
+    session: str | None = None  # the session that made it: finishing it unloads the model
 
 
 @dataclass
@@ -130,6 +133,7 @@ class _Sampler:
     lora_config: object = None  # the peft LoraConfig of ``state`` / ``folder``
     ready: bool = True  # False until a snapshot's weights are taken
     expired: bool = False
+    session: str | None = None
 
 
 @dataclass
@@ -140,6 +144,11 @@ class _Session:
     last_heartbeat: float
     user_metadata: dict
     display_name: str | None
+    finished: bool = False
+
+
+class SessionFinished(TunesmithError):
+    """A heartbeat for a finished or timed-out session (the SDK stops heartbeating on 410)."""
 
 
 class TinkerHost:
@@ -152,6 +161,7 @@ class TinkerHost:
         *,
         device: str = "auto",
         queue: FutureQueue | None = None,
+        session_timeout: float = SESSION_TIMEOUT,
     ):
         from ..models.device import resolve_device
 
@@ -164,9 +174,60 @@ class TinkerHost:
         self._samplers: dict[str, _Sampler] = {}
         self._sessions: dict[str, _Session] = {}
         self._lock = threading.Lock()  # guards the dicts above (routes read them)
+        self.session_timeout = session_timeout
+        self._stop = threading.Event()
+        self._reaper = threading.Thread(target=self._reap_loop, name="tinker-sessions", daemon=True)
+        self._reaper.start()
 
     def close(self) -> None:
+        self._stop.set()
         self.queue.close()
+
+    # ---- sessions: a client's lifetime -------------------------------------------------------
+    def _reap_loop(self) -> None:
+        while not self._stop.wait(min(30.0, max(0.05, self.session_timeout / 4))):
+            self.reap()
+
+    def reap(self, now: float | None = None) -> list[str]:
+        """Finish every session without a heartbeat for ``session_timeout`` seconds (the SDK
+        beats every 10 s); the ids finished."""
+        now = time.time() if now is None else now
+        with self._lock:
+            stale = [
+                s
+                for s in self._sessions.values()
+                if not s.finished and now - s.last_heartbeat > self.session_timeout
+            ]
+        for session in stale:
+            log.info("tinker: session %s timed out; unloading its models", session.session_id)
+            self.finish_session(session.owner, session.session_id)
+        with self._lock:  # finished sessions are remembered a day (a late heartbeat gets 410)
+            for sid in [
+                s.session_id for s in self._sessions.values() if s.finished and now - s.last_heartbeat > 86400
+            ]:
+                del self._sessions[sid]
+        return [s.session_id for s in stale]
+
+    def finish_session(self, owner: str, session_id: str) -> None:
+        """End a session (``/sessions/{id}/finish`` or a timeout): its models are unloaded and its
+        samplers dropped — their checkpoints stay on disk, loadable by a later session."""
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is None or session.owner != owner:
+                raise NotFound(f"no session {session_id!r}")
+            session.finished = True
+            models = [m for m in self._models.values() if m.session == session_id and not m.unloaded]
+            samplers = [s for s in self._samplers.values() if s.session == session_id]
+        for m in models:
+            self.unload(owner, m.model_id)
+        for s in samplers:
+            self.queue.submit(owner, s.sampler_id, lambda sid=s.sampler_id: self._drop_sampler(sid))
+
+    def _drop_sampler(self, sampler_id: str) -> dict:
+        self._expire(sampler_id)
+        with self._lock:
+            self._samplers.pop(sampler_id, None)
+        return {}
 
     # ---- service ----------------------------------------------------------------------------
     def capabilities(self) -> list[dict]:
@@ -187,6 +248,8 @@ class TinkerHost:
             session = self._sessions.get(session_id)
             if session is None or session.owner != owner:
                 raise NotFound(f"no session {session_id!r}")
+            if session.finished:
+                raise SessionFinished(f"session {session_id} has finished")
             session.last_heartbeat = time.time()
 
     def sessions(self, owner: str) -> list[_Session]:
@@ -198,6 +261,8 @@ class TinkerHost:
             session = self._sessions.get(session_id)
         if session is None or session.owner != owner:
             raise NotFound(f"no session {session_id!r}")
+        if session.finished:
+            raise DataError(f"session {session_id} has finished; create a new ServiceClient")
 
     def _check_base(self, name: str | None) -> str:
         if name not in self.model_paths:
@@ -342,7 +407,7 @@ class TinkerHost:
         if not isinstance(model_seq_id, int) or isinstance(model_seq_id, bool) or model_seq_id < 0:
             raise DataError(f"model_seq_id: a non-negative integer, got {model_seq_id!r}")
         model_id = f"{session_id}:train:{model_seq_id}"
-        m = _Model(model_id, owner, base, dict(lora), dict(user_metadata or {}))
+        m = _Model(model_id, owner, base, dict(lora), dict(user_metadata or {}), session=session_id)
         with self._lock:
             if model_id in self._models:
                 raise DataError(f"model {model_id} exists already (model_seq_id {model_seq_id} was used)")
@@ -357,6 +422,10 @@ class TinkerHost:
         rank = lora.get("rank")
         if not isinstance(rank, int) or isinstance(rank, bool) or not 1 <= rank <= 1024:
             raise DataError(f"lora_config.rank: an integer in [1, 1024], got {rank!r}")
+        if not any(lora.get(k) for k in ("train_attn", "train_mlp", "train_unembed")):
+            raise DataError(
+                "lora_config: train_attn, train_mlp and train_unembed are all false; nothing to train"
+            )
         m = self._register_model(owner, session_id, model_seq_id, base_model, lora, user_metadata)
         model_id = m.model_id
 
@@ -440,7 +509,9 @@ class TinkerHost:
                 self._models.pop(m.model_id, None)
             if base is not None:
                 self._delete_adapter(base, m.model_id)
-            m.optimizer, m.params = None, {}
+            for sampler_id in m.snapshots:  # unnamed snapshots live in memory only
+                self._expire(sampler_id)
+            m.optimizer, m.params, m.snapshots = None, {}, []
             return {"model_id": model_id, "type": "unload_model"}
 
         return self.queue.submit(owner, m.model_id, run)
@@ -480,7 +551,9 @@ class TinkerHost:
         if name is None and sampler:
             sampler_id = _new_id("sampler")
             with self._lock:
-                self._samplers[sampler_id] = _Sampler(sampler_id, owner, m.base, None, ready=False)
+                self._samplers[sampler_id] = _Sampler(
+                    sampler_id, owner, m.base, None, ready=False, session=m.session
+                )
 
             def snapshot():
                 s = self._samplers[sampler_id]
@@ -583,10 +656,16 @@ class TinkerHost:
         if model_path:
             tp, folder = self.store.resolve(owner, model_path)
             run_meta = self.store.read_run(owner, tp.run_id)
-            s = _Sampler(sampler_id, owner, self._check_base(base_model or run_meta["base_model"]), str(tp))
+            s = _Sampler(
+                sampler_id,
+                owner,
+                self._check_base(base_model or run_meta["base_model"]),
+                str(tp),
+                session=session_id,
+            )
             s.folder = folder
         else:
-            s = _Sampler(sampler_id, owner, self._check_base(base_model), None)
+            s = _Sampler(sampler_id, owner, self._check_base(base_model), None, session=session_id)
         with self._lock:
             self._samplers[sampler_id] = s
         return sampler_id
