@@ -149,7 +149,10 @@ def load_init_adapter(model: nn.Module, folder: str, targets: list[str]) -> None
     where = f"config: 'adapter.init_from' {folder}"
     saved_cfg = json.loads((Path(folder) / "adapter_config.json").read_text(encoding="utf-8"))
     saved_targets = saved_cfg.get("target_modules")
-    if isinstance(saved_targets, list) and sorted(saved_targets) != sorted(targets):
+    # Compared by the modules they select, not as strings: a saved list of full module names
+    # (the Tinker API's checkpoints name every adapted layer) equals the leaf names that
+    # select the same layers.
+    if isinstance(saved_targets, list) and _selected(model, saved_targets) != _selected(model, targets):
         raise ConfigError(
             f"{where} was trained with targets={sorted(saved_targets)} but adapter.targets "
             f"resolves to {sorted(targets)}: the adapter must have the same shape to load its weights"
@@ -167,6 +170,14 @@ def load_init_adapter(model: nn.Module, folder: str, targets: list[str]) -> None
     result = set_peft_model_state_dict(model, tensors)
     if getattr(result, "unexpected_keys", None):
         raise ConfigError(f"{where}: tensors not loaded: {result.unexpected_keys[:3]}")
+
+
+def _selected(model: nn.Module, targets: list[str]) -> set[str]:
+    """Names of ``model``'s modules that a PEFT ``target_modules`` list selects (PEFT's rule for
+    a list: the module's name is a target, or ends with ``"." + target``)."""
+    suffixes = tuple("." + t for t in targets)
+    exact = set(targets)
+    return {name for name, _ in model.named_modules() if name in exact or name.endswith(suffixes)}
 
 
 REFERENCE_ADAPTER = "reference"

@@ -81,6 +81,33 @@ def test_resolved_targets_are_checked_when_attaching(tiny_model_dir, saved_adapt
         attach_adapter(load_causal_lm(str(tiny_model_dir)), cfg.adapter)
 
 
+def _renamed_targets(saved_adapter, folder, targets: list[str]):
+    """``saved_adapter``'s files with ``target_modules`` rewritten to ``targets``."""
+    import json
+
+    folder.mkdir()
+    config = json.loads((saved_adapter / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps({**config, "target_modules": targets}))
+    name = "adapter_model.safetensors"
+    (folder / name).write_bytes((saved_adapter / name).read_bytes())
+    return folder
+
+
+def test_full_module_names_are_compared_by_the_modules_they_select(tiny_model_dir, saved_adapter, tmp_path):
+    # Tinker API checkpoints list every adapted layer by its full name: the same layers as q/v.
+    full = [f"model.layers.{i}.self_attn.{t}" for i in range(2) for t in TARGETS]
+    folder = _renamed_targets(saved_adapter, tmp_path / "full", full)
+    cfg = _cfg(tiny_model_dir, init_from=str(folder))
+    validate(cfg)
+    attach_adapter(load_causal_lm(str(tiny_model_dir)), cfg.adapter)
+    # Names that select other layers (only block 0) are refused, naming the targets.
+    folder = _renamed_targets(saved_adapter, tmp_path / "half", full[:2])
+    cfg = _cfg(tiny_model_dir, init_from=str(folder))
+    validate(cfg)
+    with pytest.raises(ConfigError, match=r"'adapter.init_from' .* targets="):
+        attach_adapter(load_causal_lm(str(tiny_model_dir)), cfg.adapter)
+
+
 def test_a_folder_without_a_safetensors_adapter_is_refused(tiny_model_dir, saved_adapter, tmp_path):
     with pytest.raises(ConfigError, match="no adapter_config.json"):
         validate(_cfg(tiny_model_dir, init_from=str(tmp_path)))
