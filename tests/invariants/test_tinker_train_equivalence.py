@@ -37,6 +37,7 @@ svc, tinker_client = tinker_fixtures("tinker_equivalence")
 RANK = 4
 STEPS = 4
 TOL = 1e-5
+LLAMA_LINEARS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 ADAM = {
     "learning_rate": 2e-3,
     "beta1": 0.9,
@@ -47,9 +48,10 @@ ADAM = {
 }
 
 
-def train_config(model_dir: Path, data: Path, init: Path, out: Path) -> dict:
+def train_config(model_dir: Path, data: Path, init: Path, out: Path, unembed: bool) -> dict:
     """A tunesmith SFT config matching the API model (LoRA r=RANK, alpha 32, no dropout, the
-    attention + MLP projections) and the Adam settings sent to ``optim_step``."""
+    attention + MLP projections, and the LM head with ``unembed``) and the Adam settings sent
+    to ``optim_step``."""
     return {
         "model": str(model_dir),
         "method": "sft",
@@ -59,7 +61,7 @@ def train_config(model_dir: Path, data: Path, init: Path, out: Path) -> dict:
             "r": RANK,
             "alpha": 32,
             "dropout": 0.0,
-            "targets": "all-linear",
+            "targets": [*LLAMA_LINEARS, "lm_head"] if unembed else "all-linear",
             "init_from": str(init),
         },
         "train": {
@@ -128,7 +130,8 @@ def download(svc, tc, name: str, dest: Path) -> Path:
     return dest / name
 
 
-def test_api_loop_equals_tunesmith_train(svc, tinker_client, tiny_model_dir, color_data, tmp_path):
+@pytest.mark.parametrize("unembed", [False, True], ids=["attn_mlp", "attn_mlp_unembed"])
+def test_api_loop_equals_tunesmith_train(svc, tinker_client, tiny_model_dir, color_data, tmp_path, unembed):
     from safetensors.torch import load_file
     from tinker import types
 
@@ -138,7 +141,7 @@ def test_api_loop_equals_tunesmith_train(svc, tinker_client, tiny_model_dir, col
 
     sc = tinker_client()
     tc = sc.create_lora_training_client(
-        base_model="tiny", rank=RANK, seed=11, train_attn=True, train_mlp=True, train_unembed=False
+        base_model="tiny", rank=RANK, seed=11, train_attn=True, train_mlp=True, train_unembed=unembed
     ).result()
     tc.save_state("init").result()
     init = download(svc, tc, "init", tmp_path / "ckpt")
@@ -146,7 +149,7 @@ def test_api_loop_equals_tunesmith_train(svc, tinker_client, tiny_model_dir, col
     train_file = color_data[0]
     # The engine's windows of every step (the same pure function of data, seed and batch
     # settings that `tunesmith train` walks), from a run prepared in a folder of its own.
-    run = prepare(train_config(tiny_model_dir, train_file, init, tmp_path / "windows"))
+    run = prepare(train_config(tiny_model_dir, train_file, init, tmp_path / "windows", unembed))
     windows = [window_datums(run.trainer.window(step)) for step in range(STEPS)]
     assert all(len(calls) >= 2 for calls, _ in windows)  # accumulation across calls is exercised
     del run
@@ -164,7 +167,7 @@ def test_api_loop_equals_tunesmith_train(svc, tinker_client, tiny_model_dir, col
     # (a) `tunesmith train CONFIG`
     out = tmp_path / "train"
     config_file = tmp_path / "config.yaml"
-    config_file.write_text(yaml.safe_dump(train_config(tiny_model_dir, train_file, init, out)))
+    config_file.write_text(yaml.safe_dump(train_config(tiny_model_dir, train_file, init, out, unembed)))
     assert main(["train", str(config_file)]) == 0
     rows = [r for r in RunDir(out).read_metrics() if "loss" in r]
     assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
@@ -186,6 +189,7 @@ def test_api_loop_equals_tunesmith_train(svc, tinker_client, tiny_model_dir, col
     assert any(n > ADAM["grad_clip_norm"] for n in api_norms)  # the clip acted on some step
 
     assert api_final.keys() == ts_final.keys()
+    assert any("lm_head" in k for k in api_final) == unembed
     init_weights = load_file(str(init / "adapter_model.safetensors"))
     worst = max(float((api_final[k] - ts_final[k]).abs().max()) for k in api_final)
     moved = max(float((api_final[k] - init_weights[k]).abs().max()) for k in api_final)
