@@ -237,37 +237,30 @@ async def optim_step(request: Request):
 
 
 # ---- weights -------------------------------------------------------------------------------------
-@router.post("/save_weights")
-async def save_weights(request: Request):
+async def _save(request: Request, type_name: str, *, sampler: bool) -> dict:
     owner = _owner(request)
-    body = await _body(request, "SaveWeightsRequest")
+    body = await _body(request, type_name)
     rid = _call(
         _host(request).submit_save,
         owner,
         body.model_id,
         body.path,
-        sampler=False,
+        sampler=sampler,
         ttl=body.ttl_seconds,
         user_metadata=body.user_metadata,
-        overwrite=body.overwrite,
+        overwrite=getattr(body, "overwrite", False),
     )
     return _future(rid, model_id=body.model_id)
+
+
+@router.post("/save_weights")
+async def save_weights(request: Request):
+    return await _save(request, "SaveWeightsRequest", sampler=False)
 
 
 @router.post("/save_weights_for_sampler")
 async def save_weights_for_sampler(request: Request):
-    owner = _owner(request)
-    body = await _body(request, "SaveWeightsForSamplerRequest")
-    rid = _call(
-        _host(request).submit_save,
-        owner,
-        body.model_id,
-        body.path,
-        sampler=True,
-        ttl=body.ttl_seconds,
-        user_metadata=body.user_metadata,
-    )
-    return _future(rid, model_id=body.model_id)
+    return await _save(request, "SaveWeightsForSamplerRequest", sampler=True)
 
 
 @router.post("/load_weights")

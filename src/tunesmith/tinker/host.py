@@ -243,25 +243,25 @@ class TinkerHost:
             self._sessions[sid] = _Session(sid, owner, now, now, dict(user_metadata or {}), display_name)
         return sid
 
-    def heartbeat(self, owner: str, session_id: str) -> None:
+    def _session(self, owner: str, session_id: str) -> _Session:
         with self._lock:
-            session = self._sessions.get(session_id)
-            if session is None or session.owner != owner:
-                raise NotFound(f"no session {session_id!r}")
-            if session.finished:
-                raise SessionFinished(f"session {session_id} has finished")
-            session.last_heartbeat = time.time()
+            session = self._sessions.get(session_id) if isinstance(session_id, str) else None
+        if session is None or session.owner != owner:
+            raise NotFound(f"no session {session_id!r}")
+        return session
+
+    def heartbeat(self, owner: str, session_id: str) -> None:
+        session = self._session(owner, session_id)
+        if session.finished:
+            raise SessionFinished(f"session {session_id} has finished")
+        session.last_heartbeat = time.time()
 
     def sessions(self, owner: str) -> list[_Session]:
         with self._lock:
             return [s for s in self._sessions.values() if s.owner == owner]
 
     def _check_session(self, owner: str, session_id: str) -> None:
-        with self._lock:
-            session = self._sessions.get(session_id)
-        if session is None or session.owner != owner:
-            raise NotFound(f"no session {session_id!r}")
-        if session.finished:
+        if self._session(owner, session_id).finished:
             raise DataError(f"session {session_id} has finished; create a new ServiceClient")
 
     def _check_base(self, name: str | None) -> str:
@@ -745,19 +745,9 @@ class TinkerHost:
 
 def _copy_into(params: dict[str, nn.Parameter], tensors: dict[str, torch.Tensor], where: str) -> None:
     """Copy a PEFT adapter's tensors into an adapter's parameters (same keys and shapes)."""
-    missing = sorted(set(params) - set(tensors))
-    extra = sorted(set(tensors) - set(params))
-    if missing or extra:
-        raise DataError(
-            f"{where}: the checkpoint's tensors do not match the model's adapter "
-            f"(missing {missing[:3]}, unexpected {extra[:3]})"
-        )
-    with torch.no_grad():
-        for key, p in params.items():
-            t = tensors[key]
-            if t.shape != p.shape:
-                raise DataError(f"{where}: {key} has shape {list(t.shape)}, the model's is {list(p.shape)}")
-            p.copy_(t.to(p.dtype))
+    from ..engine.checkpoint import copy_checked
+
+    copy_checked(params, tensors, where, DataError)
 
 
 def _optimizer_tensors(m: _Model) -> dict[str, torch.Tensor]:
