@@ -447,3 +447,28 @@ def test_a_sampler_checkpoint_serves_and_exports(svc, sc, tiny_model_dir, tmp_pa
         == 0
     )
     assert (merged / "config.json").is_file()
+
+
+def test_concurrent_sample_requests_share_a_batch_and_match_alone(svc, sc):
+    """One-sample requests in flight together (an RL loop's episodes) decode as one batch; each
+    answer equals the same request sampled alone (greedy, so comparable)."""
+    host = svc.tinker
+    sampler = sc.create_sampling_client(base_model="tiny").result()
+    greedy = types.SamplingParams(max_tokens=5, temperature=0.0, stop=[])
+    prompts = [[5, 6, 7], [9], [11, 12, 13, 14, 15], [20, 21]] * 3
+    alone = [
+        sampler.sample(types.ModelInput.from_ints(p), num_samples=1, sampling_params=greedy)
+        .result()
+        .sequences[0]
+        for p in prompts[:4]
+    ]
+    before = sum(n * c for n, c in host.sample_batches.items() if n > 1)
+    futures = [
+        sampler.sample(types.ModelInput.from_ints(p), num_samples=1, sampling_params=greedy) for p in prompts
+    ]
+    together = [f.result().sequences[0] for f in futures]
+    for i, seq in enumerate(together):
+        ref = alone[i % 4]
+        assert seq.tokens == ref.tokens
+        np.testing.assert_allclose(seq.logprobs, ref.logprobs, atol=1e-5)
+    assert sum(n * c for n, c in host.sample_batches.items() if n > 1) > before  # some shared a batch

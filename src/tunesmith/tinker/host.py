@@ -29,7 +29,7 @@ import re
 import secrets
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +49,8 @@ SESSION_TIMEOUT = 300.0
 """Seconds without a heartbeat after which a session ends and its models are unloaded."""
 MAX_LOADED_SAMPLERS = 4
 """Sampler adapters kept loaded at once (least recently used unloaded first; reloaded on use)."""
+MAX_BATCH_ROWS = 64
+"""Most sequences of several sampling requests decoded as one batch."""
 MAX_SNAPSHOTS_PER_MODEL = 8
 """Unnamed sampler snapshots (``save_weights_and_get_sampling_client``) kept per training model;
 sampling from an older one fails with a user error naming the fix."""
@@ -137,6 +139,21 @@ class _Sampler:
 
 
 @dataclass
+class _PendingSample:
+    """A queued sampling request: its prompt and spec builder, then its result or error."""
+
+    prompt: list[int]
+    make_spec: object
+    spec: object = None
+    result: object = None
+    error: BaseException | None = None
+    done: bool = False
+
+    def finish(self, *, result=None, error: BaseException | None = None) -> None:
+        self.result, self.error, self.done = result, error, True
+
+
+@dataclass
 class _Session:
     session_id: str
     owner: str
@@ -173,6 +190,8 @@ class TinkerHost:
         self._models: dict[str, _Model] = {}
         self._samplers: dict[str, _Sampler] = {}
         self._sessions: dict[str, _Session] = {}
+        self._pending: dict[str, list[_PendingSample]] = {}  # sampler id -> queued requests
+        self.sample_batches: Counter[int] = Counter()  # requests per sampling batch -> how often
         self._lock = threading.Lock()  # guards the dicts above (routes read them)
         self.session_timeout = session_timeout
         self._stop = threading.Event()
@@ -714,23 +733,91 @@ class TinkerHost:
         self, owner: str, sampler: _Sampler, prompt: list[int], make_spec, *, n_ids: int
     ) -> tuple[str, list[str]]:
         """(request id, the sequences' ids) of a sampling request on ``sampler``; ``make_spec(eos)``
-        builds the :class:`.sampler.SampleSpec` given the model's EOS ids (the default stops)."""
-        from .sampler import sample
+        builds the :class:`.sampler.SampleSpec` given the model's EOS ids (the default stops).
 
+        Requests of one sampler that are queued together and share a
+        :func:`~.sampler.batch_key` decode as one batch (:func:`~.sampler.sample_batch`, at most
+        :data:`MAX_BATCH_ROWS` rows): the first to run computes them all, the others then
+        answer at once. An RL loop's one-sample-per-episode requests so cost about one."""
         seq_ids = [f"{sampler.sampler_id}:{secrets.token_hex(6)}:{i}" for i in range(n_ids)]
+        entry = _PendingSample(prompt, make_spec)
+        with self._lock:
+            self._pending.setdefault(sampler.sampler_id, []).append(entry)
 
         def run():
-            base = self._base(sampler.base)
-            bad = next((t for t in prompt if not 0 <= t < base.vocab_size), None)
-            if bad is not None:
-                raise DataError(f"prompt: token id {bad} is outside the vocabulary (size {base.vocab_size})")
-            adapter = self._activate_sampler(base, sampler)
-            with self._using(base, adapter, train=False) as model:
-                spec = make_spec(self.stop_sequences(sampler.base))
-                result = sample(model, prompt, spec, tokenizer=base.tokenizer, max_context=base.max_context)
-            return ("sample", result)
+            if not entry.done:
+                self._sample_pending(sampler)
+            if entry.error is not None:
+                raise entry.error
+            return ("sample", entry.result)
 
         return self.queue.submit(owner, sampler.sampler_id, run), seq_ids
+
+    def _sample_pending(self, sampler: _Sampler) -> None:
+        """Run the oldest pending request of ``sampler`` and every later one that can share its
+        batch (worker thread); each entry ends done, with a result or an error of its own."""
+        from .sampler import batch_key, check_request, sample, sample_batch
+
+        with self._lock:
+            queue = [e for e in self._pending.get(sampler.sampler_id, []) if not e.done]
+        if not queue:
+            return
+        base = self._base(sampler.base)
+        eos = self.stop_sequences(sampler.base)
+        head = queue[0]
+        group = []
+        try:
+            head.spec = head.make_spec(eos)
+            key = batch_key(head.spec)
+            rows = 0
+            for e in queue if key is not None else [head]:
+                try:
+                    e.spec = e.spec or e.make_spec(eos)
+                    if e is not head and batch_key(e.spec) != key:
+                        continue
+                    if rows + e.spec.num_samples > MAX_BATCH_ROWS and group:
+                        break
+                    check_request(
+                        base.hf, e.prompt, e.spec, tokenizer=base.tokenizer, max_context=base.max_context
+                    )
+                except TunesmithError as exc:
+                    e.finish(error=exc)
+                    continue
+                group.append(e)
+                rows += e.spec.num_samples
+            if group:
+                adapter = self._activate_sampler(base, sampler)
+                with self._using(base, adapter, train=False) as model:
+                    if len(group) == 1:
+                        results = [
+                            sample(
+                                model,
+                                head.prompt,
+                                head.spec,
+                                tokenizer=base.tokenizer,
+                                max_context=base.max_context,
+                            )
+                        ]
+                    else:
+                        results = sample_batch(
+                            model,
+                            [(e.prompt, e.spec) for e in group],
+                            tokenizer=base.tokenizer,
+                            max_context=base.max_context,
+                        )
+                for e, result in zip(group, results):
+                    e.finish(result=result)
+                self.sample_batches[len(group)] += 1
+        except BaseException as exc:  # the head and its batch fail together, with this error
+            for e in [head, *group]:
+                if not e.done:
+                    e.finish(error=exc)
+        finally:
+            with self._lock:
+                pending = self._pending.get(sampler.sampler_id, [])
+                pending[:] = [e for e in pending if not e.done]
+                if not pending:
+                    self._pending.pop(sampler.sampler_id, None)
 
     def stop_sequences(self, base_name: str) -> tuple[int, ...]:
         """The EOS ids a sampler stops at when the request gives no ``stop`` (worker thread)."""
