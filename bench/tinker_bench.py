@@ -13,6 +13,9 @@ for SmolLM2-135M-Instruct — with the same AdamW settings, for ``--steps`` opti
 
 The first step of each arm is a warm-up and not counted. Reported: median seconds per step,
 supervised-token throughput and the ratio api / train of steps per second (1.0 = no overhead).
+
+``--part sampling`` (also part of ``all``): the sampler's batching of concurrent requests — 16
+one-sample requests with different prompts sampled one at a time and as one batch, in process.
 Run it alone (no other torch process on the machine)::
 
     python bench/tinker_bench.py --steps 8 --threads 2
@@ -191,12 +194,61 @@ def run_train(steps: int, work: Path, threads: int) -> list[float]:
     return [r["step_time_s"] for r in rows if "step_time_s" in r]
 
 
+def run_sampling(threads: int, requests: int, max_tokens: int) -> dict:
+    """``requests`` one-sample requests (an RL loop's episodes: different prompts, temperature 1)
+    sampled one at a time (:func:`sample`) and as one batch (:func:`sample_batch`), in process,
+    on SmolLM2; tokens generated per second of each (best of 2)."""
+    import torch
+
+    from tunesmith.models.gguf_import import resolve_model_path
+    from tunesmith.models.load import load_causal_lm
+    from tunesmith.tinker.sampler import SampleSpec, sample, sample_batch
+
+    torch.set_num_threads(threads)
+    model = load_causal_lm(resolve_model_path(MODEL))
+    rng = torch.Generator().manual_seed(0)
+    prompts = [
+        torch.randint(100, 40000, (int(n),), generator=rng).tolist()
+        for n in torch.randint(30, 60, (requests,), generator=rng)
+    ]
+    spec = SampleSpec(num_samples=1, max_tokens=max_tokens, temperature=1.0)  # stop=[]: full length
+    sample(model, prompts[0], SampleSpec(max_tokens=2))  # warm-up
+    out = {}
+    for name, fn in (
+        ("one_at_a_time", lambda: [sample(model, p, spec) for p in prompts]),
+        ("batched", lambda: sample_batch(model, [(p, spec) for p in prompts])),
+    ):
+        best = None
+        for _ in range(2):
+            t0 = time.perf_counter()
+            results = fn()
+            dt = time.perf_counter() - t0
+            best = dt if best is None else min(best, dt)
+        tokens = sum(len(r.sequences[0].tokens) for r in results)
+        out[name] = {"seconds": round(best, 2), "tokens_per_s": round(tokens / best, 1)}
+    out["batched_over_one_at_a_time"] = round(
+        out["batched"]["tokens_per_s"] / out["one_at_a_time"]["tokens_per_s"], 2
+    )
+    out["setup"] = {"requests": requests, "max_tokens": max_tokens, "threads": threads}
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--part", choices=["all", "train", "sampling"], default="all")
+    p.add_argument("--requests", type=int, default=16, help="sampling part: requests (episodes)")
+    p.add_argument("--max-tokens", type=int, default=32, help="sampling part: tokens per request")
     p.add_argument("--out", default=str(REPO / "bench" / "out" / "tinker_bench.json"))
     args = p.parse_args()
+    if args.part in ("all", "sampling"):
+        res = run_sampling(args.threads, args.requests, args.max_tokens)
+        print(json.dumps(res, indent=1))
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).with_name("tinker_sampling_bench.json").write_text(json.dumps(res, indent=1))
+        if args.part == "sampling":
+            return 0
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         wins = windows(args.steps, work)
