@@ -391,8 +391,8 @@ class TinkerHost:
             r=int(lora["rank"]),
             lora_alpha=LORA_ALPHA,
             lora_dropout=0.0,
-            # A regex of the exact names: given a long list, PEFT shrinks it to suffixes computed
-            # against the model as it is then — with other adapters' lora_A/B inside, nonsense.
+            # A regex of the exact module names of the bare model: it selects those layers and
+            # nothing PEFT adds inside them (base_layer, other adapters' lora_A / lora_B).
             target_modules="|".join(re.escape(t) for t in targets),
             task_type="CAUSAL_LM",
             base_model_name_or_path=base.name,
