@@ -14,18 +14,14 @@ return the request id. Ownership: every model, sampler and checkpoint belongs to
 (the API key's project) that made it; another owner's id is answered exactly like a missing
 one (:class:`NotFound`).
 
-LoRA settings (Tinker's ``LoraConfig``): ``rank`` = PEFT ``r``; ``lora_alpha`` 32 (Tinker's
-fixed alpha); no dropout; targets: the attention projections (``train_attn``), the MLP
-projections (``train_mlp``) and the LM head (``train_unembed``); ``seed`` seeds the adapter's
-initialisation (a private RNG: the global one is untouched). Weight format: ordinary PEFT
-adapters (:mod:`.store`).
+LoRA settings and adapter plumbing: :mod:`.adapters`. Weight format: ordinary PEFT adapters
+(:mod:`.store`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import secrets
 import threading
 import time
@@ -36,7 +32,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import DataError, ModelError, TunesmithError
+from ..errors import DataError, TunesmithError
+from . import adapters as ad
 from . import store as st
 from .futures import FutureQueue
 from .training import adam_step, check_datums, forward_backward
@@ -44,7 +41,6 @@ from .wire import ForwardBackwardRequest
 
 log = logging.getLogger(__name__)
 
-LORA_ALPHA = 32
 SESSION_TIMEOUT = 300.0
 """Seconds without a heartbeat after which a session ends and its models are unloaded."""
 MAX_LOADED_SAMPLERS = 4
@@ -54,8 +50,6 @@ MAX_BATCH_ROWS = 64
 MAX_SNAPSHOTS_PER_MODEL = 8
 """Unnamed sampler snapshots (``save_weights_and_get_sampling_client``) kept per training model;
 sampling from an older one fails with a user error naming the fix."""
-_ATTN_PARENTS = ("self_attn", "attention", "attn", "self_attention")
-_MLP_PARENTS = ("mlp", "feed_forward", "ffn")
 
 
 class NotFound(TunesmithError):
@@ -64,25 +58,6 @@ class NotFound(TunesmithError):
 
 def _new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(12)}"
-
-
-def lora_targets(model: nn.Module, *, attn: bool, mlp: bool, unembed: bool) -> list[str]:
-    """Full module names of the linear layers a Tinker ``LoraConfig`` adapts (sorted)."""
-    head = model.get_output_embeddings()
-    out = []
-    for name, module in model.named_modules():
-        if not isinstance(module, nn.Linear):
-            continue
-        if module is head:
-            if unembed:
-                out.append(name)
-            continue
-        parents = name.split(".")[:-1]
-        if (attn and any(p in _ATTN_PARENTS for p in parents)) or (
-            mlp and any(p in _MLP_PARENTS for p in parents)
-        ):
-            out.append(name)
-    return sorted(out)
 
 
 @dataclass
@@ -338,67 +313,21 @@ class TinkerHost:
         for p in hf.parameters():
             p.requires_grad_(False)
         base = _Base(name, folder, hf, load_tokenizer(folder))
-        for attn in (False, True):  # every LoraConfig's targets, while the model is bare
-            for mlp in (False, True):
-                for unembed in (False, True):
-                    base.targets[(attn, mlp, unembed)] = lora_targets(hf, attn=attn, mlp=mlp, unembed=unembed)
+        base.targets = ad.all_targets(hf)  # while the model is bare
         with self._lock:
             self._bases[name] = base
         return base
 
-    def _adapter_params(self, base: _Base, adapter: str) -> dict[str, nn.Parameter]:
-        """PEFT state-dict key (adapter name removed) -> parameter, for one adapter."""
-        marker = f".{adapter}."
-        return {name.replace(marker, "."): p for name, p in base.peft.named_parameters() if marker in name}
+    def _add_adapter(self, base: _Base, adapter: str, cfg, seed: int | None) -> None:
+        base.peft = ad.add_adapter(base.peft, base.hf, adapter, cfg, seed, self.device)
 
-    def _add_adapter(self, base: _Base, adapter: str, lora_config, seed: int | None) -> None:
-        from ..models.load import MODEL_INIT_LOCK
-        from ..models.quantize import import_peft
-
-        import_peft()
-        from peft import get_peft_model
-
-        with (
-            MODEL_INIT_LOCK,
-            torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []),
-        ):
-            torch.manual_seed(secrets.randbits(63) if seed is None else int(seed))
-            if base.peft is None:
-                base.peft = get_peft_model(base.hf, lora_config, adapter_name=adapter)
-            else:
-                base.peft.add_adapter(adapter, lora_config)
-        base.peft.to(self.device)
+    def _lora_config(self, base: _Base, lora: dict):
+        key = (bool(lora["train_attn"]), bool(lora["train_mlp"]), bool(lora["train_unembed"]))
+        return ad.lora_config(base.targets[key], lora["rank"], base.name)
 
     def _delete_adapter(self, base: _Base, adapter: str) -> None:
         if base.peft is not None and adapter in base.peft.peft_config:
             base.peft.delete_adapter(adapter)
-
-    def _lora_config(self, base: _Base, lora: dict):
-        from ..models.quantize import import_peft
-
-        import_peft()
-        from peft import LoraConfig
-
-        from ..models.lora_linear import register_fused
-
-        key = (bool(lora["train_attn"]), bool(lora["train_mlp"]), bool(lora["train_unembed"]))
-        targets = base.targets[key]  # computed at load: once adapters exist, PEFT adds linears
-        if not targets:
-            raise DataError(
-                "lora_config: train_attn, train_mlp and train_unembed are all false; nothing to train"
-            )
-        cfg = LoraConfig(
-            r=int(lora["rank"]),
-            lora_alpha=LORA_ALPHA,
-            lora_dropout=0.0,
-            # A regex of the exact module names of the bare model: it selects those layers and
-            # nothing PEFT adds inside them (base_layer, other adapters' lora_A / lora_B).
-            target_modules="|".join(re.escape(t) for t in targets),
-            task_type="CAUSAL_LM",
-            base_model_name_or_path=base.name,
-        )
-        register_fused(cfg)
-        return cfg
 
     @contextlib.contextmanager
     def _using(self, base: _Base, adapter: str | None, *, train: bool):
@@ -471,7 +400,7 @@ class TinkerHost:
         return wrapped
 
     def _init_training(self, base: _Base, m: _Model) -> None:
-        m.params = self._adapter_params(base, m.model_id)
+        m.params = ad.adapter_params(base.peft, m.model_id)
         for p in m.params.values():
             p.requires_grad_(True)
         m.optimizer = torch.optim.AdamW(
@@ -547,7 +476,11 @@ class TinkerHost:
         save_file(tensors, str(stage / "adapter_model.safetensors"), metadata={"format": "pt"})
         base.peft.peft_config[m.model_id].save_pretrained(str(stage))
         if optimizer:
-            save_file(_optimizer_tensors(m), str(stage / "optimizer.safetensors"), metadata={"format": "pt"})
+            save_file(
+                ad.optimizer_tensors(m.optimizer, m.params),
+                str(stage / "optimizer.safetensors"),
+                metadata={"format": "pt"},
+            )
         return self.store.commit(stage, m.owner, tp, ttl_seconds=ttl, user_metadata=user_metadata)
 
     def submit_save(
@@ -654,9 +587,11 @@ class TinkerHost:
                 self._init_training(base, m)
                 self._write_run(m)
             tensors = load_file(str(folder / "adapter_model.safetensors"))
-            _copy_into(m.params, tensors, str(tp))
+            ad.copy_into(m.params, tensors, str(tp))
             if optimizer:
-                _load_optimizer(m, load_file(str(folder / "optimizer.safetensors")), str(tp))
+                ad.load_optimizer(
+                    m.optimizer, m.params, load_file(str(folder / "optimizer.safetensors")), str(tp)
+                )
             else:
                 m.optimizer.state.clear()
             for p in m.params.values():
@@ -725,7 +660,7 @@ class TinkerHost:
             old, _ = base.loaded_samplers.popitem(last=False)
             self._delete_adapter(base, old)
         self._add_adapter(base, s.sampler_id, s.lora_config, 0)
-        _copy_into(self._adapter_params(base, s.sampler_id), tensors, s.model_path or s.sampler_id)
+        ad.copy_into(ad.adapter_params(base.peft, s.sampler_id), tensors, s.model_path or s.sampler_id)
         base.loaded_samplers[s.sampler_id] = None
         return s.sampler_id
 
@@ -828,46 +763,3 @@ class TinkerHost:
         if eos is None:
             return ()
         return tuple(eos) if isinstance(eos, (list, tuple)) else (int(eos),)
-
-
-def _copy_into(params: dict[str, nn.Parameter], tensors: dict[str, torch.Tensor], where: str) -> None:
-    """Copy a PEFT adapter's tensors into an adapter's parameters (same keys and shapes)."""
-    from ..engine.checkpoint import copy_checked
-
-    copy_checked(params, tensors, where, DataError)
-
-
-def _optimizer_tensors(m: _Model) -> dict[str, torch.Tensor]:
-    """Adam's state as flat tensors: ``<key>.exp_avg``, ``<key>.exp_avg_sq``, ``<key>.step``."""
-    out = {}
-    for key, p in m.params.items():
-        state = m.optimizer.state.get(p)
-        if not state:
-            continue
-        for name in ("exp_avg", "exp_avg_sq", "step"):
-            out[f"{key}.{name}"] = (
-                torch.as_tensor(state[name])
-                .detach()
-                .to("cpu", copy=True)
-                .reshape(state[name].shape if hasattr(state[name], "shape") else ())
-                .contiguous()
-            )
-    return out
-
-
-def _load_optimizer(m: _Model, tensors: dict[str, torch.Tensor], where: str) -> None:
-    m.optimizer.state.clear()
-    for key, p in m.params.items():
-        if f"{key}.exp_avg" not in tensors:
-            continue
-        try:
-            state = {
-                "step": tensors[f"{key}.step"].to(torch.float32),
-                "exp_avg": tensors[f"{key}.exp_avg"].to(p.device, p.dtype),
-                "exp_avg_sq": tensors[f"{key}.exp_avg_sq"].to(p.device, p.dtype),
-            }
-        except KeyError as exc:
-            raise ModelError(f"{where}: optimizer state is incomplete ({exc})") from None
-        if state["exp_avg"].shape != p.shape:
-            raise ModelError(f"{where}: optimizer state of {key} has the wrong shape")
-        m.optimizer.state[p] = state

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from tunesmith.errors import DataError
-from tunesmith.tinker.host import NotFound, SessionFinished, TinkerHost, lora_targets
+from tunesmith.tinker.adapters import lora_targets
+from tunesmith.tinker.host import NotFound, SessionFinished, TinkerHost
 from tunesmith.tinker.store import CheckpointStore
 from tunesmith.tinker.wire import Datum, ForwardBackwardRequest
 
