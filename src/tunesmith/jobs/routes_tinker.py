@@ -22,7 +22,6 @@ malformed body (naming the field), 401 for a bad key, 404 for an unknown or fore
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from typing import Any
 
@@ -38,6 +37,8 @@ from .bodies import read_json
 
 router = APIRouter(prefix="/api/v1")
 LONG_POLL_SECONDS = 20.0
+DEFAULT_MAX_TOKENS = 256
+"""``max_tokens`` of a sampling request that gives none (Tinker's SamplingParams default it to None)."""
 PROTO = "application/x-protobuf"
 
 CLIENT_CONFIG = {
@@ -180,6 +181,7 @@ async def create_model(request: Request):
         _host(request).submit_create_model,
         owner,
         body.session_id,
+        body.model_seq_id,
         body.base_model,
         body.lora_config.model_dump(),
         body.user_metadata,
@@ -277,6 +279,7 @@ async def load_weights(request: Request):
         optimizer=body.optimizer,
         model_id=body.model_id,
         session_id=body.session_id,
+        model_seq_id=body.model_seq_id,
         base_model=body.base_model,
         user_metadata=body.user_metadata,
     )
@@ -301,21 +304,15 @@ async def get_sampler(sampler_id: str, request: Request):
 
 
 def _sample_spec(body, eos: tuple[int, ...]):
-    """The request's sampling settings as a :class:`~tunesmith.tinker.sampler.SampleSpec`; ``stop`` None keeps
-    the model's EOS ids, ``[]`` disables stopping, strings stop on text, ints on token ids."""
-    from ..tinker.sampler import SampleSpec
+    """The request's sampling settings as a :class:`~tunesmith.tinker.sampler.SampleSpec`
+    (``stop``: :func:`~tunesmith.tinker.sampler.resolve_stop`)."""
+    from ..tinker.sampler import SampleSpec, resolve_stop
 
     p = body.sampling_params
-    stop = p.stop
-    stop_ids: tuple[int, ...] = eos
-    stop_strings: tuple[str, ...] = ()
-    if stop is not None:
-        items = [stop] if isinstance(stop, str) else list(stop)
-        stop_ids = tuple(int(s) for s in items if not isinstance(s, str))
-        stop_strings = tuple(s for s in items if isinstance(s, str))
+    stop_ids, stop_strings = resolve_stop(p.stop, eos)
     return SampleSpec(
         num_samples=body.num_samples,
-        max_tokens=p.max_tokens if p.max_tokens is not None else 256,
+        max_tokens=p.max_tokens if p.max_tokens is not None else DEFAULT_MAX_TOKENS,
         temperature=float(p.temperature),
         top_k=int(p.top_k),
         top_p=float(p.top_p),
@@ -325,6 +322,7 @@ def _sample_spec(body, eos: tuple[int, ...]):
         prompt_logprobs=bool(body.prompt_logprobs),
         topk_prompt_logprobs=int(body.topk_prompt_logprobs or 0),
         topk_sample_logprobs=int(body.topk_sample_logprobs or 0),
+        prompt_logprobs_last_n=body.prompt_logprobs_last_n,
     )
 
 
@@ -356,21 +354,11 @@ async def asample(request: Request):
                 400, f"prompt.chunks[{i}]: only text (encoded_text) chunks are supported", param="prompt"
             )
         prompt.extend(int(t) for t in tokens)
-    last_n = body.prompt_logprobs_last_n
 
     def make_spec(eos):
         return _sample_spec(body, eos)
 
-    def finish(result):
-        # prompt_logprobs_last_n: only the prompt's last N positions are scored (the SDK checks).
-        if last_n is not None and result.prompt_logprobs is not None:
-            cut = max(0, len(result.prompt_logprobs) - int(last_n))
-            result.prompt_logprobs = [math.nan] * cut + list(result.prompt_logprobs[cut:])
-        return result
-
-    rid, seq_ids = _call(
-        host.submit_sample, owner, sampler, prompt, make_spec, finish, n_ids=body.num_samples
-    )
+    rid, seq_ids = _call(host.submit_sample, owner, sampler, prompt, make_spec, n_ids=body.num_samples)
     return _future(rid, sample_sequence_ids=seq_ids)
 
 

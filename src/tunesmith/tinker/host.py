@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import secrets
 import threading
 import time
@@ -88,6 +89,7 @@ class _Base:
     tokenizer: object
     peft: nn.Module | None = None  # the PeftModel, once a first adapter exists
     loaded_samplers: OrderedDict = field(default_factory=OrderedDict)
+    targets: dict = field(default_factory=dict)  # (attn, mlp, unembed) -> module names, of the bare model
 
     @property
     def vocab_size(self) -> int:
@@ -252,6 +254,10 @@ class TinkerHost:
         for p in hf.parameters():
             p.requires_grad_(False)
         base = _Base(name, folder, hf, load_tokenizer(folder))
+        for attn in (False, True):  # every LoraConfig's targets, while the model is bare
+            for mlp in (False, True):
+                for unembed in (False, True):
+                    base.targets[(attn, mlp, unembed)] = lora_targets(hf, attn=attn, mlp=mlp, unembed=unembed)
         with self._lock:
             self._bases[name] = base
         return base
@@ -291,9 +297,8 @@ class TinkerHost:
 
         from ..models.lora_linear import register_fused
 
-        targets = lora_targets(
-            base.hf, attn=lora["train_attn"], mlp=lora["train_mlp"], unembed=lora["train_unembed"]
-        )
+        key = (bool(lora["train_attn"]), bool(lora["train_mlp"]), bool(lora["train_unembed"]))
+        targets = base.targets[key]  # computed at load: once adapters exist, PEFT adds linears
         if not targets:
             raise DataError(
                 "lora_config: train_attn, train_mlp and train_unembed are all false; nothing to train"
@@ -302,7 +307,9 @@ class TinkerHost:
             r=int(lora["rank"]),
             lora_alpha=LORA_ALPHA,
             lora_dropout=0.0,
-            target_modules=targets,
+            # A regex of the exact names: given a long list, PEFT shrinks it to suffixes computed
+            # against the model as it is then — with other adapters' lora_A/B inside, nonsense.
+            target_modules="|".join(re.escape(t) for t in targets),
             task_type="CAUSAL_LM",
             base_model_name_or_path=base.name,
         )
@@ -327,19 +334,31 @@ class TinkerHost:
         yield model
 
     # ---- training models -------------------------------------------------------------------------
+    def _register_model(
+        self, owner: str, session_id: str, model_seq_id, base: str, lora: dict, user_metadata
+    ) -> _Model:
+        """A new model entry with the id the SDK derives itself: ``<session>:train:<seq>``."""
+        self._check_session(owner, session_id)
+        if not isinstance(model_seq_id, int) or isinstance(model_seq_id, bool) or model_seq_id < 0:
+            raise DataError(f"model_seq_id: a non-negative integer, got {model_seq_id!r}")
+        model_id = f"{session_id}:train:{model_seq_id}"
+        m = _Model(model_id, owner, base, dict(lora), dict(user_metadata or {}))
+        with self._lock:
+            if model_id in self._models:
+                raise DataError(f"model {model_id} exists already (model_seq_id {model_seq_id} was used)")
+            self._models[model_id] = m
+        return m
+
     def submit_create_model(
-        self, owner: str, session_id: str, base_model: str, lora: dict, user_metadata
+        self, owner: str, session_id: str, model_seq_id: int, base_model: str, lora: dict, user_metadata
     ) -> tuple[str, str]:
         """(request id, model id) of a new LoRA training model on ``base_model``."""
-        self._check_session(owner, session_id)
         self._check_base(base_model)
         rank = lora.get("rank")
         if not isinstance(rank, int) or isinstance(rank, bool) or not 1 <= rank <= 1024:
             raise DataError(f"lora_config.rank: an integer in [1, 1024], got {rank!r}")
-        model_id = _new_id("model")
-        m = _Model(model_id, owner, base_model, dict(lora), dict(user_metadata or {}))
-        with self._lock:
-            self._models[model_id] = m
+        m = self._register_model(owner, session_id, model_seq_id, base_model, lora, user_metadata)
+        model_id = m.model_id
 
         def run():
             base = self._base(base_model)
@@ -508,6 +527,7 @@ class TinkerHost:
         optimizer: bool,
         model_id: str | None = None,
         session_id: str | None = None,
+        model_seq_id: int | None = None,
         base_model: str | None = None,
         user_metadata=None,
     ) -> tuple[str, str]:
@@ -527,11 +547,10 @@ class TinkerHost:
                 raise DataError(
                     "load_weights: give model_id, or session_id to create a model from the checkpoint"
                 )
-            self._check_session(owner, session_id)
             base_name = self._check_base(base_model or run_meta["base_model"])
-            m = _Model(_new_id("model"), owner, base_name, dict(run_meta["lora"]), dict(user_metadata or {}))
-            with self._lock:
-                self._models[m.model_id] = m
+            m = self._register_model(
+                owner, session_id, model_seq_id, base_name, run_meta["lora"], user_metadata
+            )
             created = True
 
         def run():
@@ -613,11 +632,10 @@ class TinkerHost:
         return s.sampler_id
 
     def submit_sample(
-        self, owner: str, sampler: _Sampler, prompt: list[int], make_spec, finish, *, n_ids: int
+        self, owner: str, sampler: _Sampler, prompt: list[int], make_spec, *, n_ids: int
     ) -> tuple[str, list[str]]:
         """(request id, the sequences' ids) of a sampling request on ``sampler``; ``make_spec(eos)``
-        builds the :class:`.sampler.SampleSpec` given the model's EOS ids (the default stops),
-        ``finish(result)`` post-processes the :class:`.sampler.SampleResult`."""
+        builds the :class:`.sampler.SampleSpec` given the model's EOS ids (the default stops)."""
         from .sampler import sample
 
         seq_ids = [f"{sampler.sampler_id}:{secrets.token_hex(6)}:{i}" for i in range(n_ids)]
@@ -631,7 +649,7 @@ class TinkerHost:
             with self._using(base, adapter, train=False) as model:
                 spec = make_spec(self.stop_sequences(sampler.base))
                 result = sample(model, prompt, spec, tokenizer=base.tokenizer, max_context=base.max_context)
-            return ("sample", finish(result))
+            return ("sample", result)
 
         return self.queue.submit(owner, sampler.sampler_id, run), seq_ids
 

@@ -34,7 +34,8 @@ from ..files import write_atomically
 
 KINDS = {"weights": "training", "sampler_weights": "sampler"}
 """Path segment -> the SDK's ``checkpoint_type``."""
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+"""Run ids (the SDK's model ids look like ``<session>:train:<n>``) and checkpoint names."""
 
 
 class CheckpointNotFound(TunesmithError):
@@ -59,7 +60,7 @@ def check_name(name: str, what: str) -> str:
     """``name`` when it is a safe file name (letters, digits, ``._-``, at most 128); DataError."""
     if not isinstance(name, str) or not _NAME.fullmatch(name) or name in (".", ".."):
         raise DataError(
-            f"{what} {name!r}: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+            f"{what} {name!r}: use 1-128 letters, digits, '.', ':', '_' or '-', starting with a letter or digit"
         )
     return name
 

@@ -12,9 +12,10 @@ server's ``client/config`` sets ``proto_compress_fwdbwd``. The JSON form is the 
 is parsed with the SDK's own generated classes; the schema is not re-declared here.
 
 Encoding: :func:`encode_forward_backward_output` writes the result the SDK's
-``retrieve_future`` reads for a ``ForwardBackwardOutput``: the SDK (0.38) asks for
-``Accept: application/x-protobuf`` and refuses a JSON result for this type, so only the protobuf
-form (:data:`PROTO_CONTENT_TYPE`) is written.
+``retrieve_future`` reads for a ``ForwardBackwardOutput``, :func:`encode_sample_response` the one
+for a ``SampleResponse`` (``sample`` / ``compute_logprobs``): the SDK (0.38) asks for
+``Accept: application/x-protobuf`` for both types, so only the protobuf form
+(:data:`PROTO_CONTENT_TYPE`) is written.
 
 Every defect of a body (garbage bytes, an unknown content type or encoding, a decompressed size
 past ``max_bytes``, token ids that are not non-negative integers, a tensor whose shape disagrees
@@ -33,13 +34,16 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from ..errors import TunesmithError
 from ..jsontext import loads as json_loads
+
+if TYPE_CHECKING:
+    from .sampler import SampleResult
 
 PROTO_CONTENT_TYPE = "application/x-protobuf"
 JSON_CONTENT_TYPE = "application/json"
@@ -162,6 +166,69 @@ def encode_forward_backward_output(
             bt.dtype = pb.DTYPE_FLOAT32 if parts[0].dtype == np.float32 else pb.DTYPE_INT64
             bt.trailing_shape.extend(parts[0].shape[1:])
     return msg.SerializeToString()
+
+
+def encode_sample_response(result: SampleResult) -> bytes:
+    """A ``SampleResponse`` protobuf (send as :data:`PROTO_CONTENT_TYPE`) of a
+    :class:`~tunesmith.tinker.sampler.SampleResult`, as the SDK's ``deserialize_sample_response``
+    reads it: per sequence its stop reason (the proto enum), tokens as int32 bytes, log-probs as
+    float32 bytes and, when the sampler computed them, top-k as a ``TopkLogprobs`` (row-major
+    ``[n, k]`` int32 ids and float32 log-probs, empty cells id 0 / -99999.0); the prompt's
+    log-probs as float32 bytes with NaN where not scored (the SDK reads NaN as None) and its top-k
+    the same way. Absent optional fields mean "not requested".
+
+    Sequence ids are not in the response: the SDK stamps them from the ``sample_sequence_ids``
+    of the future the ``asample`` route answered with (one per requested sample, asserted equal
+    in number to the sequences here). A result the sampler could not have made (an unknown stop
+    reason, log-probs and tokens of different lengths, ragged top-k rows, ids outside int32)
+    raises ValueError: the server's bug, not the client's."""
+    from tinker.proto import tinker_public_pb2 as pb
+
+    reasons = {"stop": pb.STOP_REASON_STOP, "length": pb.STOP_REASON_LENGTH}
+    msg = pb.SampleResponse()
+    for i, seq in enumerate(result.sequences):
+        where = f"sequences[{i}]"
+        if seq.stop_reason not in reasons:
+            raise ValueError(f"{where}.stop_reason: {seq.stop_reason!r} is not 'stop' or 'length'")
+        if len(seq.logprobs) != len(seq.tokens):
+            raise ValueError(f"{where}: {len(seq.logprobs)} log-probs for {len(seq.tokens)} tokens")
+        out = msg.sequences.add(
+            stop_reason=reasons[seq.stop_reason],
+            tokens=_int32_bytes(seq.tokens, f"{where}.tokens"),
+            logprobs=np.asarray(seq.logprobs, dtype="<f4").tobytes(),
+        )
+        if seq.topk is not None:
+            out.topk_sampled_logprobs.CopyFrom(_topk_proto(pb, seq.topk, len(seq.tokens), f"{where}.topk"))
+    if result.prompt_logprobs is not None:
+        msg.prompt_logprobs = np.asarray(result.prompt_logprobs, dtype="<f4").tobytes()
+    if result.topk_prompt is not None:
+        rows = len(result.topk_prompt[0])
+        msg.topk_prompt_logprobs.CopyFrom(_topk_proto(pb, result.topk_prompt, rows, "topk_prompt"))
+    return msg.SerializeToString()
+
+
+def _int32_bytes(values, where: str) -> bytes:
+    arr = np.asarray(values, dtype=np.int64).reshape(-1)
+    if arr.size and (arr.min() < -(2**31) or arr.max() >= 2**31):
+        raise ValueError(f"{where}: a token id does not fit int32")
+    return arr.astype("<i4").tobytes()
+
+
+def _topk_proto(pb, topk, rows: int, where: str):
+    """``TopkLogprobs`` of (ids ``[rows][k]``, log-probs ``[rows][k]``); k from the first row
+    (0 with no rows: the SDK reads an empty matrix as None either way)."""
+    ids, lps = topk
+    k = len(ids[0]) if len(ids) else 0
+    if len(ids) != rows or len(lps) != rows:
+        raise ValueError(f"{where}: {len(ids)} id rows and {len(lps)} log-prob rows for {rows} positions")
+    if any(len(r) != k for r in ids) or any(len(r) != k for r in lps):
+        raise ValueError(f"{where}: top-k rows are not all {k} wide")
+    return pb.TopkLogprobs(
+        token_ids=_int32_bytes(ids, f"{where}.ids") if rows and k else b"",
+        logprobs=np.asarray(lps, dtype="<f4").tobytes() if rows and k else b"",
+        k=k,
+        length=rows,
+    )
 
 
 def _output_array(value: Any, where: str) -> np.ndarray:
