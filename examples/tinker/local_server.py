@@ -39,7 +39,9 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
         default=MODEL_PATH,
         help="the same model on this machine (folder or .gguf): the cookbook's tokenizer comes from it",
     )
-    p.add_argument("--log-path", default=None, help="the cookbook's run folder (default: a new temporary one)")
+    p.add_argument(
+        "--log-path", default=None, help="the cookbook's run folder (default: a new temporary one)"
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads of the server started here")
 
 
