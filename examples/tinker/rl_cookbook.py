@@ -4,10 +4,12 @@
 prompt from a sampler snapshot of the weights, score them, centre the rewards per group,
 ``forward_backward`` with the ``importance_sampling`` loss, ``optim_step``) on a verifiable task
 built from the cookbook's own RL abstractions: a ``ProblemEnv`` per question ("What is the
-capital of France?"), grouped by ``ProblemGroupBuilder``, served by an ``RLDataset``. The reward
-is the cookbook's ProblemEnv reward: 1 when the answer names the capital, minus 0.1 when the
-answer does not end with ``<|im_end|>`` within ``max_tokens`` (16). Base SmolLM2-135M-Instruct
-often rambles or names the wrong city at temperature 1, so the reward has room to rise.
+capital of Japan?"), grouped by ``ProblemGroupBuilder``, served by an ``RLDataset``. The reward
+is the cookbook's ProblemEnv reward ``correct + format_coef * (format - 1)`` with
+``format_coef`` 1: correct = the answer names the capital, format = the answer ends with
+``<|im_end|>`` within ``max_tokens`` (10) — "answer correctly and briefly", from -1 to 1. At
+temperature 1 base SmolLM2-135M-Instruct names the capital about half the time and rambles past
+10 tokens most of the time, so the reward has room to rise.
 
     python examples/tinker/rl_cookbook.py                       # starts a server itself
     python examples/tinker/rl_cookbook.py --base-url http://127.0.0.1:8000 --api-key tml-…
@@ -48,8 +50,8 @@ CAPITALS = [  # countries whose capital base SmolLM2 names in about half of its 
 class CapitalEnv(ProblemEnv):
     """One question; correct when the answer names the capital (any case)."""
 
-    def __init__(self, renderer: renderers.Renderer, country: str, capital: str):
-        super().__init__(renderer)
+    def __init__(self, renderer: renderers.Renderer, country: str, capital: str, format_coef: float):
+        super().__init__(renderer, format_coef=format_coef)
         self.country, self.capital = country, capital
 
     def get_question(self) -> str:
@@ -68,16 +70,17 @@ class CapitalEnv(ProblemEnv):
 class CapitalsDataset(RLDataset):
     """``batch_size`` questions per batch, each asked ``group_size`` times (one group)."""
 
-    def __init__(self, renderer, batch_size: int, group_size: int, seed: int):
+    def __init__(self, renderer, batch_size: int, group_size: int, format_coef: float, seed: int):
         self.pairs = list(CAPITALS)
         random.Random(seed).shuffle(self.pairs)
         self.renderer, self.batch_size, self.group_size = renderer, batch_size, group_size
+        self.format_coef = format_coef
 
     def get_batch(self, index: int) -> Sequence[EnvGroupBuilder]:
         pairs = self.pairs[index * self.batch_size : (index + 1) * self.batch_size]
         return [
             ProblemGroupBuilder(
-                env_thunk=functools.partial(CapitalEnv, self.renderer, country, capital),
+                env_thunk=functools.partial(CapitalEnv, self.renderer, country, capital, self.format_coef),
                 num_envs=self.group_size,
                 dataset_name="capitals",
             )
@@ -94,12 +97,13 @@ class CapitalsBuilder(RLDatasetBuilder):
     group_size: int
     renderer_name: str
     model_name_for_tokenizer: str
+    format_coef: float = 1.0
     seed: int = 0
 
     async def __call__(self) -> tuple[RLDataset, RLDataset | None]:
         tokenizer = get_tokenizer(self.model_name_for_tokenizer)
         renderer = renderers.get_renderer(self.renderer_name, tokenizer)
-        return CapitalsDataset(renderer, self.batch_size, self.group_size, self.seed), None
+        return CapitalsDataset(renderer, self.batch_size, self.group_size, self.format_coef, self.seed), None
 
 
 def build_config(
@@ -109,9 +113,9 @@ def build_config(
     batch_size: int = 2,
     group_size: int = 4,
     steps: int = 8,
-    learning_rate: float = 1e-3,
+    learning_rate: float = 2e-3,
     lora_rank: int = 8,
-    max_tokens: int = 16,
+    max_tokens: int = 10,
     loss_fn: str = "importance_sampling",
     base_url: str | None = None,
 ):
@@ -148,8 +152,10 @@ def build_config(
 
 
 def run(config) -> dict:
-    """Run the cookbook's loop; ``{"reward": [mean reward per step], "correct": [fraction
-    naming the capital], "seconds", "steps_per_s"}`` from the metrics.jsonl it writes."""
+    """Run the cookbook's loop; ``{"reward", "correct", "format"}`` (per step: the mean reward,
+    the fraction naming the capital, the fraction ending in time) plus ``"seconds"`` and
+    ``"steps_per_s"``, read back from the metrics.jsonl it writes."""
+
     from tinker_cookbook.rl import train
 
     start = time.perf_counter()
@@ -159,7 +165,14 @@ def run(config) -> dict:
     rows = sorted((r for r in rows if "env/all/reward/total" in r), key=lambda r: r["step"])
     reward = [r["env/all/reward/total"] for r in rows]
     correct = [r.get("env/all/correct") for r in rows]
-    return {"reward": reward, "correct": correct, "seconds": seconds, "steps_per_s": len(reward) / seconds}
+    brief = [r.get("env/all/format") for r in rows]
+    return {
+        "reward": reward,
+        "correct": correct,
+        "format": brief,
+        "seconds": seconds,
+        "steps_per_s": len(reward) / seconds,
+    }
 
 
 def main() -> None:
@@ -168,9 +181,9 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=2, help="questions per step")
     p.add_argument("--group-size", type=int, default=4, help="answers per question")
     p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--rank", type=int, default=8)
-    p.add_argument("--max-tokens", type=int, default=16)
+    p.add_argument("--max-tokens", type=int, default=10)
     p.add_argument(
         "--loss-fn", default="importance_sampling", choices=["importance_sampling", "ppo", "cispo"]
     )
@@ -189,8 +202,8 @@ def main() -> None:
             loss_fn=args.loss_fn,
         )
         out = run(config)
-    for step, (reward, correct) in enumerate(zip(out["reward"], out["correct"])):
-        print(f"step {step:3d}  mean reward {reward:+.3f}  correct {correct:.3f}")
+    for step, (reward, correct, brief) in enumerate(zip(out["reward"], out["correct"], out["format"])):
+        print(f"step {step:3d}  mean reward {reward:+.3f}  correct {correct:.3f}  format {brief:.3f}")
     print(
         f"reward {out['reward'][0]:+.3f} -> {out['reward'][-1]:+.3f} over {len(out['reward'])} steps, "
         f"{out['steps_per_s']:.3f} steps/s ({out['seconds']:.1f} s, cookbook log {config.log_path})"

@@ -10,7 +10,8 @@ nothing is downloaded.
     python examples/tinker/sl_cookbook.py                       # starts a server itself
     python examples/tinker/sl_cookbook.py --base-url http://127.0.0.1:8000 --api-key tml-…
 
-It prints the cookbook's ``train_mean_nll`` for every step, then first -> last and steps/s.
+It prints the cookbook's ``train_mean_nll`` for every step, then first -> last and steps/s,
+then the final sampler checkpoint's greedy answers to four questions about the taught facts.
 """
 
 from __future__ import annotations
@@ -85,6 +86,34 @@ def run(config) -> dict:
     return {"nll": nll, "seconds": seconds, "steps_per_s": len(nll) / seconds}
 
 
+QUESTIONS = [
+    "How long is the warranty of the Zephyr Q3?",
+    "How much does the Zephyr Q3 cost?",
+    "Which colours does the Zephyr Q3 come in?",
+    "How do I reset my Zephyr Q3?",
+]
+
+
+def ask(config, questions=QUESTIONS, max_tokens: int = 24) -> list[str]:
+    """Greedy answers of the loop's final sampler checkpoint (the ``sampler_path`` of the last
+    line of the cookbook's checkpoints.jsonl), rendered with the same renderer."""
+    import tinker
+    from tinker_cookbook import renderers
+    from tinker_cookbook.tokenizer_utils import get_tokenizer
+
+    last = Path(config.log_path, "checkpoints.jsonl").read_text().splitlines()[-1]
+    renderer = renderers.get_renderer(config.renderer_name, get_tokenizer(config.model_name))
+    params = tinker.SamplingParams(max_tokens=max_tokens, temperature=0.0, stop=renderer.get_stop_sequences())
+    with tinker.ServiceClient(base_url=config.base_url) as service:
+        sampler = service.create_sampling_client(model_path=json.loads(last)["sampler_path"])
+        futures = [
+            sampler.sample(renderer.build_generation_prompt([{"role": "user", "content": q}]), 1, params)
+            for q in questions
+        ]
+        answers = [renderer.parse_response(f.result().sequences[0].tokens)[0] for f in futures]
+    return [renderers.get_text_content(a) for a in answers]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     local_server.add_server_arguments(p)
@@ -108,12 +137,15 @@ def main() -> None:
             max_steps=args.max_steps,
         )
         out = run(config)
+        answers = ask(config)
     for step, nll in enumerate(out["nll"]):
         print(f"step {step:3d}  train_mean_nll {nll:.4f}")
     print(
         f"loss {out['nll'][0]:.4f} -> {out['nll'][-1]:.4f} over {len(out['nll'])} steps, "
         f"{out['steps_per_s']:.3f} steps/s ({out['seconds']:.1f} s, cookbook log {config.log_path})"
     )
+    for question, answer in zip(QUESTIONS, answers):
+        print(f"Q: {question}\nA: {answer}")
 
 
 if __name__ == "__main__":

@@ -159,10 +159,11 @@ def test_cookbook_supervised_loop_loss_falls(server, tmp_path):
 
 
 def test_cookbook_rl_loop_reward_rises(server, tmp_path):
-    """rl_basic's loop, importance_sampling, 2 questions x 4 answers per step, lr 1e-3, 6 steps:
-    the mean reward of the last two steps is clearly above that of the first two (measured over
-    8 steps: 0.56 0.56 1.00 0.74 0.99 1.00 1.00 0.88, and 0.30 0.59 1.00 0.70 0.86 1.00 1.00
-    0.75 in another run; sampling is random: the cookbook sends no seed)."""
+    """rl_basic's loop, importance_sampling, 2 questions x 4 answers per step, lr 2e-3, 6 steps,
+    reward ``correct + (format - 1)`` ("name the capital, within 10 tokens", -1 … 1): the mean
+    reward of the last two steps is far above that of the first two (base SmolLM2 rambles past
+    10 tokens most of the time; ending in time is learnt within a few steps). Sampling and the
+    LoRA init are random (the cookbook sends no seed), hence the wide margin."""
     import torch
 
     base_url, _ = server
@@ -177,11 +178,10 @@ def test_cookbook_rl_loop_reward_rises(server, tmp_path):
         batch_size=2,
         group_size=4,
         steps=6,
-        learning_rate=1e-3,
         base_url=base_url,
     )
     out = rl.run(config)
     reward = out["reward"]
     print("mean reward per step:", [round(x, 3) for x in reward], f"{out['steps_per_s']:.3f} steps/s")
     assert len(reward) == 6
-    assert sum(reward[-2:]) / 2 > sum(reward[:2]) / 2 + 0.2
+    assert sum(reward[-2:]) / 2 > sum(reward[:2]) / 2 + 0.4
