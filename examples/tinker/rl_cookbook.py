@@ -113,7 +113,7 @@ def build_config(
     batch_size: int = 2,
     group_size: int = 4,
     steps: int = 8,
-    learning_rate: float = 2e-3,
+    learning_rate: float = 1e-3,
     lora_rank: int = 8,
     max_tokens: int = 10,
     loss_fn: str = "importance_sampling",
@@ -181,7 +181,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=2, help="questions per step")
     p.add_argument("--group-size", type=int, default=4, help="answers per question")
     p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--max-tokens", type=int, default=10)
     p.add_argument(

@@ -159,11 +159,12 @@ def test_cookbook_supervised_loop_loss_falls(server, tmp_path):
 
 
 def test_cookbook_rl_loop_reward_rises(server, tmp_path):
-    """rl_basic's loop, importance_sampling, 2 questions x 4 answers per step, lr 2e-3, 6 steps,
-    reward ``correct + (format - 1)`` ("name the capital, within 10 tokens", -1 … 1): the mean
-    reward of the last two steps is far above that of the first two (base SmolLM2 rambles past
-    10 tokens most of the time; ending in time is learnt within a few steps). Sampling and the
-    LoRA init are random (the cookbook sends no seed), hence the wide margin."""
+    """rl_basic's loop, importance_sampling, 2 questions x 4 answers per step, lr 1e-3, reward
+    ``correct + (format - 1)`` ("name the capital, within 10 tokens", -1 … 1), 8 steps = two
+    passes over the 8 questions: on the same questions the second pass's mean reward is above
+    the first's. Measured (examples/tinker/rl_cookbook.py, same settings): 0.00 0.62 0.88 0.25 |
+    0.62 0.62 1.00 0.88 (+0.34). Sampling and the LoRA init are random (the cookbook sends no
+    seed), hence a margin well under the measured rise."""
     import torch
 
     base_url, _ = server
@@ -177,11 +178,13 @@ def test_cookbook_rl_loop_reward_rises(server, tmp_path):
         str(tmp_path / "rl"),
         batch_size=2,
         group_size=4,
-        steps=6,
+        steps=8,
+        learning_rate=1e-3,
         base_url=base_url,
     )
     out = rl.run(config)
     reward = out["reward"]
     print("mean reward per step:", [round(x, 3) for x in reward], f"{out['steps_per_s']:.3f} steps/s")
-    assert len(reward) == 6
-    assert sum(reward[-2:]) / 2 > sum(reward[:2]) / 2 + 0.4
+    assert len(reward) == 8
+    first, second = sum(reward[:4]) / 4, sum(reward[4:]) / 4
+    assert second > first + 0.1
