@@ -68,6 +68,7 @@ class Service:
         self.store = Store(self.settings.db)
         app = create_app(self.settings, self.store)
         self.inference = app.state.inference  # the per-base InferenceServers (tunesmith.serve)
+        self.tinker = app.state.service.tinker  # the Tinker API's TinkerHost, or None
         self.requests: list[tuple[str, str]] = []
         inner = app
 

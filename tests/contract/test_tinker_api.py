@@ -416,3 +416,59 @@ def test_models_are_isolated_and_unload(svc, sc, tinker_client):
     assert _raw(svc, "retrieve_future", {"request_id": rid}).json()["type"] == "unload_model"
     assert _raw(svc, "get_info", {"model_id": mine.model_id}).status_code == 404
     assert not math.isnan(theirs.forward(DATA, "cross_entropy").result().metrics["loss:sum"])
+
+
+def test_a_sampler_checkpoint_serves_and_exports(svc, sc, tiny_model_dir, tmp_path):
+    """A saved checkpoint is an ordinary PEFT adapter: the jobs server's OpenAI inference answers
+    with it by its tinker:// path (for its own project only), and ``tunesmith export`` merges it
+    (export checks merged == adapter logits itself)."""
+    import openai
+
+    from tunesmith.cli import main as cli_main
+
+    tc = sc.create_lora_training_client(base_model="tiny", rank=4, seed=4).result()
+    for _ in range(2):
+        tc.forward_backward(DATA, "cross_entropy").result()
+        tc.optim_step(types.AdamParams(learning_rate=5e-2)).result()
+    path = tc.save_weights_for_sampler("to-serve").result().path
+    client = openai.OpenAI(base_url=svc.base_url, api_key=svc.key_a)
+    out = client.completions.create(model=path, prompt="red green", max_tokens=3, temperature=0)
+    assert out.model == path and out.choices[0].text is not None
+    with pytest.raises(openai.NotFoundError):
+        openai.OpenAI(base_url=svc.base_url, api_key=svc.key_b).completions.create(
+            model=path, prompt="red", max_tokens=1
+        )
+    folder = next((svc.settings.data_dir / "tinker").glob(f"*/{tc.model_id}/sampler_weights/to-serve"))
+    merged = tmp_path / "merged"
+    assert (
+        cli_main(
+            ["export", str(folder), "--model", str(tiny_model_dir), "--format", "hf", "--out", str(merged)]
+        )
+        == 0
+    )
+    assert (merged / "config.json").is_file()
+
+
+def test_concurrent_sample_requests_share_a_batch_and_match_alone(svc, sc):
+    """One-sample requests in flight together (an RL loop's episodes) decode as one batch; each
+    answer equals the same request sampled alone (greedy, so comparable)."""
+    host = svc.tinker
+    sampler = sc.create_sampling_client(base_model="tiny").result()
+    greedy = types.SamplingParams(max_tokens=5, temperature=0.0, stop=[])
+    prompts = [[5, 6, 7], [9], [11, 12, 13, 14, 15], [20, 21]] * 3
+    alone = [
+        sampler.sample(types.ModelInput.from_ints(p), num_samples=1, sampling_params=greedy)
+        .result()
+        .sequences[0]
+        for p in prompts[:4]
+    ]
+    before = sum(n * c for n, c in host.sample_batches.items() if n > 1)
+    futures = [
+        sampler.sample(types.ModelInput.from_ints(p), num_samples=1, sampling_params=greedy) for p in prompts
+    ]
+    together = [f.result().sequences[0] for f in futures]
+    for i, seq in enumerate(together):
+        ref = alone[i % 4]
+        assert seq.tokens == ref.tokens
+        np.testing.assert_allclose(seq.logprobs, ref.logprobs, atol=1e-5)
+    assert sum(n * c for n, c in host.sample_batches.items() if n > 1) > before  # some shared a batch

@@ -45,11 +45,8 @@ def tinker_fixtures(name: str, **settings):
             return sc
 
         yield make
-        for sc in clients:
-            try:
-                sc.close()
-            except Exception:
-                pass
+        for sc in clients:  # finishes the session on the server (its models are unloaded)
+            sc.close("success").result(timeout=30)
 
     return svc_fixture, client_fixture
 

@@ -297,7 +297,8 @@ def _validate_quantization(config: RunConfig) -> None:
 
 def _validate_init_from(a) -> None:
     """``adapter.init_from`` names a safetensors PEFT LoRA/DoRA adapter of this section's shape
-    (targets are compared once resolved, in models.adapters; ``all-linear`` depends on the model)."""
+    (targets are compared once resolved, in models.adapters; ``all-linear`` depends on the model,
+    and a regex or full module names can only be matched against it)."""
     import json
 
     where = f"config: 'adapter.init_from' {a.init_from}"
@@ -332,9 +333,13 @@ def _validate_init_from(a) -> None:
     pairs.append(
         ("top_layers", len(saved_layers) if isinstance(saved_layers, list) else saved_layers, a.top_layers)
     )
-    if a.targets != "all-linear":
+    got = saved.get("target_modules")
+    # A regex (PEFT's string form) or full module names (``model.layers.0.self_attn.q_proj``),
+    # as the Tinker API's checkpoints save them, are compared with the model in hand, by the
+    # modules they select (models.adapters).
+    by_model = isinstance(got, str) or (isinstance(got, list) and any("." in t for t in got))
+    if a.targets != "all-linear" and not by_model:
         want = [a.targets] if isinstance(a.targets, str) else list(a.targets)
-        got = saved.get("target_modules")
         pairs.append(("targets", sorted(got) if isinstance(got, list) else got, sorted(want)))
     for name, got, want in pairs:
         if got != want:

@@ -303,25 +303,35 @@ def _one_line(exc: Exception) -> str:
 
 def restore_trainable(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
     """Copy saved trainable tensors into the model's parameters, checking names and shapes."""
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    copy_checked(params, tensors, f"checkpoint {source}", CheckpointError)
+
+
+def copy_checked(
+    params: dict[str, torch.nn.Parameter],
+    tensors: dict[str, torch.Tensor],
+    where: str,
+    error: type[Exception],
+) -> None:
+    """Copy ``tensors`` into ``params`` (the same names, each the same shape; cast to the
+    parameter's device and dtype; an FSDP parameter takes this rank's shard), else ``error``
+    naming ``where`` and the first differences. Nothing is copied when the names differ."""
     from torch.distributed.tensor import DTensor
 
     from .distributed import shard_like
 
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     missing = sorted(set(params) - set(tensors))
     unexpected = sorted(set(tensors) - set(params))
     if missing or unexpected:
-        raise CheckpointError(
-            f"checkpoint {source} does not match this model/adapter: "
-            f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+        raise error(
+            f"{where} does not match this model/adapter: missing {missing[:3]}, unexpected {unexpected[:3]}"
         )
     with torch.no_grad():
         for name, p in params.items():
             t = tensors[name]
             if t.shape != p.shape:
-                raise CheckpointError(
-                    f"checkpoint {source}: '{name}' has shape {tuple(t.shape)}, "
-                    f"the model expects {tuple(p.shape)}"
+                raise error(
+                    f"{where}: '{name}' has shape {tuple(t.shape)}, the model expects {tuple(p.shape)}"
                 )
             if isinstance(p, DTensor):
                 p.copy_(shard_like(t, p))  # this rank's shard of an FSDP parameter

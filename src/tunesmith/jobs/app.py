@@ -79,15 +79,14 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
 
 def _add_tinker(app: FastAPI, settings: Settings) -> None:
     """State of the Tinker-compatible API (``/api/v1``, :mod:`.routes_tinker`), over this
-    server's keys: ``app.state.tinker`` is a :class:`~tunesmith.tinker.host.TinkerHost` when
+    server's keys: ``service.tinker`` is a :class:`~tunesmith.tinker.host.TinkerHost` when
     Tinker base models are registered, else None (its routes then answer 404 "not enabled")."""
     models = tinker_models(settings)
-    app.state.tinker = None
     if models:
         from ..tinker.host import TinkerHost
         from ..tinker.store import CheckpointStore
 
-        app.state.tinker = TinkerHost(models, CheckpointStore(settings.data_dir / "tinker"))
+        app.state.service.tinker = TinkerHost(models, CheckpointStore(settings.data_dir / "tinker"))
 
 
 def _lifespan(svc: Service):
@@ -103,8 +102,8 @@ def _lifespan(svc: Service):
         yield
         stop.set()
         svc.inference.close()
-        if getattr(_app.state, "tinker", None) is not None:
-            _app.state.tinker.close()
+        if svc.tinker is not None:
+            svc.tinker.close()
 
     return lifespan
 

@@ -28,6 +28,7 @@ from ..export.adapter import AdapterMismatch, UnsupportedAdapter, checkpoint_ada
 from ..serve.protocol import APIError
 from .errors import model_not_found
 from .objects import base_name
+from .settings import tinker_models
 
 MAX_ADAPTERS = 16
 
@@ -88,7 +89,7 @@ class Inference:
         with self._lock:
             base = self._bases.get(name)
         if base is None:
-            created = _Base(name, path or self.settings.base_models[name], self.device, self.max_batch)
+            created = _Base(name, path or tinker_models(self.settings)[name], self.device, self.max_batch)
             with self._lock:
                 base = self._bases.setdefault(name, created)
             if base is not created:  # another request started it first

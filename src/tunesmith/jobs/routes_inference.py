@@ -10,10 +10,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from ..errors import TunesmithError
 from ..serve import handlers
 from ..serve.handlers import answer
 from ..serve.protocol import APIError
 from .bodies import read_json
+from .errors import model_not_found
 from .objects import base_name
 from .service import Service, project, service
 
@@ -26,6 +28,13 @@ def _served(svc: Service, proj: dict, model) -> tuple:
         raise APIError(400, "Missing required parameter: 'model'.", param="model")
     if model in svc.settings.base_models:
         return model, None, None
+    if model.startswith("tinker://") and svc.tinker is not None:
+        # A checkpoint of the Tinker API (docs/tinker.md), the caller's own: its PEFT folder.
+        try:
+            tp, folder = svc.tinker.store.resolve(proj["id"], model)
+            return svc.tinker.store.read_run(proj["id"], tp.run_id)["base_model"], model, folder
+        except TunesmithError:
+            raise model_not_found(model) from None
     row, step = svc.access.usable(proj["id"], model)
     return base_name(row), model, svc.inference.locate(row, step)
 

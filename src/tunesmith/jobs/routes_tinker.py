@@ -32,7 +32,7 @@ from ..errors import DataError, TunesmithError
 from ..serve.protocol import APIError
 from ..tinker import store as st
 from ..tinker.futures import FutureNotFound
-from ..tinker.host import NotFound, TinkerHost
+from ..tinker.host import NotFound, SessionFinished, TinkerHost
 from .bodies import read_json
 
 router = APIRouter(prefix="/api/v1")
@@ -55,7 +55,7 @@ CLIENT_CONFIG = {
 
 # ---- plumbing --------------------------------------------------------------------------------
 def _host(request: Request) -> TinkerHost:
-    host = getattr(request.app.state, "tinker", None)
+    host = request.app.state.service.tinker
     if host is None:
         raise APIError(404, "the Tinker API is not enabled on this server (start it with --tinker-model)")
     return host
@@ -81,6 +81,8 @@ def _error(exc: Exception) -> APIError:
     """A tunesmith error raised while taking a request -> its HTTP error."""
     if isinstance(exc, (NotFound, st.CheckpointNotFound, FutureNotFound)):
         return APIError(404, str(exc), code="not_found")
+    if isinstance(exc, SessionFinished):
+        return APIError(410, str(exc), code="session_finished")  # the SDK stops heartbeating
     return APIError(400, str(exc), code="invalid_request")
 
 
@@ -158,7 +160,7 @@ async def session_heartbeat(request: Request):
 @router.post("/sessions/{session_id}/finish")
 async def finish_session(session_id: str, request: Request):
     owner = _owner(request)
-    _call(_host(request).heartbeat, owner, session_id)
+    _call(_host(request).finish_session, owner, session_id)
     return Response(status_code=200, content=b"null", media_type="application/json")
 
 
@@ -235,37 +237,30 @@ async def optim_step(request: Request):
 
 
 # ---- weights -------------------------------------------------------------------------------------
-@router.post("/save_weights")
-async def save_weights(request: Request):
+async def _save(request: Request, type_name: str, *, sampler: bool) -> dict:
     owner = _owner(request)
-    body = await _body(request, "SaveWeightsRequest")
+    body = await _body(request, type_name)
     rid = _call(
         _host(request).submit_save,
         owner,
         body.model_id,
         body.path,
-        sampler=False,
+        sampler=sampler,
         ttl=body.ttl_seconds,
         user_metadata=body.user_metadata,
-        overwrite=body.overwrite,
+        overwrite=getattr(body, "overwrite", False),
     )
     return _future(rid, model_id=body.model_id)
+
+
+@router.post("/save_weights")
+async def save_weights(request: Request):
+    return await _save(request, "SaveWeightsRequest", sampler=False)
 
 
 @router.post("/save_weights_for_sampler")
 async def save_weights_for_sampler(request: Request):
-    owner = _owner(request)
-    body = await _body(request, "SaveWeightsForSamplerRequest")
-    rid = _call(
-        _host(request).submit_save,
-        owner,
-        body.model_id,
-        body.path,
-        sampler=True,
-        ttl=body.ttl_seconds,
-        user_metadata=body.user_metadata,
-    )
-    return _future(rid, model_id=body.model_id)
+    return await _save(request, "SaveWeightsForSamplerRequest", sampler=True)
 
 
 @router.post("/load_weights")

@@ -35,6 +35,9 @@ class Service:
     graders: GraderRunner
     preflight_cache: FileChecks = field(default_factory=FileChecks)
     """The dashboard preflight's file reports (:mod:`.preflight`)."""
+    tinker: object = None
+    """The Tinker-compatible API's :class:`~tunesmith.tinker.host.TinkerHost` (``/api/v1``,
+    :mod:`.routes_tinker`) when Tinker base models are registered, else None."""
 
     @classmethod
     def build(cls, settings: Settings, store: Store | None = None) -> Service:

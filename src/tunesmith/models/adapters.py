@@ -149,13 +149,24 @@ def load_init_adapter(model: nn.Module, folder: str, targets: list[str]) -> None
     where = f"config: 'adapter.init_from' {folder}"
     saved_cfg = json.loads((Path(folder) / "adapter_config.json").read_text(encoding="utf-8"))
     saved_targets = saved_cfg.get("target_modules")
-    if isinstance(saved_targets, list) and sorted(saved_targets) != sorted(targets):
+    # Compared by the modules they select, not as written: a regex of exact module names or a
+    # list of full names (the Tinker API's checkpoints) equals the leaf names selecting the same
+    # layers.
+    if isinstance(saved_targets, (list, str)) and _selected(model, saved_targets) != _selected(
+        model, targets
+    ):
+        shown = saved_targets if isinstance(saved_targets, str) else sorted(saved_targets)
         raise ConfigError(
-            f"{where} was trained with targets={sorted(saved_targets)} but adapter.targets "
+            f"{where} was trained with targets={shown!r} but adapter.targets "
             f"resolves to {sorted(targets)}: the adapter must have the same shape to load its weights"
         )
     tensors = load_file(str(Path(folder) / "adapter_model.safetensors"), device="cpu")
-    expected = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model).items()}
+    # The tensors an adapter folder holds (tunesmith.run.save_final, the Tinker API's store):
+    # base embedding weights only when an embedding is a target, never for the LM head alone,
+    # where PEFT's "auto" would expect lm_head.base_layer too.
+    embeddings = "auto" if any("embed" in t for t in targets) else False
+    state = get_peft_model_state_dict(model, save_embedding_layers=embeddings)
+    expected = {k: tuple(v.shape) for k, v in state.items()}
     got = {k: tuple(v.shape) for k, v in tensors.items()}
     if expected != got:
         missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
@@ -167,6 +178,19 @@ def load_init_adapter(model: nn.Module, folder: str, targets: list[str]) -> None
     result = set_peft_model_state_dict(model, tensors)
     if getattr(result, "unexpected_keys", None):
         raise ConfigError(f"{where}: tensors not loaded: {result.unexpected_keys[:3]}")
+
+
+def _selected(model: nn.Module, targets: list[str] | str) -> set[str]:
+    """Names of the modules of ``model`` (a PEFT model: its base model's names) that PEFT's
+    ``target_modules`` select: a string is a regex the whole name must match; a list holds
+    names that equal the module's name or end it after a ``.``."""
+    import re
+
+    names = [name for name, _ in model.get_base_model().named_modules()]
+    if isinstance(targets, str):
+        return {name for name in names if re.fullmatch(targets, name)}
+    exact, suffixes = set(targets), tuple("." + t for t in targets)
+    return {name for name in names if name in exact or name.endswith(suffixes)}
 
 
 REFERENCE_ADAPTER = "reference"

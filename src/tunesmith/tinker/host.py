@@ -29,7 +29,7 @@ import re
 import secrets
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,8 +45,12 @@ from .wire import ForwardBackwardRequest
 log = logging.getLogger(__name__)
 
 LORA_ALPHA = 32
+SESSION_TIMEOUT = 300.0
+"""Seconds without a heartbeat after which a session ends and its models are unloaded."""
 MAX_LOADED_SAMPLERS = 4
 """Sampler adapters kept loaded at once (least recently used unloaded first; reloaded on use)."""
+MAX_BATCH_ROWS = 64
+"""Most sequences of several sampling requests decoded as one batch."""
 MAX_SNAPSHOTS_PER_MODEL = 8
 """Unnamed sampler snapshots (``save_weights_and_get_sampling_client``) kept per training model;
 sampling from an older one fails with a user error naming the fix."""
@@ -117,6 +121,7 @@ class _Model:
     last_request: float = field(default_factory=time.time)
     snapshots: list = field(default_factory=list)  # sampler ids of its unnamed snapshots, oldest first
     unloaded: bool = False
+    session: str | None = None  # the session that made it: finishing it unloads the model
 
 
 @dataclass
@@ -130,6 +135,22 @@ class _Sampler:
     lora_config: object = None  # the peft LoraConfig of ``state`` / ``folder``
     ready: bool = True  # False until a snapshot's weights are taken
     expired: bool = False
+    session: str | None = None
+
+
+@dataclass
+class _PendingSample:
+    """A queued sampling request: its prompt and spec builder, then its result or error."""
+
+    prompt: list[int]
+    make_spec: object
+    spec: object = None
+    result: object = None
+    error: BaseException | None = None
+    done: bool = False
+
+    def finish(self, *, result=None, error: BaseException | None = None) -> None:
+        self.result, self.error, self.done = result, error, True
 
 
 @dataclass
@@ -140,6 +161,11 @@ class _Session:
     last_heartbeat: float
     user_metadata: dict
     display_name: str | None
+    finished: bool = False
+
+
+class SessionFinished(TunesmithError):
+    """A heartbeat for a finished or timed-out session (the SDK stops heartbeating on 410)."""
 
 
 class TinkerHost:
@@ -152,6 +178,7 @@ class TinkerHost:
         *,
         device: str = "auto",
         queue: FutureQueue | None = None,
+        session_timeout: float = SESSION_TIMEOUT,
     ):
         from ..models.device import resolve_device
 
@@ -163,10 +190,63 @@ class TinkerHost:
         self._models: dict[str, _Model] = {}
         self._samplers: dict[str, _Sampler] = {}
         self._sessions: dict[str, _Session] = {}
+        self._pending: dict[str, list[_PendingSample]] = {}  # sampler id -> queued requests
+        self.sample_batches: Counter[int] = Counter()  # requests per sampling batch -> how often
         self._lock = threading.Lock()  # guards the dicts above (routes read them)
+        self.session_timeout = session_timeout
+        self._stop = threading.Event()
+        self._reaper = threading.Thread(target=self._reap_loop, name="tinker-sessions", daemon=True)
+        self._reaper.start()
 
     def close(self) -> None:
+        self._stop.set()
         self.queue.close()
+
+    # ---- sessions: a client's lifetime -------------------------------------------------------
+    def _reap_loop(self) -> None:
+        while not self._stop.wait(min(30.0, max(0.05, self.session_timeout / 4))):
+            self.reap()
+
+    def reap(self, now: float | None = None) -> list[str]:
+        """Finish every session without a heartbeat for ``session_timeout`` seconds (the SDK
+        beats every 10 s); the ids finished."""
+        now = time.time() if now is None else now
+        with self._lock:
+            stale = [
+                s
+                for s in self._sessions.values()
+                if not s.finished and now - s.last_heartbeat > self.session_timeout
+            ]
+        for session in stale:
+            log.info("tinker: session %s timed out; unloading its models", session.session_id)
+            self.finish_session(session.owner, session.session_id)
+        with self._lock:  # finished sessions are remembered a day (a late heartbeat gets 410)
+            for sid in [
+                s.session_id for s in self._sessions.values() if s.finished and now - s.last_heartbeat > 86400
+            ]:
+                del self._sessions[sid]
+        return [s.session_id for s in stale]
+
+    def finish_session(self, owner: str, session_id: str) -> None:
+        """End a session (``/sessions/{id}/finish`` or a timeout): its models are unloaded and its
+        samplers dropped — their checkpoints stay on disk, loadable by a later session."""
+        with self._lock:
+            session = self._sessions.get(session_id)
+            if session is None or session.owner != owner:
+                raise NotFound(f"no session {session_id!r}")
+            session.finished = True
+            models = [m for m in self._models.values() if m.session == session_id and not m.unloaded]
+            samplers = [s for s in self._samplers.values() if s.session == session_id]
+        for m in models:
+            self.unload(owner, m.model_id)
+        for s in samplers:
+            self.queue.submit(owner, s.sampler_id, lambda sid=s.sampler_id: self._drop_sampler(sid))
+
+    def _drop_sampler(self, sampler_id: str) -> dict:
+        self._expire(sampler_id)
+        with self._lock:
+            self._samplers.pop(sampler_id, None)
+        return {}
 
     # ---- service ----------------------------------------------------------------------------
     def capabilities(self) -> list[dict]:
@@ -182,22 +262,26 @@ class TinkerHost:
             self._sessions[sid] = _Session(sid, owner, now, now, dict(user_metadata or {}), display_name)
         return sid
 
-    def heartbeat(self, owner: str, session_id: str) -> None:
+    def _session(self, owner: str, session_id: str) -> _Session:
         with self._lock:
-            session = self._sessions.get(session_id)
-            if session is None or session.owner != owner:
-                raise NotFound(f"no session {session_id!r}")
-            session.last_heartbeat = time.time()
+            session = self._sessions.get(session_id) if isinstance(session_id, str) else None
+        if session is None or session.owner != owner:
+            raise NotFound(f"no session {session_id!r}")
+        return session
+
+    def heartbeat(self, owner: str, session_id: str) -> None:
+        session = self._session(owner, session_id)
+        if session.finished:
+            raise SessionFinished(f"session {session_id} has finished")
+        session.last_heartbeat = time.time()
 
     def sessions(self, owner: str) -> list[_Session]:
         with self._lock:
             return [s for s in self._sessions.values() if s.owner == owner]
 
     def _check_session(self, owner: str, session_id: str) -> None:
-        with self._lock:
-            session = self._sessions.get(session_id)
-        if session is None or session.owner != owner:
-            raise NotFound(f"no session {session_id!r}")
+        if self._session(owner, session_id).finished:
+            raise DataError(f"session {session_id} has finished; create a new ServiceClient")
 
     def _check_base(self, name: str | None) -> str:
         if name not in self.model_paths:
@@ -307,8 +391,8 @@ class TinkerHost:
             r=int(lora["rank"]),
             lora_alpha=LORA_ALPHA,
             lora_dropout=0.0,
-            # A regex of the exact names: given a long list, PEFT shrinks it to suffixes computed
-            # against the model as it is then — with other adapters' lora_A/B inside, nonsense.
+            # A regex of the exact module names of the bare model: it selects those layers and
+            # nothing PEFT adds inside them (base_layer, other adapters' lora_A / lora_B).
             target_modules="|".join(re.escape(t) for t in targets),
             task_type="CAUSAL_LM",
             base_model_name_or_path=base.name,
@@ -342,7 +426,7 @@ class TinkerHost:
         if not isinstance(model_seq_id, int) or isinstance(model_seq_id, bool) or model_seq_id < 0:
             raise DataError(f"model_seq_id: a non-negative integer, got {model_seq_id!r}")
         model_id = f"{session_id}:train:{model_seq_id}"
-        m = _Model(model_id, owner, base, dict(lora), dict(user_metadata or {}))
+        m = _Model(model_id, owner, base, dict(lora), dict(user_metadata or {}), session=session_id)
         with self._lock:
             if model_id in self._models:
                 raise DataError(f"model {model_id} exists already (model_seq_id {model_seq_id} was used)")
@@ -357,6 +441,10 @@ class TinkerHost:
         rank = lora.get("rank")
         if not isinstance(rank, int) or isinstance(rank, bool) or not 1 <= rank <= 1024:
             raise DataError(f"lora_config.rank: an integer in [1, 1024], got {rank!r}")
+        if not any(lora.get(k) for k in ("train_attn", "train_mlp", "train_unembed")):
+            raise DataError(
+                "lora_config: train_attn, train_mlp and train_unembed are all false; nothing to train"
+            )
         m = self._register_model(owner, session_id, model_seq_id, base_model, lora, user_metadata)
         model_id = m.model_id
 
@@ -440,7 +528,9 @@ class TinkerHost:
                 self._models.pop(m.model_id, None)
             if base is not None:
                 self._delete_adapter(base, m.model_id)
-            m.optimizer, m.params = None, {}
+            for sampler_id in m.snapshots:  # unnamed snapshots live in memory only
+                self._expire(sampler_id)
+            m.optimizer, m.params, m.snapshots = None, {}, []
             return {"model_id": model_id, "type": "unload_model"}
 
         return self.queue.submit(owner, m.model_id, run)
@@ -480,7 +570,9 @@ class TinkerHost:
         if name is None and sampler:
             sampler_id = _new_id("sampler")
             with self._lock:
-                self._samplers[sampler_id] = _Sampler(sampler_id, owner, m.base, None, ready=False)
+                self._samplers[sampler_id] = _Sampler(
+                    sampler_id, owner, m.base, None, ready=False, session=m.session
+                )
 
             def snapshot():
                 s = self._samplers[sampler_id]
@@ -583,10 +675,16 @@ class TinkerHost:
         if model_path:
             tp, folder = self.store.resolve(owner, model_path)
             run_meta = self.store.read_run(owner, tp.run_id)
-            s = _Sampler(sampler_id, owner, self._check_base(base_model or run_meta["base_model"]), str(tp))
+            s = _Sampler(
+                sampler_id,
+                owner,
+                self._check_base(base_model or run_meta["base_model"]),
+                str(tp),
+                session=session_id,
+            )
             s.folder = folder
         else:
-            s = _Sampler(sampler_id, owner, self._check_base(base_model), None)
+            s = _Sampler(sampler_id, owner, self._check_base(base_model), None, session=session_id)
         with self._lock:
             self._samplers[sampler_id] = s
         return sampler_id
@@ -635,23 +733,91 @@ class TinkerHost:
         self, owner: str, sampler: _Sampler, prompt: list[int], make_spec, *, n_ids: int
     ) -> tuple[str, list[str]]:
         """(request id, the sequences' ids) of a sampling request on ``sampler``; ``make_spec(eos)``
-        builds the :class:`.sampler.SampleSpec` given the model's EOS ids (the default stops)."""
-        from .sampler import sample
+        builds the :class:`.sampler.SampleSpec` given the model's EOS ids (the default stops).
 
+        Requests of one sampler that are queued together and share a
+        :func:`~.sampler.batch_key` decode as one batch (:func:`~.sampler.sample_batch`, at most
+        :data:`MAX_BATCH_ROWS` rows): the first to run computes them all, the others then
+        answer at once. An RL loop's one-sample-per-episode requests so cost about one."""
         seq_ids = [f"{sampler.sampler_id}:{secrets.token_hex(6)}:{i}" for i in range(n_ids)]
+        entry = _PendingSample(prompt, make_spec)
+        with self._lock:
+            self._pending.setdefault(sampler.sampler_id, []).append(entry)
 
         def run():
-            base = self._base(sampler.base)
-            bad = next((t for t in prompt if not 0 <= t < base.vocab_size), None)
-            if bad is not None:
-                raise DataError(f"prompt: token id {bad} is outside the vocabulary (size {base.vocab_size})")
-            adapter = self._activate_sampler(base, sampler)
-            with self._using(base, adapter, train=False) as model:
-                spec = make_spec(self.stop_sequences(sampler.base))
-                result = sample(model, prompt, spec, tokenizer=base.tokenizer, max_context=base.max_context)
-            return ("sample", result)
+            if not entry.done:
+                self._sample_pending(sampler)
+            if entry.error is not None:
+                raise entry.error
+            return ("sample", entry.result)
 
         return self.queue.submit(owner, sampler.sampler_id, run), seq_ids
+
+    def _sample_pending(self, sampler: _Sampler) -> None:
+        """Run the oldest pending request of ``sampler`` and every later one that can share its
+        batch (worker thread); each entry ends done, with a result or an error of its own."""
+        from .sampler import batch_key, check_request, sample, sample_batch
+
+        with self._lock:
+            queue = [e for e in self._pending.get(sampler.sampler_id, []) if not e.done]
+        if not queue:
+            return
+        base = self._base(sampler.base)
+        eos = self.stop_sequences(sampler.base)
+        head = queue[0]
+        group = []
+        try:
+            head.spec = head.make_spec(eos)
+            key = batch_key(head.spec)
+            rows = 0
+            for e in queue if key is not None else [head]:
+                try:
+                    e.spec = e.spec or e.make_spec(eos)
+                    if e is not head and batch_key(e.spec) != key:
+                        continue
+                    if rows + e.spec.num_samples > MAX_BATCH_ROWS and group:
+                        break
+                    check_request(
+                        base.hf, e.prompt, e.spec, tokenizer=base.tokenizer, max_context=base.max_context
+                    )
+                except TunesmithError as exc:
+                    e.finish(error=exc)
+                    continue
+                group.append(e)
+                rows += e.spec.num_samples
+            if group:
+                adapter = self._activate_sampler(base, sampler)
+                with self._using(base, adapter, train=False) as model:
+                    if len(group) == 1:
+                        results = [
+                            sample(
+                                model,
+                                head.prompt,
+                                head.spec,
+                                tokenizer=base.tokenizer,
+                                max_context=base.max_context,
+                            )
+                        ]
+                    else:
+                        results = sample_batch(
+                            model,
+                            [(e.prompt, e.spec) for e in group],
+                            tokenizer=base.tokenizer,
+                            max_context=base.max_context,
+                        )
+                for e, result in zip(group, results):
+                    e.finish(result=result)
+                self.sample_batches[len(group)] += 1
+        except BaseException as exc:  # the head and its batch fail together, with this error
+            for e in [head, *group]:
+                if not e.done:
+                    e.finish(error=exc)
+        finally:
+            with self._lock:
+                pending = self._pending.get(sampler.sampler_id, [])
+                pending[:] = [e for e in pending if not e.done]
+                if not pending:
+                    self._pending.pop(sampler.sampler_id, None)
 
     def stop_sequences(self, base_name: str) -> tuple[int, ...]:
         """The EOS ids a sampler stops at when the request gives no ``stop`` (worker thread)."""
@@ -666,19 +832,9 @@ class TinkerHost:
 
 def _copy_into(params: dict[str, nn.Parameter], tensors: dict[str, torch.Tensor], where: str) -> None:
     """Copy a PEFT adapter's tensors into an adapter's parameters (same keys and shapes)."""
-    missing = sorted(set(params) - set(tensors))
-    extra = sorted(set(tensors) - set(params))
-    if missing or extra:
-        raise DataError(
-            f"{where}: the checkpoint's tensors do not match the model's adapter "
-            f"(missing {missing[:3]}, unexpected {extra[:3]})"
-        )
-    with torch.no_grad():
-        for key, p in params.items():
-            t = tensors[key]
-            if t.shape != p.shape:
-                raise DataError(f"{where}: {key} has shape {list(t.shape)}, the model's is {list(p.shape)}")
-            p.copy_(t.to(p.dtype))
+    from ..engine.checkpoint import copy_checked
+
+    copy_checked(params, tensors, where, DataError)
 
 
 def _optimizer_tensors(m: _Model) -> dict[str, torch.Tensor]:

@@ -173,7 +173,7 @@ class CheckpointStore:
     def resolve(self, owner: str, path: str | TinkerPath) -> tuple[TinkerPath, Path]:
         """(parsed path, folder) of an existing checkpoint of ``owner``; CheckpointNotFound
         (unknown, expired, or another owner's) or DataError (malformed path)."""
-        tp = parse_path(path) if isinstance(path, str) else path
+        tp = path if isinstance(path, TinkerPath) else parse_path(path)
         folder = self.folder(owner, tp)
         if not self._alive(folder):
             raise CheckpointNotFound(f"no checkpoint {tp}")

@@ -31,6 +31,8 @@ from .wire import Datum
 
 CHUNK_ROWS = 1024
 """Rows of ``[rows, vocab]`` logits materialised at once."""
+MICRO_BATCH_TOKENS = 8192
+"""Tokens of datums run through one forward / backward (a request may hold many more)."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,32 @@ def target_logprobs(model: nn.Module, hidden: torch.Tensor, targets: torch.Tenso
     return torch.cat(parts).reshape(targets.shape)
 
 
+def micro_batches(data: list[Datum], budget: int = MICRO_BATCH_TOKENS) -> list[list[int]]:
+    """Datum indices in order, cut into groups of at most ``budget`` tokens (a longer datum is a
+    group of its own)."""
+    groups: list[list[int]] = []
+    used = budget
+    for i, d in enumerate(data):
+        if used + len(d.tokens) > budget:
+            groups.append([])
+            used = 0
+        groups[-1].append(i)
+        used += len(d.tokens)
+    return groups
+
+
+def _check_losses(data: list[Datum], loss_fn: str, loss_fn_config: dict | None) -> None:
+    """Every datum's loss inputs and config, validated before any gradient is touched (a
+    request is applied whole or not at all)."""
+    for i, d in enumerate(data):
+        shape = d.loss_fn_inputs["target_tokens"].shape
+        try:
+            with torch.no_grad():
+                tinker_loss(loss_fn, torch.zeros(shape), d.loss_fn_inputs, loss_fn_config)
+        except ValueError as exc:
+            raise DataError(f"data[{i}]: {exc}") from None
+
+
 def forward_backward(
     model: nn.Module,
     data: list[Datum],
@@ -123,23 +151,36 @@ def forward_backward(
     loss_fn_config: dict | None = None,
     *,
     forward_only: bool = False,
+    micro_batch_tokens: int = MICRO_BATCH_TOKENS,
 ) -> tuple[list[dict[str, torch.Tensor]], dict[str, float]]:
     """(per-datum ``{"logprobs": lp}`` in ``target_tokens``' shape, summed metrics incl.
     ``loss:sum``). Back-propagates the summed loss into ``.grad`` unless ``forward_only``.
-    The caller checks the datums first (:func:`check_datums`)."""
+
+    The datums run in micro-batches of at most ``micro_batch_tokens`` tokens, each forward and
+    backward on its own, so memory is bounded whatever the request's size; the loss is a sum,
+    so the accumulated gradient is the whole request's. The caller checks the datums first
+    (:func:`check_datums`); the losses' inputs are checked here before anything runs."""
+    _check_losses(data, loss_fn, loss_fn_config)
+    outputs: list[dict[str, torch.Tensor]] = [{} for _ in data]
+    metrics: dict[str, float] = {}
+    for group in micro_batches(data, micro_batch_tokens):
+        part = [data[i] for i in group]
+        for i, out in zip(group, _run_group(model, part, loss_fn, loss_fn_config, forward_only, metrics)):
+            outputs[i] = out
+    return outputs, metrics
+
+
+def _run_group(model, data, loss_fn, loss_fn_config, forward_only, metrics) -> list[dict]:
     device = next(model.parameters()).device
     packed = _pack(data, device)
     targets = torch.cat([d.loss_fn_inputs["target_tokens"].long().reshape(len(d.tokens), -1) for d in data])
     with torch.set_grad_enabled(not forward_only):
         hidden = decoder_hidden_states(model, packed)[0]
-        squeeze = all(d.loss_fn_inputs["target_tokens"].dim() == 1 for d in data)
-        if not squeeze and len({tuple(d.loss_fn_inputs["target_tokens"].shape[1:]) for d in data}) != 1:
-            # Ragged K: one datum at a time (each still a row block of the packed hidden states).
-            lp_all = None
+        if len({tuple(d.loss_fn_inputs["target_tokens"].shape[1:]) for d in data}) != 1:
+            lp_all = None  # ragged K: one datum at a time (row blocks of the packed hidden states)
         else:
             lp_all = target_logprobs(model, hidden, targets.to(device))
         total = None
-        metrics: dict[str, float] = {}
         outputs = []
         for i, d in enumerate(data):
             lo, hi = int(packed.cu_seqlens[i]), int(packed.cu_seqlens[i + 1])
@@ -149,17 +190,14 @@ def forward_backward(
             else:
                 lp = target_logprobs(model, hidden[lo:hi], targets[lo:hi].to(device)).reshape(shape)
             inputs = {k: v.to(device) for k, v in d.loss_fn_inputs.items()}
-            try:
-                loss, parts = tinker_loss(loss_fn, lp, inputs, loss_fn_config)
-            except ValueError as exc:
-                raise DataError(f"data[{i}]: {exc}") from None
+            loss, parts = tinker_loss(loss_fn, lp, inputs, loss_fn_config)
             total = loss if total is None else total + loss
             for name, value in parts.items():
                 metrics[name] = metrics.get(name, 0.0) + float(value.detach())
             outputs.append({"logprobs": lp.detach().float().cpu()})
         if not forward_only and total is not None and total.requires_grad:
             total.backward()
-    return outputs, metrics
+    return outputs
 
 
 def adam_step(

@@ -4,6 +4,8 @@ naming the field."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -79,6 +81,62 @@ def test_resolved_targets_are_checked_when_attaching(tiny_model_dir, saved_adapt
     validate(cfg)
     with pytest.raises(ConfigError, match=r"'adapter.init_from' .* targets="):
         attach_adapter(load_causal_lm(str(tiny_model_dir)), cfg.adapter)
+
+
+def _renamed_targets(saved_adapter, folder, targets: list[str] | str):
+    """``saved_adapter``'s files with ``target_modules`` rewritten to ``targets``."""
+    import json
+
+    folder.mkdir()
+    config = json.loads((saved_adapter / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps({**config, "target_modules": targets}))
+    name = "adapter_model.safetensors"
+    (folder / name).write_bytes((saved_adapter / name).read_bytes())
+    return folder
+
+
+@pytest.mark.parametrize("form", ["full names", "regex"])
+def test_targets_are_compared_by_the_modules_they_select(tiny_model_dir, saved_adapter, tmp_path, form):
+    # Tinker API checkpoints name every adapted layer exactly (a regex of the full names): the
+    # same layers as q/v load; names that select other layers (only block 0) are refused.
+    full = [f"model.layers.{i}.self_attn.{t}" for i in range(2) for t in TARGETS]
+    write = (
+        (lambda names: names)
+        if form == "full names"
+        else (lambda names: "|".join(re.escape(n) for n in names))
+    )
+    for names, ok in ((full, True), (full[:2], False)):
+        folder = _renamed_targets(saved_adapter, tmp_path / f"{ok}", write(names))
+        cfg = _cfg(tiny_model_dir, init_from=str(folder))
+        validate(cfg)
+        model = load_causal_lm(str(tiny_model_dir))
+        if ok:
+            attach_adapter(model, cfg.adapter)
+        else:
+            with pytest.raises(ConfigError, match=r"'adapter.init_from' .* targets="):
+                attach_adapter(model, cfg.adapter)
+
+
+def test_an_adapter_of_the_lm_head_loads(tiny_model_dir, tmp_path):
+    # save_final (and the Tinker API) write the head's LoRA tensors only, not its base weight.
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    targets = ["q_proj", "lm_head"]
+    model = attach_adapter(load_causal_lm(str(tiny_model_dir)), _cfg(tiny_model_dir, targets=targets).adapter)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.fill_(0.5)
+    model.save_pretrained(tmp_path, safe_serialization=True, save_embedding_layers=False)
+    cfg = _cfg(tiny_model_dir, targets=targets, init_from=str(tmp_path))
+    validate(cfg)
+    loaded = get_peft_model_state_dict(
+        attach_adapter(load_causal_lm(str(tiny_model_dir)), cfg.adapter), save_embedding_layers=False
+    )
+    saved = load_file(str(tmp_path / "adapter_model.safetensors"))
+    assert any("lm_head" in k for k in saved) and set(loaded) == set(saved)
+    assert all(torch.equal(loaded[k], v) for k, v in saved.items())
 
 
 def test_a_folder_without_a_safetensors_adapter_is_refused(tiny_model_dir, saved_adapter, tmp_path):
