@@ -31,6 +31,13 @@ SMOLLM2_GGUF=$(.venv/bin/python -c "from tunesmith.models.gguf_import import pac
 ln -sf "$SMOLLM2_GGUF" models/SmolLM2-135M-Instruct.Q4_1.gguf
 .venv/bin/tunesmith import models/SmolLM2-135M-Instruct.Q4_1.gguf >/dev/null
 
+# tinker-cookbook, whose own training loops drive tunesmith's Tinker API (examples/tinker,
+# tests/integration/test_tinker_cookbook.py). --no-deps: its requirement tml-renderers (only for
+# Inkling models) is not on every index; its other dependencies are the [cookbook] extra above.
+if ! .venv/bin/python -c "import importlib.util as u; assert u.find_spec('tinker_cookbook')" >/dev/null 2>&1; then
+  pip_quiet install --quiet --no-deps tinker-cookbook==0.6.1
+fi
+
 # The jobs-service store tests run against a real PostgreSQL (a throwaway cluster started by the
 # tests). In CI, install Debian's server binaries when they are missing; elsewhere the tests
 # skip with a reason.
