@@ -13,7 +13,6 @@ of ``adapter_model.safetensors``.
 from __future__ import annotations
 
 import re
-import secrets
 
 import torch
 from torch import nn
@@ -82,15 +81,18 @@ def add_adapter(
     peft: nn.Module | None, hf: nn.Module, name: str, cfg, seed: int | None, device: torch.device
 ) -> nn.Module:
     """Add adapter ``name`` to ``peft`` (or wrap ``hf`` in a PEFT model with it); ``seed`` seeds
-    its initialisation from a private RNG (None: a random seed). Returns the PEFT model."""
+    its initialisation from a private RNG (None: a seed drawn from the global torch RNG, so a
+    server seeded at start is reproducible). Returns the PEFT model."""
     from ..models.load import MODEL_INIT_LOCK
     from ..models.quantize import import_peft
 
     import_peft()
     from peft import get_peft_model
 
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, (1,)))
     with MODEL_INIT_LOCK, torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(secrets.randbits(63) if seed is None else int(seed))
+        torch.manual_seed(int(seed))
         if peft is None:
             peft = get_peft_model(hf, cfg, adapter_name=name)
         else:
