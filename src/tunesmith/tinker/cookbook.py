@@ -17,7 +17,7 @@ two hooks for exactly that, and this module only calls them:
   With that one addition the tokens equal ``apply_chat_template``'s, except that a supervised
   example ends at the assistant's ``<|im_end|>`` (the cookbook drops the template's trailing
   newline: sampling stops at ``<|im_end|>``, so it is never produced) —
-  tests/integration/test_tinker_cookbook.py checks it token by token.
+  tests/realmodel/test_smollm2_tinker_cookbook.py checks it token by token.
 
 Nothing here is imported by the server; ``tinker_cookbook`` is imported lazily.
 """

@@ -270,28 +270,41 @@ def sample_batch(
     return results
 
 
-def _decode_rows(model, cache, z: torch.Tensor, mask: torch.Tensor, spec: SampleSpec, tokenizer) -> list:
-    """Decode every row of a left-padded batch (``cache`` and ``mask [R, L]``, last logits
-    ``z [R, V]``) for up to ``spec.max_tokens`` tokens, drawing from the global RNG; finished
-    rows leave the batch. One :class:`SampledSequence` per row, in row order."""
+def _decode_rows(
+    model, cache, z: torch.Tensor, mask: torch.Tensor | None, spec: SampleSpec, tokenizer, generator=None
+) -> list:
+    """Decode every row of a batch (``cache``; last logits ``z [R, V]``) for up to
+    ``spec.max_tokens`` tokens, drawing from ``generator`` (None: the global RNG); finished rows
+    leave the batch. ``mask [R, L]``: the rows are left-padded (one attention-mask column and
+    one position per row are added each step); None: every row is the same unpadded prompt.
+    One :class:`SampledSequence` per row, in row order."""
     n = z.shape[0]
-    temperature = spec.temperature if spec.temperature > 0 else 1.0
+    temperature = spec.temperature if spec.temperature > 0 else 1.0  # greedy: the model's log-probs
     stop_ids = torch.tensor(sorted(set(spec.stop_token_ids)), dtype=torch.long, device=z.device)
     tokens: list[list[int]] = [[] for _ in range(n)]
     logprobs: list[list[float]] = [[] for _ in range(n)]
+    top_ids: list[list[list[int]]] = [[] for _ in range(n)]
+    top_lps: list[list[list[float]]] = [[] for _ in range(n)]
     reasons = ["length"] * n
-    rows = list(range(n))
-    positions = mask.sum(-1)  # the next token's position, per row
+    rows = list(range(n))  # live rows, in batch order
+    positions = None if mask is None else mask.sum(-1)  # the next token's position, per row
     for step in range(spec.max_tokens):
         _check_finite(z, step)
-        chosen = _choose(z, spec, None)
-        chosen_lp = torch.log_softmax(z / temperature, dim=-1).gather(1, chosen[:, None])[:, 0]
+        logp = torch.log_softmax(z / temperature, dim=-1)
+        chosen = _choose(z, spec, generator)
+        chosen_lp = logp.gather(1, chosen[:, None])[:, 0]
+        if spec.topk_sample_logprobs:
+            tv, ti = logp.topk(spec.topk_sample_logprobs, dim=-1)
+            tv, ti = tv.tolist(), ti.tolist()
         hit = torch.isin(chosen, stop_ids) if len(stop_ids) else torch.zeros_like(chosen, dtype=torch.bool)
         live = []
         for b, (tok, lp, stop) in enumerate(zip(chosen.tolist(), chosen_lp.tolist(), hit.tolist())):
             row = rows[b]
             tokens[row].append(tok)
             logprobs[row].append(lp)
+            if spec.topk_sample_logprobs:
+                top_ids[row].append(ti[b])
+                top_lps[row].append(tv[b])
             if stop or (spec.stop_strings and _has_stop_string(tokenizer, tokens[row], spec)):
                 reasons[row] = "stop"
             else:
@@ -301,21 +314,29 @@ def _decode_rows(model, cache, z: torch.Tensor, mask: torch.Tensor, spec: Sample
         if len(live) < len(rows):
             keep = torch.tensor(live, dtype=torch.long, device=z.device)
             cache.reorder_cache(keep)
-            chosen, mask, positions = chosen[keep], mask[keep], positions[keep]
+            chosen = chosen.index_select(0, keep)
+            if mask is not None:
+                mask, positions = mask.index_select(0, keep), positions.index_select(0, keep)
             rows = [rows[b] for b in live]
-        mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
+        padded = {}
+        if mask is not None:
+            mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
+            padded = {"attention_mask": mask, "position_ids": positions[:, None]}
+            positions = positions + 1
         out = model(
-            input_ids=chosen[:, None],
-            attention_mask=mask,
-            position_ids=positions[:, None],
-            use_cache=True,
-            logits_to_keep=1,
-            **{_cache_keyword(): cache},
+            input_ids=chosen[:, None], use_cache=True, logits_to_keep=1, **padded, **{_cache_keyword(): cache}
         )
         cache = _cache_of(out)
-        positions = positions + 1
         z = out.logits[:, -1].float()
-    return [SampledSequence(tokens=tokens[r], logprobs=logprobs[r], stop_reason=reasons[r]) for r in range(n)]
+    return [
+        SampledSequence(
+            tokens=tokens[r],
+            logprobs=logprobs[r],
+            stop_reason=reasons[r],
+            topk=(top_ids[r], top_lps[r]) if spec.topk_sample_logprobs else None,
+        )
+        for r in range(n)
+    ]
 
 
 def _prefill(model, prompt: list[int], device, score_from: int | None, spec: SampleSpec):
@@ -353,58 +374,12 @@ def _prefill(model, prompt: list[int], device, score_from: int | None, spec: Sam
 
 def _decode(model, cache, last_logits: torch.Tensor, spec: SampleSpec, tokenizer, generator):
     """Decode ``spec.num_samples`` rows from the prefilled ``cache`` (batch 1) whose last
-    position's logits are ``last_logits [V]``; finished rows leave the batch."""
+    position's logits are ``last_logits [V]``: the cache repeated per row, then
+    :func:`_decode_rows` (finished rows leave the batch)."""
     n = spec.num_samples
-    temperature = spec.temperature if spec.temperature > 0 else 1.0  # greedy: the model's log-probs
     cache.batch_repeat_interleave(n)
     z = last_logits.float().unsqueeze(0).expand(n, -1)
-    stop_ids = torch.tensor(sorted(set(spec.stop_token_ids)), dtype=torch.long, device=z.device)
-    tokens: list[list[int]] = [[] for _ in range(n)]
-    logprobs: list[list[float]] = [[] for _ in range(n)]
-    top_ids: list[list[list[int]]] = [[] for _ in range(n)]
-    top_lps: list[list[list[float]]] = [[] for _ in range(n)]
-    reasons = ["length"] * n
-    rows = list(range(n))  # live rows, in batch order
-    for step in range(spec.max_tokens):
-        _check_finite(z, step)
-        logp = torch.log_softmax(z / temperature, dim=-1)
-        chosen = _choose(z, spec, generator)
-        chosen_lp = logp.gather(1, chosen[:, None])[:, 0]
-        if spec.topk_sample_logprobs:
-            tv, ti = logp.topk(spec.topk_sample_logprobs, dim=-1)
-            tv, ti = tv.tolist(), ti.tolist()
-        hit = torch.isin(chosen, stop_ids) if len(stop_ids) else torch.zeros_like(chosen, dtype=torch.bool)
-        chosen_list, lp_list, hit_list = chosen.tolist(), chosen_lp.tolist(), hit.tolist()
-        live = []
-        for b, row in enumerate(rows):
-            tokens[row].append(chosen_list[b])
-            logprobs[row].append(lp_list[b])
-            if spec.topk_sample_logprobs:
-                top_ids[row].append(ti[b])
-                top_lps[row].append(tv[b])
-            if hit_list[b] or (spec.stop_strings and _has_stop_string(tokenizer, tokens[row], spec)):
-                reasons[row] = "stop"
-            else:
-                live.append(b)
-        if not live or step == spec.max_tokens - 1:
-            break
-        if len(live) < len(rows):
-            keep = torch.tensor(live, dtype=torch.long, device=chosen.device)
-            cache.reorder_cache(keep)
-            chosen = chosen.index_select(0, keep)
-            rows = [rows[b] for b in live]
-        out = model(input_ids=chosen[:, None], use_cache=True, logits_to_keep=1, **{_cache_keyword(): cache})
-        cache = _cache_of(out)
-        z = out.logits[:, -1].float()
-    return [
-        SampledSequence(
-            tokens=tokens[r],
-            logprobs=logprobs[r],
-            stop_reason=reasons[r],
-            topk=(top_ids[r], top_lps[r]) if spec.topk_sample_logprobs else None,
-        )
-        for r in range(n)
-    ]
+    return _decode_rows(model, cache, z, None, spec, tokenizer, generator)
 
 
 @functools.cache

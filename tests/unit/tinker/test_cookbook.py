@@ -1,5 +1,5 @@
 """tunesmith.tinker.cookbook on the tiny locally trained tokenizer (the real SmolLM2 template is
-checked token by token in tests/integration/test_tinker_cookbook.py)."""
+checked token by token in tests/realmodel/test_smollm2_tinker_cookbook.py)."""
 
 from __future__ import annotations
 

