@@ -1,16 +1,16 @@
 """The ``/api/v1`` routes of the Tinker-compatible API (what the ``tinker`` 0.38 SDK calls).
 
 Part of the jobs server's app (:func:`tunesmith.jobs.app.create_app`), live when the operator
-registers Tinker base models (``--tinker-model``, ``--base-model``): one process, one store of API keys and projects. The SDK sends
-its key as ``X-API-Key: tml-<key>`` (it refuses keys without that prefix), so a tunesmith key
-``K`` is used as ``TINKER_API_KEY=tml-K``; ``Authorization: Bearer K`` works too. The key's
-project owns everything the calls create; another project's ids answer 404 exactly like
-missing ones.
+registers Tinker base models (``--tinker-model``, ``--base-model``): one process, one store of
+API keys and projects. The SDK sends its key as ``X-API-Key: tml-<key>`` (it refuses keys
+without that prefix), so a tunesmith key ``K`` is used as ``TINKER_API_KEY=tml-K``;
+``Authorization: Bearer K`` works too. The key's project owns everything the calls create;
+another project's ids answer 404 exactly like missing ones.
 
 Request bodies are the SDK's own pydantic request types (parsed with those classes, so the
 schema is never restated here) except ``forward_backward``, whose protobuf / JSON body
-:mod:`tunesmith.tinker.wire` decodes. Work is queued (:class:`~tunesmith.tinker.host.TinkerHost`) and answered with
-``{"request_id"}``; ``retrieve_future`` long-polls up to :data:`LONG_POLL_SECONDS` and then
+:mod:`tunesmith.tinker.wire` decodes. Work is queued
+(:class:`~tunesmith.tinker.host.TinkerHost`) and answered with ``{"request_id"}``; ``retrieve_future`` long-polls up to :data:`LONG_POLL_SECONDS` and then
 answers try-again, the result (protobuf for ``forward_backward`` and ``sample`` results, as
 the SDK asks, JSON otherwise) or ``{"error", "category"}``.
 

@@ -46,7 +46,7 @@ def default_system_prompt(tokenizer) -> str | None:
             f"{getattr(tokenizer, 'name_or_path', 'the tokenizer')}: its chat template is not ChatML "
             f"(<|im_start|>user\\n…<|im_end|>); {CHATML_RENDERER} would render it wrongly"
         )
-    found = re.match(r"<\|im_start\|>system\n(.*?)<\|im_end|>\n", text, re.DOTALL)
+    found = re.match(r"<\|im_start\|>system\n(.*?)<\|im_end\|>\n", text, re.DOTALL)
     return found.group(1) if found else None
 
 
