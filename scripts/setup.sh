@@ -32,7 +32,7 @@ ln -sf "$SMOLLM2_GGUF" models/SmolLM2-135M-Instruct.Q4_1.gguf
 .venv/bin/tunesmith import models/SmolLM2-135M-Instruct.Q4_1.gguf >/dev/null
 
 # tinker-cookbook, whose own training loops drive tunesmith's Tinker API (examples/tinker,
-# tests/integration/test_tinker_cookbook.py). --no-deps: its requirement tml-renderers (only for
+# tests/realmodel/test_smollm2_tinker_cookbook.py). --no-deps: its requirement tml-renderers (only for
 # Inkling models) is not on every index; its other dependencies are the [cookbook] extra above.
 if ! .venv/bin/python -c "import importlib.util as u; assert u.find_spec('tinker_cookbook')" >/dev/null 2>&1; then
   pip_quiet install --quiet --no-deps tinker-cookbook==0.6.1
