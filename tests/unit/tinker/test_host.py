@@ -103,3 +103,50 @@ def test_sessions_and_models_belong_to_their_owner(host):
         host.model("bob", mid)
     with pytest.raises(NotFound):
         host.submit_create_model("bob", session, 3, "tiny", LORA, None)
+
+
+@pytest.mark.parametrize("arch", ["mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"])
+def test_every_family_trains_and_samples(tmp_path, tiny_tokenizer, arch):
+    """Each tiny model family: a LoRA on every linear (the LM head too) trains — the loss of a
+    repeated datum falls — and its snapshot samples, in batches with different prompt lengths."""
+    import factory
+
+    from tunesmith.tinker.sampler import SampleSpec
+
+    folder = tmp_path / arch
+    factory.build_model(folder, arch, vocab_size=len(tiny_tokenizer))
+    tiny_tokenizer.save_pretrained(folder)
+    h = TinkerHost({"m": folder}, CheckpointStore(tmp_path / "store"), session_timeout=3600)
+    try:
+        session = h.create_session("o", None, None)
+        rid, mid = h.submit_create_model("o", session, 0, "m", LORA, None)
+        assert h.queue.wait("o", rid, 60).state == "done"
+        m = h.model("o", mid)
+        assert any("lm_head" in k for k in m.params) and any("mlp" in k for k in m.params)
+        losses = []
+        for _ in range(3):
+            poll = _fb(h, mid)
+            assert poll.state == "done", poll.body
+            losses.append(poll.body[2]["loss:sum"])
+            rid = h.submit_optim_step(
+                "o",
+                mid,
+                dict(
+                    learning_rate=5e-2, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.0, grad_clip_norm=0.0
+                ),
+            )
+            assert h.queue.wait("o", rid, 60).state == "done"
+        assert losses[-1] < losses[0]
+        rid = h.submit_save("o", mid, None, sampler=True, ttl=None, user_metadata=None)
+        sampler_id = h.queue.wait("o", rid, 60).body["sampling_session_id"]
+        sampler = h.sampler("o", sampler_id)
+        spec = SampleSpec(num_samples=2, max_tokens=4, stop_token_ids=())
+        rids = [
+            h.submit_sample("o", sampler, p, lambda eos: spec, n_ids=2)[0] for p in ([5, 6, 7], [9], [3, 4])
+        ]
+        for rid in rids:
+            poll = h.queue.wait("o", rid, 60)
+            assert poll.state == "done", poll.body
+            assert [len(s.tokens) for s in poll.body[1].sequences] == [4, 4]
+    finally:
+        h.close()
