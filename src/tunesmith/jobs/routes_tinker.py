@@ -144,8 +144,8 @@ async def capabilities(request: Request):
 @router.post("/create_session")
 async def create_session(request: Request):
     owner = _owner(request)
-    body = await _body(request, "CreateSessionRequest")
-    sid = _host(request).create_session(owner, body.user_metadata, body.display_name)
+    await _body(request, "CreateSessionRequest")  # validated; tags and metadata are not kept
+    sid = _host(request).create_session(owner)
     return {"type": "create_session", "session_id": sid}
 
 
@@ -360,7 +360,7 @@ async def asample(request: Request):
 def _any_session(host: TinkerHost, owner: str) -> str:
     sessions = host.sessions(owner)
     if not sessions:
-        return host.create_session(owner, None, None)
+        return host.create_session(owner)
     return sessions[0].session_id
 
 

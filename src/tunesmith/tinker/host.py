@@ -63,7 +63,6 @@ def _new_id(prefix: str) -> str:
 @dataclass
 class _Base:
     name: str
-    path: str
     hf: nn.Module  # the transformers model (PEFT injects its layers into it)
     tokenizer: object
     peft: nn.Module | None = None  # the PeftModel, once a first adapter exists
@@ -92,8 +91,6 @@ class _Model:
     user_metadata: dict
     optimizer: torch.optim.Optimizer | None = None
     params: dict = field(default_factory=dict)  # PEFT state-dict key -> parameter
-    steps: int = 0
-    last_request: float = field(default_factory=time.time)
     snapshots: list = field(default_factory=list)  # sampler ids of its unnamed snapshots, oldest first
     unloaded: bool = False
     session: str | None = None  # the session that made it: finishing it unloads the model
@@ -132,10 +129,7 @@ class _PendingSample:
 class _Session:
     session_id: str
     owner: str
-    created: float
     last_heartbeat: float
-    user_metadata: dict
-    display_name: str | None
     finished: bool = False
 
 
@@ -230,11 +224,10 @@ class TinkerHost:
             for name in self.model_paths
         ]
 
-    def create_session(self, owner: str, user_metadata: dict | None, display_name: str | None) -> str:
+    def create_session(self, owner: str) -> str:
         sid = _new_id("session")
-        now = time.time()
         with self._lock:
-            self._sessions[sid] = _Session(sid, owner, now, now, dict(user_metadata or {}), display_name)
+            self._sessions[sid] = _Session(sid, owner, time.time())
         return sid
 
     def _session(self, owner: str, session_id: str) -> _Session:
@@ -312,7 +305,7 @@ class TinkerHost:
         hf.set_attn_implementation(register())  # packed datums attend per datum (varlen)
         for p in hf.parameters():
             p.requires_grad_(False)
-        base = _Base(name, folder, hf, load_tokenizer(folder))
+        base = _Base(name, hf, load_tokenizer(folder))
         base.targets = ad.all_targets(hf)  # while the model is bare
         with self._lock:
             self._bases[name] = base
@@ -431,7 +424,6 @@ class TinkerHost:
                 outputs, metrics = forward_backward(
                     model, req.data, req.loss_fn, req.loss_fn_config, forward_only=req.forward_only
                 )
-            m.last_request = time.time()
             return ("forward_backward", outputs, metrics)
 
         return self.queue.submit(owner, m.model_id, run)
@@ -441,8 +433,6 @@ class TinkerHost:
 
         def run():
             metrics = adam_step(m.optimizer, m.params.values(), **adam)
-            m.steps += 1
-            m.last_request = time.time()
             return {"metrics": metrics}
 
         return self.queue.submit(owner, m.model_id, run)

@@ -23,7 +23,7 @@ def host(tmp_path, tiny_model_dir):
 
 
 def _create(host, owner="o", session=None, seq=0, **lora):
-    session = session or host.create_session(owner, None, None)
+    session = session or host.create_session(owner)
     rid, mid = host.submit_create_model(owner, session, seq, "tiny", {**LORA, **lora}, None)
     poll = host.queue.wait(owner, rid, 60)
     assert poll.state == "done", poll.body
@@ -118,7 +118,7 @@ def test_every_family_trains_and_samples(tmp_path, tiny_tokenizer, arch):
     tiny_tokenizer.save_pretrained(folder)
     h = TinkerHost({"m": folder}, CheckpointStore(tmp_path / "store"), session_timeout=3600)
     try:
-        session = h.create_session("o", None, None)
+        session = h.create_session("o")
         rid, mid = h.submit_create_model("o", session, 0, "m", LORA, None)
         assert h.queue.wait("o", rid, 60).state == "done"
         m = h.model("o", mid)
