@@ -28,7 +28,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from ..errors import DataError, TunesmithError
+from ..errors import TunesmithError
 from ..serve.protocol import APIError
 from ..tinker import store as st
 from ..tinker.futures import FutureNotFound
@@ -496,14 +496,7 @@ async def checkpoint_archive(run_id: str, segment: str, name: str, request: Requ
     import tarfile
 
     owner = _owner(request)
-    host = _host(request)
-    try:
-        tp = st.TinkerPath(st.check_name(run_id, "run id"), segment, st.check_name(name, "checkpoint name"))
-    except DataError as exc:
-        raise _error(st.CheckpointNotFound(str(exc))) from None
-    if segment not in st.KINDS:
-        raise APIError(404, f"no checkpoint {segment}/{name}", code="not_found")
-    _, folder = _call(host.store.resolve, owner, tp)
+    folder = _call(_host(request).store.find, owner, run_id, f"{segment}/{name}")
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for f in sorted(folder.iterdir()):

@@ -209,7 +209,9 @@ class CheckpointStore:
                 out.append(self.describe(owner, TinkerPath(run_id, segment, folder.name)))
         return sorted(out, key=lambda c: c["time"])
 
-    def delete(self, owner: str, run_id: str, checkpoint_id: str) -> None:
+    def find(self, owner: str, run_id: str, checkpoint_id: str) -> Path:
+        """The folder of ``owner``'s checkpoint ``<segment>/<name>`` of run ``run_id`` (the REST
+        routes' address); CheckpointNotFound for a malformed address too (it names no checkpoint)."""
         segment, _, name = checkpoint_id.partition("/")
         if segment not in KINDS:
             raise CheckpointNotFound(f"no checkpoint {checkpoint_id!r}")
@@ -217,8 +219,10 @@ class CheckpointStore:
             tp = TinkerPath(check_name(run_id, "run id"), segment, check_name(name, "checkpoint name"))
         except DataError:
             raise CheckpointNotFound(f"no checkpoint {checkpoint_id!r}") from None
-        _, folder = self.resolve(owner, tp)
-        shutil.rmtree(folder)
+        return self.resolve(owner, tp)[1]
+
+    def delete(self, owner: str, run_id: str, checkpoint_id: str) -> None:
+        shutil.rmtree(self.find(owner, run_id, checkpoint_id))
 
     def set_ttl(self, owner: str, run_id: str, checkpoint_id: str, ttl_seconds: int | None) -> None:
         segment, _, name = checkpoint_id.partition("/")
