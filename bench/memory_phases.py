@@ -169,10 +169,10 @@ def main() -> None:
     phases = Phases()
     phases.set("imports")
     if args.glibc_default:
-        run.return_freed_memory = lambda: False
+        run.memory.set_heap = lambda policy: False
     wrap(load, "load_causal_lm", phases, "load", after="after load")
     wrap(adapters, "attach_adapter", phases, "attach adapter", after="after adapter")
-    wrap(run, "estimate_line", phases, "estimate", after="after estimate")
+    wrap(run, "apply_heap", phases, "estimate", after="after estimate")
     wrap(run, "save_final", phases, "final save", after="end")
     wrap(torch.nn.utils, "clip_grad_norm_", phases, "clip")
     init = Trainer.__init__
@@ -180,7 +180,10 @@ def main() -> None:
 
     def trainer_init(self, *a, **k):
         init(self, *a, **k)
-        loss_fn = self.loss_fn
+        # The trainer calls its runner (engine.distributed.LossForward, bare in one process),
+        # whose forward calls the method's loss function: wrap that.
+        runner = self.runner.module if hasattr(self.runner, "module") else self.runner
+        loss_fn = runner.loss_fn
         params = {p.untyped_storage()._cdata for p in self.model.parameters()}
 
         def loss(*la, **lk):
@@ -210,7 +213,7 @@ def main() -> None:
             step_no["pass"] += 1
             return out
 
-        self.loss_fn = loss
+        runner.loss_fn = loss
         opt_step = self.optimizer.step
 
         def step(*sa, **sk):

@@ -23,7 +23,7 @@ from .engine.loop import Trainer, TrainResult
 from .engine.runtime import seed_everything
 from .engine.trackers import Trackers, open_trackers
 from .models.device import resolve_device, resolve_dtype
-from .models.memory import estimate_line, return_freed_memory
+from .models import memory
 from .quiet import quiet_third_party
 
 log = logging.getLogger("tunesmith")
@@ -72,6 +72,8 @@ class PreparedRun:
     trainer: Trainer
     out: Path
     info: dict
+    memory_line: str = ""
+    """The memory estimate for the training log (with the heap policy the run applied)."""
     complete: Path | None = None
     """``out`` already holds this run, complete (same config, nothing left to train): its newest
     checkpoint, which verifies; the record and result were left as they are, and :func:`train`
@@ -146,7 +148,9 @@ def prepare(
     from .models.load import load_tokenizer
 
     quiet_third_party()
-    return_freed_memory()  # before anything large is allocated (see models/memory.py)
+    # Load under the compact heap (nothing large is held freed while loading); apply_heap picks
+    # the training policy once the model is known (models/memory.py).
+    memory.set_heap("compact")
     cfg = load_config(config, overrides)
     validate(cfg)
     rt = start_runtime(cfg)
@@ -164,6 +168,7 @@ def prepare(
             ", ".join(f"{k}={v:g}" for k, v in chosen.items()),
         )
     model, facts = build_model(cfg, facts, method, rt)
+    facts, memory_line = apply_heap(cfg, facts, rt)
     trainer = build_trainer(resolve(cfg, facts), model, tokenizer, data, method, rt)
     resolved = resolve(cfg, replace(facts, warmup_steps=trainer.warmup))
     info = _run_info(resolved, model, trainer, data, rt)
@@ -173,13 +178,37 @@ def prepare(
     elif rt.dist.is_main:
         dump_config(resolved, rundir.RunDir(rt.out).resolved_config)
         rundir.RunDir(rt.out).run_info.write_text(json.dumps(info, indent=1), encoding="utf-8")
-    return PreparedRun(resolved, model, tokenizer, trainer, rt.out, info, complete=done and done[1])
+    return PreparedRun(
+        resolved, model, tokenizer, trainer, rt.out, info, memory_line, complete=done and done[1]
+    )
+
+
+def apply_heap(cfg: RunConfig, facts: RunFacts, rt: Runtime) -> tuple[RunFacts, str]:
+    """Decide and apply ``train.heap`` for training (:func:`tunesmith.models.memory.choose_heap`):
+    ``auto`` compares the run's estimated peak under the fast heap with the memory available.
+    Returns ``facts`` with the policy and the estimate's log line (the estimate is advisory: if it
+    fails, the line says why and ``auto`` decides without it)."""
+    quantised = facts.quant_bits is not None
+    try:
+        est = memory.estimate_memory(resolve(cfg, facts), device=rt.device)
+    except Exception as exc:  # noqa: BLE001 - any failure only loses the estimate
+        est, line = None, f"memory estimate unavailable: {exc}"
+    fast_peak = est.peak if est is not None and est.heap == "fast" else None
+    heap, why = memory.choose_heap(cfg.train.heap, quantised, fast_peak, memory.available_memory())
+    if est is not None:
+        if heap != est.heap:
+            est = replace(est, heap=heap, heap_slack=0 if heap == "compact" else est.heap_slack)
+        line = est.summary()
+    if memory.set_heap(heap):
+        log.info("heap: %s (%s)", heap, why)
+    return replace(facts, heap=heap), line
 
 
 # Keys that change how a run is carried out, not what it learns or what its record says it
 # learned from: rerunning a complete run may change them.
 _HOW_IT_RUNS = {
     "train.threads",
+    "train.heap",
     "train.progress",
     "train.profile_steps",
     "train.log_every",
@@ -418,7 +447,7 @@ def train(
         from .models.gguf_import import GGUFSource
 
         log.info("%s", GGUFSource(**run_info["model_source"]).describe())
-    log.info("%s", estimate_line(cfg, device))
+    log.info("%s", run.memory_line)
     s = data_stats
     log.info(
         "data: %d train sequences in %d rows (%d tokens, %d trained), %d eval sequences; %d steps",

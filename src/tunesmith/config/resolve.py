@@ -50,6 +50,8 @@ class RunFacts:
     """The model's linear projections: what ``adapter.targets: all-linear`` means for it."""
     warmup_steps: int | None = None
     """The trainer's warm-up when ``train.warmup_steps`` is unset (``warmup_ratio`` of its steps)."""
+    heap: str | None = None
+    """``train.heap`` as the run applied it (fast or compact; see models.memory.choose_heap)."""
 
 
 def resolve(config: RunConfig, facts: RunFacts) -> RunConfig:
@@ -63,6 +65,8 @@ def resolve(config: RunConfig, facts: RunFacts) -> RunConfig:
         train.update(auto_values(t, a.type, facts.n_train))
     if t.warmup_steps is None and facts.warmup_steps is not None:
         train["warmup_steps"] = facts.warmup_steps
+    if facts.heap is not None:
+        train["heap"] = facts.heap
     adapter = {}
     if a.type != "none" and a.targets == "all-linear" and facts.linear_modules is not None:
         adapter["targets"] = list(facts.linear_modules)

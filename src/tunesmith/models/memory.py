@@ -7,8 +7,8 @@ which layers are quantised are exact for any architecture transformers knows.
 The peak, in bytes, is modelled as (one process, one device)::
 
     peak = runtime + weights + trainable + optimizer
-           + max(grads_held + activations + max(logits, workspace),   # forward / backward
-                 grads + optimizer_step)                              # optimizer step
+           + max(grads_held + activations + heap_slack + max(logits, workspace),  # forward / backward
+                 grads + optimizer_step)                                          # optimizer step
 
 - **weights**: every frozen base parameter — fp32 (4 bytes), except the frozen linear weights
   of a LoRA / DoRA run under bf16 / fp16 autocast (2 bytes: ``models.device.frozen_base_dtype``),
@@ -46,8 +46,10 @@ The peak, in bytes, is modelled as (one process, one device)::
   bitsandbytes, tokenizer): measured on CPU (see ``RUNTIME_CPU``); on CUDA the figure is
   device memory and the CUDA context is not counted.
 
-Nothing is added for memory the allocator holds after it was freed, because training does not
-let glibc hold it: see :func:`return_freed_memory`, which ``tunesmith train`` calls first.
+- **heap_slack**: freed memory glibc's heap still holds at a pass's peak. ``train.heap: compact``
+  returns large freed buffers at once (0); ``fast`` reuses them from the heap (on CPU,
+  :data:`HEAP_SLACK` × activations, measured). See :func:`set_heap`; ``auto`` is fast unless the
+  base is quantised (:func:`static_heap`; at run time also unless memory is short).
 
 The estimate is checked against measured peak RSS by ``bench/memory_bench.py`` (results in
 bench/README.md).
@@ -94,12 +96,14 @@ class MemoryEstimate:
     activations: int
     logits: int
     workspace: int
+    heap: str = "compact"
+    heap_slack: int = 0
     notes: list[str] = field(default_factory=list)
 
     @property
     def peak(self) -> int:
         held = self.grads if self.passes_per_step > 1 else 0
-        forward_backward = held + self.activations + max(self.logits, self.workspace)
+        forward_backward = held + self.activations + self.heap_slack + max(self.logits, self.workspace)
         step = self.grads + self.optimizer_step
         return self.runtime + self.weights + self.trainable + self.optimizer + max(forward_backward, step)
 
@@ -113,6 +117,7 @@ class MemoryEstimate:
             f"{gb(self.runtime)} + weights {gb(self.weights)} + adapter/trainable+optimizer "
             f"{gb(self.trainable + self.optimizer + self.grads)} + activations "
             f"{gb(self.activations)} ({self.tokens_per_pass} tokens/pass) + logits chunk {gb(self.logits)}"
+            + (f" + heap slack {gb(self.heap_slack)} (train.heap: {self.heap})" if self.heap_slack else "")
         )
 
 
@@ -124,28 +129,41 @@ def gb(n: float) -> str:
 # ---- the process heap ---------------------------------------------------------------------
 
 M_MMAP_THRESHOLD = -3  # mallopt() parameter number, from glibc's <malloc.h>
-MMAP_THRESHOLD = 1 << 20  # allocations of at least 1 MiB are mapped and unmapped on their own
+MMAP_THRESHOLD = 1 << 20  # compact: allocations of at least 1 MiB are mapped and unmapped on their own
+HEAP_THRESHOLDS = {"compact": MMAP_THRESHOLD, "fast": 32 << 20}
+"""``train.heap`` -> the fixed mmap threshold it sets (see :func:`set_heap`)."""
+HEAP_SLACK = 0.7
+"""Freed memory glibc's heap holds at a pass's peak under ``train.heap: fast``, as a fraction of
+the pass's saved activations: measured 0.65 (SmolLM2-135M LoRA, 1024-token passes) and 0.76
+(the 32M bench model) with bench/memory_phases.py (bench/README.md, "The heap")."""
+MEMORY_SHARE = 0.8
+"""``train.heap: auto`` picks compact when the fast estimate exceeds this share of the memory
+the machine has available at start (``MemAvailable``)."""
 
 
-def return_freed_memory(threshold: int = MMAP_THRESHOLD) -> bool:
-    """Make glibc give large freed blocks back to the OS at once, for the rest of the process.
+def set_heap(policy: str) -> bool:
+    """Fix glibc's mmap threshold for ``policy`` (``compact`` or ``fast``), for the rest of the
+    process; allocations made before keep where they are.
 
     glibc serves an allocation from its heap, which keeps freed memory for reuse, unless the
     block is at least ``M_MMAP_THRESHOLD`` bytes; then it maps it separately and unmaps it on
     ``free``. By default that threshold is *dynamic*: every time a mapped block is freed it rises
     to that block's size (up to 32 MiB on 64-bit). A training step allocates and frees a stream
-    of activation, gradient and dequantised-weight buffers of a few MB each, so after the first
-    ones are freed, all of them come from the heap — and the heap keeps the high-water mark of
-    that churn, fragmented around longer-lived tensors, as resident memory the process no longer
-    uses. Measured on ``bench/memory_bench.py``'s 325M-parameter QLoRA run: 0.82 GB held free by
-    malloc at the peak against 0.55 GB in use; the peak RSS went from 1.60 GB to 0.87 GB with the
-    threshold fixed at 1 MiB (``bench/memory_phases.py``; bench/README.md). Fixing the threshold
-    (``mallopt(M_MMAP_THRESHOLD, …)`` also switches the dynamic adjustment off) costs one
-    ``mmap``/``munmap`` and fresh zeroed pages per large buffer: a few percent more CPU time.
+    of activation, gradient and dequantised-weight buffers of a few MB each.
 
-    Returns True when applied; False on a C library other than glibc, or when the operator set
-    the threshold already (``MALLOC_MMAP_THRESHOLD_`` or ``GLIBC_TUNABLES=glibc.malloc.
-    mmap_threshold=…``) — theirs wins.
+    - ``compact`` (1 MiB): every such buffer is its own mapping, returned to the OS on ``free``,
+      so the resident set is what is in use. Measured on ``bench/memory_bench.py``'s 325M QLoRA
+      run: peak RSS 0.87 GB against 1.60 GB with glibc's default. The price is an ``mmap`` /
+      ``munmap`` and freshly zeroed pages (a page fault per 4 KiB) for every buffer, every time:
+      on the SFT bench that made a LoRA step 1.3-1.4x slower (bench/README.md, "The heap").
+    - ``fast`` (32 MiB, fixed): the buffers come from the heap and are reused warm; only the
+      largest (logits chunks, weights) are mapped. Freed memory held between passes, fragmented
+      around tensors that outlive them, raises the peak by about :data:`HEAP_SLACK` x a pass's
+      activations, which the estimate counts.
+
+    Fixing the threshold also switches glibc's dynamic adjustment off. Returns True when
+    applied; False on a C library other than glibc, or when the operator set the threshold
+    (``MALLOC_MMAP_THRESHOLD_`` or ``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=…``) — theirs wins.
     """
     if "MALLOC_MMAP_THRESHOLD_" in os.environ or "mmap_threshold" in os.environ.get("GLIBC_TUNABLES", ""):
         return False
@@ -154,7 +172,43 @@ def return_freed_memory(threshold: int = MMAP_THRESHOLD) -> bool:
     except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return mallopt(M_MMAP_THRESHOLD, int(threshold)) == 1
+    return mallopt(M_MMAP_THRESHOLD, HEAP_THRESHOLDS[policy]) == 1
+
+
+def static_heap(heap: str, quantised: bool) -> str:
+    """``train.heap`` without the machine: ``auto`` is compact for a quantised base (QLoRA and
+    8-bit runs are chosen to save memory), fast otherwise."""
+    if heap != "auto":
+        return heap
+    return "compact" if quantised else "fast"
+
+
+def available_memory() -> int | None:
+    """Bytes the machine can still give (``MemAvailable`` of /proc/meminfo); None elsewhere."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def choose_heap(heap: str, quantised: bool, fast_peak: int | None, available: int | None) -> tuple[str, str]:
+    """(policy, reason) for a run: ``heap`` unless ``auto``; ``auto`` is :func:`static_heap`'s
+    choice, except compact when the estimated fast peak ``fast_peak`` exceeds
+    :data:`MEMORY_SHARE` of ``available`` bytes (either None: not known, no check)."""
+    if heap != "auto":
+        return heap, "train.heap"
+    if quantised:
+        return "compact", "auto: quantised base"
+    if fast_peak is not None and available is not None and fast_peak > MEMORY_SHARE * available:
+        return (
+            "compact",
+            f"auto: estimated peak {gb(fast_peak)} is over {MEMORY_SHARE:.0%} of {gb(available)} available",
+        )
+    return "fast", "auto"
 
 
 # ---- the model on the meta device -----------------------------------------------------------
@@ -434,6 +488,9 @@ def estimate_memory(
     chunk = min(t.loss_chunk_size, tokens)
     logits = 2 * chunk * int(config.vocab_size) * 4
     optimizer, step_temp = _optimizer_bytes(trainable, getattr(t, "optimizer", "adamw"), device)
+    heap = static_heap(getattr(t, "heap", "auto"), spec is not None)
+    # The host heap's slack only adds to a CPU run's peak (on CUDA activations are device memory).
+    slack = int(HEAP_SLACK * activations) if heap == "fast" and device.type == "cpu" else 0
     notes = []
     if act_dtype != torch.float32:
         notes.append("activations traced in the autocast dtype (not measured on a GPU)")
@@ -453,6 +510,8 @@ def estimate_memory(
         activations=activations,
         logits=logits,
         workspace=per_layer,
+        heap=heap,
+        heap_slack=slack,
         notes=notes,
     )
 
@@ -469,6 +528,7 @@ def format_table(estimates: list[MemoryEstimate], chosen: str | None = None) -> 
         ("optimizer step temporaries", lambda e: gb(e.optimizer_step)),
         ("activations", lambda e: gb(e.activations)),
         ("logits chunk", lambda e: gb(e.logits)),
+        ("heap slack (train.heap)", lambda e: gb(e.heap_slack)),
         ("runtime", lambda e: gb(e.runtime)),
         ("peak", lambda e: gb(e.peak)),
     ]
@@ -479,11 +539,3 @@ def format_table(estimates: list[MemoryEstimate], chosen: str | None = None) -> 
     for label, fmt in rows:
         lines.append(label.ljust(width) + "".join(fmt(e).rjust(col) for e in estimates))
     return "\n".join(lines)
-
-
-def estimate_line(cfg, device) -> str:
-    """The training log's estimate line; never fails a run (an estimate is advisory)."""
-    try:
-        return estimate_memory(cfg, device=device).summary()
-    except Exception as exc:  # noqa: BLE001 - any failure only loses the estimate
-        return f"memory estimate unavailable: {exc}"

@@ -1,5 +1,6 @@
-"""``return_freed_memory``: with it, large freed blocks leave the process instead of staying in
-glibc's heap (the ~0.7 GB bench/memory_bench.py used to find unexplained)."""
+"""``train.heap`` (models/memory.py): ``compact`` makes large freed blocks leave the process instead
+of staying in glibc's heap (the ~0.7 GB bench/memory_bench.py used to find unexplained); ``fast``
+keeps them for reuse; ``auto`` chooses between them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import sys
 
 import pytest
 
-from tunesmith.models.memory import return_freed_memory
+from tunesmith.models import memory
+from tunesmith.models.memory import choose_heap, set_heap, static_heap
 
 pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
 
@@ -20,8 +22,8 @@ pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc
 CHURN = r"""
 import ctypes, sys
 from tunesmith.models import memory
-if sys.argv[1] == "fix":
-    assert memory.return_freed_memory()
+if sys.argv[1] != "default":
+    assert memory.set_heap(sys.argv[1])
 class Info(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
                                                  "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
@@ -53,18 +55,37 @@ def _held_free(mode: str) -> int:
     return int(out.stdout.split()[-1])
 
 
-def test_freed_buffers_are_returned():
-    # Without it, freeing the 8 MiB block raised glibc's (dynamic) threshold to 8 MiB, so the
+def test_compact_returns_freed_buffers_and_fast_keeps_them():
+    # glibc's default: freeing the 8 MiB block raised its (dynamic) threshold to 8 MiB, so the
     # 2 MiB buffers came from the heap and, pinned apart by the small blocks, stay there
     # (32 x 2 MiB = 64 MiB).
     assert _held_free("default") > 60 << 20
-    # With it, every buffer of >= 1 MiB is its own mapping and is unmapped on free.
-    assert _held_free("fix") < 4 << 20
+    # compact: every buffer of >= 1 MiB is its own mapping and is unmapped on free.
+    assert _held_free("compact") < 4 << 20
+    # fast: buffers under 32 MiB come from the heap from the start and stay for reuse.
+    assert _held_free("fast") > 60 << 20
 
 
 def test_the_operators_setting_wins(monkeypatch):
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
-    assert return_freed_memory() is False
+    assert set_heap("fast") is False
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=65536")
-    assert return_freed_memory() is False
+    assert set_heap("compact") is False
+
+
+def test_auto_is_compact_for_a_quantised_base_or_when_memory_is_short():
+    gib = 1 << 30
+    assert static_heap("auto", quantised=False) == "fast"
+    assert static_heap("auto", quantised=True) == "compact"
+    assert static_heap("fast", quantised=True) == "fast"  # the config wins
+    assert choose_heap("auto", False, 3 * gib, 20 * gib)[0] == "fast"
+    assert choose_heap("auto", True, None, 20 * gib)[0] == "compact"
+    # over 80 % of what the machine has available: the compact heap, and the reason says so
+    heap, why = choose_heap("auto", False, 9 * gib, 10 * gib)
+    assert heap == "compact" and "available" in why
+    assert choose_heap("auto", False, 7 * gib, 10 * gib)[0] == "fast"
+    assert choose_heap("auto", False, None, None)[0] == "fast"  # nothing known: no check
+    assert choose_heap("fast", False, 9 * gib, 10 * gib)[0] == "fast"  # explicit: as asked
+    assert choose_heap("compact", False, 1, 10 * gib)[0] == "compact"
+    assert memory.available_memory() is None or memory.available_memory() > 0

@@ -57,7 +57,13 @@ def test_parameters_and_state_by_hand(tiny_model_dir, tiny_tokenizer):
         for n in (4096, 2048, 2048, 4096, 8192, 8192, 8192)
     )
     assert q.weights == 2 * per_layer + 4 * (2 * V * 64 + 320)
-    assert q.trainable_params == lora and q.peak < est.peak < full.peak
+    assert q.trainable_params == lora and q.peak < est.peak
+    compact = _cfg(tiny_model_dir, heap="compact")
+    assert (
+        estimate_memory(compact, mode="qlora", device="cpu").peak
+        < estimate_memory(compact, mode="lora", device="cpu").peak
+        < estimate_memory(compact, mode="full", device="cpu").peak
+    )
     # The 8-bit optimizer keeps 2 bytes per value (+ an fp32 scale per 256 and the two 256-entry
     # codes) for tensors of >= 4096 values, 8 bytes below: lora_A of gate is 8 x 64 = 512 values.
     eight = estimate_memory(_cfg(tiny_model_dir, optimizer="adamw_8bit"), mode="lora", device="cpu")
@@ -119,3 +125,19 @@ def test_meta_trace_matches_a_real_cpu_forward(tiny_model_dir, full, top):
         config, adapter, full=full, tokens=T, segment=T, checkpointing=False, chunk_size=1024
     )
     assert traced == pytest.approx(real, rel=0.02)
+
+
+def test_heap_slack_follows_train_heap(tiny_model_dir):
+    """``train.heap: fast`` (auto's choice without quantisation) counts the freed memory glibc's
+    heap holds at a pass's peak, HEAP_SLACK x the pass's activations, on CPU only; compact and
+    QLoRA under auto count none."""
+    from tunesmith.models.memory import HEAP_SLACK
+
+    fast = estimate_memory(_cfg(tiny_model_dir), mode="lora", device="cpu")
+    assert fast.heap == "fast" and fast.heap_slack == int(HEAP_SLACK * fast.activations) > 0
+    compact = estimate_memory(_cfg(tiny_model_dir, heap="compact"), mode="lora", device="cpu")
+    assert (compact.heap, compact.heap_slack) == ("compact", 0)
+    assert fast.peak - compact.peak == fast.heap_slack
+    assert "heap slack" in fast.summary() and "heap slack" not in compact.summary()
+    assert estimate_memory(_cfg(tiny_model_dir), mode="qlora", device="cpu").heap_slack == 0
+    assert estimate_memory(_cfg(tiny_model_dir), mode="lora", device="cuda").heap_slack == 0
