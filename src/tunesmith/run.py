@@ -22,8 +22,8 @@ from .engine.distributed import DistContext, init_distributed
 from .engine.loop import Trainer, TrainResult
 from .engine.runtime import seed_everything
 from .engine.trackers import Trackers, open_trackers
-from .models.device import resolve_device, resolve_dtype
 from .models import memory
+from .models.device import resolve_device, resolve_dtype
 from .quiet import quiet_third_party
 
 log = logging.getLogger("tunesmith")
