@@ -194,7 +194,9 @@ def apply_heap(cfg: RunConfig, facts: RunFacts, rt: Runtime) -> tuple[RunFacts, 
     except Exception as exc:  # noqa: BLE001 - any failure only loses the estimate
         est, line = None, f"memory estimate unavailable: {exc}"
     fast_peak = est.peak if est is not None and est.heap == "fast" else None
-    heap, why = memory.choose_heap(cfg.train.heap, quantised, fast_peak, memory.available_memory())
+    heap, why = memory.choose_heap(
+        cfg.train.heap, quantised, cfg.train.gradient_checkpointing, fast_peak, memory.available_memory()
+    )
     if est is not None:
         if heap != est.heap:
             est = replace(est, heap=heap, heap_slack=0 if heap == "compact" else est.heap_slack)

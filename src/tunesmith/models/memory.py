@@ -48,8 +48,9 @@ The peak, in bytes, is modelled as (one process, one device)::
 
 - **heap_slack**: freed memory glibc's heap still holds at a pass's peak. ``train.heap: compact``
   returns large freed buffers at once (0); ``fast`` reuses them from the heap (on CPU,
-  :data:`HEAP_SLACK` × activations, measured). See :func:`set_heap`; ``auto`` is fast unless the
-  base is quantised (:func:`static_heap`; at run time also unless memory is short).
+  :data:`HEAP_SLACK` × activations, :data:`HEAP_SLACK_CHECKPOINTED` × with gradient
+  checkpointing; measured). See :func:`set_heap`; ``auto`` is fast unless the base is quantised
+  or gradient checkpointing is on (:func:`static_heap`; at run time also unless memory is short).
 
 The estimate is checked against measured peak RSS by ``bench/memory_bench.py`` (results in
 bench/README.md).
@@ -136,6 +137,9 @@ HEAP_SLACK = 0.7
 """Freed memory glibc's heap holds at a pass's peak under ``train.heap: fast``, as a fraction of
 the pass's saved activations: measured 0.65 (SmolLM2-135M LoRA, 1024-token passes) and 0.76
 (the 32M bench model) with bench/memory_phases.py (bench/README.md, "The heap")."""
+HEAP_SLACK_CHECKPOINTED = 2.5
+"""The same with gradient checkpointing, where every layer's activations are made and freed
+around the inputs it keeps: measured 2.5 (bench/memory_bench.py's 325M LoRA, 512-token passes)."""
 MEMORY_SHARE = 0.8
 """``train.heap: auto`` picks compact when the fast estimate exceeds this share of the memory
 the machine has available at start (``MemAvailable``)."""
@@ -175,12 +179,12 @@ def set_heap(policy: str) -> bool:
     return mallopt(M_MMAP_THRESHOLD, HEAP_THRESHOLDS[policy]) == 1
 
 
-def static_heap(heap: str, quantised: bool) -> str:
-    """``train.heap`` without the machine: ``auto`` is compact for a quantised base (QLoRA and
-    8-bit runs are chosen to save memory), fast otherwise."""
+def static_heap(heap: str, quantised: bool, checkpointing: bool) -> str:
+    """``train.heap`` without the machine: ``auto`` is compact for a run that chose memory over
+    speed — a quantised base (QLoRA, 8-bit) or gradient checkpointing — and fast otherwise."""
     if heap != "auto":
         return heap
-    return "compact" if quantised else "fast"
+    return "compact" if quantised or checkpointing else "fast"
 
 
 def available_memory() -> int | None:
@@ -195,7 +199,9 @@ def available_memory() -> int | None:
     return None
 
 
-def choose_heap(heap: str, quantised: bool, fast_peak: int | None, available: int | None) -> tuple[str, str]:
+def choose_heap(
+    heap: str, quantised: bool, checkpointing: bool, fast_peak: int | None, available: int | None
+) -> tuple[str, str]:
     """(policy, reason) for a run: ``heap`` unless ``auto``; ``auto`` is :func:`static_heap`'s
     choice, except compact when the estimated fast peak ``fast_peak`` exceeds
     :data:`MEMORY_SHARE` of ``available`` bytes (either None: not known, no check)."""
@@ -203,6 +209,8 @@ def choose_heap(heap: str, quantised: bool, fast_peak: int | None, available: in
         return heap, "train.heap"
     if quantised:
         return "compact", "auto: quantised base"
+    if checkpointing:
+        return "compact", "auto: gradient checkpointing"
     if fast_peak is not None and available is not None and fast_peak > MEMORY_SHARE * available:
         return (
             "compact",
@@ -488,9 +496,10 @@ def estimate_memory(
     chunk = min(t.loss_chunk_size, tokens)
     logits = 2 * chunk * int(config.vocab_size) * 4
     optimizer, step_temp = _optimizer_bytes(trainable, getattr(t, "optimizer", "adamw"), device)
-    heap = static_heap(getattr(t, "heap", "auto"), spec is not None)
+    heap = static_heap(getattr(t, "heap", "auto"), spec is not None, t.gradient_checkpointing)
     # The host heap's slack only adds to a CPU run's peak (on CUDA activations are device memory).
-    slack = int(HEAP_SLACK * activations) if heap == "fast" and device.type == "cpu" else 0
+    factor = HEAP_SLACK_CHECKPOINTED if t.gradient_checkpointing else HEAP_SLACK
+    slack = int(factor * activations) if heap == "fast" and device.type == "cpu" else 0
     notes = []
     if act_dtype != torch.float32:
         notes.append("activations traced in the autocast dtype (not measured on a GPU)")

@@ -74,18 +74,20 @@ def test_the_operators_setting_wins(monkeypatch):
     assert set_heap("compact") is False
 
 
-def test_auto_is_compact_for_a_quantised_base_or_when_memory_is_short():
+def test_auto_is_compact_when_the_run_chose_memory_or_memory_is_short():
     gib = 1 << 30
-    assert static_heap("auto", quantised=False) == "fast"
-    assert static_heap("auto", quantised=True) == "compact"
-    assert static_heap("fast", quantised=True) == "fast"  # the config wins
-    assert choose_heap("auto", False, 3 * gib, 20 * gib)[0] == "fast"
-    assert choose_heap("auto", True, None, 20 * gib)[0] == "compact"
+    assert static_heap("auto", quantised=False, checkpointing=False) == "fast"
+    assert static_heap("auto", quantised=True, checkpointing=False) == "compact"
+    assert static_heap("auto", quantised=False, checkpointing=True) == "compact"
+    assert static_heap("fast", quantised=True, checkpointing=True) == "fast"  # the config wins
+    assert choose_heap("auto", False, False, 3 * gib, 20 * gib)[0] == "fast"
+    assert choose_heap("auto", True, False, None, 20 * gib) == ("compact", "auto: quantised base")
+    assert choose_heap("auto", False, True, None, 20 * gib) == ("compact", "auto: gradient checkpointing")
     # over 80 % of what the machine has available: the compact heap, and the reason says so
-    heap, why = choose_heap("auto", False, 9 * gib, 10 * gib)
+    heap, why = choose_heap("auto", False, False, 9 * gib, 10 * gib)
     assert heap == "compact" and "available" in why
-    assert choose_heap("auto", False, 7 * gib, 10 * gib)[0] == "fast"
-    assert choose_heap("auto", False, None, None)[0] == "fast"  # nothing known: no check
-    assert choose_heap("fast", False, 9 * gib, 10 * gib)[0] == "fast"  # explicit: as asked
-    assert choose_heap("compact", False, 1, 10 * gib)[0] == "compact"
+    assert choose_heap("auto", False, False, 7 * gib, 10 * gib)[0] == "fast"
+    assert choose_heap("auto", False, False, None, None)[0] == "fast"  # nothing known: no check
+    assert choose_heap("fast", False, False, 9 * gib, 10 * gib)[0] == "fast"  # explicit: as asked
+    assert choose_heap("compact", False, False, 1, 10 * gib)[0] == "compact"
     assert memory.available_memory() is None or memory.available_memory() > 0

@@ -131,10 +131,15 @@ def test_heap_slack_follows_train_heap(tiny_model_dir):
     """``train.heap: fast`` (auto's choice without quantisation) counts the freed memory glibc's
     heap holds at a pass's peak, HEAP_SLACK x the pass's activations, on CPU only; compact and
     QLoRA under auto count none."""
-    from tunesmith.models.memory import HEAP_SLACK
+    from tunesmith.models.memory import HEAP_SLACK, HEAP_SLACK_CHECKPOINTED
 
     fast = estimate_memory(_cfg(tiny_model_dir), mode="lora", device="cpu")
     assert fast.heap == "fast" and fast.heap_slack == int(HEAP_SLACK * fast.activations) > 0
+    # gradient checkpointing chose memory: auto is compact; asked for fast, its own factor
+    ckpt = _cfg(tiny_model_dir, gradient_checkpointing=True)
+    assert estimate_memory(ckpt, mode="lora", device="cpu").heap_slack == 0
+    ckpt_fast = estimate_memory(_cfg(tiny_model_dir, gradient_checkpointing=True, heap="fast"), device="cpu")
+    assert ckpt_fast.heap_slack == int(HEAP_SLACK_CHECKPOINTED * ckpt_fast.activations)
     compact = estimate_memory(_cfg(tiny_model_dir, heap="compact"), mode="lora", device="cpu")
     assert (compact.heap, compact.heap_slack) == ("compact", 0)
     assert fast.peak - compact.peak == fast.heap_slack
