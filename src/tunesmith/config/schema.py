@@ -228,7 +228,7 @@ class TrainConfig:
     """torch intra-op threads on CPU (default: torch's choice)."""
     heap: Literal["auto", "fast", "compact"] = "auto"
     """How the process's C heap treats large freed buffers (glibc; elsewhere ignored). fast: it
-    keeps and reuses them — 1.3-1.4x faster CPU training steps measured, at a higher peak RSS
+    keeps and reuses them — 1.2-1.4x faster CPU training steps measured, at a higher peak RSS
     (about 0.7x a pass's activations more; the estimate counts it). compact: it returns them to
     the OS at once — the lowest RSS, each buffer paid again in fresh pages. auto: compact for a
     quantised base or when the fast estimate exceeds 80 % of the available memory, else fast.

@@ -159,7 +159,7 @@ def set_heap(policy: str) -> bool:
       so the resident set is what is in use. Measured on ``bench/memory_bench.py``'s 325M QLoRA
       run: peak RSS 0.87 GB against 1.60 GB with glibc's default. The price is an ``mmap`` /
       ``munmap`` and freshly zeroed pages (a page fault per 4 KiB) for every buffer, every time:
-      on the SFT bench that made a LoRA step 1.3-1.4x slower (bench/README.md, "The heap").
+      on the SFT bench that made a LoRA step 1.2-1.4x slower (bench/README.md, "The heap").
     - ``fast`` (32 MiB, fixed): the buffers come from the heap and are reused warm; only the
       largest (logits chunks, weights) are mapped. Freed memory held between passes, fragmented
       around tensors that outlive them, raises the peak by about :data:`HEAP_SLACK` x a pass's
