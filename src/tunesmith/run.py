@@ -148,12 +148,13 @@ def prepare(
     from .models.load import load_tokenizer
 
     quiet_third_party()
-    # Load under the compact heap (nothing large is held freed while loading); apply_heap picks
-    # the training policy once the model is known (models/memory.py).
-    memory.set_heap("compact")
     cfg = load_config(config, overrides)
     validate(cfg)
     rt = start_runtime(cfg)
+    # train.heap as the config decides it (models/memory.py), before anything large is allocated:
+    # rendering, a reference pass and loading run under it too. apply_heap may still turn it
+    # compact once the estimate is known.
+    memory.set_heap(memory.static_heap(cfg.train.heap, _quantised(cfg, rt), cfg.train.gradient_checkpointing))
     facts = RunFacts(device=rt.device.type, dtype=rt.dtype)
     tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path, cfg.model.chat_template)
     method = get_method(cfg.method)
@@ -188,7 +189,7 @@ def apply_heap(cfg: RunConfig, facts: RunFacts, rt: Runtime) -> tuple[RunFacts, 
     ``auto`` compares the run's estimated peak under the fast heap with the memory available.
     Returns ``facts`` with the policy and the estimate's log line (the estimate is advisory: if it
     fails, the line says why and ``auto`` decides without it)."""
-    quantised = facts.quant_bits is not None
+    quantised = _quantised(cfg, rt)
     try:
         est = memory.estimate_memory(resolve(cfg, facts), device=rt.device)
     except Exception as exc:  # noqa: BLE001 - any failure only loses the estimate
@@ -203,7 +204,15 @@ def apply_heap(cfg: RunConfig, facts: RunFacts, rt: Runtime) -> tuple[RunFacts, 
         line = est.summary()
     if memory.set_heap(heap):
         log.info("heap: %s (%s)", heap, why)
+    elif memory.operator_heap():
+        log.info("heap: glibc's mmap threshold from the environment (train.heap %s not applied)", heap)
     return replace(facts, heap=heap), line
+
+
+def _quantised(cfg: RunConfig, rt: Runtime) -> bool:
+    from .models.quantize import quant_spec
+
+    return quant_spec(cfg.model, cfg.adapter.type, rt.device) is not None
 
 
 # Keys that change how a run is carried out, not what it learns or what its record says it

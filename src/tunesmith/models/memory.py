@@ -169,7 +169,7 @@ def set_heap(policy: str) -> bool:
     applied; False on a C library other than glibc, or when the operator set the threshold
     (``MALLOC_MMAP_THRESHOLD_`` or ``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=…``) — theirs wins.
     """
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ or "mmap_threshold" in os.environ.get("GLIBC_TUNABLES", ""):
+    if operator_heap():
         return False
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
@@ -177,6 +177,12 @@ def set_heap(policy: str) -> bool:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return mallopt(M_MMAP_THRESHOLD, HEAP_THRESHOLDS[policy]) == 1
+
+
+def operator_heap() -> bool:
+    """Whether the environment sets glibc's mmap threshold (``MALLOC_MMAP_THRESHOLD_`` or
+    ``GLIBC_TUNABLES=…mmap_threshold…``): then it wins over ``train.heap``."""
+    return "MALLOC_MMAP_THRESHOLD_" in os.environ or "mmap_threshold" in os.environ.get("GLIBC_TUNABLES", "")
 
 
 def static_heap(heap: str, quantised: bool, checkpointing: bool) -> str:
