@@ -231,7 +231,8 @@ class TrainConfig:
     keeps and reuses them — 1.2-1.4x faster CPU training steps measured, at a higher peak RSS
     (about 0.7x a pass's activations more; the estimate counts it). compact: it returns them to
     the OS at once — the lowest RSS, each buffer paid again in fresh pages. auto: compact for a
-    quantised base or when the fast estimate exceeds 80 % of the available memory, else fast.
+    quantised base, under gradient checkpointing (runs that chose memory) or when the fast
+    estimate exceeds 80 % of the available memory, else fast.
     MALLOC_MMAP_THRESHOLD_ in the environment overrides both."""
     loss_chunk_size: int = 1024
     """Supervised positions per LM-head/loss chunk (bounds the logits memory)."""
