@@ -311,8 +311,11 @@ def test_pause_resume_and_cancel_a_running_job(svc, client):
     """Pause stops a running job's training within seconds, resume restarts it (new steps are
     reported, none twice), cancel stops it again for good. (That a resumed job then finishes with
     the uninterrupted result is proven by tests/integration/test_jobs_fault.py.)"""
-    train = upload(client, chat_rows(12, seed=5))
-    hyper = {"n_epochs": 10, "batch_size": 1}  # 120 steps: far more than run before the cancel
+    train = upload(client, chat_rows(24, seed=5))
+    # 960 steps: far more than run before the cancel. (120 were not: a tiny step takes a few ms,
+    # and the rest of the run could finish while the cancel reached the worker.)
+    total = 24 * 40
+    hyper = {"n_epochs": 40, "batch_size": 1}
     job = client.fine_tuning.jobs.create(
         model="tiny",
         training_file=train.id,
@@ -323,7 +326,7 @@ def test_pause_resume_and_cancel_a_running_job(svc, client):
     # the training process is stopped and the lease released within seconds
     wait_for(lambda: svc.store.get_job(None, job.id)["worker_id"] is None, 15, 0.1, "worker to let go")
     paused_at = svc.store.get_job(None, job.id)["last_step"]
-    assert 1 <= paused_at < 120 and client.fine_tuning.jobs.retrieve(job.id).status == "paused"
+    assert 1 <= paused_at < total and client.fine_tuning.jobs.retrieve(job.id).status == "paused"
     assert client.fine_tuning.jobs.pause(job.id).status == "paused"  # idempotent
     assert client.fine_tuning.jobs.resume(job.id).status == "queued"
     wait_for(
@@ -336,7 +339,7 @@ def test_pause_resume_and_cancel_a_running_job(svc, client):
     wait_for(lambda: svc.store.get_job(None, job.id)["worker_id"] is None, 15, 0.1, "worker to let go")
     stopped_at = svc.store.get_job(None, job.id)["last_step"]
     final = client.fine_tuning.jobs.retrieve(job.id)
-    assert final.status == "cancelled" and final.fine_tuned_model is None and stopped_at < 120
+    assert final.status == "cancelled" and final.fine_tuned_model is None and stopped_at < total
     steps = sorted(e.data["step"] for e in _events(client, job.id) if e.type == "metrics")
     assert steps == list(range(1, stopped_at + 1))  # each step reported once across both runs
     texts = [e.message for e in _events(client, job.id)]
