@@ -188,9 +188,18 @@ def operator_heap() -> bool:
 def static_heap(heap: str, quantised: bool, checkpointing: bool) -> str:
     """``train.heap`` without the machine: ``auto`` is compact for a run that chose memory over
     speed — a quantised base (QLoRA, 8-bit) or gradient checkpointing — and fast otherwise."""
+    return _config_heap(heap, quantised, checkpointing)[0]
+
+
+def _config_heap(heap: str, quantised: bool, checkpointing: bool) -> tuple[str, str]:
+    """(policy, reason) as the config alone decides it: the one place auto's rule is written."""
     if heap != "auto":
-        return heap
-    return "compact" if quantised or checkpointing else "fast"
+        return heap, "train.heap"
+    if quantised:
+        return "compact", "auto: quantised base"
+    if checkpointing:
+        return "compact", "auto: gradient checkpointing"
+    return "fast", "auto"
 
 
 def available_memory() -> int | None:
@@ -211,18 +220,15 @@ def choose_heap(
     """(policy, reason) for a run: ``heap`` unless ``auto``; ``auto`` is :func:`static_heap`'s
     choice, except compact when the estimated fast peak ``fast_peak`` exceeds
     :data:`MEMORY_SHARE` of ``available`` bytes (either None: not known, no check)."""
-    if heap != "auto":
-        return heap, "train.heap"
-    if quantised:
-        return "compact", "auto: quantised base"
-    if checkpointing:
-        return "compact", "auto: gradient checkpointing"
+    policy, why = _config_heap(heap, quantised, checkpointing)
+    if heap != "auto" or policy != "fast":
+        return policy, why
     if fast_peak is not None and available is not None and fast_peak > MEMORY_SHARE * available:
         return (
             "compact",
             f"auto: estimated peak {gb(fast_peak)} is over {MEMORY_SHARE:.0%} of {gb(available)} available",
         )
-    return "fast", "auto"
+    return policy, why
 
 
 # ---- the model on the meta device -----------------------------------------------------------
