@@ -230,12 +230,17 @@ class TinkerHost:
             self._sessions[sid] = _Session(sid, owner, time.time())
         return sid
 
-    def _session(self, owner: str, session_id: str) -> _Session:
+    def _owned(self, table: dict, owner: str, key, what: str):
+        """``table[key]`` when it exists and belongs to ``owner``; else NotFound — another
+        project's id reads exactly as a missing one."""
         with self._lock:
-            session = self._sessions.get(session_id) if isinstance(session_id, str) else None
-        if session is None or session.owner != owner:
-            raise NotFound(f"no session {session_id!r}")
-        return session
+            item = table.get(key) if isinstance(key, str) else None
+        if item is None or item.owner != owner:
+            raise NotFound(f"no {what} {key!r}")
+        return item
+
+    def _session(self, owner: str, session_id: str) -> _Session:
+        return self._owned(self._sessions, owner, session_id, "session")
 
     def heartbeat(self, owner: str, session_id: str) -> None:
         session = self._session(owner, session_id)
@@ -259,18 +264,13 @@ class TinkerHost:
 
     # ---- lookups ------------------------------------------------------------------------------
     def model(self, owner: str, model_id: str) -> _Model:
-        with self._lock:
-            m = self._models.get(model_id) if isinstance(model_id, str) else None
-        if m is None or m.owner != owner or m.unloaded:
+        m = self._owned(self._models, owner, model_id, "model")
+        if m.unloaded:
             raise NotFound(f"no model {model_id!r}")
         return m
 
     def sampler(self, owner: str, sampler_id: str) -> _Sampler:
-        with self._lock:
-            s = self._samplers.get(sampler_id) if isinstance(sampler_id, str) else None
-        if s is None or s.owner != owner:
-            raise NotFound(f"no sampler {sampler_id!r}")
-        return s
+        return self._owned(self._samplers, owner, sampler_id, "sampler")
 
     def info(self, owner: str, model_id: str) -> dict:
         """The SDK's ``GetInfoResponse`` (JSON)."""
