@@ -5,8 +5,11 @@ Process start -> first optimizer step (the parent's clock, taken just before it 
 process), for:
 
 - the SFT bench (``bench/sft_bench.py``'s 32M workload, 1 step): the ``--before`` tree, the
-  working tree with a cold render cache and with a warm one, and TRL ``SFTTrainer`` padding-free
-  (the peer venv);
+  working tree with a cold render cache and with a warm one, the working tree without packing
+  (warm: its first step trains the same 8 examples as TRL's, where the packed first step trains
+  8 rows of 512 tokens, about 2.3x the tokens), and TRL ``SFTTrainer`` padding-free (the peer
+  venv); each also with its first step's own time taken out ("step 1 excluded": imports,
+  loading, rendering, set-up);
 - the quickstart's training (``examples/quickstart/lora.yaml``, SmolLM2-135M from its GGUF,
   1 step): the ``--before`` tree, the working tree cold and warm;
 - ``tunesmith --help``: both trees.
@@ -71,19 +74,20 @@ def run_quickstart(python: str, src: Path, out: Path, label: str) -> float:
     return data["first_step_s"]
 
 
-def run_bench(args, src: Path | None, out: Path, label: str, setup: str = "tunesmith") -> float:
+def run_bench(args, src: Path | None, out: Path, label: str, setup: str = "tunesmith") -> tuple[float, float]:
+    """(process start -> first optimizer step, that first step's own time) of one SFT bench child."""
     saved = os.environ.get("PYTHONPATH")
     if src is not None:
         os.environ["PYTHONPATH"] = str(src)
     try:
-        python = args.python_peer if setup != "tunesmith" else args.python
+        python = args.python if setup in sft_bench.TUNESMITH_SETUPS else args.python_peer
         res = sft_bench.run_child(python, "train", args, out, label, setup=setup)
     finally:
         os.environ.pop("PYTHONPATH", None) if saved is None else os.environ.update(PYTHONPATH=saved)
     if not res["ok"]:
         print("\n".join(res.get("error_tail", [])), file=sys.stderr)
         raise SystemExit(f"{label} failed; see {res['log']}")
-    return res["first_step_s"]
+    return res["first_step_s"], res["steps"][0]["in_step_s"]
 
 
 def run_help(python: str, src: Path) -> float:
@@ -129,6 +133,12 @@ def main(argv=None) -> int:
             ("bench before", lambda: run_bench(args, trees["before"], out, "startup-before")),
             ("bench after cold", lambda: (cold(), run_bench(args, trees["after"], out, "startup-cold"))[1]),
             ("bench after warm", lambda: run_bench(args, trees["after"], out, "startup-warm")),
+            # The same first step as TRL's (8 examples, padding-free, no packing): the packed
+            # setup's first step trains 8 rows of 512 tokens, about 2.3x TRL's first step's tokens.
+            (
+                "bench after warm nopack",
+                lambda: run_bench(args, trees["after"], out, "startup-nopack", "tunesmith-nopack"),
+            ),
             ("bench trl-padding-free", lambda: run_bench(args, None, out, "startup-trl", "trl-padding-free")),
         ]
         if not args.skip_quickstart:
@@ -152,6 +162,9 @@ def main(argv=None) -> int:
         ]
         for name, fn in plan:
             seconds = fn()
+            if isinstance(seconds, tuple):  # an SFT bench child: also its start-up without step 1
+                seconds, step = seconds
+                times.setdefault(f"{name}, step 1 excluded", []).append(seconds - step)
             times.setdefault(name, []).append(seconds)
             print(f"#{rep + 1} {name}: {seconds:.2f} s", flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -161,6 +174,10 @@ def main(argv=None) -> int:
         "bench after cold / trl": med["bench after cold"] / med["bench trl-padding-free"],
         "bench after warm / trl": med["bench after warm"] / med["bench trl-padding-free"],
         "bench before / trl": med["bench before"] / med["bench trl-padding-free"],
+        "bench after warm nopack / trl (same first step)": med["bench after warm nopack"]
+        / med["bench trl-padding-free"],
+        "bench after warm / trl, step 1 excluded": med["bench after warm, step 1 excluded"]
+        / med["bench trl-padding-free, step 1 excluded"],
         "--help after / before": med["--help after"] / med["--help before"],
     }
     if not args.skip_quickstart:

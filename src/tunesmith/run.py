@@ -122,12 +122,16 @@ def ignored_option_warnings(cfg: RunConfig, rt: Runtime) -> list[str]:
             "process. Start it with `tunesmith train CONFIG --nproc N` (torchrun; docs/distributed.md)"
         )
     if rt.device.type == "cpu" and rt.dtype in ("fp16", "bf16"):
-        out.append(
-            f"train.dtype: {rt.dtype} on a CPU: CPUs without AMX / AVX512-FP16 compute half-precision "
-            "matmuls many times slower than fp32 (SmolLM2-135M LoRA training on one AMD EPYC thread: "
-            "50 tokens/s in fp32, 3 in bf16 or fp16, about 17x slower). "
-            "Use train.dtype: fp32 (auto picks it on CPU)"
-        )
+        from .models.device import cpu_has_amx_bf16
+
+        if rt.dtype == "fp16" or not cpu_has_amx_bf16():
+            out.append(
+                f"train.dtype: {rt.dtype} on a CPU: CPUs without AMX compute half-precision "
+                "matmuls many times slower than fp32 (SmolLM2-135M LoRA training on one AMD EPYC "
+                "thread: 50 tokens/s in fp32, 3 in bf16 or fp16, about 17x slower; fp16 has no AMX "
+                "path here at all). Use train.dtype: fp32 (auto picks it on CPU), or bf16 on a CPU "
+                'with AMX-BF16 (docs/training.md, "bf16 on a CPU")'
+            )
     return out
 
 

@@ -47,10 +47,26 @@ def test_parallel_under_torchrun_is_not_warned_about(tmp_path):
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
-def test_half_precision_on_cpu_warns_with_the_speed_cost(tmp_path, dtype):
+def test_half_precision_on_cpu_warns_with_the_speed_cost(tmp_path, dtype, monkeypatch):
+    monkeypatch.setattr("tunesmith.models.device.cpu_has_amx_bf16", lambda: False)
     (warning,) = _warnings(tmp_path, dtype=dtype)
     assert f"train.dtype: {dtype} on a CPU" in warning and "17x slower" in warning
     assert "train.dtype: fp32" in warning
+
+
+def test_bf16_on_a_cpu_with_amx_is_not_warned_about(tmp_path, monkeypatch):
+    monkeypatch.setattr("tunesmith.models.device.cpu_has_amx_bf16", lambda: True)
+    assert _warnings(tmp_path, dtype="bf16") == []
+    (warning,) = _warnings(tmp_path, dtype="fp16")  # no AMX path for fp16
+    assert "train.dtype: fp16 on a CPU" in warning
+
+
+def test_amx_detection_reads_the_cpu_flags():
+    from tunesmith.models.device import cpu_has_amx_bf16
+
+    with open("/proc/cpuinfo") as f:
+        flags = next((line.split() for line in f if line.startswith("flags")), [])
+    assert cpu_has_amx_bf16() == ("amx_bf16" in flags)
 
 
 def test_plain_runs_get_no_warning(tmp_path):

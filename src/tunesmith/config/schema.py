@@ -221,7 +221,8 @@ class TrainConfig:
     (8-bit states in CUDA unified memory that pages out under pressure; CUDA only)."""
     dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     """auto: bf16 autocast on CUDA with bf16 support, fp32 on CPU (half precision is many times
-    slower on CPUs without AMX: an explicit fp16 / bf16 on a CPU warns)."""
+    slower on CPUs without AMX: an explicit fp16 / bf16 on a CPU warns; on a CPU with AMX-BF16,
+    bf16 trains LoRA faster: docs/training.md, "bf16 on a CPU")."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """auto: cuda when a GPU is visible, else cpu."""
     threads: int | None = None

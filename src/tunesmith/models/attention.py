@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from . import varlen_kernels
+from .device import autocast_dtype
 
 NAME = "tunesmith_varlen"
 
@@ -127,6 +128,28 @@ def varlen_attention_forward(
     if out is not None:  # one varlen kernel for the whole batch (CUDA; see varlen_kernels)
         return out, None
     varlen_kernels.note_ran("loop", query)
+    if query.device.type == "cpu" and autocast_dtype(query) is not None:
+        # CPU autocast: attend in fp32. torch's CPU flash-attention backward in bf16 ran 4-5x
+        # slower than in fp32 inside a SmolLM2 LoRA step (bench/README.md, "bf16 on a CPU");
+        # the output feeds o_proj, which casts it to autocast's dtype again.
+        with torch.autocast("cpu", enabled=False):
+            return _loop(
+                module,
+                query.float(),
+                key.float(),
+                value.float(),
+                bounds,
+                tunesmith_branches,
+                scale,
+                softcap,
+                sliding_window,
+                p,
+            )
+    return _loop(module, query, key, value, bounds, tunesmith_branches, scale, softcap, sliding_window, p)
+
+
+def _loop(module, query, key, value, bounds, tunesmith_branches, scale, softcap, sliding_window, p):
+    """The per-example loop over ``[1, H, T, D]`` tensors: ``(output [1, T, Hq, D], None)``."""
     plain = not tunesmith_branches and bounds[0] == 0 and bounds[-1] == query.shape[2]
     sizes = [end - start for start, end in zip(bounds[:-1], bounds[1:])]
     if plain and softcap is None and not (sliding_window and max(sizes) > sliding_window):

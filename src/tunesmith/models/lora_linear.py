@@ -14,8 +14,15 @@ an ordinary PEFT adapter) whose forward, on its common path, runs one autograd f
 
 ``x_d`` is ``dropout(x)`` — ``x`` itself when dropout is off. The common path is: adapters on,
 not merged, one active vanilla LoRA adapter (no DoRA or other variant), no ``adapter_names``
-mixed batch, a plain ``nn.Linear`` base without ``fan_in_fan_out``, input and weights of one
-dtype and no autocast. Anything else takes PEFT's forward unchanged.
+mixed batch, a plain ``nn.Linear`` base without ``fan_in_fan_out``, and either input and weights
+of one dtype, or autocast on (bf16 / fp16 training, CUDA or CPU). Anything else takes PEFT's
+forward unchanged.
+
+Under autocast (bf16 / fp16 training) the layer runs :class:`_HalfBaseLoraLinearFunction`:
+the base GEMMs in autocast's dtype, as autocast would run them (the frozen base is usually
+stored in that dtype already, ``models.device.frozen_base_dtype``), the adapter and the output
+in fp32. PEFT's autocast forward is five half-precision ops, each a cast and a pass over memory,
+and its sum rounds the adapter's small delta to the half type.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import torch
 from peft.tuners.lora.layer import Linear as PeftLoraLinear
 from torch import nn
 
+from .device import autocast_dtype
 from .forward import profile_scope
 
 
@@ -69,6 +77,71 @@ class _LoraLinearFunction(torch.autograd.Function):
         return g_x, g_xd, g_w, g_bias, g_a, g_lb, None
 
 
+class _HalfBaseLoraLinearFunction(torch.autograd.Function):
+    """Autocast's LoRA linear: ``(x, x_d | None, W, b | None, A, B, s, half) -> y [..., out]``
+    in fp32. The base GEMMs (``x Wᵀ + b`` and ``∂x = g W``; ``∂W`` when it trains) run in
+    ``half``; the adapter (``h = x_d Aᵀ``, ``s · h Bᵀ`` and its gradients) and the sum run in
+    fp32, so the adapter's delta — early in training far below one half-precision step of
+    ``x Wᵀ`` — is not rounded away (all-bf16 LoRA, PEFT's autocast forward, trained SmolLM2
+    visibly slower at equal steps: bench/README.md, "bf16 on a CPU")."""
+
+    @staticmethod
+    def forward(ctx, x, x_d, weight, bias, lora_a, lora_b, scaling, half):
+        need_w = ctx.needs_input_grad[2]
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, x.shape[-1])
+        xf = x2.float()
+        xdf = xf if x_d is None else x_d.reshape(-1, x_d.shape[-1]).float()
+        xh, wh = x2.to(half), weight.to(half)
+        with profile_scope("base"):
+            y = torch.addmm(bias.to(half), xh, wh.t()) if bias is not None else xh @ wh.t()
+        y = y.float()
+        a, b = lora_a.float(), lora_b.float()
+        h = xdf @ a.t()
+        y.addmm_(h, b.t(), alpha=scaling)
+        ctx.save_for_backward(xf, None if x_d is None else xdf, h, wh, a, b, xh if need_w else None)
+        ctx.scaling, ctx.lead, ctx.shared, ctx.half = scaling, lead, x_d is None, half
+        ctx.dtypes = (
+            x.dtype,
+            None if x_d is None else x_d.dtype,
+            weight.dtype,
+            bias.dtype if bias is not None else None,
+        )
+        return y.view(*lead, y.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        with torch.autocast(grad_y.device.type, enabled=False):  # a backward run under autocast
+            return _HalfBaseLoraLinearFunction._backward(ctx, grad_y)
+
+    @staticmethod
+    def _backward(ctx, grad_y):
+        xf, xdf, h, wh, a, b, xh = ctx.saved_tensors
+        need_x, need_xd, need_w, need_b, need_a, need_bb, _, _ = ctx.needs_input_grad
+        s, lead = ctx.scaling, ctx.lead
+        x_dtype, xd_dtype, w_dtype, b_dtype = ctx.dtypes
+        g = grad_y.reshape(-1, grad_y.shape[-1]).float()
+        xdf = xf if xdf is None else xdf
+        g_h = torch.mm(g, b).mul_(s) if (need_a or (ctx.shared and need_x) or need_xd) else None
+        g_a = torch.mm(g_h.t(), xdf) if need_a else None
+        g_lb = torch.mm(g.t(), h).mul_(s) if need_bb else None
+        gh = g.to(ctx.half) if (need_x or need_w) else None
+        g_x = g_xd = g_w = None
+        if need_x:
+            with profile_scope("base"):
+                g_x = torch.mm(gh, wh).float()
+            if ctx.shared:
+                g_x.addmm_(g_h, a)  # the adapter read x itself: one gradient for both
+            g_x = g_x.to(x_dtype).view(*lead, -1)
+        if need_xd:
+            g_xd = torch.mm(g_h, a).to(xd_dtype).view(*lead, -1)
+        if need_w:
+            with profile_scope("base"):
+                g_w = torch.mm(gh.t(), xh).to(w_dtype)
+        g_bias = g.sum(0).to(b_dtype) if need_b else None
+        return g_x, g_xd, g_w, g_bias, g_a, g_lb, None, None
+
+
 def _fast_adapter(layer: PeftLoraLinear, x: torch.Tensor, kwargs: dict) -> str | None:
     """The active adapter's name when ``layer``'s forward may take the fused path, else None."""
     if kwargs or layer.disable_adapters or layer.merged or layer.fan_in_fan_out:
@@ -81,10 +154,12 @@ def _fast_adapter(layer: PeftLoraLinear, x: torch.Tensor, kwargs: dict) -> str |
     if type(base) is not nn.Linear or getattr(layer, "lora_bias", {}).get(name):
         return None
     weight = layer.lora_A[name].weight
+    half = autocast_dtype(x)
+    if half is not None:  # every operand is cast to autocast's dtype
+        dtypes = {x.dtype, weight.dtype, base.weight.dtype, layer.lora_B[name].weight.dtype}
+        return name if dtypes <= {torch.float32, half} else None
     if x.dtype != weight.dtype or base.weight.dtype != weight.dtype:
         return None
-    if x.device.type != "meta" and torch.is_autocast_enabled(x.device.type):
-        return None  # (the memory estimator traces on the meta device, which has no autocast)
     return name
 
 
@@ -100,15 +175,13 @@ class FusedLoraLinear(PeftLoraLinear):
         x_d = (
             None if isinstance(dropout, nn.Identity) or not (self.training and dropout.p > 0) else dropout(x)
         )
-        return _LoraLinearFunction.apply(
-            x,
-            x_d,
-            base.weight,
-            base.bias,
-            self.lora_A[name].weight,
-            self.lora_B[name].weight,
-            self.scaling[name],
-        )
+        operands = (x, x_d, base.weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight)
+        half = autocast_dtype(x)
+        if half is None:
+            return _LoraLinearFunction.apply(*operands, self.scaling[name])
+        # Autocast stays out of the function's own matmuls: it casts what it needs itself.
+        with torch.autocast(x.device.type, enabled=False):
+            return _HalfBaseLoraLinearFunction.apply(*operands, self.scaling[name], half)
 
 
 def register_fused(lora_config) -> None:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import ConfigError
+from .device import autocast_dtype
 
 log = logging.getLogger("tunesmith")
 
@@ -250,10 +251,7 @@ def note_ran(kernel: str, query) -> None:
 def _common_dtype(query) -> torch.dtype:
     """The one dtype q, k and v are attended in: autocast's when it is on (rotary embeddings
     leave q/k in fp32 while v comes out of a bf16 linear), else the query's."""
-    device_type = query.device.type
-    if torch.is_autocast_enabled(device_type):
-        return torch.get_autocast_dtype(device_type)
-    return query.dtype
+    return autocast_dtype(query) or query.dtype
 
 
 # ------------------------------------------------------------------------------------------------

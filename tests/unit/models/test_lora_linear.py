@@ -55,6 +55,19 @@ def _run(model, x, seed=1):
     return y.detach(), x.grad, grads
 
 
+def _graph_names(t: torch.Tensor) -> list[str]:
+    """The autograd node types that produced ``t``."""
+    names, todo, seen = [], [t.grad_fn], set()
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.append(type(node).__name__)
+        todo.extend(f for f, _ in node.next_functions)
+    return names
+
+
 def _close(a, b):
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
@@ -101,12 +114,65 @@ def test_paths_the_fused_forward_leaves_to_peft():
     peft_model.eval()
     with torch.no_grad():
         _close(fused_model(x), peft_model(x))
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            _close(fused_model(x).float(), peft_model(x).float())
     fused_model.merge_adapter()
     peft_model.merge_adapter()
     with torch.no_grad():
         _close(fused_model(x), peft_model(x))
+
+
+@pytest.mark.parametrize("half_base", [False, True], ids=["fp32-base", "bf16-base"])
+def test_fused_layer_under_autocast(half_base):
+    """bf16 autocast (CPU here; CUDA takes the same path): the half-base function runs, returns
+    fp32, gives fp32 gradients to the fp32 adapter, and agrees with the fp32 computation to
+    bf16 precision of the base GEMMs. ``half_base``: the frozen base stored in bf16, as
+    ``models.device.frozen_base_dtype`` loads it for LoRA under autocast."""
+    peft_model, fused_model = _pair(bias=True)
+    x = torch.randn(3, 7, 12)
+    ref = _run(peft_model, x)  # fp32, no autocast: the reference
+    if half_base:
+        for name, p in fused_model.named_parameters():
+            if "base_layer" in name:
+                p.data = p.data.to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = fused_model(x.clone().requires_grad_(True))
+        assert y.dtype == torch.float32
+        assert _graph_names(y).count("_HalfBaseLoraLinearFunctionBackward") == 2  # both layers
+        y, gx, g = _run(fused_model, x)
+    torch.testing.assert_close(y, ref[0], rtol=3e-2, atol=3e-2)
+    torch.testing.assert_close(gx, ref[1], rtol=3e-2, atol=3e-2)
+    assert g.keys() == ref[2].keys()
+    for key, grad in g.items():
+        assert grad.dtype == torch.float32, key
+        torch.testing.assert_close(grad, ref[2][key], rtol=5e-2, atol=5e-2, msg=key)
+
+
+def test_autocast_keeps_a_small_adapter_delta_that_bf16_rounds_away():
+    """Early in training s·(x Aᵀ)Bᵀ is far below one bf16 step of x Wᵀ. The fused layer adds it
+    in fp32: its output minus the base's is the delta to fp32 precision, where PEFT's all-bf16
+    autocast forward rounds most of it away."""
+    peft_model, fused_model = _pair()
+    with torch.no_grad():
+        for model in (peft_model, fused_model):
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.mul_(1e-4)
+    layer = fused_model.base_model.model.up
+    peft_layer = peft_model.base_model.model.up
+    x = torch.randn(64, 12)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with layer.disable_adapter() if hasattr(layer, "disable_adapter") else fused_model.disable_adapter():
+            base = layer(x).float()
+        delta = layer(x).float() - base
+        peft_delta = peft_layer(x).float() - base
+    with torch.no_grad():
+        exact = (
+            layer.scaling["default"]
+            * (x @ layer.lora_A["default"].weight.t())
+            @ layer.lora_B["default"].weight.t()
+        )
+    error = (delta - exact).norm() / exact.norm()
+    peft_error = (peft_delta - exact).norm() / exact.norm()
+    assert error < 1e-3 < 0.3 < peft_error
 
 
 def test_adapter_files_are_peft_s():

@@ -42,3 +42,27 @@ def test_loop_equals_separate_examples(heads, kv_heads):
     ref.backward(grad)
     for mine, theirs in zip(got, (q.grad, k.grad, v.grad)):
         torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_cpu_autocast_attends_in_fp32():
+    """Under CPU bf16 autocast the loop attends in fp32 (the fp32 CPU kernel's backward is the
+    fast one): q and k as rotary leaves them (fp32) and v as a bf16 linear makes it give exactly
+    what the loop gives without autocast on the same values in fp32, and fp32 gradients."""
+    torch.manual_seed(0)
+    lengths = [7, 12, 3]
+    total = sum(lengths)
+    q = torch.randn(1, 4, total, 8, requires_grad=True)
+    k = torch.randn(1, 2, total, 8, requires_grad=True)
+    v = torch.randn(1, 2, total, 8).to(torch.bfloat16).requires_grad_(True)
+    bounds = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = varlen_attention_forward(_Module(), q, k, v, None, cu_seq_lens_q=bounds)
+    assert out.dtype == torch.float32
+    out.sum().backward()
+    v32 = v.detach().float().requires_grad_(True)
+    q2, k2 = (t.detach().clone().requires_grad_(True) for t in (q, k))
+    ref, _ = varlen_attention_forward(_Module(), q2, k2, v32, None, cu_seq_lens_q=bounds)
+    assert torch.equal(out, ref)
+    ref.sum().backward()
+    assert torch.equal(q.grad, q2.grad) and torch.equal(k.grad, k2.grad)
+    assert v.grad.dtype == torch.bfloat16 and torch.equal(v.grad, v32.grad.to(torch.bfloat16))
