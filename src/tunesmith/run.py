@@ -128,9 +128,9 @@ def ignored_option_warnings(cfg: RunConfig, rt: Runtime) -> list[str]:
             out.append(
                 f"train.dtype: {rt.dtype} on a CPU: CPUs without AMX compute half-precision "
                 "matmuls many times slower than fp32 (SmolLM2-135M LoRA training on one AMD EPYC "
-                "thread: 50 tokens/s in fp32, 3 in bf16 or fp16, about 17x slower; fp16 has no AMX "
-                "path here at all). Use train.dtype: fp32 (auto picks it on CPU), or bf16 on a CPU "
-                'with AMX-BF16 (docs/training.md, "bf16 on a CPU")'
+                "thread: 50 tokens/s in fp32, 3 in bf16 or fp16, about 17x slower; on a Xeon "
+                "with AMX-BF16 fp16 ran no faster than fp32). Use train.dtype: fp32 (auto picks "
+                'it on CPU), or bf16 on a CPU with AMX-BF16 (docs/training.md, "bf16 on a CPU")'
             )
     return out
 

@@ -153,6 +153,18 @@ def _greedy_in_transformers(
     return prompt, ids, stops, ref
 
 
+def _greedy_gaps(src: Path, ids: list[int], generated: list[int]) -> list[float]:
+    """For each token of ``generated`` (a greedy continuation of ``ids``), how far its logit in
+    transformers falls below the largest one, given the same prefix (0.0: it is the argmax)."""
+    from tunesmith.models.generate import load_for_inference
+
+    model, _ = load_for_inference(str(src))
+    with torch.no_grad():
+        logits = model(torch.tensor([ids + generated])).logits[0, len(ids) - 1 : -1].float()
+    chosen = logits.gather(1, torch.tensor(generated)[:, None])[:, 0]
+    return (logits.max(dim=1).values - chosen).tolist()
+
+
 def _merge_order_words(tokenizer_dir: Path, n: int = 12) -> str:
     """Words whose split depends on merge priority: ``a+b+c`` where ``b+c`` is merged before
     ``a+b`` and ``abc`` is no token. Joining leftmost-first (what equal scores would do) splits
@@ -225,4 +237,9 @@ def test_node_llama_cpp_gemma_and_phi3(tmp_path, arch, tiny_tokenizer):
     prompt, ids, stops, ref = _greedy_in_transformers(src)
     out = _node_llama_cpp(tmp_path / "m.gguf", prompt, stops)
     assert out["prompt_ids"] == ids
-    assert out["generated"] == ref, (out["generated"], ref)
+    gaps = _greedy_gaps(src, ids, out["generated"])
+    # Each token llama.cpp picked is transformers' argmax on llama.cpp's own prefix, up to the
+    # f16 export's rounding: a near-tie may go the other way on another CPU's kernels (an
+    # AVX-512 Xeon flipped Gemma's 7th token), after which the sequences differ legitimately.
+    assert len(out["generated"]) == len(ref) and max(gaps) < 0.05, (out["generated"], ref, gaps)
+    assert out["generated"][:4] == ref[:4] and sum(g > 0 for g in gaps) <= 2, (gaps, out["generated"], ref)
