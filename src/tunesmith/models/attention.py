@@ -128,24 +128,15 @@ def varlen_attention_forward(
     if out is not None:  # one varlen kernel for the whole batch (CUDA; see varlen_kernels)
         return out, None
     varlen_kernels.note_ran("loop", query)
+    precision = contextlib.nullcontext()
     if query.device.type == "cpu" and autocast_dtype(query) is not None:
         # CPU autocast: attend in fp32. torch's CPU flash-attention backward in bf16 ran 4-5x
         # slower than in fp32 inside a SmolLM2 LoRA step (bench/README.md, "bf16 on a CPU");
         # the output feeds o_proj, which casts it to autocast's dtype again.
-        with torch.autocast("cpu", enabled=False):
-            return _loop(
-                module,
-                query.float(),
-                key.float(),
-                value.float(),
-                bounds,
-                tunesmith_branches,
-                scale,
-                softcap,
-                sliding_window,
-                p,
-            )
-    return _loop(module, query, key, value, bounds, tunesmith_branches, scale, softcap, sliding_window, p)
+        query, key, value = query.float(), key.float(), value.float()
+        precision = torch.autocast("cpu", enabled=False)
+    with precision:
+        return _loop(module, query, key, value, bounds, tunesmith_branches, scale, softcap, sliding_window, p)
 
 
 def _loop(module, query, key, value, bounds, tunesmith_branches, scale, softcap, sliding_window, p):

@@ -18,10 +18,9 @@ mixed batch, a plain ``nn.Linear`` base without ``fan_in_fan_out``, and either i
 of one dtype, or autocast on (bf16 / fp16 training, CUDA or CPU). Anything else takes PEFT's
 forward unchanged.
 
-Under autocast (bf16 / fp16 training) the layer runs :class:`_HalfBaseLoraLinearFunction`:
-the base GEMMs in autocast's dtype, as autocast would run them (the frozen base is usually
-stored in that dtype already, ``models.device.frozen_base_dtype``), the adapter and the output
-in fp32. PEFT's autocast forward is five half-precision ops, each a cast and a pass over memory,
+Under autocast (bf16 / fp16 training) the same function runs the base GEMMs in autocast's
+dtype, as autocast would run them (the frozen base is usually stored in that dtype already,
+``models.device.frozen_base_dtype``), and the adapter and the output in fp32. PEFT's autocast forward is five half-precision ops, each a cast and a pass over memory,
 and its sum rounds the adapter's small delta to the half type.
 """
 
@@ -37,70 +36,32 @@ from .forward import profile_scope
 
 class _LoraLinearFunction(torch.autograd.Function):
     """``(x [..., in], x_d [..., in] | None, W [out, in], b [out] | None, A [r, in], B [out, r],
-    s) -> y [..., out]``; ``x_d`` None means the adapter reads ``x`` itself."""
+    s, half, acc) -> y [..., out]`` in ``acc``; ``x_d`` None means the adapter reads ``x`` itself.
+
+    The base GEMMs (``x Wᵀ + b``, ``∂x = g W``, ``∂W`` when it trains) run in ``half``; the
+    adapter (``h = x_d Aᵀ``, ``s · h Bᵀ``, their gradients) and the sum run in ``acc``. Without
+    autocast both are the operands' one dtype and every cast below is a no-op. Under autocast
+    ``half`` is autocast's dtype and ``acc`` fp32, so the adapter's delta — early in training far
+    below one half-precision step of ``x Wᵀ`` — is not rounded away (all-bf16 LoRA, PEFT's
+    autocast forward, trained SmolLM2 visibly slower at equal steps: bench/README.md, "bf16 on a
+    CPU")."""
 
     @staticmethod
-    def forward(ctx, x, x_d, weight, bias, lora_a, lora_b, scaling):
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, x.shape[-1])
-        xd2 = x2 if x_d is None else x_d.reshape(-1, x_d.shape[-1])
-        h = xd2 @ lora_a.t()
-        with profile_scope("base"):
-            y = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()
-        y.addmm_(h, lora_b.t(), alpha=scaling)
-        ctx.save_for_backward(x2, None if x_d is None else xd2, h, weight, lora_a, lora_b)
-        ctx.scaling, ctx.lead, ctx.has_bias, ctx.shared = scaling, lead, bias is not None, x_d is None
-        return y.view(*lead, y.shape[-1])
-
-    @staticmethod
-    def backward(ctx, grad_y):
-        x2, xd2, h, weight, lora_a, lora_b = ctx.saved_tensors
-        need_x, need_xd, need_w, need_b, need_a, need_bb, _ = ctx.needs_input_grad
-        s, lead = ctx.scaling, ctx.lead
-        g = grad_y.reshape(-1, grad_y.shape[-1])
-        xd2 = x2 if xd2 is None else xd2
-        g_h = torch.mm(g, lora_b).mul_(s) if (need_a or (ctx.shared and need_x) or need_xd) else None
-        g_a = torch.mm(g_h.t(), xd2) if need_a else None
-        g_lb = torch.mm(g.t(), h).mul_(s) if need_bb else None
-        g_x = g_xd = None
-        if need_x:
-            with profile_scope("base"):
-                g_x = torch.mm(g, weight)
-            if ctx.shared:
-                g_x.addmm_(g_h, lora_a)  # the adapter read x itself: one gradient for both
-        if need_xd:
-            g_xd = torch.mm(g_h, lora_a).view(*lead, -1)
-        with profile_scope("base"):
-            g_w = torch.mm(g.t(), x2) if need_w else None
-        g_bias = g.sum(0) if (ctx.has_bias and need_b) else None
-        g_x = g_x.view(*lead, -1) if g_x is not None else None
-        return g_x, g_xd, g_w, g_bias, g_a, g_lb, None
-
-
-class _HalfBaseLoraLinearFunction(torch.autograd.Function):
-    """Autocast's LoRA linear: ``(x, x_d | None, W, b | None, A, B, s, half) -> y [..., out]``
-    in fp32. The base GEMMs (``x Wᵀ + b`` and ``∂x = g W``; ``∂W`` when it trains) run in
-    ``half``; the adapter (``h = x_d Aᵀ``, ``s · h Bᵀ`` and its gradients) and the sum run in
-    fp32, so the adapter's delta — early in training far below one half-precision step of
-    ``x Wᵀ`` — is not rounded away (all-bf16 LoRA, PEFT's autocast forward, trained SmolLM2
-    visibly slower at equal steps: bench/README.md, "bf16 on a CPU")."""
-
-    @staticmethod
-    def forward(ctx, x, x_d, weight, bias, lora_a, lora_b, scaling, half):
+    def forward(ctx, x, x_d, weight, bias, lora_a, lora_b, scaling, half, acc):
         need_w = ctx.needs_input_grad[2]
         lead = x.shape[:-1]
         x2 = x.reshape(-1, x.shape[-1])
-        xf = x2.float()
-        xdf = xf if x_d is None else x_d.reshape(-1, x_d.shape[-1]).float()
+        xa = x2.to(acc)
+        xda = xa if x_d is None else x_d.reshape(-1, x_d.shape[-1]).to(acc)
+        a, b = lora_a.to(acc), lora_b.to(acc)
+        h = xda @ a.t()
         xh, wh = x2.to(half), weight.to(half)
         with profile_scope("base"):
             y = torch.addmm(bias.to(half), xh, wh.t()) if bias is not None else xh @ wh.t()
-        y = y.float()
-        a, b = lora_a.float(), lora_b.float()
-        h = xdf @ a.t()
+        y = y.to(acc)
         y.addmm_(h, b.t(), alpha=scaling)
-        ctx.save_for_backward(xf, None if x_d is None else xdf, h, wh, a, b, xh if need_w else None)
-        ctx.scaling, ctx.lead, ctx.shared, ctx.half = scaling, lead, x_d is None, half
+        ctx.save_for_backward(xa, None if x_d is None else xda, h, wh, a, b, xh if need_w else None)
+        ctx.scaling, ctx.lead, ctx.shared, ctx.half, ctx.acc = scaling, lead, x_d is None, half, acc
         ctx.dtypes = (
             x.dtype,
             None if x_d is None else x_d.dtype,
@@ -112,24 +73,24 @@ class _HalfBaseLoraLinearFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         with torch.autocast(grad_y.device.type, enabled=False):  # a backward run under autocast
-            return _HalfBaseLoraLinearFunction._backward(ctx, grad_y)
+            return _LoraLinearFunction._backward(ctx, grad_y)
 
     @staticmethod
     def _backward(ctx, grad_y):
-        xf, xdf, h, wh, a, b, xh = ctx.saved_tensors
-        need_x, need_xd, need_w, need_b, need_a, need_bb, _, _ = ctx.needs_input_grad
+        xa, xda, h, wh, a, b, xh = ctx.saved_tensors
+        need_x, need_xd, need_w, need_b, need_a, need_bb, _, _, _ = ctx.needs_input_grad
         s, lead = ctx.scaling, ctx.lead
         x_dtype, xd_dtype, w_dtype, b_dtype = ctx.dtypes
-        g = grad_y.reshape(-1, grad_y.shape[-1]).float()
-        xdf = xf if xdf is None else xdf
+        g = grad_y.reshape(-1, grad_y.shape[-1]).to(ctx.acc)
+        xda = xa if xda is None else xda
         g_h = torch.mm(g, b).mul_(s) if (need_a or (ctx.shared and need_x) or need_xd) else None
-        g_a = torch.mm(g_h.t(), xdf) if need_a else None
+        g_a = torch.mm(g_h.t(), xda) if need_a else None
         g_lb = torch.mm(g.t(), h).mul_(s) if need_bb else None
         gh = g.to(ctx.half) if (need_x or need_w) else None
         g_x = g_xd = g_w = None
         if need_x:
             with profile_scope("base"):
-                g_x = torch.mm(gh, wh).float()
+                g_x = torch.mm(gh, wh).to(ctx.acc)
             if ctx.shared:
                 g_x.addmm_(g_h, a)  # the adapter read x itself: one gradient for both
             g_x = g_x.to(x_dtype).view(*lead, -1)
@@ -139,7 +100,7 @@ class _HalfBaseLoraLinearFunction(torch.autograd.Function):
             with profile_scope("base"):
                 g_w = torch.mm(gh.t(), xh).to(w_dtype)
         g_bias = g.sum(0).to(b_dtype) if need_b else None
-        return g_x, g_xd, g_w, g_bias, g_a, g_lb, None, None
+        return g_x, g_xd, g_w, g_bias, g_a, g_lb, None, None, None
 
 
 def _fast_adapter(layer: PeftLoraLinear, x: torch.Tensor, kwargs: dict) -> str | None:
@@ -177,11 +138,11 @@ class FusedLoraLinear(PeftLoraLinear):
         )
         operands = (x, x_d, base.weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight)
         half = autocast_dtype(x)
-        if half is None:
-            return _LoraLinearFunction.apply(*operands, self.scaling[name])
+        if half is None:  # one dtype throughout
+            return _LoraLinearFunction.apply(*operands, self.scaling[name], x.dtype, x.dtype)
         # Autocast stays out of the function's own matmuls: it casts what it needs itself.
         with torch.autocast(x.device.type, enabled=False):
-            return _HalfBaseLoraLinearFunction.apply(*operands, self.scaling[name], half)
+            return _LoraLinearFunction.apply(*operands, self.scaling[name], half, torch.float32)
 
 
 def register_fused(lora_config) -> None:

@@ -122,7 +122,7 @@ def test_paths_the_fused_forward_leaves_to_peft():
 
 @pytest.mark.parametrize("half_base", [False, True], ids=["fp32-base", "bf16-base"])
 def test_fused_layer_under_autocast(half_base):
-    """bf16 autocast (CPU here; CUDA takes the same path): the half-base function runs, returns
+    """bf16 autocast (CPU here; CUDA takes the same path): the fused function runs, returns
     fp32, gives fp32 gradients to the fp32 adapter, and agrees with the fp32 computation to
     bf16 precision of the base GEMMs. ``half_base``: the frozen base stored in bf16, as
     ``models.device.frozen_base_dtype`` loads it for LoRA under autocast."""
@@ -136,7 +136,7 @@ def test_fused_layer_under_autocast(half_base):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = fused_model(x.clone().requires_grad_(True))
         assert y.dtype == torch.float32
-        assert _graph_names(y).count("_HalfBaseLoraLinearFunctionBackward") == 2  # both layers
+        assert _graph_names(y).count("_LoraLinearFunctionBackward") == 2  # both layers
         y, gx, g = _run(fused_model, x)
     torch.testing.assert_close(y, ref[0], rtol=3e-2, atol=3e-2)
     torch.testing.assert_close(gx, ref[1], rtol=3e-2, atol=3e-2)
